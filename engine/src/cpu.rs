@@ -1,0 +1,337 @@
+//! The CPU engine: rayon over L1-sized tiles, SIMD ChaCha from the `chacha20` crate.
+//!
+//! A tile of the accumulator (16 KiB) is loaded once; every mask term expands its keystream for
+//! that tile 64 words at a time into a 256-byte scratch that never leaves L1, adds or subtracts
+//! it, and moves on; the tile is reduced mod 2^b and written back once. Each tile seeks its
+//! keystream by block counter, so tiles are independent and run on every core.
+
+use std::sync::Arc;
+
+use chacha20::variants::Legacy;
+use chacha20::{ChaChaCore, R8, R12, R20};
+use rand_core::block::Generator;
+use rand_core::{Rng, SeedableRng};
+use rayon::prelude::*;
+use zeroize::Zeroize;
+
+use crate::{
+    Backend, BackendKind, EngineError, Lane, MaskTerm, Modulus, Prg, Seed, Sign, StreamPos,
+    check_add, check_range, words, words_mut,
+};
+
+/// Words the SIMD core produces per call: four ChaCha blocks.
+const BATCH: usize = 64;
+/// Accumulator words per tile: 16 KiB, so a tile and the scratch stay in L1 across all terms.
+const TILE: usize = 4096;
+/// Elements per rayon task for plain element-wise addition (memory bound; larger is fine).
+const ADD_TILE: usize = 1 << 16;
+
+/// Vector arithmetic mod 2^b and fused mask expansion on the CPU.
+///
+/// Uses every core of the global rayon pool by default; [`CpuEngine::with_threads`] gives it a
+/// pool of its own (one thread for single-core baselines).
+#[derive(Clone, Default)]
+pub struct CpuEngine {
+    pool: Option<Arc<rayon::ThreadPool>>,
+}
+
+impl std::fmt::Debug for CpuEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuEngine")
+            .field("threads", &self.threads())
+            .finish()
+    }
+}
+
+impl CpuEngine {
+    /// An engine on the global rayon pool (every core unless `RAYON_NUM_THREADS` says otherwise).
+    pub fn new() -> Self {
+        Self { pool: None }
+    }
+
+    /// An engine with a private pool of `threads` worker threads.
+    pub fn with_threads(threads: usize) -> Result<Self, EngineError> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(|i| format!("secagg-cpu-{i}"))
+            .build()
+            .map_err(|e| EngineError::ThreadPool(e.to_string()))?;
+        Ok(Self {
+            pool: Some(Arc::new(pool)),
+        })
+    }
+
+    /// The number of worker threads this engine uses.
+    pub fn threads(&self) -> usize {
+        match &self.pool {
+            Some(p) => p.current_num_threads(),
+            None => rayon::current_num_threads(),
+        }
+    }
+
+    fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(p) => p.install(f),
+            None => f(),
+        }
+    }
+}
+
+/// A ChaCha keystream positioned at a block, producing 64 words per call.
+///
+/// Stream 0 (every mask) runs the `chacha20` crate's SIMD core directly; other streams (only
+/// reached by known-answer tests) go through its buffered RNG type.
+enum Keystream {
+    R20(ChaChaCore<R20, Legacy>),
+    R12(ChaChaCore<R12, Legacy>),
+    R8(ChaChaCore<R8, Legacy>),
+    Other(Box<dyn Rng + Send>),
+}
+
+impl Keystream {
+    fn new(seed: &Seed, prg: Prg, pos: StreamPos) -> Self {
+        let key = *seed.expose_secret();
+        let mut ks = if pos.stream == 0 {
+            match prg {
+                Prg::ChaCha20 => Keystream::R20(ChaChaCore::from_seed(key)),
+                Prg::ChaCha12 => Keystream::R12(ChaChaCore::from_seed(key)),
+                Prg::ChaCha8 => Keystream::R8(ChaChaCore::from_seed(key)),
+            }
+        } else {
+            fn seeked<R: Rng + Send + SeedableRng<Seed = [u8; 32]> + 'static>(
+                key: [u8; 32],
+                f: impl FnOnce(&mut R),
+            ) -> Keystream {
+                let mut r = R::from_seed(key);
+                f(&mut r);
+                Keystream::Other(Box::new(r))
+            }
+            match prg {
+                Prg::ChaCha20 => seeked(key, |r: &mut chacha20::ChaCha20Rng| {
+                    r.set_stream(pos.stream);
+                    r.set_block_pos(pos.block);
+                }),
+                Prg::ChaCha12 => seeked(key, |r: &mut chacha20::ChaCha12Rng| {
+                    r.set_stream(pos.stream);
+                    r.set_block_pos(pos.block);
+                }),
+                Prg::ChaCha8 => seeked(key, |r: &mut chacha20::ChaCha8Rng| {
+                    r.set_stream(pos.stream);
+                    r.set_block_pos(pos.block);
+                }),
+            }
+        };
+        match &mut ks {
+            Keystream::R20(c) => c.set_block_pos(pos.block),
+            Keystream::R12(c) => c.set_block_pos(pos.block),
+            Keystream::R8(c) => c.set_block_pos(pos.block),
+            Keystream::Other(_) => {}
+        }
+        ks
+    }
+
+    #[inline]
+    fn next_batch(&mut self, out: &mut [u32; BATCH]) {
+        match self {
+            Keystream::R20(c) => c.generate(out),
+            Keystream::R12(c) => c.generate(out),
+            Keystream::R8(c) => c.generate(out),
+            Keystream::Other(r) => {
+                let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut out[..]);
+                r.fill_bytes(bytes);
+                for w in out.iter_mut() {
+                    *w = u32::from_le(*w);
+                }
+            }
+        }
+    }
+}
+
+/// What a tile does with each keystream batch.
+#[derive(Clone, Copy)]
+enum Op {
+    Add,
+    Sub,
+    Store,
+}
+
+/// Runs the keystream of `seed` over `tile`: the tile's first element takes word `skip` of
+/// block `pos`.
+fn stream_into(tile: &mut [u32], pos: StreamPos, skip: usize, seed: &Seed, prg: Prg, op: Op) {
+    let mut ks = Keystream::new(seed, prg, pos);
+    let mut buf = [0u32; BATCH];
+    let mut skip = skip;
+    let mut rest = tile;
+    while !rest.is_empty() {
+        ks.next_batch(&mut buf);
+        let avail = &buf[skip..];
+        let n = avail.len().min(rest.len());
+        let (head, tail) = rest.split_at_mut(n);
+        match op {
+            Op::Add => head
+                .iter_mut()
+                .zip(avail)
+                .for_each(|(a, k)| *a = a.wrapping_add(*k)),
+            Op::Sub => head
+                .iter_mut()
+                .zip(avail)
+                .for_each(|(a, k)| *a = a.wrapping_sub(*k)),
+            Op::Store => head.copy_from_slice(&avail[..n]),
+        }
+        rest = tail;
+        skip = 0;
+    }
+    buf.zeroize();
+}
+
+/// The block holding mask word `word` (masks use stream 0).
+fn mask_pos(word: u64) -> StreamPos {
+    StreamPos {
+        block: word / 16,
+        stream: 0,
+    }
+}
+
+fn reduce(tile: &mut [u32], mask: u32) {
+    if mask != u32::MAX {
+        tile.iter_mut().for_each(|a| *a &= mask);
+    }
+}
+
+/// Splits `v` (whose first element is keystream word `offset`) into a head that ends on a
+/// 64-word boundary, followed by the rest, so that every tile after the head starts on a
+/// four-block batch boundary and wastes no keystream.
+fn aligned_split(v: &mut [u32], offset: u64) -> (&mut [u32], &mut [u32]) {
+    let head = ((BATCH as u64 - offset % BATCH as u64) % BATCH as u64) as usize;
+    let head = head.min(v.len());
+    v.split_at_mut(head)
+}
+
+impl CpuEngine {
+    /// Calls `f(tile, first_word)` for every tile of `v`, in parallel.
+    fn for_tiles(&self, v: &mut [u32], offset: u64, f: impl Fn(&mut [u32], u64) + Sync + Send) {
+        self.run(|| {
+            let (head, rest) = aligned_split(v, offset);
+            let head_len = head.len() as u64;
+            if !head.is_empty() {
+                f(head, offset);
+            }
+            rest.par_chunks_mut(TILE)
+                .enumerate()
+                .for_each(|(i, tile)| f(tile, offset + head_len + (i * TILE) as u64));
+        })
+    }
+}
+
+impl Backend for CpuEngine {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Cpu
+    }
+
+    fn describe(&self) -> String {
+        format!("cpu ({} threads, chacha20 crate SIMD core)", self.threads())
+    }
+
+    fn add<L: Lane>(
+        &self,
+        acc: &mut [L],
+        input: &[L],
+        modulus: Modulus,
+    ) -> Result<(), EngineError> {
+        check_add(acc, input, modulus)?;
+        let (acc, input) = (words_mut(acc)?, words(input)?);
+        let mask = modulus.mask_u32();
+        self.run(|| {
+            acc.par_chunks_mut(ADD_TILE)
+                .zip(input.par_chunks(ADD_TILE))
+                .for_each(|(a, b)| {
+                    a.iter_mut()
+                        .zip(b)
+                        .for_each(|(a, b)| *a = a.wrapping_add(*b) & mask)
+                })
+        });
+        Ok(())
+    }
+
+    fn apply_masks<L: Lane>(
+        &self,
+        acc: &mut [L],
+        offset: u64,
+        terms: &[MaskTerm],
+        prg: Prg,
+        modulus: Modulus,
+    ) -> Result<(), EngineError> {
+        modulus.check_lane::<L>()?;
+        check_range(offset, acc.len())?;
+        let acc = words_mut(acc)?;
+        let mask = modulus.mask_u32();
+        self.for_tiles(acc, offset, |tile, start| {
+            for term in terms {
+                let op = match term.sign {
+                    Sign::Plus => Op::Add,
+                    Sign::Minus => Op::Sub,
+                };
+                stream_into(
+                    tile,
+                    mask_pos(start),
+                    (start % 16) as usize,
+                    &term.seed,
+                    prg,
+                    op,
+                );
+            }
+            reduce(tile, mask);
+        });
+        Ok(())
+    }
+
+    fn expand<L: Lane>(
+        &self,
+        seed: &Seed,
+        prg: Prg,
+        offset: u64,
+        out: &mut [L],
+        modulus: Modulus,
+    ) -> Result<(), EngineError> {
+        modulus.check_lane::<L>()?;
+        check_range(offset, out.len())?;
+        let out = words_mut(out)?;
+        let mask = modulus.mask_u32();
+        self.for_tiles(out, offset, |tile, start| {
+            stream_into(
+                tile,
+                mask_pos(start),
+                (start % 16) as usize,
+                seed,
+                prg,
+                Op::Store,
+            );
+            reduce(tile, mask);
+        });
+        Ok(())
+    }
+
+    fn keystream_blocks(
+        &self,
+        seed: &Seed,
+        prg: Prg,
+        pos: StreamPos,
+        out: &mut [u32],
+    ) -> Result<(), EngineError> {
+        if out.len() % 16 != 0 {
+            return Err(EngineError::PartialBlock { len: out.len() });
+        }
+        // Block counters wrap mod 2^64, as in ChaCha's 64-bit-counter layout; tiles are
+        // independent so each seeks on its own.
+        self.run(|| {
+            out.par_chunks_mut(TILE).enumerate().for_each(|(i, tile)| {
+                let start = StreamPos {
+                    block: pos.block.wrapping_add((i * TILE / 16) as u64),
+                    stream: pos.stream,
+                };
+                stream_into(tile, start, 0, seed, prg, Op::Store);
+            })
+        });
+        Ok(())
+    }
+}

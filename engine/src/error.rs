@@ -1,0 +1,86 @@
+//! The engine's error type: one variant per thing that can go wrong.
+
+use crate::LaneKind;
+
+/// Everything an engine call can fail with. API misuse (mismatched lengths, a modulus the lane
+/// cannot carry) and device trouble (no adapter, device lost, out of memory) are both typed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The exponent of 2^b is outside 1..=64.
+    #[error("modulus exponent b = {bits} is out of range: b must be in 1..=64")]
+    InvalidModulus {
+        /// The rejected exponent.
+        bits: u32,
+    },
+    /// The lane type is too narrow for the modulus.
+    #[error("modulus 2^{bits} does not fit in {lane_bits}-bit lanes")]
+    ModulusTooWide {
+        /// The modulus exponent.
+        bits: u32,
+        /// The lane width.
+        lane_bits: u32,
+    },
+    /// The two vectors of an element-wise operation differ in length.
+    #[error("length mismatch: accumulator has {acc} elements, input has {input}")]
+    LengthMismatch {
+        /// Accumulator length.
+        acc: usize,
+        /// Input length.
+        input: usize,
+    },
+    /// The keystream position would run past the 2^64-block counter space.
+    #[error("offset {offset} + length {len} runs past the end of the keystream")]
+    OffsetOverflow {
+        /// Element offset asked for.
+        offset: u64,
+        /// Slice length.
+        len: usize,
+    },
+    /// A raw keystream request was not a whole number of 16-word blocks.
+    #[error("raw keystream output must be a multiple of 16 words, got {len}")]
+    PartialBlock {
+        /// The rejected length.
+        len: usize,
+    },
+    /// An unknown PRG name was given.
+    #[error("unknown PRG {0:?}: expected chacha20, chacha12 or chacha8")]
+    UnknownPrg(String),
+    /// An unknown backend name was given.
+    #[error("unknown backend {0:?}: expected auto, cpu or gpu")]
+    UnknownBackend(String),
+    /// This engine has no kernels for the lane type.
+    #[error("the {engine} engine does not support {lane:?} lanes")]
+    UnsupportedLane {
+        /// Engine name.
+        engine: &'static str,
+        /// The lane kind asked for.
+        lane: LaneKind,
+    },
+    /// No GPU adapter was found (or the one named could not be opened).
+    #[error("no GPU adapter available: {0}")]
+    NoAdapter(String),
+    /// The adapter refused to create a device with the limits we need.
+    #[error("could not open a GPU device: {0}")]
+    RequestDevice(String),
+    /// The GPU device was lost (driver reset, hang, removal).
+    #[error("GPU device lost: {0}")]
+    DeviceLost(String),
+    /// GPU memory allocation failed.
+    #[error("GPU out of memory allocating {bytes} bytes for {what}")]
+    OutOfMemory {
+        /// What was being allocated.
+        what: &'static str,
+        /// Requested size.
+        bytes: u64,
+    },
+    /// Reading results back from the GPU failed.
+    #[error("GPU buffer mapping failed: {0}")]
+    Mapping(String),
+    /// Any other validation error reported by wgpu (a bug in this crate if it ever shows).
+    #[error("GPU validation error: {0}")]
+    Validation(String),
+    /// A worker thread pool could not be built.
+    #[error("could not build CPU thread pool: {0}")]
+    ThreadPool(String),
+}

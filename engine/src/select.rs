@@ -1,0 +1,145 @@
+//! Run-time choice between the CPU and GPU engines.
+
+use crate::{
+    Backend, BackendKind, CpuEngine, EngineError, GpuEngine, Lane, MaskTerm, Modulus, Prg, Seed,
+    StreamPos,
+};
+
+/// Which backend to use: `auto` takes a GPU adapter when one exists, the CPU otherwise.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum BackendChoice {
+    /// GPU if an adapter opens, else CPU (logged).
+    #[default]
+    Auto,
+    /// The CPU engine.
+    Cpu,
+    /// The GPU engine; an error if no adapter opens.
+    Gpu,
+}
+
+impl std::str::FromStr for BackendChoice {
+    type Err = EngineError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" | "" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "gpu" => Ok(Self::Gpu),
+            _ => Err(EngineError::UnknownBackend(s.to_owned())),
+        }
+    }
+}
+
+impl std::fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Cpu => "cpu",
+            Self::Gpu => "gpu",
+        })
+    }
+}
+
+impl BackendChoice {
+    /// The choice named by `SECAGG_BACKEND` (`cpu`, `gpu` or `auto`), or `Auto` when unset.
+    pub fn from_env() -> Result<Self, EngineError> {
+        match std::env::var("SECAGG_BACKEND") {
+            Ok(v) => v.parse(),
+            Err(_) => Ok(Self::Auto),
+        }
+    }
+}
+
+/// An engine picked at run time. Implements [`Backend`] by delegating.
+#[derive(Debug)]
+pub enum Engine {
+    /// The CPU engine.
+    Cpu(CpuEngine),
+    /// The GPU engine.
+    Gpu(Box<GpuEngine>),
+}
+
+impl Engine {
+    /// The engine `SECAGG_BACKEND` asks for (`auto` when unset): a GPU adapter when one
+    /// exists, the CPU otherwise. Logs which one it took and why.
+    pub fn auto() -> Result<Self, EngineError> {
+        Self::choose(BackendChoice::from_env()?)
+    }
+
+    /// The engine for an explicit choice. `Gpu` fails when no adapter opens; `Auto` falls
+    /// back to the CPU with a warning.
+    pub fn choose(choice: BackendChoice) -> Result<Self, EngineError> {
+        let engine = match choice {
+            BackendChoice::Cpu => Engine::Cpu(CpuEngine::new()),
+            BackendChoice::Gpu => Engine::Gpu(Box::new(GpuEngine::new()?)),
+            BackendChoice::Auto => match GpuEngine::new() {
+                Ok(g) => Engine::Gpu(Box::new(g)),
+                Err(e) => {
+                    log::warn!("no usable GPU ({e}); using the CPU engine");
+                    Engine::Cpu(CpuEngine::new())
+                }
+            },
+        };
+        log::info!("engine: {}", engine.describe());
+        Ok(engine)
+    }
+}
+
+macro_rules! delegate {
+    ($self:ident, $e:ident => $call:expr) => {
+        match $self {
+            Engine::Cpu($e) => $call,
+            Engine::Gpu($e) => $call,
+        }
+    };
+}
+
+impl Backend for Engine {
+    fn kind(&self) -> BackendKind {
+        delegate!(self, e => e.kind())
+    }
+
+    fn describe(&self) -> String {
+        delegate!(self, e => e.describe())
+    }
+
+    fn add<L: Lane>(
+        &self,
+        acc: &mut [L],
+        input: &[L],
+        modulus: Modulus,
+    ) -> Result<(), EngineError> {
+        delegate!(self, e => e.add(acc, input, modulus))
+    }
+
+    fn apply_masks<L: Lane>(
+        &self,
+        acc: &mut [L],
+        offset: u64,
+        terms: &[MaskTerm],
+        prg: Prg,
+        modulus: Modulus,
+    ) -> Result<(), EngineError> {
+        delegate!(self, e => e.apply_masks(acc, offset, terms, prg, modulus))
+    }
+
+    fn expand<L: Lane>(
+        &self,
+        seed: &Seed,
+        prg: Prg,
+        offset: u64,
+        out: &mut [L],
+        modulus: Modulus,
+    ) -> Result<(), EngineError> {
+        delegate!(self, e => e.expand(seed, prg, offset, out, modulus))
+    }
+
+    fn keystream_blocks(
+        &self,
+        seed: &Seed,
+        prg: Prg,
+        pos: StreamPos,
+        out: &mut [u32],
+    ) -> Result<(), EngineError> {
+        delegate!(self, e => e.keystream_blocks(seed, prg, pos, out))
+    }
+}

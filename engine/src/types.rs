@@ -1,0 +1,284 @@
+//! The value types every engine speaks: lanes, moduli, PRG choices, seeds and mask terms.
+
+use std::fmt;
+
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::EngineError;
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for u32 {}
+}
+
+/// Which machine word carries one vector element.
+///
+/// Only 32-bit lanes exist today (moduli 2^1 ..= 2^32). The enum is non-exhaustive so that
+/// 64-bit lanes (moduli up to 2^64) can be added without breaking callers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum LaneKind {
+    /// `u32` lanes; one keystream word per element.
+    U32,
+}
+
+/// An unsigned integer type that holds one element of a vector mod 2^b.
+///
+/// Sealed: implemented for `u32`. Engines are generic over it so that `u64` lanes can follow.
+pub trait Lane:
+    sealed::Sealed + bytemuck::Pod + Default + Eq + fmt::Debug + Send + Sync + 'static
+{
+    /// Width of the lane in bits; the largest modulus it can carry is 2^BITS.
+    const BITS: u32;
+    /// The lane kind, for engines that dispatch to per-width kernels.
+    const KIND: LaneKind;
+}
+
+impl Lane for u32 {
+    const BITS: u32 = 32;
+    const KIND: LaneKind = LaneKind::U32;
+}
+
+/// The modulus 2^b of the aggregation group.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Modulus {
+    bits: u32,
+}
+
+impl Modulus {
+    /// The largest exponent any lane type can carry.
+    pub const MAX_BITS: u32 = 64;
+
+    /// The modulus 2^`bits`, for `bits` in 1..=64. Whether a given lane can carry it is checked
+    /// when the modulus is used ([`Modulus::check_lane`]).
+    pub fn new(bits: u32) -> Result<Self, EngineError> {
+        if (1..=Self::MAX_BITS).contains(&bits) {
+            Ok(Self { bits })
+        } else {
+            Err(EngineError::InvalidModulus { bits })
+        }
+    }
+
+    /// 2^32: plain wrapping `u32` arithmetic.
+    pub const U32: Modulus = Modulus { bits: 32 };
+
+    /// The exponent b.
+    pub fn bits(self) -> u32 {
+        self.bits
+    }
+
+    /// The all-ones mask 2^b − 1, as a `u64`.
+    pub fn mask_u64(self) -> u64 {
+        if self.bits >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.bits) - 1
+        }
+    }
+
+    /// The all-ones mask 2^b − 1 for a 32-bit lane. Only meaningful when `bits <= 32`.
+    pub fn mask_u32(self) -> u32 {
+        if self.bits >= 32 {
+            u32::MAX
+        } else {
+            (1u32 << self.bits) - 1
+        }
+    }
+
+    /// Fails unless lanes of type `L` can carry this modulus.
+    pub fn check_lane<L: Lane>(self) -> Result<(), EngineError> {
+        if self.bits <= L::BITS {
+            Ok(())
+        } else {
+            Err(EngineError::ModulusTooWide {
+                bits: self.bits,
+                lane_bits: L::BITS,
+            })
+        }
+    }
+}
+
+impl fmt::Debug for Modulus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "2^{}", self.bits)
+    }
+}
+
+impl fmt::Display for Modulus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "2^{}", self.bits)
+    }
+}
+
+/// The pseudo-random generator that expands a seed into a mask: ChaCha with 20, 12 or 8 rounds.
+///
+/// Element i of PRG(seed) is word i of `rand_chacha::ChaCha{20,12,8}Rng::from_seed(seed)`
+/// (64-bit block counter from 0, stream 0, read with `next_u32`), reduced mod 2^b.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Prg {
+    /// ChaCha with 20 rounds (the default).
+    #[default]
+    ChaCha20,
+    /// ChaCha with 12 rounds.
+    ChaCha12,
+    /// ChaCha with 8 rounds.
+    ChaCha8,
+}
+
+impl Prg {
+    /// The number of rounds (20, 12 or 8).
+    pub fn rounds(self) -> u32 {
+        match self {
+            Prg::ChaCha20 => 20,
+            Prg::ChaCha12 => 12,
+            Prg::ChaCha8 => 8,
+        }
+    }
+
+    /// All variants, strongest first.
+    pub const ALL: [Prg; 3] = [Prg::ChaCha20, Prg::ChaCha12, Prg::ChaCha8];
+
+    /// The name used on the command line: `chacha20`, `chacha12` or `chacha8`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Prg::ChaCha20 => "chacha20",
+            Prg::ChaCha12 => "chacha12",
+            Prg::ChaCha8 => "chacha8",
+        }
+    }
+}
+
+impl fmt::Display for Prg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Prg {
+    type Err = EngineError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "chacha20" => Ok(Prg::ChaCha20),
+            "chacha12" => Ok(Prg::ChaCha12),
+            "chacha8" => Ok(Prg::ChaCha8),
+            _ => Err(EngineError::UnknownPrg(s.to_owned())),
+        }
+    }
+}
+
+/// A 32-byte ChaCha key that expands into one mask. Zeroized on drop; never printed.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct Seed([u8; 32]);
+
+impl Seed {
+    /// Wraps 32 key bytes. The caller should zeroize its own copy.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The key bytes. Handle with care: this is secret material.
+    pub fn expose_secret(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The key as eight little-endian words, the layout of ChaCha state words 4..12.
+    pub(crate) fn key_words(&self) -> [u32; 8] {
+        let mut words = [0u32; 8];
+        for (w, chunk) in words.iter_mut().zip(self.0.chunks_exact(4)) {
+            *w = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        }
+        words
+    }
+
+    /// A copy, for callers that must hand the same secret to two owners. Deliberately not
+    /// `Clone`, so that copies of secrets are visible at the call site.
+    pub fn duplicate(&self) -> Self {
+        Self(self.0)
+    }
+}
+
+impl fmt::Debug for Seed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Seed(<redacted>)")
+    }
+}
+
+/// Whether a mask is added to or subtracted from the accumulator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Sign {
+    /// Add the mask.
+    Plus,
+    /// Subtract the mask.
+    Minus,
+}
+
+/// One signed mask: PRG(seed), added or subtracted.
+#[derive(Debug)]
+pub struct MaskTerm {
+    /// The seed to expand.
+    pub seed: Seed,
+    /// Add or subtract.
+    pub sign: Sign,
+}
+
+impl MaskTerm {
+    /// PRG(seed) to be added.
+    pub fn plus(seed: Seed) -> Self {
+        Self {
+            seed,
+            sign: Sign::Plus,
+        }
+    }
+
+    /// PRG(seed) to be subtracted.
+    pub fn minus(seed: Seed) -> Self {
+        Self {
+            seed,
+            sign: Sign::Minus,
+        }
+    }
+}
+
+/// Where a raw ChaCha keystream starts: the block counter and the 64-bit stream (nonce) id.
+///
+/// Masks always use stream 0; other streams exist so that known-answer tests (RFC 8439) can
+/// exercise every state word of the block function in both engines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct StreamPos {
+    /// The 64-bit block counter of the first block (state words 12 and 13).
+    pub block: u64,
+    /// The 64-bit stream id (state words 14 and 15).
+    pub stream: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modulus_bounds() {
+        assert!(Modulus::new(0).is_err());
+        assert!(Modulus::new(65).is_err());
+        let m = Modulus::new(17).unwrap();
+        assert_eq!(m.mask_u32(), 0x1_ffff);
+        assert_eq!(Modulus::new(32).unwrap().mask_u32(), u32::MAX);
+        assert!(Modulus::new(33).unwrap().check_lane::<u32>().is_err());
+        assert!(Modulus::new(32).unwrap().check_lane::<u32>().is_ok());
+    }
+
+    #[test]
+    fn seed_debug_is_redacted() {
+        let s = Seed::from_bytes([0xAB; 32]);
+        let text = format!("{s:?} {:?}", MaskTerm::plus(s.duplicate()));
+        assert!(!text.to_lowercase().contains("ab"), "{text}");
+        assert!(!text.contains("171"), "{text}");
+    }
+
+    #[test]
+    fn prg_names_round_trip() {
+        for p in Prg::ALL {
+            assert_eq!(p.name().parse::<Prg>().unwrap(), p);
+        }
+        assert!("aes".parse::<Prg>().is_err());
+    }
+}

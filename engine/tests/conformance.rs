@@ -1,0 +1,279 @@
+//! The engine contract, written once and instantiated for every engine.
+//!
+//! Each case draws random inputs from a printed seed and checks the engine against an
+//! element-by-element reference computed from `rand_chacha` (the mask specification). The GPU
+//! instances run on whatever adapter wgpu finds (lavapipe in CI); with `SECAGG_REQUIRE_GPU=1`
+//! they fail rather than skip when none opens. A second GPU instance forces tiny chunks and a
+//! 2-D dispatch so chunk boundaries and the row-stride path are crossed on small vectors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use secagg_engine::{Backend, CpuEngine, EngineError, Modulus, Prg, Seed, StreamPos};
+use support::{Inputs, assert_same, reference_apply, spec_stream};
+
+const BITS: [u32; 5] = [1, 7, 17, 31, 32];
+const SMALL_LENGTHS: [usize; 8] = [0, 1, 15, 16, 17, 63, 1000, 4099];
+
+/// A random offset: small, just below a 16-word block edge, or far out in the keystream.
+fn offset(rng: &mut Inputs) -> u64 {
+    match rng.below(4) {
+        0 => rng.below(64),
+        1 => 16 * rng.below(1 << 20) + 15,
+        2 => rng.below(1 << 40) | 1,
+        _ => (1u64 << 36) - rng.below(40), // block counter near 2^32
+    }
+}
+
+fn apply_case<E: Backend>(e: &E, rng: &mut Inputs, len: usize, n_terms: usize) {
+    let modulus = Modulus::new(rng.pick(&BITS)).unwrap();
+    let prg = rng.pick(&Prg::ALL);
+    let off = offset(rng);
+    let acc = rng.vec(len);
+    let (terms, raw) = rng.terms(n_terms);
+    let want = reference_apply(&acc, off, &raw, prg, modulus);
+    let mut got = acc.clone();
+    e.apply_masks(&mut got, off, &terms, prg, modulus).unwrap();
+    let what = format!("apply_masks len {len} offset {off} terms {n_terms} {prg} mod {modulus}");
+    assert_same(&what, &got, &want);
+}
+
+fn apply_masks_small<E: Backend>(e: &E, test: &str) {
+    let mut rng = Inputs::new(test);
+    for len in SMALL_LENGTHS {
+        let many = 1 + rng.below(200) as usize;
+        for n_terms in [1, 2, many] {
+            apply_case(e, &mut rng, len, n_terms);
+        }
+    }
+}
+
+fn apply_masks_no_terms_reduces<E: Backend>(e: &E, test: &str) {
+    let mut rng = Inputs::new(test);
+    let modulus = Modulus::new(7).unwrap();
+    let acc = rng.vec(1001);
+    let mut got = acc.clone();
+    e.apply_masks(&mut got, 3, &[], Prg::ChaCha20, modulus)
+        .unwrap();
+    let want: Vec<u32> = acc.iter().map(|a| a & 0x7f).collect();
+    assert_same("apply_masks with no terms", &got, &want);
+}
+
+fn apply_masks_million<E: Backend>(e: &E, test: &str) {
+    let mut rng = Inputs::new(test);
+    let len = 1_000_003;
+    apply_case(e, &mut rng, len, 1);
+    apply_case(e, &mut rng, len, 22);
+    if cfg!(not(debug_assertions)) {
+        apply_case(e, &mut rng, len, 200);
+    }
+}
+
+/// Masking a vector in pieces at their own offsets equals masking it whole.
+fn apply_masks_slices_compose<E: Backend>(e: &E, test: &str) {
+    let mut rng = Inputs::new(test);
+    let modulus = Modulus::new(rng.pick(&BITS)).unwrap();
+    let prg = rng.pick(&Prg::ALL);
+    let len = 5000;
+    let off = offset(&mut rng);
+    let acc = rng.vec(len);
+    let (terms, _) = rng.terms(5);
+    let mut whole = acc.clone();
+    e.apply_masks(&mut whole, off, &terms, prg, modulus)
+        .unwrap();
+    let mut pieces = acc.clone();
+    let cut = 1 + rng.below(len as u64 - 2) as usize;
+    let (a, b) = pieces.split_at_mut(cut);
+    e.apply_masks(a, off, &terms, prg, modulus).unwrap();
+    e.apply_masks(b, off + cut as u64, &terms, prg, modulus)
+        .unwrap();
+    assert_same(&format!("slices cut at {cut}"), &pieces, &whole);
+}
+
+fn expand_matches_spec<E: Backend>(e: &E, test: &str) {
+    let mut rng = Inputs::new(test);
+    for len in SMALL_LENGTHS {
+        let modulus = Modulus::new(rng.pick(&BITS)).unwrap();
+        let prg = rng.pick(&Prg::ALL);
+        let off = offset(&mut rng);
+        let seed = rng.seed_bytes();
+        let mask = support::mask_of(modulus);
+        let want: Vec<u32> = spec_stream(seed, prg, off, len)
+            .iter()
+            .map(|w| w & mask)
+            .collect();
+        let mut got = vec![0xdead_beef; len];
+        e.expand(&Seed::from_bytes(seed), prg, off, &mut got, modulus)
+            .unwrap();
+        assert_same(
+            &format!("expand len {len} offset {off} {prg} mod {modulus}"),
+            &got,
+            &want,
+        );
+    }
+}
+
+fn add_matches_reference<E: Backend>(e: &E, test: &str) {
+    let mut rng = Inputs::new(test);
+    for len in SMALL_LENGTHS.into_iter().chain([1_000_003]) {
+        let modulus = Modulus::new(rng.pick(&BITS)).unwrap();
+        let mask = support::mask_of(modulus);
+        let a = rng.vec(len);
+        let b = rng.vec(len);
+        let want: Vec<u32> = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| x.wrapping_add(*y) & mask)
+            .collect();
+        let mut got = a.clone();
+        e.add(&mut got, &b, modulus).unwrap();
+        assert_same(&format!("add len {len} mod {modulus}"), &got, &want);
+    }
+}
+
+fn rejects_bad_arguments<E: Backend>(e: &E, _test: &str) {
+    let m = Modulus::U32;
+    let mut acc = vec![0u32; 10];
+    assert!(matches!(
+        e.add(&mut acc, &[0u32; 9], m),
+        Err(EngineError::LengthMismatch { acc: 10, input: 9 })
+    ));
+    let wide = Modulus::new(33).unwrap();
+    assert!(matches!(
+        e.add(&mut acc, &[0u32; 10], wide),
+        Err(EngineError::ModulusTooWide {
+            bits: 33,
+            lane_bits: 32
+        })
+    ));
+    assert!(matches!(
+        e.apply_masks(&mut acc, u64::MAX - 3, &[], Prg::ChaCha20, m),
+        Err(EngineError::OffsetOverflow { .. })
+    ));
+    let seed = Seed::from_bytes([1; 32]);
+    assert!(matches!(
+        e.expand(&seed, Prg::ChaCha8, u64::MAX, &mut acc, m),
+        Err(EngineError::OffsetOverflow { .. })
+    ));
+    let mut odd = vec![0u32; 17];
+    assert!(matches!(
+        e.keystream_blocks(&seed, Prg::ChaCha20, StreamPos::default(), &mut odd),
+        Err(EngineError::PartialBlock { len: 17 })
+    ));
+    // Nothing was written by the rejected calls.
+    assert!(acc.iter().all(|&a| a == 0));
+}
+
+/// A vector longer than lavapipe's 128 MiB storage binding (32 Mi u32), so the GPU engine
+/// must chunk it; masks and addition both checked against the reference.
+fn above_32m_elements<E: Backend>(e: &E, test: &str) {
+    let mut rng = Inputs::new(test);
+    let len = (32 << 20) + 4097;
+    let modulus = Modulus::new(rng.pick(&BITS)).unwrap();
+    let off = offset(&mut rng);
+    let acc = rng.vec(len);
+    let (terms, raw) = rng.terms(2);
+    let want = reference_apply(&acc, off, &raw, Prg::ChaCha20, modulus);
+    let mut got = acc.clone();
+    e.apply_masks(&mut got, off, &terms, Prg::ChaCha20, modulus)
+        .unwrap();
+    assert_same("apply_masks above 32M", &got, &want);
+    let input = rng.vec(len);
+    let mask = support::mask_of(modulus);
+    let want: Vec<u32> = got
+        .iter()
+        .zip(&input)
+        .map(|(x, y)| x.wrapping_add(*y) & mask)
+        .collect();
+    e.add(&mut got, &input, modulus).unwrap();
+    assert_same("add above 32M", &got, &want);
+}
+
+/// The same random job on this engine and on the CPU engine gives identical words.
+fn equals_cpu_bit_for_bit<E: Backend>(e: &E, test: &str) {
+    let mut rng = Inputs::new(test);
+    let cpu = CpuEngine::new();
+    for _ in 0..4 {
+        let len = 1 + rng.below(300_000) as usize;
+        let modulus = Modulus::new(rng.pick(&BITS)).unwrap();
+        let prg = rng.pick(&Prg::ALL);
+        let off = offset(&mut rng);
+        let acc = rng.vec(len);
+        let n_terms = 1 + rng.below(50) as usize;
+        let (terms, _) = rng.terms(n_terms);
+        let mut on_cpu = acc.clone();
+        cpu.apply_masks(&mut on_cpu, off, &terms, prg, modulus)
+            .unwrap();
+        let mut here = acc;
+        e.apply_masks(&mut here, off, &terms, prg, modulus).unwrap();
+        assert_same(&format!("{} vs cpu", e.describe()), &here, &on_cpu);
+    }
+}
+
+macro_rules! conformance {
+    ($module:ident, $engine:expr) => {
+        mod $module {
+            use super::*;
+
+            macro_rules! case {
+                ($name:ident) => {
+                    #[test]
+                    fn $name() {
+                        let test = concat!(stringify!($module), "::", stringify!($name));
+                        let Some(engine) = $engine(test) else { return };
+                        super::$name(&engine, test);
+                    }
+                };
+                ($name:ident, release) => {
+                    #[test]
+                    #[cfg_attr(debug_assertions, ignore = "large: runs in the release test run")]
+                    fn $name() {
+                        let test = concat!(stringify!($module), "::", stringify!($name));
+                        let Some(engine) = $engine(test) else { return };
+                        super::$name(&engine, test);
+                    }
+                };
+            }
+
+            case!(apply_masks_small);
+            case!(apply_masks_no_terms_reduces);
+            case!(apply_masks_million);
+            case!(apply_masks_slices_compose);
+            case!(expand_matches_spec);
+            case!(add_matches_reference);
+            case!(rejects_bad_arguments);
+            case!(equals_cpu_bit_for_bit);
+            case!(above_32m_elements, release);
+        }
+    };
+}
+
+fn cpu(_: &str) -> Option<CpuEngine> {
+    Some(CpuEngine::new())
+}
+
+fn cpu_one_thread(_: &str) -> Option<CpuEngine> {
+    Some(CpuEngine::with_threads(1).unwrap())
+}
+
+fn gpu(test: &str) -> Option<&'static secagg_engine::GpuEngine> {
+    secagg_engine::testing::shared_gpu(test)
+}
+
+/// Chunks of 4096 elements and at most 3 workgroups per dimension: every vector above 4 KiB
+/// crosses chunk boundaries with two chunks in flight, and every chunk needs a 2-D grid.
+fn gpu_chunked(test: &str) -> Option<secagg_engine::GpuEngine> {
+    secagg_engine::testing::gpu_or_skip(
+        test,
+        secagg_engine::GpuOptions {
+            chunk_elems: Some(4096),
+            max_workgroups_per_dim: Some(3),
+        },
+    )
+}
+
+conformance!(cpu, cpu);
+conformance!(cpu_single_thread, cpu_one_thread);
+conformance!(gpu, gpu);
+conformance!(gpu_chunked, gpu_chunked);

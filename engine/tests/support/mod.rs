@@ -1,0 +1,154 @@
+//! Independent references for the engine tests: masks computed straight from `rand_chacha`
+//! (the specification) and from the RustCrypto `chacha20` crate (a second implementation),
+//! plus a seeded RNG for inputs.
+
+#![allow(dead_code)]
+
+use rand_chacha::rand_core::{Rng, SeedableRng};
+use secagg_engine::{MaskTerm, Modulus, Prg, Seed, Sign};
+
+/// The input generator for one test, seeded from the printed test seed.
+pub struct Inputs(rand_chacha::ChaCha8Rng);
+
+impl Inputs {
+    pub fn new(test: &str) -> Self {
+        Self(rand_chacha::ChaCha8Rng::seed_from_u64(
+            secagg_engine::testing::test_seed(test),
+        ))
+    }
+
+    pub fn u32(&mut self) -> u32 {
+        self.0.next_u32()
+    }
+
+    pub fn u64(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+
+    /// Uniform in 0..n (n > 0); the modulo bias is irrelevant for picking test cases.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0.next_u64() % n
+    }
+
+    pub fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[self.below(items.len() as u64) as usize]
+    }
+
+    pub fn seed_bytes(&mut self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        self.0.fill_bytes(&mut b);
+        b
+    }
+
+    pub fn vec(&mut self, len: usize) -> Vec<u32> {
+        (0..len).map(|_| self.0.next_u32()).collect()
+    }
+
+    /// `n` terms with random seeds and signs; also returns the raw seeds for the reference.
+    pub fn terms(&mut self, n: usize) -> (Vec<MaskTerm>, Vec<([u8; 32], Sign)>) {
+        let raw: Vec<([u8; 32], Sign)> = (0..n)
+            .map(|_| {
+                let sign = if self.u32() & 1 == 0 {
+                    Sign::Plus
+                } else {
+                    Sign::Minus
+                };
+                (self.seed_bytes(), sign)
+            })
+            .collect();
+        let terms = raw
+            .iter()
+            .map(|(s, sign)| MaskTerm {
+                seed: Seed::from_bytes(*s),
+                sign: *sign,
+            })
+            .collect();
+        (terms, raw)
+    }
+}
+
+/// Keystream words `offset .. offset + len` of PRG(seed), by `rand_chacha` (the spec).
+pub fn spec_stream(seed: [u8; 32], prg: Prg, offset: u64, len: usize) -> Vec<u32> {
+    macro_rules! read {
+        ($t:ty) => {{
+            let mut r = <$t>::from_seed(seed);
+            r.set_word_pos(u128::from(offset));
+            (0..len).map(|_| r.next_u32()).collect()
+        }};
+    }
+    match prg {
+        Prg::ChaCha20 => read!(rand_chacha::ChaCha20Rng),
+        Prg::ChaCha12 => read!(rand_chacha::ChaCha12Rng),
+        Prg::ChaCha8 => read!(rand_chacha::ChaCha8Rng),
+    }
+}
+
+/// The same words by the `chacha20` crate, with an explicit stream id.
+pub fn oracle_stream(seed: [u8; 32], prg: Prg, stream: u64, word: u128, len: usize) -> Vec<u32> {
+    use chacha20::rand_core::{Rng as _, SeedableRng as _};
+    macro_rules! read {
+        ($t:ty) => {{
+            let mut r = <$t>::from_seed(seed);
+            // set_stream resets the position, so it goes first.
+            r.set_stream(stream);
+            r.set_word_pos(word);
+            (0..len).map(|_| r.next_u32()).collect()
+        }};
+    }
+    match prg {
+        Prg::ChaCha20 => read!(chacha20::ChaCha20Rng),
+        Prg::ChaCha12 => read!(chacha20::ChaCha12Rng),
+        Prg::ChaCha8 => read!(chacha20::ChaCha8Rng),
+    }
+}
+
+/// `acc + Σ ±PRG(seed)[offset..]` mod 2^b, computed element by element from the spec.
+pub fn reference_apply(
+    acc: &[u32],
+    offset: u64,
+    terms: &[([u8; 32], Sign)],
+    prg: Prg,
+    modulus: Modulus,
+) -> Vec<u32> {
+    let mut out = acc.to_vec();
+    for (seed, sign) in terms {
+        let ks = spec_stream(*seed, prg, offset, acc.len());
+        for (o, k) in out.iter_mut().zip(ks) {
+            *o = match sign {
+                Sign::Plus => o.wrapping_add(k),
+                Sign::Minus => o.wrapping_sub(k),
+            };
+        }
+    }
+    let mask = mask_of(modulus);
+    out.iter_mut().for_each(|o| *o &= mask);
+    out
+}
+
+/// 2^b − 1, computed here rather than trusted from the crate under test.
+pub fn mask_of(modulus: Modulus) -> u32 {
+    let b = modulus.bits();
+    if b == 32 { u32::MAX } else { (1u32 << b) - 1 }
+}
+
+/// The index and values of the first difference, for readable failures on long vectors.
+pub fn assert_same(what: &str, got: &[u32], want: &[u32]) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    if let Some(i) = got.iter().zip(want).position(|(a, b)| a != b) {
+        panic!(
+            "{what}: first difference at element {i} of {}: got {:#010x}, want {:#010x}",
+            got.len(),
+            got[i],
+            want[i]
+        );
+    }
+}
+
+/// Hex (whitespace ignored) to bytes.
+pub fn hex(s: &str) -> Vec<u8> {
+    let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    digits
+        .chunks(2)
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
+        .collect()
+}

@@ -1,0 +1,14 @@
+// Element-wise addition mod 2^b: data[i] = (data[i] + input[i]) mod 2^b, one element per
+// invocation (memory bound; the GPU hides latency with many small items).
+
+@group(0) @binding(1) var<storage, read_write> data: array<u32>;
+@group(0) @binding(3) var<storage, read> input: array<u32>;
+
+@compute @workgroup_size(256)
+fn add(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = unit_index(gid);
+    if (i >= params.len) {
+        return;
+    }
+    data[i] = (data[i] + input[i]) & params.mask;
+}

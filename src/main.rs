@@ -1,0 +1,3 @@
+//! The `secagg` command-line tool.
+
+fn main() {}
