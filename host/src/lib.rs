@@ -1,6 +1,35 @@
 //! # secagg-host
 //!
-//! The SecAgg / SecAgg+ protocol: client and server state machines, cryptography, wire format
-//! and transport. (Being built; see the project's issues.)
+//! The SecAgg (Bonawitz et al., CCS 2017) and SecAgg+ (Bell et al., CCS 2020) protocols:
+//! n clients, one server; the server learns Σ x_u over the clients that made it through and
+//! nothing else, even when clients drop out at any stage.
+//!
+//! * [`config`]: a validated [`RoundConfig`], and [`plan`], the SecAgg+ parameter planner.
+//! * [`crypto`]: X25519, HKDF-SHA256, ChaCha20-Poly1305 share bundles, Shamir sharing.
+//! * [`graph`]: the neighbour graph every party derives from the session.
+//! * [`client`] and [`server`]: sans-IO state machines, one file per round. Time and
+//!   randomness are passed in; no sockets, no clocks, no GPU API. The server's vector work
+//!   goes through a [`secagg_engine::Backend`].
+//! * [`messages`] and [`codec`]: typed messages and their versioned wire format.
+//! * [`quantize`]: `f32` updates to integers mod 2^b and back.
+//! * [`sim`]: an in-memory round with a dropout schedule, used by tests, benches and the CLI.
 
 #![deny(missing_docs)]
+
+pub mod client;
+pub mod codec;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod graph;
+mod ids;
+pub mod messages;
+pub mod plan;
+pub mod quantize;
+pub mod server;
+
+pub use client::{Client, ClientError, ClientStatus};
+pub use config::{Quantization, RoundConfig};
+pub use error::{CodecError, ConfigError, CryptoError, ProtocolError};
+pub use ids::{ClientId, Stage};
+pub use server::{DropReason, DroppedClient, RoundOutput, Server, ServerEvent, ServerStatus};

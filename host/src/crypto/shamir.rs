@@ -1,0 +1,203 @@
+//! Shamir secret sharing over the curve25519 scalar field.
+//!
+//! Splitting goes through vsss-rs. Reconstruction is done here: the server rebuilds many
+//! secrets whose shares come from the same holders (in SecAgg's complete graph, every
+//! secret), so it computes the Lagrange coefficients at zero once per holder set — with one
+//! field inversion for the whole set — and each secret is then a t-term inner product.
+
+use curve25519_dalek::Scalar;
+use rand_core::CryptoRng;
+use vsss_rs::{DefaultShare, IdentifierPrimeField};
+use zeroize::Zeroize;
+
+use crate::ClientId;
+use crate::error::CryptoError;
+
+type VsssShare = DefaultShare<IdentifierPrimeField<Scalar>, IdentifierPrimeField<Scalar>>;
+
+/// The field element at which client `id` holds its shares: `id + 1`, never zero.
+pub fn evaluation_point(id: ClientId) -> Scalar {
+    Scalar::from(u64::from(id.0) + 1)
+}
+
+/// One share: the holder and the polynomial's value at the holder's evaluation point.
+pub struct ShamirShare {
+    /// Who holds the share.
+    pub holder: ClientId,
+    /// The value f(holder + 1).
+    pub value: Scalar,
+}
+
+impl Drop for ShamirShare {
+    fn drop(&mut self) {
+        self.value.zeroize();
+    }
+}
+
+/// Splits `secret` into one share per holder (distinct ids), any `threshold` of which
+/// rebuild it.
+pub fn split<R: CryptoRng + ?Sized>(
+    secret: &Scalar,
+    threshold: usize,
+    holders: &[ClientId],
+    rng: &mut R,
+) -> Result<Vec<ShamirShare>, CryptoError> {
+    let ids: Vec<IdentifierPrimeField<Scalar>> = holders
+        .iter()
+        .map(|h| IdentifierPrimeField(evaluation_point(*h)))
+        .collect();
+    let shares: Vec<VsssShare> = vsss_rs::shamir::split_secret_with_ids(
+        threshold,
+        holders.len(),
+        &IdentifierPrimeField(*secret),
+        rng,
+        ids,
+    )
+    .map_err(|e| CryptoError::Split(format!("{e:?}")))?;
+    if shares.len() != holders.len() {
+        return Err(CryptoError::Split(format!(
+            "asked for {} shares, got {}",
+            holders.len(),
+            shares.len()
+        )));
+    }
+    Ok(holders
+        .iter()
+        .zip(shares)
+        .map(|(h, mut s)| {
+            let share = ShamirShare {
+                holder: *h,
+                value: s.value.0,
+            };
+            s.value.0.zeroize();
+            share
+        })
+        .collect())
+}
+
+/// Lagrange coefficients at zero for one set of holders.
+#[derive(Clone, Debug)]
+pub struct Lagrange {
+    holders: Vec<ClientId>,
+    coefficients: Vec<Scalar>,
+}
+
+impl Lagrange {
+    /// Coefficients for `holders` (distinct ids). One inversion for the whole set (Montgomery's
+    /// trick), so the cost is O(t²) multiplications once, however many secrets use them.
+    pub fn at_zero(holders: &[ClientId]) -> Result<Self, CryptoError> {
+        let xs: Vec<Scalar> = holders.iter().map(|h| evaluation_point(*h)).collect();
+        let t = xs.len();
+        // λ_i = Π_{j≠i} x_j / (x_j − x_i)
+        let mut nums = Vec::with_capacity(t);
+        let mut dens = Vec::with_capacity(t);
+        for i in 0..t {
+            let mut num = Scalar::ONE;
+            let mut den = Scalar::ONE;
+            for j in 0..t {
+                if i != j {
+                    num *= xs[j];
+                    den *= xs[j] - xs[i];
+                }
+            }
+            if den == Scalar::ZERO {
+                return Err(CryptoError::Split(format!(
+                    "duplicate holder {} in reconstruction set",
+                    holders[i]
+                )));
+            }
+            nums.push(num);
+            dens.push(den);
+        }
+        let inverted = batch_invert(&dens);
+        let coefficients = nums.iter().zip(&inverted).map(|(n, d)| n * d).collect();
+        Ok(Self {
+            holders: holders.to_vec(),
+            coefficients,
+        })
+    }
+
+    /// The holders, in the order [`combine`](Lagrange::combine) expects their shares.
+    pub fn holders(&self) -> &[ClientId] {
+        &self.holders
+    }
+
+    /// The secret from `values[i]`, the share of `holders()[i]`.
+    pub fn combine<'a>(&self, values: impl IntoIterator<Item = &'a Scalar>) -> Scalar {
+        self.coefficients
+            .iter()
+            .zip(values)
+            .fold(Scalar::ZERO, |acc, (c, v)| acc + c * v)
+    }
+}
+
+/// Inverts every (non-zero) element with one field inversion.
+fn batch_invert(xs: &[Scalar]) -> Vec<Scalar> {
+    let mut prefix = Vec::with_capacity(xs.len());
+    let mut acc = Scalar::ONE;
+    for x in xs {
+        prefix.push(acc);
+        acc *= x;
+    }
+    let mut inv = acc.invert();
+    let mut out = vec![Scalar::ZERO; xs.len()];
+    for i in (0..xs.len()).rev() {
+        out[i] = inv * prefix[i];
+        inv *= xs[i];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand_chacha::ChaCha20Rng;
+    use rand_core::{Rng, SeedableRng};
+    use vsss_rs::ReadableShareSet;
+
+    fn ids(v: &[u32]) -> Vec<ClientId> {
+        v.iter().map(|&i| ClientId(i)).collect()
+    }
+
+    #[test]
+    fn any_t_shares_rebuild_and_agree_with_vsss() {
+        let seed = secagg_engine::testing::test_seed("shamir::any_t_shares_rebuild");
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let secret = Scalar::from(rng.next_u64()) * Scalar::from(rng.next_u64());
+        let holders = ids(&[0, 3, 4, 9, 17, 100, 4_000_000]);
+        let shares = split(&secret, 4, &holders, &mut rng).unwrap();
+        for start in 0..=3 {
+            let subset = &shares[start..start + 4];
+            let who: Vec<ClientId> = subset.iter().map(|s| s.holder).collect();
+            let l = Lagrange::at_zero(&who).unwrap();
+            assert_eq!(l.combine(subset.iter().map(|s| &s.value)), secret);
+            // vsss-rs's own combine on the same shares: an independent reconstruction.
+            let theirs: Vec<VsssShare> = subset
+                .iter()
+                .map(|s| DefaultShare {
+                    identifier: IdentifierPrimeField(evaluation_point(s.holder)),
+                    value: IdentifierPrimeField(s.value),
+                })
+                .collect();
+            assert_eq!(theirs.combine().unwrap().0, secret);
+        }
+        // t − 1 shares give a different value (with overwhelming probability).
+        let who: Vec<ClientId> = shares[..3].iter().map(|s| s.holder).collect();
+        let l = Lagrange::at_zero(&who).unwrap();
+        assert_ne!(l.combine(shares[..3].iter().map(|s| &s.value)), secret);
+    }
+
+    #[test]
+    fn batch_inversion_matches_single_inversions() {
+        let xs: Vec<Scalar> = (1..20u64).map(|i| Scalar::from(i * i + 7)).collect();
+        let inv = batch_invert(&xs);
+        for (x, i) in xs.iter().zip(inv) {
+            assert_eq!(x * i, Scalar::ONE);
+        }
+    }
+
+    #[test]
+    fn duplicate_holders_are_rejected() {
+        assert!(Lagrange::at_zero(&ids(&[1, 2, 1])).is_err());
+    }
+}

@@ -1,0 +1,110 @@
+//! The messages of a round, as typed values. [`crate::codec`] turns them into bytes and back.
+
+use std::sync::Arc;
+
+use crate::ClientId;
+use crate::crypto::PublicKeys;
+
+/// Which of a peer's two secrets a revealed share belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ShareKind {
+    /// A share of the self-mask secret: revealed for peers that sent their masked input.
+    SelfMask,
+    /// A share of the mask-agreement key: revealed for peers that dropped before it.
+    MaskKey,
+}
+
+/// One share revealed at unmasking: the owner of the secret, which secret, and the share.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevealedShare {
+    /// Whose secret.
+    pub owner: ClientId,
+    /// Which secret.
+    pub kind: ShareKind,
+    /// The share value (a canonical scalar, little-endian).
+    pub value: [u8; 32],
+}
+
+/// A sealed share bundle and the client at its other end (recipient when a client sends it,
+/// sender when the server forwards it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedBundle {
+    /// The other end.
+    pub peer: ClientId,
+    /// ChaCha20-Poly1305 ciphertext of the two shares.
+    pub ciphertext: Vec<u8>,
+}
+
+/// What a client sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientMessage {
+    /// Round 0: the two public keys.
+    AdvertiseKeys(PublicKeys),
+    /// Round 1: a commitment to the self-mask secret and one sealed bundle per neighbour.
+    ShareKeys {
+        /// SHA-256 commitment to the self-mask scalar.
+        self_mask_commitment: [u8; 32],
+        /// One bundle per neighbour (`peer` = recipient).
+        bundles: Vec<SealedBundle>,
+    },
+    /// Round 2: the masked vector (m parameters and the weight element), mod 2^b.
+    MaskedInput(Vec<u32>),
+    /// Round 3: one share per neighbour that sent share keys.
+    UnmaskShares(Vec<RevealedShare>),
+}
+
+impl ClientMessage {
+    /// A short name for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ClientMessage::AdvertiseKeys(_) => "advertise-keys",
+            ClientMessage::ShareKeys { .. } => "share-keys",
+            ClientMessage::MaskedInput(_) => "masked-input",
+            ClientMessage::UnmaskShares(_) => "unmask-shares",
+        }
+    }
+}
+
+/// What the server sends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerMessage {
+    /// After round 0: every client that advertised keys, sorted by id. Shared, since every
+    /// client gets the same list.
+    KeyList(Arc<[(ClientId, PublicKeys)]>),
+    /// After round 1: the bundles addressed to this client (`peer` = sender). The senders are
+    /// this client's neighbours that completed share keys.
+    ShareBundles(Vec<SealedBundle>),
+    /// After round 2: the clients whose masked input arrived, sorted by id. Shared, since every
+    /// survivor gets the same list.
+    UnmaskRequest(Arc<[ClientId]>),
+    /// The round completed; `included` clients are in the sum.
+    Completed {
+        /// How many inputs the sum holds.
+        included: u32,
+    },
+    /// The round aborted; nothing was revealed.
+    Aborted(String),
+}
+
+impl ServerMessage {
+    /// A short name for logs and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ServerMessage::KeyList(_) => "key-list",
+            ServerMessage::ShareBundles(_) => "share-bundles",
+            ServerMessage::UnmaskRequest(_) => "unmask-request",
+            ServerMessage::Completed { .. } => "completed",
+            ServerMessage::Aborted(_) => "aborted",
+        }
+    }
+}
+
+/// A message with the round it belongs to. Every message on the wire carries the round id;
+/// a message for another round is rejected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope<M> {
+    /// The round id.
+    pub round: u64,
+    /// The message.
+    pub message: M,
+}

@@ -1,0 +1,468 @@
+//! The server side of a round, sans IO.
+//!
+//! Feed it what happens — [`Server::handle_message`], [`Server::handle_disconnect`],
+//! [`Server::handle_timeout`] — with the current time, then drain what it wants done:
+//! [`Server::poll_transmit`] (messages to send), [`Server::poll_event`] (what happened) and
+//! [`Server::poll_timeout`] (when to call back). It reads no clock and opens no socket.
+//!
+//! Each stage is one state, in its own file, named for what it waits for; handling consumes
+//! the state and returns the next one. A client that misbehaves is dropped with a typed
+//! reason and the round goes on; the round aborts, revealing nothing, only when fewer than
+//! the configured minimum of clients remain.
+//!
+//! The server's arithmetic goes through the engine: each masked input is added into one
+//! accumulator as it arrives (memory O(m), never O(n·m)), and unmasking is one fused mask job
+//! for the whole vector.
+
+mod r0_advertise_keys;
+mod r1_share_keys;
+mod r2_masked_input;
+mod r3_unmasking;
+
+use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::time::Duration;
+
+use secagg_engine::{Backend, Modulus};
+
+use crate::config::RoundConfig;
+use crate::error::ProtocolError;
+use crate::messages::{ClientMessage, Envelope, ServerMessage};
+use crate::quantize;
+use crate::{ClientId, Stage};
+
+use r0_advertise_keys::ExpectKeys;
+use r1_share_keys::ExpectShares;
+use r2_masked_input::ExpectMaskedInputs;
+use r3_unmasking::ExpectUnmaskShares;
+
+/// Why a client left the round.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// It missed the stage deadline.
+    Timeout,
+    /// Its connection closed.
+    Disconnected,
+    /// It sent something the protocol does not allow.
+    Misbehaved(ProtocolError),
+}
+
+impl std::fmt::Display for DropReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DropReason::Timeout => f.write_str("missed the deadline"),
+            DropReason::Disconnected => f.write_str("disconnected"),
+            DropReason::Misbehaved(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// A client that did not finish, and the stage it missed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DroppedClient {
+    /// The client.
+    pub client: ClientId,
+    /// The first stage it did not complete.
+    pub stage: Stage,
+    /// Why.
+    pub reason: DropReason,
+}
+
+/// What happened, for logs and summaries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// A stage ended with `clients` clients having completed it.
+    StageCompleted {
+        /// The stage.
+        stage: Stage,
+        /// Clients that completed it.
+        clients: usize,
+    },
+    /// A client left the round.
+    ClientDropped(DroppedClient),
+    /// A message was refused but its sender stays in the round (a replay, a late message).
+    MessageRejected {
+        /// The sender.
+        client: ClientId,
+        /// What was wrong.
+        reason: ProtocolError,
+    },
+    /// The round completed; [`Server::output`] has the result.
+    Completed,
+    /// The round aborted and revealed nothing.
+    Aborted {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The result of a completed round.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RoundOutput {
+    /// Σ x_u mod 2^b over the included clients: m elements.
+    pub sum: Vec<u32>,
+    /// Σ w_u over the included clients (the aggregated weight element).
+    pub total_weight: u64,
+    /// The clients whose inputs are in the sum, sorted.
+    pub included: Vec<ClientId>,
+    /// Every client that did not finish, sorted by id.
+    pub dropped: Vec<DroppedClient>,
+    /// The modulus of the sum.
+    pub modulus: Modulus,
+}
+
+impl RoundOutput {
+    /// The `f32` weighted sum Σ w_u x_u, dequantized.
+    pub fn dequantized_sum(&self, config: &RoundConfig) -> Vec<f32> {
+        quantize::dequantize_sum(&self.sum, self.total_weight, &config.quantization())
+    }
+
+    /// The weighted mean Σ w_u x_u / Σ w_u (the plain mean when every weight is 1).
+    pub fn weighted_mean(&self, config: &RoundConfig) -> Vec<f32> {
+        let w = self.total_weight.max(1) as f64;
+        self.dequantized_sum(config)
+            .into_iter()
+            .map(|s| (f64::from(s) / w) as f32)
+            .collect()
+    }
+}
+
+/// The stage a round is in, as the outside sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerStatus {
+    /// Waiting for the messages of this stage.
+    Running(Stage),
+    /// Done; the output is ready.
+    Completed,
+    /// Aborted.
+    Aborted(String),
+}
+
+/// Everything a state may touch besides itself.
+struct Ctx<'a, E> {
+    config: &'a RoundConfig,
+    engine: &'a E,
+    now: Duration,
+    outbox: &'a mut VecDeque<(ClientId, Envelope<ServerMessage>)>,
+    events: &'a mut VecDeque<ServerEvent>,
+    dropped: &'a mut Vec<DroppedClient>,
+    gone: &'a mut HashSet<ClientId>,
+}
+
+impl<E> Ctx<'_, E> {
+    fn send(&mut self, to: ClientId, message: ServerMessage) {
+        self.outbox.push_back((
+            to,
+            Envelope {
+                round: self.config.round_id(),
+                message,
+            },
+        ));
+    }
+
+    fn drop_client(&mut self, client: ClientId, stage: Stage, reason: DropReason) {
+        log::info!("dropping client {client} at {stage}: {reason}");
+        let d = DroppedClient {
+            client,
+            stage,
+            reason,
+        };
+        self.events.push_back(ServerEvent::ClientDropped(d.clone()));
+        self.dropped.push(d);
+        self.gone.insert(client);
+    }
+
+    fn reject(&mut self, client: ClientId, reason: ProtocolError) {
+        log::debug!("rejected a message from {client}: {reason}");
+        self.events
+            .push_back(ServerEvent::MessageRejected { client, reason });
+    }
+
+    fn deadline(&self) -> Duration {
+        self.now + self.config.stage_timeout()
+    }
+
+    /// Ends the round without revealing anything.
+    fn abort(&mut self, reason: String, notify: impl IntoIterator<Item = ClientId>) -> State {
+        log::warn!("round {} aborted: {reason}", self.config.round_id());
+        for c in notify {
+            if !self.gone.contains(&c) {
+                self.send(c, ServerMessage::Aborted(reason.clone()));
+            }
+        }
+        self.events.push_back(ServerEvent::Aborted {
+            reason: reason.clone(),
+        });
+        State::Aborted(reason)
+    }
+}
+
+/// Who is expected to answer in the current stage, and who has.
+#[derive(Clone, Debug, Default)]
+struct Roll {
+    expected: BTreeSet<ClientId>,
+    answered: BTreeSet<ClientId>,
+}
+
+impl Roll {
+    /// A roll of `clients`, minus those already gone (dropped at `stage` at once).
+    fn start<E>(
+        ctx: &mut Ctx<'_, E>,
+        stage: Stage,
+        clients: impl IntoIterator<Item = ClientId>,
+    ) -> Self {
+        let mut expected = BTreeSet::new();
+        for c in clients {
+            if ctx.gone.contains(&c) {
+                ctx.drop_client(c, stage, DropReason::Disconnected);
+            } else {
+                expected.insert(c);
+            }
+        }
+        Self {
+            expected,
+            answered: BTreeSet::new(),
+        }
+    }
+
+    fn is_pending(&self, c: ClientId) -> bool {
+        self.expected.contains(&c) && !self.answered.contains(&c)
+    }
+
+    fn is_done(&self) -> bool {
+        self.answered.len() == self.expected.len()
+    }
+
+    /// Removes a pending client; true if it was pending.
+    fn remove(&mut self, c: ClientId) -> bool {
+        self.is_pending(c) && self.expected.remove(&c)
+    }
+
+    /// Drops every client that has not answered (the deadline passed).
+    fn expire<E>(&mut self, ctx: &mut Ctx<'_, E>, stage: Stage) {
+        let late: Vec<ClientId> = self.expected.difference(&self.answered).copied().collect();
+        for c in late {
+            self.expected.remove(&c);
+            ctx.drop_client(c, stage, DropReason::Timeout);
+        }
+    }
+}
+
+/// The server's states: each waits for one kind of message.
+enum State {
+    Keys(ExpectKeys),
+    Shares(ExpectShares),
+    Masked(ExpectMaskedInputs),
+    Unmask(ExpectUnmaskShares),
+    Completed(Box<RoundOutput>),
+    Aborted(String),
+}
+
+/// What can happen to a state.
+enum Input {
+    Message(ClientId, ClientMessage),
+    Gone(ClientId, DropReason),
+    Deadline,
+}
+
+impl State {
+    fn stage(&self) -> Option<Stage> {
+        match self {
+            State::Keys(_) => Some(Stage::AdvertiseKeys),
+            State::Shares(_) => Some(Stage::ShareKeys),
+            State::Masked(_) => Some(Stage::MaskedInput),
+            State::Unmask(_) => Some(Stage::Unmasking),
+            _ => None,
+        }
+    }
+
+    fn deadline(&self) -> Option<Duration> {
+        match self {
+            State::Keys(s) => Some(s.deadline),
+            State::Shares(s) => Some(s.deadline),
+            State::Masked(s) => Some(s.deadline),
+            State::Unmask(s) => Some(s.deadline),
+            _ => None,
+        }
+    }
+
+    fn handle<E: Backend>(self, ctx: &mut Ctx<'_, E>, input: Input) -> State {
+        match self {
+            State::Keys(s) => s.handle(ctx, input),
+            State::Shares(s) => s.handle(ctx, input),
+            State::Masked(s) => s.handle(ctx, input),
+            State::Unmask(s) => s.handle(ctx, input),
+            done @ (State::Completed(_) | State::Aborted(_)) => {
+                if let Input::Message(from, m) = input {
+                    ctx.reject(
+                        from,
+                        ProtocolError::UnexpectedMessage {
+                            got: m.name(),
+                            want: "nothing (the round is over)",
+                        },
+                    );
+                }
+                done
+            }
+        }
+    }
+}
+
+/// The server of one round.
+pub struct Server<E> {
+    config: RoundConfig,
+    engine: E,
+    state: Option<State>,
+    outbox: VecDeque<(ClientId, Envelope<ServerMessage>)>,
+    events: VecDeque<ServerEvent>,
+    dropped: Vec<DroppedClient>,
+    gone: HashSet<ClientId>,
+}
+
+impl<E: Backend> Server<E> {
+    /// A server waiting for the first stage's keys; the stage deadline runs from `now`.
+    pub fn new(config: RoundConfig, engine: E, now: Duration) -> Self {
+        let state = State::Keys(ExpectKeys::new(now + config.stage_timeout()));
+        Self {
+            config,
+            engine,
+            state: Some(state),
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            dropped: Vec::new(),
+            gone: HashSet::new(),
+        }
+    }
+
+    /// The round configuration.
+    pub fn config(&self) -> &RoundConfig {
+        &self.config
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &E {
+        &self.engine
+    }
+
+    fn step(&mut self, now: Duration, input: Input) {
+        let Some(state) = self.state.take() else {
+            return;
+        };
+        let mut ctx = Ctx {
+            config: &self.config,
+            engine: &self.engine,
+            now,
+            outbox: &mut self.outbox,
+            events: &mut self.events,
+            dropped: &mut self.dropped,
+            gone: &mut self.gone,
+        };
+        self.state = Some(state.handle(&mut ctx, input));
+    }
+
+    /// A message from `from`. Messages for another round, or that the current stage does not
+    /// expect, drop their sender (or are rejected when the sender already completed the
+    /// stage); nothing a client sends can make this panic.
+    pub fn handle_message(
+        &mut self,
+        from: ClientId,
+        envelope: Envelope<ClientMessage>,
+        now: Duration,
+    ) {
+        if envelope.round != self.config.round_id() {
+            let reason = ProtocolError::WrongRound {
+                got: envelope.round,
+                want: self.config.round_id(),
+            };
+            self.misbehaved(from, reason, now);
+            return;
+        }
+        self.step(now, Input::Message(from, envelope.message));
+        self.maybe_expire(now);
+    }
+
+    /// A client that sent something undecodable or otherwise unacceptable before its message
+    /// could be handed over (the transport calls this): it is dropped from the round.
+    pub fn misbehaved(&mut self, from: ClientId, reason: ProtocolError, now: Duration) {
+        self.step(now, Input::Gone(from, DropReason::Misbehaved(reason)));
+    }
+
+    /// A client's connection closed.
+    pub fn handle_disconnect(&mut self, client: ClientId, now: Duration) {
+        self.step(now, Input::Gone(client, DropReason::Disconnected));
+    }
+
+    /// Call when [`poll_timeout`](Server::poll_timeout) passes (calling early does nothing).
+    pub fn handle_timeout(&mut self, now: Duration) {
+        self.maybe_expire(now);
+    }
+
+    fn maybe_expire(&mut self, now: Duration) {
+        while let Some(deadline) = self.state.as_ref().and_then(State::deadline) {
+            if now < deadline {
+                break;
+            }
+            let before = self.status();
+            self.step(now, Input::Deadline);
+            if self.status() == before {
+                break;
+            }
+        }
+    }
+
+    /// The next message to send, with its recipient.
+    pub fn poll_transmit(&mut self) -> Option<(ClientId, Envelope<ServerMessage>)> {
+        self.outbox.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    /// When the current stage's deadline passes, if a stage is running.
+    pub fn poll_timeout(&self) -> Option<Duration> {
+        self.state.as_ref().and_then(State::deadline)
+    }
+
+    /// Where the round stands.
+    pub fn status(&self) -> ServerStatus {
+        match &self.state {
+            Some(State::Completed(_)) => ServerStatus::Completed,
+            Some(State::Aborted(r)) => ServerStatus::Aborted(r.clone()),
+            Some(s) => ServerStatus::Running(s.stage().unwrap_or(Stage::AdvertiseKeys)),
+            None => ServerStatus::Aborted("server state lost".into()),
+        }
+    }
+
+    /// The result, once the round completed.
+    pub fn output(&self) -> Option<&RoundOutput> {
+        match &self.state {
+            Some(State::Completed(out)) => Some(out),
+            _ => None,
+        }
+    }
+
+    /// Every client dropped so far.
+    pub fn dropped(&self) -> &[DroppedClient] {
+        &self.dropped
+    }
+}
+
+/// Checks a masked vector: m + 1 elements, each below 2^b.
+fn check_vector(values: &[u32], config: &RoundConfig) -> Result<(), ProtocolError> {
+    if values.len() != config.vector_len() {
+        return Err(ProtocolError::WrongLength {
+            got: values.len(),
+            want: config.vector_len(),
+        });
+    }
+    let mask = config.modulus().mask_u32();
+    if let Some(index) = values.iter().position(|v| v & !mask != 0) {
+        return Err(ProtocolError::OutOfRange {
+            index,
+            value: values[index],
+            bits: config.modulus().bits(),
+        });
+    }
+    Ok(())
+}

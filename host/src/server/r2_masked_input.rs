@@ -1,0 +1,135 @@
+//! Round 2 on the server: add each masked input into the accumulator as it arrives.
+//!
+//! One accumulator of m + 1 elements, whatever n is: a masked vector is checked (length,
+//! every element below 2^b), added mod 2^b by the engine, and forgotten. U3 is the set of
+//! clients whose masked input arrived; their inputs are in the sum.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use secagg_engine::Backend;
+
+use super::r1_share_keys::{Session, late_or_unknown};
+use super::r3_unmasking::ExpectUnmaskShares;
+use super::{Ctx, DropReason, Input, Roll, ServerEvent, State, check_vector};
+use crate::error::ProtocolError;
+use crate::messages::{ClientMessage, ServerMessage};
+use crate::{ClientId, Stage};
+
+/// Waiting for masked inputs.
+pub(super) struct ExpectMaskedInputs {
+    pub(super) deadline: Duration,
+    session: Session,
+    commitments: HashMap<ClientId, [u8; 32]>,
+    u2: Vec<ClientId>,
+    roll: Roll,
+    acc: Vec<u32>,
+}
+
+impl ExpectMaskedInputs {
+    pub(super) fn start<E: Backend>(
+        ctx: &mut Ctx<'_, E>,
+        session: Session,
+        commitments: HashMap<ClientId, [u8; 32]>,
+        u2: Vec<ClientId>,
+        roll: Roll,
+    ) -> State {
+        let s = Self {
+            deadline: ctx.deadline(),
+            session,
+            commitments,
+            u2,
+            roll,
+            acc: vec![0; ctx.config.vector_len()],
+        };
+        s.check_done(ctx)
+    }
+
+    pub(super) fn handle<E: Backend>(mut self, ctx: &mut Ctx<'_, E>, input: Input) -> State {
+        match input {
+            Input::Message(from, msg) if self.roll.is_pending(from) => match msg {
+                ClientMessage::MaskedInput(values) => {
+                    if let Err(e) = check_vector(&values, ctx.config) {
+                        self.drop(ctx, from, DropReason::Misbehaved(e));
+                    } else if let Err(e) =
+                        ctx.engine.add(&mut self.acc, &values, ctx.config.modulus())
+                    {
+                        // The engine failing is our problem, not the client's: nothing can be
+                        // summed any more, so the round ends here.
+                        let reason = format!("aggregation engine failed: {e}");
+                        return ctx.abort(
+                            reason,
+                            self.session.keys.keys().copied().collect::<Vec<_>>(),
+                        );
+                    } else {
+                        self.roll.answered.insert(from);
+                    }
+                }
+                other => {
+                    let e = ProtocolError::UnexpectedMessage {
+                        got: other.name(),
+                        want: "masked-input",
+                    };
+                    self.drop(ctx, from, DropReason::Misbehaved(e));
+                }
+            },
+            Input::Message(from, msg) => ctx.reject(from, late_or_unknown(&self.roll, from, &msg)),
+            Input::Gone(c, reason) => self.drop(ctx, c, reason),
+            Input::Deadline => {
+                self.roll.expire(ctx, Stage::MaskedInput);
+                return self.finish(ctx);
+            }
+        }
+        self.check_done(ctx)
+    }
+
+    fn drop<E>(&mut self, ctx: &mut Ctx<'_, E>, c: ClientId, reason: DropReason) {
+        if self.roll.remove(c) {
+            ctx.drop_client(c, Stage::MaskedInput, reason);
+        } else {
+            ctx.gone.insert(c);
+        }
+    }
+
+    fn check_done<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
+        if self.roll.is_done() {
+            self.finish(ctx)
+        } else {
+            State::Masked(self)
+        }
+    }
+
+    fn finish<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
+        let u3: Vec<ClientId> = self.roll.answered.iter().copied().collect();
+        let need = ctx.config.min_survivors();
+        if u3.len() < need {
+            let reason = ProtocolError::TooFewClients {
+                stage: Stage::MaskedInput,
+                have: u3.len(),
+                need,
+            };
+            return ctx.abort(
+                reason.to_string(),
+                self.session.keys.keys().copied().collect::<Vec<_>>(),
+            );
+        }
+        ctx.events.push_back(ServerEvent::StageCompleted {
+            stage: Stage::MaskedInput,
+            clients: u3.len(),
+        });
+        let shared: std::sync::Arc<[ClientId]> = u3.clone().into();
+        for &u in &u3 {
+            ctx.send(u, ServerMessage::UnmaskRequest(shared.clone()));
+        }
+        let roll = Roll::start(ctx, Stage::Unmasking, u3.iter().copied());
+        ExpectUnmaskShares::start(
+            ctx,
+            self.session,
+            self.commitments,
+            self.u2,
+            u3,
+            roll,
+            self.acc,
+        )
+    }
+}

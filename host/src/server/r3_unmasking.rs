@@ -1,0 +1,298 @@
+//! Round 3 on the server: collect the revealed shares, rebuild the secrets, and remove every
+//! mask in one engine pass.
+//!
+//! For each client in U3 the server rebuilds its self-mask secret; for each client that sent
+//! share keys but no masked input (U2 \ U3) and has a neighbour in U3, its mask-agreement key.
+//! Each rebuilt secret is checked — the self-mask against the owner's commitment, the mask key
+//! against the advertised public key — so a wrong share cannot silently corrupt the sum.
+//! Lagrange coefficients are computed once per set of share holders. The mask job then
+//! subtracts every survivor's self mask and cancels every pairwise mask between a dropped
+//! client and its surviving neighbours, over the whole vector at once.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use curve25519_dalek::Scalar;
+use secagg_engine::{Backend, MaskTerm};
+use zeroize::Zeroize;
+
+use super::r1_share_keys::{Session, late_or_unknown};
+use super::{Ctx, DropReason, Input, Roll, RoundOutput, ServerEvent, State};
+use crate::crypto::{
+    Lagrange, mask_public_key, mask_secret_key, pairwise_seed, scalar_from_bytes,
+    self_mask_commitment, self_mask_seed,
+};
+use crate::error::{CryptoError, ProtocolError};
+use crate::messages::{ClientMessage, RevealedShare, ServerMessage, ShareKind};
+use crate::{ClientId, Stage};
+
+/// Shares received for one owner's secret, by holder.
+type Received = BTreeMap<ClientId, Scalar>;
+
+/// Waiting for revealed shares.
+pub(super) struct ExpectUnmaskShares {
+    pub(super) deadline: Duration,
+    session: Session,
+    commitments: HashMap<ClientId, [u8; 32]>,
+    u2: BTreeSet<ClientId>,
+    u3: BTreeSet<ClientId>,
+    roll: Roll,
+    acc: Vec<u32>,
+    shares: HashMap<ClientId, Received>,
+}
+
+impl Drop for ExpectUnmaskShares {
+    fn drop(&mut self) {
+        for received in self.shares.values_mut() {
+            received.values_mut().for_each(Zeroize::zeroize);
+        }
+    }
+}
+
+impl ExpectUnmaskShares {
+    pub(super) fn start<E: Backend>(
+        ctx: &mut Ctx<'_, E>,
+        session: Session,
+        commitments: HashMap<ClientId, [u8; 32]>,
+        u2: Vec<ClientId>,
+        u3: Vec<ClientId>,
+        roll: Roll,
+        acc: Vec<u32>,
+    ) -> State {
+        let s = Self {
+            deadline: ctx.deadline(),
+            session,
+            commitments,
+            u2: u2.into_iter().collect(),
+            u3: u3.into_iter().collect(),
+            roll,
+            acc,
+            shares: HashMap::new(),
+        };
+        s.check_done(ctx)
+    }
+
+    pub(super) fn handle<E: Backend>(mut self, ctx: &mut Ctx<'_, E>, input: Input) -> State {
+        match input {
+            Input::Message(from, msg) if self.roll.is_pending(from) => match msg {
+                ClientMessage::UnmaskShares(shares) => match self.accept(from, &shares) {
+                    Ok(()) => {
+                        self.roll.answered.insert(from);
+                    }
+                    Err(e) => self.drop(ctx, from, DropReason::Misbehaved(e)),
+                },
+                other => {
+                    let e = ProtocolError::UnexpectedMessage {
+                        got: other.name(),
+                        want: "unmask-shares",
+                    };
+                    self.drop(ctx, from, DropReason::Misbehaved(e));
+                }
+            },
+            Input::Message(from, msg) => ctx.reject(from, late_or_unknown(&self.roll, from, &msg)),
+            Input::Gone(c, reason) => self.drop(ctx, c, reason),
+            Input::Deadline => {
+                self.roll.expire(ctx, Stage::Unmasking);
+                return self.finish(ctx);
+            }
+        }
+        self.check_done(ctx)
+    }
+
+    fn drop<E>(&mut self, ctx: &mut Ctx<'_, E>, c: ClientId, reason: DropReason) {
+        if self.roll.remove(c) {
+            ctx.drop_client(c, Stage::Unmasking, reason);
+        } else {
+            ctx.gone.insert(c);
+        }
+    }
+
+    /// Checks one client's shares — exactly one per owner it holds a share of, of the kind
+    /// U3 calls for — and stores them. Nothing is stored unless all of them pass.
+    fn accept(&mut self, from: ClientId, shares: &[RevealedShare]) -> Result<(), ProtocolError> {
+        let mut owners: BTreeSet<ClientId> = self
+            .session
+            .graph
+            .neighbors(from)
+            .into_iter()
+            .filter(|v| self.u2.contains(v))
+            .collect();
+        owners.insert(from);
+        let mut parsed = Vec::with_capacity(shares.len());
+        let mut seen = BTreeSet::new();
+        for s in shares {
+            if !owners.contains(&s.owner) {
+                return Err(ProtocolError::UnsafeRequest(format!(
+                    "share of {} which {from} does not hold",
+                    s.owner
+                )));
+            }
+            if !seen.insert(s.owner) {
+                return Err(ProtocolError::Duplicate("revealed share"));
+            }
+            let want = if self.u3.contains(&s.owner) {
+                ShareKind::SelfMask
+            } else {
+                ShareKind::MaskKey
+            };
+            if s.kind != want {
+                return Err(ProtocolError::UnsafeRequest(format!(
+                    "{:?} share of {} where {:?} was asked for",
+                    s.kind, s.owner, want
+                )));
+            }
+            parsed.push((s.owner, scalar_from_bytes(&s.value)?));
+        }
+        if seen.len() != owners.len() {
+            return Err(ProtocolError::WrongLength {
+                got: seen.len(),
+                want: owners.len(),
+            });
+        }
+        for (owner, value) in parsed {
+            self.shares.entry(owner).or_default().insert(from, value);
+        }
+        Ok(())
+    }
+
+    fn check_done<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
+        if self.roll.is_done() {
+            self.finish(ctx)
+        } else {
+            State::Unmask(self)
+        }
+    }
+
+    fn notify_all(&self) -> Vec<ClientId> {
+        self.session.keys.keys().copied().collect()
+    }
+
+    fn finish<E: Backend>(mut self, ctx: &mut Ctx<'_, E>) -> State {
+        ctx.events.push_back(ServerEvent::StageCompleted {
+            stage: Stage::Unmasking,
+            clients: self.roll.answered.len(),
+        });
+        let terms = match self.mask_terms(ctx.config.threshold()) {
+            Ok(terms) => terms,
+            Err(e) => return ctx.abort(format!("cannot unmask: {e}"), self.notify_all()),
+        };
+        log::debug!(
+            "unmasking with {} mask terms over {} elements",
+            terms.len(),
+            self.acc.len()
+        );
+        if let Err(e) = ctx.engine.apply_masks(
+            &mut self.acc,
+            0,
+            &terms,
+            ctx.config.prg(),
+            ctx.config.modulus(),
+        ) {
+            return ctx.abort(format!("aggregation engine failed: {e}"), self.notify_all());
+        }
+        drop(terms);
+        let m = ctx.config.params();
+        let total_weight = u64::from(self.acc[m]);
+        let mut acc = std::mem::take(&mut self.acc);
+        acc.truncate(m);
+        let included: Vec<ClientId> = self.u3.iter().copied().collect();
+        let mut dropped = ctx.dropped.clone();
+        dropped.sort_by_key(|d| d.client);
+        let output = RoundOutput {
+            sum: acc,
+            total_weight,
+            included,
+            dropped,
+            modulus: ctx.config.modulus(),
+        };
+        for c in self.notify_all() {
+            if !ctx.gone.contains(&c) {
+                ctx.send(
+                    c,
+                    ServerMessage::Completed {
+                        included: output.included.len() as u32,
+                    },
+                );
+            }
+        }
+        ctx.events.push_back(ServerEvent::Completed);
+        State::Completed(Box::new(output))
+    }
+
+    /// Rebuilds the secrets and lists the masks to remove.
+    fn mask_terms(&self, t: usize) -> Result<Vec<MaskTerm>, ProtocolError> {
+        let mut cache: HashMap<Vec<ClientId>, Lagrange> = HashMap::new();
+        let mut rebuild = |owner: ClientId| -> Result<Scalar, ProtocolError> {
+            let received = self.shares.get(&owner);
+            let have = received.map_or(0, BTreeMap::len);
+            let Some(received) = received.filter(|_| have >= t) else {
+                return Err(CryptoError::TooFewShares {
+                    owner,
+                    have,
+                    need: t,
+                }
+                .into());
+            };
+            let holders: Vec<ClientId> = received.keys().take(t).copied().collect();
+            if !cache.contains_key(&holders) {
+                cache.insert(holders.clone(), Lagrange::at_zero(&holders)?);
+            }
+            let lagrange = cache
+                .get(&holders)
+                .ok_or_else(|| ProtocolError::UnsafeRequest("lagrange cache".into()))?;
+            Ok(lagrange.combine(received.values().take(t)))
+        };
+        let session = &self.session;
+        let mut terms = Vec::new();
+        for &u in &self.u3 {
+            let mut beta = rebuild(u)?;
+            let committed = self.commitments.get(&u);
+            if committed != Some(&self_mask_commitment(&beta, &session.id, u)) {
+                beta.zeroize();
+                return Err(CryptoError::Mismatch {
+                    owner: u,
+                    what: "self-mask secret",
+                }
+                .into());
+            }
+            terms.push(MaskTerm::minus(self_mask_seed(&beta, &session.id)));
+            beta.zeroize();
+        }
+        for &v in self.u2.difference(&self.u3) {
+            let survivors: Vec<ClientId> = session
+                .graph
+                .neighbors(v)
+                .into_iter()
+                .filter(|u| self.u3.contains(u))
+                .collect();
+            if survivors.is_empty() {
+                continue;
+            }
+            let mut sigma = rebuild(v)?;
+            let advertised = session.keys.get(&v).map(|k| k.masking);
+            if advertised != Some(mask_public_key(&sigma)) {
+                sigma.zeroize();
+                return Err(CryptoError::Mismatch {
+                    owner: v,
+                    what: "mask-agreement key",
+                }
+                .into());
+            }
+            let secret = mask_secret_key(&sigma);
+            sigma.zeroize();
+            for u in survivors {
+                let Some(keys) = session.keys.get(&u) else {
+                    continue;
+                };
+                let seed = pairwise_seed(&secret, &session.id, v, u, keys)?;
+                // u added +PRG(s_uv) when u < v and subtracted it otherwise; undo that.
+                terms.push(if u < v {
+                    MaskTerm::minus(seed)
+                } else {
+                    MaskTerm::plus(seed)
+                });
+            }
+        }
+        Ok(terms)
+    }
+}
