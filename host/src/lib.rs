@@ -27,6 +27,7 @@ pub mod messages;
 pub mod plan;
 pub mod quantize;
 pub mod server;
+pub mod sim;
 
 pub use client::{Client, ClientError, ClientStatus};
 pub use config::{Quantization, RoundConfig};

@@ -1,0 +1,564 @@
+//! An in-memory round: n clients and a server, a seeded RNG, a fake clock and a dropout
+//! schedule. Tests, benchmarks and `secagg simulate` all run rounds through it.
+//!
+//! Every message goes through the wire codec (so byte counts are real and the codec is
+//! exercised), clients run in parallel, and the server is driven exactly as a transport would
+//! drive it. Inputs are drawn per client from the seed; the simulator keeps the plaintext sum
+//! of the inputs that should be included and checks the round's output against it: exactly
+//! for the integer sum mod 2^b, within the quantization bound for the `f32` sum.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+use rayon::prelude::*;
+use secagg_engine::{Backend, CpuEngine};
+
+use crate::codec::{self, Limits};
+use crate::config::RoundConfig;
+use crate::messages::{ClientMessage, Envelope, ServerMessage};
+use crate::quantize;
+use crate::server::{RoundOutput, Server, ServerStatus};
+use crate::{Client, ClientId, ClientStatus, Stage};
+
+/// Which clients vanish, and before which stage's message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DropSchedule {
+    misses: BTreeMap<ClientId, Stage>,
+}
+
+impl DropSchedule {
+    /// Nobody drops.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// `clients` complete every stage before `stage` and then vanish.
+    pub fn at(mut self, stage: Stage, clients: impl IntoIterator<Item = ClientId>) -> Self {
+        for c in clients {
+            self.misses.insert(c, stage);
+        }
+        self
+    }
+
+    /// ⌊fraction · n⌋ clients, picked at random from `seed`, vanish before `stage`.
+    pub fn random(n: usize, fraction: f64, stage: Stage, seed: u64) -> Self {
+        let mut ids: Vec<ClientId> = (0..n as u32).map(ClientId).collect();
+        let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x5ec_a66);
+        for i in (1..ids.len()).rev() {
+            let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+            ids.swap(i, j);
+        }
+        let count = ((n as f64) * fraction.clamp(0.0, 1.0)).floor() as usize;
+        Self::none().at(stage, ids.into_iter().take(count))
+    }
+
+    /// The stage `client` misses, if it drops.
+    pub fn misses(&self, client: ClientId) -> Option<Stage> {
+        self.misses.get(&client).copied()
+    }
+
+    /// Whether `client` sends its message of `stage`.
+    pub fn sends(&self, client: ClientId, stage: Stage) -> bool {
+        self.misses(client).is_none_or(|m| stage < m)
+    }
+
+    /// How many clients drop.
+    pub fn len(&self) -> usize {
+        self.misses.len()
+    }
+
+    /// Whether nobody drops.
+    pub fn is_empty(&self) -> bool {
+        self.misses.is_empty()
+    }
+}
+
+/// How a dropped client vanishes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DropMode {
+    /// Its connection closes: the server learns at once.
+    #[default]
+    Disconnect,
+    /// It goes silent: the server waits for the stage deadline (on the fake clock).
+    Silent,
+}
+
+/// One simulated round.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The round.
+    pub round: RoundConfig,
+    /// Seed for every client's secrets and inputs.
+    pub seed: u64,
+    /// Who drops, and when.
+    pub drops: DropSchedule,
+    /// How they drop.
+    pub mode: DropMode,
+    /// Draw each client's weight from 1..=max_weight (otherwise every weight is 1).
+    pub random_weights: bool,
+}
+
+impl SimConfig {
+    /// A round with no dropouts, seed 0.
+    pub fn new(round: RoundConfig) -> Self {
+        Self {
+            round,
+            seed: 0,
+            drops: DropSchedule::none(),
+            mode: DropMode::Disconnect,
+            random_weights: false,
+        }
+    }
+}
+
+/// Figures for one stage.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StageStats {
+    /// The stage.
+    pub stage: Option<Stage>,
+    /// Time inside the server handling this stage's messages (including, for unmasking, the
+    /// reconstruction and the mask removal).
+    pub server: Duration,
+    /// The longest any client spent producing its message for this stage.
+    pub slowest_client: Duration,
+    /// Clients that sent this stage's message.
+    pub senders: usize,
+    /// Bytes each sender uploaded in this stage (mean).
+    pub bytes_up: u64,
+    /// Clients that received the server message starting this stage.
+    pub receivers: usize,
+    /// Bytes each client downloaded to start this stage (mean over receivers).
+    pub bytes_down: u64,
+}
+
+/// How the output compared with the plaintext.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Check {
+    /// The integer sum equals the plaintext sum of the included clients' quantized inputs.
+    pub exact: bool,
+    /// The included set is exactly the clients that sent masked inputs.
+    pub included_ok: bool,
+    /// The largest |dequantized − true weighted sum| over the elements.
+    pub max_error: f64,
+    /// The quantization bound it must stay within.
+    pub bound: f64,
+}
+
+impl Check {
+    /// Whether every check passed.
+    pub fn passed(&self) -> bool {
+        self.exact && self.included_ok && self.max_error <= self.bound
+    }
+}
+
+/// What a simulated round did.
+#[derive(Clone, Debug)]
+pub struct SimReport {
+    /// The output, or why the round aborted.
+    pub outcome: Result<RoundOutput, String>,
+    /// Figures per stage, in order.
+    pub stages: Vec<StageStats>,
+    /// The comparison with the plaintext, when the round completed.
+    pub check: Option<Check>,
+    /// Wall time of the whole simulation.
+    pub wall: Duration,
+    /// The clients' final statuses.
+    pub client_status: Vec<(ClientId, ClientStatus)>,
+}
+
+/// Progress of a long stage, for progress bars.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress {
+    /// The stage being worked on.
+    pub stage: Stage,
+    /// Work items done.
+    pub done: usize,
+    /// Work items in all.
+    pub total: usize,
+}
+
+/// Something that is not a protocol outcome: a broken simulation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// A message failed to decode after encoding (a codec bug).
+    #[error("codec round trip failed: {0}")]
+    Codec(#[from] crate::error::CodecError),
+    /// A client rejected its input or had none.
+    #[error("client {0}: {1}")]
+    Client(ClientId, crate::ClientError),
+    /// The round did not finish (a state machine stopped answering).
+    #[error("the round stalled at {0}")]
+    Stalled(String),
+}
+
+fn stage_of(m: &ClientMessage) -> Stage {
+    match m {
+        ClientMessage::AdvertiseKeys(_) => Stage::AdvertiseKeys,
+        ClientMessage::ShareKeys { .. } => Stage::ShareKeys,
+        ClientMessage::MaskedInput(_) => Stage::MaskedInput,
+        ClientMessage::UnmaskShares(_) => Stage::Unmasking,
+    }
+}
+
+fn stage_after(m: &ServerMessage) -> Option<Stage> {
+    match m {
+        ServerMessage::KeyList(_) => Some(Stage::ShareKeys),
+        ServerMessage::ShareBundles(_) => Some(Stage::MaskedInput),
+        ServerMessage::UnmaskRequest(_) => Some(Stage::Unmasking),
+        _ => None,
+    }
+}
+
+/// Client `id`'s update: uniform in [−1.2c, 1.2c] (so some values are clipped) from the seed.
+pub fn client_update(seed: u64, id: ClientId, params: usize, clip: f32) -> Vec<f32> {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    rng.set_stream(u64::from(id.0) + 1);
+    let span = 2.4 * f64::from(clip);
+    (0..params)
+        .map(|_| {
+            let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+            (u * span - 1.2 * f64::from(clip)) as f32
+        })
+        .collect()
+}
+
+/// Client `id`'s weight.
+fn client_weight(cfg: &SimConfig, id: ClientId) -> u32 {
+    let max = cfg.round.quantization().max_weight;
+    if !cfg.random_weights || max == 1 {
+        return 1;
+    }
+    let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed ^ 0x77e1_6b7);
+    rng.set_stream(u64::from(id.0) + 1);
+    1 + (rng.next_u32() % max)
+}
+
+/// Plaintext sums of the included clients, for the check.
+struct Plain {
+    levels: Vec<u32>,
+    reals: Vec<f64>,
+}
+
+struct SimClient {
+    client: Client<CpuEngine, ChaCha20Rng>,
+    stopped: bool,
+}
+
+/// Runs one round. The server uses `engine`; clients use the CPU engine, in parallel.
+pub fn run<E: Backend>(
+    cfg: &SimConfig,
+    engine: E,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<SimReport, SimError> {
+    let started = Instant::now();
+    let round = &cfg.round;
+    let n = round.clients();
+    let limits = Limits::for_config(round);
+    let bits = round.modulus().bits();
+    let client_engine = CpuEngine::new();
+    let mut stats: BTreeMap<Stage, StageStats> = Stage::ALL
+        .into_iter()
+        .map(|s| {
+            (
+                s,
+                StageStats {
+                    stage: Some(s),
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+
+    let mut now = Duration::ZERO;
+    let mut server = Server::new(round.clone(), engine, now);
+    let (mut clients, times): (Vec<SimClient>, Vec<Duration>) = (0..n as u32)
+        .into_par_iter()
+        .map(|i| {
+            let t0 = Instant::now();
+            let id = ClientId(i);
+            let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed);
+            rng.set_stream(u64::from(i) + (1 << 40));
+            let client = SimClient {
+                client: Client::new(id, round.clone(), client_engine.clone(), rng),
+                stopped: false,
+            };
+            (client, t0.elapsed())
+        })
+        .unzip();
+    stats_mut(&mut stats, Stage::AdvertiseKeys).slowest_client =
+        times.into_iter().max().unwrap_or_default();
+    let plain = Mutex::new(Plain {
+        levels: vec![0; round.vector_len()],
+        reals: vec![0.0; round.params()],
+    });
+
+    // Messages waiting for each client.
+    let mut inbox: Vec<Vec<Envelope<ServerMessage>>> = vec![Vec::new(); n];
+    let mut rounds_without_progress = 0;
+    loop {
+        // Clients: handle what arrived, produce what they send; in batches so that at most a
+        // few masked vectors exist at once.
+        let batch = batch_size(round.vector_len());
+        let mut any_sent = false;
+        let ids: Vec<usize> = (0..n).collect();
+        for chunk in ids.chunks(batch) {
+            let outputs: Vec<StepOut> = clients[chunk[0]..chunk[0] + chunk.len()]
+                .par_iter_mut()
+                .zip(inbox[chunk[0]..chunk[0] + chunk.len()].par_iter_mut())
+                .enumerate()
+                .map(|(k, (sc, msgs))| {
+                    let i = chunk[0] + k;
+                    step_client(cfg, i, sc, std::mem::take(msgs), &plain, bits, &limits)
+                })
+                .collect::<Result<_, SimError>>()?;
+            let batch_stage = outputs.iter().find_map(|o| o.2);
+            for (i, frames, stage, spent, vanished) in outputs {
+                let id = ClientId(i as u32);
+                if let Some(s) = stage {
+                    let st = stats_mut(&mut stats, s);
+                    st.slowest_client = st.slowest_client.max(spent);
+                }
+                for (stage, bytes) in frames {
+                    any_sent = true;
+                    let st = stats_mut(&mut stats, stage);
+                    st.senders += 1;
+                    st.bytes_up += bytes.len() as u64;
+                    let env = codec::decode_client(&bytes, &limits)?;
+                    let t0 = Instant::now();
+                    server.handle_message(id, env, now);
+                    stats_mut(&mut stats, stage).server += t0.elapsed();
+                }
+                if vanished && cfg.mode == DropMode::Disconnect {
+                    let stage = cfg.drops.misses(id).unwrap_or(Stage::Unmasking);
+                    let t0 = Instant::now();
+                    server.handle_disconnect(id, now);
+                    stats_mut(&mut stats, stage).server += t0.elapsed();
+                }
+            }
+            if let Some(stage) = batch_stage {
+                progress(Progress {
+                    stage,
+                    done: chunk[0] + chunk.len(),
+                    total: n,
+                });
+            }
+        }
+        // Server: deliver what it sends.
+        let mut any_received = false;
+        while let Some((to, env)) = server.poll_transmit() {
+            let bytes = codec::encode_server(&env);
+            if let Some(s) = stage_after(&env.message) {
+                let st = stats_mut(&mut stats, s);
+                st.receivers += 1;
+                st.bytes_down += bytes.len() as u64;
+            }
+            let decoded = codec::decode_server(&bytes, &limits)?;
+            if let Some(q) = inbox.get_mut(to.0 as usize) {
+                q.push(decoded);
+                any_received = true;
+            }
+        }
+        while server.poll_event().is_some() {}
+        let over = matches!(
+            server.status(),
+            ServerStatus::Completed | ServerStatus::Aborted(_)
+        );
+        if over && !any_received && !any_sent {
+            break;
+        }
+        if !any_sent && !any_received {
+            // Nothing moved: silent clients keep the server waiting for the deadline.
+            match server.poll_timeout() {
+                Some(deadline) if !over => {
+                    now = now.max(deadline);
+                    server.handle_timeout(now);
+                }
+                _ => {
+                    rounds_without_progress += 1;
+                    if rounds_without_progress > 3 {
+                        return Err(SimError::Stalled(format!("{:?}", server.status())));
+                    }
+                }
+            }
+        } else {
+            rounds_without_progress = 0;
+        }
+    }
+
+    // Means per sender and per receiver.
+    for st in stats.values_mut() {
+        st.bytes_up /= st.senders.max(1) as u64;
+        st.bytes_down /= st.receivers.max(1) as u64;
+    }
+
+    let plain = plain
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (outcome, check) = match (server.status(), server.output()) {
+        (ServerStatus::Completed, Some(out)) => {
+            let check = check_output(cfg, out, &plain);
+            (Ok(out.clone()), Some(check))
+        }
+        (ServerStatus::Aborted(reason), _) => (Err(reason), None),
+        (other, _) => (Err(format!("round ended in {other:?}")), None),
+    };
+    Ok(SimReport {
+        outcome,
+        stages: stats.into_values().collect(),
+        check,
+        wall: started.elapsed(),
+        client_status: clients
+            .iter()
+            .map(|c| (c.client.id(), c.client.status()))
+            .collect(),
+    })
+}
+
+fn stats_mut(stats: &mut BTreeMap<Stage, StageStats>, s: Stage) -> &mut StageStats {
+    stats.entry(s).or_insert_with(|| StageStats {
+        stage: Some(s),
+        ..Default::default()
+    })
+}
+
+/// Clients per batch: enough to keep every core busy, few enough that the masked vectors in
+/// flight stay within about 256 MiB.
+fn batch_size(vector_len: usize) -> usize {
+    let per_client = vector_len.max(1) * 4 * 2;
+    let by_memory = (256usize << 20) / per_client;
+    by_memory
+        .clamp(1, 4 * rayon::current_num_threads().max(1))
+        .max(1)
+}
+
+type StepOut = (usize, Vec<(Stage, Vec<u8>)>, Option<Stage>, Duration, bool);
+
+/// Delivers `msgs` to client `i` and collects what it sends (encoded), unless the schedule
+/// says it vanishes first. Sets the input just before the masked-input stage.
+fn step_client(
+    cfg: &SimConfig,
+    i: usize,
+    sc: &mut SimClient,
+    msgs: Vec<Envelope<ServerMessage>>,
+    plain: &Mutex<Plain>,
+    bits: u32,
+    limits: &Limits,
+) -> Result<StepOut, SimError> {
+    let id = ClientId(i as u32);
+    let mut frames = Vec::new();
+    let mut stage_worked = None;
+    let mut spent = Duration::ZERO;
+    let mut vanished = false;
+    if sc.stopped {
+        return Ok((i, frames, None, spent, false));
+    }
+    let t0 = Instant::now();
+    for env in msgs {
+        if let Some(s) = stage_after(&env.message) {
+            if !cfg.drops.sends(id, s) {
+                // It vanishes instead of doing this stage's work.
+                sc.stopped = true;
+                vanished = true;
+                break;
+            }
+            stage_worked = Some(s);
+        }
+        if let ServerMessage::ShareBundles(_) = env.message {
+            set_input(cfg, id, &mut sc.client, plain)?;
+        }
+        sc.client
+            .handle_message(env)
+            .map_err(|e| SimError::Client(id, e))?;
+    }
+    while let Some(env) = sc.client.poll_transmit() {
+        if sc.stopped {
+            break;
+        }
+        let stage = stage_of(&env.message);
+        if !cfg.drops.sends(id, stage) {
+            sc.stopped = true;
+            vanished = true;
+            break;
+        }
+        stage_worked.get_or_insert(stage);
+        let bytes = codec::encode_client(&env, bits);
+        // Decoding here too keeps the client side of the codec honest.
+        debug_assert!(codec::decode_client(&bytes, limits).is_ok());
+        frames.push((stage, bytes));
+    }
+    spent += t0.elapsed();
+    Ok((i, frames, stage_worked, spent, vanished))
+}
+
+/// Quantizes client `id`'s update, records it in the plaintext sums, and hands it over.
+fn set_input(
+    cfg: &SimConfig,
+    id: ClientId,
+    client: &mut Client<CpuEngine, ChaCha20Rng>,
+    plain: &Mutex<Plain>,
+) -> Result<(), SimError> {
+    let q = cfg.round.quantization();
+    let update = client_update(cfg.seed, id, cfg.round.params(), q.clip);
+    let weight = client_weight(cfg, id);
+    let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed ^ 0x9a4e);
+    rng.set_stream(u64::from(id.0) + 1);
+    let levels = quantize::quantize(&update, &q, weight, &mut rng)
+        .map_err(|e| SimError::Client(id, e.into()))?;
+    {
+        let mut p = plain
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mask = cfg.round.modulus().mask_u32();
+        for (s, l) in p.levels.iter_mut().zip(&levels) {
+            *s = s.wrapping_add(*l) & mask;
+        }
+        let c = f64::from(q.clip);
+        for (r, x) in p.reals.iter_mut().zip(&update) {
+            *r += f64::from(*x).clamp(-c, c) * f64::from(weight);
+        }
+    }
+    client
+        .set_quantized_input(levels)
+        .map_err(|e| SimError::Client(id, e))
+}
+
+fn check_output(cfg: &SimConfig, out: &RoundOutput, plain: &Plain) -> Check {
+    let m = cfg.round.params();
+    let exact = out.sum.len() == m
+        && out.sum[..] == plain.levels[..m]
+        && out.total_weight == u64::from(plain.levels[m]);
+    let expected: Vec<ClientId> = (0..cfg.round.clients() as u32)
+        .map(ClientId)
+        .filter(|c| cfg.drops.sends(*c, Stage::MaskedInput))
+        .collect();
+    let included_ok = out.included == expected;
+    let deq = out.dequantized_sum(&cfg.round);
+    let max_error = deq
+        .iter()
+        .zip(&plain.reals)
+        .map(|(d, r)| (f64::from(*d) - r).abs())
+        .fold(0.0, f64::max);
+    // Quantization error, plus the f32 rounding of the result.
+    let largest = plain.reals.iter().fold(0.0f64, |a, r| a.max(r.abs()));
+    let bound = quantize::error_bound(out.total_weight, &cfg.round.quantization())
+        + largest * f64::from(f32::EPSILON)
+        + 1e-9;
+    Check {
+        exact,
+        included_ok,
+        max_error,
+        bound,
+    }
+}
+
+/// The peak resident set size of this process (Linux), for reports.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
