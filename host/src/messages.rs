@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use crate::ClientId;
 use crate::crypto::PublicKeys;
+use crate::{ClientId, Stage};
 
 /// Which of a peer's two secrets a revealed share belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -54,6 +54,16 @@ pub enum ClientMessage {
 }
 
 impl ClientMessage {
+    /// The stage this message completes.
+    pub fn stage(&self) -> Stage {
+        match self {
+            ClientMessage::AdvertiseKeys(_) => Stage::AdvertiseKeys,
+            ClientMessage::ShareKeys { .. } => Stage::ShareKeys,
+            ClientMessage::MaskedInput(_) => Stage::MaskedInput,
+            ClientMessage::UnmaskShares(_) => Stage::Unmasking,
+        }
+    }
+
     /// A short name for logs and errors.
     pub fn name(&self) -> &'static str {
         match self {

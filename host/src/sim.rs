@@ -18,7 +18,7 @@ use secagg_engine::{Backend, CpuEngine};
 
 use crate::codec::{self, Limits};
 use crate::config::RoundConfig;
-use crate::messages::{ClientMessage, Envelope, ServerMessage};
+use crate::messages::{Envelope, ServerMessage};
 use crate::quantize;
 use crate::server::{RoundOutput, Server, ServerStatus};
 use crate::{Client, ClientId, ClientStatus, Stage};
@@ -193,15 +193,6 @@ pub enum SimError {
     /// The round did not finish (a state machine stopped answering).
     #[error("the round stalled at {0}")]
     Stalled(String),
-}
-
-fn stage_of(m: &ClientMessage) -> Stage {
-    match m {
-        ClientMessage::AdvertiseKeys(_) => Stage::AdvertiseKeys,
-        ClientMessage::ShareKeys { .. } => Stage::ShareKeys,
-        ClientMessage::MaskedInput(_) => Stage::MaskedInput,
-        ClientMessage::UnmaskShares(_) => Stage::Unmasking,
-    }
 }
 
 fn stage_after(m: &ServerMessage) -> Option<Stage> {
@@ -478,7 +469,7 @@ fn step_client(
         if sc.stopped {
             break;
         }
-        let stage = stage_of(&env.message);
+        let stage = env.message.stage();
         if !cfg.drops.sends(id, stage) {
             sc.stopped = true;
             vanished = true;

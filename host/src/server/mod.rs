@@ -448,6 +448,27 @@ impl<E: Backend> Server<E> {
     }
 }
 
+/// A pending client sent some other message than the stage's. A message of an earlier
+/// stage is a replay of something it already did: refused, the client stays. Anything else
+/// (a later stage's message) breaks the protocol: the client is dropped.
+fn out_of_turn<E>(
+    ctx: &mut Ctx<'_, E>,
+    roll: &mut Roll,
+    from: ClientId,
+    msg: &ClientMessage,
+    stage: Stage,
+) {
+    if msg.stage() < stage {
+        ctx.reject(from, ProtocolError::Duplicate(msg.name()));
+    } else if roll.remove(from) {
+        let reason = ProtocolError::UnexpectedMessage {
+            got: msg.name(),
+            want: stage.name(),
+        };
+        ctx.drop_client(from, stage, DropReason::Misbehaved(reason));
+    }
+}
+
 /// Checks a masked vector: m + 1 elements, each below 2^b.
 fn check_vector(values: &[u32], config: &RoundConfig) -> Result<(), ProtocolError> {
     if values.len() != config.vector_len() {

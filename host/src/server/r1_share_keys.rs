@@ -10,7 +10,7 @@ use std::time::Duration;
 use secagg_engine::Backend;
 
 use super::r2_masked_input::ExpectMaskedInputs;
-use super::{Ctx, DropReason, Input, Roll, ServerEvent, State};
+use super::{Ctx, DropReason, Input, Roll, ServerEvent, State, out_of_turn};
 use crate::crypto::{BUNDLE_LEN, PublicKeys, SessionId};
 use crate::error::ProtocolError;
 use crate::graph::NeighborGraph;
@@ -71,13 +71,7 @@ impl ExpectShares {
                     }
                     Err(e) => self.drop(ctx, from, DropReason::Misbehaved(e)),
                 },
-                other => {
-                    let e = ProtocolError::UnexpectedMessage {
-                        got: other.name(),
-                        want: "share-keys",
-                    };
-                    self.drop(ctx, from, DropReason::Misbehaved(e));
-                }
+                other => out_of_turn(ctx, &mut self.roll, from, &other, Stage::ShareKeys),
             },
             Input::Message(from, msg) => ctx.reject(from, late_or_unknown(&self.roll, from, &msg)),
             Input::Gone(c, reason) => self.drop(ctx, c, reason),

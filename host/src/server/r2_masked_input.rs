@@ -11,7 +11,7 @@ use secagg_engine::Backend;
 
 use super::r1_share_keys::{Session, late_or_unknown};
 use super::r3_unmasking::ExpectUnmaskShares;
-use super::{Ctx, DropReason, Input, Roll, ServerEvent, State, check_vector};
+use super::{Ctx, DropReason, Input, Roll, ServerEvent, State, check_vector, out_of_turn};
 use crate::error::ProtocolError;
 use crate::messages::{ClientMessage, ServerMessage};
 use crate::{ClientId, Stage};
@@ -65,13 +65,7 @@ impl ExpectMaskedInputs {
                         self.roll.answered.insert(from);
                     }
                 }
-                other => {
-                    let e = ProtocolError::UnexpectedMessage {
-                        got: other.name(),
-                        want: "masked-input",
-                    };
-                    self.drop(ctx, from, DropReason::Misbehaved(e));
-                }
+                other => out_of_turn(ctx, &mut self.roll, from, &other, Stage::MaskedInput),
             },
             Input::Message(from, msg) => ctx.reject(from, late_or_unknown(&self.roll, from, &msg)),
             Input::Gone(c, reason) => self.drop(ctx, c, reason),

@@ -17,7 +17,7 @@ use secagg_engine::{Backend, MaskTerm};
 use zeroize::Zeroize;
 
 use super::r1_share_keys::{Session, late_or_unknown};
-use super::{Ctx, DropReason, Input, Roll, RoundOutput, ServerEvent, State};
+use super::{Ctx, DropReason, Input, Roll, RoundOutput, ServerEvent, State, out_of_turn};
 use crate::crypto::{
     Lagrange, mask_public_key, mask_secret_key, pairwise_seed, scalar_from_bytes,
     self_mask_commitment, self_mask_seed,
@@ -81,13 +81,7 @@ impl ExpectUnmaskShares {
                     }
                     Err(e) => self.drop(ctx, from, DropReason::Misbehaved(e)),
                 },
-                other => {
-                    let e = ProtocolError::UnexpectedMessage {
-                        got: other.name(),
-                        want: "unmask-shares",
-                    };
-                    self.drop(ctx, from, DropReason::Misbehaved(e));
-                }
+                other => out_of_turn(ctx, &mut self.roll, from, &other, Stage::Unmasking),
             },
             Input::Message(from, msg) => ctx.reject(from, late_or_unknown(&self.roll, from, &msg)),
             Input::Gone(c, reason) => self.drop(ctx, c, reason),
@@ -172,7 +166,16 @@ impl ExpectUnmaskShares {
             stage: Stage::Unmasking,
             clients: self.roll.answered.len(),
         });
-        let terms = match self.mask_terms(ctx.config.threshold()) {
+        let mut culprits = Vec::new();
+        let terms = self.mask_terms(ctx.config.threshold(), &mut culprits);
+        for (holder, owner) in culprits {
+            let reason = ProtocolError::Crypto(CryptoError::Mismatch {
+                owner,
+                what: "share (left out of the reconstruction)",
+            });
+            ctx.reject(holder, reason);
+        }
+        let terms = match terms {
             Ok(terms) => terms,
             Err(e) => return ctx.abort(format!("cannot unmask: {e}"), self.notify_all()),
         };
@@ -219,10 +222,21 @@ impl ExpectUnmaskShares {
         State::Completed(Box::new(output))
     }
 
-    /// Rebuilds the secrets and lists the masks to remove.
-    fn mask_terms(&self, t: usize) -> Result<Vec<MaskTerm>, ProtocolError> {
+    /// Rebuilds the secrets and lists the masks to remove. Holders whose shares fail the
+    /// check are reported in `culprits`.
+    fn mask_terms(
+        &self,
+        t: usize,
+        culprits: &mut Vec<(ClientId, ClientId)>,
+    ) -> Result<Vec<MaskTerm>, ProtocolError> {
         let mut cache: HashMap<Vec<ClientId>, Lagrange> = HashMap::new();
-        let mut rebuild = |owner: ClientId| -> Result<Scalar, ProtocolError> {
+        // The secret of `owner` from t of the shares received, checked by `valid`. When the
+        // first t fail and spare shares exist, each holder in turn is left out, so one bad
+        // share cannot sink the round; the holder whose exclusion fixes it is reported.
+        let mut rebuild = |owner: ClientId,
+                           what: &'static str,
+                           valid: &dyn Fn(&Scalar) -> bool|
+         -> Result<Scalar, ProtocolError> {
             let received = self.shares.get(&owner);
             let have = received.map_or(0, BTreeMap::len);
             let Some(received) = received.filter(|_| have >= t) else {
@@ -233,28 +247,50 @@ impl ExpectUnmaskShares {
                 }
                 .into());
             };
-            let holders: Vec<ClientId> = received.keys().take(t).copied().collect();
-            if !cache.contains_key(&holders) {
-                cache.insert(holders.clone(), Lagrange::at_zero(&holders)?);
+            let all: Vec<(ClientId, &Scalar)> = received.iter().map(|(h, v)| (*h, v)).collect();
+            let mut attempt = |skip: Option<usize>| -> Result<Option<Scalar>, ProtocolError> {
+                let chosen: Vec<(ClientId, &Scalar)> = all
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| Some(*i) != skip)
+                    .map(|(_, s)| *s)
+                    .take(t)
+                    .collect();
+                let holders: Vec<ClientId> = chosen.iter().map(|(h, _)| *h).collect();
+                if !cache.contains_key(&holders) {
+                    cache.insert(holders.clone(), Lagrange::at_zero(&holders)?);
+                }
+                let Some(lagrange) = cache.get(&holders) else {
+                    return Ok(None);
+                };
+                let mut secret = lagrange.combine(chosen.iter().map(|(_, v)| *v));
+                if valid(&secret) {
+                    Ok(Some(secret))
+                } else {
+                    secret.zeroize();
+                    Ok(None)
+                }
+            };
+            if let Some(secret) = attempt(None)? {
+                return Ok(secret);
             }
-            let lagrange = cache
-                .get(&holders)
-                .ok_or_else(|| ProtocolError::UnsafeRequest("lagrange cache".into()))?;
-            Ok(lagrange.combine(received.values().take(t)))
+            if have > t {
+                for j in 0..have {
+                    if let Some(secret) = attempt(Some(j))? {
+                        culprits.push((all[j].0, owner));
+                        return Ok(secret);
+                    }
+                }
+            }
+            Err(CryptoError::Mismatch { owner, what }.into())
         };
         let session = &self.session;
         let mut terms = Vec::new();
         for &u in &self.u3 {
-            let mut beta = rebuild(u)?;
-            let committed = self.commitments.get(&u);
-            if committed != Some(&self_mask_commitment(&beta, &session.id, u)) {
-                beta.zeroize();
-                return Err(CryptoError::Mismatch {
-                    owner: u,
-                    what: "self-mask secret",
-                }
-                .into());
-            }
+            let committed = self.commitments.get(&u).copied();
+            let mut beta = rebuild(u, "self-mask secret", &|b: &Scalar| {
+                committed == Some(self_mask_commitment(b, &session.id, u))
+            })?;
             terms.push(MaskTerm::minus(self_mask_seed(&beta, &session.id)));
             beta.zeroize();
         }
@@ -268,16 +304,10 @@ impl ExpectUnmaskShares {
             if survivors.is_empty() {
                 continue;
             }
-            let mut sigma = rebuild(v)?;
             let advertised = session.keys.get(&v).map(|k| k.masking);
-            if advertised != Some(mask_public_key(&sigma)) {
-                sigma.zeroize();
-                return Err(CryptoError::Mismatch {
-                    owner: v,
-                    what: "mask-agreement key",
-                }
-                .into());
-            }
+            let mut sigma = rebuild(v, "mask-agreement key", &|s: &Scalar| {
+                advertised == Some(mask_public_key(s))
+            })?;
             let secret = mask_secret_key(&sigma);
             sigma.zeroize();
             for u in survivors {
