@@ -122,6 +122,9 @@ pub struct StageStats {
     /// Time inside the server handling this stage's messages (including, for unmasking, the
     /// reconstruction and the mask removal).
     pub server: Duration,
+    /// The server's time in the one call that ended the stage (for unmasking: rebuilding the
+    /// secrets and removing every mask).
+    pub server_finish: Duration,
     /// The longest any client spent producing its message for this stage.
     pub slowest_client: Duration,
     /// Clients that sent this stage's message.
@@ -132,6 +135,9 @@ pub struct StageStats {
     pub receivers: usize,
     /// Bytes each client downloaded to start this stage (mean over receivers).
     pub bytes_down: u64,
+    /// The process's peak resident memory when this stage's work was done (Linux; 0 where
+    /// unknown). The simulator holds the server and every client in one process.
+    pub peak_rss: u64,
 }
 
 /// How the output compared with the plaintext.
@@ -319,15 +325,27 @@ pub fn run<E: Backend>(
                     st.senders += 1;
                     st.bytes_up += bytes.len() as u64;
                     let env = codec::decode_client(&bytes, &limits)?;
+                    let before = server.status();
                     let t0 = Instant::now();
                     server.handle_message(id, env, now);
-                    stats_mut(&mut stats, stage).server += t0.elapsed();
+                    let spent = t0.elapsed();
+                    let st = stats_mut(&mut stats, stage);
+                    st.server += spent;
+                    if server.status() != before {
+                        st.server_finish = spent;
+                    }
                 }
                 if vanished && cfg.mode == DropMode::Disconnect {
                     let stage = cfg.drops.misses(id).unwrap_or(Stage::Unmasking);
+                    let before = server.status();
                     let t0 = Instant::now();
                     server.handle_disconnect(id, now);
-                    stats_mut(&mut stats, stage).server += t0.elapsed();
+                    let spent = t0.elapsed();
+                    let st = stats_mut(&mut stats, stage);
+                    st.server += spent;
+                    if server.status() != before {
+                        st.server_finish = spent;
+                    }
                 }
             }
             if let Some(stage) = batch_stage {
@@ -337,6 +355,10 @@ pub fn run<E: Backend>(
                     total: n,
                 });
             }
+        }
+        let rss = peak_rss_bytes().unwrap_or(0);
+        for st in stats.values_mut().filter(|st| st.senders > 0 && st.peak_rss == 0) {
+            st.peak_rss = rss;
         }
         // Server: deliver what it sends.
         let mut any_received = false;
@@ -366,7 +388,16 @@ pub fn run<E: Backend>(
             match server.poll_timeout() {
                 Some(deadline) if !over => {
                     now = now.max(deadline);
+                    let stage = match server.status() {
+                        ServerStatus::Running(s) => s,
+                        _ => Stage::Unmasking,
+                    };
+                    let t0 = Instant::now();
                     server.handle_timeout(now);
+                    let spent = t0.elapsed();
+                    let st = stats_mut(&mut stats, stage);
+                    st.server += spent;
+                    st.server_finish = spent;
                 }
                 _ => {
                     rounds_without_progress += 1;

@@ -10,10 +10,9 @@ use secagg_engine::Backend;
 use super::r2_masked_input::ExpectShareBundles;
 use super::{Ctx, State};
 use crate::crypto::{
-    BundlePlaintext, ClientSecrets, PublicKeys, SessionId, is_low_order, self_mask_commitment,
-    split,
+    BundlePlaintext, ClientSecrets, PublicKeys, SessionId, self_mask_commitment, split,
 };
-use crate::error::{CryptoError, ProtocolError};
+use crate::error::ProtocolError;
 use crate::graph::NeighborGraph;
 use crate::messages::{ClientMessage, SealedBundle};
 use crate::{ClientId, Stage};
@@ -75,12 +74,8 @@ impl ExpectKeyList {
                 ));
             }
         }
-        if let Some((peer, _)) = keys
-            .iter()
-            .find(|(_, k)| is_low_order(&k.encryption) || is_low_order(&k.masking))
-        {
-            return Err(CryptoError::NonContributory { peer: *peer }.into());
-        }
+        // Keys of clients we never agree with cannot hurt us; every agreement we do make
+        // (bundle keys below, mask seeds later) rejects a low-order key on its own.
         let session = SessionId::derive(ctx.config, keys);
         let members: Vec<ClientId> = keys.iter().map(|(id, _)| *id).collect();
         let graph = NeighborGraph::new(&session, &members, ctx.config.neighbors());

@@ -108,6 +108,16 @@ pub struct RoundOutput {
     pub dropped: Vec<DroppedClient>,
     /// The modulus of the sum.
     pub modulus: Modulus,
+    /// Masks the server removed in its one unmasking pass (self masks of the included
+    /// clients plus pairwise masks between dropped clients and their surviving neighbours).
+    pub mask_terms: usize,
+}
+
+impl RoundOutput {
+    /// Keystream bytes the unmasking pass expanded: terms × (m + 1) × 4.
+    pub fn keystream_bytes(&self) -> u64 {
+        self.mask_terms as u64 * (self.sum.len() as u64 + 1) * 4
+    }
 }
 
 impl RoundOutput {

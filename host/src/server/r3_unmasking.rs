@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use curve25519_dalek::Scalar;
+use rayon::prelude::*;
 use secagg_engine::{Backend, MaskTerm};
 use zeroize::Zeroize;
 
@@ -193,6 +194,7 @@ impl ExpectUnmaskShares {
         ) {
             return ctx.abort(format!("aggregation engine failed: {e}"), self.notify_all());
         }
+        let mask_terms = terms.len();
         drop(terms);
         let m = ctx.config.params();
         let total_weight = u64::from(self.acc[m]);
@@ -207,6 +209,7 @@ impl ExpectUnmaskShares {
             included,
             dropped,
             modulus: ctx.config.modulus(),
+            mask_terms,
         };
         for c in self.notify_all() {
             if !ctx.gone.contains(&c) {
@@ -222,78 +225,17 @@ impl ExpectUnmaskShares {
         State::Completed(Box::new(output))
     }
 
-    /// Rebuilds the secrets and lists the masks to remove. Holders whose shares fail the
-    /// check are reported in `culprits`.
+    /// Rebuilds the secrets and lists the masks to remove, one owner per task on every core
+    /// (the rebuilds and key agreements are independent). Holders whose shares fail the
+    /// check are reported in `culprits` as (holder, owner).
     fn mask_terms(
         &self,
         t: usize,
         culprits: &mut Vec<(ClientId, ClientId)>,
     ) -> Result<Vec<MaskTerm>, ProtocolError> {
-        let mut cache: HashMap<Vec<ClientId>, Lagrange> = HashMap::new();
-        // The secret of `owner` from t of the shares received, checked by `valid`. When the
-        // first t fail and spare shares exist, each holder in turn is left out, so one bad
-        // share cannot sink the round; the holder whose exclusion fixes it is reported.
-        let mut rebuild = |owner: ClientId,
-                           what: &'static str,
-                           valid: &dyn Fn(&Scalar) -> bool|
-         -> Result<Scalar, ProtocolError> {
-            let received = self.shares.get(&owner);
-            let have = received.map_or(0, BTreeMap::len);
-            let Some(received) = received.filter(|_| have >= t) else {
-                return Err(CryptoError::TooFewShares {
-                    owner,
-                    have,
-                    need: t,
-                }
-                .into());
-            };
-            let all: Vec<(ClientId, &Scalar)> = received.iter().map(|(h, v)| (*h, v)).collect();
-            let mut attempt = |skip: Option<usize>| -> Result<Option<Scalar>, ProtocolError> {
-                let chosen: Vec<(ClientId, &Scalar)> = all
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| Some(*i) != skip)
-                    .map(|(_, s)| *s)
-                    .take(t)
-                    .collect();
-                let holders: Vec<ClientId> = chosen.iter().map(|(h, _)| *h).collect();
-                if !cache.contains_key(&holders) {
-                    cache.insert(holders.clone(), Lagrange::at_zero(&holders)?);
-                }
-                let Some(lagrange) = cache.get(&holders) else {
-                    return Ok(None);
-                };
-                let mut secret = lagrange.combine(chosen.iter().map(|(_, v)| *v));
-                if valid(&secret) {
-                    Ok(Some(secret))
-                } else {
-                    secret.zeroize();
-                    Ok(None)
-                }
-            };
-            if let Some(secret) = attempt(None)? {
-                return Ok(secret);
-            }
-            if have > t {
-                for j in 0..have {
-                    if let Some(secret) = attempt(Some(j))? {
-                        culprits.push((all[j].0, owner));
-                        return Ok(secret);
-                    }
-                }
-            }
-            Err(CryptoError::Mismatch { owner, what }.into())
-        };
         let session = &self.session;
-        let mut terms = Vec::new();
-        for &u in &self.u3 {
-            let committed = self.commitments.get(&u).copied();
-            let mut beta = rebuild(u, "self-mask secret", &|b: &Scalar| {
-                committed == Some(self_mask_commitment(b, &session.id, u))
-            })?;
-            terms.push(MaskTerm::minus(self_mask_seed(&beta, &session.id)));
-            beta.zeroize();
-        }
+        let mut jobs: Vec<(ClientId, Vec<ClientId>)> =
+            self.u3.iter().map(|&u| (u, Vec::new())).collect();
         for &v in self.u2.difference(&self.u3) {
             let survivors: Vec<ClientId> = session
                 .graph
@@ -301,28 +243,113 @@ impl ExpectUnmaskShares {
                 .into_iter()
                 .filter(|u| self.u3.contains(u))
                 .collect();
-            if survivors.is_empty() {
-                continue;
+            // A dropped client with no surviving neighbour left no mask in the sum.
+            if !survivors.is_empty() {
+                jobs.push((v, survivors));
             }
-            let advertised = session.keys.get(&v).map(|k| k.masking);
-            let mut sigma = rebuild(v, "mask-agreement key", &|s: &Scalar| {
-                advertised == Some(mask_public_key(s))
-            })?;
-            let secret = mask_secret_key(&sigma);
-            sigma.zeroize();
-            for u in survivors {
-                let Some(keys) = session.keys.get(&u) else {
-                    continue;
-                };
-                let seed = pairwise_seed(&secret, &session.id, v, u, keys)?;
-                // u added +PRG(s_uv) when u < v and subtracted it otherwise; undo that.
-                terms.push(if u < v {
-                    MaskTerm::minus(seed)
-                } else {
-                    MaskTerm::plus(seed)
-                });
-            }
+        }
+        type Done = (Vec<MaskTerm>, Option<(ClientId, ClientId)>);
+        let results: Vec<Result<Done, ProtocolError>> = jobs
+            .par_iter()
+            .map_init(HashMap::new, |cache, (owner, survivors)| {
+                let owner = *owner;
+                let received = self.shares.get(&owner);
+                if self.u3.contains(&owner) {
+                    let committed = self.commitments.get(&owner).copied();
+                    let valid = |b: &Scalar| committed == Some(self_mask_commitment(b, &session.id, owner));
+                    let (mut beta, culprit) =
+                        rebuild(received, owner, t, "self-mask secret", &valid, cache)?;
+                    let term = MaskTerm::minus(self_mask_seed(&beta, &session.id));
+                    beta.zeroize();
+                    return Ok((vec![term], culprit));
+                }
+                let advertised = session.keys.get(&owner).map(|k| k.masking);
+                let valid = |s: &Scalar| advertised == Some(mask_public_key(s));
+                let (mut sigma, culprit) =
+                    rebuild(received, owner, t, "mask-agreement key", &valid, cache)?;
+                let secret = mask_secret_key(&sigma);
+                sigma.zeroize();
+                let mut terms = Vec::with_capacity(survivors.len());
+                for &u in survivors {
+                    let Some(keys) = session.keys.get(&u) else {
+                        continue;
+                    };
+                    let seed = pairwise_seed(&secret, &session.id, owner, u, keys)?;
+                    // u added +PRG(s_uv) when u < v and subtracted it otherwise; undo that.
+                    terms.push(if u < owner {
+                        MaskTerm::minus(seed)
+                    } else {
+                        MaskTerm::plus(seed)
+                    });
+                }
+                Ok((terms, culprit))
+            })
+            .collect();
+        let mut terms = Vec::with_capacity(results.len());
+        for r in results {
+            let (t, culprit) = r?;
+            terms.extend(t);
+            culprits.extend(culprit);
         }
         Ok(terms)
     }
+}
+
+/// The secret of `owner` from `t` of the shares `received`, checked by `valid`. When the first
+/// t fail and spare shares exist, each holder in turn is left out, so one bad share cannot sink
+/// the round; the holder whose exclusion fixes it is returned as (holder, owner). Lagrange
+/// coefficients come from `cache`, keyed by the set of holders.
+fn rebuild(
+    received: Option<&Received>,
+    owner: ClientId,
+    t: usize,
+    what: &'static str,
+    valid: &dyn Fn(&Scalar) -> bool,
+    cache: &mut HashMap<Vec<ClientId>, Lagrange>,
+) -> Result<(Scalar, Option<(ClientId, ClientId)>), ProtocolError> {
+    let have = received.map_or(0, BTreeMap::len);
+    let Some(received) = received.filter(|_| have >= t) else {
+        return Err(CryptoError::TooFewShares {
+            owner,
+            have,
+            need: t,
+        }
+        .into());
+    };
+    let all: Vec<(ClientId, &Scalar)> = received.iter().map(|(h, v)| (*h, v)).collect();
+    let mut attempt = |skip: Option<usize>| -> Result<Option<Scalar>, ProtocolError> {
+        let chosen: Vec<(ClientId, &Scalar)> = all
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != skip)
+            .map(|(_, s)| *s)
+            .take(t)
+            .collect();
+        let holders: Vec<ClientId> = chosen.iter().map(|(h, _)| *h).collect();
+        let lagrange = match cache.entry(holders) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let l = Lagrange::at_zero(e.key())?;
+                e.insert(l)
+            }
+        };
+        let mut secret = lagrange.combine(chosen.iter().map(|(_, v)| *v));
+        if valid(&secret) {
+            Ok(Some(secret))
+        } else {
+            secret.zeroize();
+            Ok(None)
+        }
+    };
+    if let Some(secret) = attempt(None)? {
+        return Ok((secret, None));
+    }
+    if have > t {
+        for (j, (holder, _)) in all.iter().enumerate() {
+            if let Some(secret) = attempt(Some(j))? {
+                return Ok((secret, Some((*holder, owner))));
+            }
+        }
+    }
+    Err(CryptoError::Mismatch { owner, what }.into())
 }

@@ -1,0 +1,68 @@
+//! Command-line parsing and the subcommands.
+
+mod plan;
+mod simulate;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit status for a configuration or usage error.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status when a round's result does not match the plaintext.
+pub const EXIT_CHECK_FAILED: u8 = 1;
+/// Exit status when a round aborts (too few survivors).
+pub const EXIT_ABORTED: u8 = 3;
+
+/// Secure aggregation (SecAgg / SecAgg+) for federated learning, with GPU mask expansion.
+#[derive(Debug, Parser)]
+#[command(name = "secagg", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one whole round in memory (clients, server, dropouts) and check it against the
+    /// plaintext sum. Exits 1 if the check fails, 3 if the round aborts.
+    Simulate(simulate::SimulateArgs),
+    /// Choose the SecAgg+ neighbour count and threshold for a deployment.
+    Plan(plan::PlanArgs),
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<ExitCode, String> {
+    match cli.command {
+        Command::Simulate(a) => simulate::run(a),
+        Command::Plan(a) => plan::run(a),
+    }
+}
+
+/// Bytes in a short human form.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// A duration in a short human form.
+pub fn human_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs_f64();
+    if s >= 1.0 {
+        format!("{s:.2} s")
+    } else if s >= 1e-3 {
+        format!("{:.1} ms", s * 1e3)
+    } else {
+        format!("{:.0} µs", s * 1e6)
+    }
+}

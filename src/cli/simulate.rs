@@ -1,0 +1,359 @@
+//! `secagg simulate`: one whole round in memory, checked against the plaintext sum.
+
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use secagg_engine::{Backend, BackendChoice, Engine, Prg};
+use secagg_host::plan::{PlanRequest, plan, threshold_for};
+use secagg_host::sim::{self, DropMode, DropSchedule, Progress, SimConfig, SimReport};
+use secagg_host::{Quantization, RoundConfig, Stage};
+use serde_json::json;
+
+use super::{EXIT_ABORTED, EXIT_CHECK_FAILED, human_bytes, human_duration};
+
+/// Arguments of `secagg simulate`.
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Number of clients n.
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// Model parameters per client m.
+    #[arg(long, default_value_t = 10_000)]
+    params: usize,
+    /// Neighbours per client k (SecAgg+); n − 1 is classic SecAgg. Default: the planner's
+    /// choice for --dropout and --corrupt.
+    #[arg(long)]
+    neighbors: Option<usize>,
+    /// Shamir threshold t per neighbourhood. Default: the planner's.
+    #[arg(long)]
+    threshold: Option<usize>,
+    /// Fewest clients a stage may end with before the round aborts. Default: t.
+    #[arg(long)]
+    min_survivors: Option<usize>,
+    /// Fraction of clients that drop out (the planner also plans for it).
+    #[arg(long, default_value_t = 0.1)]
+    dropout: f64,
+    /// The stage the dropped clients miss: share-keys, masked-input (the costliest for the
+    /// server) or unmasking.
+    #[arg(long, default_value = "masked-input")]
+    dropout_stage: Stage,
+    /// Dropped clients go silent and the server waits for the deadline, instead of
+    /// disconnecting.
+    #[arg(long)]
+    silent: bool,
+    /// Fraction of colluding clients the planner must tolerate.
+    #[arg(long, default_value_t = 0.05)]
+    corrupt: f64,
+    /// Server engine: auto (a GPU adapter if one opens), cpu or gpu.
+    #[arg(long, default_value = "auto")]
+    backend: BackendChoice,
+    /// Mask PRG: chacha20, chacha12 or chacha8.
+    #[arg(long, default_value = "chacha20")]
+    prg: Prg,
+    /// Modulus bits b (1..=32).
+    #[arg(long, default_value_t = 32)]
+    bits: u32,
+    /// Clip range c: inputs are clipped to [−c, c].
+    #[arg(long, default_value_t = 1.0)]
+    clip: f32,
+    /// Quantization levels q. Default: the largest power of two up to 2^16 that cannot
+    /// overflow 2^b.
+    #[arg(long)]
+    levels: Option<u32>,
+    /// Draw each client's integer weight from 1..=W and report the weighted mean.
+    #[arg(long, default_value_t = 1)]
+    max_weight: u32,
+    /// Seed for keys, inputs and dropouts. Default: random (printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// No progress bars.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
+/// The neighbours and threshold to use, and a line saying where they came from.
+fn choose_graph(a: &SimulateArgs) -> Result<(usize, usize, String), String> {
+    let n = a.clients;
+    match (a.neighbors, a.threshold) {
+        (None, t) => {
+            let p = plan(&PlanRequest {
+                clients: n,
+                dropout_rate: a.dropout,
+                corrupt_fraction: a.corrupt,
+                ..PlanRequest::default()
+            })
+            .map_err(|e| e.to_string())?;
+            let why = format!(
+                "planner (dropout {}, corrupt {}): insecurity 2^{:.1}, failure 2^{:.1}",
+                a.dropout, a.corrupt, p.log2_insecurity, p.log2_failure
+            );
+            Ok((p.neighbors, t.unwrap_or(p.threshold), why))
+        }
+        (Some(k), Some(t)) => Ok((k, t, "given".into())),
+        (Some(k), None) if k + 1 >= n => Ok((k, (n / 2 + 1).min(k), "majority of n".into())),
+        (Some(k), None) => {
+            let p = threshold_for(n, k, a.dropout.max(0.0), a.corrupt);
+            Ok((
+                k,
+                p.threshold,
+                format!(
+                    "t balancing the planner's bounds at k = {k}: insecurity 2^{:.1}, failure 2^{:.1}",
+                    p.log2_insecurity, p.log2_failure
+                ),
+            ))
+        }
+    }
+}
+
+pub fn run(a: SimulateArgs) -> Result<ExitCode, String> {
+    if !(0.0..=1.0).contains(&a.dropout) {
+        return Err(format!("--dropout {} must be a fraction in [0, 1]", a.dropout));
+    }
+    if a.dropout_stage == Stage::AdvertiseKeys {
+        return Err("--dropout-stage: a client that never advertises keys is not in the round; use share-keys, masked-input or unmasking".into());
+    }
+    let seed = a.seed.unwrap_or_else(random_seed);
+    let (k, t, why) = choose_graph(&a)?;
+    let mut builder = RoundConfig::builder(a.clients, a.params)
+        .neighbors(k)
+        .threshold(t)
+        .bits(a.bits)
+        .prg(a.prg)
+        .round_id(seed);
+    if let Some(min) = a.min_survivors {
+        builder = builder.min_survivors(min);
+    }
+    if a.levels.is_some() || a.max_weight != 1 || a.clip != 1.0 {
+        let probe = RoundConfig::builder(a.clients, 1).bits(a.bits).build();
+        let default_levels = probe.map(|c| c.quantization().levels).unwrap_or(2);
+        builder = builder.quantization(Quantization {
+            clip: a.clip,
+            levels: a.levels.unwrap_or(default_levels),
+            max_weight: a.max_weight,
+        });
+    }
+    let round = builder.build().map_err(|e| e.to_string())?;
+    let engine = Engine::choose(a.backend).map_err(|e| format!("--backend {}: {e}", a.backend))?;
+    let drops = DropSchedule::random(a.clients, a.dropout, a.dropout_stage, seed);
+    let cfg = SimConfig {
+        round: round.clone(),
+        seed,
+        drops,
+        mode: if a.silent {
+            DropMode::Silent
+        } else {
+            DropMode::Disconnect
+        },
+        random_weights: a.max_weight > 1,
+    };
+    let describe = engine.describe();
+    if !a.json {
+        let graph = if round.is_complete_graph() {
+            "SecAgg (complete graph)".to_string()
+        } else {
+            format!("SecAgg+ (k = {})", round.neighbors())
+        };
+        println!(
+            "secagg simulate: {} clients x {} params, {graph}, t = {} [{why}], T = {}, b = {}, {}, q = {} on [-{}, {}]",
+            a.clients,
+            a.params,
+            round.threshold(),
+            round.min_survivors(),
+            round.modulus().bits(),
+            round.prg(),
+            round.quantization().levels,
+            round.quantization().clip,
+            round.quantization().clip,
+        );
+        println!(
+            "  {} clients drop before {}{}; seed {seed}; server engine: {describe}",
+            cfg.drops.len(),
+            a.dropout_stage,
+            if a.silent { " (silent: deadline)" } else { "" },
+        );
+    }
+
+    let bar = Mutex::new(None::<(Stage, ProgressBar)>);
+    let show = !a.quiet && !a.json;
+    let progress = |p: Progress| {
+        if !show {
+            return;
+        }
+        let mut slot = bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.as_ref().is_none_or(|(s, _)| *s != p.stage) {
+            if let Some((_, old)) = slot.take() {
+                old.finish_and_clear();
+            }
+            let pb = ProgressBar::new(p.total as u64);
+            pb.set_style(
+                ProgressStyle::with_template("  {msg:>14} [{bar:30}] {pos}/{len} clients {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+            );
+            pb.set_message(p.stage.name());
+            *slot = Some((p.stage, pb));
+        }
+        if let Some((_, pb)) = slot.as_ref() {
+            pb.set_position(p.done as u64);
+        }
+    };
+    let report = sim::run(&cfg, engine, &progress).map_err(|e| e.to_string())?;
+    if let Some((_, pb)) = bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+        pb.finish_and_clear();
+    }
+    let peak = sim::peak_rss_bytes();
+    if a.json {
+        print_json(&a, &round, &report, &describe, seed, peak);
+    } else {
+        print_table(&round, &report, peak);
+    }
+    Ok(match (&report.outcome, &report.check) {
+        (Err(_), _) => ExitCode::from(EXIT_ABORTED),
+        (Ok(_), Some(c)) if c.passed() => ExitCode::SUCCESS,
+        _ => ExitCode::from(EXIT_CHECK_FAILED),
+    })
+}
+
+fn print_table(round: &RoundConfig, r: &SimReport, peak: Option<u64>) {
+    println!();
+    println!(
+        "  {:<15}{:>10}{:>16}{:>14}{:>14}{:>10}{:>12}",
+        "stage", "server", "slowest client", "up/client", "down/client", "clients", "peak RSS"
+    );
+    for st in &r.stages {
+        let Some(stage) = st.stage else { continue };
+        println!(
+            "  {:<15}{:>10}{:>16}{:>14}{:>14}{:>10}{:>12}",
+            stage.name(),
+            human_duration(st.server),
+            human_duration(st.slowest_client),
+            human_bytes(st.bytes_up),
+            if stage == Stage::AdvertiseKeys {
+                "-".to_string()
+            } else {
+                human_bytes(st.bytes_down)
+            },
+            st.senders,
+            if st.peak_rss > 0 {
+                human_bytes(st.peak_rss)
+            } else {
+                "-".into()
+            },
+        );
+    }
+    println!();
+    match (&r.outcome, &r.check) {
+        (Ok(out), Some(c)) => {
+            let verdict = if c.passed() { "OK" } else { "FAILED" };
+            println!(
+                "  result: {verdict}: sum of {} inputs (total weight {}) {} the plaintext sum mod 2^{}; \
+                 max f32 error {:.3e} (bound {:.3e}); {} dropped",
+                out.included.len(),
+                out.total_weight,
+                if c.exact { "equals" } else { "DIFFERS FROM" },
+                round.modulus().bits(),
+                c.max_error,
+                c.bound,
+                out.dropped.len(),
+            );
+            if let Some(st) = r.stages.iter().find(|s| s.stage == Some(Stage::Unmasking)) {
+                let secs = st.server_finish.as_secs_f64().max(1e-9);
+                println!(
+                    "  unmask pass: {} to rebuild the secrets and remove {} masks ({} of keystream, {:.2} GB/s)",
+                    human_duration(st.server_finish),
+                    out.mask_terms,
+                    human_bytes(out.keystream_bytes()),
+                    out.keystream_bytes() as f64 / secs / 1e9,
+                );
+            }
+            let mean = out.weighted_mean(round);
+            let head: Vec<String> = mean.iter().take(4).map(|v| format!("{v:.4}")).collect();
+            println!("  weighted mean[..4] = [{}]", head.join(", "));
+        }
+        (Err(reason), _) => println!("  result: ABORTED: {reason} (nothing was revealed)"),
+        (Ok(_), None) => println!("  result: completed without a check"),
+    }
+    println!(
+        "  wall {}; process peak RSS {} (server and all simulated clients in one process)",
+        human_duration(r.wall),
+        peak.map(human_bytes).unwrap_or_else(|| "unknown".into())
+    );
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+fn print_json(
+    a: &SimulateArgs,
+    round: &RoundConfig,
+    r: &SimReport,
+    engine: &str,
+    seed: u64,
+    peak: Option<u64>,
+) {
+    let stages: Vec<_> = r
+        .stages
+        .iter()
+        .filter_map(|st| {
+            st.stage.map(|s| {
+                json!({
+                    "stage": s.name(),
+                    "server_s": secs(st.server),
+                    "server_finish_s": secs(st.server_finish),
+                    "slowest_client_s": secs(st.slowest_client),
+                    "bytes_up_per_client": st.bytes_up,
+                    "bytes_down_per_client": st.bytes_down,
+                    "clients": st.senders,
+                    "peak_rss_bytes": st.peak_rss,
+                })
+            })
+        })
+        .collect();
+    let result = match (&r.outcome, &r.check) {
+        (Ok(out), Some(c)) => json!({
+            "status": if c.passed() { "ok" } else { "check-failed" },
+            "exact": c.exact,
+            "included": out.included.iter().map(|c| c.0).collect::<Vec<_>>(),
+            "dropped": out.dropped.iter().map(|d| json!({"id": d.client.0, "stage": d.stage.name()})).collect::<Vec<_>>(),
+            "total_weight": out.total_weight,
+            "mask_terms": out.mask_terms,
+            "keystream_bytes": out.keystream_bytes(),
+            "max_error": c.max_error,
+            "error_bound": c.bound,
+        }),
+        (Err(reason), _) => json!({"status": "aborted", "reason": reason}),
+        (Ok(_), None) => json!({"status": "unchecked"}),
+    };
+    let v = json!({
+        "clients": a.clients,
+        "params": a.params,
+        "neighbors": round.neighbors(),
+        "threshold": round.threshold(),
+        "min_survivors": round.min_survivors(),
+        "bits": round.modulus().bits(),
+        "prg": round.prg().name(),
+        "levels": round.quantization().levels,
+        "dropout": a.dropout,
+        "dropout_stage": a.dropout_stage.name(),
+        "seed": seed,
+        "engine": engine,
+        "stages": stages,
+        "result": result,
+        "wall_s": secs(r.wall),
+        "peak_rss_bytes": peak,
+    });
+    println!("{v}");
+}
