@@ -357,7 +357,10 @@ pub fn run<E: Backend>(
             }
         }
         let rss = peak_rss_bytes().unwrap_or(0);
-        for st in stats.values_mut().filter(|st| st.senders > 0 && st.peak_rss == 0) {
+        for st in stats
+            .values_mut()
+            .filter(|st| st.senders > 0 && st.peak_rss == 0)
+        {
             st.peak_rss = rss;
         }
         // Server: deliver what it sends.

@@ -119,7 +119,10 @@ fn choose_graph(a: &SimulateArgs) -> Result<(usize, usize, String), String> {
 
 pub fn run(a: SimulateArgs) -> Result<ExitCode, String> {
     if !(0.0..=1.0).contains(&a.dropout) {
-        return Err(format!("--dropout {} must be a fraction in [0, 1]", a.dropout));
+        return Err(format!(
+            "--dropout {} must be a fraction in [0, 1]",
+            a.dropout
+        ));
     }
     if a.dropout_stage == Stage::AdvertiseKeys {
         return Err("--dropout-stage: a client that never advertises keys is not in the round; use share-keys, masked-input or unmasking".into());
@@ -191,16 +194,20 @@ pub fn run(a: SimulateArgs) -> Result<ExitCode, String> {
         if !show {
             return;
         }
-        let mut slot = bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = bar
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if slot.as_ref().is_none_or(|(s, _)| *s != p.stage) {
             if let Some((_, old)) = slot.take() {
                 old.finish_and_clear();
             }
             let pb = ProgressBar::new(p.total as u64);
             pb.set_style(
-                ProgressStyle::with_template("  {msg:>14} [{bar:30}] {pos}/{len} clients {elapsed}")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
+                ProgressStyle::with_template(
+                    "  {msg:>14} [{bar:30}] {pos}/{len} clients {elapsed}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
             );
             pb.set_message(p.stage.name());
             *slot = Some((p.stage, pb));
@@ -210,7 +217,11 @@ pub fn run(a: SimulateArgs) -> Result<ExitCode, String> {
         }
     };
     let report = sim::run(&cfg, engine, &progress).map_err(|e| e.to_string())?;
-    if let Some((_, pb)) = bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
+    if let Some((_, pb)) = bar
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
+    {
         pb.finish_and_clear();
     }
     let peak = sim::peak_rss_bytes();

@@ -16,6 +16,8 @@ mod shamir;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use curve25519_dalek::Scalar;
+use curve25519_dalek::edwards::EdwardsPoint;
+use curve25519_dalek::montgomery::MontgomeryPoint;
 use hkdf::Hkdf;
 use rand_core::CryptoRng;
 use sha2::{Digest, Sha256};
@@ -244,6 +246,65 @@ pub fn pairwise_seed(
     )))
 }
 
+/// A peer's public key as an Edwards point, for [`pairwise_seeds`]; `None` for a u-coordinate
+/// on the twist, which only the Montgomery ladder handles.
+pub fn edwards_of(public: &[u8; 32]) -> Option<EdwardsPoint> {
+    MontgomeryPoint(*public).to_edwards(0)
+}
+
+/// Pairwise seeds between one mask key and many peers, byte for byte those of
+/// [`pairwise_seed`]: X25519 computed as a variable-base Edwards multiplication by the clamped
+/// key (the sign lost in the u-coordinate does not change the result's u-coordinate), with one
+/// batched inversion to convert every product back. About twice as fast per peer as the
+/// ladder, which matters to a server cancelling thousands of pairwise masks. Peers whose
+/// `edwards` is `None` (keys on the twist) go through the ladder.
+pub fn pairwise_seeds(
+    secret: &StaticSecret,
+    session: &SessionId,
+    me: ClientId,
+    peers: &[(ClientId, &PublicKeys, Option<&EdwardsPoint>)],
+) -> Result<Vec<Seed>, CryptoError> {
+    let key = Zeroizing::new(secret.to_bytes());
+    let mut products: Vec<EdwardsPoint> = peers
+        .iter()
+        .filter_map(|(_, _, e)| e.map(|p| p.mul_clamped(*key)))
+        .collect();
+    let mut shared = EdwardsPoint::to_montgomery_batch(&products);
+    products.zeroize();
+    let mut batched = shared.iter();
+    let mut seeds = Vec::with_capacity(peers.len());
+    let mut result = Ok(());
+    for (peer, keys, e) in peers {
+        let dh = if e.is_some() {
+            batched.next().map(|m| Zeroizing::new(m.to_bytes()))
+        } else {
+            None
+        };
+        let dh = match dh {
+            Some(d) if *d != [0u8; 32] => d,
+            Some(_) => {
+                result = Err(CryptoError::NonContributory { peer: *peer });
+                break;
+            }
+            None => match agree(secret, &keys.masking, *peer) {
+                Ok(d) => d,
+                Err(err) => {
+                    result = Err(err);
+                    break;
+                }
+            },
+        };
+        seeds.push(Seed::from_bytes(derive32(
+            &dh[..],
+            session,
+            label::PAIRWISE,
+            pair_info(me, *peer),
+        )));
+    }
+    shared.zeroize();
+    result.map(|()| seeds)
+}
+
 fn agree(
     secret: &StaticSecret,
     peer_public: &[u8; 32],
@@ -392,7 +453,7 @@ pub fn scalar_from_bytes(bytes: &[u8]) -> Result<Scalar, CryptoError> {
 mod tests {
     use super::*;
     use rand_chacha::ChaCha20Rng;
-    use rand_core::SeedableRng;
+    use rand_core::{Rng, SeedableRng};
 
     fn config() -> RoundConfig {
         RoundConfig::builder(5, 10).build().unwrap()
@@ -427,6 +488,63 @@ mod tests {
             pairwise_seed(&rebuilt, &session, ClientId(1), ClientId(2), &keys[1].1).unwrap();
         assert_eq!(again.expose_secret(), ab.expose_secret());
         assert_eq!(mask_public_key(a.mask_scalar()), keys[0].1.masking);
+    }
+
+    #[test]
+    fn batched_edwards_agreement_equals_the_ladder() {
+        let seed = secagg_engine::testing::test_seed("crypto::batched_edwards_agreement");
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let me = ClientSecrets::generate(&mut rng);
+        let secret = mask_secret_key(me.mask_scalar());
+        let session = SessionId([3; 32]);
+        // Real keys, and raw random strings: about half of those lie on the twist, and some
+        // have the top bit set (a non-canonical encoding the ladder masks off).
+        let mut peers: Vec<(ClientId, PublicKeys)> = Vec::new();
+        for i in 0..48u32 {
+            let masking = if i % 2 == 0 {
+                ClientSecrets::generate(&mut rng).public_keys().masking
+            } else {
+                let mut b = [0u8; 32];
+                rng.fill_bytes(&mut b);
+                b
+            };
+            peers.push((
+                ClientId(i + 10),
+                PublicKeys {
+                    encryption: [9; 32],
+                    masking,
+                },
+            ));
+        }
+        let points: Vec<Option<EdwardsPoint>> =
+            peers.iter().map(|(_, k)| edwards_of(&k.masking)).collect();
+        assert!(points.iter().any(Option::is_none), "no twist point drawn");
+        assert!(points.iter().filter(|p| p.is_some()).count() > 24);
+        let list: Vec<(ClientId, &PublicKeys, Option<&EdwardsPoint>)> = peers
+            .iter()
+            .zip(&points)
+            .map(|((id, k), p)| (*id, k, p.as_ref()))
+            .collect();
+        let fast = pairwise_seeds(&secret, &session, ClientId(1), &list).unwrap();
+        for ((id, k), f) in peers.iter().zip(&fast) {
+            let slow = pairwise_seed(&secret, &session, ClientId(1), *id, k).unwrap();
+            assert_eq!(slow.expose_secret(), f.expose_secret(), "peer {id}");
+        }
+        // A low-order key in the batch is refused, as the ladder refuses it.
+        let bad = PublicKeys {
+            encryption: [0; 32],
+            masking: [0; 32],
+        };
+        let low = edwards_of(&bad.masking);
+        assert!(matches!(
+            pairwise_seeds(
+                &secret,
+                &session,
+                ClientId(1),
+                &[(ClientId(5), &bad, low.as_ref())]
+            ),
+            Err(CryptoError::NonContributory { peer: ClientId(5) })
+        ));
     }
 
     #[test]

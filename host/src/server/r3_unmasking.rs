@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use curve25519_dalek::Scalar;
+use curve25519_dalek::edwards::EdwardsPoint;
 use rayon::prelude::*;
 use secagg_engine::{Backend, MaskTerm};
 use zeroize::Zeroize;
@@ -20,8 +21,8 @@ use zeroize::Zeroize;
 use super::r1_share_keys::{Session, late_or_unknown};
 use super::{Ctx, DropReason, Input, Roll, RoundOutput, ServerEvent, State, out_of_turn};
 use crate::crypto::{
-    Lagrange, mask_public_key, mask_secret_key, pairwise_seed, scalar_from_bytes,
-    self_mask_commitment, self_mask_seed,
+    Lagrange, PublicKeys, edwards_of, mask_public_key, mask_secret_key, pairwise_seeds,
+    scalar_from_bytes, self_mask_commitment, self_mask_seed,
 };
 use crate::error::{CryptoError, ProtocolError};
 use crate::messages::{ClientMessage, RevealedShare, ServerMessage, ShareKind};
@@ -248,40 +249,87 @@ impl ExpectUnmaskShares {
                 jobs.push((v, survivors));
             }
         }
+        // Each surviving neighbour of a dropped client, as an Edwards point, once.
+        let mut peers: Vec<ClientId> = jobs.iter().flat_map(|(_, s)| s.iter().copied()).collect();
+        peers.sort_unstable();
+        peers.dedup();
+        let points: HashMap<ClientId, Option<EdwardsPoint>> = peers
+            .par_iter()
+            .map(|u| (*u, session.keys.get(u).and_then(|k| edwards_of(&k.masking))))
+            .collect();
+        // The Lagrange coefficients of every owner's first t holders, one inversion per batch.
+        let mut sets: Vec<Vec<ClientId>> = jobs
+            .iter()
+            .filter_map(|(owner, _)| self.shares.get(owner))
+            .filter(|r| r.len() >= t)
+            .map(|r| r.keys().take(t).copied().collect())
+            .collect();
+        sets.sort_unstable();
+        sets.dedup();
+        let computed: Vec<Result<Vec<Lagrange>, CryptoError>> =
+            sets.par_chunks(256).map(Lagrange::at_zero_many).collect();
+        let mut lagrange: HashMap<Vec<ClientId>, Lagrange> = HashMap::with_capacity(sets.len());
+        for chunk in computed {
+            for l in chunk? {
+                lagrange.insert(l.holders().to_vec(), l);
+            }
+        }
         type Done = (Vec<MaskTerm>, Option<(ClientId, ClientId)>);
         let results: Vec<Result<Done, ProtocolError>> = jobs
             .par_iter()
-            .map_init(HashMap::new, |cache, (owner, survivors)| {
+            .map_init(HashMap::new, |local, (owner, survivors)| {
                 let owner = *owner;
                 let received = self.shares.get(&owner);
                 if self.u3.contains(&owner) {
                     let committed = self.commitments.get(&owner).copied();
-                    let valid = |b: &Scalar| committed == Some(self_mask_commitment(b, &session.id, owner));
-                    let (mut beta, culprit) =
-                        rebuild(received, owner, t, "self-mask secret", &valid, cache)?;
+                    let valid =
+                        |b: &Scalar| committed == Some(self_mask_commitment(b, &session.id, owner));
+                    let (mut beta, culprit) = rebuild(
+                        received,
+                        owner,
+                        t,
+                        "self-mask secret",
+                        &valid,
+                        &lagrange,
+                        local,
+                    )?;
                     let term = MaskTerm::minus(self_mask_seed(&beta, &session.id));
                     beta.zeroize();
                     return Ok((vec![term], culprit));
                 }
                 let advertised = session.keys.get(&owner).map(|k| k.masking);
                 let valid = |s: &Scalar| advertised == Some(mask_public_key(s));
-                let (mut sigma, culprit) =
-                    rebuild(received, owner, t, "mask-agreement key", &valid, cache)?;
+                let (mut sigma, culprit) = rebuild(
+                    received,
+                    owner,
+                    t,
+                    "mask-agreement key",
+                    &valid,
+                    &lagrange,
+                    local,
+                )?;
                 let secret = mask_secret_key(&sigma);
                 sigma.zeroize();
-                let mut terms = Vec::with_capacity(survivors.len());
-                for &u in survivors {
-                    let Some(keys) = session.keys.get(&u) else {
-                        continue;
-                    };
-                    let seed = pairwise_seed(&secret, &session.id, owner, u, keys)?;
-                    // u added +PRG(s_uv) when u < v and subtracted it otherwise; undo that.
-                    terms.push(if u < owner {
-                        MaskTerm::minus(seed)
-                    } else {
-                        MaskTerm::plus(seed)
-                    });
-                }
+                let list: Vec<(ClientId, &PublicKeys, Option<&EdwardsPoint>)> = survivors
+                    .iter()
+                    .filter_map(|u| {
+                        let keys = session.keys.get(u)?;
+                        Some((*u, keys, points.get(u).and_then(Option::as_ref)))
+                    })
+                    .collect();
+                let seeds = pairwise_seeds(&secret, &session.id, owner, &list)?;
+                let terms = list
+                    .iter()
+                    .zip(seeds)
+                    .map(|((u, _, _), seed)| {
+                        // u added +PRG(s_uv) when u < v and subtracted it otherwise; undo that.
+                        if *u < owner {
+                            MaskTerm::minus(seed)
+                        } else {
+                            MaskTerm::plus(seed)
+                        }
+                    })
+                    .collect();
                 Ok((terms, culprit))
             })
             .collect();
@@ -298,14 +346,16 @@ impl ExpectUnmaskShares {
 /// The secret of `owner` from `t` of the shares `received`, checked by `valid`. When the first
 /// t fail and spare shares exist, each holder in turn is left out, so one bad share cannot sink
 /// the round; the holder whose exclusion fixes it is returned as (holder, owner). Lagrange
-/// coefficients come from `cache`, keyed by the set of holders.
+/// coefficients come from `shared` (precomputed for the first t holders) or, for the retries,
+/// from `local`, keyed by the set of holders.
 fn rebuild(
     received: Option<&Received>,
     owner: ClientId,
     t: usize,
     what: &'static str,
     valid: &dyn Fn(&Scalar) -> bool,
-    cache: &mut HashMap<Vec<ClientId>, Lagrange>,
+    shared: &HashMap<Vec<ClientId>, Lagrange>,
+    local: &mut HashMap<Vec<ClientId>, Lagrange>,
 ) -> Result<(Scalar, Option<(ClientId, ClientId)>), ProtocolError> {
     let have = received.map_or(0, BTreeMap::len);
     let Some(received) = received.filter(|_| have >= t) else {
@@ -326,12 +376,15 @@ fn rebuild(
             .take(t)
             .collect();
         let holders: Vec<ClientId> = chosen.iter().map(|(h, _)| *h).collect();
-        let lagrange = match cache.entry(holders) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => {
-                let l = Lagrange::at_zero(e.key())?;
-                e.insert(l)
-            }
+        let lagrange = match shared.get(&holders) {
+            Some(l) => l,
+            None => match local.entry(holders) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let l = Lagrange::at_zero(e.key())?;
+                    e.insert(l)
+                }
+            },
         };
         let mut secret = lagrange.combine(chosen.iter().map(|(_, v)| *v));
         if valid(&secret) {
