@@ -19,13 +19,30 @@
 //! | 0x83 | UnmaskRequest    | n u32, n × id u32 |
 //! | 0x84 | Completed        | included u32 |
 //! | 0x85 | Aborted          | len u16, UTF-8 reason (≤ 1024 bytes) |
+//!
+//! The TCP transport adds its own frames in the same envelope:
+//!
+//! | tag  | frame            | body |
+//! |------|------------------|------|
+//! | 0x10 | Hello            | client id u32, weighted u8, layout length u32, layout bytes |
+//! | 0x13 | MaskedInputChunk | offset u32, count u32, packed ⌈count·b/8⌉ bytes |
+//! | 0x90 | Welcome          | the round configuration (see [`encode_welcome`]) |
+//! | 0x91 | Reject           | len u16, UTF-8 reason |
+//!
+//! A masked vector travels as consecutive chunks of at most [`CHUNK_ELEMS`] elements, so no
+//! frame is larger than about 1 MiB whatever m is.
 
-use crate::ClientId;
+use std::time::Duration;
+
+use secagg_engine::Prg;
+
+use crate::config::{Quantization, RoundConfig};
 use crate::crypto::{BUNDLE_LEN, PublicKeys};
 use crate::error::CodecError;
 use crate::messages::{
     ClientMessage, Envelope, RevealedShare, SealedBundle, ServerMessage, ShareKind,
 };
+use crate::{ClientId, Stage};
 
 /// The wire version this build speaks.
 pub const VERSION: u8 = 1;
@@ -55,19 +72,23 @@ impl Limits {
         }
     }
 
-    /// The largest encoded client message under these limits (a frame-size bound).
-    pub fn max_client_message(&self) -> usize {
+    /// The largest frame a client may send over the transport under these limits: the
+    /// masked vector goes in chunks, so this is independent of m.
+    pub fn max_client_frame(&self) -> usize {
         let share_keys = HEADER_LEN + 32 + 4 + self.max_clients * (4 + BUNDLE_LEN);
-        let masked = HEADER_LEN + 5 + packed_len(self.vector_len, self.bits);
+        let chunk = HEADER_LEN + 8 + packed_len(CHUNK_ELEMS, self.bits);
         let unmask = HEADER_LEN + 4 + self.max_clients * (4 + 1 + 32);
-        share_keys.max(masked).max(unmask).max(HEADER_LEN + 64)
+        let hello = HEADER_LEN + 9 + MAX_LAYOUT;
+        share_keys.max(chunk).max(unmask).max(hello)
     }
 
-    /// The largest encoded server message under these limits.
-    pub fn max_server_message(&self) -> usize {
+    /// The largest frame the server sends under these limits.
+    pub fn max_server_frame(&self) -> usize {
         let keys = HEADER_LEN + 4 + self.max_clients * (4 + 64);
         let bundles = HEADER_LEN + 4 + self.max_clients * (4 + BUNDLE_LEN);
-        keys.max(bundles).max(HEADER_LEN + 2 + MAX_REASON)
+        keys.max(bundles)
+            .max(HEADER_LEN + 2 + MAX_REASON)
+            .max(WELCOME_LEN)
     }
 }
 
@@ -628,5 +649,344 @@ mod tests {
             decode_client(&Writer::new(0x99, 0).0, &l),
             Err(CodecError::UnknownTag(0x99))
         ));
+    }
+}
+
+/// Tags of the transport's frames (protocol messages use 0x01..=0x04 and 0x81..=0x85).
+pub mod tag {
+    /// Client hello.
+    pub const HELLO: u8 = 0x10;
+    /// One chunk of a masked vector.
+    pub const CHUNK: u8 = 0x13;
+    /// Server welcome, with the round configuration.
+    pub const WELCOME: u8 = 0x90;
+    /// Server refusal of a connection.
+    pub const REJECT: u8 = 0x91;
+}
+
+/// Elements per masked-input chunk: at most 1 MiB of packed data at 32 bits.
+pub const CHUNK_ELEMS: usize = 1 << 18;
+/// Largest model layout a hello may carry.
+pub const MAX_LAYOUT: usize = 4 << 20;
+/// Bytes of a welcome frame.
+pub const WELCOME_LEN: usize = HEADER_LEN + 4 * 6 + 2 + 4 * 3 + 8;
+
+/// The tag of a frame, after checking its version.
+pub fn frame_tag(bytes: &[u8]) -> Result<u8, CodecError> {
+    let (tag, _, _) = header(bytes)?;
+    Ok(tag)
+}
+
+/// A client's first frame: who it is, whether it carries a weight, and its model layout
+/// (opaque here; the server only checks that every client sends the same one).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hello {
+    /// The client's id.
+    pub client: ClientId,
+    /// Whether the client was given an explicit weight.
+    pub weighted: bool,
+    /// The encoded layout of its model update.
+    pub layout: Vec<u8>,
+}
+
+/// Encodes a hello.
+pub fn encode_hello(h: &Hello) -> Vec<u8> {
+    let mut w = Writer::new(tag::HELLO, 0);
+    w.u32(h.client.0);
+    w.u8(u8::from(h.weighted));
+    w.count(h.layout.len());
+    w.bytes(&h.layout);
+    w.0
+}
+
+/// Decodes a hello.
+pub fn decode_hello(bytes: &[u8]) -> Result<Hello, CodecError> {
+    let (t, _, mut r) = header(bytes)?;
+    if t != tag::HELLO {
+        return Err(CodecError::UnknownTag(t));
+    }
+    let client = ClientId(r.u32("client id")?);
+    let weighted = match r.u8("weighted")? {
+        0 => false,
+        1 => true,
+        v => {
+            return Err(CodecError::Invalid {
+                field: "weighted",
+                why: format!("{v} is neither 0 nor 1"),
+            });
+        }
+    };
+    let len = r.count("layout", MAX_LAYOUT, 1)?;
+    let layout = r.take(len, "layout")?.to_vec();
+    r.finish()?;
+    Ok(Hello {
+        client,
+        weighted,
+        layout,
+    })
+}
+
+/// Encodes the round configuration a server sends each accepted client.
+///
+/// ```text
+/// clients u32 | threshold u32 | min_survivors u32 | neighbors u32 | params u32 |
+/// levels u32 | bits u8 | prg rounds u8 | clip f32 | max_weight u32 | reserved u32 |
+/// stage timeout ms u64
+/// ```
+pub fn encode_welcome(config: &RoundConfig) -> Vec<u8> {
+    let mut w = Writer::new(tag::WELCOME, config.round_id());
+    let q = config.quantization();
+    for v in [
+        config.clients(),
+        config.threshold(),
+        config.min_survivors(),
+        config.neighbors(),
+        config.params(),
+    ] {
+        w.count(v);
+    }
+    w.u32(q.levels);
+    w.u8(config.modulus().bits() as u8);
+    w.u8(config.prg().rounds() as u8);
+    w.bytes(&q.clip.to_le_bytes());
+    w.u32(q.max_weight);
+    w.u32(0);
+    let ms = u64::try_from(config.stage_timeout().as_millis()).unwrap_or(u64::MAX);
+    w.bytes(&ms.to_le_bytes());
+    w.0
+}
+
+/// Decodes a welcome into a configuration, validated as any other.
+pub fn decode_welcome(bytes: &[u8]) -> Result<RoundConfig, CodecError> {
+    let (t, round, mut r) = header(bytes)?;
+    if t != tag::WELCOME {
+        return Err(CodecError::UnknownTag(t));
+    }
+    let clients = r.u32("clients")? as usize;
+    let threshold = r.u32("threshold")? as usize;
+    let min_survivors = r.u32("min_survivors")? as usize;
+    let neighbors = r.u32("neighbors")? as usize;
+    let params = r.u32("params")? as usize;
+    let levels = r.u32("levels")?;
+    let bits = u32::from(r.u8("bits")?);
+    let prg = match r.u8("prg")? {
+        20 => Prg::ChaCha20,
+        12 => Prg::ChaCha12,
+        8 => Prg::ChaCha8,
+        v => {
+            return Err(CodecError::Invalid {
+                field: "prg",
+                why: format!("{v} rounds is not 20, 12 or 8"),
+            });
+        }
+    };
+    let clip = f32::from_le_bytes(r.array("clip")?);
+    let max_weight = r.u32("max_weight")?;
+    let _reserved = r.u32("reserved")?;
+    let ms = r.u64("stage timeout")?;
+    r.finish()?;
+    RoundConfig::builder(clients, params)
+        .round_id(round)
+        .threshold(threshold)
+        .min_survivors(min_survivors)
+        .neighbors(neighbors)
+        .bits(bits)
+        .prg(prg)
+        .quantization(Quantization {
+            clip,
+            levels,
+            max_weight,
+        })
+        .stage_timeout(Duration::from_millis(ms))
+        .build()
+        .map_err(|e| CodecError::Invalid {
+            field: "round configuration",
+            why: e.to_string(),
+        })
+}
+
+/// Encodes a refusal.
+pub fn encode_reject(reason: &str) -> Vec<u8> {
+    let mut w = Writer::new(tag::REJECT, 0);
+    let mut end = reason.len().min(MAX_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    w.u16(end as u16);
+    w.bytes(&reason.as_bytes()[..end]);
+    w.0
+}
+
+/// Decodes a refusal.
+pub fn decode_reject(bytes: &[u8]) -> Result<String, CodecError> {
+    let (t, _, mut r) = header(bytes)?;
+    if t != tag::REJECT {
+        return Err(CodecError::UnknownTag(t));
+    }
+    let len = r.u16("reason length")? as usize;
+    let text = r.take(len.min(MAX_REASON), "reason")?;
+    let reason = String::from_utf8_lossy(text).into_owned();
+    r.finish()?;
+    Ok(reason)
+}
+
+/// Splits a masked vector into chunk frames of at most [`CHUNK_ELEMS`] elements.
+pub fn encode_masked_chunks(round: u64, values: &[u32], bits: u32) -> Vec<Vec<u8>> {
+    values
+        .chunks(CHUNK_ELEMS)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let mut w = Writer::new(tag::CHUNK, round);
+            w.count(i * CHUNK_ELEMS);
+            w.count(chunk.len());
+            pack(chunk, bits, &mut w.0);
+            w.0
+        })
+        .collect()
+}
+
+/// Where a decoded chunk went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkPlacement {
+    /// The round id of the frame.
+    pub round: u64,
+    /// First element.
+    pub offset: usize,
+    /// Elements.
+    pub count: usize,
+}
+
+/// Decodes a chunk frame straight into `out` (the staging vector of `limits.vector_len`
+/// elements), checking that it continues at `expect_offset` and stays inside the vector.
+pub fn decode_chunk_into(
+    bytes: &[u8],
+    limits: &Limits,
+    expect_offset: usize,
+    out: &mut [u32],
+) -> Result<ChunkPlacement, CodecError> {
+    let (t, round, mut r) = header(bytes)?;
+    if t != tag::CHUNK {
+        return Err(CodecError::UnknownTag(t));
+    }
+    let offset = r.u32("chunk offset")? as usize;
+    let count = r.u32("chunk count")? as usize;
+    if offset != expect_offset {
+        return Err(CodecError::Invalid {
+            field: "chunk offset",
+            why: format!("chunk starts at {offset}, expected {expect_offset}"),
+        });
+    }
+    if count == 0
+        || count > CHUNK_ELEMS
+        || offset + count > limits.vector_len
+        || out.len() < offset + count
+    {
+        return Err(CodecError::Invalid {
+            field: "chunk count",
+            why: format!(
+                "{count} elements at {offset} in a vector of {} (at most {CHUNK_ELEMS} per chunk)",
+                limits.vector_len
+            ),
+        });
+    }
+    let packed = r.take(packed_len(count, limits.bits), "chunk data")?;
+    unpack(packed, limits.bits, &mut out[offset..offset + count])?;
+    r.finish()?;
+    Ok(ChunkPlacement {
+        round,
+        offset,
+        count,
+    })
+}
+
+/// The stage a client's frame belongs to, from its tag (`None` for hello and unknown tags).
+pub fn client_frame_stage(tag_byte: u8) -> Option<Stage> {
+    match tag_byte {
+        0x01 => Some(Stage::AdvertiseKeys),
+        0x02 => Some(Stage::ShareKeys),
+        0x03 | tag::CHUNK => Some(Stage::MaskedInput),
+        0x04 => Some(Stage::Unmasking),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod transport_tests {
+    use super::*;
+
+    #[test]
+    fn welcome_round_trips_the_configuration() {
+        let c = RoundConfig::builder(50, 1234)
+            .neighbors(10)
+            .threshold(6)
+            .min_survivors(20)
+            .bits(24)
+            .prg(Prg::ChaCha12)
+            .round_id(99)
+            .quantization(Quantization {
+                clip: 0.25,
+                levels: 1000,
+                max_weight: 7,
+            })
+            .stage_timeout(Duration::from_millis(1500))
+            .build()
+            .unwrap();
+        let bytes = encode_welcome(&c);
+        assert_eq!(bytes.len(), WELCOME_LEN);
+        assert_eq!(decode_welcome(&bytes).unwrap(), c);
+        for cut in 0..bytes.len() {
+            assert!(decode_welcome(&bytes[..cut]).is_err());
+        }
+        // An unsafe configuration from a server is refused like any other.
+        let mut bad = bytes.clone();
+        bad[HEADER_LEN + 4..HEADER_LEN + 8].copy_from_slice(&1000u32.to_le_bytes());
+        assert!(decode_welcome(&bad).is_err());
+    }
+
+    #[test]
+    fn hello_and_reject_round_trip() {
+        let h = Hello {
+            client: ClientId(77),
+            weighted: true,
+            layout: vec![1, 2, 3],
+        };
+        let bytes = encode_hello(&h);
+        assert_eq!(decode_hello(&bytes).unwrap(), h);
+        for cut in 0..bytes.len() {
+            assert!(decode_hello(&bytes[..cut]).is_err());
+        }
+        assert_eq!(
+            decode_reject(&encode_reject("duplicate id")).unwrap(),
+            "duplicate id"
+        );
+    }
+
+    #[test]
+    fn chunks_reassemble_and_are_checked() {
+        let limits = Limits {
+            max_clients: 4,
+            vector_len: CHUNK_ELEMS + 5,
+            bits: 13,
+        };
+        let values: Vec<u32> = (0..limits.vector_len as u32)
+            .map(|i| i.wrapping_mul(7919) & 0x1fff)
+            .collect();
+        let frames = encode_masked_chunks(3, &values, 13);
+        assert_eq!(frames.len(), 2);
+        let mut out = vec![0u32; limits.vector_len];
+        let mut at = 0;
+        for f in &frames {
+            let p = decode_chunk_into(f, &limits, at, &mut out).unwrap();
+            assert_eq!(p.round, 3);
+            at += p.count;
+        }
+        assert_eq!(out, values);
+        // Out of order, or past the end: refused.
+        assert!(decode_chunk_into(&frames[1], &limits, 0, &mut out).is_err());
+        let short = Limits {
+            vector_len: 10,
+            ..limits
+        };
+        assert!(decode_chunk_into(&frames[0], &short, 0, &mut out).is_err());
     }
 }

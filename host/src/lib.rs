@@ -13,6 +13,7 @@
 //! * [`messages`] and [`codec`]: typed messages and their versioned wire format.
 //! * [`quantize`]: `f32` updates to integers mod 2^b and back.
 //! * [`sim`]: an in-memory round with a dropout schedule, used by tests, benches and the CLI.
+//! * `transport` (feature `tokio`): real rounds over TCP.
 
 #![deny(missing_docs)]
 
@@ -28,6 +29,8 @@ pub mod plan;
 pub mod quantize;
 pub mod server;
 pub mod sim;
+#[cfg(feature = "tokio")]
+pub mod transport;
 
 pub use client::{Client, ClientError, ClientStatus};
 pub use config::{Quantization, RoundConfig};

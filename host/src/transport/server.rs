@@ -1,0 +1,485 @@
+//! The TCP server: one driver owns the sans-IO [`Server`]; one task per connection reads and
+//! decodes frames; one task per connection writes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use secagg_engine::Backend;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use super::{TransportError, frame_codec};
+use crate::codec::{self, Hello, Limits, tag};
+use crate::config::RoundConfig;
+use crate::error::{CodecError, ProtocolError};
+use crate::messages::{ClientMessage, Envelope};
+use crate::server::{RoundOutput, Server, ServerEvent, ServerStatus};
+use crate::{ClientId, Stage};
+
+/// How the server runs a round.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Masked uploads staged at once; the rest wait in their sockets. Server memory for
+    /// uploads is this many vectors of m + 1 elements, whatever n is.
+    pub max_concurrent_uploads: usize,
+    /// The model layout every client must send; `None` lets the first client set it.
+    pub layout: Option<Vec<u8>>,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            max_concurrent_uploads: 4,
+            layout: None,
+        }
+    }
+}
+
+/// When a stage ran, measured from the server's start.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StageTiming {
+    /// The stage.
+    pub stage: Stage,
+    /// When it started.
+    pub started: Duration,
+    /// When it ended.
+    pub ended: Duration,
+    /// Clients that completed it.
+    pub clients: usize,
+}
+
+/// What a served round did.
+#[derive(Clone, Debug)]
+pub struct RoundReport {
+    /// The aggregate, or why the round aborted.
+    pub outcome: Result<RoundOutput, String>,
+    /// The model layout the clients agreed on.
+    pub layout: Option<Vec<u8>>,
+    /// Whether any accepted client carried an explicit weight.
+    pub weighted: bool,
+    /// Stage timings, in order.
+    pub stages: Vec<StageTiming>,
+    /// Frame bytes received, length prefixes included.
+    pub bytes_received: u64,
+    /// Frame bytes sent, length prefixes included.
+    pub bytes_sent: u64,
+    /// Connections accepted.
+    pub connections: usize,
+    /// Connections refused before joining, with why.
+    pub refused: Vec<String>,
+    /// From listening to the end of the round.
+    pub elapsed: Duration,
+}
+
+/// What a connection task tells the driver.
+enum Event {
+    Hello {
+        conn: u64,
+        hello: Hello,
+        writer: mpsc::Sender<Bytes>,
+        bytes: usize,
+    },
+    Message {
+        conn: u64,
+        message: Envelope<ClientMessage>,
+        bytes: usize,
+    },
+    Masked {
+        conn: u64,
+        round: u64,
+        values: Vec<u32>,
+        bytes: usize,
+        /// Released once the vector is in the accumulator.
+        _permit: OwnedSemaphorePermit,
+    },
+    Bad {
+        conn: u64,
+        error: CodecError,
+    },
+    Closed {
+        conn: u64,
+    },
+}
+
+struct Peer {
+    conn: u64,
+    writer: mpsc::Sender<Bytes>,
+}
+
+/// Runs one round on `listener` and returns when it completes or aborts.
+pub async fn serve<E: Backend>(
+    listener: TcpListener,
+    config: RoundConfig,
+    engine: E,
+    options: ServeOptions,
+) -> Result<RoundReport, TransportError> {
+    let started = Instant::now();
+    let limits = Limits::for_config(&config);
+    let uploads = Arc::new(Semaphore::new(options.max_concurrent_uploads.max(1)));
+    let (events_tx, mut events) = mpsc::channel::<Event>(1024);
+    let mut server = Server::new(config.clone(), engine, started.elapsed());
+    let mut report = RoundReport {
+        outcome: Err("not finished".into()),
+        layout: options.layout.clone(),
+        weighted: false,
+        stages: Vec::new(),
+        bytes_received: 0,
+        bytes_sent: 0,
+        connections: 0,
+        refused: Vec::new(),
+        elapsed: Duration::ZERO,
+    };
+    let mut peers: HashMap<ClientId, Peer> = HashMap::new();
+    let mut by_conn: HashMap<u64, ClientId> = HashMap::new();
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    let mut next_conn = 0u64;
+    let mut stage_start = (Stage::AdvertiseKeys, Duration::ZERO);
+    let mut stage_clients = HashMap::new();
+    let hello_timeout = config.stage_timeout();
+
+    loop {
+        let now = started.elapsed();
+        let sleep = match server.poll_timeout() {
+            Some(deadline) => deadline.saturating_sub(now),
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            accepted = listener.accept() => {
+                match accepted {
+                    Ok((socket, addr)) => {
+                        log::debug!("connection {next_conn} from {addr}");
+                        report.connections += 1;
+                        let _ = socket.set_nodelay(true);
+                        tasks.push(tokio::spawn(connection(
+                            next_conn,
+                            socket,
+                            limits,
+                            events_tx.clone(),
+                            Arc::clone(&uploads),
+                            hello_timeout,
+                        )));
+                        next_conn += 1;
+                    }
+                    Err(e) => log::warn!("accept failed: {e}"),
+                }
+            }
+            Some(event) = events.recv() => {
+                let now = started.elapsed();
+                match event {
+                    Event::Hello { conn, hello, writer, bytes } => {
+                        report.bytes_received += bytes as u64;
+                        match admit(&server, &hello, &peers, &mut report) {
+                            Ok(()) => {
+                                let welcome = Bytes::from(codec::encode_welcome(&config));
+                                report.bytes_sent += welcome.len() as u64 + 4;
+                                if writer.try_send(welcome).is_ok() {
+                                    report.weighted |= hello.weighted;
+                                    log::info!("client {} joined (connection {conn})", hello.client);
+                                    by_conn.insert(conn, hello.client);
+                                    peers.insert(hello.client, Peer { conn, writer });
+                                }
+                            }
+                            Err(reason) => {
+                                log::warn!("refused connection {conn} (client {}): {reason}", hello.client);
+                                let _ = writer.try_send(Bytes::from(codec::encode_reject(&reason)));
+                                report.refused.push(format!("client {}: {reason}", hello.client));
+                            }
+                        }
+                    }
+                    Event::Message { conn, message, bytes } => {
+                        report.bytes_received += bytes as u64;
+                        if let Some(&id) = by_conn.get(&conn) {
+                            server.handle_message(id, message, now);
+                        }
+                    }
+                    Event::Masked { conn, round, values, bytes, _permit } => {
+                        report.bytes_received += bytes as u64;
+                        if let Some(&id) = by_conn.get(&conn) {
+                            let env = Envelope { round, message: ClientMessage::MaskedInput(values) };
+                            server.handle_message(id, env, now);
+                        }
+                    }
+                    Event::Bad { conn, error } => {
+                        if let Some(id) = by_conn.remove(&conn) {
+                            log::warn!("client {id} sent a bad frame: {error}");
+                            server.misbehaved(id, ProtocolError::Codec(error), now);
+                            peers.remove(&id);
+                        } else {
+                            log::warn!("connection {conn} sent a bad frame before joining: {error}");
+                            report.refused.push(format!("connection {conn}: {error}"));
+                        }
+                    }
+                    Event::Closed { conn } => {
+                        if let Some(id) = by_conn.remove(&conn) {
+                            log::info!("client {id} disconnected");
+                            server.handle_disconnect(id, now);
+                            peers.remove(&id);
+                        }
+                    }
+                }
+            }
+            () = tokio::time::sleep(sleep) => {
+                server.handle_timeout(started.elapsed());
+            }
+        }
+
+        // Send what the server wants sent.
+        while let Some((to, env)) = server.poll_transmit() {
+            let Some(peer) = peers.get(&to) else { continue };
+            let frame = Bytes::from(codec::encode_server(&env));
+            report.bytes_sent += frame.len() as u64 + 4;
+            if peer.writer.try_send(frame).is_err() {
+                // Its writer is gone or hopelessly behind: treat it as disconnected.
+                let conn = peer.conn;
+                by_conn.remove(&conn);
+                peers.remove(&to);
+                server.handle_disconnect(to, started.elapsed());
+            }
+        }
+        while let Some(e) = server.poll_event() {
+            match e {
+                ServerEvent::StageCompleted { stage, clients } => {
+                    stage_clients.insert(stage, clients);
+                }
+                ServerEvent::ClientDropped(d) => {
+                    log::info!("client {} dropped at {}: {}", d.client, d.stage, d.reason)
+                }
+                ServerEvent::MessageRejected { client, reason } => {
+                    log::warn!("refused a message from client {client}: {reason}")
+                }
+                ServerEvent::Completed | ServerEvent::Aborted { .. } => {}
+            }
+        }
+        let status = server.status();
+        let current = match &status {
+            ServerStatus::Running(s) => Some(*s),
+            _ => None,
+        };
+        if current != Some(stage_start.0) {
+            let now = started.elapsed();
+            report.stages.push(StageTiming {
+                stage: stage_start.0,
+                started: stage_start.1,
+                ended: now,
+                clients: stage_clients.get(&stage_start.0).copied().unwrap_or(0),
+            });
+            if let Some(s) = current {
+                stage_start = (s, now);
+            }
+        }
+        match status {
+            ServerStatus::Running(_) => {}
+            ServerStatus::Completed => {
+                report.outcome = server
+                    .output()
+                    .cloned()
+                    .ok_or_else(|| "no output".to_string());
+                break;
+            }
+            ServerStatus::Aborted(reason) => {
+                report.outcome = Err(reason);
+                break;
+            }
+        }
+    }
+
+    // Close every connection once its last frames are written.
+    drop(peers);
+    drop(events_tx);
+    let grace = tokio::time::sleep(Duration::from_secs(5));
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            e = events.recv() => if e.is_none() { break },
+            () = &mut grace => break,
+        }
+    }
+    for t in tasks {
+        t.abort();
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+/// Whether a hello may join: the round is still collecting keys, the id is new, there is
+/// room, and the layout matches.
+fn admit<E: Backend>(
+    server: &Server<E>,
+    hello: &Hello,
+    peers: &HashMap<ClientId, Peer>,
+    report: &mut RoundReport,
+) -> Result<(), String> {
+    if server.status() != ServerStatus::Running(Stage::AdvertiseKeys) {
+        return Err("the round has already started".into());
+    }
+    if peers.contains_key(&hello.client)
+        || server.dropped().iter().any(|d| d.client == hello.client)
+    {
+        return Err(format!("duplicate client id {}", hello.client));
+    }
+    if peers.len() >= server.config().clients() {
+        return Err(format!(
+            "the round is full ({} clients)",
+            server.config().clients()
+        ));
+    }
+    match &report.layout {
+        Some(l) if *l != hello.layout => {
+            return Err(
+                "its model layout differs from the other clients' (tensor names or shapes)".into(),
+            );
+        }
+        Some(_) => {}
+        None => report.layout = Some(hello.layout.clone()),
+    }
+    Ok(())
+}
+
+/// Reads one connection: the hello, then protocol frames, with masked chunks unpacked into a
+/// staging vector under an upload permit.
+async fn connection(
+    conn: u64,
+    socket: TcpStream,
+    limits: Limits,
+    events: mpsc::Sender<Event>,
+    uploads: Arc<Semaphore>,
+    hello_timeout: Duration,
+) {
+    let (rd, wr) = socket.into_split();
+    let mut reader = FramedRead::new(rd, frame_codec(limits.max_client_frame()));
+    let (writer, mut outgoing) = mpsc::channel::<Bytes>(64);
+    let max_out = limits.max_server_frame();
+    let write_task = tokio::spawn(async move {
+        let mut sink = FramedWrite::new(wr, frame_codec(max_out));
+        while let Some(frame) = outgoing.recv().await {
+            if sink.send(frame).await.is_err() {
+                break;
+            }
+        }
+        let _ = SinkExt::<Bytes>::close(&mut sink).await;
+    });
+
+    let bad = |error: CodecError| Event::Bad { conn, error };
+    // The hello comes first, within the stage deadline.
+    let first = match tokio::time::timeout(hello_timeout, reader.next()).await {
+        Ok(Some(Ok(frame))) => frame,
+        Ok(Some(Err(e))) => {
+            let _ = events.send(bad(frame_error(e))).await;
+            return;
+        }
+        Ok(None) | Err(_) => {
+            let _ = events.send(Event::Closed { conn }).await;
+            return;
+        }
+    };
+    let hello = match codec::decode_hello(&first) {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = events.send(bad(e)).await;
+            return;
+        }
+    };
+    let hello_bytes = first.len() + 4;
+    if events
+        .send(Event::Hello {
+            conn,
+            hello,
+            writer,
+            bytes: hello_bytes,
+        })
+        .await
+        .is_err()
+    {
+        return;
+    }
+
+    let mut staging: Option<(Vec<u32>, usize, OwnedSemaphorePermit, usize)> = None;
+    let mut upload_next = false;
+    loop {
+        if upload_next && staging.is_none() && reader.read_buffer().is_empty() {
+            // Hold no permit while the client is silent: wait for its bytes first.
+            if reader.get_ref().readable().await.is_err() {
+                break;
+            }
+            match Arc::clone(&uploads).acquire_owned().await {
+                Ok(permit) => staging = Some((vec![0; limits.vector_len], 0, permit, 0)),
+                Err(_) => break,
+            }
+        }
+        let frame = match reader.next().await {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                let _ = events.send(bad(frame_error(e))).await;
+                return;
+            }
+            None => break,
+        };
+        let size = frame.len() + 4;
+        let event = match codec::frame_tag(&frame) {
+            Err(e) => bad(e),
+            Ok(tag::CHUNK) => {
+                let (mut values, at, permit, bytes) = match staging.take() {
+                    Some(s) => s,
+                    None => match Arc::clone(&uploads).acquire_owned().await {
+                        Ok(p) => (vec![0; limits.vector_len], 0, p, 0),
+                        Err(_) => break,
+                    },
+                };
+                match codec::decode_chunk_into(&frame, &limits, at, &mut values) {
+                    Err(e) => bad(e),
+                    Ok(p) if p.offset + p.count == limits.vector_len => {
+                        upload_next = false;
+                        Event::Masked {
+                            conn,
+                            round: p.round,
+                            values,
+                            bytes: bytes + size,
+                            _permit: permit,
+                        }
+                    }
+                    Ok(p) => {
+                        staging = Some((values, p.offset + p.count, permit, bytes + size));
+                        continue;
+                    }
+                }
+            }
+            Ok(tag::HELLO) => bad(CodecError::Invalid {
+                field: "hello",
+                why: "a second hello on one connection".into(),
+            }),
+            Ok(t) => {
+                if t == 0x02 {
+                    // After its share keys a client uploads its masked vector.
+                    upload_next = true;
+                }
+                match codec::decode_client(&frame, &limits) {
+                    Ok(message) => Event::Message {
+                        conn,
+                        message,
+                        bytes: size,
+                    },
+                    Err(e) => bad(e),
+                }
+            }
+        };
+        let stop = matches!(event, Event::Bad { .. });
+        if events.send(event).await.is_err() || stop {
+            break;
+        }
+    }
+    let _ = events.send(Event::Closed { conn }).await;
+    drop(write_task);
+}
+
+/// A framing error (oversized length prefix, truncated frame, socket error) as a codec error.
+fn frame_error(e: std::io::Error) -> CodecError {
+    CodecError::Invalid {
+        field: "frame",
+        why: e.to_string(),
+    }
+}
