@@ -13,3 +13,5 @@
 
 pub use secagg_engine as engine;
 pub use secagg_host as host;
+
+pub mod model;

@@ -271,6 +271,8 @@ enum State {
 enum Input {
     Message(ClientId, ClientMessage),
     Gone(ClientId, DropReason),
+    /// The transport admitted a client (it will be expected to advertise keys).
+    Joined(ClientId),
     Deadline,
 }
 
@@ -394,6 +396,12 @@ impl<E: Backend> Server<E> {
     /// could be handed over (the transport calls this): it is dropped from the round.
     pub fn misbehaved(&mut self, from: ClientId, reason: ProtocolError, now: Duration) {
         self.step(now, Input::Gone(from, DropReason::Misbehaved(reason)));
+    }
+
+    /// The transport admitted `client` to the round: if it never advertises keys, it is
+    /// listed as having missed that stage when the deadline passes.
+    pub fn handle_join(&mut self, client: ClientId, now: Duration) {
+        self.step(now, Input::Joined(client));
     }
 
     /// A client's connection closed.

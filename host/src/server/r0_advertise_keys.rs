@@ -4,7 +4,7 @@
 //! minimum. Then the server fixes U1, derives the session id and the neighbour graph, and
 //! sends every client in U1 the full key list.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use secagg_engine::Backend;
@@ -21,6 +21,8 @@ use crate::{ClientId, Stage};
 pub(super) struct ExpectKeys {
     pub(super) deadline: Duration,
     keys: BTreeMap<ClientId, PublicKeys>,
+    /// Clients the transport admitted that have not advertised keys yet.
+    joined: BTreeSet<ClientId>,
 }
 
 impl ExpectKeys {
@@ -28,6 +30,7 @@ impl ExpectKeys {
         Self {
             deadline,
             keys: BTreeMap::new(),
+            joined: BTreeSet::new(),
         }
     }
 
@@ -45,6 +48,7 @@ impl ExpectKeys {
                     let reason = ProtocolError::Crypto(CryptoError::NonContributory { peer: from });
                     ctx.drop_client(from, Stage::AdvertiseKeys, DropReason::Misbehaved(reason));
                 } else {
+                    self.joined.remove(&from);
                     self.keys.insert(from, keys);
                 }
             }
@@ -60,12 +64,27 @@ impl ExpectKeys {
                 }
             }
             Input::Gone(c, reason) => {
-                // Keys not yet used in a session can simply be forgotten.
-                if self.keys.remove(&c).is_some() || !ctx.gone.contains(&c) {
+                self.joined.remove(&c);
+                if self.keys.contains_key(&c) {
+                    // It advertised and then left: it is in U1 and misses share keys, where
+                    // the next stage's roll drops it at once.
+                    ctx.gone.insert(c);
+                } else if !ctx.gone.contains(&c) {
                     ctx.drop_client(c, Stage::AdvertiseKeys, reason);
                 }
             }
-            Input::Deadline => return self.finish(ctx),
+            Input::Joined(c) => {
+                if !self.keys.contains_key(&c) && !ctx.gone.contains(&c) {
+                    self.joined.insert(c);
+                }
+            }
+            Input::Deadline => {
+                // Clients that joined but never advertised keys missed this stage.
+                for c in std::mem::take(&mut self.joined) {
+                    ctx.drop_client(c, Stage::AdvertiseKeys, DropReason::Timeout);
+                }
+                return self.finish(ctx);
+            }
         }
         if self.keys.len() == ctx.config.clients() {
             return self.finish(ctx);

@@ -75,6 +75,7 @@ impl ExpectShares {
             },
             Input::Message(from, msg) => ctx.reject(from, late_or_unknown(&self.roll, from, &msg)),
             Input::Gone(c, reason) => self.drop(ctx, c, reason),
+            Input::Joined(_) => {}
             Input::Deadline => {
                 self.roll.expire(ctx, Stage::ShareKeys);
                 return self.finish(ctx);

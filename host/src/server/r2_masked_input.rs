@@ -69,6 +69,7 @@ impl ExpectMaskedInputs {
             },
             Input::Message(from, msg) => ctx.reject(from, late_or_unknown(&self.roll, from, &msg)),
             Input::Gone(c, reason) => self.drop(ctx, c, reason),
+            Input::Joined(_) => {}
             Input::Deadline => {
                 self.roll.expire(ctx, Stage::MaskedInput);
                 return self.finish(ctx);

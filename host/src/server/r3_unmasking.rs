@@ -87,6 +87,7 @@ impl ExpectUnmaskShares {
             },
             Input::Message(from, msg) => ctx.reject(from, late_or_unknown(&self.roll, from, &msg)),
             Input::Gone(c, reason) => self.drop(ctx, c, reason),
+            Input::Joined(_) => {}
             Input::Deadline => {
                 self.roll.expire(ctx, Stage::Unmasking);
                 return self.finish(ctx);

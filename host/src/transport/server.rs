@@ -182,6 +182,7 @@ pub async fn serve<E: Backend>(
                                     log::info!("client {} joined (connection {conn})", hello.client);
                                     by_conn.insert(conn, hello.client);
                                     peers.insert(hello.client, Peer { conn, writer });
+                                    server.handle_join(hello.client, now);
                                 }
                             }
                             Err(reason) => {

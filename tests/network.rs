@@ -1,0 +1,349 @@
+//! Rounds over real TCP on loopback: the tokio transport driving the sans-IO state machines.
+//! Sixty clients as tokio tasks with dropouts at every stage; then a round under attack —
+//! garbage, truncated frames, oversized length prefixes, silence, a duplicate id, a
+//! wrong-round message, a replay, a low-order key and a forged share bundle — that must still
+//! complete correctly for everyone else.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+use secagg::engine::{CpuEngine, testing};
+use secagg::host::codec::{self, Hello, Limits, tag};
+use secagg::host::messages::{ClientMessage, Envelope};
+use secagg::host::quantize::error_bound;
+use secagg::host::transport::{
+    ClientOptions, ClientOutcome, RoundReport, ServeOptions, TransportError, frame_codec,
+    run_client, serve,
+};
+use secagg::host::{Client, ClientId, ClientStatus, RoundConfig, Stage};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::codec::Framed;
+
+fn update(seed: u64, id: u32, m: usize) -> Vec<f32> {
+    let mut r = ChaCha20Rng::seed_from_u64(seed ^ u64::from(id) << 32);
+    (0..m)
+        .map(|_| ((r.next_u32() >> 8) as f32 / (1 << 24) as f32) * 2.4 - 1.2)
+        .collect()
+}
+
+async fn start(config: RoundConfig) -> (SocketAddr, tokio::task::JoinHandle<RoundReport>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        serve(listener, config, CpuEngine::new(), ServeOptions::default())
+            .await
+            .unwrap()
+    });
+    (addr, server)
+}
+
+fn options(id: u32, drop_after: Option<Stage>) -> ClientOptions {
+    ClientOptions {
+        id: ClientId(id),
+        weight: None,
+        layout: vec![7, 7],
+        drop_after,
+        connect_timeout: Duration::from_secs(10),
+    }
+}
+
+/// The server's f32 sum against Σ clip(x) over `included`, within the quantization bound.
+fn check_sum(report: &RoundReport, config: &RoundConfig, seed: u64, included: &[u32]) {
+    let out = report
+        .outcome
+        .as_ref()
+        .unwrap_or_else(|e| panic!("round aborted: {e}"));
+    let want_ids: Vec<ClientId> = included.iter().map(|&i| ClientId(i)).collect();
+    assert_eq!(out.included, want_ids);
+    assert_eq!(out.total_weight, included.len() as u64);
+    let got = out.dequantized_sum(config);
+    let bound = error_bound(out.total_weight, &config.quantization()) + 1e-3;
+    let clip = config.quantization().clip;
+    for j in 0..config.params() {
+        let want: f64 = included
+            .iter()
+            .map(|&i| f64::from(update(seed, i, config.params())[j].clamp(-clip, clip)))
+            .sum();
+        assert!(
+            (f64::from(got[j]) - want).abs() <= bound,
+            "element {j}: {} vs {want} (bound {bound})",
+            got[j]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_clients_with_dropouts_at_every_stage() {
+    let seed = testing::test_seed("sixty_clients_with_dropouts_at_every_stage");
+    let m = 300;
+    let config = RoundConfig::builder(60, m)
+        .neighbors(14)
+        .threshold(7)
+        .min_survivors(30)
+        .round_id(seed)
+        .stage_timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let (addr, server) = start(config.clone()).await;
+    let fate = |i: u32| match i % 20 {
+        3 => Some(Stage::AdvertiseKeys),
+        7 => Some(Stage::ShareKeys),
+        11 => Some(Stage::MaskedInput),
+        _ => None,
+    };
+    let mut clients = Vec::new();
+    for i in 0..60u32 {
+        let x = update(seed, i, m);
+        let rng = ChaCha20Rng::seed_from_u64(seed.wrapping_add(u64::from(i) + 1));
+        clients.push(tokio::spawn(async move {
+            run_client(addr, options(i, fate(i)), &x, CpuEngine::new(), rng).await
+        }));
+    }
+    for (i, c) in clients.into_iter().enumerate() {
+        let outcome = c
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("client {i}: {e}"));
+        match fate(i as u32) {
+            Some(s) => assert_eq!(outcome, ClientOutcome::Dropped { after: s }),
+            None => assert!(
+                matches!(outcome, ClientOutcome::Completed { included: 54 }),
+                "{outcome:?}"
+            ),
+        }
+    }
+    let report = server.await.unwrap();
+    let included: Vec<u32> = (0..60).filter(|i| !matches!(i % 20, 3 | 7)).collect();
+    check_sum(&report, &config, seed, &included);
+    let dropped: Vec<(u32, Stage)> = report
+        .outcome
+        .as_ref()
+        .unwrap()
+        .dropped
+        .iter()
+        .map(|d| (d.client.0, d.stage))
+        .collect();
+    for i in 0..60u32 {
+        let want = match i % 20 {
+            3 => Some(Stage::ShareKeys),
+            7 => Some(Stage::MaskedInput),
+            11 => Some(Stage::Unmasking),
+            _ => None,
+        };
+        assert_eq!(
+            dropped.iter().find(|(c, _)| *c == i).map(|(_, s)| *s),
+            want,
+            "client {i}"
+        );
+    }
+    assert!(report.bytes_received > 0 && report.bytes_sent > 0);
+}
+
+/// Speaks the protocol through the sans-IO client, but lets `tamper` rewrite (or repeat)
+/// what it sends. Returns the client's final status, or the transport error.
+async fn tampering_client(
+    addr: SocketAddr,
+    id: u32,
+    seed: u64,
+    tamper: impl Fn(&mut Envelope<ClientMessage>) -> usize,
+) -> Result<ClientStatus, TransportError> {
+    let socket = TcpStream::connect(addr).await?;
+    let mut framed = Framed::new(socket, frame_codec(1 << 24));
+    let hello = Hello {
+        client: ClientId(id),
+        weighted: false,
+        layout: vec![7, 7],
+    };
+    framed
+        .send(Bytes::from(codec::encode_hello(&hello)))
+        .await?;
+    let first = framed
+        .next()
+        .await
+        .ok_or(TransportError::Closed("welcome"))??;
+    if codec::frame_tag(&first)? == tag::REJECT {
+        return Err(TransportError::Rejected(codec::decode_reject(&first)?));
+    }
+    let config = codec::decode_welcome(&first)?;
+    let limits = Limits::for_config(&config);
+    let bits = config.modulus().bits();
+    let mut client = Client::new(
+        ClientId(id),
+        config.clone(),
+        CpuEngine::new(),
+        ChaCha20Rng::seed_from_u64(seed ^ 0xbad),
+    );
+    client
+        .set_input(&update(seed, id, config.params()), 1)
+        .unwrap();
+    loop {
+        while let Some(mut env) = client.poll_transmit() {
+            let copies = tamper(&mut env);
+            for _ in 0..copies {
+                let frames = match &env.message {
+                    ClientMessage::MaskedInput(v) => {
+                        codec::encode_masked_chunks(env.round, v, bits)
+                    }
+                    _ => vec![codec::encode_client(&env, bits)],
+                };
+                for f in frames {
+                    framed.send(Bytes::from(f)).await?;
+                }
+            }
+        }
+        if !matches!(client.status(), ClientStatus::Running(_)) {
+            return Ok(client.status());
+        }
+        let Some(frame) = framed.next().await else {
+            return Ok(client.status());
+        };
+        let env = codec::decode_server(&frame?, &limits)?;
+        client.handle_message(env).unwrap();
+    }
+}
+
+async fn raw(addr: SocketAddr, bytes: &[u8]) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let _ = s.write_all(bytes).await;
+    let _ = s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_under_attack_completes_for_the_honest() {
+    let seed = testing::test_seed("a_round_under_attack_completes_for_the_honest");
+    let m = 64;
+    let n = 16;
+    let config = RoundConfig::builder(n, m)
+        .threshold(6)
+        .round_id(seed)
+        .stage_timeout(Duration::from_millis(2500))
+        .build()
+        .unwrap();
+    let (addr, server) = start(config.clone()).await;
+
+    // Connections that never join: garbage, an oversized length prefix, a truncated frame,
+    // and one that says nothing at all.
+    raw(addr, b"GET / HTTP/1.1\r\nHost: secagg\r\n\r\n").await;
+    raw(addr, &[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).await;
+    raw(addr, &[0, 0, 0, 100, 1, 0x10, 0, 0]).await;
+    let _mute = TcpStream::connect(addr).await.unwrap();
+
+    let mut honest = Vec::new();
+    for i in 0..10u32 {
+        let x = update(seed, i, m);
+        let rng = ChaCha20Rng::seed_from_u64(seed.wrapping_add(u64::from(i) + 1));
+        honest.push(tokio::spawn(async move {
+            run_client(addr, options(i, None), &x, CpuEngine::new(), rng).await
+        }));
+    }
+    // 10: its share keys carry the wrong round id.
+    let wrong_round = tokio::spawn(tampering_client(addr, 10, seed, |env| {
+        if matches!(env.message, ClientMessage::ShareKeys { .. }) {
+            env.round ^= 1;
+        }
+        1
+    }));
+    // 11: sends every message twice (the replays are refused, it stays in the round).
+    let replayer = tokio::spawn(tampering_client(addr, 11, seed, |_| 2));
+    // 12: advertises a low-order key.
+    let low_order = tokio::spawn(tampering_client(addr, 12, seed, |env| {
+        if let ClientMessage::AdvertiseKeys(k) = &mut env.message {
+            k.masking = [0; 32];
+        }
+        1
+    }));
+    // 13: forges the bundle for its first neighbour; that neighbour (honest, 0) must abort.
+    // To keep the honest clients' outcome simple, the forger targets its bundle to client 14,
+    // a tampering client that only records what happens to it.
+    let forger = tokio::spawn(tampering_client(addr, 13, seed, |env| {
+        if let ClientMessage::ShareKeys { bundles, .. } = &mut env.message {
+            for b in bundles.iter_mut().filter(|b| b.peer == ClientId(14)) {
+                b.ciphertext[5] ^= 1;
+            }
+        }
+        1
+    }));
+    let victim = tokio::spawn(tampering_client(addr, 14, seed, |_| 1));
+    // 15: joins, then goes silent (connection open) after advertising keys.
+    let silent = tokio::spawn(async move {
+        let socket = TcpStream::connect(addr).await.unwrap();
+        let mut framed = Framed::new(socket, frame_codec(1 << 24));
+        let hello = Hello {
+            client: ClientId(15),
+            weighted: false,
+            layout: vec![7, 7],
+        };
+        framed
+            .send(Bytes::from(codec::encode_hello(&hello)))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(framed);
+    });
+    // A second client 3: refused.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dup = run_client(
+        addr,
+        options(3, None),
+        &update(seed, 3, m),
+        CpuEngine::new(),
+        ChaCha20Rng::seed_from_u64(1),
+    )
+    .await;
+    assert!(
+        matches!(&dup, Err(TransportError::Rejected(r)) if r.contains("duplicate")),
+        "{dup:?}"
+    );
+
+    let report = server.await.unwrap();
+    silent.abort();
+    for (i, h) in honest.into_iter().enumerate() {
+        let r = h
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("honest client {i}: {e}"));
+        assert!(matches!(r, ClientOutcome::Completed { .. }), "{r:?}");
+    }
+    assert!(matches!(
+        replayer.await.unwrap(),
+        Ok(ClientStatus::Completed { .. })
+    ));
+    assert!(matches!(
+        forger.await.unwrap(),
+        Ok(ClientStatus::Completed { .. })
+    ));
+    match victim.await.unwrap() {
+        Ok(ClientStatus::Aborted(e)) => {
+            assert!(e.to_string().contains("failed authentication"), "{e}")
+        }
+        other => panic!("the forged bundle's recipient did not abort: {other:?}"),
+    }
+    let _ = wrong_round.await.unwrap();
+    let _ = low_order.await.unwrap();
+
+    // Everyone but 10 (wrong round), 12 (low-order key), 14 (forged bundle, aborted) and
+    // 15 (silent) is in the sum.
+    let included: Vec<u32> = (0..n as u32)
+        .filter(|i| ![10, 12, 14, 15].contains(i))
+        .collect();
+    check_sum(&report, &config, seed, &included);
+    let out = report.outcome.as_ref().unwrap();
+    let stage_of = |c: u32| {
+        out.dropped
+            .iter()
+            .find(|d| d.client.0 == c)
+            .map(|d| d.stage)
+    };
+    assert_eq!(stage_of(10), Some(Stage::ShareKeys));
+    assert_eq!(stage_of(12), Some(Stage::AdvertiseKeys));
+    assert_eq!(stage_of(14), Some(Stage::MaskedInput));
+    assert_eq!(stage_of(15), Some(Stage::AdvertiseKeys));
+    assert!(report.refused.len() >= 4, "{:?}", report.refused);
+}
