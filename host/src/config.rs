@@ -124,6 +124,20 @@ impl RoundConfig {
     pub fn stage_timeout(&self) -> Duration {
         self.stage_timeout
     }
+
+    /// The same round for vectors of `params` parameters (validated again).
+    pub fn with_params(&self, params: usize) -> Result<RoundConfig, ConfigError> {
+        RoundConfig::builder(self.clients, params)
+            .threshold(self.threshold)
+            .min_survivors(self.min_survivors)
+            .neighbors(self.neighbors)
+            .bits(self.modulus.bits())
+            .prg(self.prg)
+            .quantization(self.quantization)
+            .round_id(self.round_id)
+            .stage_timeout(self.stage_timeout)
+            .build()
+    }
 }
 
 /// Builder for [`RoundConfig`]; [`build`](RoundConfigBuilder::build) validates everything.

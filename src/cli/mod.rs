@@ -1,6 +1,8 @@
 //! Command-line parsing and the subcommands.
 
+mod client;
 mod plan;
+mod server;
 mod simulate;
 
 use std::process::ExitCode;
@@ -11,6 +13,8 @@ use clap::{Parser, Subcommand};
 pub const EXIT_USAGE: u8 = 2;
 /// Exit status when a round's result does not match the plaintext.
 pub const EXIT_CHECK_FAILED: u8 = 1;
+/// Exit status of a client whose round failed (network, refusal, misbehaving server).
+pub const EXIT_FAILED: u8 = 1;
 /// Exit status when a round aborts (too few survivors).
 pub const EXIT_ABORTED: u8 = 3;
 
@@ -29,6 +33,10 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Choose the SecAgg+ neighbour count and threshold for a deployment.
     Plan(plan::PlanArgs),
+    /// Run one aggregation round over TCP and write the sum. Exits 3 if the round aborts.
+    Server(server::ServerArgs),
+    /// Join a round with a model update file. Exits 3 if the server aborts the round.
+    Client(client::ClientArgs),
 }
 
 /// Runs the parsed command.
@@ -36,7 +44,27 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Simulate(a) => simulate::run(a),
         Command::Plan(a) => plan::run(a),
+        Command::Server(a) => server::run(a),
+        Command::Client(a) => client::run(a),
     }
+}
+
+/// Reads a subcommand's TOML settings file (an empty set when none was given).
+pub fn load_config<T: serde::de::DeserializeOwned + Default>(
+    path: Option<&std::path::Path>,
+) -> Result<T, String> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("--config {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("--config {}: {e}", path.display()))
+}
+
+/// A required setting: from the command line, else the config file, else an error naming it.
+pub fn pick<T>(flag: Option<T>, file: Option<T>, name: &str) -> Result<T, String> {
+    flag.or(file)
+        .ok_or_else(|| format!("--{name} is required (on the command line or in --config)"))
 }
 
 /// Bytes in a short human form.

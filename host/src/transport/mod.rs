@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio_util::codec::LengthDelimitedCodec;
 
 pub use client::{ClientOptions, ClientOutcome, run_client};
-pub use server::{RoundReport, ServeOptions, StageTiming, serve};
+pub use server::{RoundReport, ServeOptions, StageTiming, serve, serve_with_layout};
 
 use crate::error::{CodecError, ProtocolError};
 

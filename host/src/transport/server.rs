@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use secagg_engine::Backend;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::codec::{FramedRead, FramedWrite};
 
@@ -83,6 +83,8 @@ enum Event {
         hello: Hello,
         writer: mpsc::Sender<Bytes>,
         bytes: usize,
+        /// The round's frame limits if the client was admitted, `None` if refused.
+        admitted: oneshot::Sender<Option<Limits>>,
     },
     Message {
         conn: u64,
@@ -111,18 +113,35 @@ struct Peer {
     writer: mpsc::Sender<Bytes>,
 }
 
-/// Runs one round on `listener` and returns when it completes or aborts.
+/// Runs one round on `listener` for vectors of `config.params()` parameters, and returns when
+/// it completes or aborts.
 pub async fn serve<E: Backend>(
     listener: TcpListener,
     config: RoundConfig,
     engine: E,
     options: ServeOptions,
 ) -> Result<RoundReport, TransportError> {
+    let params = config.params();
+    serve_with_layout(listener, config, engine, options, move |_| Ok(params)).await
+}
+
+/// Runs one round whose vector length comes from the clients: `params_of` turns the first
+/// admitted client's layout into its parameter count, and `template` (whose own length is
+/// ignored) is completed with it. Later clients must send the same layout.
+pub async fn serve_with_layout<E: Backend>(
+    listener: TcpListener,
+    template: RoundConfig,
+    engine: E,
+    options: ServeOptions,
+    params_of: impl Fn(&[u8]) -> Result<usize, String>,
+) -> Result<RoundReport, TransportError> {
     let started = Instant::now();
-    let limits = Limits::for_config(&config);
     let uploads = Arc::new(Semaphore::new(options.max_concurrent_uploads.max(1)));
     let (events_tx, mut events) = mpsc::channel::<Event>(1024);
-    let mut server = Server::new(config.clone(), engine, started.elapsed());
+    // The sans-IO server exists once the vector length is known; its first deadline still
+    // runs from the start (time zero).
+    let mut engine = Some(engine);
+    let mut server: Option<Server<E>> = None;
     let mut report = RoundReport {
         outcome: Err("not finished".into()),
         layout: options.layout.clone(),
@@ -140,11 +159,15 @@ pub async fn serve<E: Backend>(
     let mut next_conn = 0u64;
     let mut stage_start = (Stage::AdvertiseKeys, Duration::ZERO);
     let mut stage_clients = HashMap::new();
-    let hello_timeout = config.stage_timeout();
+    let hello_timeout = template.stage_timeout();
 
     loop {
         let now = started.elapsed();
-        let sleep = match server.poll_timeout() {
+        let deadline = match &server {
+            Some(srv) => srv.poll_timeout(),
+            None => Some(template.stage_timeout()),
+        };
+        let sleep = match deadline {
             Some(deadline) => deadline.saturating_sub(now),
             None => Duration::from_secs(3600),
         };
@@ -158,7 +181,6 @@ pub async fn serve<E: Backend>(
                         tasks.push(tokio::spawn(connection(
                             next_conn,
                             socket,
-                            limits,
                             events_tx.clone(),
                             Arc::clone(&uploads),
                             hello_timeout,
@@ -171,44 +193,65 @@ pub async fn serve<E: Backend>(
             Some(event) = events.recv() => {
                 let now = started.elapsed();
                 match event {
-                    Event::Hello { conn, hello, writer, bytes } => {
+                    Event::Hello { conn, hello, writer, bytes, admitted } => {
                         report.bytes_received += bytes as u64;
-                        match admit(&server, &hello, &peers, &mut report) {
+                        if server.is_none() && report.layout.as_ref().is_none_or(|l| *l == hello.layout) {
+                            // The first client sizes the round.
+                            let sized = params_of(&hello.layout)
+                                .and_then(|m| template.with_params(m).map_err(|e| e.to_string()));
+                            match (sized, engine.take()) {
+                                (Ok(config), Some(e)) => {
+                                    log::info!("round sized by client {}: {} parameters", hello.client, config.params());
+                                    server = Some(Server::new(config, e, Duration::ZERO));
+                                }
+                                (Err(why), e) => {
+                                    engine = e;
+                                    let reason = format!("its model layout cannot be aggregated: {why}");
+                                    refuse(&mut report, conn, &hello, &writer, admitted, reason);
+                                    continue;
+                                }
+                                (Ok(_), None) => {}
+                            }
+                        }
+                        let Some(srv) = server.as_mut() else {
+                            refuse(&mut report, conn, &hello, &writer, admitted, "the round is not open".into());
+                            continue;
+                        };
+                        match admit(srv, &hello, &peers, &mut report) {
                             Ok(()) => {
-                                let welcome = Bytes::from(codec::encode_welcome(&config));
+                                let welcome = Bytes::from(codec::encode_welcome(srv.config()));
                                 report.bytes_sent += welcome.len() as u64 + 4;
                                 if writer.try_send(welcome).is_ok() {
                                     report.weighted |= hello.weighted;
                                     log::info!("client {} joined (connection {conn})", hello.client);
                                     by_conn.insert(conn, hello.client);
                                     peers.insert(hello.client, Peer { conn, writer });
-                                    server.handle_join(hello.client, now);
+                                    srv.handle_join(hello.client, now);
+                                    let _ = admitted.send(Some(Limits::for_config(srv.config())));
                                 }
                             }
-                            Err(reason) => {
-                                log::warn!("refused connection {conn} (client {}): {reason}", hello.client);
-                                let _ = writer.try_send(Bytes::from(codec::encode_reject(&reason)));
-                                report.refused.push(format!("client {}: {reason}", hello.client));
-                            }
+                            Err(reason) => refuse(&mut report, conn, &hello, &writer, admitted, reason),
                         }
                     }
                     Event::Message { conn, message, bytes } => {
                         report.bytes_received += bytes as u64;
-                        if let Some(&id) = by_conn.get(&conn) {
-                            server.handle_message(id, message, now);
+                        if let (Some(&id), Some(srv)) = (by_conn.get(&conn), server.as_mut()) {
+                            srv.handle_message(id, message, now);
                         }
                     }
                     Event::Masked { conn, round, values, bytes, _permit } => {
                         report.bytes_received += bytes as u64;
-                        if let Some(&id) = by_conn.get(&conn) {
+                        if let (Some(&id), Some(srv)) = (by_conn.get(&conn), server.as_mut()) {
                             let env = Envelope { round, message: ClientMessage::MaskedInput(values) };
-                            server.handle_message(id, env, now);
+                            srv.handle_message(id, env, now);
                         }
                     }
                     Event::Bad { conn, error } => {
                         if let Some(id) = by_conn.remove(&conn) {
                             log::warn!("client {id} sent a bad frame: {error}");
-                            server.misbehaved(id, ProtocolError::Codec(error), now);
+                            if let Some(srv) = server.as_mut() {
+                                srv.misbehaved(id, ProtocolError::Codec(error), now);
+                            }
                             peers.remove(&id);
                         } else {
                             log::warn!("connection {conn} sent a bad frame before joining: {error}");
@@ -218,16 +261,30 @@ pub async fn serve<E: Backend>(
                     Event::Closed { conn } => {
                         if let Some(id) = by_conn.remove(&conn) {
                             log::info!("client {id} disconnected");
-                            server.handle_disconnect(id, now);
+                            if let Some(srv) = server.as_mut() {
+                                srv.handle_disconnect(id, now);
+                            }
                             peers.remove(&id);
                         }
                     }
                 }
             }
             () = tokio::time::sleep(sleep) => {
-                server.handle_timeout(started.elapsed());
+                match server.as_mut() {
+                    Some(srv) => srv.handle_timeout(started.elapsed()),
+                    None => {
+                        report.outcome = Err(format!(
+                            "no client joined before the first deadline ({:?})",
+                            template.stage_timeout()
+                        ));
+                        break;
+                    }
+                }
             }
         }
+        let Some(server) = server.as_mut() else {
+            continue;
+        };
 
         // Send what the server wants sent.
         while let Some((to, env)) = server.poll_transmit() {
@@ -307,6 +364,26 @@ pub async fn serve<E: Backend>(
     Ok(report)
 }
 
+/// Sends a refusal and records it.
+fn refuse(
+    report: &mut RoundReport,
+    conn: u64,
+    hello: &Hello,
+    writer: &mpsc::Sender<Bytes>,
+    admitted: oneshot::Sender<Option<Limits>>,
+    reason: String,
+) {
+    log::warn!(
+        "refused connection {conn} (client {}): {reason}",
+        hello.client
+    );
+    let _ = writer.try_send(Bytes::from(codec::encode_reject(&reason)));
+    let _ = admitted.send(None);
+    report
+        .refused
+        .push(format!("client {}: {reason}", hello.client));
+}
+
 /// Whether a hello may join: the round is still collecting keys, the id is new, there is
 /// room, and the layout matches.
 fn admit<E: Backend>(
@@ -346,17 +423,17 @@ fn admit<E: Backend>(
 async fn connection(
     conn: u64,
     socket: TcpStream,
-    limits: Limits,
     events: mpsc::Sender<Event>,
     uploads: Arc<Semaphore>,
     hello_timeout: Duration,
 ) {
     let (rd, wr) = socket.into_split();
-    let mut reader = FramedRead::new(rd, frame_codec(limits.max_client_frame()));
+    // Until the client is admitted only a hello may arrive.
+    let mut reader = FramedRead::new(rd, frame_codec(codec::HEADER_LEN + 9 + codec::MAX_LAYOUT));
     let (writer, mut outgoing) = mpsc::channel::<Bytes>(64);
-    let max_out = limits.max_server_frame();
     let write_task = tokio::spawn(async move {
-        let mut sink = FramedWrite::new(wr, frame_codec(max_out));
+        // Outgoing frames are built by the driver within the round's limits.
+        let mut sink = FramedWrite::new(wr, frame_codec(usize::MAX >> 1));
         while let Some(frame) = outgoing.recv().await {
             if sink.send(frame).await.is_err() {
                 break;
@@ -386,18 +463,28 @@ async fn connection(
         }
     };
     let hello_bytes = first.len() + 4;
+    let (admitted, verdict) = oneshot::channel();
     if events
         .send(Event::Hello {
             conn,
             hello,
             writer,
             bytes: hello_bytes,
+            admitted,
         })
         .await
         .is_err()
     {
         return;
     }
+    let limits = match verdict.await {
+        Ok(Some(l)) => l,
+        // Refused: the driver has queued the refusal; stop reading.
+        _ => return,
+    };
+    reader
+        .decoder_mut()
+        .set_max_frame_length(limits.max_client_frame());
 
     let mut staging: Option<(Vec<u32>, usize, OwnedSemaphorePermit, usize)> = None;
     let mut upload_next = false;

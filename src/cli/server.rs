@@ -1,0 +1,333 @@
+//! `secagg server`: run one aggregation round over TCP and write the sum as a model file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use secagg::model::{ModelLayout, write_model};
+use secagg_engine::{Backend, BackendChoice, Engine};
+use secagg_host::config::{MAX_PARAMS, Quantization, RoundConfig, bits_needed};
+use secagg_host::plan::threshold_for;
+use secagg_host::transport::{RoundReport, ServeOptions, serve_with_layout};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{EXIT_ABORTED, human_bytes, human_duration, load_config, pick};
+
+/// Arguments of `secagg server`. Each flag may also come from `--config FILE` (TOML, the
+/// flag names as keys, e.g. `clients = 10`); flags on the command line win.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Address to listen on, e.g. 0.0.0.0:7000. [required]
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Number of clients N the round waits for. [required]
+    #[arg(long)]
+    clients: Option<usize>,
+    /// T: the fewest clients a stage may end with; in SecAgg (the default complete graph)
+    /// also the Shamir threshold. [required]
+    #[arg(long)]
+    threshold: Option<usize>,
+    /// Neighbours per client K. N − 1 is SecAgg; smaller selects SecAgg+, with the
+    /// per-neighbourhood Shamir threshold from the planner. [default: N − 1]
+    #[arg(long)]
+    neighbors: Option<usize>,
+    /// Modulus bits b (1..=32): sums are computed mod 2^b. [default: 32]
+    #[arg(long)]
+    bits: Option<u32>,
+    /// Inputs are clipped to [−C, C] before quantization. [default: 1.0]
+    #[arg(long)]
+    clip: Option<f32>,
+    /// Quantization levels q. [default: the largest power of two up to 65536 for which
+    /// N·(q−1) < 2^b]
+    #[arg(long)]
+    levels: Option<u32>,
+    /// Largest integer weight a client may send. [default: the largest power of two up to
+    /// 65536 for which N·(q−1)·W < 2^b]
+    #[arg(long)]
+    max_weight: Option<u32>,
+    /// Deadline of each stage, in milliseconds; a client that misses it is a dropout. The
+    /// first deadline also bounds how long the server waits for N clients. [default: 30000]
+    #[arg(long)]
+    deadline_ms: Option<u64>,
+    /// Aggregation engine: auto (a GPU adapter if one opens), cpu or gpu. [default: auto]
+    #[arg(long)]
+    backend: Option<BackendChoice>,
+    /// Where to write the aggregate sum: .npy (float32, the inputs' shape) or .safetensors
+    /// (the inputs' tensor names and shapes). Not written if the round aborts. [required]
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Where to write a JSON summary: included and dropped clients, stage timings, bytes,
+    /// and the weighted mean when clients sent weights.
+    #[arg(long)]
+    summary: Option<PathBuf>,
+    /// Masked uploads staged at once (server memory is this many vectors). [default: 4]
+    #[arg(long)]
+    max_uploads: Option<usize>,
+    /// Read flags from this TOML file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+/// The same flags, from a TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ServerFile {
+    listen: Option<SocketAddr>,
+    clients: Option<usize>,
+    threshold: Option<usize>,
+    neighbors: Option<usize>,
+    bits: Option<u32>,
+    clip: Option<f32>,
+    levels: Option<u32>,
+    max_weight: Option<u32>,
+    deadline_ms: Option<u64>,
+    backend: Option<String>,
+    output: Option<PathBuf>,
+    summary: Option<PathBuf>,
+    max_uploads: Option<usize>,
+}
+
+/// Everything the server needs, merged and checked.
+struct Settings {
+    listen: SocketAddr,
+    config: RoundConfig,
+    backend: BackendChoice,
+    output: PathBuf,
+    summary: Option<PathBuf>,
+    max_uploads: usize,
+}
+
+fn settings(a: ServerArgs) -> Result<Settings, String> {
+    let file: ServerFile = load_config(a.config.as_deref())?;
+    let listen = pick(a.listen, file.listen, "listen")?;
+    let n = pick(a.clients, file.clients, "clients")?;
+    let big_t = pick(a.threshold, file.threshold, "threshold")?;
+    let output = pick(a.output, file.output, "output")?;
+    check_output_path(&output)?;
+    let bits = a.bits.or(file.bits).unwrap_or(32);
+    let clip = a.clip.or(file.clip).unwrap_or(1.0);
+    let backend = match (a.backend, file.backend) {
+        (Some(b), _) => b,
+        (None, Some(s)) => s
+            .parse()
+            .map_err(|e| format!("config file: backend: {e}"))?,
+        (None, None) => BackendChoice::Auto,
+    };
+    let k = a
+        .neighbors
+        .or(file.neighbors)
+        .unwrap_or(n.saturating_sub(1));
+    // SecAgg: T is the Shamir threshold too. SecAgg+: the planner's per-neighbourhood t.
+    let t = if k + 1 >= n {
+        big_t
+    } else {
+        let p = threshold_for(n, k, 0.1, 0.05);
+        log::info!(
+            "SecAgg+ with k = {k}: planner threshold t = {} (insecurity 2^{:.1}, failure 2^{:.1} at 10% dropout, 5% corrupt)",
+            p.threshold,
+            p.log2_insecurity,
+            p.log2_failure
+        );
+        if p.threshold > big_t {
+            return Err(format!(
+                "--threshold {big_t} is below the planner's per-neighbourhood threshold {} for --neighbors {k}: \
+                 raise --threshold to at least {} or --neighbors",
+                p.threshold, p.threshold
+            ));
+        }
+        p.threshold
+    };
+    let levels = match a.levels.or(file.levels) {
+        Some(q) => q,
+        None => (1..=16u32)
+            .rev()
+            .map(|e| 1u32 << e)
+            .find(|&q| bits_needed(n, q, 1) <= bits)
+            .ok_or_else(|| format!("--bits {bits} cannot hold a sum of {n} clients"))?,
+    };
+    let max_weight = match a.max_weight.or(file.max_weight) {
+        Some(w) => w,
+        None => (0..=16u32)
+            .rev()
+            .map(|e| 1u32 << e)
+            .find(|&w| bits_needed(n, levels, w) <= bits)
+            .unwrap_or(1),
+    };
+    let deadline = Duration::from_millis(a.deadline_ms.or(file.deadline_ms).unwrap_or(30_000));
+    // The round id only has to differ between rounds; the clock gives that.
+    let round_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    // The vector length is a placeholder: the first client's layout sets it.
+    let config = RoundConfig::builder(n, 1)
+        .neighbors(k)
+        .threshold(t)
+        .min_survivors(big_t)
+        .bits(bits)
+        .quantization(Quantization {
+            clip,
+            levels,
+            max_weight,
+        })
+        .stage_timeout(deadline)
+        .round_id(round_id)
+        .build()
+        .map_err(|e| e.to_string())?;
+    Ok(Settings {
+        listen,
+        config,
+        backend,
+        output,
+        summary: a.summary.or(file.summary),
+        max_uploads: a.max_uploads.or(file.max_uploads).unwrap_or(4),
+    })
+}
+
+fn check_output_path(p: &Path) -> Result<(), String> {
+    let ext = p
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("npy") | Some("safetensors") => Ok(()),
+        _ => Err(format!(
+            "--output {}: the sum is written as .npy or .safetensors; name the file with one of those extensions",
+            p.display()
+        )),
+    }
+}
+
+pub fn run(a: ServerArgs) -> Result<ExitCode, String> {
+    let s = settings(a)?;
+    let engine = Engine::choose(s.backend).map_err(|e| format!("--backend {}: {e}", s.backend))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(s.listen))
+        .map_err(|e| format!("--listen {}: {e}", s.listen))?;
+    let c = &s.config;
+    eprintln!(
+        "secagg server on {}: waiting for {} clients ({}, T = {}, t = {}, b = {}, q = {}, max weight {}, deadline {} per stage); engine: {}",
+        s.listen,
+        c.clients(),
+        if c.is_complete_graph() {
+            "SecAgg".to_string()
+        } else {
+            format!("SecAgg+ k = {}", c.neighbors())
+        },
+        c.min_survivors(),
+        c.threshold(),
+        c.modulus().bits(),
+        c.quantization().levels,
+        c.quantization().max_weight,
+        human_duration(c.stage_timeout()),
+        engine.describe(),
+    );
+    // The vector length comes from the first client's model layout.
+    let options = ServeOptions {
+        max_concurrent_uploads: s.max_uploads,
+        layout: None,
+    };
+    let params_of = |layout: &[u8]| {
+        ModelLayout::from_bytes(layout, MAX_PARAMS)
+            .map(|l| l.params())
+            .map_err(|e| e.to_string())
+    };
+    let report = runtime
+        .block_on(serve_with_layout(
+            listener,
+            s.config.clone(),
+            engine,
+            options,
+            params_of,
+        ))
+        .map_err(|e| e.to_string())?;
+    finish(&s, &report)
+}
+
+fn finish(s: &Settings, report: &RoundReport) -> Result<ExitCode, String> {
+    let stages: Vec<_> = report
+        .stages
+        .iter()
+        .map(|t| {
+            json!({
+                "stage": t.stage.name(),
+                "started_s": t.started.as_secs_f64(),
+                "ended_s": t.ended.as_secs_f64(),
+                "seconds": (t.ended - t.started).as_secs_f64(),
+                "clients": t.clients,
+            })
+        })
+        .collect();
+    let mut summary = json!({
+        "clients": s.config.clients(),
+        "threshold": s.config.min_survivors(),
+        "shamir_threshold": s.config.threshold(),
+        "neighbors": s.config.neighbors(),
+        "bits": s.config.modulus().bits(),
+        "stages": stages,
+        "bytes_received": report.bytes_received,
+        "bytes_sent": report.bytes_sent,
+        "connections": report.connections,
+        "refused": report.refused,
+        "elapsed_s": report.elapsed.as_secs_f64(),
+        "peak_rss_bytes": secagg_host::sim::peak_rss_bytes(),
+    });
+    let code = match &report.outcome {
+        Ok(out) => {
+            let layout = report
+                .layout
+                .as_deref()
+                .ok_or("no client sent a model layout")
+                .and_then(|l| ModelLayout::from_bytes(l, MAX_PARAMS).map_err(|_| "bad layout"))
+                .map_err(|e| e.to_string())?;
+            let config = s
+                .config
+                .with_params(out.sum.len())
+                .map_err(|e| e.to_string())?;
+            let sum = out.dequantized_sum(&config);
+            write_model(&s.output, &layout, &sum).map_err(|e| e.to_string())?;
+            summary["status"] = json!("completed");
+            summary["included"] = json!(out.included.iter().map(|c| c.0).collect::<Vec<_>>());
+            summary["dropped"] = json!(
+                out.dropped
+                    .iter()
+                    .map(|d| json!({"id": d.client.0, "stage": d.stage.name(), "reason": d.reason.to_string()}))
+                    .collect::<Vec<_>>()
+            );
+            summary["total_weight"] = json!(out.total_weight);
+            summary["mask_terms"] = json!(out.mask_terms);
+            summary["output"] = json!(s.output.display().to_string());
+            if report.weighted {
+                let mean = out.weighted_mean(&config);
+                summary["weighted_mean"] = json!(mean);
+            }
+            eprintln!(
+                "round completed: {} clients in the sum, {} dropped; {} received, {} sent; {}; sum written to {}",
+                out.included.len(),
+                out.dropped.len(),
+                human_bytes(report.bytes_received),
+                human_bytes(report.bytes_sent),
+                human_duration(report.elapsed),
+                s.output.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(reason) => {
+            summary["status"] = json!("aborted");
+            summary["reason"] = json!(reason);
+            eprintln!("round aborted: {reason}; nothing was revealed and no output was written");
+            ExitCode::from(EXIT_ABORTED)
+        }
+    };
+    if let Some(path) = &s.summary {
+        let text = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("--summary {}: {e}", path.display()))?;
+    }
+    Ok(code)
+}
