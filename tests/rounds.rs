@@ -218,7 +218,7 @@ mod properties {
                 (
                     Just(n),
                     Just(k),
-                    2usize..=k,
+                    2usize..=k + 1,
                     proptest::collection::vec(0u8..8, n),
                     any::<u64>(),
                 )

@@ -222,7 +222,8 @@ impl RoundConfigBuilder {
             None if k == n - 1 => (n / 2 + 1).min(k),
             None => crate::plan::threshold_for(n, k, 0.1, 0.05).threshold,
         };
-        if t < 2 || t > k {
+        // Each client shares among its k neighbours and itself: k + 1 holders.
+        if t < 2 || t > k + 1 {
             return Err(ConfigError::Threshold { t, k });
         }
         let min_survivors = self.min_survivors.unwrap_or(t);
@@ -370,8 +371,16 @@ mod tests {
     #[test]
     fn thresholds_and_neighbours_are_bounded() {
         assert!(RoundConfig::builder(10, 1).threshold(1).build().is_err());
-        assert!(RoundConfig::builder(10, 1).threshold(10).build().is_err()); // only 9 others hold shares
-        assert!(RoundConfig::builder(10, 1).threshold(9).build().is_ok());
+        // Nine neighbours and the client itself hold shares: t = 10 is the most.
+        assert!(RoundConfig::builder(10, 1).threshold(11).build().is_err());
+        assert!(RoundConfig::builder(10, 1).threshold(10).build().is_ok());
+        assert!(
+            RoundConfig::builder(100, 1)
+                .neighbors(20)
+                .threshold(22)
+                .build()
+                .is_err()
+        );
         assert!(RoundConfig::builder(10, 1).neighbors(10).build().is_err());
         assert!(RoundConfig::builder(10, 1).neighbors(1).build().is_err());
         assert!(RoundConfig::builder(2, 1).build().is_err());

@@ -41,7 +41,8 @@ pub enum ConfigError {
     },
     /// The Shamir threshold is out of range.
     #[error(
-        "threshold t = {t} is out of range: each client's secrets are shared among its k = {k} neighbours, so 2 <= t <= {k}"
+        "threshold t = {t} is out of range: each client's secrets are shared among its k = {k} neighbours and itself, so 2 <= t <= {}",
+        k + 1
     )]
     Threshold {
         /// Requested t.

@@ -81,10 +81,10 @@ impl ExpectKeyList {
         let graph = NeighborGraph::new(&session, &members, ctx.config.neighbors());
         let neighbors = graph.neighbors(me);
         let t = ctx.config.threshold();
-        if neighbors.len() < t {
+        if neighbors.len() + 1 < t {
             return Err(ProtocolError::TooFewClients {
                 stage: Stage::ShareKeys,
-                have: neighbors.len(),
+                have: neighbors.len() + 1,
                 need: t,
             });
         }
