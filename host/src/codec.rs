@@ -689,6 +689,19 @@ pub struct Hello {
     pub layout: Vec<u8>,
 }
 
+/// Hello and reject frames precede (or replace) the round: their round field must be zero,
+/// so that each frame has exactly one encoding.
+fn no_round(round: u64) -> Result<(), CodecError> {
+    if round == 0 {
+        Ok(())
+    } else {
+        Err(CodecError::Invalid {
+            field: "round",
+            why: format!("{round} in a frame that carries no round id"),
+        })
+    }
+}
+
 /// Encodes a hello.
 pub fn encode_hello(h: &Hello) -> Vec<u8> {
     let mut w = Writer::new(tag::HELLO, 0);
@@ -701,10 +714,11 @@ pub fn encode_hello(h: &Hello) -> Vec<u8> {
 
 /// Decodes a hello.
 pub fn decode_hello(bytes: &[u8]) -> Result<Hello, CodecError> {
-    let (t, _, mut r) = header(bytes)?;
+    let (t, round, mut r) = header(bytes)?;
     if t != tag::HELLO {
         return Err(CodecError::UnknownTag(t));
     }
+    no_round(round)?;
     let client = ClientId(r.u32("client id")?);
     let weighted = match r.u8("weighted")? {
         0 => false,
@@ -819,10 +833,11 @@ pub fn encode_reject(reason: &str) -> Vec<u8> {
 
 /// Decodes a refusal.
 pub fn decode_reject(bytes: &[u8]) -> Result<String, CodecError> {
-    let (t, _, mut r) = header(bytes)?;
+    let (t, round, mut r) = header(bytes)?;
     if t != tag::REJECT {
         return Err(CodecError::UnknownTag(t));
     }
+    no_round(round)?;
     let len = r.u16("reason length")? as usize;
     let text = r.take(len.min(MAX_REASON), "reason")?;
     let reason = String::from_utf8_lossy(text).into_owned();

@@ -1,0 +1,127 @@
+//! The decoders against arbitrary bytes, in CI: nothing a peer sends may panic, and every
+//! frame that decodes re-encodes to the same bytes. The same properties are fuzzed with
+//! libFuzzer in `host/fuzz` (cargo-fuzz).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use proptest::prelude::*;
+use secagg_host::ClientId;
+use secagg_host::codec::{self, Limits};
+use secagg_host::messages::{
+    ClientMessage, Envelope, RevealedShare, SealedBundle, ServerMessage, ShareKind,
+};
+
+fn limits() -> Limits {
+    Limits {
+        max_clients: 64,
+        vector_len: 40,
+        bits: 19,
+    }
+}
+
+/// Every decoder on the same bytes; none may panic.
+fn decode_everything(bytes: &[u8]) {
+    let l = limits();
+    if let Ok(env) = codec::decode_client(bytes, &l) {
+        assert_eq!(
+            codec::encode_client(&env, l.bits),
+            bytes,
+            "client message re-encodes"
+        );
+    }
+    if let Ok(env) = codec::decode_server(bytes, &l) {
+        assert_eq!(
+            codec::encode_server(&env),
+            bytes,
+            "server message re-encodes"
+        );
+    }
+    if let Ok(h) = codec::decode_hello(bytes) {
+        assert_eq!(codec::encode_hello(&h), bytes, "hello re-encodes");
+    }
+    let _ = codec::decode_welcome(bytes);
+    let _ = codec::decode_reject(bytes);
+    let _ = codec::frame_tag(bytes);
+    let mut staging = vec![0u32; l.vector_len];
+    for at in [0, 7] {
+        let _ = codec::decode_chunk_into(bytes, &l, at, &mut staging);
+    }
+}
+
+fn samples() -> Vec<Vec<u8>> {
+    let l = limits();
+    let client = [
+        ClientMessage::AdvertiseKeys(secagg_host::crypto::PublicKeys {
+            encryption: [1; 32],
+            masking: [2; 32],
+        }),
+        ClientMessage::ShareKeys {
+            self_mask_commitment: [3; 32],
+            bundles: vec![SealedBundle {
+                peer: ClientId(4),
+                ciphertext: vec![5; secagg_host::crypto::BUNDLE_LEN],
+            }],
+        },
+        ClientMessage::MaskedInput((0..40).map(|i| i * 1000 % (1 << 19)).collect()),
+        ClientMessage::UnmaskShares(vec![RevealedShare {
+            owner: ClientId(3),
+            kind: ShareKind::SelfMask,
+            value: [9; 32],
+        }]),
+    ];
+    let mut out: Vec<Vec<u8>> = client
+        .into_iter()
+        .map(|m| {
+            codec::encode_client(
+                &Envelope {
+                    round: 5,
+                    message: m,
+                },
+                l.bits,
+            )
+        })
+        .collect();
+    out.push(codec::encode_server(&Envelope {
+        round: 5,
+        message: ServerMessage::UnmaskRequest(vec![ClientId(1), ClientId(2)].into()),
+    }));
+    out.push(codec::encode_server(&Envelope {
+        round: 5,
+        message: ServerMessage::Aborted("x".into()),
+    }));
+    out.push(codec::encode_hello(&codec::Hello {
+        client: ClientId(1),
+        weighted: false,
+        layout: vec![1, 2, 3],
+    }));
+    out.extend(codec::encode_masked_chunks(5, &[1, 2, 3], l.bits));
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        decode_everything(&bytes);
+    }
+
+    #[test]
+    fn mutated_frames_never_panic(
+        which in 0usize..9,
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
+        cut in any::<usize>(),
+    ) {
+        let all = samples();
+        let mut bytes = all[which % all.len()].clone();
+        for (pos, x) in flips {
+            if !bytes.is_empty() {
+                let i = pos % bytes.len();
+                bytes[i] ^= x;
+            }
+        }
+        let keep = cut % (bytes.len() + 1);
+        decode_everything(&bytes[..keep]);
+        decode_everything(&bytes);
+    }
+}
