@@ -56,15 +56,21 @@ pub fn quantize_into<R: Rng + ?Sized>(
     let scale = top / (2.0 * c);
     out.clear();
     out.reserve(x.len() + 1);
-    for &v in x {
-        let u = ((f64::from(v).clamp(-c, c) + c) * scale).clamp(0.0, top);
-        let floor = u.floor();
-        let frac = u - floor;
-        // 53 random bits give a uniform double in [0, 1).
-        let r = (rng.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
-        let level = floor as u32 + u32::from(r < frac);
-        out.push(level.min(q.levels - 1) * weight);
+    // 32 random bits per value decide the rounding: the probability of rounding up is the
+    // fractional part to within 2^-32, far below the quantization step itself.
+    let mut random = [0u8; 1024];
+    for block in x.chunks(random.len() / 4) {
+        rng.fill_bytes(&mut random);
+        for (&v, r) in block.iter().zip(random.chunks_exact(4)) {
+            let r = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+            let u = ((f64::from(v).clamp(-c, c) + c) * scale).clamp(0.0, top);
+            let floor = u as u32;
+            let frac = u - f64::from(floor);
+            let level = floor + u32::from(f64::from(r) < frac * 4_294_967_296.0);
+            out.push(level.min(q.levels - 1) * weight);
+        }
     }
+    random.fill(0);
     out.push(weight);
     Ok(())
 }

@@ -10,7 +10,7 @@ use secagg_engine::Backend;
 use super::r2_masked_input::ExpectShareBundles;
 use super::{Ctx, State};
 use crate::crypto::{
-    BundlePlaintext, ClientSecrets, PublicKeys, SessionId, self_mask_commitment, split,
+    BundleKey, BundlePlaintext, ClientSecrets, PublicKeys, SessionId, self_mask_commitment, split,
 };
 use crate::error::ProtocolError;
 use crate::graph::NeighborGraph;
@@ -99,6 +99,15 @@ impl ExpectKeyList {
             .filter(|(id, _)| neighbors.binary_search(id).is_ok())
             .copied()
             .collect();
+        // One batched agreement for every neighbour's bundle key; the keys are kept to open
+        // the bundles that come back.
+        let peers: Vec<(ClientId, &PublicKeys)> = neighbors
+            .iter()
+            .filter_map(|v| peer_keys.get(v).map(|k| (*v, k)))
+            .collect();
+        let keys = self.secrets.bundle_keys(&session, me, &peers)?;
+        let mut bundle_keys: HashMap<ClientId, BundleKey> =
+            peers.iter().map(|(v, _)| *v).zip(keys).collect();
         let mut bundles = Vec::with_capacity(neighbors.len());
         let mut own_self_share = None;
         for (m, s) in mask_shares.iter().zip(&self_shares) {
@@ -106,10 +115,9 @@ impl ExpectKeyList {
                 own_self_share = Some(s.value);
                 continue;
             }
-            let Some(pk) = peer_keys.get(&m.holder) else {
+            let Some(key) = bundle_keys.get(&m.holder) else {
                 continue;
             };
-            let key = self.secrets.bundle_key(&session, me, m.holder, pk)?;
             let plaintext = BundlePlaintext {
                 mask_share: m.value,
                 self_share: s.value,
@@ -119,6 +127,7 @@ impl ExpectKeyList {
                 ciphertext: key.seal(&session, me, m.holder, &plaintext)?,
             });
         }
+        bundle_keys.shrink_to_fit();
         let own_self_share = own_self_share
             .ok_or_else(|| ProtocolError::UnsafeRequest("own share missing".into()))?;
         ctx.send(ClientMessage::ShareKeys {
@@ -130,6 +139,7 @@ impl ExpectKeyList {
             session,
             neighbors,
             peer_keys,
+            bundle_keys,
             own_self_share,
         ))
     }

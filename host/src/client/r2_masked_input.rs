@@ -12,7 +12,7 @@ use zeroize::Zeroize;
 use super::r3_unmasking::{ExpectUnmaskRequest, Held};
 use super::{ClientError, Ctx, Next, State};
 use crate::ClientId;
-use crate::crypto::{ClientSecrets, PublicKeys, SessionId, self_mask_seed};
+use crate::crypto::{BundleKey, ClientSecrets, PublicKeys, SessionId, self_mask_seed};
 use crate::error::ProtocolError;
 use crate::messages::{ClientMessage, SealedBundle};
 
@@ -22,6 +22,7 @@ pub(super) struct ExpectShareBundles {
     session: SessionId,
     neighbors: Vec<ClientId>,
     peer_keys: HashMap<ClientId, PublicKeys>,
+    bundle_keys: HashMap<ClientId, BundleKey>,
     own_self_share: Scalar,
 }
 
@@ -37,6 +38,7 @@ impl ExpectShareBundles {
         session: SessionId,
         neighbors: Vec<ClientId>,
         peer_keys: HashMap<ClientId, PublicKeys>,
+        bundle_keys: HashMap<ClientId, BundleKey>,
         own_self_share: Scalar,
     ) -> Self {
         Self {
@@ -44,6 +46,7 @@ impl ExpectShareBundles {
             session,
             neighbors,
             peer_keys,
+            bundle_keys,
             own_self_share,
         }
     }
@@ -69,15 +72,16 @@ impl ExpectShareBundles {
             self.secrets.self_scalar(),
             &self.session,
         )));
-        for &v in held.keys() {
-            let Some(keys) = self.peer_keys.get(&v) else {
-                continue;
-            };
-            let seed = match self.secrets.pairwise_seed(&self.session, me, v, keys) {
-                Ok(s) => s,
-                Err(e) => return Ok(State::Aborted(e.into())),
-            };
-            terms.push(if me < v {
+        let peers: Vec<(ClientId, &PublicKeys)> = held
+            .keys()
+            .filter_map(|v| self.peer_keys.get(v).map(|k| (*v, k)))
+            .collect();
+        let seeds = match self.secrets.pairwise_seeds(&self.session, me, &peers) {
+            Ok(s) => s,
+            Err(e) => return Ok(State::Aborted(e.into())),
+        };
+        for ((v, _), seed) in peers.iter().zip(seeds) {
+            terms.push(if me < *v {
                 MaskTerm::plus(seed)
             } else {
                 MaskTerm::minus(seed)
@@ -113,7 +117,7 @@ impl ExpectShareBundles {
     ) -> Result<BTreeMap<ClientId, Held>, ProtocolError> {
         let mut held = BTreeMap::new();
         for b in bundles {
-            let Some(keys) = self.peer_keys.get(&b.peer) else {
+            let Some(key) = self.bundle_keys.get(&b.peer) else {
                 return Err(ProtocolError::UnsafeRequest(format!(
                     "bundle from {}, who is not a neighbour",
                     b.peer
@@ -122,7 +126,6 @@ impl ExpectShareBundles {
             if held.contains_key(&b.peer) {
                 return Err(ProtocolError::Duplicate("share bundle"));
             }
-            let key = self.secrets.bundle_key(&self.session, me, b.peer, keys)?;
             let opened = key.open(&self.session, b.peer, me, &b.ciphertext)?;
             held.insert(b.peer, Held::from(&opened));
         }

@@ -6,8 +6,9 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rand_core::CryptoRng;
 use secagg_engine::Backend;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpStream, ToSocketAddrs};
-use tokio_util::codec::Framed;
+use tokio_util::codec::{FramedRead, FramedWrite};
 
 use super::{TransportError, frame_codec};
 use crate::codec::{self, Hello, Limits, WELCOME_LEN, tag};
@@ -74,19 +75,19 @@ where
 {
     let socket = connect(addr, options.connect_timeout).await?;
     let _ = socket.set_nodelay(true);
-    // Before the welcome only small frames are expected.
-    let mut framed = Framed::new(
-        socket,
+    let (rd, wr) = socket.into_split();
+    // Before the welcome only small frames are expected; what we send is bounded by us.
+    let mut framed = FramedRead::new(
+        rd,
         frame_codec(WELCOME_LEN.max(codec::HEADER_LEN + 2 + codec::MAX_REASON)),
     );
+    let mut sink = FramedWrite::new(wr, frame_codec(usize::MAX >> 1));
     let hello = Hello {
         client: options.id,
         weighted: options.weight.is_some(),
         layout: options.layout.clone(),
     };
-    framed
-        .send(Bytes::from(codec::encode_hello(&hello)))
-        .await?;
+    sink.send(Bytes::from(codec::encode_hello(&hello))).await?;
     let first = next_frame(
         &mut framed,
         options.connect_timeout.max(Duration::from_secs(30)),
@@ -100,7 +101,7 @@ where
     };
     let limits = Limits::for_config(&config);
     framed
-        .codec_mut()
+        .decoder_mut()
         .set_max_frame_length(limits.max_server_frame());
     if update.len() != config.params() {
         return Err(TransportError::Input(format!(
@@ -121,18 +122,17 @@ where
             match &env.message {
                 ClientMessage::MaskedInput(values) => {
                     for chunk in codec::encode_masked_chunks(env.round, values, bits) {
-                        framed.feed(Bytes::from(chunk)).await?;
+                        sink.feed(Bytes::from(chunk)).await?;
                     }
-                    SinkExt::<Bytes>::flush(&mut framed).await?;
+                    SinkExt::<Bytes>::flush(&mut sink).await?;
                 }
                 _ => {
-                    framed
-                        .send(Bytes::from(codec::encode_client(&env, bits)))
+                    sink.send(Bytes::from(codec::encode_client(&env, bits)))
                         .await?
                 }
             }
             if options.drop_after == Some(stage) {
-                let _ = SinkExt::<Bytes>::close(&mut framed).await;
+                let _ = SinkExt::<Bytes>::close(&mut sink).await;
                 return Ok(ClientOutcome::Dropped { after: stage });
             }
         }
@@ -155,7 +155,7 @@ where
 }
 
 async fn next_frame(
-    framed: &mut Framed<TcpStream, tokio_util::codec::LengthDelimitedCodec>,
+    framed: &mut FramedRead<OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>,
     within: Duration,
     what: &'static str,
 ) -> Result<bytes::BytesMut, TransportError> {

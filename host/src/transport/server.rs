@@ -6,18 +6,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use secagg_engine::Backend;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::FramedRead;
 
 use super::{TransportError, frame_codec};
 use crate::codec::{self, Hello, Limits, tag};
 use crate::config::RoundConfig;
 use crate::error::{CodecError, ProtocolError};
-use crate::messages::{ClientMessage, Envelope};
+use crate::messages::{ClientMessage, Envelope, ServerMessage};
 use crate::server::{RoundOutput, Server, ServerEvent, ServerStatus};
 use crate::{ClientId, Stage};
 
@@ -286,10 +287,25 @@ pub async fn serve_with_layout<E: Backend>(
             continue;
         };
 
-        // Send what the server wants sent.
+        // Send what the server wants sent. Lists every client receives (the key list, the
+        // survivor list) are shared values: encode each once and share the bytes.
+        let mut shared_frame: Option<(usize, Bytes)> = None;
         while let Some((to, env)) = server.poll_transmit() {
             let Some(peer) = peers.get(&to) else { continue };
-            let frame = Bytes::from(codec::encode_server(&env));
+            let shared_ptr = match &env.message {
+                ServerMessage::KeyList(k) => Some(Arc::as_ptr(k) as *const u8 as usize),
+                ServerMessage::UnmaskRequest(u) => Some(Arc::as_ptr(u) as *const u8 as usize),
+                _ => None,
+            };
+            let frame = match (shared_ptr, &shared_frame) {
+                (Some(p), Some((q, bytes))) if p == *q => bytes.clone(),
+                (Some(p), _) => {
+                    let bytes = Bytes::from(codec::encode_server(&env));
+                    shared_frame = Some((p, bytes.clone()));
+                    bytes
+                }
+                (None, _) => Bytes::from(codec::encode_server(&env)),
+            };
             report.bytes_sent += frame.len() as u64 + 4;
             if peer.writer.try_send(frame).is_err() {
                 // Its writer is gone or hopelessly behind: treat it as disconnected.
@@ -432,14 +448,20 @@ async fn connection(
     let mut reader = FramedRead::new(rd, frame_codec(codec::HEADER_LEN + 9 + codec::MAX_LAYOUT));
     let (writer, mut outgoing) = mpsc::channel::<Bytes>(64);
     let write_task = tokio::spawn(async move {
-        // Outgoing frames are built by the driver within the round's limits.
-        let mut sink = FramedWrite::new(wr, frame_codec(usize::MAX >> 1));
+        // Frames are written straight from their (often shared) buffers: a key list sent to a
+        // thousand clients is one allocation, not a thousand copies.
+        let mut wr = wr;
         while let Some(frame) = outgoing.recv().await {
-            if sink.send(frame).await.is_err() {
+            let Ok(len) = u32::try_from(frame.len()) else {
+                break;
+            };
+            if wr.write_all(&len.to_be_bytes()).await.is_err()
+                || wr.write_all(&frame).await.is_err()
+            {
                 break;
             }
         }
-        let _ = SinkExt::<Bytes>::close(&mut sink).await;
+        let _ = wr.shutdown().await;
     });
 
     let bad = |error: CodecError| Event::Bad { conn, error };
