@@ -6,7 +6,12 @@
 //! input bytes (elements x 4) for `add`. `cargo bench --bench engine`; a filter narrows it,
 //! e.g. `cargo bench --bench engine -- apply_masks/cpu`.
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::type_complexity
+)]
 
 use std::time::Duration;
 

@@ -10,7 +10,7 @@
 //! costliest case for the server). It prints wall time, the server's peak RSS, bytes moved and
 //! the server's unmasking time, and checks the written sum against the plaintext.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

@@ -2,7 +2,12 @@
 //! `secagg client` processes over loopback, with .npy and .safetensors files in and out,
 //! dropouts, weights, an abort below threshold, a TOML config file and `--help`.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::needless_range_loop
+)]
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -90,7 +90,7 @@ enum Keystream {
 
 impl Keystream {
     fn new(seed: &Seed, prg: Prg, pos: StreamPos) -> Self {
-        let key = *seed.expose_secret();
+        let mut key = *seed.expose_secret();
         let mut ks = if pos.stream == 0 {
             match prg {
                 Prg::ChaCha20 => Keystream::R20(ChaChaCore::from_seed(key)),
@@ -127,6 +127,7 @@ impl Keystream {
             Keystream::R8(c) => c.set_block_pos(pos.block),
             Keystream::Other(_) => {}
         }
+        key.zeroize();
         ks
     }
 

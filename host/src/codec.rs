@@ -13,7 +13,7 @@
 //! | 0x01 | AdvertiseKeys    | c_pk [32], s_pk [32] |
 //! | 0x02 | ShareKeys        | commitment [32], n u32, n × (recipient u32, bundle [88]) |
 //! | 0x03 | MaskedInput      | b u8, count u32, packed ⌈count·b/8⌉ bytes |
-//! | 0x04 | UnmaskShares     | n u32, n × (owner u32, kind u8, share [32]) |
+//! | 0x04 | UnmaskShares     | n u32, n × (owner u32, kind u8 (0 self, 1 key, 2 none), share [32]) |
 //! | 0x81 | KeyList          | n u32, n × (id u32, c_pk [32], s_pk [32]) |
 //! | 0x82 | ShareBundles     | n u32, n × (sender u32, bundle [88]) |
 //! | 0x83 | UnmaskRequest    | n u32, n × id u32 |
@@ -333,6 +333,7 @@ pub fn encode_client(env: &Envelope<ClientMessage>, bits: u32) -> Vec<u8> {
                 w.u8(match s.kind {
                     ShareKind::SelfMask => 0,
                     ShareKind::MaskKey => 1,
+                    ShareKind::Unreadable => 2,
                 });
                 w.bytes(&s.value);
             }
@@ -388,10 +389,13 @@ pub fn decode_client(bytes: &[u8], limits: &Limits) -> Result<Envelope<ClientMes
                 let kind = match r.u8("kind")? {
                     0 => ShareKind::SelfMask,
                     1 => ShareKind::MaskKey,
+                    2 => ShareKind::Unreadable,
                     k => {
                         return Err(CodecError::Invalid {
                             field: "share kind",
-                            why: format!("{k} is neither 0 (self mask) nor 1 (mask key)"),
+                            why: format!(
+                                "{k} is not 0 (self mask), 1 (mask key) or 2 (unreadable bundle)"
+                            ),
                         });
                     }
                 };
@@ -666,8 +670,8 @@ pub mod tag {
 
 /// Elements per masked-input chunk: at most 1 MiB of packed data at 32 bits.
 pub const CHUNK_ELEMS: usize = 1 << 18;
-/// Largest model layout a hello may carry.
-pub const MAX_LAYOUT: usize = 4 << 20;
+/// Largest model layout a hello may carry (thousands of named tensors fit in far less).
+pub const MAX_LAYOUT: usize = 1 << 20;
 /// Bytes of a welcome frame.
 pub const WELCOME_LEN: usize = HEADER_LEN + 4 * 6 + 2 + 4 * 3 + 8;
 

@@ -12,10 +12,14 @@ pub enum ShareKind {
     SelfMask,
     /// A share of the mask-agreement key: revealed for peers that dropped before it.
     MaskKey,
+    /// No share: the owner's bundle to this client failed authentication, so it holds none.
+    /// The reveal still answers for that owner, and the server rebuilds from the others.
+    Unreadable,
 }
 
 /// One share revealed at unmasking: the owner of the secret, which secret, and the share.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Its `Debug` leaves the share value out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RevealedShare {
     /// Whose secret.
     pub owner: ClientId,
@@ -23,6 +27,21 @@ pub struct RevealedShare {
     pub kind: ShareKind,
     /// The share value (a canonical scalar, little-endian).
     pub value: [u8; 32],
+}
+
+impl std::fmt::Debug for RevealedShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevealedShare")
+            .field("owner", &self.owner)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for RevealedShare {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.value);
+    }
 }
 
 /// A sealed share bundle and the client at its other end (recipient when a client sends it,

@@ -229,7 +229,7 @@ fn client_weight(cfg: &SimConfig, id: ClientId) -> u32 {
     if !cfg.random_weights || max == 1 {
         return 1;
     }
-    let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed ^ 0x77e1_6b7);
+    let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed ^ 0x077e_16b7);
     rng.set_stream(u64::from(id.0) + 1);
     1 + (rng.next_u32() % max)
 }

@@ -65,6 +65,11 @@ pub struct ServerArgs {
     /// Masked uploads staged at once (server memory is this many vectors). [default: 4]
     #[arg(long)]
     max_uploads: Option<usize>,
+    /// The number of model parameters every client must send. Without it the first client
+    /// to join sets it (capped at 2^28 parameters, a 1 GiB accumulator); with it, clients
+    /// with any other size are refused.
+    #[arg(long)]
+    params: Option<usize>,
     /// Read flags from this TOML file.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -87,7 +92,11 @@ struct ServerFile {
     output: Option<PathBuf>,
     summary: Option<PathBuf>,
     max_uploads: Option<usize>,
+    params: Option<usize>,
 }
+
+/// Largest model the server accepts from its first client when `--params` is not given.
+const DEFAULT_MAX_PARAMS: usize = 1 << 28;
 
 /// Everything the server needs, merged and checked.
 struct Settings {
@@ -97,6 +106,7 @@ struct Settings {
     output: PathBuf,
     summary: Option<PathBuf>,
     max_uploads: usize,
+    params: Option<usize>,
 }
 
 fn settings(a: ServerArgs) -> Result<Settings, String> {
@@ -183,6 +193,7 @@ fn settings(a: ServerArgs) -> Result<Settings, String> {
         output,
         summary: a.summary.or(file.summary),
         max_uploads: a.max_uploads.or(file.max_uploads).unwrap_or(4),
+        params: a.params.or(file.params),
     })
 }
 
@@ -233,10 +244,20 @@ pub fn run(a: ServerArgs) -> Result<ExitCode, String> {
         max_concurrent_uploads: s.max_uploads,
         layout: None,
     };
-    let params_of = |layout: &[u8]| {
-        ModelLayout::from_bytes(layout, MAX_PARAMS)
+    let expected = s.params;
+    let params_of = move |layout: &[u8]| {
+        let m = ModelLayout::from_bytes(layout, MAX_PARAMS)
             .map(|l| l.params())
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        match expected {
+            Some(p) if p != m => Err(format!(
+                "it has {m} parameters; this server aggregates {p} (--params)"
+            )),
+            None if m > DEFAULT_MAX_PARAMS => Err(format!(
+                "it has {m} parameters, above the {DEFAULT_MAX_PARAMS} a server accepts without --params"
+            )),
+            _ => Ok(m),
+        }
     };
     let report = runtime
         .block_on(serve_with_layout(
@@ -291,8 +312,12 @@ fn finish(s: &Settings, report: &RoundReport) -> Result<ExitCode, String> {
                 .with_params(out.sum.len())
                 .map_err(|e| e.to_string())?;
             let sum = out.dequantized_sum(&config);
-            write_model(&s.output, &layout, &sum).map_err(|e| e.to_string())?;
-            summary["status"] = json!("completed");
+            let written = write_model(&s.output, &layout, &sum);
+            summary["status"] = json!(if written.is_ok() {
+                "completed"
+            } else {
+                "output-failed"
+            });
             summary["included"] = json!(out.included.iter().map(|c| c.0).collect::<Vec<_>>());
             summary["dropped"] = json!(
                 out.dropped
@@ -307,16 +332,25 @@ fn finish(s: &Settings, report: &RoundReport) -> Result<ExitCode, String> {
                 let mean = out.weighted_mean(&config);
                 summary["weighted_mean"] = json!(mean);
             }
-            eprintln!(
-                "round completed: {} clients in the sum, {} dropped; {} received, {} sent; {}; sum written to {}",
-                out.included.len(),
-                out.dropped.len(),
-                human_bytes(report.bytes_received),
-                human_bytes(report.bytes_sent),
-                human_duration(report.elapsed),
-                s.output.display()
-            );
-            ExitCode::SUCCESS
+            match written {
+                Ok(()) => {
+                    eprintln!(
+                        "round completed: {} clients in the sum, {} dropped; {} received, {} sent; {}; sum written to {}",
+                        out.included.len(),
+                        out.dropped.len(),
+                        human_bytes(report.bytes_received),
+                        human_bytes(report.bytes_sent),
+                        human_duration(report.elapsed),
+                        s.output.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("round completed, but the sum could not be written: {e}");
+                    summary["reason"] = json!(e.to_string());
+                    ExitCode::from(super::EXIT_FAILED)
+                }
+            }
         }
         Err(reason) => {
             summary["status"] = json!("aborted");

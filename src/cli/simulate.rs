@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use secagg_engine::{Backend, BackendChoice, Engine, Prg};
+use secagg_host::config::bits_needed;
 use secagg_host::plan::{PlanRequest, plan, threshold_for};
 use secagg_host::sim::{self, DropMode, DropSchedule, Progress, SimConfig, SimReport};
 use secagg_host::{Quantization, RoundConfig, Stage};
@@ -139,8 +140,12 @@ pub fn run(a: SimulateArgs) -> Result<ExitCode, String> {
         builder = builder.min_survivors(min);
     }
     if a.levels.is_some() || a.max_weight != 1 || a.clip != 1.0 {
-        let probe = RoundConfig::builder(a.clients, 1).bits(a.bits).build();
-        let default_levels = probe.map(|c| c.quantization().levels).unwrap_or(2);
+        // The default levels leave room for the weights asked for.
+        let default_levels = (1..=16u32)
+            .rev()
+            .map(|e| 1u32 << e)
+            .find(|&q| bits_needed(a.clients, q, a.max_weight) <= a.bits)
+            .unwrap_or(2);
         builder = builder.quantization(Quantization {
             clip: a.clip,
             levels: a.levels.unwrap_or(default_levels),

@@ -615,7 +615,7 @@ impl GpuEngine {
                     );
                 });
         }
-        self.health.check()?;
+        // Errors raised by this submission surface in `finish`, which also unmaps the buffer.
         Ok(InFlight {
             readback,
             bytes,
@@ -631,38 +631,36 @@ impl GpuEngine {
             submission_index: Some(f.index),
             timeout: None,
         });
+        // The map callback runs during a poll; one more pass catches a late one.
+        if poll.is_ok() && f.state.load(Ordering::Acquire) == MAP_PENDING {
+            let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+        }
+        let state = f.state.load(Ordering::Acquire);
+        let copied = match state {
+            MAP_OK => match f.readback.slice(..f.bytes).get_mapped_range() {
+                Ok(view) => {
+                    let mapped: &[u32] = bytemuck::cast_slice(&view);
+                    data[f.c0..f.c0 + mapped.len()].copy_from_slice(mapped);
+                    Ok(())
+                }
+                Err(e) => Err(EngineError::Mapping(e.to_string())),
+            },
+            MAP_FAILED => Err(EngineError::Mapping(
+                "readback buffer could not be mapped".into(),
+            )),
+            _ => Err(EngineError::Mapping("readback never completed".into())),
+        };
+        // Leave the slot reusable whatever happened: unmap a mapped buffer, and cancel a
+        // mapping still pending (a failed one is not mapped).
+        if state != MAP_FAILED {
+            f.readback.unmap();
+        }
         if let Err(e) = poll {
             self.health.check()?;
             return Err(EngineError::DeviceLost(e.to_string()));
         }
-        // The map callback runs during a poll; one more pass catches a late one.
-        if f.state.load(Ordering::Acquire) == MAP_PENDING {
-            let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
-        }
-        match f.state.load(Ordering::Acquire) {
-            MAP_OK => {}
-            MAP_FAILED => {
-                self.health.check()?;
-                return Err(EngineError::Mapping(
-                    "readback buffer could not be mapped".into(),
-                ));
-            }
-            _ => {
-                self.health.check()?;
-                return Err(EngineError::Mapping("readback never completed".into()));
-            }
-        }
-        let copied = match f.readback.slice(..f.bytes).get_mapped_range() {
-            Ok(view) => {
-                let mapped: &[u32] = bytemuck::cast_slice(&view);
-                data[f.c0..f.c0 + mapped.len()].copy_from_slice(mapped);
-                Ok(())
-            }
-            Err(e) => Err(EngineError::Mapping(e.to_string())),
-        };
-        f.readback.unmap();
-        copied?;
-        self.health.check()
+        self.health.check()?;
+        copied
     }
 
     fn buffers(&self) -> MutexGuard<'_, Buffers> {

@@ -2,7 +2,7 @@
 //! self mask and one pairwise mask per neighbour that completed share keys — in one engine
 //! pass — and send it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use curve25519_dalek::Scalar;
 use rand_core::CryptoRng;
@@ -56,7 +56,7 @@ impl ExpectShareBundles {
         ctx: &mut Ctx<'_, E, R>,
         bundles: Vec<SealedBundle>,
     ) -> Next {
-        let held = match self.open_all(ctx.id, &bundles) {
+        let (held, unreadable) = match self.open_all(ctx.id, &bundles) {
             Ok(h) => h,
             Err(e) => return Ok(State::Aborted(e)),
         };
@@ -72,8 +72,11 @@ impl ExpectShareBundles {
             self.secrets.self_scalar(),
             &self.session,
         )));
+        // Every neighbour that completed share keys, whether or not its bundle could be read:
+        // the pairwise mask needs only its public key, and the server counts it in U2.
         let peers: Vec<(ClientId, &PublicKeys)> = held
             .keys()
+            .chain(&unreadable)
             .filter_map(|v| self.peer_keys.get(v).map(|k| (*v, k)))
             .collect();
         let seeds = match self.secrets.pairwise_seeds(&self.session, me, &peers) {
@@ -104,18 +107,24 @@ impl ExpectShareBundles {
         // The secrets themselves are no longer needed: only the shares we hold for others.
         Ok(State::UnmaskRequest(ExpectUnmaskRequest::new(
             held,
+            unreadable,
             self.own_self_share,
             self.neighbors.clone(),
         )))
     }
 
-    /// Opens every bundle: each from a distinct neighbour, each authentic.
+    /// Opens every bundle, each from a distinct neighbour. A bundle that fails
+    /// authentication (a forging sender, or a tampering server) costs this client that
+    /// sender's shares, not the round: it is listed as unreadable and answered for at
+    /// unmasking. A bundle from a non-neighbour or a repeated sender is the server's doing
+    /// and aborts.
     fn open_all(
         &self,
         me: ClientId,
         bundles: &[SealedBundle],
-    ) -> Result<BTreeMap<ClientId, Held>, ProtocolError> {
+    ) -> Result<(BTreeMap<ClientId, Held>, BTreeSet<ClientId>), ProtocolError> {
         let mut held = BTreeMap::new();
+        let mut unreadable = BTreeSet::new();
         for b in bundles {
             let Some(key) = self.bundle_keys.get(&b.peer) else {
                 return Err(ProtocolError::UnsafeRequest(format!(
@@ -123,12 +132,19 @@ impl ExpectShareBundles {
                     b.peer
                 )));
             };
-            if held.contains_key(&b.peer) {
+            if held.contains_key(&b.peer) || unreadable.contains(&b.peer) {
                 return Err(ProtocolError::Duplicate("share bundle"));
             }
-            let opened = key.open(&self.session, b.peer, me, &b.ciphertext)?;
-            held.insert(b.peer, Held::from(&opened));
+            match key.open(&self.session, b.peer, me, &b.ciphertext) {
+                Ok(opened) => {
+                    held.insert(b.peer, Held::from(&opened));
+                }
+                Err(e) => {
+                    log::warn!("client {me}: {e}; continuing without its shares");
+                    unreadable.insert(b.peer);
+                }
+            }
         }
-        Ok(held)
+        Ok((held, unreadable))
     }
 }

@@ -40,6 +40,8 @@ impl Drop for Held {
 /// Waiting for the list of clients whose masked input arrived.
 pub(super) struct ExpectUnmaskRequest {
     held: BTreeMap<ClientId, Held>,
+    /// Neighbours that completed share keys but whose bundle failed authentication.
+    unreadable: BTreeSet<ClientId>,
     own_self_share: Scalar,
     neighbors: Vec<ClientId>,
 }
@@ -53,11 +55,13 @@ impl Drop for ExpectUnmaskRequest {
 impl ExpectUnmaskRequest {
     pub(super) fn new(
         held: BTreeMap<ClientId, Held>,
+        unreadable: BTreeSet<ClientId>,
         own_self_share: Scalar,
         neighbors: Vec<ClientId>,
     ) -> Self {
         Self {
             held,
+            unreadable,
             own_self_share,
             neighbors,
         }
@@ -100,11 +104,9 @@ impl ExpectUnmaskRequest {
             ));
         }
         // U3 must be within U2: a neighbour that sent us no bundle cannot have survived.
-        if let Some(v) = self
-            .neighbors
-            .iter()
-            .find(|v| survivors.contains(v) && !self.held.contains_key(v))
-        {
+        if let Some(v) = self.neighbors.iter().find(|v| {
+            survivors.contains(v) && !self.held.contains_key(v) && !self.unreadable.contains(v)
+        }) {
             return Err(ProtocolError::UnsafeRequest(format!(
                 "{v} is named a survivor but never completed share keys"
             )));
@@ -128,6 +130,14 @@ impl ExpectUnmaskRequest {
                 owner: v,
                 kind,
                 value: value.to_bytes(),
+            });
+        }
+        for &v in &self.unreadable {
+            revealed.insert(v, ShareKind::Unreadable);
+            shares.push(RevealedShare {
+                owner: v,
+                kind: ShareKind::Unreadable,
+                value: [0; 32],
             });
         }
         ctx.send(ClientMessage::UnmaskShares(shares));

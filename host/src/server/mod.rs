@@ -19,7 +19,7 @@ mod r1_share_keys;
 mod r2_masked_input;
 mod r3_unmasking;
 
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use secagg_engine::{Backend, Modulus};
@@ -155,7 +155,8 @@ struct Ctx<'a, E> {
     outbox: &'a mut VecDeque<(ClientId, Envelope<ServerMessage>)>,
     events: &'a mut VecDeque<ServerEvent>,
     dropped: &'a mut Vec<DroppedClient>,
-    gone: &'a mut HashSet<ClientId>,
+    /// Clients that left (and why); later stages drop them at once with that reason.
+    gone: &'a mut HashMap<ClientId, DropReason>,
 }
 
 impl<E> Ctx<'_, E> {
@@ -177,8 +178,8 @@ impl<E> Ctx<'_, E> {
             reason,
         };
         self.events.push_back(ServerEvent::ClientDropped(d.clone()));
+        self.gone.insert(client, d.reason.clone());
         self.dropped.push(d);
-        self.gone.insert(client);
     }
 
     fn reject(&mut self, client: ClientId, reason: ProtocolError) {
@@ -195,7 +196,7 @@ impl<E> Ctx<'_, E> {
     fn abort(&mut self, reason: String, notify: impl IntoIterator<Item = ClientId>) -> State {
         log::warn!("round {} aborted: {reason}", self.config.round_id());
         for c in notify {
-            if !self.gone.contains(&c) {
+            if !self.gone.contains_key(&c) {
                 self.send(c, ServerMessage::Aborted(reason.clone()));
             }
         }
@@ -222,8 +223,8 @@ impl Roll {
     ) -> Self {
         let mut expected = BTreeSet::new();
         for c in clients {
-            if ctx.gone.contains(&c) {
-                ctx.drop_client(c, stage, DropReason::Disconnected);
+            if let Some(reason) = ctx.gone.get(&c).cloned() {
+                ctx.drop_client(c, stage, reason);
             } else {
                 expected.insert(c);
             }
@@ -327,7 +328,7 @@ pub struct Server<E> {
     outbox: VecDeque<(ClientId, Envelope<ServerMessage>)>,
     events: VecDeque<ServerEvent>,
     dropped: Vec<DroppedClient>,
-    gone: HashSet<ClientId>,
+    gone: HashMap<ClientId, DropReason>,
 }
 
 impl<E: Backend> Server<E> {
@@ -341,7 +342,7 @@ impl<E: Backend> Server<E> {
             outbox: VecDeque::new(),
             events: VecDeque::new(),
             dropped: Vec::new(),
-            gone: HashSet::new(),
+            gone: HashMap::new(),
         }
     }
 

@@ -39,13 +39,14 @@ impl ExpectKeys {
             Input::Message(from, ClientMessage::AdvertiseKeys(keys)) => {
                 if self.keys.contains_key(&from) {
                     ctx.reject(from, ProtocolError::Duplicate("advertise-keys"));
-                } else if ctx.gone.contains(&from) {
+                } else if ctx.gone.contains_key(&from) {
                     ctx.reject(from, ProtocolError::UnknownClient(from));
                 } else if self.keys.len() >= ctx.config.clients() {
                     // The round is full: this client is not part of it.
                     ctx.reject(from, ProtocolError::UnknownClient(from));
                 } else if is_low_order(&keys.encryption) || is_low_order(&keys.masking) {
                     let reason = ProtocolError::Crypto(CryptoError::NonContributory { peer: from });
+                    self.joined.remove(&from);
                     ctx.drop_client(from, Stage::AdvertiseKeys, DropReason::Misbehaved(reason));
                 } else {
                     self.joined.remove(&from);
@@ -57,7 +58,8 @@ impl ExpectKeys {
                     got: other.name(),
                     want: "advertise-keys",
                 };
-                if self.keys.remove(&from).is_some() || !ctx.gone.contains(&from) {
+                self.joined.remove(&from);
+                if self.keys.remove(&from).is_some() || !ctx.gone.contains_key(&from) {
                     ctx.drop_client(from, Stage::AdvertiseKeys, DropReason::Misbehaved(reason));
                 } else {
                     ctx.reject(from, reason);
@@ -67,14 +69,14 @@ impl ExpectKeys {
                 self.joined.remove(&c);
                 if self.keys.contains_key(&c) {
                     // It advertised and then left: it is in U1 and misses share keys, where
-                    // the next stage's roll drops it at once.
-                    ctx.gone.insert(c);
-                } else if !ctx.gone.contains(&c) {
+                    // the next stage's roll drops it at once, with this reason.
+                    ctx.gone.insert(c, reason);
+                } else if !ctx.gone.contains_key(&c) {
                     ctx.drop_client(c, Stage::AdvertiseKeys, reason);
                 }
             }
             Input::Joined(c) => {
-                if !self.keys.contains_key(&c) && !ctx.gone.contains(&c) {
+                if !self.keys.contains_key(&c) && !ctx.gone.contains_key(&c) {
                     self.joined.insert(c);
                 }
             }

@@ -88,7 +88,8 @@ impl ExpectShares {
         if self.roll.remove(c) {
             ctx.drop_client(c, Stage::ShareKeys, reason);
         } else {
-            ctx.gone.insert(c);
+            // It completed this stage already: the next stage drops it, with this reason.
+            ctx.gone.entry(c).or_insert(reason);
         }
     }
 

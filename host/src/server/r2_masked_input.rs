@@ -82,7 +82,8 @@ impl ExpectMaskedInputs {
         if self.roll.remove(c) {
             ctx.drop_client(c, Stage::MaskedInput, reason);
         } else {
-            ctx.gone.insert(c);
+            // It completed this stage already: the next stage drops it, with this reason.
+            ctx.gone.entry(c).or_insert(reason);
         }
     }
 

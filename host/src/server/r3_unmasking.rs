@@ -41,6 +41,8 @@ pub(super) struct ExpectUnmaskShares {
     roll: Roll,
     acc: Vec<u32>,
     shares: HashMap<ClientId, Received>,
+    /// (reporter, owner): bundles the reporter could not authenticate.
+    unreadable: Vec<(ClientId, ClientId)>,
 }
 
 impl Drop for ExpectUnmaskShares {
@@ -70,6 +72,7 @@ impl ExpectUnmaskShares {
             roll,
             acc,
             shares: HashMap::new(),
+            unreadable: Vec::new(),
         };
         s.check_done(ctx)
     }
@@ -100,7 +103,8 @@ impl ExpectUnmaskShares {
         if self.roll.remove(c) {
             ctx.drop_client(c, Stage::Unmasking, reason);
         } else {
-            ctx.gone.insert(c);
+            // It completed this stage already: the next stage drops it, with this reason.
+            ctx.gone.entry(c).or_insert(reason);
         }
     }
 
@@ -117,38 +121,53 @@ impl ExpectUnmaskShares {
         owners.insert(from);
         let mut parsed = Vec::with_capacity(shares.len());
         let mut seen = BTreeSet::new();
-        for s in shares {
-            if !owners.contains(&s.owner) {
-                return Err(ProtocolError::UnsafeRequest(format!(
-                    "share of {} which {from} does not hold",
-                    s.owner
-                )));
+        let mut reported = Vec::new();
+        let result = (|| {
+            for s in shares {
+                if !owners.contains(&s.owner) {
+                    return Err(ProtocolError::UnsafeRequest(format!(
+                        "share of {} which {from} does not hold",
+                        s.owner
+                    )));
+                }
+                if !seen.insert(s.owner) {
+                    return Err(ProtocolError::Duplicate("revealed share"));
+                }
+                if s.kind == ShareKind::Unreadable && s.owner != from {
+                    // The owner's bundle to `from` failed authentication: no share here.
+                    reported.push(s.owner);
+                    continue;
+                }
+                let want = if self.u3.contains(&s.owner) {
+                    ShareKind::SelfMask
+                } else {
+                    ShareKind::MaskKey
+                };
+                if s.kind != want {
+                    return Err(ProtocolError::UnsafeRequest(format!(
+                        "{:?} share of {} where {:?} was asked for",
+                        s.kind, s.owner, want
+                    )));
+                }
+                parsed.push((s.owner, scalar_from_bytes(&s.value)?));
             }
-            if !seen.insert(s.owner) {
-                return Err(ProtocolError::Duplicate("revealed share"));
+            if seen.len() != owners.len() {
+                return Err(ProtocolError::WrongLength {
+                    got: seen.len(),
+                    want: owners.len(),
+                });
             }
-            let want = if self.u3.contains(&s.owner) {
-                ShareKind::SelfMask
-            } else {
-                ShareKind::MaskKey
-            };
-            if s.kind != want {
-                return Err(ProtocolError::UnsafeRequest(format!(
-                    "{:?} share of {} where {:?} was asked for",
-                    s.kind, s.owner, want
-                )));
-            }
-            parsed.push((s.owner, scalar_from_bytes(&s.value)?));
-        }
-        if seen.len() != owners.len() {
-            return Err(ProtocolError::WrongLength {
-                got: seen.len(),
-                want: owners.len(),
-            });
+            Ok(())
+        })();
+        if let Err(e) = result {
+            parsed.iter_mut().for_each(|(_, v)| v.zeroize());
+            return Err(e);
         }
         for (owner, value) in parsed {
             self.shares.entry(owner).or_default().insert(from, value);
         }
+        self.unreadable
+            .extend(reported.into_iter().map(|owner| (from, owner)));
         Ok(())
     }
 
@@ -169,6 +188,13 @@ impl ExpectUnmaskShares {
             stage: Stage::Unmasking,
             clients: self.roll.answered.len(),
         });
+        for &(reporter, owner) in &self.unreadable {
+            log::warn!("client {reporter} could not authenticate the share bundle of {owner}");
+            ctx.reject(
+                owner,
+                ProtocolError::Crypto(CryptoError::Decrypt { from: owner }),
+            );
+        }
         let mut culprits = Vec::new();
         let terms = self.mask_terms(ctx.config.threshold(), &mut culprits);
         for (holder, owner) in culprits {
@@ -214,7 +240,7 @@ impl ExpectUnmaskShares {
             mask_terms,
         };
         for c in self.notify_all() {
-            if !ctx.gone.contains(&c) {
+            if !ctx.gone.contains_key(&c) {
                 ctx.send(
                     c,
                     ServerMessage::Completed {

@@ -19,7 +19,7 @@ use crate::codec::{self, Hello, Limits, tag};
 use crate::config::RoundConfig;
 use crate::error::{CodecError, ProtocolError};
 use crate::messages::{ClientMessage, Envelope, ServerMessage};
-use crate::server::{RoundOutput, Server, ServerEvent, ServerStatus};
+use crate::server::{DropReason, RoundOutput, Server, ServerEvent, ServerStatus};
 use crate::{ClientId, Stage};
 
 /// How the server runs a round.
@@ -156,11 +156,17 @@ pub async fn serve_with_layout<E: Backend>(
     };
     let mut peers: HashMap<ClientId, Peer> = HashMap::new();
     let mut by_conn: HashMap<u64, ClientId> = HashMap::new();
-    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    let mut tasks: HashMap<u64, JoinHandle<()>> = HashMap::new();
+    // Connections that have not said hello yet are capped, so a flood of idle sockets costs
+    // a bounded amount of memory.
+    let pending = Arc::new(Semaphore::new(2 * template.clients() + 64));
     let mut next_conn = 0u64;
     let mut stage_start = (Stage::AdvertiseKeys, Duration::ZERO);
     let mut stage_clients = HashMap::new();
-    let hello_timeout = template.stage_timeout();
+    let hello_timeout = template.stage_timeout().min(Duration::from_secs(10));
+    // An upload holding a permit must keep moving: a frame at least every eighth of a stage
+    // deadline, so a stalled client cannot keep the others from uploading in time.
+    let upload_timeout = (template.stage_timeout() / 8).max(Duration::from_millis(250));
 
     loop {
         let now = started.elapsed();
@@ -176,15 +182,22 @@ pub async fn serve_with_layout<E: Backend>(
             accepted = listener.accept() => {
                 match accepted {
                     Ok((socket, addr)) => {
+                        let Ok(permit) = Arc::clone(&pending).try_acquire_owned() else {
+                            log::warn!("refusing a connection from {addr}: too many connections waiting to join");
+                            report.refused.push(format!("{addr}: too many connections waiting to join"));
+                            continue;
+                        };
                         log::debug!("connection {next_conn} from {addr}");
                         report.connections += 1;
                         let _ = socket.set_nodelay(true);
-                        tasks.push(tokio::spawn(connection(
+                        tasks.insert(next_conn, tokio::spawn(connection(
                             next_conn,
                             socket,
                             events_tx.clone(),
                             Arc::clone(&uploads),
+                            permit,
                             hello_timeout,
+                            upload_timeout,
                         )));
                         next_conn += 1;
                     }
@@ -321,7 +334,17 @@ pub async fn serve_with_layout<E: Backend>(
                     stage_clients.insert(stage, clients);
                 }
                 ServerEvent::ClientDropped(d) => {
-                    log::info!("client {} dropped at {}: {}", d.client, d.stage, d.reason)
+                    log::info!("client {} dropped at {}: {}", d.client, d.stage, d.reason);
+                    // Timed out or misbehaved: close its connection (and free anything it
+                    // holds, such as an upload permit).
+                    if d.reason != DropReason::Disconnected
+                        && let Some(peer) = peers.remove(&d.client)
+                    {
+                        by_conn.remove(&peer.conn);
+                        if let Some(t) = tasks.remove(&peer.conn) {
+                            t.abort();
+                        }
+                    }
                 }
                 ServerEvent::MessageRejected { client, reason } => {
                     log::warn!("refused a message from client {client}: {reason}")
@@ -373,7 +396,7 @@ pub async fn serve_with_layout<E: Backend>(
             () = &mut grace => break,
         }
     }
-    for t in tasks {
+    for t in tasks.into_values() {
         t.abort();
     }
     report.elapsed = started.elapsed();
@@ -441,7 +464,9 @@ async fn connection(
     socket: TcpStream,
     events: mpsc::Sender<Event>,
     uploads: Arc<Semaphore>,
+    pending: OwnedSemaphorePermit,
     hello_timeout: Duration,
+    upload_timeout: Duration,
 ) {
     let (rd, wr) = socket.into_split();
     // Until the client is admitted only a hello may arrive.
@@ -504,6 +529,8 @@ async fn connection(
         // Refused: the driver has queued the refusal; stop reading.
         _ => return,
     };
+    // Admitted: it no longer counts against the connections waiting to say hello.
+    drop(pending);
     reader
         .decoder_mut()
         .set_max_frame_length(limits.max_client_frame());
@@ -521,7 +548,23 @@ async fn connection(
                 Err(_) => break,
             }
         }
-        let frame = match reader.next().await {
+        // An upload in progress holds a permit: it must keep moving or be cut off.
+        let next = if staging.is_some() {
+            match tokio::time::timeout(upload_timeout, reader.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    let stalled = CodecError::Invalid {
+                        field: "masked input",
+                        why: format!("upload stalled for {upload_timeout:?}"),
+                    };
+                    let _ = events.send(bad(stalled)).await;
+                    return;
+                }
+            }
+        } else {
+            reader.next().await
+        };
+        let frame = match next {
             Some(Ok(f)) => f,
             Some(Err(e)) => {
                 let _ = events.send(bad(frame_error(e))).await;
@@ -532,6 +575,16 @@ async fn connection(
         let size = frame.len() + 4;
         let event = match codec::frame_tag(&frame) {
             Err(e) => bad(e),
+            Ok(t) if t != tag::CHUNK && staging.as_ref().is_some_and(|s| s.1 > 0) => {
+                bad(CodecError::Invalid {
+                    field: "masked input",
+                    why: format!("frame tag {t:#04x} in the middle of a chunked upload"),
+                })
+            }
+            Ok(0x03) => bad(CodecError::Invalid {
+                field: "masked input",
+                why: "a masked vector must be sent in chunks (tag 0x13)".into(),
+            }),
             Ok(tag::CHUNK) => {
                 let (mut values, at, permit, bytes) = match staging.take() {
                     Some(s) => s,
@@ -566,6 +619,9 @@ async fn connection(
                 if t == 0x02 {
                     // After its share keys a client uploads its masked vector.
                     upload_next = true;
+                } else if staging.take().is_some() {
+                    // A permit taken for an upload that did not come: give it back.
+                    upload_next = false;
                 }
                 match codec::decode_client(&frame, &limits) {
                     Ok(message) => Event::Message {
