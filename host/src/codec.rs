@@ -268,6 +268,43 @@ fn header<'a>(bytes: &'a [u8]) -> Result<(u8, u64, Reader<'a>), CodecError> {
     Ok((tag, round, r))
 }
 
+/// The header of a frame that must carry tag `want`.
+fn expect_tag<'a>(bytes: &'a [u8], want: u8) -> Result<(u64, Reader<'a>), CodecError> {
+    let (tag, round, r) = header(bytes)?;
+    if tag != want {
+        return Err(CodecError::UnknownTag(tag));
+    }
+    Ok((round, r))
+}
+
+/// A reason: u16 length and UTF-8, cut at a character boundary to [`MAX_REASON`] bytes.
+fn write_reason(w: &mut Writer, reason: &str) {
+    let mut end = reason.len().min(MAX_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    w.u16(end as u16);
+    w.bytes(&reason.as_bytes()[..end]);
+}
+
+fn read_reason(r: &mut Reader<'_>) -> Result<String, CodecError> {
+    let len = r.u16("reason length")? as usize;
+    if len > MAX_REASON {
+        return Err(CodecError::TooLong {
+            field: "reason",
+            len: len as u64,
+            max: MAX_REASON as u64,
+        });
+    }
+    let text = r.take(len, "reason")?;
+    std::str::from_utf8(text)
+        .map(str::to_owned)
+        .map_err(|e| CodecError::Invalid {
+            field: "reason",
+            why: e.to_string(),
+        })
+}
+
 fn write_bundles(w: &mut Writer, bundles: &[SealedBundle]) {
     w.count(bundles.len());
     for b in bundles {
@@ -446,12 +483,7 @@ pub fn encode_server(env: &Envelope<ServerMessage>) -> Vec<u8> {
         }
         ServerMessage::Aborted(reason) => {
             let mut w = Writer::new(0x85, env.round);
-            let mut end = reason.len().min(MAX_REASON);
-            while !reason.is_char_boundary(end) {
-                end -= 1;
-            }
-            w.u16(end as u16);
-            w.bytes(&reason.as_bytes()[..end]);
+            write_reason(&mut w, reason);
             w.0
         }
     }
@@ -481,24 +513,7 @@ pub fn decode_server(bytes: &[u8], limits: &Limits) -> Result<Envelope<ServerMes
         0x84 => ServerMessage::Completed {
             included: r.u32("included")?,
         },
-        0x85 => {
-            let len = r.u16("reason length")? as usize;
-            if len > MAX_REASON {
-                return Err(CodecError::TooLong {
-                    field: "reason",
-                    len: len as u64,
-                    max: MAX_REASON as u64,
-                });
-            }
-            let text = r.take(len, "reason")?;
-            let reason = std::str::from_utf8(text)
-                .map_err(|e| CodecError::Invalid {
-                    field: "reason",
-                    why: e.to_string(),
-                })?
-                .to_owned();
-            ServerMessage::Aborted(reason)
-        }
+        0x85 => ServerMessage::Aborted(read_reason(&mut r)?),
         t => return Err(CodecError::UnknownTag(t)),
     };
     r.finish()?;
@@ -718,10 +733,7 @@ pub fn encode_hello(h: &Hello) -> Vec<u8> {
 
 /// Decodes a hello.
 pub fn decode_hello(bytes: &[u8]) -> Result<Hello, CodecError> {
-    let (t, round, mut r) = header(bytes)?;
-    if t != tag::HELLO {
-        return Err(CodecError::UnknownTag(t));
-    }
+    let (round, mut r) = expect_tag(bytes, tag::HELLO)?;
     no_round(round)?;
     let client = ClientId(r.u32("client id")?);
     let weighted = match r.u8("weighted")? {
@@ -776,10 +788,7 @@ pub fn encode_welcome(config: &RoundConfig) -> Vec<u8> {
 
 /// Decodes a welcome into a configuration, validated as any other.
 pub fn decode_welcome(bytes: &[u8]) -> Result<RoundConfig, CodecError> {
-    let (t, round, mut r) = header(bytes)?;
-    if t != tag::WELCOME {
-        return Err(CodecError::UnknownTag(t));
-    }
+    let (round, mut r) = expect_tag(bytes, tag::WELCOME)?;
     let clients = r.u32("clients")? as usize;
     let threshold = r.u32("threshold")? as usize;
     let min_survivors = r.u32("min_survivors")? as usize;
@@ -826,25 +835,15 @@ pub fn decode_welcome(bytes: &[u8]) -> Result<RoundConfig, CodecError> {
 /// Encodes a refusal.
 pub fn encode_reject(reason: &str) -> Vec<u8> {
     let mut w = Writer::new(tag::REJECT, 0);
-    let mut end = reason.len().min(MAX_REASON);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    w.u16(end as u16);
-    w.bytes(&reason.as_bytes()[..end]);
+    write_reason(&mut w, reason);
     w.0
 }
 
 /// Decodes a refusal.
 pub fn decode_reject(bytes: &[u8]) -> Result<String, CodecError> {
-    let (t, round, mut r) = header(bytes)?;
-    if t != tag::REJECT {
-        return Err(CodecError::UnknownTag(t));
-    }
+    let (round, mut r) = expect_tag(bytes, tag::REJECT)?;
     no_round(round)?;
-    let len = r.u16("reason length")? as usize;
-    let text = r.take(len.min(MAX_REASON), "reason")?;
-    let reason = String::from_utf8_lossy(text).into_owned();
+    let reason = read_reason(&mut r)?;
     r.finish()?;
     Ok(reason)
 }
@@ -883,10 +882,7 @@ pub fn decode_chunk_into(
     expect_offset: usize,
     out: &mut [u32],
 ) -> Result<ChunkPlacement, CodecError> {
-    let (t, round, mut r) = header(bytes)?;
-    if t != tag::CHUNK {
-        return Err(CodecError::UnknownTag(t));
-    }
+    let (round, mut r) = expect_tag(bytes, tag::CHUNK)?;
     let offset = r.u32("chunk offset")? as usize;
     let count = r.u32("chunk count")? as usize;
     if offset != expect_offset {
