@@ -5,7 +5,8 @@ use crate::{
     StreamPos,
 };
 
-/// Which backend to use: `auto` takes a GPU adapter when one exists, the CPU otherwise.
+/// Which backend to use: `auto` takes a hardware GPU adapter when one exists, the CPU
+/// otherwise (a software Vulkan driver such as lavapipe only when `gpu` is asked for).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum BackendChoice {
     /// GPU if an adapter opens, else CPU (logged).
@@ -72,6 +73,15 @@ impl Engine {
             BackendChoice::Cpu => Engine::Cpu(CpuEngine::new()),
             BackendChoice::Gpu => Engine::Gpu(Box::new(GpuEngine::new()?)),
             BackendChoice::Auto => match GpuEngine::new() {
+                // A software Vulkan driver (lavapipe, SwiftShader) runs on the same cores as
+                // the CPU engine, only slower: `auto` takes it only when asked for by name.
+                Ok(g) if g.adapter_info().device_type == wgpu::DeviceType::Cpu => {
+                    log::info!(
+                        "the only GPU adapter is a software driver ({}); using the CPU engine (pass gpu to use it anyway)",
+                        g.adapter_info().name
+                    );
+                    Engine::Cpu(CpuEngine::new())
+                }
                 Ok(g) => Engine::Gpu(Box::new(g)),
                 Err(e) => {
                     log::warn!("no usable GPU ({e}); using the CPU engine");

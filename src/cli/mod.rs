@@ -94,3 +94,13 @@ pub fn human_duration(d: std::time::Duration) -> String {
         format!("{:.0} µs", s * 1e6)
     }
 }
+
+/// A probability given as its log2, for humans: `2^-41.3`, or `0` when it cannot happen
+/// under the model (the planner's worst-case counts make some tails empty).
+pub fn pow2(log2: f64) -> String {
+    if log2 == f64::NEG_INFINITY {
+        "0".into()
+    } else {
+        format!("2^{log2:.1}")
+    }
+}

@@ -53,8 +53,11 @@ pub fn run(a: PlanArgs) -> Result<ExitCode, String> {
     println!("  neighbors k = {}", p.neighbors);
     println!("  threshold t = {}", p.threshold);
     println!(
-        "  insecurity ≤ 2^{:.1} (target 2^-{}), failure ≤ 2^{:.1} (target 2^-{})",
-        p.log2_insecurity, a.security_bits, p.log2_failure, a.correctness_bits
+        "  insecurity ≤ {} (target 2^-{}), failure ≤ {} (target 2^-{})",
+        super::pow2(p.log2_insecurity),
+        a.security_bits,
+        super::pow2(p.log2_failure),
+        a.correctness_bits
     );
     if bits > 32 {
         println!(

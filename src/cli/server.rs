@@ -135,10 +135,10 @@ fn settings(a: ServerArgs) -> Result<Settings, String> {
     } else {
         let p = threshold_for(n, k, 0.1, 0.05);
         log::info!(
-            "SecAgg+ with k = {k}: planner threshold t = {} (insecurity 2^{:.1}, failure 2^{:.1} at 10% dropout, 5% corrupt)",
+            "SecAgg+ with k = {k}: planner threshold t = {} (insecurity {}, failure {} at 10% dropout, 5% corrupt)",
             p.threshold,
-            p.log2_insecurity,
-            p.log2_failure
+            super::pow2(p.log2_insecurity),
+            super::pow2(p.log2_failure)
         );
         if p.threshold > big_t {
             return Err(format!(

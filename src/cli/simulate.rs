@@ -97,8 +97,11 @@ fn choose_graph(a: &SimulateArgs) -> Result<(usize, usize, String), String> {
             })
             .map_err(|e| e.to_string())?;
             let why = format!(
-                "planner (dropout {}, corrupt {}): insecurity 2^{:.1}, failure 2^{:.1}",
-                a.dropout, a.corrupt, p.log2_insecurity, p.log2_failure
+                "planner (dropout {}, corrupt {}): insecurity {}, failure {}",
+                a.dropout,
+                a.corrupt,
+                super::pow2(p.log2_insecurity),
+                super::pow2(p.log2_failure)
             );
             Ok((p.neighbors, t.unwrap_or(p.threshold), why))
         }
@@ -110,8 +113,9 @@ fn choose_graph(a: &SimulateArgs) -> Result<(usize, usize, String), String> {
                 k,
                 p.threshold,
                 format!(
-                    "t balancing the planner's bounds at k = {k}: insecurity 2^{:.1}, failure 2^{:.1}",
-                    p.log2_insecurity, p.log2_failure
+                    "t balancing the planner's bounds at k = {k}: insecurity {}, failure {}",
+                    super::pow2(p.log2_insecurity),
+                    super::pow2(p.log2_failure)
                 ),
             ))
         }
