@@ -42,7 +42,7 @@ use crate::error::CodecError;
 use crate::messages::{
     ClientMessage, Envelope, RevealedShare, SealedBundle, ServerMessage, ShareKind,
 };
-use crate::{ClientId, Stage};
+use crate::ClientId;
 
 /// The wire version this build speaks.
 pub const VERSION: u8 = 1;
@@ -912,17 +912,6 @@ pub fn decode_chunk_into(
         offset,
         count,
     })
-}
-
-/// The stage a client's frame belongs to, from its tag (`None` for hello and unknown tags).
-pub fn client_frame_stage(tag_byte: u8) -> Option<Stage> {
-    match tag_byte {
-        0x01 => Some(Stage::AdvertiseKeys),
-        0x02 => Some(Stage::ShareKeys),
-        0x03 | tag::CHUNK => Some(Stage::MaskedInput),
-        0x04 => Some(Stage::Unmasking),
-        _ => None,
-    }
 }
 
 #[cfg(test)]
