@@ -36,13 +36,13 @@ use std::time::Duration;
 
 use secagg_engine::Prg;
 
+use crate::ClientId;
 use crate::config::{Quantization, RoundConfig};
 use crate::crypto::{BUNDLE_LEN, PublicKeys};
 use crate::error::CodecError;
 use crate::messages::{
     ClientMessage, Envelope, RevealedShare, SealedBundle, ServerMessage, ShareKind,
 };
-use crate::ClientId;
 
 /// The wire version this build speaks.
 pub const VERSION: u8 = 1;

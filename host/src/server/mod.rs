@@ -248,6 +248,16 @@ impl Roll {
         self.is_pending(c) && self.expected.remove(&c)
     }
 
+    /// `c` left with `reason`: dropped at `stage` if it had not answered yet; otherwise it
+    /// completed this stage and the next stage's roll drops it, with this reason.
+    fn leave<E>(&mut self, ctx: &mut Ctx<'_, E>, c: ClientId, stage: Stage, reason: DropReason) {
+        if self.remove(c) {
+            ctx.drop_client(c, stage, reason);
+        } else {
+            ctx.gone.entry(c).or_insert(reason);
+        }
+    }
+
     /// Drops every client that has not answered (the deadline passed).
     fn expire<E>(&mut self, ctx: &mut Ctx<'_, E>, stage: Stage) {
         let late: Vec<ClientId> = self.expected.difference(&self.answered).copied().collect();

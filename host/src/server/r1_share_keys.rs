@@ -69,12 +69,15 @@ impl ExpectShares {
                             });
                         }
                     }
-                    Err(e) => self.drop(ctx, from, DropReason::Misbehaved(e)),
+                    Err(e) => {
+                        self.roll
+                            .leave(ctx, from, Stage::ShareKeys, DropReason::Misbehaved(e))
+                    }
                 },
                 other => out_of_turn(ctx, &mut self.roll, from, &other, Stage::ShareKeys),
             },
             Input::Message(from, msg) => ctx.reject(from, late_or_unknown(&self.roll, from, &msg)),
-            Input::Gone(c, reason) => self.drop(ctx, c, reason),
+            Input::Gone(c, reason) => self.roll.leave(ctx, c, Stage::ShareKeys, reason),
             Input::Joined(_) => {}
             Input::Deadline => {
                 self.roll.expire(ctx, Stage::ShareKeys);
@@ -82,15 +85,6 @@ impl ExpectShares {
             }
         }
         self.check_done(ctx)
-    }
-
-    fn drop<E>(&mut self, ctx: &mut Ctx<'_, E>, c: ClientId, reason: DropReason) {
-        if self.roll.remove(c) {
-            ctx.drop_client(c, Stage::ShareKeys, reason);
-        } else {
-            // It completed this stage already: the next stage drops it, with this reason.
-            ctx.gone.entry(c).or_insert(reason);
-        }
     }
 
     /// One bundle for each neighbour, each of the sealed size.

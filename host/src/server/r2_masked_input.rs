@@ -50,7 +50,8 @@ impl ExpectMaskedInputs {
             Input::Message(from, msg) if self.roll.is_pending(from) => match msg {
                 ClientMessage::MaskedInput(values) => {
                     if let Err(e) = check_vector(&values, ctx.config) {
-                        self.drop(ctx, from, DropReason::Misbehaved(e));
+                        self.roll
+                            .leave(ctx, from, Stage::MaskedInput, DropReason::Misbehaved(e));
                     } else if let Err(e) =
                         ctx.engine.add(&mut self.acc, &values, ctx.config.modulus())
                     {
@@ -68,7 +69,7 @@ impl ExpectMaskedInputs {
                 other => out_of_turn(ctx, &mut self.roll, from, &other, Stage::MaskedInput),
             },
             Input::Message(from, msg) => ctx.reject(from, late_or_unknown(&self.roll, from, &msg)),
-            Input::Gone(c, reason) => self.drop(ctx, c, reason),
+            Input::Gone(c, reason) => self.roll.leave(ctx, c, Stage::MaskedInput, reason),
             Input::Joined(_) => {}
             Input::Deadline => {
                 self.roll.expire(ctx, Stage::MaskedInput);
@@ -76,15 +77,6 @@ impl ExpectMaskedInputs {
             }
         }
         self.check_done(ctx)
-    }
-
-    fn drop<E>(&mut self, ctx: &mut Ctx<'_, E>, c: ClientId, reason: DropReason) {
-        if self.roll.remove(c) {
-            ctx.drop_client(c, Stage::MaskedInput, reason);
-        } else {
-            // It completed this stage already: the next stage drops it, with this reason.
-            ctx.gone.entry(c).or_insert(reason);
-        }
     }
 
     fn check_done<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {

@@ -84,12 +84,15 @@ impl ExpectUnmaskShares {
                     Ok(()) => {
                         self.roll.answered.insert(from);
                     }
-                    Err(e) => self.drop(ctx, from, DropReason::Misbehaved(e)),
+                    Err(e) => {
+                        self.roll
+                            .leave(ctx, from, Stage::Unmasking, DropReason::Misbehaved(e))
+                    }
                 },
                 other => out_of_turn(ctx, &mut self.roll, from, &other, Stage::Unmasking),
             },
             Input::Message(from, msg) => ctx.reject(from, late_or_unknown(&self.roll, from, &msg)),
-            Input::Gone(c, reason) => self.drop(ctx, c, reason),
+            Input::Gone(c, reason) => self.roll.leave(ctx, c, Stage::Unmasking, reason),
             Input::Joined(_) => {}
             Input::Deadline => {
                 self.roll.expire(ctx, Stage::Unmasking);
@@ -97,15 +100,6 @@ impl ExpectUnmaskShares {
             }
         }
         self.check_done(ctx)
-    }
-
-    fn drop<E>(&mut self, ctx: &mut Ctx<'_, E>, c: ClientId, reason: DropReason) {
-        if self.roll.remove(c) {
-            ctx.drop_client(c, Stage::Unmasking, reason);
-        } else {
-            // It completed this stage already: the next stage drops it, with this reason.
-            ctx.gone.entry(c).or_insert(reason);
-        }
     }
 
     /// Checks one client's shares — exactly one per owner it holds a share of, of the kind
