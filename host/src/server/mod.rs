@@ -192,6 +192,28 @@ impl<E> Ctx<'_, E> {
         self.now + self.config.stage_timeout()
     }
 
+    /// Ends `stage` with `have` clients: below the configured minimum the round aborts
+    /// (telling `notify`) and its reason comes back as `Err`; otherwise the stage is reported
+    /// complete.
+    fn close_stage(
+        &mut self,
+        stage: Stage,
+        have: usize,
+        notify: impl IntoIterator<Item = ClientId>,
+    ) -> Result<(), String> {
+        let need = self.config.min_survivors();
+        if have < need {
+            let reason = ProtocolError::TooFewClients { stage, have, need }.to_string();
+            self.abort(reason.clone(), notify);
+            return Err(reason);
+        }
+        self.events.push_back(ServerEvent::StageCompleted {
+            stage,
+            clients: have,
+        });
+        Ok(())
+    }
+
     /// Ends the round without revealing anything.
     fn abort(&mut self, reason: String, notify: impl IntoIterator<Item = ClientId>) -> State {
         log::warn!("round {} aborted: {reason}", self.config.round_id());

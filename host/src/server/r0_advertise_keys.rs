@@ -95,23 +95,13 @@ impl ExpectKeys {
     }
 
     fn finish<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
-        let have = self.keys.len();
-        let need = ctx.config.min_survivors();
-        if have < need {
-            let reason = ProtocolError::TooFewClients {
-                stage: Stage::AdvertiseKeys,
-                have,
-                need,
-            };
-            return ctx.abort(
-                reason.to_string(),
-                self.keys.keys().copied().collect::<Vec<_>>(),
-            );
+        if let Err(reason) = ctx.close_stage(
+            Stage::AdvertiseKeys,
+            self.keys.len(),
+            self.keys.keys().copied(),
+        ) {
+            return State::Aborted(reason);
         }
-        ctx.events.push_back(super::ServerEvent::StageCompleted {
-            stage: Stage::AdvertiseKeys,
-            clients: have,
-        });
         let list: Vec<(ClientId, PublicKeys)> = self.keys.into_iter().collect();
         let session = SessionId::derive(ctx.config, &list);
         let members: Vec<ClientId> = list.iter().map(|(id, _)| *id).collect();

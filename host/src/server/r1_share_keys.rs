@@ -10,7 +10,7 @@ use std::time::Duration;
 use secagg_engine::Backend;
 
 use super::r2_masked_input::ExpectMaskedInputs;
-use super::{Ctx, DropReason, Input, Roll, ServerEvent, State, out_of_turn};
+use super::{Ctx, DropReason, Input, Roll, State, out_of_turn};
 use crate::crypto::{BUNDLE_LEN, PublicKeys, SessionId};
 use crate::error::ProtocolError;
 use crate::graph::NeighborGraph;
@@ -131,22 +131,10 @@ impl ExpectShares {
 
     fn finish<E: Backend>(mut self, ctx: &mut Ctx<'_, E>) -> State {
         let u2: Vec<ClientId> = self.roll.answered.iter().copied().collect();
-        let need = ctx.config.min_survivors();
-        if u2.len() < need {
-            let reason = ProtocolError::TooFewClients {
-                stage: Stage::ShareKeys,
-                have: u2.len(),
-                need,
-            };
-            return ctx.abort(
-                reason.to_string(),
-                self.session.keys.keys().copied().collect::<Vec<_>>(),
-            );
+        let notify = self.session.keys.keys().copied();
+        if let Err(reason) = ctx.close_stage(Stage::ShareKeys, u2.len(), notify) {
+            return State::Aborted(reason);
         }
-        ctx.events.push_back(ServerEvent::StageCompleted {
-            stage: Stage::ShareKeys,
-            clients: u2.len(),
-        });
         for &u in &u2 {
             // Every stored bundle came from a client that answered, so all senders are in U2.
             let mut bundles = self.inbox.remove(&u).unwrap_or_default();

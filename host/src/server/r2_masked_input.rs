@@ -11,8 +11,7 @@ use secagg_engine::Backend;
 
 use super::r1_share_keys::{Session, late_or_unknown};
 use super::r3_unmasking::ExpectUnmaskShares;
-use super::{Ctx, DropReason, Input, Roll, ServerEvent, State, check_vector, out_of_turn};
-use crate::error::ProtocolError;
+use super::{Ctx, DropReason, Input, Roll, State, check_vector, out_of_turn};
 use crate::messages::{ClientMessage, ServerMessage};
 use crate::{ClientId, Stage};
 
@@ -89,22 +88,10 @@ impl ExpectMaskedInputs {
 
     fn finish<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
         let u3: Vec<ClientId> = self.roll.answered.iter().copied().collect();
-        let need = ctx.config.min_survivors();
-        if u3.len() < need {
-            let reason = ProtocolError::TooFewClients {
-                stage: Stage::MaskedInput,
-                have: u3.len(),
-                need,
-            };
-            return ctx.abort(
-                reason.to_string(),
-                self.session.keys.keys().copied().collect::<Vec<_>>(),
-            );
+        let notify = self.session.keys.keys().copied();
+        if let Err(reason) = ctx.close_stage(Stage::MaskedInput, u3.len(), notify) {
+            return State::Aborted(reason);
         }
-        ctx.events.push_back(ServerEvent::StageCompleted {
-            stage: Stage::MaskedInput,
-            clients: u3.len(),
-        });
         let shared: std::sync::Arc<[ClientId]> = u3.clone().into();
         for &u in &u3 {
             ctx.send(u, ServerMessage::UnmaskRequest(shared.clone()));
