@@ -1,12 +1,25 @@
-//! `secagg plan`: the planner's answer for a deployment.
+//! `secagg plan`: the planner's answer for a deployment, or a check of a pair fixed by
+//! hand.
 
 use std::process::ExitCode;
 
 use secagg_host::config::bits_needed;
-use secagg_host::plan::{PlanRequest, plan};
+use secagg_host::plan::{
+    Adversary, CheckError, PlanError, PlanRequest, check, log2_correctness_failure,
+    log2_security_failure_with, plan,
+};
+
+/// Exit status when no `(k, t)` meets the request, or when the checked pair misses a bound.
+const EXIT_FAILS_BOUNDS: u8 = 1;
 
 /// Arguments of `secagg plan`.
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit status: 0 when the chosen or checked pair meets every bound; \
+    1 when no pair meets the request, or the checked pair is insecure or fails correctness \
+    (the reason goes to stderr); 2 for malformed input (a rate outside [0, 1), too few \
+    clients, k or t out of range, --neighbors without --threshold)."
+)]
 pub struct PlanArgs {
     /// Number of clients n.
     #[arg(long)]
@@ -17,6 +30,19 @@ pub struct PlanArgs {
     /// Fraction of clients that may collude with the server (an upper bound).
     #[arg(long, default_value_t = 0.05)]
     corrupt: f64,
+    /// The server the security bounds hold against. The default is semi-malicious: the
+    /// server is the party secure aggregation guards against, so it is not trusted to
+    /// report survivors honestly.
+    #[arg(long, value_enum, default_value_t = AdversaryArg::SemiMalicious)]
+    adversary: AdversaryArg,
+    /// Check this neighbour count k instead of choosing one (with --threshold). k = n − 1
+    /// is the complete graph; odd k is allowed.
+    #[arg(long, requires = "threshold")]
+    neighbors: Option<usize>,
+    /// The threshold t to check with --neighbors: shares needed out of the k neighbours
+    /// and the owner, 2 ≤ t ≤ k + 1.
+    #[arg(long, requires = "neighbors")]
+    threshold: Option<usize>,
     /// Statistical security σ: the server learns more than the sum with probability ≤ 2^-σ.
     #[arg(long, default_value_t = 40)]
     security_bits: u32,
@@ -31,6 +57,24 @@ pub struct PlanArgs {
     max_weight: u32,
 }
 
+/// The adversary model, as written on the command line.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum AdversaryArg {
+    /// Follows the protocol and pools what it sees with the corrupted clients.
+    Curious,
+    /// May also send different survivor lists to different clients.
+    SemiMalicious,
+}
+
+impl From<AdversaryArg> for Adversary {
+    fn from(a: AdversaryArg) -> Self {
+        match a {
+            AdversaryArg::Curious => Adversary::Curious,
+            AdversaryArg::SemiMalicious => Adversary::SemiMalicious,
+        }
+    }
+}
+
 pub fn run(a: PlanArgs) -> Result<ExitCode, String> {
     let req = PlanRequest {
         clients: a.clients,
@@ -38,27 +82,114 @@ pub fn run(a: PlanArgs) -> Result<ExitCode, String> {
         corrupt_fraction: a.corrupt,
         security_bits: a.security_bits,
         correctness_bits: a.correctness_bits,
+        adversary: a.adversary.into(),
     };
-    let p = plan(&req).map_err(|e| e.to_string())?;
-    let bits = bits_needed(a.clients, a.levels, a.max_weight);
-    let graph = if p.neighbors + 1 >= a.clients {
-        "the complete graph (classic SecAgg)".to_string()
-    } else {
-        format!("a {}-regular Harary graph (SecAgg+)", p.neighbors)
+    match (a.neighbors, a.threshold) {
+        (None, None) => choose(&a, &req),
+        (Some(k), Some(t)) => check_pair(&a, &req, k, t),
+        // clap already insists on both or neither.
+        _ => Err("--neighbors and --threshold go together".into()),
+    }
+}
+
+/// Plans `(k, t)` for the request.
+fn choose(a: &PlanArgs, req: &PlanRequest) -> Result<ExitCode, String> {
+    let p = match plan(req) {
+        Ok(p) => p,
+        Err(e @ PlanError::Infeasible(_)) => {
+            eprintln!("error: no secure parameters: {e}");
+            return Ok(ExitCode::from(EXIT_FAILS_BOUNDS));
+        }
+        Err(e) => return Err(e.to_string()),
     };
     println!(
-        "n = {}, dropout ≤ {}, corrupted ≤ {}: {graph}",
-        a.clients, a.dropout, a.corrupt
+        "n = {}, dropout ≤ {}, corrupted ≤ {}: {}",
+        a.clients,
+        a.dropout,
+        a.corrupt,
+        graph(a.clients, p.neighbors)
     );
+    println!("  adversary: {}", describe(req.adversary));
     println!("  neighbors k = {}", p.neighbors);
     println!("  threshold t = {}", p.threshold);
+    print_bounds(a, p.log2_insecurity, p.log2_failure);
+    print_modulus(a);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Evaluates the caller's `(k, t)` against the request.
+fn check_pair(a: &PlanArgs, req: &PlanRequest, k: usize, t: usize) -> Result<ExitCode, String> {
+    let outcome = check(req, k, t);
+    if let Err(e @ (CheckError::InvalidRequest(_) | CheckError::Shape { .. })) = &outcome {
+        return Err(e.to_string());
+    }
     println!(
-        "  insecurity ≤ {} (target 2^-{}), failure ≤ {} (target 2^-{})",
-        super::pow2(p.log2_insecurity),
+        "n = {}, dropout ≤ {}, corrupted ≤ {}: checking {}",
+        a.clients,
+        a.dropout,
+        a.corrupt,
+        graph(a.clients, k)
+    );
+    println!("  adversary: {}", describe(req.adversary));
+    println!("  neighbors k = {k}");
+    println!("  threshold t = {t}");
+    // Shape and request are valid here, so the helpers give the same bounds check used.
+    let insecurity =
+        log2_security_failure_with(req.adversary, a.clients, k, t, a.corrupt, a.dropout);
+    let failure = log2_correctness_failure(a.clients, k, t, a.dropout);
+    print_bounds(a, insecurity, failure);
+    print_modulus(a);
+    match outcome {
+        Ok(_) => {
+            println!("  verdict: meets every bound");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let verdict = if e.is_security() {
+                "insecure"
+            } else {
+                "fails correctness"
+            };
+            println!("  verdict: {verdict}");
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(EXIT_FAILS_BOUNDS))
+        }
+    }
+}
+
+fn graph(n: usize, k: usize) -> String {
+    if k + 1 >= n {
+        "the complete graph (classic SecAgg)".to_string()
+    } else if k % 2 == 0 {
+        format!("a {k}-regular Harary graph (SecAgg+)")
+    } else {
+        format!("a Harary graph of degree {k} (SecAgg+)")
+    }
+}
+
+fn describe(adversary: Adversary) -> String {
+    let what = match adversary {
+        Adversary::Curious => {
+            "follows the protocol and pools what it sees with the corrupted clients"
+        }
+        Adversary::SemiMalicious => "may also send different survivor lists to different clients",
+    };
+    format!("{adversary} server ({what})")
+}
+
+fn print_bounds(a: &PlanArgs, log2_insecurity: f64, log2_failure: f64) {
+    println!(
+        "  insecurity ≤ {} (target 2^-{}, 2^-{} per event), failure ≤ {} (target 2^-{})",
+        super::pow2(log2_insecurity),
         a.security_bits,
-        super::pow2(p.log2_failure),
+        a.security_bits.saturating_add(1),
+        super::pow2(log2_failure),
         a.correctness_bits
     );
+}
+
+fn print_modulus(a: &PlanArgs) {
+    let bits = bits_needed(a.clients, a.levels, a.max_weight);
     if bits > 32 {
         println!(
             "  modulus: {} levels x weight {} over {} clients needs {bits} bits, above 32: lower the levels",
@@ -70,5 +201,4 @@ pub fn run(a: PlanArgs) -> Result<ExitCode, String> {
             a.levels, a.max_weight, a.clients
         );
     }
-    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,224 @@
+//! `secagg plan` from outside: choosing a pair, checking one, the exit statuses and the
+//! reasons it gives. Expected pairs come from the library's planner, so these tests pin the
+//! command's contract rather than particular numbers.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::{Command, Output};
+
+use secagg::host::plan::{Adversary, PlanRequest, plan};
+
+const BIN: &str = env!("CARGO_BIN_EXE_secagg");
+
+fn secagg_plan(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("plan")
+        .args(args)
+        .output()
+        .expect("run secagg plan")
+}
+
+/// Exit code, stdout and stderr, with the arguments for assertion messages.
+fn outcome(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = secagg_plan(args);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn request(n: usize, dropout: f64, corrupt: f64, adversary: Adversary) -> PlanRequest {
+    PlanRequest {
+        clients: n,
+        dropout_rate: dropout,
+        corrupt_fraction: corrupt,
+        adversary,
+        ..PlanRequest::default()
+    }
+}
+
+#[test]
+fn choose_prints_the_semi_malicious_pair_and_the_model() {
+    let args = [
+        "--adversary",
+        "semi-malicious",
+        "--clients",
+        "1000",
+        "--dropout",
+        "0.05",
+        "--corrupt",
+        "0.05",
+    ];
+    let (code, out, err) = outcome(&args);
+    assert_eq!(code, Some(0), "{args:?}\n{out}\n{err}");
+    let p = plan(&request(1000, 0.05, 0.05, Adversary::SemiMalicious)).unwrap();
+    assert!(out.contains("semi-malicious"), "{args:?}\n{out}");
+    assert!(
+        out.contains(&format!("neighbors k = {}", p.neighbors)),
+        "{args:?}: want {p:?}\n{out}"
+    );
+    assert!(
+        out.contains(&format!("threshold t = {}", p.threshold)),
+        "{args:?}: want {p:?}\n{out}"
+    );
+
+    // Semi-malicious is the default; the curious pair is different and labelled so.
+    let (code, default_out, _) = outcome(&args[2..]);
+    assert_eq!(code, Some(0), "{:?}", &args[2..]);
+    assert_eq!(
+        default_out, out,
+        "default adversary should be semi-malicious"
+    );
+    let mut curious_args = args;
+    curious_args[1] = "curious";
+    let (code, out, err) = outcome(&curious_args);
+    assert_eq!(code, Some(0), "{curious_args:?}\n{out}\n{err}");
+    let c = plan(&request(1000, 0.05, 0.05, Adversary::Curious)).unwrap();
+    assert!(out.contains("curious server"), "{curious_args:?}\n{out}");
+    assert!(
+        out.contains(&format!("neighbors k = {}", c.neighbors))
+            && out.contains(&format!("threshold t = {}", c.threshold)),
+        "{curious_args:?}: want {c:?}\n{out}"
+    );
+    assert_ne!(
+        (c.neighbors, c.threshold),
+        (p.neighbors, p.threshold),
+        "n=1000 δ=0.05 γ=0.05: the two models should differ"
+    );
+}
+
+#[test]
+fn check_mode_exits_zero_on_a_good_pair_and_one_on_a_bad_one() {
+    let p = plan(&request(1000, 0.1, 0.05, Adversary::SemiMalicious)).unwrap();
+    let (k, t) = (p.neighbors.to_string(), p.threshold.to_string());
+    let base = ["--clients", "1000", "--dropout", "0.1", "--corrupt", "0.05"];
+
+    let args = [&base[..], &["--neighbors", &k, "--threshold", &t]].concat();
+    let (code, out, err) = outcome(&args);
+    assert_eq!(code, Some(0), "{args:?}\n{out}\n{err}");
+    assert!(out.contains("meets every bound"), "{args:?}\n{out}");
+    assert!(out.contains("semi-malicious"), "{args:?}\n{out}");
+
+    // One below the planned threshold: the split-view bound fails, and the fix is named.
+    let low = (p.threshold - 1).to_string();
+    let args = [&base[..], &["--neighbors", &k, "--threshold", &low]].concat();
+    let (code, out, err) = outcome(&args);
+    assert_eq!(code, Some(1), "{args:?}\n{out}\n{err}");
+    assert!(out.contains("verdict: insecure"), "{args:?}\n{out}");
+    assert!(err.contains("split-view"), "{args:?}\n{err}");
+    assert!(
+        err.contains(&format!("t = {}", p.threshold)),
+        "{args:?}\n{err}"
+    );
+
+    // The same pair against a curious server may pass or fail, but if it fails it is the
+    // curious exposure bound that says so.
+    let args = [
+        &base[..],
+        &[
+            "--neighbors",
+            &k,
+            "--threshold",
+            &low,
+            "--adversary",
+            "curious",
+        ],
+    ]
+    .concat();
+    let (code, out, err) = outcome(&args);
+    assert!(
+        code == Some(0) || (code == Some(1) && err.contains("exposure")),
+        "{args:?}\n{out}\n{err}"
+    );
+
+    // All k neighbours and the owner: secure, but a dropped client's mask key has only k
+    // holders, so correctness fails.
+    let high = (p.neighbors + 1).to_string();
+    let args = [&base[..], &["--neighbors", &k, "--threshold", &high]].concat();
+    let (code, out, err) = outcome(&args);
+    assert_eq!(code, Some(1), "{args:?}\n{out}\n{err}");
+    assert!(
+        out.contains("verdict: fails correctness"),
+        "{args:?}\n{out}"
+    );
+    assert!(err.contains("correctness"), "{args:?}\n{err}");
+
+    // Too few neighbours: disconnection, with a degree that would do.
+    let args = [&base[..], &["--neighbors", "4", "--threshold", "3"]].concat();
+    let (code, out, err) = outcome(&args);
+    assert_eq!(code, Some(1), "{args:?}\n{out}\n{err}");
+    assert!(err.contains("disconnection"), "{args:?}\n{err}");
+    assert!(err.contains("raise k"), "{args:?}\n{err}");
+}
+
+#[test]
+fn check_mode_accepts_the_complete_graph() {
+    // 10 clients, 1 corrupted, 3 dropped: t must exceed (10 + 1) / 2 and stay within the
+    // 6 other survivors.
+    let base = ["--clients", "10", "--dropout", "0.3", "--corrupt", "0.1"];
+    let args = [&base[..], &["--neighbors", "9", "--threshold", "6"]].concat();
+    let (code, out, err) = outcome(&args);
+    assert_eq!(code, Some(0), "{args:?}\n{out}\n{err}");
+    assert!(out.contains("complete graph"), "{args:?}\n{out}");
+    for (t, bound) in [("5", "split-view"), ("7", "correctness")] {
+        let args = [&base[..], &["--neighbors", "9", "--threshold", t]].concat();
+        let (code, out, err) = outcome(&args);
+        assert_eq!(code, Some(1), "{args:?}\n{out}\n{err}");
+        assert!(err.contains(bound), "{args:?}: want {bound}\n{err}");
+    }
+}
+
+#[test]
+fn infeasible_requests_exit_one_with_a_reason() {
+    // γ + 2δ > 1: no threshold both beats the split view and fits the survivors.
+    let args = [
+        "--clients",
+        "1000",
+        "--dropout",
+        "0.34",
+        "--corrupt",
+        "0.34",
+    ];
+    let (code, out, err) = outcome(&args);
+    assert_eq!(code, Some(1), "{args:?}\n{out}\n{err}");
+    assert!(err.contains("infeasible"), "{args:?}\n{err}");
+    assert!(err.contains("semi-malicious"), "{args:?}\n{err}");
+    assert!(err.contains("lower dropout to at most"), "{args:?}\n{err}");
+    // The curious server can still be planned for.
+    let args = [&args[..], &["--adversary", "curious"]].concat();
+    let (code, out, err) = outcome(&args);
+    assert_eq!(code, Some(0), "{args:?}\n{out}\n{err}");
+}
+
+#[test]
+fn malformed_input_exits_two() {
+    for args in [
+        &["--clients", "1000", "--neighbors", "30"][..],
+        &["--clients", "1000", "--threshold", "10"],
+        &["--clients", "1000", "--dropout", "1.5"],
+        &["--clients", "1000", "--corrupt", "-0.1"],
+        &["--clients", "1", "--dropout", "0.1"],
+        &["--clients", "1000", "--adversary", "evil"],
+        &[
+            "--clients",
+            "1000",
+            "--neighbors",
+            "30",
+            "--threshold",
+            "32",
+        ],
+        &[
+            "--clients",
+            "1000",
+            "--neighbors",
+            "1000",
+            "--threshold",
+            "3",
+        ],
+    ] {
+        let (code, out, err) = outcome(args);
+        assert_eq!(code, Some(2), "{args:?}\n{out}\n{err}");
+        assert!(!err.is_empty(), "{args:?}: no reason given");
+    }
+}
