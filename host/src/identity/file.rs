@@ -160,6 +160,27 @@ fn decode_secret(value: &str) -> Result<SigningKey, FileProblem> {
 // ---------------------------------------------------------------------------------------
 // Parsing.
 
+/// Checks that the first line is `header` (trailing whitespace and `\r` aside).
+fn check_header(path: &Path, bytes: &[u8], header: &'static str) -> Result<(), IdentityError> {
+    let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let first = first.trim_ascii_end();
+    if first == header.as_bytes() {
+        return Ok(());
+    }
+    let found = std::str::from_utf8(first)
+        .ok()
+        .filter(|f| f.starts_with("# secagg "))
+        .map(|f| f.chars().take(MAX_ECHO).collect());
+    Err(IdentityError::Parse {
+        path: path.to_path_buf(),
+        line: 1,
+        problem: FileProblem::WrongHeader {
+            expected: header,
+            found,
+        },
+    })
+}
+
 /// The fields of one parsed file, in the order of the names asked for.
 struct Fields<'t> {
     path: PathBuf,
@@ -188,20 +209,9 @@ impl<'t> Fields<'t> {
                 .count();
             parse_error(line, FileProblem::NotUtf8)
         })?;
+        check_header(path, bytes, header)?;
         let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-        let first = lines.next().unwrap_or_default().trim_end();
-        if first != header {
-            let found = first
-                .starts_with("# secagg ")
-                .then(|| first.chars().take(MAX_ECHO).collect());
-            return Err(parse_error(
-                1,
-                FileProblem::WrongHeader {
-                    expected: header,
-                    found,
-                },
-            ));
-        }
+        lines.next();
         let mut values = vec![None; names.len()];
         for (i, line) in lines.enumerate() {
             let line_no = i + 2;
@@ -273,8 +283,14 @@ fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Iden
     }
 }
 
-/// Reads a whole (small) file. A secret file must not be accessible by group or others.
-fn read_file(path: &Path, secret: bool) -> Result<Zeroizing<Vec<u8>>, IdentityError> {
+/// Reads a whole (small) file of the kind that starts with `header`. A secret file must not
+/// be accessible by group or others; that is checked once the file is known to be of the
+/// kind asked for, so that a public file given in place of a secret one is named as such.
+fn read_file(
+    path: &Path,
+    header: &'static str,
+    secret: bool,
+) -> Result<Zeroizing<Vec<u8>>, IdentityError> {
     // Look before opening: opening a FIFO for reading would block.
     let meta = std::fs::metadata(path).map_err(io_error("reading", path))?;
     if !meta.is_file() {
@@ -289,19 +305,6 @@ fn read_file(path: &Path, secret: bool) -> Result<Zeroizing<Vec<u8>>, IdentityEr
             path: path.to_path_buf(),
         });
     }
-    #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o7777;
-        if mode & 0o077 != 0 {
-            return Err(IdentityError::InsecurePermissions {
-                path: path.to_path_buf(),
-                mode,
-            });
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = secret;
     let too_large = || IdentityError::FileTooLarge {
         path: path.to_path_buf(),
         limit: MAX_FILE_LEN,
@@ -319,6 +322,20 @@ fn read_file(path: &Path, secret: bool) -> Result<Zeroizing<Vec<u8>>, IdentityEr
     if bytes.len() as u64 > MAX_FILE_LEN {
         return Err(too_large());
     }
+    check_header(path, &bytes, header)?;
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(IdentityError::InsecurePermissions {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = secret;
     Ok(bytes)
 }
 
@@ -410,7 +427,7 @@ impl CaKey {
 
     /// Reads a CA secret key file, refusing one that group or others may access.
     pub fn load(path: &Path) -> Result<Self, IdentityError> {
-        let bytes = read_file(path, true)?;
+        let bytes = read_file(path, CA_SECRET, true)?;
         let fields = Fields::parse(path, &bytes, CA_SECRET, &["secret"])?;
         fields.get("secret", decode_secret).map(Self)
     }
@@ -429,7 +446,7 @@ impl CaPublicKey {
 
     /// Reads a CA public key file.
     pub fn load(path: &Path) -> Result<Self, IdentityError> {
-        let bytes = read_file(path, false)?;
+        let bytes = read_file(path, CA_PUBLIC, false)?;
         let fields = Fields::parse(path, &bytes, CA_PUBLIC, &["key"])?;
         fields.get("key", decode_public).map(Self)
     }
@@ -453,7 +470,7 @@ impl IdentityKey {
 
     /// Reads an identity secret key file, refusing one that group or others may access.
     pub fn load(path: &Path) -> Result<(ClientId, Self), IdentityError> {
-        let bytes = read_file(path, true)?;
+        let bytes = read_file(path, IDENTITY_SECRET, true)?;
         let fields = Fields::parse(path, &bytes, IDENTITY_SECRET, &["id", "secret"])?;
         let id = fields.get("id", decode_id)?;
         let key = fields.get("secret", decode_secret)?;
@@ -489,7 +506,7 @@ impl Certificate {
     /// Reads a certificate file and checks it against `ca`: the file's `ca` must be `ca`
     /// ([`IdentityError::WrongCa`] otherwise) and the signature must verify.
     pub fn load(path: &Path, ca: &CaPublicKey) -> Result<Self, IdentityError> {
-        let bytes = read_file(path, false)?;
+        let bytes = read_file(path, CERTIFICATE, false)?;
         let fields = Fields::parse(path, &bytes, CERTIFICATE, &["id", "key", "signature", "ca"])?;
         let id = fields.get("id", decode_id)?;
         let key = IdentityPublicKey(fields.get("key", decode_public)?);

@@ -663,6 +663,23 @@ fn malformed_files_give_precise_errors() {
         "{err:?}"
     );
 
+    // A public key file given where a secret one belongs is named as the wrong kind of
+    // file, not as a permissions problem.
+    let err = match CaKey::load(&p) {
+        Err(e) => e,
+        Ok(_) => panic!("a public key file loaded as a secret key"),
+    };
+    assert!(
+        parse_error(&err, 1, |p| matches!(
+            p,
+            FileProblem::WrongHeader {
+                expected: "# secagg ca secret key v1",
+                found: Some(_)
+            }
+        )),
+        "{err:?}"
+    );
+
     // A certificate issued by another CA names both CAs.
     let me = IdentityKey::generate(&mut rng);
     let foreign = other_ca.issue(ClientId(5), &me.public());
