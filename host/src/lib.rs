@@ -7,6 +7,8 @@
 //! * [`config`]: a validated [`RoundConfig`], and [`plan`], the SecAgg+ parameter planner.
 //! * [`crypto`]: X25519, HKDF-SHA256, ChaCha20-Poly1305 share bundles, Shamir sharing.
 //! * [`graph`]: the neighbour graph every party derives from the session.
+//! * [`identity`]: long-term Ed25519 client identities and the deployment CA's certificates
+//!   binding them to client ids, with their files.
 //! * [`client`] and [`server`]: sans-IO state machines, one file per round. Time and
 //!   randomness are passed in; no sockets, no clocks, no GPU API. The server's vector work
 //!   goes through a [`secagg_engine::Backend`].
@@ -23,6 +25,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod graph;
+pub mod identity;
 mod ids;
 pub mod messages;
 pub mod plan;

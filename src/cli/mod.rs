@@ -1,5 +1,6 @@
 //! Command-line parsing and the subcommands.
 
+mod ca;
 mod client;
 mod plan;
 mod server;
@@ -37,6 +38,10 @@ enum Command {
     Server(server::ServerArgs),
     /// Join a round with a model update file. Exits 3 if the server aborts the round.
     Client(client::ClientArgs),
+    /// Manage the deployment CA that certifies client identities (`secagg ca new`).
+    Ca(ca::CaArgs),
+    /// Give client ids fresh long-term identity keys and certificates from the deployment CA.
+    Enroll(ca::EnrollArgs),
 }
 
 /// Runs the parsed command.
@@ -46,6 +51,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Plan(a) => plan::run(a),
         Command::Server(a) => server::run(a),
         Command::Client(a) => client::run(a),
+        Command::Ca(a) => ca::run(a),
+        Command::Enroll(a) => ca::enroll(a),
     }
 }
 
