@@ -55,11 +55,15 @@
 //!   `t` of its neighbours survive. For the worst client (a survivor, whose other
 //!   clients hold `S - 1` survivors) this is `P[Y <= t - 1]`,
 //!   `Y ~ Hypergeometric(n - 1, S - 1, k)`; the union bound over all `n` clients
-//!   multiplies by `n`. Only neighbours' shares are counted. For a dropped client's mask
-//!   key that is exact (its `k` neighbours are the only holders, and `S` of the other
-//!   clients survive, which only helps); a survivor's self mask also has its own share, so
-//!   there the bound errs by one share on the safe side. At `t = k + 1` the bound is 1:
-//!   a dropped client's mask key, with `k` holders, can then never be rebuilt.
+//!   multiplies by `n`. Only neighbours' shares are counted, and the model errs on the
+//!   safe side for both kinds of client: a dropped client's mask key has exactly its `k`
+//!   neighbours as holders, but `S` (not `S - 1`) of its other clients survive; a
+//!   survivor's self mask has one more holder, the survivor itself. Near the edge this
+//!   rejects pairs that would in fact work: at `n = 100` with 5 dropouts, `k = 16`,
+//!   `t = 12` gets a bound of `2^-7.4`, yet a survivor keeps at least 11 surviving
+//!   neighbours plus its own share, and a dropped client at least 12 surviving
+//!   neighbours, so nothing can fail. At `t = k + 1` the bound is 1: a dropped client's
+//!   mask key, with `k` holders, can then never be rebuilt.
 //!
 //! # Adversary models
 //!
