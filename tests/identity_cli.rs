@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 
 use secagg::host::ClientId;
 use secagg::host::identity::{
-    CaPublicKey, Certificate, ClientIdentity, IdentityError, IdentityKey,
+    CaPublicKey, Certificate, EnrolledIdentity, IdentityError, IdentityKey,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_secagg");
@@ -116,7 +116,7 @@ fn ca_new_then_enroll_gives_certificates_that_verify() {
         assert!(out.contains(s(&key)) || id > 4, "{out}");
         #[cfg(unix)]
         assert_eq!(mode(&key), 0o600, "{}", key.display());
-        let who = ClientIdentity::load(&key, &cert, &ca).unwrap();
+        let who = EnrolledIdentity::load(&key, &cert, &ca).unwrap();
         assert_eq!(who.id(), ClientId(id));
         who.certificate().verify_for(&ca, ClientId(id)).unwrap();
     }
@@ -150,7 +150,7 @@ fn a_certificate_from_another_ca_does_not_verify() {
         cert.verify(&ca1),
         Err(IdentityError::BadCertificate { id: ClientId(3) })
     ));
-    assert!(ClientIdentity::load(&d.join("c/client-3.key"), &cert_path, &ca1).is_err());
+    assert!(EnrolledIdentity::load(&d.join("c/client-3.key"), &cert_path, &ca1).is_err());
 }
 
 #[test]

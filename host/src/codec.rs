@@ -1,24 +1,34 @@
-//! The wire format, version 1: one explicit binary layout per message.
+//! The wire format, version 2: one explicit binary layout per message.
 //!
 //! ```text
-//! version u8 (= 1) | tag u8 | round u64 | body
+//! version u8 (= 2) | tag u8 | round u64 | body
 //! ```
 //! All integers are little-endian. Every count is checked against [`Limits`] and against the
 //! bytes actually present before anything is allocated; decoding rejects trailing bytes.
 //! Masked vectors are packed at b bits per element (a little-endian bit stream), so an
 //! upload costs ⌈(m + 1)·b / 8⌉ bytes rather than 4 or 8 per parameter.
 //!
+//! `signed` = c_pk [32], s_pk [32], nonce [32], credential, signature [64];
+//! `credential` = 0 u8, identity key [32] (self-asserted) | 1 u8, certificate [100];
+//! `commitments` = t u32, t × mask point [32], t × self-mask point [32].
+//!
 //! | tag  | message          | body |
 //! |------|------------------|------|
-//! | 0x01 | AdvertiseKeys    | c_pk [32], s_pk [32] |
-//! | 0x02 | ShareKeys        | commitment [32], n u32, n × (recipient u32, bundle [88]) |
-//! | 0x03 | MaskedInput      | b u8, count u32, packed ⌈count·b/8⌉ bytes |
-//! | 0x04 | UnmaskShares     | n u32, n × (owner u32, kind u8 (0 self, 1 key, 2 none), share [32]) |
-//! | 0x81 | KeyList          | n u32, n × (id u32, c_pk [32], s_pk [32]) |
-//! | 0x82 | ShareBundles     | n u32, n × (sender u32, bundle [88]) |
-//! | 0x83 | UnmaskRequest    | n u32, n × id u32 |
-//! | 0x84 | Completed        | included u32 |
-//! | 0x85 | Aborted          | len u16, UTF-8 reason (≤ 1024 bytes) |
+//! | 0x01 | Join             | nonce commitment [32] |
+//! | 0x02 | AdvertiseKeys    | signed |
+//! | 0x03 | ShareKeys        | commitments, n u32, n × (recipient u32, bundle [88]) |
+//! | 0x04 | ShareCheck       | n u32, n × (dealer u32, kind u8 (0 unreadable, 1 bad shares + bundle key [32])) |
+//! | 0x05 | MaskedInput      | b u8, count u32, packed ⌈count·b/8⌉ bytes |
+//! | 0x06 | Consistency      | signature [64] |
+//! | 0x07 | UnmaskShares     | n u32, n × (owner u32, kind u8 (0 self, 1 key), share [32]) |
+//! | 0x80 | Cohort           | n u32, n × (id u32, nonce commitment [32]) |
+//! | 0x81 | KeyList          | n u32, n × (id u32, signed) |
+//! | 0x82 | ShareBundles     | n u32, n × (sender u32, commitments, bundle [88]) |
+//! | 0x83 | MaskRequest      | n u32, n × id u32 |
+//! | 0x84 | SurvivorList     | n u32, n × id u32 |
+//! | 0x85 | UnmaskRequest    | n u32, n × id u32, s u32, s × (signer u32, signature [64]) |
+//! | 0x86 | Completed        | included u32 |
+//! | 0x87 | Aborted          | len u16, UTF-8 reason (≤ 1024 bytes) |
 //!
 //! The TCP transport adds its own frames in the same envelope:
 //!
@@ -40,12 +50,14 @@ use crate::ClientId;
 use crate::config::{Quantization, RoundConfig};
 use crate::crypto::{BUNDLE_LEN, PublicKeys};
 use crate::error::CodecError;
+use crate::identity::{CERT_LEN, Certificate, IdentityPublicKey};
 use crate::messages::{
-    ClientMessage, Envelope, RevealedShare, SealedBundle, ServerMessage, ShareKind,
+    ClientMessage, Credential, DealerReport, Envelope, ForwardedBundle, ReportKind, RevealedShare,
+    SealedBundle, ServerMessage, ShareCommitments, ShareKind, SignedKeys,
 };
 
 /// The wire version this build speaks.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Bytes before the body: version, tag, round id.
 pub const HEADER_LEN: usize = 10;
 /// Longest abort reason accepted.
@@ -56,39 +68,66 @@ pub const MAX_REASON: usize = 1024;
 pub struct Limits {
     /// Most clients any list may name.
     pub max_clients: usize,
+    /// Most commitments to one secret (the threshold t).
+    pub max_threshold: usize,
     /// Exact element count of a masked vector.
     pub vector_len: usize,
     /// Bits per packed element (b).
     pub bits: u32,
 }
 
+/// Bytes of a signed advertisement with a certificate (the longer credential).
+pub const SIGNED_KEYS_LEN: usize = 96 + 1 + CERT_LEN + 64;
+
 impl Limits {
     /// The limits of a round.
     pub fn for_config(config: &crate::RoundConfig) -> Self {
         Self {
             max_clients: config.clients(),
+            max_threshold: config.threshold(),
             vector_len: config.vector_len(),
             bits: config.modulus().bits(),
         }
     }
 
+    fn commitments_len(&self) -> usize {
+        4 + 2 * 32 * self.max_threshold
+    }
+
     /// The largest frame a client may send over the transport under these limits: the
     /// masked vector goes in chunks, so this is independent of m.
     pub fn max_client_frame(&self) -> usize {
-        let share_keys = HEADER_LEN + 32 + 4 + self.max_clients * (4 + BUNDLE_LEN);
+        let n = self.max_clients;
+        let share_keys = HEADER_LEN + self.commitments_len() + 4 + n * (4 + BUNDLE_LEN);
+        let advertise = HEADER_LEN + SIGNED_KEYS_LEN;
+        let check = HEADER_LEN + 4 + n * (4 + 1 + 32);
         let chunk = HEADER_LEN + 8 + packed_len(CHUNK_ELEMS, self.bits);
-        let unmask = HEADER_LEN + 4 + self.max_clients * (4 + 1 + 32);
+        let unmask = HEADER_LEN + 4 + n * (4 + 1 + 32);
         let hello = HEADER_LEN + 9 + MAX_LAYOUT;
-        share_keys.max(chunk).max(unmask).max(hello)
+        [share_keys, advertise, check, chunk, unmask, hello]
+            .into_iter()
+            .max()
+            .unwrap_or(hello)
     }
 
     /// The largest frame the server sends under these limits.
     pub fn max_server_frame(&self) -> usize {
-        let keys = HEADER_LEN + 4 + self.max_clients * (4 + 64);
-        let bundles = HEADER_LEN + 4 + self.max_clients * (4 + BUNDLE_LEN);
-        keys.max(bundles)
-            .max(HEADER_LEN + 2 + MAX_REASON)
-            .max(WELCOME_LEN)
+        let n = self.max_clients;
+        let cohort = HEADER_LEN + 4 + n * 36;
+        let keys = HEADER_LEN + 4 + n * (4 + SIGNED_KEYS_LEN);
+        let bundles = HEADER_LEN + 4 + n * (4 + self.commitments_len() + BUNDLE_LEN);
+        let unmask = HEADER_LEN + 8 + n * (4 + 4 + 64);
+        [
+            cohort,
+            keys,
+            bundles,
+            unmask,
+            HEADER_LEN + 2 + MAX_REASON,
+            WELCOME_LEN,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(WELCOME_LEN)
     }
 }
 
@@ -305,29 +344,6 @@ fn read_reason(r: &mut Reader<'_>) -> Result<String, CodecError> {
         })
 }
 
-fn write_bundles(w: &mut Writer, bundles: &[SealedBundle]) {
-    w.count(bundles.len());
-    for b in bundles {
-        w.u32(b.peer.0);
-        // Bundles are produced by this crate at exactly BUNDLE_LEN; pad or cut defensively so
-        // the frame stays self-consistent (the receiver's AEAD rejects a wrong one).
-        let mut ct = b.ciphertext.clone();
-        ct.resize(BUNDLE_LEN, 0);
-        w.bytes(&ct);
-    }
-}
-
-fn read_bundles(r: &mut Reader<'_>, limits: &Limits) -> Result<Vec<SealedBundle>, CodecError> {
-    let n = r.count("bundles", limits.max_clients, 4 + BUNDLE_LEN)?;
-    let mut out = Vec::with_capacity(n);
-    for _ in 0..n {
-        let peer = ClientId(r.u32("bundle peer")?);
-        let ciphertext = r.take(BUNDLE_LEN, "bundle")?.to_vec();
-        out.push(SealedBundle { peer, ciphertext });
-    }
-    Ok(out)
-}
-
 fn read_ids(
     r: &mut Reader<'_>,
     limits: &Limits,
@@ -337,40 +353,167 @@ fn read_ids(
     (0..n).map(|_| r.u32(field).map(ClientId)).collect()
 }
 
+fn write_ids(w: &mut Writer, ids: &[ClientId]) {
+    w.count(ids.len());
+    for id in ids {
+        w.u32(id.0);
+    }
+}
+
+fn write_signed(w: &mut Writer, s: &SignedKeys) {
+    w.bytes(&s.keys.encryption);
+    w.bytes(&s.keys.masking);
+    w.bytes(&s.nonce);
+    match &s.credential {
+        Credential::SelfAsserted(k) => {
+            w.u8(0);
+            w.bytes(&k.to_bytes());
+        }
+        Credential::Certificate(c) => {
+            w.u8(1);
+            w.bytes(&c.to_bytes());
+        }
+    }
+    w.bytes(&s.signature);
+}
+
+fn read_signed(r: &mut Reader<'_>) -> Result<SignedKeys, CodecError> {
+    let keys = PublicKeys {
+        encryption: r.array("c_pk")?,
+        masking: r.array("s_pk")?,
+    };
+    let nonce = r.array("nonce")?;
+    let credential = match r.u8("credential kind")? {
+        0 => Credential::SelfAsserted(
+            IdentityPublicKey::from_bytes(&r.array("identity key")?).map_err(|e| {
+                CodecError::Invalid {
+                    field: "identity key",
+                    why: e.to_string(),
+                }
+            })?,
+        ),
+        1 => Credential::Certificate(
+            Certificate::from_bytes(r.take(CERT_LEN, "certificate")?).map_err(|e| {
+                CodecError::Invalid {
+                    field: "certificate",
+                    why: e.to_string(),
+                }
+            })?,
+        ),
+        k => {
+            return Err(CodecError::Invalid {
+                field: "credential kind",
+                why: format!("{k} is not 0 (self-asserted) or 1 (certificate)"),
+            });
+        }
+    };
+    Ok(SignedKeys {
+        keys,
+        nonce,
+        credential,
+        signature: r.array("signature")?,
+    })
+}
+
+fn write_commitments(w: &mut Writer, c: &ShareCommitments) {
+    // Both lists have t entries when this crate made them; a mismatch is written as is and
+    // refused by the receiver.
+    w.count(c.mask.len());
+    for p in &c.mask {
+        w.bytes(p);
+    }
+    for p in c
+        .self_mask
+        .iter()
+        .chain(std::iter::repeat(&[0u8; 32]))
+        .take(c.mask.len())
+    {
+        w.bytes(p);
+    }
+}
+
+fn read_commitments(r: &mut Reader<'_>, limits: &Limits) -> Result<ShareCommitments, CodecError> {
+    let t = r.count("commitments", limits.max_threshold, 64)?;
+    let mut mask = Vec::with_capacity(t);
+    for _ in 0..t {
+        mask.push(r.array("mask commitment")?);
+    }
+    let mut self_mask = Vec::with_capacity(t);
+    for _ in 0..t {
+        self_mask.push(r.array("self-mask commitment")?);
+    }
+    Ok(ShareCommitments { mask, self_mask })
+}
+
+fn write_ciphertext(w: &mut Writer, ct: &[u8]) {
+    // Bundles are produced by this crate at exactly BUNDLE_LEN; pad or cut defensively so
+    // the frame stays self-consistent (the receiver's AEAD rejects a wrong one).
+    let mut ct = ct.to_vec();
+    ct.resize(BUNDLE_LEN, 0);
+    w.bytes(&ct);
+}
+
 /// Encodes a client message.
 pub fn encode_client(env: &Envelope<ClientMessage>, bits: u32) -> Vec<u8> {
     match &env.message {
-        ClientMessage::AdvertiseKeys(k) => {
+        ClientMessage::Join { nonce_commitment } => {
             let mut w = Writer::new(0x01, env.round);
-            w.bytes(&k.encryption);
-            w.bytes(&k.masking);
+            w.bytes(nonce_commitment);
+            w.0
+        }
+        ClientMessage::AdvertiseKeys(s) => {
+            let mut w = Writer::new(0x02, env.round);
+            write_signed(&mut w, s);
             w.0
         }
         ClientMessage::ShareKeys {
-            self_mask_commitment,
+            commitments,
             bundles,
         } => {
-            let mut w = Writer::new(0x02, env.round);
-            w.bytes(self_mask_commitment);
-            write_bundles(&mut w, bundles);
+            let mut w = Writer::new(0x03, env.round);
+            write_commitments(&mut w, commitments);
+            w.count(bundles.len());
+            for b in bundles {
+                w.u32(b.peer.0);
+                write_ciphertext(&mut w, &b.ciphertext);
+            }
+            w.0
+        }
+        ClientMessage::ShareCheck(reports) => {
+            let mut w = Writer::new(0x04, env.round);
+            w.count(reports.len());
+            for r in reports {
+                w.u32(r.dealer.0);
+                match &r.kind {
+                    ReportKind::Unreadable => w.u8(0),
+                    ReportKind::BadShares { bundle_key } => {
+                        w.u8(1);
+                        w.bytes(bundle_key);
+                    }
+                }
+            }
             w.0
         }
         ClientMessage::MaskedInput(values) => {
-            let mut w = Writer::new(0x03, env.round);
+            let mut w = Writer::new(0x05, env.round);
             w.u8(bits as u8);
             w.count(values.len());
             pack(values, bits, &mut w.0);
             w.0
         }
+        ClientMessage::Consistency { signature } => {
+            let mut w = Writer::new(0x06, env.round);
+            w.bytes(signature);
+            w.0
+        }
         ClientMessage::UnmaskShares(shares) => {
-            let mut w = Writer::new(0x04, env.round);
+            let mut w = Writer::new(0x07, env.round);
             w.count(shares.len());
             for s in shares {
                 w.u32(s.owner.0);
                 w.u8(match s.kind {
                     ShareKind::SelfMask => 0,
                     ShareKind::MaskKey => 1,
-                    ShareKind::Unreadable => 2,
                 });
                 w.bytes(&s.value);
             }
@@ -383,19 +526,46 @@ pub fn encode_client(env: &Envelope<ClientMessage>, bits: u32) -> Vec<u8> {
 pub fn decode_client(bytes: &[u8], limits: &Limits) -> Result<Envelope<ClientMessage>, CodecError> {
     let (tag, round, mut r) = header(bytes)?;
     let message = match tag {
-        0x01 => ClientMessage::AdvertiseKeys(PublicKeys {
-            encryption: r.array("c_pk")?,
-            masking: r.array("s_pk")?,
-        }),
-        0x02 => {
-            let self_mask_commitment = r.array("commitment")?;
-            let bundles = read_bundles(&mut r, limits)?;
+        0x01 => ClientMessage::Join {
+            nonce_commitment: r.array("nonce commitment")?,
+        },
+        0x02 => ClientMessage::AdvertiseKeys(read_signed(&mut r)?),
+        0x03 => {
+            let commitments = read_commitments(&mut r, limits)?;
+            let n = r.count("bundles", limits.max_clients, 4 + BUNDLE_LEN)?;
+            let mut bundles = Vec::with_capacity(n);
+            for _ in 0..n {
+                let peer = ClientId(r.u32("bundle recipient")?);
+                let ciphertext = r.take(BUNDLE_LEN, "bundle")?.to_vec();
+                bundles.push(SealedBundle { peer, ciphertext });
+            }
             ClientMessage::ShareKeys {
-                self_mask_commitment,
+                commitments,
                 bundles,
             }
         }
-        0x03 => {
+        0x04 => {
+            let n = r.count("reports", limits.max_clients, 5)?;
+            let mut reports = Vec::with_capacity(n);
+            for _ in 0..n {
+                let dealer = ClientId(r.u32("dealer")?);
+                let kind = match r.u8("report kind")? {
+                    0 => ReportKind::Unreadable,
+                    1 => ReportKind::BadShares {
+                        bundle_key: r.array("bundle key")?,
+                    },
+                    k => {
+                        return Err(CodecError::Invalid {
+                            field: "report kind",
+                            why: format!("{k} is not 0 (unreadable) or 1 (bad shares)"),
+                        });
+                    }
+                };
+                reports.push(DealerReport { dealer, kind });
+            }
+            ClientMessage::ShareCheck(reports)
+        }
+        0x05 => {
             let bits = u32::from(r.u8("bits")?);
             if bits != limits.bits {
                 return Err(CodecError::Invalid {
@@ -418,7 +588,10 @@ pub fn decode_client(bytes: &[u8], limits: &Limits) -> Result<Envelope<ClientMes
             unpack(packed, bits, &mut values)?;
             ClientMessage::MaskedInput(values)
         }
-        0x04 => {
+        0x06 => ClientMessage::Consistency {
+            signature: r.array("signature")?,
+        },
+        0x07 => {
             let n = r.count("shares", limits.max_clients, 4 + 1 + 32)?;
             let mut shares = Vec::with_capacity(n);
             for _ in 0..n {
@@ -426,13 +599,10 @@ pub fn decode_client(bytes: &[u8], limits: &Limits) -> Result<Envelope<ClientMes
                 let kind = match r.u8("kind")? {
                     0 => ShareKind::SelfMask,
                     1 => ShareKind::MaskKey,
-                    2 => ShareKind::Unreadable,
                     k => {
                         return Err(CodecError::Invalid {
                             field: "share kind",
-                            why: format!(
-                                "{k} is not 0 (self mask), 1 (mask key) or 2 (unreadable bundle)"
-                            ),
+                            why: format!("{k} is not 0 (self mask) or 1 (mask key)"),
                         });
                     }
                 };
@@ -453,36 +623,64 @@ pub fn decode_client(bytes: &[u8], limits: &Limits) -> Result<Envelope<ClientMes
 /// Encodes a server message.
 pub fn encode_server(env: &Envelope<ServerMessage>) -> Vec<u8> {
     match &env.message {
+        ServerMessage::Cohort(cohort) => {
+            let mut w = Writer::new(0x80, env.round);
+            w.count(cohort.len());
+            for (id, c) in cohort.iter() {
+                w.u32(id.0);
+                w.bytes(c);
+            }
+            w.0
+        }
         ServerMessage::KeyList(keys) => {
             let mut w = Writer::new(0x81, env.round);
             w.count(keys.len());
-            for (id, k) in keys.iter() {
+            for (id, s) in keys.iter() {
                 w.u32(id.0);
-                w.bytes(&k.encryption);
-                w.bytes(&k.masking);
+                write_signed(&mut w, s);
             }
             w.0
         }
         ServerMessage::ShareBundles(bundles) => {
             let mut w = Writer::new(0x82, env.round);
-            write_bundles(&mut w, bundles);
+            w.count(bundles.len());
+            for b in bundles {
+                w.u32(b.sender.0);
+                write_commitments(&mut w, &b.commitments);
+                write_ciphertext(&mut w, &b.ciphertext);
+            }
             w.0
         }
-        ServerMessage::UnmaskRequest(ids) => {
+        ServerMessage::MaskRequest(ids) => {
             let mut w = Writer::new(0x83, env.round);
-            w.count(ids.len());
-            for id in ids.iter() {
+            write_ids(&mut w, ids);
+            w.0
+        }
+        ServerMessage::SurvivorList(ids) => {
+            let mut w = Writer::new(0x84, env.round);
+            write_ids(&mut w, ids);
+            w.0
+        }
+        ServerMessage::UnmaskRequest {
+            survivors,
+            signatures,
+        } => {
+            let mut w = Writer::new(0x85, env.round);
+            write_ids(&mut w, survivors);
+            w.count(signatures.len());
+            for (id, sig) in signatures {
                 w.u32(id.0);
+                w.bytes(sig);
             }
             w.0
         }
         ServerMessage::Completed { included } => {
-            let mut w = Writer::new(0x84, env.round);
+            let mut w = Writer::new(0x86, env.round);
             w.u32(*included);
             w.0
         }
         ServerMessage::Aborted(reason) => {
-            let mut w = Writer::new(0x85, env.round);
+            let mut w = Writer::new(0x87, env.round);
             write_reason(&mut w, reason);
             w.0
         }
@@ -493,27 +691,57 @@ pub fn encode_server(env: &Envelope<ServerMessage>) -> Vec<u8> {
 pub fn decode_server(bytes: &[u8], limits: &Limits) -> Result<Envelope<ServerMessage>, CodecError> {
     let (tag, round, mut r) = header(bytes)?;
     let message = match tag {
+        0x80 => {
+            let n = r.count("cohort", limits.max_clients, 36)?;
+            let mut cohort = Vec::with_capacity(n);
+            for _ in 0..n {
+                cohort.push((ClientId(r.u32("id")?), r.array("nonce commitment")?));
+            }
+            ServerMessage::Cohort(cohort.into())
+        }
         0x81 => {
-            let n = r.count("keys", limits.max_clients, 4 + 64)?;
+            // The shortest entry carries a self-asserted key.
+            let n = r.count("keys", limits.max_clients, 4 + 96 + 1 + 32 + 64)?;
             let mut keys = Vec::with_capacity(n);
             for _ in 0..n {
                 let id = ClientId(r.u32("id")?);
-                keys.push((
-                    id,
-                    PublicKeys {
-                        encryption: r.array("c_pk")?,
-                        masking: r.array("s_pk")?,
-                    },
-                ));
+                keys.push((id, read_signed(&mut r)?));
             }
             ServerMessage::KeyList(keys.into())
         }
-        0x82 => ServerMessage::ShareBundles(read_bundles(&mut r, limits)?),
-        0x83 => ServerMessage::UnmaskRequest(read_ids(&mut r, limits, "survivors")?.into()),
-        0x84 => ServerMessage::Completed {
+        0x82 => {
+            let n = r.count("bundles", limits.max_clients, 4 + 4 + BUNDLE_LEN)?;
+            let mut bundles = Vec::with_capacity(n);
+            for _ in 0..n {
+                let sender = ClientId(r.u32("bundle sender")?);
+                let commitments = std::sync::Arc::new(read_commitments(&mut r, limits)?);
+                let ciphertext = r.take(BUNDLE_LEN, "bundle")?.to_vec();
+                bundles.push(ForwardedBundle {
+                    sender,
+                    commitments,
+                    ciphertext,
+                });
+            }
+            ServerMessage::ShareBundles(bundles)
+        }
+        0x83 => ServerMessage::MaskRequest(read_ids(&mut r, limits, "partners")?),
+        0x84 => ServerMessage::SurvivorList(read_ids(&mut r, limits, "survivors")?.into()),
+        0x85 => {
+            let survivors = read_ids(&mut r, limits, "survivors")?.into();
+            let n = r.count("signatures", limits.max_clients, 68)?;
+            let mut signatures = Vec::with_capacity(n);
+            for _ in 0..n {
+                signatures.push((ClientId(r.u32("signer")?), r.array("signature")?));
+            }
+            ServerMessage::UnmaskRequest {
+                survivors,
+                signatures,
+            }
+        }
+        0x86 => ServerMessage::Completed {
             included: r.u32("included")?,
         },
-        0x85 => ServerMessage::Aborted(read_reason(&mut r)?),
+        0x87 => ServerMessage::Aborted(read_reason(&mut r)?),
         t => return Err(CodecError::UnknownTag(t)),
     };
     r.finish()?;
@@ -527,8 +755,29 @@ mod tests {
     fn limits() -> Limits {
         Limits {
             max_clients: 10,
+            max_threshold: 3,
             vector_len: 5,
             bits: 17,
+        }
+    }
+
+    fn signed(cert: bool) -> SignedKeys {
+        let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(5);
+        let ca = crate::identity::CaKey::generate(&mut rng);
+        let key = crate::identity::IdentityKey::generate(&mut rng);
+        let credential = if cert {
+            Credential::Certificate(ca.issue(ClientId(3), &key.public()))
+        } else {
+            Credential::SelfAsserted(key.public())
+        };
+        SignedKeys {
+            keys: PublicKeys {
+                encryption: [1; 32],
+                masking: [2; 32],
+            },
+            nonce: [3; 32],
+            credential,
+            signature: [4; 64],
         }
     }
 
@@ -568,19 +817,37 @@ mod tests {
     #[test]
     fn messages_round_trip() {
         let l = limits();
+        let commitments = ShareCommitments {
+            mask: vec![[6; 32], [7; 32]],
+            self_mask: vec![[8; 32], [9; 32]],
+        };
         let msgs = vec![
-            ClientMessage::AdvertiseKeys(PublicKeys {
-                encryption: [1; 32],
-                masking: [2; 32],
-            }),
+            ClientMessage::Join {
+                nonce_commitment: [1; 32],
+            },
+            ClientMessage::AdvertiseKeys(signed(true)),
+            ClientMessage::AdvertiseKeys(signed(false)),
             ClientMessage::ShareKeys {
-                self_mask_commitment: [3; 32],
+                commitments: commitments.clone(),
                 bundles: vec![SealedBundle {
                     peer: ClientId(4),
                     ciphertext: vec![5; BUNDLE_LEN],
                 }],
             },
+            ClientMessage::ShareCheck(vec![
+                DealerReport {
+                    dealer: ClientId(2),
+                    kind: ReportKind::Unreadable,
+                },
+                DealerReport {
+                    dealer: ClientId(5),
+                    kind: ReportKind::BadShares {
+                        bundle_key: [7; 32],
+                    },
+                },
+            ]),
             ClientMessage::MaskedInput(vec![0, 1, 0x1_ffff, 7, 9]),
+            ClientMessage::Consistency { signature: [3; 64] },
             ClientMessage::UnmaskShares(vec![RevealedShare {
                 owner: ClientId(3),
                 kind: ShareKind::MaskKey,
@@ -601,23 +868,24 @@ mod tests {
             let mut long = bytes.clone();
             long.push(0);
             assert_eq!(decode_client(&long, &l), Err(CodecError::TrailingBytes(1)));
+            assert!(bytes.len() <= l.max_client_frame());
         }
         let smsgs = vec![
+            ServerMessage::Cohort(vec![(ClientId(1), [4; 32]), (ClientId(2), [5; 32])].into()),
             ServerMessage::KeyList(
-                vec![(
-                    ClientId(1),
-                    PublicKeys {
-                        encryption: [1; 32],
-                        masking: [2; 32],
-                    },
-                )]
-                .into(),
+                vec![(ClientId(1), signed(true)), (ClientId(3), signed(false))].into(),
             ),
-            ServerMessage::ShareBundles(vec![SealedBundle {
-                peer: ClientId(2),
+            ServerMessage::ShareBundles(vec![ForwardedBundle {
+                sender: ClientId(2),
+                commitments: std::sync::Arc::new(commitments),
                 ciphertext: vec![1; BUNDLE_LEN],
             }]),
-            ServerMessage::UnmaskRequest(vec![ClientId(1), ClientId(5)].into()),
+            ServerMessage::MaskRequest(vec![ClientId(1), ClientId(5)]),
+            ServerMessage::SurvivorList(vec![ClientId(1), ClientId(5)].into()),
+            ServerMessage::UnmaskRequest {
+                survivors: vec![ClientId(1), ClientId(5)].into(),
+                signatures: vec![(ClientId(1), [2; 64])],
+            },
             ServerMessage::Completed { included: 7 },
             ServerMessage::Aborted("too few clients".into()),
         ];
@@ -631,6 +899,7 @@ mod tests {
             for cut in 0..bytes.len() {
                 assert!(decode_server(&bytes[..cut], &l).is_err());
             }
+            assert!(bytes.len() <= l.max_server_frame());
         }
     }
 
@@ -645,7 +914,7 @@ mod tests {
             Err(CodecError::TooLong { field: "keys", .. })
         ));
         // Within max_clients but more than the bytes present.
-        let mut w = Writer::new(0x83, 1);
+        let mut w = Writer::new(0x84, 1);
         w.u32(9);
         w.u32(1);
         assert!(matches!(
@@ -663,7 +932,17 @@ mod tests {
             message: ClientMessage::MaskedInput(vec![1; 5]),
         };
         assert!(decode_client(&encode_client(&env, 16), &l).is_err());
-        assert_eq!(decode_client(&[2, 1], &l), Err(CodecError::Version(2)));
+        assert_eq!(decode_client(&[1, 1], &l), Err(CodecError::Version(1)));
+        // More commitments than the threshold.
+        let mut w = Writer::new(0x03, 1);
+        w.u32(4);
+        assert!(matches!(
+            decode_client(&w.0, &l),
+            Err(CodecError::TooLong {
+                field: "commitments",
+                ..
+            })
+        ));
         assert!(matches!(
             decode_client(&Writer::new(0x99, 0).0, &l),
             Err(CodecError::UnknownTag(0x99))
@@ -671,7 +950,7 @@ mod tests {
     }
 }
 
-/// Tags of the transport's frames (protocol messages use 0x01..=0x04 and 0x81..=0x85).
+/// Tags of the transport's frames (protocol messages use 0x01..=0x07 and 0x80..=0x87).
 pub mod tag {
     /// Client hello.
     pub const HELLO: u8 = 0x10;
@@ -688,7 +967,7 @@ pub const CHUNK_ELEMS: usize = 1 << 18;
 /// Largest model layout a hello may carry (thousands of named tensors fit in far less).
 pub const MAX_LAYOUT: usize = 1 << 20;
 /// Bytes of a welcome frame.
-pub const WELCOME_LEN: usize = HEADER_LEN + 4 * 6 + 2 + 4 * 3 + 8;
+pub const WELCOME_LEN: usize = HEADER_LEN + 4 * 6 + 2 + 4 * 3 + 8 + 32;
 
 /// The tag of a frame, after checking its version.
 pub fn frame_tag(bytes: &[u8]) -> Result<u8, CodecError> {
@@ -761,8 +1040,11 @@ pub fn decode_hello(bytes: &[u8]) -> Result<Hello, CodecError> {
 /// ```text
 /// clients u32 | threshold u32 | min_survivors u32 | neighbors u32 | params u32 |
 /// levels u32 | bits u8 | prg rounds u8 | clip f32 | max_weight u32 | reserved u32 |
-/// stage timeout ms u64
+/// stage timeout ms u64 | context [32]
 /// ```
+///
+/// The context is the server's; a client that expects its own compares the two and refuses a
+/// mismatch (the context also enters every signature, so a lie cannot go unnoticed).
 pub fn encode_welcome(config: &RoundConfig) -> Vec<u8> {
     let mut w = Writer::new(tag::WELCOME, config.round_id());
     let q = config.quantization();
@@ -783,6 +1065,7 @@ pub fn encode_welcome(config: &RoundConfig) -> Vec<u8> {
     w.u32(0);
     let ms = u64::try_from(config.stage_timeout().as_millis()).unwrap_or(u64::MAX);
     w.bytes(&ms.to_le_bytes());
+    w.bytes(config.context());
     w.0
 }
 
@@ -811,6 +1094,7 @@ pub fn decode_welcome(bytes: &[u8]) -> Result<RoundConfig, CodecError> {
     let max_weight = r.u32("max_weight")?;
     let _reserved = r.u32("reserved")?;
     let ms = r.u64("stage timeout")?;
+    let context = r.array("context")?;
     r.finish()?;
     RoundConfig::builder(clients, params)
         .round_id(round)
@@ -825,6 +1109,7 @@ pub fn decode_welcome(bytes: &[u8]) -> Result<RoundConfig, CodecError> {
             max_weight,
         })
         .stage_timeout(Duration::from_millis(ms))
+        .context(context)
         .build()
         .map_err(|e| CodecError::Invalid {
             field: "round configuration",
@@ -933,6 +1218,7 @@ mod transport_tests {
                 max_weight: 7,
             })
             .stage_timeout(Duration::from_millis(1500))
+            .context([0xc7; 32])
             .build()
             .unwrap();
         let bytes = encode_welcome(&c);
@@ -969,6 +1255,7 @@ mod transport_tests {
     fn chunks_reassemble_and_are_checked() {
         let limits = Limits {
             max_clients: 4,
+            max_threshold: 3,
             vector_len: CHUNK_ELEMS + 5,
             bits: 13,
         };

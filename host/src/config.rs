@@ -50,6 +50,7 @@ pub struct RoundConfig {
     params: usize,
     quantization: Quantization,
     stage_timeout: Duration,
+    context: [u8; 32],
 }
 
 impl RoundConfig {
@@ -72,6 +73,7 @@ impl RoundConfig {
             quantization: None,
             round_id: 0,
             stage_timeout: Duration::from_secs(30),
+            context: [0; 32],
         }
     }
 
@@ -124,6 +126,19 @@ impl RoundConfig {
     pub fn stage_timeout(&self) -> Duration {
         self.stage_timeout
     }
+    /// The round context: 32 bytes the caller binds the round to (for example the SHA-256 of
+    /// the global model the clients trained on). It enters the session id, so clients given
+    /// different contexts cannot complete a round together. Zero unless set.
+    pub fn context(&self) -> &[u8; 32] {
+        &self.context
+    }
+    /// The same round with another context.
+    pub fn with_context(&self, context: [u8; 32]) -> RoundConfig {
+        RoundConfig {
+            context,
+            ..self.clone()
+        }
+    }
 
     /// The same round for vectors of `params` parameters (validated again).
     pub fn with_params(&self, params: usize) -> Result<RoundConfig, ConfigError> {
@@ -136,6 +151,7 @@ impl RoundConfig {
             .quantization(self.quantization)
             .round_id(self.round_id)
             .stage_timeout(self.stage_timeout)
+            .context(self.context)
             .build()
     }
 }
@@ -153,6 +169,7 @@ pub struct RoundConfigBuilder {
     quantization: Option<Quantization>,
     round_id: u64,
     stage_timeout: Duration,
+    context: [u8; 32],
 }
 
 impl RoundConfigBuilder {
@@ -195,6 +212,11 @@ impl RoundConfigBuilder {
     /// Sets the per-stage deadline.
     pub fn stage_timeout(mut self, d: Duration) -> Self {
         self.stage_timeout = d;
+        self
+    }
+    /// Sets the round context (see [`RoundConfig::context`]).
+    pub fn context(mut self, context: [u8; 32]) -> Self {
+        self.context = context;
         self
     }
 
@@ -270,6 +292,7 @@ impl RoundConfigBuilder {
             params: self.params,
             quantization,
             stage_timeout: self.stage_timeout,
+            context: self.context,
         })
     }
 }

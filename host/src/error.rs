@@ -190,6 +190,18 @@ pub enum CryptoError {
     /// Bytes that are not a canonical scalar.
     #[error("share value is not a canonical scalar")]
     NonCanonical,
+    /// Share commitments that are malformed or do not fit the round.
+    #[error("bad share commitments: {0}")]
+    Commitment(String),
+    /// A mask-agreement key that is not a valid point of large order.
+    #[error("mask-agreement key is not a valid Ed25519 point of large order")]
+    BadMaskingKey,
+}
+
+impl From<crate::identity::IdentityError> for ProtocolError {
+    fn from(e: crate::identity::IdentityError) -> Self {
+        ProtocolError::Identity(e.to_string())
+    }
 }
 
 /// What a peer did wrong. The server drops the client and carries on; a client aborts.
@@ -269,4 +281,61 @@ pub enum ProtocolError {
     /// The server reported the round aborted.
     #[error("server aborted the round: {0}")]
     ServerAborted(String),
+    /// The round fails this client's own policy.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    /// A certificate or signature failed its check (the identity module's reason).
+    #[error("identity check failed: {0}")]
+    Identity(String),
+    /// Too few of this client's neighbours completed share keys for its pairwise masks to
+    /// protect its input (the round-2 check).
+    #[error(
+        "only {have} neighbours are left to mask with, {need} needed: masking now could leave the input exposed"
+    )]
+    TooFewPartners {
+        /// Neighbours to mask with.
+        have: usize,
+        /// t.
+        need: usize,
+    },
+    /// Too few valid survivor-list signatures from the holders of one owner's secrets: a
+    /// second, different list could not be ruled out.
+    #[error(
+        "consistency check: {have} valid signatures on the survivor list from holders of {owner}'s shares, {need} needed"
+    )]
+    Consistency {
+        /// The owner whose shares would be revealed.
+        owner: ClientId,
+        /// Valid signatures from its holders.
+        have: usize,
+        /// t.
+        need: usize,
+    },
+    /// A dealer's shares are off its committed polynomial, proved by a holder's report.
+    #[error("dealer {dealer} dealt shares off its committed polynomial (proved by {holder})")]
+    CheatingDealer {
+        /// The dealer.
+        dealer: ClientId,
+        /// The holder whose report proved it.
+        holder: ClientId,
+    },
+    /// A report accusing a dealer did not hold up: the revealed key does not open the bundle,
+    /// or the shares inside are correct.
+    #[error("false report against dealer {dealer}: {why}")]
+    FalseReport {
+        /// The accused dealer.
+        dealer: ClientId,
+        /// What failed.
+        why: &'static str,
+    },
+    /// Too few holders could read a dealer's shares for its secrets to be rebuilt.
+    #[error("dealer {dealer}: only {readable} holders hold checked shares, {need} needed")]
+    UnrecoverableDealer {
+        /// The dealer.
+        dealer: ClientId,
+        /// Holders with checked shares.
+        readable: usize,
+        /// t.
+        need: usize,
+    },
 }

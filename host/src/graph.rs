@@ -1,5 +1,6 @@
 //! The neighbour graph: a Harary graph H(k, n) over a permutation of the clients that
-//! advertised keys, seeded by the session id so that every party derives the same graph.
+//! advertised keys, seeded by the round's graph seed (the cohort and the clients' committed
+//! nonces, see [`GraphSeed`]) so that every party derives the same graph.
 //!
 //! Positions on a ring of n: each is joined to the ⌊k/2⌋ nearest positions on either side;
 //! for odd k, also to the opposite position (n even), or — for odd n — positions
@@ -13,7 +14,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
 use crate::ClientId;
-use crate::crypto::SessionId;
+use crate::crypto::GraphSeed;
 
 /// Who is whose neighbour in one round.
 #[derive(Clone, Debug)]
@@ -25,12 +26,12 @@ pub struct NeighborGraph {
 
 impl NeighborGraph {
     /// The graph over `members` (the clients that advertised keys, any order) with degree
-    /// `k` (capped at `members − 1`), permuted by the session.
-    pub fn new(session: &SessionId, members: &[ClientId], k: usize) -> Self {
+    /// `k` (capped at `members − 1`), permuted by the seed.
+    pub fn new(seed: &GraphSeed, members: &[ClientId], k: usize) -> Self {
         let mut ring: Vec<ClientId> = members.to_vec();
         ring.sort_unstable();
         ring.dedup();
-        let mut rng = ChaCha20Rng::from_seed(session.graph_seed());
+        let mut rng = ChaCha20Rng::from_seed(seed.0);
         // Fisher–Yates with unbiased draws, so every platform derives the same ring.
         for i in (1..ring.len()).rev() {
             let j = uniform_below(&mut rng, i as u64 + 1) as usize;
@@ -144,14 +145,14 @@ mod tests {
 
     #[test]
     fn harary_graphs_are_symmetric_with_degree_k() {
-        let session = SessionId([7; 32]);
+        let seed = GraphSeed([7; 32]);
         for n in [3u32, 4, 5, 10, 11, 100, 101] {
             let ids = members(n);
             for k in [2usize, 3, 4, 5, 21, 22] {
                 if k >= n as usize {
                     continue;
                 }
-                let g = NeighborGraph::new(&session, &ids, k);
+                let g = NeighborGraph::new(&seed, &ids, k);
                 check_symmetric_and_degree(&g, &ids, k);
                 // Odd k with even n is exactly regular.
                 if k % 2 == 1 && n % 2 == 0 || k % 2 == 0 {
@@ -164,7 +165,7 @@ mod tests {
     #[test]
     fn complete_graph_when_k_reaches_n_minus_one() {
         let ids = members(6);
-        let g = NeighborGraph::new(&SessionId([1; 32]), &ids, 99);
+        let g = NeighborGraph::new(&GraphSeed([1; 32]), &ids, 99);
         for &a in &ids {
             assert_eq!(g.neighbors(a).len(), 5);
         }
@@ -173,9 +174,9 @@ mod tests {
     #[test]
     fn same_session_same_graph_other_session_other_graph() {
         let ids = members(50);
-        let a = NeighborGraph::new(&SessionId([1; 32]), &ids, 4);
-        let b = NeighborGraph::new(&SessionId([1; 32]), &ids, 4);
-        let c = NeighborGraph::new(&SessionId([2; 32]), &ids, 4);
+        let a = NeighborGraph::new(&GraphSeed([1; 32]), &ids, 4);
+        let b = NeighborGraph::new(&GraphSeed([1; 32]), &ids, 4);
+        let c = NeighborGraph::new(&GraphSeed([2; 32]), &ids, 4);
         let na: Vec<_> = ids.iter().map(|&i| a.neighbors(i)).collect();
         let nb: Vec<_> = ids.iter().map(|&i| b.neighbors(i)).collect();
         let nc: Vec<_> = ids.iter().map(|&i| c.neighbors(i)).collect();
@@ -184,14 +185,14 @@ mod tests {
         // Order of the member list does not matter.
         let mut rev = ids.clone();
         rev.reverse();
-        let d = NeighborGraph::new(&SessionId([1; 32]), &rev, 4);
+        let d = NeighborGraph::new(&GraphSeed([1; 32]), &rev, 4);
         let nd: Vec<_> = ids.iter().map(|&i| d.neighbors(i)).collect();
         assert_eq!(na, nd);
     }
 
     #[test]
     fn non_members_have_no_neighbors() {
-        let g = NeighborGraph::new(&SessionId([0; 32]), &members(5), 2);
+        let g = NeighborGraph::new(&GraphSeed([0; 32]), &members(5), 2);
         assert!(g.neighbors(ClientId(99)).is_empty());
         assert!(!g.are_neighbors(ClientId(0), ClientId(0)));
     }

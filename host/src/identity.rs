@@ -626,13 +626,13 @@ fn verify_each(items: &[SignedItem<'_>]) -> Result<(), IdentityError> {
 
 /// A client's enrolled identity as loaded from the operator's files: its id, its secret key,
 /// and a certificate for both, checked against the deployment CA.
-pub struct ClientIdentity {
+pub struct EnrolledIdentity {
     id: ClientId,
     key: IdentityKey,
     certificate: Certificate,
 }
 
-impl ClientIdentity {
+impl EnrolledIdentity {
     /// Loads a client's identity key file and certificate file and checks that the
     /// certificate was issued by `ca`, for the key file's id and for its key.
     pub fn load(
@@ -676,6 +676,11 @@ impl ClientIdentity {
     /// The client's certificate.
     pub fn certificate(&self) -> &Certificate {
         &self.certificate
+    }
+
+    /// The id, the key and the certificate, to hand to a protocol client.
+    pub fn into_parts(self) -> (ClientId, IdentityKey, Certificate) {
+        (self.id, self.key, self.certificate)
     }
 }
 

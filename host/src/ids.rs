@@ -24,36 +24,48 @@ impl From<u32> for ClientId {
 /// The stages of one round, in order. A client that drops "at" a stage never completed it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Stage {
-    /// Round 0: each client sends its two public keys.
+    /// Each client commits to a fresh nonce; the server answers with the cohort.
+    Join,
+    /// Each client sends its two round keys, its nonce and its certificate, signed.
     AdvertiseKeys,
-    /// Round 1: each client sends encrypted Shamir shares to its neighbours.
+    /// Each client sends Feldman commitments and encrypted Shamir shares to its neighbours.
     ShareKeys,
-    /// Round 2: each client sends its masked input.
+    /// Each client checks the shares it received and reports dealers that cheated.
+    ShareCheck,
+    /// Each client sends its masked input.
     MaskedInput,
-    /// Round 3: survivors reveal the shares the server needs to remove the masks.
+    /// Each survivor signs the survivor list.
+    Consistency,
+    /// Survivors reveal the shares the server needs to remove the masks.
     Unmasking,
 }
 
 impl Stage {
     /// Every stage, in protocol order.
-    pub const ALL: [Stage; 4] = [
+    pub const ALL: [Stage; 7] = [
+        Stage::Join,
         Stage::AdvertiseKeys,
         Stage::ShareKeys,
+        Stage::ShareCheck,
         Stage::MaskedInput,
+        Stage::Consistency,
         Stage::Unmasking,
     ];
 
     /// The kebab-case name used on the command line and in summaries.
     pub fn name(self) -> &'static str {
         match self {
+            Stage::Join => "join",
             Stage::AdvertiseKeys => "advertise-keys",
             Stage::ShareKeys => "share-keys",
+            Stage::ShareCheck => "share-check",
             Stage::MaskedInput => "masked-input",
+            Stage::Consistency => "consistency",
             Stage::Unmasking => "unmasking",
         }
     }
 
-    /// The stage's index, 0..=3.
+    /// The stage's index, 0..=6.
     pub fn index(self) -> usize {
         self as usize
     }
@@ -72,9 +84,8 @@ impl std::str::FromStr for Stage {
             .into_iter()
             .find(|st| st.name() == s)
             .ok_or_else(|| {
-                format!(
-                    "unknown stage {s:?}: expected one of advertise-keys, share-keys, masked-input, unmasking"
-                )
+                let names: Vec<&str> = Stage::ALL.iter().map(|st| st.name()).collect();
+                format!("unknown stage {s:?}: expected one of {}", names.join(", "))
             })
     }
 }

@@ -5,10 +5,11 @@
 //! nothing else, even when clients drop out at any stage.
 //!
 //! * [`config`]: a validated [`RoundConfig`], and [`plan`], the SecAgg+ parameter planner.
-//! * [`crypto`]: X25519, HKDF-SHA256, ChaCha20-Poly1305 share bundles, Shamir sharing.
+//! * [`crypto`]: X25519, Ed25519 mask keys, HKDF-SHA256, ChaCha20-Poly1305 share bundles,
+//!   Shamir sharing with Feldman commitments.
+//! * [`identity`]: long-term Ed25519 identities, enrollment certificates from a deployment CA.
+//! * [`policy`]: a client's own floors ([`ClientPolicy`]), checked against every round.
 //! * [`graph`]: the neighbour graph every party derives from the session.
-//! * [`identity`]: long-term Ed25519 client identities and the deployment CA's certificates
-//!   binding them to client ids, with their files.
 //! * [`client`] and [`server`]: sans-IO state machines, one file per round. Time and
 //!   randomness are passed in; no sockets, no clocks, no GPU API. The server's vector work
 //!   goes through a [`secagg_engine::Backend`].
@@ -22,6 +23,7 @@
 pub mod client;
 pub mod codec;
 pub mod config;
+mod credentials;
 pub mod crypto;
 pub mod error;
 pub mod graph;
@@ -29,14 +31,16 @@ pub mod identity;
 mod ids;
 pub mod messages;
 pub mod plan;
+pub mod policy;
 pub mod quantize;
 pub mod server;
 pub mod sim;
 #[cfg(feature = "tokio")]
 pub mod transport;
 
-pub use client::{Client, ClientError, ClientStatus};
+pub use client::{Client, ClientError, ClientIdentity, ClientStatus};
 pub use config::{Quantization, RoundConfig};
 pub use error::{CodecError, ConfigError, CryptoError, ProtocolError};
 pub use ids::{ClientId, Stage};
+pub use policy::{ClientPolicy, PolicyError, Trust};
 pub use server::{DropReason, DroppedClient, RoundOutput, Server, ServerEvent, ServerStatus};

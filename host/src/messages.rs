@@ -3,7 +3,103 @@
 use std::sync::Arc;
 
 use crate::crypto::PublicKeys;
+use crate::identity::{Certificate, IdentityPublicKey};
 use crate::{ClientId, Stage};
+
+/// How a client proves which id its keys belong to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// A certificate from the deployment CA binding the id to a long-term identity key.
+    Certificate(Certificate),
+    /// An identity key the client asserts itself: no protection against a server that
+    /// substitutes keys, so clients whose policy needs enrolled identities refuse it.
+    SelfAsserted(IdentityPublicKey),
+}
+
+impl Credential {
+    /// The identity key.
+    pub fn key(&self) -> &IdentityPublicKey {
+        match self {
+            Credential::Certificate(c) => &c.key,
+            Credential::SelfAsserted(k) => k,
+        }
+    }
+}
+
+/// A client's advertisement: its round keys and graph nonce, signed with its identity key
+/// over the round digest, the cohort digest and its id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedKeys {
+    /// The two round keys.
+    pub keys: PublicKeys,
+    /// The graph nonce, committed in the cohort.
+    pub nonce: [u8; 32],
+    /// Who it is.
+    pub credential: Credential,
+    /// Ed25519 signature by the identity key.
+    pub signature: [u8; 64],
+}
+
+/// A dealer's Feldman commitments, compressed Ed25519 points, t of each; `mask[0]` is the
+/// dealer's advertised masking key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShareCommitments {
+    /// Commitments to the polynomial sharing σ (the mask-agreement key).
+    pub mask: Vec<[u8; 32]>,
+    /// Commitments to the polynomial sharing β (the self-mask secret).
+    pub self_mask: Vec<[u8; 32]>,
+}
+
+impl ShareCommitments {
+    /// The digest every bundle of this dealer is bound to.
+    pub fn digest(&self) -> [u8; 32] {
+        crate::crypto::commitments_digest(&self.mask, &self.self_mask)
+    }
+}
+
+/// What a client found wrong with one dealer's bundle.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ReportKind {
+    /// The bundle failed authentication (the dealer or the server broke it; nobody can tell
+    /// which, so nothing is proved).
+    Unreadable,
+    /// The bundle opened but its shares are off the dealer's committed polynomial. The key
+    /// that opens it is the proof: the server opens the bundle it routed and checks.
+    BadShares {
+        /// The pair's bundle key.
+        bundle_key: [u8; 32],
+    },
+}
+
+impl std::fmt::Debug for ReportKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReportKind::Unreadable => f.write_str("Unreadable"),
+            ReportKind::BadShares { .. } => f.write_str("BadShares { .. }"),
+        }
+    }
+}
+
+/// A report on one dealer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DealerReport {
+    /// The dealer.
+    pub dealer: ClientId,
+    /// What was wrong.
+    pub kind: ReportKind,
+}
+
+/// A sealed bundle as the server forwards it: the sender, its commitments and the
+/// ciphertext.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardedBundle {
+    /// The dealer.
+    pub sender: ClientId,
+    /// The dealer's commitments (shared by every recipient's copy).
+    pub commitments: Arc<ShareCommitments>,
+    /// ChaCha20-Poly1305 ciphertext of the two shares.
+    pub ciphertext: Vec<u8>,
+}
 
 /// Which of a peer's two secrets a revealed share belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -12,9 +108,6 @@ pub enum ShareKind {
     SelfMask,
     /// A share of the mask-agreement key: revealed for peers that dropped before it.
     MaskKey,
-    /// No share: the owner's bundle to this client failed authentication, so it holds none.
-    /// The reveal still answers for that owner, and the server rebuilds from the others.
-    Unreadable,
 }
 
 /// One share revealed at unmasking: the owner of the secret, which secret, and the share.
@@ -44,11 +137,10 @@ impl Drop for RevealedShare {
     }
 }
 
-/// A sealed share bundle and the client at its other end (recipient when a client sends it,
-/// sender when the server forwards it).
+/// A sealed share bundle and its recipient, as the dealer sends it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SealedBundle {
-    /// The other end.
+    /// The recipient.
     pub peer: ClientId,
     /// ChaCha20-Poly1305 ciphertext of the two shares.
     pub ciphertext: Vec<u8>,
@@ -57,18 +149,30 @@ pub struct SealedBundle {
 /// What a client sends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientMessage {
-    /// Round 0: the two public keys.
-    AdvertiseKeys(PublicKeys),
-    /// Round 1: a commitment to the self-mask secret and one sealed bundle per neighbour.
+    /// Stage 0: a commitment to a fresh graph nonce.
+    Join {
+        /// SHA-256 commitment to the nonce ([`crate::crypto::nonce_commitment`]).
+        nonce_commitment: [u8; 32],
+    },
+    /// Stage 1: the signed round keys.
+    AdvertiseKeys(SignedKeys),
+    /// Stage 2: commitments to both shared secrets and one sealed bundle per neighbour.
     ShareKeys {
-        /// SHA-256 commitment to the self-mask scalar.
-        self_mask_commitment: [u8; 32],
+        /// Feldman commitments.
+        commitments: ShareCommitments,
         /// One bundle per neighbour (`peer` = recipient).
         bundles: Vec<SealedBundle>,
     },
-    /// Round 2: the masked vector (m parameters and the weight element), mod 2^b.
+    /// Stage 3: the dealers whose bundles failed this client's checks (empty when all passed).
+    ShareCheck(Vec<DealerReport>),
+    /// Stage 4: the masked vector (m parameters and the weight element), mod 2^b.
     MaskedInput(Vec<u32>),
-    /// Round 3: one share per neighbour that sent share keys.
+    /// Stage 5: the signature on the survivor list.
+    Consistency {
+        /// Ed25519 signature by the identity key over [`crate::crypto::survivors_digest`].
+        signature: [u8; 64],
+    },
+    /// Stage 6: one share per owner whose good shares this client holds.
     UnmaskShares(Vec<RevealedShare>),
 }
 
@@ -76,9 +180,12 @@ impl ClientMessage {
     /// The stage this message completes.
     pub fn stage(&self) -> Stage {
         match self {
+            ClientMessage::Join { .. } => Stage::Join,
             ClientMessage::AdvertiseKeys(_) => Stage::AdvertiseKeys,
             ClientMessage::ShareKeys { .. } => Stage::ShareKeys,
+            ClientMessage::ShareCheck(_) => Stage::ShareCheck,
             ClientMessage::MaskedInput(_) => Stage::MaskedInput,
+            ClientMessage::Consistency { .. } => Stage::Consistency,
             ClientMessage::UnmaskShares(_) => Stage::Unmasking,
         }
     }
@@ -86,9 +193,12 @@ impl ClientMessage {
     /// A short name for logs and errors.
     pub fn name(&self) -> &'static str {
         match self {
+            ClientMessage::Join { .. } => "join",
             ClientMessage::AdvertiseKeys(_) => "advertise-keys",
             ClientMessage::ShareKeys { .. } => "share-keys",
+            ClientMessage::ShareCheck(_) => "share-check",
             ClientMessage::MaskedInput(_) => "masked-input",
+            ClientMessage::Consistency { .. } => "consistency",
             ClientMessage::UnmaskShares(_) => "unmask-shares",
         }
     }
@@ -97,21 +207,30 @@ impl ClientMessage {
 /// What the server sends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerMessage {
-    /// After round 0: every client that advertised keys, sorted by id. Shared, since every
-    /// client gets the same list.
-    KeyList(Arc<[(ClientId, PublicKeys)]>),
-    /// After round 1: the bundles addressed to this client (`peer` = sender). The senders are
-    /// this client's neighbours that completed share keys.
-    ShareBundles(Vec<SealedBundle>),
-    /// After round 2: the clients whose masked input arrived, sorted by id. Shared, since every
-    /// survivor gets the same list.
-    UnmaskRequest(Arc<[ClientId]>),
+    /// After stage 0: the cohort, every member's id and nonce commitment, sorted by id.
+    Cohort(Arc<[(ClientId, [u8; 32])]>),
+    /// After stage 1: every client that advertised keys, sorted by id.
+    KeyList(Arc<[(ClientId, SignedKeys)]>),
+    /// After stage 2: the bundles addressed to this client, one per neighbour that dealt.
+    ShareBundles(Vec<ForwardedBundle>),
+    /// After stage 3: the neighbours this client is to mask with (those that dealt and were
+    /// not caught cheating), sorted.
+    MaskRequest(Vec<ClientId>),
+    /// After stage 4: the clients whose masked input arrived, sorted; survivors sign it.
+    SurvivorList(Arc<[ClientId]>),
+    /// After stage 5: the same list and the signatures on it this client needs to check.
+    UnmaskRequest {
+        /// The survivor list.
+        survivors: Arc<[ClientId]>,
+        /// (signer, signature) pairs, sorted by signer.
+        signatures: Vec<(ClientId, [u8; 64])>,
+    },
     /// The round completed; `included` clients are in the sum.
     Completed {
         /// How many inputs the sum holds.
         included: u32,
     },
-    /// The round aborted; nothing was revealed.
+    /// The round aborted (or this client was excluded); nothing more will be asked of it.
     Aborted(String),
 }
 
@@ -119,11 +238,27 @@ impl ServerMessage {
     /// A short name for logs and errors.
     pub fn name(&self) -> &'static str {
         match self {
+            ServerMessage::Cohort(_) => "cohort",
             ServerMessage::KeyList(_) => "key-list",
             ServerMessage::ShareBundles(_) => "share-bundles",
-            ServerMessage::UnmaskRequest(_) => "unmask-request",
+            ServerMessage::MaskRequest(_) => "mask-request",
+            ServerMessage::SurvivorList(_) => "survivor-list",
+            ServerMessage::UnmaskRequest { .. } => "unmask-request",
             ServerMessage::Completed { .. } => "completed",
             ServerMessage::Aborted(_) => "aborted",
+        }
+    }
+
+    /// The stage whose work this message starts on a client.
+    pub fn starts(&self) -> Option<Stage> {
+        match self {
+            ServerMessage::Cohort(_) => Some(Stage::AdvertiseKeys),
+            ServerMessage::KeyList(_) => Some(Stage::ShareKeys),
+            ServerMessage::ShareBundles(_) => Some(Stage::ShareCheck),
+            ServerMessage::MaskRequest(_) => Some(Stage::MaskedInput),
+            ServerMessage::SurvivorList(_) => Some(Stage::Consistency),
+            ServerMessage::UnmaskRequest { .. } => Some(Stage::Unmasking),
+            ServerMessage::Completed { .. } | ServerMessage::Aborted(_) => None,
         }
     }
 }

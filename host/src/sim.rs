@@ -18,10 +18,13 @@ use secagg_engine::{Backend, CpuEngine};
 
 use crate::codec::{self, Limits};
 use crate::config::RoundConfig;
+use crate::identity::{CaKey, IdentityKey};
 use crate::messages::{Envelope, ServerMessage};
+use crate::plan::Adversary;
+use crate::policy::{ClientPolicy, Trust};
 use crate::quantize;
 use crate::server::{RoundOutput, Server, ServerStatus};
-use crate::{Client, ClientId, ClientStatus, Stage};
+use crate::{Client, ClientId, ClientIdentity, ClientStatus, Stage};
 
 /// Which clients vanish, and before which stage's message.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -99,10 +102,18 @@ pub struct SimConfig {
     pub mode: DropMode,
     /// Draw each client's weight from 1..=max_weight (otherwise every weight is 1).
     pub random_weights: bool,
+    /// Enroll every client with a CA the simulator makes from the seed (the server then
+    /// admits only certified clients); otherwise identities are self-asserted.
+    pub enrolled: bool,
+    /// The clients' policy. Its trust is replaced by the simulator's CA when `enrolled`
+    /// (and by [`Trust::Unauthenticated`] otherwise).
+    pub policy: ClientPolicy,
 }
 
 impl SimConfig {
-    /// A round with no dropouts, seed 0.
+    /// A round with no dropouts, seed 0, enrolled clients, and a policy that checks every
+    /// signature, commitment and list but sets no floor on the round's parameters (they are
+    /// the caller's to choose): curious adversary, no corrupted clients assumed, T = 3.
     pub fn new(round: RoundConfig) -> Self {
         Self {
             round,
@@ -110,7 +121,70 @@ impl SimConfig {
             drops: DropSchedule::none(),
             mode: DropMode::Disconnect,
             random_weights: false,
+            enrolled: true,
+            policy: parameter_free_policy(),
         }
+    }
+}
+
+/// A policy with no floor on the round's parameters (see [`SimConfig::new`]).
+pub fn parameter_free_policy() -> ClientPolicy {
+    ClientPolicy {
+        adversary: Adversary::Curious,
+        corrupt_fraction: 0.0,
+        dropout_rate: 0.0,
+        min_cohort: 3,
+        prgs: vec![
+            secagg_engine::Prg::ChaCha20,
+            secagg_engine::Prg::ChaCha12,
+            secagg_engine::Prg::ChaCha8,
+        ],
+        ..ClientPolicy::curious_unauthenticated()
+    }
+}
+
+/// The deployment CA of a simulated round (derived from the seed, so tests can rebuild it).
+pub fn sim_ca(seed: u64) -> CaKey {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0xca_ca_ca);
+    CaKey::generate(&mut rng)
+}
+
+/// Client `id` of a simulated round, with its identity and RNG derived from the seed, ready
+/// to run (its policy is `cfg.policy` with the trust set as [`SimConfig`] says).
+pub fn sim_client<E: Backend>(
+    cfg: &SimConfig,
+    ca: &CaKey,
+    id: ClientId,
+    engine: E,
+) -> Result<Client<E, ChaCha20Rng>, crate::ClientError> {
+    let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed);
+    rng.set_stream(u64::from(id.0) + (1 << 40));
+    let key = IdentityKey::generate(&mut rng);
+    let (identity, trust) = if cfg.enrolled {
+        let cert = ca.issue(id, &key.public());
+        (
+            ClientIdentity::enrolled(key, cert)?,
+            Trust::Enrolled(ca.public()),
+        )
+    } else {
+        (
+            ClientIdentity::self_asserted(id, key),
+            Trust::Unauthenticated,
+        )
+    };
+    let policy = ClientPolicy {
+        trust,
+        ..cfg.policy.clone()
+    };
+    Client::new(identity, cfg.round.clone(), policy, engine, rng)
+}
+
+/// The server of a simulated round (enrolled with the simulator's CA when `cfg.enrolled`).
+pub fn sim_server<E: Backend>(cfg: &SimConfig, ca: &CaKey, engine: E, now: Duration) -> Server<E> {
+    if cfg.enrolled {
+        Server::enrolled(cfg.round.clone(), ca.public(), engine, now)
+    } else {
+        Server::new(cfg.round.clone(), engine, now)
     }
 }
 
@@ -202,12 +276,7 @@ pub enum SimError {
 }
 
 fn stage_after(m: &ServerMessage) -> Option<Stage> {
-    match m {
-        ServerMessage::KeyList(_) => Some(Stage::ShareKeys),
-        ServerMessage::ShareBundles(_) => Some(Stage::MaskedInput),
-        ServerMessage::UnmaskRequest(_) => Some(Stage::Unmasking),
-        _ => None,
-    }
+    m.starts()
 }
 
 /// Client `id`'s update: uniform in [−1.2c, 1.2c] (so some values are clipped) from the seed.
@@ -271,23 +340,30 @@ pub fn run<E: Backend>(
         .collect();
 
     let mut now = Duration::ZERO;
-    let mut server = Server::new(round.clone(), engine, now);
-    let (mut clients, times): (Vec<SimClient>, Vec<Duration>) = (0..n as u32)
+    let ca = sim_ca(cfg.seed);
+    let mut server = sim_server(cfg, &ca, engine, now);
+    let made: Vec<Result<(SimClient, Duration), SimError>> = (0..n as u32)
         .into_par_iter()
         .map(|i| {
             let t0 = Instant::now();
             let id = ClientId(i);
-            let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed);
-            rng.set_stream(u64::from(i) + (1 << 40));
-            let client = SimClient {
-                client: Client::new(id, round.clone(), client_engine.clone(), rng),
-                stopped: false,
-            };
-            (client, t0.elapsed())
+            let client = sim_client(cfg, &ca, id, client_engine.clone())
+                .map_err(|e| SimError::Client(id, e))?;
+            Ok((
+                SimClient {
+                    client,
+                    stopped: false,
+                },
+                t0.elapsed(),
+            ))
         })
+        .collect();
+    let (mut clients, times): (Vec<SimClient>, Vec<Duration>) = made
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
         .unzip();
-    stats_mut(&mut stats, Stage::AdvertiseKeys).slowest_client =
-        times.into_iter().max().unwrap_or_default();
+    stats_mut(&mut stats, Stage::Join).slowest_client = times.into_iter().max().unwrap_or_default();
     let plain = Mutex::new(Plain {
         levels: vec![0; round.vector_len()],
         reals: vec![0.0; round.params()],
@@ -492,7 +568,7 @@ fn step_client(
             }
             stage_worked = Some(s);
         }
-        if let ServerMessage::ShareBundles(_) = env.message {
+        if let ServerMessage::MaskRequest(_) = env.message {
             set_input(cfg, id, &mut sc.client, plain)?;
         }
         sc.client

@@ -9,8 +9,11 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use secagg::model::read_model;
 use secagg_engine::CpuEngine;
+use secagg_engine::Prg;
+use secagg_host::identity::{CaPublicKey, EnrolledIdentity, IdentityKey};
+use secagg_host::plan::Adversary;
 use secagg_host::transport::{ClientOptions, ClientOutcome, TransportError, run_client};
-use secagg_host::{ClientId, ProtocolError, Stage};
+use secagg_host::{ClientId, ClientIdentity, ClientPolicy, ProtocolError, Stage, Trust};
 use serde::Deserialize;
 
 use super::{EXIT_ABORTED, EXIT_FAILED, load_config, pick};
@@ -21,9 +24,12 @@ use super::{EXIT_ABORTED, EXIT_FAILED, load_config, pick};
 pub enum DropAfter {
     /// Leave after advertising keys (the server sees it miss share-keys).
     AdvertiseKeys,
-    /// Leave after sending the share bundles (it misses masked-input).
+    /// Leave after sending the share bundles (it misses the share check).
     ShareKeys,
-    /// Leave after sending the masked input (it misses unmasking; its input is in the sum).
+    /// Leave after checking its shares (it misses masked-input).
+    ShareCheck,
+    /// Leave after sending the masked input (it misses the consistency round; its input is
+    /// in the sum).
     MaskedInput,
 }
 
@@ -32,6 +38,7 @@ impl DropAfter {
         match self {
             DropAfter::AdvertiseKeys => Stage::AdvertiseKeys,
             DropAfter::ShareKeys => Stage::ShareKeys,
+            DropAfter::ShareCheck => Stage::ShareCheck,
             DropAfter::MaskedInput => Stage::MaskedInput,
         }
     }
@@ -61,6 +68,52 @@ pub struct ClientArgs {
     /// How long to keep retrying the connection, in milliseconds. [default: 10000]
     #[arg(long)]
     connect_timeout_ms: Option<u64>,
+    /// The deployment CA's public key (ca.pub): this client checks every peer's certificate
+    /// against it. Without it the client runs unauthenticated (only with --adversary
+    /// curious).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// This client's identity key file (client-ID.key from `secagg enroll`). [required with
+    /// --ca]
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// This client's certificate (client-ID.cert from `secagg enroll`). [required with --ca]
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// Policy: the server this client must withstand, semi-malicious or curious.
+    /// [default: semi-malicious]
+    #[arg(long)]
+    adversary: Option<Adversary>,
+    /// Policy: the fraction of the round's clients that may collude with the server.
+    /// [default: 0.05]
+    #[arg(long)]
+    corrupt: Option<f64>,
+    /// Policy: the dropout rate the graph-connectivity bound assumes. [default: 0.1]
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// Policy: statistical security σ; the round must keep the insecurity bound at or below
+    /// 2^-σ. [default: 40]
+    #[arg(long)]
+    security_bits: Option<u32>,
+    /// Policy: T, the fewest clients a round may have and the fewest inputs a released sum
+    /// may hold. [default: 10]
+    #[arg(long)]
+    min_cohort: Option<usize>,
+    /// Policy: the mask PRGs accepted, comma-separated. [default: chacha20,chacha12]
+    #[arg(long)]
+    allow_prg: Option<String>,
+    /// Policy: the modulus bits accepted, LO..=HI. [default: 1..=32]
+    #[arg(long)]
+    allow_bits: Option<String>,
+    /// The round context this client expects, 64 hex digits (for example the SHA-256 of the
+    /// model it trained on): a round with another context is refused. [default: accept the
+    /// server's]
+    #[arg(long)]
+    context: Option<String>,
+    /// The expected round context as the SHA-256 of this file (the global model this client
+    /// trained on).
+    #[arg(long, conflicts_with = "context")]
+    context_file: Option<PathBuf>,
     /// Read flags from this TOML file.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -75,13 +128,130 @@ struct ClientFile {
     weight: Option<u32>,
     drop_after: Option<DropAfter>,
     connect_timeout_ms: Option<u64>,
+    ca: Option<PathBuf>,
+    key: Option<PathBuf>,
+    cert: Option<PathBuf>,
+    adversary: Option<String>,
+    corrupt: Option<f64>,
+    dropout: Option<f64>,
+    security_bits: Option<u32>,
+    min_cohort: Option<usize>,
+    allow_prg: Option<String>,
+    allow_bits: Option<String>,
+    context: Option<String>,
+    context_file: Option<PathBuf>,
 }
 
-pub fn run(a: ClientArgs) -> Result<ExitCode, String> {
-    let file: ClientFile = load_config(a.config.as_deref())?;
+/// The client's identity and policy from its flags.
+fn identity_and_policy(
+    a: &mut ClientArgs,
+    file: &mut ClientFile,
+    id: u32,
+) -> Result<(ClientIdentity, ClientPolicy), String> {
+    let adversary = match (a.adversary, file.adversary.take()) {
+        (Some(x), _) => x,
+        (None, Some(s)) => s
+            .parse()
+            .map_err(|e| format!("config file: adversary: {e}"))?,
+        (None, None) => Adversary::SemiMalicious,
+    };
+    let (identity, trust) = match a.ca.take().or(file.ca.take()) {
+        Some(ca_path) => {
+            let ca = CaPublicKey::load(&ca_path)
+                .map_err(|e| format!("--ca {}: {e}", ca_path.display()))?;
+            let key = pick(a.key.take(), file.key.take(), "key")?;
+            let cert = pick(a.cert.take(), file.cert.take(), "cert")?;
+            let enrolled = EnrolledIdentity::load(&key, &cert, &ca).map_err(|e| e.to_string())?;
+            if enrolled.id() != ClientId(id) {
+                return Err(format!(
+                    "--cert {} is for client {}, not --id {id}",
+                    cert.display(),
+                    enrolled.id()
+                ));
+            }
+            let (_, key, certificate) = enrolled.into_parts();
+            let identity = ClientIdentity::enrolled(key, certificate).map_err(|e| e.to_string())?;
+            (identity, Trust::Enrolled(ca))
+        }
+        None => {
+            if adversary != Adversary::Curious {
+                return Err(
+                    "without --ca (enrolled identities) a client can only trust an honest-but-curious \
+                     server: give --ca, --key and --cert, or --adversary curious"
+                        .into(),
+                );
+            }
+            eprintln!(
+                "warning: no --ca: peers are not authenticated; this client is safe only against a server that follows the protocol"
+            );
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed)
+                .map_err(|e| format!("no operating-system randomness: {e}"))?;
+            let key = IdentityKey::generate(&mut ChaCha20Rng::from_seed(seed));
+            seed.fill(0);
+            (
+                ClientIdentity::self_asserted(ClientId(id), key),
+                Trust::Unauthenticated,
+            )
+        }
+    };
+    let mut policy = match &trust {
+        Trust::Enrolled(ca) => ClientPolicy::enrolled(*ca),
+        Trust::Unauthenticated => ClientPolicy::curious_unauthenticated(),
+    };
+    policy.adversary = adversary;
+    if let Some(g) = a.corrupt.or(file.corrupt) {
+        policy.corrupt_fraction = g;
+    }
+    if let Some(d) = a.dropout.or(file.dropout) {
+        policy.dropout_rate = d;
+    }
+    if let Some(b) = a.security_bits.or(file.security_bits) {
+        policy.security_bits = b;
+    }
+    if let Some(t) = a.min_cohort.or(file.min_cohort) {
+        policy.min_cohort = t;
+    }
+    if let Some(list) = a.allow_prg.take().or(file.allow_prg.take()) {
+        policy.prgs = list
+            .split(',')
+            .map(|p| {
+                p.trim()
+                    .parse::<Prg>()
+                    .map_err(|e| format!("--allow-prg: {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+    }
+    if let Some(range) = a.allow_bits.take().or(file.allow_bits.take()) {
+        let (lo, hi) = range
+            .split_once("..=")
+            .ok_or_else(|| format!("--allow-bits {range}: expected LO..=HI, e.g. 16..=32"))?;
+        let parse = |v: &str| {
+            v.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("--allow-bits {range}: {v:?} is not a number"))
+        };
+        policy.bits = parse(lo)?..=parse(hi)?;
+    }
+    let ctx_hex = a.context.take().or(file.context.take());
+    let ctx_file = a.context_file.take().or(file.context_file.take());
+    if ctx_hex.is_some() || ctx_file.is_some() {
+        policy.context = Some(super::parse_context(
+            ctx_hex.as_deref(),
+            ctx_file.as_deref(),
+        )?);
+    }
+    policy.trust = trust;
+    policy.validate().map_err(|e| e.to_string())?;
+    Ok((identity, policy))
+}
+
+pub fn run(mut a: ClientArgs) -> Result<ExitCode, String> {
+    let mut file: ClientFile = load_config(a.config.as_deref())?;
     let addr = pick(a.connect, file.connect, "connect")?;
     let id = pick(a.id, file.id, "id")?;
-    let input = pick(a.input, file.input, "input")?;
+    let input = pick(a.input.take(), file.input.take(), "input")?;
+    let (identity, policy) = identity_and_policy(&mut a, &mut file, id)?;
     let weight = a.weight.or(file.weight);
     if weight == Some(0) {
         return Err("--weight must be at least 1".into());
@@ -109,7 +279,15 @@ pub fn run(a: ClientArgs) -> Result<ExitCode, String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let outcome = runtime.block_on(run_client(addr, options, &update, CpuEngine::new(), rng));
+    let outcome = runtime.block_on(run_client(
+        addr,
+        options,
+        identity,
+        policy,
+        &update,
+        CpuEngine::new(),
+        rng,
+    ));
     match outcome {
         Ok(ClientOutcome::Completed { included }) => {
             eprintln!("client {id}: round completed; the sum holds {included} inputs");
@@ -122,6 +300,10 @@ pub fn run(a: ClientArgs) -> Result<ExitCode, String> {
         Err(TransportError::Protocol(ProtocolError::ServerAborted(reason))) => {
             eprintln!("client {id}: the server aborted the round: {reason}");
             Ok(ExitCode::from(EXIT_ABORTED))
+        }
+        Err(TransportError::Refused(reason)) => {
+            eprintln!("client {id}: refused the round: {reason}");
+            Ok(ExitCode::from(EXIT_FAILED))
         }
         Err(e) => {
             eprintln!("client {id}: {e}");

@@ -74,6 +74,51 @@ pub fn pick<T>(flag: Option<T>, file: Option<T>, name: &str) -> Result<T, String
         .ok_or_else(|| format!("--{name} is required (on the command line or in --config)"))
 }
 
+/// The round context from `--context HEX` or `--context-file PATH` (its SHA-256); zeros when
+/// neither is given.
+pub fn parse_context(
+    hex: Option<&str>,
+    file: Option<&std::path::Path>,
+) -> Result<[u8; 32], String> {
+    match (hex, file) {
+        (Some(_), Some(_)) => Err("give --context or --context-file, not both".into()),
+        (Some(h), None) => {
+            let h = h.trim();
+            if h.len() != 64 {
+                return Err(format!(
+                    "--context must be 64 hex digits (32 bytes), got {} characters",
+                    h.len()
+                ));
+            }
+            let mut out = [0u8; 32];
+            for (i, byte) in out.iter_mut().enumerate() {
+                *byte = u8::from_str_radix(&h[2 * i..2 * i + 2], 16)
+                    .map_err(|_| format!("--context: {:?} is not hex", &h[2 * i..2 * i + 2]))?;
+            }
+            Ok(out)
+        }
+        (None, Some(path)) => {
+            use sha2::{Digest, Sha256};
+            use std::io::Read;
+            let mut f = std::fs::File::open(path)
+                .map_err(|e| format!("--context-file {}: {e}", path.display()))?;
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = f
+                    .read(&mut buf)
+                    .map_err(|e| format!("--context-file {}: {e}", path.display()))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            Ok(h.finalize().into())
+        }
+        (None, None) => Ok([0; 32]),
+    }
+}
+
 /// Bytes in a short human form.
 pub fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

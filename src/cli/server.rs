@@ -8,7 +8,8 @@ use std::time::Duration;
 use secagg::model::{ModelLayout, write_model};
 use secagg_engine::{Backend, BackendChoice, Engine};
 use secagg_host::config::{MAX_PARAMS, Quantization, RoundConfig, bits_needed};
-use secagg_host::plan::threshold_for;
+use secagg_host::identity::CaPublicKey;
+use secagg_host::plan::{Adversary, PlanRequest, check, threshold_for};
 use secagg_host::transport::{RoundReport, ServeOptions, serve_with_layout};
 use serde::Deserialize;
 use serde_json::json;
@@ -70,6 +71,34 @@ pub struct ServerArgs {
     /// with any other size are refused.
     #[arg(long)]
     params: Option<usize>,
+    /// The deployment CA's public key (ca.pub from `secagg ca new`): only clients holding a
+    /// certificate from it take part. Without it the round runs unauthenticated, which is
+    /// only allowed with --adversary curious.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// The server model the round's parameters must be secure against: semi-malicious (the
+    /// clients' default policy) or curious. [default: semi-malicious]
+    #[arg(long)]
+    adversary: Option<Adversary>,
+    /// Fraction of clients that may collude with the server, for the security check.
+    /// [default: 0.05]
+    #[arg(long)]
+    corrupt: Option<f64>,
+    /// Expected dropout rate, for the planner's threshold and the security check.
+    /// [default: 0.1]
+    #[arg(long)]
+    dropout: Option<f64>,
+    /// Start even when (n, k, t) fails the security check (a warning says which bound);
+    /// clients with their own policy still refuse such a round.
+    #[arg(long)]
+    insecure_params: bool,
+    /// The round context, 64 hex digits (for example the SHA-256 of the global model):
+    /// clients that expect another context refuse the round. [default: zeros]
+    #[arg(long)]
+    context: Option<String>,
+    /// The round context as the SHA-256 of this file (the global model the clients train).
+    #[arg(long, conflicts_with = "context")]
+    context_file: Option<PathBuf>,
     /// Read flags from this TOML file.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -93,6 +122,13 @@ struct ServerFile {
     summary: Option<PathBuf>,
     max_uploads: Option<usize>,
     params: Option<usize>,
+    ca: Option<PathBuf>,
+    adversary: Option<String>,
+    corrupt: Option<f64>,
+    dropout: Option<f64>,
+    insecure_params: Option<bool>,
+    context: Option<String>,
+    context_file: Option<PathBuf>,
 }
 
 /// Largest model the server accepts from its first client when `--params` is not given.
@@ -107,6 +143,7 @@ struct Settings {
     summary: Option<PathBuf>,
     max_uploads: usize,
     params: Option<usize>,
+    ca: Option<CaPublicKey>,
 }
 
 fn settings(a: ServerArgs) -> Result<Settings, String> {
@@ -129,26 +166,83 @@ fn settings(a: ServerArgs) -> Result<Settings, String> {
         .neighbors
         .or(file.neighbors)
         .unwrap_or(n.saturating_sub(1));
-    // SecAgg: T is the Shamir threshold too. SecAgg+: the planner's per-neighbourhood t.
+    let ca = match a.ca.or(file.ca) {
+        Some(path) => {
+            Some(CaPublicKey::load(&path).map_err(|e| format!("--ca {}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    let adversary = match (a.adversary, file.adversary) {
+        (Some(x), _) => x,
+        (None, Some(s)) => s
+            .parse()
+            .map_err(|e| format!("config file: adversary: {e}"))?,
+        (None, None) => Adversary::SemiMalicious,
+    };
+    if ca.is_none() && adversary != Adversary::Curious {
+        return Err(
+            "a round secure against a semi-malicious server needs enrolled clients: give --ca ca.pub \
+             (see `secagg ca new` and `secagg enroll`), or --adversary curious for an unauthenticated round"
+                .into(),
+        );
+    }
+    let req = PlanRequest {
+        clients: n,
+        dropout_rate: a.dropout.or(file.dropout).unwrap_or(0.1),
+        corrupt_fraction: a.corrupt.or(file.corrupt).unwrap_or(0.05),
+        adversary,
+        ..PlanRequest::default()
+    };
+    let insecure_ok = a.insecure_params || file.insecure_params.unwrap_or(false);
+    // SecAgg: T is the Shamir threshold too. SecAgg+: the smallest secure per-neighbourhood t
+    // (curious: the planner's balance of its two bounds).
     let t = if k + 1 >= n {
         big_t
     } else {
-        let p = threshold_for(n, k, 0.1, 0.05);
-        log::info!(
-            "SecAgg+ with k = {k}: planner threshold t = {} (insecurity {}, failure {} at 10% dropout, 5% corrupt)",
-            p.threshold,
-            super::pow2(p.log2_insecurity),
-            super::pow2(p.log2_failure)
-        );
-        if p.threshold > big_t {
+        let t = match adversary {
+            Adversary::Curious => {
+                threshold_for(n, k, req.dropout_rate, req.corrupt_fraction).threshold
+            }
+            _ => (2..=k + 1)
+                .find(|&t| check(&req, k, t).map_or_else(|e| !e.is_security(), |_| true))
+                .unwrap_or(k + 1),
+        };
+        log::info!("SecAgg+ with k = {k}: per-neighbourhood threshold t = {t}");
+        if t > big_t {
             return Err(format!(
-                "--threshold {big_t} is below the planner's per-neighbourhood threshold {} for --neighbors {k}: \
-                 raise --threshold to at least {} or --neighbors",
-                p.threshold, p.threshold
+                "--threshold {big_t} is below the per-neighbourhood threshold {t} for --neighbors {k}: \
+                 raise --threshold to at least {t} or --neighbors"
             ));
         }
-        p.threshold
+        t
     };
+    match check(&req, k, t) {
+        Ok(p) => log::info!(
+            "round parameters secure against a {adversary} server: insecurity {}, failure {}",
+            super::pow2(p.log2_insecurity),
+            super::pow2(p.log2_failure)
+        ),
+        Err(e) if e.is_security() && !insecure_ok => {
+            return Err(format!(
+                "refusing to start an insecure round (n = {n}, k = {k}, t = {t}, {adversary} server, {} corrupt): {e}; \
+                 --insecure-params starts it anyway (clients with their own policy will still refuse it)",
+                req.corrupt_fraction
+            ));
+        }
+        Err(e) if e.is_security() => {
+            eprintln!("warning: insecure round parameters (--insecure-params): {e}")
+        }
+        Err(e) => eprintln!("warning: {e}"),
+    }
+    if ca.is_none() {
+        eprintln!(
+            "warning: no --ca: clients are not authenticated; the round is secure only against a server that follows the protocol"
+        );
+    }
+    let context = super::parse_context(
+        a.context.or(file.context).as_deref(),
+        a.context_file.or(file.context_file).as_deref(),
+    )?;
     let levels = match a.levels.or(file.levels) {
         Some(q) => q,
         None => (1..=16u32)
@@ -184,6 +278,7 @@ fn settings(a: ServerArgs) -> Result<Settings, String> {
         })
         .stage_timeout(deadline)
         .round_id(round_id)
+        .context(context)
         .build()
         .map_err(|e| e.to_string())?;
     Ok(Settings {
@@ -194,6 +289,7 @@ fn settings(a: ServerArgs) -> Result<Settings, String> {
         summary: a.summary.or(file.summary),
         max_uploads: a.max_uploads.or(file.max_uploads).unwrap_or(4),
         params: a.params.or(file.params),
+        ca,
     })
 }
 
@@ -243,6 +339,7 @@ pub fn run(a: ServerArgs) -> Result<ExitCode, String> {
     let options = ServeOptions {
         max_concurrent_uploads: s.max_uploads,
         layout: None,
+        ca: s.ca,
     };
     let expected = s.params;
     let params_of = move |layout: &[u8]| {

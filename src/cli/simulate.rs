@@ -7,9 +7,9 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use secagg_engine::{Backend, BackendChoice, Engine, Prg};
 use secagg_host::config::bits_needed;
-use secagg_host::plan::{PlanRequest, plan, threshold_for};
+use secagg_host::plan::{Adversary, PlanRequest, check, plan, threshold_for};
 use secagg_host::sim::{self, DropMode, DropSchedule, Progress, SimConfig, SimReport};
-use secagg_host::{Quantization, RoundConfig, Stage};
+use secagg_host::{ClientPolicy, Quantization, RoundConfig, Stage};
 use serde_json::json;
 
 use super::{EXIT_ABORTED, EXIT_CHECK_FAILED, human_bytes, human_duration};
@@ -44,9 +44,26 @@ pub struct SimulateArgs {
     /// disconnecting.
     #[arg(long)]
     silent: bool,
-    /// Fraction of colluding clients the planner must tolerate.
+    /// Fraction of colluding clients the planner (and every client's policy) must tolerate.
     #[arg(long, default_value_t = 0.05)]
     corrupt: f64,
+    /// The server the clients must withstand: semi-malicious (it may lie in any message;
+    /// the default) or curious (it follows the protocol). Sets the planner's bounds and every
+    /// client's policy.
+    #[arg(long, default_value = "semi-malicious")]
+    adversary: Adversary,
+    /// T in every client's policy: the fewest clients a round may have and the fewest inputs
+    /// a released sum may hold. [default: min(10, n)]
+    #[arg(long)]
+    min_cohort: Option<usize>,
+    /// Clients accept any round parameters (no floor from the planner): to watch an
+    /// insecure configuration run. Certificates, signatures and lists are still checked.
+    #[arg(long)]
+    insecure_params: bool,
+    /// Clients assert their own identity keys instead of holding certificates from the
+    /// simulated CA (only with --adversary curious).
+    #[arg(long)]
+    unauthenticated: bool,
     /// Server engine: auto (a GPU adapter if one opens), cpu or gpu.
     #[arg(long, default_value = "auto")]
     backend: BackendChoice,
@@ -84,20 +101,35 @@ fn random_seed() -> u64 {
         .finish()
 }
 
+/// The planner's request for these arguments.
+fn plan_request(a: &SimulateArgs) -> PlanRequest {
+    PlanRequest {
+        clients: a.clients,
+        dropout_rate: a.dropout,
+        corrupt_fraction: a.corrupt,
+        adversary: a.adversary,
+        ..PlanRequest::default()
+    }
+}
+
+/// The smallest threshold for `k` neighbours that meets the security bound of `req`, if any.
+fn secure_threshold(req: &PlanRequest, k: usize) -> Option<usize> {
+    (2.min(k)..=k + 1).find(|&t| match check(req, k, t) {
+        Ok(_) => true,
+        Err(e) => !e.is_security(),
+    })
+}
+
 /// The neighbours and threshold to use, and a line saying where they came from.
 fn choose_graph(a: &SimulateArgs) -> Result<(usize, usize, String), String> {
     let n = a.clients;
+    let req = plan_request(a);
     match (a.neighbors, a.threshold) {
         (None, t) => {
-            let p = plan(&PlanRequest {
-                clients: n,
-                dropout_rate: a.dropout,
-                corrupt_fraction: a.corrupt,
-                ..PlanRequest::default()
-            })
-            .map_err(|e| e.to_string())?;
+            let p = plan(&req).map_err(|e| e.to_string())?;
             let why = format!(
-                "planner (dropout {}, corrupt {}): insecurity {}, failure {}",
+                "{} planner (dropout {}, corrupt {}): insecurity {}, failure {}",
+                a.adversary,
                 a.dropout,
                 a.corrupt,
                 super::pow2(p.log2_insecurity),
@@ -106,6 +138,13 @@ fn choose_graph(a: &SimulateArgs) -> Result<(usize, usize, String), String> {
             Ok((p.neighbors, t.unwrap_or(p.threshold), why))
         }
         (Some(k), Some(t)) => Ok((k, t, "given".into())),
+        (Some(k), None) if a.adversary == Adversary::SemiMalicious => {
+            let k = k.min(n.saturating_sub(1));
+            let t = secure_threshold(&req, k).ok_or_else(|| {
+                format!("no threshold makes k = {k} secure against a semi-malicious server; raise --neighbors or use the planner")
+            })?;
+            Ok((k, t, format!("smallest t secure at k = {k}")))
+        }
         (Some(k), None) if k + 1 >= n => Ok((k, (n / 2 + 1).min(k), "majority of n".into())),
         (Some(k), None) => {
             let p = threshold_for(n, k, a.dropout.max(0.0), a.corrupt);
@@ -129,8 +168,14 @@ pub fn run(a: SimulateArgs) -> Result<ExitCode, String> {
             a.dropout
         ));
     }
-    if a.dropout_stage == Stage::AdvertiseKeys {
-        return Err("--dropout-stage: a client that never advertises keys is not in the round; use share-keys, masked-input or unmasking".into());
+    if a.dropout_stage == Stage::Join {
+        return Err(
+            "--dropout-stage: a client that never joins is not in the round; use a later stage"
+                .into(),
+        );
+    }
+    if a.unauthenticated && a.adversary != Adversary::Curious {
+        return Err("--unauthenticated needs --adversary curious: without enrolled identities a lying server can substitute every key".into());
     }
     let seed = a.seed.unwrap_or_else(random_seed);
     let (k, t, why) = choose_graph(&a)?;
@@ -169,6 +214,19 @@ pub fn run(a: SimulateArgs) -> Result<ExitCode, String> {
             DropMode::Disconnect
         },
         random_weights: a.max_weight > 1,
+        enrolled: !a.unauthenticated,
+        policy: if a.insecure_params {
+            sim::parameter_free_policy()
+        } else {
+            ClientPolicy {
+                adversary: a.adversary,
+                corrupt_fraction: a.corrupt,
+                dropout_rate: a.dropout.min(0.99),
+                min_cohort: a.min_cohort.unwrap_or(a.clients.min(10)),
+                prgs: vec![Prg::ChaCha20, Prg::ChaCha12, Prg::ChaCha8],
+                ..ClientPolicy::curious_unauthenticated()
+            }
+        },
     };
     let describe = engine.describe();
     if !a.json {
@@ -194,6 +252,25 @@ pub fn run(a: SimulateArgs) -> Result<ExitCode, String> {
             cfg.drops.len(),
             a.dropout_stage,
             if a.silent { " (silent: deadline)" } else { "" },
+        );
+        println!(
+            "  clients {}; policy: {}",
+            if a.unauthenticated {
+                "assert their own identity keys"
+            } else {
+                "hold certificates from the simulated CA"
+            },
+            if a.insecure_params {
+                "no floor on the parameters (--insecure-params)".to_string()
+            } else {
+                format!(
+                    "{} server, {} corrupt, T = {}, 2^-{} security",
+                    cfg.policy.adversary,
+                    cfg.policy.corrupt_fraction,
+                    cfg.policy.min_cohort,
+                    cfg.policy.security_bits
+                )
+            }
         );
     }
 
@@ -260,7 +337,7 @@ fn print_table(round: &RoundConfig, r: &SimReport, peak: Option<u64>) {
             human_duration(st.server),
             human_duration(st.slowest_client),
             human_bytes(st.bytes_up),
-            if stage == Stage::AdvertiseKeys {
+            if stage == Stage::Join {
                 "-".to_string()
             } else {
                 human_bytes(st.bytes_down)
@@ -368,6 +445,7 @@ fn print_json(
         "levels": round.quantization().levels,
         "dropout": a.dropout,
         "dropout_stage": a.dropout_stage.name(),
+        "adversary": a.adversary.name(),
         "seed": seed,
         "engine": engine,
         "stages": stages,

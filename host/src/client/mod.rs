@@ -1,15 +1,33 @@
 //! The client side of a round, sans IO.
 //!
-//! [`Client::new`] draws the round's secrets and queues the advertised keys; feed each server
-//! message to [`Client::handle_message`] and send what [`Client::poll_transmit`] returns.
-//! Each state waits for one server message and lives in the file of the round it performs.
-//! A server that misbehaves — a malformed list, an unsafe unmask request — moves the client to
-//! [`ClientStatus::Aborted`]; the client never reveals both shares of one peer.
+//! [`Client::new`] checks the round against the client's own [`ClientPolicy`], draws the
+//! round's secrets and queues its first message; feed each server message to
+//! [`Client::handle_message`] and send what [`Client::poll_transmit`] returns. Each state waits
+//! for one server message and lives in the file of the round it performs:
+//!
+//! | file | waits for | checks, then sends |
+//! |---|---|---|
+//! | `r0_join` | — | a commitment to a fresh graph nonce |
+//! | `r1_advertise_keys` | the cohort | itself in it, its size ≥ T; its keys and nonce, signed |
+//! | `r2_share_keys` | the key list | every nonce against the cohort, each neighbour's certificate and signature, (n, k, t) against the policy; commitments and sealed shares |
+//! | `r3_share_check` | its bundles | each share against its dealer's commitments; reports cheaters with proof |
+//! | `r4_masked_input` | the mask request | at least t neighbours to mask with; the masked input |
+//! | `r5_consistency` | the survivor list | the list against what it saw; its signature on the list |
+//! | `r6_unmasking` | the signatures | enough valid signatures from each owner's holders; one share per owner |
+//!
+//! A server that misbehaves — a key list with substituted keys, parameters below the policy,
+//! too few neighbours to mask with, survivor lists that could differ between holders, a second
+//! unmask request — moves the client to [`ClientStatus::Aborted`] with a typed reason, before it
+//! reveals anything that could expose its input; the client never reveals both shares of one
+//! peer.
 
-mod r0_advertise_keys;
-mod r1_share_keys;
-mod r2_masked_input;
-mod r3_unmasking;
+mod r0_join;
+mod r1_advertise_keys;
+mod r2_share_keys;
+mod r3_share_check;
+mod r4_masked_input;
+mod r5_consistency;
+mod r6_unmasking;
 
 use std::collections::VecDeque;
 
@@ -18,28 +36,79 @@ use secagg_engine::Backend;
 use zeroize::Zeroize;
 
 use crate::config::RoundConfig;
+use crate::crypto::RoundDigest;
 use crate::error::ProtocolError;
-use crate::messages::{ClientMessage, Envelope, ServerMessage};
+use crate::identity::{Certificate, IdentityKey};
+use crate::messages::{ClientMessage, Credential, Envelope, ServerMessage};
+use crate::policy::{ClientPolicy, PolicyError};
 use crate::quantize::{self, InputError};
 use crate::{ClientId, Stage};
 
-use r1_share_keys::ExpectKeyList;
-use r2_masked_input::ExpectShareBundles;
-use r3_unmasking::{ExpectResult, ExpectUnmaskRequest};
+use r1_advertise_keys::ExpectCohort;
+use r2_share_keys::ExpectKeyList;
+use r3_share_check::ExpectShareBundles;
+use r4_masked_input::ExpectMaskRequest;
+use r5_consistency::ExpectSurvivorList;
+use r6_unmasking::{ExpectResult, ExpectUnmaskRequest};
 
-/// API misuse by the caller (as opposed to a misbehaving server, which aborts the round).
+/// API misuse by the caller, or a round this client refuses to join.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ClientError {
     /// The input was refused.
     #[error(transparent)]
     Input(#[from] InputError),
+    /// The round's parameters fail this client's policy.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The identity given does not match the client id or the policy's trust.
+    #[error("identity: {0}")]
+    Identity(String),
     /// The masked-input stage came before any input was set.
     #[error("no input was set before the masked-input stage")]
     MissingInput,
     /// The input can no longer change: it has been masked and sent.
     #[error("the input was already sent")]
     InputAlreadySent,
+}
+
+/// Who a client is: its id, its long-term identity key and how it proves the binding.
+pub struct ClientIdentity {
+    id: ClientId,
+    key: IdentityKey,
+    credential: Credential,
+}
+
+impl ClientIdentity {
+    /// An enrolled identity: the key and the CA's certificate for it (the id is the
+    /// certificate's).
+    pub fn enrolled(key: IdentityKey, certificate: Certificate) -> Result<Self, ClientError> {
+        if key.public() != certificate.key {
+            return Err(ClientError::Identity(
+                "the identity key does not match the certificate".into(),
+            ));
+        }
+        Ok(Self {
+            id: certificate.id,
+            key,
+            credential: Credential::Certificate(certificate),
+        })
+    }
+
+    /// An identity the client asserts itself (honest-but-curious deployments, no CA).
+    pub fn self_asserted(id: ClientId, key: IdentityKey) -> Self {
+        let public = key.public();
+        Self {
+            id,
+            key,
+            credential: Credential::SelfAsserted(public),
+        }
+    }
+
+    /// The client id.
+    pub fn id(&self) -> ClientId {
+        self.id
+    }
 }
 
 /// Where a client's round stands.
@@ -66,10 +135,22 @@ impl Drop for Input {
     }
 }
 
+/// A client's own share of its self-mask secret. Zeroized on drop.
+struct OwnShare(curve25519_dalek::Scalar);
+
+impl Drop for OwnShare {
+    fn drop(&mut self) {
+        self.0.zeroize();
+    }
+}
+
 /// Everything a state may touch besides itself.
 struct Ctx<'a, E, R> {
     id: ClientId,
     config: &'a RoundConfig,
+    round: &'a RoundDigest,
+    policy: &'a ClientPolicy,
+    identity: &'a ClientIdentity,
     engine: &'a E,
     rng: &'a mut R,
     input: &'a mut Option<Input>,
@@ -86,9 +167,12 @@ impl<E, R> Ctx<'_, E, R> {
 }
 
 enum State {
-    KeyList(ExpectKeyList),
-    ShareBundles(ExpectShareBundles),
-    UnmaskRequest(ExpectUnmaskRequest),
+    Cohort(ExpectCohort),
+    KeyList(Box<ExpectKeyList>),
+    ShareBundles(Box<ExpectShareBundles>),
+    MaskRequest(Box<ExpectMaskRequest>),
+    Survivors(Box<ExpectSurvivorList>),
+    Unmask(Box<ExpectUnmaskRequest>),
     Result(ExpectResult),
     Completed(u32),
     Aborted(ProtocolError),
@@ -100,18 +184,25 @@ type Next = Result<State, (ClientError, ProtocolError)>;
 impl State {
     fn stage(&self) -> Stage {
         match self {
+            State::Cohort(_) => Stage::AdvertiseKeys,
             State::KeyList(_) => Stage::ShareKeys,
-            State::ShareBundles(_) => Stage::MaskedInput,
-            State::UnmaskRequest(_) | State::Result(_) => Stage::Unmasking,
-            _ => Stage::Unmasking,
+            State::ShareBundles(_) => Stage::ShareCheck,
+            State::MaskRequest(_) => Stage::MaskedInput,
+            State::Survivors(_) => Stage::Consistency,
+            State::Unmask(_) | State::Result(_) | State::Completed(_) | State::Aborted(_) => {
+                Stage::Unmasking
+            }
         }
     }
 
     fn expects(&self) -> &'static str {
         match self {
+            State::Cohort(_) => "cohort",
             State::KeyList(_) => "key-list",
             State::ShareBundles(_) => "share-bundles",
-            State::UnmaskRequest(_) => "unmask-request",
+            State::MaskRequest(_) => "mask-request",
+            State::Survivors(_) => "survivor-list",
+            State::Unmask(_) => "unmask-request",
             State::Result(_) => "completed",
             State::Completed(_) | State::Aborted(_) => "nothing (the round is over)",
         }
@@ -120,8 +211,10 @@ impl State {
 
 /// One client of one round.
 pub struct Client<E, R> {
-    id: ClientId,
+    identity: ClientIdentity,
     config: RoundConfig,
+    round: RoundDigest,
+    policy: ClientPolicy,
     engine: E,
     rng: R,
     input: Option<Input>,
@@ -131,26 +224,51 @@ pub struct Client<E, R> {
 }
 
 impl<E: Backend, R: CryptoRng> Client<E, R> {
-    /// A client that has drawn its secrets and queued its public keys. The input can be set
-    /// now or at any time before the masked-input stage.
-    pub fn new(id: ClientId, config: RoundConfig, engine: E, mut rng: R) -> Self {
+    /// A client for `config` that has checked the round against `policy`, drawn its secrets
+    /// and queued its first message. Refuses (with the failed bound) a round the policy does
+    /// not allow, and an identity the policy cannot use (a self-asserted identity under a
+    /// policy that trusts a CA). The input can be set now or at any time before the
+    /// masked-input stage.
+    pub fn new(
+        identity: ClientIdentity,
+        config: RoundConfig,
+        policy: ClientPolicy,
+        engine: E,
+        mut rng: R,
+    ) -> Result<Self, ClientError> {
+        policy.check_config(&config)?;
+        if matches!(policy.trust, crate::policy::Trust::Enrolled(_))
+            && !matches!(identity.credential, Credential::Certificate(_))
+        {
+            return Err(ClientError::Identity(
+                "the policy trusts a CA, but this client has no certificate".into(),
+            ));
+        }
+        let round = RoundDigest::of(&config);
         let mut outbox = VecDeque::new();
-        let state = r0_advertise_keys::advertise(id, &config, &mut rng, &mut outbox);
-        Self {
-            id,
+        let state = r0_join::join(identity.id, &config, &round, &mut rng, &mut outbox);
+        Ok(Self {
+            identity,
             config,
+            round,
+            policy,
             engine,
             rng,
             input: None,
             sent_input: false,
-            state: Some(State::KeyList(state)),
+            state: Some(State::Cohort(state)),
             outbox,
-        }
+        })
     }
 
     /// This client's id.
     pub fn id(&self) -> ClientId {
-        self.id
+        self.identity.id
+    }
+
+    /// The round configuration.
+    pub fn config(&self) -> &RoundConfig {
+        &self.config
     }
 
     /// Sets the `f32` update and its integer weight (1 for a plain sum): clipped, quantized
@@ -213,8 +331,11 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
             return Ok(());
         }
         let mut ctx = Ctx {
-            id: self.id,
+            id: self.identity.id,
             config: &self.config,
+            round: &self.round,
+            policy: &self.policy,
+            identity: &self.identity,
             engine: &self.engine,
             rng: &mut self.rng,
             input: &mut self.input,
@@ -225,15 +346,24 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
                 state,
                 ProtocolError::ServerAborted(reason),
             )),
+            (State::Cohort(s), ServerMessage::Cohort(c)) => Ok(s.handle(&mut ctx, &c)),
             (State::KeyList(s), ServerMessage::KeyList(keys)) => Ok(s.handle(&mut ctx, &keys)),
-            (State::ShareBundles(s), ServerMessage::ShareBundles(b)) => s.handle(&mut ctx, b),
-            (State::UnmaskRequest(s), ServerMessage::UnmaskRequest(u3)) => {
-                Ok(s.handle(&mut ctx, &u3))
-            }
+            (State::ShareBundles(s), ServerMessage::ShareBundles(b)) => Ok(s.handle(&mut ctx, b)),
+            (State::MaskRequest(s), ServerMessage::MaskRequest(list)) => s.handle(&mut ctx, list),
+            (State::Survivors(s), ServerMessage::SurvivorList(u3)) => Ok(s.handle(&mut ctx, &u3)),
+            (
+                State::Unmask(s),
+                ServerMessage::UnmaskRequest {
+                    survivors,
+                    signatures,
+                },
+            ) => Ok(s.handle(&mut ctx, &survivors, &signatures)),
             (State::Result(_), ServerMessage::Completed { included }) => {
                 Ok(State::Completed(included))
             }
-            (State::Result(s), ServerMessage::UnmaskRequest(_)) => Ok(s.refuse_second_request()),
+            (State::Result(s), ServerMessage::UnmaskRequest { .. }) => {
+                Ok(s.refuse_second_request())
+            }
             (state, other) => {
                 let e = ProtocolError::UnexpectedMessage {
                     got: other.name(),
@@ -244,7 +374,7 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
         };
         match next {
             Ok(s) => {
-                if matches!(s, State::UnmaskRequest(_)) {
+                if matches!(s, State::Survivors(_)) {
                     self.sent_input = true;
                 }
                 self.state = Some(s);
@@ -279,4 +409,28 @@ fn abort_unless_over(state: State, reason: ProtocolError) -> State {
         done @ (State::Completed(_) | State::Aborted(_)) => done,
         _ => State::Aborted(reason),
     }
+}
+
+/// The domain of the advertisement signature.
+pub(crate) const ADVERTISE_DOMAIN: &[u8] = b"secagg/v2/advertise";
+/// The domain of the survivor-list signature.
+pub(crate) const SURVIVORS_DOMAIN: &[u8] = b"secagg/v2/survivors";
+
+/// The bytes an advertisement's signature covers: the round digest, the cohort digest, the id,
+/// both round keys and the nonce.
+pub(crate) fn advertisement_message(
+    round: &RoundDigest,
+    cohort: &[u8; 32],
+    id: ClientId,
+    keys: &crate::crypto::PublicKeys,
+    nonce: &[u8; 32],
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(32 * 5 + 4);
+    m.extend_from_slice(&round.0);
+    m.extend_from_slice(cohort);
+    m.extend_from_slice(&id.0.to_le_bytes());
+    m.extend_from_slice(&keys.encryption);
+    m.extend_from_slice(&keys.masking);
+    m.extend_from_slice(nonce);
+    m
 }

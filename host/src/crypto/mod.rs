@@ -1,16 +1,23 @@
-//! The round's cryptography: key pairs, key agreement, key derivation, the share-bundle AEAD
-//! and Shamir sharing.
+//! The round's cryptography: key pairs, key agreement, key derivation, the share-bundle AEAD,
+//! and verifiable Shamir sharing.
 //!
-//! * X25519 (x25519-dalek) for both key agreements; a non-contributory result (a low-order
+//! * X25519 (x25519-dalek) for the share-bundle keys; a non-contributory result (a low-order
 //!   public key) is an error, never a weak key.
+//! * The mask-agreement key is a curve25519 scalar σ whose public key is σ·B on Ed25519 (its
+//!   Feldman commitment C_0, so the key and the shares dealt of σ are bound together). Pairwise
+//!   seeds come from the u-coordinate of σ_u·8·S_v, which both ends compute; multiplying by the
+//!   cofactor removes any small-order part a peer's key may carry.
 //! * HKDF-SHA256 with a distinct label per use and the session id as salt.
-//! * ChaCha20-Poly1305 for share bundles, with associated data binding session, sender and
-//!   recipient.
-//! * Shamir over the curve25519 scalar field (vsss-rs splits; reconstruction uses Lagrange
-//!   coefficients computed here once per set of share holders).
+//! * ChaCha20-Poly1305 for share bundles, with associated data binding session, sender,
+//!   recipient and the digest of the sender's share commitments (so the server cannot show a
+//!   recipient other commitments than the ones the sender sealed its shares under).
+//! * Shamir over the curve25519 scalar field with Feldman commitments ([`feldman`]);
+//!   reconstruction uses Lagrange coefficients computed once per set of share holders.
 //!
 //! Secrets are zeroized on drop and have no `Debug`, `Clone` or serialization.
 
+pub mod feldman;
+mod session;
 mod shamir;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
@@ -27,21 +34,22 @@ use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 use secagg_engine::Seed;
 
 use crate::ClientId;
-use crate::config::RoundConfig;
 use crate::error::CryptoError;
 
-pub use shamir::{Lagrange, ShamirShare, evaluation_point, split};
+pub use feldman::{Commitments, deal};
+pub use session::{
+    GraphSeed, RoundDigest, SessionEntry, SessionId, cohort_digest, nonce_commitment,
+    survivors_digest,
+};
+pub use shamir::{Lagrange, ShamirShare, evaluation_point};
 
 /// Domain-separation labels, one per derivation.
 mod label {
-    pub const SESSION: &[u8] = b"secagg/v1/session-id";
-    pub const MASK_KEY: &[u8] = b"secagg/v1/x25519-mask-key";
-    pub const SELF_MASK: &[u8] = b"secagg/v1/self-mask-seed";
-    pub const SELF_COMMIT: &[u8] = b"secagg/v1/self-mask-commitment";
-    pub const PAIRWISE: &[u8] = b"secagg/v1/pairwise-mask-seed";
-    pub const SHARE_KEY: &[u8] = b"secagg/v1/share-bundle-key";
-    pub const SHARE_AAD: &[u8] = b"secagg/v1/share-bundle";
-    pub const GRAPH: &[u8] = b"secagg/v1/neighbour-graph";
+    pub const SELF_MASK: &[u8] = b"secagg/v2/self-mask-seed";
+    pub const PAIRWISE: &[u8] = b"secagg/v2/pairwise-mask-seed";
+    pub const SHARE_KEY: &[u8] = b"secagg/v2/share-bundle-key";
+    pub const SHARE_AAD: &[u8] = b"secagg/v2/share-bundle";
+    pub const COMMITMENTS: &[u8] = b"secagg/v2/share-commitments";
 }
 
 /// A client's two public keys: `c` encrypts share bundles, `s` agrees mask seeds.
@@ -49,65 +57,34 @@ mod label {
 pub struct PublicKeys {
     /// X25519 public key for share-bundle encryption (c_pk).
     pub encryption: [u8; 32],
-    /// X25519 public key for pairwise mask agreement (s_pk).
+    /// Mask-agreement public key σ·B, a compressed Ed25519 point (s_pk).
     pub masking: [u8; 32],
 }
 
-/// SHA-256 over the round id, the round's parameters and every advertised key: both sides of
-/// every derivation bind to it, so messages from another round or another key set never fit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct SessionId(pub [u8; 32]);
-
-impl SessionId {
-    /// The session id of a round whose advertised keys are `keys`, sorted by client id.
-    pub fn derive(config: &RoundConfig, keys: &[(ClientId, PublicKeys)]) -> Self {
-        let mut h = Sha256::new();
-        h.update(label::SESSION);
-        h.update(config.round_id().to_le_bytes());
-        for v in [
-            config.clients() as u64,
-            config.neighbors() as u64,
-            config.threshold() as u64,
-            config.min_survivors() as u64,
-            u64::from(config.modulus().bits()),
-            u64::from(config.prg().rounds()),
-            config.params() as u64,
-        ] {
-            h.update(v.to_le_bytes());
-        }
-        h.update((keys.len() as u64).to_le_bytes());
-        for (id, k) in keys {
-            h.update(id.0.to_le_bytes());
-            h.update(k.encryption);
-            h.update(k.masking);
-        }
-        SessionId(h.finalize().into())
-    }
-
-    /// 32 bytes derived from the session for seeding the neighbour-graph permutation.
-    pub fn graph_seed(&self) -> [u8; 32] {
-        let mut h = Sha256::new();
-        h.update(label::GRAPH);
-        h.update(self.0);
-        h.finalize().into()
-    }
-}
-
-/// A fixed clamped scalar used only to test public keys for small order: a clamped scalar is
-/// a multiple of 8, so the product is the identity exactly when the point has small order.
+/// A fixed clamped scalar used only to test X25519 public keys for small order: a clamped
+/// scalar is a multiple of 8, so the product is the identity exactly when the point has small
+/// order.
 const ORDER_PROBE: [u8; 32] = [0x5a; 32];
 
-/// Whether `pk` is one of the small-order points, which would make any agreement with it
-/// predictable.
+/// Whether an X25519 public key is one of the small-order points, which would make any
+/// agreement with it predictable.
 pub fn is_low_order(pk: &[u8; 32]) -> bool {
     !StaticSecret::from(ORDER_PROBE)
         .diffie_hellman(&PublicKey::from(*pk))
         .was_contributory()
 }
 
+/// A peer's mask-agreement key ready for agreement: 8·S, the cofactor cleared. Refuses a key
+/// that does not decompress or has small order (its agreement would be predictable).
+pub fn masking_point(public: &[u8; 32]) -> Result<EdwardsPoint, CryptoError> {
+    feldman::decompress_point(public)
+        .map(|p| p.mul_by_cofactor())
+        .map_err(|_| CryptoError::BadMaskingKey)
+}
+
 /// The two secrets a client shares with its neighbours, drawn as curve25519 scalars so that
-/// Shamir over the scalar field reproduces them exactly; the X25519 mask key and the
-/// self-mask seed are derived from their bytes.
+/// Shamir over the scalar field reproduces them exactly: σ (the mask-agreement key) and β
+/// (whose bytes derive the self-mask seed). Plus the X25519 key that opens share bundles.
 pub struct ClientSecrets {
     encryption: StaticSecret,
     mask_scalar: Scalar,
@@ -124,7 +101,7 @@ impl Drop for ClientSecrets {
 impl ZeroizeOnDrop for ClientSecrets {}
 
 /// Draws a uniform scalar from 64 random bytes.
-fn random_scalar<R: CryptoRng + ?Sized>(rng: &mut R) -> Scalar {
+pub(crate) fn random_scalar<R: CryptoRng + ?Sized>(rng: &mut R) -> Scalar {
     let mut wide = Zeroizing::new([0u8; 64]);
     rng.fill_bytes(&mut wide[..]);
     Scalar::from_bytes_mod_order_wide(&wide)
@@ -144,16 +121,16 @@ impl ClientSecrets {
     pub fn public_keys(&self) -> PublicKeys {
         PublicKeys {
             encryption: PublicKey::from(&self.encryption).to_bytes(),
-            masking: PublicKey::from(&mask_secret_key(&self.mask_scalar)).to_bytes(),
+            masking: mask_public_key(&self.mask_scalar),
         }
     }
 
-    /// The scalar behind the mask key (Shamir-shared).
+    /// σ, the scalar of the mask-agreement key (Shamir-shared).
     pub fn mask_scalar(&self) -> &Scalar {
         &self.mask_scalar
     }
 
-    /// The scalar behind the self-mask seed (Shamir-shared).
+    /// β, the scalar behind the self-mask seed (Shamir-shared).
     pub fn self_scalar(&self) -> &Scalar {
         &self.self_scalar
     }
@@ -205,58 +182,31 @@ impl ClientSecrets {
             .collect())
     }
 
-    /// The pairwise-mask seeds with every peer in `peers`, in order (batched agreement).
+    /// The pairwise-mask seeds with every peer in `peers`, in order.
     pub fn pairwise_seeds(
         &self,
         session: &SessionId,
         me: ClientId,
         peers: &[(ClientId, &PublicKeys)],
     ) -> Result<Vec<Seed>, CryptoError> {
-        let points: Vec<Option<EdwardsPoint>> =
-            peers.iter().map(|(_, k)| edwards_of(&k.masking)).collect();
-        let list: Vec<(ClientId, &PublicKeys, Option<&EdwardsPoint>)> = peers
+        let points = peers
+            .iter()
+            .map(|(id, k)| {
+                masking_point(&k.masking).map_err(|_| CryptoError::NonContributory { peer: *id })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let list: Vec<(ClientId, &EdwardsPoint)> = peers
             .iter()
             .zip(&points)
-            .map(|((id, k), e)| (*id, *k, e.as_ref()))
+            .map(|((id, _), p)| (*id, p))
             .collect();
-        pairwise_seeds(&mask_secret_key(&self.mask_scalar), session, me, &list)
-    }
-
-    /// The seed of the pairwise mask between this client and `peer`.
-    pub fn pairwise_seed(
-        &self,
-        session: &SessionId,
-        me: ClientId,
-        peer: ClientId,
-        peer_keys: &PublicKeys,
-    ) -> Result<Seed, CryptoError> {
-        pairwise_seed(
-            &mask_secret_key(&self.mask_scalar),
-            session,
-            me,
-            peer,
-            peer_keys,
-        )
+        pairwise_seeds(&self.mask_scalar, session, me, &list)
     }
 }
 
-/// The X25519 mask-agreement secret derived from its shared scalar (anyone who rebuilds the
-/// scalar from t shares derives the same key).
-pub fn mask_secret_key(scalar: &Scalar) -> StaticSecret {
-    let bytes = Zeroizing::new(scalar.to_bytes());
-    let mut okm = [0u8; 32];
-    // The salt is fixed: the key must exist before the session id does (it is advertised).
-    let hk = Hkdf::<Sha256>::new(Some(label::MASK_KEY), &bytes[..]);
-    // 32 bytes is far below HKDF's limit of 255 x 32, so expand cannot fail.
-    let _ = hk.expand(label::MASK_KEY, &mut okm);
-    let key = StaticSecret::from(okm);
-    okm.zeroize();
-    key
-}
-
-/// The public mask key of a rebuilt scalar, to compare with what its owner advertised.
+/// The public mask-agreement key of σ: σ·B, compressed (also σ's Feldman commitment C_0).
 pub fn mask_public_key(scalar: &Scalar) -> [u8; 32] {
-    PublicKey::from(&mask_secret_key(scalar)).to_bytes()
+    EdwardsPoint::mul_base(scalar).compress().to_bytes()
 }
 
 /// The self-mask seed derived from its shared scalar.
@@ -265,35 +215,40 @@ pub fn self_mask_seed(scalar: &Scalar, session: &SessionId) -> Seed {
     Seed::from_bytes(derive32(&bytes[..], session, label::SELF_MASK, Vec::new()))
 }
 
-/// A hiding commitment to a self-mask scalar, so the server can check what it rebuilds.
-pub fn self_mask_commitment(scalar: &Scalar, session: &SessionId, owner: ClientId) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(label::SELF_COMMIT);
-    h.update(session.0);
-    h.update(owner.0.to_le_bytes());
-    h.update(Zeroizing::new(scalar.to_bytes()).as_ref());
-    h.finalize().into()
-}
-
-/// The seed of the pairwise mask between `me` (holding `secret`) and `peer`. Symmetric: both
-/// ends derive the same seed.
-pub fn pairwise_seed(
-    secret: &StaticSecret,
+/// Pairwise seeds between the mask scalar `sigma` of `me` and many peers, each given as its
+/// prepared point 8·S ([`masking_point`]). Symmetric: both ends derive the same seed. The
+/// products are converted to u-coordinates with one batched inversion.
+pub fn pairwise_seeds(
+    sigma: &Scalar,
     session: &SessionId,
     me: ClientId,
-    peer: ClientId,
-    peer_keys: &PublicKeys,
-) -> Result<Seed, CryptoError> {
-    let shared = agree(secret, &peer_keys.masking, peer)?;
-    Ok(Seed::from_bytes(derive32(
-        &shared[..],
-        session,
-        label::PAIRWISE,
-        pair_info(me, peer),
-    )))
+    peers: &[(ClientId, &EdwardsPoint)],
+) -> Result<Vec<Seed>, CryptoError> {
+    let mut products: Vec<EdwardsPoint> = peers.iter().map(|(_, p)| sigma * *p).collect();
+    let mut shared = EdwardsPoint::to_montgomery_batch(&products);
+    products.zeroize();
+    let mut out = Vec::with_capacity(peers.len());
+    let mut result = Ok(());
+    for ((peer, _), u) in peers.iter().zip(&shared) {
+        let dh = Zeroizing::new(u.to_bytes());
+        // 8·S has prime order (masking_point refused the rest) and σ is non-zero with
+        // overwhelming probability; a zero product means a zero scalar: refuse it anyway.
+        if *dh == [0u8; 32] {
+            result = Err(CryptoError::NonContributory { peer: *peer });
+            break;
+        }
+        out.push(Seed::from_bytes(derive32(
+            &dh[..],
+            session,
+            label::PAIRWISE,
+            pair_info(me, *peer),
+        )));
+    }
+    shared.zeroize();
+    result.map(|()| out)
 }
 
-/// A peer's public key as an Edwards point, for [`pairwise_seeds`]; `None` for a u-coordinate
+/// An X25519 public key as an Edwards point, for [`agree_many`]; `None` for a u-coordinate
 /// on the twist, which only the Montgomery ladder handles.
 pub fn edwards_of(public: &[u8; 32]) -> Option<EdwardsPoint> {
     MontgomeryPoint(*public).to_edwards(0)
@@ -303,9 +258,9 @@ pub fn edwards_of(public: &[u8; 32]) -> Option<EdwardsPoint> {
 /// computed as variable-base Edwards multiplications by the clamped secret (the sign lost in a
 /// u-coordinate does not change the product's u-coordinate) and one batched inversion to
 /// convert every product back — about 1.5× faster per peer than a ladder each. `edwards` is
-/// the peer key as an Edwards point (from [`edwards_of`], so callers that meet the same peer
-/// many times convert it once); keys on the twist (`None`) go through the ladder. A
-/// non-contributory result (a small-order key) is an error naming the peer.
+/// the peer key as an Edwards point (from [`edwards_of`]); keys on the twist (`None`) go
+/// through the ladder. A non-contributory result (a small-order key) is an error naming the
+/// peer.
 pub fn agree_many(
     secret: &StaticSecret,
     peers: &[(ClientId, &[u8; 32], Option<&EdwardsPoint>)],
@@ -345,32 +300,6 @@ pub fn agree_many(
     result.map(|()| out)
 }
 
-/// Pairwise seeds between one mask key and many peers (see [`agree_many`]), byte for byte
-/// those of [`pairwise_seed`].
-pub fn pairwise_seeds(
-    secret: &StaticSecret,
-    session: &SessionId,
-    me: ClientId,
-    peers: &[(ClientId, &PublicKeys, Option<&EdwardsPoint>)],
-) -> Result<Vec<Seed>, CryptoError> {
-    let list: Vec<(ClientId, &[u8; 32], Option<&EdwardsPoint>)> = peers
-        .iter()
-        .map(|(id, k, e)| (*id, &k.masking, *e))
-        .collect();
-    Ok(agree_many(secret, &list)?
-        .iter()
-        .zip(peers)
-        .map(|(dh, (peer, _, _))| {
-            Seed::from_bytes(derive32(
-                &dh[..],
-                session,
-                label::PAIRWISE,
-                pair_info(me, *peer),
-            ))
-        })
-        .collect())
-}
-
 fn agree(
     secret: &StaticSecret,
     peer_public: &[u8; 32],
@@ -403,15 +332,30 @@ fn derive32(ikm: &[u8], session: &SessionId, label: &[u8], extra: Vec<u8>) -> [u
     okm
 }
 
-/// The symmetric key of one pair's share bundles. Zeroized on drop.
+/// The digest of a dealer's two commitment vectors (wire form), bound into every bundle it
+/// seals.
+pub fn commitments_digest(mask: &[[u8; 32]], self_mask: &[[u8; 32]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(label::COMMITMENTS);
+    for list in [mask, self_mask] {
+        h.update((list.len() as u64).to_le_bytes());
+        for p in list {
+            h.update(p);
+        }
+    }
+    h.finalize().into()
+}
+
+/// The symmetric key of one pair's share bundles. Zeroized on drop. Revealing it (to prove a
+/// dealer cheated) opens that one bundle and nothing else.
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct BundleKey([u8; 32]);
 
 /// The plaintext of a share bundle: the sender's two shares for one recipient.
 pub struct BundlePlaintext {
-    /// Share of the sender's mask-key scalar.
+    /// Share of the sender's mask-key scalar σ.
     pub mask_share: Scalar,
-    /// Share of the sender's self-mask scalar.
+    /// Share of the sender's self-mask scalar β.
     pub self_share: Scalar,
 }
 
@@ -436,22 +380,39 @@ fn bundle_nonce(from: ClientId, to: ClientId) -> Nonce {
     Nonce::from(n)
 }
 
-fn bundle_aad(session: &SessionId, from: ClientId, to: ClientId) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(label::SHARE_AAD.len() + 40);
+fn bundle_aad(
+    session: &SessionId,
+    from: ClientId,
+    to: ClientId,
+    commitments: &[u8; 32],
+) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(label::SHARE_AAD.len() + 72);
     aad.extend_from_slice(label::SHARE_AAD);
     aad.extend_from_slice(&session.0);
     aad.extend_from_slice(&from.0.to_le_bytes());
     aad.extend_from_slice(&to.0.to_le_bytes());
+    aad.extend_from_slice(commitments);
     aad
 }
 
 impl BundleKey {
-    /// Seals `shares` from `from` to `to`.
+    /// A key from its revealed bytes (a complaint's proof).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        BundleKey(bytes)
+    }
+
+    /// The key's bytes, to reveal in a complaint about the bundle it opened.
+    pub fn reveal(&self) -> [u8; 32] {
+        self.0
+    }
+
+    /// Seals `shares` from `from` to `to`, bound to the sender's commitment digest.
     pub fn seal(
         &self,
         session: &SessionId,
         from: ClientId,
         to: ClientId,
+        commitments: &[u8; 32],
         shares: &BundlePlaintext,
     ) -> Result<Vec<u8>, CryptoError> {
         let mut pt = Zeroizing::new([0u8; BUNDLE_PLAINTEXT_LEN]);
@@ -460,7 +421,7 @@ impl BundleKey {
         pt[8..40].copy_from_slice(&shares.mask_share.to_bytes());
         pt[40..72].copy_from_slice(&shares.self_share.to_bytes());
         let cipher = ChaCha20Poly1305::new(&Key::from(self.0));
-        let aad = bundle_aad(session, from, to);
+        let aad = bundle_aad(session, from, to, commitments);
         cipher
             .encrypt(
                 &bundle_nonce(from, to),
@@ -472,19 +433,21 @@ impl BundleKey {
             .map_err(|_| CryptoError::Split("share bundle encryption failed".into()))
     }
 
-    /// Opens a bundle `from` sent to `to`, checking its tag and the ids inside.
+    /// Opens a bundle `from` sent to `to`, checking its tag (which covers the commitment
+    /// digest) and the ids inside.
     pub fn open(
         &self,
         session: &SessionId,
         from: ClientId,
         to: ClientId,
+        commitments: &[u8; 32],
         sealed: &[u8],
     ) -> Result<BundlePlaintext, CryptoError> {
         if sealed.len() != BUNDLE_LEN {
             return Err(CryptoError::Decrypt { from });
         }
         let cipher = ChaCha20Poly1305::new(&Key::from(self.0));
-        let aad = bundle_aad(session, from, to);
+        let aad = bundle_aad(session, from, to, commitments);
         let pt = Zeroizing::new(
             cipher
                 .decrypt(
@@ -518,11 +481,12 @@ pub fn scalar_from_bytes(bytes: &[u8]) -> Result<Scalar, CryptoError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::RoundConfig;
     use rand_chacha::ChaCha20Rng;
     use rand_core::{Rng, SeedableRng};
 
-    fn config() -> RoundConfig {
-        RoundConfig::builder(5, 10).build().unwrap()
+    fn session() -> SessionId {
+        SessionId([9; 32])
     }
 
     #[test]
@@ -531,84 +495,110 @@ mod tests {
         let a = ClientSecrets::generate(&mut rng);
         let b = ClientSecrets::generate(&mut rng);
         let c = ClientSecrets::generate(&mut rng);
-        let keys = [
-            (ClientId(1), a.public_keys()),
-            (ClientId(2), b.public_keys()),
-            (ClientId(3), c.public_keys()),
-        ];
-        let session = SessionId::derive(&config(), &keys);
+        let (ka, kb, kc) = (a.public_keys(), b.public_keys(), c.public_keys());
+        let s = session();
         let ab = a
-            .pairwise_seed(&session, ClientId(1), ClientId(2), &keys[1].1)
+            .pairwise_seeds(&s, ClientId(1), &[(ClientId(2), &kb), (ClientId(3), &kc)])
             .unwrap();
         let ba = b
-            .pairwise_seed(&session, ClientId(2), ClientId(1), &keys[0].1)
+            .pairwise_seeds(&s, ClientId(2), &[(ClientId(1), &ka)])
             .unwrap();
-        let ac = a
-            .pairwise_seed(&session, ClientId(1), ClientId(3), &keys[2].1)
+        assert_eq!(ab[0].expose_secret(), ba[0].expose_secret());
+        assert_ne!(ab[0].expose_secret(), ab[1].expose_secret());
+        // Another session, other seeds.
+        let other = a
+            .pairwise_seeds(&SessionId([1; 32]), ClientId(1), &[(ClientId(2), &kb)])
             .unwrap();
-        assert_eq!(ab.expose_secret(), ba.expose_secret());
-        assert_ne!(ab.expose_secret(), ac.expose_secret());
-        // A rebuilt mask scalar derives the same seed as its owner.
-        let rebuilt = mask_secret_key(a.mask_scalar());
+        assert_ne!(other[0].expose_secret(), ab[0].expose_secret());
+        // A rebuilt mask scalar derives the same seed as its owner, and its public key.
+        let pb = masking_point(&kb.masking).unwrap();
         let again =
-            pairwise_seed(&rebuilt, &session, ClientId(1), ClientId(2), &keys[1].1).unwrap();
-        assert_eq!(again.expose_secret(), ab.expose_secret());
-        assert_eq!(mask_public_key(a.mask_scalar()), keys[0].1.masking);
+            pairwise_seeds(a.mask_scalar(), &s, ClientId(1), &[(ClientId(2), &pb)]).unwrap();
+        assert_eq!(again[0].expose_secret(), ab[0].expose_secret());
+        assert_eq!(mask_public_key(a.mask_scalar()), ka.masking);
     }
 
     #[test]
-    fn batched_edwards_agreement_equals_the_ladder() {
-        let seed = secagg_engine::testing::test_seed("crypto::batched_edwards_agreement");
+    fn pairwise_agreement_matches_an_independent_computation() {
+        // σ_a·(σ_b·B) computed as one scalar product of the base point: the u-coordinate of
+        // 8·σ_a·σ_b·B, derived through HKDF exactly as the module documents.
+        let seed = secagg_engine::testing::test_seed("crypto::pairwise_independent");
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let me = ClientSecrets::generate(&mut rng);
-        let secret = mask_secret_key(me.mask_scalar());
-        let session = SessionId([3; 32]);
+        let a = ClientSecrets::generate(&mut rng);
+        let b = ClientSecrets::generate(&mut rng);
+        let product = Scalar::from(8u64) * a.mask_scalar() * b.mask_scalar();
+        let u = EdwardsPoint::mul_base(&product).to_montgomery().to_bytes();
+        let want = derive32(
+            &u,
+            &session(),
+            label::PAIRWISE,
+            pair_info(ClientId(4), ClientId(2)),
+        );
+        let got = a
+            .pairwise_seeds(&session(), ClientId(4), &[(ClientId(2), &b.public_keys())])
+            .unwrap();
+        assert_eq!(got[0].expose_secret(), &want);
+    }
+
+    #[test]
+    fn a_small_order_part_in_a_masking_key_changes_nothing() {
+        let mut rng = ChaCha20Rng::seed_from_u64(4);
+        let a = ClientSecrets::generate(&mut rng);
+        let b = ClientSecrets::generate(&mut rng);
+        let clean = b.public_keys();
+        let mut dirty = clean;
+        let p = curve25519_dalek::edwards::CompressedEdwardsY(clean.masking)
+            .decompress()
+            .unwrap();
+        dirty.masking = (p + curve25519_dalek::constants::EIGHT_TORSION[3])
+            .compress()
+            .to_bytes();
+        assert_ne!(dirty.masking, clean.masking);
+        let s1 = a
+            .pairwise_seeds(&session(), ClientId(1), &[(ClientId(2), &clean)])
+            .unwrap();
+        let s2 = a
+            .pairwise_seeds(&session(), ClientId(1), &[(ClientId(2), &dirty)])
+            .unwrap();
+        assert_eq!(s1[0].expose_secret(), s2[0].expose_secret());
+    }
+
+    #[test]
+    fn batched_x25519_agreement_equals_the_ladder() {
+        let seed = secagg_engine::testing::test_seed("crypto::batched_x25519");
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let me = StaticSecret::random_from_rng(&mut rng);
         // Real keys, and raw random strings: about half of those lie on the twist, and some
         // have the top bit set (a non-canonical encoding the ladder masks off).
-        let mut peers: Vec<(ClientId, PublicKeys)> = Vec::new();
+        let mut keys: Vec<[u8; 32]> = Vec::new();
         for i in 0..48u32 {
-            let masking = if i % 2 == 0 {
-                ClientSecrets::generate(&mut rng).public_keys().masking
+            keys.push(if i % 2 == 0 {
+                ClientSecrets::generate(&mut rng).public_keys().encryption
             } else {
                 let mut b = [0u8; 32];
                 rng.fill_bytes(&mut b);
                 b
-            };
-            peers.push((
-                ClientId(i + 10),
-                PublicKeys {
-                    encryption: [9; 32],
-                    masking,
-                },
-            ));
+            });
         }
-        let points: Vec<Option<EdwardsPoint>> =
-            peers.iter().map(|(_, k)| edwards_of(&k.masking)).collect();
+        let points: Vec<Option<EdwardsPoint>> = keys.iter().map(edwards_of).collect();
         assert!(points.iter().any(Option::is_none), "no twist point drawn");
         assert!(points.iter().filter(|p| p.is_some()).count() > 24);
-        let list: Vec<(ClientId, &PublicKeys, Option<&EdwardsPoint>)> = peers
+        let list: Vec<(ClientId, &[u8; 32], Option<&EdwardsPoint>)> = keys
             .iter()
             .zip(&points)
-            .map(|((id, k), p)| (*id, k, p.as_ref()))
+            .enumerate()
+            .map(|(i, (k, p))| (ClientId(i as u32), k, p.as_ref()))
             .collect();
-        let fast = pairwise_seeds(&secret, &session, ClientId(1), &list).unwrap();
-        for ((id, k), f) in peers.iter().zip(&fast) {
-            let slow = pairwise_seed(&secret, &session, ClientId(1), *id, k).unwrap();
-            assert_eq!(slow.expose_secret(), f.expose_secret(), "peer {id}");
+        let fast = agree_many(&me, &list).unwrap();
+        for (i, (k, f)) in keys.iter().zip(&fast).enumerate() {
+            let slow = agree(&me, k, ClientId(i as u32)).unwrap();
+            assert_eq!(*slow, **f, "peer {i}");
         }
         // A low-order key in the batch is refused, as the ladder refuses it.
-        let bad = PublicKeys {
-            encryption: [0; 32],
-            masking: [0; 32],
-        };
-        let low = edwards_of(&bad.masking);
+        let zero = [0u8; 32];
+        let low = edwards_of(&zero);
         assert!(matches!(
-            pairwise_seeds(
-                &secret,
-                &session,
-                ClientId(1),
-                &[(ClientId(5), &bad, low.as_ref())]
-            ),
+            agree_many(&me, &[(ClientId(5), &zero, low.as_ref())]),
             Err(CryptoError::NonContributory { peer: ClientId(5) })
         ));
     }
@@ -619,89 +609,140 @@ mod tests {
         let a = ClientSecrets::generate(&mut rng);
         let b = ClientSecrets::generate(&mut rng);
         let (ka, kb) = (a.public_keys(), b.public_keys());
-        let keys = [(ClientId(7), ka), (ClientId(9), kb)];
-        let session = SessionId::derive(&config(), &keys);
-        let key_ab = a
-            .bundle_key(&session, ClientId(7), ClientId(9), &kb)
-            .unwrap();
-        let key_ba = b
-            .bundle_key(&session, ClientId(9), ClientId(7), &ka)
-            .unwrap();
+        let s = session();
+        let digest = commitments_digest(&[[1; 32]], &[[2; 32]]);
+        let key_ab = a.bundle_key(&s, ClientId(7), ClientId(9), &kb).unwrap();
+        let key_ba = b.bundle_key(&s, ClientId(9), ClientId(7), &ka).unwrap();
+        assert_eq!(key_ab.reveal(), key_ba.reveal());
         let pt = BundlePlaintext {
             mask_share: Scalar::from(11u64),
             self_share: Scalar::from(13u64),
         };
         let sealed = key_ab
-            .seal(&session, ClientId(7), ClientId(9), &pt)
+            .seal(&s, ClientId(7), ClientId(9), &digest, &pt)
             .unwrap();
         assert_eq!(sealed.len(), BUNDLE_LEN);
         let opened = key_ba
-            .open(&session, ClientId(7), ClientId(9), &sealed)
+            .open(&s, ClientId(7), ClientId(9), &digest, &sealed)
             .unwrap();
         assert_eq!(opened.mask_share, pt.mask_share);
         assert_eq!(opened.self_share, pt.self_share);
-        // Wrong direction, wrong session, a flipped bit, a short bundle: all rejected.
+        // A revealed key opens the same bundle (a complaint's proof).
+        let revealed = BundleKey::from_bytes(key_ba.reveal());
+        assert!(
+            revealed
+                .open(&s, ClientId(7), ClientId(9), &digest, &sealed)
+                .is_ok()
+        );
+        // Wrong direction, wrong session, other commitments, a flipped bit, a short bundle.
         assert!(
             key_ba
-                .open(&session, ClientId(9), ClientId(7), &sealed)
+                .open(&s, ClientId(9), ClientId(7), &digest, &sealed)
                 .is_err()
         );
-        let other = SessionId([1; 32]);
         assert!(
             key_ba
-                .open(&other, ClientId(7), ClientId(9), &sealed)
+                .open(
+                    &SessionId([1; 32]),
+                    ClientId(7),
+                    ClientId(9),
+                    &digest,
+                    &sealed
+                )
+                .is_err()
+        );
+        let other = commitments_digest(&[[1; 32]], &[[3; 32]]);
+        assert!(
+            key_ba
+                .open(&s, ClientId(7), ClientId(9), &other, &sealed)
                 .is_err()
         );
         let mut bad = sealed.clone();
         bad[20] ^= 1;
         assert!(
             key_ba
-                .open(&session, ClientId(7), ClientId(9), &bad)
+                .open(&s, ClientId(7), ClientId(9), &digest, &bad)
                 .is_err()
         );
         assert!(
             key_ba
-                .open(&session, ClientId(7), ClientId(9), &sealed[..40])
+                .open(&s, ClientId(7), ClientId(9), &digest, &sealed[..40])
                 .is_err()
         );
     }
 
     #[test]
     fn low_order_keys_are_detected() {
-        // The identity and the order-2 point (u = 0 and u = 1) are small order.
+        // X25519: the identity and the order-2 point (u = 0 and u = 1) are small order.
         assert!(is_low_order(&[0u8; 32]));
         let mut one = [0u8; 32];
         one[0] = 1;
         assert!(is_low_order(&one));
         let mut rng = ChaCha20Rng::seed_from_u64(3);
         let a = ClientSecrets::generate(&mut rng);
-        assert!(!is_low_order(&a.public_keys().masking));
-        // Agreement with a small-order key is refused.
+        assert!(!is_low_order(&a.public_keys().encryption));
+        // Ed25519 masking keys: every small-order point is refused, a real key is not.
+        for t in curve25519_dalek::constants::EIGHT_TORSION {
+            assert!(masking_point(&t.compress().to_bytes()).is_err());
+        }
+        assert!(masking_point(&a.public_keys().masking).is_ok());
         let bad = PublicKeys {
             encryption: [0; 32],
-            masking: [0; 32],
+            masking: curve25519_dalek::constants::EIGHT_TORSION[0]
+                .compress()
+                .to_bytes(),
         };
-        let session = SessionId([0; 32]);
         assert!(matches!(
-            a.pairwise_seed(&session, ClientId(1), ClientId(2), &bad),
+            a.pairwise_seeds(&session(), ClientId(1), &[(ClientId(2), &bad)]),
+            Err(CryptoError::NonContributory { peer: ClientId(2) })
+        ));
+        assert!(matches!(
+            a.bundle_key(&session(), ClientId(1), ClientId(2), &bad),
             Err(CryptoError::NonContributory { peer: ClientId(2) })
         ));
     }
 
     #[test]
-    fn session_id_binds_keys_and_parameters() {
+    fn round_digest_and_session_bind_what_they_should() {
+        let cfg = RoundConfig::builder(5, 10).build().unwrap();
+        let base = RoundDigest::of(&cfg);
+        let other_ctx = RoundDigest::of(
+            &RoundConfig::builder(5, 10)
+                .context([1; 32])
+                .build()
+                .unwrap(),
+        );
+        let other_t = RoundDigest::of(&RoundConfig::builder(5, 10).threshold(4).build().unwrap());
+        assert_ne!(base, other_ctx);
+        assert_ne!(base, other_t);
         let k = PublicKeys {
             encryption: [1; 32],
             masking: [2; 32],
         };
-        let base = SessionId::derive(&config(), &[(ClientId(1), k)]);
-        let other_id = SessionId::derive(&config(), &[(ClientId(2), k)]);
-        let other_cfg = SessionId::derive(
-            &RoundConfig::builder(5, 11).build().unwrap(),
-            &[(ClientId(1), k)],
+        let entry = |id, nonce| SessionEntry {
+            id: ClientId(id),
+            keys: &k,
+            nonce,
+            identity: [5; 32],
+        };
+        let cohort = cohort_digest(&base, &[(ClientId(1), [3; 32])]);
+        let s1 = SessionId::derive(&base, &cohort, [entry(1, &[0; 32])].into_iter());
+        let s2 = SessionId::derive(&base, &cohort, [entry(2, &[0; 32])].into_iter());
+        let s3 = SessionId::derive(&other_ctx, &cohort, [entry(1, &[0; 32])].into_iter());
+        assert_ne!(s1, s2);
+        assert_ne!(s1, s3);
+        // The graph seed moves with a nonce and not with anything else of the entry.
+        let g1 = GraphSeed::derive(&base, &cohort, &[(ClientId(1), &[0; 32])]);
+        let g2 = GraphSeed::derive(&base, &cohort, &[(ClientId(1), &[1; 32])]);
+        assert_ne!(g1, g2);
+        assert_ne!(
+            survivors_digest(&s1, &[ClientId(1)]),
+            survivors_digest(&s1, &[ClientId(1), ClientId(2)])
         );
-        assert_ne!(base, other_id);
-        assert_ne!(base, other_cfg);
+        assert_ne!(
+            nonce_commitment(&base, ClientId(1), &[0; 32]),
+            nonce_commitment(&base, ClientId(2), &[0; 32])
+        );
     }
 
     #[test]

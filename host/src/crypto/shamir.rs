@@ -1,19 +1,16 @@
 //! Shamir secret sharing over the curve25519 scalar field.
 //!
-//! Splitting goes through vsss-rs. Reconstruction is done here: the server rebuilds many
+//! Splitting (with Feldman commitments) is in [`super::feldman`]; the tests check both against
+//! vsss-rs. Reconstruction is done here: the server rebuilds many
 //! secrets whose shares come from the same holders (in SecAgg's complete graph, every
 //! secret), so it computes the Lagrange coefficients at zero once per holder set — with one
 //! field inversion for the whole set — and each secret is then a t-term inner product.
 
 use curve25519_dalek::Scalar;
-use rand_core::CryptoRng;
-use vsss_rs::{DefaultShare, IdentifierPrimeField};
 use zeroize::Zeroize;
 
 use crate::ClientId;
 use crate::error::CryptoError;
-
-type VsssShare = DefaultShare<IdentifierPrimeField<Scalar>, IdentifierPrimeField<Scalar>>;
 
 /// The field element at which client `id` holds its shares: `id + 1`, never zero.
 pub fn evaluation_point(id: ClientId) -> Scalar {
@@ -32,47 +29,6 @@ impl Drop for ShamirShare {
     fn drop(&mut self) {
         self.value.zeroize();
     }
-}
-
-/// Splits `secret` into one share per holder (distinct ids), any `threshold` of which
-/// rebuild it.
-pub fn split<R: CryptoRng + ?Sized>(
-    secret: &Scalar,
-    threshold: usize,
-    holders: &[ClientId],
-    rng: &mut R,
-) -> Result<Vec<ShamirShare>, CryptoError> {
-    let ids: Vec<IdentifierPrimeField<Scalar>> = holders
-        .iter()
-        .map(|h| IdentifierPrimeField(evaluation_point(*h)))
-        .collect();
-    let shares: Vec<VsssShare> = vsss_rs::shamir::split_secret_with_ids(
-        threshold,
-        holders.len(),
-        &IdentifierPrimeField(*secret),
-        rng,
-        ids,
-    )
-    .map_err(|e| CryptoError::Split(format!("{e:?}")))?;
-    if shares.len() != holders.len() {
-        return Err(CryptoError::Split(format!(
-            "asked for {} shares, got {}",
-            holders.len(),
-            shares.len()
-        )));
-    }
-    Ok(holders
-        .iter()
-        .zip(shares)
-        .map(|(h, mut s)| {
-            let share = ShamirShare {
-                holder: *h,
-                value: s.value.0,
-            };
-            s.value.0.zeroize();
-            share
-        })
-        .collect())
 }
 
 /// Lagrange coefficients at zero for one set of holders.
@@ -174,7 +130,9 @@ mod tests {
     use super::*;
     use rand_chacha::ChaCha20Rng;
     use rand_core::{Rng, SeedableRng};
-    use vsss_rs::ReadableShareSet;
+    use vsss_rs::{DefaultShare, IdentifierPrimeField, ReadableShareSet};
+
+    type VsssShare = DefaultShare<IdentifierPrimeField<Scalar>, IdentifierPrimeField<Scalar>>;
 
     fn ids(v: &[u32]) -> Vec<ClientId> {
         v.iter().map(|&i| ClientId(i)).collect()
@@ -186,7 +144,7 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let secret = Scalar::from(rng.next_u64()) * Scalar::from(rng.next_u64());
         let holders = ids(&[0, 3, 4, 9, 17, 100, 4_000_000]);
-        let shares = split(&secret, 4, &holders, &mut rng).unwrap();
+        let (shares, _) = super::super::feldman::deal(&secret, 4, &holders, &mut rng).unwrap();
         for start in 0..=3 {
             let subset = &shares[start..start + 4];
             let who: Vec<ClientId> = subset.iter().map(|s| s.holder).collect();

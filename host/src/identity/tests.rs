@@ -88,7 +88,7 @@ fn issue_and_verify_round_trip() {
     let cpk = CaPublicKey::from_bytes(&ca.public().to_bytes()).unwrap();
     assert_eq!(cpk, ca.public());
 
-    ClientIdentity::new(ClientId(7), me, cert, &ca.public()).unwrap();
+    EnrolledIdentity::new(ClientId(7), me, cert, &ca.public()).unwrap();
 }
 
 #[test]
@@ -139,7 +139,7 @@ fn certificates_that_must_fail() {
     ));
     // A valid certificate paired with another secret key.
     assert!(matches!(
-        ClientIdentity::new(ClientId(3), thief, cert, &ca.public()),
+        EnrolledIdentity::new(ClientId(3), thief, cert, &ca.public()),
         Err(IdentityError::KeyMismatch { id: ClientId(3) })
     ));
 
@@ -376,7 +376,7 @@ fn files_round_trip() {
     assert_eq!(me2.public(), me.public());
     let cert2 = Certificate::load(&dir.path("c.cert"), &ca_pub).unwrap();
     assert_eq!(cert2, cert);
-    let who = ClientIdentity::load(&dir.path("c.key"), &dir.path("c.cert"), &ca_pub).unwrap();
+    let who = EnrolledIdentity::load(&dir.path("c.key"), &dir.path("c.cert"), &ca_pub).unwrap();
     assert_eq!(who.id(), ClientId(4_000_000_000));
     assert_eq!(who.certificate(), &cert);
     assert_eq!(who.key().public(), me.public());

@@ -14,10 +14,13 @@
 //! accumulator as it arrives (memory O(m), never O(n·m)), and unmasking is one fused mask job
 //! for the whole vector.
 
-mod r0_advertise_keys;
-mod r1_share_keys;
-mod r2_masked_input;
-mod r3_unmasking;
+mod r0_join;
+mod r1_advertise_keys;
+mod r2_share_keys;
+mod r3_share_check;
+mod r4_masked_input;
+mod r5_consistency;
+mod r6_unmasking;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
@@ -25,15 +28,20 @@ use std::time::Duration;
 use secagg_engine::{Backend, Modulus};
 
 use crate::config::RoundConfig;
+use crate::crypto::RoundDigest;
 use crate::error::ProtocolError;
+use crate::identity::CaPublicKey;
 use crate::messages::{ClientMessage, Envelope, ServerMessage};
 use crate::quantize;
 use crate::{ClientId, Stage};
 
-use r0_advertise_keys::ExpectKeys;
-use r1_share_keys::ExpectShares;
-use r2_masked_input::ExpectMaskedInputs;
-use r3_unmasking::ExpectUnmaskShares;
+use r0_join::ExpectJoins;
+use r1_advertise_keys::ExpectKeys;
+use r2_share_keys::ExpectShares;
+use r3_share_check::ExpectShareChecks;
+use r4_masked_input::ExpectMaskedInputs;
+use r5_consistency::ExpectSignatures;
+use r6_unmasking::ExpectUnmaskShares;
 
 /// Why a client left the round.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -150,6 +158,9 @@ pub enum ServerStatus {
 /// Everything a state may touch besides itself.
 struct Ctx<'a, E> {
     config: &'a RoundConfig,
+    round: &'a RoundDigest,
+    /// The deployment CA, when clients must be enrolled.
+    ca: Option<&'a CaPublicKey>,
     engine: &'a E,
     now: Duration,
     outbox: &'a mut VecDeque<(ClientId, Envelope<ServerMessage>)>,
@@ -292,10 +303,13 @@ impl Roll {
 
 /// The server's states: each waits for one kind of message.
 enum State {
+    Joins(ExpectJoins),
     Keys(ExpectKeys),
-    Shares(ExpectShares),
-    Masked(ExpectMaskedInputs),
-    Unmask(ExpectUnmaskShares),
+    Shares(Box<ExpectShares>),
+    Checks(Box<ExpectShareChecks>),
+    Masked(Box<ExpectMaskedInputs>),
+    Signatures(Box<ExpectSignatures>),
+    Unmask(Box<ExpectUnmaskShares>),
     Completed(Box<RoundOutput>),
     Aborted(String),
 }
@@ -312,9 +326,12 @@ enum Input {
 impl State {
     fn stage(&self) -> Option<Stage> {
         match self {
+            State::Joins(_) => Some(Stage::Join),
             State::Keys(_) => Some(Stage::AdvertiseKeys),
             State::Shares(_) => Some(Stage::ShareKeys),
+            State::Checks(_) => Some(Stage::ShareCheck),
             State::Masked(_) => Some(Stage::MaskedInput),
+            State::Signatures(_) => Some(Stage::Consistency),
             State::Unmask(_) => Some(Stage::Unmasking),
             _ => None,
         }
@@ -322,9 +339,12 @@ impl State {
 
     fn deadline(&self) -> Option<Duration> {
         match self {
+            State::Joins(s) => Some(s.deadline),
             State::Keys(s) => Some(s.deadline),
             State::Shares(s) => Some(s.deadline),
+            State::Checks(s) => Some(s.deadline),
             State::Masked(s) => Some(s.deadline),
+            State::Signatures(s) => Some(s.deadline),
             State::Unmask(s) => Some(s.deadline),
             _ => None,
         }
@@ -332,9 +352,12 @@ impl State {
 
     fn handle<E: Backend>(self, ctx: &mut Ctx<'_, E>, input: Input) -> State {
         match self {
+            State::Joins(s) => s.handle(ctx, input),
             State::Keys(s) => s.handle(ctx, input),
             State::Shares(s) => s.handle(ctx, input),
+            State::Checks(s) => s.handle(ctx, input),
             State::Masked(s) => s.handle(ctx, input),
+            State::Signatures(s) => s.handle(ctx, input),
             State::Unmask(s) => s.handle(ctx, input),
             done @ (State::Completed(_) | State::Aborted(_)) => {
                 if let Input::Message(from, m) = input {
@@ -355,6 +378,8 @@ impl State {
 /// The server of one round.
 pub struct Server<E> {
     config: RoundConfig,
+    round: RoundDigest,
+    ca: Option<CaPublicKey>,
     engine: E,
     state: Option<State>,
     outbox: VecDeque<(ClientId, Envelope<ServerMessage>)>,
@@ -364,10 +389,25 @@ pub struct Server<E> {
 }
 
 impl<E: Backend> Server<E> {
-    /// A server waiting for the first stage's keys; the stage deadline runs from `now`.
+    /// A server for a round whose clients need no enrollment (identity keys are taken as the
+    /// clients assert them: enough against nothing but an honest-but-curious server). The
+    /// first stage's deadline runs from `now`.
     pub fn new(config: RoundConfig, engine: E, now: Duration) -> Self {
-        let state = State::Keys(ExpectKeys::new(now + config.stage_timeout()));
+        Self::build(config, None, engine, now)
+    }
+
+    /// A server that admits only clients enrolled by the deployment CA `ca`: every
+    /// advertisement must carry a certificate for its sender's id, and every signature must
+    /// verify, or its sender is dropped.
+    pub fn enrolled(config: RoundConfig, ca: CaPublicKey, engine: E, now: Duration) -> Self {
+        Self::build(config, Some(ca), engine, now)
+    }
+
+    fn build(config: RoundConfig, ca: Option<CaPublicKey>, engine: E, now: Duration) -> Self {
+        let state = State::Joins(ExpectJoins::new(now + config.stage_timeout()));
         Self {
+            round: RoundDigest::of(&config),
+            ca,
             config,
             engine,
             state: Some(state),
@@ -394,6 +434,8 @@ impl<E: Backend> Server<E> {
         };
         let mut ctx = Ctx {
             config: &self.config,
+            round: &self.round,
+            ca: self.ca.as_ref(),
             engine: &self.engine,
             now,
             outbox: &mut self.outbox,
@@ -431,8 +473,8 @@ impl<E: Backend> Server<E> {
         self.step(now, Input::Gone(from, DropReason::Misbehaved(reason)));
     }
 
-    /// The transport admitted `client` to the round: if it never advertises keys, it is
-    /// listed as having missed that stage when the deadline passes.
+    /// The transport admitted `client` to the round: if it never joins, it is listed as having
+    /// missed that stage when the deadline passes.
     pub fn handle_join(&mut self, client: ClientId, now: Duration) {
         self.step(now, Input::Joined(client));
     }
@@ -480,7 +522,7 @@ impl<E: Backend> Server<E> {
         match &self.state {
             Some(State::Completed(_)) => ServerStatus::Completed,
             Some(State::Aborted(r)) => ServerStatus::Aborted(r.clone()),
-            Some(s) => ServerStatus::Running(s.stage().unwrap_or(Stage::AdvertiseKeys)),
+            Some(s) => ServerStatus::Running(s.stage().unwrap_or(Stage::Join)),
             None => ServerStatus::Aborted("server state lost".into()),
         }
     }
@@ -517,6 +559,15 @@ fn out_of_turn<E>(
             want: stage.name(),
         };
         ctx.drop_client(from, stage, DropReason::Misbehaved(reason));
+    }
+}
+
+/// Why a message from a client that is not expected now is refused.
+fn late_or_unknown(roll: &Roll, from: ClientId, msg: &ClientMessage) -> ProtocolError {
+    if roll.answered.contains(&from) {
+        ProtocolError::Duplicate(msg.name())
+    } else {
+        ProtocolError::UnknownClient(from)
     }
 }
 

@@ -13,7 +13,7 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use super::{TransportError, frame_codec};
 use crate::codec::{self, Hello, Limits, WELCOME_LEN, tag};
 use crate::messages::ClientMessage;
-use crate::{Client, ClientId, ClientStatus, Stage};
+use crate::{Client, ClientId, ClientIdentity, ClientPolicy, ClientStatus, Stage};
 
 /// How a client takes part.
 #[derive(Clone, Debug)]
@@ -60,10 +60,14 @@ async fn connect<A: ToSocketAddrs + Clone>(
     }
 }
 
-/// Joins the round at `addr` with `update` and runs it to the end.
+/// Joins the round at `addr` as `identity` with `update` and runs it to the end. The round the
+/// server announces is checked against `policy` before anything else is sent; a round the
+/// policy refuses ends with [`TransportError::Refused`].
 pub async fn run_client<A, E, R>(
     addr: A,
     options: ClientOptions,
+    identity: ClientIdentity,
+    policy: ClientPolicy,
     update: &[f32],
     engine: E,
     rng: R,
@@ -82,6 +86,13 @@ where
         frame_codec(WELCOME_LEN.max(codec::HEADER_LEN + 2 + codec::MAX_REASON)),
     );
     let mut sink = FramedWrite::new(wr, frame_codec(usize::MAX >> 1));
+    if identity.id() != options.id {
+        return Err(TransportError::Input(format!(
+            "the identity is for client {}, not {}",
+            identity.id(),
+            options.id
+        )));
+    }
     let hello = Hello {
         client: options.id,
         weighted: options.weight.is_some(),
@@ -112,7 +123,8 @@ where
     }
     let bits = config.modulus().bits();
     let idle = config.stage_timeout() * 4 + Duration::from_secs(30);
-    let mut client = Client::new(options.id, config, engine, rng);
+    let mut client = Client::new(identity, config, policy, engine, rng)
+        .map_err(|e| TransportError::Refused(e.to_string()))?;
     client
         .set_input(update, options.weight.unwrap_or(1))
         .map_err(|e| TransportError::Input(e.to_string()))?;

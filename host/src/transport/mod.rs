@@ -53,6 +53,9 @@ pub enum TransportError {
     /// The client's input does not fit the round.
     #[error("input does not fit the round: {0}")]
     Input(String),
+    /// The client refused the round the server announced (its policy, or its identity).
+    #[error("refused the round: {0}")]
+    Refused(String),
 }
 
 /// The frame codec: 4-byte length prefix, frames above `max` refused before allocation.

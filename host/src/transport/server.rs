@@ -18,6 +18,7 @@ use super::{TransportError, frame_codec};
 use crate::codec::{self, Hello, Limits, tag};
 use crate::config::RoundConfig;
 use crate::error::{CodecError, ProtocolError};
+use crate::identity::CaPublicKey;
 use crate::messages::{ClientMessage, Envelope, ServerMessage};
 use crate::server::{DropReason, RoundOutput, Server, ServerEvent, ServerStatus};
 use crate::{ClientId, Stage};
@@ -30,6 +31,8 @@ pub struct ServeOptions {
     pub max_concurrent_uploads: usize,
     /// The model layout every client must send; `None` lets the first client set it.
     pub layout: Option<Vec<u8>>,
+    /// The deployment CA: when set, only clients with a certificate from it take part.
+    pub ca: Option<CaPublicKey>,
 }
 
 impl Default for ServeOptions {
@@ -37,6 +40,7 @@ impl Default for ServeOptions {
         Self {
             max_concurrent_uploads: 4,
             layout: None,
+            ca: None,
         }
     }
 }
@@ -161,7 +165,7 @@ pub async fn serve_with_layout<E: Backend>(
     // a bounded amount of memory.
     let pending = Arc::new(Semaphore::new(2 * template.clients() + 64));
     let mut next_conn = 0u64;
-    let mut stage_start = (Stage::AdvertiseKeys, Duration::ZERO);
+    let mut stage_start = (Stage::Join, Duration::ZERO);
     let mut stage_clients = HashMap::new();
     let hello_timeout = template.stage_timeout().min(Duration::from_secs(10));
     // An upload holding a permit must keep moving: a frame at least every eighth of a stage
@@ -216,7 +220,10 @@ pub async fn serve_with_layout<E: Backend>(
                             match (sized, engine.take()) {
                                 (Ok(config), Some(e)) => {
                                     log::info!("round sized by client {}: {} parameters", hello.client, config.params());
-                                    server = Some(Server::new(config, e, Duration::ZERO));
+                                    server = Some(match &options.ca {
+                                        Some(ca) => Server::enrolled(config, ca.clone(), e, Duration::ZERO),
+                                        None => Server::new(config, e, Duration::ZERO),
+                                    });
                                 }
                                 (Err(why), e) => {
                                     engine = e;
@@ -306,8 +313,9 @@ pub async fn serve_with_layout<E: Backend>(
         while let Some((to, env)) = server.poll_transmit() {
             let Some(peer) = peers.get(&to) else { continue };
             let shared_ptr = match &env.message {
+                ServerMessage::Cohort(c) => Some(Arc::as_ptr(c) as *const u8 as usize),
                 ServerMessage::KeyList(k) => Some(Arc::as_ptr(k) as *const u8 as usize),
-                ServerMessage::UnmaskRequest(u) => Some(Arc::as_ptr(u) as *const u8 as usize),
+                ServerMessage::SurvivorList(u) => Some(Arc::as_ptr(u) as *const u8 as usize),
                 _ => None,
             };
             let frame = match (shared_ptr, &shared_frame) {
@@ -423,7 +431,7 @@ fn refuse(
         .push(format!("client {}: {reason}", hello.client));
 }
 
-/// Whether a hello may join: the round is still collecting keys, the id is new, there is
+/// Whether a hello may join: the round is still collecting joins, the id is new, there is
 /// room, and the layout matches.
 fn admit<E: Backend>(
     server: &Server<E>,
@@ -431,7 +439,7 @@ fn admit<E: Backend>(
     peers: &HashMap<ClientId, Peer>,
     report: &mut RoundReport,
 ) -> Result<(), String> {
-    if server.status() != ServerStatus::Running(Stage::AdvertiseKeys) {
+    if server.status() != ServerStatus::Running(Stage::Join) {
         return Err("the round has already started".into());
     }
     if peers.contains_key(&hello.client)
@@ -581,7 +589,7 @@ async fn connection(
                     why: format!("frame tag {t:#04x} in the middle of a chunked upload"),
                 })
             }
-            Ok(0x03) => bad(CodecError::Invalid {
+            Ok(0x05) => bad(CodecError::Invalid {
                 field: "masked input",
                 why: "a masked vector must be sent in chunks (tag 0x13)".into(),
             }),
@@ -616,8 +624,8 @@ async fn connection(
                 why: "a second hello on one connection".into(),
             }),
             Ok(t) => {
-                if t == 0x02 {
-                    // After its share keys a client uploads its masked vector.
+                if t == 0x04 {
+                    // After its share check a client uploads its masked vector.
                     upload_next = true;
                 } else if staging.take().is_some() {
                     // A permit taken for an upload that did not come: give it back.

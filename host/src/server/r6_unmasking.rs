@@ -1,13 +1,14 @@
-//! Round 3 on the server: collect the revealed shares, rebuild the secrets, and remove every
+//! Stage 6 on the server: collect the revealed shares, rebuild the secrets, and remove every
 //! mask in one engine pass.
 //!
-//! For each client in U3 the server rebuilds its self-mask secret; for each client that sent
-//! share keys but no masked input (U2 \ U3) and has a neighbour in U3, its mask-agreement key.
-//! Each rebuilt secret is checked — the self-mask against the owner's commitment, the mask key
-//! against the advertised public key — so a wrong share cannot silently corrupt the sum.
-//! Lagrange coefficients are computed once per set of share holders. The mask job then
-//! subtracts every survivor's self mask and cancels every pairwise mask between a dropped
-//! client and its surviving neighbours, over the whole vector at once.
+//! For each client in U3 the server rebuilds its self-mask secret β; for each certified dealer
+//! that sent no masked input (certified \ U3) and has a neighbour in U3, its mask key σ. Each
+//! rebuilt secret is checked against its Feldman commitment C_0; when the first t shares do not
+//! open it, every share of that owner is checked alone against the commitments (in one batch,
+//! split to isolate the bad ones), the bad ones are left out and their holders named — no
+//! search over subsets. Lagrange coefficients are computed once per set of share holders. The
+//! mask job then subtracts every survivor's self mask and cancels every pairwise mask between a
+//! dropped client and its surviving neighbours, over the whole vector at once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -18,11 +19,13 @@ use rayon::prelude::*;
 use secagg_engine::{Backend, MaskTerm};
 use zeroize::Zeroize;
 
-use super::r1_share_keys::{Session, late_or_unknown};
-use super::{Ctx, DropReason, Input, Roll, RoundOutput, ServerEvent, State, out_of_turn};
+use super::r4_masked_input::Membership;
+use super::{
+    Ctx, DropReason, Input, Roll, RoundOutput, ServerEvent, State, late_or_unknown, out_of_turn,
+};
+use crate::crypto::feldman::find_bad_shares;
 use crate::crypto::{
-    Lagrange, PublicKeys, edwards_of, mask_public_key, mask_secret_key, pairwise_seeds,
-    scalar_from_bytes, self_mask_commitment, self_mask_seed,
+    Commitments, Lagrange, masking_point, pairwise_seeds, scalar_from_bytes, self_mask_seed,
 };
 use crate::error::{CryptoError, ProtocolError};
 use crate::messages::{ClientMessage, RevealedShare, ServerMessage, ShareKind};
@@ -34,15 +37,11 @@ type Received = BTreeMap<ClientId, Scalar>;
 /// Waiting for revealed shares.
 pub(super) struct ExpectUnmaskShares {
     pub(super) deadline: Duration,
-    session: Session,
-    commitments: HashMap<ClientId, [u8; 32]>,
-    u2: BTreeSet<ClientId>,
+    membership: Membership,
     u3: BTreeSet<ClientId>,
     roll: Roll,
     acc: Vec<u32>,
     shares: HashMap<ClientId, Received>,
-    /// (reporter, owner): bundles the reporter could not authenticate.
-    unreadable: Vec<(ClientId, ClientId)>,
 }
 
 impl Drop for ExpectUnmaskShares {
@@ -56,23 +55,18 @@ impl Drop for ExpectUnmaskShares {
 impl ExpectUnmaskShares {
     pub(super) fn start<E: Backend>(
         ctx: &mut Ctx<'_, E>,
-        session: Session,
-        commitments: HashMap<ClientId, [u8; 32]>,
-        u2: Vec<ClientId>,
-        u3: Vec<ClientId>,
+        membership: Membership,
+        u3: &[ClientId],
         roll: Roll,
         acc: Vec<u32>,
     ) -> State {
         let s = Self {
             deadline: ctx.deadline(),
-            session,
-            commitments,
-            u2: u2.into_iter().collect(),
-            u3: u3.into_iter().collect(),
+            membership,
+            u3: u3.iter().copied().collect(),
             roll,
             acc,
             shares: HashMap::new(),
-            unreadable: Vec::new(),
         };
         s.check_done(ctx)
     }
@@ -102,20 +96,18 @@ impl ExpectUnmaskShares {
         self.check_done(ctx)
     }
 
-    /// Checks one client's shares — exactly one per owner it holds a share of, of the kind
-    /// U3 calls for — and stores them. Nothing is stored unless all of them pass.
+    /// Checks one client's shares — exactly one per owner it holds checked shares of, of the
+    /// kind U3 calls for — and stores them. Nothing is stored unless all of them pass.
     fn accept(&mut self, from: ClientId, shares: &[RevealedShare]) -> Result<(), ProtocolError> {
         let mut owners: BTreeSet<ClientId> = self
-            .session
-            .graph
-            .neighbors(from)
-            .into_iter()
-            .filter(|v| self.u2.contains(v))
-            .collect();
+            .membership
+            .holds
+            .get(&from)
+            .cloned()
+            .unwrap_or_default();
         owners.insert(from);
         let mut parsed = Vec::with_capacity(shares.len());
         let mut seen = BTreeSet::new();
-        let mut reported = Vec::new();
         let result = (|| {
             for s in shares {
                 if !owners.contains(&s.owner) {
@@ -126,11 +118,6 @@ impl ExpectUnmaskShares {
                 }
                 if !seen.insert(s.owner) {
                     return Err(ProtocolError::Duplicate("revealed share"));
-                }
-                if s.kind == ShareKind::Unreadable && s.owner != from {
-                    // The owner's bundle to `from` failed authentication: no share here.
-                    reported.push(s.owner);
-                    continue;
                 }
                 let want = if self.u3.contains(&s.owner) {
                     ShareKind::SelfMask
@@ -160,8 +147,6 @@ impl ExpectUnmaskShares {
         for (owner, value) in parsed {
             self.shares.entry(owner).or_default().insert(from, value);
         }
-        self.unreadable
-            .extend(reported.into_iter().map(|owner| (from, owner)));
         Ok(())
     }
 
@@ -169,12 +154,12 @@ impl ExpectUnmaskShares {
         if self.roll.is_done() {
             self.finish(ctx)
         } else {
-            State::Unmask(self)
+            State::Unmask(Box::new(self))
         }
     }
 
     fn notify_all(&self) -> Vec<ClientId> {
-        self.session.keys.keys().copied().collect()
+        self.membership.session.keys.keys().copied().collect()
     }
 
     fn finish<E: Backend>(mut self, ctx: &mut Ctx<'_, E>) -> State {
@@ -182,19 +167,12 @@ impl ExpectUnmaskShares {
             stage: Stage::Unmasking,
             clients: self.roll.answered.len(),
         });
-        for &(reporter, owner) in &self.unreadable {
-            log::warn!("client {reporter} could not authenticate the share bundle of {owner}");
-            ctx.reject(
-                owner,
-                ProtocolError::Crypto(CryptoError::Decrypt { from: owner }),
-            );
-        }
         let mut culprits = Vec::new();
         let terms = self.mask_terms(ctx.config.threshold(), &mut culprits);
         for (holder, owner) in culprits {
             let reason = ProtocolError::Crypto(CryptoError::Mismatch {
                 owner,
-                what: "share (left out of the reconstruction)",
+                what: "share (off the owner's commitments; left out of the reconstruction)",
             });
             ctx.reject(holder, reason);
         }
@@ -248,17 +226,18 @@ impl ExpectUnmaskShares {
     }
 
     /// Rebuilds the secrets and lists the masks to remove, one owner per task on every core
-    /// (the rebuilds and key agreements are independent). Holders whose shares fail the
-    /// check are reported in `culprits` as (holder, owner).
+    /// (the rebuilds and key agreements are independent). Holders whose shares are off the
+    /// owner's commitments are reported in `culprits` as (holder, owner).
     fn mask_terms(
         &self,
         t: usize,
         culprits: &mut Vec<(ClientId, ClientId)>,
     ) -> Result<Vec<MaskTerm>, ProtocolError> {
-        let session = &self.session;
+        let m = &self.membership;
+        let session = &m.session;
         let mut jobs: Vec<(ClientId, Vec<ClientId>)> =
             self.u3.iter().map(|&u| (u, Vec::new())).collect();
-        for &v in self.u2.difference(&self.u3) {
+        for &v in m.certified.difference(&self.u3) {
             let survivors: Vec<ClientId> = session
                 .graph
                 .neighbors(v)
@@ -270,13 +249,16 @@ impl ExpectUnmaskShares {
                 jobs.push((v, survivors));
             }
         }
-        // Each surviving neighbour of a dropped client, as an Edwards point, once.
+        // Each surviving neighbour of a dropped client, as its prepared point 8·S, once.
         let mut peers: Vec<ClientId> = jobs.iter().flat_map(|(_, s)| s.iter().copied()).collect();
         peers.sort_unstable();
         peers.dedup();
-        let points: HashMap<ClientId, Option<EdwardsPoint>> = peers
+        let points: HashMap<ClientId, EdwardsPoint> = peers
             .par_iter()
-            .map(|u| (*u, session.keys.get(u).and_then(|k| edwards_of(&k.masking))))
+            .filter_map(|u| {
+                let k = session.keys.get(u)?;
+                masking_point(&k.masking).ok().map(|p| (*u, p))
+            })
             .collect();
         // The Lagrange coefficients of every owner's first t holders, one inversion per batch.
         let mut sets: Vec<Vec<ClientId>> = jobs
@@ -295,54 +277,47 @@ impl ExpectUnmaskShares {
                 lagrange.insert(l.holders().to_vec(), l);
             }
         }
-        type Done = (Vec<MaskTerm>, Option<(ClientId, ClientId)>);
+        type Done = (Vec<MaskTerm>, Vec<(ClientId, ClientId)>);
         let results: Vec<Result<Done, ProtocolError>> = jobs
             .par_iter()
-            .map_init(HashMap::new, |local, (owner, survivors)| {
+            .map(|(owner, survivors)| {
                 let owner = *owner;
                 let received = self.shares.get(&owner);
+                let dealer = m
+                    .dealers
+                    .get(&owner)
+                    .ok_or(ProtocolError::UnknownClient(owner))?;
                 if self.u3.contains(&owner) {
-                    let committed = self.commitments.get(&owner).copied();
-                    let valid =
-                        |b: &Scalar| committed == Some(self_mask_commitment(b, &session.id, owner));
-                    let (mut beta, culprit) = rebuild(
+                    let (mut beta, bad) = rebuild(
                         received,
                         owner,
                         t,
+                        &dealer.self_mask,
                         "self-mask secret",
-                        &valid,
                         &lagrange,
-                        local,
                     )?;
                     let term = MaskTerm::minus(self_mask_seed(&beta, &session.id));
                     beta.zeroize();
-                    return Ok((vec![term], culprit));
+                    return Ok((vec![term], bad));
                 }
-                let advertised = session.keys.get(&owner).map(|k| k.masking);
-                let valid = |s: &Scalar| advertised == Some(mask_public_key(s));
-                let (mut sigma, culprit) = rebuild(
+                let (mut sigma, bad) = rebuild(
                     received,
                     owner,
                     t,
+                    &dealer.mask,
                     "mask-agreement key",
-                    &valid,
                     &lagrange,
-                    local,
                 )?;
-                let secret = mask_secret_key(&sigma);
-                sigma.zeroize();
-                let list: Vec<(ClientId, &PublicKeys, Option<&EdwardsPoint>)> = survivors
+                let list: Vec<(ClientId, &EdwardsPoint)> = survivors
                     .iter()
-                    .filter_map(|u| {
-                        let keys = session.keys.get(u)?;
-                        Some((*u, keys, points.get(u).and_then(Option::as_ref)))
-                    })
+                    .filter_map(|u| points.get(u).map(|p| (*u, p)))
                     .collect();
-                let seeds = pairwise_seeds(&secret, &session.id, owner, &list)?;
+                let seeds = pairwise_seeds(&sigma, &session.id, owner, &list);
+                sigma.zeroize();
                 let terms = list
                     .iter()
-                    .zip(seeds)
-                    .map(|((u, _, _), seed)| {
+                    .zip(seeds?)
+                    .map(|((u, _), seed)| {
                         // u added +PRG(s_uv) when u < v and subtracted it otherwise; undo that.
                         if *u < owner {
                             MaskTerm::minus(seed)
@@ -351,33 +326,32 @@ impl ExpectUnmaskShares {
                         }
                     })
                     .collect();
-                Ok((terms, culprit))
+                Ok((terms, bad))
             })
             .collect();
         let mut terms = Vec::with_capacity(results.len());
         for r in results {
-            let (t, culprit) = r?;
+            let (t, bad) = r?;
             terms.extend(t);
-            culprits.extend(culprit);
+            culprits.extend(bad);
         }
         Ok(terms)
     }
 }
 
-/// The secret of `owner` from `t` of the shares `received`, checked by `valid`. When the first
-/// t fail and spare shares exist, each holder in turn is left out, so one bad share cannot sink
-/// the round; the holder whose exclusion fixes it is returned as (holder, owner). Lagrange
-/// coefficients come from `shared` (precomputed for the first t holders) or, for the retries,
-/// from `local`, keyed by the set of holders.
+/// The secret of `owner` from `t` of the shares `received`, checked against its commitments.
+/// When the first t do not open the commitment, every share is checked against the
+/// commitments (one batch, split to isolate the bad ones) and the secret is rebuilt from t good
+/// ones; the holders of bad shares come back as (holder, owner). Lagrange coefficients for the
+/// first t holders come precomputed in `shared`.
 fn rebuild(
     received: Option<&Received>,
     owner: ClientId,
     t: usize,
+    commitments: &Commitments,
     what: &'static str,
-    valid: &dyn Fn(&Scalar) -> bool,
     shared: &HashMap<Vec<ClientId>, Lagrange>,
-    local: &mut HashMap<Vec<ClientId>, Lagrange>,
-) -> Result<(Scalar, Option<(ClientId, ClientId)>), ProtocolError> {
+) -> Result<(Scalar, Vec<(ClientId, ClientId)>), ProtocolError> {
     let have = received.map_or(0, BTreeMap::len);
     let Some(received) = received.filter(|_| have >= t) else {
         return Err(CryptoError::TooFewShares {
@@ -387,43 +361,39 @@ fn rebuild(
         }
         .into());
     };
-    let all: Vec<(ClientId, &Scalar)> = received.iter().map(|(h, v)| (*h, v)).collect();
-    let mut attempt = |skip: Option<usize>| -> Result<Option<Scalar>, ProtocolError> {
-        let chosen: Vec<(ClientId, &Scalar)> = all
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| Some(*i) != skip)
-            .map(|(_, s)| *s)
-            .take(t)
-            .collect();
-        let holders: Vec<ClientId> = chosen.iter().map(|(h, _)| *h).collect();
-        let lagrange = match shared.get(&holders) {
-            Some(l) => l,
-            None => match local.entry(holders) {
-                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    let l = Lagrange::at_zero(e.key())?;
-                    e.insert(l)
-                }
-            },
-        };
-        let mut secret = lagrange.combine(chosen.iter().map(|(_, v)| *v));
-        if valid(&secret) {
-            Ok(Some(secret))
-        } else {
-            secret.zeroize();
-            Ok(None)
+    let first: Vec<ClientId> = received.keys().take(t).copied().collect();
+    if let Some(l) = shared.get(&first) {
+        let mut secret = l.combine(received.values().take(t));
+        if commitments.opens_to(&secret) {
+            return Ok((secret, Vec::new()));
         }
-    };
-    if let Some(secret) = attempt(None)? {
-        return Ok((secret, None));
+        secret.zeroize();
     }
-    if have > t {
-        for (j, (holder, _)) in all.iter().enumerate() {
-            if let Some(secret) = attempt(Some(j))? {
-                return Ok((secret, Some((*holder, owner))));
-            }
+    let all: Vec<(ClientId, Scalar)> = received.iter().map(|(h, v)| (*h, *v)).collect();
+    let bad = find_bad_shares(commitments, &all);
+    let culprits: Vec<(ClientId, ClientId)> = bad.iter().map(|&i| (all[i].0, owner)).collect();
+    let good: Vec<&(ClientId, Scalar)> = all
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bad.binary_search(i).is_err())
+        .map(|(_, s)| s)
+        .take(t)
+        .collect();
+    if good.len() < t {
+        return Err(CryptoError::TooFewShares {
+            owner,
+            have: good.len(),
+            need: t,
         }
+        .into());
     }
-    Err(CryptoError::Mismatch { owner, what }.into())
+    let holders: Vec<ClientId> = good.iter().map(|(h, _)| *h).collect();
+    let l = Lagrange::at_zero(&holders)?;
+    let mut secret = l.combine(good.iter().map(|(_, v)| v));
+    if commitments.opens_to(&secret) {
+        Ok((secret, culprits))
+    } else {
+        secret.zeroize();
+        Err(CryptoError::Mismatch { owner, what }.into())
+    }
 }

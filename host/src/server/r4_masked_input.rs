@@ -1,26 +1,36 @@
-//! Round 2 on the server: add each masked input into the accumulator as it arrives.
+//! Stage 4 on the server: add each masked input into the accumulator as it arrives.
 //!
 //! One accumulator of m + 1 elements, whatever n is: a masked vector is checked (length,
 //! every element below 2^b), added mod 2^b by the engine, and forgotten. U3 is the set of
 //! clients whose masked input arrived; their inputs are in the sum.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use secagg_engine::Backend;
 
-use super::r1_share_keys::{Session, late_or_unknown};
-use super::r3_unmasking::ExpectUnmaskShares;
-use super::{Ctx, DropReason, Input, Roll, State, check_vector, out_of_turn};
+use super::r1_advertise_keys::Session;
+use super::r2_share_keys::Dealer;
+use super::r5_consistency::ExpectSignatures;
+use super::{Ctx, DropReason, Input, Roll, State, check_vector, late_or_unknown, out_of_turn};
 use crate::messages::{ClientMessage, ServerMessage};
 use crate::{ClientId, Stage};
+
+/// Who is in the round after the share check.
+pub(super) struct Membership {
+    pub(super) session: Session,
+    /// Every dealer's commitments (certified or not).
+    pub(super) dealers: HashMap<ClientId, Dealer>,
+    /// Dealers whose pairwise masks exist: U2 minus those excluded at the share check.
+    pub(super) certified: BTreeSet<ClientId>,
+    /// For each holder, the certified neighbours whose checked shares it holds.
+    pub(super) holds: HashMap<ClientId, BTreeSet<ClientId>>,
+}
 
 /// Waiting for masked inputs.
 pub(super) struct ExpectMaskedInputs {
     pub(super) deadline: Duration,
-    session: Session,
-    commitments: HashMap<ClientId, [u8; 32]>,
-    u2: Vec<ClientId>,
+    membership: Membership,
     roll: Roll,
     acc: Vec<u32>,
 }
@@ -28,16 +38,12 @@ pub(super) struct ExpectMaskedInputs {
 impl ExpectMaskedInputs {
     pub(super) fn start<E: Backend>(
         ctx: &mut Ctx<'_, E>,
-        session: Session,
-        commitments: HashMap<ClientId, [u8; 32]>,
-        u2: Vec<ClientId>,
+        membership: Membership,
         roll: Roll,
     ) -> State {
         let s = Self {
             deadline: ctx.deadline(),
-            session,
-            commitments,
-            u2,
+            membership,
             roll,
             acc: vec![0; ctx.config.vector_len()],
         };
@@ -59,7 +65,12 @@ impl ExpectMaskedInputs {
                         let reason = format!("aggregation engine failed: {e}");
                         return ctx.abort(
                             reason,
-                            self.session.keys.keys().copied().collect::<Vec<_>>(),
+                            self.membership
+                                .session
+                                .keys
+                                .keys()
+                                .copied()
+                                .collect::<Vec<_>>(),
                         );
                     } else {
                         self.roll.answered.insert(from);
@@ -82,29 +93,23 @@ impl ExpectMaskedInputs {
         if self.roll.is_done() {
             self.finish(ctx)
         } else {
-            State::Masked(self)
+            State::Masked(Box::new(self))
         }
     }
 
     fn finish<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
         let u3: Vec<ClientId> = self.roll.answered.iter().copied().collect();
-        let notify = self.session.keys.keys().copied();
+        let notify: Vec<ClientId> = self.membership.session.keys.keys().copied().collect();
         if let Err(reason) = ctx.close_stage(Stage::MaskedInput, u3.len(), notify) {
             return State::Aborted(reason);
         }
         let shared: std::sync::Arc<[ClientId]> = u3.clone().into();
         for &u in &u3 {
-            ctx.send(u, ServerMessage::UnmaskRequest(shared.clone()));
+            if !ctx.gone.contains_key(&u) {
+                ctx.send(u, ServerMessage::SurvivorList(shared.clone()));
+            }
         }
-        let roll = Roll::start(ctx, Stage::Unmasking, u3.iter().copied());
-        ExpectUnmaskShares::start(
-            ctx,
-            self.session,
-            self.commitments,
-            self.u2,
-            u3,
-            roll,
-            self.acc,
-        )
+        let roll = Roll::start(ctx, Stage::Consistency, u3.iter().copied());
+        ExpectSignatures::start(ctx, self.membership, shared, roll, self.acc)
     }
 }

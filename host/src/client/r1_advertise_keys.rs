@@ -1,0 +1,86 @@
+//! Stage 1 on the client: check the cohort, then advertise the round keys and reveal the
+//! nonce, signed with the identity key over the round and the cohort.
+
+use rand_core::CryptoRng;
+use secagg_engine::Backend;
+
+use super::r2_share_keys::ExpectKeyList;
+use super::{ADVERTISE_DOMAIN, Ctx, State, advertisement_message};
+use crate::ClientId;
+use crate::crypto::{ClientSecrets, cohort_digest};
+use crate::error::ProtocolError;
+use crate::messages::{ClientMessage, SignedKeys};
+
+/// Waiting for the cohort.
+pub(super) struct ExpectCohort {
+    nonce: [u8; 32],
+    commitment: [u8; 32],
+}
+
+impl ExpectCohort {
+    pub(super) fn new(nonce: [u8; 32], commitment: [u8; 32]) -> Self {
+        Self { nonce, commitment }
+    }
+
+    pub(super) fn handle<E: Backend, R: CryptoRng>(
+        self,
+        ctx: &mut Ctx<'_, E, R>,
+        cohort: &[(ClientId, [u8; 32])],
+    ) -> State {
+        match self.advertise(ctx, cohort) {
+            Ok(next) => State::KeyList(Box::new(next)),
+            Err(e) => State::Aborted(e),
+        }
+    }
+
+    fn advertise<E: Backend, R: CryptoRng>(
+        self,
+        ctx: &mut Ctx<'_, E, R>,
+        cohort: &[(ClientId, [u8; 32])],
+    ) -> Result<ExpectKeyList, ProtocolError> {
+        if cohort.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(ProtocolError::UnsafeRequest(
+                "cohort is not sorted by unique client id".into(),
+            ));
+        }
+        if cohort.len() > ctx.config.clients() {
+            return Err(ProtocolError::UnsafeRequest(format!(
+                "cohort names {} clients, the round has {}",
+                cohort.len(),
+                ctx.config.clients()
+            )));
+        }
+        ctx.policy.check_size(cohort.len(), "the cohort")?;
+        match cohort.binary_search_by_key(&ctx.id, |(id, _)| *id) {
+            Ok(i) if cohort[i].1 == self.commitment => {}
+            Ok(_) => {
+                return Err(ProtocolError::UnsafeRequest(
+                    "our nonce commitment was altered".into(),
+                ));
+            }
+            Err(_) => {
+                return Err(ProtocolError::UnsafeRequest(
+                    "we are not in the cohort".into(),
+                ));
+            }
+        }
+        let cohort_digest = cohort_digest(ctx.round, cohort);
+        let secrets = ClientSecrets::generate(ctx.rng);
+        let keys = secrets.public_keys();
+        let message = advertisement_message(ctx.round, &cohort_digest, ctx.id, &keys, &self.nonce);
+        let signature = ctx.identity.key.sign(ADVERTISE_DOMAIN, &message);
+        let signed = SignedKeys {
+            keys,
+            nonce: self.nonce,
+            credential: ctx.identity.credential.clone(),
+            signature,
+        };
+        ctx.send(ClientMessage::AdvertiseKeys(signed.clone()));
+        Ok(ExpectKeyList::new(
+            secrets,
+            signed,
+            cohort.to_vec(),
+            cohort_digest,
+        ))
+    }
+}

@@ -1,0 +1,258 @@
+//! Stage 2 on the client: check the key list, derive the session and the neighbour graph,
+//! check every neighbour's credential and signature, then deal both secrets among the
+//! neighbours (and itself) with Feldman commitments and send one sealed bundle to each
+//! neighbour through the server.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use rand_core::CryptoRng;
+use secagg_engine::Backend;
+
+use super::r3_share_check::ExpectShareBundles;
+use super::{ADVERTISE_DOMAIN, Ctx, OwnShare, State, advertisement_message};
+use crate::credentials::{Signed, identity_key, verify_all};
+use crate::crypto::{
+    BundleKey, BundlePlaintext, ClientSecrets, GraphSeed, PublicKeys, SessionEntry, SessionId,
+    deal, nonce_commitment,
+};
+use crate::error::ProtocolError;
+use crate::graph::NeighborGraph;
+use crate::messages::{ClientMessage, SealedBundle, ShareCommitments, SignedKeys};
+use crate::policy::Trust;
+use crate::{ClientId, Stage};
+
+/// Everything the later stages need about the round's membership.
+pub(super) struct Membership {
+    pub(super) session: SessionId,
+    pub(super) graph: NeighborGraph,
+    pub(super) neighbors: Vec<ClientId>,
+    /// The key list as received (every member's keys and credential).
+    pub(super) list: Arc<[(ClientId, SignedKeys)]>,
+    /// Members whose credential this client has checked, with the identity key it proves.
+    pub(super) identities: HashMap<ClientId, crate::identity::IdentityPublicKey>,
+}
+
+impl Membership {
+    /// The keys of `id`, if it is a member.
+    pub(super) fn entry(&self, id: ClientId) -> Option<&SignedKeys> {
+        self.list
+            .binary_search_by_key(&id, |(i, _)| *i)
+            .ok()
+            .map(|i| &self.list[i].1)
+    }
+}
+
+/// Waiting for the list of clients that advertised keys.
+pub(super) struct ExpectKeyList {
+    secrets: ClientSecrets,
+    mine: SignedKeys,
+    cohort: Vec<(ClientId, [u8; 32])>,
+    cohort_digest: [u8; 32],
+}
+
+impl ExpectKeyList {
+    pub(super) fn new(
+        secrets: ClientSecrets,
+        mine: SignedKeys,
+        cohort: Vec<(ClientId, [u8; 32])>,
+        cohort_digest: [u8; 32],
+    ) -> Self {
+        Self {
+            secrets,
+            mine,
+            cohort,
+            cohort_digest,
+        }
+    }
+
+    pub(super) fn handle<E: Backend, R: CryptoRng>(
+        self,
+        ctx: &mut Ctx<'_, E, R>,
+        keys: &Arc<[(ClientId, SignedKeys)]>,
+    ) -> State {
+        match self.share_keys(ctx, keys) {
+            Ok(next) => State::ShareBundles(Box::new(next)),
+            Err(e) => State::Aborted(e),
+        }
+    }
+
+    fn share_keys<E: Backend, R: CryptoRng>(
+        self,
+        ctx: &mut Ctx<'_, E, R>,
+        keys: &Arc<[(ClientId, SignedKeys)]>,
+    ) -> Result<ExpectShareBundles, ProtocolError> {
+        let me = ctx.id;
+        // Strictly increasing ids, all in the cohort; our own entry unaltered.
+        if keys.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(ProtocolError::UnsafeRequest(
+                "key list is not sorted by unique client id".into(),
+            ));
+        }
+        let commitments: BTreeMap<ClientId, [u8; 32]> = self.cohort.iter().copied().collect();
+        for (id, k) in keys.iter() {
+            let Some(c) = commitments.get(id) else {
+                return Err(ProtocolError::UnsafeRequest(format!(
+                    "{id} is in the key list but not in the cohort"
+                )));
+            };
+            // A nonce that does not open its commitment would let the server choose the
+            // graph after seeing keys.
+            if nonce_commitment(ctx.round, *id, &k.nonce) != *c {
+                return Err(ProtocolError::UnsafeRequest(format!(
+                    "the nonce of {id} does not match its commitment in the cohort"
+                )));
+            }
+        }
+        if keys.len() < ctx.config.min_survivors() {
+            return Err(ProtocolError::TooFewClients {
+                stage: Stage::AdvertiseKeys,
+                have: keys.len(),
+                need: ctx.config.min_survivors(),
+            });
+        }
+        ctx.policy.check_size(keys.len(), "the key list")?;
+        match keys.binary_search_by_key(&me, |(id, _)| *id) {
+            Ok(i) if keys[i].1 == self.mine => {}
+            Ok(_) => return Err(ProtocolError::UnsafeRequest("our keys were altered".into())),
+            Err(_) => {
+                return Err(ProtocolError::UnsafeRequest(
+                    "we are not in the key list".into(),
+                ));
+            }
+        }
+        // The round as it really is: |U1| members, the graph capped at |U1| − 1.
+        let t = ctx.config.threshold();
+        ctx.policy
+            .check_shape(keys.len(), ctx.config.neighbors(), t)?;
+        let session = SessionId::derive(
+            ctx.round,
+            &self.cohort_digest,
+            keys.iter().map(|(id, k)| SessionEntry {
+                id: *id,
+                keys: &k.keys,
+                nonce: &k.nonce,
+                identity: k.credential.key().to_bytes(),
+            }),
+        );
+        let nonces: Vec<(ClientId, &[u8; 32])> =
+            keys.iter().map(|(id, k)| (*id, &k.nonce)).collect();
+        let seed = GraphSeed::derive(ctx.round, &self.cohort_digest, &nonces);
+        let members: Vec<ClientId> = keys.iter().map(|(id, _)| *id).collect();
+        let graph = NeighborGraph::new(&seed, &members, ctx.config.neighbors());
+        let neighbors = graph.neighbors(me);
+        if neighbors.len() + 1 < t {
+            return Err(ProtocolError::TooFewClients {
+                stage: Stage::ShareKeys,
+                have: neighbors.len() + 1,
+                need: t,
+            });
+        }
+        // Every neighbour's credential and signature, before any of its keys is used: a
+        // server that substituted keys is caught here, and we abort (it forwarded them).
+        let ca = match &ctx.policy.trust {
+            Trust::Enrolled(ca) => Some(ca),
+            Trust::Unauthenticated => None,
+        };
+        let mut identities = HashMap::with_capacity(neighbors.len() + 1);
+        let mut messages = Vec::with_capacity(neighbors.len());
+        let mut peers: Vec<(ClientId, &SignedKeys)> = Vec::with_capacity(neighbors.len());
+        for v in &neighbors {
+            let i = keys
+                .binary_search_by_key(v, |(id, _)| *id)
+                .map_err(|_| ProtocolError::UnknownClient(*v))?;
+            let entry = &keys[i].1;
+            let key = identity_key(ca, *v, &entry.credential)?;
+            identities.insert(*v, *key);
+            messages.push(advertisement_message(
+                ctx.round,
+                &self.cohort_digest,
+                *v,
+                &entry.keys,
+                &entry.nonce,
+            ));
+            peers.push((*v, entry));
+        }
+        identities.insert(me, ctx.identity.key.public());
+        let items: Vec<Signed<'_>> = peers
+            .iter()
+            .zip(&messages)
+            .map(|((v, entry), m)| Signed {
+                signer: *v,
+                key: entry.credential.key(),
+                domain: ADVERTISE_DOMAIN,
+                message: m,
+                signature: &entry.signature,
+            })
+            .collect();
+        if let Err(bad) = verify_all(&items) {
+            return Err(ProtocolError::UnsafeRequest(format!(
+                "the advertised keys of {} carry no valid signature (the server forwarded them)",
+                bad.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        // Holders: every neighbour, and ourselves (our own share of the self mask lets a
+        // surviving client help rebuild it).
+        let mut holders = neighbors.clone();
+        holders.push(me);
+        let (mask_shares, mask_commitments) =
+            deal(self.secrets.mask_scalar(), t, &holders, ctx.rng)?;
+        let (self_shares, self_commitments) =
+            deal(self.secrets.self_scalar(), t, &holders, ctx.rng)?;
+        let commitments = ShareCommitments {
+            mask: mask_commitments.to_compressed(),
+            self_mask: self_commitments.to_compressed(),
+        };
+        let digest = commitments.digest();
+        let peer_keys: Vec<(ClientId, &PublicKeys)> =
+            peers.iter().map(|(v, e)| (*v, &e.keys)).collect();
+        // One batched agreement for every neighbour's bundle key; the keys are kept to open
+        // the bundles that come back.
+        let bundle_keys = self.secrets.bundle_keys(&session, me, &peer_keys)?;
+        let bundle_keys: HashMap<ClientId, BundleKey> =
+            peer_keys.iter().map(|(v, _)| *v).zip(bundle_keys).collect();
+        let mut bundles = Vec::with_capacity(neighbors.len());
+        let mut own_self_share = None;
+        for (m, s) in mask_shares.iter().zip(&self_shares) {
+            if m.holder == me {
+                own_self_share = Some(s.value);
+                continue;
+            }
+            let Some(key) = bundle_keys.get(&m.holder) else {
+                continue;
+            };
+            let plaintext = BundlePlaintext {
+                mask_share: m.value,
+                self_share: s.value,
+            };
+            bundles.push(SealedBundle {
+                peer: m.holder,
+                ciphertext: key.seal(&session, me, m.holder, &digest, &plaintext)?,
+            });
+        }
+        let own_self_share = OwnShare(
+            own_self_share
+                .ok_or_else(|| ProtocolError::UnsafeRequest("own share missing".into()))?,
+        );
+        ctx.send(ClientMessage::ShareKeys {
+            commitments,
+            bundles,
+        });
+        let membership = Membership {
+            session,
+            graph,
+            neighbors,
+            list: keys.clone(),
+            identities,
+        };
+        Ok(ExpectShareBundles::new(
+            self.secrets,
+            membership,
+            bundle_keys,
+            own_self_share,
+        ))
+    }
+}

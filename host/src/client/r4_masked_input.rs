@@ -1,0 +1,142 @@
+//! Stage 4 on the client: check the server's list of neighbours to mask with, then mask the
+//! input with its self mask and one pairwise mask per such neighbour — in one engine pass —
+//! and send it.
+//!
+//! The round-2 check (Bonawitz et al. 2017, in its SecAgg+ form): the client masks only if at
+//! least t of its neighbours are on the list. A server that withholds bundles or declares
+//! neighbours excluded would otherwise receive an input protected by the self mask alone (or
+//! by masks shared only with colluders), and later ask the neighbours for the self mask. With
+//! t partners and fewer than t corrupted neighbours (the planner's bound), at least one
+//! partner is honest; the consistency round then keeps that partner's mask key out of the
+//! server's reach while the partner survives.
+
+use std::collections::BTreeMap;
+
+use rand_core::CryptoRng;
+use secagg_engine::{Backend, MaskTerm};
+use zeroize::Zeroize;
+
+use super::r2_share_keys::Membership;
+use super::r3_share_check::{Checked, Held};
+use super::r5_consistency::ExpectSurvivorList;
+use super::{ClientError, Ctx, Next, OwnShare, State};
+use crate::ClientId;
+use crate::crypto::{ClientSecrets, PublicKeys, self_mask_seed};
+use crate::error::ProtocolError;
+use crate::messages::ClientMessage;
+
+/// Waiting for the neighbours to mask with.
+pub(super) struct ExpectMaskRequest {
+    secrets: ClientSecrets,
+    membership: Membership,
+    checked: Checked,
+    own_self_share: OwnShare,
+}
+
+impl ExpectMaskRequest {
+    pub(super) fn new(
+        secrets: ClientSecrets,
+        membership: Membership,
+        checked: Checked,
+        own_self_share: OwnShare,
+    ) -> Self {
+        Self {
+            secrets,
+            membership,
+            checked,
+            own_self_share,
+        }
+    }
+
+    pub(super) fn handle<E: Backend, R: CryptoRng>(
+        mut self,
+        ctx: &mut Ctx<'_, E, R>,
+        partners: Vec<ClientId>,
+    ) -> Next {
+        if let Err(e) = self.check(ctx, &partners) {
+            return Ok(State::Aborted(e));
+        }
+        let Some(input) = ctx.input.take() else {
+            let e = ProtocolError::ServerAborted("client had no input to send".into());
+            return Err((ClientError::MissingInput, e));
+        };
+        let mut masked = input.0.clone();
+        drop(input);
+        let me = ctx.id;
+        let mut terms = Vec::with_capacity(partners.len() + 1);
+        terms.push(MaskTerm::plus(self_mask_seed(
+            self.secrets.self_scalar(),
+            &self.membership.session,
+        )));
+        let peers: Vec<(ClientId, &PublicKeys)> = partners
+            .iter()
+            .filter_map(|v| self.membership.entry(*v).map(|e| (*v, &e.keys)))
+            .collect();
+        let seeds = match self
+            .secrets
+            .pairwise_seeds(&self.membership.session, me, &peers)
+        {
+            Ok(s) => s,
+            Err(e) => return Ok(State::Aborted(e.into())),
+        };
+        for ((v, _), seed) in peers.iter().zip(seeds) {
+            terms.push(if me < *v {
+                MaskTerm::plus(seed)
+            } else {
+                MaskTerm::minus(seed)
+            });
+        }
+        if let Err(e) = ctx.engine.apply_masks(
+            &mut masked,
+            0,
+            &terms,
+            ctx.config.prg(),
+            ctx.config.modulus(),
+        ) {
+            masked.zeroize();
+            return Ok(State::Aborted(ProtocolError::ServerAborted(format!(
+                "masking failed on this client: {e}"
+            ))));
+        }
+        drop(terms);
+        ctx.send(ClientMessage::MaskedInput(masked));
+        // The secrets themselves are no longer needed: only the good shares held for the
+        // partners (a dealer that is no partner is never unmasked, so its shares go now).
+        let mut held: BTreeMap<ClientId, Held> = std::mem::take(&mut self.checked.held);
+        held.retain(|v, _| partners.binary_search(v).is_ok());
+        Ok(State::Survivors(Box::new(ExpectSurvivorList::new(
+            self.membership,
+            held,
+            partners,
+            self.own_self_share,
+        ))))
+    }
+
+    /// The list is sorted, within the neighbours whose bundles arrived, free of dealers this
+    /// client proved to cheat, and long enough (the round-2 check).
+    fn check<E, R>(&self, ctx: &Ctx<'_, E, R>, partners: &[ClientId]) -> Result<(), ProtocolError> {
+        if partners.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(ProtocolError::UnsafeRequest(
+                "mask request is not sorted by unique client id".into(),
+            ));
+        }
+        if let Some(v) = partners.iter().find(|v| !self.checked.dealt.contains(v)) {
+            return Err(ProtocolError::UnsafeRequest(format!(
+                "mask request names {v}, whose share bundle never reached this client"
+            )));
+        }
+        if let Some(v) = partners.iter().find(|v| self.checked.cheaters.contains(v)) {
+            return Err(ProtocolError::UnsafeRequest(format!(
+                "mask request names {v}, proved to have dealt bad shares"
+            )));
+        }
+        let t = ctx.config.threshold();
+        if partners.len() < t {
+            return Err(ProtocolError::TooFewPartners {
+                have: partners.len(),
+                need: t,
+            });
+        }
+        Ok(())
+    }
+}

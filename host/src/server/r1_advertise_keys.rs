@@ -1,0 +1,167 @@
+//! Stage 1 on the server: collect each cohort member's signed round keys.
+//!
+//! Each advertisement is checked on arrival — the nonce opens the member's commitment in the
+//! cohort, both keys are of large order, the credential is a certificate from the deployment
+//! CA for the sender's id (when the round is enrolled), and the signature covers the round,
+//! the cohort, the id, the keys and the nonce — so that one client's bad advertisement costs
+//! that client alone: honest clients abort on any bad entry in the key list, because only the
+//! server could have let it through. At the end the server fixes U1, derives the session id and
+//! the neighbour graph, and sends every client in U1 the full key list.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use secagg_engine::Backend;
+
+use super::r2_share_keys::ExpectShares;
+use super::{Ctx, DropReason, Input, Roll, State, late_or_unknown, out_of_turn};
+use crate::client::{ADVERTISE_DOMAIN, advertisement_message};
+use crate::credentials::identity_key;
+use crate::crypto::{
+    GraphSeed, PublicKeys, SessionEntry, SessionId, cohort_digest, is_low_order, masking_point,
+    nonce_commitment,
+};
+use crate::error::{CryptoError, ProtocolError};
+use crate::graph::NeighborGraph;
+use crate::identity::IdentityPublicKey;
+use crate::messages::{ClientMessage, ServerMessage, SignedKeys};
+use crate::{ClientId, Stage};
+
+/// What every later stage needs from the first two.
+pub(super) struct Session {
+    pub(super) id: SessionId,
+    pub(super) keys: HashMap<ClientId, PublicKeys>,
+    pub(super) identities: HashMap<ClientId, IdentityPublicKey>,
+    pub(super) graph: NeighborGraph,
+}
+
+/// Waiting for signed keys from the cohort.
+pub(super) struct ExpectKeys {
+    pub(super) deadline: Duration,
+    cohort: Arc<[(ClientId, [u8; 32])]>,
+    cohort_digest: [u8; 32],
+    roll: Roll,
+    advertised: BTreeMap<ClientId, SignedKeys>,
+}
+
+impl ExpectKeys {
+    pub(super) fn start<E: Backend>(
+        ctx: &mut Ctx<'_, E>,
+        cohort: Arc<[(ClientId, [u8; 32])]>,
+        roll: Roll,
+    ) -> State {
+        let s = Self {
+            deadline: ctx.deadline(),
+            cohort_digest: cohort_digest(ctx.round, &cohort),
+            cohort,
+            roll,
+            advertised: BTreeMap::new(),
+        };
+        s.check_done(ctx)
+    }
+
+    pub(super) fn handle<E: Backend>(mut self, ctx: &mut Ctx<'_, E>, input: Input) -> State {
+        match input {
+            Input::Message(from, msg) if self.roll.is_pending(from) => match msg {
+                ClientMessage::AdvertiseKeys(signed) => match self.check(ctx, from, &signed) {
+                    Ok(()) => {
+                        self.roll.answered.insert(from);
+                        self.advertised.insert(from, signed);
+                    }
+                    Err(e) => {
+                        self.roll
+                            .leave(ctx, from, Stage::AdvertiseKeys, DropReason::Misbehaved(e))
+                    }
+                },
+                other => out_of_turn(ctx, &mut self.roll, from, &other, Stage::AdvertiseKeys),
+            },
+            Input::Message(from, msg) => ctx.reject(from, late_or_unknown(&self.roll, from, &msg)),
+            Input::Gone(c, reason) => self.roll.leave(ctx, c, Stage::AdvertiseKeys, reason),
+            Input::Joined(_) => {}
+            Input::Deadline => {
+                self.roll.expire(ctx, Stage::AdvertiseKeys);
+                return self.finish(ctx);
+            }
+        }
+        self.check_done(ctx)
+    }
+
+    /// The nonce opens the cohort commitment, the keys are of large order, the credential and
+    /// the signature verify.
+    fn check<E>(
+        &self,
+        ctx: &Ctx<'_, E>,
+        from: ClientId,
+        signed: &SignedKeys,
+    ) -> Result<(), ProtocolError> {
+        let committed = self
+            .cohort
+            .binary_search_by_key(&from, |(id, _)| *id)
+            .map(|i| self.cohort[i].1)
+            .map_err(|_| ProtocolError::UnknownClient(from))?;
+        if nonce_commitment(ctx.round, from, &signed.nonce) != committed {
+            return Err(ProtocolError::UnsafeRequest(
+                "the revealed nonce does not open the commitment made at join".into(),
+            ));
+        }
+        if is_low_order(&signed.keys.encryption) || masking_point(&signed.keys.masking).is_err() {
+            return Err(CryptoError::NonContributory { peer: from }.into());
+        }
+        let key = identity_key(ctx.ca, from, &signed.credential)?;
+        let message = advertisement_message(
+            ctx.round,
+            &self.cohort_digest,
+            from,
+            &signed.keys,
+            &signed.nonce,
+        );
+        key.verify(ADVERTISE_DOMAIN, &message, &signed.signature)?;
+        Ok(())
+    }
+
+    fn check_done<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
+        if self.roll.is_done() {
+            self.finish(ctx)
+        } else {
+            State::Keys(self)
+        }
+    }
+
+    fn finish<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
+        let notify: Vec<ClientId> = self.cohort.iter().map(|(id, _)| *id).collect();
+        if let Err(reason) = ctx.close_stage(Stage::AdvertiseKeys, self.advertised.len(), notify) {
+            return State::Aborted(reason);
+        }
+        let list: Arc<[(ClientId, SignedKeys)]> = self.advertised.into_iter().collect();
+        let id = SessionId::derive(
+            ctx.round,
+            &self.cohort_digest,
+            list.iter().map(|(id, k)| SessionEntry {
+                id: *id,
+                keys: &k.keys,
+                nonce: &k.nonce,
+                identity: k.credential.key().to_bytes(),
+            }),
+        );
+        let nonces: Vec<(ClientId, &[u8; 32])> =
+            list.iter().map(|(id, k)| (*id, &k.nonce)).collect();
+        let seed = GraphSeed::derive(ctx.round, &self.cohort_digest, &nonces);
+        let members: Vec<ClientId> = list.iter().map(|(id, _)| *id).collect();
+        let graph = NeighborGraph::new(&seed, &members, ctx.config.neighbors());
+        for id in &members {
+            ctx.send(*id, ServerMessage::KeyList(list.clone()));
+        }
+        let session = Session {
+            id,
+            keys: list.iter().map(|(id, k)| (*id, k.keys)).collect(),
+            identities: list
+                .iter()
+                .map(|(id, k)| (*id, *k.credential.key()))
+                .collect(),
+            graph,
+        };
+        let roll = Roll::start(ctx, Stage::ShareKeys, members);
+        ExpectShares::start(ctx, session, roll)
+    }
+}

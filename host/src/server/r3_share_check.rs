@@ -1,0 +1,239 @@
+//! Stage 3 on the server: collect each holder's report on the bundles it received, judge the
+//! reports, and tell every holder which neighbours to mask with.
+//!
+//! A report that a bundle's shares are bad carries the pair's bundle key. The server opens the
+//! ciphertext it routed with that key and checks the shares against the dealer's commitments
+//! itself: if they are bad the dealer is excluded (it can neither mask nor be unmasked, so it
+//! cannot sink the round later); if the key does not open the bundle, or the shares are good,
+//! the report is false and the reporter is dropped. A dealer too few of whose holders could
+//! read their shares to ever rebuild its secrets is excluded too. Everyone else in U2 is
+//! certified: each holder masks with its certified neighbours.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use secagg_engine::Backend;
+
+use super::r1_advertise_keys::Session;
+use super::r2_share_keys::Dealer;
+use super::r4_masked_input::{ExpectMaskedInputs, Membership};
+use super::{Ctx, DropReason, Input, Roll, State, late_or_unknown, out_of_turn};
+use crate::crypto::BundleKey;
+use crate::error::ProtocolError;
+use crate::messages::{ClientMessage, DealerReport, ReportKind, ServerMessage};
+use crate::{ClientId, Stage};
+
+/// Waiting for share-check reports.
+pub(super) struct ExpectShareChecks {
+    pub(super) deadline: Duration,
+    session: Session,
+    dealers: HashMap<ClientId, Dealer>,
+    routed: HashMap<(ClientId, ClientId), Vec<u8>>,
+    roll: Roll,
+    /// Dealers each responder reported (it holds no checked shares of them).
+    reported: HashMap<ClientId, BTreeSet<ClientId>>,
+    /// Dealers proved to cheat, with the holder whose report proved it.
+    cheaters: BTreeMap<ClientId, ClientId>,
+}
+
+impl ExpectShareChecks {
+    pub(super) fn start<E: Backend>(
+        ctx: &mut Ctx<'_, E>,
+        session: Session,
+        dealers: HashMap<ClientId, Dealer>,
+        routed: HashMap<(ClientId, ClientId), Vec<u8>>,
+        roll: Roll,
+    ) -> State {
+        let s = Self {
+            deadline: ctx.deadline(),
+            session,
+            dealers,
+            routed,
+            roll,
+            reported: HashMap::new(),
+            cheaters: BTreeMap::new(),
+        };
+        s.check_done(ctx)
+    }
+
+    pub(super) fn handle<E: Backend>(mut self, ctx: &mut Ctx<'_, E>, input: Input) -> State {
+        match input {
+            Input::Message(from, msg) if self.roll.is_pending(from) => match msg {
+                ClientMessage::ShareCheck(reports) => match self.judge(from, &reports) {
+                    Ok((dealers, proved)) => {
+                        self.roll.answered.insert(from);
+                        self.reported.insert(from, dealers);
+                        for d in proved {
+                            self.cheaters.entry(d).or_insert(from);
+                        }
+                    }
+                    Err(e) => {
+                        self.roll
+                            .leave(ctx, from, Stage::ShareCheck, DropReason::Misbehaved(e))
+                    }
+                },
+                other => out_of_turn(ctx, &mut self.roll, from, &other, Stage::ShareCheck),
+            },
+            Input::Message(from, msg) => ctx.reject(from, late_or_unknown(&self.roll, from, &msg)),
+            Input::Gone(c, reason) => self.roll.leave(ctx, c, Stage::ShareCheck, reason),
+            Input::Joined(_) => {}
+            Input::Deadline => {
+                self.roll.expire(ctx, Stage::ShareCheck);
+                return self.finish(ctx);
+            }
+        }
+        self.check_done(ctx)
+    }
+
+    /// Checks one holder's reports: each names a distinct neighbour that dealt to it; each
+    /// claim of bad shares is proved. Returns the reported dealers and those proved to cheat.
+    fn judge(
+        &self,
+        from: ClientId,
+        reports: &[DealerReport],
+    ) -> Result<(BTreeSet<ClientId>, Vec<ClientId>), ProtocolError> {
+        let mut seen = BTreeSet::new();
+        let mut proved = Vec::new();
+        for r in reports {
+            let d = r.dealer;
+            let Some(ciphertext) = self.routed.get(&(d, from)) else {
+                return Err(ProtocolError::UnsafeRequest(format!(
+                    "a report on {d}, who dealt nothing to {from}"
+                )));
+            };
+            if !seen.insert(d) {
+                return Err(ProtocolError::Duplicate("dealer report"));
+            }
+            if let ReportKind::BadShares { bundle_key } = &r.kind {
+                let Some(dealer) = self.dealers.get(&d) else {
+                    return Err(ProtocolError::UnknownClient(d));
+                };
+                let key = BundleKey::from_bytes(*bundle_key);
+                let opened = key
+                    .open(&self.session.id, d, from, &dealer.wire.digest(), ciphertext)
+                    .map_err(|_| ProtocolError::FalseReport {
+                        dealer: d,
+                        why: "the revealed key does not open the bundle",
+                    })?;
+                if dealer.mask.verify(from, &opened.mask_share)
+                    && dealer.self_mask.verify(from, &opened.self_share)
+                {
+                    return Err(ProtocolError::FalseReport {
+                        dealer: d,
+                        why: "the shares in the bundle match the dealer's commitments",
+                    });
+                }
+                proved.push(d);
+            }
+        }
+        Ok((seen, proved))
+    }
+
+    fn check_done<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
+        if self.roll.is_done() {
+            self.finish(ctx)
+        } else {
+            State::Checks(Box::new(self))
+        }
+    }
+
+    fn finish<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
+        let t = ctx.config.threshold();
+        let responders = &self.roll.answered;
+        let mut excluded: BTreeMap<ClientId, ProtocolError> = BTreeMap::new();
+        for (&d, &holder) in &self.cheaters {
+            excluded.insert(d, ProtocolError::CheatingDealer { dealer: d, holder });
+        }
+        let mut dealt: Vec<ClientId> = self.dealers.keys().copied().collect();
+        dealt.sort_unstable();
+        for &d in &dealt {
+            if excluded.contains_key(&d) {
+                continue;
+            }
+            // Holders with checked shares: neighbours that answered without reporting d, and d
+            // itself (its own share of β) if it answered.
+            let readable = self
+                .session
+                .graph
+                .neighbors(d)
+                .into_iter()
+                .filter(|v| {
+                    responders.contains(v) && !self.reported.get(v).is_some_and(|r| r.contains(&d))
+                })
+                .count()
+                + usize::from(responders.contains(&d));
+            if readable < t {
+                excluded.insert(
+                    d,
+                    ProtocolError::UnrecoverableDealer {
+                        dealer: d,
+                        readable,
+                        need: t,
+                    },
+                );
+            }
+        }
+        let certified: BTreeSet<ClientId> = dealt
+            .iter()
+            .copied()
+            .filter(|d| !excluded.contains_key(d))
+            .collect();
+        let mut roll = self.roll;
+        for (d, reason) in excluded {
+            log::warn!("excluding dealer {d}: {reason}");
+            if roll.is_pending(d) {
+                roll.leave(ctx, d, Stage::ShareCheck, DropReason::Misbehaved(reason));
+            } else if roll.answered.contains(&d) {
+                // It completed this stage but may not take part in the next.
+                if !ctx.gone.contains_key(&d) {
+                    ctx.send(
+                        d,
+                        ServerMessage::Aborted(format!("excluded from the round: {reason}")),
+                    );
+                }
+                ctx.drop_client(d, Stage::MaskedInput, DropReason::Misbehaved(reason));
+            }
+        }
+        let maskers: Vec<ClientId> = roll
+            .answered
+            .iter()
+            .copied()
+            .filter(|c| certified.contains(c))
+            .collect();
+        let live = maskers.iter().filter(|c| !ctx.gone.contains_key(c)).count();
+        let notify: Vec<ClientId> = self.session.keys.keys().copied().collect();
+        if let Err(reason) = ctx.close_stage(Stage::ShareCheck, live, notify) {
+            return State::Aborted(reason);
+        }
+        let mut holds: HashMap<ClientId, BTreeSet<ClientId>> = HashMap::new();
+        for &u in &maskers {
+            let partners: Vec<ClientId> = self
+                .session
+                .graph
+                .neighbors(u)
+                .into_iter()
+                .filter(|v| certified.contains(v))
+                .collect();
+            let reported = self.reported.get(&u);
+            holds.insert(
+                u,
+                partners
+                    .iter()
+                    .copied()
+                    .filter(|v| !reported.is_some_and(|r| r.contains(v)))
+                    .collect(),
+            );
+            if !ctx.gone.contains_key(&u) {
+                ctx.send(u, ServerMessage::MaskRequest(partners));
+            }
+        }
+        let membership = Membership {
+            session: self.session,
+            dealers: self.dealers,
+            certified,
+            holds,
+        };
+        let roll = Roll::start(ctx, Stage::MaskedInput, maskers);
+        ExpectMaskedInputs::start(ctx, membership, roll)
+    }
+}
