@@ -108,7 +108,11 @@ fn run_server(a: &Args) {
             .await
             .unwrap();
         println!("listening");
-        serve(listener, config.clone(), engine, ServeOptions::default())
+        let options = ServeOptions {
+            ca: Some(load_ca().public()),
+            ..ServeOptions::default()
+        };
+        serve(listener, config.clone(), engine, options)
             .await
             .unwrap()
     });
@@ -133,6 +137,12 @@ fn run_server(a: &Args) {
         out.mask_terms,
         out.included.len()
     );
+}
+
+/// The deployment CA of this load run: both processes derive it from one seed, as enrolled
+/// deployments share their CA key file.
+fn load_ca() -> secagg::host::identity::CaKey {
+    secagg::host::sim::sim_ca(0x10ad)
 }
 
 fn main() {
@@ -186,13 +196,23 @@ fn main() {
                 weight: None,
                 layout: layout_bytes.clone(),
                 // Every tenth client (by id) leaves before its masked input.
-                drop_after: (i % 10 == 9 && i / 10 < dropped).then_some(Stage::ShareKeys),
+                drop_after: (i % 10 == 9 && i / 10 < dropped).then_some(Stage::ShareCheck),
                 connect_timeout: Duration::from_secs(10),
             };
             let addr = format!("127.0.0.1:{}", a.port);
+            let ca = load_ca();
             tasks.push(tokio::spawn(async move {
-                let rng = ChaCha20Rng::seed_from_u64(u64::from(i) ^ 0xfeed);
-                run_client(addr, options, &x, CpuEngine::new(), rng).await
+                let mut rng = ChaCha20Rng::seed_from_u64(u64::from(i) ^ 0xfeed);
+                let key = secagg::host::identity::IdentityKey::generate(&mut rng);
+                let cert = ca.issue(ClientId(i), &key.public());
+                let identity = secagg::host::ClientIdentity::enrolled(key, cert).unwrap();
+                // The load run's k is fixed on the command line: the policy checks every
+                // certificate, signature and list, but sets no floor on (n, k, t).
+                let policy = secagg::host::ClientPolicy {
+                    trust: secagg::host::Trust::Enrolled(ca.public()),
+                    ..secagg::host::sim::parameter_free_policy()
+                };
+                run_client(addr, options, identity, policy, &x, CpuEngine::new(), rng).await
             }));
         }
         for t in tasks {

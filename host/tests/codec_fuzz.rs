@@ -8,14 +8,32 @@ use proptest::prelude::*;
 use secagg_host::ClientId;
 use secagg_host::codec::{self, Limits};
 use secagg_host::messages::{
-    ClientMessage, Envelope, RevealedShare, SealedBundle, ServerMessage, ShareKind,
+    ClientMessage, Credential, DealerReport, Envelope, ForwardedBundle, ReportKind, RevealedShare,
+    SealedBundle, ServerMessage, ShareCommitments, ShareKind, SignedKeys,
 };
 
 fn limits() -> Limits {
     Limits {
         max_clients: 64,
+        max_threshold: 4,
         vector_len: 40,
         bits: 19,
+    }
+}
+
+fn signed() -> SignedKeys {
+    use rand_core::SeedableRng;
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
+    let ca = secagg_host::identity::CaKey::generate(&mut rng);
+    let key = secagg_host::identity::IdentityKey::generate(&mut rng);
+    SignedKeys {
+        keys: secagg_host::crypto::PublicKeys {
+            encryption: [1; 32],
+            masking: [2; 32],
+        },
+        nonce: [3; 32],
+        credential: Credential::Certificate(ca.issue(ClientId(4), &key.public())),
+        signature: [5; 64],
     }
 }
 
@@ -50,18 +68,29 @@ fn decode_everything(bytes: &[u8]) {
 
 fn samples() -> Vec<Vec<u8>> {
     let l = limits();
+    let commitments = ShareCommitments {
+        mask: vec![[6; 32], [7; 32]],
+        self_mask: vec![[8; 32], [9; 32]],
+    };
     let client = [
-        ClientMessage::AdvertiseKeys(secagg_host::crypto::PublicKeys {
-            encryption: [1; 32],
-            masking: [2; 32],
-        }),
+        ClientMessage::Join {
+            nonce_commitment: [1; 32],
+        },
+        ClientMessage::AdvertiseKeys(signed()),
         ClientMessage::ShareKeys {
-            self_mask_commitment: [3; 32],
+            commitments: commitments.clone(),
             bundles: vec![SealedBundle {
                 peer: ClientId(4),
                 ciphertext: vec![5; secagg_host::crypto::BUNDLE_LEN],
             }],
         },
+        ClientMessage::ShareCheck(vec![DealerReport {
+            dealer: ClientId(2),
+            kind: ReportKind::BadShares {
+                bundle_key: [4; 32],
+            },
+        }]),
+        ClientMessage::Consistency { signature: [7; 64] },
         ClientMessage::MaskedInput((0..40).map(|i| i * 1000 % (1 << 19)).collect()),
         ClientMessage::UnmaskShares(vec![RevealedShare {
             owner: ClientId(3),
@@ -81,10 +110,21 @@ fn samples() -> Vec<Vec<u8>> {
             )
         })
         .collect();
-    out.push(codec::encode_server(&Envelope {
-        round: 5,
-        message: ServerMessage::UnmaskRequest(vec![ClientId(1), ClientId(2)].into()),
-    }));
+    for message in [
+        ServerMessage::UnmaskRequest {
+            survivors: vec![ClientId(1), ClientId(2)].into(),
+            signatures: vec![(ClientId(1), [3; 64])],
+        },
+        ServerMessage::KeyList(vec![(ClientId(4), signed())].into()),
+        ServerMessage::Cohort(vec![(ClientId(4), [2; 32])].into()),
+        ServerMessage::ShareBundles(vec![ForwardedBundle {
+            sender: ClientId(3),
+            commitments: std::sync::Arc::new(commitments),
+            ciphertext: vec![1; secagg_host::crypto::BUNDLE_LEN],
+        }]),
+    ] {
+        out.push(codec::encode_server(&Envelope { round: 5, message }));
+    }
     out.push(codec::encode_server(&Envelope {
         round: 5,
         message: ServerMessage::Aborted("x".into()),
@@ -108,7 +148,7 @@ proptest! {
 
     #[test]
     fn mutated_frames_never_panic(
-        which in 0usize..9,
+        which in 0usize..16,
         flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
         cut in any::<usize>(),
     ) {
