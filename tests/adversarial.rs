@@ -1,557 +1,1194 @@
-//! Misbehaving peers, driven through the sans-IO state machines directly: a server that asks
-//! for unsafe unmasking gets nothing; clients that send malformed, replayed, wrong-round or
-//! forged messages are dropped (or their message refused) while the round completes exactly
-//! for everyone else.
+//! The attacks of a malicious server (and of malicious clients), run in the attack laboratory
+//! (`secagg_host::sim::lab`) over real sans-IO clients. Each test asserts the honest clients'
+//! typed outcome AND tries, as the attacker would, to rebuild the target's input from
+//! everything the clients sent ([`Lab::attempt_rebuild`]). One test breaks the bound on
+//! purpose and shows that the same rebuild then succeeds, so the rebuild is real.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Duration;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use rand_chacha::ChaCha20Rng;
-use rand_core::{Rng, SeedableRng};
-use secagg::engine::{CpuEngine, testing};
-use secagg::host::messages::{ClientMessage, Envelope, ServerMessage, ShareKind};
+use rand_core::SeedableRng;
+use secagg::engine::{CpuEngine, Prg, testing};
+use secagg::host::crypto::{
+    ADVERTISE_DOMAIN, ClientSecrets, GraphSeed, RoundDigest, advertisement_message, cohort_digest,
+};
+use secagg::host::graph::NeighborGraph;
+use secagg::host::identity::{CaKey, IdentityKey};
+use secagg::host::messages::{
+    ClientMessage, Credential, DealerReport, ReportKind, ServerMessage, SignedKeys,
+};
+use secagg::host::plan::Adversary;
+use secagg::host::policy::PolicyError;
 use secagg::host::server::ServerEvent;
+use secagg::host::sim::lab::{DealerFault, Honest, Lab, Rebuild, on_client, on_server};
+use secagg::host::sim::{SimConfig, parameter_free_policy, sim_ca, sim_client};
 use secagg::host::{
-    Client, ClientId, ClientStatus, CryptoError, DropReason, ProtocolError, RoundConfig, Server,
-    ServerStatus, Stage,
+    ClientError, ClientId, ClientPolicy, ClientStatus, CryptoError, DropReason, ProtocolError,
+    RoundConfig, ServerStatus, Stage, Trust,
 };
 
-type TestClient = Client<CpuEngine, ChaCha20Rng>;
+const TARGET: ClientId = ClientId(0);
 
-/// A server and n clients wired together in memory, with hooks to tamper with traffic.
-struct Net {
-    server: Server<CpuEngine>,
-    clients: Vec<TestClient>,
-    /// Quantized inputs, for the plaintext check.
-    inputs: Vec<Vec<u32>>,
-    /// Clients that stopped talking (aborted or told to stop).
-    silent: Vec<bool>,
-    now: Duration,
-    events: Vec<ServerEvent>,
-}
-
-impl Net {
-    fn new(test: &str, config: RoundConfig) -> Self {
-        let seed = testing::test_seed(test);
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let n = config.clients();
-        let mask = config.modulus().mask_u32();
-        let mut clients = Vec::new();
-        let mut inputs = Vec::new();
-        for i in 0..n as u32 {
-            let mut c = Client::new(
-                ClientId(i),
-                config.clone(),
-                CpuEngine::new(),
-                ChaCha20Rng::seed_from_u64(rng.next_u64()),
-            );
-            let mut x: Vec<u32> = (0..config.params())
-                .map(|_| rng.next_u32() & mask & 0xff)
-                .collect();
-            x.push(1);
-            c.set_quantized_input(x.clone()).unwrap();
-            clients.push(c);
-            inputs.push(x);
-        }
-        Self {
-            server: Server::new(config, CpuEngine::new(), Duration::ZERO),
-            clients,
-            inputs,
-            silent: vec![false; n],
-            now: Duration::ZERO,
-            events: Vec::new(),
-        }
-    }
-
-    /// Client → server, each message through `tamper` (return false to withhold it).
-    fn uplink(&mut self, mut tamper: impl FnMut(ClientId, &mut Envelope<ClientMessage>) -> bool) {
-        for (i, c) in self.clients.iter_mut().enumerate() {
-            while let Some(mut env) = c.poll_transmit() {
-                if self.silent[i] {
-                    continue;
-                }
-                if tamper(ClientId(i as u32), &mut env) {
-                    self.server
-                        .handle_message(ClientId(i as u32), env, self.now);
-                }
-            }
-        }
-        while let Some(e) = self.server.poll_event() {
-            self.events.push(e);
-        }
-    }
-
-    /// Server → clients, each message through `tamper`.
-    fn downlink(&mut self, mut tamper: impl FnMut(ClientId, &mut Envelope<ServerMessage>) -> bool) {
-        while let Some((to, mut env)) = self.server.poll_transmit() {
-            let i = to.0 as usize;
-            if self.silent[i] || !tamper(to, &mut env) {
-                continue;
-            }
-            self.clients[i].handle_message(env).unwrap();
-            if matches!(self.clients[i].status(), ClientStatus::Aborted(_)) {
-                self.silent[i] = true;
-            }
-        }
-    }
-
-    fn plain(&mut self) {
-        self.uplink(|_, _| true);
-        self.downlink(|_, _| true);
-    }
-
-    /// Lets every silent client's connection close, so the server need not wait.
-    fn disconnect_silent(&mut self) {
-        for (i, s) in self.silent.iter().enumerate() {
-            if *s {
-                self.server.handle_disconnect(ClientId(i as u32), self.now);
-            }
-        }
-    }
-
-    /// Runs plain exchanges until the server finishes.
-    fn finish(&mut self) {
-        for _ in 0..12 {
-            if !matches!(self.server.status(), ServerStatus::Running(_)) {
-                break;
-            }
-            self.disconnect_silent();
-            self.plain();
-        }
-        self.downlink(|_, _| true);
-    }
-
-    /// Asserts completion with exactly the plaintext sum of `included`.
-    fn assert_sum_of(&self, included: &[u32]) {
-        let out = self
-            .server
-            .output()
-            .unwrap_or_else(|| panic!("round did not complete: {:?}", self.server.status()));
-        let want_ids: Vec<ClientId> = included.iter().map(|&i| ClientId(i)).collect();
-        assert_eq!(out.included, want_ids);
-        let cfg = self.server.config();
-        let mask = cfg.modulus().mask_u32();
-        let mut want = vec![0u32; cfg.vector_len()];
-        for &i in included {
-            for (w, x) in want.iter_mut().zip(&self.inputs[i as usize]) {
-                *w = w.wrapping_add(*x) & mask;
-            }
-        }
-        assert_eq!(out.sum[..], want[..cfg.params()]);
-        assert_eq!(out.total_weight, u64::from(want[cfg.params()]));
-    }
-
-    fn dropped(&self) -> Vec<(u32, Stage)> {
-        self.server
-            .dropped()
-            .iter()
-            .map(|d| (d.client.0, d.stage))
-            .collect()
-    }
-
-    fn drop_reason(&self, c: u32) -> DropReason {
-        self.server
-            .dropped()
-            .iter()
-            .find(|d| d.client.0 == c)
-            .map(|d| d.reason.clone())
-            .unwrap_or_else(|| panic!("client {c} was not dropped"))
-    }
-}
-
-fn config(n: usize) -> RoundConfig {
-    RoundConfig::builder(n, 40)
-        .threshold(4)
-        .bits(20)
+/// A lab of `n` clients, `k` neighbours, threshold `t`, every client enrolled, a policy that
+/// checks every signature and list but sets no floor on the parameters.
+fn lab_config(test: &str, n: usize, k: usize, t: usize) -> SimConfig {
+    let seed = testing::test_seed(test);
+    let round = RoundConfig::builder(n, 20)
+        .neighbors(k)
+        .threshold(t)
+        .bits(24)
+        .round_id(seed)
         .build()
-        .unwrap()
+        .unwrap();
+    let mut cfg = SimConfig::new(round);
+    cfg.seed = seed;
+    cfg
 }
 
-fn aborted_with(c: &TestClient) -> ProtocolError {
-    match c.status() {
-        ClientStatus::Aborted(e) => e,
-        other => panic!("client {} not aborted: {other:?}", c.id()),
+fn lab(test: &str, n: usize, k: usize, t: usize) -> Lab {
+    Lab::new(lab_config(test, n, k, t)).unwrap()
+}
+
+fn aborted(lab: &Lab, id: ClientId) -> ProtocolError {
+    match lab.status(id) {
+        Some(ClientStatus::Aborted(e)) => e,
+        other => panic!("client {id} did not abort: {other:?}"),
     }
 }
 
-/// Runs a round up to the point where every client has the unmask request delivered but has
-/// not answered, with client 5 dropped before its masked input.
-fn up_to_unmask(test: &str) -> Net {
-    let mut net = Net::new(test, config(7));
-    net.plain(); // keys -> key list
-    net.plain(); // share keys -> bundles
-    net.silent[5] = true;
-    net.disconnect_silent();
-    net.uplink(|_, _| true); // masked inputs
-    net
+fn completed(lab: &Lab) {
+    assert_eq!(
+        lab.server_status(),
+        ServerStatus::Completed,
+        "{:?}",
+        lab.events()
+    );
+    assert!(
+        lab.output_is_exact(),
+        "the sum is not the sum of the included inputs"
+    );
+}
+
+fn dropped(lab: &Lab, id: ClientId) -> Option<(Stage, DropReason)> {
+    lab.events().iter().find_map(|e| match e {
+        ServerEvent::ClientDropped(d) if d.client == id => Some((d.stage, d.reason.clone())),
+        _ => None,
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Withheld bundles: the target must not mask when its pairwise masks could be stripped.
+
+#[test]
+fn withheld_bundles_stop_the_target_before_it_masks() {
+    // The server gives the target no bundles and then no partners to mask with.
+    let mut l = lab("withheld_bundles_empty_request", 12, 11, 8);
+    let mut t = on_server(|to, m, out: &mut Vec<_>| match m {
+        ServerMessage::ShareBundles(_) if to == TARGET => {
+            out.push((to, ServerMessage::ShareBundles(vec![])))
+        }
+        ServerMessage::MaskRequest(_) if to == TARGET => {
+            out.push((to, ServerMessage::MaskRequest(vec![])))
+        }
+        m => out.push((to, m)),
+    });
+    l.run(&mut t).unwrap();
+    assert_eq!(
+        aborted(&l, TARGET),
+        ProtocolError::TooFewPartners { have: 0, need: 8 }
+    );
+    assert!(!l.has_sent(TARGET, "masked-input"));
+    assert_eq!(l.attempt_rebuild(TARGET), Rebuild::NoMaskedInput);
+    // The others finish without it: its mask key is rebuilt from its holders.
+    completed(&l);
+    assert!(!l.server().output().unwrap().included.contains(&TARGET));
+
+    // The same, but the server names partners whose bundles it withheld.
+    let mut l = lab("withheld_bundles_named_partners", 12, 11, 8);
+    let mut t = on_server(|to, m, out: &mut Vec<_>| match m {
+        ServerMessage::ShareBundles(b) if to == TARGET => out.push((
+            to,
+            ServerMessage::ShareBundles(b.into_iter().take(3).collect()),
+        )),
+        m => out.push((to, m)),
+    });
+    l.run(&mut t).unwrap();
+    match aborted(&l, TARGET) {
+        ProtocolError::UnsafeRequest(why) => assert!(why.contains("never reached"), "{why}"),
+        e => panic!("{e:?}"),
+    }
+    assert_eq!(l.attempt_rebuild(TARGET), Rebuild::NoMaskedInput);
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Key substitution and forged or replayed advertisements.
+
+/// Runs a lab in which `forge` rewrites neighbour 1's entry of the key list sent to the
+/// target, and checks that the target aborts before sending any share.
+fn substituted(
+    test: &str,
+    forge: impl Fn(&Lab, &SignedKeys, &[u8; 32]) -> SignedKeys,
+) -> ProtocolError {
+    substituted_in(lab_config(test, 8, 7, 5), forge)
+}
+
+fn substituted_in(
+    cfg: SimConfig,
+    forge: impl Fn(&Lab, &SignedKeys, &[u8; 32]) -> SignedKeys,
+) -> ProtocolError {
+    let mut l = Lab::new(cfg).unwrap();
+    // Run until the key list is about to be delivered.
+    let list = RefCell::new(None);
+    let cohort = RefCell::new(None);
+    let mut t = on_server(|to, m, out: &mut Vec<_>| match m {
+        ServerMessage::KeyList(k) => *list.borrow_mut() = Some(k),
+        ServerMessage::Cohort(c) => {
+            cohort.borrow_mut().get_or_insert(c.clone());
+            out.push((to, ServerMessage::Cohort(c)))
+        }
+        m => out.push((to, m)),
+    });
+    while list.borrow().is_none() {
+        assert!(l.step(&mut t).unwrap());
+    }
+    drop(t);
+    let list = list.into_inner().unwrap();
+    let round = RoundDigest::of(&l.config().round);
+    let digest = cohort_digest(&round, &cohort.into_inner().unwrap());
+    let mut forged: Vec<(ClientId, SignedKeys)> = list.to_vec();
+    forged[1].1 = forge(&l, &forged[1].1, &digest);
+    for (id, _) in list.iter() {
+        let keys: Arc<[_]> = if *id == TARGET {
+            forged.clone().into()
+        } else {
+            list.clone()
+        };
+        l.deliver(*id, ServerMessage::KeyList(keys)).unwrap();
+    }
+    l.flush().unwrap();
+    assert!(!l.has_sent(TARGET, "share-keys"), "shares left the target");
+    assert_eq!(l.attempt_rebuild(TARGET), Rebuild::NoMaskedInput);
+    aborted(&l, TARGET)
+}
+
+fn attacker_keys() -> (ClientSecrets, IdentityKey) {
+    let mut rng = ChaCha20Rng::seed_from_u64(0xa77ac);
+    (
+        ClientSecrets::generate(&mut rng),
+        IdentityKey::generate(&mut rng),
+    )
 }
 
 #[test]
-fn a_second_unmask_request_gets_no_second_share() {
-    let mut net = up_to_unmask("a_second_unmask_request_gets_no_second_share");
-    let mut first = None;
-    net.downlink(|to, env| {
-        if to == ClientId(0) {
-            first = Some(env.clone());
+fn substituted_keys_are_caught_before_any_share_leaves() {
+    // The attacker's round keys under client 1's credential and signature.
+    let e = substituted("substituted_keys", |_, honest, _| {
+        let (secrets, _) = attacker_keys();
+        SignedKeys {
+            keys: secrets.public_keys(),
+            ..honest.clone()
         }
-        true
     });
-    // Client 0 answered once: self-mask shares for the survivors, a key share for 5.
-    let reply = net.clients[0].poll_transmit().expect("client 0 answers");
-    let ClientMessage::UnmaskShares(shares) = &reply.message else {
-        panic!("expected unmask shares")
+    assert!(
+        matches!(&e, ProtocolError::UnsafeRequest(w) if w.contains("no valid signature")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn forged_identities_are_caught_before_any_share_leaves() {
+    let id = ClientId(1);
+    // Self-asserted: a valid signature under a key the attacker holds, but no certificate.
+    let e = substituted("forged_identity_self_asserted", |l, honest, cohort| {
+        let (secrets, key) = attacker_keys();
+        let keys = secrets.public_keys();
+        let round = RoundDigest::of(&l.config().round);
+        let m = advertisement_message(&round, cohort, id, &keys, &honest.nonce);
+        SignedKeys {
+            keys,
+            nonce: honest.nonce,
+            credential: Credential::SelfAsserted(key.public()),
+            signature: key.sign(ADVERTISE_DOMAIN, &m),
+        }
+    });
+    assert!(
+        matches!(&e, ProtocolError::UnsafeRequest(w) if w.contains("no certificate")),
+        "{e:?}"
+    );
+    // A certificate for client 1 from a CA the attacker made.
+    let e = substituted("forged_identity_other_ca", |l, honest, cohort| {
+        let (secrets, key) = attacker_keys();
+        let rogue = CaKey::generate(&mut ChaCha20Rng::seed_from_u64(7));
+        let keys = secrets.public_keys();
+        let round = RoundDigest::of(&l.config().round);
+        let m = advertisement_message(&round, cohort, id, &keys, &honest.nonce);
+        SignedKeys {
+            keys,
+            nonce: honest.nonce,
+            credential: Credential::Certificate(rogue.issue(id, &key.public())),
+            signature: key.sign(ADVERTISE_DOMAIN, &m),
+        }
+    });
+    assert!(
+        matches!(&e, ProtocolError::Identity(w) if w.contains("not signed by this deployment's CA")),
+        "{e:?}"
+    );
+    // Client 1's genuine advertisement from another round (same CA, same identity).
+    let base = lab_config("forged_identity_replay", 8, 7, 5);
+    let other = {
+        let mut source = base.clone();
+        source.round = RoundConfig::builder(8, 20)
+            .neighbors(7)
+            .threshold(5)
+            .bits(24)
+            .round_id(source.round.round_id() ^ 1)
+            .build()
+            .unwrap();
+        let mut o = Lab::new(source).unwrap();
+        o.run(&mut Honest).unwrap();
+        o.sent()
+            .iter()
+            .find_map(|(from, m)| match m {
+                ClientMessage::AdvertiseKeys(s) if *from == id => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap()
     };
+    let e = substituted_in(base, |_, honest, _| SignedKeys {
+        nonce: honest.nonce,
+        ..other.clone()
+    });
     assert!(
-        shares
-            .iter()
-            .any(|s| s.owner == ClientId(5) && s.kind == ShareKind::MaskKey)
+        matches!(&e, ProtocolError::UnsafeRequest(w) if w.contains("no valid signature")),
+        "{e:?}"
     );
-    assert!(
-        shares
-            .iter()
-            .any(|s| s.owner == ClientId(1) && s.kind == ShareKind::SelfMask)
-    );
-    // A second request that now names client 1 as dropped must get nothing at all.
-    let mut second = first.unwrap();
-    second.message = ServerMessage::UnmaskRequest(
-        [0u32, 2, 3, 4, 6]
-            .iter()
-            .map(|&i| ClientId(i))
-            .collect::<Vec<_>>()
-            .into(),
-    );
-    net.clients[0].handle_message(second).unwrap();
-    assert!(
-        net.clients[0].poll_transmit().is_none(),
-        "a second share was revealed"
-    );
+}
+
+#[test]
+fn an_enrolled_server_drops_clients_it_cannot_authenticate() {
+    // Client 3 signs with a key that is not the one its certificate names: the honest server
+    // drops it at advertise-keys, and nobody else has to abort.
+    let mut l = lab("server_drops_bad_signature", 8, 7, 5);
+    let mut t = on_client(|from, m| match m {
+        ClientMessage::AdvertiseKeys(mut s) if from == ClientId(3) => {
+            s.signature[0] ^= 1;
+            Some(ClientMessage::AdvertiseKeys(s))
+        }
+        m => Some(m),
+    });
+    l.run(&mut t).unwrap();
+    completed(&l);
     assert!(matches!(
-        aborted_with(&net.clients[0]),
-        ProtocolError::UnsafeRequest(_)
+        dropped(&l, ClientId(3)),
+        Some((
+            Stage::AdvertiseKeys,
+            DropReason::Misbehaved(ProtocolError::Identity(_))
+        ))
     ));
 }
 
+// ---------------------------------------------------------------------------------------
+// 3. The client's own policy: parameters and sizes the server chooses are checked.
+
+fn enrolled_policy(seed: u64) -> ClientPolicy {
+    ClientPolicy::enrolled(sim_ca(seed).public())
+}
+
+fn refused(round: RoundConfig, policy: ClientPolicy) -> PolicyError {
+    let mut cfg = SimConfig::new(round);
+    cfg.seed = 5;
+    cfg.policy = policy;
+    let ca = sim_ca(cfg.seed);
+    match sim_client(&cfg, &ca, ClientId(0), CpuEngine::new()) {
+        Err(ClientError::Policy(e)) => e,
+        Err(e) => panic!("refused for another reason: {e}"),
+        Ok(_) => panic!("the client accepted the round"),
+    }
+}
+
 #[test]
-fn unsafe_unmask_requests_are_refused() {
-    let mut net = up_to_unmask("unsafe_unmask_requests_are_refused");
-    net.downlink(|to, env| {
-        let ServerMessage::UnmaskRequest(u3) = &mut env.message else {
-            return true;
-        };
-        let mut list: Vec<ClientId> = u3.to_vec();
-        match to.0 {
-            // Below the threshold of 4.
-            1 => list.truncate(3),
-            // Leaves out the recipient itself.
-            2 => list.retain(|c| *c != ClientId(2)),
-            // Repeats a client.
-            3 => list.push(list[0]),
-            _ => return true,
-        }
-        list.sort();
-        *u3 = list.into();
-        true
+fn a_policy_refuses_parameters_below_its_floors() {
+    let p = enrolled_policy(5);
+    // A lowered threshold on a sparse graph, and on the complete graph.
+    let low_t = RoundConfig::builder(1000, 10)
+        .neighbors(52)
+        .threshold(2)
+        .build()
+        .unwrap();
+    assert!(matches!(
+        refused(low_t, p.clone()),
+        PolicyError::Insecure(_)
+    ));
+    let complete = RoundConfig::builder(40, 10).threshold(21).build().unwrap();
+    let e = refused(complete, p.clone());
+    assert!(
+        matches!(&e, PolicyError::Insecure(why) if why.contains("semi-malicious") || why.contains("split")),
+        "{e}"
+    );
+    // The planner's own semi-malicious pair is accepted.
+    let ok = RoundConfig::builder(1000, 10)
+        .neighbors(78)
+        .threshold(52)
+        .build()
+        .unwrap();
+    let mut cfg = SimConfig::new(ok);
+    cfg.seed = 5;
+    cfg.policy = p.clone();
+    assert!(sim_client(&cfg, &sim_ca(5), ClientId(0), CpuEngine::new()).is_ok());
+    // A round smaller than T, a PRG or modulus it does not allow, another context.
+    let small = RoundConfig::builder(6, 10).build().unwrap();
+    assert!(matches!(
+        refused(small, p.clone()),
+        PolicyError::Cohort { n: 6, min: 10, .. }
+    ));
+    let chacha8 = RoundConfig::builder(1000, 10)
+        .neighbors(78)
+        .threshold(52)
+        .prg(Prg::ChaCha8)
+        .build()
+        .unwrap();
+    assert!(matches!(
+        refused(chacha8, p.clone()),
+        PolicyError::Prg { .. }
+    ));
+    let narrow = ClientPolicy {
+        bits: 28..=32,
+        ..p.clone()
+    };
+    let b24 = RoundConfig::builder(1000, 10)
+        .neighbors(78)
+        .threshold(52)
+        .bits(24)
+        .build()
+        .unwrap();
+    assert!(matches!(
+        refused(b24, narrow),
+        PolicyError::Bits { b: 24, .. }
+    ));
+    let expects = ClientPolicy {
+        context: Some([7; 32]),
+        ..p
+    };
+    let other_ctx = RoundConfig::builder(1000, 10)
+        .neighbors(78)
+        .threshold(52)
+        .build()
+        .unwrap();
+    assert_eq!(refused(other_ctx, expects), PolicyError::Context);
+    // A malicious-server policy without enrolled identities is incoherent.
+    let p = ClientPolicy {
+        adversary: Adversary::SemiMalicious,
+        trust: Trust::Unauthenticated,
+        ..ClientPolicy::curious_unauthenticated()
+    };
+    assert_eq!(p.validate(), Err(PolicyError::NeedsEnrollment));
+}
+
+#[test]
+fn a_cohort_below_the_policy_is_refused_before_keys() {
+    let mut cfg = lab_config("cohort_below_policy", 11, 10, 6);
+    cfg.policy = ClientPolicy {
+        min_cohort: 10,
+        ..parameter_free_policy()
+    };
+    let mut l = Lab::new(cfg).unwrap();
+    // The server lets only nine clients into the cohort.
+    let mut t = on_client(|from, m| match m {
+        ClientMessage::Join { .. } if from.0 >= 9 => None,
+        m => Some(m),
     });
-    for i in [1, 2, 3] {
-        assert!(
-            net.clients[i].poll_transmit().is_none(),
-            "client {i} answered"
-        );
-        let e = aborted_with(&net.clients[i]);
+    l.run(&mut t).unwrap();
+    for i in 0..9 {
+        assert!(matches!(
+            aborted(&l, ClientId(i)),
+            ProtocolError::Policy(PolicyError::Cohort { n: 9, min: 10, .. })
+        ));
+        assert!(!l.has_sent(ClientId(i), "advertise-keys"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Survivor lists: split, padded, asked twice; forged and replayed signatures.
+
+/// Runs an honest lab until the server hands out the survivor list, and withholds it.
+fn up_to_survivor_list(test: &str, n: usize, k: usize, t: usize) -> (Lab, Arc<[ClientId]>) {
+    let mut l = lab(test, n, k, t);
+    let list = RefCell::new(None);
+    let mut tamper = on_server(|to, m, out: &mut Vec<_>| match m {
+        ServerMessage::SurvivorList(u3) => {
+            list.borrow_mut().get_or_insert(u3);
+        }
+        m => out.push((to, m)),
+    });
+    while list.borrow().is_none() {
+        assert!(l.step(&mut tamper).unwrap(), "the round stalled");
+    }
+    drop(tamper);
+    (l, list.into_inner().unwrap())
+}
+
+fn signatures(sent: &[(ClientId, ClientMessage)]) -> Vec<(ClientId, [u8; 64])> {
+    let mut s: Vec<(ClientId, [u8; 64])> = sent
+        .iter()
+        .filter_map(|(id, m)| match m {
+            ClientMessage::Consistency { signature } => Some((*id, *signature)),
+            _ => None,
+        })
+        .collect();
+    s.sort_by_key(|(id, _)| *id);
+    s.dedup_by_key(|(id, _)| *id);
+    s
+}
+
+/// The split-view attack on the target with `colluders`: honest holders in group A are told
+/// the target survived, those in group B that it dropped; each colluder answers both ways
+/// (itself on A, its twin on B). Returns the lab after both groups answered.
+fn split_attack(test: &str, colluders: &[u32]) -> Lab {
+    let (n, k, t) = (12, 11, 8);
+    let (mut l, u3) = up_to_survivor_list(test, n, k, t);
+    assert_eq!(u3.len(), n);
+    let with: Arc<[ClientId]> = u3.clone();
+    let without: Arc<[ClientId]> = u3.iter().copied().filter(|c| *c != TARGET).collect();
+    let honest: Vec<ClientId> = (0..n as u32)
+        .filter(|i| !colluders.contains(i))
+        .map(ClientId)
+        .collect();
+    // Half the honest holders (the target among them) on list A, the rest on list B.
+    let half = honest.len().div_ceil(2);
+    let (group_a, group_b) = honest.split_at(half);
+    let c_ids: Vec<ClientId> = colluders.iter().map(|&i| ClientId(i)).collect();
+    for &u in group_a.iter().chain(&c_ids) {
+        l.deliver(u, ServerMessage::SurvivorList(with.clone()))
+            .unwrap();
+    }
+    for &u in group_b {
+        l.deliver(u, ServerMessage::SurvivorList(without.clone()))
+            .unwrap();
+    }
+    let mut twins = Vec::new();
+    let mut b_sent = Vec::new();
+    for &c in &c_ids {
+        let upto = l.received(c).len() - 1;
+        let tw = l.twin(c, upto).unwrap();
+        for m in l
+            .twin_deliver(tw, ServerMessage::SurvivorList(without.clone()))
+            .unwrap()
+        {
+            b_sent.push((c, m));
+        }
+        twins.push(tw);
+    }
+    let a_sent: Vec<(ClientId, ClientMessage)> = l.flush().unwrap();
+    let sigs_a: Vec<_> = signatures(&a_sent)
+        .into_iter()
+        .filter(|(s, _)| group_a.contains(s) || c_ids.contains(s))
+        .collect();
+    let mut b_all = b_sent;
+    b_all.extend(a_sent.into_iter().filter(|(s, _)| group_b.contains(s)));
+    let sigs_b = signatures(&b_all);
+    for &u in group_a.iter().chain(&c_ids) {
+        l.deliver(
+            u,
+            ServerMessage::UnmaskRequest {
+                survivors: with.clone(),
+                signatures: sigs_a.clone(),
+            },
+        )
+        .unwrap();
+    }
+    for &u in group_b {
+        l.deliver(
+            u,
+            ServerMessage::UnmaskRequest {
+                survivors: without.clone(),
+                signatures: sigs_b.clone(),
+            },
+        )
+        .unwrap();
+    }
+    for tw in twins {
+        l.twin_deliver(
+            tw,
+            ServerMessage::UnmaskRequest {
+                survivors: without.clone(),
+                signatures: sigs_b.clone(),
+            },
+        )
+        .unwrap();
+    }
+    l.flush().unwrap();
+    l
+}
+
+#[test]
+fn a_split_survivor_list_gathers_too_few_signatures() {
+    // n = 12, complete graph, t = 8: two lists can each gather 8 signatures from the 12
+    // holders only if 2·8 − 12 = 4 holders sign both. Three colluders are not enough.
+    let l = split_attack("split_survivor_list_three_colluders", &[9, 10, 11]);
+    // The holders told "the target dropped" see too few signatures and reveal nothing.
+    for i in 5..9 {
+        let e = aborted(&l, ClientId(i));
         assert!(
             matches!(
                 e,
-                ProtocolError::UnsafeRequest(_) | ProtocolError::TooFewClients { .. }
+                ProtocolError::Consistency {
+                    have: 7,
+                    need: 8,
+                    ..
+                }
             ),
-            "client {i}: {e}"
+            "client {i}: {e:?}"
         );
+        assert!(!l.has_sent(ClientId(i), "unmask-shares"));
     }
+    let r = l.attempt_rebuild(TARGET);
+    assert!(!r.exposed(), "{r:?}");
+    assert!(matches!(r, Rebuild::PairwiseHidden { .. }), "{r:?}");
 }
 
 #[test]
-fn a_survivor_that_never_shared_keys_is_refused() {
-    let mut net = Net::new("a_survivor_that_never_shared_keys_is_refused", config(7));
-    net.plain();
-    net.silent[6] = true; // never sends share keys
-    net.disconnect_silent();
-    net.plain();
-    net.uplink(|_, _| true);
-    net.downlink(|to, env| {
-        if let ServerMessage::UnmaskRequest(u3) = &mut env.message
-            && to == ClientId(0)
-        {
-            let mut list = u3.to_vec();
-            list.push(ClientId(6));
-            *u3 = list.into();
-        }
-        true
-    });
-    assert!(net.clients[0].poll_transmit().is_none());
-    assert!(matches!(
-        aborted_with(&net.clients[0]),
-        ProtocolError::UnsafeRequest(_)
-    ));
+fn breaking_the_bound_exposes_the_input_so_the_rebuild_is_real() {
+    // Four colluders: 2t − (k + 1) = 4 holders sign both lists, and the same attack works:
+    // this is why the planner keeps the corrupted neighbours below 2t − k − 1.
+    let l = split_attack("split_survivor_list_four_colluders", &[8, 9, 10, 11]);
+    assert_eq!(l.attempt_rebuild(TARGET), Rebuild::Rebuilt { exact: true });
 }
 
 #[test]
-fn wrong_round_and_malformed_messages_drop_only_their_sender() {
-    let mut net = Net::new(
-        "wrong_round_and_malformed_messages_drop_only_their_sender",
-        config(10),
-    );
-    net.plain();
-    net.uplink(|from, env| {
-        match (from.0, &mut env.message) {
-            (1, _) => env.round += 1,
-            // Bundles for someone who is not a neighbour (in the complete graph: itself).
-            (2, ClientMessage::ShareKeys { bundles, .. }) => bundles[0].peer = ClientId(2),
-            // One bundle missing.
-            (3, ClientMessage::ShareKeys { bundles, .. }) => {
-                bundles.pop();
-            }
-            _ => {}
+fn padded_and_foreign_survivor_lists_are_refused() {
+    // A list that names a client excluded before masking (a cheating dealer): everyone its
+    // neighbour refuses, because it did not mask with it.
+    let cfg = lab_config("padded_survivor_list", 10, 9, 6);
+    let dealers = BTreeMap::from([(ClientId(9), DealerFault::BadShares(vec![ClientId(1)]))]);
+    let mut l = Lab::with_dealers(cfg, dealers).unwrap();
+    let mut t = on_server(|to, m, out: &mut Vec<_>| match m {
+        ServerMessage::SurvivorList(u3) => {
+            let mut padded: Vec<ClientId> = u3.to_vec();
+            padded.push(ClientId(9));
+            out.push((to, ServerMessage::SurvivorList(padded.into())))
         }
-        true
+        m => out.push((to, m)),
     });
-    net.downlink(|_, _| true);
-    net.uplink(|from, env| {
-        match (from.0, &mut env.message) {
-            (4, ClientMessage::MaskedInput(v)) => {
-                v.pop();
-            }
-            (5, ClientMessage::MaskedInput(v)) => v[3] = 1 << 20, // not below 2^20
-            // Sends its unmask-stage message now.
-            (6, m) => *m = ClientMessage::UnmaskShares(Vec::new()),
-            _ => {}
-        }
-        true
-    });
-    for i in [1, 2, 3, 4, 5, 6] {
-        net.silent[i] = true;
+    l.run(&mut t).unwrap();
+    for i in 0..9 {
+        let e = aborted(&l, ClientId(i));
+        assert!(
+            matches!(&e, ProtocolError::UnsafeRequest(w) if w.contains("did not mask with it")),
+            "{e:?}"
+        );
+        assert!(!l.has_sent(ClientId(i), "consistency"));
     }
-    net.finish();
     assert_eq!(
-        net.dropped(),
-        vec![
-            (1, Stage::ShareKeys),
-            (2, Stage::ShareKeys),
-            (3, Stage::ShareKeys),
-            (4, Stage::MaskedInput),
-            (5, Stage::MaskedInput),
-            (6, Stage::MaskedInput),
-        ]
+        l.attempt_rebuild(TARGET),
+        Rebuild::SelfMaskHidden { shares: 0, need: 6 }
     );
-    assert!(matches!(
-        net.drop_reason(1),
-        DropReason::Misbehaved(ProtocolError::WrongRound { .. })
-    ));
-    assert!(matches!(
-        net.drop_reason(2),
-        DropReason::Misbehaved(ProtocolError::Recipients(_))
-    ));
-    assert!(matches!(
-        net.drop_reason(4),
-        DropReason::Misbehaved(ProtocolError::WrongLength { .. })
-    ));
-    assert!(matches!(
-        net.drop_reason(5),
-        DropReason::Misbehaved(ProtocolError::OutOfRange { .. })
-    ));
-    assert!(matches!(
-        net.drop_reason(6),
-        DropReason::Misbehaved(ProtocolError::UnexpectedMessage { .. })
-    ));
-    net.assert_sum_of(&[0, 7, 8, 9]);
-}
 
-/// A forged or misrouted bundle costs its recipient that sender's shares, not the round: the
-/// recipient still masks with the sender, answers "unreadable" for it at unmasking, and the
-/// server rebuilds from the other holders and names the sender.
-#[test]
-fn forged_and_misrouted_bundles_cost_only_those_shares() {
-    let mut net = Net::new(
-        "forged_and_misrouted_bundles_cost_only_those_shares",
-        config(8),
-    );
-    net.plain();
-    net.uplink(|_, _| true);
-    let mut spoiled = Vec::new();
-    net.downlink(|to, env| {
-        if let ServerMessage::ShareBundles(bundles) = &mut env.message {
-            match to.0 {
-                // A flipped bit.
-                1 => {
-                    bundles[0].ciphertext[30] ^= 0x40;
-                    spoiled.push(bundles[0].peer);
-                }
-                // A bundle meant for someone else, relabelled.
-                2 => {
-                    bundles[0].ciphertext = bundles[1].ciphertext.clone();
-                    spoiled.push(bundles[0].peer);
-                }
-                _ => {}
-            }
-        }
-        true
-    });
-    for i in [1, 2] {
-        assert!(
-            matches!(net.clients[i].status(), ClientStatus::Running(_)),
-            "client {i} gave up: {:?}",
-            net.clients[i].status()
-        );
+    // A list that leaves the recipient out, and one with a client outside the key list.
+    let (mut l, u3) = up_to_survivor_list("foreign_survivor_list", 8, 7, 5);
+    let without_me: Arc<[ClientId]> = u3.iter().copied().filter(|c| c.0 != 2).collect();
+    l.deliver(ClientId(2), ServerMessage::SurvivorList(without_me))
+        .unwrap();
+    let mut stranger = u3.to_vec();
+    if let Some(last) = stranger.last_mut() {
+        *last = ClientId(77);
     }
-    // Client 1's and 2's answers say which bundle they could not read, and reveal nothing for it.
-    let mut unreadable = Vec::new();
-    net.plain(); // masked inputs, unmask requests
-    net.uplink(|from, env| {
-        if let ClientMessage::UnmaskShares(shares) = &env.message {
-            for s in shares.iter().filter(|s| s.kind == ShareKind::Unreadable) {
-                assert_eq!(s.value, [0; 32]);
-                unreadable.push((from.0, s.owner));
-            }
-        }
-        true
-    });
-    assert_eq!(unreadable, vec![(1, spoiled[0]), (2, spoiled[1])]);
-    net.finish();
-    net.assert_sum_of(&[0, 1, 2, 3, 4, 5, 6, 7]);
-    for sender in spoiled {
-        assert!(
-            net.events.iter().any(|e| matches!(
-                e,
-                ServerEvent::MessageRejected { client, reason: ProtocolError::Crypto(CryptoError::Decrypt { .. }) } if *client == sender
-            )),
-            "the server did not name {sender}"
-        );
-    }
-}
-
-#[test]
-fn replays_and_strangers_are_refused_without_dropping_anyone() {
-    let mut net = Net::new(
-        "replays_and_strangers_are_refused_without_dropping_anyone",
-        config(6),
-    );
-    let mut first_keys = None;
-    net.uplink(|from, env| {
-        if from == ClientId(0) {
-            first_keys = Some(env.clone());
-        }
-        true
-    });
-    net.downlink(|_, _| true);
-    // Client 0 replays its keys after sending its bundles (the server is then waiting for
-    // masked inputs), and client 1 sends its bundles twice.
-    let mut bundles_of_1 = None;
-    net.uplink(|from, env| {
-        if from == ClientId(1) {
-            bundles_of_1 = Some(env.clone());
-        }
-        true
-    });
-    net.server
-        .handle_message(ClientId(1), bundles_of_1.unwrap(), net.now);
-    net.server
-        .handle_message(ClientId(0), first_keys.unwrap(), net.now);
-    // A stranger (id 50) sends a masked input.
-    let stranger = Envelope {
-        round: net.server.config().round_id(),
-        message: ClientMessage::MaskedInput(vec![0; 41]),
-    };
-    net.server.handle_message(ClientId(50), stranger, net.now);
-    while let Some(e) = net.server.poll_event() {
-        net.events.push(e);
-    }
-    net.finish();
+    l.deliver(ClientId(3), ServerMessage::SurvivorList(stranger.into()))
+        .unwrap();
     assert!(
-        net.dropped().iter().all(|(c, _)| *c == 50),
-        "{:?}",
-        net.dropped()
+        matches!(aborted(&l, ClientId(2)), ProtocolError::UnsafeRequest(w) if w.contains("leaves out this client"))
     );
-    for c in [0, 1] {
-        assert!(net.events.iter().any(|e| matches!(
-            e,
-            ServerEvent::MessageRejected { client, reason: ProtocolError::Duplicate(_) } if client.0 == c
-        )), "no duplicate rejection for {c}: {:?}", net.events);
+    assert!(
+        matches!(aborted(&l, ClientId(3)), ProtocolError::UnsafeRequest(w) if w.contains("not in the key list"))
+    );
+}
+
+#[test]
+fn a_second_unmask_request_gets_nothing() {
+    let mut l = lab("second_unmask_request", 9, 8, 6);
+    // Withhold the completion notice, then ask again with the target declared dropped.
+    let mut request = None;
+    let mut t = on_server(|to, m, out: &mut Vec<_>| match m {
+        ServerMessage::Completed { .. } => {}
+        ServerMessage::UnmaskRequest {
+            survivors,
+            signatures,
+        } => {
+            request.get_or_insert((survivors.clone(), signatures.clone()));
+            out.push((
+                to,
+                ServerMessage::UnmaskRequest {
+                    survivors,
+                    signatures,
+                },
+            ))
+        }
+        m => out.push((to, m)),
+    });
+    l.run(&mut t).unwrap();
+    completed(&l);
+    let (survivors, signatures) = request.unwrap();
+    let without: Arc<[ClientId]> = survivors.iter().copied().filter(|c| *c != TARGET).collect();
+    for i in 1..9 {
+        l.deliver(
+            ClientId(i),
+            ServerMessage::UnmaskRequest {
+                survivors: without.clone(),
+                signatures: signatures.clone(),
+            },
+        )
+        .unwrap();
+        let e = aborted(&l, ClientId(i));
+        assert!(
+            matches!(&e, ProtocolError::UnsafeRequest(w) if w.contains("second unmask request")),
+            "{e:?}"
+        );
     }
-    net.assert_sum_of(&[0, 1, 2, 3, 4, 5]);
+    l.flush().unwrap();
+    for i in 1..9 {
+        let reveals = l
+            .sent()
+            .iter()
+            .filter(|(f, m)| f.0 == i && m.name() == "unmask-shares")
+            .count();
+        assert_eq!(reveals, 1, "client {i}");
+    }
+    // The target's mask key was never revealed: only its self mask, which is on the sum.
+    assert!(matches!(
+        l.attempt_rebuild(TARGET),
+        Rebuild::PairwiseHidden { .. }
+    ));
+}
+
+#[test]
+fn forged_and_replayed_survivor_signatures_are_refused() {
+    // Another round's signatures, for the replay.
+    let replayed = {
+        let mut o = lab("survivor_signature_replay_source", 8, 7, 5);
+        o.run(&mut Honest).unwrap();
+        signatures(o.sent())
+    };
+    let forge = |test: &str, change: &dyn Fn(&mut Vec<(ClientId, [u8; 64])>)| -> ProtocolError {
+        let mut l = lab(test, 8, 7, 5);
+        let mut t = on_server(|to, m, out: &mut Vec<_>| match m {
+            ServerMessage::UnmaskRequest {
+                survivors,
+                mut signatures,
+            } if to == ClientId(1) => {
+                change(&mut signatures);
+                out.push((
+                    to,
+                    ServerMessage::UnmaskRequest {
+                        survivors,
+                        signatures,
+                    },
+                ))
+            }
+            m => out.push((to, m)),
+        });
+        l.run(&mut t).unwrap();
+        assert!(!l.has_sent(ClientId(1), "unmask-shares"));
+        aborted(&l, ClientId(1))
+    };
+    // Client 3's signature presented as client 2's.
+    let e = forge("survivor_signature_other_client", &|s| {
+        let sig3 = s.iter().find(|(id, _)| id.0 == 3).unwrap().1;
+        s.iter_mut().find(|(id, _)| id.0 == 2).unwrap().1 = sig3;
+    });
+    assert!(
+        matches!(&e, ProtocolError::UnsafeRequest(w) if w.contains("invalid survivor-list signatures from 2")),
+        "{e:?}"
+    );
+    // Client 2's signature from another round.
+    let old = replayed.iter().find(|(id, _)| id.0 == 2).unwrap().1;
+    let e = forge("survivor_signature_replayed", &|s| {
+        s.iter_mut().find(|(id, _)| id.0 == 2).unwrap().1 = old;
+    });
+    assert!(
+        matches!(&e, ProtocolError::UnsafeRequest(w) if w.contains("invalid survivor-list signatures")),
+        "{e:?}"
+    );
+    // A signature by someone who is not a survivor, and an unsorted list.
+    let e = forge("survivor_signature_stranger", &|s| {
+        if let Some(last) = s.last_mut() {
+            last.0 = ClientId(40);
+        }
+    });
+    assert!(
+        matches!(&e, ProtocolError::UnsafeRequest(w) if w.contains("not a survivor")),
+        "{e:?}"
+    );
+    let e = forge("survivor_signature_unsorted", &|s| s.reverse());
+    assert!(
+        matches!(&e, ProtocolError::UnsafeRequest(w) if w.contains("sorted")),
+        "{e:?}"
+    );
+    // Too few signatures: the server withholds some.
+    let e = forge("survivor_signature_withheld", &|s| s.truncate(3));
+    assert!(
+        matches!(
+            e,
+            ProtocolError::Consistency {
+                have: 3,
+                need: 5,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_bad_survivor_signature_costs_only_its_sender() {
+    let mut l = lab("bad_survivor_signature_sender", 9, 8, 5);
+    let mut t = on_client(|from, m| match m {
+        ClientMessage::Consistency { mut signature } if from == ClientId(4) => {
+            signature[5] ^= 0x40;
+            Some(ClientMessage::Consistency { signature })
+        }
+        m => Some(m),
+    });
+    l.run(&mut t).unwrap();
+    completed(&l);
+    // Its input is in the sum (it masked); it just reveals nothing.
+    assert!(l.server().output().unwrap().included.contains(&ClientId(4)));
+    assert!(matches!(
+        dropped(&l, ClientId(4)),
+        Some((
+            Stage::Consistency,
+            DropReason::Misbehaved(ProtocolError::Identity(_))
+        ))
+    ));
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. Round contexts and graph grinding.
+
+#[test]
+fn clients_with_different_round_contexts_cannot_finish_together() {
+    let cfg = lab_config("divergent_contexts", 8, 7, 5);
+    let mut l = Lab::new(cfg.clone()).unwrap();
+    l.reconfigure(TARGET, cfg.round.with_context([9; 32]))
+        .unwrap();
+    // The honest server cannot verify the target's signature (another round digest).
+    l.run(&mut Honest).unwrap();
+    completed(&l);
+    // Its nonce commitment and its signature were made for another round digest.
+    assert!(matches!(
+        dropped(&l, TARGET),
+        Some((Stage::AdvertiseKeys, DropReason::Misbehaved(_)))
+    ));
+    assert_eq!(l.attempt_rebuild(TARGET), Rebuild::NoMaskedInput);
+
+    // A server that forwards the target's keys anyway: every neighbour refuses them, and the
+    // target refuses everyone else's.
+    let mut l = Lab::new(cfg.clone()).unwrap();
+    l.reconfigure(TARGET, cfg.round.with_context([9; 32]))
+        .unwrap();
+    let target_keys: RefCell<Option<SignedKeys>> = RefCell::new(None);
+    let mut t = secagg::host::sim::lab::Script {
+        server: |to: ClientId, m: ServerMessage, out: &mut Vec<(ClientId, ServerMessage)>| match m {
+            ServerMessage::KeyList(list) => {
+                let mut v = list.to_vec();
+                if let Some(k) = target_keys.borrow().as_ref() {
+                    v.push((TARGET, k.clone()));
+                    v.sort_by_key(|(id, _)| *id);
+                }
+                let v: Arc<[_]> = v.into();
+                if to == ClientId(1) {
+                    // The target, dropped by the honest server, gets the list too.
+                    out.push((TARGET, ServerMessage::KeyList(v.clone())));
+                }
+                out.push((to, ServerMessage::KeyList(v)))
+            }
+            m => out.push((to, m)),
+        },
+        client: |from: ClientId, m: ClientMessage| {
+            if let ClientMessage::AdvertiseKeys(k) = &m
+                && from == TARGET
+            {
+                *target_keys.borrow_mut() = Some(k.clone());
+            }
+            Some(m)
+        },
+    };
+    l.run(&mut t).unwrap();
+    for i in 0..8 {
+        let e = aborted(&l, ClientId(i));
+        // The target's nonce commitment and signature were made under another round digest
+        // (and the target sees everyone else's that way).
+        assert!(
+            matches!(&e, ProtocolError::UnsafeRequest(w)
+                if w.contains("no valid signature") || w.contains("does not match its commitment")),
+            "client {i}: {e:?}"
+        );
+        assert!(!l.has_sent(ClientId(i), "share-keys"));
+    }
+}
+
+#[test]
+fn the_graph_cannot_be_ground_after_keys() {
+    // Colluding clients 5 and 6 hand the server their identity keys. After seeing every
+    // honest key, the server tries fresh round keys for them, hoping for a graph that puts
+    // them around the target: the graph does not move.
+    let mut l = lab("graph_grinding", 30, 6, 5);
+    let list = RefCell::new(None);
+    let cohort = RefCell::new(None);
+    let mut t = on_server(|to, m, out: &mut Vec<_>| match m {
+        ServerMessage::KeyList(k) => *list.borrow_mut() = Some(k),
+        ServerMessage::Cohort(c) => {
+            cohort.borrow_mut().get_or_insert(c.clone());
+            out.push((to, ServerMessage::Cohort(c)))
+        }
+        m => out.push((to, m)),
+    });
+    while list.borrow().is_none() {
+        assert!(l.step(&mut t).unwrap());
+    }
+    drop(t);
+    let list = list.into_inner().unwrap();
+    let round = RoundDigest::of(&l.config().round);
+    let digest = cohort_digest(&round, &cohort.into_inner().unwrap());
+    let graph_of = |keys: &[(ClientId, SignedKeys)]| {
+        let nonces: Vec<(ClientId, &[u8; 32])> =
+            keys.iter().map(|(id, k)| (*id, &k.nonce)).collect();
+        let seed = GraphSeed::derive(&round, &digest, &nonces);
+        let members: Vec<ClientId> = keys.iter().map(|(id, _)| *id).collect();
+        NeighborGraph::new(&seed, &members, 6).neighbors(TARGET)
+    };
+    let honest_graph = graph_of(&list);
+    let mut rng = ChaCha20Rng::seed_from_u64(0x96);
+    for _ in 0..64 {
+        let mut tried = list.to_vec();
+        for sybil in [5u32, 6] {
+            let key = l.identity_key(ClientId(sybil));
+            let secrets = ClientSecrets::generate(&mut rng);
+            let keys = secrets.public_keys();
+            let e = &mut tried[sybil as usize].1;
+            let m = advertisement_message(&round, &digest, ClientId(sybil), &keys, &e.nonce);
+            e.keys = keys;
+            e.signature = key.sign(ADVERTISE_DOMAIN, &m);
+        }
+        assert_eq!(
+            graph_of(&tried),
+            honest_graph,
+            "a key choice moved the graph"
+        );
+    }
+    // Changing a colluder's nonce instead would move the graph, but no client accepts a
+    // nonce that does not open its commitment in the cohort.
+    let mut tried = list.to_vec();
+    tried[5].1.nonce[0] ^= 1;
+    assert_ne!(graph_of(&tried), honest_graph);
+    let tried: Arc<[_]> = tried.into();
+    for (id, _) in list.iter() {
+        l.deliver(*id, ServerMessage::KeyList(tried.clone()))
+            .unwrap();
+    }
+    l.flush().unwrap();
+    for i in 0..30 {
+        let e = aborted(&l, ClientId(i));
+        assert!(
+            matches!(&e, ProtocolError::UnsafeRequest(w) if w.contains("does not match its commitment")),
+            "{e:?}"
+        );
+        assert!(!l.has_sent(ClientId(i), "share-keys"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. Malicious clients cannot stop the round.
+
+#[test]
+fn a_cheating_dealer_is_excluded_and_the_rest_sum_exactly() {
+    for (test, fault) in [
+        (
+            "cheating_dealer_bad_shares",
+            DealerFault::BadShares(vec![ClientId(1), ClientId(2)]),
+        ),
+        (
+            "cheating_dealer_false_commitment",
+            DealerFault::FalseCommitment,
+        ),
+    ] {
+        let cfg = lab_config(test, 10, 9, 6);
+        let mut l = Lab::with_dealers(cfg, BTreeMap::from([(ClientId(3), fault.clone())])).unwrap();
+        l.run(&mut Honest).unwrap();
+        completed(&l);
+        let out = l.server().output().unwrap();
+        assert!(!out.included.contains(&ClientId(3)));
+        assert_eq!(out.included.len(), 9, "{fault:?}");
+        match dropped(&l, ClientId(3)) {
+            Some((
+                Stage::MaskedInput,
+                DropReason::Misbehaved(ProtocolError::CheatingDealer { dealer, holder }),
+            )) => {
+                assert_eq!(dealer, ClientId(3));
+                if let DealerFault::BadShares(victims) = &fault {
+                    assert!(victims.contains(&holder), "{holder}");
+                }
+            }
+            other => panic!("{fault:?}: {other:?}"),
+        }
+        // Its victims reported it with the proof, and nobody else was dropped.
+        assert_eq!(out.dropped.len(), 1, "{:?}", out.dropped);
+        assert!(matches!(
+            l.status(ClientId(3)),
+            Some(ClientStatus::Aborted(_))
+        ));
+    }
+}
+
+#[test]
+fn bad_holders_are_left_out_without_search() {
+    // Two holders reveal wrong shares for every owner they hold; the server checks each
+    // owner's shares against its commitments, leaves the bad ones out and names them.
+    let mut l = lab("bad_holders", 12, 11, 7);
+    let mut t = on_client(|from, m| match m {
+        ClientMessage::UnmaskShares(mut shares) if from.0 == 4 || from.0 == 5 => {
+            for s in &mut shares {
+                s.value[0] ^= 1;
+            }
+            Some(ClientMessage::UnmaskShares(shares))
+        }
+        m => Some(m),
+    });
+    l.run(&mut t).unwrap();
+    completed(&l);
+    assert_eq!(l.server().output().unwrap().included.len(), 12);
+    let named: Vec<ClientId> = l
+        .events()
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::MessageRejected {
+                client,
+                reason: ProtocolError::Crypto(CryptoError::Mismatch { .. }),
+            } => Some(*client),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        named.contains(&ClientId(4)) && named.contains(&ClientId(5)),
+        "{named:?}"
+    );
+    assert!(named.iter().all(|c| c.0 == 4 || c.0 == 5), "{named:?}");
+}
+
+#[test]
+fn a_false_report_costs_only_the_reporter() {
+    let mut l = lab("false_report", 10, 9, 6);
+    let mut t = on_client(|from, m| match m {
+        ClientMessage::ShareCheck(mut reports) if from == ClientId(2) => {
+            reports.push(DealerReport {
+                dealer: ClientId(5),
+                kind: ReportKind::BadShares {
+                    bundle_key: [3; 32],
+                },
+            });
+            Some(ClientMessage::ShareCheck(reports))
+        }
+        m => Some(m),
+    });
+    l.run(&mut t).unwrap();
+    completed(&l);
+    let out = l.server().output().unwrap();
+    assert!(out.included.contains(&ClientId(5)));
+    assert!(!out.included.contains(&ClientId(2)));
+    assert!(matches!(
+        dropped(&l, ClientId(2)),
+        Some((
+            Stage::ShareCheck,
+            DropReason::Misbehaved(ProtocolError::FalseReport {
+                dealer: ClientId(5),
+                ..
+            })
+        ))
+    ));
+}
+
+#[test]
+fn unreadable_bundles_exclude_a_dealer_only_when_it_cannot_be_rebuilt() {
+    // Client 6 corrupts every bundle it deals (a broken AEAD for everyone): no holder can
+    // read its shares, so it is excluded before anyone masks with it.
+    let mut l = lab("unreadable_dealer", 10, 9, 6);
+    let mut t = on_client(|from, m| match m {
+        ClientMessage::ShareKeys {
+            commitments,
+            mut bundles,
+        } if from == ClientId(6) => {
+            for b in &mut bundles {
+                b.ciphertext[3] ^= 1;
+            }
+            Some(ClientMessage::ShareKeys {
+                commitments,
+                bundles,
+            })
+        }
+        // Client 7 breaks only two of its bundles: it stays.
+        ClientMessage::ShareKeys {
+            commitments,
+            mut bundles,
+        } if from == ClientId(7) => {
+            for b in bundles.iter_mut().take(2) {
+                b.ciphertext[3] ^= 1;
+            }
+            Some(ClientMessage::ShareKeys {
+                commitments,
+                bundles,
+            })
+        }
+        m => Some(m),
+    });
+    l.run(&mut t).unwrap();
+    completed(&l);
+    let out = l.server().output().unwrap();
+    assert!(!out.included.contains(&ClientId(6)));
+    assert!(out.included.contains(&ClientId(7)));
+    assert!(matches!(
+        dropped(&l, ClientId(6)),
+        Some((
+            Stage::MaskedInput,
+            DropReason::Misbehaved(ProtocolError::UnrecoverableDealer {
+                dealer: ClientId(6),
+                readable: 1,
+                need: 6
+            })
+        ))
+    ));
+}
+
+#[test]
+fn malicious_clients_together_cannot_stop_the_round() {
+    // A cheating dealer, a false reporter, two holders revealing garbage and a forged
+    // survivor signature, all in one round: the honest survivors' sum comes out exact.
+    let cfg = lab_config("malicious_clients_together", 16, 15, 9);
+    let mut l = Lab::with_dealers(
+        cfg,
+        BTreeMap::from([(ClientId(3), DealerFault::BadShares(vec![ClientId(0)]))]),
+    )
+    .unwrap();
+    let mut t = on_client(|from, m| match (from.0, m) {
+        (2, ClientMessage::ShareCheck(mut r)) => {
+            r.push(DealerReport {
+                dealer: ClientId(9),
+                kind: ReportKind::BadShares {
+                    bundle_key: [8; 32],
+                },
+            });
+            Some(ClientMessage::ShareCheck(r))
+        }
+        (4 | 5, ClientMessage::UnmaskShares(mut s)) => {
+            for x in &mut s {
+                x.value[1] ^= 2;
+            }
+            Some(ClientMessage::UnmaskShares(s))
+        }
+        (11, ClientMessage::Consistency { mut signature }) => {
+            signature[0] ^= 1;
+            Some(ClientMessage::Consistency { signature })
+        }
+        (_, m) => Some(m),
+    });
+    l.run(&mut t).unwrap();
+    completed(&l);
+    let out = l.server().output().unwrap();
+    assert!(!out.included.contains(&ClientId(3)) && !out.included.contains(&ClientId(2)));
+    assert_eq!(out.included.len(), 14);
+}
+
+// ---------------------------------------------------------------------------------------
+// 7. The everyday misbehaviour the server shrugs off.
+
+#[test]
+fn wrong_round_and_unexpected_messages_drop_only_their_sender() {
+    let mut l = lab("wrong_round_and_unexpected", 9, 8, 5);
+    let mut t = on_client(|from, m| match (from.0, m) {
+        // Client 1 skips its share check and sends its consistency signature instead.
+        (1, ClientMessage::ShareCheck(_)) => {
+            Some(ClientMessage::Consistency { signature: [0; 64] })
+        }
+        (_, m) => Some(m),
+    });
+    l.run(&mut t).unwrap();
+    completed(&l);
+    assert!(matches!(
+        dropped(&l, ClientId(1)),
+        Some((
+            Stage::ShareCheck,
+            DropReason::Misbehaved(ProtocolError::UnexpectedMessage { .. })
+        ))
+    ));
+    assert_eq!(l.server().output().unwrap().dropped.len(), 1);
 }
 
 #[test]
 fn low_order_keys_are_dropped_at_advertise() {
-    let mut net = Net::new("low_order_keys_are_dropped_at_advertise", config(6));
-    net.uplink(|from, env| {
-        if let (3, ClientMessage::AdvertiseKeys(k)) = (from.0, &mut env.message) {
-            k.masking = [0; 32];
+    let mut l = lab("low_order_keys", 8, 7, 5);
+    let mut t = on_client(|from, m| match m {
+        ClientMessage::AdvertiseKeys(mut s) if from == ClientId(2) => {
+            s.keys.masking = curve25519_dalek::constants::EIGHT_TORSION[2]
+                .compress()
+                .to_bytes();
+            Some(ClientMessage::AdvertiseKeys(s))
         }
-        true
+        ClientMessage::AdvertiseKeys(mut s) if from == ClientId(3) => {
+            s.keys.encryption = [0; 32];
+            Some(ClientMessage::AdvertiseKeys(s))
+        }
+        m => Some(m),
     });
-    net.silent[3] = true;
-    net.server.handle_timeout(Duration::from_secs(3600));
-    net.finish();
-    assert_eq!(net.dropped(), vec![(3, Stage::AdvertiseKeys)]);
-    assert!(matches!(
-        net.drop_reason(3),
-        DropReason::Misbehaved(ProtocolError::Crypto(CryptoError::NonContributory { .. }))
-    ));
-    net.assert_sum_of(&[0, 1, 2, 4, 5]);
+    l.run(&mut t).unwrap();
+    completed(&l);
+    for c in [2, 3] {
+        assert!(matches!(
+            dropped(&l, ClientId(c)),
+            Some((
+                Stage::AdvertiseKeys,
+                DropReason::Misbehaved(ProtocolError::Crypto(CryptoError::NonContributory { .. }))
+            ))
+        ));
+    }
 }
 
 #[test]
-fn one_corrupt_share_is_left_out_and_named() {
-    let mut net = Net::new("one_corrupt_share_is_left_out_and_named", config(7));
-    net.plain();
-    net.plain();
-    net.silent[5] = true;
-    net.disconnect_silent();
-    net.plain();
-    // Client 2 reveals garbage for client 0's self mask and for dropped client 5's key.
-    net.uplink(|from, env| {
-        if let (2, ClientMessage::UnmaskShares(shares)) = (from.0, &mut env.message) {
-            for s in shares
-                .iter_mut()
-                .filter(|s| s.owner == ClientId(0) || s.owner == ClientId(5))
-            {
-                s.value = curve25519_dalek::Scalar::from(12345u64).to_bytes();
-            }
+fn silent_clients_are_dropped_at_the_deadline_of_every_stage() {
+    // One client goes silent before each stage's message; the deadlines carry the round.
+    let mut l = lab("silent_every_stage", 14, 13, 6);
+    let silent_at: BTreeMap<u32, &str> = BTreeMap::from([
+        (1, "advertise-keys"),
+        (2, "share-keys"),
+        (3, "share-check"),
+        (4, "masked-input"),
+        (5, "consistency"),
+        (6, "unmask-shares"),
+    ]);
+    let mut gone = std::collections::BTreeSet::new();
+    let mut t = on_client(|from, m| {
+        if silent_at.get(&from.0) == Some(&m.name()) {
+            gone.insert(from.0);
         }
-        true
+        (!gone.contains(&from.0)).then_some(m)
     });
-    net.finish();
-    net.assert_sum_of(&[0, 1, 2, 3, 4, 6]);
-    let named = net
-        .events
-        .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                ServerEvent::MessageRejected {
-                    client: ClientId(2),
-                    reason: ProtocolError::Crypto(CryptoError::Mismatch { .. })
-                }
-            )
-        })
-        .count();
-    assert_eq!(named, 2, "{:?}", net.events);
-}
-
-#[test]
-fn deadlines_drop_the_silent() {
-    let mut net = Net::new("deadlines_drop_the_silent", config(6));
-    net.plain();
-    net.silent[4] = true; // silent from share keys on, connection open
-    net.plain();
-    let deadline = net.server.poll_timeout().expect("a stage is running");
-    // Early calls do nothing.
-    net.server
-        .handle_timeout(deadline - Duration::from_millis(1));
-    assert_eq!(net.server.status(), ServerStatus::Running(Stage::ShareKeys));
-    net.now = deadline;
-    net.server.handle_timeout(deadline);
-    net.finish();
-    assert_eq!(net.dropped(), vec![(4, Stage::ShareKeys)]);
-    assert_eq!(net.drop_reason(4), DropReason::Timeout);
-    net.assert_sum_of(&[0, 1, 2, 3, 5]);
+    l.run(&mut t).unwrap();
+    completed(&l);
+    let out = l.server().output().unwrap();
+    // Clients silent from consistency on masked their input: it is in the sum.
+    for (c, stage) in [
+        (1, Stage::AdvertiseKeys),
+        (2, Stage::ShareKeys),
+        (3, Stage::ShareCheck),
+        (4, Stage::MaskedInput),
+        (5, Stage::Consistency),
+        (6, Stage::Unmasking),
+    ] {
+        assert_eq!(
+            dropped(&l, ClientId(c)).map(|d| d.0),
+            Some(stage),
+            "client {c}"
+        );
+        assert_eq!(out.included.contains(&ClientId(c)), c >= 5, "client {c}");
+    }
 }

@@ -147,6 +147,9 @@ pub struct SealedBundle {
 }
 
 /// What a client sends.
+// An advertisement (a few hundred bytes, one per client per round) is the largest variant;
+// boxing it would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientMessage {
     /// Stage 0: a commitment to a fresh graph nonce.

@@ -37,6 +37,7 @@ use zeroize::Zeroize;
 
 use crate::config::RoundConfig;
 use crate::crypto::RoundDigest;
+pub(crate) use crate::crypto::{ADVERTISE_DOMAIN, SURVIVORS_DOMAIN, advertisement_message};
 use crate::error::ProtocolError;
 use crate::identity::{Certificate, IdentityKey};
 use crate::messages::{ClientMessage, Credential, Envelope, ServerMessage};
@@ -409,28 +410,4 @@ fn abort_unless_over(state: State, reason: ProtocolError) -> State {
         done @ (State::Completed(_) | State::Aborted(_)) => done,
         _ => State::Aborted(reason),
     }
-}
-
-/// The domain of the advertisement signature.
-pub(crate) const ADVERTISE_DOMAIN: &[u8] = b"secagg/v2/advertise";
-/// The domain of the survivor-list signature.
-pub(crate) const SURVIVORS_DOMAIN: &[u8] = b"secagg/v2/survivors";
-
-/// The bytes an advertisement's signature covers: the round digest, the cohort digest, the id,
-/// both round keys and the nonce.
-pub(crate) fn advertisement_message(
-    round: &RoundDigest,
-    cohort: &[u8; 32],
-    id: ClientId,
-    keys: &crate::crypto::PublicKeys,
-    nonce: &[u8; 32],
-) -> Vec<u8> {
-    let mut m = Vec::with_capacity(32 * 5 + 4);
-    m.extend_from_slice(&round.0);
-    m.extend_from_slice(cohort);
-    m.extend_from_slice(&id.0.to_le_bytes());
-    m.extend_from_slice(&keys.encryption);
-    m.extend_from_slice(&keys.masking);
-    m.extend_from_slice(nonce);
-    m
 }

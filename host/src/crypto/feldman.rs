@@ -41,7 +41,7 @@ impl Commitments {
     pub fn from_compressed(bytes: &[[u8; 32]]) -> Result<Self, CryptoError> {
         let points = bytes
             .iter()
-            .map(|b| decompress_point(b))
+            .map(decompress_point)
             .collect::<Result<Vec<_>, _>>()?;
         if points.is_empty() {
             return Err(CryptoError::Commitment("no commitments".into()));

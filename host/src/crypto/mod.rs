@@ -38,8 +38,8 @@ use crate::error::CryptoError;
 
 pub use feldman::{Commitments, deal};
 pub use session::{
-    GraphSeed, RoundDigest, SessionEntry, SessionId, cohort_digest, nonce_commitment,
-    survivors_digest,
+    ADVERTISE_DOMAIN, GraphSeed, RoundDigest, SURVIVORS_DOMAIN, SessionEntry, SessionId,
+    advertisement_message, cohort_digest, nonce_commitment, survivors_digest,
 };
 pub use shamir::{Lagrange, ShamirShare, evaluation_point};
 

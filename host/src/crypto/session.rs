@@ -155,3 +155,27 @@ pub fn survivors_digest(session: &SessionId, survivors: &[ClientId]) -> [u8; 32]
     }
     h.finalize().into()
 }
+
+/// The domain of the advertisement signature (identity key over [`advertisement_message`]).
+pub const ADVERTISE_DOMAIN: &[u8] = b"secagg/v2/advertise";
+/// The domain of the survivor-list signature (identity key over [`survivors_digest`]).
+pub const SURVIVORS_DOMAIN: &[u8] = b"secagg/v2/survivors";
+
+/// The bytes an advertisement's signature covers: the round digest, the cohort digest, the id,
+/// both round keys and the nonce.
+pub fn advertisement_message(
+    round: &RoundDigest,
+    cohort: &[u8; 32],
+    id: ClientId,
+    keys: &PublicKeys,
+    nonce: &[u8; 32],
+) -> Vec<u8> {
+    let mut m = Vec::with_capacity(32 * 5 + 4);
+    m.extend_from_slice(&round.0);
+    m.extend_from_slice(cohort);
+    m.extend_from_slice(&id.0.to_le_bytes());
+    m.extend_from_slice(&keys.encryption);
+    m.extend_from_slice(&keys.masking);
+    m.extend_from_slice(nonce);
+    m
+}

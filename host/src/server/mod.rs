@@ -315,6 +315,7 @@ enum State {
 }
 
 /// What can happen to a state.
+#[allow(clippy::large_enum_variant)] // as ClientMessage: boxing would only add an allocation
 enum Input {
     Message(ClientId, ClientMessage),
     Gone(ClientId, DropReason),

@@ -26,6 +26,8 @@ use crate::quantize;
 use crate::server::{RoundOutput, Server, ServerStatus};
 use crate::{Client, ClientId, ClientIdentity, ClientStatus, Stage};
 
+pub mod lab;
+
 /// Which clients vanish, and before which stage's message.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DropSchedule {
@@ -149,6 +151,19 @@ pub fn sim_ca(seed: u64) -> CaKey {
     CaKey::generate(&mut rng)
 }
 
+/// The RNG of client `id` in a simulated round, positioned after its identity key.
+fn sim_rng(cfg: &SimConfig, id: ClientId) -> (IdentityKey, ChaCha20Rng) {
+    let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed);
+    rng.set_stream(u64::from(id.0) + (1 << 40));
+    let key = IdentityKey::generate(&mut rng);
+    (key, rng)
+}
+
+/// The identity key of client `id` in a simulated round.
+pub fn sim_identity_key(cfg: &SimConfig, id: ClientId) -> IdentityKey {
+    sim_rng(cfg, id).0
+}
+
 /// Client `id` of a simulated round, with its identity and RNG derived from the seed, ready
 /// to run (its policy is `cfg.policy` with the trust set as [`SimConfig`] says).
 pub fn sim_client<E: Backend>(
@@ -157,9 +172,7 @@ pub fn sim_client<E: Backend>(
     id: ClientId,
     engine: E,
 ) -> Result<Client<E, ChaCha20Rng>, crate::ClientError> {
-    let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed);
-    rng.set_stream(u64::from(id.0) + (1 << 40));
-    let key = IdentityKey::generate(&mut rng);
+    let (key, rng) = sim_rng(cfg, id);
     let (identity, trust) = if cfg.enrolled {
         let cert = ca.issue(id, &key.public());
         (

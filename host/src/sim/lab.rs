@@ -1,0 +1,806 @@
+//! A scriptable malicious server over real clients: the attack laboratory.
+//!
+//! A [`Lab`] holds n sans-IO clients — honest [`Client`]s, or cheating dealers written from the
+//! public cryptography — and an honest [`Server`] that the attacker may use as a message
+//! generator. Every message goes through the wire codec. Between the server and the clients
+//! sits a [`Tamper`]: it sees each server message before its recipient does and each client
+//! message before the server does, and may change, withhold, duplicate or forge them. The
+//! attacker can also deliver messages of its own ([`Lab::deliver`]) and run *twins* of
+//! clients ([`Lab::twin`]): a twin is the same client rebuilt from the same seed and
+//! replayed the same messages, so it is in exactly the same state — which is how the lab
+//! models a colluding client that answers the server twice.
+//!
+//! Everything clients send is kept ([`Lab::sent`]); [`Lab::attempt_rebuild`] then plays the
+//! attacker's last move: from that material it tries to rebuild a target's input (its masked
+//! vector, its self mask, and every pairwise mask on it), and says how far it got. Tests assert
+//! both the honest clients' typed outcomes and that this rebuild fails.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use curve25519_dalek::Scalar;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{Rng, SeedableRng};
+use secagg_engine::{Backend, CpuEngine, MaskTerm};
+
+use super::{SimConfig, SimError, sim_ca, sim_client, sim_identity_key, sim_server};
+use crate::codec::{self, Limits};
+use crate::crypto::{
+    ADVERTISE_DOMAIN, BundlePlaintext, ClientSecrets, Commitments, GraphSeed, Lagrange,
+    RoundDigest, SessionEntry, SessionId, advertisement_message, cohort_digest, deal,
+    masking_point, nonce_commitment, pairwise_seeds, self_mask_seed,
+};
+use crate::graph::NeighborGraph;
+use crate::identity::{CaKey, IdentityKey};
+use crate::messages::{
+    ClientMessage, Credential, Envelope, SealedBundle, ServerMessage, ShareCommitments, ShareKind,
+    SignedKeys,
+};
+use crate::server::{Server, ServerEvent, ServerStatus};
+use crate::{Client, ClientId, ClientStatus};
+
+/// What sits between the server and the clients. The defaults pass everything through.
+pub trait Tamper {
+    /// A server message for `to`: push what the clients should get instead (nothing, to
+    /// withhold it).
+    fn server_message(
+        &mut self,
+        to: ClientId,
+        message: ServerMessage,
+        out: &mut Vec<(ClientId, ServerMessage)>,
+    ) {
+        out.push((to, message));
+    }
+
+    /// A client message on its way to the server: `None` withholds it.
+    fn client_message(&mut self, _from: ClientId, message: ClientMessage) -> Option<ClientMessage> {
+        Some(message)
+    }
+}
+
+/// A network that delivers everything as sent.
+pub struct Honest;
+
+impl Tamper for Honest {}
+
+/// A tamper made of two closures: one for server messages, one for client messages.
+pub struct Script<S, C> {
+    /// Server → client.
+    pub server: S,
+    /// Client → server.
+    pub client: C,
+}
+
+impl<S, C> Tamper for Script<S, C>
+where
+    S: FnMut(ClientId, ServerMessage, &mut Vec<(ClientId, ServerMessage)>),
+    C: FnMut(ClientId, ClientMessage) -> Option<ClientMessage>,
+{
+    fn server_message(
+        &mut self,
+        to: ClientId,
+        message: ServerMessage,
+        out: &mut Vec<(ClientId, ServerMessage)>,
+    ) {
+        (self.server)(to, message, out)
+    }
+
+    fn client_message(&mut self, from: ClientId, message: ClientMessage) -> Option<ClientMessage> {
+        (self.client)(from, message)
+    }
+}
+
+/// A client-message hook that passes everything.
+pub type PassClient = fn(ClientId, ClientMessage) -> Option<ClientMessage>;
+/// A server-message hook that passes everything.
+pub type PassServer = fn(ClientId, ServerMessage, &mut Vec<(ClientId, ServerMessage)>);
+
+/// Client messages pass unchanged.
+pub fn pass_client(_: ClientId, m: ClientMessage) -> Option<ClientMessage> {
+    Some(m)
+}
+
+/// Server messages pass unchanged.
+pub fn pass_server(to: ClientId, m: ServerMessage, out: &mut Vec<(ClientId, ServerMessage)>) {
+    out.push((to, m));
+}
+
+/// A tamper that changes only server messages.
+pub fn on_server<S>(server: S) -> Script<S, PassClient>
+where
+    S: FnMut(ClientId, ServerMessage, &mut Vec<(ClientId, ServerMessage)>),
+{
+    Script {
+        server,
+        client: pass_client,
+    }
+}
+
+/// A tamper that changes only client messages.
+pub fn on_client<C>(client: C) -> Script<PassServer, C>
+where
+    C: FnMut(ClientId, ClientMessage) -> Option<ClientMessage>,
+{
+    Script {
+        server: pass_server,
+        client,
+    }
+}
+
+/// How a cheating dealer cheats.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DealerFault {
+    /// These holders get a self-mask share off the committed polynomial (the others get
+    /// correct ones).
+    BadShares(Vec<ClientId>),
+    /// The self-mask commitments commit to another secret than the shares share.
+    FalseCommitment,
+}
+
+/// One participant of the lab.
+enum Participant {
+    Honest(Box<Client<CpuEngine, ChaCha20Rng>>),
+    Dealer(Box<CheatingDealer>),
+}
+
+/// The laboratory: clients, an honest server, and the attacker's view of everything.
+pub struct Lab {
+    cfg: SimConfig,
+    ca: CaKey,
+    limits: Limits,
+    server: Server<CpuEngine>,
+    participants: BTreeMap<ClientId, Participant>,
+    received: BTreeMap<ClientId, Vec<Envelope<ServerMessage>>>,
+    sent: Vec<(ClientId, ClientMessage)>,
+    events: Vec<ServerEvent>,
+    inputs: BTreeMap<ClientId, Vec<u32>>,
+    now: Duration,
+    twins: Vec<(ClientId, Client<CpuEngine, ChaCha20Rng>)>,
+}
+
+/// How far the attacker's rebuild of a target's input got.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rebuild {
+    /// The target never sent its masked input.
+    NoMaskedInput,
+    /// Too few checked shares of the target's self-mask secret were revealed.
+    SelfMaskHidden {
+        /// Checked shares revealed.
+        shares: usize,
+        /// t.
+        need: usize,
+    },
+    /// The pairwise mask with this partner could not be removed: neither end's mask key was
+    /// rebuilt.
+    PairwiseHidden {
+        /// The partner.
+        partner: ClientId,
+    },
+    /// Every mask was removed; whether the result equals the target's true input.
+    Rebuilt {
+        /// It equals the input.
+        exact: bool,
+    },
+}
+
+impl Rebuild {
+    /// Whether the attacker recovered the input.
+    pub fn exposed(&self) -> bool {
+        matches!(self, Rebuild::Rebuilt { exact: true })
+    }
+}
+
+impl Lab {
+    /// A lab for `cfg`: every client honest, each input drawn from the seed (levels below
+    /// 2^b), the server honest and enrolled as `cfg` says.
+    pub fn new(cfg: SimConfig) -> Result<Self, SimError> {
+        Self::with_dealers(cfg, BTreeMap::new())
+    }
+
+    /// A lab in which the clients in `dealers` cheat as given; the others are honest.
+    pub fn with_dealers(
+        cfg: SimConfig,
+        dealers: BTreeMap<ClientId, DealerFault>,
+    ) -> Result<Self, SimError> {
+        let ca = sim_ca(cfg.seed);
+        let limits = Limits::for_config(&cfg.round);
+        let server = sim_server(&cfg, &ca, CpuEngine::new(), Duration::ZERO);
+        let mut participants = BTreeMap::new();
+        let mut inputs = BTreeMap::new();
+        let mask = cfg.round.modulus().mask_u32();
+        for i in 0..cfg.round.clients() as u32 {
+            let id = ClientId(i);
+            let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed ^ 0x1ab);
+            rng.set_stream(u64::from(i) + 1);
+            let input: Vec<u32> = (0..cfg.round.vector_len())
+                .map(|_| rng.next_u32() & mask)
+                .collect();
+            let p = match dealers.get(&id) {
+                Some(fault) => {
+                    Participant::Dealer(Box::new(CheatingDealer::new(&cfg, &ca, id, fault.clone())))
+                }
+                None => {
+                    let mut c = sim_client(&cfg, &ca, id, CpuEngine::new())
+                        .map_err(|e| SimError::Client(id, e))?;
+                    c.set_quantized_input(input.clone())
+                        .map_err(|e| SimError::Client(id, e))?;
+                    Participant::Honest(Box::new(c))
+                }
+            };
+            participants.insert(id, p);
+            inputs.insert(id, input);
+        }
+        Ok(Self {
+            cfg,
+            ca,
+            limits,
+            server,
+            participants,
+            received: BTreeMap::new(),
+            sent: Vec::new(),
+            events: Vec::new(),
+            inputs,
+            now: Duration::ZERO,
+            twins: Vec::new(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SimConfig {
+        &self.cfg
+    }
+
+    /// The deployment CA (the attacker does not hold it; tests use it to make other CAs'
+    /// certificates look alike, or to check what the clients check).
+    pub fn ca(&self) -> &CaKey {
+        &self.ca
+    }
+
+    /// Client `id`'s identity key, as the lab derived it (for forging what only a colluding
+    /// client could sign).
+    pub fn identity_key(&self, id: ClientId) -> IdentityKey {
+        sim_identity_key(&self.cfg, id)
+    }
+
+    /// Client `id`'s true input (levels × weight, then the weight).
+    pub fn input(&self, id: ClientId) -> &[u32] {
+        self.inputs.get(&id).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Where client `id` stands (a cheating dealer reports `Running` until told otherwise).
+    pub fn status(&self, id: ClientId) -> Option<ClientStatus> {
+        match self.participants.get(&id)? {
+            Participant::Honest(c) => Some(c.status()),
+            Participant::Dealer(d) => Some(d.status.clone()),
+        }
+    }
+
+    /// The honest server's status.
+    pub fn server_status(&self) -> ServerStatus {
+        self.server.status()
+    }
+
+    /// The honest server (its output, its dropped list).
+    pub fn server(&self) -> &Server<CpuEngine> {
+        &self.server
+    }
+
+    /// The server's events so far.
+    pub fn events(&self) -> &[ServerEvent] {
+        &self.events
+    }
+
+    /// Everything clients (and twins) sent, in order.
+    pub fn sent(&self) -> &[(ClientId, ClientMessage)] {
+        &self.sent
+    }
+
+    /// Everything client `id` received.
+    pub fn received(&self, id: ClientId) -> &[Envelope<ServerMessage>] {
+        self.received.get(&id).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Whether client `id` sent a message of this name (see [`ClientMessage::name`]).
+    pub fn has_sent(&self, id: ClientId, name: &str) -> bool {
+        self.sent
+            .iter()
+            .any(|(from, m)| *from == id && m.name() == name)
+    }
+
+    /// Delivers `message` to `to` through the codec, as the attacker wishes.
+    pub fn deliver(&mut self, to: ClientId, message: ServerMessage) -> Result<(), SimError> {
+        let env = Envelope {
+            round: self.cfg.round.round_id(),
+            message,
+        };
+        let env = codec::decode_server(&codec::encode_server(&env), &self.limits)?;
+        self.received.entry(to).or_default().push(env.clone());
+        match self.participants.get_mut(&to) {
+            Some(Participant::Honest(c)) => {
+                c.handle_message(env).map_err(|e| SimError::Client(to, e))?
+            }
+            Some(Participant::Dealer(d)) => d.handle(env),
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// What every client has queued, through the codec, recorded as sent.
+    fn collect(&mut self) -> Result<Vec<(ClientId, Envelope<ClientMessage>)>, SimError> {
+        let bits = self.cfg.round.modulus().bits();
+        let mut out = Vec::new();
+        for (id, p) in &mut self.participants {
+            loop {
+                let env = match p {
+                    Participant::Honest(c) => c.poll_transmit(),
+                    Participant::Dealer(d) => d.outbox.pop_front(),
+                };
+                let Some(env) = env else { break };
+                let env = codec::decode_client(&codec::encode_client(&env, bits), &self.limits)?;
+                self.sent.push((*id, env.message.clone()));
+                out.push((*id, env));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Takes what the clients have queued without passing it to the server (the attacker
+    /// keeps it); it is recorded in [`Lab::sent`].
+    pub fn flush(&mut self) -> Result<Vec<(ClientId, ClientMessage)>, SimError> {
+        Ok(self
+            .collect()?
+            .into_iter()
+            .map(|(id, env)| (id, env.message))
+            .collect())
+    }
+
+    /// Hands client messages to the honest server, as if they had arrived.
+    pub fn to_server(&mut self, messages: Vec<(ClientId, ClientMessage)>) {
+        let round = self.cfg.round.round_id();
+        for (from, message) in messages {
+            self.server
+                .handle_message(from, Envelope { round, message }, self.now);
+        }
+    }
+
+    /// One exchange: every client's queued messages go (through `tamper`) to the server, and
+    /// everything the server sends goes (through `tamper`) to the clients. Returns whether
+    /// anything moved.
+    pub fn step(&mut self, tamper: &mut dyn Tamper) -> Result<bool, SimError> {
+        let mut moved = false;
+        for (from, env) in self.collect()? {
+            moved = true;
+            if let Some(message) = tamper.client_message(from, env.message) {
+                self.server.handle_message(
+                    from,
+                    Envelope {
+                        round: env.round,
+                        message,
+                    },
+                    self.now,
+                );
+            }
+        }
+        let mut outgoing = Vec::new();
+        while let Some((to, env)) = self.server.poll_transmit() {
+            tamper.server_message(to, env.message, &mut outgoing);
+        }
+        while let Some(e) = self.server.poll_event() {
+            self.events.push(e);
+        }
+        for (to, message) in outgoing {
+            moved = true;
+            self.deliver(to, message)?;
+        }
+        Ok(moved)
+    }
+
+    /// Runs until nothing moves; when the server is still waiting, its deadline passes (on
+    /// the fake clock) and the exchange goes on.
+    pub fn run(&mut self, tamper: &mut dyn Tamper) -> Result<ServerStatus, SimError> {
+        let mut idle = 0;
+        loop {
+            if self.step(tamper)? {
+                idle = 0;
+                continue;
+            }
+            match (self.server.status(), self.server.poll_timeout()) {
+                (ServerStatus::Running(_), Some(deadline)) if idle < 16 => {
+                    self.now = self.now.max(deadline);
+                    self.server.handle_timeout(self.now);
+                    idle += 1;
+                }
+                (status, _) => return Ok(status),
+            }
+        }
+    }
+
+    /// Makes a twin of honest client `id`: rebuilt from its seed and replayed the first
+    /// `upto` messages `id` received, so it stands where `id` stood then. Returns its handle
+    /// for [`Lab::twin_deliver`].
+    pub fn twin(&mut self, id: ClientId, upto: usize) -> Result<usize, SimError> {
+        let mut twin = sim_client(&self.cfg, &self.ca, id, CpuEngine::new())
+            .map_err(|e| SimError::Client(id, e))?;
+        twin.set_quantized_input(self.input(id).to_vec())
+            .map_err(|e| SimError::Client(id, e))?;
+        while twin.poll_transmit().is_some() {}
+        let history: Vec<Envelope<ServerMessage>> =
+            self.received(id).iter().take(upto).cloned().collect();
+        for env in history {
+            twin.handle_message(env)
+                .map_err(|e| SimError::Client(id, e))?;
+            while twin.poll_transmit().is_some() {}
+        }
+        self.twins.push((id, twin));
+        Ok(self.twins.len() - 1)
+    }
+
+    /// Hands a twin a message; whatever it sends is recorded as material the attacker holds
+    /// (a colluding client answering twice) and returned.
+    pub fn twin_deliver(
+        &mut self,
+        twin: usize,
+        message: ServerMessage,
+    ) -> Result<Vec<ClientMessage>, SimError> {
+        let round = self.cfg.round.round_id();
+        let Some((id, client)) = self.twins.get_mut(twin) else {
+            return Ok(Vec::new());
+        };
+        let id = *id;
+        client
+            .handle_message(Envelope { round, message })
+            .map_err(|e| SimError::Client(id, e))?;
+        let mut out = Vec::new();
+        while let Some(e) = client.poll_transmit() {
+            self.sent.push((id, e.message.clone()));
+            out.push(e.message);
+        }
+        Ok(out)
+    }
+
+    /// Rebuilds honest client `id` for another configuration (for instance another round
+    /// context), before the round starts.
+    pub fn reconfigure(&mut self, id: ClientId, round: crate::RoundConfig) -> Result<(), SimError> {
+        let cfg = SimConfig {
+            round,
+            ..self.cfg.clone()
+        };
+        let mut c = sim_client(&cfg, &self.ca, id, CpuEngine::new())
+            .map_err(|e| SimError::Client(id, e))?;
+        c.set_quantized_input(self.input(id).to_vec())
+            .map_err(|e| SimError::Client(id, e))?;
+        self.participants
+            .insert(id, Participant::Honest(Box::new(c)));
+        Ok(())
+    }
+
+    /// Whether the round's output equals the sum of the true inputs of the clients it says it
+    /// includes (mod 2^b, weight element included).
+    pub fn output_is_exact(&self) -> bool {
+        let Some(out) = self.server.output() else {
+            return false;
+        };
+        let mask = self.cfg.round.modulus().mask_u32();
+        let mut want = vec![0u32; self.cfg.round.vector_len()];
+        for id in &out.included {
+            for (w, x) in want.iter_mut().zip(self.input(*id)) {
+                *w = w.wrapping_add(*x) & mask;
+            }
+        }
+        let m = self.cfg.round.params();
+        out.sum[..] == want[..m] && out.total_weight == u64::from(want[m])
+    }
+
+    /// The attacker's last move: rebuild `target`'s input from everything clients sent (its
+    /// masked vector, revealed shares, twins' answers). The session is taken from what the
+    /// target received, as the server knows it.
+    pub fn attempt_rebuild(&self, target: ClientId) -> Rebuild {
+        let t = self.cfg.round.threshold();
+        let Some(y) = self.sent.iter().find_map(|(from, m)| match m {
+            ClientMessage::MaskedInput(v) if *from == target => Some(v.clone()),
+            _ => None,
+        }) else {
+            return Rebuild::NoMaskedInput;
+        };
+        let Some(view) = self.view_of(target) else {
+            return Rebuild::NoMaskedInput;
+        };
+        // Commitments per dealer, from their share keys.
+        let mut commitments: BTreeMap<ClientId, (Commitments, Commitments)> = BTreeMap::new();
+        for (from, m) in &self.sent {
+            if let ClientMessage::ShareKeys { commitments: c, .. } = m
+                && let (Ok(mc), Ok(sc)) = (
+                    Commitments::from_compressed(&c.mask),
+                    Commitments::from_compressed(&c.self_mask),
+                )
+            {
+                commitments.insert(*from, (mc, sc));
+            }
+        }
+        let rebuild = |owner: ClientId, kind: ShareKind| -> (Option<Scalar>, usize) {
+            let Some((mc, sc)) = commitments.get(&owner) else {
+                return (None, 0);
+            };
+            let c = if kind == ShareKind::SelfMask { sc } else { mc };
+            let mut shares: BTreeMap<ClientId, Scalar> = BTreeMap::new();
+            for (holder, m) in &self.sent {
+                if let ClientMessage::UnmaskShares(list) = m {
+                    for s in list {
+                        if s.owner == owner
+                            && s.kind == kind
+                            && let Ok(v) = crate::crypto::scalar_from_bytes(&s.value)
+                            && c.verify(*holder, &v)
+                        {
+                            shares.insert(*holder, v);
+                        }
+                    }
+                }
+            }
+            let have = shares.len();
+            if have < t {
+                return (None, have);
+            }
+            let holders: Vec<ClientId> = shares.keys().take(t).copied().collect();
+            let secret = Lagrange::at_zero(&holders)
+                .ok()
+                .map(|l| l.combine(shares.values().take(t)))
+                .filter(|s| c.opens_to(s));
+            (secret, have)
+        };
+        let (beta, have) = rebuild(target, ShareKind::SelfMask);
+        let Some(beta) = beta else {
+            return Rebuild::SelfMaskHidden {
+                shares: have,
+                need: t,
+            };
+        };
+        let mut terms = vec![MaskTerm::minus(self_mask_seed(&beta, &view.session))];
+        let (sigma_target, _) = rebuild(target, ShareKind::MaskKey);
+        for v in &view.partners {
+            let seed = match (rebuild(*v, ShareKind::MaskKey).0, &sigma_target) {
+                (Some(sigma_v), _) => view.point(target).and_then(|p| {
+                    pairwise_seeds(&sigma_v, &view.session, *v, &[(target, &p)]).ok()
+                }),
+                (None, Some(sigma_u)) => view
+                    .point(*v)
+                    .and_then(|p| pairwise_seeds(sigma_u, &view.session, target, &[(*v, &p)]).ok()),
+                (None, None) => None,
+            };
+            let Some(seed) = seed.and_then(|mut s| s.pop()) else {
+                return Rebuild::PairwiseHidden { partner: *v };
+            };
+            // The target added +PRG(s) when target < v and subtracted it otherwise.
+            terms.push(if target < *v {
+                MaskTerm::minus(seed)
+            } else {
+                MaskTerm::plus(seed)
+            });
+        }
+        let mut x = y;
+        if CpuEngine::new()
+            .apply_masks(
+                &mut x,
+                0,
+                &terms,
+                self.cfg.round.prg(),
+                self.cfg.round.modulus(),
+            )
+            .is_err()
+        {
+            return Rebuild::Rebuilt { exact: false };
+        }
+        Rebuild::Rebuilt {
+            exact: x == self.input(target),
+        }
+    }
+
+    /// The session as `target` saw it (from its cohort and key list) and its partners (from
+    /// its mask request).
+    fn view_of(&self, target: ClientId) -> Option<View> {
+        let got = self.received(target);
+        let cohort = got.iter().rev().find_map(|e| match &e.message {
+            ServerMessage::Cohort(c) => Some(c.clone()),
+            _ => None,
+        })?;
+        let keys = got.iter().rev().find_map(|e| match &e.message {
+            ServerMessage::KeyList(k) => Some(k.clone()),
+            _ => None,
+        })?;
+        let partners = got
+            .iter()
+            .rev()
+            .find_map(|e| match &e.message {
+                ServerMessage::MaskRequest(p) => Some(p.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        let round = RoundDigest::of(&self.cfg.round);
+        let cohort = cohort_digest(&round, &cohort);
+        let session = SessionId::derive(
+            &round,
+            &cohort,
+            keys.iter().map(|(id, k)| SessionEntry {
+                id: *id,
+                keys: &k.keys,
+                nonce: &k.nonce,
+                identity: k.credential.key().to_bytes(),
+            }),
+        );
+        Some(View {
+            session,
+            keys: keys.iter().map(|(id, k)| (*id, k.keys.masking)).collect(),
+            partners,
+        })
+    }
+}
+
+struct View {
+    session: SessionId,
+    keys: BTreeMap<ClientId, [u8; 32]>,
+    partners: Vec<ClientId>,
+}
+
+impl View {
+    fn point(&self, id: ClientId) -> Option<curve25519_dalek::edwards::EdwardsPoint> {
+        self.keys.get(&id).and_then(|k| masking_point(k).ok())
+    }
+}
+
+/// A client that deals bad shares: it joins and advertises honestly, deals as its fault says,
+/// reports nothing on the bundles it receives, and then goes silent. Written from the public cryptography, as an attacker would.
+struct CheatingDealer {
+    id: ClientId,
+    cfg: SimConfig,
+    round: RoundDigest,
+    key: IdentityKey,
+    credential: Credential,
+    fault: DealerFault,
+    rng: ChaCha20Rng,
+    nonce: [u8; 32],
+    cohort: Option<[u8; 32]>,
+    secrets: Option<ClientSecrets>,
+    outbox: VecDeque<Envelope<ClientMessage>>,
+    status: ClientStatus,
+}
+
+impl CheatingDealer {
+    fn new(cfg: &SimConfig, ca: &CaKey, id: ClientId, fault: DealerFault) -> Self {
+        let key = sim_identity_key(cfg, id);
+        let credential = Credential::Certificate(ca.issue(id, &key.public()));
+        let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed ^ 0xbad);
+        rng.set_stream(u64::from(id.0));
+        let mut nonce = [0u8; 32];
+        rng.fill_bytes(&mut nonce);
+        let round = RoundDigest::of(&cfg.round);
+        let commitment = nonce_commitment(&round, id, &nonce);
+        Self {
+            id,
+            cfg: cfg.clone(),
+            round,
+            key,
+            credential,
+            fault,
+            rng,
+            nonce,
+            cohort: None,
+            secrets: None,
+            outbox: VecDeque::from([Envelope {
+                round: cfg.round.round_id(),
+                message: ClientMessage::Join {
+                    nonce_commitment: commitment,
+                },
+            }]),
+            status: ClientStatus::Running(crate::Stage::AdvertiseKeys),
+        }
+    }
+
+    fn send(&mut self, message: ClientMessage) {
+        self.outbox.push_back(Envelope {
+            round: self.cfg.round.round_id(),
+            message,
+        });
+    }
+
+    fn handle(&mut self, env: Envelope<ServerMessage>) {
+        match env.message {
+            ServerMessage::Cohort(c) => {
+                let digest = cohort_digest(&self.round, &c);
+                let secrets = ClientSecrets::generate(&mut self.rng);
+                let keys = secrets.public_keys();
+                let m = advertisement_message(&self.round, &digest, self.id, &keys, &self.nonce);
+                let signature = self.key.sign(ADVERTISE_DOMAIN, &m);
+                self.send(ClientMessage::AdvertiseKeys(SignedKeys {
+                    keys,
+                    nonce: self.nonce,
+                    credential: self.credential.clone(),
+                    signature,
+                }));
+                self.cohort = Some(digest);
+                self.secrets = Some(secrets);
+            }
+            ServerMessage::KeyList(list) => {
+                if let Some(m) = self.deal(&list) {
+                    self.send(m);
+                }
+                self.status = ClientStatus::Running(crate::Stage::ShareCheck);
+            }
+            // It has nothing to report about the others' bundles.
+            ServerMessage::ShareBundles(_) => self.send(ClientMessage::ShareCheck(Vec::new())),
+            ServerMessage::Aborted(r) => {
+                self.status = ClientStatus::Aborted(crate::ProtocolError::ServerAborted(r.clone()));
+            }
+            _ => {}
+        }
+    }
+
+    /// Deals both secrets, cheating as the fault says.
+    fn deal(&mut self, list: &[(ClientId, SignedKeys)]) -> Option<ClientMessage> {
+        let cohort = self.cohort?;
+        let secrets = self.secrets.as_ref()?;
+        let session = SessionId::derive(
+            &self.round,
+            &cohort,
+            list.iter().map(|(id, k)| SessionEntry {
+                id: *id,
+                keys: &k.keys,
+                nonce: &k.nonce,
+                identity: k.credential.key().to_bytes(),
+            }),
+        );
+        let nonces: Vec<(ClientId, &[u8; 32])> =
+            list.iter().map(|(id, k)| (*id, &k.nonce)).collect();
+        let seed = GraphSeed::derive(&self.round, &cohort, &nonces);
+        let members: Vec<ClientId> = list.iter().map(|(id, _)| *id).collect();
+        let graph = NeighborGraph::new(&seed, &members, self.cfg.round.neighbors());
+        let neighbors = graph.neighbors(self.id);
+        let t = self.cfg.round.threshold();
+        let mut holders = neighbors.clone();
+        holders.push(self.id);
+        let (mask_shares, mask_c) = deal(secrets.mask_scalar(), t, &holders, &mut self.rng).ok()?;
+        let (self_shares, mut self_c) =
+            deal(secrets.self_scalar(), t, &holders, &mut self.rng).ok()?;
+        if self.fault == DealerFault::FalseCommitment {
+            let other = crate::crypto::random_scalar(&mut self.rng);
+            self_c = deal(&other, t, &holders, &mut self.rng).ok()?.1;
+        }
+        let commitments = ShareCommitments {
+            mask: mask_c.to_compressed(),
+            self_mask: self_c.to_compressed(),
+        };
+        let digest = commitments.digest();
+        let peers: Vec<(ClientId, &crate::crypto::PublicKeys)> = list
+            .iter()
+            .filter(|(id, _)| neighbors.binary_search(id).is_ok())
+            .map(|(id, k)| (*id, &k.keys))
+            .collect();
+        let keys = secrets.bundle_keys(&session, self.id, &peers).ok()?;
+        let mut bundles = Vec::new();
+        for ((peer, _), key) in peers.iter().zip(keys) {
+            let i = holders.iter().position(|h| h == peer)?;
+            let mut self_share = self_shares[i].value;
+            if let DealerFault::BadShares(victims) = &self.fault
+                && victims.contains(peer)
+            {
+                self_share += Scalar::ONE;
+            }
+            let pt = BundlePlaintext {
+                mask_share: mask_shares[i].value,
+                self_share,
+            };
+            bundles.push(SealedBundle {
+                peer: *peer,
+                ciphertext: key.seal(&session, self.id, *peer, &digest, &pt).ok()?,
+            });
+        }
+        Some(ClientMessage::ShareKeys {
+            commitments,
+            bundles,
+        })
+    }
+}
+
+/// The ids in `set` as a sorted vector (a convenience for scripts).
+pub fn ids(set: impl IntoIterator<Item = u32>) -> Vec<ClientId> {
+    let s: BTreeSet<ClientId> = set.into_iter().map(ClientId).collect();
+    s.into_iter().collect()
+}
