@@ -904,42 +904,47 @@ fn the_graph_cannot_be_ground_after_keys() {
 
 #[test]
 fn a_cheating_dealer_is_excluded_and_the_rest_sum_exactly() {
-    for (test, fault) in [
-        (
-            "cheating_dealer_bad_shares",
-            DealerFault::BadShares(vec![ClientId(1), ClientId(2)]),
-        ),
-        (
-            "cheating_dealer_false_commitment",
-            DealerFault::FalseCommitment,
-        ),
-    ] {
-        let cfg = lab_config(test, 10, 9, 6);
-        let mut l = Lab::with_dealers(cfg, BTreeMap::from([(ClientId(3), fault.clone())])).unwrap();
-        l.run(&mut Honest).unwrap();
-        completed(&l);
-        let out = l.server().output().unwrap();
-        assert!(!out.included.contains(&ClientId(3)));
-        assert_eq!(out.included.len(), 9, "{fault:?}");
-        match dropped(&l, ClientId(3)) {
-            Some((
-                Stage::MaskedInput,
-                DropReason::Misbehaved(ProtocolError::CheatingDealer { dealer, holder }),
-            )) => {
-                assert_eq!(dealer, ClientId(3));
-                if let DealerFault::BadShares(victims) = &fault {
-                    assert!(victims.contains(&holder), "{holder}");
-                }
-            }
-            other => panic!("{fault:?}: {other:?}"),
+    // Shares that do not match their points: the victims prove it at the share check.
+    let cfg = lab_config("cheating_dealer_bad_shares", 10, 9, 6);
+    let fault = DealerFault::BadShares(vec![ClientId(1), ClientId(2)]);
+    let mut l = Lab::with_dealers(cfg, BTreeMap::from([(ClientId(3), fault)])).unwrap();
+    l.run(&mut Honest).unwrap();
+    completed(&l);
+    let out = l.server().output().unwrap();
+    assert!(!out.included.contains(&ClientId(3)));
+    assert_eq!(out.included.len(), 9);
+    match dropped(&l, ClientId(3)) {
+        Some((
+            Stage::MaskedInput,
+            DropReason::Misbehaved(ProtocolError::CheatingDealer { dealer, holder }),
+        )) => {
+            assert_eq!(dealer, ClientId(3));
+            assert!(holder == ClientId(1) || holder == ClientId(2), "{holder}");
         }
-        // Its victims reported it with the proof, and nobody else was dropped.
-        assert_eq!(out.dropped.len(), 1, "{:?}", out.dropped);
-        assert!(matches!(
-            l.status(ClientId(3)),
-            Some(ClientStatus::Aborted(_))
-        ));
+        other => panic!("{other:?}"),
     }
+    // Nobody else was dropped, and the dealer was told.
+    assert_eq!(out.dropped.len(), 1, "{:?}", out.dropped);
+    assert!(matches!(
+        l.status(ClientId(3)),
+        Some(ClientStatus::Aborted(_))
+    ));
+
+    // A self-mask key that is not on the polynomial of the share points: the server sees it
+    // in the dealing itself.
+    let cfg = lab_config("cheating_dealer_false_commitment", 10, 9, 6);
+    let fault = DealerFault::FalseCommitment;
+    let mut l = Lab::with_dealers(cfg, BTreeMap::from([(ClientId(3), fault)])).unwrap();
+    l.run(&mut Honest).unwrap();
+    completed(&l);
+    assert_eq!(l.server().output().unwrap().included.len(), 9);
+    assert!(matches!(
+        dropped(&l, ClientId(3)),
+        Some((
+            Stage::ShareKeys,
+            DropReason::Misbehaved(ProtocolError::Crypto(CryptoError::Commitment(_)))
+        ))
+    ));
 }
 
 #[test]
@@ -1016,27 +1021,31 @@ fn unreadable_bundles_exclude_a_dealer_only_when_it_cannot_be_rebuilt() {
     let mut l = lab("unreadable_dealer", 10, 9, 6);
     let mut t = on_client(|from, m| match m {
         ClientMessage::ShareKeys {
-            commitments,
+            self_key,
+            own_point,
             mut bundles,
         } if from == ClientId(6) => {
             for b in &mut bundles {
                 b.ciphertext[3] ^= 1;
             }
             Some(ClientMessage::ShareKeys {
-                commitments,
+                self_key,
+                own_point,
                 bundles,
             })
         }
         // Client 7 breaks only two of its bundles: it stays.
         ClientMessage::ShareKeys {
-            commitments,
+            self_key,
+            own_point,
             mut bundles,
         } if from == ClientId(7) => {
             for b in bundles.iter_mut().take(2) {
                 b.ciphertext[3] ^= 1;
             }
             Some(ClientMessage::ShareKeys {
-                commitments,
+                self_key,
+                own_point,
                 bundles,
             })
         }

@@ -10,20 +10,20 @@
 //!
 //! `signed` = c_pk [32], s_pk [32], nonce [32], credential, signature [64];
 //! `credential` = 0 u8, identity key [32] (self-asserted) | 1 u8, certificate [100];
-//! `commitments` = t u32, t × mask point [32], t × self-mask point [32].
+//! `points` = σ share·B [32], β share·B [32].
 //!
 //! | tag  | message          | body |
 //! |------|------------------|------|
 //! | 0x01 | Join             | nonce commitment [32] |
 //! | 0x02 | AdvertiseKeys    | signed |
-//! | 0x03 | ShareKeys        | commitments, n u32, n × (recipient u32, bundle [88]) |
+//! | 0x03 | ShareKeys        | β·B [32], own β share·B [32], n u32, n × (recipient u32, points, bundle [88]) |
 //! | 0x04 | ShareCheck       | n u32, n × (dealer u32, kind u8 (0 unreadable, 1 bad shares + bundle key [32])) |
 //! | 0x05 | MaskedInput      | b u8, count u32, packed ⌈count·b/8⌉ bytes |
 //! | 0x06 | Consistency      | signature [64] |
 //! | 0x07 | UnmaskShares     | n u32, n × (owner u32, kind u8 (0 self, 1 key), share [32]) |
 //! | 0x80 | Cohort           | n u32, n × (id u32, nonce commitment [32]) |
 //! | 0x81 | KeyList          | n u32, n × (id u32, signed) |
-//! | 0x82 | ShareBundles     | n u32, n × (sender u32, commitments, bundle [88]) |
+//! | 0x82 | ShareBundles     | n u32, n × (sender u32, β·B [32], points, bundle [88]) |
 //! | 0x83 | MaskRequest      | n u32, n × id u32 |
 //! | 0x84 | SurvivorList     | n u32, n × id u32 |
 //! | 0x85 | UnmaskRequest    | n u32, n × id u32, s u32, s × (signer u32, signature [64]) |
@@ -53,7 +53,7 @@ use crate::error::CodecError;
 use crate::identity::{CERT_LEN, Certificate, IdentityPublicKey};
 use crate::messages::{
     ClientMessage, Credential, DealerReport, Envelope, ForwardedBundle, ReportKind, RevealedShare,
-    SealedBundle, ServerMessage, ShareCommitments, ShareKind, SignedKeys,
+    SealedBundle, ServerMessage, ShareKind, SignedKeys,
 };
 
 /// The wire version this build speaks.
@@ -68,8 +68,6 @@ pub const MAX_REASON: usize = 1024;
 pub struct Limits {
     /// Most clients any list may name.
     pub max_clients: usize,
-    /// Most commitments to one secret (the threshold t).
-    pub max_threshold: usize,
     /// Exact element count of a masked vector.
     pub vector_len: usize,
     /// Bits per packed element (b).
@@ -84,21 +82,16 @@ impl Limits {
     pub fn for_config(config: &crate::RoundConfig) -> Self {
         Self {
             max_clients: config.clients(),
-            max_threshold: config.threshold(),
             vector_len: config.vector_len(),
             bits: config.modulus().bits(),
         }
-    }
-
-    fn commitments_len(&self) -> usize {
-        4 + 2 * 32 * self.max_threshold
     }
 
     /// The largest frame a client may send over the transport under these limits: the
     /// masked vector goes in chunks, so this is independent of m.
     pub fn max_client_frame(&self) -> usize {
         let n = self.max_clients;
-        let share_keys = HEADER_LEN + self.commitments_len() + 4 + n * (4 + BUNDLE_LEN);
+        let share_keys = HEADER_LEN + 64 + 4 + n * (4 + 64 + BUNDLE_LEN);
         let advertise = HEADER_LEN + SIGNED_KEYS_LEN;
         let check = HEADER_LEN + 4 + n * (4 + 1 + 32);
         let chunk = HEADER_LEN + 8 + packed_len(CHUNK_ELEMS, self.bits);
@@ -115,7 +108,7 @@ impl Limits {
         let n = self.max_clients;
         let cohort = HEADER_LEN + 4 + n * 36;
         let keys = HEADER_LEN + 4 + n * (4 + SIGNED_KEYS_LEN);
-        let bundles = HEADER_LEN + 4 + n * (4 + self.commitments_len() + BUNDLE_LEN);
+        let bundles = HEADER_LEN + 4 + n * (4 + 96 + BUNDLE_LEN);
         let unmask = HEADER_LEN + 8 + n * (4 + 4 + 64);
         [
             cohort,
@@ -415,36 +408,6 @@ fn read_signed(r: &mut Reader<'_>) -> Result<SignedKeys, CodecError> {
     })
 }
 
-fn write_commitments(w: &mut Writer, c: &ShareCommitments) {
-    // Both lists have t entries when this crate made them; a mismatch is written as is and
-    // refused by the receiver.
-    w.count(c.mask.len());
-    for p in &c.mask {
-        w.bytes(p);
-    }
-    for p in c
-        .self_mask
-        .iter()
-        .chain(std::iter::repeat(&[0u8; 32]))
-        .take(c.mask.len())
-    {
-        w.bytes(p);
-    }
-}
-
-fn read_commitments(r: &mut Reader<'_>, limits: &Limits) -> Result<ShareCommitments, CodecError> {
-    let t = r.count("commitments", limits.max_threshold, 64)?;
-    let mut mask = Vec::with_capacity(t);
-    for _ in 0..t {
-        mask.push(r.array("mask commitment")?);
-    }
-    let mut self_mask = Vec::with_capacity(t);
-    for _ in 0..t {
-        self_mask.push(r.array("self-mask commitment")?);
-    }
-    Ok(ShareCommitments { mask, self_mask })
-}
-
 fn write_ciphertext(w: &mut Writer, ct: &[u8]) {
     // Bundles are produced by this crate at exactly BUNDLE_LEN; pad or cut defensively so
     // the frame stays self-consistent (the receiver's AEAD rejects a wrong one).
@@ -467,14 +430,18 @@ pub fn encode_client(env: &Envelope<ClientMessage>, bits: u32) -> Vec<u8> {
             w.0
         }
         ClientMessage::ShareKeys {
-            commitments,
+            self_key,
+            own_point,
             bundles,
         } => {
             let mut w = Writer::new(0x03, env.round);
-            write_commitments(&mut w, commitments);
+            w.bytes(self_key);
+            w.bytes(own_point);
             w.count(bundles.len());
             for b in bundles {
                 w.u32(b.peer.0);
+                w.bytes(&b.mask_point);
+                w.bytes(&b.self_point);
                 write_ciphertext(&mut w, &b.ciphertext);
             }
             w.0
@@ -531,16 +498,21 @@ pub fn decode_client(bytes: &[u8], limits: &Limits) -> Result<Envelope<ClientMes
         },
         0x02 => ClientMessage::AdvertiseKeys(read_signed(&mut r)?),
         0x03 => {
-            let commitments = read_commitments(&mut r, limits)?;
-            let n = r.count("bundles", limits.max_clients, 4 + BUNDLE_LEN)?;
+            let self_key = r.array("self-mask key")?;
+            let own_point = r.array("own share point")?;
+            let n = r.count("bundles", limits.max_clients, 4 + 64 + BUNDLE_LEN)?;
             let mut bundles = Vec::with_capacity(n);
             for _ in 0..n {
-                let peer = ClientId(r.u32("bundle recipient")?);
-                let ciphertext = r.take(BUNDLE_LEN, "bundle")?.to_vec();
-                bundles.push(SealedBundle { peer, ciphertext });
+                bundles.push(SealedBundle {
+                    peer: ClientId(r.u32("bundle recipient")?),
+                    mask_point: r.array("mask share point")?,
+                    self_point: r.array("self-mask share point")?,
+                    ciphertext: r.take(BUNDLE_LEN, "bundle")?.to_vec(),
+                });
             }
             ClientMessage::ShareKeys {
-                commitments,
+                self_key,
+                own_point,
                 bundles,
             }
         }
@@ -646,7 +618,9 @@ pub fn encode_server(env: &Envelope<ServerMessage>) -> Vec<u8> {
             w.count(bundles.len());
             for b in bundles {
                 w.u32(b.sender.0);
-                write_commitments(&mut w, &b.commitments);
+                w.bytes(&b.self_key);
+                w.bytes(&b.mask_point);
+                w.bytes(&b.self_point);
                 write_ciphertext(&mut w, &b.ciphertext);
             }
             w.0
@@ -710,16 +684,15 @@ pub fn decode_server(bytes: &[u8], limits: &Limits) -> Result<Envelope<ServerMes
             ServerMessage::KeyList(keys.into())
         }
         0x82 => {
-            let n = r.count("bundles", limits.max_clients, 4 + 4 + BUNDLE_LEN)?;
+            let n = r.count("bundles", limits.max_clients, 4 + 96 + BUNDLE_LEN)?;
             let mut bundles = Vec::with_capacity(n);
             for _ in 0..n {
-                let sender = ClientId(r.u32("bundle sender")?);
-                let commitments = std::sync::Arc::new(read_commitments(&mut r, limits)?);
-                let ciphertext = r.take(BUNDLE_LEN, "bundle")?.to_vec();
                 bundles.push(ForwardedBundle {
-                    sender,
-                    commitments,
-                    ciphertext,
+                    sender: ClientId(r.u32("bundle sender")?),
+                    self_key: r.array("self-mask key")?,
+                    mask_point: r.array("mask share point")?,
+                    self_point: r.array("self-mask share point")?,
+                    ciphertext: r.take(BUNDLE_LEN, "bundle")?.to_vec(),
                 });
             }
             ServerMessage::ShareBundles(bundles)
@@ -755,7 +728,6 @@ mod tests {
     fn limits() -> Limits {
         Limits {
             max_clients: 10,
-            max_threshold: 3,
             vector_len: 5,
             bits: 17,
         }
@@ -817,10 +789,6 @@ mod tests {
     #[test]
     fn messages_round_trip() {
         let l = limits();
-        let commitments = ShareCommitments {
-            mask: vec![[6; 32], [7; 32]],
-            self_mask: vec![[8; 32], [9; 32]],
-        };
         let msgs = vec![
             ClientMessage::Join {
                 nonce_commitment: [1; 32],
@@ -828,9 +796,12 @@ mod tests {
             ClientMessage::AdvertiseKeys(signed(true)),
             ClientMessage::AdvertiseKeys(signed(false)),
             ClientMessage::ShareKeys {
-                commitments: commitments.clone(),
+                self_key: [6; 32],
+                own_point: [7; 32],
                 bundles: vec![SealedBundle {
                     peer: ClientId(4),
+                    mask_point: [8; 32],
+                    self_point: [9; 32],
                     ciphertext: vec![5; BUNDLE_LEN],
                 }],
             },
@@ -877,7 +848,9 @@ mod tests {
             ),
             ServerMessage::ShareBundles(vec![ForwardedBundle {
                 sender: ClientId(2),
-                commitments: std::sync::Arc::new(commitments),
+                self_key: [6; 32],
+                mask_point: [8; 32],
+                self_point: [9; 32],
                 ciphertext: vec![1; BUNDLE_LEN],
             }]),
             ServerMessage::MaskRequest(vec![ClientId(1), ClientId(5)]),
@@ -933,13 +906,14 @@ mod tests {
         };
         assert!(decode_client(&encode_client(&env, 16), &l).is_err());
         assert_eq!(decode_client(&[1, 1], &l), Err(CodecError::Version(1)));
-        // More commitments than the threshold.
+        // More bundles than clients.
         let mut w = Writer::new(0x03, 1);
-        w.u32(4);
+        w.bytes(&[0; 64]);
+        w.u32(11);
         assert!(matches!(
             decode_client(&w.0, &l),
             Err(CodecError::TooLong {
-                field: "commitments",
+                field: "bundles",
                 ..
             })
         ));
@@ -1255,7 +1229,6 @@ mod transport_tests {
     fn chunks_reassemble_and_are_checked() {
         let limits = Limits {
             max_clients: 4,
-            max_threshold: 3,
             vector_len: CHUNK_ELEMS + 5,
             bits: 13,
         };

@@ -40,23 +40,6 @@ pub struct SignedKeys {
     pub signature: [u8; 64],
 }
 
-/// A dealer's Feldman commitments, compressed Ed25519 points, t of each; `mask[0]` is the
-/// dealer's advertised masking key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ShareCommitments {
-    /// Commitments to the polynomial sharing σ (the mask-agreement key).
-    pub mask: Vec<[u8; 32]>,
-    /// Commitments to the polynomial sharing β (the self-mask secret).
-    pub self_mask: Vec<[u8; 32]>,
-}
-
-impl ShareCommitments {
-    /// The digest every bundle of this dealer is bound to.
-    pub fn digest(&self) -> [u8; 32] {
-        crate::crypto::commitments_digest(&self.mask, &self.self_mask)
-    }
-}
-
 /// What a client found wrong with one dealer's bundle.
 #[derive(Clone, PartialEq, Eq)]
 pub enum ReportKind {
@@ -89,16 +72,27 @@ pub struct DealerReport {
     pub kind: ReportKind,
 }
 
-/// A sealed bundle as the server forwards it: the sender, its commitments and the
-/// ciphertext.
+/// A sealed bundle as the server forwards it: the dealer, its self-mask key β·B, the public
+/// points of the two shares inside, and the ciphertext.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ForwardedBundle {
     /// The dealer.
     pub sender: ClientId,
-    /// The dealer's commitments (shared by every recipient's copy).
-    pub commitments: Arc<ShareCommitments>,
+    /// The dealer's self-mask key β·B (the commitment to its self-mask secret).
+    pub self_key: [u8; 32],
+    /// The σ share times B.
+    pub mask_point: [u8; 32],
+    /// The β share times B.
+    pub self_point: [u8; 32],
     /// ChaCha20-Poly1305 ciphertext of the two shares.
     pub ciphertext: Vec<u8>,
+}
+
+impl ForwardedBundle {
+    /// What the ciphertext is bound to ([`crate::crypto::share_points_digest`]).
+    pub fn binding(&self) -> [u8; 32] {
+        crate::crypto::share_points_digest(&self.mask_point, &self.self_point, &self.self_key)
+    }
 }
 
 /// Which of a peer's two secrets a revealed share belongs to.
@@ -137,11 +131,16 @@ impl Drop for RevealedShare {
     }
 }
 
-/// A sealed share bundle and its recipient, as the dealer sends it.
+/// A sealed share bundle, as the dealer sends it: the recipient, the public points of the two
+/// shares inside, and the ciphertext.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SealedBundle {
     /// The recipient.
     pub peer: ClientId,
+    /// The σ share times B.
+    pub mask_point: [u8; 32],
+    /// The β share times B.
+    pub self_point: [u8; 32],
     /// ChaCha20-Poly1305 ciphertext of the two shares.
     pub ciphertext: Vec<u8>,
 }
@@ -159,10 +158,14 @@ pub enum ClientMessage {
     },
     /// Stage 1: the signed round keys.
     AdvertiseKeys(SignedKeys),
-    /// Stage 2: commitments to both shared secrets and one sealed bundle per neighbour.
+    /// Stage 2: the dealing of both secrets: the self-mask key β·B, the point of the dealer's
+    /// own β share, and one sealed bundle (with its share points) per neighbour. σ·B is the
+    /// advertised mask key.
     ShareKeys {
-        /// Feldman commitments.
-        commitments: ShareCommitments,
+        /// β·B.
+        self_key: [u8; 32],
+        /// The dealer's own β share times B.
+        own_point: [u8; 32],
         /// One bundle per neighbour (`peer` = recipient).
         bundles: Vec<SealedBundle>,
     },

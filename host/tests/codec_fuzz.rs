@@ -9,13 +9,12 @@ use secagg_host::ClientId;
 use secagg_host::codec::{self, Limits};
 use secagg_host::messages::{
     ClientMessage, Credential, DealerReport, Envelope, ForwardedBundle, ReportKind, RevealedShare,
-    SealedBundle, ServerMessage, ShareCommitments, ShareKind, SignedKeys,
+    SealedBundle, ServerMessage, ShareKind, SignedKeys,
 };
 
 fn limits() -> Limits {
     Limits {
         max_clients: 64,
-        max_threshold: 4,
         vector_len: 40,
         bits: 19,
     }
@@ -68,19 +67,18 @@ fn decode_everything(bytes: &[u8]) {
 
 fn samples() -> Vec<Vec<u8>> {
     let l = limits();
-    let commitments = ShareCommitments {
-        mask: vec![[6; 32], [7; 32]],
-        self_mask: vec![[8; 32], [9; 32]],
-    };
     let client = [
         ClientMessage::Join {
             nonce_commitment: [1; 32],
         },
         ClientMessage::AdvertiseKeys(signed()),
         ClientMessage::ShareKeys {
-            commitments: commitments.clone(),
+            self_key: [6; 32],
+            own_point: [7; 32],
             bundles: vec![SealedBundle {
                 peer: ClientId(4),
+                mask_point: [8; 32],
+                self_point: [9; 32],
                 ciphertext: vec![5; secagg_host::crypto::BUNDLE_LEN],
             }],
         },
@@ -119,7 +117,9 @@ fn samples() -> Vec<Vec<u8>> {
         ServerMessage::Cohort(vec![(ClientId(4), [2; 32])].into()),
         ServerMessage::ShareBundles(vec![ForwardedBundle {
             sender: ClientId(3),
-            commitments: std::sync::Arc::new(commitments),
+            self_key: [6; 32],
+            mask_point: [8; 32],
+            self_point: [9; 32],
             ciphertext: vec![1; secagg_host::crypto::BUNDLE_LEN],
         }]),
     ] {

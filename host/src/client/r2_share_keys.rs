@@ -1,6 +1,6 @@
 //! Stage 2 on the client: check the key list, derive the session and the neighbour graph,
 //! check every neighbour's credential and signature, then deal both secrets among the
-//! neighbours (and itself) with Feldman commitments and send one sealed bundle to each
+//! neighbours (and itself) with Feldman-style share points and send one sealed bundle to each
 //! neighbour through the server.
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,11 +14,11 @@ use super::{ADVERTISE_DOMAIN, Ctx, OwnShare, State, advertisement_message};
 use crate::credentials::{Signed, identity_key, verify_all};
 use crate::crypto::{
     BundleKey, BundlePlaintext, ClientSecrets, GraphSeed, PublicKeys, SessionEntry, SessionId,
-    deal, nonce_commitment,
+    deal, nonce_commitment, share_points_digest,
 };
 use crate::error::ProtocolError;
 use crate::graph::NeighborGraph;
-use crate::messages::{ClientMessage, SealedBundle, ShareCommitments, SignedKeys};
+use crate::messages::{ClientMessage, SealedBundle, SignedKeys};
 use crate::policy::Trust;
 use crate::{ClientId, Stage};
 
@@ -198,15 +198,12 @@ impl ExpectKeyList {
         // surviving client help rebuild it).
         let mut holders = neighbors.clone();
         holders.push(me);
-        let (mask_shares, mask_commitments) =
+        let (mask_shares, mask_key, mask_points) =
             deal(self.secrets.mask_scalar(), t, &holders, ctx.rng)?;
-        let (self_shares, self_commitments) =
+        let (self_shares, self_key, self_points) =
             deal(self.secrets.self_scalar(), t, &holders, ctx.rng)?;
-        let commitments = ShareCommitments {
-            mask: mask_commitments.to_compressed(),
-            self_mask: self_commitments.to_compressed(),
-        };
-        let digest = commitments.digest();
+        // σ·B is the advertised mask key: the dealing is bound to it.
+        debug_assert_eq!(mask_key, self.mine.keys.masking);
         let peer_keys: Vec<(ClientId, &PublicKeys)> =
             peers.iter().map(|(v, e)| (*v, &e.keys)).collect();
         // One batched agreement for every neighbour's bundle key; the keys are kept to open
@@ -216,9 +213,11 @@ impl ExpectKeyList {
             peer_keys.iter().map(|(v, _)| *v).zip(bundle_keys).collect();
         let mut bundles = Vec::with_capacity(neighbors.len());
         let mut own_self_share = None;
-        for (m, s) in mask_shares.iter().zip(&self_shares) {
+        let mut own_point = [0u8; 32];
+        for (i, (m, s)) in mask_shares.iter().zip(&self_shares).enumerate() {
             if m.holder == me {
                 own_self_share = Some(s.value);
+                own_point = self_points[i];
                 continue;
             }
             let Some(key) = bundle_keys.get(&m.holder) else {
@@ -228,9 +227,12 @@ impl ExpectKeyList {
                 mask_share: m.value,
                 self_share: s.value,
             };
+            let binding = share_points_digest(&mask_points[i], &self_points[i], &self_key);
             bundles.push(SealedBundle {
                 peer: m.holder,
-                ciphertext: key.seal(&session, me, m.holder, &digest, &plaintext)?,
+                mask_point: mask_points[i],
+                self_point: self_points[i],
+                ciphertext: key.seal(&session, me, m.holder, &binding, &plaintext)?,
             });
         }
         let own_self_share = OwnShare(
@@ -238,7 +240,8 @@ impl ExpectKeyList {
                 .ok_or_else(|| ProtocolError::UnsafeRequest("own share missing".into()))?,
         );
         ctx.send(ClientMessage::ShareKeys {
-            commitments,
+            self_key,
+            own_point,
             bundles,
         });
         let membership = Membership {

@@ -1,5 +1,6 @@
 //! Stage 3 on the client: open the bundles from its neighbours and check every share against
-//! its dealer's Feldman commitments, then report the dealers whose bundles failed.
+//! its public point (share·B, which the server checked lies on the dealer's polynomial), then
+//! report the dealers whose bundles failed.
 //!
 //! A bundle that does not authenticate is reported as unreadable (nobody can tell whether the
 //! dealer or the server broke it). A bundle that opens but holds a share off the dealer's
@@ -18,8 +19,8 @@ use super::r2_share_keys::Membership;
 use super::r4_masked_input::ExpectMaskRequest;
 use super::{Ctx, OwnShare, State};
 use crate::ClientId;
-use crate::crypto::feldman::{ShareCheck, verify_many};
-use crate::crypto::{BundleKey, ClientSecrets, Commitments};
+use crate::crypto::feldman::matches_points;
+use crate::crypto::{BundleKey, ClientSecrets};
 use crate::error::ProtocolError;
 use crate::messages::{ClientMessage, DealerReport, ForwardedBundle, ReportKind};
 
@@ -88,20 +89,18 @@ impl ExpectShareBundles {
     }
 
     /// Opens and checks every bundle, each from a distinct neighbour. A bundle from a
-    /// non-neighbour, a repeated sender or commitments of the wrong shape are the server's
-    /// doing (it must have checked them) and abort.
+    /// non-neighbour or a repeated sender is the server's doing and aborts.
     fn check_all<E: Backend, R: CryptoRng>(
         &self,
         ctx: &mut Ctx<'_, E, R>,
         bundles: &[ForwardedBundle],
     ) -> Result<(Checked, Vec<DealerReport>), ProtocolError> {
         let me = ctx.id;
-        let t = ctx.config.threshold();
         let session = &self.membership.session;
         let mut dealt = BTreeSet::new();
         let mut reports = Vec::new();
-        // (dealer, mask commitments, self commitments, opened shares)
-        let mut opened: Vec<(ClientId, Commitments, Commitments, Held)> = Vec::new();
+        // (dealer, its bundle, the opened shares)
+        let mut opened: Vec<(ClientId, &ForwardedBundle, Held)> = Vec::new();
         for b in bundles {
             let Some(key) = self.bundle_keys.get(&b.sender) else {
                 return Err(ProtocolError::UnsafeRequest(format!(
@@ -112,22 +111,10 @@ impl ExpectShareBundles {
             if !dealt.insert(b.sender) {
                 return Err(ProtocolError::Duplicate("share bundle"));
             }
-            let c = &b.commitments;
-            let advertised = self.membership.entry(b.sender).map(|e| e.keys.masking);
-            if c.mask.len() != t || c.self_mask.len() != t || advertised != c.mask.first().copied()
-            {
-                return Err(ProtocolError::UnsafeRequest(format!(
-                    "the commitments forwarded for {} do not fit the round or its key",
-                    b.sender
-                )));
-            }
-            let mask = Commitments::from_compressed(&c.mask)?;
-            let self_mask = Commitments::from_compressed(&c.self_mask)?;
-            match key.open(session, b.sender, me, &c.digest(), &b.ciphertext) {
+            match key.open(session, b.sender, me, &b.binding(), &b.ciphertext) {
                 Ok(p) => opened.push((
                     b.sender,
-                    mask,
-                    self_mask,
+                    b,
                     Held {
                         mask: p.mask_share,
                         self_mask: p.self_share,
@@ -142,34 +129,26 @@ impl ExpectShareBundles {
                 }
             }
         }
-        // Both shares of every opened bundle in one batch: check j is dealer j / 2.
-        let checks: Vec<ShareCheck<'_>> = opened
+        // Both shares of every opened bundle against their points, with one batched inversion.
+        let pairs: Vec<(&Scalar, &[u8; 32])> = opened
             .iter()
-            .flat_map(|(_, mc, sc, h)| {
-                [
-                    ShareCheck {
-                        commitments: mc,
-                        holder: me,
-                        share: &h.mask,
-                    },
-                    ShareCheck {
-                        commitments: sc,
-                        holder: me,
-                        share: &h.self_mask,
-                    },
-                ]
-            })
+            .flat_map(|(_, b, h)| [(&h.mask, &b.mask_point), (&h.self_mask, &b.self_point)])
             .collect();
-        let bad: BTreeSet<usize> = match verify_many(&checks, ctx.rng) {
-            Ok(()) => BTreeSet::new(),
-            Err(bad) => bad.into_iter().map(|j| j / 2).collect(),
-        };
-        drop(checks);
+        let ok = matches_points(&pairs);
+        let bad: BTreeSet<usize> = ok
+            .iter()
+            .enumerate()
+            .filter(|(_, ok)| !**ok)
+            .map(|(j, _)| j / 2)
+            .collect();
+        drop(pairs);
         let mut held = BTreeMap::new();
         let mut cheaters = BTreeSet::new();
-        for (i, (dealer, _, _, h)) in opened.into_iter().enumerate() {
+        for (i, (dealer, _, h)) in opened.into_iter().enumerate() {
             if bad.contains(&i) {
-                log::warn!("client {me}: dealer {dealer} sent shares off its commitments");
+                log::warn!(
+                    "client {me}: dealer {dealer} sent shares that do not match their points"
+                );
                 let bundle_key = self
                     .bundle_keys
                     .get(&dealer)

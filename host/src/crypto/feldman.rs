@@ -1,91 +1,42 @@
-//! Feldman's verifiable secret sharing over the Ed25519 group, where the secrets live.
+//! Feldman-style verifiable secret sharing over the Ed25519 group, where the secrets live, in
+//! evaluation form.
 //!
-//! A dealer shares a scalar `a_0` with a random polynomial f(x) = a_0 + a_1 x + … +
-//! a_{t−1} x^{t−1} over the curve25519 scalar field and publishes the commitments
-//! C_j = a_j · B (B the Ed25519 base point). The share of holder `id` is f(id + 1), and it is
-//! correct exactly when
+//! A dealer shares a scalar a_0 with a random polynomial f of degree < t over the curve25519
+//! scalar field; the share of holder `id` is f(x) at x = id + 1. It publishes the commitment
+//! to the secret, f(0)·B, and every share "in the exponent", f(x)·B (B the Ed25519 base point).
+//! Then:
 //!
-//! ```text
-//! f(x) · B = Σ_j x^j · C_j        (x = id + 1)
-//! ```
+//! * a holder checks its share alone: one fixed-base multiplication, f(x)·B against the
+//!   published point (see [`matches_points`], which checks many at once with one batched
+//!   inversion);
+//! * the server checks a revealed share alone the same way, and a rebuilt secret against
+//!   f(0)·B;
+//! * the server checks that the published points lie on one polynomial of degree < t
+//!   ([`on_polynomial`]): a random codeword of the dual Reed–Solomon code (the test of SCRAPE,
+//!   Cascudo and David 2017) must annihilate them, which takes one multiscalar multiplication
+//!   of the points. A dealer whose points pass cannot make different sets of t holders rebuild
+//!   different secrets.
 //!
-//! so a holder checks its share alone, and the server checks a revealed share alone, without
-//! trying subsets. C_0 = a_0 · B is a commitment to the secret itself: for the mask-agreement
-//! secret it *is* the advertised public mask key, so the key and the shares are bound together.
+//! This is Feldman's scheme with the commitments to the coefficients replaced by commitments to
+//! the evaluations: the same information in the exponent, but every check a holder or the
+//! server makes on one share costs O(1) instead of O(t). For the mask-agreement secret σ the
+//! commitment σ·B is the advertised mask key itself, so the key and the shares are bound
+//! together.
 //!
 //! Every equation is checked after multiplying by the cofactor 8, so a dealer that adds a
-//! small-order component to a commitment gains nothing: the check is exactly "the scalars lie on
-//! one polynomial of degree < t". Many checks are merged into one multiscalar multiplication with
-//! random 128-bit weights (a false batch passes with probability below 2^-120); when a batch
-//! fails, each check is redone alone to name the bad ones.
+//! small-order component to a point gains nothing.
 
 use curve25519_dalek::Scalar;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
-use rand_core::CryptoRng;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{CryptoRng, Rng, SeedableRng};
+use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
 use super::shamir::{ShamirShare, evaluation_point};
 use crate::ClientId;
 use crate::error::CryptoError;
-
-/// The public commitments to one shared secret: `t` points, C_0 first.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Commitments {
-    points: Vec<EdwardsPoint>,
-}
-
-impl Commitments {
-    /// Commitments from their wire form; every point must decompress and none may be of small
-    /// order (a commitment with no prime-order part commits to nothing).
-    pub fn from_compressed(bytes: &[[u8; 32]]) -> Result<Self, CryptoError> {
-        let points = bytes
-            .iter()
-            .map(decompress_point)
-            .collect::<Result<Vec<_>, _>>()?;
-        if points.is_empty() {
-            return Err(CryptoError::Commitment("no commitments".into()));
-        }
-        Ok(Self { points })
-    }
-
-    /// The wire form.
-    pub fn to_compressed(&self) -> Vec<[u8; 32]> {
-        EdwardsPoint::compress_batch_alloc(&self.points)
-            .into_iter()
-            .map(|c| c.to_bytes())
-            .collect()
-    }
-
-    /// The threshold they were made for (the polynomial's degree + 1).
-    pub fn threshold(&self) -> usize {
-        self.points.len()
-    }
-
-    /// C_0 = secret · B.
-    pub fn secret_commitment(&self) -> &EdwardsPoint {
-        &self.points[0]
-    }
-
-    /// The points, C_0 first.
-    pub fn points(&self) -> &[EdwardsPoint] {
-        &self.points
-    }
-
-    /// Whether `secret` is the committed secret (C_0 = secret · B, up to the cofactor).
-    pub fn opens_to(&self, secret: &Scalar) -> bool {
-        same_prime_part(&EdwardsPoint::mul_base(secret), &self.points[0])
-    }
-
-    /// Whether `share` is the share of `holder` (checked alone: one multiscalar
-    /// multiplication of t + 1 points).
-    pub fn verify(&self, holder: ClientId, share: &Scalar) -> bool {
-        let x = evaluation_point(holder);
-        let powers = powers_of(&x, self.points.len());
-        let rhs = EdwardsPoint::vartime_multiscalar_mul(&powers, &self.points);
-        same_prime_part(&EdwardsPoint::mul_base(share), &rhs)
-    }
-}
 
 /// A decompressed point that is not of small order, or an error.
 pub fn decompress_point(bytes: &[u8; 32]) -> Result<EdwardsPoint, CryptoError> {
@@ -102,32 +53,25 @@ fn same_prime_part(a: &EdwardsPoint, b: &EdwardsPoint) -> bool {
     (a - b).mul_by_cofactor().is_identity()
 }
 
-/// 1, x, x², …, x^{len−1}.
-fn powers_of(x: &Scalar, len: usize) -> Vec<Scalar> {
-    let mut out = Vec::with_capacity(len);
-    let mut p = Scalar::ONE;
-    for _ in 0..len {
-        out.push(p);
-        p *= x;
-    }
-    out
+/// Whether `secret` is the secret committed by `point` (point = secret·B, up to the cofactor).
+pub fn opens_to(point: &EdwardsPoint, secret: &Scalar) -> bool {
+    same_prime_part(&EdwardsPoint::mul_base(secret), point)
 }
 
-/// A random weight below 2^128 for batching checks.
-fn weight<R: CryptoRng + ?Sized>(rng: &mut R) -> Scalar {
-    let mut b = [0u8; 32];
-    rng.fill_bytes(&mut b[..16]);
-    Scalar::from_bytes_mod_order(b)
+/// Whether `share` is the share committed by `point`.
+pub fn share_matches(point: &EdwardsPoint, share: &Scalar) -> bool {
+    opens_to(point, share)
 }
 
-/// Shares `secret` among `holders` (distinct ids) with threshold `t`, and commits to the
-/// polynomial. Shares come back in the order of `holders`.
+/// Shares `secret` among `holders` (distinct ids) with threshold `t`. Returns the shares in
+/// the order of `holders`, and the commitments: secret·B and each share·B, compressed, in the
+/// same order.
 pub fn deal<R: CryptoRng + ?Sized>(
     secret: &Scalar,
     threshold: usize,
     holders: &[ClientId],
     rng: &mut R,
-) -> Result<(Vec<ShamirShare>, Commitments), CryptoError> {
+) -> Result<(Vec<ShamirShare>, [u8; 32], Vec<[u8; 32]>), CryptoError> {
     if threshold < 1 || threshold > holders.len() {
         return Err(CryptoError::Split(format!(
             "threshold {threshold} for {} holders",
@@ -147,8 +91,7 @@ pub fn deal<R: CryptoRng + ?Sized>(
         coeffs.push(Scalar::from_bytes_mod_order_wide(&wide));
         wide.zeroize();
     }
-    let points = coeffs.iter().map(EdwardsPoint::mul_base).collect();
-    let shares = holders
+    let shares: Vec<ShamirShare> = holders
         .iter()
         .map(|h| {
             let x = evaluation_point(*h);
@@ -158,129 +101,260 @@ pub fn deal<R: CryptoRng + ?Sized>(
         })
         .collect();
     coeffs.zeroize();
-    Ok((shares, Commitments { points }))
-}
-
-/// One share to check against its dealer's commitments.
-pub struct ShareCheck<'a> {
-    /// The dealer's commitments.
-    pub commitments: &'a Commitments,
-    /// The holder (its evaluation point).
-    pub holder: ClientId,
-    /// The share.
-    pub share: &'a Scalar,
-}
-
-/// Checks many shares in one multiscalar multiplication; `Ok(())` when all are correct,
-/// otherwise the indices of the bad ones (each redone alone).
-pub fn verify_many<R: CryptoRng + ?Sized>(
-    checks: &[ShareCheck<'_>],
-    rng: &mut R,
-) -> Result<(), Vec<usize>> {
-    if checks.is_empty() {
-        return Ok(());
-    }
-    let terms: usize = checks.iter().map(|c| c.commitments.points.len()).sum();
-    let mut scalars = Vec::with_capacity(terms + 1);
-    let mut points = Vec::with_capacity(terms + 1);
-    let mut lhs = Scalar::ZERO;
-    for c in checks {
-        let rho = weight(rng);
-        lhs += rho * c.share;
-        let x = evaluation_point(c.holder);
-        let mut p = rho;
-        for point in &c.commitments.points {
-            scalars.push(p);
-            points.push(*point);
-            p *= x;
-        }
-    }
-    scalars.push(-lhs);
-    points.push(curve25519_dalek::constants::ED25519_BASEPOINT_POINT);
-    let sum = EdwardsPoint::vartime_multiscalar_mul(&scalars, &points);
-    if sum.mul_by_cofactor().is_identity() {
-        return Ok(());
-    }
-    let bad: Vec<usize> = checks
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| !c.commitments.verify(c.holder, c.share))
-        .map(|(i, _)| i)
+    let mut points: Vec<EdwardsPoint> = Vec::with_capacity(holders.len() + 1);
+    points.push(EdwardsPoint::mul_base(secret));
+    points.extend(shares.iter().map(|s| EdwardsPoint::mul_base(&s.value)));
+    let mut compressed: Vec<[u8; 32]> = EdwardsPoint::compress_batch_alloc(&points)
+        .into_iter()
+        .map(|c| c.to_bytes())
         .collect();
-    if bad.is_empty() {
-        // Unreachable unless the weights collided; report every check to stay safe.
-        return Err((0..checks.len()).collect());
-    }
-    Err(bad)
+    let secret_point = compressed.remove(0);
+    Ok((shares, secret_point, compressed))
 }
 
-/// Checks many holders' shares of one secret against its commitments, and returns the
-/// indices of the bad ones. All shares are checked in one multiscalar multiplication of t + 1
-/// points (Σ ρ_i s_i · B = Σ_j (Σ_i ρ_i x_i^j) · C_j), with weights ρ_i derived by hashing the
-/// shares themselves, so whoever chose the shares cannot adapt to the weights; a failing set
-/// is split in halves until the bad shares are isolated: about 2·b·log2(n) checks for b bad
-/// shares among n.
-pub fn find_bad_shares(commitments: &Commitments, shares: &[(ClientId, Scalar)]) -> Vec<usize> {
-    use rand_chacha::ChaCha20Rng;
-    use rand_core::SeedableRng;
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(b"secagg/v2/share-batch-weights");
-    for p in commitments.to_compressed() {
-        h.update(p);
-    }
-    for (holder, share) in shares {
-        h.update(holder.0.to_le_bytes());
-        h.update(share.to_bytes());
-    }
-    let mut rng = ChaCha20Rng::from_seed(h.finalize().into());
-    let weights: Vec<Scalar> = shares.iter().map(|_| weight(&mut rng)).collect();
-    let t = commitments.points.len();
-    // x_i^j for every share, computed once.
-    let powers: Vec<Vec<Scalar>> = shares
+/// Which of `shares` (share, published point) match: share·B compressed equals the point's
+/// bytes. One fixed-base multiplication per share and one batched inversion for all.
+pub fn matches_points(shares: &[(&Scalar, &[u8; 32])]) -> Vec<bool> {
+    let points: Vec<EdwardsPoint> = shares
         .iter()
-        .map(|(holder, _)| powers_of(&evaluation_point(*holder), t))
+        .map(|(s, _)| EdwardsPoint::mul_base(s))
         .collect();
-    let batch_ok = |idx: &[usize]| -> bool {
-        let mut scalars = vec![Scalar::ZERO; t + 1];
-        for &i in idx {
-            let rho = weights[i];
-            scalars[t] -= rho * shares[i].1;
-            for (j, p) in powers[i].iter().enumerate() {
-                scalars[j] += rho * p;
+    EdwardsPoint::compress_batch_alloc(&points)
+        .iter()
+        .zip(shares)
+        .map(|(c, (_, want))| c.as_bytes() == *want)
+        .collect()
+}
+
+/// Whether the points (secret·B at x = 0, and each holder's share·B at its evaluation point)
+/// lie on one polynomial of degree < `t`. `transcript` (the dealer's message, for instance)
+/// seeds the random dual codeword, so a dealer cannot aim at it. With at most t points there
+/// is nothing to check (any t points lie on such a polynomial).
+pub fn on_polynomial(
+    secret: &EdwardsPoint,
+    shares: &[(ClientId, EdwardsPoint)],
+    t: usize,
+    transcript: &[u8],
+) -> bool {
+    let n = shares.len() + 1;
+    if n <= t {
+        return true;
+    }
+    let xs: Vec<Scalar> = std::iter::once(Scalar::ZERO)
+        .chain(shares.iter().map(|(h, _)| evaluation_point(*h)))
+        .collect();
+    // v_i = Π_{j≠i} 1 / (x_i − x_j), all inverted at once.
+    let mut dens = Vec::with_capacity(n);
+    for (i, xi) in xs.iter().enumerate() {
+        let mut d = Scalar::ONE;
+        for (j, xj) in xs.iter().enumerate() {
+            if i != j {
+                d *= xi - xj;
             }
         }
-        let mut points = commitments.points.clone();
-        points.push(curve25519_dalek::constants::ED25519_BASEPOINT_POINT);
-        EdwardsPoint::vartime_multiscalar_mul(&scalars, &points)
-            .mul_by_cofactor()
-            .is_identity()
-    };
-    let mut bad = Vec::new();
-    let mut stack: Vec<Vec<usize>> = vec![(0..shares.len()).collect()];
-    while let Some(set) = stack.pop() {
-        if set.is_empty() || batch_ok(&set) {
-            continue;
+        if d == Scalar::ZERO {
+            return false; // two holders at one point: not a dealing
         }
-        if set.len() == 1 {
-            bad.push(set[0]);
-            continue;
-        }
-        let (a, b) = set.split_at(set.len() / 2);
-        stack.push(a.to_vec());
-        stack.push(b.to_vec());
+        dens.push(d);
     }
-    bad.sort_unstable();
-    bad
+    let v = super::shamir::batch_invert(&dens);
+    // A random polynomial q of degree < n − t: (v_i q(x_i))_i is a random dual codeword.
+    let mut h = Sha256::new();
+    h.update(b"secagg/v2/dual-codeword");
+    h.update((t as u64).to_le_bytes());
+    h.update(transcript);
+    let mut rng = ChaCha20Rng::from_seed(h.finalize().into());
+    let q: Vec<Scalar> = (0..n - t)
+        .map(|_| {
+            let mut wide = [0u8; 64];
+            rng.fill_bytes(&mut wide);
+            Scalar::from_bytes_mod_order_wide(&wide)
+        })
+        .collect();
+    let scalars: Vec<Scalar> = xs
+        .iter()
+        .zip(&v)
+        .map(|(x, vi)| vi * q.iter().rev().fold(Scalar::ZERO, |acc, c| acc * x + c))
+        .collect();
+    let points = std::iter::once(secret).chain(shares.iter().map(|(_, p)| p));
+    EdwardsPoint::vartime_multiscalar_mul(&scalars, points)
+        .mul_by_cofactor()
+        .is_identity()
+}
+
+/// One dealing as the server receives it: the two committed secrets (σ·B, the dealer's mask
+/// key; β·B) and the point of every share (σ and β shares of each neighbour, and the dealer's
+/// own β share).
+pub struct Dealing<'a> {
+    /// The dealer.
+    pub dealer: ClientId,
+    /// σ·B, compressed.
+    pub mask_key: &'a [u8; 32],
+    /// β·B, compressed.
+    pub self_key: &'a [u8; 32],
+    /// The dealer's own β share·B, compressed.
+    pub own_point: &'a [u8; 32],
+    /// (neighbour, σ share·B, β share·B), compressed.
+    pub points: Vec<(ClientId, &'a [u8; 32], &'a [u8; 32])>,
+    /// Seeds the random dual codeword: everything the dealer committed to (hashed by the
+    /// caller), so that the dealer cannot aim at it.
+    pub transcript: [u8; 32],
+}
+
+/// A dealing that passed: its two committed secrets, decompressed.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckedDealing {
+    /// σ·B.
+    pub mask_key: EdwardsPoint,
+    /// β·B.
+    pub self_key: EdwardsPoint,
+}
+
+/// Π_{j≠i} (x_i − x_j) for every i, for small integer points: differences are multiplied in
+/// threes as 128-bit integers before one field multiplication, a third of the field work.
+fn vandermonde_products(xs: &[i64]) -> Vec<Scalar> {
+    xs.iter()
+        .enumerate()
+        .map(|(i, xi)| {
+            let mut acc = Scalar::ONE;
+            let mut chunk: i128 = 1;
+            let mut in_chunk = 0;
+            for (j, xj) in xs.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                chunk *= i128::from(xi - xj);
+                in_chunk += 1;
+                if in_chunk == 3 {
+                    acc *= signed_scalar(chunk);
+                    chunk = 1;
+                    in_chunk = 0;
+                }
+            }
+            acc * signed_scalar(chunk)
+        })
+        .collect()
+}
+
+fn signed_scalar(v: i128) -> Scalar {
+    let s = Scalar::from(v.unsigned_abs());
+    if v < 0 { -s } else { s }
+}
+
+/// Checks many dealings (on every core): every point decompresses and is of large order, and
+/// both point sets lie on a polynomial of degree < `t` through the committed secret (a random
+/// dual Reed–Solomon codeword, seeded by the dealing's transcript, annihilates them; see
+/// [`on_polynomial`]). All the field inversions of all the dealings are done at once.
+pub fn verify_dealings(
+    dealings: &[Dealing<'_>],
+    t: usize,
+) -> Vec<Result<CheckedDealing, CryptoError>> {
+    use rayon::prelude::*;
+    // Phase 1: points and the products whose inverses weight the dual codewords. The β set is
+    // x = 0, the dealer, then each neighbour; the σ set is the same without the dealer.
+    type Prepared = (Vec<EdwardsPoint>, Vec<EdwardsPoint>, Vec<i64>, Vec<Scalar>);
+    let prepared: Vec<Result<Prepared, CryptoError>> = dealings
+        .par_iter()
+        .map(|d| {
+            let mut sigma = Vec::with_capacity(d.points.len() + 1);
+            let mut beta = Vec::with_capacity(d.points.len() + 2);
+            sigma.push(decompress_point(d.mask_key)?);
+            beta.push(decompress_point(d.self_key)?);
+            beta.push(decompress_point(d.own_point)?);
+            let mut xs: Vec<i64> = Vec::with_capacity(d.points.len() + 2);
+            xs.push(0);
+            xs.push(i64::from(d.dealer.0) + 1);
+            for (holder, m, s) in &d.points {
+                sigma.push(decompress_point(m)?);
+                beta.push(decompress_point(s)?);
+                xs.push(i64::from(holder.0) + 1);
+            }
+            let mut sorted = xs.clone();
+            sorted.sort_unstable();
+            if sorted.windows(2).any(|w| w[0] == w[1]) {
+                return Err(CryptoError::Commitment("two shares at one point".into()));
+            }
+            let dens = vandermonde_products(&xs);
+            Ok((sigma, beta, xs, dens))
+        })
+        .collect();
+    let all_dens: Vec<Scalar> = prepared
+        .iter()
+        .filter_map(|p| p.as_ref().ok())
+        .flat_map(|(_, _, _, d)| d.iter().copied())
+        .collect();
+    let mut inverses = super::shamir::batch_invert(&all_dens).into_iter();
+    let weights: Vec<Option<Vec<Scalar>>> = prepared
+        .iter()
+        .map(|p| {
+            p.as_ref()
+                .ok()
+                .map(|(_, _, _, d)| inverses.by_ref().take(d.len()).collect())
+        })
+        .collect();
+    // Phase 2: one multiscalar multiplication per dealing.
+    prepared
+        .into_par_iter()
+        .zip(weights)
+        .zip(dealings)
+        .map(|((p, v), d)| {
+            let (sigma, beta, xs, _) = p?;
+            let v = v.ok_or_else(|| CryptoError::Commitment("no weights".into()))?;
+            let checked = CheckedDealing {
+                mask_key: sigma[0],
+                self_key: beta[0],
+            };
+            let n_sigma = sigma.len();
+            if n_sigma <= t {
+                return Ok(checked); // nothing to check: every point set of ≤ t points fits
+            }
+            // One random q of degree < n_sigma − t serves both sets (it is also of degree
+            // < n_beta − t); σ's weights drop the dealer's factor (x_i − x_dealer).
+            let mut rng = ChaCha20Rng::from_seed(d.transcript);
+            let q: Vec<Scalar> = (0..n_sigma - t)
+                .map(|_| {
+                    let mut wide = [0u8; 64];
+                    rng.fill_bytes(&mut wide);
+                    Scalar::from_bytes_mod_order_wide(&wide)
+                })
+                .collect();
+            let mut wide = [0u8; 64];
+            rng.fill_bytes(&mut wide);
+            let mu = Scalar::from_bytes_mod_order_wide(&wide);
+            let x_dealer = xs[1];
+            let mut scalars = Vec::with_capacity(xs.len() * 2);
+            let mut points = Vec::with_capacity(xs.len() * 2);
+            for (i, x) in xs.iter().enumerate() {
+                let xs_i = Scalar::from(u64::try_from(*x).unwrap_or(0));
+                let qx = q.iter().rev().fold(Scalar::ZERO, |acc, c| acc * xs_i + c);
+                let c_beta = v[i] * qx;
+                scalars.push(mu * c_beta);
+                points.push(beta[i]);
+                if i != 1 {
+                    scalars.push(c_beta * signed_scalar(i128::from(x - x_dealer)));
+                    points.push(sigma[if i == 0 { 0 } else { i - 1 }]);
+                }
+            }
+            let ok = EdwardsPoint::vartime_multiscalar_mul(&scalars, &points)
+                .mul_by_cofactor()
+                .is_identity();
+            if ok {
+                Ok(checked)
+            } else {
+                Err(CryptoError::Commitment(format!(
+                    "the share points of {} do not lie on one polynomial of degree < {t} through its committed secrets",
+                    d.dealer
+                )))
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crypto::Lagrange;
-    use curve25519_dalek::traits::Identity;
-    use rand_chacha::ChaCha20Rng;
-    use rand_core::{Rng, SeedableRng};
+    use rand_core::Rng;
     use vsss_rs::{DefaultShare, IdentifierPrimeField, ReadableShareSet};
 
     fn ids(v: &[u32]) -> Vec<ClientId> {
@@ -293,24 +367,37 @@ mod tests {
         Scalar::from_bytes_mod_order_wide(&wide)
     }
 
+    fn decompressed(holders: &[ClientId], points: &[[u8; 32]]) -> Vec<(ClientId, EdwardsPoint)> {
+        holders
+            .iter()
+            .zip(points)
+            .map(|(h, p)| (*h, decompress_point(p).unwrap()))
+            .collect()
+    }
+
     #[test]
-    fn dealt_shares_verify_and_rebuild_the_secret() {
-        let seed = secagg_engine::testing::test_seed("feldman::dealt_shares_verify");
+    fn dealt_shares_match_their_points_and_rebuild_the_secret() {
+        let seed = secagg_engine::testing::test_seed("feldman::dealt_shares_match");
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let secret = random_scalar(&mut rng);
         let holders = ids(&[0, 3, 4, 9, 17, 100, 4_000_000]);
-        let (shares, commitments) = deal(&secret, 4, &holders, &mut rng).unwrap();
-        assert_eq!(commitments.threshold(), 4);
-        assert!(commitments.opens_to(&secret));
-        assert!(!commitments.opens_to(&(secret + Scalar::ONE)));
-        for s in &shares {
-            assert!(
-                commitments.verify(s.holder, &s.value),
-                "holder {}",
-                s.holder
-            );
-            assert!(!commitments.verify(s.holder, &(s.value + Scalar::ONE)));
-        }
+        let (shares, secret_point, points) = deal(&secret, 4, &holders, &mut rng).unwrap();
+        let sp = decompress_point(&secret_point).unwrap();
+        assert!(opens_to(&sp, &secret));
+        assert!(!opens_to(&sp, &(secret + Scalar::ONE)));
+        let good: Vec<(&Scalar, &[u8; 32])> =
+            shares.iter().map(|s| &s.value).zip(&points).collect();
+        assert!(matches_points(&good).into_iter().all(|m| m));
+        let off = shares[2].value + Scalar::ONE;
+        let mut bad = good.clone();
+        bad[2].0 = &off;
+        assert_eq!(
+            matches_points(&bad),
+            vec![true, true, false, true, true, true, true]
+        );
+        let pts = decompressed(&holders, &points);
+        assert!(share_matches(&pts[5].1, &shares[5].value));
+        assert!(on_polynomial(&sp, &pts, 4, b"t"));
         // Any four rebuild it, here and through vsss-rs (an independent combine).
         let four = &shares[2..6];
         let who: Vec<ClientId> = four.iter().map(|s| s.holder).collect();
@@ -324,110 +411,133 @@ mod tests {
                 })
                 .collect();
         assert_eq!(theirs.combine().unwrap().0, secret);
-        // The wire form round trips.
-        let back = Commitments::from_compressed(&commitments.to_compressed()).unwrap();
-        assert_eq!(back, commitments);
     }
 
     #[test]
-    fn a_share_of_another_polynomial_is_caught_alone_and_in_a_batch() {
-        let seed = secagg_engine::testing::test_seed("feldman::another_polynomial");
+    fn points_off_one_polynomial_are_caught() {
+        let seed = secagg_engine::testing::test_seed("feldman::points_off_polynomial");
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let holder = ClientId(5);
-        let mut dealt = Vec::new();
-        for _ in 0..12 {
-            let secret = random_scalar(&mut rng);
-            let (shares, c) = deal(&secret, 3, &ids(&[1, 5, 7, 9]), &mut rng).unwrap();
-            let mine = shares
-                .iter()
-                .find(|s| s.holder == holder)
-                .map(|s| s.value)
-                .unwrap();
-            dealt.push((c, mine));
-        }
-        // A cheating dealer hands holder 5 a share of a different polynomial with the same
-        // secret: the value still looks random, but it is off the committed polynomial.
-        let bad_at = (rng.next_u32() % 12) as usize;
-        let (other, _) = deal(&Scalar::from(7u64), 3, &ids(&[5, 6, 8]), &mut rng)
-            .map(|(s, c)| (s[0].value, c))
-            .unwrap();
-        dealt[bad_at].1 = other;
-        let checks: Vec<ShareCheck<'_>> = dealt
-            .iter()
-            .map(|(c, s)| ShareCheck {
-                commitments: c,
-                holder,
-                share: s,
-            })
-            .collect();
-        assert_eq!(verify_many(&checks, &mut rng), Err(vec![bad_at]));
-        assert!(verify_many(&checks[..bad_at], &mut rng).is_ok());
-        assert!(!dealt[bad_at].0.verify(holder, &dealt[bad_at].1));
-    }
-
-    #[test]
-    fn torsion_in_a_commitment_does_not_change_what_verifies() {
-        let mut rng = ChaCha20Rng::seed_from_u64(11);
+        let holders: Vec<ClientId> = (0..20).map(ClientId).collect();
+        let t = 9;
         let secret = random_scalar(&mut rng);
-        let (shares, mut c) = deal(&secret, 2, &ids(&[1, 2, 3]), &mut rng).unwrap();
-        let torsion = curve25519_dalek::constants::EIGHT_TORSION[1];
-        c.points[1] += torsion;
-        for s in &shares {
-            assert!(c.verify(s.holder, &s.value));
-        }
-        assert!(c.opens_to(&secret));
+        let (_, secret_point, points) = deal(&secret, t, &holders, &mut rng).unwrap();
+        let sp = decompress_point(&secret_point).unwrap();
+        let pts = decompressed(&holders, &points);
+        assert!(on_polynomial(&sp, &pts, t, b"x"));
+        // One holder's point from another polynomial with the same secret.
+        let (_, _, other) = deal(&secret, t, &holders, &mut rng).unwrap();
+        let i = (rng.next_u32() % 20) as usize;
+        let mut mixed = pts.clone();
+        mixed[i].1 = decompress_point(&other[i]).unwrap();
+        assert!(
+            !on_polynomial(&sp, &mixed, t, b"x"),
+            "holder {i}, seed {seed}"
+        );
+        // Another secret's commitment; a polynomial of degree t (one too many).
+        let wrong = EdwardsPoint::mul_base(&(secret + Scalar::ONE));
+        assert!(!on_polynomial(&wrong, &pts, t, b"x"));
+        let (_, sp2, pts2) = deal(&secret, t + 1, &holders, &mut rng).unwrap();
+        let sp2 = decompress_point(&sp2).unwrap();
+        assert!(!on_polynomial(
+            &sp2,
+            &decompressed(&holders, &pts2),
+            t,
+            b"x"
+        ));
+        assert!(on_polynomial(
+            &sp2,
+            &decompressed(&holders, &pts2),
+            t + 1,
+            b"x"
+        ));
+        // With no more than t points there is nothing to check.
+        assert!(on_polynomial(&wrong, &pts[..t - 1], t, b"x"));
+        // A small-order part changes nothing.
+        let mut dirty = pts.clone();
+        dirty[3].1 += curve25519_dalek::constants::EIGHT_TORSION[1];
+        assert!(on_polynomial(&sp, &dirty, t, b"x"));
     }
 
     #[test]
-    fn malformed_commitments_are_refused() {
-        assert!(Commitments::from_compressed(&[]).is_err());
-        // The identity (small order) and a y with no point on the curve.
-        let identity = EdwardsPoint::identity().compress().to_bytes();
-        assert!(Commitments::from_compressed(&[identity]).is_err());
+    fn malformed_points_and_dealings_are_refused() {
+        let identity = curve25519_dalek::constants::EIGHT_TORSION[0]
+            .compress()
+            .to_bytes();
+        assert!(decompress_point(&identity).is_err());
         let mut not_on_curve = [0u8; 32];
         not_on_curve[0] = 2;
-        let ok = (0..50u8).any(|i| {
+        let found = (0..50u8).any(|i| {
             not_on_curve[1] = i;
             CompressedEdwardsY(not_on_curve).decompress().is_none()
         });
-        assert!(ok);
-        assert!(Commitments::from_compressed(&[not_on_curve]).is_err());
-        assert!(
-            deal(
-                &Scalar::ONE,
-                3,
-                &ids(&[1, 2]),
-                &mut ChaCha20Rng::seed_from_u64(1)
-            )
-            .is_err()
-        );
-        assert!(
-            deal(
-                &Scalar::ONE,
-                2,
-                &ids(&[1, 1]),
-                &mut ChaCha20Rng::seed_from_u64(1)
-            )
-            .is_err()
-        );
+        assert!(found);
+        assert!(decompress_point(&not_on_curve).is_err());
+        let mut rng = ChaCha20Rng::seed_from_u64(1);
+        assert!(deal(&Scalar::ONE, 3, &ids(&[1, 2]), &mut rng).is_err());
+        assert!(deal(&Scalar::ONE, 2, &ids(&[1, 1]), &mut rng).is_err());
+    }
+
+    /// A dealing as a dealer makes it: σ and β dealt among the dealer and `neighbours`.
+    fn dealing(
+        rng: &mut ChaCha20Rng,
+        dealer: u32,
+        neighbours: &[u32],
+        t: usize,
+    ) -> (
+        [u8; 32],
+        [u8; 32],
+        [u8; 32],
+        Vec<(ClientId, [u8; 32], [u8; 32])>,
+    ) {
+        let mut holders = ids(neighbours);
+        holders.push(ClientId(dealer));
+        let (_, mk, mp) = deal(&random_scalar(rng), t, &holders, rng).unwrap();
+        let (_, sk, sp) = deal(&random_scalar(rng), t, &holders, rng).unwrap();
+        let n = neighbours.len();
+        let points = (0..n).map(|i| (holders[i], mp[i], sp[i])).collect();
+        (mk, sk, sp[n], points)
     }
 
     #[test]
-    fn bad_holders_are_isolated_without_trying_subsets() {
-        let seed = secagg_engine::testing::test_seed("feldman::bad_holders_isolated");
+    fn dealings_are_checked_together_and_bad_ones_named() {
+        let seed = secagg_engine::testing::test_seed("feldman::dealings_checked_together");
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
-        let secret = random_scalar(&mut rng);
-        let holders: Vec<ClientId> = (0..40).map(ClientId).collect();
-        let (shares, c) = deal(&secret, 9, &holders, &mut rng).unwrap();
-        let mut revealed: Vec<(ClientId, Scalar)> =
-            shares.iter().map(|s| (s.holder, s.value)).collect();
-        assert!(find_bad_shares(&c, &revealed).is_empty());
-        let mut want: Vec<usize> = (0..3).map(|_| (rng.next_u32() % 40) as usize).collect();
-        want.sort_unstable();
-        want.dedup();
-        for &i in &want {
-            revealed[i].1 += Scalar::from(1 + rng.next_u64());
+        let t = 7;
+        let mut made = Vec::new();
+        for d in 0..12u32 {
+            let neighbours: Vec<u32> = (1..=12).map(|j| (d + j * 5) % 97 + 100).collect();
+            made.push((d, dealing(&mut rng, d, &neighbours, t)));
         }
-        assert_eq!(find_bad_shares(&c, &revealed), want, "seed {seed}");
+        // Dealer 4 swaps one β point for another polynomial's; dealer 7 commits to another
+        // σ; dealer 9 sends a point that is not on the curve.
+        let (_, _, _, other) = dealing(&mut rng, 4, &[1, 2], 2);
+        made[4].1.3[2].2 = other[0].2;
+        made[7].1.0 = made[8].1.0;
+        made[9].1.3[0].1 = [0xff; 32];
+        let dealings: Vec<Dealing<'_>> = made
+            .iter()
+            .map(|(d, (mk, sk, own, pts))| Dealing {
+                dealer: ClientId(*d),
+                mask_key: mk,
+                self_key: sk,
+                own_point: own,
+                points: pts.iter().map(|(h, m, s)| (*h, m, s)).collect(),
+                transcript: [*d as u8; 32],
+            })
+            .collect();
+        let verdicts = verify_dealings(&dealings, t);
+        for (d, v) in verdicts.iter().enumerate() {
+            assert_eq!(
+                v.is_err(),
+                [4, 7, 9].contains(&d),
+                "dealer {d}, seed {seed}"
+            );
+        }
+        // With as many points as the threshold there is nothing to check.
+        let few = Dealing {
+            points: dealings[4].points[..t - 2].to_vec(),
+            ..dealings[7]
+        };
+        assert!(verify_dealings(&[few], t)[0].is_ok());
     }
 }

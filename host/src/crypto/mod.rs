@@ -9,10 +9,11 @@
 //!   cofactor removes any small-order part a peer's key may carry.
 //! * HKDF-SHA256 with a distinct label per use and the session id as salt.
 //! * ChaCha20-Poly1305 for share bundles, with associated data binding session, sender,
-//!   recipient and the digest of the sender's share commitments (so the server cannot show a
-//!   recipient other commitments than the ones the sender sealed its shares under).
-//! * Shamir over the curve25519 scalar field with Feldman commitments ([`feldman`]);
-//!   reconstruction uses Lagrange coefficients computed once per set of share holders.
+//!   recipient and the public points of the shares inside (so the server cannot show a
+//!   recipient other points than the ones the sender sealed its shares under).
+//! * Shamir over the curve25519 scalar field with Feldman-style commitments in evaluation form
+//!   ([`feldman`]); reconstruction uses Lagrange coefficients computed once per set of share
+//!   holders.
 //!
 //! Secrets are zeroized on drop and have no `Debug`, `Clone` or serialization.
 
@@ -36,7 +37,7 @@ use secagg_engine::Seed;
 use crate::ClientId;
 use crate::error::CryptoError;
 
-pub use feldman::{Commitments, deal};
+pub use feldman::deal;
 pub use session::{
     ADVERTISE_DOMAIN, GraphSeed, RoundDigest, SURVIVORS_DOMAIN, SessionEntry, SessionId,
     advertisement_message, cohort_digest, nonce_commitment, survivors_digest,
@@ -49,7 +50,7 @@ mod label {
     pub const PAIRWISE: &[u8] = b"secagg/v2/pairwise-mask-seed";
     pub const SHARE_KEY: &[u8] = b"secagg/v2/share-bundle-key";
     pub const SHARE_AAD: &[u8] = b"secagg/v2/share-bundle";
-    pub const COMMITMENTS: &[u8] = b"secagg/v2/share-commitments";
+    pub const SHARE_POINTS: &[u8] = b"secagg/v2/share-points";
 }
 
 /// A client's two public keys: `c` encrypts share bundles, `s` agrees mask seeds.
@@ -332,17 +333,18 @@ fn derive32(ikm: &[u8], session: &SessionId, label: &[u8], extra: Vec<u8>) -> [u
     okm
 }
 
-/// The digest of a dealer's two commitment vectors (wire form), bound into every bundle it
-/// seals.
-pub fn commitments_digest(mask: &[[u8; 32]], self_mask: &[[u8; 32]]) -> [u8; 32] {
+/// What a bundle is bound to besides its ends: the public points of the two shares inside
+/// (σ share·B, β share·B) and the dealer's self-mask key β·B.
+pub fn share_points_digest(
+    mask_point: &[u8; 32],
+    self_point: &[u8; 32],
+    self_key: &[u8; 32],
+) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(label::COMMITMENTS);
-    for list in [mask, self_mask] {
-        h.update((list.len() as u64).to_le_bytes());
-        for p in list {
-            h.update(p);
-        }
-    }
+    h.update(label::SHARE_POINTS);
+    h.update(mask_point);
+    h.update(self_point);
+    h.update(self_key);
     h.finalize().into()
 }
 
@@ -380,18 +382,13 @@ fn bundle_nonce(from: ClientId, to: ClientId) -> Nonce {
     Nonce::from(n)
 }
 
-fn bundle_aad(
-    session: &SessionId,
-    from: ClientId,
-    to: ClientId,
-    commitments: &[u8; 32],
-) -> Vec<u8> {
+fn bundle_aad(session: &SessionId, from: ClientId, to: ClientId, binding: &[u8; 32]) -> Vec<u8> {
     let mut aad = Vec::with_capacity(label::SHARE_AAD.len() + 72);
     aad.extend_from_slice(label::SHARE_AAD);
     aad.extend_from_slice(&session.0);
     aad.extend_from_slice(&from.0.to_le_bytes());
     aad.extend_from_slice(&to.0.to_le_bytes());
-    aad.extend_from_slice(commitments);
+    aad.extend_from_slice(binding);
     aad
 }
 
@@ -406,13 +403,13 @@ impl BundleKey {
         self.0
     }
 
-    /// Seals `shares` from `from` to `to`, bound to the sender's commitment digest.
+    /// Seals `shares` from `from` to `to`, bound to `binding` ([`share_points_digest`]).
     pub fn seal(
         &self,
         session: &SessionId,
         from: ClientId,
         to: ClientId,
-        commitments: &[u8; 32],
+        binding: &[u8; 32],
         shares: &BundlePlaintext,
     ) -> Result<Vec<u8>, CryptoError> {
         let mut pt = Zeroizing::new([0u8; BUNDLE_PLAINTEXT_LEN]);
@@ -421,7 +418,7 @@ impl BundleKey {
         pt[8..40].copy_from_slice(&shares.mask_share.to_bytes());
         pt[40..72].copy_from_slice(&shares.self_share.to_bytes());
         let cipher = ChaCha20Poly1305::new(&Key::from(self.0));
-        let aad = bundle_aad(session, from, to, commitments);
+        let aad = bundle_aad(session, from, to, binding);
         cipher
             .encrypt(
                 &bundle_nonce(from, to),
@@ -433,21 +430,21 @@ impl BundleKey {
             .map_err(|_| CryptoError::Split("share bundle encryption failed".into()))
     }
 
-    /// Opens a bundle `from` sent to `to`, checking its tag (which covers the commitment
-    /// digest) and the ids inside.
+    /// Opens a bundle `from` sent to `to`, checking its tag (which covers `binding`) and the
+    /// ids inside.
     pub fn open(
         &self,
         session: &SessionId,
         from: ClientId,
         to: ClientId,
-        commitments: &[u8; 32],
+        binding: &[u8; 32],
         sealed: &[u8],
     ) -> Result<BundlePlaintext, CryptoError> {
         if sealed.len() != BUNDLE_LEN {
             return Err(CryptoError::Decrypt { from });
         }
         let cipher = ChaCha20Poly1305::new(&Key::from(self.0));
-        let aad = bundle_aad(session, from, to, commitments);
+        let aad = bundle_aad(session, from, to, binding);
         let pt = Zeroizing::new(
             cipher
                 .decrypt(
@@ -610,7 +607,7 @@ mod tests {
         let b = ClientSecrets::generate(&mut rng);
         let (ka, kb) = (a.public_keys(), b.public_keys());
         let s = session();
-        let digest = commitments_digest(&[[1; 32]], &[[2; 32]]);
+        let digest = share_points_digest(&[1; 32], &[2; 32], &[3; 32]);
         let key_ab = a.bundle_key(&s, ClientId(7), ClientId(9), &kb).unwrap();
         let key_ba = b.bundle_key(&s, ClientId(9), ClientId(7), &ka).unwrap();
         assert_eq!(key_ab.reveal(), key_ba.reveal());
@@ -634,7 +631,7 @@ mod tests {
                 .open(&s, ClientId(7), ClientId(9), &digest, &sealed)
                 .is_ok()
         );
-        // Wrong direction, wrong session, other commitments, a flipped bit, a short bundle.
+        // Wrong direction, wrong session, other share points, a flipped bit, a short bundle.
         assert!(
             key_ba
                 .open(&s, ClientId(9), ClientId(7), &digest, &sealed)
@@ -651,7 +648,7 @@ mod tests {
                 )
                 .is_err()
         );
-        let other = commitments_digest(&[[1; 32]], &[[3; 32]]);
+        let other = share_points_digest(&[1; 32], &[2; 32], &[4; 32]);
         assert!(
             key_ba
                 .open(&s, ClientId(7), ClientId(9), &other, &sealed)

@@ -1,14 +1,15 @@
-//! Stage 2 on the server: check each dealer's commitments and route its sealed bundles to its
-//! neighbours.
+//! Stage 2 on the server: check each dealing and route its sealed bundles to the neighbours.
 //!
-//! The server checks what it can see: one bundle per neighbour, of the sealed size, and t
-//! well-formed commitments to each secret whose first mask commitment is the dealer's
-//! advertised mask key. It cannot open the bundles; it keeps a copy of each, so that a holder's
-//! report that a bundle's shares are bad can be checked later. U2 is the set of dealers whose
-//! share keys arrived.
+//! The server checks what it can see: one bundle per neighbour, of the sealed size (on arrival),
+//! and the public points of the dealing — σ·B (the advertised mask key) with every σ share·B,
+//! β·B with every β share·B — each a valid point, each set on one polynomial of degree < t (a
+//! random dual codeword annihilates it; all dealings at the end of the stage, on every core,
+//! with one field inversion for all). A dealer whose points fail is dropped here, before anyone
+//! relies on its shares. The server cannot open the bundles; it keeps a copy of each, so that a
+//! holder's report that a bundle's shares do not match their points can be checked later. U2 is
+//! the set of dealers whose share keys arrived and passed.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use secagg_engine::Backend;
@@ -16,18 +17,50 @@ use secagg_engine::Backend;
 use super::r1_advertise_keys::Session;
 use super::r3_share_check::ExpectShareChecks;
 use super::{Ctx, DropReason, Input, Roll, State, late_or_unknown, out_of_turn};
-use crate::crypto::{BUNDLE_LEN, Commitments};
+use curve25519_dalek::edwards::EdwardsPoint;
+
+use sha2::{Digest, Sha256};
+
+use crate::crypto::BUNDLE_LEN;
+use crate::crypto::feldman::{Dealing, decompress_point, verify_dealings};
 use crate::error::ProtocolError;
-use crate::messages::{
-    ClientMessage, ForwardedBundle, SealedBundle, ServerMessage, ShareCommitments,
-};
+use crate::messages::{ClientMessage, ForwardedBundle, SealedBundle, ServerMessage};
 use crate::{ClientId, Stage};
 
-/// A dealer's commitments, in wire form (forwarded) and parsed (for checking shares).
+/// A dealer's public points: σ·B and β·B decompressed (every rebuilt secret is checked
+/// against them), and each holder's share points compressed (a revealed share is checked
+/// against its point only when a rebuild fails, or a report names it).
 pub(super) struct Dealer {
-    pub(super) wire: Arc<ShareCommitments>,
-    pub(super) mask: Commitments,
-    pub(super) self_mask: Commitments,
+    pub(super) mask_key: EdwardsPoint,
+    pub(super) self_key: EdwardsPoint,
+    pub(super) self_key_bytes: [u8; 32],
+    /// (σ share·B, β share·B) by holder; the dealer's own entry has no σ point.
+    pub(super) points: HashMap<ClientId, ([u8; 32], [u8; 32])>,
+}
+
+impl Dealer {
+    /// The point of `holder`'s share of σ (`mask`) or β, decompressed.
+    pub(super) fn point(&self, holder: ClientId, mask: bool) -> Option<EdwardsPoint> {
+        let (m, s) = self.points.get(&holder)?;
+        decompress_point(if mask { m } else { s }).ok()
+    }
+
+    /// What the bundle to `holder` is bound to.
+    pub(super) fn binding(&self, holder: ClientId) -> Option<[u8; 32]> {
+        let (m, s) = self.points.get(&holder)?;
+        Some(crate::crypto::share_points_digest(
+            m,
+            s,
+            &self.self_key_bytes,
+        ))
+    }
+}
+
+/// A dealing as it arrived: β·B, the dealer's own β share point, its bundles.
+struct Received {
+    self_key: [u8; 32],
+    own_point: [u8; 32],
+    bundles: Vec<SealedBundle>,
 }
 
 /// Waiting for share bundles.
@@ -35,9 +68,7 @@ pub(super) struct ExpectShares {
     pub(super) deadline: Duration,
     session: Session,
     roll: Roll,
-    dealers: HashMap<ClientId, Dealer>,
-    /// Bundles by recipient.
-    inbox: HashMap<ClientId, Vec<ForwardedBundle>>,
+    received: HashMap<ClientId, Received>,
 }
 
 impl ExpectShares {
@@ -46,8 +77,7 @@ impl ExpectShares {
             deadline: ctx.deadline(),
             session,
             roll,
-            dealers: HashMap::new(),
-            inbox: HashMap::new(),
+            received: HashMap::new(),
         };
         s.check_done(ctx)
     }
@@ -56,20 +86,20 @@ impl ExpectShares {
         match input {
             Input::Message(from, msg) if self.roll.is_pending(from) => match msg {
                 ClientMessage::ShareKeys {
-                    commitments,
+                    self_key,
+                    own_point,
                     bundles,
-                } => match self.check(ctx, from, &commitments, &bundles) {
-                    Ok(dealer) => {
+                } => match self.check(from, &bundles) {
+                    Ok(()) => {
                         self.roll.answered.insert(from);
-                        let wire = dealer.wire.clone();
-                        self.dealers.insert(from, dealer);
-                        for b in bundles {
-                            self.inbox.entry(b.peer).or_default().push(ForwardedBundle {
-                                sender: from,
-                                commitments: wire.clone(),
-                                ciphertext: b.ciphertext,
-                            });
-                        }
+                        self.received.insert(
+                            from,
+                            Received {
+                                self_key,
+                                own_point,
+                                bundles,
+                            },
+                        );
                     }
                     Err(e) => {
                         self.roll
@@ -89,15 +119,8 @@ impl ExpectShares {
         self.check_done(ctx)
     }
 
-    /// One bundle for each neighbour, each of the sealed size; t commitments to each secret,
-    /// every one a point of large order, the first mask commitment the advertised mask key.
-    fn check<E>(
-        &self,
-        ctx: &Ctx<'_, E>,
-        from: ClientId,
-        commitments: &ShareCommitments,
-        bundles: &[SealedBundle],
-    ) -> Result<Dealer, ProtocolError> {
+    /// One bundle for each neighbour, each of the sealed size.
+    fn check(&self, from: ClientId, bundles: &[SealedBundle]) -> Result<(), ProtocolError> {
         let neighbors = self.session.graph.neighbors(from);
         let mut recipients: Vec<ClientId> = bundles.iter().map(|b| b.peer).collect();
         recipients.sort_unstable();
@@ -127,27 +150,84 @@ impl ExpectShares {
                 b.ciphertext.len()
             )));
         }
-        let t = ctx.config.threshold();
-        if commitments.mask.len() != t || commitments.self_mask.len() != t {
-            return Err(crate::error::CryptoError::Commitment(format!(
-                "{} and {} commitments, the threshold is {t}",
-                commitments.mask.len(),
-                commitments.self_mask.len()
-            ))
-            .into());
+        Ok(())
+    }
+
+    /// Checks every dealing's points at once; the dealers that fail are dropped, the others
+    /// become [`Dealer`]s.
+    fn verify<E>(&mut self, ctx: &mut Ctx<'_, E>) -> HashMap<ClientId, Dealer> {
+        let mut order: Vec<ClientId> = self.received.keys().copied().collect();
+        order.sort_unstable();
+        let masking: HashMap<ClientId, [u8; 32]> = self
+            .session
+            .keys
+            .iter()
+            .map(|(id, k)| (*id, k.masking))
+            .collect();
+        let zero = [0u8; 32];
+        let dealings: Vec<Dealing<'_>> = order
+            .iter()
+            .filter_map(|d| self.received.get(d).map(|r| (*d, r)))
+            .map(|(d, r)| {
+                // The random dual codeword is seeded by everything the dealer committed to.
+                let mut h = Sha256::new();
+                h.update(b"secagg/v2/dealing-transcript");
+                h.update(self.session.id.0);
+                h.update(d.0.to_le_bytes());
+                h.update(r.self_key);
+                h.update(r.own_point);
+                for b in &r.bundles {
+                    h.update(b.peer.0.to_le_bytes());
+                    h.update(b.mask_point);
+                    h.update(b.self_point);
+                }
+                Dealing {
+                    dealer: d,
+                    mask_key: masking.get(&d).unwrap_or(&zero),
+                    self_key: &r.self_key,
+                    own_point: &r.own_point,
+                    points: r
+                        .bundles
+                        .iter()
+                        .map(|b| (b.peer, &b.mask_point, &b.self_point))
+                        .collect(),
+                    transcript: h.finalize().into(),
+                }
+            })
+            .collect();
+        let verdicts = verify_dealings(&dealings, ctx.config.threshold());
+        drop(dealings);
+        let mut dealers = HashMap::with_capacity(order.len());
+        for (d, verdict) in order.into_iter().zip(verdicts) {
+            match verdict {
+                Ok(checked) => {
+                    if let Some(r) = self.received.get(&d) {
+                        let mut points: HashMap<ClientId, ([u8; 32], [u8; 32])> = r
+                            .bundles
+                            .iter()
+                            .map(|b| (b.peer, (b.mask_point, b.self_point)))
+                            .collect();
+                        points.insert(d, ([0; 32], r.own_point));
+                        dealers.insert(
+                            d,
+                            Dealer {
+                                mask_key: checked.mask_key,
+                                self_key: checked.self_key,
+                                self_key_bytes: r.self_key,
+                                points,
+                            },
+                        );
+                    }
+                }
+                Err(e) => {
+                    self.received.remove(&d);
+                    self.roll.answered.remove(&d);
+                    self.roll.expected.remove(&d);
+                    ctx.drop_client(d, Stage::ShareKeys, DropReason::Misbehaved(e.into()));
+                }
+            }
         }
-        let advertised = self.session.keys.get(&from).map(|k| k.masking);
-        if advertised != commitments.mask.first().copied() {
-            return Err(crate::error::CryptoError::Commitment(
-                "the first mask commitment is not the advertised mask key".into(),
-            )
-            .into());
-        }
-        Ok(Dealer {
-            mask: Commitments::from_compressed(&commitments.mask)?,
-            self_mask: Commitments::from_compressed(&commitments.self_mask)?,
-            wire: Arc::new(commitments.clone()),
-        })
+        dealers
     }
 
     fn check_done<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
@@ -159,23 +239,34 @@ impl ExpectShares {
     }
 
     fn finish<E: Backend>(mut self, ctx: &mut Ctx<'_, E>) -> State {
+        let dealers = self.verify(ctx);
         let u2: Vec<ClientId> = self.roll.answered.iter().copied().collect();
         let notify: Vec<ClientId> = self.session.keys.keys().copied().collect();
         if let Err(reason) = ctx.close_stage(Stage::ShareKeys, u2.len(), notify) {
             return State::Aborted(reason);
         }
-        // A copy of every routed ciphertext, to check reports against.
+        // Bundles by recipient, and a copy of every routed ciphertext to check reports against.
+        let mut inbox: HashMap<ClientId, Vec<ForwardedBundle>> = HashMap::new();
         let mut routed: HashMap<(ClientId, ClientId), Vec<u8>> = HashMap::new();
-        for &u in &u2 {
-            // Every stored bundle came from a dealer that answered, so all senders are in U2.
-            let mut bundles = self.inbox.remove(&u).unwrap_or_default();
-            bundles.sort_by_key(|b| b.sender);
-            for b in &bundles {
-                routed.insert((b.sender, u), b.ciphertext.clone());
+        for (from, r) in self.received.drain() {
+            for b in r.bundles {
+                routed.insert((from, b.peer), b.ciphertext.clone());
+                inbox.entry(b.peer).or_default().push(ForwardedBundle {
+                    sender: from,
+                    self_key: r.self_key,
+                    mask_point: b.mask_point,
+                    self_point: b.self_point,
+                    ciphertext: b.ciphertext,
+                });
             }
+        }
+        for &u in &u2 {
+            // Only dealers in U2 left bundles, so every sender is in U2.
+            let mut bundles = inbox.remove(&u).unwrap_or_default();
+            bundles.sort_by_key(|b| b.sender);
             ctx.send(u, ServerMessage::ShareBundles(bundles));
         }
         let roll = Roll::start(ctx, Stage::ShareCheck, u2.iter().copied());
-        ExpectShareChecks::start(ctx, self.session, self.dealers, routed, roll)
+        ExpectShareChecks::start(ctx, self.session, dealers, routed, roll)
     }
 }

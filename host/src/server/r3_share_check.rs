@@ -2,7 +2,7 @@
 //! reports, and tell every holder which neighbours to mask with.
 //!
 //! A report that a bundle's shares are bad carries the pair's bundle key. The server opens the
-//! ciphertext it routed with that key and checks the shares against the dealer's commitments
+//! ciphertext it routed with that key and checks the shares against their public points
 //! itself: if they are bad the dealer is excluded (it can neither mask nor be unmasked, so it
 //! cannot sink the round later); if the key does not open the bundle, or the shares are good,
 //! the report is false and the reporter is dropped. A dealer too few of whose holders could
@@ -19,6 +19,7 @@ use super::r2_share_keys::Dealer;
 use super::r4_masked_input::{ExpectMaskedInputs, Membership};
 use super::{Ctx, DropReason, Input, Roll, State, late_or_unknown, out_of_turn};
 use crate::crypto::BundleKey;
+use crate::crypto::feldman::share_matches;
 use crate::error::ProtocolError;
 use crate::messages::{ClientMessage, DealerReport, ReportKind, ServerMessage};
 use crate::{ClientId, Stage};
@@ -109,18 +110,24 @@ impl ExpectShareChecks {
                     return Err(ProtocolError::UnknownClient(d));
                 };
                 let key = BundleKey::from_bytes(*bundle_key);
+                let binding = dealer
+                    .binding(from)
+                    .ok_or(ProtocolError::UnknownClient(from))?;
                 let opened = key
-                    .open(&self.session.id, d, from, &dealer.wire.digest(), ciphertext)
+                    .open(&self.session.id, d, from, &binding, ciphertext)
                     .map_err(|_| ProtocolError::FalseReport {
                         dealer: d,
                         why: "the revealed key does not open the bundle",
                     })?;
-                if dealer.mask.verify(from, &opened.mask_share)
-                    && dealer.self_mask.verify(from, &opened.self_share)
-                {
+                let matches = |mask: bool, share| {
+                    dealer
+                        .point(from, mask)
+                        .is_some_and(|p| share_matches(&p, share))
+                };
+                if matches(true, &opened.mask_share) && matches(false, &opened.self_share) {
                     return Err(ProtocolError::FalseReport {
                         dealer: d,
-                        why: "the shares in the bundle match the dealer's commitments",
+                        why: "the shares in the bundle match their points",
                     });
                 }
                 proved.push(d);

@@ -23,10 +23,8 @@ use super::r4_masked_input::Membership;
 use super::{
     Ctx, DropReason, Input, Roll, RoundOutput, ServerEvent, State, late_or_unknown, out_of_turn,
 };
-use crate::crypto::feldman::find_bad_shares;
-use crate::crypto::{
-    Commitments, Lagrange, masking_point, pairwise_seeds, scalar_from_bytes, self_mask_seed,
-};
+use crate::crypto::feldman::{opens_to, share_matches};
+use crate::crypto::{Lagrange, masking_point, pairwise_seeds, scalar_from_bytes, self_mask_seed};
 use crate::error::{CryptoError, ProtocolError};
 use crate::messages::{ClientMessage, RevealedShare, ServerMessage, ShareKind};
 use crate::{ClientId, Stage};
@@ -292,7 +290,8 @@ impl ExpectUnmaskShares {
                         received,
                         owner,
                         t,
-                        &dealer.self_mask,
+                        &dealer.self_key,
+                        &|h| dealer.point(h, false),
                         "self-mask secret",
                         &lagrange,
                     )?;
@@ -304,7 +303,8 @@ impl ExpectUnmaskShares {
                     received,
                     owner,
                     t,
-                    &dealer.mask,
+                    &dealer.mask_key,
+                    &|h| dealer.point(h, true),
                     "mask-agreement key",
                     &lagrange,
                 )?;
@@ -339,16 +339,17 @@ impl ExpectUnmaskShares {
     }
 }
 
-/// The secret of `owner` from `t` of the shares `received`, checked against its commitments.
-/// When the first t do not open the commitment, every share is checked against the
-/// commitments (one batch, split to isolate the bad ones) and the secret is rebuilt from t good
-/// ones; the holders of bad shares come back as (holder, owner). Lagrange coefficients for the
-/// first t holders come precomputed in `shared`.
+/// The secret of `owner` from `t` of the shares `received`, checked against its commitment
+/// `secret_point`. When the first t do not open it, every share is checked alone against its
+/// public point (`point_of` the holder) and the secret is rebuilt from t good ones; the holders
+/// of bad shares come back as (holder, owner). Lagrange coefficients for the first t holders
+/// come precomputed in `shared`.
 fn rebuild(
     received: Option<&Received>,
     owner: ClientId,
     t: usize,
-    commitments: &Commitments,
+    secret_point: &EdwardsPoint,
+    point_of: &dyn Fn(ClientId) -> Option<EdwardsPoint>,
     what: &'static str,
     shared: &HashMap<Vec<ClientId>, Lagrange>,
 ) -> Result<(Scalar, Vec<(ClientId, ClientId)>), ProtocolError> {
@@ -364,21 +365,15 @@ fn rebuild(
     let first: Vec<ClientId> = received.keys().take(t).copied().collect();
     if let Some(l) = shared.get(&first) {
         let mut secret = l.combine(received.values().take(t));
-        if commitments.opens_to(&secret) {
+        if opens_to(secret_point, &secret) {
             return Ok((secret, Vec::new()));
         }
         secret.zeroize();
     }
-    let all: Vec<(ClientId, Scalar)> = received.iter().map(|(h, v)| (*h, *v)).collect();
-    let bad = find_bad_shares(commitments, &all);
-    let culprits: Vec<(ClientId, ClientId)> = bad.iter().map(|&i| (all[i].0, owner)).collect();
-    let good: Vec<&(ClientId, Scalar)> = all
+    let (good, bad): (Vec<(&ClientId, &Scalar)>, Vec<(&ClientId, &Scalar)>) = received
         .iter()
-        .enumerate()
-        .filter(|(i, _)| bad.binary_search(i).is_err())
-        .map(|(_, s)| s)
-        .take(t)
-        .collect();
+        .partition(|(h, v)| point_of(**h).is_some_and(|p| share_matches(&p, v)));
+    let culprits: Vec<(ClientId, ClientId)> = bad.iter().map(|(h, _)| (**h, owner)).collect();
     if good.len() < t {
         return Err(CryptoError::TooFewShares {
             owner,
@@ -387,10 +382,10 @@ fn rebuild(
         }
         .into());
     }
-    let holders: Vec<ClientId> = good.iter().map(|(h, _)| *h).collect();
+    let holders: Vec<ClientId> = good.iter().take(t).map(|(h, _)| **h).collect();
     let l = Lagrange::at_zero(&holders)?;
-    let mut secret = l.combine(good.iter().map(|(_, v)| v));
-    if commitments.opens_to(&secret) {
+    let mut secret = l.combine(good.iter().take(t).map(|(_, v)| *v));
+    if opens_to(secret_point, &secret) {
         Ok((secret, culprits))
     } else {
         secret.zeroize();

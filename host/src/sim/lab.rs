@@ -25,16 +25,16 @@ use secagg_engine::{Backend, CpuEngine, MaskTerm};
 
 use super::{SimConfig, SimError, sim_ca, sim_client, sim_identity_key, sim_server};
 use crate::codec::{self, Limits};
+use crate::crypto::feldman::{decompress_point, opens_to, share_matches};
 use crate::crypto::{
-    ADVERTISE_DOMAIN, BundlePlaintext, ClientSecrets, Commitments, GraphSeed, Lagrange,
-    RoundDigest, SessionEntry, SessionId, advertisement_message, cohort_digest, deal,
-    masking_point, nonce_commitment, pairwise_seeds, self_mask_seed,
+    ADVERTISE_DOMAIN, BundlePlaintext, ClientSecrets, GraphSeed, Lagrange, RoundDigest,
+    SessionEntry, SessionId, advertisement_message, cohort_digest, deal, masking_point,
+    nonce_commitment, pairwise_seeds, self_mask_seed, share_points_digest,
 };
 use crate::graph::NeighborGraph;
 use crate::identity::{CaKey, IdentityKey};
 use crate::messages::{
-    ClientMessage, Credential, Envelope, SealedBundle, ServerMessage, ShareCommitments, ShareKind,
-    SignedKeys,
+    ClientMessage, Credential, Envelope, SealedBundle, ServerMessage, ShareKind, SignedKeys,
 };
 use crate::server::{Server, ServerEvent, ServerStatus};
 use crate::{Client, ClientId, ClientStatus};
@@ -133,7 +133,8 @@ pub enum DealerFault {
     /// These holders get a self-mask share off the committed polynomial (the others get
     /// correct ones).
     BadShares(Vec<ClientId>),
-    /// The self-mask commitments commit to another secret than the shares share.
+    /// The self-mask key β·B commits to another secret than the shares share (so the share
+    /// points do not lie on a polynomial through it).
     FalseCommitment,
 }
 
@@ -505,31 +506,49 @@ impl Lab {
         let Some(view) = self.view_of(target) else {
             return Rebuild::NoMaskedInput;
         };
-        // Commitments per dealer, from their share keys.
-        let mut commitments: BTreeMap<ClientId, (Commitments, Commitments)> = BTreeMap::new();
+        // Each dealer's commitments and share points, from its share keys (σ·B is its mask
+        // key in the key list).
+        let mut dealings: BTreeMap<ClientId, Dealing> = BTreeMap::new();
         for (from, m) in &self.sent {
-            if let ClientMessage::ShareKeys { commitments: c, .. } = m
-                && let (Ok(mc), Ok(sc)) = (
-                    Commitments::from_compressed(&c.mask),
-                    Commitments::from_compressed(&c.self_mask),
-                )
+            if let ClientMessage::ShareKeys {
+                self_key,
+                own_point,
+                bundles,
+            } = m
             {
-                commitments.insert(*from, (mc, sc));
+                let mut points: BTreeMap<ClientId, ([u8; 32], [u8; 32])> = bundles
+                    .iter()
+                    .map(|b| (b.peer, (b.mask_point, b.self_point)))
+                    .collect();
+                points.insert(*from, ([0; 32], *own_point));
+                dealings.insert(
+                    *from,
+                    Dealing {
+                        mask_key: view.keys.get(from).copied().unwrap_or([0; 32]),
+                        self_key: *self_key,
+                        points,
+                    },
+                );
             }
         }
         let rebuild = |owner: ClientId, kind: ShareKind| -> (Option<Scalar>, usize) {
-            let Some((mc, sc)) = commitments.get(&owner) else {
+            let Some(d) = dealings.get(&owner) else {
                 return (None, 0);
             };
-            let c = if kind == ShareKind::SelfMask { sc } else { mc };
+            let mask = kind == ShareKind::MaskKey;
             let mut shares: BTreeMap<ClientId, Scalar> = BTreeMap::new();
             for (holder, m) in &self.sent {
                 if let ClientMessage::UnmaskShares(list) = m {
                     for s in list {
+                        let point = d
+                            .points
+                            .get(holder)
+                            .map(|(m, s)| if mask { m } else { s })
+                            .and_then(|p| decompress_point(p).ok());
                         if s.owner == owner
                             && s.kind == kind
                             && let Ok(v) = crate::crypto::scalar_from_bytes(&s.value)
-                            && c.verify(*holder, &v)
+                            && point.is_some_and(|p| share_matches(&p, &v))
                         {
                             shares.insert(*holder, v);
                         }
@@ -540,11 +559,12 @@ impl Lab {
             if have < t {
                 return (None, have);
             }
+            let key = decompress_point(if mask { &d.mask_key } else { &d.self_key }).ok();
             let holders: Vec<ClientId> = shares.keys().take(t).copied().collect();
             let secret = Lagrange::at_zero(&holders)
                 .ok()
                 .map(|l| l.combine(shares.values().take(t)))
-                .filter(|s| c.opens_to(s));
+                .filter(|s| key.is_some_and(|k| opens_to(&k, s)));
             (secret, have)
         };
         let (beta, have) = rebuild(target, ShareKind::SelfMask);
@@ -632,6 +652,13 @@ impl Lab {
             partners,
         })
     }
+}
+
+/// One dealer's public dealing, as the attacker saw it.
+struct Dealing {
+    mask_key: [u8; 32],
+    self_key: [u8; 32],
+    points: BTreeMap<ClientId, ([u8; 32], [u8; 32])>,
 }
 
 struct View {
@@ -756,18 +783,14 @@ impl CheatingDealer {
         let t = self.cfg.round.threshold();
         let mut holders = neighbors.clone();
         holders.push(self.id);
-        let (mask_shares, mask_c) = deal(secrets.mask_scalar(), t, &holders, &mut self.rng).ok()?;
-        let (self_shares, mut self_c) =
+        let (mask_shares, _, mask_points) =
+            deal(secrets.mask_scalar(), t, &holders, &mut self.rng).ok()?;
+        let (self_shares, mut self_key, self_points) =
             deal(secrets.self_scalar(), t, &holders, &mut self.rng).ok()?;
         if self.fault == DealerFault::FalseCommitment {
             let other = crate::crypto::random_scalar(&mut self.rng);
-            self_c = deal(&other, t, &holders, &mut self.rng).ok()?.1;
+            self_key = crate::crypto::mask_public_key(&other);
         }
-        let commitments = ShareCommitments {
-            mask: mask_c.to_compressed(),
-            self_mask: self_c.to_compressed(),
-        };
-        let digest = commitments.digest();
         let peers: Vec<(ClientId, &crate::crypto::PublicKeys)> = list
             .iter()
             .filter(|(id, _)| neighbors.binary_search(id).is_ok())
@@ -781,19 +804,25 @@ impl CheatingDealer {
             if let DealerFault::BadShares(victims) = &self.fault
                 && victims.contains(peer)
             {
+                // Off its point, which the server checked lies on the polynomial.
                 self_share += Scalar::ONE;
             }
             let pt = BundlePlaintext {
                 mask_share: mask_shares[i].value,
                 self_share,
             };
+            let binding = share_points_digest(&mask_points[i], &self_points[i], &self_key);
             bundles.push(SealedBundle {
                 peer: *peer,
-                ciphertext: key.seal(&session, self.id, *peer, &digest, &pt).ok()?,
+                mask_point: mask_points[i],
+                self_point: self_points[i],
+                ciphertext: key.seal(&session, self.id, *peer, &binding, &pt).ok()?,
             });
         }
+        let own = holders.iter().position(|h| *h == self.id)?;
         Some(ClientMessage::ShareKeys {
-            commitments,
+            self_key,
+            own_point: self_points[own],
             bundles,
         })
     }
