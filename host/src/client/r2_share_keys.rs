@@ -13,8 +13,8 @@ use super::r3_share_check::ExpectShareBundles;
 use super::{ADVERTISE_DOMAIN, Ctx, OwnShare, State, advertisement_message};
 use crate::credentials::{Signed, identity_key, verify_all};
 use crate::crypto::{
-    BundleKey, BundlePlaintext, ClientSecrets, GraphSeed, PublicKeys, SessionEntry, SessionId,
-    deal, nonce_commitment, share_points_digest,
+    BundleKey, BundlePlaintext, ClientSecrets, Dealt, GraphSeed, PublicKeys, SessionEntry,
+    SessionId, deal, nonce_commitment, share_points_digest,
 };
 use crate::error::ProtocolError;
 use crate::graph::NeighborGraph;
@@ -198,10 +198,16 @@ impl ExpectKeyList {
         // surviving client help rebuild it).
         let mut holders = neighbors.clone();
         holders.push(me);
-        let (mask_shares, mask_key, mask_points) =
-            deal(self.secrets.mask_scalar(), t, &holders, ctx.rng)?;
-        let (self_shares, self_key, self_points) =
-            deal(self.secrets.self_scalar(), t, &holders, ctx.rng)?;
+        let Dealt {
+            shares: mask_shares,
+            secret_point: mask_key,
+            points: mask_points,
+        } = deal(self.secrets.mask_scalar(), t, &holders, ctx.rng)?;
+        let Dealt {
+            shares: self_shares,
+            secret_point: self_key,
+            points: self_points,
+        } = deal(self.secrets.self_scalar(), t, &holders, ctx.rng)?;
         // σ·B is the advertised mask key: the dealing is bound to it.
         debug_assert_eq!(mask_key, self.mine.keys.masking);
         let peer_keys: Vec<(ClientId, &PublicKeys)> =

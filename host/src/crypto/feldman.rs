@@ -63,15 +63,24 @@ pub fn share_matches(point: &EdwardsPoint, share: &Scalar) -> bool {
     opens_to(point, share)
 }
 
-/// Shares `secret` among `holders` (distinct ids) with threshold `t`. Returns the shares in
-/// the order of `holders`, and the commitments: secret·B and each share·B, compressed, in the
-/// same order.
+/// A dealing: the shares, and their public commitments.
+pub struct Dealt {
+    /// The shares, in the order of the holders.
+    pub shares: Vec<ShamirShare>,
+    /// secret·B, compressed.
+    pub secret_point: [u8; 32],
+    /// Each share·B, compressed, in the order of the holders.
+    pub points: Vec<[u8; 32]>,
+}
+
+/// Shares `secret` among `holders` (distinct ids) with threshold `t`, with the commitments:
+/// secret·B and each share·B.
 pub fn deal<R: CryptoRng + ?Sized>(
     secret: &Scalar,
     threshold: usize,
     holders: &[ClientId],
     rng: &mut R,
-) -> Result<(Vec<ShamirShare>, [u8; 32], Vec<[u8; 32]>), CryptoError> {
+) -> Result<Dealt, CryptoError> {
     if threshold < 1 || threshold > holders.len() {
         return Err(CryptoError::Split(format!(
             "threshold {threshold} for {} holders",
@@ -109,7 +118,11 @@ pub fn deal<R: CryptoRng + ?Sized>(
         .map(|c| c.to_bytes())
         .collect();
     let secret_point = compressed.remove(0);
-    Ok((shares, secret_point, compressed))
+    Ok(Dealt {
+        shares,
+        secret_point,
+        points: compressed,
+    })
 }
 
 /// Which of `shares` (share, published point) match: share·B compressed equals the point's
@@ -381,7 +394,11 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let secret = random_scalar(&mut rng);
         let holders = ids(&[0, 3, 4, 9, 17, 100, 4_000_000]);
-        let (shares, secret_point, points) = deal(&secret, 4, &holders, &mut rng).unwrap();
+        let Dealt {
+            shares,
+            secret_point,
+            points,
+        } = deal(&secret, 4, &holders, &mut rng).unwrap();
         let sp = decompress_point(&secret_point).unwrap();
         assert!(opens_to(&sp, &secret));
         assert!(!opens_to(&sp, &(secret + Scalar::ONE)));
@@ -420,12 +437,16 @@ mod tests {
         let holders: Vec<ClientId> = (0..20).map(ClientId).collect();
         let t = 9;
         let secret = random_scalar(&mut rng);
-        let (_, secret_point, points) = deal(&secret, t, &holders, &mut rng).unwrap();
+        let Dealt {
+            secret_point,
+            points,
+            ..
+        } = deal(&secret, t, &holders, &mut rng).unwrap();
         let sp = decompress_point(&secret_point).unwrap();
         let pts = decompressed(&holders, &points);
         assert!(on_polynomial(&sp, &pts, t, b"x"));
         // One holder's point from another polynomial with the same secret.
-        let (_, _, other) = deal(&secret, t, &holders, &mut rng).unwrap();
+        let other = deal(&secret, t, &holders, &mut rng).unwrap().points;
         let i = (rng.next_u32() % 20) as usize;
         let mut mixed = pts.clone();
         mixed[i].1 = decompress_point(&other[i]).unwrap();
@@ -436,7 +457,11 @@ mod tests {
         // Another secret's commitment; a polynomial of degree t (one too many).
         let wrong = EdwardsPoint::mul_base(&(secret + Scalar::ONE));
         assert!(!on_polynomial(&wrong, &pts, t, b"x"));
-        let (_, sp2, pts2) = deal(&secret, t + 1, &holders, &mut rng).unwrap();
+        let Dealt {
+            secret_point: sp2,
+            points: pts2,
+            ..
+        } = deal(&secret, t + 1, &holders, &mut rng).unwrap();
         let sp2 = decompress_point(&sp2).unwrap();
         assert!(!on_polynomial(
             &sp2,
@@ -477,22 +502,20 @@ mod tests {
         assert!(deal(&Scalar::ONE, 2, &ids(&[1, 1]), &mut rng).is_err());
     }
 
-    /// A dealing as a dealer makes it: σ and β dealt among the dealer and `neighbours`.
-    fn dealing(
-        rng: &mut ChaCha20Rng,
-        dealer: u32,
-        neighbours: &[u32],
-        t: usize,
-    ) -> (
+    type Made = (
         [u8; 32],
         [u8; 32],
         [u8; 32],
         Vec<(ClientId, [u8; 32], [u8; 32])>,
-    ) {
+    );
+
+    /// A dealing as a dealer makes it: σ and β dealt among the dealer and `neighbours`.
+    fn dealing(rng: &mut ChaCha20Rng, dealer: u32, neighbours: &[u32], t: usize) -> Made {
         let mut holders = ids(neighbours);
         holders.push(ClientId(dealer));
-        let (_, mk, mp) = deal(&random_scalar(rng), t, &holders, rng).unwrap();
-        let (_, sk, sp) = deal(&random_scalar(rng), t, &holders, rng).unwrap();
+        let m = deal(&random_scalar(rng), t, &holders, rng).unwrap();
+        let s = deal(&random_scalar(rng), t, &holders, rng).unwrap();
+        let (mk, mp, sk, sp) = (m.secret_point, m.points, s.secret_point, s.points);
         let n = neighbours.len();
         let points = (0..n).map(|i| (holders[i], mp[i], sp[i])).collect();
         (mk, sk, sp[n], points)

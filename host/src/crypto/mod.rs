@@ -37,7 +37,7 @@ use secagg_engine::Seed;
 use crate::ClientId;
 use crate::error::CryptoError;
 
-pub use feldman::deal;
+pub use feldman::{Dealt, deal};
 pub use session::{
     ADVERTISE_DOMAIN, GraphSeed, RoundDigest, SURVIVORS_DOMAIN, SessionEntry, SessionId,
     advertisement_message, cohort_digest, nonce_commitment, survivors_digest,

@@ -144,7 +144,9 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let secret = Scalar::from(rng.next_u64()) * Scalar::from(rng.next_u64());
         let holders = ids(&[0, 3, 4, 9, 17, 100, 4_000_000]);
-        let (shares, _, _) = super::super::feldman::deal(&secret, 4, &holders, &mut rng).unwrap();
+        let shares = super::super::feldman::deal(&secret, 4, &holders, &mut rng)
+            .unwrap()
+            .shares;
         for start in 0..=3 {
             let subset = &shares[start..start + 4];
             let who: Vec<ClientId> = subset.iter().map(|s| s.holder).collect();

@@ -370,7 +370,8 @@ fn rebuild(
         }
         secret.zeroize();
     }
-    let (good, bad): (Vec<(&ClientId, &Scalar)>, Vec<(&ClientId, &Scalar)>) = received
+    type Pairs<'a> = Vec<(&'a ClientId, &'a Scalar)>;
+    let (good, bad): (Pairs<'_>, Pairs<'_>) = received
         .iter()
         .partition(|(h, v)| point_of(**h).is_some_and(|p| share_matches(&p, v)));
     let culprits: Vec<(ClientId, ClientId)> = bad.iter().map(|(h, _)| (**h, owner)).collect();

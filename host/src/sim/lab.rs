@@ -783,10 +783,11 @@ impl CheatingDealer {
         let t = self.cfg.round.threshold();
         let mut holders = neighbors.clone();
         holders.push(self.id);
-        let (mask_shares, _, mask_points) =
-            deal(secrets.mask_scalar(), t, &holders, &mut self.rng).ok()?;
+        let sigma = deal(secrets.mask_scalar(), t, &holders, &mut self.rng).ok()?;
+        let beta = deal(secrets.self_scalar(), t, &holders, &mut self.rng).ok()?;
+        let (mask_shares, mask_points) = (sigma.shares, sigma.points);
         let (self_shares, mut self_key, self_points) =
-            deal(secrets.self_scalar(), t, &holders, &mut self.rng).ok()?;
+            (beta.shares, beta.secret_point, beta.points);
         if self.fault == DealerFault::FalseCommitment {
             let other = crate::crypto::random_scalar(&mut self.rng);
             self_key = crate::crypto::mask_public_key(&other);
