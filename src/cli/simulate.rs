@@ -36,8 +36,8 @@ pub struct SimulateArgs {
     /// Fraction of clients that drop out (the planner also plans for it).
     #[arg(long, default_value_t = 0.1)]
     dropout: f64,
-    /// The stage the dropped clients miss: share-keys, masked-input (the costliest for the
-    /// server) or unmasking.
+    /// The stage the dropped clients miss: advertise-keys, share-keys, share-check,
+    /// masked-input (the costliest for the server), consistency or unmasking.
     #[arg(long, default_value = "masked-input")]
     dropout_stage: Stage,
     /// Dropped clients go silent and the server waits for the deadline, instead of
