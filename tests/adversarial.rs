@@ -211,7 +211,7 @@ fn forged_identities_are_caught_before_any_share_leaves() {
         SignedKeys {
             keys,
             nonce: honest.nonce,
-            credential: Credential::SelfAsserted(key.public()),
+            credential: Credential::self_asserted(&key.public()),
             signature: key.sign(ADVERTISE_DOMAIN, &m),
         }
     });
@@ -229,7 +229,7 @@ fn forged_identities_are_caught_before_any_share_leaves() {
         SignedKeys {
             keys,
             nonce: honest.nonce,
-            credential: Credential::Certificate(rogue.issue(id, &key.public())),
+            credential: Credential::certificate(&rogue.issue(id, &key.public())),
             signature: key.sign(ADVERTISE_DOMAIN, &m),
         }
     });
@@ -699,7 +699,7 @@ fn forged_and_replayed_survivor_signatures_are_refused() {
         s.iter_mut().find(|(id, _)| id.0 == 2).unwrap().1 = sig3;
     });
     assert!(
-        matches!(&e, ProtocolError::UnsafeRequest(w) if w.contains("invalid survivor-list signatures from 2")),
+        matches!(&e, ProtocolError::UnsafeRequest(w) if w.contains("invalid survivor-list signatures or certificates from 2")),
         "{e:?}"
     );
     // Client 2's signature from another round.

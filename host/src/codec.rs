@@ -50,7 +50,7 @@ use crate::ClientId;
 use crate::config::{Quantization, RoundConfig};
 use crate::crypto::{BUNDLE_LEN, PublicKeys};
 use crate::error::CodecError;
-use crate::identity::{CERT_LEN, Certificate, IdentityPublicKey};
+use crate::identity::CERT_LEN;
 use crate::messages::{
     ClientMessage, Credential, DealerReport, Envelope, ForwardedBundle, ReportKind, RevealedShare,
     SealedBundle, ServerMessage, ShareKind, SignedKeys,
@@ -360,11 +360,11 @@ fn write_signed(w: &mut Writer, s: &SignedKeys) {
     match &s.credential {
         Credential::SelfAsserted(k) => {
             w.u8(0);
-            w.bytes(&k.to_bytes());
+            w.bytes(k);
         }
         Credential::Certificate(c) => {
             w.u8(1);
-            w.bytes(&c.to_bytes());
+            w.bytes(c);
         }
     }
     w.bytes(&s.signature);
@@ -376,23 +376,10 @@ fn read_signed(r: &mut Reader<'_>) -> Result<SignedKeys, CodecError> {
         masking: r.array("s_pk")?,
     };
     let nonce = r.array("nonce")?;
+    // Kept as bytes: a client parses and checks only the credentials it uses.
     let credential = match r.u8("credential kind")? {
-        0 => Credential::SelfAsserted(
-            IdentityPublicKey::from_bytes(&r.array("identity key")?).map_err(|e| {
-                CodecError::Invalid {
-                    field: "identity key",
-                    why: e.to_string(),
-                }
-            })?,
-        ),
-        1 => Credential::Certificate(
-            Certificate::from_bytes(r.take(CERT_LEN, "certificate")?).map_err(|e| {
-                CodecError::Invalid {
-                    field: "certificate",
-                    why: e.to_string(),
-                }
-            })?,
-        ),
+        0 => Credential::SelfAsserted(r.array("identity key")?),
+        1 => Credential::Certificate(r.array("certificate")?),
         k => {
             return Err(CodecError::Invalid {
                 field: "credential kind",
@@ -738,9 +725,9 @@ mod tests {
         let ca = crate::identity::CaKey::generate(&mut rng);
         let key = crate::identity::IdentityKey::generate(&mut rng);
         let credential = if cert {
-            Credential::Certificate(ca.issue(ClientId(3), &key.public()))
+            Credential::certificate(&ca.issue(ClientId(3), &key.public()))
         } else {
-            Credential::SelfAsserted(key.public())
+            Credential::self_asserted(&key.public())
         };
         SignedKeys {
             keys: PublicKeys {

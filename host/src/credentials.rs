@@ -4,56 +4,74 @@
 
 use crate::ClientId;
 use crate::error::ProtocolError;
-use crate::identity::{self, CaPublicKey, IdentityPublicKey};
+use crate::identity::{self, CaPublicKey, IdentityPublicKey, SignedItem};
 use crate::messages::Credential;
 
-/// The identity key `credential` proves for `id`: a certificate must name `id` and verify
-/// under `ca`; with no CA (an unauthenticated round) any credential's key is taken as is.
-pub(crate) fn identity_key<'a>(
+/// The identity key `credential` claims for `id`, and — when a CA is trusted — the
+/// certificate signature that must verify for the claim to hold (to batch with others). A
+/// certificate must name `id`; a self-asserted key is refused when a CA is trusted. With no
+/// CA (an unauthenticated round) any credential's key is taken as is.
+pub(crate) fn claimed_key(
     ca: Option<&CaPublicKey>,
     id: ClientId,
-    credential: &'a Credential,
-) -> Result<&'a IdentityPublicKey, ProtocolError> {
+    credential: &Credential,
+) -> Result<(IdentityPublicKey, Option<SignedItem<'static>>), ProtocolError> {
     match (ca, credential) {
-        (None, c) => Ok(c.key()),
+        (None, c) => Ok((c.key()?, None)),
         (Some(_), Credential::SelfAsserted(_)) => Err(ProtocolError::UnsafeRequest(format!(
             "{id} has no certificate from the deployment CA"
         ))),
-        (Some(ca), Credential::Certificate(cert)) => {
-            cert.verify_for(ca, id)?;
-            Ok(&cert.key)
+        (Some(ca), Credential::Certificate(_)) => {
+            let cert = credential
+                .parse_certificate()
+                .ok_or(ProtocolError::UnknownClient(id))??;
+            if cert.id != id {
+                return Err(identity::IdentityError::WrongId {
+                    expected: id,
+                    found: cert.id,
+                }
+                .into());
+            }
+            Ok((cert.key, Some(cert.signed_item(ca))))
         }
     }
 }
 
-/// One signature to check.
-pub(crate) struct Signed<'a> {
-    /// Who is said to have signed.
-    pub signer: ClientId,
-    /// With which key.
-    pub key: &'a IdentityPublicKey,
-    /// The signature's domain.
-    pub domain: &'a [u8],
-    /// The signed bytes.
-    pub message: &'a [u8],
-    /// The signature.
-    pub signature: &'a [u8; 64],
+/// The identity key `credential` proves for `id`, its certificate checked now (one
+/// signature; see [`claimed_key`] to batch).
+pub(crate) fn identity_key(
+    ca: Option<&CaPublicKey>,
+    id: ClientId,
+    credential: &Credential,
+) -> Result<IdentityPublicKey, ProtocolError> {
+    let (key, cert) = claimed_key(ca, id, credential)?;
+    if let Some(item) = cert {
+        identity::verify_batch(&[item])?;
+    }
+    Ok(key)
 }
 
-/// Checks every signature (in one batch where the identity module batches); on failure the
-/// signers whose signatures are bad.
-pub(crate) fn verify_all(items: &[Signed<'_>]) -> Result<(), Vec<ClientId>> {
-    let batch: Vec<identity::SignedItem<'_>> = items
-        .iter()
-        .map(|s| identity::SignedItem::new(s.key, s.domain, s.message, s.signature))
-        .collect();
+/// Checks every signature in one batch; on failure the indices of the bad ones.
+pub(crate) fn verify_all(items: &[(ClientId, SignedItem<'_>)]) -> Result<(), Vec<usize>> {
+    let batch: Vec<SignedItem<'_>> = items.iter().map(|(_, i)| i.clone()).collect();
     match identity::verify_batch(&batch) {
         Ok(()) => Ok(()),
-        Err(identity::IdentityError::BadSignatures { indices }) => Err(indices
-            .into_iter()
-            .filter_map(|i| items.get(i))
-            .map(|s| s.signer)
-            .collect()),
-        Err(_) => Err(items.iter().map(|s| s.signer).collect()),
+        Err(identity::IdentityError::BadSignatures { indices }) => Err(indices),
+        Err(_) => Err((0..items.len()).collect()),
     }
+}
+
+/// The clients named by `indices` of `items`, as a list for a message.
+pub(crate) fn names(items: &[(ClientId, SignedItem<'_>)], indices: &[usize]) -> String {
+    let mut ids: Vec<ClientId> = indices
+        .iter()
+        .filter_map(|i| items.get(*i))
+        .map(|(c, _)| *c)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -3,25 +3,53 @@
 use std::sync::Arc;
 
 use crate::crypto::PublicKeys;
-use crate::identity::{Certificate, IdentityPublicKey};
+use crate::identity::{CERT_LEN, Certificate, IdentityError, IdentityPublicKey};
 use crate::{ClientId, Stage};
 
-/// How a client proves which id its keys belong to.
+/// How a client proves which id its keys belong to. Kept as the bytes that travel, and parsed
+/// only where used (a client checks its neighbours' credentials, not all n).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Credential {
     /// A certificate from the deployment CA binding the id to a long-term identity key.
-    Certificate(Certificate),
+    Certificate([u8; CERT_LEN]),
     /// An identity key the client asserts itself: no protection against a server that
     /// substitutes keys, so clients whose policy needs enrolled identities refuse it.
-    SelfAsserted(IdentityPublicKey),
+    SelfAsserted([u8; 32]),
 }
 
 impl Credential {
-    /// The identity key.
-    pub fn key(&self) -> &IdentityPublicKey {
+    /// A certificate credential.
+    pub fn certificate(cert: &Certificate) -> Self {
+        Credential::Certificate(cert.to_bytes())
+    }
+
+    /// A self-asserted credential.
+    pub fn self_asserted(key: &IdentityPublicKey) -> Self {
+        Credential::SelfAsserted(key.to_bytes())
+    }
+
+    /// The identity key's bytes (unchecked).
+    pub fn key_bytes(&self) -> [u8; 32] {
         match self {
-            Credential::Certificate(c) => &c.key,
-            Credential::SelfAsserted(k) => k,
+            Credential::Certificate(c) => {
+                let mut k = [0u8; 32];
+                k.copy_from_slice(&c[4..36]);
+                k
+            }
+            Credential::SelfAsserted(k) => *k,
+        }
+    }
+
+    /// The identity key, parsed (a valid point of large order).
+    pub fn key(&self) -> Result<IdentityPublicKey, IdentityError> {
+        IdentityPublicKey::from_bytes(&self.key_bytes())
+    }
+
+    /// The certificate, parsed, if this is one.
+    pub fn parse_certificate(&self) -> Option<Result<Certificate, IdentityError>> {
+        match self {
+            Credential::Certificate(c) => Some(Certificate::from_bytes(c)),
+            Credential::SelfAsserted(_) => None,
         }
     }
 }

@@ -31,7 +31,7 @@ fn signed() -> SignedKeys {
             masking: [2; 32],
         },
         nonce: [3; 32],
-        credential: Credential::Certificate(ca.issue(ClientId(4), &key.public())),
+        credential: Credential::certificate(&ca.issue(ClientId(4), &key.public())),
         signature: [5; 64],
     }
 }

@@ -326,15 +326,23 @@ pub fn run(a: SimulateArgs) -> Result<ExitCode, String> {
 fn print_table(round: &RoundConfig, r: &SimReport, peak: Option<u64>) {
     println!();
     println!(
-        "  {:<15}{:>10}{:>16}{:>14}{:>14}{:>10}{:>12}",
-        "stage", "server", "slowest client", "up/client", "down/client", "clients", "peak RSS"
+        "  {:<15}{:>10}{:>13}{:>16}{:>14}{:>14}{:>10}{:>12}",
+        "stage",
+        "server",
+        "mean client",
+        "slowest client",
+        "up/client",
+        "down/client",
+        "clients",
+        "peak RSS"
     );
     for st in &r.stages {
         let Some(stage) = st.stage else { continue };
         println!(
-            "  {:<15}{:>10}{:>16}{:>14}{:>14}{:>10}{:>12}",
+            "  {:<15}{:>10}{:>13}{:>16}{:>14}{:>14}{:>10}{:>12}",
             stage.name(),
             human_duration(st.server),
+            human_duration(st.mean_client()),
             human_duration(st.slowest_client),
             human_bytes(st.bytes_up),
             if stage == Stage::Join {
@@ -350,6 +358,11 @@ fn print_table(round: &RoundConfig, r: &SimReport, peak: Option<u64>) {
             },
         );
     }
+    let client: Duration = r.stages.iter().map(|st| st.mean_client()).sum();
+    println!(
+        "  a client's whole round: {} (mean per stage, summed)",
+        human_duration(client)
+    );
     println!();
     match (&r.outcome, &r.check) {
         (Ok(out), Some(c)) => {
@@ -411,6 +424,7 @@ fn print_json(
                     "server_s": secs(st.server),
                     "server_finish_s": secs(st.server_finish),
                     "slowest_client_s": secs(st.slowest_client),
+                    "mean_client_s": secs(st.mean_client()),
                     "bytes_up_per_client": st.bytes_up,
                     "bytes_down_per_client": st.bytes_down,
                     "clients": st.senders,

@@ -92,17 +92,17 @@ impl ClientIdentity {
         Ok(Self {
             id: certificate.id,
             key,
-            credential: Credential::Certificate(certificate),
+            credential: Credential::certificate(&certificate),
         })
     }
 
     /// An identity the client asserts itself (honest-but-curious deployments, no CA).
     pub fn self_asserted(id: ClientId, key: IdentityKey) -> Self {
-        let public = key.public();
+        let credential = Credential::self_asserted(&key.public());
         Self {
             id,
             key,
-            credential: Credential::SelfAsserted(public),
+            credential,
         }
     }
 

@@ -11,13 +11,14 @@ use secagg_engine::Backend;
 
 use super::r3_share_check::ExpectShareBundles;
 use super::{ADVERTISE_DOMAIN, Ctx, OwnShare, State, advertisement_message};
-use crate::credentials::{Signed, identity_key, verify_all};
+use crate::credentials::{claimed_key, names, verify_all};
 use crate::crypto::{
     BundleKey, BundlePlaintext, ClientSecrets, Dealt, GraphSeed, PublicKeys, SessionEntry,
     SessionId, deal, nonce_commitment, share_points_digest,
 };
 use crate::error::ProtocolError;
 use crate::graph::NeighborGraph;
+use crate::identity::SignedItem;
 use crate::messages::{ClientMessage, SealedBundle, SignedKeys};
 use crate::policy::Trust;
 use crate::{ClientId, Stage};
@@ -132,7 +133,7 @@ impl ExpectKeyList {
                 id: *id,
                 keys: &k.keys,
                 nonce: &k.nonce,
-                identity: k.credential.key().to_bytes(),
+                identity: k.credential.key_bytes(),
             }),
         );
         let nonces: Vec<(ClientId, &[u8; 32])> =
@@ -156,14 +157,18 @@ impl ExpectKeyList {
         };
         let mut identities = HashMap::with_capacity(neighbors.len() + 1);
         let mut messages = Vec::with_capacity(neighbors.len());
+        let mut certificates = Vec::with_capacity(neighbors.len());
         let mut peers: Vec<(ClientId, &SignedKeys)> = Vec::with_capacity(neighbors.len());
         for v in &neighbors {
             let i = keys
                 .binary_search_by_key(v, |(id, _)| *id)
                 .map_err(|_| ProtocolError::UnknownClient(*v))?;
             let entry = &keys[i].1;
-            let key = identity_key(ca, *v, &entry.credential)?;
-            identities.insert(*v, *key);
+            let (key, cert) = claimed_key(ca, *v, &entry.credential)?;
+            identities.insert(*v, key);
+            if let Some(c) = cert {
+                certificates.push((*v, c));
+            }
             messages.push(advertisement_message(
                 ctx.round,
                 &self.cohort_digest,
@@ -174,26 +179,34 @@ impl ExpectKeyList {
             peers.push((*v, entry));
         }
         identities.insert(me, ctx.identity.key.public());
-        let items: Vec<Signed<'_>> = peers
-            .iter()
-            .zip(&messages)
-            .map(|((v, entry), m)| Signed {
-                signer: *v,
-                key: entry.credential.key(),
-                domain: ADVERTISE_DOMAIN,
-                message: m,
-                signature: &entry.signature,
-            })
-            .collect();
-        if let Err(bad) = verify_all(&items) {
-            return Err(ProtocolError::UnsafeRequest(format!(
-                "the advertised keys of {} carry no valid signature (the server forwarded them)",
-                bad.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+        // Every certificate and every advertisement signature, in one batch (certificates
+        // first, so a failure says which it was).
+        let n_certs = certificates.len();
+        let mut items: Vec<(ClientId, SignedItem<'_>)> = certificates;
+        for ((v, entry), m) in peers.iter().zip(&messages) {
+            if let Some(key) = identities.get(v) {
+                items.push((
+                    *v,
+                    SignedItem::new(key, ADVERTISE_DOMAIN, m, &entry.signature),
+                ));
+            }
         }
+        if let Err(bad) = verify_all(&items) {
+            let (certs, sigs): (Vec<usize>, Vec<usize>) =
+                bad.into_iter().partition(|i| *i < n_certs);
+            return Err(if certs.is_empty() {
+                ProtocolError::UnsafeRequest(format!(
+                    "the advertised keys of {} carry no valid signature (the server forwarded them)",
+                    names(&items, &sigs)
+                ))
+            } else {
+                ProtocolError::Identity(format!(
+                    "the certificate of {} is not signed by this deployment's CA (the server forwarded it)",
+                    names(&items, &certs)
+                ))
+            });
+        }
+        drop(items);
         // Holders: every neighbour, and ourselves (our own share of the self mask lets a
         // surviving client help rebuild it).
         let mut holders = neighbors.clone();

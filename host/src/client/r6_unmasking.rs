@@ -19,10 +19,10 @@ use super::r2_share_keys::Membership;
 use super::r3_share_check::Held;
 use super::{Ctx, OwnShare, SURVIVORS_DOMAIN, State};
 use crate::ClientId;
-use crate::credentials::{Signed, identity_key, verify_all};
+use crate::credentials::{claimed_key, names, verify_all};
 use crate::crypto::survivors_digest;
 use crate::error::ProtocolError;
-use crate::identity::IdentityPublicKey;
+use crate::identity::{IdentityPublicKey, SignedItem};
 use crate::messages::{ClientMessage, RevealedShare, ShareKind};
 use crate::policy::Trust;
 
@@ -134,6 +134,7 @@ impl ExpectUnmaskRequest {
             Trust::Unauthenticated => None,
         };
         let mut keys: HashMap<ClientId, IdentityPublicKey> = HashMap::new();
+        let mut items: Vec<(ClientId, SignedItem<'_>)> = Vec::with_capacity(signatures.len() * 2);
         for (signer, _) in signatures {
             if self.survivors.binary_search(signer).is_err() {
                 return Err(ProtocolError::UnsafeRequest(format!(
@@ -143,37 +144,36 @@ impl ExpectUnmaskRequest {
             let key = match self.membership.identities.get(signer) {
                 Some(k) => *k,
                 None => {
+                    // Not a neighbour: its certificate has not been checked yet.
                     let entry = self
                         .membership
                         .entry(*signer)
                         .ok_or(ProtocolError::UnknownClient(*signer))?;
-                    *identity_key(ca, *signer, &entry.credential)?
+                    let (key, cert) = claimed_key(ca, *signer, &entry.credential)?;
+                    if let Some(c) = cert {
+                        items.push((*signer, c));
+                    }
+                    key
                 }
             };
             keys.insert(*signer, key);
         }
         let digest = survivors_digest(&self.membership.session, &self.survivors);
-        let items: Vec<Signed<'_>> = signatures
-            .iter()
-            .filter_map(|(signer, sig)| {
-                keys.get(signer).map(|key| Signed {
-                    signer: *signer,
-                    key,
-                    domain: SURVIVORS_DOMAIN,
-                    message: &digest,
-                    signature: sig,
-                })
-            })
-            .collect();
+        for (signer, sig) in signatures {
+            if let Some(key) = keys.get(signer) {
+                items.push((
+                    *signer,
+                    SignedItem::new(key, SURVIVORS_DOMAIN, &digest, sig),
+                ));
+            }
+        }
         if let Err(bad) = verify_all(&items) {
             return Err(ProtocolError::UnsafeRequest(format!(
-                "invalid survivor-list signatures from {}",
-                bad.iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                "invalid survivor-list signatures or certificates from {}",
+                names(&items, &bad)
             )));
         }
+        drop(items);
         self.membership.identities.extend(keys);
         Ok(signatures.iter().map(|(s, _)| *s).collect())
     }

@@ -42,7 +42,7 @@ pub(super) struct ExpectKeys {
     cohort: Arc<[(ClientId, [u8; 32])]>,
     cohort_digest: [u8; 32],
     roll: Roll,
-    advertised: BTreeMap<ClientId, SignedKeys>,
+    advertised: BTreeMap<ClientId, (SignedKeys, IdentityPublicKey)>,
 }
 
 impl ExpectKeys {
@@ -65,9 +65,9 @@ impl ExpectKeys {
         match input {
             Input::Message(from, msg) if self.roll.is_pending(from) => match msg {
                 ClientMessage::AdvertiseKeys(signed) => match self.check(ctx, from, &signed) {
-                    Ok(()) => {
+                    Ok(key) => {
                         self.roll.answered.insert(from);
-                        self.advertised.insert(from, signed);
+                        self.advertised.insert(from, (signed, key));
                     }
                     Err(e) => {
                         self.roll
@@ -94,7 +94,7 @@ impl ExpectKeys {
         ctx: &Ctx<'_, E>,
         from: ClientId,
         signed: &SignedKeys,
-    ) -> Result<(), ProtocolError> {
+    ) -> Result<IdentityPublicKey, ProtocolError> {
         let committed = self
             .cohort
             .binary_search_by_key(&from, |(id, _)| *id)
@@ -117,7 +117,7 @@ impl ExpectKeys {
             &signed.nonce,
         );
         key.verify(ADVERTISE_DOMAIN, &message, &signed.signature)?;
-        Ok(())
+        Ok(key)
     }
 
     fn check_done<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
@@ -133,7 +133,16 @@ impl ExpectKeys {
         if let Err(reason) = ctx.close_stage(Stage::AdvertiseKeys, self.advertised.len(), notify) {
             return State::Aborted(reason);
         }
-        let list: Arc<[(ClientId, SignedKeys)]> = self.advertised.into_iter().collect();
+        let identities: HashMap<ClientId, IdentityPublicKey> = self
+            .advertised
+            .iter()
+            .map(|(id, (_, key))| (*id, *key))
+            .collect();
+        let list: Arc<[(ClientId, SignedKeys)]> = self
+            .advertised
+            .into_iter()
+            .map(|(id, (signed, _))| (id, signed))
+            .collect();
         let id = SessionId::derive(
             ctx.round,
             &self.cohort_digest,
@@ -141,7 +150,7 @@ impl ExpectKeys {
                 id: *id,
                 keys: &k.keys,
                 nonce: &k.nonce,
-                identity: k.credential.key().to_bytes(),
+                identity: k.credential.key_bytes(),
             }),
         );
         let nonces: Vec<(ClientId, &[u8; 32])> =
@@ -155,10 +164,7 @@ impl ExpectKeys {
         let session = Session {
             id,
             keys: list.iter().map(|(id, k)| (*id, k.keys)).collect(),
-            identities: list
-                .iter()
-                .map(|(id, k)| (*id, *k.credential.key()))
-                .collect(),
+            identities,
             graph,
         };
         let roll = Roll::start(ctx, Stage::ShareKeys, members);

@@ -643,7 +643,7 @@ impl Lab {
                 id: *id,
                 keys: &k.keys,
                 nonce: &k.nonce,
-                identity: k.credential.key().to_bytes(),
+                identity: k.credential.key_bytes(),
             }),
         );
         Some(View {
@@ -693,7 +693,7 @@ struct CheatingDealer {
 impl CheatingDealer {
     fn new(cfg: &SimConfig, ca: &CaKey, id: ClientId, fault: DealerFault) -> Self {
         let key = sim_identity_key(cfg, id);
-        let credential = Credential::Certificate(ca.issue(id, &key.public()));
+        let credential = Credential::certificate(&ca.issue(id, &key.public()));
         let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed ^ 0xbad);
         rng.set_stream(u64::from(id.0));
         let mut nonce = [0u8; 32];
@@ -771,7 +771,7 @@ impl CheatingDealer {
                 id: *id,
                 keys: &k.keys,
                 nonce: &k.nonce,
-                identity: k.credential.key().to_bytes(),
+                identity: k.credential.key_bytes(),
             }),
         );
         let nonces: Vec<(ClientId, &[u8; 32])> =

@@ -214,6 +214,11 @@ pub struct StageStats {
     pub server_finish: Duration,
     /// The longest any client spent producing its message for this stage.
     pub slowest_client: Duration,
+    /// The time all clients together spent producing their message for this stage (divide by
+    /// [`StageStats::workers`] for the mean).
+    pub client_total: Duration,
+    /// Clients whose work for this stage was timed.
+    pub workers: usize,
     /// Clients that sent this stage's message.
     pub senders: usize,
     /// Bytes each sender uploaded in this stage (mean).
@@ -225,6 +230,13 @@ pub struct StageStats {
     /// The process's peak resident memory when this stage's work was done (Linux; 0 where
     /// unknown). The simulator holds the server and every client in one process.
     pub peak_rss: u64,
+}
+
+impl StageStats {
+    /// The mean time a client spent on this stage.
+    pub fn mean_client(&self) -> Duration {
+        self.client_total / u32::try_from(self.workers.max(1)).unwrap_or(u32::MAX)
+    }
 }
 
 /// How the output compared with the plaintext.
@@ -376,7 +388,12 @@ pub fn run<E: Backend>(
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .unzip();
-    stats_mut(&mut stats, Stage::Join).slowest_client = times.into_iter().max().unwrap_or_default();
+    {
+        let st = stats_mut(&mut stats, Stage::Join);
+        st.slowest_client = times.iter().copied().max().unwrap_or_default();
+        st.client_total = times.iter().sum();
+        st.workers = times.len();
+    }
     let plain = Mutex::new(Plain {
         levels: vec![0; round.vector_len()],
         reals: vec![0.0; round.params()],
@@ -407,6 +424,8 @@ pub fn run<E: Backend>(
                 if let Some(s) = stage {
                     let st = stats_mut(&mut stats, s);
                     st.slowest_client = st.slowest_client.max(spent);
+                    st.client_total += spent;
+                    st.workers += 1;
                 }
                 for (stage, bytes) in frames {
                     any_sent = true;
