@@ -21,6 +21,9 @@ use crate::{
     check_add, check_range, words, words_mut,
 };
 
+/// Most mask terms one `apply` dispatch takes (see [`GpuEngine::apply_masks`]).
+const MAX_TERMS_PER_PASS: usize = 4096;
+
 /// Words per mask term in the `terms` buffer (see `shaders/masks.wgsl`).
 const TERM_WORDS: usize = 12;
 /// Invocations per workgroup of the mask kernels (one ChaCha block each).
@@ -734,18 +737,33 @@ impl Backend for GpuEngine {
         })?;
         let mut buffers = self.buffers();
         let list: Vec<(&Seed, Sign)> = terms.iter().map(|t| (&t.seed, t.sign)).collect();
-        self.upload_terms(&mut buffers, &list, 0)?;
-        let job = Job {
-            kernel: Kernel::Apply,
-            prg,
-            mask: modulus.mask_u32(),
-            n_terms,
-            position: Position::Words(offset),
-            upload: true,
-            input: None,
-        };
-        let result = self.run(&mut buffers, acc, &job);
-        self.scrub_terms(&mut buffers, terms.len());
+        // At most MAX_TERMS_PER_PASS terms per pass, each pass adding into the accumulator:
+        // lavapipe returned wrong sums from 5462 terms on (a terms buffer above 256 KiB), and
+        // until the cause is known no pass goes near that. With no terms, one pass still
+        // reduces the accumulator mod 2^b.
+        let mut result = Ok(());
+        for batch in list.chunks(MAX_TERMS_PER_PASS).chain(
+            std::iter::once(&list[..0]).filter(|_| n_terms == 0),
+        ) {
+            if let Err(e) = self.upload_terms(&mut buffers, batch, 0) {
+                result = Err(e);
+                break;
+            }
+            let job = Job {
+                kernel: Kernel::Apply,
+                prg,
+                mask: modulus.mask_u32(),
+                n_terms: batch.len() as u32,
+                position: Position::Words(offset),
+                upload: true,
+                input: None,
+            };
+            result = self.run(&mut buffers, acc, &job);
+            self.scrub_terms(&mut buffers, batch.len());
+            if result.is_err() {
+                break;
+            }
+        }
         result
     }
 
