@@ -190,7 +190,7 @@ pub enum CryptoError {
     /// Bytes that are not a canonical scalar.
     #[error("share value is not a canonical scalar")]
     NonCanonical,
-    /// Share commitments that are malformed or do not fit the round.
+    /// A dealing's commitments or share points are malformed or inconsistent.
     #[error("bad share commitments: {0}")]
     Commitment(String),
     /// A mask-agreement key that is not a valid point of large order.

@@ -28,7 +28,8 @@ pub enum Stage {
     Join,
     /// Each client sends its two round keys, its nonce and its certificate, signed.
     AdvertiseKeys,
-    /// Each client sends Feldman commitments and encrypted Shamir shares to its neighbours.
+    /// Each client deals both secrets: public share points, and encrypted shares for its
+    /// neighbours.
     ShareKeys,
     /// Each client checks the shares it received and reports dealers that cheated.
     ShareCheck,

@@ -6,7 +6,7 @@
 //!
 //! * [`config`]: a validated [`RoundConfig`], and [`plan`], the SecAgg+ parameter planner.
 //! * [`crypto`]: X25519, Ed25519 mask keys, HKDF-SHA256, ChaCha20-Poly1305 share bundles,
-//!   Shamir sharing with Feldman commitments.
+//!   Shamir sharing with Feldman-style share points.
 //! * [`identity`]: long-term Ed25519 identities, enrollment certificates from a deployment CA.
 //! * [`policy`]: a client's own floors ([`ClientPolicy`]), checked against every round.
 //! * [`graph`]: the neighbour graph every party derives from the session.

@@ -742,9 +742,10 @@ impl Backend for GpuEngine {
         // until the cause is known no pass goes near that. With no terms, one pass still
         // reduces the accumulator mod 2^b.
         let mut result = Ok(());
-        for batch in list.chunks(MAX_TERMS_PER_PASS).chain(
-            std::iter::once(&list[..0]).filter(|_| n_terms == 0),
-        ) {
+        for batch in list
+            .chunks(MAX_TERMS_PER_PASS)
+            .chain(std::iter::once(&list[..0]).filter(|_| n_terms == 0))
+        {
             if let Err(e) = self.upload_terms(&mut buffers, batch, 0) {
                 result = Err(e);
                 break;

@@ -10,7 +10,7 @@
 //! | `r0_join` | — | a commitment to a fresh graph nonce |
 //! | `r1_advertise_keys` | the cohort | itself in it, its size ≥ T; its keys and nonce, signed |
 //! | `r2_share_keys` | the key list | every nonce against the cohort, each neighbour's certificate and signature, (n, k, t) against the policy; commitments and sealed shares |
-//! | `r3_share_check` | its bundles | each share against its dealer's commitments; reports cheaters with proof |
+//! | `r3_share_check` | its bundles | each share against its public point; reports cheaters with proof |
 //! | `r4_masked_input` | the mask request | at least t neighbours to mask with; the masked input |
 //! | `r5_consistency` | the survivor list | the list against what it saw; its signature on the list |
 //! | `r6_unmasking` | the signatures | enough valid signatures from each owner's holders; one share per owner |

@@ -1,6 +1,6 @@
 //! Shamir secret sharing over the curve25519 scalar field.
 //!
-//! Splitting (with Feldman commitments) is in [`super::feldman`]; the tests check both against
+//! Splitting (with Feldman-style share points) is in [`super::feldman`]; the tests check both against
 //! vsss-rs. Reconstruction is done here: the server rebuilds many
 //! secrets whose shares come from the same holders (in SecAgg's complete graph, every
 //! secret), so it computes the Lagrange coefficients at zero once per holder set — with one

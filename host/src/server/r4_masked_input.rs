@@ -19,7 +19,7 @@ use crate::{ClientId, Stage};
 /// Who is in the round after the share check.
 pub(super) struct Membership {
     pub(super) session: Session,
-    /// Every dealer's commitments (certified or not).
+    /// Every dealer's committed secrets and share points (certified or not).
     pub(super) dealers: HashMap<ClientId, Dealer>,
     /// Dealers whose pairwise masks exist: U2 minus those excluded at the share check.
     pub(super) certified: BTreeSet<ClientId>,

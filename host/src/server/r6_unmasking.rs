@@ -3,9 +3,9 @@
 //!
 //! For each client in U3 the server rebuilds its self-mask secret β; for each certified dealer
 //! that sent no masked input (certified \ U3) and has a neighbour in U3, its mask key σ. Each
-//! rebuilt secret is checked against its Feldman commitment C_0; when the first t shares do not
-//! open it, every share of that owner is checked alone against the commitments (in one batch,
-//! split to isolate the bad ones), the bad ones are left out and their holders named — no
+//! rebuilt secret is checked against its commitment (σ·B, the mask key; β·B); when the first t
+//! shares do not open it, every share of that owner is checked alone against its public point
+//! (one fixed-base multiplication each), the bad ones are left out and their holders named — no
 //! search over subsets. Lagrange coefficients are computed once per set of share holders. The
 //! mask job then subtracts every survivor's self mask and cancels every pairwise mask between a
 //! dropped client and its surviving neighbours, over the whole vector at once.
@@ -170,7 +170,7 @@ impl ExpectUnmaskShares {
         for (holder, owner) in culprits {
             let reason = ProtocolError::Crypto(CryptoError::Mismatch {
                 owner,
-                what: "share (off the owner's commitments; left out of the reconstruction)",
+                what: "share (it does not match its point; left out of the reconstruction)",
             });
             ctx.reject(holder, reason);
         }
@@ -225,7 +225,7 @@ impl ExpectUnmaskShares {
 
     /// Rebuilds the secrets and lists the masks to remove, one owner per task on every core
     /// (the rebuilds and key agreements are independent). Holders whose shares are off the
-    /// owner's commitments are reported in `culprits` as (holder, owner).
+    /// points are reported in `culprits` as (holder, owner).
     fn mask_terms(
         &self,
         t: usize,
