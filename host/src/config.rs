@@ -244,8 +244,9 @@ impl RoundConfigBuilder {
             None if k == n - 1 => (n / 2 + 1).min(k),
             None => crate::plan::threshold_for(n, k, 0.1, 0.05).threshold,
         };
-        // Each client shares among its k neighbours and itself: k + 1 holders.
-        if t < 2 || t > k + 1 {
+        // Each client shares among its k neighbours and itself, but masks its input only when
+        // at least t neighbours completed share keys (the round-2 check): t ≤ k.
+        if t < 2 || t > k {
             return Err(ConfigError::Threshold { t, k });
         }
         let min_survivors = self.min_survivors.unwrap_or(t);
@@ -394,9 +395,9 @@ mod tests {
     #[test]
     fn thresholds_and_neighbours_are_bounded() {
         assert!(RoundConfig::builder(10, 1).threshold(1).build().is_err());
-        // Nine neighbours and the client itself hold shares: t = 10 is the most.
-        assert!(RoundConfig::builder(10, 1).threshold(11).build().is_err());
-        assert!(RoundConfig::builder(10, 1).threshold(10).build().is_ok());
+        // A client masks only with at least t of its nine neighbours: t = 9 is the most.
+        assert!(RoundConfig::builder(10, 1).threshold(10).build().is_err());
+        assert!(RoundConfig::builder(10, 1).threshold(9).build().is_ok());
         assert!(
             RoundConfig::builder(100, 1)
                 .neighbors(20)

@@ -41,8 +41,7 @@ pub enum ConfigError {
     },
     /// The Shamir threshold is out of range.
     #[error(
-        "threshold t = {t} is out of range: each client's secrets are shared among its k = {k} neighbours and itself, so 2 <= t <= {}",
-        k + 1
+        "threshold t = {t} is out of range: a client masks its input only when t of its k = {k} neighbours can help rebuild its secrets, so 2 <= t <= {k}"
     )]
     Threshold {
         /// Requested t.
