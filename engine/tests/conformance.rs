@@ -70,6 +70,16 @@ fn apply_masks_million<E: Backend>(e: &E, test: &str) {
     }
 }
 
+/// Thousands of terms in one pass, as a server unmasking a large SecAgg+ round sends (about
+/// 7900 at n = 1000 with the semi-malicious planner's k = 78): on either side of 5461 terms,
+/// where the terms buffer passes 2^16 words (lavapipe gave wrong sums from 5462 terms on).
+fn apply_masks_thousands_of_terms<E: Backend>(e: &E, test: &str) {
+    let mut rng = Inputs::new(test);
+    for n_terms in [5461, 5462, 8000] {
+        apply_case(e, &mut rng, 33, n_terms);
+    }
+}
+
 /// Masking a vector in pieces at their own offsets equals masking it whole.
 fn apply_masks_slices_compose<E: Backend>(e: &E, test: &str) {
     let mut rng = Inputs::new(test);
@@ -239,6 +249,7 @@ macro_rules! conformance {
             case!(apply_masks_small);
             case!(apply_masks_no_terms_reduces);
             case!(apply_masks_million);
+            case!(apply_masks_thousands_of_terms);
             case!(apply_masks_slices_compose);
             case!(expand_matches_spec);
             case!(add_matches_reference);
