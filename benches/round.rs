@@ -2,7 +2,13 @@
 //! every mask in one engine pass), measured by criterion, and the whole-round wall time of
 //! the same rounds, printed beside it, on the CPU engine and on the GPU
 //! adapter, for the shapes (n, m, k, dropout before the masked input):
-//! (1000, 1e5, 21, 10%), (100, 1e6, 21, 10%), (100, 1e5, 99, 10%).
+//! (1000, 1e5, 21, 10%), (100, 1e6, 21, 10%), (100, 1e5, 99, 10%), with the threshold the
+//! builder derives for k, under the simulator's parameter-free client policy; and
+//! (1000, 1e5, k, 10%) with the (k, t) the planner chooses against a semi-malicious server
+//! (5% corrupted clients, 10% dropout), under the clients' default policy
+//! ([`ClientPolicy::enrolled`]), named `..._semi-malicious`. That row is slow: about two
+//! minutes per whole round on two cores (k = 78, t = 52: the clients' Feldman share checks
+//! dominate), so its ten samples take about twenty minutes per engine.
 //!
 //! Besides criterion's figures it prints, per shape, the keystream bound: the unmask pass's
 //! keystream bytes ÷ (single-thread ChaCha20 fill rate measured here × cores), and the ratio
@@ -16,25 +22,90 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use rand_core::{Rng, SeedableRng};
 use secagg::engine::{Backend, CpuEngine, GpuEngine};
+use secagg::host::plan::{Adversary, PlanRequest, plan};
 use secagg::host::sim::{self, DropSchedule, SimConfig, SimReport};
-use secagg::host::{RoundConfig, Stage};
+use secagg::host::{ClientPolicy, RoundConfig, Stage};
 
-const SHAPES: [(usize, usize, usize, f64); 3] = [
-    (1000, 100_000, 21, 0.1),
-    (100, 1_000_000, 21, 0.1),
-    (100, 100_000, 99, 0.1),
-];
+/// One benchmarked round shape.
+#[derive(Clone, Copy)]
+struct Shape {
+    n: usize,
+    m: usize,
+    k: usize,
+    /// The threshold; `None` lets the round builder derive it from k.
+    t: Option<usize>,
+    /// Fraction of clients dropping before their masked input.
+    d: f64,
+    /// Clients hold the default policy against a semi-malicious server (else the simulator's
+    /// parameter-free one).
+    semi_malicious: bool,
+}
 
-fn config(n: usize, m: usize, k: usize, d: f64, seed: u64) -> SimConfig {
-    let round = RoundConfig::builder(n, m)
-        .neighbors(k)
-        .round_id(seed)
-        .build()
+impl Shape {
+    const fn fixed(n: usize, m: usize, k: usize, d: f64) -> Self {
+        Self {
+            n,
+            m,
+            k,
+            t: None,
+            d,
+            semi_malicious: false,
+        }
+    }
+
+    /// The planner's (k, t) against a semi-malicious server for n clients and dropout d.
+    fn semi_malicious(n: usize, m: usize, d: f64) -> Self {
+        let p = plan(&PlanRequest {
+            clients: n,
+            dropout_rate: d,
+            adversary: Adversary::SemiMalicious,
+            ..PlanRequest::default()
+        })
         .unwrap();
-    let mut cfg = SimConfig::new(round);
-    cfg.seed = seed;
-    cfg.drops = DropSchedule::random(n, d, Stage::MaskedInput, seed);
-    cfg
+        Self {
+            n,
+            m,
+            k: p.neighbors,
+            t: Some(p.threshold),
+            d,
+            semi_malicious: true,
+        }
+    }
+
+    fn name(&self) -> String {
+        let Self { n, m, k, d, .. } = *self;
+        let base = format!("{n}x{m}_k{k}_d{}", (d * 100.0) as u32);
+        match self.t {
+            Some(t) if self.semi_malicious => format!("{base}_t{t}_semi-malicious"),
+            _ => base,
+        }
+    }
+
+    fn config(&self, seed: u64) -> SimConfig {
+        let mut b = RoundConfig::builder(self.n, self.m)
+            .neighbors(self.k)
+            .round_id(seed);
+        if let Some(t) = self.t {
+            b = b.threshold(t);
+        }
+        let mut cfg = SimConfig::new(b.build().unwrap());
+        cfg.seed = seed;
+        if self.semi_malicious {
+            // The simulator replaces the trust with its own CA.
+            cfg.policy = ClientPolicy::enrolled(sim::sim_ca(seed).public());
+        }
+        cfg.drops = DropSchedule::random(self.n, self.d, Stage::MaskedInput, seed);
+        cfg
+    }
+}
+
+fn shapes() -> [Shape; 4] {
+    [
+        Shape::fixed(1000, 100_000, 21, 0.1),
+        Shape::semi_malicious(1000, 100_000, 0.1),
+        Shape::fixed(100, 1_000_000, 21, 0.1),
+        Shape::fixed(100, 100_000, 99, 0.1),
+    ]
 }
 
 fn unmask_time(r: &SimReport) -> Duration {
@@ -59,8 +130,8 @@ fn fill_rate() -> f64 {
 
 fn bench_backend<E: Backend + Copy>(c: &mut Criterion, name: &str, engine: E, rate: f64) {
     let cores = rayon::current_num_threads() as f64;
-    for (n, m, k, d) in SHAPES {
-        let shape = format!("{n}x{m}_k{k}_d{}", (d * 100.0) as u32);
+    for sh in shapes() {
+        let shape = sh.name();
         let mut g = c.benchmark_group(format!("round/{shape}"));
         // One round per sample: a round takes seconds, so flat sampling, one iteration each.
         g.sample_size(10)
@@ -74,8 +145,13 @@ fn bench_backend<E: Backend + Copy>(c: &mut Criterion, name: &str, engine: E, ra
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     seed += 1;
-                    let r = sim::run(&config(n, m, k, d, seed), engine, &|_| {}).unwrap();
-                    assert!(r.check.as_ref().is_some_and(|c| c.passed()), "round failed");
+                    let r = sim::run(&sh.config(seed), engine, &|_| {}).unwrap();
+                    assert!(
+                        r.check.as_ref().is_some_and(|c| c.passed()),
+                        "{shape} {name} seed {seed}: round failed: {:?}, check {:?}",
+                        r.outcome.as_ref().map(|o| o.mask_terms),
+                        r.check
+                    );
                     total += unmask_time(&r);
                     reports.push(r);
                 }

@@ -6,9 +6,9 @@
 //! ```
 //!
 //! The parent starts this same program as the server (`--role server`), then runs every client
-//! as a tokio task; ⌊dropout·n⌋ clients leave after share keys (before their masked input, the
-//! costliest case for the server). It prints wall time, the server's peak RSS, bytes moved and
-//! the server's unmasking time, and checks the written sum against the plaintext.
+//! as a tokio task; ⌊dropout·n⌋ clients leave after their share check (before their masked
+//! input, the costliest case for the server). It prints wall time, the server's peak RSS, bytes
+//! moved and the server's unmasking time, and checks the written sum against the plaintext.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 

@@ -1,6 +1,8 @@
 //! The command-line contract, tested from outside: a `secagg server` process and several
-//! `secagg client` processes over loopback, with .npy and .safetensors files in and out,
-//! dropouts, weights, an abort below threshold, a TOML config file and `--help`.
+//! `secagg client` processes over loopback, clients enrolled through `secagg ca new` and
+//! `secagg enroll`, with .npy and .safetensors files in and out, dropouts, weights, an abort
+//! below threshold, a TOML config file, a client enrolled by another CA, a client whose policy
+//! refuses the round, the server's refusal of insecure parameters, and `--help`.
 
 #![allow(
     clippy::unwrap_used,
@@ -9,6 +11,7 @@
     clippy::needless_range_loop
 )]
 
+use std::ffi::OsStr;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -18,7 +21,8 @@ use rand_core::{Rng, SeedableRng};
 use secagg::engine::testing;
 use secagg::model::{ModelFormat, ModelLayout, TensorSpec, read_model, write_model};
 
-const BIN: &str = env!("CARGO_BIN_EXE_secagg");
+mod support;
+use support::{BIN, CliDeployment};
 
 fn dir(test: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("secagg-cli-{test}-{}", std::process::id()));
@@ -52,7 +56,7 @@ fn server(args: &[&str]) -> Child {
         .unwrap()
 }
 
-fn client(port: u16, id: u32, input: &Path, extra: &[&str]) -> Child {
+fn client<S: AsRef<OsStr>>(port: u16, id: u32, input: &Path, extra: &[S]) -> Child {
     Command::new(BIN)
         .args([
             "client",
@@ -68,6 +72,18 @@ fn client(port: u16, id: u32, input: &Path, extra: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap()
+}
+
+/// Client `id`'s identity flags, a policy that admits these small rounds (T = 3 instead of
+/// the default 10; the other floors stay the defaults unless `policy` overrides them), and
+/// `extra`.
+fn enrolled(dep: &CliDeployment, id: u32, policy: &[&str], extra: &[&str]) -> Vec<String> {
+    let mut args = dep.client_args(id);
+    if !policy.contains(&"--min-cohort") {
+        args.extend(["--min-cohort", "3"].map(String::from));
+    }
+    args.extend(policy.iter().chain(extra).map(|s| s.to_string()));
+    args
 }
 
 fn finish(c: Child, what: &str) -> Output {
@@ -93,6 +109,7 @@ fn bound(total_weight: f64) -> f64 {
 fn a_server_and_four_client_processes_with_npy_files() {
     let seed = testing::test_seed("cli::four_clients_npy");
     let d = dir("npy");
+    let dep = CliDeployment::create(&d.join("pki"), 0..4);
     let layout = ModelLayout {
         format: ModelFormat::Npy,
         tensors: vec![TensorSpec {
@@ -125,15 +142,18 @@ fn a_server_and_four_client_processes_with_npy_files() {
         out.to_str().unwrap(),
         "--summary",
         sum_json.to_str().unwrap(),
+        "--ca",
+        dep.ca_pub().to_str().unwrap(),
     ]);
     let clients: Vec<Child> = (0..4u32)
         .map(|i| {
+            // 2 leaves after checking its shares: it misses the masked input.
             let extra: &[&str] = if i == 2 {
-                &["--drop-after", "share-keys"]
+                &["--drop-after", "share-check"]
             } else {
                 &[]
             };
-            client(port, i, &inputs[i as usize], extra)
+            client(port, i, &inputs[i as usize], &enrolled(&dep, i, &[], extra))
         })
         .collect();
     for (i, c) in clients.into_iter().enumerate() {
@@ -149,7 +169,8 @@ fn a_server_and_four_client_processes_with_npy_files() {
     assert_eq!(s["dropped"][0]["id"], 2);
     assert_eq!(s["dropped"][0]["stage"], "masked-input");
     assert!(s["bytes_received"].as_u64().unwrap() > 0);
-    assert!(s["stages"].as_array().unwrap().len() == 4);
+    // join, advertise-keys, share-keys, share-check, masked-input, consistency, unmasking.
+    assert_eq!(s["stages"].as_array().unwrap().len(), 7);
     let (got_layout, got) = read_model(&out).unwrap();
     assert_eq!(got_layout.tensors[0].shape, vec![3, 7]);
     for j in 0..21 {
@@ -169,6 +190,7 @@ fn a_server_and_four_client_processes_with_npy_files() {
 fn safetensors_with_weights_and_a_config_file() {
     let seed = testing::test_seed("cli::safetensors_weights");
     let d = dir("st");
+    let dep = CliDeployment::create(&d.join("pki"), 10..13);
     let layout = ModelLayout {
         format: ModelFormat::Safetensors,
         tensors: vec![
@@ -196,22 +218,26 @@ fn safetensors_with_weights_and_a_config_file() {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{port}\"\nclients = 3\nthreshold = 2\ndeadline-ms = 10000\nbackend = \"cpu\"\noutput = \"{}\"\nsummary = \"{}\"\n",
+            "listen = \"127.0.0.1:{port}\"\nclients = 3\nthreshold = 2\ndeadline-ms = 10000\nbackend = \"cpu\"\noutput = \"{}\"\nsummary = \"{}\"\nca = \"{}\"\nadversary = \"curious\"\n",
             out.display(),
-            sum_json.display()
+            sum_json.display(),
+            dep.ca_pub().display()
         ),
     )
     .unwrap();
     let srv = server(&["--config", config.to_str().unwrap()]);
     let weights = [1u32, 2, 3];
+    // Three clients, t = 2: secure against a curious server only, which these clients accept.
     let clients: Vec<Child> = (0..3u32)
         .map(|i| {
-            client(
-                port,
+            let weight = weights[i as usize].to_string();
+            let args = enrolled(
+                &dep,
                 10 + i,
-                &inputs[i as usize],
-                &["--weight", &weights[i as usize].to_string()],
-            )
+                &["--adversary", "curious"],
+                &["--weight", &weight],
+            );
+            client(port, 10 + i, &inputs[i as usize], &args)
         })
         .collect();
     for c in clients {
@@ -245,6 +271,7 @@ fn safetensors_with_weights_and_a_config_file() {
 fn below_threshold_the_server_aborts_and_writes_nothing() {
     let seed = testing::test_seed("cli::abort");
     let d = dir("abort");
+    let dep = CliDeployment::create(&d.join("pki"), 0..3);
     let layout = ModelLayout {
         format: ModelFormat::Npy,
         tensors: vec![TensorSpec {
@@ -270,6 +297,8 @@ fn below_threshold_the_server_aborts_and_writes_nothing() {
         out.to_str().unwrap(),
         "--summary",
         sum_json.to_str().unwrap(),
+        "--ca",
+        dep.ca_pub().to_str().unwrap(),
     ]);
     let clients: Vec<Child> = (0..3u32)
         .map(|i| {
@@ -280,7 +309,7 @@ fn below_threshold_the_server_aborts_and_writes_nothing() {
             } else {
                 &[]
             };
-            client(port, i, &p, extra)
+            client(port, i, &p, &enrolled(&dep, i, &[], extra))
         })
         .collect();
     let codes: Vec<Option<i32>> = clients
@@ -295,6 +324,213 @@ fn below_threshold_the_server_aborts_and_writes_nothing() {
     assert_eq!(codes[0], Some(0), "the client told to drop exits 0");
     assert_eq!(codes[1], Some(3));
     assert_eq!(codes[2], Some(3));
+}
+
+/// Writes client `i`'s update as a flat .npy of `len` values for each id in `ids`.
+fn npy_updates(d: &Path, seed: u64, ids: std::ops::Range<u32>, len: usize) -> Vec<PathBuf> {
+    let layout = ModelLayout {
+        format: ModelFormat::Npy,
+        tensors: vec![TensorSpec {
+            name: String::new(),
+            shape: vec![len],
+        }],
+    };
+    ids.map(|i| {
+        let p = d.join(format!("u{i}.npy"));
+        write_model(&p, &layout, &values(seed, i, len)).unwrap();
+        p
+    })
+    .collect()
+}
+
+/// A server on `port` for `n` clients and threshold `t`, writing into `d`, with `extra` flags.
+fn small_server(
+    port: u16,
+    n: usize,
+    t: usize,
+    deadline_ms: u64,
+    d: &Path,
+    extra: &[&str],
+) -> Child {
+    let mut args: Vec<String> = [
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--clients",
+        &n.to_string(),
+        "--threshold",
+        &t.to_string(),
+        "--deadline-ms",
+        &deadline_ms.to_string(),
+        "--backend",
+        "cpu",
+        "--output",
+        d.join("sum.npy").to_str().unwrap(),
+        "--summary",
+        d.join("summary.json").to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    server(&args)
+}
+
+/// A client holding a certificate from another CA (and trusting that CA) is dropped by the
+/// server when it advertises its keys; the others complete. Given the deployment's CA with
+/// that certificate, a client refuses to start at all.
+#[test]
+fn a_client_enrolled_by_another_ca_is_dropped() {
+    let seed = testing::test_seed("cli::another_ca");
+    let d = dir("another-ca");
+    let dep = CliDeployment::create(&d.join("pki"), 0..5);
+    let other = CliDeployment::create(&d.join("other-pki"), 5..6);
+    let inputs = npy_updates(&d, seed, 0..6, 6);
+    let port = free_port();
+    let ca = dep.ca_pub();
+    // Six clients, t = 4: secure against the semi-malicious server the clients' default
+    // policy assumes, and five maskers still have t partners each.
+    let srv = small_server(port, 6, 4, 10_000, &d, &["--ca", ca.to_str().unwrap()]);
+    let clients: Vec<Child> = (0..5u32)
+        .map(|i| client(port, i, &inputs[i as usize], &enrolled(&dep, i, &[], &[])))
+        .collect();
+    let foreign = client(port, 5, &inputs[5], &enrolled(&other, 5, &[], &[]));
+    for (i, c) in clients.into_iter().enumerate() {
+        assert!(
+            finish(c, &format!("client {i}")).status.success(),
+            "client {i} failed"
+        );
+    }
+    assert!(!finish(foreign, "foreign client").status.success());
+    assert!(finish(srv, "server").status.success());
+    let s = summary(&d.join("summary.json"));
+    assert_eq!(s["status"], "completed");
+    assert_eq!(s["included"], serde_json::json!([0, 1, 2, 3, 4]));
+    assert_eq!(s["dropped"][0]["id"], 5);
+    assert_eq!(s["dropped"][0]["stage"], "advertise-keys");
+    let reason = s["dropped"][0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("not signed by this deployment's CA"),
+        "{reason}"
+    );
+
+    // The other CA's certificate with this deployment's ca.pub: refused before connecting.
+    let mut args = enrolled(&other, 5, &[], &[]);
+    assert_eq!(args[0], "--ca");
+    args[1] = ca.display().to_string();
+    let out = finish(
+        client(free_port(), 5, &inputs[5], &args),
+        "mismatched client",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("client-5.cert: issued by CA") && err.contains("this deployment's CA"),
+        "{err}"
+    );
+}
+
+/// A client whose policy the announced round fails (here its minimum cohort is above the
+/// round's size) exits 1 naming the failed bound, without joining; the others complete.
+#[test]
+fn a_client_whose_policy_the_round_fails_exits_naming_the_bound() {
+    let seed = testing::test_seed("cli::policy_refusal");
+    let d = dir("policy");
+    let dep = CliDeployment::create(&d.join("pki"), 0..6);
+    let inputs = npy_updates(&d, seed, 0..6, 6);
+    let port = free_port();
+    let ca = dep.ca_pub();
+    // The refuser never joins, so the join stage runs to its deadline.
+    let srv = small_server(port, 6, 4, 3_000, &d, &["--ca", ca.to_str().unwrap()]);
+    let clients: Vec<Child> = (0..5u32)
+        .map(|i| client(port, i, &inputs[i as usize], &enrolled(&dep, i, &[], &[])))
+        .collect();
+    let refuser = client(
+        port,
+        5,
+        &inputs[5],
+        &enrolled(&dep, 5, &["--min-cohort", "7"], &[]),
+    );
+    let out = finish(refuser, "refusing client");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused the round") && err.contains("minimum cohort of 7"),
+        "{err}"
+    );
+    for (i, c) in clients.into_iter().enumerate() {
+        assert!(
+            finish(c, &format!("client {i}")).status.success(),
+            "client {i} failed"
+        );
+    }
+    assert!(finish(srv, "server").status.success());
+    let s = summary(&d.join("summary.json"));
+    assert_eq!(s["included"], serde_json::json!([0, 1, 2, 3, 4]));
+    assert_eq!(s["dropped"][0]["id"], 5);
+    assert_eq!(s["dropped"][0]["stage"], "join");
+}
+
+/// The server refuses to start a round whose threshold is insecure against the
+/// semi-malicious server (exit 2, naming the bound and the way out); with --insecure-params
+/// it starts, clients that only assume a curious server complete it, and a client with the
+/// default semi-malicious policy still refuses it.
+#[test]
+fn the_server_refuses_insecure_parameters_unless_told() {
+    let seed = testing::test_seed("cli::insecure_params");
+    let d = dir("insecure");
+    let dep = CliDeployment::create(&d.join("pki"), 0..4);
+    let inputs = npy_updates(&d, seed, 0..4, 6);
+    let ca = dep.ca_pub();
+    let ca = ca.to_str().unwrap();
+    // Four clients, t = 2 of k = 3: two survivor lists need 2t - k - 1 = 0 corrupted
+    // neighbours.
+    let args = ["--ca", ca, "--adversary", "semi-malicious"];
+    let out = finish(small_server(free_port(), 4, 2, 3_000, &d, &args), "server");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refusing to start an insecure round")
+            && err.contains("semi-malicious")
+            && err.contains("--insecure-params"),
+        "{err}"
+    );
+
+    let port = free_port();
+    let insecure = [
+        "--ca",
+        ca,
+        "--adversary",
+        "semi-malicious",
+        "--insecure-params",
+    ];
+    let srv = small_server(port, 4, 2, 3_000, &d, &insecure);
+    let clients: Vec<Child> = (0..3u32)
+        .map(|i| {
+            let args = enrolled(&dep, i, &["--adversary", "curious"], &[]);
+            client(port, i, &inputs[i as usize], &args)
+        })
+        .collect();
+    let refuser = client(port, 3, &inputs[3], &enrolled(&dep, 3, &[], &[]));
+    let out = finish(refuser, "semi-malicious client");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("refused the round") && err.contains("semi-malicious"),
+        "{err}"
+    );
+    for (i, c) in clients.into_iter().enumerate() {
+        assert!(
+            finish(c, &format!("client {i}")).status.success(),
+            "client {i} failed"
+        );
+    }
+    let out = finish(srv, "server");
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("insecure round parameters"), "{err}");
+    let s = summary(&d.join("summary.json"));
+    assert_eq!(s["status"], "completed");
+    assert_eq!(s["included"], serde_json::json!([0, 1, 2]));
 }
 
 #[test]
@@ -316,6 +552,12 @@ fn help_documents_every_flag_and_bad_flags_are_refused() {
         "--output",
         "--summary",
         "--config",
+        "--ca",
+        "--adversary",
+        "--corrupt",
+        "--dropout",
+        "--insecure-params",
+        "--context",
     ] {
         assert!(text.contains(flag), "server --help lacks {flag}");
     }
@@ -332,6 +574,14 @@ fn help_documents_every_flag_and_bad_flags_are_refused() {
         "--weight",
         "--drop-after",
         "--config",
+        "--ca",
+        "--key",
+        "--cert",
+        "--adversary",
+        "--min-cohort",
+        "--security-bits",
+        "--allow-prg",
+        "--allow-bits",
     ] {
         assert!(text.contains(flag), "client --help lacks {flag}");
     }

@@ -1,8 +1,10 @@
-//! Rounds over real TCP on loopback: the tokio transport driving the sans-IO state machines.
+//! Rounds over real TCP on loopback: the tokio transport driving the sans-IO state machines,
+//! with a server that admits only clients enrolled by the test CA.
 //! Sixty clients as tokio tasks with dropouts at every stage; then a round under attack —
 //! garbage, truncated frames, oversized length prefixes, silence, a duplicate id, a
-//! wrong-round message, a replay, a low-order key and a forged share bundle — that must still
-//! complete correctly for everyone else.
+//! wrong-round message, a replay, a small-order masking key and a forged share bundle — that
+//! must still complete correctly for everyone else; clients with a certificate from another CA
+//! or none; clients whose own policy refuses the round; stalled and unchunked uploads.
 
 #![allow(
     clippy::unwrap_used,
@@ -15,6 +17,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
+use curve25519_dalek::constants::EIGHT_TORSION;
 use futures_util::{SinkExt, StreamExt};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
@@ -26,10 +29,15 @@ use secagg::host::transport::{
     ClientOptions, ClientOutcome, RoundReport, ServeOptions, TransportError, frame_codec,
     run_client, serve,
 };
-use secagg::host::{Client, ClientId, ClientStatus, RoundConfig, Stage};
+use secagg::host::{
+    Client, ClientId, ClientIdentity, ClientPolicy, ClientStatus, DropReason, RoundConfig, Stage,
+};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
+
+mod support;
+use support::Deployment;
 
 fn update(seed: u64, id: u32, m: usize) -> Vec<f32> {
     let mut r = ChaCha20Rng::seed_from_u64(seed ^ u64::from(id) << 32);
@@ -38,15 +46,76 @@ fn update(seed: u64, id: u32, m: usize) -> Vec<f32> {
         .collect()
 }
 
-async fn start(config: RoundConfig) -> (SocketAddr, tokio::task::JoinHandle<RoundReport>) {
+async fn start(
+    config: RoundConfig,
+    options: ServeOptions,
+) -> (SocketAddr, tokio::task::JoinHandle<RoundReport>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
-        serve(listener, config, CpuEngine::new(), ServeOptions::default())
+        serve(listener, config, CpuEngine::new(), options)
             .await
             .unwrap()
     });
     (addr, server)
+}
+
+/// Runs client `id` of the deployment with `identity` and `policy` as a task.
+fn spawn_client(
+    addr: SocketAddr,
+    seed: u64,
+    m: usize,
+    id: u32,
+    drop_after: Option<Stage>,
+    identity: ClientIdentity,
+    policy: ClientPolicy,
+) -> tokio::task::JoinHandle<Result<ClientOutcome, TransportError>> {
+    let x = update(seed, id, m);
+    let rng = ChaCha20Rng::seed_from_u64(seed.wrapping_add(u64::from(id) + 1));
+    tokio::spawn(async move {
+        run_client(
+            addr,
+            options(id, drop_after),
+            identity,
+            policy,
+            &x,
+            CpuEngine::new(),
+            rng,
+        )
+        .await
+    })
+}
+
+/// Client `id`, enrolled and under the deployment's permissive policy, as a task.
+fn spawn_enrolled(
+    addr: SocketAddr,
+    dep: &Deployment,
+    seed: u64,
+    m: usize,
+    id: u32,
+    drop_after: Option<Stage>,
+) -> tokio::task::JoinHandle<Result<ClientOutcome, TransportError>> {
+    spawn_client(
+        addr,
+        seed,
+        m,
+        id,
+        drop_after,
+        dep.identity(id),
+        dep.policy(),
+    )
+}
+
+/// The stage at which the round dropped `client`, if it did.
+fn dropped_at(report: &RoundReport, client: u32) -> Option<Stage> {
+    report
+        .outcome
+        .as_ref()
+        .unwrap()
+        .dropped
+        .iter()
+        .find(|d| d.client.0 == client)
+        .map(|d| d.stage)
 }
 
 fn options(id: u32, drop_after: Option<Stage>) -> ClientOptions {
@@ -84,9 +153,12 @@ fn check_sum(report: &RoundReport, config: &RoundConfig, seed: u64, included: &[
     }
 }
 
+/// Two clients leave after each stage from join to consistency, so the server sees them miss
+/// each of the six stages after join; those that sent their masked input are in the sum.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixty_clients_with_dropouts_at_every_stage() {
     let seed = testing::test_seed("sixty_clients_with_dropouts_at_every_stage");
+    let dep = Deployment::new(seed);
     let m = 300;
     let config = RoundConfig::builder(60, m)
         .neighbors(14)
@@ -96,21 +168,25 @@ async fn sixty_clients_with_dropouts_at_every_stage() {
         .stage_timeout(Duration::from_secs(20))
         .build()
         .unwrap();
-    let (addr, server) = start(config.clone()).await;
-    let fate = |i: u32| match i % 20 {
-        3 => Some(Stage::AdvertiseKeys),
-        7 => Some(Stage::ShareKeys),
-        11 => Some(Stage::MaskedInput),
+    let (addr, server) = start(config.clone(), dep.serve_options()).await;
+    // The stage each client leaves after; the server sees it miss the next one.
+    let fate = |i: u32| match i % 30 {
+        1 => Some(Stage::Join),
+        4 => Some(Stage::AdvertiseKeys),
+        8 => Some(Stage::ShareKeys),
+        13 => Some(Stage::ShareCheck),
+        19 => Some(Stage::MaskedInput),
+        23 => Some(Stage::Consistency),
         _ => None,
     };
-    let mut clients = Vec::new();
-    for i in 0..60u32 {
-        let x = update(seed, i, m);
-        let rng = ChaCha20Rng::seed_from_u64(seed.wrapping_add(u64::from(i) + 1));
-        clients.push(tokio::spawn(async move {
-            run_client(addr, options(i, fate(i)), &x, CpuEngine::new(), rng).await
-        }));
-    }
+    let clients: Vec<_> = (0..60u32)
+        .map(|i| spawn_enrolled(addr, &dep, seed, m, i, fate(i)))
+        .collect();
+    // Leaving before the masked input keeps a client out of the sum.
+    let included: Vec<u32> = (0..60)
+        .filter(|&i| fate(i).is_none_or(|s| s >= Stage::MaskedInput))
+        .collect();
+    assert_eq!(included.len(), 52);
     for (i, c) in clients.into_iter().enumerate() {
         let outcome = c
             .await
@@ -119,44 +195,36 @@ async fn sixty_clients_with_dropouts_at_every_stage() {
         match fate(i as u32) {
             Some(s) => assert_eq!(outcome, ClientOutcome::Dropped { after: s }),
             None => assert!(
-                matches!(outcome, ClientOutcome::Completed { included: 54 }),
+                matches!(outcome, ClientOutcome::Completed { included: 52 }),
                 "{outcome:?}"
             ),
         }
     }
     let report = server.await.unwrap();
-    let included: Vec<u32> = (0..60).filter(|i| !matches!(i % 20, 3 | 7)).collect();
     check_sum(&report, &config, seed, &included);
-    let dropped: Vec<(u32, Stage)> = report
-        .outcome
-        .as_ref()
-        .unwrap()
-        .dropped
-        .iter()
-        .map(|d| (d.client.0, d.stage))
-        .collect();
     for i in 0..60u32 {
-        let want = match i % 20 {
-            3 => Some(Stage::ShareKeys),
-            7 => Some(Stage::MaskedInput),
-            11 => Some(Stage::Unmasking),
+        let want = match i % 30 {
+            1 => Some(Stage::AdvertiseKeys),
+            4 => Some(Stage::ShareKeys),
+            8 => Some(Stage::ShareCheck),
+            13 => Some(Stage::MaskedInput),
+            19 => Some(Stage::Consistency),
+            23 => Some(Stage::Unmasking),
             _ => None,
         };
-        assert_eq!(
-            dropped.iter().find(|(c, _)| *c == i).map(|(_, s)| *s),
-            want,
-            "client {i}"
-        );
+        assert_eq!(dropped_at(&report, i), want, "client {i}");
     }
     assert!(report.bytes_received > 0 && report.bytes_sent > 0);
 }
 
-/// Speaks the protocol through the sans-IO client, but lets `tamper` rewrite (or repeat)
-/// what it sends. Returns the client's final status, or the transport error.
+/// Speaks the protocol through the sans-IO client (enrolled, under the deployment's policy),
+/// but lets `tamper` rewrite (or repeat) what it sends. Returns the client's final status, or
+/// the transport error.
 async fn tampering_client(
     addr: SocketAddr,
     id: u32,
     seed: u64,
+    (identity, policy): (ClientIdentity, ClientPolicy),
     tamper: impl Fn(&mut Envelope<ClientMessage>) -> usize,
 ) -> Result<ClientStatus, TransportError> {
     let socket = TcpStream::connect(addr).await?;
@@ -180,11 +248,13 @@ async fn tampering_client(
     let limits = Limits::for_config(&config);
     let bits = config.modulus().bits();
     let mut client = Client::new(
-        ClientId(id),
+        identity,
         config.clone(),
+        policy,
         CpuEngine::new(),
         ChaCha20Rng::seed_from_u64(seed ^ 0xbad),
-    );
+    )
+    .unwrap();
     client
         .set_input(&update(seed, id, config.params()), 1)
         .unwrap();
@@ -223,6 +293,7 @@ async fn raw(addr: SocketAddr, bytes: &[u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_round_under_attack_completes_for_the_honest() {
     let seed = testing::test_seed("a_round_under_attack_completes_for_the_honest");
+    let dep = Deployment::new(seed);
     let m = 64;
     let n = 16;
     let config = RoundConfig::builder(n, m)
@@ -231,42 +302,40 @@ async fn a_round_under_attack_completes_for_the_honest() {
         .stage_timeout(Duration::from_millis(2500))
         .build()
         .unwrap();
-    let (addr, server) = start(config.clone()).await;
+    let (addr, server) = start(config.clone(), dep.serve_options()).await;
+    let creds = |id: u32| (dep.identity(id), dep.policy());
 
     // Connections that never join: garbage, an oversized length prefix, a truncated frame,
     // and one that says nothing at all.
     raw(addr, b"GET / HTTP/1.1\r\nHost: secagg\r\n\r\n").await;
     raw(addr, &[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).await;
-    raw(addr, &[0, 0, 0, 100, 1, 0x10, 0, 0]).await;
+    raw(addr, &[0, 0, 0, 100, codec::VERSION, tag::HELLO, 0, 0]).await;
     let _mute = TcpStream::connect(addr).await.unwrap();
 
-    let mut honest = Vec::new();
-    for i in 0..10u32 {
-        let x = update(seed, i, m);
-        let rng = ChaCha20Rng::seed_from_u64(seed.wrapping_add(u64::from(i) + 1));
-        honest.push(tokio::spawn(async move {
-            run_client(addr, options(i, None), &x, CpuEngine::new(), rng).await
-        }));
-    }
+    let honest: Vec<_> = (0..10u32)
+        .map(|i| spawn_enrolled(addr, &dep, seed, m, i, None))
+        .collect();
     // 10: its share keys carry the wrong round id.
-    let wrong_round = tokio::spawn(tampering_client(addr, 10, seed, |env| {
+    let wrong_round = tokio::spawn(tampering_client(addr, 10, seed, creds(10), |env| {
         if matches!(env.message, ClientMessage::ShareKeys { .. }) {
             env.round ^= 1;
         }
         1
     }));
     // 11: sends every message twice (the replays are refused, it stays in the round).
-    let replayer = tokio::spawn(tampering_client(addr, 11, seed, |_| 2));
-    // 12: advertises a low-order key.
-    let low_order = tokio::spawn(tampering_client(addr, 12, seed, |env| {
+    let replayer = tokio::spawn(tampering_client(addr, 11, seed, creds(11), |_| 2));
+    // 12: advertises a masking key of small order (a point of the 8-torsion subgroup, whose
+    // agreement with anyone is predictable). The check comes before the signature's, so the
+    // stale signature is not what drops it.
+    let low_order = tokio::spawn(tampering_client(addr, 12, seed, creds(12), |env| {
         if let ClientMessage::AdvertiseKeys(k) = &mut env.message {
-            k.masking = [0; 32];
+            k.keys.masking = EIGHT_TORSION[1].compress().to_bytes();
         }
         1
     }));
     // 13: forges its bundle for client 14. That costs 14 the forger's shares, not the round:
-    // 14 still completes, and both are in the sum.
-    let forger = tokio::spawn(tampering_client(addr, 13, seed, |env| {
+    // 14 reports the bundle unreadable and still completes, and both are in the sum.
+    let forger = tokio::spawn(tampering_client(addr, 13, seed, creds(13), |env| {
         if let ClientMessage::ShareKeys { bundles, .. } = &mut env.message {
             for b in bundles.iter_mut().filter(|b| b.peer == ClientId(14)) {
                 b.ciphertext[5] ^= 1;
@@ -274,8 +343,8 @@ async fn a_round_under_attack_completes_for_the_honest() {
         }
         1
     }));
-    let victim = tokio::spawn(tampering_client(addr, 14, seed, |_| 1));
-    // 15: joins, then goes silent (connection open) after advertising keys.
+    let victim = tokio::spawn(tampering_client(addr, 14, seed, creds(14), |_| 1));
+    // 15: says hello, then goes silent (connection open): it never joins.
     let silent = tokio::spawn(async move {
         let socket = TcpStream::connect(addr).await.unwrap();
         let mut framed = Framed::new(socket, frame_codec(1 << 24));
@@ -293,14 +362,7 @@ async fn a_round_under_attack_completes_for_the_honest() {
     });
     // A second client 3: refused.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let dup = run_client(
-        addr,
-        options(3, None),
-        &update(seed, 3, m),
-        CpuEngine::new(),
-        ChaCha20Rng::seed_from_u64(1),
-    )
-    .await;
+    let dup = spawn_enrolled(addr, &dep, seed, m, 3, None).await.unwrap();
     assert!(
         matches!(&dup, Err(TransportError::Rejected(r)) if r.contains("duplicate")),
         "{dup:?}"
@@ -331,27 +393,153 @@ async fn a_round_under_attack_completes_for_the_honest() {
     let _ = wrong_round.await.unwrap();
     let _ = low_order.await.unwrap();
 
-    // Everyone but 10 (wrong round), 12 (low-order key) and 15 (silent) is in the sum.
+    // Everyone but 10 (wrong round), 12 (small-order key) and 15 (silent) is in the sum.
     let included: Vec<u32> = (0..n as u32)
         .filter(|i| ![10, 12, 15].contains(i))
         .collect();
     check_sum(&report, &config, seed, &included);
+    assert_eq!(dropped_at(&report, 10), Some(Stage::ShareKeys));
+    assert_eq!(dropped_at(&report, 12), Some(Stage::AdvertiseKeys));
+    assert_eq!(dropped_at(&report, 13), None);
+    assert_eq!(dropped_at(&report, 14), None);
+    // The first stage is now join (the nonce commitment), which the silent client misses.
+    assert_eq!(dropped_at(&report, 15), Some(Stage::Join));
     let out = report.outcome.as_ref().unwrap();
-    let stage_of = |c: u32| {
-        out.dropped
-            .iter()
-            .find(|d| d.client.0 == c)
-            .map(|d| d.stage)
-    };
-    assert_eq!(stage_of(10), Some(Stage::ShareKeys));
-    assert_eq!(stage_of(12), Some(Stage::AdvertiseKeys));
-    assert_eq!(stage_of(14), None);
-    assert_eq!(stage_of(15), Some(Stage::AdvertiseKeys));
+    let low = out.dropped.iter().find(|d| d.client.0 == 12).unwrap();
+    assert!(
+        matches!(&low.reason, DropReason::Misbehaved(e) if e.to_string().contains("low-order")),
+        "{:?}",
+        low.reason
+    );
     assert!(report.refused.len() >= 4, "{:?}", report.refused);
 }
 
-/// Joins, runs the protocol up to its masked input, then sends `upload` instead and waits.
-async fn bad_uploader(addr: SocketAddr, id: u32, seed: u64, unchunked: bool) {
+/// An enrolled server drops a client whose certificate comes from another CA, and one with a
+/// self-asserted identity, when they advertise keys; the round completes for the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_without_a_certificate_from_the_ca_are_dropped() {
+    let seed = testing::test_seed("clients_without_a_certificate_from_the_ca_are_dropped");
+    let dep = Deployment::new(seed);
+    let other = Deployment::new(seed ^ 0x0123_4567);
+    assert_ne!(dep.ca(), other.ca());
+    let m = 32;
+    let config = RoundConfig::builder(7, m)
+        .threshold(3)
+        .round_id(seed)
+        .stage_timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let (addr, server) = start(config.clone(), dep.serve_options()).await;
+    let honest: Vec<_> = (0..5u32)
+        .map(|i| spawn_enrolled(addr, &dep, seed, m, i, None))
+        .collect();
+    // 5 trusts the other CA, which enrolled it.
+    let foreign = spawn_client(addr, seed, m, 5, None, other.identity(5), other.policy());
+    // 6 asserts its own key (its policy trusts nobody).
+    let unauthenticated = spawn_client(
+        addr,
+        seed,
+        m,
+        6,
+        None,
+        dep.self_asserted(6),
+        secagg::host::sim::parameter_free_policy(),
+    );
+    for h in honest {
+        let r = h.await.unwrap();
+        assert!(
+            matches!(r, Ok(ClientOutcome::Completed { included: 5 })),
+            "{r:?}"
+        );
+    }
+    for (c, h) in [(5, foreign), (6, unauthenticated)] {
+        let r = h.await.unwrap();
+        assert!(r.is_err(), "client {c}: {r:?}");
+    }
+    let report = server.await.unwrap();
+    check_sum(&report, &config, seed, &[0, 1, 2, 3, 4]);
+    let out = report.outcome.as_ref().unwrap();
+    for c in [5, 6] {
+        let d = out.dropped.iter().find(|d| d.client.0 == c).unwrap();
+        assert_eq!(d.stage, Stage::AdvertiseKeys, "client {c}");
+        assert!(
+            matches!(d.reason, DropReason::Misbehaved(_)),
+            "client {c}: {:?}",
+            d.reason
+        );
+    }
+}
+
+/// A client whose own policy the announced round fails — a cohort below its minimum, or a
+/// threshold insecure against the semi-malicious server its defaults assume — refuses the
+/// round right after the welcome: it never joins, let alone sends keys. The others complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_refuses_a_round_its_policy_fails() {
+    let seed = testing::test_seed("a_client_refuses_a_round_its_policy_fails");
+    let dep = Deployment::new(seed);
+    let m = 32;
+    // Complete graph, t = 3 of 6: fine for a curious server, insecure against a
+    // semi-malicious one (two survivor lists need 2t - k - 1 = 0 corrupted neighbours).
+    let config = RoundConfig::builder(6, m)
+        .threshold(3)
+        .round_id(seed)
+        .stage_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let (addr, server) = start(config.clone(), dep.serve_options()).await;
+    let honest: Vec<_> = (0..4u32)
+        .map(|i| spawn_enrolled(addr, &dep, seed, m, i, None))
+        .collect();
+    let big_cohort = ClientPolicy {
+        min_cohort: 7,
+        ..dep.policy()
+    };
+    let semi_malicious = ClientPolicy {
+        min_cohort: 3,
+        ..ClientPolicy::enrolled(dep.ca())
+    };
+    let refusers = [
+        (4, big_cohort, "minimum cohort of 7"),
+        (5, semi_malicious, "semi-malicious"),
+    ]
+    .map(|(id, policy, why)| {
+        (
+            id,
+            why,
+            spawn_client(addr, seed, m, id, None, dep.identity(id), policy),
+        )
+    });
+    for (id, why, h) in refusers {
+        let r = h.await.unwrap();
+        assert!(
+            matches!(&r, Err(TransportError::Refused(e)) if e.contains(why)),
+            "client {id}: {r:?}"
+        );
+    }
+    for h in honest {
+        let r = h.await.unwrap();
+        assert!(
+            matches!(r, Ok(ClientOutcome::Completed { included: 4 })),
+            "{r:?}"
+        );
+    }
+    let report = server.await.unwrap();
+    check_sum(&report, &config, seed, &[0, 1, 2, 3]);
+    for c in [4, 5] {
+        assert_eq!(dropped_at(&report, c), Some(Stage::Join), "client {c}");
+    }
+}
+
+/// Joins, runs the protocol up to its masked input (which follows its share-check frame,
+/// tag 0x04), then either sends the whole vector as one unchunked frame (tag 0x05) or starts
+/// a chunked upload and stalls.
+async fn bad_uploader(
+    addr: SocketAddr,
+    id: u32,
+    seed: u64,
+    (identity, policy): (ClientIdentity, ClientPolicy),
+    unchunked: bool,
+) {
     let socket = TcpStream::connect(addr).await.unwrap();
     let mut framed = Framed::new(socket, frame_codec(1 << 24));
     let hello = Hello {
@@ -368,11 +556,13 @@ async fn bad_uploader(addr: SocketAddr, id: u32, seed: u64, unchunked: bool) {
     let limits = Limits::for_config(&config);
     let bits = config.modulus().bits();
     let mut client = Client::new(
-        ClientId(id),
+        identity,
         config.clone(),
+        policy,
         CpuEngine::new(),
         ChaCha20Rng::seed_from_u64(seed),
-    );
+    )
+    .unwrap();
     client
         .set_input(&update(seed, id, config.params()), 1)
         .unwrap();
@@ -408,6 +598,7 @@ async fn bad_uploader(addr: SocketAddr, id: u32, seed: u64, unchunked: bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_and_unchunked_uploads_are_cut_off() {
     let seed = testing::test_seed("stalled_and_unchunked_uploads_are_cut_off");
+    let dep = Deployment::new(seed);
     let m = 200;
     let config = RoundConfig::builder(6, m)
         .threshold(3)
@@ -419,7 +610,7 @@ async fn stalled_and_unchunked_uploads_are_cut_off() {
     let addr = listener.local_addr().unwrap();
     let serve_options = ServeOptions {
         max_concurrent_uploads: 1,
-        layout: None,
+        ..dep.serve_options()
     };
     let cfg = config.clone();
     let server = tokio::spawn(async move {
@@ -427,16 +618,12 @@ async fn stalled_and_unchunked_uploads_are_cut_off() {
             .await
             .unwrap()
     });
-    let staller = tokio::spawn(bad_uploader(addr, 4, seed, false));
-    let unchunked = tokio::spawn(bad_uploader(addr, 5, seed, true));
-    let mut honest = Vec::new();
-    for i in 0..4u32 {
-        let x = update(seed, i, m);
-        let rng = ChaCha20Rng::seed_from_u64(seed.wrapping_add(u64::from(i) + 1));
-        honest.push(tokio::spawn(async move {
-            run_client(addr, options(i, None), &x, CpuEngine::new(), rng).await
-        }));
-    }
+    let creds = |id: u32| (dep.identity(id), dep.policy());
+    let staller = tokio::spawn(bad_uploader(addr, 4, seed, creds(4), false));
+    let unchunked = tokio::spawn(bad_uploader(addr, 5, seed, creds(5), true));
+    let honest: Vec<_> = (0..4u32)
+        .map(|i| spawn_enrolled(addr, &dep, seed, m, i, None))
+        .collect();
     for h in honest {
         assert!(matches!(
             h.await.unwrap(),
@@ -452,7 +639,7 @@ async fn stalled_and_unchunked_uploads_are_cut_off() {
         let d = out.dropped.iter().find(|d| d.client.0 == c).unwrap();
         assert_eq!(d.stage, Stage::MaskedInput);
         assert!(
-            matches!(d.reason, secagg::host::DropReason::Misbehaved(_)),
+            matches!(d.reason, DropReason::Misbehaved(_)),
             "{c}: {:?}",
             d.reason
         );

@@ -1,5 +1,7 @@
 //! End-to-end rounds through the simulator: SecAgg and SecAgg+, dropouts at every stage, the
-//! abort below threshold, weights, and property tests over random shapes and dropout sets.
+//! abort below threshold, weights, unauthenticated (self-asserted) and enrolled clients, a
+//! round under the clients' default policy with the planner's semi-malicious parameters, and
+//! property tests over random shapes and dropout sets.
 //! Every test draws its inputs from a printed seed and runs with the CPU engine and with the
 //! GPU engine (lavapipe in CI; with `SECAGG_REQUIRE_GPU=1` a missing adapter fails the test).
 //! The simulator checks each output against the plaintext sum of the included clients'
@@ -7,9 +9,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
 use secagg::engine::{Backend, CpuEngine, testing};
+use secagg::host::identity::IdentityKey;
+use secagg::host::plan::{self, Adversary, PlanRequest};
 use secagg::host::sim::{self, DropMode, DropSchedule, SimConfig, SimReport};
-use secagg::host::{ClientId, Quantization, RoundConfig, Stage};
+use secagg::host::{
+    Client, ClientError, ClientId, ClientIdentity, ClientPolicy, ClientStatus, Quantization,
+    RoundConfig, Stage, Trust,
+};
 
 fn ids(v: impl IntoIterator<Item = u32>) -> Vec<ClientId> {
     v.into_iter().map(ClientId).collect()
@@ -64,32 +73,44 @@ fn secagg_plus_sparse_graph<E: Backend>(e: E, test: &str) {
     assert_passed(&run(e, &cfg));
 }
 
-/// One client misses each stage: before share keys (excluded), before the masked input
-/// (excluded, its pairwise masks cancelled), before unmasking (included).
+/// Clients miss each of the six stages after join: advertise-keys, share-keys and share-check
+/// (excluded; the one that dealt shares has its pairwise masks cancelled), masked-input
+/// (excluded, its pairwise masks cancelled), consistency and unmasking (included: their inputs
+/// arrived, their self masks are rebuilt from their holders).
 fn dropout_at_every_stage<E: Backend>(e: E, test: &str) {
     for mode in [DropMode::Disconnect, DropMode::Silent] {
-        let (seed, b) = base(test, 12, 300);
+        let (seed, b) = base(test, 16, 300);
         let round = b.threshold(7).build().unwrap();
         let mut cfg = SimConfig::new(round);
         cfg.seed = seed;
         cfg.mode = mode;
         cfg.drops = DropSchedule::none()
-            .at(Stage::ShareKeys, ids([1]))
+            .at(Stage::AdvertiseKeys, ids([1]))
+            .at(Stage::ShareKeys, ids([3]))
+            .at(Stage::ShareCheck, ids([10]))
             .at(Stage::MaskedInput, ids([4, 9]))
+            .at(Stage::Consistency, ids([5]))
             .at(Stage::Unmasking, ids([6]));
         let r = run(&e, &cfg);
         assert_passed(&r);
         let out = r.outcome.unwrap();
-        assert_eq!(out.included, ids([0, 2, 3, 5, 6, 7, 8, 10, 11]), "{mode:?}");
+        assert_eq!(
+            out.included,
+            ids([0, 2, 5, 6, 7, 8, 11, 12, 13, 14, 15]),
+            "{mode:?}"
+        );
         let dropped: Vec<(u32, Stage)> =
             out.dropped.iter().map(|d| (d.client.0, d.stage)).collect();
         assert_eq!(
             dropped,
             vec![
-                (1, Stage::ShareKeys),
+                (1, Stage::AdvertiseKeys),
+                (3, Stage::ShareKeys),
                 (4, Stage::MaskedInput),
+                (5, Stage::Consistency),
                 (6, Stage::Unmasking),
-                (9, Stage::MaskedInput)
+                (9, Stage::MaskedInput),
+                (10, Stage::ShareCheck),
             ],
             "{mode:?}"
         );
@@ -114,8 +135,11 @@ fn sparse_dropouts_and_weights<E: Backend>(e: E, test: &str) {
     cfg.seed = seed;
     cfg.random_weights = true;
     cfg.drops = DropSchedule::none()
+        .at(Stage::AdvertiseKeys, ids([14]))
         .at(Stage::ShareKeys, ids([3]))
+        .at(Stage::ShareCheck, ids([17]))
         .at(Stage::MaskedInput, ids([7, 20]))
+        .at(Stage::Consistency, ids([28]))
         .at(Stage::Unmasking, ids([11, 25]));
     let r = run(e, &cfg);
     assert_passed(&r);
@@ -177,6 +201,82 @@ fn prgs_and_moduli<E: Backend>(e: E, test: &str) {
     }
 }
 
+/// Clients that assert their own identity keys (no CA; the server admits them unauthenticated)
+/// complete a round exactly. A client whose policy trusts a CA refuses to run with a
+/// self-asserted identity.
+fn unauthenticated_round<E: Backend>(e: E, test: &str) {
+    let (seed, b) = base(test, 10, 99);
+    let round = b.threshold(6).build().unwrap();
+    let mut cfg = SimConfig::new(round);
+    cfg.seed = seed;
+    cfg.enrolled = false;
+    cfg.drops = DropSchedule::none().at(Stage::MaskedInput, ids([2]));
+    let r = run(e, &cfg);
+    assert_passed(&r);
+    assert_eq!(r.outcome.unwrap().included.len(), 9);
+    for (id, status) in &r.client_status {
+        if id.0 != 2 {
+            assert_eq!(*status, ClientStatus::Completed { included: 9 }, "{id}");
+        }
+    }
+
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let refused = Client::new(
+        ClientIdentity::self_asserted(ClientId(0), IdentityKey::generate(&mut rng)),
+        cfg.round.clone(),
+        ClientPolicy {
+            trust: Trust::Enrolled(sim::sim_ca(seed).public()),
+            ..sim::parameter_free_policy()
+        },
+        CpuEngine::new(),
+        rng,
+    );
+    assert!(
+        matches!(refused, Err(ClientError::Identity(_))),
+        "a self-asserted identity under a CA-trusting policy"
+    );
+}
+
+/// Clients with the safe default policy ([`ClientPolicy::enrolled`]: a semi-malicious server,
+/// 5 % corrupted clients, 2^-40, T = 10) accept the (k, t) the planner chooses for that policy
+/// at n = 100, and the round, with the dropout rate the planner assumed (10 %, before the
+/// masked input), completes exactly.
+fn enrolled_defaults_with_planned_parameters<E: Backend>(e: E, test: &str) {
+    let n = 100;
+    let (seed, b) = base(test, n, 64);
+    let policy = ClientPolicy::enrolled(sim::sim_ca(seed).public());
+    assert_eq!(policy.adversary, Adversary::SemiMalicious);
+    let p = plan::plan(&PlanRequest {
+        clients: n,
+        dropout_rate: policy.dropout_rate,
+        corrupt_fraction: policy.corrupt_fraction,
+        security_bits: policy.security_bits,
+        adversary: policy.adversary,
+        ..PlanRequest::default()
+    })
+    .unwrap();
+    assert!(p.neighbors < n - 1, "SecAgg+ at n = 100: {p:?}");
+    let round = b
+        .neighbors(p.neighbors)
+        .threshold(p.threshold)
+        .build()
+        .unwrap();
+    let mut cfg = SimConfig::new(round);
+    cfg.seed = seed;
+    cfg.policy = policy;
+    cfg.drops = DropSchedule::random(n, 0.1, Stage::MaskedInput, seed);
+    let r = run(e, &cfg);
+    assert_passed(&r);
+    let out = r.outcome.unwrap();
+    assert_eq!(
+        out.included.len(),
+        90,
+        "k = {}, t = {}",
+        p.neighbors,
+        p.threshold
+    );
+}
+
 macro_rules! rounds {
     ($module:ident, $engine:expr) => {
         mod $module {
@@ -197,6 +297,8 @@ macro_rules! rounds {
             case!(sparse_dropouts_and_weights);
             case!(below_threshold_aborts);
             case!(prgs_and_moduli);
+            case!(unauthenticated_round);
+            case!(enrolled_defaults_with_planned_parameters);
         }
     };
 }
@@ -219,7 +321,7 @@ mod properties {
                     Just(n),
                     Just(k),
                     2usize..=k + 1,
-                    proptest::collection::vec(0u8..8, n),
+                    proptest::collection::vec(0u8..16, n),
                     any::<u64>(),
                 )
             })
@@ -231,15 +333,17 @@ mod properties {
 
         /// Whatever the shape and whoever drops: a completed round is exact, and an aborted one
         /// aborted for lack of clients or shares. In the complete graph the outcome is also
-        /// predicted: it completes exactly when every stage keeps T clients and t of them answer
-        /// the unmask request.
+        /// predicted: it completes exactly when every stage keeps T clients, every client that
+        /// masks has t partners (neighbours that dealt it shares), and t of them answer the
+        /// unmask request.
         #[test]
         fn never_a_wrong_sum((n, k, t, fate, seed) in shape()) {
-            // fate: 0..=3 misses that stage (by index), 4.. completes.
+            // fate: 1..=6 misses that stage (by index: advertise-keys to unmasking, so 6 in 16
+            // clients drop, as 3 in 8 did with four stages); 0 and 7.. complete.
             let stage_of = |f: u8| Stage::ALL.get(f as usize).copied();
             let mut drops = DropSchedule::none();
             for (i, f) in fate.iter().enumerate() {
-                if let Some(s) = stage_of(*f).filter(|s| *s != Stage::AdvertiseKeys) {
+                if let Some(s) = stage_of(*f).filter(|s| *s != Stage::Join) {
                     drops = drops.at(s, [ClientId(i as u32)]);
                 }
             }
@@ -265,11 +369,33 @@ mod properties {
             }
             if k == n - 1 {
                 let alive = |s: Stage| (0..n as u32).filter(|&i| drops.sends(ClientId(i), s)).count();
-                let completes = alive(Stage::ShareKeys) >= t
+                // A masker's partners are the other clients that dealt: alive(share-keys) − 1.
+                let completes = alive(Stage::AdvertiseKeys) >= t
+                    && alive(Stage::ShareKeys) > t
+                    && alive(Stage::ShareCheck) >= t
                     && alive(Stage::MaskedInput) >= t
+                    && alive(Stage::Consistency) >= t
                     && alive(Stage::Unmasking) >= t;
                 prop_assert_eq!(r.outcome.is_ok(), completes, "n {} t {} outcome {:?}", n, t, r.outcome.as_ref().err());
             }
         }
     }
+}
+
+/// A round whose configuration builds completes when nobody drops. Fails today for t = k + 1
+/// (every holder needed: SecAgg with t = n, which `RoundConfig` and `secagg server --threshold
+/// N` accept): a client masks only with at least t partners among its k neighbours, so at
+/// masked-input every client aborts with "too few partners" and the round aborts with
+/// "only 0 clients remain at masked-input". Either the builder should refuse t > k or the
+/// partner check should count the client itself.
+#[test]
+#[ignore = "protocol bug: t = k + 1 is accepted by RoundConfig but no client can ever mask"]
+fn every_holder_threshold_completes_without_dropouts() {
+    let (seed, b) = base("every_holder_threshold_completes_without_dropouts", 5, 20);
+    let Ok(round) = b.threshold(5).build() else {
+        return; // Refusing the configuration would fix it too.
+    };
+    let mut cfg = SimConfig::new(round);
+    cfg.seed = seed;
+    assert_passed(&run(CpuEngine::new(), &cfg));
 }
