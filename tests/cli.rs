@@ -271,7 +271,7 @@ fn safetensors_with_weights_and_a_config_file() {
 fn below_threshold_the_server_aborts_and_writes_nothing() {
     let seed = testing::test_seed("cli::abort");
     let d = dir("abort");
-    let dep = CliDeployment::create(&d.join("pki"), 0..3);
+    let dep = CliDeployment::create(&d.join("pki"), 0..4);
     let layout = ModelLayout {
         format: ModelFormat::Npy,
         tensors: vec![TensorSpec {
@@ -286,7 +286,7 @@ fn below_threshold_the_server_aborts_and_writes_nothing() {
         "--listen",
         &format!("127.0.0.1:{port}"),
         "--clients",
-        "3",
+        "4",
         "--threshold",
         "3",
         "--deadline-ms",
@@ -300,11 +300,12 @@ fn below_threshold_the_server_aborts_and_writes_nothing() {
         "--ca",
         dep.ca_pub().to_str().unwrap(),
     ]);
-    let clients: Vec<Child> = (0..3u32)
+    // Four clients, T = t = 3; two leave after advertising keys, so two remain.
+    let clients: Vec<Child> = (0..4u32)
         .map(|i| {
             let p = d.join(format!("u{i}.npy"));
             write_model(&p, &layout, &values(seed, i, 5)).unwrap();
-            let extra: &[&str] = if i == 0 {
+            let extra: &[&str] = if i < 2 {
                 &["--drop-after", "advertise-keys"]
             } else {
                 &[]
@@ -321,9 +322,10 @@ fn below_threshold_the_server_aborts_and_writes_nothing() {
     assert!(String::from_utf8_lossy(&s_out.stderr).contains("aborted"));
     assert!(!out.exists(), "an aborted round wrote an output file");
     assert_eq!(summary(&sum_json)["status"], "aborted");
-    assert_eq!(codes[0], Some(0), "the client told to drop exits 0");
-    assert_eq!(codes[1], Some(3));
+    assert_eq!(codes[0], Some(0), "a client told to drop exits 0");
+    assert_eq!(codes[1], Some(0), "a client told to drop exits 0");
     assert_eq!(codes[2], Some(3));
+    assert_eq!(codes[3], Some(3));
 }
 
 /// Writes client `i`'s update as a flat .npy of `len` values for each id in `ids`.

@@ -320,7 +320,7 @@ mod properties {
                 (
                     Just(n),
                     Just(k),
-                    2usize..=k + 1,
+                    2usize..=k,
                     proptest::collection::vec(0u8..16, n),
                     any::<u64>(),
                 )
@@ -382,20 +382,23 @@ mod properties {
     }
 }
 
-/// A round whose configuration builds completes when nobody drops. Fails today for t = k + 1
-/// (every holder needed: SecAgg with t = n, which `RoundConfig` and `secagg server --threshold
-/// N` accept): a client masks only with at least t partners among its k neighbours, so at
-/// masked-input every client aborts with "too few partners" and the round aborts with
-/// "only 0 clients remain at masked-input". Either the builder should refuse t > k or the
-/// partner check should count the client itself.
+/// Every threshold the configuration accepts can complete when nobody drops; t = k + 1
+/// (every holder, SecAgg with t = n) is refused, since a client masks only with at least t of
+/// its k neighbours.
 #[test]
-#[ignore = "protocol bug: t = k + 1 is accepted by RoundConfig but no client can ever mask"]
-fn every_holder_threshold_completes_without_dropouts() {
-    let (seed, b) = base("every_holder_threshold_completes_without_dropouts", 5, 20);
-    let Ok(round) = b.threshold(5).build() else {
-        return; // Refusing the configuration would fix it too.
-    };
-    let mut cfg = SimConfig::new(round);
-    cfg.seed = seed;
-    assert_passed(&run(CpuEngine::new(), &cfg));
+fn every_accepted_threshold_completes_without_dropouts() {
+    for t in 2..=5 {
+        let (seed, b) = base("every_accepted_threshold_completes", 5, 20);
+        match b.threshold(t).build() {
+            Err(e) => {
+                assert_eq!(t, 5, "t = {t} refused: {e}");
+                assert!(e.to_string().contains("2 <= t <= 4"), "{e}");
+            }
+            Ok(round) => {
+                let mut cfg = SimConfig::new(round);
+                cfg.seed = seed;
+                assert_passed(&run(CpuEngine::new(), &cfg));
+            }
+        }
+    }
 }

@@ -45,8 +45,10 @@ pub(crate) fn identity_key(
     credential: &Credential,
 ) -> Result<IdentityPublicKey, ProtocolError> {
     let (key, cert) = claimed_key(ca, id, credential)?;
-    if let Some(item) = cert {
-        identity::verify_batch(&[item])?;
+    if let Some(item) = cert
+        && identity::verify_batch(&[item]).is_err()
+    {
+        return Err(identity::IdentityError::BadCertificate { id }.into());
     }
     Ok(key)
 }
