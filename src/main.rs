@@ -1,7 +1,10 @@
 //! `secagg`: secure aggregation from the command line.
 //!
 //! * `secagg simulate`: a whole round in memory, checked against the plaintext sum.
-//! * `secagg plan`: the SecAgg+ planner's neighbour count and threshold for a deployment.
+//! * `secagg plan`: the SecAgg+ planner's neighbour count and threshold for a deployment, or
+//!   the check of a given pair, against a curious or semi-malicious server.
+//! * `secagg ca new` and `secagg enroll`: the deployment CA and the clients' certificates.
+//! * `secagg server` and `secagg client`: a round over TCP with model files.
 
 #![deny(missing_docs)]
 

@@ -32,7 +32,8 @@ enum Command {
     /// Run one whole round in memory (clients, server, dropouts) and check it against the
     /// plaintext sum. Exits 1 if the check fails, 3 if the round aborts.
     Simulate(simulate::SimulateArgs),
-    /// Choose the SecAgg+ neighbour count and threshold for a deployment.
+    /// Choose the SecAgg+ neighbour count and threshold for a deployment, or check a given
+    /// pair (--neighbors and --threshold), against a curious or semi-malicious server.
     Plan(plan::PlanArgs),
     /// Run one aggregation round over TCP and write the sum. Exits 3 if the round aborts.
     Server(server::ServerArgs),
