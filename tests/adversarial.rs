@@ -1062,7 +1062,7 @@ fn unreadable_bundles_exclude_a_dealer_only_when_it_cannot_be_rebuilt() {
             Stage::MaskedInput,
             DropReason::Misbehaved(ProtocolError::UnrecoverableDealer {
                 dealer: ClientId(6),
-                readable: 1,
+                readable: 0,
                 need: 6
             })
         ))

@@ -157,8 +157,8 @@ impl ExpectShareChecks {
             if excluded.contains_key(&d) {
                 continue;
             }
-            // Holders with checked shares: neighbours that answered without reporting d, and d
-            // itself (its own share of β) if it answered.
+            // Neighbours holding checked shares: those that answered without reporting d. Its
+            // mask key, needed if it drops, has no share of its own, so they must be t.
             let readable = self
                 .session
                 .graph
@@ -167,8 +167,7 @@ impl ExpectShareChecks {
                 .filter(|v| {
                     responders.contains(v) && !self.reported.get(v).is_some_and(|r| r.contains(&d))
                 })
-                .count()
-                + usize::from(responders.contains(&d));
+                .count();
             if readable < t {
                 excluded.insert(
                     d,
