@@ -1015,6 +1015,60 @@ fn a_false_report_costs_only_the_reporter() {
 }
 
 #[test]
+fn a_false_accusation_with_the_genuine_key_costs_only_the_accuser() {
+    // Client 4 reveals the real key of its pair with dealer 5: the bundle opens, its shares
+    // match their points, so the server drops the accuser and keeps the dealer.
+    let cfg = lab_config("false_accusation_genuine_key", 10, 9, 6);
+    let fault = DealerFault::FalseAccusation(ClientId(5));
+    let mut l = Lab::with_dealers(cfg, BTreeMap::from([(ClientId(4), fault)])).unwrap();
+    l.run(&mut Honest).unwrap();
+    completed(&l);
+    let out = l.server().output().unwrap();
+    assert!(out.included.contains(&ClientId(5)));
+    assert!(!out.included.contains(&ClientId(4)));
+    assert!(matches!(
+        dropped(&l, ClientId(4)),
+        Some((
+            Stage::ShareCheck,
+            DropReason::Misbehaved(ProtocolError::FalseReport {
+                dealer: ClientId(5),
+                why
+            })
+        )) if why.contains("match their points")
+    ));
+}
+
+#[test]
+fn an_unmask_request_for_another_survivor_list_is_refused() {
+    let mut l = lab("unmask_request_other_list", 8, 7, 5);
+    let mut t = on_server(|to, m, out: &mut Vec<_>| match m {
+        // Client 2 signed the honest list; the request names the target as dropped.
+        ServerMessage::UnmaskRequest {
+            survivors,
+            signatures,
+        } if to == ClientId(2) => {
+            let other: Arc<[ClientId]> =
+                survivors.iter().copied().filter(|c| *c != TARGET).collect();
+            out.push((
+                to,
+                ServerMessage::UnmaskRequest {
+                    survivors: other,
+                    signatures,
+                },
+            ))
+        }
+        m => out.push((to, m)),
+    });
+    l.run(&mut t).unwrap();
+    let e = aborted(&l, ClientId(2));
+    assert!(
+        matches!(&e, ProtocolError::UnsafeRequest(w) if w.contains("another survivor list")),
+        "{e:?}"
+    );
+    assert!(!l.has_sent(ClientId(2), "unmask-shares"));
+}
+
+#[test]
 fn unreadable_bundles_exclude_a_dealer_only_when_it_cannot_be_rebuilt() {
     // Client 6 corrupts every bundle it deals (a broken AEAD for everyone): no holder can
     // read its shares, so it is excluded before anyone masks with it.

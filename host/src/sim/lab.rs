@@ -136,6 +136,9 @@ pub enum DealerFault {
     /// The self-mask key β·B commits to another secret than the shares share (so the share
     /// points do not lie on a polynomial through it).
     FalseCommitment,
+    /// Deals honestly, then accuses this honest dealer of bad shares, revealing the genuine
+    /// bundle key of their pair as its "proof".
+    FalseAccusation(ClientId),
 }
 
 /// One participant of the lab.
@@ -686,6 +689,8 @@ struct CheatingDealer {
     nonce: [u8; 32],
     cohort: Option<[u8; 32]>,
     secrets: Option<ClientSecrets>,
+    /// The session and the key list, once known (for a false accusation).
+    session: Option<(SessionId, Vec<(ClientId, SignedKeys)>)>,
     outbox: VecDeque<Envelope<ClientMessage>>,
     status: ClientStatus,
 }
@@ -711,6 +716,7 @@ impl CheatingDealer {
             nonce,
             cohort: None,
             secrets: None,
+            session: None,
             outbox: VecDeque::from([Envelope {
                 round: cfg.round.round_id(),
                 message: ClientMessage::Join {
@@ -751,13 +757,39 @@ impl CheatingDealer {
                 }
                 self.status = ClientStatus::Running(crate::Stage::ShareCheck);
             }
-            // It has nothing to report about the others' bundles.
-            ServerMessage::ShareBundles(_) => self.send(ClientMessage::ShareCheck(Vec::new())),
+            // It reports nothing on the others' bundles, or accuses an honest dealer.
+            ServerMessage::ShareBundles(_) => {
+                let report = self.false_accusation();
+                self.send(ClientMessage::ShareCheck(report.into_iter().collect()));
+            }
             ServerMessage::Aborted(r) => {
                 self.status = ClientStatus::Aborted(crate::ProtocolError::ServerAborted(r.clone()));
             }
             _ => {}
         }
+    }
+
+    /// A report accusing the dealer named by the fault, with the genuine key of their pair.
+    fn false_accusation(&self) -> Option<crate::messages::DealerReport> {
+        let DealerFault::FalseAccusation(accused) = &self.fault else {
+            return None;
+        };
+        let (session, list) = self.session.as_ref()?;
+        let keys = list
+            .iter()
+            .find(|(id, _)| id == accused)
+            .map(|(_, k)| &k.keys)?;
+        let key = self
+            .secrets
+            .as_ref()?
+            .bundle_key(session, self.id, *accused, keys)
+            .ok()?;
+        Some(crate::messages::DealerReport {
+            dealer: *accused,
+            kind: crate::messages::ReportKind::BadShares {
+                bundle_key: key.reveal(),
+            },
+        })
     }
 
     /// Deals both secrets, cheating as the fault says.
@@ -774,6 +806,7 @@ impl CheatingDealer {
                 identity: k.credential.key_bytes(),
             }),
         );
+        self.session = Some((session, list.to_vec()));
         let nonces: Vec<(ClientId, &[u8; 32])> =
             list.iter().map(|(id, k)| (*id, &k.nonce)).collect();
         let seed = GraphSeed::derive(&self.round, &cohort, &nonces);
