@@ -223,37 +223,6 @@ pub struct CheckedDealing {
     pub self_key: EdwardsPoint,
 }
 
-/// Π_{j≠i} (x_i − x_j) for every i, for small integer points: differences are multiplied in
-/// threes as 128-bit integers before one field multiplication, a third of the field work.
-fn vandermonde_products(xs: &[i64]) -> Vec<Scalar> {
-    xs.iter()
-        .enumerate()
-        .map(|(i, xi)| {
-            let mut acc = Scalar::ONE;
-            let mut chunk: i128 = 1;
-            let mut in_chunk = 0;
-            for (j, xj) in xs.iter().enumerate() {
-                if i == j {
-                    continue;
-                }
-                chunk *= i128::from(xi - xj);
-                in_chunk += 1;
-                if in_chunk == 3 {
-                    acc *= signed_scalar(chunk);
-                    chunk = 1;
-                    in_chunk = 0;
-                }
-            }
-            acc * signed_scalar(chunk)
-        })
-        .collect()
-}
-
-fn signed_scalar(v: i128) -> Scalar {
-    let s = Scalar::from(v.unsigned_abs());
-    if v < 0 { -s } else { s }
-}
-
 /// Checks many dealings (on every core): every point decompresses and is of large order, and
 /// both point sets lie on a polynomial of degree < `t` through the committed secret (a random
 /// dual Reed–Solomon codeword, seeded by the dealing's transcript, annihilates them; see
@@ -287,7 +256,7 @@ pub fn verify_dealings(
             if sorted.windows(2).any(|w| w[0] == w[1]) {
                 return Err(CryptoError::Commitment("two shares at one point".into()));
             }
-            let dens = vandermonde_products(&xs);
+            let dens = super::shamir::differences_products(&xs);
             Ok((sigma, beta, xs, dens))
         })
         .collect();
@@ -344,7 +313,7 @@ pub fn verify_dealings(
                 scalars.push(mu * c_beta);
                 points.push(beta[i]);
                 if i != 1 {
-                    scalars.push(c_beta * signed_scalar(i128::from(x - x_dealer)));
+                    scalars.push(c_beta * super::shamir::signed_scalar(i128::from(x - x_dealer)));
                     points.push(sigma[if i == 0 { 0 } else { i - 1 }]);
                 }
             }

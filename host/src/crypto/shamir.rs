@@ -47,31 +47,30 @@ impl Lagrange {
     }
 
     /// Coefficients for many holder sets at once. λ_i = Π_{j≠i} x_j / (x_j − x_i) is computed
-    /// as (Π_j x_j) · x_i⁻¹ · (Π_{j≠i} (x_j − x_i))⁻¹, and every inverse of every set comes from
-    /// one field inversion (Montgomery's trick): O(t²) multiplications per set, one inversion
-    /// in all.
+    /// as (Π_j x_j) · (x_i · Π_{j≠i} (x_j − x_i))⁻¹. The evaluation points are small integers,
+    /// so products of differences are taken three at a time in 128-bit integers before each
+    /// field multiplication, and every inverse of every set comes from one field inversion
+    /// (Montgomery's trick): about t²/3 field multiplications per set, one inversion in all.
     pub fn at_zero_many(sets: &[Vec<ClientId>]) -> Result<Vec<Self>, CryptoError> {
-        // Per set: its product, then 2t values to invert (the x_i, then the denominators).
+        // Per set: its product, then t values to invert.
         let mut products = Vec::with_capacity(sets.len());
-        let mut to_invert = Vec::with_capacity(sets.iter().map(|s| 2 * s.len()).sum());
+        let mut to_invert = Vec::with_capacity(sets.iter().map(Vec::len).sum());
         for holders in sets {
-            let xs: Vec<Scalar> = holders.iter().map(|h| evaluation_point(*h)).collect();
-            products.push(xs.iter().fold(Scalar::ONE, |acc, x| acc * x));
-            to_invert.extend_from_slice(&xs);
-            for (i, xi) in xs.iter().enumerate() {
-                let mut den = Scalar::ONE;
-                for (j, xj) in xs.iter().enumerate() {
-                    if i != j {
-                        den *= xj - xi;
-                    }
-                }
-                if den == Scalar::ZERO {
-                    return Err(CryptoError::Split(format!(
-                        "duplicate holder {} in reconstruction set",
-                        holders[i]
-                    )));
-                }
-                to_invert.push(den);
+            let xs: Vec<i64> = holders.iter().map(|h| i64::from(h.0) + 1).collect();
+            let mut sorted = xs.clone();
+            sorted.sort_unstable();
+            if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+                return Err(CryptoError::Split(format!(
+                    "duplicate holder {} in reconstruction set",
+                    w[0] - 1
+                )));
+            }
+            products.push(product_of(&xs));
+            // Π_{j≠i} (x_j − x_i) = (−1)^{t−1} Π_{j≠i} (x_i − x_j).
+            let flip = xs.len() % 2 == 0;
+            for (xi, d) in xs.iter().zip(differences_products(&xs)) {
+                let den = Scalar::from(xi.unsigned_abs()) * d;
+                to_invert.push(if flip { -den } else { den });
             }
         }
         let inverted = batch_invert(&to_invert);
@@ -79,13 +78,8 @@ impl Lagrange {
         let mut at = 0;
         for (holders, product) in sets.iter().zip(products) {
             let t = holders.len();
-            let (inv_x, inv_den) = inverted[at..at + 2 * t].split_at(t);
-            at += 2 * t;
-            let coefficients = inv_x
-                .iter()
-                .zip(inv_den)
-                .map(|(ix, id)| product * ix * id)
-                .collect();
+            let coefficients = inverted[at..at + t].iter().map(|inv| product * inv).collect();
+            at += t;
             out.push(Self {
                 holders: holders.clone(),
                 coefficients,
@@ -106,6 +100,46 @@ impl Lagrange {
             .zip(values)
             .fold(Scalar::ZERO, |acc, (c, v)| acc + c * v)
     }
+}
+
+/// A small signed integer as a field element.
+pub(crate) fn signed_scalar(v: i128) -> Scalar {
+    let s = Scalar::from(v.unsigned_abs());
+    if v < 0 { -s } else { s }
+}
+
+/// Π_j x_j for small positive integers, three at a time in 128-bit integers.
+fn product_of(xs: &[i64]) -> Scalar {
+    xs.chunks(3).fold(Scalar::ONE, |acc, c| {
+        acc * signed_scalar(c.iter().fold(1i128, |p, x| p * i128::from(*x)))
+    })
+}
+
+/// Π_{j≠i} (x_i − x_j) for every i, for integer points below 2^33 in magnitude: differences
+/// are multiplied three at a time as 128-bit integers before one field multiplication, a
+/// third of the field work of the plain product.
+pub(crate) fn differences_products(xs: &[i64]) -> Vec<Scalar> {
+    xs.iter()
+        .enumerate()
+        .map(|(i, xi)| {
+            let mut acc = Scalar::ONE;
+            let mut chunk: i128 = 1;
+            let mut in_chunk = 0;
+            for (j, xj) in xs.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                chunk *= i128::from(xi - xj);
+                in_chunk += 1;
+                if in_chunk == 3 {
+                    acc *= signed_scalar(chunk);
+                    chunk = 1;
+                    in_chunk = 0;
+                }
+            }
+            acc * signed_scalar(chunk)
+        })
+        .collect()
 }
 
 /// Inverts every (non-zero) element with one field inversion.
