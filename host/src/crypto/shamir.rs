@@ -78,7 +78,10 @@ impl Lagrange {
         let mut at = 0;
         for (holders, product) in sets.iter().zip(products) {
             let t = holders.len();
-            let coefficients = inverted[at..at + t].iter().map(|inv| product * inv).collect();
+            let coefficients = inverted[at..at + t]
+                .iter()
+                .map(|inv| product * inv)
+                .collect();
             at += t;
             out.push(Self {
                 holders: holders.clone(),

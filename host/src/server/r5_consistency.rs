@@ -7,7 +7,7 @@
 //! will reveal a share of: the signers among its neighbours' neighbourhoods (everyone, on the
 //! complete graph).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -98,20 +98,57 @@ impl ExpectSignatures {
         }
     }
 
-    /// The signers `u` needs: those among the holders of every secret it reveals a share of.
-    fn relevant(&self, u: ClientId) -> Vec<(ClientId, [u8; 64])> {
+    /// For every signer, the signatures it needs: those of the holders of every secret it
+    /// reveals a share of — the signers within two hops of it (everyone, on the complete
+    /// graph). Neighbour lists are computed once, and each signer's two-hop set is marked in a
+    /// bitmap over the members rather than collected in a set.
+    fn relevant(&self, signers: &[ClientId]) -> Vec<Vec<(ClientId, [u8; 64])>> {
         let graph = &self.membership.session.graph;
+        let all: Vec<(ClientId, [u8; 64])> =
+            self.signatures.iter().map(|(k, v)| (*k, *v)).collect();
         if graph.degree() + 1 >= graph.len() {
-            return self.signatures.iter().map(|(k, v)| (*k, *v)).collect();
+            return signers.iter().map(|_| all.clone()).collect();
         }
-        let mut wanted = BTreeSet::new();
-        for v in std::iter::once(u).chain(graph.neighbors(u)) {
-            wanted.insert(v);
-            wanted.extend(graph.neighbors(v));
-        }
-        wanted
-            .into_iter()
-            .filter_map(|s| self.signatures.get(&s).map(|sig| (s, *sig)))
+        let members: Vec<ClientId> = {
+            let mut m: Vec<ClientId> = self.membership.session.keys.keys().copied().collect();
+            m.sort_unstable();
+            m
+        };
+        let index = |c: &ClientId| members.binary_search(c).ok();
+        let neighbours: Vec<Vec<usize>> = members
+            .iter()
+            .map(|c| graph.neighbors(*c).iter().filter_map(index).collect())
+            .collect();
+        let signed: Vec<Option<[u8; 64]>> = members
+            .iter()
+            .map(|c| self.signatures.get(c).copied())
+            .collect();
+        let mut marked = vec![false; members.len()];
+        signers
+            .iter()
+            .map(|u| {
+                let Some(ui) = index(u) else {
+                    return Vec::new();
+                };
+                let mut touched = Vec::new();
+                for &v in std::iter::once(&ui).chain(&neighbours[ui]) {
+                    for &w in std::iter::once(&v).chain(&neighbours[v]) {
+                        if !marked[w] {
+                            marked[w] = true;
+                            touched.push(w);
+                        }
+                    }
+                }
+                touched.sort_unstable();
+                let out = touched
+                    .iter()
+                    .filter_map(|&w| signed[w].map(|sig| (members[w], sig)))
+                    .collect();
+                for w in touched {
+                    marked[w] = false;
+                }
+                out
+            })
             .collect()
     }
 
@@ -122,13 +159,14 @@ impl ExpectSignatures {
         if let Err(reason) = ctx.close_stage(Stage::Consistency, live, notify) {
             return State::Aborted(reason);
         }
-        for &u in &signers {
+        let relevant = self.relevant(&signers);
+        for (&u, signatures) in signers.iter().zip(relevant) {
             if !ctx.gone.contains_key(&u) {
                 ctx.send(
                     u,
                     ServerMessage::UnmaskRequest {
                         survivors: self.u3.clone(),
-                        signatures: self.relevant(u),
+                        signatures,
                     },
                 );
             }
