@@ -141,24 +141,7 @@ fn substituted_in(
     forge: impl Fn(&Lab, &SignedKeys, &[u8; 32]) -> SignedKeys,
 ) -> ProtocolError {
     let mut l = Lab::new(cfg).unwrap();
-    // Run until the key list is about to be delivered.
-    let list = RefCell::new(None);
-    let cohort = RefCell::new(None);
-    let mut t = on_server(|to, m, out: &mut Vec<_>| match m {
-        ServerMessage::KeyList(k) => *list.borrow_mut() = Some(k),
-        ServerMessage::Cohort(c) => {
-            cohort.borrow_mut().get_or_insert(c.clone());
-            out.push((to, ServerMessage::Cohort(c)))
-        }
-        m => out.push((to, m)),
-    });
-    while list.borrow().is_none() {
-        assert!(l.step(&mut t).unwrap());
-    }
-    drop(t);
-    let list = list.into_inner().unwrap();
-    let round = RoundDigest::of(&l.config().round);
-    let digest = cohort_digest(&round, &cohort.into_inner().unwrap());
+    let (list, _, digest) = up_to_key_list(&mut l);
     let mut forged: Vec<(ClientId, SignedKeys)> = list.to_vec();
     forged[1].1 = forge(&l, &forged[1].1, &digest);
     for (id, _) in list.iter() {
@@ -173,6 +156,29 @@ fn substituted_in(
     assert!(!l.has_sent(TARGET, "share-keys"), "shares left the target");
     assert_eq!(l.attempt_rebuild(TARGET), Rebuild::NoMaskedInput);
     aborted(&l, TARGET)
+}
+
+/// Runs a lab until the server hands out the key list, and withholds it. Returns the list,
+/// the round digest and the cohort digest (what the attacker needs to forge advertisements).
+type KeyList = Arc<[(ClientId, SignedKeys)]>;
+
+fn up_to_key_list(l: &mut Lab) -> (KeyList, RoundDigest, [u8; 32]) {
+    let list = RefCell::new(None);
+    let cohort = RefCell::new(None);
+    let mut t = on_server(|to, m, out: &mut Vec<_>| match m {
+        ServerMessage::KeyList(k) => *list.borrow_mut() = Some(k),
+        ServerMessage::Cohort(c) => {
+            cohort.borrow_mut().get_or_insert(c.clone());
+            out.push((to, ServerMessage::Cohort(c)))
+        }
+        m => out.push((to, m)),
+    });
+    while list.borrow().is_none() {
+        assert!(l.step(&mut t).unwrap(), "the round stalled");
+    }
+    let round = RoundDigest::of(&l.config().round);
+    let digest = cohort_digest(&round, &cohort.into_inner().unwrap());
+    (list.into_inner().unwrap(), round, digest)
 }
 
 fn attacker_keys() -> (ClientSecrets, IdentityKey) {
@@ -427,7 +433,6 @@ fn up_to_survivor_list(test: &str, n: usize, k: usize, t: usize) -> (Lab, Arc<[C
     while list.borrow().is_none() {
         assert!(l.step(&mut tamper).unwrap(), "the round stalled");
     }
-    drop(tamper);
     (l, list.into_inner().unwrap())
 }
 
@@ -671,7 +676,8 @@ fn forged_and_replayed_survivor_signatures_are_refused() {
         o.run(&mut Honest).unwrap();
         signatures(o.sent())
     };
-    let forge = |test: &str, change: &dyn Fn(&mut Vec<(ClientId, [u8; 64])>)| -> ProtocolError {
+    type Signatures = Vec<(ClientId, [u8; 64])>;
+    let forge = |test: &str, change: &dyn Fn(&mut Signatures)| -> ProtocolError {
         let mut l = lab(test, 8, 7, 5);
         let mut t = on_server(|to, m, out: &mut Vec<_>| match m {
             ServerMessage::UnmaskRequest {
@@ -835,23 +841,7 @@ fn the_graph_cannot_be_ground_after_keys() {
     // honest key, the server tries fresh round keys for them, hoping for a graph that puts
     // them around the target: the graph does not move.
     let mut l = lab("graph_grinding", 30, 6, 5);
-    let list = RefCell::new(None);
-    let cohort = RefCell::new(None);
-    let mut t = on_server(|to, m, out: &mut Vec<_>| match m {
-        ServerMessage::KeyList(k) => *list.borrow_mut() = Some(k),
-        ServerMessage::Cohort(c) => {
-            cohort.borrow_mut().get_or_insert(c.clone());
-            out.push((to, ServerMessage::Cohort(c)))
-        }
-        m => out.push((to, m)),
-    });
-    while list.borrow().is_none() {
-        assert!(l.step(&mut t).unwrap());
-    }
-    drop(t);
-    let list = list.into_inner().unwrap();
-    let round = RoundDigest::of(&l.config().round);
-    let digest = cohort_digest(&round, &cohort.into_inner().unwrap());
+    let (list, round, digest) = up_to_key_list(&mut l);
     let graph_of = |keys: &[(ClientId, SignedKeys)]| {
         let nonces: Vec<(ClientId, &[u8; 32])> =
             keys.iter().map(|(id, k)| (*id, &k.nonce)).collect();

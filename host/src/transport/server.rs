@@ -82,6 +82,9 @@ pub struct RoundReport {
 }
 
 /// What a connection task tells the driver.
+// A protocol message (an advertisement is a few hundred bytes) is the largest variant;
+// boxing it would only add an allocation per message.
+#[allow(clippy::large_enum_variant)]
 enum Event {
     Hello {
         conn: u64,
@@ -221,7 +224,7 @@ pub async fn serve_with_layout<E: Backend>(
                                 (Ok(config), Some(e)) => {
                                     log::info!("round sized by client {}: {} parameters", hello.client, config.params());
                                     server = Some(match &options.ca {
-                                        Some(ca) => Server::enrolled(config, ca.clone(), e, Duration::ZERO),
+                                        Some(ca) => Server::enrolled(config, *ca, e, Duration::ZERO),
                                         None => Server::new(config, e, Duration::ZERO),
                                     });
                                 }
