@@ -1,7 +1,7 @@
-//! The wire format, version 2: one explicit binary layout per message.
+//! The wire format, version 3: one explicit binary layout per message.
 //!
 //! ```text
-//! version u8 (= 2) | tag u8 | round u64 | body
+//! version u8 (= 3) | tag u8 | round u64 | body
 //! ```
 //! All integers are little-endian. Every count is checked against [`Limits`] and against the
 //! bytes actually present before anything is allocated; decoding rejects trailing bytes.
@@ -34,13 +34,20 @@
 //!
 //! | tag  | frame            | body |
 //! |------|------------------|------|
-//! | 0x10 | Hello            | client id u32, weighted u8, layout length u32, layout bytes |
+//! | 0x10 | Hello            | client id u32, weighted u8, params u32, layout digest [32], credential, signature [64] |
 //! | 0x13 | MaskedInputChunk | offset u32, count u32, packed ⌈count·b/8⌉ bytes |
 //! | 0x90 | Welcome          | the round configuration (see [`encode_welcome`]) |
 //! | 0x91 | Reject           | len u16, UTF-8 reason |
+//! | 0x92 | Challenge        | nonce [32] (the round id is the header's) |
 //!
-//! A masked vector travels as consecutive chunks of at most [`CHUNK_ELEMS`] elements, so no
-//! frame is larger than about 1 MiB whatever m is.
+//! The server speaks first on a connection, with a challenge; the hello signs it (see
+//! [`Hello::signed_message`]), so a hello cannot be replayed on another connection. A hello
+//! is at most [`HELLO_MAX`] bytes, so a connection that has not proved who it is can make the
+//! server buffer no more than that.
+//!
+//! A masked vector travels as consecutive chunks of at most [`CHUNK_ELEMS`] elements and, but
+//! for the last, at least [`MIN_CHUNK_ELEMS`], so no frame is larger than about 256 KiB
+//! whatever m is, and an upload cannot be trickled a few elements at a time.
 
 use std::time::Duration;
 
@@ -57,7 +64,7 @@ use crate::messages::{
 };
 
 /// The wire version this build speaks.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Bytes before the body: version, tag, round id.
 pub const HEADER_LEN: usize = 10;
 /// Longest abort reason accepted.
@@ -68,6 +75,9 @@ pub const MAX_REASON: usize = 1024;
 pub struct Limits {
     /// Most clients any list may name.
     pub max_clients: usize,
+    /// Most neighbours a client has (k; n − 1 on the complete graph): what a client's
+    /// per-neighbour lists (bundles, reports, revealed shares) may hold.
+    pub max_neighbors: usize,
     /// Exact element count of a masked vector.
     pub vector_len: usize,
     /// Bits per packed element (b).
@@ -82,25 +92,26 @@ impl Limits {
     pub fn for_config(config: &crate::RoundConfig) -> Self {
         Self {
             max_clients: config.clients(),
+            max_neighbors: config.neighbors().min(config.clients().saturating_sub(1)),
             vector_len: config.vector_len(),
             bits: config.modulus().bits(),
         }
     }
 
     /// The largest frame a client may send over the transport under these limits: the
-    /// masked vector goes in chunks, so this is independent of m.
+    /// masked vector goes in chunks and every list is per neighbour, so this depends on k
+    /// (not on n, and not on m).
     pub fn max_client_frame(&self) -> usize {
-        let n = self.max_clients;
-        let share_keys = HEADER_LEN + 64 + 4 + n * (4 + 64 + BUNDLE_LEN);
+        let k = self.max_neighbors;
+        let share_keys = HEADER_LEN + 64 + 4 + k * (4 + 64 + BUNDLE_LEN);
         let advertise = HEADER_LEN + SIGNED_KEYS_LEN;
-        let check = HEADER_LEN + 4 + n * (4 + 1 + 32);
+        let check = HEADER_LEN + 4 + k * (4 + 1 + 32);
         let chunk = HEADER_LEN + 8 + packed_len(CHUNK_ELEMS, self.bits);
-        let unmask = HEADER_LEN + 4 + n * (4 + 1 + 32);
-        let hello = HEADER_LEN + 9 + MAX_LAYOUT;
-        [share_keys, advertise, check, chunk, unmask, hello]
+        let unmask = HEADER_LEN + 4 + (k + 1) * (4 + 1 + 32);
+        [share_keys, advertise, check, chunk, unmask, HELLO_MAX]
             .into_iter()
             .max()
-            .unwrap_or(hello)
+            .unwrap_or(HELLO_MAX)
     }
 
     /// The largest frame the server sends under these limits.
@@ -357,27 +368,27 @@ fn write_signed(w: &mut Writer, s: &SignedKeys) {
     w.bytes(&s.keys.encryption);
     w.bytes(&s.keys.masking);
     w.bytes(&s.nonce);
-    match &s.credential {
-        Credential::SelfAsserted(k) => {
-            w.u8(0);
-            w.bytes(k);
-        }
-        Credential::Certificate(c) => {
-            w.u8(1);
-            w.bytes(c);
-        }
-    }
+    write_credential_to(&mut w.0, &s.credential);
     w.bytes(&s.signature);
 }
 
-fn read_signed(r: &mut Reader<'_>) -> Result<SignedKeys, CodecError> {
-    let keys = PublicKeys {
-        encryption: r.array("c_pk")?,
-        masking: r.array("s_pk")?,
-    };
-    let nonce = r.array("nonce")?;
-    // Kept as bytes: a client parses and checks only the credentials it uses.
-    let credential = match r.u8("credential kind")? {
+/// `credential` = 0 u8, identity key [32] | 1 u8, certificate [100].
+fn write_credential_to(out: &mut Vec<u8>, credential: &Credential) {
+    match credential {
+        Credential::SelfAsserted(k) => {
+            out.push(0);
+            out.extend_from_slice(k);
+        }
+        Credential::Certificate(c) => {
+            out.push(1);
+            out.extend_from_slice(c);
+        }
+    }
+}
+
+/// Kept as bytes: a receiver parses and checks only the credentials it uses.
+fn read_credential(r: &mut Reader<'_>) -> Result<Credential, CodecError> {
+    Ok(match r.u8("credential kind")? {
         0 => Credential::SelfAsserted(r.array("identity key")?),
         1 => Credential::Certificate(r.array("certificate")?),
         k => {
@@ -386,7 +397,16 @@ fn read_signed(r: &mut Reader<'_>) -> Result<SignedKeys, CodecError> {
                 why: format!("{k} is not 0 (self-asserted) or 1 (certificate)"),
             });
         }
+    })
+}
+
+fn read_signed(r: &mut Reader<'_>) -> Result<SignedKeys, CodecError> {
+    let keys = PublicKeys {
+        encryption: r.array("c_pk")?,
+        masking: r.array("s_pk")?,
     };
+    let nonce = r.array("nonce")?;
+    let credential = read_credential(r)?;
     Ok(SignedKeys {
         keys,
         nonce,
@@ -487,7 +507,7 @@ pub fn decode_client(bytes: &[u8], limits: &Limits) -> Result<Envelope<ClientMes
         0x03 => {
             let self_key = r.array("self-mask key")?;
             let own_point = r.array("own share point")?;
-            let n = r.count("bundles", limits.max_clients, 4 + 64 + BUNDLE_LEN)?;
+            let n = r.count("bundles", limits.max_neighbors, 4 + 64 + BUNDLE_LEN)?;
             let mut bundles = Vec::with_capacity(n);
             for _ in 0..n {
                 bundles.push(SealedBundle {
@@ -504,7 +524,7 @@ pub fn decode_client(bytes: &[u8], limits: &Limits) -> Result<Envelope<ClientMes
             }
         }
         0x04 => {
-            let n = r.count("reports", limits.max_clients, 5)?;
+            let n = r.count("reports", limits.max_neighbors, 5)?;
             let mut reports = Vec::with_capacity(n);
             for _ in 0..n {
                 let dealer = ClientId(r.u32("dealer")?);
@@ -551,7 +571,8 @@ pub fn decode_client(bytes: &[u8], limits: &Limits) -> Result<Envelope<ClientMes
             signature: r.array("signature")?,
         },
         0x07 => {
-            let n = r.count("shares", limits.max_clients, 4 + 1 + 32)?;
+            // Its own self-mask share, then one per neighbour.
+            let n = r.count("shares", limits.max_neighbors + 1, 4 + 1 + 32)?;
             let mut shares = Vec::with_capacity(n);
             for _ in 0..n {
                 let owner = ClientId(r.u32("owner")?);
@@ -715,6 +736,7 @@ mod tests {
     fn limits() -> Limits {
         Limits {
             max_clients: 10,
+            max_neighbors: 9,
             vector_len: 5,
             bits: 17,
         }
@@ -921,14 +943,29 @@ pub mod tag {
     pub const WELCOME: u8 = 0x90;
     /// Server refusal of a connection.
     pub const REJECT: u8 = 0x91;
+    /// Server challenge, the first frame on a connection.
+    pub const CHALLENGE: u8 = 0x92;
 }
 
-/// Elements per masked-input chunk: at most 1 MiB of packed data at 32 bits.
-pub const CHUNK_ELEMS: usize = 1 << 18;
-/// Largest model layout a hello may carry (thousands of named tensors fit in far less).
-pub const MAX_LAYOUT: usize = 1 << 20;
+/// Elements per masked-input chunk: at most 256 KiB of packed data at 32 bits.
+pub const CHUNK_ELEMS: usize = 1 << 16;
+/// Fewest elements in any chunk but the last of a vector: an upload cannot be trickled in
+/// tiny pieces to hold the server's staging memory.
+pub const MIN_CHUNK_ELEMS: usize = 1 << 12;
 /// Bytes of a welcome frame.
 pub const WELCOME_LEN: usize = HEADER_LEN + 4 * 6 + 2 + 4 * 3 + 8 + 32;
+/// Bytes of a challenge frame.
+pub const CHALLENGE_LEN: usize = HEADER_LEN + 32;
+/// Largest hello: with a certificate (the longer credential).
+pub const HELLO_MAX: usize = HEADER_LEN + 4 + 1 + 4 + 32 + 1 + CERT_LEN + 64;
+/// Domain of the hello signature.
+pub const HELLO_DOMAIN: &[u8] = b"secagg/v3/hello";
+
+/// The digest a hello carries for a model layout: SHA-256 of its encoding.
+pub fn layout_digest(layout: &[u8]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(layout).into()
+}
 
 /// The tag of a frame, after checking its version.
 pub fn frame_tag(bytes: &[u8]) -> Result<u8, CodecError> {
@@ -936,45 +973,92 @@ pub fn frame_tag(bytes: &[u8]) -> Result<u8, CodecError> {
     Ok(tag)
 }
 
-/// A client's first frame: who it is, whether it carries a weight, and its model layout
-/// (opaque here; the server only checks that every client sends the same one).
+/// The server's first frame on a connection: the round it is for and a fresh nonce that the
+/// client's hello must sign.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Challenge {
+    /// The round id.
+    pub round: u64,
+    /// Fresh random bytes, one per connection.
+    pub nonce: [u8; 32],
+}
+
+/// Encodes a challenge.
+pub fn encode_challenge(c: &Challenge) -> Vec<u8> {
+    let mut w = Writer::new(tag::CHALLENGE, c.round);
+    w.bytes(&c.nonce);
+    w.0
+}
+
+/// Decodes a challenge.
+pub fn decode_challenge(bytes: &[u8]) -> Result<Challenge, CodecError> {
+    let (round, mut r) = expect_tag(bytes, tag::CHALLENGE)?;
+    let nonce = r.array("challenge nonce")?;
+    r.finish()?;
+    Ok(Challenge { round, nonce })
+}
+
+/// A client's first frame, the answer to the server's [`Challenge`]: who it is, what it will
+/// send, and a signature by its identity key that proves it holds that key now, on this
+/// connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Hello {
+    /// The round id the client answers (the challenge's).
+    pub round: u64,
     /// The client's id.
     pub client: ClientId,
     /// Whether the client was given an explicit weight.
     pub weighted: bool,
-    /// The encoded layout of its model update.
-    pub layout: Vec<u8>,
+    /// The number of parameters of its update.
+    pub params: u32,
+    /// SHA-256 of the encoded layout of its model update (tensor names and shapes).
+    pub layout: [u8; 32],
+    /// Its identity: a certificate from the deployment CA, or a self-asserted key.
+    pub credential: Credential,
+    /// Its identity key's signature over [`Hello::signed_message`].
+    pub signature: [u8; 64],
 }
 
-/// Hello and reject frames precede (or replace) the round: their round field must be zero,
-/// so that each frame has exactly one encoding.
-fn no_round(round: u64) -> Result<(), CodecError> {
-    if round == 0 {
-        Ok(())
-    } else {
-        Err(CodecError::Invalid {
-            field: "round",
-            why: format!("{round} in a frame that carries no round id"),
-        })
+impl Hello {
+    /// What the identity key signs (under [`HELLO_DOMAIN`]): the challenge, the connection's
+    /// channel binding (the TLS exporter value, or zeros over plaintext) and every field of
+    /// the hello but the signature.
+    pub fn signed_message(&self, challenge_nonce: &[u8; 32], binding: &[u8; 32]) -> Vec<u8> {
+        let mut m = Vec::with_capacity(8 + 32 + 32 + 4 + 1 + 4 + 32 + 1 + CERT_LEN);
+        m.extend_from_slice(&self.round.to_le_bytes());
+        m.extend_from_slice(challenge_nonce);
+        m.extend_from_slice(binding);
+        m.extend_from_slice(&self.client.0.to_le_bytes());
+        m.push(u8::from(self.weighted));
+        m.extend_from_slice(&self.params.to_le_bytes());
+        m.extend_from_slice(&self.layout);
+        write_credential_to(&mut m, &self.credential);
+        m
     }
 }
 
 /// Encodes a hello.
 pub fn encode_hello(h: &Hello) -> Vec<u8> {
-    let mut w = Writer::new(tag::HELLO, 0);
+    let mut w = Writer::new(tag::HELLO, h.round);
     w.u32(h.client.0);
     w.u8(u8::from(h.weighted));
-    w.count(h.layout.len());
+    w.u32(h.params);
     w.bytes(&h.layout);
+    write_credential_to(&mut w.0, &h.credential);
+    w.bytes(&h.signature);
     w.0
 }
 
 /// Decodes a hello.
 pub fn decode_hello(bytes: &[u8]) -> Result<Hello, CodecError> {
+    if bytes.len() > HELLO_MAX {
+        return Err(CodecError::TooLong {
+            field: "hello",
+            len: bytes.len() as u64,
+            max: HELLO_MAX as u64,
+        });
+    }
     let (round, mut r) = expect_tag(bytes, tag::HELLO)?;
-    no_round(round)?;
     let client = ClientId(r.u32("client id")?);
     let weighted = match r.u8("weighted")? {
         0 => false,
@@ -986,13 +1070,19 @@ pub fn decode_hello(bytes: &[u8]) -> Result<Hello, CodecError> {
             });
         }
     };
-    let len = r.count("layout", MAX_LAYOUT, 1)?;
-    let layout = r.take(len, "layout")?.to_vec();
+    let params = r.u32("params")?;
+    let layout = r.array("layout digest")?;
+    let credential = read_credential(&mut r)?;
+    let signature = r.array("signature")?;
     r.finish()?;
     Ok(Hello {
+        round,
         client,
         weighted,
+        params,
         layout,
+        credential,
+        signature,
     })
 }
 
@@ -1078,6 +1168,19 @@ pub fn decode_welcome(bytes: &[u8]) -> Result<RoundConfig, CodecError> {
         })
 }
 
+/// A reject can come before the client knows the round: its round field must be zero, so
+/// that each frame has exactly one encoding.
+fn no_round(round: u64) -> Result<(), CodecError> {
+    if round == 0 {
+        Ok(())
+    } else {
+        Err(CodecError::Invalid {
+            field: "round",
+            why: format!("{round} in a frame that carries no round id"),
+        })
+    }
+}
+
 /// Encodes a refusal.
 pub fn encode_reject(reason: &str) -> Vec<u8> {
     let mut w = Writer::new(tag::REJECT, 0);
@@ -1094,14 +1197,22 @@ pub fn decode_reject(bytes: &[u8]) -> Result<String, CodecError> {
     Ok(reason)
 }
 
-/// Splits a masked vector into chunk frames of at most [`CHUNK_ELEMS`] elements.
+/// Splits a masked vector into chunk frames of [`CHUNK_ELEMS`] elements (the last may be
+/// shorter).
 pub fn encode_masked_chunks(round: u64, values: &[u32], bits: u32) -> Vec<Vec<u8>> {
+    encode_chunks_of(round, values, bits, CHUNK_ELEMS)
+}
+
+/// Splits a masked vector into chunk frames of `size` elements. Any size but
+/// [`CHUNK_ELEMS`] is for tests: a receiver refuses chunks above it, and below
+/// [`MIN_CHUNK_ELEMS`] unless they end the vector.
+pub fn encode_chunks_of(round: u64, values: &[u32], bits: u32, size: usize) -> Vec<Vec<u8>> {
     values
-        .chunks(CHUNK_ELEMS)
+        .chunks(size.max(1))
         .enumerate()
         .map(|(i, chunk)| {
             let mut w = Writer::new(tag::CHUNK, round);
-            w.count(i * CHUNK_ELEMS);
+            w.count(i * size.max(1));
             w.count(chunk.len());
             pack(chunk, bits, &mut w.0);
             w.0
@@ -1147,6 +1258,14 @@ pub fn decode_chunk_into(
             why: format!(
                 "{count} elements at {offset} in a vector of {} (at most {CHUNK_ELEMS} per chunk)",
                 limits.vector_len
+            ),
+        });
+    }
+    if count < MIN_CHUNK_ELEMS && offset + count != limits.vector_len {
+        return Err(CodecError::Invalid {
+            field: "chunk count",
+            why: format!(
+                "{count} elements at {offset}: only the last chunk of a vector may hold fewer than {MIN_CHUNK_ELEMS}"
             ),
         });
     }
@@ -1196,16 +1315,51 @@ mod transport_tests {
 
     #[test]
     fn hello_and_reject_round_trip() {
-        let h = Hello {
-            client: ClientId(77),
-            weighted: true,
-            layout: vec![1, 2, 3],
-        };
-        let bytes = encode_hello(&h);
-        assert_eq!(decode_hello(&bytes).unwrap(), h);
-        for cut in 0..bytes.len() {
-            assert!(decode_hello(&bytes[..cut]).is_err());
+        for credential in [
+            Credential::Certificate([0x5a; CERT_LEN]),
+            Credential::SelfAsserted([0xa5; 32]),
+        ] {
+            let h = Hello {
+                round: 0x0102_0304_0506_0708,
+                client: ClientId(77),
+                weighted: true,
+                params: 123_456,
+                layout: [9; 32],
+                credential,
+                signature: [3; 64],
+            };
+            let bytes = encode_hello(&h);
+            assert!(bytes.len() <= HELLO_MAX);
+            assert_eq!(decode_hello(&bytes).unwrap(), h);
+            for cut in 0..bytes.len() {
+                assert!(decode_hello(&bytes[..cut]).is_err());
+            }
+            let mut long = bytes.clone();
+            long.push(0);
+            assert!(decode_hello(&long).is_err());
+            // Every field but the signature is signed, and so are the nonce and the binding.
+            let base = h.signed_message(&[1; 32], &[2; 32]);
+            assert_ne!(base, h.signed_message(&[0; 32], &[2; 32]));
+            assert_ne!(base, h.signed_message(&[1; 32], &[0; 32]));
+            for change in 0..5 {
+                let mut g = h.clone();
+                match change {
+                    0 => g.round ^= 1,
+                    1 => g.client = ClientId(78),
+                    2 => g.weighted = false,
+                    3 => g.params ^= 1,
+                    _ => g.layout[0] ^= 1,
+                }
+                assert_ne!(base, g.signed_message(&[1; 32], &[2; 32]), "field {change}");
+            }
         }
+        let c = Challenge {
+            round: 5,
+            nonce: [7; 32],
+        };
+        let bytes = encode_challenge(&c);
+        assert_eq!(bytes.len(), CHALLENGE_LEN);
+        assert_eq!(decode_challenge(&bytes).unwrap(), c);
         assert_eq!(
             decode_reject(&encode_reject("duplicate id")).unwrap(),
             "duplicate id"
@@ -1216,6 +1370,7 @@ mod transport_tests {
     fn chunks_reassemble_and_are_checked() {
         let limits = Limits {
             max_clients: 4,
+            max_neighbors: 3,
             vector_len: CHUNK_ELEMS + 5,
             bits: 13,
         };
@@ -1239,5 +1394,22 @@ mod transport_tests {
             ..limits
         };
         assert!(decode_chunk_into(&frames[0], &short, 0, &mut out).is_err());
+        // A chunk below the minimum is refused unless it ends the vector.
+        let small = Limits {
+            vector_len: 3 * MIN_CHUNK_ELEMS,
+            ..limits
+        };
+        let v = vec![1u32; small.vector_len];
+        let mut w = Writer::new(tag::CHUNK, 3);
+        w.count(0);
+        w.count(MIN_CHUNK_ELEMS - 1);
+        pack(&v[..MIN_CHUNK_ELEMS - 1], 13, &mut w.0);
+        assert!(decode_chunk_into(&w.0, &small, 0, &mut out).is_err());
+        let mut w = Writer::new(tag::CHUNK, 3);
+        w.count(2 * MIN_CHUNK_ELEMS + 1);
+        w.count(MIN_CHUNK_ELEMS - 1);
+        pack(&v[..MIN_CHUNK_ELEMS - 1], 13, &mut w.0);
+        let mut out = vec![0u32; small.vector_len];
+        assert!(decode_chunk_into(&w.0, &small, 2 * MIN_CHUNK_ELEMS + 1, &mut out).is_ok());
     }
 }

@@ -38,7 +38,7 @@ pub mod sim;
 #[cfg(feature = "tokio")]
 pub mod transport;
 
-pub use client::{Client, ClientError, ClientIdentity, ClientStatus};
+pub use client::{Client, ClientError, ClientIdentity, ClientStatus, RoundRng, round_rng};
 pub use config::{Quantization, RoundConfig};
 pub use error::{CodecError, ConfigError, CryptoError, ProtocolError};
 pub use ids::{ClientId, Stage};

@@ -2,6 +2,7 @@
 //! levels, an integer weight, and the dequantized sum and weighted mean.
 
 use rand_core::Rng;
+use zeroize::Zeroize;
 
 use crate::config::Quantization;
 
@@ -70,7 +71,7 @@ pub fn quantize_into<R: Rng + ?Sized>(
             out.push(level.min(q.levels - 1) * weight);
         }
     }
-    random.fill(0);
+    random.zeroize();
     out.push(weight);
     Ok(())
 }

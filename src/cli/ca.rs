@@ -9,11 +9,8 @@ use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
 use secagg_host::ClientId;
 use secagg_host::identity::{CaKey, IdentityError, IdentityKey, Overwrite};
-use zeroize::Zeroizing;
 
 /// Most ids one `secagg enroll` may create.
 const MAX_ENROLL: u32 = 1_000_000;
@@ -131,11 +128,9 @@ fn check_absent(paths: &[PathBuf], force: bool) -> Result<(), String> {
     }
 }
 
-/// A generator seeded from the operating system.
-fn os_rng() -> Result<ChaCha20Rng, String> {
-    let mut seed = Zeroizing::new([0u8; 32]);
-    getrandom::fill(&mut seed[..]).map_err(|e| format!("no operating-system randomness: {e}"))?;
-    Ok(ChaCha20Rng::from_seed(*seed))
+/// A generator seeded from the operating system, zeroized on drop.
+fn os_rng() -> Result<secagg_host::RoundRng, String> {
+    secagg_host::round_rng().map_err(|e| format!("no operating-system randomness: {e}"))
 }
 
 fn overwrite(force: bool) -> Overwrite {

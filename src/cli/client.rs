@@ -1,19 +1,20 @@
 //! `secagg client`: join a round with a model update file.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use rand_chacha::ChaCha20Rng;
-use rand_core::SeedableRng;
 use secagg::model::read_model;
 use secagg_engine::CpuEngine;
 use secagg_engine::Prg;
+use secagg_host::codec::layout_digest;
 use secagg_host::identity::{CaPublicKey, EnrolledIdentity, IdentityKey};
 use secagg_host::plan::Adversary;
+use secagg_host::transport::tls;
 use secagg_host::transport::{ClientOptions, ClientOutcome, TransportError, run_client};
-use secagg_host::{ClientId, ClientIdentity, ClientPolicy, ProtocolError, Stage, Trust};
+use secagg_host::{
+    ClientId, ClientIdentity, ClientPolicy, ProtocolError, Stage, Trust, round_rng,
+};
 use serde::Deserialize;
 
 use super::{EXIT_ABORTED, EXIT_FAILED, load_config, pick};
@@ -48,9 +49,20 @@ impl DropAfter {
 /// flag names as keys); flags on the command line win.
 #[derive(Debug, clap::Args)]
 pub struct ClientArgs {
-    /// The server's address, e.g. 127.0.0.1:7000. [required]
+    /// The server's address, HOST:PORT, e.g. localhost:7000 or 127.0.0.1:7000. [required]
     #[arg(long)]
-    connect: Option<SocketAddr>,
+    connect: Option<String>,
+    /// The CA certificate (PEM) the server's TLS certificate must chain to (ca.pem from
+    /// `secagg tls new`). [required unless --insecure-plaintext]
+    #[arg(long)]
+    tls_ca: Option<PathBuf>,
+    /// The name the server's certificate must carry. [default: the host of --connect]
+    #[arg(long)]
+    tls_name: Option<String>,
+    /// Connect over plaintext TCP: anyone on the path can read and rewrite every frame. For
+    /// local experiments only.
+    #[arg(long)]
+    insecure_plaintext: bool,
     /// This client's id (any u32, unique in the round). [required]
     #[arg(long)]
     id: Option<u32>,
@@ -122,7 +134,10 @@ pub struct ClientArgs {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct ClientFile {
-    connect: Option<SocketAddr>,
+    connect: Option<String>,
+    tls_ca: Option<PathBuf>,
+    tls_name: Option<String>,
+    insecure_plaintext: Option<bool>,
     id: Option<u32>,
     input: Option<PathBuf>,
     weight: Option<u32>,
@@ -184,11 +199,9 @@ fn identity_and_policy(
             eprintln!(
                 "warning: no --ca: peers are not authenticated; this client is safe only against a server that follows the protocol"
             );
-            let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed)
-                .map_err(|e| format!("no operating-system randomness: {e}"))?;
-            let key = IdentityKey::generate(&mut ChaCha20Rng::from_seed(seed));
-            seed.fill(0);
+            let mut rng =
+                round_rng().map_err(|e| format!("no operating-system randomness: {e}"))?;
+            let key = IdentityKey::generate(&mut rng);
             (
                 ClientIdentity::self_asserted(ClientId(id), key),
                 Trust::Unauthenticated,
@@ -246,9 +259,58 @@ fn identity_and_policy(
     Ok((identity, policy))
 }
 
+/// TLS from --tls-ca (and --tls-name, else the host of --connect), or plaintext with
+/// --insecure-plaintext.
+fn tls_settings(
+    connect: &str,
+    ca: Option<PathBuf>,
+    name: Option<String>,
+    plaintext: bool,
+) -> Result<Option<(tls::TlsConnector, tls::ServerNameOwned)>, String> {
+    match (ca, plaintext) {
+        (Some(_), true) => Err("--insecure-plaintext conflicts with --tls-ca".into()),
+        (None, true) => {
+            eprintln!(
+                "warning: --insecure-plaintext: every frame crosses the network unencrypted and unauthenticated"
+            );
+            Ok(None)
+        }
+        (None, false) => Err(
+            "TLS is required: give --tls-ca (the CA that signed the server's certificate), or \
+             --insecure-plaintext for a local experiment"
+                .into(),
+        ),
+        (Some(path), false) => {
+            let connector = tls::client_config(&path).map_err(|e| format!("--tls-ca: {e}"))?;
+            let name = match name {
+                Some(n) => n,
+                None => host_of(connect)?,
+            };
+            let server = tls::server_name(&name).map_err(|e| format!("--tls-name: {e}"))?;
+            Ok(Some((connector, server)))
+        }
+    }
+}
+
+/// The host part of HOST:PORT (brackets of an IPv6 address removed).
+fn host_of(connect: &str) -> Result<String, String> {
+    let (host, port) = connect
+        .rsplit_once(':')
+        .ok_or_else(|| format!("--connect {connect}: expected HOST:PORT"))?;
+    if port.parse::<u16>().is_err() {
+        return Err(format!("--connect {connect}: {port:?} is not a port number"));
+    }
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err(format!("--connect {connect}: no host"));
+    }
+    Ok(host.to_owned())
+}
+
 pub fn run(mut a: ClientArgs) -> Result<ExitCode, String> {
     let mut file: ClientFile = load_config(a.config.as_deref())?;
-    let addr = pick(a.connect, file.connect, "connect")?;
+    let addr = pick(a.connect.take(), file.connect.take(), "connect")?;
+    host_of(&addr)?;
     let id = pick(a.id, file.id, "id")?;
     let input = pick(a.input.take(), file.input.take(), "input")?;
     let (identity, policy) = identity_and_policy(&mut a, &mut file, id)?;
@@ -264,23 +326,30 @@ pub fn run(mut a: ClientArgs) -> Result<ExitCode, String> {
     );
     let (layout, update) =
         read_model(&input).map_err(|e| format!("--input {}: {e}", input.display()))?;
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| format!("no operating-system randomness: {e}"))?;
-    let rng = ChaCha20Rng::from_seed(seed);
-    seed.fill(0);
+    let tls = tls_settings(
+        &addr,
+        a.tls_ca.take().or(file.tls_ca.take()),
+        a.tls_name.take().or(file.tls_name.take()),
+        a.insecure_plaintext || file.insecure_plaintext.unwrap_or(false),
+    )?;
+    // One generator per round, from the operating system; the round's client owns it and
+    // it is scrubbed when the round ends.
+    let rng = round_rng().map_err(|e| format!("no operating-system randomness: {e}"))?;
     let options = ClientOptions {
         id: ClientId(id),
         weight,
-        layout: layout.to_bytes(),
+        layout: layout_digest(&layout.to_bytes()),
         drop_after,
         connect_timeout,
+        tls,
+        misbehave: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let outcome = runtime.block_on(run_client(
-        addr,
+        addr.as_str(),
         options,
         identity,
         policy,

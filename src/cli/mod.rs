@@ -5,6 +5,7 @@ mod client;
 mod plan;
 mod server;
 mod simulate;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -43,6 +44,8 @@ enum Command {
     Ca(ca::CaArgs),
     /// Give client ids fresh long-term identity keys and certificates from the deployment CA.
     Enroll(ca::EnrollArgs),
+    /// Make a test TLS CA and server certificate (`secagg tls new`).
+    Tls(tls::TlsArgs),
 }
 
 /// Runs the parsed command.
@@ -54,6 +57,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Client(a) => client::run(a),
         Command::Ca(a) => ca::run(a),
         Command::Enroll(a) => ca::enroll(a),
+        Command::Tls(a) => tls::run(a),
     }
 }
 

@@ -5,12 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use secagg::model::{ModelLayout, write_model};
+use secagg::model::{ModelFormat, ModelLayout, TensorSpec, read_model, write_model};
 use secagg_engine::{Backend, BackendChoice, Engine};
-use secagg_host::config::{MAX_PARAMS, Quantization, RoundConfig, bits_needed};
+use secagg_host::codec::layout_digest;
+use secagg_host::config::{Quantization, RoundConfig, bits_needed};
 use secagg_host::identity::CaPublicKey;
 use secagg_host::plan::{Adversary, PlanRequest, check, threshold_for};
-use secagg_host::transport::{RoundReport, ServeOptions, serve_with_layout};
+use secagg_host::transport::tls::{self, TlsAcceptor};
+use secagg_host::transport::{RoundReport, ServeOptions, serve};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -66,11 +68,38 @@ pub struct ServerArgs {
     /// Masked uploads staged at once (server memory is this many vectors). [default: 4]
     #[arg(long)]
     max_uploads: Option<usize>,
-    /// The number of model parameters every client must send. Without it the first client
-    /// to join sets it (capped at 2^28 parameters, a 1 GiB accumulator); with it, clients
-    /// with any other size are refused.
+    /// The model the round aggregates updates of (.npy or .safetensors, e.g. the global
+    /// model the clients train): clients whose update has other tensor names or shapes are
+    /// refused, and the sum is written with its layout. [this or --params is required]
+    #[arg(long, conflicts_with = "params")]
+    model: Option<PathBuf>,
+    /// The number of parameters every client must send (any layout with that many): the sum
+    /// is written as one flat tensor. [this or --model is required]
     #[arg(long)]
     params: Option<usize>,
+    /// The server's TLS certificate chain, PEM, leaf first (`secagg tls new` makes a test
+    /// one). [required unless --insecure-plaintext]
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// The server's TLS private key, PEM (mode 0600). [required with --tls-cert]
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Run over plaintext TCP: anyone on the path can read and rewrite every frame. For
+    /// local experiments only.
+    #[arg(long)]
+    insecure_plaintext: bool,
+    /// How long a new connection has to finish TLS and send a valid hello, in
+    /// milliseconds. [default: 5000]
+    #[arg(long)]
+    hello_timeout_ms: Option<u64>,
+    /// Most connections waiting to be admitted at once; beyond that the server stops
+    /// accepting until some finish. [default: 256]
+    #[arg(long)]
+    max_pending: Option<usize>,
+    /// How long one client's whole masked upload may take, in milliseconds, once it starts
+    /// sending it. [default: a quarter of --deadline-ms, at least 1000]
+    #[arg(long)]
+    upload_deadline_ms: Option<u64>,
     /// The deployment CA's public key (ca.pub from `secagg ca new`): only clients holding a
     /// certificate from it take part. Without it the round runs unauthenticated, which is
     /// only allowed with --adversary curious.
@@ -121,7 +150,14 @@ struct ServerFile {
     output: Option<PathBuf>,
     summary: Option<PathBuf>,
     max_uploads: Option<usize>,
+    model: Option<PathBuf>,
     params: Option<usize>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    insecure_plaintext: Option<bool>,
+    hello_timeout_ms: Option<u64>,
+    max_pending: Option<usize>,
+    upload_deadline_ms: Option<u64>,
     ca: Option<PathBuf>,
     adversary: Option<String>,
     corrupt: Option<f64>,
@@ -131,9 +167,6 @@ struct ServerFile {
     context_file: Option<PathBuf>,
 }
 
-/// Largest model the server accepts from its first client when `--params` is not given.
-const DEFAULT_MAX_PARAMS: usize = 1 << 28;
-
 /// Everything the server needs, merged and checked.
 struct Settings {
     listen: SocketAddr,
@@ -141,9 +174,66 @@ struct Settings {
     backend: BackendChoice,
     output: PathBuf,
     summary: Option<PathBuf>,
-    max_uploads: usize,
-    params: Option<usize>,
-    ca: Option<CaPublicKey>,
+    /// The layout the sum is written with.
+    layout: ModelLayout,
+    /// Whether clients must match `layout` exactly (--model) or only its size (--params).
+    pin_layout: bool,
+    options: ServeOptions,
+}
+
+/// The round's shape from --model or --params.
+fn shape(model: Option<PathBuf>, params: Option<usize>) -> Result<(ModelLayout, bool), String> {
+    match (model, params) {
+        (Some(_), Some(_)) => Err("give --model or --params, not both".into()),
+        (Some(path), None) => {
+            let (layout, _) =
+                read_model(&path).map_err(|e| format!("--model {}: {e}", path.display()))?;
+            Ok((layout, true))
+        }
+        (None, Some(m)) => Ok((
+            ModelLayout {
+                format: ModelFormat::Npy,
+                tensors: vec![TensorSpec {
+                    name: String::new(),
+                    shape: vec![m],
+                }],
+            },
+            false,
+        )),
+        (None, None) => Err(
+            "the server fixes the round's shape: give --model FILE (the model whose updates are              summed) or --params N"
+                .into(),
+        ),
+    }
+}
+
+/// TLS from --tls-cert/--tls-key, or plaintext with --insecure-plaintext.
+fn tls_settings(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    plaintext: bool,
+) -> Result<Option<TlsAcceptor>, String> {
+    match (cert, key, plaintext) {
+        (Some(_), _, true) | (_, Some(_), true) => {
+            Err("--insecure-plaintext conflicts with --tls-cert/--tls-key".into())
+        }
+        (Some(cert), Some(key), false) => tls::server_config(&cert, &key)
+            .map(Some)
+            .map_err(|e| format!("TLS: {e}")),
+        (Some(_), None, false) => Err("--tls-cert needs --tls-key".into()),
+        (None, Some(_), false) => Err("--tls-key needs --tls-cert".into()),
+        (None, None, true) => {
+            eprintln!(
+                "warning: --insecure-plaintext: every frame crosses the network unencrypted and unauthenticated"
+            );
+            log::warn!("serving over plaintext TCP (--insecure-plaintext)");
+            Ok(None)
+        }
+        (None, None, false) => Err(
+            "TLS is required: give --tls-cert and --tls-key (`secagg tls new --out tls` makes a              test pair), or --insecure-plaintext for a local experiment"
+                .into(),
+        ),
+    }
 }
 
 fn settings(a: ServerArgs) -> Result<Settings, String> {
@@ -260,13 +350,18 @@ fn settings(a: ServerArgs) -> Result<Settings, String> {
             .unwrap_or(1),
     };
     let deadline = Duration::from_millis(a.deadline_ms.or(file.deadline_ms).unwrap_or(30_000));
+    let (layout, pin_layout) = shape(a.model.or(file.model), a.params.or(file.params))?;
+    let tls = tls_settings(
+        a.tls_cert.or(file.tls_cert),
+        a.tls_key.or(file.tls_key),
+        a.insecure_plaintext || file.insecure_plaintext.unwrap_or(false),
+    )?;
     // The round id only has to differ between rounds; the clock gives that.
     let round_id = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(1);
-    // The vector length is a placeholder: the first client's layout sets it.
-    let config = RoundConfig::builder(n, 1)
+    let config = RoundConfig::builder(n, layout.params())
         .neighbors(k)
         .threshold(t)
         .min_survivors(big_t)
@@ -281,15 +376,34 @@ fn settings(a: ServerArgs) -> Result<Settings, String> {
         .context(context)
         .build()
         .map_err(|e| e.to_string())?;
+    let defaults = ServeOptions::default();
+    let options = ServeOptions {
+        max_concurrent_uploads: a.max_uploads.or(file.max_uploads).unwrap_or(4),
+        layout: pin_layout.then(|| layout_digest(&layout.to_bytes())),
+        ca,
+        tls,
+        hello_timeout: a
+            .hello_timeout_ms
+            .or(file.hello_timeout_ms)
+            .map_or(defaults.hello_timeout, Duration::from_millis),
+        max_pending: a
+            .max_pending
+            .or(file.max_pending)
+            .unwrap_or(defaults.max_pending),
+        upload_deadline: a
+            .upload_deadline_ms
+            .or(file.upload_deadline_ms)
+            .map(Duration::from_millis),
+    };
     Ok(Settings {
         listen,
         config,
         backend,
         output,
         summary: a.summary.or(file.summary),
-        max_uploads: a.max_uploads.or(file.max_uploads).unwrap_or(4),
-        params: a.params.or(file.params),
-        ca,
+        layout,
+        pin_layout,
+        options,
     })
 }
 
@@ -319,9 +433,12 @@ pub fn run(a: ServerArgs) -> Result<ExitCode, String> {
         .map_err(|e| format!("--listen {}: {e}", s.listen))?;
     let c = &s.config;
     eprintln!(
-        "secagg server on {}: waiting for {} clients ({}, T = {}, t = {}, b = {}, q = {}, max weight {}, deadline {} per stage); engine: {}",
+        "secagg server on {} ({}): waiting for {} clients with {} parameters{} ({}, T = {}, t = {}, b = {}, q = {}, max weight {}, deadline {} per stage); engine: {}",
         s.listen,
+        if s.options.tls.is_some() { "TLS" } else { "plaintext" },
         c.clients(),
+        c.params(),
+        if s.pin_layout { " in the --model layout" } else { "" },
         if c.is_complete_graph() {
             "SecAgg".to_string()
         } else {
@@ -335,35 +452,8 @@ pub fn run(a: ServerArgs) -> Result<ExitCode, String> {
         human_duration(c.stage_timeout()),
         engine.describe(),
     );
-    // The vector length comes from the first client's model layout.
-    let options = ServeOptions {
-        max_concurrent_uploads: s.max_uploads,
-        layout: None,
-        ca: s.ca,
-    };
-    let expected = s.params;
-    let params_of = move |layout: &[u8]| {
-        let m = ModelLayout::from_bytes(layout, MAX_PARAMS)
-            .map(|l| l.params())
-            .map_err(|e| e.to_string())?;
-        match expected {
-            Some(p) if p != m => Err(format!(
-                "it has {m} parameters; this server aggregates {p} (--params)"
-            )),
-            None if m > DEFAULT_MAX_PARAMS => Err(format!(
-                "it has {m} parameters, above the {DEFAULT_MAX_PARAMS} a server accepts without --params"
-            )),
-            _ => Ok(m),
-        }
-    };
     let report = runtime
-        .block_on(serve_with_layout(
-            listener,
-            s.config.clone(),
-            engine,
-            options,
-            params_of,
-        ))
+        .block_on(serve(listener, s.config.clone(), engine, s.options.clone()))
         .map_err(|e| e.to_string())?;
     finish(&s, &report)
 }
@@ -392,24 +482,32 @@ fn finish(s: &Settings, report: &RoundReport) -> Result<ExitCode, String> {
         "bytes_received": report.bytes_received,
         "bytes_sent": report.bytes_sent,
         "connections": report.connections,
+        "refused_by_reason": report
+            .refusals
+            .iter()
+            .map(|(k, v)| (k.label().to_string(), json!(v)))
+            .collect::<serde_json::Map<_, _>>(),
         "refused": report.refused,
         "elapsed_s": report.elapsed.as_secs_f64(),
         "peak_rss_bytes": secagg_host::sim::peak_rss_bytes(),
     });
+    if report.refusal_count() > 0 {
+        let by_reason: Vec<String> = report
+            .refusals
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        eprintln!(
+            "refused or cut off {} connections: {}",
+            report.refusal_count(),
+            by_reason.join(", ")
+        );
+    }
     let code = match &report.outcome {
         Ok(out) => {
-            let layout = report
-                .layout
-                .as_deref()
-                .ok_or("no client sent a model layout")
-                .and_then(|l| ModelLayout::from_bytes(l, MAX_PARAMS).map_err(|_| "bad layout"))
-                .map_err(|e| e.to_string())?;
-            let config = s
-                .config
-                .with_params(out.sum.len())
-                .map_err(|e| e.to_string())?;
-            let sum = out.dequantized_sum(&config);
-            let written = write_model(&s.output, &layout, &sum);
+            let config = &s.config;
+            let sum = out.dequantized_sum(config);
+            let written = write_model(&s.output, &s.layout, &sum);
             summary["status"] = json!(if written.is_ok() {
                 "completed"
             } else {
@@ -426,7 +524,7 @@ fn finish(s: &Settings, report: &RoundReport) -> Result<ExitCode, String> {
             summary["mask_terms"] = json!(out.mask_terms);
             summary["output"] = json!(s.output.display().to_string());
             if report.weighted {
-                let mean = out.weighted_mean(&config);
+                let mean = out.weighted_mean(config);
                 summary["weighted_mean"] = json!(mean);
             }
             match written {

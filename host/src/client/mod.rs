@@ -110,6 +110,30 @@ impl ClientIdentity {
     pub fn id(&self) -> ClientId {
         self.id
     }
+
+    /// Its credential, as it travels.
+    pub fn credential(&self) -> &Credential {
+        &self.credential
+    }
+
+    /// Signs `message` under `domain` with the identity key (the transport's hello).
+    pub fn sign(&self, domain: &[u8], message: &[u8]) -> [u8; 64] {
+        self.key.sign(domain, message)
+    }
+}
+
+/// The random generator a round's [`Client`] should own: ChaCha20, its state zeroized when
+/// dropped.
+pub type RoundRng = chacha20::ChaCha20Rng;
+
+/// A fresh [`RoundRng`] seeded from the operating system. Make one per round and move it
+/// into that round's [`Client`]: it then lives exactly as long as the round's secrets and is
+/// scrubbed with them, and no two rounds share a stream.
+pub fn round_rng() -> Result<RoundRng, getrandom::Error> {
+    use rand_core::SeedableRng;
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(&mut seed[..])?;
+    Ok(RoundRng::from_seed(*seed))
 }
 
 /// Where a client's round stands.

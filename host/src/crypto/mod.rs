@@ -29,6 +29,7 @@ use curve25519_dalek::montgomery::MontgomeryPoint;
 use hkdf::Hkdf;
 use rand_core::CryptoRng;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 use x25519_dalek::{PublicKey, StaticSecret};
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -234,7 +235,7 @@ pub fn pairwise_seeds(
         let dh = Zeroizing::new(u.to_bytes());
         // 8·S has prime order (masking_point refused the rest) and σ is non-zero with
         // overwhelming probability; a zero product means a zero scalar: refuse it anyway.
-        if *dh == [0u8; 32] {
+        if bool::from(dh.ct_eq(&[0u8; 32])) {
             result = Err(CryptoError::NonContributory { peer: *peer });
             break;
         }
@@ -283,7 +284,7 @@ pub fn agree_many(
             None
         };
         match dh {
-            Some(d) if *d != [0u8; 32] => out.push(d),
+            Some(d) if !bool::from(d.ct_eq(&[0u8; 32])) => out.push(d),
             Some(_) => {
                 result = Err(CryptoError::NonContributory { peer: *peer });
                 break;

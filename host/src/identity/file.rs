@@ -360,7 +360,7 @@ fn write_all_synced(mut file: File, contents: &[u8]) -> io::Result<()> {
 
 /// Writes `contents` to `path`: a new file, or with [`Overwrite::Replace`] a new file renamed
 /// over the old one.
-fn write_file(
+pub(crate) fn write_file(
     path: &Path,
     contents: &[u8],
     secret: bool,

@@ -540,6 +540,12 @@ impl<E: Backend> Server<E> {
     pub fn dropped(&self) -> &[DroppedClient] {
         &self.dropped
     }
+
+    /// Whether the round is collecting masked inputs and `client`'s has not arrived yet: the
+    /// transport stages an upload only for such a client.
+    pub fn awaits_masked_input(&self, client: ClientId) -> bool {
+        matches!(&self.state, Some(State::Masked(s)) if s.awaits(client))
+    }
 }
 
 /// A pending client sent some other message than the stage's. A message of an earlier

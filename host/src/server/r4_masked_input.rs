@@ -50,6 +50,11 @@ impl ExpectMaskedInputs {
         s.check_done(ctx)
     }
 
+    /// Whether `client`'s masked input is still expected.
+    pub(super) fn awaits(&self, client: ClientId) -> bool {
+        self.roll.is_pending(client)
+    }
+
     pub(super) fn handle<E: Backend>(mut self, ctx: &mut Ctx<'_, E>, input: Input) -> State {
         match input {
             Input::Message(from, msg) if self.roll.is_pending(from) => match msg {

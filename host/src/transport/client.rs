@@ -1,34 +1,67 @@
-//! The TCP client: hello, welcome, then the sans-IO [`Client`] driven frame by frame.
+//! The TCP client: TLS, the server's challenge, a signed hello, the welcome, then the sans-IO
+//! [`Client`] driven frame by frame.
 
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rand_core::CryptoRng;
+use rustls::pki_types::ServerName;
 use secagg_engine::Backend;
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::io::ReadHalf;
 use tokio::net::{TcpStream, ToSocketAddrs};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
-use super::{TransportError, frame_codec};
-use crate::codec::{self, Hello, Limits, WELCOME_LEN, tag};
+use super::tls::{TlsConnector, channel_binding};
+use super::{Io, TransportError, frame_codec};
+use crate::codec::{self, CHALLENGE_LEN, HELLO_DOMAIN, Hello, Limits, WELCOME_LEN, tag};
 use crate::messages::ClientMessage;
 use crate::{Client, ClientId, ClientIdentity, ClientPolicy, ClientStatus, Stage};
 
 /// How a client takes part.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClientOptions {
     /// Its id.
     pub id: ClientId,
     /// Its integer weight, if one was given (1 otherwise).
     pub weight: Option<u32>,
-    /// Its model layout, as [`crate::codec::Hello::layout`] carries it.
-    pub layout: Vec<u8>,
+    /// The digest of its model layout ([`codec::layout_digest`]).
+    pub layout: [u8; 32],
     /// Close the connection right after completing this stage (demonstrations and tests
     /// of dropout recovery).
     pub drop_after: Option<Stage>,
     /// How long to keep retrying the connection (the server may start later).
     pub connect_timeout: Duration,
+    /// TLS: the connector (trusting the deployment's CA) and the name the server's
+    /// certificate must carry. `None` is plaintext TCP.
+    pub tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// Break the transport's rules on purpose (tests of the server's defences); `None` for
+    /// every real client.
+    pub misbehave: Option<Misbehaviour>,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("id", &self.id)
+            .field("weight", &self.weight)
+            .field("drop_after", &self.drop_after)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("tls", &self.tls.as_ref().map(|(_, name)| name))
+            .field("misbehave", &self.misbehave)
+            .finish()
+    }
+}
+
+/// Ways a client can break the upload rules, for tests of the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Misbehaviour {
+    /// Send the masked vector in chunks of this many elements (below the minimum).
+    TinyChunks(usize),
+    /// Send the first chunk, then nothing more for this long before the rest.
+    StallUpload(Duration),
+    /// Send the masked vector twice.
+    UploadTwice,
 }
 
 /// How a client's round ended.
@@ -60,6 +93,8 @@ async fn connect<A: ToSocketAddrs + Clone>(
     }
 }
 
+type Reader = FramedRead<ReadHalf<Box<dyn Io>>, LengthDelimitedCodec>;
+
 /// Joins the round at `addr` as `identity` with `update` and runs it to the end. The round the
 /// server announces is checked against `policy` before anything else is sent; a round the
 /// policy refuses ends with [`TransportError::Refused`].
@@ -77,15 +112,6 @@ where
     E: Backend,
     R: CryptoRng,
 {
-    let socket = connect(addr, options.connect_timeout).await?;
-    let _ = socket.set_nodelay(true);
-    let (rd, wr) = socket.into_split();
-    // Before the welcome only small frames are expected; what we send is bounded by us.
-    let mut framed = FramedRead::new(
-        rd,
-        frame_codec(WELCOME_LEN.max(codec::HEADER_LEN + 2 + codec::MAX_REASON)),
-    );
-    let mut sink = FramedWrite::new(wr, frame_codec(usize::MAX >> 1));
     if identity.id() != options.id {
         return Err(TransportError::Input(format!(
             "the identity is for client {}, not {}",
@@ -93,23 +119,67 @@ where
             options.id
         )));
     }
-    let hello = Hello {
-        client: options.id,
-        weighted: options.weight.is_some(),
-        layout: options.layout.clone(),
+    let params = u32::try_from(update.len())
+        .map_err(|_| TransportError::Input("the update has more than 2^32 parameters".into()))?;
+    let socket = connect(addr, options.connect_timeout).await?;
+    let _ = socket.set_nodelay(true);
+    let (io, binding): (Box<dyn Io>, [u8; 32]) = match &options.tls {
+        Some((connector, name)) => {
+            let stream = connector
+                .connect(name.clone(), socket)
+                .await
+                .map_err(|e| TransportError::Tls(e.to_string()))?;
+            let binding = channel_binding(stream.get_ref().1)
+                .map_err(|e| TransportError::Tls(e.to_string()))?;
+            (Box::new(stream), binding)
+        }
+        None => (Box::new(socket), [0; 32]),
     };
-    sink.send(Bytes::from(codec::encode_hello(&hello))).await?;
-    let first = next_frame(
-        &mut framed,
-        options.connect_timeout.max(Duration::from_secs(30)),
-        "the server's welcome",
-    )
-    .await?;
-    let config = match codec::frame_tag(&first)? {
-        tag::WELCOME => codec::decode_welcome(&first)?,
+    let (rd, wr) = tokio::io::split(io);
+    // Before the welcome only small frames are expected; what we send is bounded by us.
+    let mut framed = FramedRead::new(
+        rd,
+        frame_codec(
+            WELCOME_LEN
+                .max(CHALLENGE_LEN)
+                .max(codec::HEADER_LEN + 2 + codec::MAX_REASON),
+        ),
+    );
+    let mut sink = FramedWrite::new(wr, frame_codec(usize::MAX >> 1));
+    let wait = options.connect_timeout.max(Duration::from_secs(30));
+    let first = next_frame(&mut framed, wait, "the server's challenge").await?;
+    let challenge = match codec::frame_tag(&first)? {
+        tag::CHALLENGE => codec::decode_challenge(&first)?,
         tag::REJECT => return Err(TransportError::Rejected(codec::decode_reject(&first)?)),
         t => return Err(crate::error::CodecError::UnknownTag(t).into()),
     };
+    let mut hello = Hello {
+        round: challenge.round,
+        client: options.id,
+        weighted: options.weight.is_some(),
+        params,
+        layout: options.layout,
+        credential: identity.credential().clone(),
+        signature: [0; 64],
+    };
+    hello.signature = identity.sign(
+        HELLO_DOMAIN,
+        &hello.signed_message(&challenge.nonce, &binding),
+    );
+    sink.send(Bytes::from(codec::encode_hello(&hello))).await?;
+    let answer = next_frame(&mut framed, wait, "the server's welcome").await?;
+    let config = match codec::frame_tag(&answer)? {
+        tag::WELCOME => codec::decode_welcome(&answer)?,
+        tag::REJECT => return Err(TransportError::Rejected(codec::decode_reject(&answer)?)),
+        t => return Err(crate::error::CodecError::UnknownTag(t).into()),
+    };
+    if config.round_id() != challenge.round {
+        return Err(TransportError::Refused(format!(
+            "the welcome is for round {}, the challenge was for round {}",
+            config.round_id(),
+            challenge.round
+        )));
+    }
     let limits = Limits::for_config(&config);
     framed
         .decoder_mut()
@@ -133,10 +203,7 @@ where
             let stage = env.message.stage();
             match &env.message {
                 ClientMessage::MaskedInput(values) => {
-                    for chunk in codec::encode_masked_chunks(env.round, values, bits) {
-                        sink.feed(Bytes::from(chunk)).await?;
-                    }
-                    SinkExt::<Bytes>::flush(&mut sink).await?;
+                    upload(&mut sink, env.round, values, bits, options.misbehave).await?;
                 }
                 _ => {
                     sink.send(Bytes::from(codec::encode_client(&env, bits)))
@@ -166,8 +233,42 @@ where
     }
 }
 
+/// Sends a masked vector in chunks (or, for tests, in one of the ways a server must not
+/// accept).
+async fn upload<S>(
+    sink: &mut S,
+    round: u64,
+    values: &[u32],
+    bits: u32,
+    misbehave: Option<Misbehaviour>,
+) -> Result<(), TransportError>
+where
+    S: futures_util::Sink<Bytes, Error = std::io::Error> + Unpin,
+{
+    let chunks = match misbehave {
+        Some(Misbehaviour::TinyChunks(n)) => codec::encode_chunks_of(round, values, bits, n.max(1)),
+        _ => codec::encode_masked_chunks(round, values, bits),
+    };
+    let times = if misbehave == Some(Misbehaviour::UploadTwice) {
+        2
+    } else {
+        1
+    };
+    for _ in 0..times {
+        for (i, chunk) in chunks.iter().enumerate() {
+            if let (1, Some(Misbehaviour::StallUpload(pause))) = (i, misbehave) {
+                sink.flush().await?;
+                tokio::time::sleep(pause).await;
+            }
+            sink.feed(Bytes::from(chunk.clone())).await?;
+        }
+        sink.flush().await?;
+    }
+    Ok(())
+}
+
 async fn next_frame(
-    framed: &mut FramedRead<OwnedReadHalf, tokio_util::codec::LengthDelimitedCodec>,
+    framed: &mut Reader,
     within: Duration,
     what: &'static str,
 ) -> Result<bytes::BytesMut, TransportError> {

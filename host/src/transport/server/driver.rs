@@ -1,0 +1,481 @@
+//! The driver: one struct owns the sans-IO server, the admitted peers and the report, with one
+//! method per event; [`run`] is the loop that feeds it.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use secagg_engine::Backend;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::connection::{self, Admission, Event, Shared};
+use super::{MAX_REFUSAL_DETAILS, Refusal, RoundReport, ServeOptions, StageTiming};
+use crate::codec::{self, Limits};
+use crate::config::RoundConfig;
+use crate::error::{CodecError, ProtocolError};
+use crate::messages::{ClientMessage, Envelope, ServerMessage};
+use crate::server::{DropReason, Server, ServerEvent, ServerStatus};
+use crate::transport::TransportError;
+use crate::{ClientId, Stage};
+
+/// An admitted client's connection.
+struct Peer {
+    conn: u64,
+    writer: mpsc::Sender<Bytes>,
+}
+
+/// Everything the server side of a round holds between events.
+pub(super) struct Driver<E> {
+    started: Instant,
+    server: Server<E>,
+    shared: Arc<Shared>,
+    report: RoundReport,
+    peers: HashMap<ClientId, Peer>,
+    by_conn: HashMap<u64, ClientId>,
+    tasks: HashMap<u64, JoinHandle<()>>,
+    /// Clients granted an upload: a second request drops them.
+    uploaded: HashSet<ClientId>,
+    next_conn: u64,
+    stage: (Stage, Duration),
+    stage_clients: HashMap<Stage, usize>,
+}
+
+/// Runs a round: accept (while fewer than `max_pending` connections wait to join), handle
+/// connection events and deadlines, until the round completes or aborts.
+pub(super) async fn run<E: Backend>(
+    listener: TcpListener,
+    config: RoundConfig,
+    engine: E,
+    options: ServeOptions,
+) -> Result<RoundReport, TransportError> {
+    let (events_tx, mut events) = mpsc::channel::<Event>(1024);
+    let pending = Arc::new(Semaphore::new(options.max_pending.max(1)));
+    let mut driver = Driver::new(config, engine, options, events_tx);
+    loop {
+        let sleep = driver.until_deadline();
+        tokio::select! {
+            (permit, accepted) = accept(&listener, &pending) => driver.on_accept(permit, accepted),
+            Some(event) = events.recv() => driver.on_event(event),
+            () = tokio::time::sleep(sleep) => driver.on_timeout(),
+        }
+        driver.flush();
+        if driver.finished() {
+            break;
+        }
+    }
+    Ok(driver.close(events).await)
+}
+
+/// The next connection, once a place for an unadmitted connection is free.
+async fn accept(
+    listener: &TcpListener,
+    pending: &Arc<Semaphore>,
+) -> (
+    OwnedSemaphorePermit,
+    std::io::Result<(TcpStream, SocketAddr)>,
+) {
+    let Ok(permit) = Arc::clone(pending).acquire_owned().await else {
+        // The semaphore is never closed.
+        return std::future::pending().await;
+    };
+    (permit, listener.accept().await)
+}
+
+impl<E: Backend> Driver<E> {
+    fn new(
+        config: RoundConfig,
+        engine: E,
+        options: ServeOptions,
+        events: mpsc::Sender<Event>,
+    ) -> Self {
+        let upload_deadline = options
+            .upload_deadline
+            .unwrap_or_else(|| (config.stage_timeout() / 4).max(Duration::from_secs(1)));
+        let shared = Arc::new(Shared {
+            round: config.round_id(),
+            params: config.params(),
+            layout: options.layout,
+            ca: options.ca,
+            tls: options.tls,
+            hello_timeout: options.hello_timeout,
+            upload_deadline,
+            uploads: Arc::new(Semaphore::new(options.max_concurrent_uploads.max(1))),
+            limits: Limits::for_config(&config),
+            events,
+        });
+        let server = match &options.ca {
+            Some(ca) => Server::enrolled(config, *ca, engine, Duration::ZERO),
+            None => Server::new(config, engine, Duration::ZERO),
+        };
+        Self {
+            started: Instant::now(),
+            server,
+            shared,
+            report: RoundReport {
+                outcome: Err("not finished".into()),
+                weighted: false,
+                stages: Vec::new(),
+                bytes_received: 0,
+                bytes_sent: 0,
+                connections: 0,
+                refusals: Default::default(),
+                refused: Vec::new(),
+                elapsed: Duration::ZERO,
+            },
+            peers: HashMap::new(),
+            by_conn: HashMap::new(),
+            tasks: HashMap::new(),
+            uploaded: HashSet::new(),
+            next_conn: 0,
+            stage: (Stage::Join, Duration::ZERO),
+            stage_clients: HashMap::new(),
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn until_deadline(&self) -> Duration {
+        match self.server.poll_timeout() {
+            Some(deadline) => deadline.saturating_sub(self.now()),
+            None => Duration::from_secs(3600),
+        }
+    }
+
+    fn on_accept(
+        &mut self,
+        permit: OwnedSemaphorePermit,
+        accepted: std::io::Result<(TcpStream, SocketAddr)>,
+    ) {
+        match accepted {
+            Ok((socket, addr)) => {
+                let conn = self.next_conn;
+                self.next_conn += 1;
+                log::debug!("connection {conn} from {addr}");
+                self.report.connections += 1;
+                let task = tokio::spawn(connection::connection(
+                    conn,
+                    socket,
+                    Arc::clone(&self.shared),
+                    permit,
+                ));
+                self.tasks.insert(conn, task);
+            }
+            Err(e) => log::warn!("accept failed: {e}"),
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Hello {
+                conn,
+                hello,
+                writer,
+                bytes,
+                admitted,
+            } => self.on_hello(conn, hello, writer, bytes, admitted),
+            Event::Message {
+                conn,
+                message,
+                bytes,
+            } => {
+                self.report.bytes_received += bytes as u64;
+                if let Some(&id) = self.by_conn.get(&conn) {
+                    let now = self.now();
+                    self.server.handle_message(id, message, now);
+                }
+            }
+            Event::UploadRequest { conn, reply } => self.on_upload_request(conn, reply),
+            Event::Masked {
+                conn,
+                round,
+                values,
+                bytes,
+                _permit,
+            } => {
+                self.report.bytes_received += bytes as u64;
+                if let Some(&id) = self.by_conn.get(&conn) {
+                    let env = Envelope {
+                        round,
+                        message: ClientMessage::MaskedInput(values),
+                    };
+                    let now = self.now();
+                    self.server.handle_message(id, env, now);
+                }
+            }
+            Event::Refused {
+                conn,
+                client,
+                kind,
+                detail,
+            } => {
+                self.tasks.remove(&conn);
+                let who = match client {
+                    Some(c) => format!("connection {conn} (client {c})"),
+                    None => format!("connection {conn}"),
+                };
+                log::warn!("refused {who}: {kind}: {detail}");
+                self.record(kind, format!("{who}: {detail}"));
+            }
+            Event::Bad { conn, kind, error } => {
+                self.tasks.remove(&conn);
+                if let Some(id) = self.by_conn.get(&conn).copied() {
+                    log::warn!("client {id} cut off ({kind}): {error}");
+                    self.record(kind, format!("client {id}: {error}"));
+                    self.forget(id);
+                    let now = self.now();
+                    self.server.misbehaved(id, ProtocolError::Codec(error), now);
+                }
+            }
+            Event::Closed { conn } => {
+                self.tasks.remove(&conn);
+                if let Some(id) = self.by_conn.get(&conn).copied() {
+                    log::info!("client {id} disconnected");
+                    self.forget(id);
+                    let now = self.now();
+                    self.server.handle_disconnect(id, now);
+                }
+            }
+        }
+    }
+
+    /// A hello that checked out: the client joins if the round is still collecting joins,
+    /// its id is new and there is room.
+    fn on_hello(
+        &mut self,
+        conn: u64,
+        hello: Admission,
+        writer: mpsc::Sender<Bytes>,
+        bytes: usize,
+        admitted: oneshot::Sender<bool>,
+    ) {
+        self.report.bytes_received += bytes as u64;
+        let id = hello.client;
+        let refusal = if self.server.status() != ServerStatus::Running(Stage::Join) {
+            Some((Refusal::RoundStarted, "the round has already started".into()))
+        } else if self.peers.contains_key(&id)
+            || self.server.dropped().iter().any(|d| d.client == id)
+        {
+            Some((Refusal::DuplicateId, format!("client {id} has already joined")))
+        } else if self.peers.len() >= self.server.config().clients() {
+            Some((
+                Refusal::RoundFull,
+                format!("the round is full ({} clients)", self.server.config().clients()),
+            ))
+        } else {
+            None
+        };
+        if let Some((kind, reason)) = refusal {
+            log::warn!("refused connection {conn} (client {id}): {reason}");
+            let _ = writer.try_send(Bytes::from(codec::encode_reject(&reason)));
+            let _ = admitted.send(false);
+            self.record(kind, format!("connection {conn} (client {id}): {reason}"));
+            return;
+        }
+        let welcome = Bytes::from(codec::encode_welcome(self.server.config()));
+        self.report.bytes_sent += welcome.len() as u64 + 4;
+        if writer.try_send(welcome).is_ok() && admitted.send(true).is_ok() {
+            self.report.weighted |= hello.weighted;
+            log::info!("client {id} joined (connection {conn})");
+            self.by_conn.insert(conn, id);
+            self.peers.insert(id, Peer { conn, writer });
+            let now = self.now();
+            self.server.handle_join(id, now);
+        }
+    }
+
+    /// An upload may take a permit only if the round is waiting for this client's masked
+    /// input and it has not uploaded before; otherwise the client is cut off.
+    fn on_upload_request(&mut self, conn: u64, reply: oneshot::Sender<bool>) {
+        let Some(id) = self.by_conn.get(&conn).copied() else {
+            let _ = reply.send(false);
+            return;
+        };
+        let refusal = if self.uploaded.contains(&id) {
+            Some((Refusal::DuplicateUpload, "a second masked upload"))
+        } else if !self.server.awaits_masked_input(id) {
+            Some((
+                Refusal::UnexpectedUpload,
+                "a masked upload the round is not waiting for",
+            ))
+        } else {
+            None
+        };
+        match refusal {
+            None => {
+                self.uploaded.insert(id);
+                let _ = reply.send(true);
+            }
+            Some((kind, why)) => {
+                let _ = reply.send(false);
+                log::warn!("client {id} cut off ({kind}): {why}");
+                self.record(kind, format!("client {id}: {why}"));
+                self.cut_off(id);
+                let now = self.now();
+                let error = CodecError::Invalid {
+                    field: "masked input",
+                    why: why.into(),
+                };
+                self.server
+                    .misbehaved(id, ProtocolError::Codec(error), now);
+            }
+        }
+    }
+
+    fn on_timeout(&mut self) {
+        let now = self.now();
+        self.server.handle_timeout(now);
+    }
+
+    fn record(&mut self, kind: Refusal, detail: String) {
+        *self.report.refusals.entry(kind).or_insert(0) += 1;
+        if self.report.refused.len() < MAX_REFUSAL_DETAILS {
+            self.report.refused.push(format!("{kind}: {detail}"));
+        }
+    }
+
+    /// Forgets a client's connection (its task has ended or is being ended).
+    fn forget(&mut self, id: ClientId) {
+        if let Some(peer) = self.peers.remove(&id) {
+            self.by_conn.remove(&peer.conn);
+        }
+    }
+
+    /// Forgets a client and ends its connection task, freeing what it holds (an upload
+    /// permit, its buffers).
+    fn cut_off(&mut self, id: ClientId) {
+        if let Some(peer) = self.peers.remove(&id) {
+            self.by_conn.remove(&peer.conn);
+            if let Some(t) = self.tasks.remove(&peer.conn) {
+                t.abort();
+            }
+        }
+    }
+
+    /// Sends what the server wants sent, acts on its events and tracks stage timings.
+    fn flush(&mut self) {
+        // Lists every client receives (the cohort, the key list, the survivor list) are
+        // shared values: encode each once and share the bytes.
+        let mut shared_frame: Option<(usize, Bytes)> = None;
+        while let Some((to, env)) = self.server.poll_transmit() {
+            let Some(peer) = self.peers.get(&to) else {
+                continue;
+            };
+            let shared_ptr = match &env.message {
+                ServerMessage::Cohort(c) => Some(Arc::as_ptr(c) as *const u8 as usize),
+                ServerMessage::KeyList(k) => Some(Arc::as_ptr(k) as *const u8 as usize),
+                ServerMessage::SurvivorList(u) => Some(Arc::as_ptr(u) as *const u8 as usize),
+                _ => None,
+            };
+            let frame = match (shared_ptr, &shared_frame) {
+                (Some(p), Some((q, bytes))) if p == *q => bytes.clone(),
+                (Some(p), _) => {
+                    let bytes = Bytes::from(codec::encode_server(&env));
+                    shared_frame = Some((p, bytes.clone()));
+                    bytes
+                }
+                (None, _) => Bytes::from(codec::encode_server(&env)),
+            };
+            self.report.bytes_sent += frame.len() as u64 + 4;
+            if peer.writer.try_send(frame).is_err() {
+                // Its writer is gone or hopelessly behind: treat it as disconnected.
+                self.cut_off(to);
+                let now = self.now();
+                self.server.handle_disconnect(to, now);
+            }
+        }
+        while let Some(e) = self.server.poll_event() {
+            match e {
+                ServerEvent::StageCompleted { stage, clients } => {
+                    self.stage_clients.insert(stage, clients);
+                }
+                ServerEvent::ClientDropped(d) => {
+                    log::info!("client {} dropped at {}: {}", d.client, d.stage, d.reason);
+                    // Timed out or misbehaved: close its connection.
+                    if d.reason != DropReason::Disconnected {
+                        self.cut_off(d.client);
+                    }
+                }
+                ServerEvent::MessageRejected { client, reason } => {
+                    log::warn!("refused a message from client {client}: {reason}")
+                }
+                ServerEvent::Completed | ServerEvent::Aborted { .. } => {}
+            }
+        }
+        let current = match self.server.status() {
+            ServerStatus::Running(s) => Some(s),
+            _ => None,
+        };
+        if current != Some(self.stage.0) {
+            let now = self.now();
+            self.report.stages.push(StageTiming {
+                stage: self.stage.0,
+                started: self.stage.1,
+                ended: now,
+                clients: self.stage_clients.get(&self.stage.0).copied().unwrap_or(0),
+            });
+            if let Some(s) = current {
+                self.stage = (s, now);
+            }
+        }
+    }
+
+    fn finished(&self) -> bool {
+        !matches!(self.server.status(), ServerStatus::Running(_))
+    }
+
+    /// Records the outcome, lets the last frames go out, and ends every connection.
+    async fn close(mut self, mut events: mpsc::Receiver<Event>) -> RoundReport {
+        self.report.outcome = match self.server.status() {
+            ServerStatus::Completed => self
+                .server
+                .output()
+                .cloned()
+                .ok_or_else(|| "no output".to_string()),
+            ServerStatus::Aborted(reason) => Err(reason),
+            ServerStatus::Running(_) => Err("not finished".into()),
+        };
+        // Connections that never joined have nothing more to say: end them now. Dropping
+        // the writers lets each admitted client's writer task flush and shut its stream down.
+        let Driver {
+            mut tasks,
+            shared,
+            by_conn,
+            peers,
+            ..
+        } = self;
+        tasks.retain(|conn, task| {
+            let keep = by_conn.contains_key(conn);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        drop((shared, peers));
+        let grace = tokio::time::sleep(Duration::from_secs(5));
+        tokio::pin!(grace);
+        while !tasks.is_empty() {
+            tokio::select! {
+                e = events.recv() => match e {
+                    Some(Event::Refused { conn, .. } | Event::Bad { conn, .. } | Event::Closed { conn }) => {
+                        tasks.remove(&conn);
+                    }
+                    Some(_) => {}
+                    None => break,
+                },
+                () = &mut grace => break,
+            }
+        }
+        for t in tasks.into_values() {
+            t.abort();
+        }
+        let mut report = self.report;
+        report.elapsed = self.started.elapsed();
+        report
+    }
+}
