@@ -1,5 +1,5 @@
-//! Load figure: one round of many clients over loopback TCP, with the server in a process of
-//! its own so that its peak memory is measured alone.
+//! Load figure: one round of many clients over loopback TCP (TLS 1.3, enrolled clients), with
+//! the server in a process of its own so that its peak memory is measured alone.
 //!
 //! ```sh
 //! cargo run --release --example loopback_load -- --clients 1000 --params 100000 --neighbors 21 --dropout 0.1
@@ -20,9 +20,11 @@ use std::time::{Duration, Instant};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use secagg::engine::{BackendChoice, CpuEngine, Engine};
+use secagg::host::codec;
 use secagg::host::config::RoundConfig;
+use secagg::host::identity::Overwrite;
 use secagg::host::plan::threshold_for;
-use secagg::host::transport::{ClientOptions, ServeOptions, run_client, serve};
+use secagg::host::transport::{ClientOptions, ServeOptions, run_client, serve, tls};
 use secagg::host::{ClientId, Stage};
 use secagg::model::{ModelFormat, ModelLayout, TensorSpec, read_model, write_model};
 
@@ -35,6 +37,7 @@ struct Args {
     dropout: f64,
     backend: String,
     output: PathBuf,
+    tls_dir: PathBuf,
 }
 
 fn args() -> Args {
@@ -47,6 +50,7 @@ fn args() -> Args {
         dropout: 0.1,
         backend: "cpu".into(),
         output: std::env::temp_dir().join("secagg-load-sum.npy"),
+        tls_dir: std::env::temp_dir().join(format!("secagg-load-tls-{}", std::process::id())),
     };
     let v: Vec<String> = std::env::args().skip(1).collect();
     let mut i = 0;
@@ -61,6 +65,7 @@ fn args() -> Args {
             "--dropout" => a.dropout = val.parse().unwrap(),
             "--backend" => a.backend = val,
             "--output" => a.output = PathBuf::from(val),
+            "--tls-dir" => a.tls_dir = PathBuf::from(val),
             other => panic!("unknown argument {other}"),
         }
         i += 2;
@@ -108,8 +113,11 @@ fn run_server(a: &Args) {
             .await
             .unwrap();
         println!("listening");
+        let tls = tls::server_config(&a.tls_dir.join("server.pem"), &a.tls_dir.join("server.key"))
+            .unwrap();
         let options = ServeOptions {
             ca: Some(load_ca().public()),
+            tls: Some(tls),
             ..ServeOptions::default()
         };
         serve(listener, config.clone(), engine, options)
@@ -151,6 +159,10 @@ fn main() {
         run_server(&a);
         return;
     }
+    // A throwaway TLS certificate for the server process.
+    let pki = tls::TestPki::generate(&["127.0.0.1".into()], 1).unwrap();
+    pki.save(&a.tls_dir, Overwrite::Replace).unwrap();
+    let connector = pki.connector().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut server = Command::new(exe)
         .args([
@@ -170,6 +182,8 @@ fn main() {
             &a.backend,
             "--output",
             a.output.to_str().unwrap(),
+            "--tls-dir",
+            a.tls_dir.to_str().unwrap(),
         ])
         .stdout(Stdio::piped())
         .spawn()
@@ -181,7 +195,7 @@ fn main() {
     let dropped = (a.clients as f64 * a.dropout).floor() as u32;
     // Inputs are made before the clock starts: reading a model file is not the protocol.
     let inputs: Vec<Vec<f32>> = (0..n).map(|i| update(i, a.params)).collect();
-    let layout_bytes = layout(a.params).to_bytes();
+    let layout_digest = codec::layout_digest(&layout(a.params).to_bytes());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -194,10 +208,12 @@ fn main() {
             let options = ClientOptions {
                 id: ClientId(i),
                 weight: None,
-                layout: layout_bytes.clone(),
+                layout: layout_digest,
                 // Every tenth client (by id) leaves before its masked input.
                 drop_after: (i % 10 == 9 && i / 10 < dropped).then_some(Stage::ShareCheck),
                 connect_timeout: Duration::from_secs(10),
+                tls: Some((connector.clone(), tls::server_name("127.0.0.1").unwrap())),
+                misbehave: None,
             };
             let addr = format!("127.0.0.1:{}", a.port);
             let ca = load_ca();
@@ -222,6 +238,7 @@ fn main() {
     let wall = start.elapsed();
     let summary = lines.next().unwrap().unwrap();
     server.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&a.tls_dir);
 
     // The check: the written sum against the clipped plaintext sum of the included clients.
     let (_, sum) = read_model(&a.output).unwrap();

@@ -79,6 +79,7 @@ fn client<S: AsRef<OsStr>>(port: u16, id: u32, input: &Path, extra: &[S]) -> Chi
 /// `extra`.
 fn enrolled(dep: &CliDeployment, id: u32, policy: &[&str], extra: &[&str]) -> Vec<String> {
     let mut args = dep.client_args(id);
+    args.extend(dep.client_tls_args());
     if !policy.contains(&"--min-cohort") {
         args.extend(["--min-cohort", "3"].map(String::from));
     }
@@ -144,6 +145,13 @@ fn a_server_and_four_client_processes_with_npy_files() {
         sum_json.to_str().unwrap(),
         "--ca",
         dep.ca_pub().to_str().unwrap(),
+        // The global model fixes the round's layout (any of the updates has it).
+        "--model",
+        inputs[0].to_str().unwrap(),
+        "--tls-cert",
+        &dep.server_tls_args()[1],
+        "--tls-key",
+        &dep.server_tls_args()[3],
     ]);
     let clients: Vec<Child> = (0..4u32)
         .map(|i| {
@@ -218,10 +226,13 @@ fn safetensors_with_weights_and_a_config_file() {
     std::fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{port}\"\nclients = 3\nthreshold = 2\ndeadline-ms = 10000\nbackend = \"cpu\"\noutput = \"{}\"\nsummary = \"{}\"\nca = \"{}\"\nadversary = \"curious\"\n",
+            "listen = \"127.0.0.1:{port}\"\nclients = 3\nthreshold = 2\ndeadline-ms = 10000\nbackend = \"cpu\"\noutput = \"{}\"\nsummary = \"{}\"\nca = \"{}\"\nadversary = \"curious\"\nmodel = \"{}\"\ntls-cert = \"{}\"\ntls-key = \"{}\"\n",
             out.display(),
             sum_json.display(),
-            dep.ca_pub().display()
+            dep.ca_pub().display(),
+            inputs[0].display(),
+            dep.server_tls_args()[1],
+            dep.server_tls_args()[3],
         ),
     )
     .unwrap();
@@ -299,6 +310,12 @@ fn below_threshold_the_server_aborts_and_writes_nothing() {
         sum_json.to_str().unwrap(),
         "--ca",
         dep.ca_pub().to_str().unwrap(),
+        "--params",
+        "5",
+        "--tls-cert",
+        &dep.server_tls_args()[1],
+        "--tls-key",
+        &dep.server_tls_args()[3],
     ]);
     // Four clients, T = t = 3; two leave after advertising keys, so two remain.
     let clients: Vec<Child> = (0..4u32)
@@ -345,13 +362,14 @@ fn npy_updates(d: &Path, seed: u64, ids: std::ops::Range<u32>, len: usize) -> Ve
     .collect()
 }
 
-/// A server on `port` for `n` clients and threshold `t`, writing into `d`, with `extra` flags.
+/// A server on `port` for `n` clients and threshold `t` summing 6 parameters, with `dep`'s
+/// CA and TLS certificate, writing into `d`, with `extra` flags.
 fn small_server(
     port: u16,
-    n: usize,
-    t: usize,
+    (n, t): (usize, usize),
     deadline_ms: u64,
     d: &Path,
+    dep: &CliDeployment,
     extra: &[&str],
 ) -> Child {
     let mut args: Vec<String> = [
@@ -369,19 +387,24 @@ fn small_server(
         d.join("sum.npy").to_str().unwrap(),
         "--summary",
         d.join("summary.json").to_str().unwrap(),
+        "--params",
+        "6",
+        "--ca",
+        dep.ca_pub().to_str().unwrap(),
     ]
     .map(String::from)
     .to_vec();
+    args.extend(dep.server_tls_args());
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     server(&args)
 }
 
-/// A client holding a certificate from another CA (and trusting that CA) is dropped by the
-/// server when it advertises its keys; the others complete. Given the deployment's CA with
+/// A client holding a certificate from another CA (and trusting that CA) is refused by the
+/// server at its hello, with the reason; the others complete. Given the deployment's CA with
 /// that certificate, a client refuses to start at all.
 #[test]
-fn a_client_enrolled_by_another_ca_is_dropped() {
+fn a_client_enrolled_by_another_ca_is_refused() {
     let seed = testing::test_seed("cli::another_ca");
     let d = dir("another-ca");
     let dep = CliDeployment::create(&d.join("pki"), 0..5);
@@ -391,32 +414,39 @@ fn a_client_enrolled_by_another_ca_is_dropped() {
     let ca = dep.ca_pub();
     // Six clients, t = 4: secure against the semi-malicious server the clients' default
     // policy assumes, and five maskers still have t partners each.
-    let srv = small_server(port, 6, 4, 10_000, &d, &["--ca", ca.to_str().unwrap()]);
+    let srv = small_server(port, (6, 4), 10_000, &d, &dep, &[]);
     let clients: Vec<Child> = (0..5u32)
         .map(|i| client(port, i, &inputs[i as usize], &enrolled(&dep, i, &[], &[])))
         .collect();
-    let foreign = client(port, 5, &inputs[5], &enrolled(&other, 5, &[], &[]));
+    // Enrolled by the other CA, but it trusts this server's TLS certificate.
+    let mut foreign_args = other.client_args(5);
+    foreign_args.extend(dep.client_tls_args());
+    foreign_args.extend(["--min-cohort", "3"].map(String::from));
+    let foreign = client(port, 5, &inputs[5], &foreign_args);
     for (i, c) in clients.into_iter().enumerate() {
         assert!(
             finish(c, &format!("client {i}")).status.success(),
             "client {i} failed"
         );
     }
-    assert!(!finish(foreign, "foreign client").status.success());
+    let foreign_out = finish(foreign, "foreign client");
+    assert!(!foreign_out.status.success());
+    let err = String::from_utf8_lossy(&foreign_out.stderr);
+    assert!(err.contains("not issued by this round's CA"), "{err}");
     assert!(finish(srv, "server").status.success());
     let s = summary(&d.join("summary.json"));
     assert_eq!(s["status"], "completed");
     assert_eq!(s["included"], serde_json::json!([0, 1, 2, 3, 4]));
-    assert_eq!(s["dropped"][0]["id"], 5);
-    assert_eq!(s["dropped"][0]["stage"], "advertise-keys");
-    let reason = s["dropped"][0]["reason"].as_str().unwrap();
+    assert_eq!(s["refused_by_reason"]["not-enrolled"], 1);
+    // It never joined: the round's own records do not know it.
     assert!(
-        reason.contains("not signed by this deployment's CA"),
-        "{reason}"
+        s["dropped"].as_array().unwrap().is_empty(),
+        "{}",
+        s["dropped"]
     );
 
     // The other CA's certificate with this deployment's ca.pub: refused before connecting.
-    let mut args = enrolled(&other, 5, &[], &[]);
+    let mut args = foreign_args.clone();
     assert_eq!(args[0], "--ca");
     args[1] = ca.display().to_string();
     let out = finish(
@@ -440,9 +470,8 @@ fn a_client_whose_policy_the_round_fails_exits_naming_the_bound() {
     let dep = CliDeployment::create(&d.join("pki"), 0..6);
     let inputs = npy_updates(&d, seed, 0..6, 6);
     let port = free_port();
-    let ca = dep.ca_pub();
     // The refuser never joins, so the join stage runs to its deadline.
-    let srv = small_server(port, 6, 4, 3_000, &d, &["--ca", ca.to_str().unwrap()]);
+    let srv = small_server(port, (6, 4), 3_000, &d, &dep, &[]);
     let clients: Vec<Child> = (0..5u32)
         .map(|i| client(port, i, &inputs[i as usize], &enrolled(&dep, i, &[], &[])))
         .collect();
@@ -482,12 +511,13 @@ fn the_server_refuses_insecure_parameters_unless_told() {
     let d = dir("insecure");
     let dep = CliDeployment::create(&d.join("pki"), 0..4);
     let inputs = npy_updates(&d, seed, 0..4, 6);
-    let ca = dep.ca_pub();
-    let ca = ca.to_str().unwrap();
     // Four clients, t = 2 of k = 3: two survivor lists need 2t - k - 1 = 0 corrupted
     // neighbours.
-    let args = ["--ca", ca, "--adversary", "semi-malicious"];
-    let out = finish(small_server(free_port(), 4, 2, 3_000, &d, &args), "server");
+    let args = ["--adversary", "semi-malicious"];
+    let out = finish(
+        small_server(free_port(), (4, 2), 3_000, &d, &dep, &args),
+        "server",
+    );
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -498,14 +528,8 @@ fn the_server_refuses_insecure_parameters_unless_told() {
     );
 
     let port = free_port();
-    let insecure = [
-        "--ca",
-        ca,
-        "--adversary",
-        "semi-malicious",
-        "--insecure-params",
-    ];
-    let srv = small_server(port, 4, 2, 3_000, &d, &insecure);
+    let insecure = ["--adversary", "semi-malicious", "--insecure-params"];
+    let srv = small_server(port, (4, 2), 3_000, &d, &dep, &insecure);
     let clients: Vec<Child> = (0..3u32)
         .map(|i| {
             let args = enrolled(&dep, i, &["--adversary", "curious"], &[]);
@@ -560,6 +584,14 @@ fn help_documents_every_flag_and_bad_flags_are_refused() {
         "--dropout",
         "--insecure-params",
         "--context",
+        "--model",
+        "--params",
+        "--tls-cert",
+        "--tls-key",
+        "--insecure-plaintext",
+        "--hello-timeout-ms",
+        "--max-pending",
+        "--upload-deadline-ms",
     ] {
         assert!(text.contains(flag), "server --help lacks {flag}");
     }
@@ -584,9 +616,68 @@ fn help_documents_every_flag_and_bad_flags_are_refused() {
         "--security-bits",
         "--allow-prg",
         "--allow-bits",
+        "--tls-ca",
+        "--tls-name",
+        "--insecure-plaintext",
     ] {
         assert!(text.contains(flag), "client --help lacks {flag}");
     }
+    // TLS is not optional by omission: both sides refuse to start without it unless told.
+    let no_tls = Command::new(BIN)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:1",
+            "--clients",
+            "3",
+            "--threshold",
+            "2",
+            "--params",
+            "4",
+            "--adversary",
+            "curious",
+            "--output",
+            "sum.npy",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(no_tls.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_tls.stderr).contains("--insecure-plaintext"));
+    let no_shape = Command::new(BIN)
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:1",
+            "--clients",
+            "3",
+            "--threshold",
+            "2",
+            "--adversary",
+            "curious",
+            "--output",
+            "sum.npy",
+            "--insecure-plaintext",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(no_shape.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_shape.stderr).contains("--model FILE"));
+    let no_tls = Command::new(BIN)
+        .args([
+            "client",
+            "--connect",
+            "localhost:1",
+            "--id",
+            "1",
+            "--input",
+            "u.npy",
+            "--adversary",
+            "curious",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(no_tls.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_tls.stderr).contains("--tls-ca"));
     let bad = Command::new(BIN)
         .args([
             "server",

@@ -1,10 +1,11 @@
-//! Rounds over real TCP on loopback: the tokio transport driving the sans-IO state machines,
-//! with a server that admits only clients enrolled by the test CA.
+//! Rounds over real TCP (TLS 1.3) on loopback: the tokio transport driving the sans-IO state
+//! machines, with a server that admits only clients enrolled by the test CA.
 //! Sixty clients as tokio tasks with dropouts at every stage; then a round under attack —
 //! garbage, truncated frames, oversized length prefixes, silence, a duplicate id, a
 //! wrong-round message, a replay, a small-order masking key and a forged share bundle — that
 //! must still complete correctly for everyone else; clients with a certificate from another CA
-//! or none; clients whose own policy refuses the round; stalled and unchunked uploads.
+//! or none, refused at the hello; clients whose own policy refuses the round; stalled,
+//! trickled, repeated and unchunked uploads.
 
 #![allow(
     clippy::unwrap_used,
@@ -22,12 +23,12 @@ use futures_util::{SinkExt, StreamExt};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use secagg::engine::{CpuEngine, testing};
-use secagg::host::codec::{self, Hello, Limits, tag};
+use secagg::host::codec::{self, Limits, tag};
 use secagg::host::messages::{ClientMessage, Envelope};
 use secagg::host::quantize::error_bound;
 use secagg::host::transport::{
-    ClientOptions, ClientOutcome, RoundReport, ServeOptions, TransportError, frame_codec,
-    run_client, serve,
+    ClientOptions, ClientOutcome, Misbehaviour, Refusal, RoundReport, ServeOptions, TransportError,
+    frame_codec, run_client, serve,
 };
 use secagg::host::{
     Client, ClientId, ClientIdentity, ClientPolicy, ClientStatus, DropReason, RoundConfig, Stage,
@@ -37,7 +38,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Framed;
 
 mod support;
-use support::Deployment;
+use support::{Deployment, LAYOUT};
 
 fn update(seed: u64, id: u32, m: usize) -> Vec<f32> {
     let mut r = ChaCha20Rng::seed_from_u64(seed ^ u64::from(id) << 32);
@@ -60,9 +61,12 @@ async fn start(
     (addr, server)
 }
 
-/// Runs client `id` of the deployment with `identity` and `policy` as a task.
+/// Runs client `id` of the deployment with `identity` and `policy` as a task, over TLS to
+/// `dep`'s server.
+#[allow(clippy::too_many_arguments)]
 fn spawn_client(
     addr: SocketAddr,
+    dep: &Deployment,
     seed: u64,
     m: usize,
     id: u32,
@@ -70,19 +74,27 @@ fn spawn_client(
     identity: ClientIdentity,
     policy: ClientPolicy,
 ) -> tokio::task::JoinHandle<Result<ClientOutcome, TransportError>> {
+    let options = ClientOptions {
+        tls: Some(dep.client_tls()),
+        ..options(id, drop_after)
+    };
+    spawn_with(addr, seed, m, options, identity, policy)
+}
+
+/// Runs a client with these options as a task.
+fn spawn_with(
+    addr: SocketAddr,
+    seed: u64,
+    m: usize,
+    options: ClientOptions,
+    identity: ClientIdentity,
+    policy: ClientPolicy,
+) -> tokio::task::JoinHandle<Result<ClientOutcome, TransportError>> {
+    let id = options.id.0;
     let x = update(seed, id, m);
     let rng = ChaCha20Rng::seed_from_u64(seed.wrapping_add(u64::from(id) + 1));
     tokio::spawn(async move {
-        run_client(
-            addr,
-            options(id, drop_after),
-            identity,
-            policy,
-            &x,
-            CpuEngine::new(),
-            rng,
-        )
-        .await
+        run_client(addr, options, identity, policy, &x, CpuEngine::new(), rng).await
     })
 }
 
@@ -97,6 +109,7 @@ fn spawn_enrolled(
 ) -> tokio::task::JoinHandle<Result<ClientOutcome, TransportError>> {
     spawn_client(
         addr,
+        dep,
         seed,
         m,
         id,
@@ -122,9 +135,11 @@ fn options(id: u32, drop_after: Option<Stage>) -> ClientOptions {
     ClientOptions {
         id: ClientId(id),
         weight: None,
-        layout: vec![7, 7],
+        layout: LAYOUT,
         drop_after,
         connect_timeout: Duration::from_secs(10),
+        tls: None,
+        misbehave: None,
     }
 }
 
@@ -222,29 +237,14 @@ async fn sixty_clients_with_dropouts_at_every_stage() {
 /// the transport error.
 async fn tampering_client(
     addr: SocketAddr,
+    dep: &Deployment,
     id: u32,
     seed: u64,
-    (identity, policy): (ClientIdentity, ClientPolicy),
+    m: usize,
     tamper: impl Fn(&mut Envelope<ClientMessage>) -> usize,
 ) -> Result<ClientStatus, TransportError> {
-    let socket = TcpStream::connect(addr).await?;
-    let mut framed = Framed::new(socket, frame_codec(1 << 24));
-    let hello = Hello {
-        client: ClientId(id),
-        weighted: false,
-        layout: vec![7, 7],
-    };
-    framed
-        .send(Bytes::from(codec::encode_hello(&hello)))
-        .await?;
-    let first = framed
-        .next()
-        .await
-        .ok_or(TransportError::Closed("welcome"))??;
-    if codec::frame_tag(&first)? == tag::REJECT {
-        return Err(TransportError::Rejected(codec::decode_reject(&first)?));
-    }
-    let config = codec::decode_welcome(&first)?;
+    let (identity, policy) = (dep.identity(id), dep.policy());
+    let (mut framed, config) = dep.handshake(addr, &identity, m).await?;
     let limits = Limits::for_config(&config);
     let bits = config.modulus().bits();
     let mut client = Client::new(
@@ -303,10 +303,14 @@ async fn a_round_under_attack_completes_for_the_honest() {
         .build()
         .unwrap();
     let (addr, server) = start(config.clone(), dep.serve_options()).await;
-    let creds = |id: u32| (dep.identity(id), dep.policy());
+    let dep = std::sync::Arc::new(dep);
+    let tamperer = |id: u32, tamper: fn(&mut Envelope<ClientMessage>) -> usize| {
+        let dep = std::sync::Arc::clone(&dep);
+        tokio::spawn(async move { tampering_client(addr, &dep, id, seed, m, tamper).await })
+    };
 
-    // Connections that never join: garbage, an oversized length prefix, a truncated frame,
-    // and one that says nothing at all.
+    // Connections that never join: garbage, an oversized length prefix, a truncated frame
+    // (none of them TLS), and one that says nothing at all.
     raw(addr, b"GET / HTTP/1.1\r\nHost: secagg\r\n\r\n").await;
     raw(addr, &[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).await;
     raw(addr, &[0, 0, 0, 100, codec::VERSION, tag::HELLO, 0, 0]).await;
@@ -316,55 +320,55 @@ async fn a_round_under_attack_completes_for_the_honest() {
         .map(|i| spawn_enrolled(addr, &dep, seed, m, i, None))
         .collect();
     // 10: its share keys carry the wrong round id.
-    let wrong_round = tokio::spawn(tampering_client(addr, 10, seed, creds(10), |env| {
+    let wrong_round = tamperer(10, |env| {
         if matches!(env.message, ClientMessage::ShareKeys { .. }) {
             env.round ^= 1;
         }
         1
-    }));
-    // 11: sends every message twice (the replays are refused, it stays in the round).
-    let replayer = tokio::spawn(tampering_client(addr, 11, seed, creds(11), |_| 2));
+    });
+    // 11: sends every message twice (the replays are refused, it stays in the round; a
+    // second upload would drop it, so the masked input goes once).
+    let replayer = tamperer(11, |env| {
+        if matches!(env.message, ClientMessage::MaskedInput(_)) {
+            1
+        } else {
+            2
+        }
+    });
     // 12: advertises a masking key of small order (a point of the 8-torsion subgroup, whose
     // agreement with anyone is predictable). The check comes before the signature's, so the
     // stale signature is not what drops it.
-    let low_order = tokio::spawn(tampering_client(addr, 12, seed, creds(12), |env| {
+    let low_order = tamperer(12, |env| {
         if let ClientMessage::AdvertiseKeys(k) = &mut env.message {
             k.keys.masking = EIGHT_TORSION[1].compress().to_bytes();
         }
         1
-    }));
+    });
     // 13: forges its bundle for client 14. That costs 14 the forger's shares, not the round:
     // 14 reports the bundle unreadable and still completes, and both are in the sum.
-    let forger = tokio::spawn(tampering_client(addr, 13, seed, creds(13), |env| {
+    let forger = tamperer(13, |env| {
         if let ClientMessage::ShareKeys { bundles, .. } = &mut env.message {
             for b in bundles.iter_mut().filter(|b| b.peer == ClientId(14)) {
                 b.ciphertext[5] ^= 1;
             }
         }
         1
-    }));
-    let victim = tokio::spawn(tampering_client(addr, 14, seed, creds(14), |_| 1));
-    // 15: says hello, then goes silent (connection open): it never joins.
-    let silent = tokio::spawn(async move {
-        let socket = TcpStream::connect(addr).await.unwrap();
-        let mut framed = Framed::new(socket, frame_codec(1 << 24));
-        let hello = Hello {
-            client: ClientId(15),
-            weighted: false,
-            layout: vec![7, 7],
-        };
-        framed
-            .send(Bytes::from(codec::encode_hello(&hello)))
-            .await
-            .unwrap();
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        drop(framed);
     });
+    let victim = tamperer(14, |_| 1);
+    // 15: says hello, then goes silent (connection open): it never joins.
+    let silent = {
+        let dep = std::sync::Arc::clone(&dep);
+        tokio::spawn(async move {
+            let (framed, _) = dep.handshake(addr, &dep.identity(15), m).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(framed);
+        })
+    };
     // A second client 3: refused.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let dup = spawn_enrolled(addr, &dep, seed, m, 3, None).await.unwrap();
     assert!(
-        matches!(&dup, Err(TransportError::Rejected(r)) if r.contains("duplicate")),
+        matches!(&dup, Err(TransportError::Rejected(r)) if r.contains("already joined")),
         "{dup:?}"
     );
 
@@ -411,11 +415,15 @@ async fn a_round_under_attack_completes_for_the_honest() {
         "{:?}",
         low.reason
     );
+    // Three connections that are not TLS, and the duplicate.
     assert!(report.refused.len() >= 4, "{:?}", report.refused);
+    assert_eq!(report.refusals.get(&Refusal::DuplicateId), Some(&1));
+    assert!(report.refusals.get(&Refusal::TlsHandshake) >= Some(&3));
 }
 
-/// An enrolled server drops a client whose certificate comes from another CA, and one with a
-/// self-asserted identity, when they advertise keys; the round completes for the others.
+/// An enrolled server refuses, at the hello, a client whose certificate comes from another
+/// CA, one with a self-asserted identity, one that presents another client's certificate and
+/// one whose hello is replayed from another connection; the round completes for the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_without_a_certificate_from_the_ca_are_dropped() {
     let seed = testing::test_seed("clients_without_a_certificate_from_the_ca_are_dropped");
@@ -434,10 +442,20 @@ async fn clients_without_a_certificate_from_the_ca_are_dropped() {
         .map(|i| spawn_enrolled(addr, &dep, seed, m, i, None))
         .collect();
     // 5 trusts the other CA, which enrolled it.
-    let foreign = spawn_client(addr, seed, m, 5, None, other.identity(5), other.policy());
+    let foreign = spawn_client(
+        addr,
+        &dep,
+        seed,
+        m,
+        5,
+        None,
+        other.identity(5),
+        other.policy(),
+    );
     // 6 asserts its own key (its policy trusts nobody).
     let unauthenticated = spawn_client(
         addr,
+        &dep,
         seed,
         m,
         6,
@@ -445,6 +463,89 @@ async fn clients_without_a_certificate_from_the_ca_are_dropped() {
         dep.self_asserted(6),
         secagg::host::sim::parameter_free_policy(),
     );
+    for (c, h, why) in [
+        (5, foreign, "not issued by this round's CA"),
+        (6, unauthenticated, "no certificate"),
+    ] {
+        let r = h.await.unwrap();
+        assert!(
+            matches!(&r, Err(TransportError::Rejected(e)) if e.contains(why)),
+            "client {c}: {r:?}"
+        );
+    }
+    // Client 0's certificate with 6's key, claiming to be 0 or 6: refused either way.
+    let key6 = dep.self_asserted(6);
+    let hello_as = |claim: u32| {
+        let cert = dep.identity(0).credential().clone();
+        let (connector, name) = dep.client_tls();
+        let key6 = &key6;
+        async move {
+            let socket = TcpStream::connect(addr).await.unwrap();
+            let stream = connector.connect(name, socket).await.unwrap();
+            let binding =
+                secagg::host::transport::tls::channel_binding(stream.get_ref().1).unwrap();
+            let mut framed = Framed::new(stream, frame_codec(1 << 20));
+            let challenge =
+                codec::decode_challenge(&framed.next().await.unwrap().unwrap()).unwrap();
+            let mut hello = codec::Hello {
+                round: challenge.round,
+                client: ClientId(claim),
+                weighted: false,
+                params: m as u32,
+                layout: LAYOUT,
+                credential: cert,
+                signature: [0; 64],
+            };
+            hello.signature = key6.sign(
+                codec::HELLO_DOMAIN,
+                &hello.signed_message(&challenge.nonce, &binding),
+            );
+            framed
+                .send(Bytes::from(codec::encode_hello(&hello)))
+                .await
+                .unwrap();
+            let answer = framed.next().await.unwrap().unwrap();
+            (hello, codec::decode_reject(&answer).unwrap())
+        }
+    };
+    let (_, squat) = hello_as(0).await;
+    assert!(squat.contains("signature does not verify"), "{squat}");
+    let (_, stolen) = hello_as(6).await;
+    assert!(stolen.contains("certificate of client 0"), "{stolen}");
+    // A valid hello of client 4, replayed on a new connection: its signature covers the
+    // first connection's challenge and TLS session, so it does not verify on the second.
+    let replayed = {
+        let (connector, name) = dep.client_tls();
+        let id4 = dep.identity(4);
+        let socket = TcpStream::connect(addr).await.unwrap();
+        let stream = connector.connect(name.clone(), socket).await.unwrap();
+        let binding = secagg::host::transport::tls::channel_binding(stream.get_ref().1).unwrap();
+        let mut first = Framed::new(stream, frame_codec(1 << 20));
+        let challenge = codec::decode_challenge(&first.next().await.unwrap().unwrap()).unwrap();
+        let mut hello = codec::Hello {
+            round: challenge.round,
+            client: ClientId(4),
+            weighted: false,
+            params: m as u32,
+            layout: LAYOUT,
+            credential: id4.credential().clone(),
+            signature: [0; 64],
+        };
+        hello.signature = id4.sign(
+            codec::HELLO_DOMAIN,
+            &hello.signed_message(&challenge.nonce, &binding),
+        );
+        let socket = TcpStream::connect(addr).await.unwrap();
+        let stream = connector.connect(name, socket).await.unwrap();
+        let mut second = Framed::new(stream, frame_codec(1 << 20));
+        let _ = second.next().await.unwrap().unwrap();
+        second
+            .send(Bytes::from(codec::encode_hello(&hello)))
+            .await
+            .unwrap();
+        codec::decode_reject(&second.next().await.unwrap().unwrap()).unwrap()
+    };
+    assert!(replayed.contains("signature does not verify"), "{replayed}");
     for h in honest {
         let r = h.await.unwrap();
         assert!(
@@ -452,22 +553,19 @@ async fn clients_without_a_certificate_from_the_ca_are_dropped() {
             "{r:?}"
         );
     }
-    for (c, h) in [(5, foreign), (6, unauthenticated)] {
-        let r = h.await.unwrap();
-        assert!(r.is_err(), "client {c}: {r:?}");
-    }
     let report = server.await.unwrap();
     check_sum(&report, &config, seed, &[0, 1, 2, 3, 4]);
+    let count = |r: Refusal| report.refusals.get(&r).copied().unwrap_or(0);
+    assert_eq!(count(Refusal::NotEnrolled), 2, "{:?}", report.refused);
+    assert_eq!(count(Refusal::BadSignature), 2, "{:?}", report.refused);
+    assert_eq!(count(Refusal::WrongIdentity), 1, "{:?}", report.refused);
+    // None of them ever joined.
     let out = report.outcome.as_ref().unwrap();
-    for c in [5, 6] {
-        let d = out.dropped.iter().find(|d| d.client.0 == c).unwrap();
-        assert_eq!(d.stage, Stage::AdvertiseKeys, "client {c}");
-        assert!(
-            matches!(d.reason, DropReason::Misbehaved(_)),
-            "client {c}: {:?}",
-            d.reason
-        );
-    }
+    assert!(
+        out.dropped.iter().all(|d| d.client.0 < 5),
+        "{:?}",
+        out.dropped
+    );
 }
 
 /// A client whose own policy the announced round fails — a cohort below its minimum, or a
@@ -506,7 +604,7 @@ async fn a_client_refuses_a_round_its_policy_fails() {
         (
             id,
             why,
-            spawn_client(addr, seed, m, id, None, dep.identity(id), policy),
+            spawn_client(addr, &dep, seed, m, id, None, dep.identity(id), policy),
         )
     });
     for (id, why, h) in refusers {
@@ -530,35 +628,17 @@ async fn a_client_refuses_a_round_its_policy_fails() {
     }
 }
 
-/// Joins, runs the protocol up to its masked input (which follows its share-check frame,
-/// tag 0x04), then either sends the whole vector as one unchunked frame (tag 0x05) or starts
-/// a chunked upload and stalls.
-async fn bad_uploader(
-    addr: SocketAddr,
-    id: u32,
-    seed: u64,
-    (identity, policy): (ClientIdentity, ClientPolicy),
-    unchunked: bool,
-) {
-    let socket = TcpStream::connect(addr).await.unwrap();
-    let mut framed = Framed::new(socket, frame_codec(1 << 24));
-    let hello = Hello {
-        client: ClientId(id),
-        weighted: false,
-        layout: vec![7, 7],
-    };
-    framed
-        .send(Bytes::from(codec::encode_hello(&hello)))
-        .await
-        .unwrap();
-    let first = framed.next().await.unwrap().unwrap();
-    let config = codec::decode_welcome(&first).unwrap();
+/// Joins, runs the protocol up to its masked input, then sends the whole vector as one
+/// unchunked frame (tag 0x05).
+async fn unchunked_uploader(addr: SocketAddr, dep: &Deployment, id: u32, seed: u64, m: usize) {
+    let identity = dep.identity(id);
+    let (mut framed, config) = dep.handshake(addr, &identity, m).await.unwrap();
     let limits = Limits::for_config(&config);
     let bits = config.modulus().bits();
     let mut client = Client::new(
         identity,
         config.clone(),
-        policy,
+        dep.policy(),
         CpuEngine::new(),
         ChaCha20Rng::seed_from_u64(seed),
     )
@@ -568,21 +648,13 @@ async fn bad_uploader(
         .unwrap();
     loop {
         while let Some(env) = client.poll_transmit() {
-            if let ClientMessage::MaskedInput(v) = &env.message {
-                let frame = if unchunked {
-                    codec::encode_client(&env, bits)
-                } else {
-                    // The first ten elements only, then silence.
-                    codec::encode_masked_chunks(env.round, &v[..10], bits).remove(0)
-                };
-                let _ = framed.send(Bytes::from(frame)).await;
+            let frame = codec::encode_client(&env, bits);
+            let masked = matches!(env.message, ClientMessage::MaskedInput(_));
+            let _ = framed.send(Bytes::from(frame)).await;
+            if masked {
                 tokio::time::sleep(Duration::from_secs(20)).await;
                 return;
             }
-            framed
-                .send(Bytes::from(codec::encode_client(&env, bits)))
-                .await
-                .unwrap();
         }
         let Some(Ok(frame)) = framed.next().await else {
             return;
@@ -593,23 +665,27 @@ async fn bad_uploader(
     }
 }
 
-/// One upload slot, a client that starts an upload and stalls, one that sends its vector
-/// unchunked: both are cut off, and the slot serves the honest clients in time.
+/// One upload slot and four clients that break the upload rules: one stalls after its first
+/// chunk (cut off at the upload deadline), one trickles chunks below the minimum size, one
+/// sends its vector unchunked (both cut off at once), and one uploads twice (its first
+/// upload counts, the second drops it). The slot serves the honest clients in time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stalled_and_unchunked_uploads_are_cut_off() {
-    let seed = testing::test_seed("stalled_and_unchunked_uploads_are_cut_off");
+async fn stalled_trickled_repeated_and_unchunked_uploads_are_cut_off() {
+    let seed = testing::test_seed("stalled_trickled_repeated_and_unchunked_uploads_are_cut_off");
     let dep = Deployment::new(seed);
-    let m = 200;
-    let config = RoundConfig::builder(6, m)
+    // More than one minimum-size chunk, so that a stall can come after the first.
+    let m = 3 * codec::MIN_CHUNK_ELEMS;
+    let config = RoundConfig::builder(8, m)
         .threshold(3)
         .round_id(seed)
-        .stage_timeout(Duration::from_secs(6))
+        .stage_timeout(Duration::from_secs(8))
         .build()
         .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let serve_options = ServeOptions {
         max_concurrent_uploads: 1,
+        upload_deadline: Some(Duration::from_millis(800)),
         ..dep.serve_options()
     };
     let cfg = config.clone();
@@ -618,35 +694,54 @@ async fn stalled_and_unchunked_uploads_are_cut_off() {
             .await
             .unwrap()
     });
-    let creds = |id: u32| (dep.identity(id), dep.policy());
-    let staller = tokio::spawn(bad_uploader(addr, 4, seed, creds(4), false));
-    let unchunked = tokio::spawn(bad_uploader(addr, 5, seed, creds(5), true));
+    let rogue = |id: u32, how: Misbehaviour| {
+        let options = ClientOptions {
+            tls: Some(dep.client_tls()),
+            misbehave: Some(how),
+            ..options(id, None)
+        };
+        spawn_with(addr, seed, m, options, dep.identity(id), dep.policy())
+    };
+    let staller = rogue(4, Misbehaviour::StallUpload(Duration::from_secs(20)));
+    let trickler = rogue(5, Misbehaviour::TinyChunks(1));
+    let twice = rogue(7, Misbehaviour::UploadTwice);
+    let dep = std::sync::Arc::new(dep);
+    let unchunked = {
+        let dep = std::sync::Arc::clone(&dep);
+        tokio::spawn(async move { unchunked_uploader(addr, &dep, 6, seed, m).await })
+    };
     let honest: Vec<_> = (0..4u32)
         .map(|i| spawn_enrolled(addr, &dep, seed, m, i, None))
         .collect();
     for h in honest {
-        assert!(matches!(
-            h.await.unwrap(),
-            Ok(ClientOutcome::Completed { .. })
-        ));
+        let r = h.await.unwrap();
+        assert!(matches!(r, Ok(ClientOutcome::Completed { .. })), "{r:?}");
     }
     let report = server.await.unwrap();
-    staller.abort();
+    for h in [staller, trickler, twice] {
+        h.abort();
+    }
     unchunked.abort();
-    check_sum(&report, &config, seed, &[0, 1, 2, 3]);
+    // The repeated upload's first copy is in the sum.
+    check_sum(&report, &config, seed, &[0, 1, 2, 3, 7]);
     let out = report.outcome.as_ref().unwrap();
-    for c in [4, 5] {
+    for c in [4, 5, 6] {
         let d = out.dropped.iter().find(|d| d.client.0 == c).unwrap();
-        assert_eq!(d.stage, Stage::MaskedInput);
+        assert_eq!(d.stage, Stage::MaskedInput, "client {c}");
         assert!(
             matches!(d.reason, DropReason::Misbehaved(_)),
             "{c}: {:?}",
             d.reason
         );
     }
-    // Cut off well before the 6 s deadline: the stall costs an eighth of it.
+    assert_eq!(dropped_at(&report, 7), Some(Stage::Consistency));
+    let count = |r: Refusal| report.refusals.get(&r).copied().unwrap_or(0);
+    assert_eq!(count(Refusal::UploadDeadline), 1, "{:?}", report.refused);
+    assert_eq!(count(Refusal::BadUpload), 2, "{:?}", report.refused);
+    assert_eq!(count(Refusal::DuplicateUpload), 1, "{:?}", report.refused);
+    // Cut off well before the 8 s stage deadline: the stall costs its upload deadline.
     assert!(
-        report.elapsed < Duration::from_secs(5),
+        report.elapsed < Duration::from_secs(6),
         "{:?}",
         report.elapsed
     );

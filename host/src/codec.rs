@@ -75,8 +75,9 @@ pub const MAX_REASON: usize = 1024;
 pub struct Limits {
     /// Most clients any list may name.
     pub max_clients: usize,
-    /// Most neighbours a client has (k; n − 1 on the complete graph): what a client's
-    /// per-neighbour lists (bundles, reports, revealed shares) may hold.
+    /// Most neighbours a client has: the graph's largest degree (k, and k + 1 for one client
+    /// when k and n are both odd; n − 1 on the complete graph). What a client's per-neighbour
+    /// lists (bundles, reports, revealed shares) may hold.
     pub max_neighbors: usize,
     /// Exact element count of a masked vector.
     pub vector_len: usize,
@@ -92,7 +93,8 @@ impl Limits {
     pub fn for_config(config: &crate::RoundConfig) -> Self {
         Self {
             max_clients: config.clients(),
-            max_neighbors: config.neighbors().min(config.clients().saturating_sub(1)),
+            max_neighbors: (config.neighbors() + config.neighbors() % 2)
+                .min(config.clients().saturating_sub(1)),
             vector_len: config.vector_len(),
             bits: config.modulus().bits(),
         }

@@ -94,9 +94,9 @@ use zeroize::ZeroizeOnDrop;
 
 use crate::ClientId;
 
-pub use file::{FileProblem, Overwrite};
 #[cfg(feature = "tokio")]
 pub(crate) use file::write_file;
+pub use file::{FileProblem, Overwrite};
 
 /// Length of a [`Certificate`] in bytes: id (4), identity key (32), signature (64).
 pub const CERT_LEN: usize = 4 + 32 + SIGNATURE_LEN;

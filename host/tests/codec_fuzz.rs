@@ -15,9 +15,16 @@ use secagg_host::messages::{
 fn limits() -> Limits {
     Limits {
         max_clients: 64,
+        max_neighbors: 12,
         vector_len: 40,
         bits: 19,
     }
+}
+
+fn signed_ca() -> secagg_host::identity::CaPublicKey {
+    use rand_core::SeedableRng;
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
+    secagg_host::identity::CaKey::generate(&mut rng).public()
 }
 
 fn signed() -> SignedKeys {
@@ -55,6 +62,21 @@ fn decode_everything(bytes: &[u8]) {
     }
     if let Ok(h) = codec::decode_hello(bytes) {
         assert_eq!(codec::encode_hello(&h), bytes, "hello re-encodes");
+        // What the server does with a hello that decodes: parse its credential and check
+        // its signature. Neither may panic.
+        if let Some(Ok(cert)) = h.credential.parse_certificate() {
+            let _ = cert.verify(&signed_ca());
+        }
+        if let Ok(key) = h.credential.key() {
+            let _ = key.verify(
+                codec::HELLO_DOMAIN,
+                &h.signed_message(&[1; 32], &[2; 32]),
+                &h.signature,
+            );
+        }
+    }
+    if let Ok(c) = codec::decode_challenge(bytes) {
+        assert_eq!(codec::encode_challenge(&c), bytes, "challenge re-encodes");
     }
     let _ = codec::decode_welcome(bytes);
     let _ = codec::decode_reject(bytes);
@@ -129,10 +151,20 @@ fn samples() -> Vec<Vec<u8>> {
         round: 5,
         message: ServerMessage::Aborted("x".into()),
     }));
-    out.push(codec::encode_hello(&codec::Hello {
-        client: ClientId(1),
-        weighted: false,
-        layout: vec![1, 2, 3],
+    for credential in [signed().credential, Credential::SelfAsserted([6; 32])] {
+        out.push(codec::encode_hello(&codec::Hello {
+            round: 5,
+            client: ClientId(4),
+            weighted: false,
+            params: 39,
+            layout: [3; 32],
+            credential,
+            signature: [5; 64],
+        }));
+    }
+    out.push(codec::encode_challenge(&codec::Challenge {
+        round: 5,
+        nonce: [8; 32],
     }));
     out.extend(codec::encode_masked_chunks(5, &[1, 2, 3], l.bits));
     out
@@ -148,7 +180,7 @@ proptest! {
 
     #[test]
     fn mutated_frames_never_panic(
-        which in 0usize..16,
+        which in 0usize..20,
         flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..6),
         cut in any::<usize>(),
     ) {

@@ -12,9 +12,7 @@ use secagg_host::identity::{CaPublicKey, EnrolledIdentity, IdentityKey};
 use secagg_host::plan::Adversary;
 use secagg_host::transport::tls;
 use secagg_host::transport::{ClientOptions, ClientOutcome, TransportError, run_client};
-use secagg_host::{
-    ClientId, ClientIdentity, ClientPolicy, ProtocolError, Stage, Trust, round_rng,
-};
+use secagg_host::{ClientId, ClientIdentity, ClientPolicy, ProtocolError, Stage, Trust, round_rng};
 use serde::Deserialize;
 
 use super::{EXIT_ABORTED, EXIT_FAILED, load_config, pick};
@@ -298,7 +296,9 @@ fn host_of(connect: &str) -> Result<String, String> {
         .rsplit_once(':')
         .ok_or_else(|| format!("--connect {connect}: expected HOST:PORT"))?;
     if port.parse::<u16>().is_err() {
-        return Err(format!("--connect {connect}: {port:?} is not a port number"));
+        return Err(format!(
+            "--connect {connect}: {port:?} is not a port number"
+        ));
     }
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
@@ -324,14 +324,14 @@ pub fn run(mut a: ClientArgs) -> Result<ExitCode, String> {
             .or(file.connect_timeout_ms)
             .unwrap_or(10_000),
     );
-    let (layout, update) =
-        read_model(&input).map_err(|e| format!("--input {}: {e}", input.display()))?;
     let tls = tls_settings(
         &addr,
         a.tls_ca.take().or(file.tls_ca.take()),
         a.tls_name.take().or(file.tls_name.take()),
         a.insecure_plaintext || file.insecure_plaintext.unwrap_or(false),
     )?;
+    let (layout, update) =
+        read_model(&input).map_err(|e| format!("--input {}: {e}", input.display()))?;
     // One generator per round, from the operating system; the round's client owns it and
     // it is scrubbed when the round ends.
     let rng = round_rng().map_err(|e| format!("no operating-system randomness: {e}"))?;

@@ -435,10 +435,18 @@ pub fn run(a: ServerArgs) -> Result<ExitCode, String> {
     eprintln!(
         "secagg server on {} ({}): waiting for {} clients with {} parameters{} ({}, T = {}, t = {}, b = {}, q = {}, max weight {}, deadline {} per stage); engine: {}",
         s.listen,
-        if s.options.tls.is_some() { "TLS" } else { "plaintext" },
+        if s.options.tls.is_some() {
+            "TLS"
+        } else {
+            "plaintext"
+        },
         c.clients(),
         c.params(),
-        if s.pin_layout { " in the --model layout" } else { "" },
+        if s.pin_layout {
+            " in the --model layout"
+        } else {
+            ""
+        },
         if c.is_complete_graph() {
             "SecAgg".to_string()
         } else {

@@ -7,11 +7,27 @@
 
 use libfuzzer_sys::fuzz_target;
 use secagg_host::codec::{self, Limits};
+use secagg_host::identity::CaPublicKey;
+
+/// A fixed CA key (any valid point will do: the fuzzer cannot forge its signatures, it can
+/// only reach the checks).
+fn ca() -> CaPublicKey {
+    let base = curve_base();
+    CaPublicKey::from_bytes(&base).expect("the base point is a valid key")
+}
+
+/// The Ed25519 base point, compressed.
+fn curve_base() -> [u8; 32] {
+    let mut b = [0x66u8; 32];
+    b[0] = 0x58;
+    b
+}
 
 fuzz_target!(|bytes: &[u8]| {
     // A small round, so that counts and vector lengths are often in range.
     let l = Limits {
         max_clients: 64,
+        max_neighbors: 12,
         vector_len: 40,
         bits: 19,
     };
@@ -23,6 +39,20 @@ fuzz_target!(|bytes: &[u8]| {
     }
     if let Ok(h) = codec::decode_hello(bytes) {
         assert_eq!(codec::encode_hello(&h), bytes);
+        // The server's next steps on a hello: parse the credential, check the signature.
+        if let Some(Ok(cert)) = h.credential.parse_certificate() {
+            let _ = cert.verify(&ca());
+        }
+        if let Ok(key) = h.credential.key() {
+            let _ = key.verify(
+                codec::HELLO_DOMAIN,
+                &h.signed_message(&[1; 32], &[2; 32]),
+                &h.signature,
+            );
+        }
+    }
+    if let Ok(c) = codec::decode_challenge(bytes) {
+        assert_eq!(codec::encode_challenge(&c), bytes);
     }
     if let Ok(config) = codec::decode_welcome(bytes) {
         assert_eq!(codec::encode_welcome(&config).len(), bytes.len());

@@ -58,7 +58,8 @@ impl std::fmt::Debug for ClientOptions {
 pub enum Misbehaviour {
     /// Send the masked vector in chunks of this many elements (below the minimum).
     TinyChunks(usize),
-    /// Send the first chunk, then nothing more for this long before the rest.
+    /// Send the first chunk (of the minimum size), then nothing more for this long before the
+    /// rest.
     StallUpload(Duration),
     /// Send the masked vector twice.
     UploadTwice,
@@ -247,6 +248,10 @@ where
 {
     let chunks = match misbehave {
         Some(Misbehaviour::TinyChunks(n)) => codec::encode_chunks_of(round, values, bits, n.max(1)),
+        // The smallest legal chunks, so that there is a second one to stall before.
+        Some(Misbehaviour::StallUpload(_)) => {
+            codec::encode_chunks_of(round, values, bits, codec::MIN_CHUNK_ELEMS)
+        }
         _ => codec::encode_masked_chunks(round, values, bits),
     };
     let times = if misbehave == Some(Misbehaviour::UploadTwice) {

@@ -30,9 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::LengthDelimitedCodec;
 
 pub use client::{ClientOptions, ClientOutcome, Misbehaviour, run_client};
-pub use server::{
-    MAX_REFUSAL_DETAILS, Refusal, RoundReport, ServeOptions, StageTiming, serve,
-};
+pub use server::{MAX_REFUSAL_DETAILS, Refusal, RoundReport, ServeOptions, StageTiming, serve};
 
 use crate::error::{CodecError, ProtocolError};
 

@@ -19,6 +19,7 @@ use zeroize::Zeroizing;
 
 use crate::identity::{IdentityError, Overwrite};
 
+pub use tokio_rustls::client::TlsStream;
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// A server name a client checks the certificate against (owned).
@@ -268,7 +269,10 @@ impl TestPki {
         server_config_from_pem(
             self.cert_pem.as_bytes(),
             self.key_pem.as_bytes(),
-            (Path::new("<generated certificate>"), Path::new("<generated key>")),
+            (
+                Path::new("<generated certificate>"),
+                Path::new("<generated key>"),
+            ),
         )
     }
 

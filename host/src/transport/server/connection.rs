@@ -130,12 +130,7 @@ pub(super) async fn connection(
     let _ = shared.events.send(end).await;
 }
 
-async fn run(
-    conn: u64,
-    tcp: TcpStream,
-    shared: &Shared,
-    pending: OwnedSemaphorePermit,
-) -> Event {
+async fn run(conn: u64, tcp: TcpStream, shared: &Shared, pending: OwnedSemaphorePermit) -> Event {
     let hs = match tokio::time::timeout(shared.hello_timeout, handshake(tcp, shared)).await {
         Err(_) => {
             return Event::Refused {
@@ -344,9 +339,10 @@ fn check_hello(
             }
             cert.key
         }
-        None => hello.credential.key().map_err(|e| {
-            Refused::new(who, Refusal::BadSignature, format!("unusable key: {e}"))
-        })?,
+        None => hello
+            .credential
+            .key()
+            .map_err(|e| Refused::new(who, Refusal::BadSignature, format!("unusable key: {e}")))?,
     };
     key.verify(
         HELLO_DOMAIN,

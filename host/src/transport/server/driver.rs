@@ -257,15 +257,24 @@ impl<E: Backend> Driver<E> {
         self.report.bytes_received += bytes as u64;
         let id = hello.client;
         let refusal = if self.server.status() != ServerStatus::Running(Stage::Join) {
-            Some((Refusal::RoundStarted, "the round has already started".into()))
+            Some((
+                Refusal::RoundStarted,
+                "the round has already started".into(),
+            ))
         } else if self.peers.contains_key(&id)
             || self.server.dropped().iter().any(|d| d.client == id)
         {
-            Some((Refusal::DuplicateId, format!("client {id} has already joined")))
+            Some((
+                Refusal::DuplicateId,
+                format!("client {id} has already joined"),
+            ))
         } else if self.peers.len() >= self.server.config().clients() {
             Some((
                 Refusal::RoundFull,
-                format!("the round is full ({} clients)", self.server.config().clients()),
+                format!(
+                    "the round is full ({} clients)",
+                    self.server.config().clients()
+                ),
             ))
         } else {
             None
@@ -321,8 +330,7 @@ impl<E: Backend> Driver<E> {
                     field: "masked input",
                     why: why.into(),
                 };
-                self.server
-                    .misbehaved(id, ProtocolError::Codec(error), now);
+                self.server.misbehaved(id, ProtocolError::Codec(error), now);
             }
         }
     }
