@@ -15,3 +15,4 @@ pub use secagg_engine as engine;
 pub use secagg_host as host;
 
 pub mod model;
+pub mod soak;

@@ -5,6 +5,7 @@ mod client;
 mod plan;
 mod server;
 mod simulate;
+mod soak;
 mod tls;
 
 use std::process::ExitCode;
@@ -46,6 +47,9 @@ enum Command {
     Enroll(ca::EnrollArgs),
     /// Make a test TLS CA and server certificate (`secagg tls new`).
     Tls(tls::TlsArgs),
+    /// Attack soak on loopback: a TLS server process, honest clients and rogue connections
+    /// of every kind; checks the sum and that each rogue is refused. Exits 1 on a failure.
+    Soak(soak::SoakArgs),
 }
 
 /// Runs the parsed command.
@@ -58,6 +62,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Ca(a) => ca::run(a),
         Command::Enroll(a) => ca::enroll(a),
         Command::Tls(a) => tls::run(a),
+        Command::Soak(a) => soak::run(a),
     }
 }
 

@@ -498,6 +498,7 @@ fn finish(s: &Settings, report: &RoundReport) -> Result<ExitCode, String> {
         "refused": report.refused,
         "elapsed_s": report.elapsed.as_secs_f64(),
         "peak_rss_bytes": secagg_host::sim::peak_rss_bytes(),
+        "cpu_s": secagg_host::sim::process_cpu_time().map(|d| d.as_secs_f64()),
     });
     if report.refusal_count() > 0 {
         let by_reason: Vec<String> = report

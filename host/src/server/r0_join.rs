@@ -1,6 +1,9 @@
 //! Stage 0 on the server: collect each client's commitment to its graph nonce.
 //!
-//! The stage ends when n clients have joined, or at the deadline with at least the minimum.
+//! The stage ends when n clients have joined, or at the deadline with at least the minimum, or
+//! as soon as every admitted client has joined when n were admitted and some of them were lost
+//! (dropped or gone before joining): a client that fails at the door costs the others nothing
+//! but its place, not a whole stage deadline.
 //! The server then fixes the cohort — every member's id and commitment — and sends it to every
 //! member. From here on the cohort only shrinks: a client outside it cannot advertise keys.
 
@@ -22,6 +25,8 @@ pub(super) struct ExpectJoins {
     commitments: BTreeMap<ClientId, [u8; 32]>,
     /// Clients the transport admitted that have not joined yet.
     admitted: BTreeSet<ClientId>,
+    /// Admitted clients lost before the cohort was fixed.
+    lost: usize,
 }
 
 impl ExpectJoins {
@@ -30,6 +35,7 @@ impl ExpectJoins {
             deadline,
             commitments: BTreeMap::new(),
             admitted: BTreeSet::new(),
+            lost: 0,
         }
     }
 
@@ -55,18 +61,22 @@ impl ExpectJoins {
                 };
                 self.admitted.remove(&from);
                 if self.commitments.remove(&from).is_some() || !ctx.gone.contains_key(&from) {
+                    self.lost += 1;
                     ctx.drop_client(from, Stage::Join, DropReason::Misbehaved(reason));
                 } else {
                     ctx.reject(from, reason);
                 }
             }
             Input::Gone(c, reason) => {
-                self.admitted.remove(&c);
+                let was_admitted = self.admitted.remove(&c);
                 if self.commitments.contains_key(&c) {
                     // It joined and then left: it is in the cohort and misses advertise keys,
                     // where the next stage's roll drops it at once, with this reason.
                     ctx.gone.insert(c, reason);
                 } else if !ctx.gone.contains_key(&c) {
+                    if was_admitted {
+                        self.lost += 1;
+                    }
                     ctx.drop_client(c, Stage::Join, reason);
                 }
             }
@@ -82,7 +92,12 @@ impl ExpectJoins {
                 return self.finish(ctx);
             }
         }
-        if self.commitments.len() == ctx.config.clients() {
+        let n = ctx.config.clients();
+        if self.commitments.len() == n
+            || (self.lost > 0
+                && self.admitted.is_empty()
+                && self.commitments.len() + self.lost >= n)
+        {
             return self.finish(ctx);
         }
         State::Joins(self)

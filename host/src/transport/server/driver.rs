@@ -256,17 +256,18 @@ impl<E: Backend> Driver<E> {
     ) {
         self.report.bytes_received += bytes as u64;
         let id = hello.client;
-        let refusal = if self.server.status() != ServerStatus::Running(Stage::Join) {
-            Some((
-                Refusal::RoundStarted,
-                "the round has already started".into(),
-            ))
-        } else if self.peers.contains_key(&id)
+        // A duplicate is named as such whenever it comes: that says more than "too late".
+        let refusal = if self.peers.contains_key(&id)
             || self.server.dropped().iter().any(|d| d.client == id)
         {
             Some((
                 Refusal::DuplicateId,
                 format!("client {id} has already joined"),
+            ))
+        } else if self.server.status() != ServerStatus::Running(Stage::Join) {
+            Some((
+                Refusal::RoundStarted,
+                "the round has already started".into(),
             ))
         } else if self.peers.len() >= self.server.config().clients() {
             Some((
