@@ -783,6 +783,8 @@ fn report(
         "server_peak_rss_bytes": summary["peak_rss_bytes"],
         "server_cpu_s": summary["cpu_s"],
         "server_elapsed_s": summary["elapsed_s"],
+        "server_connections": summary["connections"],
+        "server_peak_pending": summary["peak_pending"],
         "server_status": summary["status"],
         "failures": failures,
     });

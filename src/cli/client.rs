@@ -324,11 +324,12 @@ pub fn run(mut a: ClientArgs) -> Result<ExitCode, String> {
             .or(file.connect_timeout_ms)
             .unwrap_or(10_000),
     );
+    let plaintext = a.insecure_plaintext || file.insecure_plaintext.unwrap_or(false);
     let tls = tls_settings(
         &addr,
         a.tls_ca.take().or(file.tls_ca.take()),
         a.tls_name.take().or(file.tls_name.take()),
-        a.insecure_plaintext || file.insecure_plaintext.unwrap_or(false),
+        plaintext,
     )?;
     let (layout, update) =
         read_model(&input).map_err(|e| format!("--input {}: {e}", input.display()))?;
@@ -375,7 +376,17 @@ pub fn run(mut a: ClientArgs) -> Result<ExitCode, String> {
             Ok(ExitCode::from(EXIT_FAILED))
         }
         Err(e) => {
-            eprintln!("client {id}: {e}");
+            // The commonest mismatch: one side speaks TLS and the other does not.
+            let hint = match (&e, plaintext) {
+                (TransportError::Closed(_), true) => {
+                    "; a server running TLS closes plaintext connections: give --tls-ca"
+                }
+                (TransportError::Tls(_), false) => {
+                    "; if the server runs with --insecure-plaintext, so must this client"
+                }
+                _ => "",
+            };
+            eprintln!("client {id}: {e}{hint}");
             Ok(ExitCode::from(EXIT_FAILED))
         }
     }

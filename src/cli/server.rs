@@ -490,6 +490,7 @@ fn finish(s: &Settings, report: &RoundReport) -> Result<ExitCode, String> {
         "bytes_received": report.bytes_received,
         "bytes_sent": report.bytes_sent,
         "connections": report.connections,
+        "peak_pending": report.peak_pending,
         "refused_by_reason": report
             .refusals
             .iter()

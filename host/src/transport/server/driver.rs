@@ -53,12 +53,17 @@ pub(super) async fn run<E: Backend>(
     options: ServeOptions,
 ) -> Result<RoundReport, TransportError> {
     let (events_tx, mut events) = mpsc::channel::<Event>(1024);
-    let pending = Arc::new(Semaphore::new(options.max_pending.max(1)));
+    let max_pending = options.max_pending.max(1);
+    let pending = Arc::new(Semaphore::new(max_pending));
     let mut driver = Driver::new(config, engine, options, events_tx);
     loop {
         let sleep = driver.until_deadline();
         tokio::select! {
-            (permit, accepted) = accept(&listener, &pending) => driver.on_accept(permit, accepted),
+            (permit, accepted) = accept(&listener, &pending) => {
+                let waiting = max_pending - pending.available_permits();
+                driver.report.peak_pending = driver.report.peak_pending.max(waiting);
+                driver.on_accept(permit, accepted)
+            }
             Some(event) = events.recv() => driver.on_event(event),
             () = tokio::time::sleep(sleep) => driver.on_timeout(),
         }
@@ -122,6 +127,7 @@ impl<E: Backend> Driver<E> {
                 bytes_received: 0,
                 bytes_sent: 0,
                 connections: 0,
+                peak_pending: 0,
                 refusals: Default::default(),
                 refused: Vec::new(),
                 elapsed: Duration::ZERO,

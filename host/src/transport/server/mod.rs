@@ -178,6 +178,9 @@ pub struct RoundReport {
     pub bytes_sent: u64,
     /// Connections accepted.
     pub connections: usize,
+    /// Most connections waiting to be admitted at once (at most
+    /// [`ServeOptions::max_pending`]).
+    pub peak_pending: usize,
     /// Connections refused before joining, and clients cut off by the transport, by reason.
     pub refusals: BTreeMap<Refusal, u64>,
     /// The first [`MAX_REFUSAL_DETAILS`] of those, in words.
