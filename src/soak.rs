@@ -217,6 +217,20 @@ fn honest_drops(i: u32) -> bool {
     i % 20 == 19
 }
 
+/// Whether `honest` honest clients and `members` rogue members stay within the planned 10%
+/// dropout (rogue members are cut off; one honest client in twenty leaves on purpose).
+fn within_dropout(honest: usize, members: usize) -> bool {
+    let leaving = members + (0..honest as u32).filter(|&i| honest_drops(i)).count();
+    leaving as f64 <= 0.1 * (honest + members) as f64
+}
+
+/// The fewest honest clients that keep `members` rogue members within the dropout.
+fn min_honest(members: usize) -> usize {
+    (1..)
+        .find(|&h| within_dropout(h, members))
+        .unwrap_or(usize::MAX)
+}
+
 /// Runs the soak. Errors are setup failures (no server, no port); the round's own failures
 /// are in the report.
 pub fn run(o: &SoakOptions) -> Result<SoakReport, String> {
@@ -224,6 +238,19 @@ pub fn run(o: &SoakOptions) -> Result<SoakReport, String> {
     let members_per_kind = (o.rogue / 100).max(1);
     let members = members_per_kind * MEMBER_KINDS.len();
     let n = o.honest + members;
+    // Rogue members are cut off and honest clients leave on purpose: together they must stay
+    // within the dropout rate the round is planned for, or the honest round rightly fails.
+    if !within_dropout(o.honest, members) {
+        let leaving = members + (0..o.honest as u32).filter(|&i| honest_drops(i)).count();
+        return Err(format!(
+            "{} rogue connections make {members} rogue members; with the {} honest clients that \
+             leave on purpose that is {leaving} of {n} clients lost, past the 10% dropout the \
+             round is planned for: use at least {} honest clients",
+            o.rogue,
+            leaving - members,
+            min_honest(members)
+        ));
+    }
     let request = PlanRequest {
         clients: n,
         dropout_rate: 0.1,
@@ -756,12 +783,32 @@ fn report(
     }
     // Every rogue kind was refused or cut off for its reason.
     let refused = &summary["refused_by_reason"];
+    // A round shorter than the hello timeout ends before a silent connection can time out;
+    // it is then closed unrefused, and the timeout kinds are not observed.
+    let elapsed = summary["elapsed_s"].as_f64().unwrap_or(0.0);
+    let timeouts_observable = elapsed > o.hello_timeout.as_secs_f64();
     for (kind, reason) in CONNECTION_KINDS.iter().chain(MEMBER_KINDS.iter()) {
+        if *reason == "hello-timeout" && !timeouts_observable {
+            continue;
+        }
         if refused[*reason].as_u64().unwrap_or(0) == 0 {
             failures.push(format!(
                 "rogue kind {kind}: no refusal for {reason} in the summary"
             ));
         }
+    }
+    // And every connection that was not an honest client's was refused exactly once (a rogue
+    // the loaded client process could not serve in time counts as a hello timeout).
+    let refused_total: u64 = refused
+        .as_object()
+        .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
+        .unwrap_or(0);
+    let connections = summary["connections"].as_u64().unwrap_or(0);
+    if timeouts_observable && refused_total + o.honest as u64 != connections {
+        failures.push(format!(
+            "{connections} connections, {} honest, but {refused_total} refusals",
+            o.honest
+        ));
     }
     let deadline_s = o.deadline.as_secs_f64();
     let json = json!({
@@ -780,6 +827,7 @@ fn report(
         "sum_bound": bound,
         "rogue_sent_by_kind": sent,
         "refused_by_reason": refused,
+        "hello_timeouts_observable": timeouts_observable,
         "server_peak_rss_bytes": summary["peak_rss_bytes"],
         "server_cpu_s": summary["cpu_s"],
         "server_elapsed_s": summary["elapsed_s"],
