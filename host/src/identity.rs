@@ -387,6 +387,18 @@ impl IdentityKey {
         IdentityPublicKey(self.0.verifying_key())
     }
 
+    /// The 32 secret bytes, for a client snapshot that must outlive its process (a Flower
+    /// client mod keeps its state between messages this way). Zeroized when dropped; store
+    /// them only where the key itself may live.
+    pub fn to_secret_bytes(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(self.0.to_bytes())
+    }
+
+    /// The key from [`to_secret_bytes`](Self::to_secret_bytes).
+    pub fn from_secret_bytes(bytes: &[u8; 32]) -> Self {
+        Self(SigningKey::from_bytes(bytes))
+    }
+
     /// Signs `message` under `domain` (see the [module docs](self) for the encoding).
     pub fn sign(&self, domain: &[u8], message: &[u8]) -> [u8; SIGNATURE_LEN] {
         self.0.sign(&signed_bytes(domain, message)).to_bytes()

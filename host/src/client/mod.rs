@@ -244,6 +244,8 @@ pub struct Client<E, R> {
     rng: R,
     input: Option<Input>,
     sent_input: bool,
+    /// Rebuilt from a journal after its masked input went out: not sent again.
+    resumed_after_input: bool,
     state: Option<State>,
     outbox: VecDeque<Envelope<ClientMessage>>,
 }
@@ -281,6 +283,7 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
             rng,
             input: None,
             sent_input: false,
+            resumed_after_input: false,
             state: Some(State::Cohort(state)),
             outbox,
         })
@@ -338,6 +341,17 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
         Ok(())
     }
 
+    /// For a client rebuilt by replaying the server messages an earlier incarnation handled
+    /// (same identity, configuration, policy and random seed), where that incarnation already
+    /// sent its masked input: the replayed mask request is checked again and moves the client
+    /// on, but nothing is masked or sent, and no input is needed. Transports that cannot keep
+    /// a client object alive between messages (Flower's client mods) use this; the replay
+    /// must feed exactly the messages handled before, in order.
+    pub fn resume_after_input(&mut self) {
+        self.resumed_after_input = true;
+        self.sent_input = true;
+    }
+
     /// A message from the server. A message that breaks the protocol aborts the round for
     /// this client (see [`status`](Client::status)); `Err` is API misuse only (no input set
     /// when it was needed), which also aborts.
@@ -374,7 +388,13 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
             (State::Cohort(s), ServerMessage::Cohort(c)) => Ok(s.handle(&mut ctx, &c)),
             (State::KeyList(s), ServerMessage::KeyList(keys)) => Ok(s.handle(&mut ctx, &keys)),
             (State::ShareBundles(s), ServerMessage::ShareBundles(b)) => Ok(s.handle(&mut ctx, b)),
-            (State::MaskRequest(s), ServerMessage::MaskRequest(list)) => s.handle(&mut ctx, list),
+            (State::MaskRequest(s), ServerMessage::MaskRequest(list)) => {
+                if self.resumed_after_input {
+                    Ok(s.resume(&mut ctx, list))
+                } else {
+                    s.handle(&mut ctx, list)
+                }
+            }
             (State::Survivors(s), ServerMessage::SurvivorList(u3)) => Ok(s.handle(&mut ctx, &u3)),
             (
                 State::Unmask(s),

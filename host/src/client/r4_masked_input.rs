@@ -49,7 +49,7 @@ impl ExpectMaskRequest {
     }
 
     pub(super) fn handle<E: Backend, R: CryptoRng>(
-        mut self,
+        self,
         ctx: &mut Ctx<'_, E, R>,
         partners: Vec<ClientId>,
     ) -> Next {
@@ -100,16 +100,32 @@ impl ExpectMaskRequest {
         }
         drop(terms);
         ctx.send(ClientMessage::MaskedInput(masked));
-        // The secrets themselves are no longer needed: only the good shares held for the
-        // partners (a dealer that is no partner is never unmasked, so its shares go now).
+        Ok(self.into_survivors(partners))
+    }
+
+    /// The same request, for a client rebuilt from its journal that already sent its masked
+    /// input: checked as before, then the same next state, with nothing masked or sent.
+    pub(super) fn resume<E, R>(self, ctx: &mut Ctx<'_, E, R>, partners: Vec<ClientId>) -> State {
+        if let Err(e) = self.check(ctx, &partners) {
+            return State::Aborted(e);
+        }
+        if let Some(input) = ctx.input.take() {
+            drop(input);
+        }
+        self.into_survivors(partners)
+    }
+
+    /// The secrets themselves are no longer needed: only the good shares held for the
+    /// partners (a dealer that is no partner is never unmasked, so its shares go now).
+    fn into_survivors(mut self, partners: Vec<ClientId>) -> State {
         let mut held: BTreeMap<ClientId, Held> = std::mem::take(&mut self.checked.held);
         held.retain(|v, _| partners.binary_search(v).is_ok());
-        Ok(State::Survivors(Box::new(ExpectSurvivorList::new(
+        State::Survivors(Box::new(ExpectSurvivorList::new(
             self.membership,
             held,
             partners,
             self.own_self_share,
-        ))))
+        )))
     }
 
     /// The list is sorted, within the neighbours whose bundles arrived, free of dealers this

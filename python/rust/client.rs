@@ -1,0 +1,357 @@
+//! The sans-IO `Client` over bytes, with a journal so that a client can be rebuilt from a
+//! snapshot when its transport cannot keep the object alive between messages.
+//!
+//! A snapshot holds the client's secrets: its random seed, its identity key, and the server
+//! frames it handled. Rebuilding replays those frames into a client drawn from the same seed,
+//! so it reaches the same state; a client that already sent its masked input does not mask
+//! or send it again. Keep snapshots where the client's own secrets live.
+
+use numpy::PyReadonlyArray1;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use rand_core::SeedableRng;
+use secagg_engine::CpuEngine;
+use secagg_host::codec::{self, Limits};
+use secagg_host::identity::{Certificate, IdentityKey};
+use secagg_host::{ClientStatus, RoundRng};
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::config::{Identity, Policy, RoundConfig};
+use crate::errors::{self, CodecError, InputError, ProtocolError};
+
+type Inner = secagg_host::Client<CpuEngine, RoundRng>;
+
+const MAGIC: &[u8; 4] = b"SAJ1";
+/// Bounds on what a snapshot may claim (it is local state, but still parsed defensively).
+const MAX_FRAMES: usize = 64;
+const MAX_FRAME: usize = 1 << 30;
+
+/// The journal: enough to rebuild the client exactly.
+struct Journal {
+    seed: Zeroizing<[u8; 32]>,
+    id: u32,
+    key: Zeroizing<[u8; 32]>,
+    certificate: Option<Vec<u8>>,
+    welcome: Vec<u8>,
+    input_sent: bool,
+    frames: Vec<Vec<u8>>,
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        for f in &mut self.frames {
+            f.zeroize();
+        }
+    }
+}
+
+impl Journal {
+    fn encode(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::new());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.seed[..]);
+        out.extend_from_slice(&self.id.to_le_bytes());
+        out.extend_from_slice(&self.key[..]);
+        match &self.certificate {
+            Some(c) => {
+                out.push(1);
+                out.extend_from_slice(&(c.len() as u32).to_le_bytes());
+                out.extend_from_slice(c);
+            }
+            None => out.push(0),
+        }
+        out.extend_from_slice(&(self.welcome.len() as u32).to_le_bytes());
+        out.extend_from_slice(&self.welcome);
+        out.push(u8::from(self.input_sent));
+        out.extend_from_slice(&(self.frames.len() as u32).to_le_bytes());
+        for f in &self.frames {
+            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            out.extend_from_slice(f);
+        }
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let mut r = Reader(bytes);
+        if r.take(4)? != MAGIC {
+            return Err("not a secagg client snapshot".into());
+        }
+        let mut seed = Zeroizing::new([0u8; 32]);
+        seed.copy_from_slice(r.take(32)?);
+        let id = u32::from_le_bytes(r.array()?);
+        let mut key = Zeroizing::new([0u8; 32]);
+        key.copy_from_slice(r.take(32)?);
+        let certificate = match r.take(1)?[0] {
+            0 => None,
+            1 => {
+                let len = r.len(4096)?;
+                Some(r.take(len)?.to_vec())
+            }
+            v => return Err(format!("certificate flag {v}")),
+        };
+        let len = r.len(4096)?;
+        let welcome = r.take(len)?.to_vec();
+        let input_sent = match r.take(1)?[0] {
+            0 => false,
+            1 => true,
+            v => return Err(format!("input flag {v}")),
+        };
+        let count = r.len(MAX_FRAMES)?;
+        let mut frames = Vec::with_capacity(count);
+        for _ in 0..count {
+            let len = r.len(MAX_FRAME)?;
+            frames.push(r.take(len)?.to_vec());
+        }
+        if !r.0.is_empty() {
+            return Err(format!("{} trailing bytes", r.0.len()));
+        }
+        Ok(Self {
+            seed,
+            id,
+            key,
+            certificate,
+            welcome,
+            input_sent,
+            frames,
+        })
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("truncated snapshot".into());
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Ok(a)
+    }
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+    fn len(&mut self, max: usize) -> Result<usize, String> {
+        let n = u32::from_le_bytes(self.array()?) as usize;
+        if n > max {
+            return Err(format!("a length of {n} exceeds {max}"));
+        }
+        Ok(n)
+    }
+}
+
+/// One client of one round, sans-IO: feed it the server's frames with `handle`, send what
+/// `poll_transmit` returns. The welcome (the server's round configuration) is checked
+/// against the client's policy before anything is produced.
+#[pyclass(module = "secagg._native")]
+pub struct Client {
+    inner: Inner,
+    limits: Limits,
+    bits: u32,
+    journal: Journal,
+}
+
+fn build(journal: &Journal, policy: &Policy) -> PyResult<(Inner, Limits, u32)> {
+    let config = codec::decode_welcome(&journal.welcome).map_err(errors::codec)?;
+    let key = IdentityKey::from_secret_bytes(&journal.key);
+    let certificate = match &journal.certificate {
+        Some(c) => Some(Certificate::from_bytes(c).map_err(errors::identity)?),
+        None => None,
+    };
+    let identity = Identity {
+        id: journal.id,
+        key,
+        certificate,
+    }
+    .to_client_identity()?;
+    let rng = RoundRng::from_seed(*journal.seed);
+    let limits = Limits::for_config(&config);
+    let bits = config.modulus().bits();
+    let inner = Inner::new(
+        identity,
+        config,
+        policy.inner.clone(),
+        CpuEngine::new(),
+        rng,
+    )
+    .map_err(errors::client)?;
+    Ok((inner, limits, bits))
+}
+
+fn status_name(s: &ClientStatus) -> String {
+    match s {
+        ClientStatus::Running(stage) => stage.to_string(),
+        ClientStatus::Completed { .. } => "completed".into(),
+        ClientStatus::Aborted(_) => "aborted".into(),
+    }
+}
+
+impl Client {
+    fn handle_frame(&mut self, frame: &[u8]) -> Result<(), PyErr> {
+        let env = codec::decode_server(frame, &self.limits).map_err(errors::codec)?;
+        self.journal.frames.push(frame.to_vec());
+        let r = self.inner.handle_message(env);
+        if !self.journal.input_sent
+            && matches!(self.inner.status(), ClientStatus::Running(s) if s > secagg_host::Stage::MaskedInput)
+        {
+            self.journal.input_sent = true;
+        }
+        r.map_err(errors::client)
+    }
+}
+
+#[pymethods]
+impl Client {
+    /// A client for the round announced by `welcome`, as `identity`, under `policy`.
+    /// Raises `PolicyError` (nothing is sent) when the round fails the policy.
+    #[new]
+    fn new(welcome: &[u8], identity: &Identity, policy: &Policy) -> PyResult<Self> {
+        errors::guard(|| {
+            let mut seed = Zeroizing::new([0u8; 32]);
+            getrandom::fill(&mut seed[..])
+                .map_err(|e| errors::SecaggError::new_err(e.to_string()))?;
+            let journal = Journal {
+                seed,
+                id: identity.id,
+                key: identity.key.to_secret_bytes(),
+                certificate: identity.certificate.map(|c| c.to_bytes().to_vec()),
+                welcome: welcome.to_vec(),
+                input_sent: false,
+                frames: Vec::new(),
+            };
+            let (inner, limits, bits) = build(&journal, policy)?;
+            Ok(Self {
+                inner,
+                limits,
+                bits,
+                journal,
+            })
+        })
+    }
+
+    /// Rebuilds a client from `snapshot()` under `policy` (the client's own, given again),
+    /// replaying the frames it handled. Its pending output is discarded: it was sent before.
+    #[staticmethod]
+    fn restore(py: Python<'_>, snapshot: &[u8], policy: &Policy) -> PyResult<Self> {
+        let journal = Journal::decode(snapshot)
+            .map_err(|e| CodecError::new_err(format!("client snapshot: {e}")))?;
+        py.detach(|| {
+            errors::guard(|| {
+                let (mut inner, limits, bits) = build(&journal, policy)?;
+                if journal.input_sent {
+                    inner.resume_after_input();
+                }
+                for frame in &journal.frames {
+                    let env = codec::decode_server(frame, &limits).map_err(errors::codec)?;
+                    inner.handle_message(env).map_err(errors::client)?;
+                }
+                while inner.poll_transmit().is_some() {}
+                Ok(Self {
+                    inner,
+                    limits,
+                    bits,
+                    journal,
+                })
+            })
+        })
+    }
+
+    /// Everything needed to rebuild this client (`Client.restore`). Holds its secrets.
+    fn snapshot<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.journal.encode())
+    }
+
+    /// Sets the update (float32, one value per parameter) and its integer weight. It is
+    /// clipped to the round's range (values outside are counted and reported back), quantized
+    /// with stochastic rounding and multiplied by the weight. Returns how many values were
+    /// clipped.
+    #[pyo3(signature = (update, weight=1))]
+    fn set_input(
+        &mut self,
+        py: Python<'_>,
+        update: PyReadonlyArray1<'_, f32>,
+        weight: u32,
+    ) -> PyResult<usize> {
+        let values = update.as_slice().map_err(|_| {
+            InputError::new_err(
+                "the update must be a contiguous 1-D float32 array (use numpy.ascontiguousarray)",
+            )
+        })?;
+        let clip = self.inner.config().quantization().clip;
+        let inner = &mut self.inner;
+        py.detach(|| {
+            errors::guard(|| {
+                let clipped = values.iter().filter(|v| v.abs() > clip).count();
+                inner.set_input(values, weight).map_err(errors::client)?;
+                Ok(clipped)
+            })
+        })
+    }
+
+    /// Handles one frame from the server. Raises `ProtocolError` when the frame ended the
+    /// round for this client (the server broke the protocol, or aborted), `CodecError` for
+    /// bytes that are no frame.
+    fn handle(&mut self, py: Python<'_>, frame: &[u8]) -> PyResult<()> {
+        let was_aborted = matches!(self.inner.status(), ClientStatus::Aborted(_));
+        py.detach(|| errors::guard(|| self.handle_frame(frame)))?;
+        match self.inner.status() {
+            ClientStatus::Aborted(e) if !was_aborted => Err(ProtocolError::new_err(e.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// The next frame to send to the server, or None.
+    fn poll_transmit<'py>(&mut self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        let env = self.inner.poll_transmit()?;
+        let bits = self.bits;
+        let bytes = py.detach(|| codec::encode_client(&env, bits));
+        Some(PyBytes::new(py, &bytes))
+    }
+
+    /// The stage the client waits in ("advertise-keys", …), "completed" or "aborted".
+    #[getter]
+    fn status(&self) -> String {
+        status_name(&self.inner.status())
+    }
+
+    /// Why the round ended for this client, if it was aborted.
+    #[getter]
+    fn error(&self) -> Option<String> {
+        match self.inner.status() {
+            ClientStatus::Aborted(e) => Some(e.to_string()),
+            _ => None,
+        }
+    }
+
+    /// The number of inputs in the sum, once the server reported the round complete.
+    #[getter]
+    fn included(&self) -> Option<u32> {
+        match self.inner.status() {
+            ClientStatus::Completed { included } => Some(included),
+            _ => None,
+        }
+    }
+
+    #[getter]
+    fn client_id(&self) -> u32 {
+        self.inner.id().0
+    }
+
+    /// The round's configuration as the welcome announced it.
+    #[getter]
+    fn config(&self) -> RoundConfig {
+        RoundConfig {
+            inner: self.inner.config().clone(),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Client(client_id={}, status='{}')",
+            self.inner.id().0,
+            status_name(&self.inner.status())
+        )
+    }
+}

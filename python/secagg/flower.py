@@ -1,0 +1,632 @@
+"""A drop-in for Flower's SecAgg+: change two imports, keep the app.
+
+Server side, instead of ``from flwr.server.workflow import SecAggPlusWorkflow``::
+
+    from secagg.flower import SecAggPlusWorkflow
+
+Client side, instead of ``from flwr.client.mod import secaggplus_mod``::
+
+    from secagg.flower import secaggplus_mod
+
+The workflow takes Flower's keyword arguments with their meaning (``num_shares``,
+``reconstruction_threshold``, ``max_weight``, ``clipping_range``, ``quantization_range``,
+``modulus_range``, ``timeout``) plus our own (``prg``, ``backend``, ``dropout``,
+``corrupt``). What changes for the app:
+
+* masks come from ChaCha20 keyed by X25519 agreement (Flower's come from NumPy's Mersenne
+  Twister seeded with a 32-bit fold), with Shamir shares checked against public share
+  points;
+* masked vectors travel packed at ``log2(modulus_range)`` bits, as bytes in Flower's
+  records, not as int64 arrays;
+* the server's unmasking is one fused Rust pass (optionally on a GPU) over O(m) memory;
+* the weight of each client is its ``num_examples`` as an exact integer (at most
+  ``max_weight``, which a client refuses to exceed, loudly), and values outside
+  ``[-clipping_range, clipping_range]`` are clipped with a warning that says how many;
+* parameters a client policy finds insecure (too few shares for the clients sampled) are
+  raised to the planner's choice, with a warning;
+* Flower's nodes have no enrolled identities, so the drop-in runs the honest-but-curious
+  protocol (the server is trusted to follow the protocol, not to see any single update)
+  and logs that it does. Enrolled, malicious-server rounds need the TCP transport
+  (``secagg server --ca``).
+
+A mismatch — our workflow with Flower's mod, or Flower's workflow with our mod — fails at
+the first stage with an error that says which side runs what; it never yields a sum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Tuple, Union, cast
+
+import numpy as np
+
+from . import Client, Identity, PlanError, Policy, ProtocolError, RoundConfig, Server
+from . import plan as _plan
+
+try:  # Flower is an optional extra: pip install "secagg[flower]"
+    from flwr.app import ConfigRecord, Context, Message, RecordDict
+    from flwr.app.message_type import MessageType
+    from flwr.common import (
+        FitRes,
+        ndarrays_to_parameters,
+        parameters_to_ndarrays,
+    )
+    from flwr.compat.common import recorddict_compat as compat
+    from flwr.server.compat.legacy_context import LegacyContext
+    from flwr.server.client_proxy import ClientProxy
+    from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
+    from flwr.server.workflow.constant import Key as WorkflowKey
+except ImportError as e:  # pragma: no cover - exercised only without flwr
+    raise ImportError(
+        "secagg.flower needs Flower: pip install 'secagg[flower]' (flwr 1.42)"
+    ) from e
+
+__all__ = [
+    "SecAggPlusWorkflow",
+    "secaggplus_mod",
+    "make_secaggplus_mod",
+    "MismatchError",
+    "RoundStats",
+]
+
+log = logging.getLogger("secagg.flower")
+
+#: The ConfigRecord our workflow and mod exchange (Flower's is "secaggplus_configs").
+RECORD = "secagg"
+#: The client's state between messages, in its Context.
+STATE_RECORD = "secagg_state"
+#: Wire protocol of the drop-in; both sides must agree.
+PROTOCOL = "secagg-flower/1"
+#: The record Flower's own SecAgg+ uses.
+FLOWER_RECORD = "secaggplus_configs"
+
+
+class MismatchError(RuntimeError):
+    """One side runs secagg's drop-in and the other Flower's SecAgg+ (or none)."""
+
+
+# --------------------------------------------------------------------------------------
+# Client side
+# --------------------------------------------------------------------------------------
+
+
+_DEFAULT_POLICY = {"adversary": "curious", "min_cohort": 3}
+
+
+def make_secaggplus_mod(**policy):
+    """A client mod with its own policy: the keyword arguments of :class:`secagg.Policy`
+    (default: an honest-but-curious server, at least 3 clients per round, the planner's
+    security bound at 2^-40 with 5% colluding clients).
+
+    The policy is the client's: every round's parameters are checked against it before
+    the client sends anything. (It is kept as arguments, not as a Policy object, so that
+    Flower's simulation engine can ship the mod to its workers.)
+    """
+    kwargs = dict(_DEFAULT_POLICY)
+    kwargs.update(policy)
+    Policy(**kwargs)  # fail here, not at the first message, on a bad policy
+
+    def secaggplus_mod(msg: Message, ctxt: Context, call_next) -> Message:
+        return _client_step(msg, ctxt, call_next, Policy(**kwargs))
+
+    secaggplus_mod.__doc__ = _MOD_DOC
+    return secaggplus_mod
+
+
+_MOD_DOC = """Secure aggregation for this node's training replies (secagg's SecAgg+).
+
+Signature of :func:`flwr.client.mod.secaggplus_mod`: ``(msg, ctxt, call_next) -> Message``.
+Use it as ``ClientApp(client_fn=..., mods=[secaggplus_mod])``. Train messages must come
+from :class:`secagg.flower.SecAggPlusWorkflow`; any other train message is refused (the
+update is never sent unmasked).
+"""
+
+_warned_curious = False
+
+
+def _client_step(msg: Message, ctxt: Context, call_next, policy: Policy) -> Message:
+    global _warned_curious
+    if msg.metadata.message_type != MessageType.TRAIN:
+        return call_next(msg, ctxt)
+    records = msg.content.config_records
+    if FLOWER_RECORD in records:
+        raise MismatchError(
+            "this node runs secagg.flower.secaggplus_mod, but the server runs Flower's own "
+            "SecAggPlusWorkflow: use secagg.flower.SecAggPlusWorkflow on the server, or "
+            "flwr.client.mod.secaggplus_mod here"
+        )
+    if RECORD not in records:
+        raise MismatchError(
+            "this node runs secagg.flower.secaggplus_mod, but the server's train message "
+            "carries no secagg record (the server does not run "
+            "secagg.flower.SecAggPlusWorkflow); refusing to train and send an unmasked update"
+        )
+    cfg = records[RECORD]
+    if cfg.get("protocol") != PROTOCOL:
+        raise MismatchError(
+            f"the server speaks {cfg.get('protocol')!r}, this node {PROTOCOL!r}: "
+            "upgrade both to the same secagg version"
+        )
+    frames = [bytes(f) for f in cast(List[bytes], cfg.get("frames", []))]
+    out_content = RecordDict()
+    if cfg.get("stage") == "setup":
+        if not policy.enrolled and not _warned_curious:
+            log.info(
+                "secagg: Flower nodes have no enrolled identities; running the "
+                "honest-but-curious protocol (the server must follow the protocol)"
+            )
+            _warned_curious = True
+        welcome = bytes(cast(bytes, cfg["welcome"]))
+        client_id = int(cast(int, cfg["client_id"]))
+        client = Client(welcome, Identity.generate(client_id), policy)
+    else:
+        state = ctxt.state.config_records.get(STATE_RECORD)
+        if state is None or "snapshot" not in state:
+            raise ProtocolError(
+                "secagg: a round message arrived but this node holds no round state "
+                "(it missed the setup stage, or its state was lost)"
+            )
+        client = Client.restore(bytes(cast(bytes, state["snapshot"])), policy)
+        if client.status == "masked-input" and frames:
+            out_content = _train_and_set_input(msg, ctxt, call_next, client)
+    for frame in frames:
+        client.handle(frame)  # ProtocolError: the round ended for this node
+    out: List[bytes] = []
+    while True:
+        f = client.poll_transmit()
+        if f is None:
+            break
+        out.append(f)
+    if client.status in ("completed", "aborted"):
+        if STATE_RECORD in ctxt.state.config_records:
+            del ctxt.state.config_records[STATE_RECORD]
+    else:
+        ctxt.state.config_records[STATE_RECORD] = ConfigRecord({"snapshot": client.snapshot()})
+    reply: Dict[str, object] = {"protocol": PROTOCOL, "client_id": client.client_id}
+    if out:
+        reply["frames"] = out
+    out_content.config_records[RECORD] = ConfigRecord(reply)  # type: ignore[arg-type]
+    return Message(out_content, reply_to=msg)
+
+
+def _train_and_set_input(msg: Message, ctxt: Context, call_next, client: Client) -> RecordDict:
+    """Runs the app's training on the round's fit instructions and sets the client's
+    input; returns the reply content with every array cleared (only counts and metrics
+    travel in clear, as with Flower's mod)."""
+    out_msg = call_next(msg, ctxt)
+    if out_msg.has_error():
+        raise RuntimeError(f"secagg: the app's training failed: {out_msg.error.reason}")
+    content = out_msg.content
+    fitres = compat.recorddict_to_fitres(content, keep_input=True)
+    arrays = parameters_to_ndarrays(fitres.parameters)
+    flat = (
+        np.concatenate([np.asarray(a, dtype=np.float32).reshape(-1) for a in arrays])
+        if arrays
+        else np.zeros(0, dtype=np.float32)
+    )
+    config = client.config
+    if flat.size != config.params:
+        raise ProtocolError(
+            f"secagg: the app returned {flat.size} parameters, the round aggregates "
+            f"{config.params}"
+        )
+    weight = int(fitres.num_examples)
+    if weight < 0 or weight > config.max_weight:
+        raise ValueError(
+            f"secagg: num_examples = {weight} is outside [0, max_weight = "
+            f"{config.max_weight}]; raise max_weight on the server's SecAggPlusWorkflow "
+            "(this node leaves the round rather than overflow the sum)"
+        )
+    if not np.all(np.isfinite(flat)):
+        raise ValueError("secagg: the app's update holds NaN or infinite values")
+    clipped = client.set_input(np.ascontiguousarray(flat), weight)
+    if clipped:
+        log.warning(
+            "secagg: %d of %d values lie outside the clipping range [-%g, %g] (largest "
+            "|x| = %g) and were clipped; raise clipping_range on the server if that is "
+            "not intended",
+            clipped,
+            flat.size,
+            config.clip,
+            config.clip,
+            float(np.max(np.abs(flat))),
+        )
+    for record in content.array_records.values():
+        record.clear()
+    return content
+
+
+#: The drop-in for :func:`flwr.client.mod.secaggplus_mod` (default policy).
+secaggplus_mod = make_secaggplus_mod()
+
+
+# --------------------------------------------------------------------------------------
+# Server side
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class RoundStats:
+    """Figures of the last round a workflow ran (for benchmarks and logs)."""
+
+    clients: int = 0
+    params: int = 0
+    neighbors: int = 0
+    threshold: int = 0
+    bits: int = 0
+    levels: int = 0
+    included: int = 0
+    stage_s: Dict[str, float] = field(default_factory=dict)
+    """Server-side seconds per stage: its own work on the replies (not waiting)."""
+    exchange_s: Dict[str, float] = field(default_factory=dict)
+    """Seconds per stage spent in grid.send_and_receive (clients' work and transport)."""
+    bytes_up: Dict[str, int] = field(default_factory=dict)
+    """Frame bytes the clients sent, per stage."""
+    bytes_down: Dict[str, int] = field(default_factory=dict)
+    """Frame bytes the server sent, per stage."""
+    wall_s: float = 0.0
+
+
+def _bits_needed(n: int, levels: int, max_weight: int) -> int:
+    return (n * (levels - 1) * max_weight).bit_length()
+
+
+class SecAggPlusWorkflow:
+    """secagg's SecAgg+ as a Flower fit workflow.
+
+    Same keyword arguments and meaning as :class:`flwr.server.workflow.SecAggPlusWorkflow`:
+
+    num_shares
+        Shares of each client's secrets, counting its own (an int, or a float: that
+        fraction of the sampled clients). Each client has ``num_shares - 1`` neighbours.
+    reconstruction_threshold
+        Shares needed to rebuild a secret (an int, or a float: that fraction of
+        ``num_shares``).
+    max_weight
+        The largest ``num_examples`` a client may carry; its weight is that exact integer.
+    clipping_range
+        Updates are clipped to ``[-clipping_range, clipping_range]``.
+    quantization_range
+        Quantization levels per value (lowered, with a warning, when
+        ``clients x max_weight x levels`` would not fit ``modulus_range``).
+    modulus_range
+        Sums are taken modulo this power of two (at most 2^32); uploads are packed at
+        ``log2(modulus_range)`` bits per value.
+    timeout
+        Seconds to wait for replies at each stage (None: wait for all).
+
+    Our own: ``prg`` ("chacha20", "chacha12", "chacha8"), ``backend`` ("cpu", "gpu",
+    "auto") for the server's vector work, and ``dropout``/``corrupt``, the rates the
+    planner assumes when it must raise an insecure ``num_shares``.
+    """
+
+    def __init__(
+        self,
+        num_shares: Union[int, float],
+        reconstruction_threshold: Union[int, float],
+        *,
+        max_weight: float = 1000.0,
+        clipping_range: float = 8.0,
+        quantization_range: int = 4194304,
+        modulus_range: int = 4294967296,
+        timeout: Optional[float] = None,
+        prg: str = "chacha20",
+        backend: str = "cpu",
+        dropout: float = 0.1,
+        corrupt: float = 0.05,
+    ) -> None:
+        # Flower reads an int 1 as the fraction 1.0 (all clients).
+        if num_shares == 1 and isinstance(num_shares, int):
+            num_shares = 1.0
+        if reconstruction_threshold == 1 and isinstance(reconstruction_threshold, int):
+            reconstruction_threshold = 1.0
+        if not isinstance(num_shares, (int, float)) or isinstance(num_shares, bool):
+            raise TypeError("num_shares must be an int or a float")
+        if not isinstance(reconstruction_threshold, (int, float)):
+            raise TypeError("reconstruction_threshold must be an int or a float")
+        if isinstance(num_shares, float) and not 0 < num_shares <= 1:
+            raise ValueError("num_shares as a float must lie in (0, 1]")
+        if isinstance(num_shares, int) and num_shares < 2:
+            raise ValueError("num_shares as an int must be at least 2")
+        if isinstance(reconstruction_threshold, float) and not 0 < reconstruction_threshold <= 1:
+            raise ValueError("reconstruction_threshold as a float must lie in (0, 1]")
+        if isinstance(reconstruction_threshold, int) and reconstruction_threshold < 2:
+            raise ValueError("reconstruction_threshold as an int must be at least 2")
+        if not max_weight >= 1:
+            raise ValueError("max_weight must be at least 1")
+        if not (clipping_range > 0 and np.isfinite(clipping_range)):
+            raise ValueError(
+                f"clipping_range must be a positive finite number, not {clipping_range}"
+            )
+        if not isinstance(quantization_range, int) or quantization_range < 2:
+            raise ValueError("quantization_range must be an integer of at least 2")
+        if (
+            not isinstance(modulus_range, int)
+            or modulus_range < 2
+            or modulus_range > 2**32
+            or modulus_range & (modulus_range - 1)
+        ):
+            raise ValueError("modulus_range must be a power of two between 2 and 2**32")
+        if timeout is not None and not timeout > 0:
+            raise ValueError("timeout must be positive (or None)")
+        self.num_shares = num_shares
+        self.reconstruction_threshold = reconstruction_threshold
+        self.max_weight = max_weight
+        self.clipping_range = clipping_range
+        self.quantization_range = quantization_range
+        self.modulus_range = modulus_range
+        self.timeout = timeout
+        self.prg = prg
+        self.backend = backend
+        self.dropout = dropout
+        self.corrupt = corrupt
+        self.last_round: Optional[RoundStats] = None
+
+    # -- parameters --------------------------------------------------------------------
+
+    def _graph(self, n: int) -> Tuple[int, int]:
+        if isinstance(self.num_shares, float):
+            shares = round(self.num_shares * n)
+            if shares < n and shares % 2 == 0:
+                shares += 1
+            if shares <= 2:
+                shares = n
+        else:
+            shares = self.num_shares
+        k = max(2, min(shares - 1, n - 1))
+        if isinstance(self.reconstruction_threshold, float):
+            t = max(2, round(self.reconstruction_threshold * shares))
+        else:
+            t = self.reconstruction_threshold
+        t = min(t, k)
+        try:
+            _plan(
+                n,
+                neighbors=k,
+                threshold=t,
+                adversary="curious",
+                dropout=self.dropout,
+                corrupt=self.corrupt,
+            )
+        except PlanError as why:
+            p = _plan(n, adversary="curious", dropout=self.dropout, corrupt=self.corrupt)
+            log.warning(
+                "secagg: num_shares=%s, reconstruction_threshold=%s (k = %d, t = %d) fail "
+                "for %d clients: %s; using the planner's k = %d, t = %d",
+                self.num_shares,
+                self.reconstruction_threshold,
+                k,
+                t,
+                n,
+                why,
+                p.neighbors,
+                p.threshold,
+            )
+            k, t = p.neighbors, p.threshold
+        return k, t
+
+    def _quantization(self, n: int) -> Tuple[int, int, int]:
+        bits = self.modulus_range.bit_length() - 1
+        w = int(self.max_weight)
+        levels = self.quantization_range
+        if _bits_needed(n, levels, w) > bits:
+            fit = levels
+            while fit > 2 and _bits_needed(n, fit, w) > bits:
+                fit //= 2
+            if _bits_needed(n, fit, w) > bits:
+                raise ValueError(
+                    f"{n} clients x max_weight {w} overflow modulus_range 2^{bits} even "
+                    "at 2 levels: lower max_weight or raise modulus_range"
+                )
+            log.warning(
+                "secagg: quantization_range %d x max_weight %d x %d clients would overflow "
+                "2^%d; quantizing to %d levels instead (step %.3g)",
+                levels,
+                w,
+                n,
+                bits,
+                fit,
+                2 * self.clipping_range / (fit - 1),
+            )
+            levels = fit
+        return bits, levels, w
+
+    # -- the round ---------------------------------------------------------------------
+
+    def __call__(self, grid, context: Context) -> None:
+        """Runs one round of secure aggregation for the strategy's fit."""
+        if not isinstance(context, LegacyContext):
+            raise TypeError(f"Expect a LegacyContext, but get {type(context).__name__}.")
+        started = time.perf_counter()
+        cfg = context.state.config_records[MAIN_CONFIGS_RECORD]
+        current_round = cast(int, cfg[WorkflowKey.CURRENT_ROUND])
+        parameters = compat.arrayrecord_to_parameters(
+            context.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
+        )
+        proxy_fitins = context.strategy.configure_fit(
+            current_round, parameters, context.client_manager
+        )
+        if not proxy_fitins:
+            log.info("configure_fit: no clients selected, cancel")
+            return
+        nid_to_fitins: Dict[int, RecordDict] = {
+            proxy.node_id: compat.fitins_to_recorddict(fitins, True)
+            for proxy, fitins in proxy_fitins
+        }
+        nid_to_proxy: Dict[int, ClientProxy] = {proxy.node_id: proxy for proxy, _ in proxy_fitins}
+        nodes = sorted(nid_to_fitins)
+        n = len(nodes)
+        if n < 3:
+            log.error("secagg: a round needs at least 3 sampled clients, got %d", n)
+            return
+        shapes = [a.shape for a in parameters_to_ndarrays(parameters)]
+        m = int(sum(int(np.prod(s)) for s in shapes))
+        k, t = self._graph(n)
+        bits, levels, w = self._quantization(n)
+        digest = hashlib.sha256(
+            f"flower round {current_round}".encode() + b"".join(parameters.tensors)
+        ).digest()
+        config = RoundConfig(
+            n,
+            m,
+            neighbors=k,
+            threshold=t,
+            bits=bits,
+            prg=self.prg,
+            clip=float(self.clipping_range),
+            levels=levels,
+            max_weight=w,
+            stage_timeout=float(self.timeout) if self.timeout else 3600.0,
+            context=digest,
+        )
+        server = Server(config, backend=self.backend)
+        stats = RoundStats(clients=n, params=m, neighbors=k, threshold=t, bits=bits, levels=levels)
+        log.info(
+            "secagg: round %d, %d clients x %d parameters, k = %d, t = %d, b = %d, %d levels, "
+            "engine %s (honest-but-curious protocol: Flower nodes have no enrolled identities)",
+            current_round,
+            n,
+            m,
+            k,
+            t,
+            bits,
+            levels,
+            server.engine,
+        )
+        node_of = {i: nid for i, nid in enumerate(nodes)}
+        id_of = {nid: i for i, nid in node_of.items()}
+        welcome = server.welcome()
+        group = str(current_round)
+
+        def message(nid: int, record: Dict[str, object], content: Optional[RecordDict] = None) -> Message:
+            body = content if content is not None else RecordDict()
+            body.config_records[RECORD] = ConfigRecord(record)  # type: ignore[arg-type]
+            return Message(
+                content=body,
+                dst_node_id=nid,
+                message_type=MessageType.TRAIN,
+                group_id=group,
+            )
+
+        fitres_of: Dict[int, FitRes] = {}
+        failures: List[BaseException] = []
+
+        def exchange(stage: str, outgoing: Dict[int, List[bytes]], first: bool = False) -> None:
+            msgs = []
+            down = 0
+            for i, frames in outgoing.items():
+                rec: Dict[str, object] = {"protocol": PROTOCOL, "stage": stage}
+                if first:
+                    rec["welcome"] = welcome
+                    rec["client_id"] = i
+                if frames:
+                    rec["frames"] = frames
+                    down += sum(len(f) for f in frames)
+                content = nid_to_fitins.get(node_of[i]) if stage == "masked-input" else None
+                msgs.append(message(node_of[i], rec, content))
+            stats.bytes_down[stage] = stats.bytes_down.get(stage, 0) + down
+            t0 = time.perf_counter()
+            replies = grid.send_and_receive(msgs, timeout=self.timeout)
+            stats.exchange_s[stage] = stats.exchange_s.get(stage, 0.0) + time.perf_counter() - t0
+            t0 = time.perf_counter()
+            answered = set()
+            up = 0
+            for reply in replies:
+                nid = reply.metadata.src_node_id
+                i = id_of.get(nid)
+                if i is None or i not in outgoing:
+                    continue
+                if reply.has_error():
+                    reason = str(reply.error.reason)
+                    if FLOWER_RECORD in reason:
+                        raise MismatchError(
+                            f"node {nid} runs Flower's own secaggplus_mod, but this server runs "
+                            "secagg.flower.SecAggPlusWorkflow: use secagg.flower.secaggplus_mod "
+                            "on the clients, or flwr's SecAggPlusWorkflow here"
+                        )
+                    failures.append(Exception(reason))
+                    log.warning("secagg: node %d failed at %s: %s", nid, stage, reason)
+                    continue
+                rec = reply.content.config_records.get(RECORD)
+                if rec is None or rec.get("protocol") != PROTOCOL:
+                    raise MismatchError(
+                        f"node {nid} answered the {stage} stage without secagg's record: it "
+                        "does not run secagg.flower.secaggplus_mod (Flower's mod, or none); "
+                        "stopping before any update is requested"
+                    )
+                answered.add(i)
+                for f in cast(List[bytes], rec.get("frames", [])):
+                    up += len(f)
+                    server.handle(i, bytes(f))
+                if stage == "masked-input":
+                    fitres_of[i] = compat.recorddict_to_fitres(reply.content, True)
+            stats.bytes_up[stage] = stats.bytes_up.get(stage, 0) + up
+            for i in outgoing:
+                if i not in answered:
+                    server.disconnect(i)
+            stats.stage_s[stage] = stats.stage_s.get(stage, 0.0) + time.perf_counter() - t0
+
+        for i in range(n):
+            server.join(i)
+        exchange("setup", {i: [] for i in range(n)}, first=True)
+        while server.status not in ("completed", "aborted"):
+            outgoing: Dict[int, List[bytes]] = {}
+            while True:
+                out = server.poll_transmit()
+                if out is None:
+                    break
+                outgoing.setdefault(out[0], []).append(bytes(out[1]))
+            if not outgoing:
+                deadline = server.poll_timeout()
+                if deadline is None:
+                    break
+                server.handle_timeout(deadline)
+                continue
+            exchange(server.status, outgoing)
+        # Tell the clients how the round ended (the completion notice).
+        final: Dict[int, List[bytes]] = {}
+        while True:
+            out = server.poll_transmit()
+            if out is None:
+                break
+            final.setdefault(out[0], []).append(bytes(out[1]))
+        if final:
+            exchange("completed", final)
+        stats.wall_s = time.perf_counter() - started
+        self.last_round = stats
+        if server.status != "completed":
+            log.error("secagg: round %d aborted: %s", current_round, server.error)
+            return
+        result = server.result()
+        stats.included = len(result["included"])
+        mean = result["mean"]
+        arrays = []
+        offset = 0
+        for shape in shapes:
+            size = int(np.prod(shape))
+            arrays.append(mean[offset : offset + size].reshape(shape))
+            offset += size
+        aggregated = ndarrays_to_parameters(arrays)
+        results = []
+        for i in result["included"]:
+            fitres = fitres_of.get(i)
+            if fitres is None:
+                continue
+            fitres.parameters = aggregated
+            results.append((nid_to_proxy[node_of[i]], fitres))
+        log.info(
+            "aggregate_fit: received %s results and %s failures", len(results), len(failures)
+        )
+        parameters_aggregated, metrics_aggregated = context.strategy.aggregate_fit(
+            current_round, results, failures  # type: ignore[arg-type]
+        )
+        if parameters_aggregated:
+            context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
+                parameters_aggregated, True
+            )
+            context.history.add_metrics_distributed_fit(
+                server_round=current_round, metrics=metrics_aggregated
+            )

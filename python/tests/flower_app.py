@@ -1,0 +1,139 @@
+"""A small Flower app (a legacy NumPyClient with FedAvg), runnable with Flower's own SecAgg+
+or with secagg's drop-in: the two imports are the only difference.
+
+Each node's update and num_examples are a pure function of its partition id, so a test can
+compute the plain weighted mean of the survivors independently. One partition may be told
+to fail in fit (it drops out at the masked-input stage).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+from flwr.client import ClientApp, NumPyClient
+from flwr.common import Context, ndarrays_to_parameters
+from flwr.server import ServerApp, ServerConfig
+from flwr.server.compat import LegacyContext
+from flwr.server.strategy import FedAvg
+from flwr.server.workflow import DefaultWorkflow
+
+#: What the last run's strategy aggregated (the ServerApp runs in this process).
+CAPTURED: Dict[str, object] = {}
+
+SHAPES = [(4, 5), (7,)]
+
+
+def shapes(params: int) -> List[tuple]:
+    """A model of `params` values in two tensors."""
+    if params == 27:
+        return SHAPES
+    return [(params - params // 4,), (params // 4,)]
+
+
+def update_of(partition: int, params: int) -> List[np.ndarray]:
+    rng = np.random.default_rng(1000 + partition)
+    return [rng.uniform(-1.0, 1.0, size=s).astype(np.float32) for s in shapes(params)]
+
+
+def examples_of(partition: int) -> int:
+    return 10 + 7 * partition
+
+
+class Node(NumPyClient):
+    def __init__(self, partition: int, params: int, fail: Optional[int]):
+        self.partition = partition
+        self.params = params
+        self.fail = fail
+
+    def fit(self, parameters, config):
+        if self.fail is not None and self.partition == self.fail:
+            raise RuntimeError(f"partition {self.partition} drops out at the masked-input stage")
+        return update_of(self.partition, self.params), examples_of(self.partition), {}
+
+
+class Capturing(FedAvg):
+    def aggregate_fit(self, server_round, results, failures):
+        out = super().aggregate_fit(server_round, results, failures)
+        CAPTURED["parameters"] = out[0]
+        CAPTURED["results"] = len(results)
+        CAPTURED["failures"] = len(failures)
+        return out
+
+
+def make_apps(kind: str, nodes: int, params: int = 27, fail: Optional[int] = None,
+              num_shares=None, threshold=None, **workflow_kwargs):
+    """(server_app, client_app) using `kind` = "secagg" or "flower" SecAgg+."""
+    if kind == "secagg":
+        from secagg.flower import SecAggPlusWorkflow, secaggplus_mod
+    elif kind == "flower":
+        from flwr.client.mod import secaggplus_mod
+        from flwr.server.workflow import SecAggPlusWorkflow
+    elif kind == "secagg-server-flower-client":
+        from flwr.client.mod import secaggplus_mod
+        from secagg.flower import SecAggPlusWorkflow
+    elif kind == "flower-server-secagg-client":
+        from flwr.server.workflow import SecAggPlusWorkflow
+        from secagg.flower import secaggplus_mod
+    else:
+        raise ValueError(kind)
+
+    def client_fn(context: Context):
+        partition = int(context.node_config["partition-id"])
+        return Node(partition, params, fail).to_client()
+
+    client_app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid, context: Context) -> None:
+        initial = [np.zeros(s, dtype=np.float32) for s in shapes(params)]
+        strategy = Capturing(
+            fraction_fit=1.0,
+            min_fit_clients=nodes,
+            min_available_clients=nodes,
+            fraction_evaluate=0.0,
+            min_evaluate_clients=0,
+            initial_parameters=ndarrays_to_parameters(initial),
+        )
+        legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=1), strategy=strategy)
+        workflow = DefaultWorkflow(
+            fit_workflow=SecAggPlusWorkflow(
+                num_shares=num_shares if num_shares is not None else nodes - 1,
+                reconstruction_threshold=threshold if threshold is not None else max(2, nodes // 2),
+                **workflow_kwargs,
+            )
+        )
+        workflow(grid, legacy)
+        CAPTURED["workflow"] = workflow
+
+    return server_app, client_app
+
+
+def expected_mean(nodes: int, params: int = 27, fail: Optional[int] = None) -> np.ndarray:
+    """The plain weighted mean of the survivors' float32 updates, flattened."""
+    total = np.zeros(params, dtype=np.float64)
+    weight = 0
+    for p in range(nodes):
+        if p == fail:
+            continue
+        flat = np.concatenate([a.reshape(-1) for a in update_of(p, params)]).astype(np.float64)
+        total += examples_of(p) * flat
+        weight += examples_of(p)
+    return total / weight
+
+
+def run(kind: str, nodes: int, **kwargs):
+    from flwr.simulation import run_simulation
+
+    CAPTURED.clear()
+    server_app, client_app = make_apps(kind, nodes, **kwargs)
+    run_simulation(
+        server_app=server_app,
+        client_app=client_app,
+        num_supernodes=nodes,
+        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                        "init_args": {"num_cpus": int(os.environ.get("SECAGG_RAY_CPUS", "2"))}},
+    )
+    return CAPTURED
