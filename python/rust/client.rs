@@ -6,7 +6,7 @@
 //! so it reaches the same state; a client that already sent its masked input does not mask
 //! or send it again. Keep snapshots where the client's own secrets live.
 
-use numpy::PyReadonlyArray1;
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use rand_core::SeedableRng;
@@ -180,6 +180,19 @@ fn build(journal: &Journal, policy: &Policy) -> PyResult<(Inner, Limits, u32)> {
     Ok((inner, limits, bits))
 }
 
+fn shape_of(x: &Bound<'_, PyAny>) -> String {
+    x.getattr("shape")
+        .and_then(|s| s.str().map(|s| s.to_string()))
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn type_name(x: &Bound<'_, PyAny>) -> String {
+    x.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
 fn status_name(s: &ClientStatus) -> String {
     match s {
         ClientStatus::Running(stage) => stage.to_string(),
@@ -271,9 +284,21 @@ impl Client {
     fn set_input(
         &mut self,
         py: Python<'_>,
-        update: PyReadonlyArray1<'_, f32>,
+        update: &Bound<'_, PyAny>,
         weight: u32,
     ) -> PyResult<usize> {
+        let array = update.cast::<PyArray1<f32>>().map_err(|_| {
+            let what = match update.getattr("dtype").and_then(|d| d.str()) {
+                Ok(d) => format!("an array of {d} with shape {}", shape_of(update)),
+                Err(_) => format!("a {}", type_name(update)),
+            };
+            InputError::new_err(format!(
+                "the update must be a 1-D numpy array of float32, not {what} (use numpy.asarray(x, dtype=numpy.float32).ravel())"
+            ))
+        })?;
+        let update: PyReadonlyArray1<'_, f32> = array
+            .try_readonly()
+            .map_err(|e| InputError::new_err(format!("the update cannot be read: {e}")))?;
         let values = update.as_slice().map_err(|_| {
             InputError::new_err(
                 "the update must be a contiguous 1-D float32 array (use numpy.ascontiguousarray)",

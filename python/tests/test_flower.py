@@ -1,0 +1,56 @@
+"""secagg.flower under Flower's own simulation engine (flwr.simulation.run_simulation)."""
+
+import numpy as np
+import pytest
+
+from conftest import flower_or_skip
+
+
+@pytest.fixture(scope="module")
+def fa():
+    flower_or_skip()
+    import flower_app
+
+    return flower_app
+
+
+def flat(parameters):
+    from flwr.common import parameters_to_ndarrays
+
+    return np.concatenate([a.reshape(-1) for a in parameters_to_ndarrays(parameters)])
+
+
+def test_ten_nodes_one_drops_at_masked_input(fa):
+    cap = fa.run("secagg", 10, fail=3)
+    assert cap["results"] == 9 and cap["failures"] == 1
+    got = flat(cap["parameters"])
+    expected = fa.expected_mean(10, fail=3)
+    stats = cap["workflow"].fit_workflow.last_round
+    assert stats.included == 9
+    # One quantization step of the round (clipping_range 8, the levels it used).
+    step = 2 * 8.0 / (stats.levels - 1)
+    assert np.max(np.abs(got - expected)) < step, (got, expected)
+    # Uploads are packed at b bits: the masked-input frames hold about m·b/8 bytes each.
+    per_client = stats.bytes_up["masked-input"] / 9
+    assert per_client < 27 * 8, per_client  # Flower's int64 upload would be 27 x 8 bytes + 8
+
+
+def test_same_app_matches_flowers_own_secaggplus(fa):
+    ours = flat(fa.run("secagg", 10, fail=3)["parameters"])
+    theirs = flat(fa.run("flower", 10, fail=3)["parameters"])
+    expected = fa.expected_mean(10, fail=3)
+    assert np.max(np.abs(theirs - expected)) < 1e-3
+    assert np.max(np.abs(ours - theirs)) < 1e-3
+
+
+def test_our_workflow_with_flowers_mod_fails_at_once(fa):
+    from secagg.flower import MismatchError
+
+    with pytest.raises(MismatchError, match="Flower's own secaggplus_mod"):
+        fa.run("secagg-server-flower-client", 4)
+
+
+def test_flowers_workflow_with_our_mod_yields_no_sum(fa):
+    cap = fa.run("flower-server-secagg-client", 4)
+    # Every node refused at setup with a MismatchError: no aggregate was ever produced.
+    assert "parameters" not in cap

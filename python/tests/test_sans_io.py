@@ -1,0 +1,198 @@
+"""The sans-IO Client and Server driven from Python, checked against NumPy."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import secagg
+
+
+def run_round(server, clients, inputs, weights, drop_at=None, snapshots=False, policy=None):
+    """Routes frames in memory until the round ends. `drop_at` maps client id → the client
+    status at which it disconnects. With `snapshots`, every client is rebuilt from its
+    snapshot before each message, as the Flower mod does."""
+    drop_at = drop_at or {}
+    gone = set()
+    snaps = {}
+    for cid, c in clients.items():
+        c.set_input(inputs[cid], weights[cid])
+    for _ in range(1000):
+        moved = False
+        for cid in list(clients):
+            if cid in gone:
+                continue
+            c = clients[cid]
+            if drop_at.get(cid) == c.status:
+                gone.add(cid)
+                server.disconnect(cid, now=0.0)
+                moved = True
+                continue
+            while (f := c.poll_transmit()) is not None:
+                assert server.handle(cid, f, now=0.0)
+                moved = True
+            if snapshots:
+                snaps[cid] = c.snapshot()
+        while (out := server.poll_transmit()) is not None:
+            cid, frame = out
+            moved = True
+            if cid in gone:
+                continue
+            if snapshots:
+                c = secagg.Client.restore(snaps[cid], policy)
+                if c.status == "masked-input":
+                    c.set_input(inputs[cid], weights[cid])
+                clients[cid] = c
+            clients[cid].handle(frame)
+        if server.status in ("completed", "aborted"):
+            break
+        if not moved:
+            server.handle_timeout(now=server.poll_timeout())
+    return gone
+
+
+def weighted_mean(inputs, weights, ids):
+    w = np.array([weights[i] for i in ids], dtype=np.float64)
+    x = np.stack([inputs[i].astype(np.float64) for i in ids])
+    return (w[:, None] * x).sum(0) / w.sum()
+
+
+@pytest.mark.parametrize("snapshots", [False, True])
+def test_round_with_dropouts_matches_numpy(rng, snapshots):
+    n, m = 12, 3000
+    config = secagg.RoundConfig(n, m, neighbors=8, threshold=5, clip=2.0, levels=1 << 16, max_weight=50)
+    server = secagg.Server(config, now=0.0)
+    policy = secagg.Policy(adversary="curious", min_cohort=3)
+    welcome = server.welcome()
+    clients = {}
+    for i in range(n):
+        clients[i] = secagg.Client(welcome, secagg.Identity.generate(i), policy)
+        server.join(i, now=0.0)
+    inputs = {i: rng.uniform(-2.0, 2.0, m).astype(np.float32) for i in range(n)}
+    weights = {i: int(rng.integers(1, 51)) for i in range(n)}
+    # One leaves after advertising keys, one before its masked input, one before unmasking.
+    drop_at = {2: "share-keys", 5: "masked-input", 9: "unmasking"}
+    gone = run_round(server, clients, inputs, weights, drop_at, snapshots, policy)
+    assert server.status == "completed", server.error
+    r = server.result()
+    included = sorted(r["included"])
+    # Clients 2 and 5 never sent a masked input; 9 did, so its input is in the sum.
+    assert included == [i for i in range(n) if i not in (2, 5)]
+    assert gone == {2, 5, 9}
+    assert r["total_weight"] == sum(weights[i] for i in included)
+    expected = weighted_mean(inputs, weights, included)
+    # Stochastic rounding: each value is off by less than one step, weighted.
+    step = 2 * 2.0 / ((1 << 16) - 1)
+    assert np.max(np.abs(r["mean"] - expected)) < step
+    assert r["mean"].dtype == np.float32 and r["mean"].shape == (m,)
+    for i in range(n):
+        if i not in gone:
+            assert clients[i].status == "completed"
+            assert clients[i].included == len(included)
+
+
+def test_aggregate_quick_start(rng):
+    x = rng.normal(0, 0.3, size=(8, 1000)).astype(np.float32)
+    w = [int(v) for v in rng.integers(1, 20, size=8)]
+    res = secagg.aggregate(x, w, drop=[3])
+    assert res.included == [0, 1, 2, 4, 5, 6, 7]
+    expected = weighted_mean(dict(enumerate(np.clip(x, -1, 1))), dict(enumerate(w)), res.included)
+    assert np.max(np.abs(res.mean - expected)) < 2 / 65535
+    assert res.dropped[0]["client"] == 3
+
+
+def test_simulate_and_plan():
+    r = secagg.simulate(40, 2000, dropout=0.1, seed=7)
+    assert r.completed and r.check_passed, r.error
+    assert r.dropped == 4 and len(r.included) == 36
+    assert r.max_error <= r.error_bound
+    assert [s.stage for s in r.stages][:2] == ["join", "advertise-keys"]
+    # Google's semi-malicious parameters at n = 1000, 5% dropout, 5% corrupt (k = 52, t = 37)
+    # are what the planner gives (see README, "secagg plan").
+    p = secagg.plan(1000, dropout=0.05, corrupt=0.05)
+    assert (p.neighbors, p.threshold) == (52, 37)
+    assert p.log2_insecurity <= -40 and p.log2_failure <= -20
+
+
+def test_typed_errors(rng):
+    with pytest.raises(secagg.ConfigError):
+        secagg.RoundConfig(2, 10)
+    with pytest.raises(secagg.ConfigError):
+        secagg.RoundConfig(10, 10, bits=8, levels=1 << 16)  # overflows 2^8
+    with pytest.raises(secagg.ConfigError):
+        secagg.Policy(adversary="omniscient")
+    with pytest.raises(secagg.PolicyError):
+        secagg.Policy(adversary="semi-malicious")  # needs enrolled identities (a CA)
+    with pytest.raises(secagg.PlanError):
+        secagg.plan(10, neighbors=2, threshold=2)
+    with pytest.raises(secagg.ConfigError):
+        secagg.plan(1)
+    with pytest.raises(secagg.ConfigError):
+        secagg.Server(secagg.RoundConfig(5, 10), backend="tpu")
+    policy = secagg.Policy(adversary="curious", min_cohort=3)
+    with pytest.raises(secagg.CodecError):
+        secagg.Client(b"not a welcome", secagg.Identity.generate(0), policy)
+    # A server that announces a round below the client's floor gets nothing.
+    small = secagg.RoundConfig(5, 10).welcome()
+    with pytest.raises(secagg.PolicyError):
+        secagg.Client(small, secagg.Identity.generate(0), secagg.Policy(adversary="curious", min_cohort=50))
+    # An insecure graph for 100 clients (k = 2) is refused by the client.
+    weak = secagg.RoundConfig(100, 10, neighbors=2, threshold=2).welcome()
+    with pytest.raises(secagg.PolicyError):
+        secagg.Client(weak, secagg.Identity.generate(0), policy)
+    config = secagg.RoundConfig(5, 10)
+    server = secagg.Server(config, now=0.0)
+    client = secagg.Client(server.welcome(), secagg.Identity.generate(0), policy)
+    with pytest.raises(secagg.InputError):
+        client.set_input(np.zeros(9, dtype=np.float32))
+    with pytest.raises(secagg.InputError):
+        client.set_input(np.zeros(10, dtype=np.float64))
+    with pytest.raises(secagg.InputError):
+        client.set_input(np.zeros(20, dtype=np.float32)[::2])
+    with pytest.raises(secagg.InputError):
+        client.set_input([0.0] * 10)
+    with pytest.raises(secagg.InputError):
+        client.set_input(np.full(10, np.nan, dtype=np.float32))
+    with pytest.raises(secagg.CodecError):
+        client.handle(bytes(rng.integers(0, 256, 40, dtype=np.uint8)))
+    with pytest.raises(secagg.CodecError):
+        secagg.Client.restore(b"SAJ1" + bytes(10), policy)
+    with pytest.raises(secagg.ProtocolError):
+        server.result()
+    for e in (secagg.ConfigError, secagg.PlanError, secagg.PolicyError, secagg.ProtocolError,
+              secagg.CodecError, secagg.InputError, secagg.IdentityError, secagg.EngineError):
+        assert issubclass(e, secagg.SecaggError)
+
+
+def test_server_drops_a_client_that_sends_garbage(rng):
+    config = secagg.RoundConfig(5, 10, threshold=3)
+    server = secagg.Server(config, now=0.0)
+    for i in range(5):
+        server.join(i, now=0.0)
+    garbage = bytes(rng.integers(0, 256, 64, dtype=np.uint8))
+    assert server.handle(3, garbage, now=0.0) is False
+    assert [d["client"] for d in server.dropped] == [3]
+    # Nothing a client sends raises; the others go on.
+    assert server.status == "join"
+
+
+def test_heavy_calls_release_the_gil():
+    ticks = 0
+    done = threading.Event()
+
+    def work():
+        secagg.simulate(20, 300_000, neighbors=19, threshold=11, adversary="curious", unauthenticated=True, seed=3)
+        done.set()
+
+    t = threading.Thread(target=work)
+    start = time.perf_counter()
+    t.start()
+    while not done.is_set():
+        ticks += 1
+        time.sleep(0.001)
+    t.join()
+    elapsed = time.perf_counter() - start
+    # With the GIL held for the whole simulation this loop could not run at all.
+    assert elapsed > 0.05
+    assert ticks > elapsed / 0.001 * 0.2
