@@ -9,7 +9,7 @@ to fail in fit (it drops out at the masked-input stage).
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Optional
+from typing import Dict, FrozenSet, Iterable, List, Union
 
 import numpy as np
 from flwr.client import ClientApp, NumPyClient
@@ -42,13 +42,13 @@ def examples_of(partition: int) -> int:
 
 
 class Node(NumPyClient):
-    def __init__(self, partition: int, params: int, fail: Optional[int]):
+    def __init__(self, partition: int, params: int, fail: FrozenSet[int]):
         self.partition = partition
         self.params = params
         self.fail = fail
 
     def fit(self, parameters, config):
-        if self.fail is not None and self.partition == self.fail:
+        if self.partition in self.fail:
             raise RuntimeError(f"partition {self.partition} drops out at the masked-input stage")
         return update_of(self.partition, self.params), examples_of(self.partition), {}
 
@@ -62,7 +62,15 @@ class Capturing(FedAvg):
         return out
 
 
-def make_apps(kind: str, nodes: int, params: int = 27, fail: Optional[int] = None,
+def failing(fail: Union[None, int, Iterable[int]]) -> FrozenSet[int]:
+    if fail is None:
+        return frozenset()
+    if isinstance(fail, int):
+        return frozenset([fail])
+    return frozenset(fail)
+
+
+def make_apps(kind: str, nodes: int, params: int = 27, fail=None,
               num_shares=None, threshold=None, **workflow_kwargs):
     """(server_app, client_app) using `kind` = "secagg" or "flower" SecAgg+."""
     if kind == "secagg":
@@ -81,7 +89,7 @@ def make_apps(kind: str, nodes: int, params: int = 27, fail: Optional[int] = Non
 
     def client_fn(context: Context):
         partition = int(context.node_config["partition-id"])
-        return Node(partition, params, fail).to_client()
+        return Node(partition, params, failing(fail)).to_client()
 
     client_app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
     server_app = ServerApp()
@@ -111,12 +119,12 @@ def make_apps(kind: str, nodes: int, params: int = 27, fail: Optional[int] = Non
     return server_app, client_app
 
 
-def expected_mean(nodes: int, params: int = 27, fail: Optional[int] = None) -> np.ndarray:
+def expected_mean(nodes: int, params: int = 27, fail=None) -> np.ndarray:
     """The plain weighted mean of the survivors' float32 updates, flattened."""
     total = np.zeros(params, dtype=np.float64)
     weight = 0
     for p in range(nodes):
-        if p == fail:
+        if p in failing(fail):
             continue
         flat = np.concatenate([a.reshape(-1) for a in update_of(p, params)]).astype(np.float64)
         total += examples_of(p) * flat
