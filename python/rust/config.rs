@@ -307,7 +307,7 @@ impl Identity {
     pub fn to_client_identity(&self) -> PyResult<ClientIdentity> {
         let key = IdentityKey::from_secret_bytes(&self.key.to_secret_bytes());
         match &self.certificate {
-            Some(cert) => ClientIdentity::enrolled(key, cert.clone()).map_err(errors::client),
+            Some(cert) => ClientIdentity::enrolled(key, *cert).map_err(errors::client),
             None => Ok(ClientIdentity::self_asserted(ClientId(self.id), key)),
         }
     }
@@ -318,7 +318,7 @@ impl Identity {
     /// A fresh self-asserted identity for client `client_id` (honest-but-curious rounds).
     #[staticmethod]
     fn generate(client_id: u32) -> PyResult<Self> {
-        let mut rng = secagg_host::round_rng().map_err(|e| errors::identity(e))?;
+        let mut rng = secagg_host::round_rng().map_err(errors::identity)?;
         Ok(Self {
             id: client_id,
             key: IdentityKey::generate(&mut rng),

@@ -37,7 +37,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple, Union, cast
 
@@ -94,6 +96,22 @@ class MismatchError(RuntimeError):
 
 
 _DEFAULT_POLICY = {"adversary": "curious", "min_cohort": 3}
+
+#: Live clients of this process, by the token stored beside their snapshot. When a node's
+#: next message runs in the same process (Flower's simulation engine often does that), the
+#: client is taken from here instead of being rebuilt from its snapshot, which replays every
+#: frame it handled. The snapshot in the Context stays the truth: an unknown token (another
+#: process, an evicted entry) means a rebuild. Bounded by SECAGG_FLOWER_LIVE_CLIENTS.
+_LIVE: "OrderedDict[bytes, Client]" = OrderedDict()
+
+
+def _keep_live(token: bytes, client: Client) -> None:
+    limit = int(os.environ.get("SECAGG_FLOWER_LIVE_CLIENTS", "1024"))
+    if limit <= 0:
+        return
+    _LIVE[token] = client
+    while len(_LIVE) > limit:
+        _LIVE.popitem(last=False)
 
 
 def make_secaggplus_mod(**policy):
@@ -169,7 +187,9 @@ def _client_step(msg: Message, ctxt: Context, call_next, policy: Policy) -> Mess
                 "secagg: a round message arrived but this node holds no round state "
                 "(it missed the setup stage, or its state was lost)"
             )
-        client = Client.restore(bytes(cast(bytes, state["snapshot"])), policy)
+        client = _LIVE.pop(bytes(cast(bytes, state.get("token", b""))), None)
+        if client is None:
+            client = Client.restore(bytes(cast(bytes, state["snapshot"])), policy)
         if client.status == "masked-input" and frames:
             out_content = _train_and_set_input(msg, ctxt, call_next, client)
     for frame in frames:
@@ -184,7 +204,11 @@ def _client_step(msg: Message, ctxt: Context, call_next, policy: Policy) -> Mess
         if STATE_RECORD in ctxt.state.config_records:
             del ctxt.state.config_records[STATE_RECORD]
     else:
-        ctxt.state.config_records[STATE_RECORD] = ConfigRecord({"snapshot": client.snapshot()})
+        token = os.urandom(16)
+        ctxt.state.config_records[STATE_RECORD] = ConfigRecord(
+            {"snapshot": client.snapshot(), "token": token}
+        )
+        _keep_live(token, client)
     reply: Dict[str, object] = {"protocol": PROTOCOL, "client_id": client.client_id}
     if out:
         reply["frames"] = out
@@ -268,6 +292,8 @@ class RoundStats:
     bytes_down: Dict[str, int] = field(default_factory=dict)
     """Frame bytes the server sent, per stage."""
     wall_s: float = 0.0
+    dropped: List[Dict[str, object]] = field(default_factory=list)
+    """Clients the server dropped: client, stage, reason."""
 
 
 def _bits_needed(n: int, levels: int, max_weight: int) -> int:
@@ -596,6 +622,7 @@ class SecAggPlusWorkflow:
         if final:
             exchange("completed", final)
         stats.wall_s = time.perf_counter() - started
+        stats.dropped = list(server.dropped)
         self.last_round = stats
         if server.status != "completed":
             log.error("secagg: round %d aborted: %s", current_round, server.error)
