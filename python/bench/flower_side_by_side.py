@@ -132,12 +132,19 @@ def main():
     ap.add_argument("--t", type=int, default=10, help="reconstruction_threshold")
     ap.add_argument("--d", type=float, default=0.1, help="fraction dropping at masked input")
     ap.add_argument("--backend", default="cpu")
+    ap.add_argument("--clipping-range", type=float, help="SecAggPlusWorkflow's clipping_range")
+    ap.add_argument("--max-weight", type=float, help="... max_weight")
+    ap.add_argument("--quantization-range", type=int, help="... quantization_range")
+    ap.add_argument("--modulus-range", type=int, help="... modulus_range")
     ap.add_argument("--json", help="also write the result here")
     a = ap.parse_args()
 
     fail = set(range(0, a.n, max(1, round(1 / a.d)))) if a.d > 0 else set()
     fail = set(list(fail)[: int(round(a.d * a.n))])
     extra = {"backend": a.backend} if a.kind == "secagg" else {}
+    for name in ("clipping_range", "max_weight", "quantization_range", "modulus_range"):
+        if getattr(a, name) is not None:
+            extra[name] = getattr(a, name)
     server_app, client_app = flower_app.make_apps(
         a.kind, a.n, params=a.m, fail=fail, num_shares=a.k, threshold=a.t, **extra
     )
@@ -178,6 +185,7 @@ def main():
         "num_shares": a.k,
         "threshold": a.t,
         "dropped": len(fail),
+        "workflow_kwargs": {k: v for k, v in extra.items() if k != "backend"},
         "round_wall_s": wall,
         "clients_s": grid.client_s,
         "server_unmask_s": stats.get("unmask_s"),
