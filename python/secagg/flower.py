@@ -24,10 +24,11 @@ The workflow takes Flower's keyword arguments with their meaning (``num_shares``
   ``[-clipping_range, clipping_range]`` are clipped with a warning that says how many;
 * parameters a client policy finds insecure (too few shares for the clients sampled) are
   raised to the planner's choice, with a warning;
-* Flower's nodes have no enrolled identities, so the drop-in runs the honest-but-curious
-  protocol (the server is trusted to follow the protocol, not to see any single update)
-  and logs that it does. Enrolled, malicious-server rounds need the TCP transport
-  (``secagg server --ca``).
+* Flower's nodes have no enrolled identities, so by default the drop-in runs the
+  honest-but-curious protocol (the server is trusted to follow the protocol, not to see
+  any single update) and logs that it does. With enrollment files from ``secagg enroll``
+  (``SecAggPlusWorkflow(ca=...)`` and ``make_secaggplus_mod(identity=...)``) it runs the
+  protocol that withstands a semi-malicious server.
 
 A mismatch — our workflow with Flower's mod, or Flower's workflow with our mod — fails at
 the first stage with an error that says which side runs what; it never yields a sum.
@@ -41,7 +42,7 @@ import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple, Union, cast
+from typing import Callable, Dict, List, Optional, Tuple, Union, cast
 
 import numpy as np
 
@@ -114,21 +115,49 @@ def _keep_live(token: bytes, client: Client) -> None:
         _LIVE.popitem(last=False)
 
 
-def make_secaggplus_mod(**policy):
-    """A client mod with its own policy: the keyword arguments of :class:`secagg.Policy`
-    (default: an honest-but-curious server, at least 3 clients per round, the planner's
-    security bound at 2^-40 with 5% colluding clients).
+IdentityFiles = Tuple[str, str, str]
+
+
+def make_secaggplus_mod(
+    identity: Union[None, IdentityFiles, Callable[[Context], IdentityFiles]] = None,
+    **policy,
+):
+    """A client mod with its own policy: the keyword arguments of :class:`secagg.Policy`.
+
+    Without ``identity`` the node runs the honest-but-curious protocol under an
+    unauthenticated identity (default policy: an honest-but-curious server, at least 3
+    clients per round, the planner's security bound at 2^-40 with 5% colluding clients).
+
+    With ``identity = (key_file, certificate_file, ca_file)`` — the files ``secagg enroll``
+    writes and the deployment CA's public key — the node takes part under its enrolled id
+    and the policy defaults to a semi-malicious server with identities from that CA; the
+    server's workflow must then be given the same CA (``SecAggPlusWorkflow(ca=...)``).
+    ``identity`` may also be a function of the node's Context returning those paths (one
+    ClientApp for many nodes, each with its own files, e.g. from ``context.node_config``);
+    the policy's ``ca`` must then be given.
 
     The policy is the client's: every round's parameters are checked against it before
     the client sends anything. (It is kept as arguments, not as a Policy object, so that
     Flower's simulation engine can ship the mod to its workers.)
     """
     kwargs = dict(_DEFAULT_POLICY)
+    files: Union[None, Tuple[str, ...], Callable[[Context], IdentityFiles]] = None
+    if callable(identity):
+        if "ca" not in policy:
+            raise ValueError("with identity given as a function, give the policy's ca too")
+        files = identity
+        kwargs = {"adversary": "semi-malicious"}
+    elif identity is not None:
+        files = tuple(str(f) for f in identity)
+        if len(files) != 3:
+            raise ValueError("identity is (key_file, certificate_file, ca_file)")
+        kwargs = {"adversary": "semi-malicious", "ca": files[2]}
+        Identity.load(*files)  # fail here on unusable files
     kwargs.update(policy)
     Policy(**kwargs)  # fail here, not at the first message, on a bad policy
 
     def secaggplus_mod(msg: Message, ctxt: Context, call_next) -> Message:
-        return _client_step(msg, ctxt, call_next, Policy(**kwargs))
+        return _client_step(msg, ctxt, call_next, Policy(**kwargs), files)
 
     secaggplus_mod.__doc__ = _MOD_DOC
     return secaggplus_mod
@@ -145,7 +174,13 @@ update is never sent unmasked).
 _warned_curious = False
 
 
-def _client_step(msg: Message, ctxt: Context, call_next, policy: Policy) -> Message:
+def _client_step(
+    msg: Message,
+    ctxt: Context,
+    call_next,
+    policy: Policy,
+    identity_files=None,
+) -> Message:
     global _warned_curious
     if msg.metadata.message_type != MessageType.TRAIN:
         return call_next(msg, ctxt)
@@ -171,15 +206,24 @@ def _client_step(msg: Message, ctxt: Context, call_next, policy: Policy) -> Mess
     frames = [bytes(f) for f in cast(List[bytes], cfg.get("frames", []))]
     out_content = RecordDict()
     if cfg.get("stage") == "setup":
-        if not policy.enrolled and not _warned_curious:
+        if not policy.enrolled and identity_files is None and not _warned_curious:
             log.info(
                 "secagg: Flower nodes have no enrolled identities; running the "
                 "honest-but-curious protocol (the server must follow the protocol)"
             )
             _warned_curious = True
         welcome = bytes(cast(bytes, cfg["welcome"]))
-        client_id = int(cast(int, cfg["client_id"]))
-        client = Client(welcome, Identity.generate(client_id), policy)
+        if identity_files is not None:
+            paths = identity_files(ctxt) if callable(identity_files) else identity_files
+            identity = Identity.load(*(str(p) for p in paths))
+        elif "client_id" in cfg:
+            identity = Identity.generate(int(cast(int, cfg["client_id"])))
+        else:
+            raise MismatchError(
+                "the server runs an enrolled round (SecAggPlusWorkflow(ca=...)) but this "
+                "node has no enrolled identity: make_secaggplus_mod(identity=(key, cert, ca))"
+            )
+        client = Client(welcome, identity, policy)
     else:
         state = ctxt.state.config_records.get(STATE_RECORD)
         if state is None or "snapshot" not in state:
@@ -343,6 +387,7 @@ class SecAggPlusWorkflow:
         backend: str = "cpu",
         dropout: float = 0.1,
         corrupt: float = 0.05,
+        ca: Optional[str] = None,
     ) -> None:
         # Flower reads an int 1 as the fraction 1.0 (all clients).
         if num_shares == 1 and isinstance(num_shares, int):
@@ -389,6 +434,8 @@ class SecAggPlusWorkflow:
         self.backend = backend
         self.dropout = dropout
         self.corrupt = corrupt
+        self.ca = None if ca is None else str(ca)
+        self.adversary = "curious" if ca is None else "semi-malicious"
         self.last_round: Optional[RoundStats] = None
 
     # -- parameters --------------------------------------------------------------------
@@ -413,12 +460,12 @@ class SecAggPlusWorkflow:
                 n,
                 neighbors=k,
                 threshold=t,
-                adversary="curious",
+                adversary=self.adversary,
                 dropout=self.dropout,
                 corrupt=self.corrupt,
             )
         except PlanError as why:
-            p = _plan(n, adversary="curious", dropout=self.dropout, corrupt=self.corrupt)
+            p = _plan(n, adversary=self.adversary, dropout=self.dropout, corrupt=self.corrupt)
             log.warning(
                 "secagg: num_shares=%s, reconstruction_threshold=%s (k = %d, t = %d) fail "
                 "for %d clients: %s; using the planner's k = %d, t = %d",
@@ -508,11 +555,11 @@ class SecAggPlusWorkflow:
             stage_timeout=float(self.timeout) if self.timeout else 3600.0,
             context=digest,
         )
-        server = Server(config, backend=self.backend)
+        server = Server(config, backend=self.backend, ca=self.ca)
         stats = RoundStats(clients=n, params=m, neighbors=k, threshold=t, bits=bits, levels=levels)
         log.info(
             "secagg: round %d, %d clients x %d parameters, k = %d, t = %d, b = %d, %d levels, "
-            "engine %s (honest-but-curious protocol: Flower nodes have no enrolled identities)",
+            "engine %s (%s)",
             current_round,
             n,
             m,
@@ -521,6 +568,9 @@ class SecAggPlusWorkflow:
             bits,
             levels,
             server.engine,
+            "honest-but-curious protocol: Flower nodes have no enrolled identities"
+            if self.ca is None
+            else "semi-malicious server protocol: clients enrolled by the given CA",
         )
         node_of = {i: nid for i, nid in enumerate(nodes)}
         id_of = {nid: i for i, nid in node_of.items()}
@@ -547,7 +597,8 @@ class SecAggPlusWorkflow:
                 rec: Dict[str, object] = {"protocol": PROTOCOL, "stage": stage}
                 if first:
                     rec["welcome"] = welcome
-                    rec["client_id"] = i
+                    if self.ca is None:
+                        rec["client_id"] = i  # enrolled clients use their own ids
                 if frames:
                     rec["frames"] = frames
                     down += sum(len(f) for f in frames)
@@ -584,20 +635,49 @@ class SecAggPlusWorkflow:
                         "stopping before any update is requested"
                     )
                 answered.add(i)
+                target = i
+                if first and self.ca is not None:
+                    # An enrolled client joins under the id of its certificate (the server
+                    # checks the certificate and the signatures from the next stage on).
+                    cid = int(cast(int, rec.get("client_id", -1)))
+                    if not 0 <= cid < 2**32 or cid in enrolled:
+                        failures.append(Exception(f"node {nid} claims client id {cid}"))
+                        log.warning("secagg: node %d claims client id %d: refused", nid, cid)
+                        continue
+                    enrolled[cid] = nid
+                    server.join(cid)
+                    target = cid
                 for f in cast(List[bytes], rec.get("frames", [])):
                     up += len(f)
-                    server.handle(i, bytes(f))
+                    server.handle(target, bytes(f))
                 if stage == "masked-input":
                     fitres_of[i] = compat.recorddict_to_fitres(reply.content, True)
             stats.bytes_up[stage] = stats.bytes_up.get(stage, 0) + up
+            if first and self.ca is not None:
+                node_of.clear()
+                node_of.update(enrolled)
+                id_of.clear()
+                id_of.update({nid: cid for cid, nid in enrolled.items()})
+                return
             for i in outgoing:
                 if i not in answered:
                     server.disconnect(i)
             stats.stage_s[stage] = stats.stage_s.get(stage, 0.0) + time.perf_counter() - t0
 
-        for i in range(n):
-            server.join(i)
+        enrolled: Dict[int, int] = {}
+        if self.ca is None:
+            for i in range(n):
+                server.join(i)
         exchange("setup", {i: [] for i in range(n)}, first=True)
+        if failures and len(failures) == n:
+            reasons = sorted({str(f) for f in failures})
+            if any("fitins" in r or "KeyError" in r for r in reasons):
+                raise MismatchError(
+                    "no node took part: their ClientApps do not run "
+                    "secagg.flower.secaggplus_mod (each answered the setup stage with: "
+                    f"{reasons[0]})"
+                )
+            log.error("secagg: no node joined round %d: %s", current_round, "; ".join(reasons[:3]))
         while server.status not in ("completed", "aborted"):
             outgoing: Dict[int, List[bytes]] = {}
             while True:

@@ -70,6 +70,14 @@ def failing(fail: Union[None, int, Iterable[int]]) -> FrozenSet[int]:
     return frozenset(fail)
 
 
+def enrolled_files(context: Context):
+    """The node's enrollment files, from the directory in SECAGG_TEST_PKI (one client per
+    partition, made by `secagg enroll`)."""
+    pki = os.environ["SECAGG_TEST_PKI"]
+    p = int(context.node_config["partition-id"])
+    return (f"{pki}/clients/client-{p}.key", f"{pki}/clients/client-{p}.cert", f"{pki}/ca/ca.pub")
+
+
 def make_apps(kind: str, nodes: int, params: int = 27, fail=None,
               num_shares=None, threshold=None, **workflow_kwargs):
     """(server_app, client_app) using `kind` = "secagg" or "flower" SecAgg+."""
@@ -81,6 +89,18 @@ def make_apps(kind: str, nodes: int, params: int = 27, fail=None,
     elif kind == "secagg-server-flower-client":
         from flwr.client.mod import secaggplus_mod
         from secagg.flower import SecAggPlusWorkflow
+    elif kind == "secagg-enrolled":
+        from secagg.flower import SecAggPlusWorkflow, make_secaggplus_mod
+
+        pki = os.environ["SECAGG_TEST_PKI"]
+        secaggplus_mod = make_secaggplus_mod(
+            identity=enrolled_files, ca=f"{pki}/ca/ca.pub", min_cohort=5
+        )
+        workflow_kwargs = {"ca": f"{pki}/ca/ca.pub", **workflow_kwargs}
+    elif kind == "secagg-server-no-mod":
+        from secagg.flower import SecAggPlusWorkflow
+
+        secaggplus_mod = None
     elif kind == "flower-server-secagg-client":
         from flwr.server.workflow import SecAggPlusWorkflow
         from secagg.flower import secaggplus_mod
@@ -91,7 +111,7 @@ def make_apps(kind: str, nodes: int, params: int = 27, fail=None,
         partition = int(context.node_config["partition-id"])
         return Node(partition, params, failing(fail)).to_client()
 
-    client_app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
+    client_app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod] if secaggplus_mod else [])
     server_app = ServerApp()
 
     @server_app.main()

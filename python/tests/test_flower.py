@@ -57,3 +57,44 @@ def test_flowers_workflow_with_our_mod_yields_no_sum(fa):
     cap = fa.run("flower-server-secagg-client", 4)
     # Every node refused at setup with a MismatchError: no aggregate was ever produced.
     assert "parameters" not in cap
+
+
+def test_our_workflow_with_no_mod_fails_at_once(fa):
+    from secagg.flower import MismatchError
+
+    with pytest.raises(MismatchError, match="do not run secagg.flower.secaggplus_mod"):
+        fa.run("secagg-server-no-mod", 4)
+
+
+def secagg_bin():
+    import os
+    import shutil
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    for candidate in (
+        os.environ.get("SECAGG_BIN"),
+        os.path.join(here, "..", "..", "target", "release", "secagg"),
+        shutil.which("secagg"),
+    ):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    pytest.fail("no secagg binary (cargo build --release, or set SECAGG_BIN)")
+
+
+def test_enrolled_nodes_run_the_malicious_server_protocol(fa, tmp_path, monkeypatch):
+    import subprocess
+
+    bin = secagg_bin()
+    subprocess.run([bin, "ca", "new", "--out", str(tmp_path / "ca")], check=True, capture_output=True)
+    subprocess.run(
+        [bin, "enroll", "--ca-key", str(tmp_path / "ca" / "ca.key"), "--id", "0..10",
+         "--out", str(tmp_path / "clients")],
+        check=True, capture_output=True,
+    )
+    monkeypatch.setenv("SECAGG_TEST_PKI", str(tmp_path))
+    cap = fa.run("secagg-enrolled", 10, fail=7)
+    assert cap["results"] == 9 and cap["failures"] == 1
+    stats = cap["workflow"].fit_workflow.last_round
+    got = flat(cap["parameters"])
+    step = 2 * 8.0 / (stats.levels - 1)
+    assert np.max(np.abs(got - fa.expected_mean(10, fail=7))) < step
