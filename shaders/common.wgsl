@@ -21,6 +21,12 @@ struct Params {
     units: u32,
     // Invocations per row of a 2-D dispatch.
     row_stride: u32,
+    // Element `dst0` of `data` is element 0 of this dispatch (device-resident accumulators
+    // bind a whole chunk and work on part of it).
+    dst0: u32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

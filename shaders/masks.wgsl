@@ -24,7 +24,7 @@ fn put4(unit: u32, w: u32, v: vec4<u32>, accumulate: bool) {
     for (var j = 0u; j < 4u; j++) {
         let p = unit * 16u + w + j;
         if (p >= params.skip && p - params.skip < params.len) {
-            let e = p - params.skip;
+            let e = params.dst0 + p - params.skip;
             var x = v[j];
             if (accumulate) {
                 x += data[e];

@@ -336,3 +336,91 @@ impl Backend for CpuEngine {
         Ok(())
     }
 }
+
+/// Elements per rayon task of `add_packed`: a multiple of 8, so that every task's first
+/// element starts on a byte of the packed run.
+const PACKED_TILE: usize = 1 << 14;
+
+/// The CPU engine's accumulator: plain memory.
+#[derive(Clone, Debug)]
+pub struct CpuAccumulator {
+    data: Vec<u32>,
+    modulus: Modulus,
+}
+
+impl CpuAccumulator {
+    /// The elements, mod 2^b.
+    pub fn as_slice(&self) -> &[u32] {
+        &self.data
+    }
+}
+
+impl crate::Accumulate for CpuEngine {
+    type Accumulator = CpuAccumulator;
+
+    fn accumulator(&self, len: usize, modulus: Modulus) -> Result<CpuAccumulator, EngineError> {
+        modulus.check_lane::<u32>()?;
+        Ok(CpuAccumulator {
+            data: vec![0; len],
+            modulus,
+        })
+    }
+
+    fn add_packed(
+        &self,
+        acc: &mut CpuAccumulator,
+        offset: usize,
+        packed: &[u8],
+        count: usize,
+    ) -> Result<(), EngineError> {
+        crate::accumulator::check_packed(acc.data.len(), offset, packed, count, acc.modulus)?;
+        let bits = acc.modulus.bits();
+        let mask = acc.modulus.mask_u32();
+        let target = &mut acc.data[offset..offset + count];
+        self.run(|| {
+            target
+                .par_chunks_mut(PACKED_TILE)
+                .enumerate()
+                .for_each(|(i, tile)| {
+                    let bit0 = i * PACKED_TILE * bits as usize;
+                    crate::accumulator::add_unpacked(tile, packed, bit0, bits, mask);
+                });
+        });
+        Ok(())
+    }
+
+    fn mask_range(
+        &self,
+        acc: &mut CpuAccumulator,
+        start: usize,
+        len: usize,
+        offset: u64,
+        terms: &[MaskTerm],
+        prg: Prg,
+    ) -> Result<(), EngineError> {
+        crate::accumulator::check_span(acc.data.len(), start, len)?;
+        let modulus = acc.modulus;
+        self.apply_masks(
+            &mut acc.data[start..start + len],
+            offset,
+            terms,
+            prg,
+            modulus,
+        )
+    }
+
+    fn read_out(&self, acc: &CpuAccumulator, out: &mut [u32]) -> Result<(), EngineError> {
+        if out.len() != acc.data.len() {
+            return Err(EngineError::LengthMismatch {
+                acc: acc.data.len(),
+                input: out.len(),
+            });
+        }
+        out.copy_from_slice(&acc.data);
+        Ok(())
+    }
+
+    fn accumulator_len(&self, acc: &CpuAccumulator) -> usize {
+        acc.data.len()
+    }
+}

@@ -80,6 +80,34 @@ pub enum EngineError {
     /// Any other validation error reported by wgpu (a bug in this crate if it ever shows).
     #[error("GPU validation error: {0}")]
     Validation(String),
+    /// A range of an accumulator runs past its end.
+    #[error("elements {start}..{start}+{len} run past the accumulator's {capacity} elements")]
+    OutOfRange {
+        /// First element asked for.
+        start: usize,
+        /// Elements asked for.
+        len: usize,
+        /// The accumulator's length.
+        capacity: usize,
+    },
+    /// Packed input whose byte length is not that of `count` elements of `bits` bits.
+    #[error("{bytes} packed bytes do not hold {count} elements of {bits} bits")]
+    PackedLength {
+        /// Bytes given.
+        bytes: usize,
+        /// Elements announced.
+        count: usize,
+        /// Bits per element.
+        bits: u32,
+    },
+    /// An accumulator made by another engine was handed to this one.
+    #[error("this accumulator belongs to the {owner} engine, not the {engine} engine")]
+    ForeignAccumulator {
+        /// The engine that made it.
+        owner: &'static str,
+        /// The engine it was given to.
+        engine: &'static str,
+    },
     /// A worker thread pool could not be built.
     #[error("could not build CPU thread pool: {0}")]
     ThreadPool(String),

@@ -23,6 +23,7 @@
 
 #![deny(missing_docs)]
 
+pub mod accumulator;
 mod cpu;
 mod error;
 pub mod gpu;
@@ -30,10 +31,11 @@ mod select;
 pub mod testing;
 mod types;
 
-pub use cpu::CpuEngine;
+pub use accumulator::{Accumulate, packed_len};
+pub use cpu::{CpuAccumulator, CpuEngine};
 pub use error::EngineError;
-pub use gpu::{GpuEngine, GpuOptions};
-pub use select::{BackendChoice, Engine};
+pub use gpu::{GpuAccumulator, GpuEngine, GpuOptions};
+pub use select::{BackendChoice, Engine, EngineAccumulator};
 pub use types::{Lane, LaneKind, MaskTerm, Modulus, Prg, Seed, Sign, StreamPos};
 
 /// Which kind of hardware an engine runs on.

@@ -153,3 +153,79 @@ impl Backend for Engine {
         delegate!(self, e => e.keystream_blocks(seed, prg, pos, out))
     }
 }
+
+/// The accumulator of an [`Engine`]: the CPU's or the GPU's, as the engine was chosen.
+#[derive(Debug)]
+pub enum EngineAccumulator {
+    /// Made by the CPU engine.
+    Cpu(crate::CpuAccumulator),
+    /// Made by the GPU engine.
+    Gpu(crate::GpuAccumulator),
+}
+
+fn foreign(owner: &'static str, engine: &'static str) -> EngineError {
+    EngineError::ForeignAccumulator { owner, engine }
+}
+
+impl crate::Accumulate for Engine {
+    type Accumulator = EngineAccumulator;
+
+    fn accumulator(&self, len: usize, modulus: Modulus) -> Result<EngineAccumulator, EngineError> {
+        Ok(match self {
+            Engine::Cpu(e) => EngineAccumulator::Cpu(e.accumulator(len, modulus)?),
+            Engine::Gpu(e) => EngineAccumulator::Gpu(e.accumulator(len, modulus)?),
+        })
+    }
+
+    fn add_packed(
+        &self,
+        acc: &mut EngineAccumulator,
+        offset: usize,
+        packed: &[u8],
+        count: usize,
+    ) -> Result<(), EngineError> {
+        match (self, acc) {
+            (Engine::Cpu(e), EngineAccumulator::Cpu(a)) => e.add_packed(a, offset, packed, count),
+            (Engine::Gpu(e), EngineAccumulator::Gpu(a)) => e.add_packed(a, offset, packed, count),
+            (Engine::Cpu(_), _) => Err(foreign("gpu", "cpu")),
+            (Engine::Gpu(_), _) => Err(foreign("cpu", "gpu")),
+        }
+    }
+
+    fn mask_range(
+        &self,
+        acc: &mut EngineAccumulator,
+        start: usize,
+        len: usize,
+        offset: u64,
+        terms: &[MaskTerm],
+        prg: Prg,
+    ) -> Result<(), EngineError> {
+        match (self, acc) {
+            (Engine::Cpu(e), EngineAccumulator::Cpu(a)) => {
+                e.mask_range(a, start, len, offset, terms, prg)
+            }
+            (Engine::Gpu(e), EngineAccumulator::Gpu(a)) => {
+                e.mask_range(a, start, len, offset, terms, prg)
+            }
+            (Engine::Cpu(_), _) => Err(foreign("gpu", "cpu")),
+            (Engine::Gpu(_), _) => Err(foreign("cpu", "gpu")),
+        }
+    }
+
+    fn read_out(&self, acc: &EngineAccumulator, out: &mut [u32]) -> Result<(), EngineError> {
+        match (self, acc) {
+            (Engine::Cpu(e), EngineAccumulator::Cpu(a)) => e.read_out(a, out),
+            (Engine::Gpu(e), EngineAccumulator::Gpu(a)) => e.read_out(a, out),
+            (Engine::Cpu(_), _) => Err(foreign("gpu", "cpu")),
+            (Engine::Gpu(_), _) => Err(foreign("cpu", "gpu")),
+        }
+    }
+
+    fn accumulator_len(&self, acc: &EngineAccumulator) -> usize {
+        match acc {
+            EngineAccumulator::Cpu(a) => a.as_slice().len(),
+            EngineAccumulator::Gpu(a) => a.len(),
+        }
+    }
+}

@@ -10,8 +10,8 @@
 
 mod support;
 
-use secagg_engine::{Backend, CpuEngine, EngineError, Modulus, Prg, Seed, StreamPos};
-use support::{Inputs, assert_same, reference_apply, spec_stream};
+use secagg_engine::{Accumulate, Backend, CpuEngine, EngineError, Modulus, Prg, Seed, StreamPos};
+use support::{Inputs, assert_same, mask_of, reference_apply, spec_stream};
 
 const BITS: [u32; 5] = [1, 7, 17, 31, 32];
 const SMALL_LENGTHS: [usize; 8] = [0, 1, 15, 16, 17, 63, 1000, 4099];
@@ -221,6 +221,167 @@ fn equals_cpu_bit_for_bit<E: Backend>(e: &E, test: &str) {
     }
 }
 
+// ---- The engine-owned accumulator (`Accumulate`) -------------------------------------------
+
+const PACKED_BITS: [u32; 6] = [1, 7, 17, 26, 31, 32];
+
+/// Packs `values` at `bits` each, bit by bit, into the codec's little-endian bit stream: an
+/// obviously correct reference, independent of the engines' packers and unpackers.
+fn pack_bits(values: &[u32], bits: u32) -> Vec<u8> {
+    let mut out = vec![0u8; (values.len() * bits as usize).div_ceil(8)];
+    for (i, v) in values.iter().enumerate() {
+        for j in 0..bits as usize {
+            if (v >> j) & 1 == 1 {
+                let bit = i * bits as usize + j;
+                out[bit / 8] |= 1 << (bit % 8);
+            }
+        }
+    }
+    out
+}
+
+/// Adds uploads into a reference vector and into the engine's accumulator: whole uploads at
+/// offsets that are not multiples of 16, and uploads split into chunks (each packed on its own,
+/// as the wire carries them) whose boundaries fall inside packed words.
+fn accumulator_add_packed<E: Accumulate>(e: &E, test: &str) {
+    let mut rng = Inputs::new(test);
+    for bits in PACKED_BITS {
+        let modulus = Modulus::new(bits).unwrap();
+        let mask = mask_of(modulus);
+        let len = 4096 + 1000 + rng.below(3000) as usize;
+        let mut want = vec![0u32; len];
+        let mut acc = e.accumulator(len, modulus).unwrap();
+        for upload in 0..6 {
+            let offset = if upload == 0 {
+                0
+            } else {
+                1 + rng.below(len as u64 / 2) as usize
+            };
+            let count = if upload == 0 {
+                len
+            } else {
+                1 + rng.below((len - offset) as u64) as usize
+            };
+            let values: Vec<u32> = rng.vec(count).into_iter().map(|v| v & mask).collect();
+            for (w, v) in want[offset..offset + count].iter_mut().zip(&values) {
+                *w = w.wrapping_add(*v) & mask;
+            }
+            if upload % 2 == 0 {
+                e.add_packed(&mut acc, offset, &pack_bits(&values, bits), count)
+                    .unwrap();
+            } else {
+                // Chunks of 1, 3, 11, … elements: at b = 7, 17, 26, 31 their ends land inside
+                // the words of the whole upload's stream.
+                let mut done = 0;
+                let mut step = 1;
+                while done < count {
+                    let n = step.min(count - done);
+                    let part = &values[done..done + n];
+                    e.add_packed(&mut acc, offset + done, &pack_bits(part, bits), n)
+                        .unwrap();
+                    done += n;
+                    step = step * 3 + 2;
+                }
+            }
+        }
+        let mut got = vec![0u32; len];
+        e.read_out(&acc, &mut got).unwrap();
+        assert_eq!(e.accumulator_len(&acc), len);
+        assert_same(
+            &format!("add_packed b = {bits}, {len} elements"),
+            &got,
+            &want,
+        );
+    }
+}
+
+/// The mask pass in place over ranges of an accumulator equals the spec on the same slice.
+fn accumulator_mask_range<E: Accumulate>(e: &E, test: &str) {
+    let mut rng = Inputs::new(test);
+    for bits in PACKED_BITS {
+        let modulus = Modulus::new(bits).unwrap();
+        let mask = mask_of(modulus);
+        let prg = rng.pick(&Prg::ALL);
+        let len = 5000 + rng.below(4000) as usize;
+        let values: Vec<u32> = rng.vec(len).into_iter().map(|v| v & mask).collect();
+        let mut acc = e.accumulator(len, modulus).unwrap();
+        e.add_packed(&mut acc, 0, &pack_bits(&values, bits), len)
+            .unwrap();
+        let mut want = values;
+        for _ in 0..3 {
+            let start = rng.below(len as u64 / 2) as usize | 1;
+            let n = 1 + rng.below((len - start) as u64) as usize;
+            let off = offset(&mut rng);
+            let n_terms = 1 + rng.below(30) as usize;
+            let (terms, raw) = rng.terms(n_terms);
+            let slice = reference_apply(&want[start..start + n], off, &raw, prg, modulus);
+            want[start..start + n].copy_from_slice(&slice);
+            e.mask_range(&mut acc, start, n, off, &terms, prg).unwrap();
+        }
+        let mut got = vec![0u32; len];
+        e.read_out(&acc, &mut got).unwrap();
+        assert_same(&format!("mask_range b = {bits} {prg}"), &got, &want);
+    }
+}
+
+fn accumulator_rejects_bad_arguments<E: Accumulate>(e: &E, _test: &str) {
+    let modulus = Modulus::new(17).unwrap();
+    let mut acc = e.accumulator(100, modulus).unwrap();
+    assert!(matches!(
+        e.add_packed(&mut acc, 90, &[0u8; 30], 11),
+        Err(EngineError::OutOfRange { .. })
+    ));
+    assert!(matches!(
+        e.add_packed(&mut acc, 0, &[0u8; 5], 3),
+        Err(EngineError::PackedLength { .. })
+    ));
+    assert!(matches!(
+        e.mask_range(&mut acc, 50, 51, 0, &[], Prg::ChaCha20),
+        Err(EngineError::OutOfRange { .. })
+    ));
+    let mut short = vec![0u32; 99];
+    assert!(matches!(
+        e.read_out(&acc, &mut short),
+        Err(EngineError::LengthMismatch { .. })
+    ));
+    assert!(e.accumulator(10, Modulus::new(33).unwrap()).is_err());
+}
+
+/// A server's round in miniature at the default chunk size and beyond (the GPU engine's
+/// 16 Mi-element chunks): two uploads across the chunk boundary, a mask pass over all,
+/// checked against the reference at both ends and around the boundary.
+fn accumulator_across_default_chunks<E: Accumulate>(e: &E, test: &str) {
+    let mut rng = Inputs::new(test);
+    let bits = 26;
+    let modulus = Modulus::new(bits).unwrap();
+    let mask = mask_of(modulus);
+    let len = (16 << 20) + 4099;
+    let mut want = vec![0u32; len];
+    let mut acc = e.accumulator(len, modulus).unwrap();
+    for _ in 0..2 {
+        let values: Vec<u32> = rng.vec(len).into_iter().map(|v| v & mask).collect();
+        for (w, v) in want.iter_mut().zip(&values) {
+            *w = w.wrapping_add(*v) & mask;
+        }
+        e.add_packed(&mut acc, 0, &pack_bits(&values, bits), len)
+            .unwrap();
+    }
+    let (terms, raw) = rng.terms(3);
+    let off = offset(&mut rng);
+    let mut got = vec![0u32; len];
+    e.mask_range(&mut acc, 0, len, off, &terms, Prg::ChaCha20)
+        .unwrap();
+    e.read_out(&acc, &mut got).unwrap();
+    for (a, b) in [
+        (0, 5000),
+        ((16 << 20) - 3000, (16 << 20) + 3000),
+        (len - 5000, len),
+    ] {
+        let slice = reference_apply(&want[a..b], off + a as u64, &raw, Prg::ChaCha20, modulus);
+        assert_same(&format!("elements {a}..{b}"), &got[a..b], &slice);
+    }
+}
+
 macro_rules! conformance {
     ($module:ident, $engine:expr) => {
         mod $module {
@@ -256,6 +417,10 @@ macro_rules! conformance {
             case!(rejects_bad_arguments);
             case!(equals_cpu_bit_for_bit);
             case!(above_32m_elements, release);
+            case!(accumulator_add_packed);
+            case!(accumulator_mask_range);
+            case!(accumulator_rejects_bad_arguments);
+            case!(accumulator_across_default_chunks, release);
         }
     };
 }

@@ -6,7 +6,10 @@
 //! so that the host copies one chunk in or out while the GPU works on the other. Every wgpu
 //! failure (no adapter, device lost, out of memory, mapping) comes back as an [`EngineError`].
 
+mod accumulator;
 mod shaders;
+
+pub use accumulator::GpuAccumulator;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -52,6 +55,7 @@ enum Kernel {
     Apply,
     Expand,
     Add,
+    AddPacked,
 }
 
 impl Kernel {
@@ -60,13 +64,14 @@ impl Kernel {
             Kernel::Apply => "apply",
             Kernel::Expand => "expand",
             Kernel::Add => "add",
+            Kernel::AddPacked => "add_packed",
         }
     }
 
     fn workgroup(self) -> u32 {
         match self {
             Kernel::Apply | Kernel::Expand => MASK_WORKGROUP,
-            Kernel::Add => ADD_WORKGROUP,
+            Kernel::Add | Kernel::AddPacked => ADD_WORKGROUP,
         }
     }
 }
@@ -83,6 +88,8 @@ struct Params {
     mask: u32,
     units: u32,
     row_stride: u32,
+    dst0: u32,
+    pad: [u32; 3],
 }
 
 /// Errors wgpu reports through callbacks, kept until the engine call that caused them returns.
@@ -177,6 +184,7 @@ pub struct GpuEngine {
     max_dim: u32,
     masks_module: wgpu::ShaderModule,
     sum_module: wgpu::ShaderModule,
+    packed_module: wgpu::ShaderModule,
     pipelines: Mutex<HashMap<(Kernel, Prg), Arc<wgpu::ComputePipeline>>>,
     buffers: Mutex<Buffers>,
 }
@@ -270,7 +278,9 @@ impl GpuEngine {
                 source: wgpu::ShaderSource::Wgsl(m.source.into()),
             })
         });
-        let (Some(masks_module), Some(sum_module)) = (compiled.next(), compiled.next()) else {
+        let (Some(masks_module), Some(sum_module), Some(packed_module)) =
+            (compiled.next(), compiled.next(), compiled.next())
+        else {
             return Err(EngineError::Validation(
                 "shader module list is incomplete".into(),
             ));
@@ -292,6 +302,7 @@ impl GpuEngine {
             max_dim,
             masks_module,
             sum_module,
+            packed_module,
             pipelines: Mutex::new(HashMap::new()),
             buffers: Mutex::new(Buffers::default()),
         })
@@ -315,7 +326,7 @@ impl GpuEngine {
         // The add kernel has no PRG; cache it once.
         let key = (
             kernel,
-            if kernel == Kernel::Add {
+            if matches!(kernel, Kernel::Add | Kernel::AddPacked) {
                 Prg::ChaCha20
             } else {
                 prg
@@ -328,6 +339,7 @@ impl GpuEngine {
         let (module, constants): (_, &[(&str, f64)]) = match kernel {
             Kernel::Apply | Kernel::Expand => (&self.masks_module, &rounds),
             Kernel::Add => (&self.sum_module, &[]),
+            Kernel::AddPacked => (&self.packed_module, &[]),
         };
         let label = format!("secagg-{}-{}", kernel.entry_point(), prg);
         let pipeline = self
@@ -510,13 +522,15 @@ impl GpuEngine {
             mask: job.mask,
             units,
             row_stride,
+            dst0: 0,
+            pad: [0; 3],
         };
         let terms = match job.kernel {
             Kernel::Apply | Kernel::Expand => match &buffers.terms {
                 Some(g) => Some(g.buffer.clone()),
                 None => return Err(EngineError::Validation("mask terms not uploaded".into())),
             },
-            Kernel::Add => None,
+            Kernel::Add | Kernel::AddPacked => None,
         };
         let slot = &mut buffers.slots[slot_index];
         let params_buf = self

@@ -8,6 +8,7 @@ const COMMON: &str = include_str!("../../../shaders/common.wgsl");
 const CHACHA: &str = include_str!("../../../shaders/chacha.wgsl");
 const MASKS: &str = include_str!("../../../shaders/masks.wgsl");
 const SUM: &str = include_str!("../../../shaders/sum.wgsl");
+const PACKED: &str = include_str!("../../../shaders/packed.wgsl");
 
 /// A shader module: its name and its full WGSL source.
 #[derive(Clone, Debug)]
@@ -24,6 +25,8 @@ pub struct ShaderModule {
 pub(crate) const MASKS_MODULE: &str = "secagg-masks";
 /// Name of the summation module (entry point `add`).
 pub(crate) const SUM_MODULE: &str = "secagg-sum";
+/// Name of the packed-addition module (entry point `add_packed`).
+pub(crate) const PACKED_MODULE: &str = "secagg-packed";
 
 /// Every module the GPU engine compiles.
 pub fn modules() -> Vec<ShaderModule> {
@@ -37,6 +40,11 @@ pub fn modules() -> Vec<ShaderModule> {
             name: SUM_MODULE,
             entry_points: &["add"],
             source: [COMMON, SUM].join("\n"),
+        },
+        ShaderModule {
+            name: PACKED_MODULE,
+            entry_points: &["add_packed"],
+            source: [COMMON, PACKED].join("\n"),
         },
     ]
 }

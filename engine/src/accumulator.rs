@@ -1,0 +1,159 @@
+//! Accumulators that live with their engine.
+//!
+//! A server sums n masked inputs of m elements and then removes the masks once. With the
+//! slice API ([`Backend::add`], [`Backend::apply_masks`]) a GPU engine would copy the whole
+//! accumulator to the device and back for every input. An [`Accumulate`] engine keeps the
+//! accumulator where it computes: plain memory on the CPU, device memory on a GPU. Inputs
+//! arrive as the wire carries them, packed at b bits, and are unpacked inside the add; the
+//! mask pass runs in place; the result is read out once.
+//!
+//! Packed format (the codec's): element i of a packed run occupies bits `i·b .. (i+1)·b` of a
+//! little-endian bit stream (bit j is bit `j % 8` of byte `j / 8`); a run of `count`
+//! elements is exactly `ceil(count·b / 8)` bytes. Every run starts at bit 0 of its first
+//! byte, whatever its element offset in the accumulator.
+
+use crate::{Backend, EngineError, MaskTerm, Modulus, Prg};
+
+/// Bytes of `count` elements packed at `bits` each.
+pub fn packed_len(count: usize, bits: u32) -> usize {
+    (count as u128 * u128::from(bits)).div_ceil(8) as usize
+}
+
+/// An engine that owns accumulators. Bit-identical across engines, like [`Backend`].
+pub trait Accumulate: Backend {
+    /// The engine's accumulator: `len` elements mod 2^b, zero when made.
+    type Accumulator: Send;
+
+    /// A zeroed accumulator of `len` elements mod `modulus`.
+    fn accumulator(&self, len: usize, modulus: Modulus) -> Result<Self::Accumulator, EngineError>;
+
+    /// `acc[offset + i] = (acc[offset + i] + x_i) mod 2^b` for the `count` elements `x_i`
+    /// packed at b bits in `packed` (see the module docs for the format).
+    fn add_packed(
+        &self,
+        acc: &mut Self::Accumulator,
+        offset: usize,
+        packed: &[u8],
+        count: usize,
+    ) -> Result<(), EngineError>;
+
+    /// The fused mask pass of [`Backend::apply_masks`] over `acc[start..start + len]`, in
+    /// place: element `start + j` takes keystream word `offset + j` of every term.
+    #[allow(clippy::too_many_arguments)]
+    fn mask_range(
+        &self,
+        acc: &mut Self::Accumulator,
+        start: usize,
+        len: usize,
+        offset: u64,
+        terms: &[MaskTerm],
+        prg: Prg,
+    ) -> Result<(), EngineError>;
+
+    /// Copies the accumulator into `out` (which must have its length).
+    fn read_out(&self, acc: &Self::Accumulator, out: &mut [u32]) -> Result<(), EngineError>;
+
+    /// The accumulator's length in elements.
+    fn accumulator_len(&self, acc: &Self::Accumulator) -> usize;
+}
+
+/// The checks every `add_packed` makes before touching memory.
+pub(crate) fn check_packed(
+    capacity: usize,
+    offset: usize,
+    packed: &[u8],
+    count: usize,
+    modulus: Modulus,
+) -> Result<(), EngineError> {
+    check_span(capacity, offset, count)?;
+    if packed.len() != packed_len(count, modulus.bits()) {
+        return Err(EngineError::PackedLength {
+            bytes: packed.len(),
+            count,
+            bits: modulus.bits(),
+        });
+    }
+    Ok(())
+}
+
+/// `start..start + len` lies inside `capacity` elements.
+pub(crate) fn check_span(capacity: usize, start: usize, len: usize) -> Result<(), EngineError> {
+    match start.checked_add(len) {
+        Some(end) if end <= capacity => Ok(()),
+        _ => Err(EngineError::OutOfRange {
+            start,
+            len,
+            capacity,
+        }),
+    }
+}
+
+/// Adds `count` elements packed at `bits` from `packed` (starting at bit `bit0`) into `acc`,
+/// mod `mask + 1`. The reference the engines are checked against, and the CPU engine's
+/// kernel for one tile.
+pub(crate) fn add_unpacked(acc: &mut [u32], packed: &[u8], bit0: usize, bits: u32, mask: u32) {
+    let mut byte = bit0 / 8;
+    let mut buf: u64 = 0;
+    let mut filled = 0u32;
+    // Prime with the partial first byte.
+    let lead = (bit0 % 8) as u32;
+    if lead != 0 {
+        buf = u64::from(packed.get(byte).copied().unwrap_or(0) >> lead);
+        filled = 8 - lead;
+        byte += 1;
+    }
+    let take = if bits >= 32 {
+        u64::from(u32::MAX)
+    } else {
+        (1u64 << bits) - 1
+    };
+    for a in acc.iter_mut() {
+        while filled < bits {
+            buf |= u64::from(packed.get(byte).copied().unwrap_or(0)) << filled;
+            byte += 1;
+            filled += 8;
+        }
+        let x = (buf & take) as u32;
+        buf >>= bits;
+        filled -= bits;
+        *a = a.wrapping_add(x) & mask;
+    }
+}
+
+impl<A: Accumulate> Accumulate for &A {
+    type Accumulator = A::Accumulator;
+
+    fn accumulator(&self, len: usize, modulus: Modulus) -> Result<A::Accumulator, EngineError> {
+        (**self).accumulator(len, modulus)
+    }
+
+    fn add_packed(
+        &self,
+        acc: &mut A::Accumulator,
+        offset: usize,
+        packed: &[u8],
+        count: usize,
+    ) -> Result<(), EngineError> {
+        (**self).add_packed(acc, offset, packed, count)
+    }
+
+    fn mask_range(
+        &self,
+        acc: &mut A::Accumulator,
+        start: usize,
+        len: usize,
+        offset: u64,
+        terms: &[MaskTerm],
+        prg: Prg,
+    ) -> Result<(), EngineError> {
+        (**self).mask_range(acc, start, len, offset, terms, prg)
+    }
+
+    fn read_out(&self, acc: &A::Accumulator, out: &mut [u32]) -> Result<(), EngineError> {
+        (**self).read_out(acc, out)
+    }
+
+    fn accumulator_len(&self, acc: &A::Accumulator) -> usize {
+        (**self).accumulator_len(acc)
+    }
+}

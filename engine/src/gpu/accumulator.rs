@@ -1,0 +1,396 @@
+//! The GPU engine's accumulator: device memory for the whole round.
+//!
+//! The accumulator is a list of device buffers of at most one chunk each (the adapter's
+//! storage-binding limit). A packed input is written to a staging buffer (two, alternating,
+//! so the host writes one while the device adds the other), unpacked and added by the
+//! `add_packed` kernel into the chunk it lands in, and never read back; the mask pass binds
+//! each chunk in place; the result crosses to the host once, in [`Accumulate::read_out`].
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use super::{
+    ADD_WORKGROUP, Buffers, GpuEngine, InFlight, Kernel, MAP_PENDING, MAX_TERMS_PER_PASS, Params,
+};
+use crate::accumulator::{Accumulate, check_packed, check_span};
+use crate::{EngineError, MaskTerm, Modulus, Prg, Seed, Sign, check_range};
+
+/// Most elements one `add_packed` dispatch covers: keeps `first_bit + len · b` below 2^32.
+const MAX_PACKED_ELEMS: usize = 1 << 26;
+
+/// An accumulator in GPU memory (see the module docs).
+pub struct GpuAccumulator {
+    chunks: Vec<wgpu::Buffer>,
+    chunk_elems: usize,
+    len: usize,
+    modulus: Modulus,
+    /// Which staging slot the next packed upload uses.
+    next_slot: usize,
+}
+
+impl std::fmt::Debug for GpuAccumulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuAccumulator")
+            .field("len", &self.len)
+            .field("chunks", &self.chunks.len())
+            .field("bits", &self.modulus.bits())
+            .finish()
+    }
+}
+
+impl Drop for GpuAccumulator {
+    fn drop(&mut self) {
+        for c in &self.chunks {
+            c.destroy();
+        }
+    }
+}
+
+impl GpuAccumulator {
+    /// Elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The pieces of `start..start + len` by chunk: (chunk, first element in it, elements,
+    /// elements before this piece in the range).
+    fn pieces(&self, start: usize, len: usize) -> Vec<(usize, usize, usize, usize)> {
+        let mut out = Vec::new();
+        let mut done = 0;
+        while done < len {
+            let at = start + done;
+            let chunk = at / self.chunk_elems;
+            let within = at % self.chunk_elems;
+            let n = (self.chunk_elems - within).min(len - done);
+            out.push((chunk, within, n, done));
+            done += n;
+        }
+        out
+    }
+}
+
+impl GpuEngine {
+    fn params_buffer(
+        &self,
+        buffers: &mut Buffers,
+        slot: usize,
+        params: &Params,
+    ) -> Result<wgpu::Buffer, EngineError> {
+        let buf = self
+            .ensure(
+                &mut buffers.slots[slot].params,
+                std::mem::size_of::<Params>() as u64,
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                "params",
+            )?
+            .clone();
+        self.queue.write_buffer(&buf, 0, bytemuck::bytes_of(params));
+        Ok(buf)
+    }
+
+    fn dispatch(
+        &self,
+        kernel: Kernel,
+        prg: Prg,
+        entries: &[wgpu::BindGroupEntry<'_>],
+        groups: (u32, u32),
+    ) -> Result<(), EngineError> {
+        let pipeline = self.pipeline(kernel, prg)?;
+        let layout = pipeline.get_bind_group_layout(0);
+        let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("secagg-accumulator"),
+            layout: &layout,
+            entries,
+        });
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("secagg-accumulator"),
+            });
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(kernel.entry_point()),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(groups.0, groups.1, 1);
+        }
+        self.queue.submit([encoder.finish()]);
+        // Let finished work free its staging memory; never block here.
+        let _ = self.device.poll(wgpu::PollType::Poll);
+        self.health.check()
+    }
+}
+
+impl Accumulate for GpuEngine {
+    type Accumulator = GpuAccumulator;
+
+    fn accumulator(&self, len: usize, modulus: Modulus) -> Result<GpuAccumulator, EngineError> {
+        modulus.check_lane::<u32>()?;
+        let chunk_elems = self.chunk_elems;
+        let mut chunks = Vec::new();
+        let mut left = len;
+        while left > 0 || chunks.is_empty() {
+            let n = left.min(chunk_elems);
+            let bytes = ((n * 4) as u64).max(16);
+            // wgpu zero-initialises new buffers.
+            let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("accumulator"),
+                size: bytes,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            if let Err(e) = self.health.check() {
+                buffer.destroy();
+                for c in &chunks {
+                    wgpu::Buffer::destroy(c);
+                }
+                return Err(match e {
+                    EngineError::OutOfMemory { .. } => EngineError::OutOfMemory {
+                        what: "the accumulator",
+                        bytes: (len * 4) as u64,
+                    },
+                    other => other,
+                });
+            }
+            chunks.push(buffer);
+            left -= n;
+            if left == 0 {
+                break;
+            }
+        }
+        Ok(GpuAccumulator {
+            chunks,
+            chunk_elems,
+            len,
+            modulus,
+            next_slot: 0,
+        })
+    }
+
+    fn add_packed(
+        &self,
+        acc: &mut GpuAccumulator,
+        offset: usize,
+        packed: &[u8],
+        count: usize,
+    ) -> Result<(), EngineError> {
+        check_packed(acc.len, offset, packed, count, acc.modulus)?;
+        let bits = acc.modulus.bits() as usize;
+        let mut buffers = self.buffers();
+        let mut pieces = Vec::new();
+        for (chunk, within, n, before) in acc.pieces(offset, count) {
+            for sub in (0..n).step_by(MAX_PACKED_ELEMS) {
+                let m = MAX_PACKED_ELEMS.min(n - sub);
+                pieces.push((chunk, within + sub, m, before + sub));
+            }
+        }
+        for (chunk, within, n, before) in pieces {
+            // The piece's bits, from the word holding its first bit, padded with a zero word
+            // (the kernel reads word w + 1) and to whole words.
+            let first_bit = before * bits;
+            let byte0 = first_bit / 32 * 4;
+            let end = (first_bit + n * bits).div_ceil(8).min(packed.len());
+            let mut words = vec![0u32; (end - byte0).div_ceil(4) + 1];
+            bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..end - byte0]
+                .copy_from_slice(&packed[byte0..end]);
+            let slot = acc.next_slot;
+            acc.next_slot ^= 1;
+            let input = self
+                .ensure(
+                    &mut buffers.slots[slot].input,
+                    (words.len() * 4) as u64,
+                    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                    "packed input",
+                )?
+                .clone();
+            self.queue
+                .write_buffer(&input, 0, bytemuck::cast_slice(&words));
+            let (gx, gy, row_stride) = self.grid(n as u32, ADD_WORKGROUP);
+            let params = Params {
+                base_lo: (first_bit - byte0 * 8) as u32,
+                base_hi: 0,
+                skip: bits as u32,
+                len: n as u32,
+                n_terms: 0,
+                mask: acc.modulus.mask_u32(),
+                units: n as u32,
+                row_stride,
+                dst0: within as u32,
+                pad: [0; 3],
+            };
+            let params_buf = self.params_buffer(&mut buffers, slot, &params)?;
+            let entries = [
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: params_buf.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: acc.chunks[chunk].as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: input.as_entire_binding(),
+                },
+            ];
+            self.dispatch(Kernel::AddPacked, Prg::ChaCha20, &entries, (gx, gy))?;
+        }
+        Ok(())
+    }
+
+    fn mask_range(
+        &self,
+        acc: &mut GpuAccumulator,
+        start: usize,
+        len: usize,
+        offset: u64,
+        terms: &[MaskTerm],
+        prg: Prg,
+    ) -> Result<(), EngineError> {
+        check_span(acc.len, start, len)?;
+        check_range(offset, len)?;
+        if len == 0 {
+            return Ok(());
+        }
+        let mut buffers = self.buffers();
+        let list: Vec<(&Seed, Sign)> = terms.iter().map(|t| (&t.seed, t.sign)).collect();
+        let mut result = Ok(());
+        // As in `apply_masks`: at most MAX_TERMS_PER_PASS terms per pass; with no terms one
+        // pass still reduces the range mod 2^b.
+        for batch in list
+            .chunks(MAX_TERMS_PER_PASS)
+            .chain(std::iter::once(&list[..0]).filter(|_| terms.is_empty()))
+        {
+            if let Err(e) = self.upload_terms(&mut buffers, batch, 0) {
+                result = Err(e);
+                break;
+            }
+            let Some(terms_buf) = buffers.terms.as_ref().map(|g| g.buffer.clone()) else {
+                result = Err(EngineError::Validation("mask terms not uploaded".into()));
+                break;
+            };
+            for (i, (chunk, within, n, before)) in acc.pieces(start, len).into_iter().enumerate() {
+                let abs = offset + before as u64;
+                let skip = (abs % 16) as u32;
+                let base = abs / 16;
+                let units = (skip + n as u32).div_ceil(16);
+                let (gx, gy, row_stride) = self.grid(units, Kernel::Apply.workgroup());
+                let params = Params {
+                    base_lo: base as u32,
+                    base_hi: (base >> 32) as u32,
+                    skip,
+                    len: n as u32,
+                    n_terms: batch.len() as u32,
+                    mask: acc.modulus.mask_u32(),
+                    units,
+                    row_stride,
+                    dst0: within as u32,
+                    pad: [0; 3],
+                };
+                let params_buf = match self.params_buffer(&mut buffers, i % 2, &params) {
+                    Ok(b) => b,
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                };
+                let entries = [
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: params_buf.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: acc.chunks[chunk].as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 2,
+                        resource: terms_buf.as_entire_binding(),
+                    },
+                ];
+                if let Err(e) = self.dispatch(Kernel::Apply, prg, &entries, (gx, gy)) {
+                    result = Err(e);
+                    break;
+                }
+            }
+            self.scrub_terms(&mut buffers, batch.len());
+            if result.is_err() {
+                break;
+            }
+        }
+        result
+    }
+
+    fn read_out(&self, acc: &GpuAccumulator, out: &mut [u32]) -> Result<(), EngineError> {
+        if out.len() != acc.len {
+            return Err(EngineError::LengthMismatch {
+                acc: acc.len,
+                input: out.len(),
+            });
+        }
+        let mut buffers = self.buffers();
+        for (chunk, buffer) in acc.chunks.iter().enumerate() {
+            let c0 = chunk * acc.chunk_elems;
+            let n = acc.chunk_elems.min(acc.len - c0);
+            if n == 0 {
+                continue;
+            }
+            let bytes = (n * 4) as u64;
+            let readback = self
+                .ensure(
+                    &mut buffers.slots[0].readback,
+                    bytes,
+                    wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    "readback",
+                )?
+                .clone();
+            let mut encoder = self
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("secagg-read-out"),
+                });
+            encoder.copy_buffer_to_buffer(buffer, 0, &readback, 0, bytes);
+            let index = self.queue.submit([encoder.finish()]);
+            let state = Arc::new(AtomicU8::new(MAP_PENDING));
+            {
+                let state = Arc::clone(&state);
+                readback
+                    .slice(..bytes)
+                    .map_async(wgpu::MapMode::Read, move |r| {
+                        state.store(
+                            if r.is_ok() {
+                                super::MAP_OK
+                            } else {
+                                super::MAP_FAILED
+                            },
+                            Ordering::Release,
+                        );
+                    });
+            }
+            self.finish(
+                InFlight {
+                    readback,
+                    bytes,
+                    c0,
+                    index,
+                    state,
+                },
+                out,
+            )?;
+        }
+        Ok(())
+    }
+
+    fn accumulator_len(&self, acc: &GpuAccumulator) -> usize {
+        acc.len
+    }
+}
