@@ -1,4 +1,4 @@
-// Element-wise addition mod 2^b: data[i] = (data[i] + input[i]) mod 2^b, one element per
+// Element-wise addition mod 2^b: data[dst0 + i] = (data[dst0 + i] + input[i]) mod 2^b, one element per
 // invocation (memory bound; the GPU hides latency with many small items).
 
 @group(0) @binding(1) var<storage, read_write> data: array<u32>;
@@ -10,5 +10,6 @@ fn add(@builtin(global_invocation_id) gid: vec3<u32>) {
     if (i >= params.len) {
         return;
     }
-    data[i] = (data[i] + input[i]) & params.mask;
+    let e = params.dst0 + i;
+    data[e] = (data[e] + input[i]) & params.mask;
 }

@@ -37,6 +37,15 @@ pub trait Accumulate: Backend {
         count: usize,
     ) -> Result<(), EngineError>;
 
+    /// `acc[offset + i] = (acc[offset + i] + words[i]) mod 2^b`: an input already unpacked
+    /// (each word below 2^b; higher bits are dropped by the reduction).
+    fn add_words(
+        &self,
+        acc: &mut Self::Accumulator,
+        offset: usize,
+        words: &[u32],
+    ) -> Result<(), EngineError>;
+
     /// The fused mask pass of [`Backend::apply_masks`] over `acc[start..start + len]`, in
     /// place: element `start + j` takes keystream word `offset + j` of every term.
     #[allow(clippy::too_many_arguments)]
@@ -135,6 +144,15 @@ impl<A: Accumulate> Accumulate for &A {
         count: usize,
     ) -> Result<(), EngineError> {
         (**self).add_packed(acc, offset, packed, count)
+    }
+
+    fn add_words(
+        &self,
+        acc: &mut A::Accumulator,
+        offset: usize,
+        words: &[u32],
+    ) -> Result<(), EngineError> {
+        (**self).add_words(acc, offset, words)
     }
 
     fn mask_range(

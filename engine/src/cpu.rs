@@ -389,6 +389,17 @@ impl crate::Accumulate for CpuEngine {
         Ok(())
     }
 
+    fn add_words(
+        &self,
+        acc: &mut CpuAccumulator,
+        offset: usize,
+        words: &[u32],
+    ) -> Result<(), EngineError> {
+        crate::accumulator::check_span(acc.data.len(), offset, words.len())?;
+        let modulus = acc.modulus;
+        self.add(&mut acc.data[offset..offset + words.len()], words, modulus)
+    }
+
     fn mask_range(
         &self,
         acc: &mut CpuAccumulator,

@@ -192,6 +192,20 @@ impl crate::Accumulate for Engine {
         }
     }
 
+    fn add_words(
+        &self,
+        acc: &mut EngineAccumulator,
+        offset: usize,
+        words: &[u32],
+    ) -> Result<(), EngineError> {
+        match (self, acc) {
+            (Engine::Cpu(e), EngineAccumulator::Cpu(a)) => e.add_words(a, offset, words),
+            (Engine::Gpu(e), EngineAccumulator::Gpu(a)) => e.add_words(a, offset, words),
+            (Engine::Cpu(_), _) => Err(foreign("gpu", "cpu")),
+            (Engine::Gpu(_), _) => Err(foreign("cpu", "gpu")),
+        }
+    }
+
     fn mask_range(
         &self,
         acc: &mut EngineAccumulator,

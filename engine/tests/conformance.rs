@@ -241,8 +241,9 @@ fn pack_bits(values: &[u32], bits: u32) -> Vec<u8> {
 }
 
 /// Adds uploads into a reference vector and into the engine's accumulator: whole uploads at
-/// offsets that are not multiples of 16, and uploads split into chunks (each packed on its own,
-/// as the wire carries them) whose boundaries fall inside packed words.
+/// offsets that are not multiples of 16, uploads split into chunks (each packed on its own,
+/// as the wire carries them) whose boundaries fall inside packed words, and one unpacked
+/// upload (`add_words`).
 fn accumulator_add_packed<E: Accumulate>(e: &E, test: &str) {
     let mut rng = Inputs::new(test);
     for bits in PACKED_BITS {
@@ -266,7 +267,9 @@ fn accumulator_add_packed<E: Accumulate>(e: &E, test: &str) {
             for (w, v) in want[offset..offset + count].iter_mut().zip(&values) {
                 *w = w.wrapping_add(*v) & mask;
             }
-            if upload % 2 == 0 {
+            if upload == 4 {
+                e.add_words(&mut acc, offset, &values).unwrap();
+            } else if upload % 2 == 0 {
                 e.add_packed(&mut acc, offset, &pack_bits(&values, bits), count)
                     .unwrap();
             } else {
@@ -334,6 +337,10 @@ fn accumulator_rejects_bad_arguments<E: Accumulate>(e: &E, _test: &str) {
     assert!(matches!(
         e.add_packed(&mut acc, 0, &[0u8; 5], 3),
         Err(EngineError::PackedLength { .. })
+    ));
+    assert!(matches!(
+        e.add_words(&mut acc, 99, &[1, 2]),
+        Err(EngineError::OutOfRange { .. })
     ));
     assert!(matches!(
         e.mask_range(&mut acc, 50, 51, 0, &[], Prg::ChaCha20),

@@ -247,6 +247,60 @@ impl Accumulate for GpuEngine {
         Ok(())
     }
 
+    fn add_words(
+        &self,
+        acc: &mut GpuAccumulator,
+        offset: usize,
+        words: &[u32],
+    ) -> Result<(), EngineError> {
+        check_span(acc.len, offset, words.len())?;
+        let mut buffers = self.buffers();
+        for (chunk, within, n, before) in acc.pieces(offset, words.len()) {
+            let slot = acc.next_slot;
+            acc.next_slot ^= 1;
+            let input = self
+                .ensure(
+                    &mut buffers.slots[slot].input,
+                    (n * 4) as u64,
+                    wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                    "input chunk",
+                )?
+                .clone();
+            self.queue
+                .write_buffer(&input, 0, bytemuck::cast_slice(&words[before..before + n]));
+            let (gx, gy, row_stride) = self.grid(n as u32, ADD_WORKGROUP);
+            let params = Params {
+                base_lo: 0,
+                base_hi: 0,
+                skip: 0,
+                len: n as u32,
+                n_terms: 0,
+                mask: acc.modulus.mask_u32(),
+                units: n as u32,
+                row_stride,
+                dst0: within as u32,
+                pad: [0; 3],
+            };
+            let params_buf = self.params_buffer(&mut buffers, slot, &params)?;
+            let entries = [
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: params_buf.as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 1,
+                    resource: acc.chunks[chunk].as_entire_binding(),
+                },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: input.as_entire_binding(),
+                },
+            ];
+            self.dispatch(Kernel::Add, Prg::ChaCha20, &entries, (gx, gy))?;
+        }
+        Ok(())
+    }
+
     fn mask_range(
         &self,
         acc: &mut GpuAccumulator,
