@@ -11,7 +11,7 @@
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use secagg::engine::{Backend, CpuEngine, testing};
+use secagg::engine::{CpuEngine, testing};
 use secagg::host::identity::IdentityKey;
 use secagg::host::plan::{self, Adversary, PlanRequest};
 use secagg::host::sim::{self, DropMode, DropSchedule, SimConfig, SimReport};
@@ -24,7 +24,7 @@ fn ids(v: impl IntoIterator<Item = u32>) -> Vec<ClientId> {
     v.into_iter().map(ClientId).collect()
 }
 
-fn run<E: Backend>(engine: E, cfg: &SimConfig) -> SimReport {
+fn run<E: secagg::engine::Accumulate>(engine: E, cfg: &SimConfig) -> SimReport {
     sim::run(cfg, engine, &|_| {}).expect("simulation runs")
 }
 
@@ -49,7 +49,7 @@ fn base(test: &str, n: usize, m: usize) -> (u64, secagg::host::config::RoundConf
     (seed, RoundConfig::builder(n, m).round_id(seed))
 }
 
-fn secagg_no_dropout<E: Backend>(e: E, test: &str) {
+fn secagg_no_dropout<E: secagg::engine::Accumulate>(e: E, test: &str) {
     let (seed, b) = base(test, 8, 257);
     let mut cfg = SimConfig::new(b.build().unwrap());
     cfg.seed = seed;
@@ -58,7 +58,7 @@ fn secagg_no_dropout<E: Backend>(e: E, test: &str) {
     assert_eq!(r.outcome.unwrap().included.len(), 8);
 }
 
-fn secagg_plus_sparse_graph<E: Backend>(e: E, test: &str) {
+fn secagg_plus_sparse_graph<E: secagg::engine::Accumulate>(e: E, test: &str) {
     let (seed, b) = base(test, 40, 100);
     let round = b
         .neighbors(8)
@@ -77,7 +77,7 @@ fn secagg_plus_sparse_graph<E: Backend>(e: E, test: &str) {
 /// (excluded; the one that dealt shares has its pairwise masks cancelled), masked-input
 /// (excluded, its pairwise masks cancelled), consistency and unmasking (included: their inputs
 /// arrived, their self masks are rebuilt from their holders).
-fn dropout_at_every_stage<E: Backend>(e: E, test: &str) {
+fn dropout_at_every_stage<E: secagg::engine::Accumulate>(e: E, test: &str) {
     for mode in [DropMode::Disconnect, DropMode::Silent] {
         let (seed, b) = base(test, 16, 300);
         let round = b.threshold(7).build().unwrap();
@@ -118,7 +118,7 @@ fn dropout_at_every_stage<E: Backend>(e: E, test: &str) {
 }
 
 /// Dropouts in a sparse graph, at every stage at once, with random weights.
-fn sparse_dropouts_and_weights<E: Backend>(e: E, test: &str) {
+fn sparse_dropouts_and_weights<E: secagg::engine::Accumulate>(e: E, test: &str) {
     let (seed, b) = base(test, 30, 64);
     let round = b
         .neighbors(10)
@@ -155,7 +155,7 @@ fn sparse_dropouts_and_weights<E: Backend>(e: E, test: &str) {
 
 /// t − 1 survivors: the round aborts with no output, at the masked-input stage and (with
 /// enough inputs but too few shares) at unmasking.
-fn below_threshold_aborts<E: Backend>(e: E, test: &str) {
+fn below_threshold_aborts<E: secagg::engine::Accumulate>(e: E, test: &str) {
     let (seed, b) = base(test, 10, 50);
     let round = b.threshold(6).build().unwrap();
     let mut cfg = SimConfig::new(round.clone());
@@ -178,7 +178,7 @@ fn below_threshold_aborts<E: Backend>(e: E, test: &str) {
 }
 
 /// Other PRGs and moduli give exact sums too.
-fn prgs_and_moduli<E: Backend>(e: E, test: &str) {
+fn prgs_and_moduli<E: secagg::engine::Accumulate>(e: E, test: &str) {
     for (prg, bits, levels) in [
         (secagg::engine::Prg::ChaCha12, 20, 1 << 8),
         (secagg::engine::Prg::ChaCha8, 13, 1 << 6),
@@ -204,7 +204,7 @@ fn prgs_and_moduli<E: Backend>(e: E, test: &str) {
 /// Clients that assert their own identity keys (no CA; the server admits them unauthenticated)
 /// complete a round exactly. A client whose policy trusts a CA refuses to run with a
 /// self-asserted identity.
-fn unauthenticated_round<E: Backend>(e: E, test: &str) {
+fn unauthenticated_round<E: secagg::engine::Accumulate>(e: E, test: &str) {
     let (seed, b) = base(test, 10, 99);
     let round = b.threshold(6).build().unwrap();
     let mut cfg = SimConfig::new(round);
@@ -241,7 +241,7 @@ fn unauthenticated_round<E: Backend>(e: E, test: &str) {
 /// 5 % corrupted clients, 2^-40, T = 10) accept the (k, t) the planner chooses for that policy
 /// at n = 100, and the round, with the dropout rate the planner assumed (10 %, before the
 /// masked input), completes exactly.
-fn enrolled_defaults_with_planned_parameters<E: Backend>(e: E, test: &str) {
+fn enrolled_defaults_with_planned_parameters<E: secagg::engine::Accumulate>(e: E, test: &str) {
     let n = 100;
     let (seed, b) = base(test, n, 64);
     let policy = ClientPolicy::enrolled(sim::sim_ca(seed).public());

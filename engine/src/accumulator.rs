@@ -22,7 +22,7 @@ pub fn packed_len(count: usize, bits: u32) -> usize {
 /// An engine that owns accumulators. Bit-identical across engines, like [`Backend`].
 pub trait Accumulate: Backend {
     /// The engine's accumulator: `len` elements mod 2^b, zero when made.
-    type Accumulator: Send;
+    type Accumulator: Send + Sync;
 
     /// A zeroed accumulator of `len` elements mod `modulus`.
     fn accumulator(&self, len: usize, modulus: Modulus) -> Result<Self::Accumulator, EngineError>;

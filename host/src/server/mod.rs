@@ -25,7 +25,7 @@ mod r6_unmasking;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
-use secagg_engine::{Backend, Modulus};
+use secagg_engine::{Accumulate, Modulus};
 
 use crate::config::RoundConfig;
 use crate::crypto::RoundDigest;
@@ -215,7 +215,7 @@ impl<E> Ctx<'_, E> {
         let need = self.config.min_survivors();
         if have < need {
             let reason = ProtocolError::TooFewClients { stage, have, need }.to_string();
-            self.abort(reason.clone(), notify);
+            self.abort::<()>(reason.clone(), notify);
             return Err(reason);
         }
         self.events.push_back(ServerEvent::StageCompleted {
@@ -226,7 +226,7 @@ impl<E> Ctx<'_, E> {
     }
 
     /// Ends the round without revealing anything.
-    fn abort(&mut self, reason: String, notify: impl IntoIterator<Item = ClientId>) -> State {
+    fn abort<A>(&mut self, reason: String, notify: impl IntoIterator<Item = ClientId>) -> State<A> {
         log::warn!("round {} aborted: {reason}", self.config.round_id());
         for c in notify {
             if !self.gone.contains_key(&c) {
@@ -302,14 +302,14 @@ impl Roll {
 }
 
 /// The server's states: each waits for one kind of message.
-enum State {
+enum State<A> {
     Joins(ExpectJoins),
     Keys(ExpectKeys),
     Shares(Box<ExpectShares>),
     Checks(Box<ExpectShareChecks>),
-    Masked(Box<ExpectMaskedInputs>),
-    Signatures(Box<ExpectSignatures>),
-    Unmask(Box<ExpectUnmaskShares>),
+    Masked(Box<ExpectMaskedInputs<A>>),
+    Signatures(Box<ExpectSignatures<A>>),
+    Unmask(Box<ExpectUnmaskShares<A>>),
     Completed(Box<RoundOutput>),
     Aborted(String),
 }
@@ -324,7 +324,7 @@ enum Input {
     Deadline,
 }
 
-impl State {
+impl<A: Send + Sync> State<A> {
     fn stage(&self) -> Option<Stage> {
         match self {
             State::Joins(_) => Some(Stage::Join),
@@ -351,7 +351,11 @@ impl State {
         }
     }
 
-    fn handle<E: Backend>(self, ctx: &mut Ctx<'_, E>, input: Input) -> State {
+    fn handle<E: Accumulate<Accumulator = A>>(
+        self,
+        ctx: &mut Ctx<'_, E>,
+        input: Input,
+    ) -> State<A> {
         match self {
             State::Joins(s) => s.handle(ctx, input),
             State::Keys(s) => s.handle(ctx, input),
@@ -377,19 +381,19 @@ impl State {
 }
 
 /// The server of one round.
-pub struct Server<E> {
+pub struct Server<E: Accumulate> {
     config: RoundConfig,
     round: RoundDigest,
     ca: Option<CaPublicKey>,
     engine: E,
-    state: Option<State>,
+    state: Option<State<E::Accumulator>>,
     outbox: VecDeque<(ClientId, Envelope<ServerMessage>)>,
     events: VecDeque<ServerEvent>,
     dropped: Vec<DroppedClient>,
     gone: HashMap<ClientId, DropReason>,
 }
 
-impl<E: Backend> Server<E> {
+impl<E: Accumulate> Server<E> {
     /// A server for a round whose clients need no enrollment (identity keys are taken as the
     /// clients assert them: enough against nothing but an honest-but-curious server). The
     /// first stage's deadline runs from `now`.

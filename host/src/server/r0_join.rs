@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use secagg_engine::Backend;
+use secagg_engine::Accumulate;
 
 use super::r1_advertise_keys::ExpectKeys;
 use super::{Ctx, DropReason, Input, Roll, State};
@@ -39,7 +39,11 @@ impl ExpectJoins {
         }
     }
 
-    pub(super) fn handle<E: Backend>(mut self, ctx: &mut Ctx<'_, E>, input: Input) -> State {
+    pub(super) fn handle<E: Accumulate>(
+        mut self,
+        ctx: &mut Ctx<'_, E>,
+        input: Input,
+    ) -> State<E::Accumulator> {
         match input {
             Input::Message(from, ClientMessage::Join { nonce_commitment }) => {
                 if self.commitments.contains_key(&from) {
@@ -103,7 +107,7 @@ impl ExpectJoins {
         State::Joins(self)
     }
 
-    fn finish<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
+    fn finish<E: Accumulate>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
         let members: Vec<ClientId> = self.commitments.keys().copied().collect();
         if let Err(reason) = ctx.close_stage(Stage::Join, members.len(), members.iter().copied()) {
             return State::Aborted(reason);

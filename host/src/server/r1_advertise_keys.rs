@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use secagg_engine::Backend;
+use secagg_engine::Accumulate;
 
 use super::r2_share_keys::ExpectShares;
 use super::{Ctx, DropReason, Input, Roll, State, late_or_unknown, out_of_turn};
@@ -46,11 +46,11 @@ pub(super) struct ExpectKeys {
 }
 
 impl ExpectKeys {
-    pub(super) fn start<E: Backend>(
+    pub(super) fn start<E: Accumulate>(
         ctx: &mut Ctx<'_, E>,
         cohort: Arc<[(ClientId, [u8; 32])]>,
         roll: Roll,
-    ) -> State {
+    ) -> State<E::Accumulator> {
         let s = Self {
             deadline: ctx.deadline(),
             cohort_digest: cohort_digest(ctx.round, &cohort),
@@ -61,7 +61,11 @@ impl ExpectKeys {
         s.check_done(ctx)
     }
 
-    pub(super) fn handle<E: Backend>(mut self, ctx: &mut Ctx<'_, E>, input: Input) -> State {
+    pub(super) fn handle<E: Accumulate>(
+        mut self,
+        ctx: &mut Ctx<'_, E>,
+        input: Input,
+    ) -> State<E::Accumulator> {
         match input {
             Input::Message(from, msg) if self.roll.is_pending(from) => match msg {
                 ClientMessage::AdvertiseKeys(signed) => match self.check(ctx, from, &signed) {
@@ -120,7 +124,7 @@ impl ExpectKeys {
         Ok(key)
     }
 
-    fn check_done<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
+    fn check_done<E: Accumulate>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
         if self.roll.is_done() {
             self.finish(ctx)
         } else {
@@ -128,7 +132,7 @@ impl ExpectKeys {
         }
     }
 
-    fn finish<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
+    fn finish<E: Accumulate>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
         let notify: Vec<ClientId> = self.cohort.iter().map(|(id, _)| *id).collect();
         if let Err(reason) = ctx.close_stage(Stage::AdvertiseKeys, self.advertised.len(), notify) {
             return State::Aborted(reason);

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use secagg_engine::Backend;
+use secagg_engine::Accumulate;
 
 use super::r1_advertise_keys::Session;
 use super::r3_share_check::ExpectShareChecks;
@@ -72,7 +72,11 @@ pub(super) struct ExpectShares {
 }
 
 impl ExpectShares {
-    pub(super) fn start<E: Backend>(ctx: &mut Ctx<'_, E>, session: Session, roll: Roll) -> State {
+    pub(super) fn start<E: Accumulate>(
+        ctx: &mut Ctx<'_, E>,
+        session: Session,
+        roll: Roll,
+    ) -> State<E::Accumulator> {
         let s = Self {
             deadline: ctx.deadline(),
             session,
@@ -82,7 +86,11 @@ impl ExpectShares {
         s.check_done(ctx)
     }
 
-    pub(super) fn handle<E: Backend>(mut self, ctx: &mut Ctx<'_, E>, input: Input) -> State {
+    pub(super) fn handle<E: Accumulate>(
+        mut self,
+        ctx: &mut Ctx<'_, E>,
+        input: Input,
+    ) -> State<E::Accumulator> {
         match input {
             Input::Message(from, msg) if self.roll.is_pending(from) => match msg {
                 ClientMessage::ShareKeys {
@@ -230,7 +238,7 @@ impl ExpectShares {
         dealers
     }
 
-    fn check_done<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
+    fn check_done<E: Accumulate>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
         if self.roll.is_done() {
             self.finish(ctx)
         } else {
@@ -238,7 +246,7 @@ impl ExpectShares {
         }
     }
 
-    fn finish<E: Backend>(mut self, ctx: &mut Ctx<'_, E>) -> State {
+    fn finish<E: Accumulate>(mut self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
         let dealers = self.verify(ctx);
         let u2: Vec<ClientId> = self.roll.answered.iter().copied().collect();
         let notify: Vec<ClientId> = self.session.keys.keys().copied().collect();

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use secagg_engine::Backend;
+use secagg_engine::Accumulate;
 
 use super::r1_advertise_keys::Session;
 use super::r2_share_keys::Dealer;
@@ -38,13 +38,13 @@ pub(super) struct ExpectShareChecks {
 }
 
 impl ExpectShareChecks {
-    pub(super) fn start<E: Backend>(
+    pub(super) fn start<E: Accumulate>(
         ctx: &mut Ctx<'_, E>,
         session: Session,
         dealers: HashMap<ClientId, Dealer>,
         routed: HashMap<(ClientId, ClientId), Vec<u8>>,
         roll: Roll,
-    ) -> State {
+    ) -> State<E::Accumulator> {
         let s = Self {
             deadline: ctx.deadline(),
             session,
@@ -57,7 +57,11 @@ impl ExpectShareChecks {
         s.check_done(ctx)
     }
 
-    pub(super) fn handle<E: Backend>(mut self, ctx: &mut Ctx<'_, E>, input: Input) -> State {
+    pub(super) fn handle<E: Accumulate>(
+        mut self,
+        ctx: &mut Ctx<'_, E>,
+        input: Input,
+    ) -> State<E::Accumulator> {
         match input {
             Input::Message(from, msg) if self.roll.is_pending(from) => match msg {
                 ClientMessage::ShareCheck(reports) => match self.judge(from, &reports) {
@@ -136,7 +140,7 @@ impl ExpectShareChecks {
         Ok((seen, proved))
     }
 
-    fn check_done<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
+    fn check_done<E: Accumulate>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
         if self.roll.is_done() {
             self.finish(ctx)
         } else {
@@ -144,7 +148,7 @@ impl ExpectShareChecks {
         }
     }
 
-    fn finish<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
+    fn finish<E: Accumulate>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
         let t = ctx.config.threshold();
         let responders = &self.roll.answered;
         let mut excluded: BTreeMap<ClientId, ProtocolError> = BTreeMap::new();

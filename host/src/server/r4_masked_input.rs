@@ -7,7 +7,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use secagg_engine::Backend;
+use secagg_engine::Accumulate;
 
 use super::r1_advertise_keys::Session;
 use super::r2_share_keys::Dealer;
@@ -28,24 +28,35 @@ pub(super) struct Membership {
 }
 
 /// Waiting for masked inputs.
-pub(super) struct ExpectMaskedInputs {
+pub(super) struct ExpectMaskedInputs<A> {
     pub(super) deadline: Duration,
     membership: Membership,
     roll: Roll,
-    acc: Vec<u32>,
+    acc: A,
 }
 
-impl ExpectMaskedInputs {
-    pub(super) fn start<E: Backend>(
+impl<A: Send + Sync> ExpectMaskedInputs<A> {
+    pub(super) fn start<E: Accumulate<Accumulator = A>>(
         ctx: &mut Ctx<'_, E>,
         membership: Membership,
         roll: Roll,
-    ) -> State {
+    ) -> State<E::Accumulator> {
+        // One accumulator for the round, where the engine computes (device memory on a GPU).
+        let acc = match ctx
+            .engine
+            .accumulator(ctx.config.vector_len(), ctx.config.modulus())
+        {
+            Ok(acc) => acc,
+            Err(e) => {
+                let notify: Vec<ClientId> = membership.session.keys.keys().copied().collect();
+                return ctx.abort(format!("aggregation engine failed: {e}"), notify);
+            }
+        };
         let s = Self {
             deadline: ctx.deadline(),
             membership,
             roll,
-            acc: vec![0; ctx.config.vector_len()],
+            acc,
         };
         s.check_done(ctx)
     }
@@ -55,16 +66,18 @@ impl ExpectMaskedInputs {
         self.roll.is_pending(client)
     }
 
-    pub(super) fn handle<E: Backend>(mut self, ctx: &mut Ctx<'_, E>, input: Input) -> State {
+    pub(super) fn handle<E: Accumulate<Accumulator = A>>(
+        mut self,
+        ctx: &mut Ctx<'_, E>,
+        input: Input,
+    ) -> State<E::Accumulator> {
         match input {
             Input::Message(from, msg) if self.roll.is_pending(from) => match msg {
                 ClientMessage::MaskedInput(values) => {
                     if let Err(e) = check_vector(&values, ctx.config) {
                         self.roll
                             .leave(ctx, from, Stage::MaskedInput, DropReason::Misbehaved(e));
-                    } else if let Err(e) =
-                        ctx.engine.add(&mut self.acc, &values, ctx.config.modulus())
-                    {
+                    } else if let Err(e) = ctx.engine.add_words(&mut self.acc, 0, &values) {
                         // The engine failing is our problem, not the client's: nothing can be
                         // summed any more, so the round ends here.
                         let reason = format!("aggregation engine failed: {e}");
@@ -94,7 +107,10 @@ impl ExpectMaskedInputs {
         self.check_done(ctx)
     }
 
-    fn check_done<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
+    fn check_done<E: Accumulate<Accumulator = A>>(
+        self,
+        ctx: &mut Ctx<'_, E>,
+    ) -> State<E::Accumulator> {
         if self.roll.is_done() {
             self.finish(ctx)
         } else {
@@ -102,7 +118,7 @@ impl ExpectMaskedInputs {
         }
     }
 
-    fn finish<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
+    fn finish<E: Accumulate<Accumulator = A>>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
         let u3: Vec<ClientId> = self.roll.answered.iter().copied().collect();
         let notify: Vec<ClientId> = self.membership.session.keys.keys().copied().collect();
         if let Err(reason) = ctx.close_stage(Stage::MaskedInput, u3.len(), notify) {

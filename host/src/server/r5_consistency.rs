@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secagg_engine::Backend;
+use secagg_engine::Accumulate;
 
 use super::r4_masked_input::Membership;
 use super::r6_unmasking::ExpectUnmaskShares;
@@ -23,24 +23,24 @@ use crate::messages::{ClientMessage, ServerMessage};
 use crate::{ClientId, Stage};
 
 /// Waiting for signatures on the survivor list.
-pub(super) struct ExpectSignatures {
+pub(super) struct ExpectSignatures<A> {
     pub(super) deadline: Duration,
     membership: Membership,
     u3: Arc<[ClientId]>,
     digest: [u8; 32],
     roll: Roll,
-    acc: Vec<u32>,
+    acc: A,
     signatures: BTreeMap<ClientId, [u8; 64]>,
 }
 
-impl ExpectSignatures {
-    pub(super) fn start<E: Backend>(
+impl<A: Send + Sync> ExpectSignatures<A> {
+    pub(super) fn start<E: Accumulate<Accumulator = A>>(
         ctx: &mut Ctx<'_, E>,
         membership: Membership,
         u3: Arc<[ClientId]>,
         roll: Roll,
-        acc: Vec<u32>,
-    ) -> State {
+        acc: A,
+    ) -> State<E::Accumulator> {
         let s = Self {
             deadline: ctx.deadline(),
             digest: survivors_digest(&membership.session.id, &u3),
@@ -53,7 +53,11 @@ impl ExpectSignatures {
         s.check_done(ctx)
     }
 
-    pub(super) fn handle<E: Backend>(mut self, ctx: &mut Ctx<'_, E>, input: Input) -> State {
+    pub(super) fn handle<E: Accumulate<Accumulator = A>>(
+        mut self,
+        ctx: &mut Ctx<'_, E>,
+        input: Input,
+    ) -> State<E::Accumulator> {
         match input {
             Input::Message(from, msg) if self.roll.is_pending(from) => match msg {
                 ClientMessage::Consistency { signature } => match self.check(from, &signature) {
@@ -90,7 +94,10 @@ impl ExpectSignatures {
         Ok(())
     }
 
-    fn check_done<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
+    fn check_done<E: Accumulate<Accumulator = A>>(
+        self,
+        ctx: &mut Ctx<'_, E>,
+    ) -> State<E::Accumulator> {
         if self.roll.is_done() {
             self.finish(ctx)
         } else {
@@ -152,7 +159,7 @@ impl ExpectSignatures {
             .collect()
     }
 
-    fn finish<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
+    fn finish<E: Accumulate<Accumulator = A>>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
         let signers: Vec<ClientId> = self.roll.answered.iter().copied().collect();
         let live = signers.iter().filter(|c| !ctx.gone.contains_key(c)).count();
         let notify: Vec<ClientId> = self.membership.session.keys.keys().copied().collect();

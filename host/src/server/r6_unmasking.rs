@@ -16,7 +16,7 @@ use std::time::Duration;
 use curve25519_dalek::Scalar;
 use curve25519_dalek::edwards::EdwardsPoint;
 use rayon::prelude::*;
-use secagg_engine::{Backend, MaskTerm};
+use secagg_engine::{Accumulate, MaskTerm};
 use zeroize::Zeroize;
 
 use super::r4_masked_input::Membership;
@@ -33,16 +33,16 @@ use crate::{ClientId, Stage};
 type Received = BTreeMap<ClientId, Scalar>;
 
 /// Waiting for revealed shares.
-pub(super) struct ExpectUnmaskShares {
+pub(super) struct ExpectUnmaskShares<A> {
     pub(super) deadline: Duration,
     membership: Membership,
     u3: BTreeSet<ClientId>,
     roll: Roll,
-    acc: Vec<u32>,
+    acc: A,
     shares: HashMap<ClientId, Received>,
 }
 
-impl Drop for ExpectUnmaskShares {
+impl<A> Drop for ExpectUnmaskShares<A> {
     fn drop(&mut self) {
         for received in self.shares.values_mut() {
             received.values_mut().for_each(Zeroize::zeroize);
@@ -50,14 +50,14 @@ impl Drop for ExpectUnmaskShares {
     }
 }
 
-impl ExpectUnmaskShares {
-    pub(super) fn start<E: Backend>(
+impl<A: Send + Sync> ExpectUnmaskShares<A> {
+    pub(super) fn start<E: Accumulate<Accumulator = A>>(
         ctx: &mut Ctx<'_, E>,
         membership: Membership,
         u3: &[ClientId],
         roll: Roll,
-        acc: Vec<u32>,
-    ) -> State {
+        acc: A,
+    ) -> State<E::Accumulator> {
         let s = Self {
             deadline: ctx.deadline(),
             membership,
@@ -69,7 +69,11 @@ impl ExpectUnmaskShares {
         s.check_done(ctx)
     }
 
-    pub(super) fn handle<E: Backend>(mut self, ctx: &mut Ctx<'_, E>, input: Input) -> State {
+    pub(super) fn handle<E: Accumulate<Accumulator = A>>(
+        mut self,
+        ctx: &mut Ctx<'_, E>,
+        input: Input,
+    ) -> State<E::Accumulator> {
         match input {
             Input::Message(from, msg) if self.roll.is_pending(from) => match msg {
                 ClientMessage::UnmaskShares(shares) => match self.accept(from, &shares) {
@@ -148,7 +152,10 @@ impl ExpectUnmaskShares {
         Ok(())
     }
 
-    fn check_done<E: Backend>(self, ctx: &mut Ctx<'_, E>) -> State {
+    fn check_done<E: Accumulate<Accumulator = A>>(
+        self,
+        ctx: &mut Ctx<'_, E>,
+    ) -> State<E::Accumulator> {
         if self.roll.is_done() {
             self.finish(ctx)
         } else {
@@ -160,7 +167,10 @@ impl ExpectUnmaskShares {
         self.membership.session.keys.keys().copied().collect()
     }
 
-    fn finish<E: Backend>(mut self, ctx: &mut Ctx<'_, E>) -> State {
+    fn finish<E: Accumulate<Accumulator = A>>(
+        mut self,
+        ctx: &mut Ctx<'_, E>,
+    ) -> State<E::Accumulator> {
         ctx.events.push_back(ServerEvent::StageCompleted {
             stage: Stage::Unmasking,
             clients: self.roll.answered.len(),
@@ -178,25 +188,24 @@ impl ExpectUnmaskShares {
             Ok(terms) => terms,
             Err(e) => return ctx.abort(format!("cannot unmask: {e}"), self.notify_all()),
         };
+        let len = ctx.config.vector_len();
         log::debug!(
-            "unmasking with {} mask terms over {} elements",
-            terms.len(),
-            self.acc.len()
+            "unmasking with {} mask terms over {len} elements",
+            terms.len()
         );
-        if let Err(e) = ctx.engine.apply_masks(
-            &mut self.acc,
-            0,
-            &terms,
-            ctx.config.prg(),
-            ctx.config.modulus(),
-        ) {
+        // One fused pass in place, then the result crosses to the host once.
+        let mut acc = vec![0u32; len];
+        if let Err(e) = ctx
+            .engine
+            .mask_range(&mut self.acc, 0, len, 0, &terms, ctx.config.prg())
+            .and_then(|()| ctx.engine.read_out(&self.acc, &mut acc))
+        {
             return ctx.abort(format!("aggregation engine failed: {e}"), self.notify_all());
         }
         let mask_terms = terms.len();
         drop(terms);
         let m = ctx.config.params();
-        let total_weight = u64::from(self.acc[m]);
-        let mut acc = std::mem::take(&mut self.acc);
+        let total_weight = u64::from(acc[m]);
         acc.truncate(m);
         let included: Vec<ClientId> = self.u3.iter().copied().collect();
         let mut dropped = ctx.dropped.clone();

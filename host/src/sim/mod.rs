@@ -193,7 +193,12 @@ pub fn sim_client<E: Backend>(
 }
 
 /// The server of a simulated round (enrolled with the simulator's CA when `cfg.enrolled`).
-pub fn sim_server<E: Backend>(cfg: &SimConfig, ca: &CaKey, engine: E, now: Duration) -> Server<E> {
+pub fn sim_server<E: secagg_engine::Accumulate>(
+    cfg: &SimConfig,
+    ca: &CaKey,
+    engine: E,
+    now: Duration,
+) -> Server<E> {
     if cfg.enrolled {
         Server::enrolled(cfg.round.clone(), ca.public(), engine, now)
     } else {
@@ -340,7 +345,7 @@ struct SimClient {
 }
 
 /// Runs one round. The server uses `engine`; clients use the CPU engine, in parallel.
-pub fn run<E: Backend>(
+pub fn run<E: secagg_engine::Accumulate>(
     cfg: &SimConfig,
     engine: E,
     progress: &(dyn Fn(Progress) + Sync),

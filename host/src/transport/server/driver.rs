@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use secagg_engine::Backend;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -29,7 +28,7 @@ struct Peer {
 }
 
 /// Everything the server side of a round holds between events.
-pub(super) struct Driver<E> {
+pub(super) struct Driver<E: secagg_engine::Accumulate> {
     started: Instant,
     server: Server<E>,
     shared: Arc<Shared>,
@@ -46,7 +45,7 @@ pub(super) struct Driver<E> {
 
 /// Runs a round: accept (while fewer than `max_pending` connections wait to join), handle
 /// connection events and deadlines, until the round completes or aborts.
-pub(super) async fn run<E: Backend>(
+pub(super) async fn run<E: secagg_engine::Accumulate>(
     listener: TcpListener,
     config: RoundConfig,
     engine: E,
@@ -90,7 +89,7 @@ async fn accept(
     (permit, listener.accept().await)
 }
 
-impl<E: Backend> Driver<E> {
+impl<E: secagg_engine::Accumulate> Driver<E> {
     fn new(
         config: RoundConfig,
         engine: E,

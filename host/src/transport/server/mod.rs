@@ -18,7 +18,6 @@ mod driver;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use secagg_engine::Backend;
 use tokio::net::TcpListener;
 
 use super::TransportError;
@@ -197,7 +196,7 @@ impl RoundReport {
 }
 
 /// Runs one round on `listener` and returns when it completes or aborts.
-pub async fn serve<E: Backend>(
+pub async fn serve<E: secagg_engine::Accumulate>(
     listener: TcpListener,
     config: RoundConfig,
     engine: E,
