@@ -128,7 +128,12 @@ fn fill_rate() -> f64 {
     (3 * buf.len()) as f64 / t0.elapsed().as_secs_f64()
 }
 
-fn bench_backend<E: secagg::engine::Accumulate + Copy>(c: &mut Criterion, name: &str, engine: E, rate: f64) {
+fn bench_backend<E: secagg::engine::Accumulate + Copy>(
+    c: &mut Criterion,
+    name: &str,
+    engine: E,
+    rate: f64,
+) {
     let cores = rayon::current_num_threads() as f64;
     for sh in shapes() {
         let shape = sh.name();

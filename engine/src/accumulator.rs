@@ -64,6 +64,12 @@ pub trait Accumulate: Backend {
 
     /// The accumulator's length in elements.
     fn accumulator_len(&self, acc: &Self::Accumulator) -> usize;
+
+    /// Waits until every operation queued so far has run (a GPU queues its work; the CPU
+    /// engine has nothing to wait for). For timing; results never need it.
+    fn settle(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
 }
 
 /// The checks every `add_packed` makes before touching memory.
@@ -101,6 +107,18 @@ pub(crate) fn check_span(capacity: usize, start: usize, len: usize) -> Result<()
 /// mod `mask + 1`. The reference the engines are checked against, and the CPU engine's
 /// kernel for one tile.
 pub(crate) fn add_unpacked(acc: &mut [u32], packed: &[u8], bit0: usize, bits: u32, mask: u32) {
+    if bits == 32 && bit0 % 8 == 0 {
+        // Whole little-endian words: no bit shuffling.
+        let start = bit0 / 8;
+        let words = packed
+            .get(start..start + acc.len() * 4)
+            .unwrap_or_default()
+            .chunks_exact(4);
+        for (a, w) in acc.iter_mut().zip(words) {
+            *a = a.wrapping_add(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+        }
+        return;
+    }
     let mut byte = bit0 / 8;
     let mut buf: u64 = 0;
     let mut filled = 0u32;
@@ -173,5 +191,9 @@ impl<A: Accumulate> Accumulate for &A {
 
     fn accumulator_len(&self, acc: &A::Accumulator) -> usize {
         (**self).accumulator_len(acc)
+    }
+
+    fn settle(&self) -> Result<(), EngineError> {
+        (**self).settle()
     }
 }

@@ -236,6 +236,13 @@ impl crate::Accumulate for Engine {
         }
     }
 
+    fn settle(&self) -> Result<(), EngineError> {
+        match self {
+            Engine::Cpu(e) => e.settle(),
+            Engine::Gpu(e) => e.settle(),
+        }
+    }
+
     fn accumulator_len(&self, acc: &EngineAccumulator) -> usize {
         match acc {
             EngineAccumulator::Cpu(a) => a.as_slice().len(),

@@ -1,5 +1,6 @@
 //! Command-line parsing and the subcommands.
 
+mod bench;
 mod ca;
 mod client;
 mod plan;
@@ -50,6 +51,10 @@ enum Command {
     /// Attack soak on loopback: a TLS server process, honest clients and rogue connections
     /// of every kind; checks the sum and that each rogue is refused. Exits 1 on a failure.
     Soak(soak::SoakArgs),
+    /// Measure this machine's server work for a large-model round: ingest of n packed
+    /// uploads into the engine's accumulator, one unmask pass, a read-out; checked against an
+    /// independent computation. Exits 1 if the check fails.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command.
@@ -63,6 +68,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Enroll(a) => ca::enroll(a),
         Command::Tls(a) => tls::run(a),
         Command::Soak(a) => soak::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
 

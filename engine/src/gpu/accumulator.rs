@@ -447,4 +447,11 @@ impl Accumulate for GpuEngine {
     fn accumulator_len(&self, acc: &GpuAccumulator) -> usize {
         acc.len
     }
+
+    fn settle(&self) -> Result<(), EngineError> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| EngineError::DeviceLost(e.to_string()))?;
+        self.health.check()
+    }
 }

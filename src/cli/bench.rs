@@ -1,0 +1,360 @@
+//! `secagg bench`: a server's large-model round on the hardware it runs on, no toolchain
+//! needed.
+//!
+//! Ingest: n masked uploads of m elements arrive as the wire carries them (chunks of at most
+//! 65,536 elements packed at b bits) and are added into the engine's accumulator
+//! (`Accumulate::add_packed`: device memory on a GPU). Unmask: one fused mask pass over the
+//! whole accumulator with the terms a dropout pattern needs (the survivors' self masks, and
+//! each dropped client's pairwise masks with its surviving neighbours on a ring of k), then
+//! one read-out. The uploads are drawn from a pool of distinct random chunks, so that the
+//! bench holds O(pool) input memory whatever n and m are. Three slices of the result
+//! (start, middle, end) are checked against a computation that shares no code with the
+//! engines: the codec's unpacker, and the mask specification through `rand_chacha`.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use rand_chacha::{ChaCha8Rng, ChaCha12Rng, ChaCha20Rng};
+use rand_core::{Rng, SeedableRng};
+use secagg_engine::{
+    Accumulate, Backend, BackendChoice, CpuEngine, Engine, MaskTerm, Modulus, Prg, Seed,
+};
+use secagg_host::codec;
+use secagg_host::sim::peak_rss_bytes;
+use serde_json::json;
+
+use super::{EXIT_CHECK_FAILED, human_bytes};
+
+/// Elements per uploaded chunk (the wire's largest).
+const CHUNK: usize = codec::CHUNK_ELEMS;
+/// Distinct random chunks the uploads are drawn from.
+const POOL: usize = 61;
+/// Elements checked per slice.
+const CHECK: usize = 4096;
+
+/// Arguments of `secagg bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Engine: cpu, gpu or auto.
+    #[arg(long, default_value = "auto")]
+    backend: BackendChoice,
+    /// Clients whose uploads are ingested.
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// Parameters per upload (1e8 notation accepted).
+    #[arg(long, default_value = "1e7", value_parser = parse_count)]
+    params: usize,
+    /// Neighbours per client on the ring used for the dropout pattern (SecAgg+ k).
+    #[arg(long, default_value_t = 21)]
+    neighbors: usize,
+    /// Fraction of clients dropped before their masked input (their pairwise masks with
+    /// surviving neighbours are removed in the unmask pass).
+    #[arg(long, default_value_t = 0.1)]
+    dropout: f64,
+    /// Modulus bits b (uploads are packed at b bits).
+    #[arg(long, default_value_t = 32)]
+    bits: u32,
+    /// Mask PRG: chacha20, chacha12 or chacha8.
+    #[arg(long, default_value = "chacha20")]
+    prg: Prg,
+    /// Seed of the uploads and mask keys. Default: random (printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A count in plain or scientific notation: 100000000, 1e8, 2.5e6.
+fn parse_count(s: &str) -> Result<usize, String> {
+    if let Ok(n) = s.parse::<usize>() {
+        return Ok(n);
+    }
+    let x: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a count (e.g. 100000000 or 1e8)"))?;
+    if !(x.is_finite() && x >= 0.0 && x.fract() == 0.0 && x <= usize::MAX as f64) {
+        return Err(format!("{s:?} is not a whole number of elements"));
+    }
+    Ok(x as usize)
+}
+
+/// The spec's keystream word `offset + j` of `seed` for j < len, reduced by `mask`.
+fn spec_words(seed: &[u8; 32], prg: Prg, offset: u64, len: usize, mask: u32) -> Vec<u32> {
+    macro_rules! read {
+        ($rng:ty) => {{
+            let mut r = <$rng>::from_seed(*seed);
+            r.set_word_pos(u128::from(offset));
+            (0..len).map(|_| r.next_u32() & mask).collect()
+        }};
+    }
+    match prg {
+        Prg::ChaCha20 => read!(ChaCha20Rng),
+        Prg::ChaCha12 => read!(ChaCha12Rng),
+        Prg::ChaCha8 => read!(ChaCha8Rng),
+    }
+}
+
+/// The pool chunk client `c`'s chunk `j` is drawn from.
+fn pick(c: usize, j: usize) -> usize {
+    (c * 7 + j * 13 + c * j) % POOL
+}
+
+/// Single-thread ChaCha fill rate on this machine, in bytes of keystream per second.
+fn single_thread_rate(prg: Prg, modulus: Modulus) -> Result<f64, String> {
+    let one = CpuEngine::with_threads(1).map_err(|e| e.to_string())?;
+    let mut v = vec![0u32; 1 << 22];
+    let term = [MaskTerm::plus(Seed::from_bytes([7; 32]))];
+    one.apply_masks(&mut v, 0, &term, prg, modulus)
+        .map_err(|e| e.to_string())?;
+    let t = Instant::now();
+    let mut rounds = 0u64;
+    while t.elapsed() < Duration::from_millis(400) {
+        one.apply_masks(&mut v, 0, &term, prg, modulus)
+            .map_err(|e| e.to_string())?;
+        rounds += 1;
+    }
+    Ok(rounds as f64 * v.len() as f64 * 4.0 / t.elapsed().as_secs_f64())
+}
+
+pub fn run(a: BenchArgs) -> Result<ExitCode, String> {
+    let (n, m) = (a.clients, a.params);
+    if n < 2 || m == 0 {
+        return Err("--clients must be at least 2 and --params at least 1".into());
+    }
+    if !(0.0..1.0).contains(&a.dropout) {
+        return Err(format!("--dropout {} must be in [0, 1)", a.dropout));
+    }
+    let k = a.neighbors.min(n - 1).max(1);
+    let modulus = Modulus::new(a.bits)
+        .ok()
+        .filter(|md| md.check_lane::<u32>().is_ok())
+        .ok_or_else(|| format!("--bits {} must be in 1..=32", a.bits))?;
+    let mask = modulus.mask_u32();
+    let seed = a.seed.unwrap_or_else(|| {
+        use std::hash::{BuildHasher, Hasher};
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    });
+    let engine = Engine::choose(a.backend).map_err(|e| format!("--backend {}: {e}", a.backend))?;
+    let describe = engine.describe();
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let rate = single_thread_rate(a.prg, modulus)?;
+    if !a.json {
+        println!(
+            "secagg bench: {n} clients x {m} parameters, b = {}, {} on {describe}; seed {seed}",
+            a.bits, a.prg
+        );
+        println!(
+            "  single-thread {} fill rate {:.2} GB/s x {cores} cores",
+            a.prg,
+            rate / 1e9
+        );
+    }
+
+    // The pool of uploads: random chunks of CHUNK elements below 2^b, packed.
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let pool_values: Vec<Vec<u32>> = (0..POOL)
+        .map(|_| (0..CHUNK).map(|_| rng.next_u32() & mask).collect())
+        .collect();
+    let pool_packed: Vec<Vec<u8>> = pool_values
+        .iter()
+        .map(|v| {
+            let mut out = Vec::new();
+            codec::pack(v, a.bits, &mut out);
+            out
+        })
+        .collect();
+    // The last chunk of each upload is shorter when m is not a multiple of CHUNK.
+    let tail = m % CHUNK;
+    let tail_packed: Vec<Vec<u8>> = pool_values
+        .iter()
+        .map(|v| {
+            let mut out = Vec::new();
+            codec::pack(&v[..tail], a.bits, &mut out);
+            out
+        })
+        .collect();
+
+    // Ingest.
+    let mut acc = engine
+        .accumulator(m, modulus)
+        .map_err(|e| format!("accumulator of {m} elements: {e}"))?;
+    let chunks = m.div_ceil(CHUNK);
+    let t0 = Instant::now();
+    for c in 0..n {
+        for j in 0..chunks {
+            let at = j * CHUNK;
+            let count = CHUNK.min(m - at);
+            let packed = if count == CHUNK {
+                &pool_packed[pick(c, j)]
+            } else {
+                &tail_packed[pick(c, j)]
+            };
+            engine
+                .add_packed(&mut acc, at, packed, count)
+                .map_err(|e| format!("ingest: {e}"))?;
+        }
+    }
+    // A GPU queues its work: wait for it, so that the ingest is charged all of it.
+    engine.settle().map_err(|e| format!("ingest: {e}"))?;
+    let ingest_submit = t0.elapsed();
+
+    // Unmask: survivors' self masks, and dropped clients' pairwise masks with surviving
+    // neighbours on a ring of k.
+    let dropped: Vec<bool> = {
+        let d = (a.dropout * n as f64).round() as usize;
+        let mut v = vec![false; n];
+        let step = if d > 0 { n / d } else { n + 1 };
+        for i in 0..d {
+            v[(i * step) % n] = true;
+        }
+        v
+    };
+    let mut raw: Vec<([u8; 32], bool)> = Vec::new();
+    for (c, gone) in dropped.iter().enumerate() {
+        if !gone {
+            let mut s = [0u8; 32];
+            rng.fill_bytes(&mut s);
+            raw.push((s, false));
+        } else {
+            for d in 1..=k.div_ceil(2) {
+                for v in [(c + d) % n, (c + n - d % n) % n] {
+                    if v != c && !dropped[v] {
+                        let mut s = [0u8; 32];
+                        rng.fill_bytes(&mut s);
+                        raw.push((s, v < c));
+                    }
+                }
+            }
+        }
+    }
+    let terms: Vec<MaskTerm> = raw
+        .iter()
+        .map(|(s, plus)| {
+            if *plus {
+                MaskTerm::plus(Seed::from_bytes(*s))
+            } else {
+                MaskTerm::minus(Seed::from_bytes(*s))
+            }
+        })
+        .collect();
+    let t1 = Instant::now();
+    engine
+        .mask_range(&mut acc, 0, m, 0, &terms, a.prg)
+        .and_then(|()| engine.settle())
+        .map_err(|e| format!("unmask: {e}"))?;
+    let mut out = vec![0u32; m];
+    let t2 = Instant::now();
+    engine
+        .read_out(&acc, &mut out)
+        .map_err(|e| format!("read-out: {e}"))?;
+    let read_s = t2.elapsed();
+    let unmask = t2 - t1;
+    drop(acc);
+
+    // Check three slices against the independent computation.
+    let mut failures = Vec::new();
+    let slices = [0, m / 2, m.saturating_sub(CHECK)];
+    for &s in &slices {
+        let len = CHECK.min(m - s);
+        let mut want = vec![0u32; len];
+        for c in 0..n {
+            for (i, w) in want.iter_mut().enumerate() {
+                let e = s + i;
+                let (j, within) = (e / CHUNK, e % CHUNK);
+                *w = w.wrapping_add(pool_values[pick(c, j)][within]) & mask;
+            }
+        }
+        for ((seed, plus), _) in raw.iter().zip(&terms) {
+            let ks = spec_words(seed, a.prg, s as u64, len, mask);
+            for (w, k) in want.iter_mut().zip(ks) {
+                *w = if *plus {
+                    w.wrapping_add(k)
+                } else {
+                    w.wrapping_sub(k)
+                } & mask;
+            }
+        }
+        if let Some(i) = want.iter().zip(&out[s..s + len]).position(|(w, g)| w != g) {
+            failures.push(format!(
+                "element {}: got {:#x}, want {:#x}",
+                s + i,
+                out[s + i],
+                want[i]
+            ));
+        }
+    }
+    let peak = peak_rss_bytes().unwrap_or(0);
+    let ingest_bytes = n as f64 * m as f64 * 4.0;
+    let packed_bytes = n as f64 * codec::packed_len(m, a.bits) as f64;
+    let keystream = terms.len() as f64 * m as f64 * 4.0;
+    let ks_rate = keystream / unmask.as_secs_f64();
+    let bound = rate * cores as f64;
+    let passed = failures.is_empty();
+    let report = json!({
+        "engine": describe,
+        "clients": n,
+        "params": m,
+        "neighbors": k,
+        "dropout": a.dropout,
+        "dropped": dropped.iter().filter(|d| **d).count(),
+        "bits": a.bits,
+        "prg": a.prg.to_string(),
+        "seed": seed,
+        "ingest_s": ingest_submit.as_secs_f64(),
+        "ingest_gb_per_s": ingest_bytes / ingest_submit.as_secs_f64() / 1e9,
+        "ingest_packed_gb_per_s": packed_bytes / ingest_submit.as_secs_f64() / 1e9,
+        "mask_terms": terms.len(),
+        "unmask_s": unmask.as_secs_f64(),
+        "keystream_gb_per_s": ks_rate / 1e9,
+        "single_thread_gb_per_s": rate / 1e9,
+        "cores": cores,
+        "unmask_vs_bound": bound / ks_rate,
+        "read_out_s": read_s.as_secs_f64(),
+        "peak_rss_bytes": peak,
+        "check_passed": passed,
+        "failures": failures,
+    });
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!(
+            "  ingest: {:.2} s for {} uploads ({} unpacked, {} packed): {:.2} GB/s unpacked, {:.2} GB/s packed",
+            ingest_submit.as_secs_f64(),
+            n,
+            human_bytes(ingest_bytes as u64),
+            human_bytes(packed_bytes as u64),
+            ingest_bytes / ingest_submit.as_secs_f64() / 1e9,
+            packed_bytes / ingest_submit.as_secs_f64() / 1e9
+        );
+        println!(
+            "  unmask: {:.2} s for {} mask terms ({} dropped, k = {k}): {:.2} GB/s of keystream, {:.2}x the single-thread rate x cores ({:.2} GB/s)",
+            unmask.as_secs_f64(),
+            terms.len(),
+            dropped.iter().filter(|d| **d).count(),
+            ks_rate / 1e9,
+            bound / ks_rate,
+            bound / 1e9
+        );
+        println!(
+            "  read-out: {:.2} s; peak memory {}; check of {} slices: {}",
+            read_s.as_secs_f64(),
+            human_bytes(peak),
+            slices.len(),
+            if passed { "exact" } else { "FAILED" }
+        );
+        for f in &report["failures"].as_array().cloned().unwrap_or_default() {
+            println!("  mismatch: {f}");
+        }
+    }
+    Ok(if passed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CHECK_FAILED)
+    })
+}
