@@ -206,7 +206,7 @@ pub fn run(a: BenchArgs) -> Result<ExitCode, String> {
     let dropped: Vec<bool> = {
         let d = (a.dropout * n as f64).round() as usize;
         let mut v = vec![false; n];
-        let step = if d > 0 { n / d } else { n + 1 };
+        let step = n.checked_div(d).unwrap_or(n + 1);
         for i in 0..d {
             v[(i * step) % n] = true;
         }
