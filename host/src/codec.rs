@@ -59,8 +59,8 @@ use crate::crypto::{BUNDLE_LEN, PublicKeys};
 use crate::error::CodecError;
 use crate::identity::CERT_LEN;
 use crate::messages::{
-    ClientMessage, Credential, DealerReport, Envelope, ForwardedBundle, ReportKind, RevealedShare,
-    SealedBundle, ServerMessage, ShareKind, SignedKeys,
+    ClientMessage, Credential, DealerReport, Envelope, ForwardedBundle, PackedRun, PackedVector,
+    ReportKind, RevealedShare, SealedBundle, ServerMessage, ShareKind, SignedKeys,
 };
 
 /// The wire version this build speaks.
@@ -204,6 +204,19 @@ pub fn unpack(bytes: &[u8], bits: u32, out: &mut [u32]) -> Result<(), CodecError
         });
     }
     Ok(())
+}
+
+/// The bits after the last of `count` elements of `bits` each, in the last byte, are zero
+/// (so that each packed vector has exactly one encoding).
+pub fn check_padding(packed: &[u8], count: usize, bits: u32) -> Result<(), CodecError> {
+    let used = (count as u128 * u128::from(bits) % 8) as u32;
+    match packed.last() {
+        Some(&last) if used != 0 && last >> used != 0 => Err(CodecError::Invalid {
+            field: "packed vector",
+            why: "non-zero padding bits".into(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 struct Writer(Vec<u8>);
@@ -477,6 +490,20 @@ pub fn encode_client(env: &Envelope<ClientMessage>, bits: u32) -> Vec<u8> {
             pack(values, bits, &mut w.0);
             w.0
         }
+        ClientMessage::PackedInput(p) => {
+            let mut w = Writer::new(0x05, env.round);
+            w.u8(p.bits() as u8);
+            w.count(p.len());
+            match p.runs() {
+                [one] if one.offset == 0 && one.count == p.len() => w.bytes(&one.bytes),
+                _ => {
+                    // Runs from chunks: one packed run again (only logs and tests re-encode).
+                    let values = p.unpack().unwrap_or_default();
+                    pack(&values, p.bits(), &mut w.0);
+                }
+            }
+            w.0
+        }
         ClientMessage::Consistency { signature } => {
             let mut w = Writer::new(0x06, env.round);
             w.bytes(signature);
@@ -565,9 +592,16 @@ pub fn decode_client(bytes: &[u8], limits: &Limits) -> Result<Envelope<ClientMes
                 });
             }
             let packed = r.take(packed_len(count, bits), "packed vector")?;
-            let mut values = vec![0u32; count];
-            unpack(packed, bits, &mut values)?;
-            ClientMessage::MaskedInput(values)
+            check_padding(packed, count, bits)?;
+            ClientMessage::PackedInput(PackedVector::from_checked_runs(
+                bits,
+                count,
+                vec![PackedRun {
+                    offset: 0,
+                    count,
+                    bytes: packed.to_vec(),
+                }],
+            ))
         }
         0x06 => ClientMessage::Consistency {
             signature: r.array("signature")?,
@@ -795,6 +829,12 @@ mod tests {
             unpack(&[0x21, 0x13], 4, &mut out).is_err(),
             "padding bits must be zero"
         );
+        // The packed path checks the same without unpacking.
+        assert!(check_padding(&[0x21, 0x13], 3, 4).is_err());
+        assert!(check_padding(&[0x21, 0x03], 3, 4).is_ok());
+        assert!(check_padding(&[0xff, 0xff], 2, 8).is_ok());
+        assert!(check_padding(&[0xff, 0x7f], 3, 5).is_ok());
+        assert!(check_padding(&[0xff, 0xff], 3, 5).is_err());
     }
 
     #[test]
@@ -842,7 +882,15 @@ mod tests {
                 message: m,
             };
             let bytes = encode_client(&env, l.bits);
-            assert_eq!(decode_client(&bytes, &l).unwrap(), env);
+            let back = decode_client(&bytes, &l).unwrap();
+            match (&env.message, &back.message) {
+                // A masked vector comes back still packed, and re-encodes to the same bytes.
+                (ClientMessage::MaskedInput(v), ClientMessage::PackedInput(p)) => {
+                    assert_eq!(&p.unpack().unwrap(), v);
+                    assert_eq!(encode_client(&back, l.bits), bytes);
+                }
+                _ => assert_eq!(back, env),
+            }
             // Every strict prefix is truncated, never a panic or a different message.
             for cut in 0..bytes.len() {
                 assert!(decode_client(&bytes[..cut], &l).is_err());
@@ -1244,17 +1292,41 @@ pub fn decode_chunk_into(
     let (round, mut r) = expect_tag(bytes, tag::CHUNK)?;
     let offset = r.u32("chunk offset")? as usize;
     let count = r.u32("chunk count")? as usize;
+    check_chunk(offset, count, expect_offset, limits)?;
+    if out.len() < offset + count {
+        return Err(CodecError::Invalid {
+            field: "chunk count",
+            why: format!(
+                "{count} elements at {offset} overrun a staging vector of {}",
+                out.len()
+            ),
+        });
+    }
+    let packed = r.take(packed_len(count, limits.bits), "chunk data")?;
+    unpack(packed, limits.bits, &mut out[offset..offset + count])?;
+    r.finish()?;
+    Ok(ChunkPlacement {
+        round,
+        offset,
+        count,
+    })
+}
+
+/// A chunk continues the upload at `expect_offset`, holds 1 to CHUNK_ELEMS elements inside the
+/// vector, and at least MIN_CHUNK_ELEMS unless it is the last.
+fn check_chunk(
+    offset: usize,
+    count: usize,
+    expect_offset: usize,
+    limits: &Limits,
+) -> Result<(), CodecError> {
     if offset != expect_offset {
         return Err(CodecError::Invalid {
             field: "chunk offset",
             why: format!("chunk starts at {offset}, expected {expect_offset}"),
         });
     }
-    if count == 0
-        || count > CHUNK_ELEMS
-        || offset + count > limits.vector_len
-        || out.len() < offset + count
-    {
+    if count == 0 || count > CHUNK_ELEMS || offset + count > limits.vector_len {
         return Err(CodecError::Invalid {
             field: "chunk count",
             why: format!(
@@ -1271,14 +1343,67 @@ pub fn decode_chunk_into(
             ),
         });
     }
+    Ok(())
+}
+
+/// Checks a chunk frame as [`decode_chunk_into`] does and returns its placement and its data
+/// still packed (padding bits checked), for a server that adds packed runs directly.
+pub fn decode_chunk_packed(
+    bytes: &[u8],
+    limits: &Limits,
+    expect_offset: usize,
+) -> Result<(ChunkPlacement, PackedRun), CodecError> {
+    let (round, mut r) = expect_tag(bytes, tag::CHUNK)?;
+    let offset = r.u32("chunk offset")? as usize;
+    let count = r.u32("chunk count")? as usize;
+    check_chunk(offset, count, expect_offset, limits)?;
     let packed = r.take(packed_len(count, limits.bits), "chunk data")?;
-    unpack(packed, limits.bits, &mut out[offset..offset + count])?;
+    check_padding(packed, count, limits.bits)?;
     r.finish()?;
-    Ok(ChunkPlacement {
-        round,
-        offset,
-        count,
-    })
+    Ok((
+        ChunkPlacement {
+            round,
+            offset,
+            count,
+        },
+        PackedRun {
+            offset,
+            count,
+            bytes: packed.to_vec(),
+        },
+    ))
+}
+
+/// The runs of a whole upload, in order and contiguous from 0 to `limits.vector_len`, as one
+/// packed masked input.
+pub fn packed_input(runs: Vec<PackedRun>, limits: &Limits) -> Result<ClientMessage, CodecError> {
+    let mut next = 0;
+    for r in &runs {
+        if r.offset != next || r.bytes.len() != packed_len(r.count, limits.bits) {
+            return Err(CodecError::Invalid {
+                field: "chunk",
+                why: format!(
+                    "a run at {} of {} elements does not continue at {next}",
+                    r.offset, r.count
+                ),
+            });
+        }
+        next += r.count;
+    }
+    if next != limits.vector_len {
+        return Err(CodecError::Invalid {
+            field: "chunk",
+            why: format!(
+                "{next} elements uploaded, the round uses {}",
+                limits.vector_len
+            ),
+        });
+    }
+    Ok(ClientMessage::PackedInput(PackedVector::from_checked_runs(
+        limits.bits,
+        limits.vector_len,
+        runs,
+    )))
 }
 
 #[cfg(test)]

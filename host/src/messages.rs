@@ -201,6 +201,9 @@ pub enum ClientMessage {
     ShareCheck(Vec<DealerReport>),
     /// Stage 4: the masked vector (m parameters and the weight element), mod 2^b.
     MaskedInput(Vec<u32>),
+    /// Stage 4, as the wire carries it: the masked vector still packed at b bits (what the
+    /// codec and the transport hand the server, which adds it without unpacking first).
+    PackedInput(PackedVector),
     /// Stage 5: the signature on the survivor list.
     Consistency {
         /// Ed25519 signature by the identity key over [`crate::crypto::survivors_digest`].
@@ -208,6 +211,63 @@ pub enum ClientMessage {
     },
     /// Stage 6: one share per owner whose good shares this client holds.
     UnmaskShares(Vec<RevealedShare>),
+}
+
+/// A masked vector packed at `bits` per element, in runs (the chunks it arrived in). Built
+/// only by the codec, which checks every run: contiguous from element 0 to `len`, each
+/// exactly `ceil(count · bits / 8)` bytes, padding bits zero.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackedVector {
+    bits: u32,
+    len: usize,
+    runs: Vec<PackedRun>,
+}
+
+/// One run of a [`PackedVector`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackedRun {
+    /// The first element.
+    pub offset: usize,
+    /// Elements.
+    pub count: usize,
+    /// The elements packed at the vector's bits, from bit 0 of the first byte.
+    pub bytes: Vec<u8>,
+}
+
+impl PackedVector {
+    /// A vector from runs that the caller has checked (see the type's docs).
+    pub(crate) fn from_checked_runs(bits: u32, len: usize, runs: Vec<PackedRun>) -> Self {
+        Self { bits, len, runs }
+    }
+
+    /// Bits per element.
+    pub fn bits(&self) -> u32 {
+        self.bits
+    }
+
+    /// Elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether it has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The runs, in order.
+    pub fn runs(&self) -> &[PackedRun] {
+        &self.runs
+    }
+
+    /// The elements, unpacked.
+    pub fn unpack(&self) -> Result<Vec<u32>, crate::CodecError> {
+        let mut out = vec![0u32; self.len];
+        for r in &self.runs {
+            crate::codec::unpack(&r.bytes, self.bits, &mut out[r.offset..r.offset + r.count])?;
+        }
+        Ok(out)
+    }
 }
 
 impl ClientMessage {
@@ -218,7 +278,7 @@ impl ClientMessage {
             ClientMessage::AdvertiseKeys(_) => Stage::AdvertiseKeys,
             ClientMessage::ShareKeys { .. } => Stage::ShareKeys,
             ClientMessage::ShareCheck(_) => Stage::ShareCheck,
-            ClientMessage::MaskedInput(_) => Stage::MaskedInput,
+            ClientMessage::MaskedInput(_) | ClientMessage::PackedInput(_) => Stage::MaskedInput,
             ClientMessage::Consistency { .. } => Stage::Consistency,
             ClientMessage::UnmaskShares(_) => Stage::Unmasking,
         }
@@ -231,7 +291,7 @@ impl ClientMessage {
             ClientMessage::AdvertiseKeys(_) => "advertise-keys",
             ClientMessage::ShareKeys { .. } => "share-keys",
             ClientMessage::ShareCheck(_) => "share-check",
-            ClientMessage::MaskedInput(_) => "masked-input",
+            ClientMessage::MaskedInput(_) | ClientMessage::PackedInput(_) => "masked-input",
             ClientMessage::Consistency { .. } => "consistency",
             ClientMessage::UnmaskShares(_) => "unmask-shares",
         }

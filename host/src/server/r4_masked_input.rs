@@ -16,6 +16,29 @@ use super::{Ctx, DropReason, Input, Roll, State, check_vector, late_or_unknown, 
 use crate::messages::{ClientMessage, ServerMessage};
 use crate::{ClientId, Stage};
 
+/// A packed masked vector has the round's width and length (the codec built its runs
+/// contiguous, each of the right byte length, with zero padding).
+fn check_packed(
+    packed: &crate::messages::PackedVector,
+    config: &crate::RoundConfig,
+) -> Result<(), crate::error::ProtocolError> {
+    let want = config.vector_len();
+    let bits = config.modulus().bits();
+    if packed.len() != want || packed.bits() != bits {
+        return Err(crate::error::ProtocolError::Codec(
+            crate::error::CodecError::Invalid {
+                field: "masked input",
+                why: format!(
+                    "{} elements at {} bits, the round uses {want} at {bits}",
+                    packed.len(),
+                    packed.bits()
+                ),
+            },
+        ));
+    }
+    Ok(())
+}
+
 /// Who is in the round after the share check.
 pub(super) struct Membership {
     pub(super) session: Session,
@@ -73,6 +96,32 @@ impl<A: Send + Sync> ExpectMaskedInputs<A> {
     ) -> State<E::Accumulator> {
         match input {
             Input::Message(from, msg) if self.roll.is_pending(from) => match msg {
+                ClientMessage::PackedInput(packed) => {
+                    if let Err(e) = check_packed(&packed, ctx.config) {
+                        self.roll
+                            .leave(ctx, from, Stage::MaskedInput, DropReason::Misbehaved(e));
+                    } else {
+                        let mut result = Ok(());
+                        for run in packed.runs() {
+                            result = ctx.engine.add_packed(
+                                &mut self.acc,
+                                run.offset,
+                                &run.bytes,
+                                run.count,
+                            );
+                            if result.is_err() {
+                                break;
+                            }
+                        }
+                        if let Err(e) = result {
+                            let reason = format!("aggregation engine failed: {e}");
+                            let notify: Vec<ClientId> =
+                                self.membership.session.keys.keys().copied().collect();
+                            return ctx.abort(reason, notify);
+                        }
+                        self.roll.answered.insert(from);
+                    }
+                }
                 ClientMessage::MaskedInput(values) => {
                     if let Err(e) = check_vector(&values, ctx.config) {
                         self.roll

@@ -502,6 +502,7 @@ impl Lab {
         let t = self.cfg.round.threshold();
         let Some(y) = self.sent.iter().find_map(|(from, m)| match m {
             ClientMessage::MaskedInput(v) if *from == target => Some(v.clone()),
+            ClientMessage::PackedInput(p) if *from == target => p.unpack().ok(),
             _ => None,
         }) else {
             return Rebuild::NoMaskedInput;

@@ -70,7 +70,7 @@ pub(super) enum Event {
     Masked {
         conn: u64,
         round: u64,
-        values: Vec<u32>,
+        message: ClientMessage,
         bytes: usize,
         /// Released once the vector is in the accumulator.
         _permit: OwnedSemaphorePermit,
@@ -453,10 +453,12 @@ async fn upload(
     };
     let deadline = tokio::time::Instant::now() + shared.upload_deadline;
     let limits = &shared.limits;
-    let mut values = vec![0u32; limits.vector_len];
+    // The upload stays packed (b/32 of its unpacked size): the server adds it as it is.
+    let mut runs = Vec::with_capacity(limits.vector_len.div_ceil(codec::CHUNK_ELEMS));
     let mut bytes = first.len() + 4;
-    let mut placed = codec::decode_chunk_into(&first, limits, 0, &mut values)
-        .map_err(|e| bad(Refusal::BadUpload, e))?;
+    let (mut placed, run) =
+        codec::decode_chunk_packed(&first, limits, 0).map_err(|e| bad(Refusal::BadUpload, e))?;
+    runs.push(run);
     let round = placed.round;
     let mut at = placed.offset + placed.count;
     while at < limits.vector_len {
@@ -486,7 +488,8 @@ async fn upload(
             Ok(None) => return Err(Event::Closed { conn }),
         };
         bytes += frame.len() + 4;
-        placed = codec::decode_chunk_into(&frame, limits, at, &mut values).map_err(|e| {
+        let run;
+        (placed, run) = codec::decode_chunk_packed(&frame, limits, at).map_err(|e| {
             let e = match e {
                 CodecError::UnknownTag(t) => CodecError::Invalid {
                     field: "masked input",
@@ -496,6 +499,7 @@ async fn upload(
             };
             bad(Refusal::BadUpload, e)
         })?;
+        runs.push(run);
         if placed.round != round {
             return Err(bad(
                 Refusal::BadUpload,
@@ -507,10 +511,11 @@ async fn upload(
         }
         at += placed.count;
     }
+    let message = codec::packed_input(runs, limits).map_err(|e| bad(Refusal::BadUpload, e))?;
     Ok(Some(Event::Masked {
         conn,
         round,
-        values,
+        message,
         bytes,
         _permit: permit,
     }))

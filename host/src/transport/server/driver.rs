@@ -16,7 +16,7 @@ use super::{MAX_REFUSAL_DETAILS, Refusal, RoundReport, ServeOptions, StageTiming
 use crate::codec::{self, Limits};
 use crate::config::RoundConfig;
 use crate::error::{CodecError, ProtocolError};
-use crate::messages::{ClientMessage, Envelope, ServerMessage};
+use crate::messages::{Envelope, ServerMessage};
 use crate::server::{DropReason, Server, ServerEvent, ServerStatus};
 use crate::transport::TransportError;
 use crate::{ClientId, Stage};
@@ -199,16 +199,13 @@ impl<E: secagg_engine::Accumulate> Driver<E> {
             Event::Masked {
                 conn,
                 round,
-                values,
+                message,
                 bytes,
                 _permit,
             } => {
                 self.report.bytes_received += bytes as u64;
                 if let Some(&id) = self.by_conn.get(&conn) {
-                    let env = Envelope {
-                        round,
-                        message: ClientMessage::MaskedInput(values),
-                    };
+                    let env = Envelope { round, message };
                     let now = self.now();
                     self.server.handle_message(id, env, now);
                 }
