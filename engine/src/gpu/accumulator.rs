@@ -199,22 +199,34 @@ impl Accumulate for GpuEngine {
             let first_bit = before * bits;
             let byte0 = first_bit / 32 * 4;
             let end = (first_bit + n * bits).div_ceil(8).min(packed.len());
-            let mut words = vec![0u32; (end - byte0).div_ceil(4) + 1];
-            bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..end - byte0]
-                .copy_from_slice(&packed[byte0..end]);
+            // The whole words go straight from the caller's bytes; the ragged end, padded to a
+            // word, and one zero word follow.
+            let body = (end - byte0) / 4 * 4;
+            let mut tail = [0u8; 8];
+            tail[..end - byte0 - body].copy_from_slice(&packed[byte0 + body..end]);
             let slot = acc.next_slot;
             acc.next_slot ^= 1;
             let input = self
                 .ensure(
                     &mut buffers.slots[slot].input,
-                    (words.len() * 4) as u64,
+                    (body + 8) as u64,
                     wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                     "packed input",
                 )?
                 .clone();
-            self.queue
-                .write_buffer(&input, 0, bytemuck::cast_slice(&words));
+            if body > 0 {
+                self.queue
+                    .write_buffer(&input, 0, &packed[byte0..byte0 + body]);
+            }
+            self.queue.write_buffer(&input, body as u64, &tail);
             let (gx, gy, row_stride) = self.grid(n as u32, ADD_WORKGROUP);
+            // At b = 32 the packed bytes are the words themselves: the plain add kernel reads
+            // them with no bit shuffling (the run starts on a word: 32-bit fields).
+            let kernel = if bits == 32 {
+                Kernel::Add
+            } else {
+                Kernel::AddPacked
+            };
             let params = Params {
                 base_lo: (first_bit - byte0 * 8) as u32,
                 base_hi: 0,
@@ -242,7 +254,7 @@ impl Accumulate for GpuEngine {
                     resource: input.as_entire_binding(),
                 },
             ];
-            self.dispatch(Kernel::AddPacked, Prg::ChaCha20, &entries, (gx, gy))?;
+            self.dispatch(kernel, Prg::ChaCha20, &entries, (gx, gy))?;
         }
         Ok(())
     }
