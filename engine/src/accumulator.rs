@@ -103,9 +103,9 @@ pub(crate) fn check_span(capacity: usize, start: usize, len: usize) -> Result<()
     }
 }
 
-/// Adds `count` elements packed at `bits` from `packed` (starting at bit `bit0`) into `acc`,
-/// mod `mask + 1`. The reference the engines are checked against, and the CPU engine's
-/// kernel for one tile.
+/// Adds `acc.len()` elements packed at `bits` from `packed` (starting at bit `bit0`) into
+/// `acc`, mod `mask + 1`: the CPU engine's kernel for one tile. (The conformance suite checks
+/// it against a bit-by-bit packer of its own.)
 pub(crate) fn add_unpacked(acc: &mut [u32], packed: &[u8], bit0: usize, bits: u32, mask: u32) {
     if bits == 32 && bit0 % 8 == 0 {
         // Whole little-endian words: no bit shuffling.
@@ -119,30 +119,20 @@ pub(crate) fn add_unpacked(acc: &mut [u32], packed: &[u8], bit0: usize, bits: u3
         }
         return;
     }
-    let mut byte = bit0 / 8;
-    let mut buf: u64 = 0;
-    let mut filled = 0u32;
-    // Prime with the partial first byte.
-    let lead = (bit0 % 8) as u32;
-    if lead != 0 {
-        buf = u64::from(packed.get(byte).copied().unwrap_or(0) >> lead);
-        filled = 8 - lead;
-        byte += 1;
-    }
-    let take = if bits >= 32 {
-        u64::from(u32::MAX)
-    } else {
-        (1u64 << bits) - 1
-    };
-    for a in acc.iter_mut() {
-        while filled < bits {
-            buf |= u64::from(packed.get(byte).copied().unwrap_or(0)) << filled;
-            byte += 1;
-            filled += 8;
+    // Each field lies inside the 8 bytes from the byte holding its first bit (a shift of at
+    // most 7 plus at most 31 bits): one unaligned little-endian load per element.
+    let take = (1u64 << bits) - 1;
+    let end = packed.len();
+    for (i, a) in acc.iter_mut().enumerate() {
+        let bit = bit0 + i * bits as usize;
+        let byte = bit / 8;
+        let mut w = [0u8; 8];
+        if byte + 8 <= end {
+            w.copy_from_slice(&packed[byte..byte + 8]);
+        } else if byte < end {
+            w[..end - byte].copy_from_slice(&packed[byte..end]);
         }
-        let x = (buf & take) as u32;
-        buf >>= bits;
-        filled -= bits;
+        let x = ((u64::from_le_bytes(w) >> (bit % 8)) & take) as u32;
         *a = a.wrapping_add(x) & mask;
     }
 }
