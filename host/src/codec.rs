@@ -819,6 +819,26 @@ mod tests {
     }
 
     #[test]
+    fn packed_runs_must_cover_the_vector_in_order() {
+        let l = limits();
+        let run = |offset: usize, count: usize| PackedRun {
+            offset,
+            count,
+            bytes: vec![0; packed_len(count, l.bits)],
+        };
+        let n = l.vector_len;
+        assert!(packed_input(vec![run(0, n)], &l).is_ok());
+        assert!(packed_input(vec![run(0, 2), run(2, n - 2)], &l).is_ok());
+        // A gap, an overlap, a short vector, a run whose bytes do not match its count.
+        assert!(packed_input(vec![run(0, 2), run(3, n - 3)], &l).is_err());
+        assert!(packed_input(vec![run(0, 2), run(1, n - 1)], &l).is_err());
+        assert!(packed_input(vec![run(0, n - 1)], &l).is_err());
+        let mut bad = run(0, n);
+        bad.bytes.push(0);
+        assert!(packed_input(vec![bad], &l).is_err());
+    }
+
+    #[test]
     fn packed_bits_are_a_little_endian_stream() {
         // Three 4-bit values 0x1, 0x2, 0x3 -> bytes 0x21, 0x03.
         let mut buf = Vec::new();

@@ -83,7 +83,21 @@ fn decode_everything(bytes: &[u8]) {
     let _ = codec::frame_tag(bytes);
     let mut staging = vec![0u32; l.vector_len];
     for at in [0, 7] {
-        let _ = codec::decode_chunk_into(bytes, &l, at, &mut staging);
+        // The packed path accepts exactly what the unpacking path accepts, with the same
+        // elements.
+        let unpacked = codec::decode_chunk_into(bytes, &l, at, &mut staging);
+        let packed = codec::decode_chunk_packed(bytes, &l, at);
+        assert_eq!(
+            unpacked.is_ok(),
+            packed.is_ok(),
+            "{unpacked:?} vs {packed:?}"
+        );
+        if let (Ok(p), Ok((q, run))) = (unpacked, packed) {
+            assert_eq!(p, q);
+            let mut values = vec![0u32; run.count];
+            codec::unpack(&run.bytes, l.bits, &mut values).unwrap();
+            assert_eq!(values[..], staging[p.offset..p.offset + p.count]);
+        }
     }
 }
 

@@ -59,5 +59,7 @@ fuzz_target!(|bytes: &[u8]| {
     }
     let _ = codec::decode_reject(bytes);
     let mut staging = vec![0u32; l.vector_len];
-    let _ = codec::decode_chunk_into(bytes, &l, 0, &mut staging);
+    let unpacked = codec::decode_chunk_into(bytes, &l, 0, &mut staging);
+    let packed = codec::decode_chunk_packed(bytes, &l, 0);
+    assert_eq!(unpacked.is_ok(), packed.is_ok());
 });
