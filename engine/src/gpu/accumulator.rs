@@ -6,11 +6,8 @@
 //! `add_packed` kernel into the chunk it lands in, and never read back; the mask pass binds
 //! each chunk in place; the result crosses to the host once, in [`Accumulate::read_out`].
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
-
 use super::{
-    ADD_WORKGROUP, Buffers, GpuEngine, InFlight, Kernel, MAP_PENDING, MAX_TERMS_PER_PASS, Params,
+    ADD_WORKGROUP, Buffers, GpuEngine, InFlight, Kernel, MAX_TERMS_PER_PASS, Params, map_for_read,
 };
 use crate::accumulator::{Accumulate, check_packed, check_span};
 use crate::{EngineError, MaskTerm, Modulus, Prg, Seed, Sign, check_range};
@@ -91,6 +88,51 @@ impl GpuEngine {
             .clone();
         self.queue.write_buffer(&buf, 0, bytemuck::bytes_of(params));
         Ok(buf)
+    }
+
+    /// Adds the staged `input` (bound at 3) into `n` elements of chunk `chunk` from element
+    /// `within`, with `kernel` (`add`, or `add_packed` reading b = `bits` fields from bit
+    /// `first_bit`).
+    #[allow(clippy::too_many_arguments)]
+    fn add_staged(
+        &self,
+        buffers: &mut Buffers,
+        slot: usize,
+        acc: &GpuAccumulator,
+        (chunk, within, n): (usize, usize, usize),
+        input: &wgpu::Buffer,
+        kernel: Kernel,
+        (first_bit, bits): (u32, u32),
+    ) -> Result<(), EngineError> {
+        let (gx, gy, row_stride) = self.grid(n as u32, ADD_WORKGROUP);
+        let params = Params {
+            base_lo: first_bit,
+            base_hi: 0,
+            skip: bits,
+            len: n as u32,
+            n_terms: 0,
+            mask: acc.modulus.mask_u32(),
+            units: n as u32,
+            row_stride,
+            dst0: within as u32,
+            pad: [0; 3],
+        };
+        let params_buf = self.params_buffer(buffers, slot, &params)?;
+        let entries = [
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: params_buf.as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 1,
+                resource: acc.chunks[chunk].as_entire_binding(),
+            },
+            wgpu::BindGroupEntry {
+                binding: 3,
+                resource: input.as_entire_binding(),
+            },
+        ];
+        self.dispatch(kernel, Prg::ChaCha20, &entries, (gx, gy))
     }
 
     fn dispatch(
@@ -219,7 +261,6 @@ impl Accumulate for GpuEngine {
                     .write_buffer(&input, 0, &packed[byte0..byte0 + body]);
             }
             self.queue.write_buffer(&input, body as u64, &tail);
-            let (gx, gy, row_stride) = self.grid(n as u32, ADD_WORKGROUP);
             // At b = 32 the packed bytes are the words themselves: the plain add kernel reads
             // them with no bit shuffling (the run starts on a word: 32-bit fields).
             let kernel = if bits == 32 {
@@ -227,34 +268,16 @@ impl Accumulate for GpuEngine {
             } else {
                 Kernel::AddPacked
             };
-            let params = Params {
-                base_lo: (first_bit - byte0 * 8) as u32,
-                base_hi: 0,
-                skip: bits as u32,
-                len: n as u32,
-                n_terms: 0,
-                mask: acc.modulus.mask_u32(),
-                units: n as u32,
-                row_stride,
-                dst0: within as u32,
-                pad: [0; 3],
-            };
-            let params_buf = self.params_buffer(&mut buffers, slot, &params)?;
-            let entries = [
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: params_buf.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: acc.chunks[chunk].as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 3,
-                    resource: input.as_entire_binding(),
-                },
-            ];
-            self.dispatch(kernel, Prg::ChaCha20, &entries, (gx, gy))?;
+            let first = (first_bit - byte0 * 8) as u32;
+            self.add_staged(
+                &mut buffers,
+                slot,
+                acc,
+                (chunk, within, n),
+                &input,
+                kernel,
+                (first, bits as u32),
+            )?;
         }
         Ok(())
     }
@@ -280,35 +303,15 @@ impl Accumulate for GpuEngine {
                 .clone();
             self.queue
                 .write_buffer(&input, 0, bytemuck::cast_slice(&words[before..before + n]));
-            let (gx, gy, row_stride) = self.grid(n as u32, ADD_WORKGROUP);
-            let params = Params {
-                base_lo: 0,
-                base_hi: 0,
-                skip: 0,
-                len: n as u32,
-                n_terms: 0,
-                mask: acc.modulus.mask_u32(),
-                units: n as u32,
-                row_stride,
-                dst0: within as u32,
-                pad: [0; 3],
-            };
-            let params_buf = self.params_buffer(&mut buffers, slot, &params)?;
-            let entries = [
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: params_buf.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: acc.chunks[chunk].as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 3,
-                    resource: input.as_entire_binding(),
-                },
-            ];
-            self.dispatch(Kernel::Add, Prg::ChaCha20, &entries, (gx, gy))?;
+            self.add_staged(
+                &mut buffers,
+                slot,
+                acc,
+                (chunk, within, n),
+                &input,
+                Kernel::Add,
+                (0, 0),
+            )?;
         }
         Ok(())
     }
@@ -426,22 +429,7 @@ impl Accumulate for GpuEngine {
                 });
             encoder.copy_buffer_to_buffer(buffer, 0, &readback, 0, bytes);
             let index = self.queue.submit([encoder.finish()]);
-            let state = Arc::new(AtomicU8::new(MAP_PENDING));
-            {
-                let state = Arc::clone(&state);
-                readback
-                    .slice(..bytes)
-                    .map_async(wgpu::MapMode::Read, move |r| {
-                        state.store(
-                            if r.is_ok() {
-                                super::MAP_OK
-                            } else {
-                                super::MAP_FAILED
-                            },
-                            Ordering::Release,
-                        );
-                    });
-            }
+            let state = map_for_read(&readback, bytes);
             self.finish(
                 InFlight {
                     readback,

@@ -620,18 +620,7 @@ impl GpuEngine {
         }
         encoder.copy_buffer_to_buffer(&data_buf, 0, &readback, 0, bytes);
         let index = self.queue.submit([encoder.finish()]);
-        let state = Arc::new(AtomicU8::new(MAP_PENDING));
-        {
-            let state = Arc::clone(&state);
-            readback
-                .slice(..bytes)
-                .map_async(wgpu::MapMode::Read, move |r| {
-                    state.store(
-                        if r.is_ok() { MAP_OK } else { MAP_FAILED },
-                        Ordering::Release,
-                    );
-                });
-        }
+        let state = map_for_read(&readback, bytes);
         // Errors raised by this submission surface in `finish`, which also unmaps the buffer.
         Ok(InFlight {
             readback,
@@ -683,6 +672,22 @@ impl GpuEngine {
     fn buffers(&self) -> MutexGuard<'_, Buffers> {
         lock(&self.buffers)
     }
+}
+
+/// Starts mapping the first `bytes` of `readback` for reading; the flag says how it went
+/// (pending until a poll runs the callback).
+fn map_for_read(readback: &wgpu::Buffer, bytes: u64) -> Arc<AtomicU8> {
+    let state = Arc::new(AtomicU8::new(MAP_PENDING));
+    let flag = Arc::clone(&state);
+    readback
+        .slice(..bytes)
+        .map_async(wgpu::MapMode::Read, move |r| {
+            flag.store(
+                if r.is_ok() { MAP_OK } else { MAP_FAILED },
+                Ordering::Release,
+            );
+        });
+    state
 }
 
 const MAP_PENDING: u8 = 0;
