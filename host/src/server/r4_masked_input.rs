@@ -96,51 +96,25 @@ impl<A: Send + Sync> ExpectMaskedInputs<A> {
     ) -> State<E::Accumulator> {
         match input {
             Input::Message(from, msg) if self.roll.is_pending(from) => match msg {
-                ClientMessage::PackedInput(packed) => {
-                    if let Err(e) = check_packed(&packed, ctx.config) {
-                        self.roll
-                            .leave(ctx, from, Stage::MaskedInput, DropReason::Misbehaved(e));
-                    } else {
-                        let mut result = Ok(());
-                        for run in packed.runs() {
-                            result = ctx.engine.add_packed(
-                                &mut self.acc,
-                                run.offset,
-                                &run.bytes,
-                                run.count,
+                ClientMessage::PackedInput(_) | ClientMessage::MaskedInput(_) => {
+                    match self.add(ctx, &msg) {
+                        Err(e) => {
+                            self.roll.leave(
+                                ctx,
+                                from,
+                                Stage::MaskedInput,
+                                DropReason::Misbehaved(e),
                             );
-                            if result.is_err() {
-                                break;
-                            }
                         }
-                        if let Err(e) = result {
-                            let reason = format!("aggregation engine failed: {e}");
-                            let notify: Vec<ClientId> =
-                                self.membership.session.keys.keys().copied().collect();
-                            return ctx.abort(reason, notify);
-                        }
-                        self.roll.answered.insert(from);
-                    }
-                }
-                ClientMessage::MaskedInput(values) => {
-                    if let Err(e) = check_vector(&values, ctx.config) {
-                        self.roll
-                            .leave(ctx, from, Stage::MaskedInput, DropReason::Misbehaved(e));
-                    } else if let Err(e) = ctx.engine.add_words(&mut self.acc, 0, &values) {
                         // The engine failing is our problem, not the client's: nothing can be
                         // summed any more, so the round ends here.
-                        let reason = format!("aggregation engine failed: {e}");
-                        return ctx.abort(
-                            reason,
-                            self.membership
-                                .session
-                                .keys
-                                .keys()
-                                .copied()
-                                .collect::<Vec<_>>(),
-                        );
-                    } else {
-                        self.roll.answered.insert(from);
+                        Ok(Err(e)) => {
+                            let reason = format!("aggregation engine failed: {e}");
+                            return ctx.abort(reason, self.members());
+                        }
+                        Ok(Ok(())) => {
+                            self.roll.answered.insert(from);
+                        }
                     }
                 }
                 other => out_of_turn(ctx, &mut self.roll, from, &other, Stage::MaskedInput),
@@ -156,6 +130,37 @@ impl<A: Send + Sync> ExpectMaskedInputs<A> {
         self.check_done(ctx)
     }
 
+    /// Checks a masked input (`Err`: its sender broke the protocol) and adds it into the
+    /// accumulator (the inner `Err`: the engine failed).
+    fn add<E: Accumulate<Accumulator = A>>(
+        &mut self,
+        ctx: &Ctx<'_, E>,
+        msg: &ClientMessage,
+    ) -> Result<Result<(), secagg_engine::EngineError>, crate::error::ProtocolError> {
+        match msg {
+            ClientMessage::PackedInput(packed) => {
+                check_packed(packed, ctx.config)?;
+                Ok(packed.runs().iter().try_for_each(|run| {
+                    ctx.engine
+                        .add_packed(&mut self.acc, run.offset, &run.bytes, run.count)
+                }))
+            }
+            ClientMessage::MaskedInput(values) => {
+                check_vector(values, ctx.config)?;
+                Ok(ctx.engine.add_words(&mut self.acc, 0, values))
+            }
+            other => Err(crate::error::ProtocolError::UnexpectedMessage {
+                got: other.name(),
+                want: "masked-input",
+            }),
+        }
+    }
+
+    /// Every member of the round (whom an abort notifies).
+    fn members(&self) -> Vec<ClientId> {
+        self.membership.session.keys.keys().copied().collect()
+    }
+
     fn check_done<E: Accumulate<Accumulator = A>>(
         self,
         ctx: &mut Ctx<'_, E>,
@@ -169,8 +174,7 @@ impl<A: Send + Sync> ExpectMaskedInputs<A> {
 
     fn finish<E: Accumulate<Accumulator = A>>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
         let u3: Vec<ClientId> = self.roll.answered.iter().copied().collect();
-        let notify: Vec<ClientId> = self.membership.session.keys.keys().copied().collect();
-        if let Err(reason) = ctx.close_stage(Stage::MaskedInput, u3.len(), notify) {
+        if let Err(reason) = ctx.close_stage(Stage::MaskedInput, u3.len(), self.members()) {
             return State::Aborted(reason);
         }
         let shared: std::sync::Arc<[ClientId]> = u3.clone().into();
