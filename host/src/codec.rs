@@ -819,6 +819,26 @@ mod tests {
     }
 
     #[test]
+    fn a_masked_input_with_padding_bits_set_is_refused() {
+        let l = limits();
+        let env = Envelope {
+            round: 1,
+            message: ClientMessage::MaskedInput(vec![3; l.vector_len]),
+        };
+        let mut bytes = encode_client(&env, l.bits);
+        assert!(decode_client(&bytes, &l).is_ok());
+        assert_ne!(
+            (l.vector_len * l.bits as usize) % 8,
+            0,
+            "the test needs padding bits"
+        );
+        if let Some(last) = bytes.last_mut() {
+            *last |= 0x80;
+        }
+        assert!(decode_client(&bytes, &l).is_err());
+    }
+
+    #[test]
     fn packed_runs_must_cover_the_vector_in_order() {
         let l = limits();
         let run = |offset: usize, count: usize| PackedRun {
