@@ -481,21 +481,15 @@ async fn connection_rogue(s: &Setup, kind: &str, target: u32, extra: u32) -> Res
                      binding: &[u8; 32],
                      params: usize,
                      round: u64| {
-        let mut hello = Hello {
+        Hello::signed(
+            identity,
             round,
-            client: identity.id(),
-            weighted: false,
-            params: params as u32,
-            layout: codec::layout_digest(&flat_layout(s.params).to_bytes()),
-            credential: identity.credential().clone(),
-            signature: [0; 64],
-        };
-        hello.signature = identity.sign(
-            HELLO_DOMAIN,
-            &hello.signed_message(&challenge.nonce, binding),
-        );
-        let _ = challenge;
-        hello
+            false,
+            params as u32,
+            codec::layout_digest(&flat_layout(s.params).to_bytes()),
+            &challenge.nonce,
+            binding,
+        )
     };
     match kind {
         "silent" => {
@@ -650,18 +644,14 @@ async fn member(s: &Setup, id: u32, kind: &str, stall: Duration) -> Result<(), S
     if kind == "garbage-frame" {
         let (mut framed, challenge, binding) = s.open().await?;
         let identity = s.identity(id);
-        let mut hello = Hello {
-            round: challenge.round,
-            client: identity.id(),
-            weighted: false,
-            params: s.params as u32,
-            layout: options.layout,
-            credential: identity.credential().clone(),
-            signature: [0; 64],
-        };
-        hello.signature = identity.sign(
-            HELLO_DOMAIN,
-            &hello.signed_message(&challenge.nonce, &binding),
+        let hello = Hello::signed(
+            &identity,
+            challenge.round,
+            false,
+            s.params as u32,
+            options.layout,
+            &challenge.nonce,
+            &binding,
         );
         framed
             .send(Bytes::from(codec::encode_hello(&hello)))

@@ -1110,6 +1110,33 @@ pub struct Hello {
 }
 
 impl Hello {
+    /// The hello of `identity` for round `round`, signed for the connection whose challenge
+    /// nonce and channel binding are given.
+    pub fn signed(
+        identity: &crate::ClientIdentity,
+        round: u64,
+        weighted: bool,
+        params: u32,
+        layout: [u8; 32],
+        challenge_nonce: &[u8; 32],
+        binding: &[u8; 32],
+    ) -> Self {
+        let mut hello = Hello {
+            round,
+            client: identity.id(),
+            weighted,
+            params,
+            layout,
+            credential: identity.credential().clone(),
+            signature: [0; 64],
+        };
+        hello.signature = identity.sign(
+            HELLO_DOMAIN,
+            &hello.signed_message(challenge_nonce, binding),
+        );
+        hello
+    }
+
     /// What the identity key signs (under [`HELLO_DOMAIN`]): the challenge, the connection's
     /// channel binding (the TLS exporter value, or zeros over plaintext) and every field of
     /// the hello but the signature.

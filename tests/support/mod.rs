@@ -16,7 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use secagg::engine::CpuEngine;
-use secagg::host::codec::{self, HELLO_DOMAIN, Hello, tag};
+use secagg::host::codec::{self, Hello, tag};
 use secagg::host::identity::{CaKey, CaPublicKey, IdentityKey};
 use secagg::host::sim::parameter_free_policy;
 use secagg::host::transport::tls::{self, TestPki, TlsConnector, TlsStream};
@@ -127,18 +127,14 @@ impl Deployment {
             .await
             .ok_or(TransportError::Closed("challenge"))??;
         let challenge = codec::decode_challenge(&first)?;
-        let mut hello = Hello {
-            round: challenge.round,
-            client: identity.id(),
-            weighted: false,
-            params: params as u32,
-            layout: LAYOUT,
-            credential: identity.credential().clone(),
-            signature: [0; 64],
-        };
-        hello.signature = identity.sign(
-            HELLO_DOMAIN,
-            &hello.signed_message(&challenge.nonce, &binding),
+        let hello = Hello::signed(
+            identity,
+            challenge.round,
+            false,
+            params as u32,
+            LAYOUT,
+            &challenge.nonce,
+            &binding,
         );
         framed
             .send(Bytes::from(codec::encode_hello(&hello)))

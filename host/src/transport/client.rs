@@ -14,7 +14,7 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use super::tls::{TlsConnector, channel_binding};
 use super::{Io, TransportError, frame_codec};
-use crate::codec::{self, CHALLENGE_LEN, HELLO_DOMAIN, Hello, Limits, WELCOME_LEN, tag};
+use crate::codec::{self, CHALLENGE_LEN, Hello, Limits, WELCOME_LEN, tag};
 use crate::messages::ClientMessage;
 use crate::{Client, ClientId, ClientIdentity, ClientPolicy, ClientStatus, Stage};
 
@@ -154,18 +154,15 @@ where
         tag::REJECT => return Err(TransportError::Rejected(codec::decode_reject(&first)?)),
         t => return Err(crate::error::CodecError::UnknownTag(t).into()),
     };
-    let mut hello = Hello {
-        round: challenge.round,
-        client: options.id,
-        weighted: options.weight.is_some(),
+    // The identity's id is `options.id` (checked on entry).
+    let hello = Hello::signed(
+        &identity,
+        challenge.round,
+        options.weight.is_some(),
         params,
-        layout: options.layout,
-        credential: identity.credential().clone(),
-        signature: [0; 64],
-    };
-    hello.signature = identity.sign(
-        HELLO_DOMAIN,
-        &hello.signed_message(&challenge.nonce, &binding),
+        options.layout,
+        &challenge.nonce,
+        &binding,
     );
     sink.send(Bytes::from(codec::encode_hello(&hello))).await?;
     let answer = next_frame(&mut framed, wait, "the server's welcome").await?;
