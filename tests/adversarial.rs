@@ -1245,3 +1245,137 @@ fn silent_clients_are_dropped_at_the_deadline_of_every_stage() {
         assert_eq!(out.included.contains(&ClientId(c)), c >= 5, "client {c}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Streamed masked inputs: pieces go into the sum as they arrive, so a sender that stops
+// half-way must end the round (its partial input cannot be taken out), while a sender whose
+// first piece is bad costs only itself.
+
+/// Runs the lab until the clients have queued their masked inputs, and takes them.
+fn masked_inputs(lab: &mut Lab) -> Vec<(ClientId, ClientMessage)> {
+    while lab.server_status() != ServerStatus::Running(Stage::MaskedInput) {
+        assert!(lab.step(&mut Honest).unwrap(), "the round stalled");
+    }
+    let sent = lab.flush().unwrap();
+    assert!(
+        sent.iter()
+            .all(|(_, m)| matches!(m, ClientMessage::PackedInput(_))),
+        "expected masked inputs"
+    );
+    sent
+}
+
+/// `values` as pieces of the given sizes (the last takes the rest), packed at `bits`.
+fn pieces(values: &[u32], bits: u32, sizes: &[usize]) -> Vec<ClientMessage> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for (i, &size) in sizes.iter().enumerate() {
+        let end = if i + 1 == sizes.len() {
+            values.len()
+        } else {
+            at + size
+        };
+        let mut bytes = Vec::new();
+        secagg::host::codec::pack(&values[at..end], bits, &mut bytes);
+        out.push(ClientMessage::MaskedChunk(
+            secagg::host::messages::PackedRun {
+                offset: at,
+                count: end - at,
+                bytes,
+            },
+        ));
+        at = end;
+    }
+    out
+}
+
+fn split_target(
+    lab: &mut Lab,
+    sizes: &[usize],
+) -> (Vec<(ClientId, ClientMessage)>, Vec<ClientMessage>) {
+    let bits = lab.config().round.modulus().bits();
+    let mut others = masked_inputs(lab);
+    let at = others.iter().position(|(c, _)| *c == TARGET).unwrap();
+    let (_, ClientMessage::PackedInput(packed)) = others.remove(at) else {
+        unreachable!()
+    };
+    let values = packed.unpack().unwrap();
+    (others, pieces(&values, bits, sizes))
+}
+
+#[test]
+fn a_streamed_input_in_pieces_sums_exactly() {
+    let mut lab = lab("stream::pieces", 8, 4, 3);
+    // Odd sizes: at b = 24 the piece boundaries fall inside the packed words.
+    let (others, parts) = split_target(&mut lab, &[1, 7, 3]);
+    lab.to_server(others);
+    lab.to_server(parts.into_iter().map(|m| (TARGET, m)).collect());
+    lab.run(&mut Honest).unwrap();
+    completed(&lab);
+    assert!(lab.server().output().unwrap().included.contains(&TARGET));
+}
+
+#[test]
+fn a_sender_that_stops_half_way_ends_the_round() {
+    let mut lab = lab("stream::partial", 8, 4, 3);
+    let (others, parts) = split_target(&mut lab, &[5, 5, 5]);
+    lab.to_server(others);
+    // Two of three pieces, then silence until the deadline.
+    lab.to_server(parts.into_iter().take(2).map(|m| (TARGET, m)).collect());
+    let status = lab.run(&mut Honest).unwrap();
+    match status {
+        ServerStatus::Aborted(reason) => assert!(
+            reason.contains("partial input") && reason.contains(&TARGET.to_string()),
+            "{reason}"
+        ),
+        other => panic!("the round went on with a partial input in the sum: {other:?}"),
+    }
+    assert!(lab.server().output().is_none());
+}
+
+#[test]
+fn a_bad_piece_costs_its_sender_before_the_sum_holds_any_and_the_round_after() {
+    for bad in ["gap", "twice", "then-whole"] {
+        let mut lab = lab(&format!("stream::bad::{bad}"), 8, 4, 3);
+        let (others, parts) = split_target(&mut lab, &[4, 4]);
+        lab.to_server(others);
+        let mut send = parts;
+        match bad {
+            // Starts at element 4: nothing of it is in the sum yet.
+            "gap" => {
+                send.remove(0);
+            }
+            // The same first piece twice: the second does not continue the upload, and the
+            // first is already in the sum: the round must end instead.
+            "twice" => {
+                let first = send[0].clone();
+                send.insert(1, first);
+            }
+            // A whole input after a piece: a second copy would double-count.
+            _ => {
+                send.truncate(1);
+                send.push(ClientMessage::MaskedInput(vec![0; 21]));
+            }
+        }
+        lab.to_server(send.into_iter().map(|m| (TARGET, m)).collect());
+        let status = lab.run(&mut Honest).unwrap();
+        if bad == "gap" {
+            completed(&lab);
+            let out = lab.server().output().unwrap();
+            assert!(!out.included.contains(&TARGET), "{bad}");
+            assert!(
+                matches!(
+                    dropped(&lab, TARGET),
+                    Some((Stage::MaskedInput, DropReason::Misbehaved(_)))
+                ),
+                "{bad}: {:?}",
+                dropped(&lab, TARGET)
+            );
+        } else {
+            assert!(
+                matches!(&status, ServerStatus::Aborted(r) if r.contains("partial input")),
+                "{bad}: {status:?}"
+            );
+        }
+    }
+}

@@ -65,6 +65,15 @@ pub trait Accumulate: Backend {
     /// The accumulator's length in elements.
     fn accumulator_len(&self, acc: &Self::Accumulator) -> usize;
 
+    /// The accumulator's elements, consuming it: the CPU engine hands its memory over
+    /// without a copy (so a round's result never needs twice the accumulator's size in host
+    /// memory); a GPU engine reads the device buffer out once.
+    fn read_out_owned(&self, acc: Self::Accumulator) -> Result<Vec<u32>, EngineError> {
+        let mut out = vec![0u32; self.accumulator_len(&acc)];
+        self.read_out(&acc, &mut out)?;
+        Ok(out)
+    }
+
     /// Waits until every operation queued so far has run (a GPU queues its work; the CPU
     /// engine has nothing to wait for). For timing; results never need it.
     fn settle(&self) -> Result<(), EngineError> {
@@ -181,6 +190,10 @@ impl<A: Accumulate> Accumulate for &A {
 
     fn accumulator_len(&self, acc: &A::Accumulator) -> usize {
         (**self).accumulator_len(acc)
+    }
+
+    fn read_out_owned(&self, acc: A::Accumulator) -> Result<Vec<u32>, EngineError> {
+        (**self).read_out_owned(acc)
     }
 
     fn settle(&self) -> Result<(), EngineError> {

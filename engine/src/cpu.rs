@@ -430,6 +430,10 @@ impl crate::Accumulate for CpuEngine {
         )
     }
 
+    fn read_out_owned(&self, acc: CpuAccumulator) -> Result<Vec<u32>, EngineError> {
+        Ok(acc.data)
+    }
+
     fn read_out(&self, acc: &CpuAccumulator, out: &mut [u32]) -> Result<(), EngineError> {
         if out.len() != acc.data.len() {
             return Err(EngineError::LengthMismatch {

@@ -227,6 +227,15 @@ impl crate::Accumulate for Engine {
         }
     }
 
+    fn read_out_owned(&self, acc: EngineAccumulator) -> Result<Vec<u32>, EngineError> {
+        match (self, acc) {
+            (Engine::Cpu(e), EngineAccumulator::Cpu(a)) => e.read_out_owned(a),
+            (Engine::Gpu(e), EngineAccumulator::Gpu(a)) => e.read_out_owned(a),
+            (Engine::Cpu(_), _) => Err(foreign("gpu", "cpu")),
+            (Engine::Gpu(_), _) => Err(foreign("cpu", "gpu")),
+        }
+    }
+
     fn read_out(&self, acc: &EngineAccumulator, out: &mut [u32]) -> Result<(), EngineError> {
         match (self, acc) {
             (Engine::Cpu(e), EngineAccumulator::Cpu(a)) => e.read_out(a, out),

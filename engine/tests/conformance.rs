@@ -295,6 +295,9 @@ fn accumulator_add_packed<E: Accumulate>(e: &E, test: &str) {
             &got,
             &want,
         );
+        // The consuming read-out gives the same elements.
+        let words = e.read_out_owned(acc).unwrap();
+        assert_same(&format!("read_out_owned b = {bits}"), &words, &want);
     }
 }
 

@@ -504,6 +504,14 @@ pub fn encode_client(env: &Envelope<ClientMessage>, bits: u32) -> Vec<u8> {
             }
             w.0
         }
+        ClientMessage::MaskedChunk(run) => {
+            // The same frame as a transport's upload chunk.
+            let mut w = Writer::new(tag::CHUNK, env.round);
+            w.count(run.offset);
+            w.count(run.count);
+            w.bytes(&run.bytes);
+            w.0
+        }
         ClientMessage::Consistency { signature } => {
             let mut w = Writer::new(0x06, env.round);
             w.bytes(signature);
@@ -525,7 +533,39 @@ pub fn encode_client(env: &Envelope<ClientMessage>, bits: u32) -> Vec<u8> {
     }
 }
 
-/// Decodes a client message under `limits`.
+/// Decodes a client message, or a piece of a streamed masked input (a chunk frame, as
+/// [`ClientMessage::MaskedChunk`]), under `limits`. Only for rounds where a client cannot
+/// stop half-way through its upload (in-process: the simulator): a server adds pieces as they
+/// come, so one that stops would end the round for everyone. Anything facing a network
+/// decodes with [`decode_client`], which refuses pieces, and assembles uploads first.
+pub fn decode_client_or_piece(
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<Envelope<ClientMessage>, CodecError> {
+    if frame_tag(bytes)? != tag::CHUNK {
+        return decode_client(bytes, limits);
+    }
+    let (round, mut r) = expect_tag(bytes, tag::CHUNK)?;
+    let offset = r.u32("chunk offset")? as usize;
+    let count = r.u32("chunk count")? as usize;
+    // Checked as a transport checks a chunk; the server checks that it continues its
+    // sender's upload.
+    check_chunk(offset, count, offset, limits)?;
+    let packed = r.take(packed_len(count, limits.bits), "chunk data")?;
+    check_padding(packed, count, limits.bits)?;
+    r.finish()?;
+    Ok(Envelope {
+        round,
+        message: ClientMessage::MaskedChunk(PackedRun {
+            offset,
+            count,
+            bytes: packed.to_vec(),
+        }),
+    })
+}
+
+/// Decodes a client message under `limits`. A chunk frame is refused here (see
+/// [`decode_client_or_piece`]).
 pub fn decode_client(bytes: &[u8], limits: &Limits) -> Result<Envelope<ClientMessage>, CodecError> {
     let (tag, round, mut r) = header(bytes)?;
     let message = match tag {
@@ -816,6 +856,33 @@ mod tests {
             unpack(&buf, bits, &mut back).unwrap();
             assert_eq!(back, values, "bits {bits}");
         }
+    }
+
+    #[test]
+    fn pieces_decode_only_where_asked_for() {
+        let l = limits();
+        let mut bytes = Vec::new();
+        pack(&[5, 6, 7, 8, 9], l.bits, &mut bytes);
+        let env = Envelope {
+            round: 4,
+            message: ClientMessage::MaskedChunk(PackedRun {
+                offset: 0,
+                count: 5,
+                bytes,
+            }),
+        };
+        let frame = encode_client(&env, l.bits);
+        // The same frame a transport's upload chunk is.
+        assert_eq!(frame, encode_chunks_of(4, &[5, 6, 7, 8, 9], l.bits, 5)[0]);
+        assert_eq!(decode_client_or_piece(&frame, &l).unwrap(), env);
+        // A network-facing decoder never hands a piece to the server.
+        assert_eq!(
+            decode_client(&frame, &l).unwrap_err(),
+            CodecError::UnknownTag(tag::CHUNK)
+        );
+        // A piece past the vector's end is refused.
+        let long = encode_chunks_of(4, &[1; 6], l.bits, 6).remove(0);
+        assert!(decode_client_or_piece(&long, &l).is_err());
     }
 
     #[test]

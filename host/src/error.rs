@@ -280,6 +280,10 @@ pub enum ProtocolError {
     /// The server reported the round aborted.
     #[error("server aborted the round: {0}")]
     ServerAborted(String),
+    /// This side failed on its own (its input could not be read, its engine failed): not
+    /// the peer's fault, but the round cannot go on for it.
+    #[error("local failure: {0}")]
+    Local(String),
     /// The round fails this client's own policy.
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),

@@ -43,4 +43,5 @@ pub use config::{Quantization, RoundConfig};
 pub use error::{CodecError, ConfigError, CryptoError, ProtocolError};
 pub use ids::{ClientId, Stage};
 pub use policy::{ClientPolicy, PolicyError, Trust};
+pub use quantize::{InputSource, QuantizingSource};
 pub use server::{DropReason, DroppedClient, RoundOutput, Server, ServerEvent, ServerStatus};

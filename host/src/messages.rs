@@ -204,6 +204,15 @@ pub enum ClientMessage {
     /// Stage 4, as the wire carries it: the masked vector still packed at b bits (what the
     /// codec and the transport hand the server, which adds it without unpacking first).
     PackedInput(PackedVector),
+    /// Stage 4, streamed: one piece of the masked vector, packed at b bits. The pieces of
+    /// one client come in order from element 0; the piece that reaches the vector's end
+    /// completes the input. A client given an [`crate::InputSource`] sends its input this
+    /// way, holding one piece at a time. A server adds each piece as it comes, so a client
+    /// that stops half-way leaves a partial input in the sum and the round must abort: only
+    /// transports that cannot lose a client mid-upload (an in-process round) should hand
+    /// pieces to the server; a network server assembles the upload first (as
+    /// [`crate::transport::serve`] does).
+    MaskedChunk(PackedRun),
     /// Stage 5: the signature on the survivor list.
     Consistency {
         /// Ed25519 signature by the identity key over [`crate::crypto::survivors_digest`].
@@ -278,7 +287,9 @@ impl ClientMessage {
             ClientMessage::AdvertiseKeys(_) => Stage::AdvertiseKeys,
             ClientMessage::ShareKeys { .. } => Stage::ShareKeys,
             ClientMessage::ShareCheck(_) => Stage::ShareCheck,
-            ClientMessage::MaskedInput(_) | ClientMessage::PackedInput(_) => Stage::MaskedInput,
+            ClientMessage::MaskedInput(_)
+            | ClientMessage::PackedInput(_)
+            | ClientMessage::MaskedChunk(_) => Stage::MaskedInput,
             ClientMessage::Consistency { .. } => Stage::Consistency,
             ClientMessage::UnmaskShares(_) => Stage::Unmasking,
         }
@@ -292,6 +303,7 @@ impl ClientMessage {
             ClientMessage::ShareKeys { .. } => "share-keys",
             ClientMessage::ShareCheck(_) => "share-check",
             ClientMessage::MaskedInput(_) | ClientMessage::PackedInput(_) => "masked-input",
+            ClientMessage::MaskedChunk(_) => "masked-input piece",
             ClientMessage::Consistency { .. } => "consistency",
             ClientMessage::UnmaskShares(_) => "unmask-shares",
         }

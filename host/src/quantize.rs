@@ -24,6 +24,9 @@ pub enum InputError {
         /// Position.
         index: usize,
     },
+    /// A streamed input's source failed or did not give the values the round needs.
+    #[error("reading the input failed: {0}")]
+    Source(String),
     /// A weight of zero or above the round's maximum.
     #[error("weight {weight} is out of range 1..={max}")]
     Weight {
@@ -34,8 +37,88 @@ pub enum InputError {
     },
 }
 
+/// Quantizes an update a piece at a time: clipping to [−c, c], unbiased stochastic rounding
+/// onto `0..=q−1` and the weight, drawing 32 random bits per value in order, so that any
+/// split of the update into pieces gives the same levels as one call on the whole of it.
+pub struct Quantizer {
+    clip: f64,
+    top: f64,
+    scale: f64,
+    levels: u32,
+    weight: u32,
+    random: [u8; 1024],
+    used: usize,
+}
+
+impl Quantizer {
+    /// A quantizer for `q` and `weight` (refused when 0 or above `q.max_weight`).
+    pub fn new(q: &Quantization, weight: u32) -> Result<Self, InputError> {
+        if weight == 0 || weight > q.max_weight {
+            return Err(InputError::Weight {
+                weight,
+                max: q.max_weight,
+            });
+        }
+        let clip = f64::from(q.clip);
+        let top = f64::from(q.levels - 1);
+        Ok(Self {
+            clip,
+            top,
+            scale: top / (2.0 * clip),
+            levels: q.levels,
+            weight,
+            random: [0; 1024],
+            used: 1024,
+        })
+    }
+
+    /// The weight every level is multiplied by.
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+
+    /// Writes the levels (times the weight) of `x` into `out` (the same length). `first` is
+    /// the position of `x[0]` in the whole update, for the error a NaN gets.
+    pub fn quantize<R: Rng + ?Sized>(
+        &mut self,
+        x: &[f32],
+        first: usize,
+        rng: &mut R,
+        out: &mut [u32],
+    ) -> Result<(), InputError> {
+        if let Some(i) = x.iter().position(|v| v.is_nan()) {
+            return Err(InputError::NaN { index: first + i });
+        }
+        let (c, top, scale) = (self.clip, self.top, self.scale);
+        for (&v, o) in x.iter().zip(out.iter_mut()) {
+            if self.used == self.random.len() {
+                rng.fill_bytes(&mut self.random);
+                self.used = 0;
+            }
+            let r = &self.random[self.used..self.used + 4];
+            self.used += 4;
+            // 32 random bits per value decide the rounding: the probability of rounding up
+            // is the fractional part to within 2^-32, far below the quantization step.
+            let r = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
+            let u = ((f64::from(v).clamp(-c, c) + c) * scale).clamp(0.0, top);
+            let floor = u as u32;
+            let frac = u - f64::from(floor);
+            let level = floor + u32::from(f64::from(r) < frac * 4_294_967_296.0);
+            *o = level.min(self.levels - 1) * self.weight;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Quantizer {
+    fn drop(&mut self) {
+        self.random.zeroize();
+    }
+}
+
 /// The levels of `x`: `x` clipped to [−c, c], mapped onto `0..=q−1` and rounded up with
-/// probability equal to its fractional part, so the expectation is exact.
+/// probability equal to its fractional part, so the expectation is exact; then the weight
+/// as the last element.
 pub fn quantize_into<R: Rng + ?Sized>(
     x: &[f32],
     q: &Quantization,
@@ -43,37 +126,89 @@ pub fn quantize_into<R: Rng + ?Sized>(
     rng: &mut R,
     out: &mut Vec<u32>,
 ) -> Result<(), InputError> {
-    if weight == 0 || weight > q.max_weight {
-        return Err(InputError::Weight {
-            weight,
-            max: q.max_weight,
-        });
-    }
-    if let Some(index) = x.iter().position(|v| v.is_nan()) {
-        return Err(InputError::NaN { index });
-    }
-    let c = f64::from(q.clip);
-    let top = f64::from(q.levels - 1);
-    let scale = top / (2.0 * c);
+    let mut quantizer = Quantizer::new(q, weight)?;
     out.clear();
-    out.reserve(x.len() + 1);
-    // 32 random bits per value decide the rounding: the probability of rounding up is the
-    // fractional part to within 2^-32, far below the quantization step itself.
-    let mut random = [0u8; 1024];
-    for block in x.chunks(random.len() / 4) {
-        rng.fill_bytes(&mut random);
-        for (&v, r) in block.iter().zip(random.chunks_exact(4)) {
-            let r = u32::from_le_bytes([r[0], r[1], r[2], r[3]]);
-            let u = ((f64::from(v).clamp(-c, c) + c) * scale).clamp(0.0, top);
-            let floor = u as u32;
-            let frac = u - f64::from(floor);
-            let level = floor + u32::from(f64::from(r) < frac * 4_294_967_296.0);
-            out.push(level.min(q.levels - 1) * weight);
-        }
-    }
-    random.zeroize();
+    out.resize(x.len(), 0);
+    quantizer.quantize(x, 0, rng, out)?;
     out.push(weight);
     Ok(())
+}
+
+/// A client's quantized input, read a piece at a time while it is masked and sent, for
+/// inputs too large to hold in memory (see [`crate::Client::set_input_source`]).
+pub trait InputSource: Send + Sync {
+    /// Fills `out` with the input's next `out.len()` values. The input is m levels (each
+    /// times the weight, below 2^b) followed by the weight: m + 1 values, read in order
+    /// from the first, in pieces of any size.
+    fn fill(&mut self, out: &mut [u32]) -> Result<(), InputError>;
+}
+
+/// An [`InputSource`] that reads the `f32` update in order through `read` (which fills
+/// its slice with the next values) and quantizes it as [`quantize_into`] would.
+pub struct QuantizingSource<F, R> {
+    read: F,
+    rng: R,
+    quantizer: Quantizer,
+    params: usize,
+    at: usize,
+    buf: Vec<f32>,
+}
+
+impl<F, R> QuantizingSource<F, R>
+where
+    F: FnMut(&mut [f32]) -> Result<(), InputError> + Send + Sync,
+    R: Rng + Send + Sync,
+{
+    /// A source of `params` values read by `read`, quantized for `q` with `weight`, rounding
+    /// with `rng`.
+    pub fn new(
+        read: F,
+        params: usize,
+        q: &Quantization,
+        weight: u32,
+        rng: R,
+    ) -> Result<Self, InputError> {
+        Ok(Self {
+            read,
+            rng,
+            quantizer: Quantizer::new(q, weight)?,
+            params,
+            at: 0,
+            buf: Vec::new(),
+        })
+    }
+}
+
+impl<F, R> InputSource for QuantizingSource<F, R>
+where
+    F: FnMut(&mut [f32]) -> Result<(), InputError> + Send + Sync,
+    R: Rng + Send + Sync,
+{
+    fn fill(&mut self, out: &mut [u32]) -> Result<(), InputError> {
+        let left = (self.params + 1).saturating_sub(self.at);
+        if out.len() > left {
+            return Err(InputError::Source(format!(
+                "asked for {} values at {}, past the input's {} + 1",
+                out.len(),
+                self.at,
+                self.params
+            )));
+        }
+        let levels = out.len().min(self.params.saturating_sub(self.at));
+        self.buf.resize(levels, 0.0);
+        let filled = (self.read)(&mut self.buf).and_then(|()| {
+            self.quantizer
+                .quantize(&self.buf, self.at, &mut self.rng, &mut out[..levels])
+        });
+        self.buf.zeroize();
+        filled?;
+        self.at += levels;
+        if out.len() > levels {
+            out[levels] = self.quantizer.weight();
+            self.at += 1;
+        }
+        Ok(())
+    }
 }
 
 /// [`quantize_into`] into a fresh vector: m levels followed by the weight element.
@@ -117,6 +252,44 @@ mod tests {
             clip: 2.0,
             levels: 101,
             max_weight: 5,
+        }
+    }
+
+    #[test]
+    fn a_source_read_in_pieces_quantizes_as_the_whole() {
+        let seed = secagg_engine::testing::test_seed("quantize::pieces");
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let m = 1000 + (rng.next_u32() % 3000) as usize;
+        let x: Vec<f32> = (0..m)
+            .map(|_| (rng.next_u32() as f32 / u32::MAX as f32) * 5.0 - 2.5)
+            .collect();
+        let whole = quantize(&x, &q(), 3, &mut ChaCha8Rng::seed_from_u64(seed ^ 1)).unwrap();
+        for sizes in [vec![1usize], vec![7, 256, 1], vec![4096], vec![255, 257]] {
+            let mut at = 0;
+            let data = x.clone();
+            let read = move |out: &mut [f32]| {
+                out.copy_from_slice(&data[at..at + out.len()]);
+                at += out.len();
+                Ok(())
+            };
+            let mut source =
+                QuantizingSource::new(read, m, &q(), 3, ChaCha8Rng::seed_from_u64(seed ^ 1))
+                    .unwrap();
+            let mut got = Vec::new();
+            let mut i = 0;
+            while got.len() < m + 1 {
+                let n = sizes[i % sizes.len()].min(m + 1 - got.len());
+                let mut piece = vec![0u32; n];
+                source.fill(&mut piece).unwrap();
+                got.extend_from_slice(&piece);
+                i += 1;
+            }
+            assert_eq!(got, whole, "pieces of {sizes:?} (seed {seed})");
+            // Past the end is an error, not a panic.
+            assert!(matches!(
+                source.fill(&mut [0u32; 1]),
+                Err(InputError::Source(_))
+            ));
         }
     }
 

@@ -4,14 +4,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use secagg::model::read_model;
+use secagg::model::ModelStream;
 use secagg_engine::CpuEngine;
 use secagg_engine::Prg;
 use secagg_host::codec::layout_digest;
 use secagg_host::identity::{CaPublicKey, EnrolledIdentity, IdentityKey};
 use secagg_host::plan::Adversary;
+use secagg_host::quantize::InputError;
 use secagg_host::transport::tls;
-use secagg_host::transport::{ClientOptions, ClientOutcome, TransportError, run_client};
+use secagg_host::transport::{
+    ClientInput, ClientOptions, ClientOutcome, TransportError, run_client,
+};
 use secagg_host::{ClientId, ClientIdentity, ClientPolicy, ProtocolError, Stage, Trust, round_rng};
 use serde::Deserialize;
 
@@ -331,8 +334,24 @@ pub fn run(mut a: ClientArgs) -> Result<ExitCode, String> {
         a.tls_name.take().or(file.tls_name.take()),
         plaintext,
     )?;
-    let (layout, update) =
-        read_model(&input).map_err(|e| format!("--input {}: {e}", input.display()))?;
+    // The model is read a piece at a time while it is masked and sent: the client holds
+    // O(piece) of it whatever its size.
+    let mut model =
+        ModelStream::open(&input).map_err(|e| format!("--input {}: {e}", input.display()))?;
+    let layout = model.layout().clone();
+    let params = model.params();
+    let shown = input.display().to_string();
+    let update = ClientInput::Stream {
+        params,
+        read: Box::new(move |out: &mut [f32]| match model.read(out) {
+            Ok(n) if n == out.len() => Ok(()),
+            Ok(n) => Err(InputError::Source(format!(
+                "{shown} ended after {n} of the {} values asked for",
+                out.len()
+            ))),
+            Err(e) => Err(InputError::Source(format!("{shown}: {e}"))),
+        }),
+    };
     // One generator per round, from the operating system; the round's client owns it and
     // it is scrubbed when the round ends.
     let rng = round_rng().map_err(|e| format!("no operating-system randomness: {e}"))?;
@@ -354,7 +373,7 @@ pub fn run(mut a: ClientArgs) -> Result<ExitCode, String> {
         options,
         identity,
         policy,
-        &update,
+        update,
         CpuEngine::new(),
         rng,
     ));

@@ -388,8 +388,17 @@ fn print_table(round: &RoundConfig, r: &SimReport, peak: Option<u64>) {
                     out.keystream_bytes() as f64 / secs / 1e9,
                 );
             }
-            let mean = out.weighted_mean(round);
-            let head: Vec<String> = mean.iter().take(4).map(|v| format!("{v:.4}")).collect();
+            // Only the first few: the whole mean of a large model is gigabytes.
+            let first = &out.sum[..out.sum.len().min(4)];
+            let w = out.total_weight.max(1) as f64;
+            let head: Vec<String> = secagg_host::quantize::dequantize_sum(
+                first,
+                out.total_weight,
+                &round.quantization(),
+            )
+            .iter()
+            .map(|v| format!("{:.4}", f64::from(*v) / w))
+            .collect();
             println!("  weighted mean[..4] = [{}]", head.join(", "));
         }
         (Err(reason), _) => println!("  result: ABORTED: {reason} (nothing was revealed)"),

@@ -28,6 +28,7 @@ mod r3_share_check;
 mod r4_masked_input;
 mod r5_consistency;
 mod r6_unmasking;
+mod stream;
 
 use std::collections::VecDeque;
 
@@ -42,7 +43,7 @@ use crate::error::ProtocolError;
 use crate::identity::{Certificate, IdentityKey};
 use crate::messages::{ClientMessage, Credential, Envelope, ServerMessage};
 use crate::policy::{ClientPolicy, PolicyError};
-use crate::quantize::{self, InputError};
+use crate::quantize::{self, InputError, InputSource};
 use crate::{ClientId, Stage};
 
 use r1_advertise_keys::ExpectCohort;
@@ -179,6 +180,8 @@ struct Ctx<'a, E, R> {
     engine: &'a E,
     rng: &'a mut R,
     input: &'a mut Option<Input>,
+    source: &'a mut Option<Box<dyn InputSource>>,
+    stream: &'a mut Option<stream::MaskStream>,
     outbox: &'a mut VecDeque<Envelope<ClientMessage>>,
 }
 
@@ -243,6 +246,10 @@ pub struct Client<E, R> {
     engine: E,
     rng: R,
     input: Option<Input>,
+    /// A streamed input, read while it is masked and sent.
+    source: Option<Box<dyn InputSource>>,
+    /// The streamed masked input still to send.
+    stream: Option<stream::MaskStream>,
     sent_input: bool,
     /// Rebuilt from a journal after its masked input went out: not sent again.
     resumed_after_input: bool,
@@ -282,6 +289,8 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
             engine,
             rng,
             input: None,
+            source: None,
+            stream: None,
             sent_input: false,
             resumed_after_input: false,
             state: Some(State::Cohort(state)),
@@ -337,7 +346,24 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
         if self.sent_input {
             return Err(ClientError::InputAlreadySent);
         }
+        self.source = None;
         self.input = Some(Input(values));
+        Ok(())
+    }
+
+    /// Sets an input too large to hold: `source` is read a piece at a time when the
+    /// masked-input stage comes, and each piece is masked and sent as
+    /// [`ClientMessage::MaskedChunk`] as [`poll_transmit`](Client::poll_transmit) is called,
+    /// so the client holds about 4 MiB of it at once. A source that fails, or gives a value
+    /// not below 2^b, aborts this client with [`ProtocolError::Local`] part-way through the
+    /// upload. Wrap an `f32` reader in a [`crate::QuantizingSource`] to quantize as
+    /// [`set_input`](Client::set_input) does.
+    pub fn set_input_source(&mut self, source: Box<dyn InputSource>) -> Result<(), ClientError> {
+        if self.sent_input {
+            return Err(ClientError::InputAlreadySent);
+        }
+        self.input = None;
+        self.source = Some(source);
         Ok(())
     }
 
@@ -378,6 +404,8 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
             engine: &self.engine,
             rng: &mut self.rng,
             input: &mut self.input,
+            source: &mut self.source,
+            stream: &mut self.stream,
             outbox: &mut self.outbox,
         };
         let next = match (state, envelope.message) {
@@ -422,19 +450,43 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
                 if matches!(s, State::Survivors(_)) {
                     self.sent_input = true;
                 }
+                if matches!(s, State::Completed(_) | State::Aborted(_)) {
+                    self.stream = None;
+                }
                 self.state = Some(s);
                 Ok(())
             }
             Err((misuse, reason)) => {
+                self.stream = None;
                 self.state = Some(State::Aborted(reason));
                 Err(misuse)
             }
         }
     }
 
-    /// The next message to send.
+    /// The next message to send. A streamed masked input is masked here, a batch at a
+    /// time, as its pieces are polled.
     pub fn poll_transmit(&mut self) -> Option<Envelope<ClientMessage>> {
+        if self.outbox.is_empty() {
+            self.continue_stream();
+        }
         self.outbox.pop_front()
+    }
+
+    fn continue_stream(&mut self) {
+        let Some(stream) = self.stream.as_mut() else {
+            return;
+        };
+        match stream.next(&self.engine, &self.config, &mut self.outbox) {
+            Ok(false) => {}
+            Ok(true) => self.stream = None,
+            Err(e) => {
+                self.stream = None;
+                if let Some(state) = self.state.take() {
+                    self.state = Some(abort_unless_over(state, e));
+                }
+            }
+        }
     }
 
     /// Where this client's round stands.

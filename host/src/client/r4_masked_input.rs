@@ -19,6 +19,7 @@ use zeroize::Zeroize;
 use super::r2_share_keys::Membership;
 use super::r3_share_check::{Checked, Held};
 use super::r5_consistency::ExpectSurvivorList;
+use super::stream::MaskStream;
 use super::{ClientError, Ctx, Next, OwnShare, State};
 use crate::ClientId;
 use crate::crypto::{ClientSecrets, PublicKeys, self_mask_seed};
@@ -56,12 +57,53 @@ impl ExpectMaskRequest {
         if let Err(e) = self.check(ctx, &partners) {
             return Ok(State::Aborted(e));
         }
-        let Some(input) = ctx.input.take() else {
+        let input = ctx.input.take();
+        let source = if input.is_none() {
+            ctx.source.take()
+        } else {
+            None
+        };
+        if input.is_none() && source.is_none() {
             let e = ProtocolError::ServerAborted("client had no input to send".into());
             return Err((ClientError::MissingInput, e));
+        }
+        let terms = match self.terms(ctx, &partners) {
+            Ok(t) => t,
+            Err(e) => return Ok(State::Aborted(e)),
+        };
+        let Some(input) = input else {
+            // Streamed: masked and sent a piece at a time as the transport polls.
+            if let Some(source) = source {
+                *ctx.stream = Some(MaskStream::new(terms, source, ctx.config.vector_len()));
+            }
+            return Ok(self.into_survivors(partners));
         };
         let mut masked = input.0.clone();
         drop(input);
+        if let Err(e) = ctx.engine.apply_masks(
+            &mut masked,
+            0,
+            &terms,
+            ctx.config.prg(),
+            ctx.config.modulus(),
+        ) {
+            masked.zeroize();
+            return Ok(State::Aborted(ProtocolError::Local(format!(
+                "masking failed: {e}"
+            ))));
+        }
+        drop(terms);
+        ctx.send(ClientMessage::MaskedInput(masked));
+        Ok(self.into_survivors(partners))
+    }
+
+    /// The self mask (added) and one pairwise mask per partner (added towards higher ids,
+    /// subtracted towards lower), as engine terms.
+    fn terms<E, R>(
+        &self,
+        ctx: &Ctx<'_, E, R>,
+        partners: &[ClientId],
+    ) -> Result<Vec<MaskTerm>, ProtocolError> {
         let me = ctx.id;
         let mut terms = Vec::with_capacity(partners.len() + 1);
         terms.push(MaskTerm::plus(self_mask_seed(
@@ -72,13 +114,9 @@ impl ExpectMaskRequest {
             .iter()
             .filter_map(|v| self.membership.entry(*v).map(|e| (*v, &e.keys)))
             .collect();
-        let seeds = match self
+        let seeds = self
             .secrets
-            .pairwise_seeds(&self.membership.session, me, &peers)
-        {
-            Ok(s) => s,
-            Err(e) => return Ok(State::Aborted(e.into())),
-        };
+            .pairwise_seeds(&self.membership.session, me, &peers)?;
         for ((v, _), seed) in peers.iter().zip(seeds) {
             terms.push(if me < *v {
                 MaskTerm::plus(seed)
@@ -86,21 +124,7 @@ impl ExpectMaskRequest {
                 MaskTerm::minus(seed)
             });
         }
-        if let Err(e) = ctx.engine.apply_masks(
-            &mut masked,
-            0,
-            &terms,
-            ctx.config.prg(),
-            ctx.config.modulus(),
-        ) {
-            masked.zeroize();
-            return Ok(State::Aborted(ProtocolError::ServerAborted(format!(
-                "masking failed on this client: {e}"
-            ))));
-        }
-        drop(terms);
-        ctx.send(ClientMessage::MaskedInput(masked));
-        Ok(self.into_survivors(partners))
+        Ok(terms)
     }
 
     /// The same request, for a client rebuilt from its journal that already sent its masked

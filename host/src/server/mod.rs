@@ -310,7 +310,8 @@ enum State<A> {
     Masked(Box<ExpectMaskedInputs<A>>),
     Signatures(Box<ExpectSignatures<A>>),
     Unmask(Box<ExpectUnmaskShares<A>>),
-    Completed(Box<RoundOutput>),
+    /// The output, until [`Server::take_output`] takes it.
+    Completed(Option<Box<RoundOutput>>),
     Aborted(String),
 }
 
@@ -535,7 +536,17 @@ impl<E: Accumulate> Server<E> {
     /// The result, once the round completed.
     pub fn output(&self) -> Option<&RoundOutput> {
         match &self.state {
-            Some(State::Completed(out)) => Some(out),
+            Some(State::Completed(out)) => out.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Takes the result of a completed round without copying it (a large model's sum is
+    /// gigabytes); afterwards [`output`](Server::output) is `None` and the status stays
+    /// [`ServerStatus::Completed`].
+    pub fn take_output(&mut self) -> Option<RoundOutput> {
+        match &mut self.state {
+            Some(State::Completed(out)) => out.take().map(|b| *b),
             _ => None,
         }
     }

@@ -39,6 +39,38 @@ fn check_packed(
     Ok(())
 }
 
+/// A piece of a streamed masked input continues its sender's upload at `at`, stays inside
+/// the vector, and is packed at the round's width with zero padding.
+fn check_piece(
+    run: &crate::messages::PackedRun,
+    at: usize,
+    config: &crate::RoundConfig,
+) -> Result<(), crate::error::ProtocolError> {
+    let bits = config.modulus().bits();
+    let len = config.vector_len();
+    let invalid = |why: String| {
+        crate::error::ProtocolError::Codec(crate::error::CodecError::Invalid {
+            field: "masked-input piece",
+            why,
+        })
+    };
+    if run.offset != at || run.count == 0 || run.count > len - at {
+        return Err(invalid(format!(
+            "{} elements at {}, the upload continues at {at} of {len}",
+            run.count, run.offset
+        )));
+    }
+    if run.bytes.len() != crate::codec::packed_len(run.count, bits) {
+        return Err(invalid(format!(
+            "{} bytes for {} elements at {bits} bits",
+            run.bytes.len(),
+            run.count
+        )));
+    }
+    crate::codec::check_padding(&run.bytes, run.count, bits)?;
+    Ok(())
+}
+
 /// Who is in the round after the share check.
 pub(super) struct Membership {
     pub(super) session: Session,
@@ -56,6 +88,10 @@ pub(super) struct ExpectMaskedInputs<A> {
     membership: Membership,
     roll: Roll,
     acc: A,
+    /// Elements in the vector.
+    len: usize,
+    /// Clients part-way through a streamed input, and the element each continues at.
+    streaming: HashMap<ClientId, usize>,
 }
 
 impl<A: Send + Sync> ExpectMaskedInputs<A> {
@@ -80,6 +116,8 @@ impl<A: Send + Sync> ExpectMaskedInputs<A> {
             membership,
             roll,
             acc,
+            len: ctx.config.vector_len(),
+            streaming: HashMap::new(),
         };
         s.check_done(ctx)
     }
@@ -96,27 +134,24 @@ impl<A: Send + Sync> ExpectMaskedInputs<A> {
     ) -> State<E::Accumulator> {
         match input {
             Input::Message(from, msg) if self.roll.is_pending(from) => match msg {
-                ClientMessage::PackedInput(_) | ClientMessage::MaskedInput(_) => {
-                    match self.add(ctx, &msg) {
-                        Err(e) => {
-                            self.roll.leave(
-                                ctx,
-                                from,
-                                Stage::MaskedInput,
-                                DropReason::Misbehaved(e),
-                            );
-                        }
-                        // The engine failing is our problem, not the client's: nothing can be
-                        // summed any more, so the round ends here.
-                        Ok(Err(e)) => {
-                            let reason = format!("aggregation engine failed: {e}");
-                            return ctx.abort(reason, self.members());
-                        }
-                        Ok(Ok(())) => {
-                            self.roll.answered.insert(from);
-                        }
+                ClientMessage::PackedInput(_)
+                | ClientMessage::MaskedInput(_)
+                | ClientMessage::MaskedChunk(_) => match self.add(ctx, from, &msg) {
+                    Err(e) => {
+                        self.roll
+                            .leave(ctx, from, Stage::MaskedInput, DropReason::Misbehaved(e));
                     }
-                }
+                    // The engine failing is our problem, not the client's: nothing can be
+                    // summed any more, so the round ends here.
+                    Ok(Err(e)) => {
+                        let reason = format!("aggregation engine failed: {e}");
+                        return ctx.abort(reason, self.members());
+                    }
+                    Ok(Ok(false)) => {}
+                    Ok(Ok(true)) => {
+                        self.roll.answered.insert(from);
+                    }
+                },
                 other => out_of_turn(ctx, &mut self.roll, from, &other, Stage::MaskedInput),
             },
             Input::Message(from, msg) => ctx.reject(from, late_or_unknown(&self.roll, from, &msg)),
@@ -124,30 +159,82 @@ impl<A: Send + Sync> ExpectMaskedInputs<A> {
             Input::Joined(_) => {}
             Input::Deadline => {
                 self.roll.expire(ctx, Stage::MaskedInput);
+                if let Some(reason) = self.partial_input() {
+                    return ctx.abort(reason, self.members());
+                }
                 return self.finish(ctx);
             }
+        }
+        if let Some(reason) = self.partial_input() {
+            return ctx.abort(reason, self.members());
         }
         self.check_done(ctx)
     }
 
-    /// Checks a masked input (`Err`: its sender broke the protocol) and adds it into the
-    /// accumulator (the inner `Err`: the engine failed).
+    /// Why the round cannot go on, when a client left part-way through a streamed input:
+    /// its pieces are in the sum, and nothing can take them out again.
+    fn partial_input(&self) -> Option<String> {
+        let (c, at) = self
+            .streaming
+            .iter()
+            .find(|(c, _)| !self.roll.is_pending(**c))?;
+        Some(format!(
+            "{c} left after {at} of the {} elements of its streamed masked input were added: \
+             a partial input cannot be taken out of the sum",
+            self.len
+        ))
+    }
+
+    /// Checks a masked input or a piece of one (`Err`: its sender broke the protocol) and
+    /// adds it into the accumulator (the inner `Err`: the engine failed; `Ok(true)`: the
+    /// input is complete).
     fn add<E: Accumulate<Accumulator = A>>(
         &mut self,
         ctx: &Ctx<'_, E>,
+        from: ClientId,
         msg: &ClientMessage,
-    ) -> Result<Result<(), secagg_engine::EngineError>, crate::error::ProtocolError> {
+    ) -> Result<Result<bool, secagg_engine::EngineError>, crate::error::ProtocolError> {
+        let next = self.streaming.get(&from).copied();
         match msg {
-            ClientMessage::PackedInput(packed) => {
-                check_packed(packed, ctx.config)?;
-                Ok(packed.runs().iter().try_for_each(|run| {
+            ClientMessage::MaskedChunk(run) => {
+                let at = next.unwrap_or(0);
+                check_piece(run, at, ctx.config)?;
+                if let Err(e) =
                     ctx.engine
                         .add_packed(&mut self.acc, run.offset, &run.bytes, run.count)
-                }))
+                {
+                    return Ok(Err(e));
+                }
+                let end = run.offset + run.count;
+                if end == ctx.config.vector_len() {
+                    self.streaming.remove(&from);
+                    Ok(Ok(true))
+                } else {
+                    self.streaming.insert(from, end);
+                    Ok(Ok(false))
+                }
+            }
+            _ if next.is_some() => Err(crate::error::ProtocolError::UnexpectedMessage {
+                got: msg.name(),
+                want: "masked-input piece",
+            }),
+            ClientMessage::PackedInput(packed) => {
+                check_packed(packed, ctx.config)?;
+                Ok(packed
+                    .runs()
+                    .iter()
+                    .try_for_each(|run| {
+                        ctx.engine
+                            .add_packed(&mut self.acc, run.offset, &run.bytes, run.count)
+                    })
+                    .map(|()| true))
             }
             ClientMessage::MaskedInput(values) => {
                 check_vector(values, ctx.config)?;
-                Ok(ctx.engine.add_words(&mut self.acc, 0, values))
+                Ok(ctx
+                    .engine
+                    .add_words(&mut self.acc, 0, values)
+                    .map(|()| true))
             }
             other => Err(crate::error::ProtocolError::UnexpectedMessage {
                 got: other.name(),

@@ -38,7 +38,8 @@ pub(super) struct ExpectUnmaskShares<A> {
     membership: Membership,
     u3: BTreeSet<ClientId>,
     roll: Roll,
-    acc: A,
+    /// Taken when the masks come off.
+    acc: Option<A>,
     shares: HashMap<ClientId, Received>,
 }
 
@@ -63,7 +64,7 @@ impl<A: Send + Sync> ExpectUnmaskShares<A> {
             membership,
             u3: u3.iter().copied().collect(),
             roll,
-            acc,
+            acc: Some(acc),
             shares: HashMap::new(),
         };
         s.check_done(ctx)
@@ -193,15 +194,20 @@ impl<A: Send + Sync> ExpectUnmaskShares<A> {
             "unmasking with {} mask terms over {len} elements",
             terms.len()
         );
-        // One fused pass in place, then the result crosses to the host once.
-        let mut acc = vec![0u32; len];
-        if let Err(e) = ctx
+        // One fused pass in place, then the result crosses to the host once (the CPU
+        // engine's memory becomes the result without a copy).
+        let notify = self.notify_all();
+        let Some(mut acc) = self.acc.take() else {
+            return ctx.abort("the accumulator is gone".into(), notify);
+        };
+        let mut acc = match ctx
             .engine
-            .mask_range(&mut self.acc, 0, len, 0, &terms, ctx.config.prg())
-            .and_then(|()| ctx.engine.read_out(&self.acc, &mut acc))
+            .mask_range(&mut acc, 0, len, 0, &terms, ctx.config.prg())
+            .and_then(|()| ctx.engine.read_out_owned(acc))
         {
-            return ctx.abort(format!("aggregation engine failed: {e}"), self.notify_all());
-        }
+            Ok(acc) => acc,
+            Err(e) => return ctx.abort(format!("aggregation engine failed: {e}"), notify),
+        };
         let mask_terms = terms.len();
         drop(terms);
         let m = ctx.config.params();
@@ -218,7 +224,7 @@ impl<A: Send + Sync> ExpectUnmaskShares<A> {
             modulus: ctx.config.modulus(),
             mask_terms,
         };
-        for c in self.notify_all() {
+        for c in notify {
             if !ctx.gone.contains_key(&c) {
                 ctx.send(
                     c,
@@ -229,7 +235,7 @@ impl<A: Send + Sync> ExpectUnmaskShares<A> {
             }
         }
         ctx.events.push_back(ServerEvent::Completed);
-        State::Completed(Box::new(output))
+        State::Completed(Some(Box::new(output)))
     }
 
     /// Rebuilds the secrets and lists the masks to remove, one owner per task on every core

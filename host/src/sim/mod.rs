@@ -8,7 +8,6 @@
 //! for the integer sum mod 2^b, within the quantization bound for the `f32` sum.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha20Rng;
@@ -22,7 +21,7 @@ use crate::identity::{CaKey, IdentityKey};
 use crate::messages::{Envelope, ServerMessage};
 use crate::plan::Adversary;
 use crate::policy::{ClientPolicy, Trust};
-use crate::quantize;
+use crate::quantize::{self, InputError, InputSource, QuantizingSource};
 use crate::server::{RoundOutput, Server, ServerStatus};
 use crate::{Client, ClientId, ClientIdentity, ClientStatus, Stage};
 
@@ -311,15 +310,55 @@ fn stage_after(m: &ServerMessage) -> Option<Stage> {
 
 /// Client `id`'s update: uniform in [−1.2c, 1.2c] (so some values are clipped) from the seed.
 pub fn client_update(seed: u64, id: ClientId, params: usize, clip: f32) -> Vec<f32> {
+    let mut out = vec![0f32; params];
+    fill_update(&mut update_rng(seed, id, 0), clip, &mut out);
+    out
+}
+
+/// The generator of client `id`'s update, at element `at` (two keystream words per element).
+fn update_rng(seed: u64, id: ClientId, at: usize) -> ChaCha20Rng {
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     rng.set_stream(u64::from(id.0) + 1);
+    rng.set_word_pos(2 * at as u128);
+    rng
+}
+
+/// The next `out.len()` elements of an update from its generator.
+fn fill_update(rng: &mut ChaCha20Rng, clip: f32, out: &mut [f32]) {
     let span = 2.4 * f64::from(clip);
-    (0..params)
-        .map(|_| {
-            let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-            (u * span - 1.2 * f64::from(clip)) as f32
-        })
-        .collect()
+    for o in out {
+        let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        *o = (u * span - 1.2 * f64::from(clip)) as f32;
+    }
+}
+
+/// The RNG that rounds client `id`'s update, at element `at` (a multiple of 256: the
+/// quantizer draws 1,024 bytes per 256 elements, one keystream word each).
+fn rounding_rng(seed: u64, id: ClientId, at: usize) -> ChaCha20Rng {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x9a4e);
+    rng.set_stream(u64::from(id.0) + 1);
+    rng.set_word_pos(at as u128);
+    rng
+}
+
+/// Client `id`'s input as a stream: its update generated and quantized a piece at a time,
+/// so that no client of a simulated round ever holds its whole vector.
+fn sim_source(cfg: &SimConfig, id: ClientId) -> Result<Box<dyn InputSource>, InputError> {
+    let q = cfg.round.quantization();
+    let mut rng = update_rng(cfg.seed, id, 0);
+    let clip = q.clip;
+    let read = move |out: &mut [f32]| {
+        fill_update(&mut rng, clip, out);
+        Ok(())
+    };
+    let source = QuantizingSource::new(
+        read,
+        cfg.round.params(),
+        &q,
+        client_weight(cfg, id),
+        rounding_rng(cfg.seed, id, 0),
+    )?;
+    Ok(Box::new(source))
 }
 
 /// Client `id`'s weight.
@@ -331,12 +370,6 @@ fn client_weight(cfg: &SimConfig, id: ClientId) -> u32 {
     let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed ^ 0x077e_16b7);
     rng.set_stream(u64::from(id.0) + 1);
     1 + (rng.next_u32() % max)
-}
-
-/// Plaintext sums of the included clients, for the check.
-struct Plain {
-    levels: Vec<u32>,
-    reals: Vec<f64>,
 }
 
 struct SimClient {
@@ -399,32 +432,55 @@ pub fn run<E: secagg_engine::Accumulate>(
         st.client_total = times.iter().sum();
         st.workers = times.len();
     }
-    let plain = Mutex::new(Plain {
-        levels: vec![0; round.vector_len()],
-        reals: vec![0.0; round.params()],
-    });
-
     // Messages waiting for each client.
     let mut inbox: Vec<Vec<Envelope<ServerMessage>>> = vec![Vec::new(); n];
     let mut rounds_without_progress = 0;
     loop {
         // Clients: handle what arrived, produce what they send; in batches so that at most a
         // few masked vectors exist at once.
-        let batch = batch_size(round.vector_len());
+        let batch = batch_size(round.vector_len(), bits);
         let mut any_sent = false;
         let ids: Vec<usize> = (0..n).collect();
         for chunk in ids.chunks(batch) {
-            let outputs: Vec<StepOut> = clients[chunk[0]..chunk[0] + chunk.len()]
-                .par_iter_mut()
-                .zip(inbox[chunk[0]..chunk[0] + chunk.len()].par_iter_mut())
-                .enumerate()
-                .map(|(k, (sc, msgs))| {
-                    let i = chunk[0] + k;
-                    step_client(cfg, i, sc, std::mem::take(msgs), &plain, bits, &limits)
-                })
-                .collect::<Result<_, SimError>>()?;
-            let batch_stage = outputs.iter().find_map(|o| o.2);
-            for (i, frames, stage, spent, vanished) in outputs {
+            let outputs: Vec<(StepOut, Frames)> = if batch == 1 {
+                // A large vector: one client at a time, its pieces handed to the server as
+                // they are made (neither side ever holds a whole masked vector).
+                let i = chunk[0];
+                let id = ClientId(i as u32);
+                let mut sink = |stage: Stage, bytes: Vec<u8>| {
+                    any_sent = true;
+                    deliver(&mut server, &mut stats, id, stage, &bytes, &limits, now)
+                };
+                let msgs = std::mem::take(&mut inbox[i]);
+                let out = step_client(cfg, i, &mut clients[i], msgs, bits, &limits, &mut sink)?;
+                vec![(out, Vec::new())]
+            } else {
+                clients[chunk[0]..chunk[0] + chunk.len()]
+                    .par_iter_mut()
+                    .zip(inbox[chunk[0]..chunk[0] + chunk.len()].par_iter_mut())
+                    .enumerate()
+                    .map(|(k, (sc, msgs))| {
+                        let i = chunk[0] + k;
+                        let mut frames = Vec::new();
+                        let mut sink = |stage: Stage, bytes: Vec<u8>| {
+                            frames.push((stage, bytes));
+                            Ok(())
+                        };
+                        let out = step_client(
+                            cfg,
+                            i,
+                            sc,
+                            std::mem::take(msgs),
+                            bits,
+                            &limits,
+                            &mut sink,
+                        )?;
+                        Ok((out, frames))
+                    })
+                    .collect::<Result<_, SimError>>()?
+            };
+            let batch_stage = outputs.iter().find_map(|o| o.0.1);
+            for ((i, stage, spent, vanished), frames) in outputs {
                 let id = ClientId(i as u32);
                 if let Some(s) = stage {
                     let st = stats_mut(&mut stats, s);
@@ -434,19 +490,7 @@ pub fn run<E: secagg_engine::Accumulate>(
                 }
                 for (stage, bytes) in frames {
                     any_sent = true;
-                    let st = stats_mut(&mut stats, stage);
-                    st.senders += 1;
-                    st.bytes_up += bytes.len() as u64;
-                    let env = codec::decode_client(&bytes, &limits)?;
-                    let before = server.status();
-                    let t0 = Instant::now();
-                    server.handle_message(id, env, now);
-                    let spent = t0.elapsed();
-                    let st = stats_mut(&mut stats, stage);
-                    st.server += spent;
-                    if server.status() != before {
-                        st.server_finish = spent;
-                    }
+                    deliver(&mut server, &mut stats, id, stage, &bytes, &limits, now)?;
                 }
                 if vanished && cfg.mode == DropMode::Disconnect {
                     let stage = cfg.drops.misses(id).unwrap_or(Stage::Unmasking);
@@ -533,16 +577,16 @@ pub fn run<E: secagg_engine::Accumulate>(
         st.bytes_down /= st.receivers.max(1) as u64;
     }
 
-    let plain = plain
-        .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (outcome, check) = match (server.status(), server.output()) {
-        (ServerStatus::Completed, Some(out)) => {
-            let check = check_output(cfg, out, &plain);
-            (Ok(out.clone()), Some(check))
-        }
-        (ServerStatus::Aborted(reason), _) => (Err(reason), None),
-        (other, _) => (Err(format!("round ended in {other:?}")), None),
+    let (outcome, check) = match server.status() {
+        ServerStatus::Completed => match server.take_output() {
+            Some(out) => {
+                let check = check_output(cfg, &out);
+                (Ok(out), Some(check))
+            }
+            None => (Err("the round completed without an output".into()), None),
+        },
+        ServerStatus::Aborted(reason) => (Err(reason), None),
+        other => (Err(format!("round ended in {other:?}")), None),
     };
     Ok(SimReport {
         outcome,
@@ -563,36 +607,67 @@ fn stats_mut(stats: &mut BTreeMap<Stage, StageStats>, s: Stage) -> &mut StageSta
     })
 }
 
+/// Hands one encoded client frame to the server (decoded as a transport would), timing the
+/// server's work for the stage's figures.
+fn deliver<E: secagg_engine::Accumulate>(
+    server: &mut Server<E>,
+    stats: &mut BTreeMap<Stage, StageStats>,
+    id: ClientId,
+    stage: Stage,
+    bytes: &[u8],
+    limits: &Limits,
+    now: Duration,
+) -> Result<(), SimError> {
+    let st = stats_mut(stats, stage);
+    st.senders += 1;
+    st.bytes_up += bytes.len() as u64;
+    let env = codec::decode_client_or_piece(bytes, limits)?;
+    let before = server.status();
+    let t0 = Instant::now();
+    server.handle_message(id, env, now);
+    let spent = t0.elapsed();
+    let st = stats_mut(stats, stage);
+    st.server += spent;
+    if server.status() != before {
+        st.server_finish = spent;
+    }
+    Ok(())
+}
+
 /// Clients per batch: enough to keep every core busy, few enough that the masked vectors in
-/// flight stay within about 256 MiB.
-fn batch_size(vector_len: usize) -> usize {
-    let per_client = vector_len.max(1) * 4 * 2;
-    let by_memory = (256usize << 20) / per_client;
+/// flight (packed, as they travel) stay within about 256 MiB. At 1 the clients go one at a
+/// time and stream their pieces straight to the server.
+fn batch_size(vector_len: usize, bits: u32) -> usize {
+    let per_client = codec::packed_len(vector_len.max(1), bits);
+    let by_memory = (256usize << 20) / per_client.max(1);
     by_memory
         .clamp(1, 4 * rayon::current_num_threads().max(1))
         .max(1)
 }
 
-type StepOut = (usize, Vec<(Stage, Vec<u8>)>, Option<Stage>, Duration, bool);
+/// Encoded frames a client sent, with the stage of each.
+type Frames = Vec<(Stage, Vec<u8>)>;
 
-/// Delivers `msgs` to client `i` and collects what it sends (encoded), unless the schedule
-/// says it vanishes first. Sets the input just before the masked-input stage.
+/// Client index, the stage it worked on, the time it spent, whether it vanished.
+type StepOut = (usize, Option<Stage>, Duration, bool);
+
+/// Delivers `msgs` to client `i` and hands what it sends (encoded) to `sink`, unless the
+/// schedule says it vanishes first. Sets the input just before the masked-input stage.
 fn step_client(
     cfg: &SimConfig,
     i: usize,
     sc: &mut SimClient,
     msgs: Vec<Envelope<ServerMessage>>,
-    plain: &Mutex<Plain>,
     bits: u32,
     limits: &Limits,
+    sink: &mut dyn FnMut(Stage, Vec<u8>) -> Result<(), SimError>,
 ) -> Result<StepOut, SimError> {
     let id = ClientId(i as u32);
-    let mut frames = Vec::new();
     let mut stage_worked = None;
-    let mut spent = Duration::ZERO;
     let mut vanished = false;
+    let mut in_sink = Duration::ZERO;
     if sc.stopped {
-        return Ok((i, frames, None, spent, false));
+        return Ok((i, None, Duration::ZERO, false));
     }
     let t0 = Instant::now();
     for env in msgs {
@@ -606,7 +681,10 @@ fn step_client(
             stage_worked = Some(s);
         }
         if let ServerMessage::MaskRequest(_) = env.message {
-            set_input(cfg, id, &mut sc.client, plain)?;
+            let source = sim_source(cfg, id).map_err(|e| SimError::Client(id, e.into()))?;
+            sc.client
+                .set_input_source(source)
+                .map_err(|e| SimError::Client(id, e))?;
         }
         sc.client
             .handle_message(env)
@@ -624,67 +702,88 @@ fn step_client(
         }
         stage_worked.get_or_insert(stage);
         let bytes = codec::encode_client(&env, bits);
+        drop(env);
         // Decoding here too keeps the client side of the codec honest.
-        debug_assert!(codec::decode_client(&bytes, limits).is_ok());
-        frames.push((stage, bytes));
+        debug_assert!(codec::decode_client_or_piece(&bytes, limits).is_ok());
+        let t1 = Instant::now();
+        sink(stage, bytes)?;
+        in_sink += t1.elapsed();
     }
-    spent += t0.elapsed();
-    Ok((i, frames, stage_worked, spent, vanished))
+    let spent = t0.elapsed().saturating_sub(in_sink);
+    Ok((i, stage_worked, spent, vanished))
 }
 
-/// Quantizes client `id`'s update, records it in the plaintext sums, and hands it over.
-fn set_input(
-    cfg: &SimConfig,
-    id: ClientId,
-    client: &mut Client<CpuEngine, ChaCha20Rng>,
-    plain: &Mutex<Plain>,
-) -> Result<(), SimError> {
-    let q = cfg.round.quantization();
-    let update = client_update(cfg.seed, id, cfg.round.params(), q.clip);
-    let weight = client_weight(cfg, id);
-    let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed ^ 0x9a4e);
-    rng.set_stream(u64::from(id.0) + 1);
-    let levels = quantize::quantize(&update, &q, weight, &mut rng)
-        .map_err(|e| SimError::Client(id, e.into()))?;
-    {
-        let mut p = plain
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mask = cfg.round.modulus().mask_u32();
-        for (s, l) in p.levels.iter_mut().zip(&levels) {
-            *s = s.wrapping_add(*l) & mask;
-        }
-        let c = f64::from(q.clip);
-        for (r, x) in p.reals.iter_mut().zip(&update) {
-            *r += f64::from(*x).clamp(-c, c) * f64::from(weight);
-        }
-    }
-    client
-        .set_quantized_input(levels)
-        .map_err(|e| SimError::Client(id, e))
-}
+/// Elements per piece of the output check: a multiple of 256, so that each piece's rounding
+/// RNG starts on a block of the quantizer.
+const CHECK_PIECE: usize = 1 << 20;
 
-fn check_output(cfg: &SimConfig, out: &RoundOutput, plain: &Plain) -> Check {
+/// Compares the output with the plaintext, a piece at a time and in parallel: each piece
+/// regenerates the included clients' updates and levels from the seed, so the check holds
+/// O(piece) memory whatever the model's size.
+fn check_output(cfg: &SimConfig, out: &RoundOutput) -> Check {
     let m = cfg.round.params();
-    let exact = out.sum.len() == m
-        && out.sum[..] == plain.levels[..m]
-        && out.total_weight == u64::from(plain.levels[m]);
+    let q = cfg.round.quantization();
+    let mask = cfg.round.modulus().mask_u32();
     let expected: Vec<ClientId> = (0..cfg.round.clients() as u32)
         .map(ClientId)
         .filter(|c| cfg.drops.sends(*c, Stage::MaskedInput))
         .collect();
     let included_ok = out.included == expected;
-    let deq = out.dequantized_sum(&cfg.round);
-    let max_error = deq
-        .iter()
-        .zip(&plain.reals)
-        .map(|(d, r)| (f64::from(*d) - r).abs())
-        .fold(0.0, f64::max);
+    let weights: Vec<u32> = expected.iter().map(|&c| client_weight(cfg, c)).collect();
+    let weight_sum = weights.iter().fold(0u32, |a, &w| a.wrapping_add(w) & mask);
+    let weight_ok = out.total_weight == u64::from(weight_sum);
+    let c = f64::from(q.clip);
+    let pieces: Vec<(bool, f64, f64)> = if out.sum.len() != m {
+        Vec::new()
+    } else {
+        (0..m.div_ceil(CHECK_PIECE))
+            .into_par_iter()
+            .map(|p| {
+                let start = p * CHECK_PIECE;
+                let len = CHECK_PIECE.min(m - start);
+                let mut levels = vec![0u32; len];
+                let mut reals = vec![0f64; len];
+                let mut update = vec![0f32; len];
+                let mut mine = vec![0u32; len];
+                for (&id, &w) in expected.iter().zip(&weights) {
+                    fill_update(&mut update_rng(cfg.seed, id, start), q.clip, &mut update);
+                    let quantized = quantize::Quantizer::new(&q, w).and_then(|mut qz| {
+                        qz.quantize(
+                            &update,
+                            start,
+                            &mut rounding_rng(cfg.seed, id, start),
+                            &mut mine,
+                        )
+                    });
+                    if quantized.is_err() {
+                        return (false, f64::INFINITY, 0.0);
+                    }
+                    for (s, l) in levels.iter_mut().zip(&mine) {
+                        *s = s.wrapping_add(*l) & mask;
+                    }
+                    for (r, x) in reals.iter_mut().zip(&update) {
+                        *r += f64::from(*x).clamp(-c, c) * f64::from(w);
+                    }
+                }
+                let got = &out.sum[start..start + len];
+                let exact = got == &levels[..];
+                let deq = quantize::dequantize_sum(got, out.total_weight, &q);
+                let max_error = deq
+                    .iter()
+                    .zip(&reals)
+                    .map(|(d, r)| (f64::from(*d) - r).abs())
+                    .fold(0.0, f64::max);
+                let largest = reals.iter().fold(0.0f64, |a, r| a.max(r.abs()));
+                (exact, max_error, largest)
+            })
+            .collect()
+    };
+    let exact = out.sum.len() == m && weight_ok && pieces.iter().all(|p| p.0);
+    let max_error = pieces.iter().fold(0.0, |a: f64, p| a.max(p.1));
+    let largest = pieces.iter().fold(0.0, |a: f64, p| a.max(p.2));
     // Quantization error, plus the f32 rounding of the result.
-    let largest = plain.reals.iter().fold(0.0f64, |a, r| a.max(r.abs()));
-    let bound = quantize::error_bound(out.total_weight, &cfg.round.quantization())
-        + largest * f64::from(f32::EPSILON)
-        + 1e-9;
+    let bound =
+        quantize::error_bound(out.total_weight, &q) + largest * f64::from(f32::EPSILON) + 1e-9;
     Check {
         exact,
         included_ok,

@@ -53,6 +53,48 @@ impl std::fmt::Debug for ClientOptions {
     }
 }
 
+/// Reads an update's next values into the slice given (see [`ClientInput::Stream`]).
+pub type ReadUpdate =
+    Box<dyn FnMut(&mut [f32]) -> Result<(), crate::quantize::InputError> + Send + Sync>;
+
+/// A client's update: in memory, or read in order while it is masked and sent (a large
+/// model: the client then holds about 4 MiB of it at once, see
+/// [`Client::set_input_source`]).
+pub enum ClientInput<'a> {
+    /// The whole update.
+    Values(&'a [f32]),
+    /// `params` values, read a piece at a time by `read` (which fills its slice with the
+    /// next values, or fails).
+    Stream {
+        /// Parameters in the update.
+        params: usize,
+        /// Reads the next values.
+        read: ReadUpdate,
+    },
+}
+
+impl ClientInput<'_> {
+    /// Parameters in the update.
+    pub fn params(&self) -> usize {
+        match self {
+            ClientInput::Values(v) => v.len(),
+            ClientInput::Stream { params, .. } => *params,
+        }
+    }
+}
+
+impl<'a> From<&'a [f32]> for ClientInput<'a> {
+    fn from(values: &'a [f32]) -> Self {
+        ClientInput::Values(values)
+    }
+}
+
+impl<'a> From<&'a Vec<f32>> for ClientInput<'a> {
+    fn from(values: &'a Vec<f32>) -> Self {
+        ClientInput::Values(values)
+    }
+}
+
 /// Ways a client can break the upload rules, for tests of the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Misbehaviour {
@@ -98,21 +140,23 @@ type Reader = FramedRead<ReadHalf<Box<dyn Io>>, LengthDelimitedCodec>;
 
 /// Joins the round at `addr` as `identity` with `update` and runs it to the end. The round the
 /// server announces is checked against `policy` before anything else is sent; a round the
-/// policy refuses ends with [`TransportError::Refused`].
-pub async fn run_client<A, E, R>(
+/// policy refuses ends with [`TransportError::Refused`]. `update` is a slice (or a
+/// `&Vec<f32>`) or a [`ClientInput::Stream`].
+pub async fn run_client<'u, A, E, R>(
     addr: A,
     options: ClientOptions,
     identity: ClientIdentity,
     policy: ClientPolicy,
-    update: &[f32],
+    update: impl Into<ClientInput<'u>>,
     engine: E,
     rng: R,
 ) -> Result<ClientOutcome, TransportError>
 where
     A: ToSocketAddrs + Clone,
-    E: Backend,
-    R: CryptoRng,
+    E: Backend + 'u,
+    R: CryptoRng + 'u,
 {
+    let update = update.into();
     if identity.id() != options.id {
         return Err(TransportError::Input(format!(
             "the identity is for client {}, not {}",
@@ -120,7 +164,7 @@ where
             options.id
         )));
     }
-    let params = u32::try_from(update.len())
+    let params = u32::try_from(update.params())
         .map_err(|_| TransportError::Input("the update has more than 2^32 parameters".into()))?;
     let socket = connect(addr, options.connect_timeout).await?;
     let _ = socket.set_nodelay(true);
@@ -182,37 +226,59 @@ where
     framed
         .decoder_mut()
         .set_max_frame_length(limits.max_server_frame());
-    if update.len() != config.params() {
+    if update.params() != config.params() {
         return Err(TransportError::Input(format!(
             "the update has {} parameters, the round aggregates {}",
-            update.len(),
+            update.params(),
             config.params()
         )));
     }
+    let weight = options.weight.unwrap_or(1);
+    let quantization = config.quantization();
+    let vector_len = config.vector_len();
     let bits = config.modulus().bits();
     let idle = config.stage_timeout() * 4 + Duration::from_secs(30);
     let mut client = Client::new(identity, config, policy, engine, rng)
         .map_err(|e| TransportError::Refused(e.to_string()))?;
-    client
-        .set_input(update, options.weight.unwrap_or(1))
-        .map_err(|e| TransportError::Input(e.to_string()))?;
+    match update {
+        ClientInput::Values(values) => client.set_input(values, weight),
+        ClientInput::Stream { params, read } => {
+            // Stochastic rounding draws from its own generator, seeded by the system.
+            let rounding = crate::round_rng().map_err(|e| TransportError::Input(e.to_string()))?;
+            crate::quantize::QuantizingSource::new(read, params, &quantization, weight, rounding)
+                .map_err(Into::into)
+                .and_then(|source| client.set_input_source(Box::new(source)))
+        }
+    }
+    .map_err(|e| TransportError::Input(e.to_string()))?;
     loop {
         while let Some(env) = client.poll_transmit() {
             let stage = env.message.stage();
+            // A stage is done when its message is sent: for a streamed input, its last piece.
+            let completes = match &env.message {
+                ClientMessage::MaskedChunk(run) => run.offset + run.count == vector_len,
+                _ => true,
+            };
             match &env.message {
                 ClientMessage::MaskedInput(values) => {
                     upload(&mut sink, env.round, values, bits, options.misbehave).await?;
+                }
+                // A streamed input: each piece is already a chunk frame's worth.
+                ClientMessage::MaskedChunk(_) => {
+                    sink.feed(Bytes::from(codec::encode_client(&env, bits)))
+                        .await?;
                 }
                 _ => {
                     sink.send(Bytes::from(codec::encode_client(&env, bits)))
                         .await?
                 }
             }
-            if options.drop_after == Some(stage) {
+            if completes && options.drop_after == Some(stage) {
                 let _ = SinkExt::<Bytes>::close(&mut sink).await;
                 return Ok(ClientOutcome::Dropped { after: stage });
             }
         }
+        SinkExt::<Bytes>::flush(&mut sink).await?;
         match client.status() {
             ClientStatus::Completed { included } => {
                 return Ok(ClientOutcome::Completed { included });

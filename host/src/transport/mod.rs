@@ -29,7 +29,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::LengthDelimitedCodec;
 
-pub use client::{ClientOptions, ClientOutcome, Misbehaviour, run_client};
+pub use client::{ClientInput, ClientOptions, ClientOutcome, Misbehaviour, ReadUpdate, run_client};
 pub use server::{MAX_REFUSAL_DETAILS, Refusal, RoundReport, ServeOptions, StageTiming, serve};
 
 use crate::error::{CodecError, ProtocolError};
