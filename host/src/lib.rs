@@ -32,6 +32,7 @@ mod ids;
 pub mod messages;
 pub mod plan;
 pub mod policy;
+pub mod local;
 pub mod quantize;
 pub mod server;
 pub mod sim;

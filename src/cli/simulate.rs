@@ -33,8 +33,12 @@ pub struct SimulateArgs {
     /// Fewest clients a stage may end with before the round aborts. Default: t.
     #[arg(long)]
     min_survivors: Option<usize>,
-    /// Fraction of clients that drop out (the planner also plans for it).
-    #[arg(long, default_value_t = 0.1)]
+    /// Fraction of clients that drop out (the planner also plans for it). [default: 0.1,
+    /// with --corrupt 0.05; both 0 where the round is too small to plan for them]
+    #[arg(long = "dropout")]
+    dropout_given: Option<f64>,
+    /// The dropout fraction used (`--dropout` or its default).
+    #[arg(skip)]
     dropout: f64,
     /// The stage the dropped clients miss: advertise-keys, share-keys, share-check,
     /// masked-input (the costliest for the server), consistency or unmasking.
@@ -45,7 +49,11 @@ pub struct SimulateArgs {
     #[arg(long)]
     silent: bool,
     /// Fraction of colluding clients the planner (and every client's policy) must tolerate.
-    #[arg(long, default_value_t = 0.05)]
+    /// [default: 0.05; see --dropout]
+    #[arg(long = "corrupt")]
+    corrupt_given: Option<f64>,
+    /// The corrupt fraction used (`--corrupt` or its default).
+    #[arg(skip)]
     corrupt: f64,
     /// The server the clients must withstand: semi-malicious (it may lie in any message;
     /// the default) or curious (it follows the protocol). Sets the planner's bounds and every
@@ -161,7 +169,31 @@ fn choose_graph(a: &SimulateArgs) -> Result<(usize, usize, String), String> {
     }
 }
 
-pub fn run(a: SimulateArgs) -> Result<ExitCode, String> {
+/// The default dropout and corruption fractions.
+const DEFAULT_DROPOUT: f64 = 0.1;
+const DEFAULT_CORRUPT: f64 = 0.05;
+
+/// Fills in `--dropout` and `--corrupt`. Left to their defaults on a round too small to
+/// plan for them (a handful of clients cannot survive a dropout and a corrupted client at
+/// once against a lying server), both become 0, and a note says so.
+fn resolve_fractions(a: &mut SimulateArgs) {
+    a.dropout = a.dropout_given.unwrap_or(DEFAULT_DROPOUT);
+    a.corrupt = a.corrupt_given.unwrap_or(DEFAULT_CORRUPT);
+    let defaults = a.dropout_given.is_none() && a.corrupt_given.is_none();
+    if defaults && a.neighbors.is_none() && plan(&plan_request(a)).is_err() {
+        eprintln!(
+            "note: {} clients are too few to plan for {DEFAULT_DROPOUT} dropout and \
+             {DEFAULT_CORRUPT} corruption against a {} server; simulating with neither \
+             (give --dropout and --corrupt to choose)",
+            a.clients, a.adversary
+        );
+        a.dropout = 0.0;
+        a.corrupt = 0.0;
+    }
+}
+
+pub fn run(mut a: SimulateArgs) -> Result<ExitCode, String> {
+    resolve_fractions(&mut a);
     if !(0.0..=1.0).contains(&a.dropout) {
         return Err(format!(
             "--dropout {} must be a fraction in [0, 1]",

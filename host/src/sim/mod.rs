@@ -18,7 +18,7 @@ use secagg_engine::{Backend, CpuEngine};
 use crate::codec::{self, Limits};
 use crate::config::RoundConfig;
 use crate::identity::{CaKey, IdentityKey};
-use crate::messages::{Envelope, ServerMessage};
+use crate::messages::{ClientMessage, Envelope, ServerMessage};
 use crate::plan::Adversary;
 use crate::policy::{ClientPolicy, Trust};
 use crate::quantize::{self, InputError, InputSource, QuantizingSource};
@@ -618,10 +618,14 @@ fn deliver<E: secagg_engine::Accumulate>(
     limits: &Limits,
     now: Duration,
 ) -> Result<(), SimError> {
-    let st = stats_mut(stats, stage);
-    st.senders += 1;
-    st.bytes_up += bytes.len() as u64;
     let env = codec::decode_client_or_piece(bytes, limits)?;
+    let st = stats_mut(stats, stage);
+    st.bytes_up += bytes.len() as u64;
+    // A streamed input counts its sender once, at its last piece.
+    if !matches!(&env.message, ClientMessage::MaskedChunk(r) if r.offset + r.count != limits.vector_len)
+    {
+        st.senders += 1;
+    }
     let before = server.status();
     let t0 = Instant::now();
     server.handle_message(id, env, now);
