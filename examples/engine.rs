@@ -42,7 +42,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         MaskTerm::minus(Seed::from_bytes([3; 32])),
     ];
     engine.apply_masks(&mut on_engine, offset, &opposite, Prg::ChaCha20, modulus)?;
-    assert!(on_engine.iter().enumerate().all(|(i, &v)| v == i as u32 % 1000));
+    assert!(
+        on_engine
+            .iter()
+            .enumerate()
+            .all(|(i, &v)| v == i as u32 % 1000)
+    );
     println!("masked and unmasked {len} elements at offset {offset}: both engines agree");
     Ok(())
 }

@@ -33,11 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         (a + w * f64::from(i) / 20.0, b + w)
     });
     println!("included {included:?}, total weight {}", out.total_weight);
-    println!(
-        "mean[0] = {:.5}, plaintext {:.5}",
-        mean[0],
-        num / den
-    );
+    println!("mean[0] = {:.5}, plaintext {:.5}", mean[0], num / den);
     assert!(!included.contains(&3));
     assert!((f64::from(mean[0]) - num / den).abs() < 1e-3);
     Ok(())

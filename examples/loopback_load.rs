@@ -135,10 +135,10 @@ fn run_server(a: &Args) {
     println!(
         "{{\"server_elapsed_s\": {:.3}, \"server_cpu_s\": {:.2}, \"server_peak_rss\": {}, \"bytes_received\": {}, \"bytes_sent\": {}, \"unmask_stage_s\": {:.3}, \"mask_terms\": {}, \"included\": {}}}",
         report.elapsed.as_secs_f64(),
-        secagg::host::sim::process_cpu_time()
+        secagg::process::process_cpu_time()
             .unwrap_or_default()
             .as_secs_f64(),
-        secagg::host::sim::peak_rss_bytes().unwrap_or(0),
+        secagg::process::peak_rss_bytes().unwrap_or(0),
         report.bytes_received,
         report.bytes_sent,
         unmask,

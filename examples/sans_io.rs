@@ -45,7 +45,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..n as u32 {
         let mut rng = round_rng()?;
         let identity = ClientIdentity::self_asserted(ClientId(i), IdentityKey::generate(&mut rng));
-        let mut client = Client::new(identity, config.clone(), policy.clone(), CpuEngine::new(), rng)?;
+        let mut client = Client::new(
+            identity,
+            config.clone(),
+            policy.clone(),
+            CpuEngine::new(),
+            rng,
+        )?;
         client.set_input(&vec![0.25; m], 1)?;
         clients.push(client);
     }
@@ -90,7 +96,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         while let Some(event) = server.poll_event() {
             if let ServerEvent::ClientDropped(d) = event {
-                println!("t = {now:?}: {} dropped at {} ({})", d.client, d.stage, d.reason);
+                println!(
+                    "t = {now:?}: {} dropped at {} ({})",
+                    d.client, d.stage, d.reason
+                );
             }
         }
         // Nothing in flight: the server is waiting for someone; let its deadline pass.

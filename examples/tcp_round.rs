@@ -32,7 +32,10 @@ fn layout() -> ModelLayout {
     };
     ModelLayout {
         format: ModelFormat::Safetensors,
-        tensors: vec![tensor("layer0.bias", &[64]), tensor("layer0.weight", &[64, 256])],
+        tensors: vec![
+            tensor("layer0.bias", &[64]),
+            tensor("layer0.weight", &[64, 256]),
+        ],
     }
 }
 
@@ -44,8 +47,8 @@ async fn server(
     tls: TlsAcceptor,
 ) -> Result<RoundReport, Box<dyn std::error::Error>> {
     let options = ServeOptions {
-        ca: Some(ca),                                     // admit enrolled clients only
-        tls: Some(tls),                                   // TLS 1.3 on every connection
+        ca: Some(ca),                                      // admit enrolled clients only
+        tls: Some(tls),                                    // TLS 1.3 on every connection
         layout: Some(layout_digest(&layout().to_bytes())), // refuse any other model
         ..ServeOptions::default()
     };
@@ -73,7 +76,15 @@ async fn client(
     // 2^-40 security, at least 10 clients. A round announced below them is refused.
     let policy = ClientPolicy::enrolled(ca);
     let rng = round_rng()?;
-    let outcome = run_client(addr, options, identity, policy, &update, CpuEngine::new(), rng);
+    let outcome = run_client(
+        addr,
+        options,
+        identity,
+        policy,
+        &update,
+        CpuEngine::new(),
+        rng,
+    );
     Ok(outcome.await?)
 }
 
@@ -103,7 +114,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .threshold(p.threshold)
         .stage_timeout(Duration::from_secs(10))
         .build()?;
-    println!("round: n = {n}, m = {m}, k = {}, t = {}", p.neighbors, p.threshold);
+    println!(
+        "round: n = {n}, m = {m}, k = {}, t = {}",
+        p.neighbors, p.threshold
+    );
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -137,9 +151,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         report.bytes_received,
         report.elapsed
     );
-    let out = report.outcome.map_err(|reason| format!("round aborted: {reason}"))?;
+    let out = report
+        .outcome
+        .map_err(|reason| format!("round aborted: {reason}"))?;
     let mean = out.weighted_mean(&config);
-    println!("{} inputs; mean[0] = {:.4} (expected 0.0550)", out.included.len(), mean[0]);
+    println!(
+        "{} inputs; mean[0] = {:.4} (expected 0.0550)",
+        out.included.len(),
+        mean[0]
+    );
     assert_eq!(out.included.len(), n);
     assert!((mean[0] - 0.055).abs() < 1e-3);
     Ok(())

@@ -14,12 +14,48 @@
 
 use crate::{Backend, EngineError, MaskTerm, Modulus, Prg};
 
-/// Bytes of `count` elements packed at `bits` each.
+/// Bytes of `count` elements packed at `bits` each: `ceil(count · bits / 8)`.
+///
+/// ```
+/// use secagg_engine::packed_len;
+///
+/// assert_eq!(packed_len(3, 4), 2); // 12 bits
+/// assert_eq!(packed_len(1000, 20), 2500);
+/// assert_eq!(packed_len(5, 32), 20);
+/// ```
 pub fn packed_len(count: usize, bits: u32) -> usize {
     (count as u128 * u128::from(bits)).div_ceil(8) as usize
 }
 
 /// An engine that owns accumulators. Bit-identical across engines, like [`Backend`].
+///
+/// A server makes one accumulator per round, adds every client's masked input as it arrives
+/// (in chunks, straight from the wire), removes the masks with
+/// [`mask_range`](Accumulate::mask_range), and reads the sum out once.
+///
+/// ```
+/// use secagg_engine::{Accumulate, CpuEngine, Modulus, packed_len};
+/// # fn main() -> Result<(), secagg_engine::EngineError> {
+/// let engine = CpuEngine::new();
+/// let mut acc = engine.accumulator(5, Modulus::new(4)?)?; // 5 elements mod 2^4
+///
+/// // [1, 2, 3] packed at 4 bits: element i in bits 4i..4i+4, low bits first.
+/// let chunk = [0x21, 0x03];
+/// assert_eq!(chunk.len(), packed_len(3, 4));
+/// engine.add_packed(&mut acc, 2, &chunk, 3)?; // into elements 2..5
+/// engine.add_packed(&mut acc, 2, &chunk, 3)?;
+/// engine.add_words(&mut acc, 0, &[15, 15])?;
+/// engine.add_words(&mut acc, 0, &[1])?; // 16 mod 2^4 = 0
+///
+/// let mut out = [0u32; 5];
+/// engine.read_out(&acc, &mut out)?;
+/// assert_eq!(out, [0, 15, 2, 4, 6]);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// [`Engine`](crate::Engine) implements it for whichever engine was chosen, with
+/// [`EngineAccumulator`](crate::EngineAccumulator) as its accumulator.
 pub trait Accumulate: Backend {
     /// The engine's accumulator: `len` elements mod 2^b, zero when made.
     type Accumulator: Send + Sync;
@@ -48,6 +84,22 @@ pub trait Accumulate: Backend {
 
     /// The fused mask pass of [`Backend::apply_masks`] over `acc[start..start + len]`, in
     /// place: element `start + j` takes keystream word `offset + j` of every term.
+    ///
+    /// ```
+    /// use secagg_engine::{Accumulate, Backend, CpuEngine, MaskTerm, Modulus, Prg, Seed};
+    /// # fn main() -> Result<(), secagg_engine::EngineError> {
+    /// let (engine, m) = (CpuEngine::new(), Modulus::new(16)?);
+    /// let mut masked = vec![0u32; 8];
+    /// engine.expand(&Seed::from_bytes([4; 32]), Prg::ChaCha20, 0, &mut masked, m)?;
+    ///
+    /// let mut acc = engine.accumulator(8, m)?;
+    /// engine.add_words(&mut acc, 0, &masked)?;
+    /// let unmask = [MaskTerm::minus(Seed::from_bytes([4; 32]))];
+    /// engine.mask_range(&mut acc, 0, 8, 0, &unmask, Prg::ChaCha20)?;
+    /// assert_eq!(engine.read_out_owned(acc)?, [0; 8]);
+    /// # Ok(())
+    /// # }
+    /// ```
     #[allow(clippy::too_many_arguments)]
     fn mask_range(
         &self,

@@ -8,6 +8,59 @@
 //!   that starts at element offset `o`, in one fused pass: every keystream is generated next to
 //!   the accumulator tile it lands in and never stored; the accumulator is read and written once.
 //! * [`Backend::expand`] writes one mask (for clients and tests).
+//! * [`Accumulate`] keeps a server's running sum where the engine computes (device memory on
+//!   a GPU) and adds inputs in their packed wire format.
+//!
+//! ## Example
+//!
+//! Two clients that agreed on a seed mask their inputs with opposite terms: each masked
+//! vector alone looks random, and the masks cancel in the sum the server computes.
+//!
+//! ```
+//! use secagg_engine::{Backend, CpuEngine, MaskTerm, Modulus, Prg, Seed};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = CpuEngine::new();
+//! let m = Modulus::new(20)?; // arithmetic mod 2^20
+//! let s = [7u8; 32]; // the seed clients u and v agreed on
+//!
+//! let (mut y_u, mut y_v) = (vec![1u32, 2, 3, 4], vec![10u32, 20, 30, 40]);
+//! let plus = [MaskTerm::plus(Seed::from_bytes(s))];
+//! let minus = [MaskTerm::minus(Seed::from_bytes(s))];
+//! engine.apply_masks(&mut y_u, 0, &plus, Prg::ChaCha20, m)?;
+//! engine.apply_masks(&mut y_v, 0, &minus, Prg::ChaCha20, m)?;
+//! assert_ne!(y_u, [1, 2, 3, 4]);
+//!
+//! let mut sum = vec![0u32; 4];
+//! engine.add(&mut sum, &y_u, m)?;
+//! engine.add(&mut sum, &y_v, m)?;
+//! assert_eq!(sum, [11, 22, 33, 44]);
+//!
+//! // The mask is the ChaCha20 keystream of the seed, word by word, reduced mod 2^b.
+//! use rand_chacha::rand_core::{Rng, SeedableRng};
+//! let mut rng = rand_chacha::ChaCha20Rng::from_seed(s);
+//! assert_eq!(y_u[0], rng.next_u32().wrapping_add(1) & m.mask_u32()); // y_u[0] = 1 + mask[0]
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The same on whichever engine the machine offers: [`BackendChoice::Auto`] opens a GPU
+//! adapter when there is one and falls back to the CPU engine (logging why) when there is
+//! none. [`Engine::auto`] does the same, unless `SECAGG_BACKEND` asks otherwise.
+//!
+//! ```
+//! use secagg_engine::{Backend, BackendChoice, Engine, MaskTerm, Modulus, Prg, Seed};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = Engine::choose(BackendChoice::Auto)?;
+//! println!("running on {}", engine.describe());
+//!
+//! let s = Seed::from_bytes([7; 32]);
+//! let terms = [MaskTerm::plus(s.duplicate()), MaskTerm::minus(s)];
+//! let mut acc: Vec<u32> = (0..10_000).collect();
+//! engine.apply_masks(&mut acc, 0, &terms, Prg::ChaCha20, Modulus::new(20)?)?;
+//! assert!(acc.iter().copied().eq(0..10_000));
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! ## The mask specification
 //!
@@ -60,6 +113,29 @@ impl std::fmt::Display for BackendKind {
 ///
 /// All lengths and offsets are in elements. Offsets are keystream word positions: element `j`
 /// of a slice at offset `o` takes mask word `o + j`.
+///
+/// Code written against the trait runs on [`CpuEngine`], [`GpuEngine`] and [`Engine`] alike
+/// (and on a reference to any of them):
+///
+/// ```
+/// use secagg_engine::{Backend, CpuEngine, EngineError, Modulus};
+///
+/// /// Sums equal-length inputs mod 2^b on any engine.
+/// fn sum<B: Backend>(engine: B, xs: &[&[u32]], m: Modulus) -> Result<Vec<u32>, EngineError> {
+///     let mut acc = vec![0; xs[0].len()];
+///     for x in xs {
+///         engine.add(&mut acc, x, m)?;
+///     }
+///     Ok(acc)
+/// }
+///
+/// # fn main() -> Result<(), EngineError> {
+/// let engine = CpuEngine::new();
+/// let total = sum(&engine, &[&[250, 3], &[10, 4]], Modulus::new(8)?)?;
+/// assert_eq!(total, [4, 7]); // 260 mod 2^8 = 4
+/// # Ok(())
+/// # }
+/// ```
 pub trait Backend: Send + Sync {
     /// CPU or GPU.
     fn kind(&self) -> BackendKind;
@@ -68,12 +144,53 @@ pub trait Backend: Send + Sync {
     fn describe(&self) -> String;
 
     /// `acc[i] = (acc[i] + input[i]) mod 2^b`.
+    ///
+    /// Fails with [`EngineError::LengthMismatch`] when the lengths differ and with
+    /// [`EngineError::ModulusTooWide`] when `L` cannot carry the modulus.
+    ///
+    /// ```
+    /// use secagg_engine::{Backend, CpuEngine, EngineError, Modulus};
+    /// # fn main() -> Result<(), EngineError> {
+    /// let engine = CpuEngine::new();
+    /// let m = Modulus::new(8)?;
+    /// let mut acc = vec![200u32, 1];
+    /// engine.add(&mut acc, &[100, 2], m)?;
+    /// assert_eq!(acc, [44, 3]); // 300 mod 256 = 44
+    ///
+    /// let err = engine.add(&mut acc, &[1], m).unwrap_err();
+    /// assert!(matches!(err, EngineError::LengthMismatch { acc: 2, input: 1 }));
+    /// # Ok(())
+    /// # }
+    /// ```
     fn add<L: Lane>(&self, acc: &mut [L], input: &[L], modulus: Modulus)
     -> Result<(), EngineError>;
 
     /// `acc[j] = (acc[j] + Σ ±PRG(seed)[offset + j]) mod 2^b` over every term, in one pass.
     ///
     /// With no terms this reduces `acc` mod 2^b.
+    ///
+    /// Because the offset seeks the keystream, a slice of a long vector can be masked on its
+    /// own (in chunks, or on several machines) and matches the same slice of the whole:
+    ///
+    /// ```
+    /// use secagg_engine::{Backend, CpuEngine, MaskTerm, Modulus, Prg, Seed};
+    /// # fn main() -> Result<(), secagg_engine::EngineError> {
+    /// let engine = CpuEngine::new();
+    /// let m = Modulus::new(16)?;
+    /// let term = || [MaskTerm::plus(Seed::from_bytes([3; 32]))];
+    ///
+    /// let mut whole = vec![0u32; 256];
+    /// engine.apply_masks(&mut whole, 0, &term(), Prg::ChaCha20, m)?;
+    /// let mut part = vec![0u32; 64]; // elements 100..164, keystream words 100..164
+    /// engine.apply_masks(&mut part, 100, &term(), Prg::ChaCha20, m)?;
+    /// assert_eq!(part, whole[100..164]);
+    ///
+    /// let mut acc = vec![70_000u32];
+    /// engine.apply_masks(&mut acc, 0, &[], Prg::ChaCha20, m)?; // no terms: reduce only
+    /// assert_eq!(acc, [70_000 - 65_536]);
+    /// # Ok(())
+    /// # }
+    /// ```
     fn apply_masks<L: Lane>(
         &self,
         acc: &mut [L],
@@ -84,6 +201,24 @@ pub trait Backend: Send + Sync {
     ) -> Result<(), EngineError>;
 
     /// `out[j] = PRG(seed)[offset + j] mod 2^b`.
+    ///
+    /// The same as [`apply_masks`](Backend::apply_masks) with one `+` term on zeros:
+    ///
+    /// ```
+    /// use secagg_engine::{Backend, CpuEngine, MaskTerm, Modulus, Prg, Seed};
+    /// # fn main() -> Result<(), secagg_engine::EngineError> {
+    /// let engine = CpuEngine::new();
+    /// let (seed, m) = (Seed::from_bytes([5; 32]), Modulus::new(12)?);
+    /// let mut mask = vec![0u32; 100];
+    /// engine.expand(&seed, Prg::ChaCha12, 7, &mut mask, m)?;
+    /// assert!(mask.iter().all(|&w| w < 1 << 12));
+    ///
+    /// let mut acc = vec![0u32; 100];
+    /// engine.apply_masks(&mut acc, 7, &[MaskTerm::plus(seed)], Prg::ChaCha12, m)?;
+    /// assert_eq!(acc, mask);
+    /// # Ok(())
+    /// # }
+    /// ```
     fn expand<L: Lane>(
         &self,
         seed: &Seed,
@@ -95,6 +230,25 @@ pub trait Backend: Send + Sync {
 
     /// Raw keystream blocks at any block counter and stream id, unreduced: `out.len()` must be
     /// a multiple of 16. Exists for known-answer tests of the block function (RFC 8439).
+    ///
+    /// In stream 0, block `i` is mask words `16 i .. 16 i + 16` at modulus 2^32:
+    ///
+    /// ```
+    /// use secagg_engine::{Backend, CpuEngine, EngineError, Modulus, Prg, Seed, StreamPos};
+    /// # fn main() -> Result<(), EngineError> {
+    /// let (engine, seed) = (CpuEngine::new(), Seed::from_bytes([1; 32]));
+    /// let mut block = [0u32; 16];
+    /// let pos = StreamPos { block: 2, stream: 0 };
+    /// engine.keystream_blocks(&seed, Prg::ChaCha20, pos, &mut block)?;
+    /// let mut mask = [0u32; 16];
+    /// engine.expand(&seed, Prg::ChaCha20, 32, &mut mask, Modulus::U32)?;
+    /// assert_eq!(block, mask);
+    ///
+    /// let err = engine.keystream_blocks(&seed, Prg::ChaCha20, pos, &mut [0; 15]);
+    /// assert!(matches!(err, Err(EngineError::PartialBlock { len: 15 })));
+    /// # Ok(())
+    /// # }
+    /// ```
     fn keystream_blocks(
         &self,
         seed: &Seed,

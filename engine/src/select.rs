@@ -7,6 +7,19 @@ use crate::{
 
 /// Which backend to use: `auto` takes a hardware GPU adapter when one exists, the CPU
 /// otherwise (a software Vulkan driver such as lavapipe only when `gpu` is asked for).
+///
+/// Parsed from the names a command line or `SECAGG_BACKEND` gives:
+///
+/// ```
+/// use secagg_engine::{BackendChoice, EngineError};
+/// # fn main() -> Result<(), EngineError> {
+/// assert_eq!("GPU".parse::<BackendChoice>()?, BackendChoice::Gpu);
+/// assert_eq!("".parse::<BackendChoice>()?, BackendChoice::Auto);
+/// assert_eq!(BackendChoice::Cpu.to_string(), "cpu");
+/// assert!(matches!("tpu".parse::<BackendChoice>(), Err(EngineError::UnknownBackend(_))));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum BackendChoice {
     /// GPU if an adapter opens, else CPU (logged).
@@ -50,7 +63,26 @@ impl BackendChoice {
     }
 }
 
-/// An engine picked at run time. Implements [`Backend`] by delegating.
+/// An engine picked at run time. Implements [`Backend`] and [`Accumulate`](crate::Accumulate)
+/// by delegating.
+///
+/// Whatever was picked, the results are those of every other engine, bit for bit:
+///
+/// ```
+/// use secagg_engine::{Backend, BackendChoice, BackendKind, Engine, Modulus, Prg, Seed};
+/// # fn main() -> Result<(), secagg_engine::EngineError> {
+/// let engine = Engine::choose(BackendChoice::Auto)?; // the GPU if there is one, else the CPU
+/// let cpu = Engine::choose(BackendChoice::Cpu)?;
+/// assert_eq!(cpu.kind(), BackendKind::Cpu);
+///
+/// let seed = Seed::from_bytes([9; 32]);
+/// let (mut a, mut b) = (vec![0u32; 1000], vec![0u32; 1000]);
+/// engine.expand(&seed, Prg::ChaCha8, 64, &mut a, Modulus::U32)?;
+/// cpu.expand(&seed, Prg::ChaCha8, 64, &mut b, Modulus::U32)?;
+/// assert_eq!(a, b);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub enum Engine {
     /// The CPU engine.
@@ -62,12 +94,32 @@ pub enum Engine {
 impl Engine {
     /// The engine `SECAGG_BACKEND` asks for (`auto` when unset): a GPU adapter when one
     /// exists, the CPU otherwise. Logs which one it took and why.
+    ///
+    /// Fails when `SECAGG_BACKEND` names no backend, or names `gpu` and no adapter opens.
+    /// [`Engine::choose`] takes the choice from the caller instead.
     pub fn auto() -> Result<Self, EngineError> {
         Self::choose(BackendChoice::from_env()?)
     }
 
     /// The engine for an explicit choice. `Gpu` fails when no adapter opens; `Auto` falls
     /// back to the CPU with a warning.
+    ///
+    /// ```
+    /// use secagg_engine::{Backend, BackendChoice, BackendKind, Engine, EngineError};
+    /// # fn main() -> Result<(), EngineError> {
+    /// let engine = Engine::choose(BackendChoice::Auto)?; // never fails for want of a GPU
+    /// println!("{}", engine.describe());
+    ///
+    /// match Engine::choose(BackendChoice::Gpu) {
+    ///     Ok(gpu) => assert_eq!(gpu.kind(), BackendKind::Gpu),
+    ///     Err(EngineError::NoAdapter(_) | EngineError::RequestDevice(_)) => {
+    ///         assert_eq!(engine.kind(), BackendKind::Cpu) // no GPU: `Auto` took the CPU
+    ///     }
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn choose(choice: BackendChoice) -> Result<Self, EngineError> {
         let engine = match choice {
             BackendChoice::Cpu => Engine::Cpu(CpuEngine::new()),
@@ -155,6 +207,10 @@ impl Backend for Engine {
 }
 
 /// The accumulator of an [`Engine`]: the CPU's or the GPU's, as the engine was chosen.
+///
+/// Made by [`Accumulate::accumulator`](crate::Accumulate::accumulator) on that engine; an
+/// engine refuses an accumulator of the other kind with
+/// [`EngineError::ForeignAccumulator`].
 #[derive(Debug)]
 pub enum EngineAccumulator {
     /// Made by the CPU engine.

@@ -40,6 +40,24 @@ impl Lane for u32 {
 }
 
 /// The modulus 2^b of the aggregation group.
+///
+/// Any b in 1..=64 is a modulus; whether a lane type can carry it is checked where it is
+/// used (today only `u32` lanes exist, so engines take b ≤ 32).
+///
+/// ```
+/// use secagg_engine::{EngineError, Modulus};
+/// # fn main() -> Result<(), EngineError> {
+/// let m = Modulus::new(20)?;
+/// assert_eq!((m.bits(), m.mask_u32()), (20, 0xf_ffff));
+/// assert_eq!(m.to_string(), "2^20");
+/// assert_eq!(Modulus::U32.mask_u32(), u32::MAX);
+///
+/// assert!(matches!(Modulus::new(0), Err(EngineError::InvalidModulus { bits: 0 })));
+/// let wide = Modulus::new(40)?.check_lane::<u32>();
+/// assert!(matches!(wide, Err(EngineError::ModulusTooWide { bits: 40, lane_bits: 32 })));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Modulus {
     bits: u32,
@@ -114,6 +132,22 @@ impl fmt::Display for Modulus {
 ///
 /// Element i of PRG(seed) is word i of `rand_chacha::ChaCha{20,12,8}Rng::from_seed(seed)`
 /// (64-bit block counter from 0, stream 0, read with `next_u32`), reduced mod 2^b.
+///
+/// ```
+/// use rand_chacha::rand_core::{Rng, SeedableRng};
+/// use secagg_engine::{Backend, CpuEngine, Modulus, Prg, Seed};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let prg: Prg = "chacha8".parse()?;
+/// assert_eq!((prg, prg.rounds()), (Prg::ChaCha8, 8));
+/// assert_eq!(Prg::default().to_string(), "chacha20");
+///
+/// let mut mask = [0u32; 40];
+/// CpuEngine::new().expand(&Seed::from_bytes([9; 32]), prg, 0, &mut mask, Modulus::U32)?;
+/// let mut rng = rand_chacha::ChaCha8Rng::from_seed([9; 32]);
+/// assert!(mask.iter().all(|&w| w == rng.next_u32()));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Prg {
     /// ChaCha with 20 rounds (the default).
@@ -167,6 +201,19 @@ impl std::str::FromStr for Prg {
 }
 
 /// A 32-byte ChaCha key that expands into one mask. Zeroized on drop; never printed.
+///
+/// Not `Clone`: a second owner of the secret is made with [`Seed::duplicate`], visibly.
+///
+/// ```
+/// use secagg_engine::{MaskTerm, Seed, Sign};
+///
+/// let seed = Seed::from_bytes([42; 32]);
+/// assert_eq!(format!("{seed:?}"), "Seed(<redacted>)");
+///
+/// let term = MaskTerm::minus(seed.duplicate());
+/// assert_eq!(term.sign, Sign::Minus);
+/// assert_eq!(term.seed.expose_secret(), seed.expose_secret());
+/// ```
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct Seed([u8; 32]);
 
@@ -213,6 +260,23 @@ pub enum Sign {
 }
 
 /// One signed mask: PRG(seed), added or subtracted.
+///
+/// A list of terms is one mask job for [`Backend::apply_masks`](crate::Backend::apply_masks)
+/// (or [`Accumulate::mask_range`](crate::Accumulate::mask_range)), applied in one pass. A
+/// term and its opposite cancel:
+///
+/// ```
+/// use secagg_engine::{Backend, CpuEngine, MaskTerm, Modulus, Prg, Seed};
+/// # fn main() -> Result<(), secagg_engine::EngineError> {
+/// let s = Seed::from_bytes([1; 32]);
+/// let terms = [MaskTerm::plus(s.duplicate()), MaskTerm::minus(s)];
+///
+/// let mut acc = vec![1u32, 2, 3];
+/// CpuEngine::new().apply_masks(&mut acc, 0, &terms, Prg::ChaCha20, Modulus::U32)?;
+/// assert_eq!(acc, [1, 2, 3]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct MaskTerm {
     /// The seed to expand.

@@ -8,25 +8,25 @@
 //! Masked vectors are packed at b bits per element (a little-endian bit stream), so an
 //! upload costs ⌈(m + 1)·b / 8⌉ bytes rather than 4 or 8 per parameter.
 //!
-//! `signed` = c_pk [32], s_pk [32], nonce [32], credential, signature [64];
-//! `credential` = 0 u8, identity key [32] (self-asserted) | 1 u8, certificate [100];
-//! `points` = σ share·B [32], β share·B [32].
+//! `signed` = c_pk \[32\], s_pk \[32\], nonce \[32\], credential, signature \[64\];
+//! `credential` = 0 u8, identity key \[32\] (self-asserted) | 1 u8, certificate \[100\];
+//! `points` = σ share·B \[32\], β share·B \[32\].
 //!
 //! | tag  | message          | body |
 //! |------|------------------|------|
-//! | 0x01 | Join             | nonce commitment [32] |
+//! | 0x01 | Join             | nonce commitment \[32\] |
 //! | 0x02 | AdvertiseKeys    | signed |
-//! | 0x03 | ShareKeys        | β·B [32], own β share·B [32], n u32, n × (recipient u32, points, bundle [88]) |
-//! | 0x04 | ShareCheck       | n u32, n × (dealer u32, kind u8 (0 unreadable, 1 bad shares + bundle key [32])) |
+//! | 0x03 | ShareKeys        | β·B \[32\], own β share·B \[32\], n u32, n × (recipient u32, points, bundle \[88\]) |
+//! | 0x04 | ShareCheck       | n u32, n × (dealer u32, kind u8 (0 unreadable, 1 bad shares + bundle key \[32\])) |
 //! | 0x05 | MaskedInput      | b u8, count u32, packed ⌈count·b/8⌉ bytes |
-//! | 0x06 | Consistency      | signature [64] |
-//! | 0x07 | UnmaskShares     | n u32, n × (owner u32, kind u8 (0 self, 1 key), share [32]) |
-//! | 0x80 | Cohort           | n u32, n × (id u32, nonce commitment [32]) |
+//! | 0x06 | Consistency      | signature \[64\] |
+//! | 0x07 | UnmaskShares     | n u32, n × (owner u32, kind u8 (0 self, 1 key), share \[32\]) |
+//! | 0x80 | Cohort           | n u32, n × (id u32, nonce commitment \[32\]) |
 //! | 0x81 | KeyList          | n u32, n × (id u32, signed) |
-//! | 0x82 | ShareBundles     | n u32, n × (sender u32, β·B [32], points, bundle [88]) |
+//! | 0x82 | ShareBundles     | n u32, n × (sender u32, β·B \[32\], points, bundle \[88\]) |
 //! | 0x83 | MaskRequest      | n u32, n × id u32 |
 //! | 0x84 | SurvivorList     | n u32, n × id u32 |
-//! | 0x85 | UnmaskRequest    | n u32, n × id u32, s u32, s × (signer u32, signature [64]) |
+//! | 0x85 | UnmaskRequest    | n u32, n × id u32, s u32, s × (signer u32, signature \[64\]) |
 //! | 0x86 | Completed        | included u32 |
 //! | 0x87 | Aborted          | len u16, UTF-8 reason (≤ 1024 bytes) |
 //!
@@ -34,11 +34,11 @@
 //!
 //! | tag  | frame            | body |
 //! |------|------------------|------|
-//! | 0x10 | Hello            | client id u32, weighted u8, params u32, layout digest [32], credential, signature [64] |
-//! | 0x13 | MaskedInputChunk | offset u32, count u32, packed ⌈count·b/8⌉ bytes |
+//! | 0x10 | Hello            | client id u32, weighted u8, params u32, layout digest \[32\], credential, signature \[64\] |
+//! | 0x13 | MaskedInputChunk | offset u32, count u32, packed ⌈count·b/8⌉ bytes (in process, also a streamed input's piece: [`decode_client_or_piece`]) |
 //! | 0x90 | Welcome          | the round configuration (see [`encode_welcome`]) |
 //! | 0x91 | Reject           | len u16, UTF-8 reason |
-//! | 0x92 | Challenge        | nonce [32] (the round id is the header's) |
+//! | 0x92 | Challenge        | nonce \[32\] (the round id is the header's) |
 //!
 //! The server speaks first on a connection, with a challenge; the hello signs it (see
 //! [`Hello::signed_message`]), so a hello cannot be replayed on another connection. A hello

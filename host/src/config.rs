@@ -38,6 +38,30 @@ impl Default for Quantization {
 }
 
 /// A validated round configuration. Build it with [`RoundConfig::builder`].
+///
+/// Once built it cannot be made invalid: every state machine of the round reads it without
+/// checking again.
+///
+/// ```
+/// use secagg_host::RoundConfig;
+/// # fn main() -> Result<(), secagg_host::ConfigError> {
+/// // 100 clients, vectors of 10,000 parameters, each client joined to 20 others (SecAgg+).
+/// let config = RoundConfig::builder(100, 10_000)
+///     .neighbors(20)
+///     .threshold(12)
+///     .bits(24)
+///     .build()?;
+///
+/// assert_eq!((config.clients(), config.params()), (100, 10_000));
+/// assert_eq!((config.neighbors(), config.threshold()), (20, 12));
+/// assert!(!config.is_complete_graph());
+/// assert_eq!(config.min_survivors(), 12); // defaults to t
+/// assert_eq!(config.modulus().bits(), 24);
+/// assert_eq!(config.vector_len(), 10_001); // the parameters and the weight
+/// assert_eq!(config.quantization().levels, 1 << 16); // 100 × (2^16 − 1) < 2^24
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 pub struct RoundConfig {
     round_id: u64,
@@ -61,6 +85,19 @@ impl RoundConfig {
     /// picks (10 % dropout, 5 % corrupted clients). b = 32, ChaCha20, the largest
     /// quantization (at most 2^16 levels on [−1, 1]) that cannot overflow, weight 1, round
     /// id 0, 30 s per stage.
+    ///
+    /// ```
+    /// use secagg_host::RoundConfig;
+    /// # fn main() -> Result<(), secagg_host::ConfigError> {
+    /// let config = RoundConfig::builder(10, 100).build()?;
+    /// assert_eq!(config.neighbors(), 9); // the complete graph: SecAgg
+    /// assert!(config.is_complete_graph());
+    /// assert_eq!(config.threshold(), 6); // a majority of 10
+    /// assert_eq!(config.modulus().bits(), 32);
+    /// assert_eq!(config.stage_timeout().as_secs(), 30);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn builder(clients: usize, params: usize) -> RoundConfigBuilder {
         RoundConfigBuilder {
             clients,
@@ -141,6 +178,17 @@ impl RoundConfig {
     }
 
     /// The same round for vectors of `params` parameters (validated again).
+    ///
+    /// ```
+    /// use secagg_host::{ConfigError, RoundConfig};
+    /// # fn main() -> Result<(), ConfigError> {
+    /// let config = RoundConfig::builder(10, 100).round_id(7).build()?;
+    /// let bigger = config.with_params(1000)?;
+    /// assert_eq!((bigger.params(), bigger.round_id()), (1000, 7));
+    /// assert!(matches!(config.with_params(0), Err(ConfigError::Params { m: 0, .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn with_params(&self, params: usize) -> Result<RoundConfig, ConfigError> {
         RoundConfig::builder(self.clients, params)
             .threshold(self.threshold)
@@ -173,7 +221,8 @@ pub struct RoundConfigBuilder {
 }
 
 impl RoundConfigBuilder {
-    /// Sets t, the per-neighbourhood Shamir threshold.
+    /// Sets t, the per-neighbourhood Shamir threshold (2..=k). Default: a majority of n in
+    /// the complete graph, [`crate::plan::threshold_for`] otherwise.
     pub fn threshold(mut self, t: usize) -> Self {
         self.threshold = Some(t);
         self
@@ -183,12 +232,13 @@ impl RoundConfigBuilder {
         self.min_survivors = Some(min);
         self
     }
-    /// Sets k (SecAgg+); `clients − 1` is SecAgg.
+    /// Sets k, the neighbours per client (2..=n − 1). Default: `clients − 1`, SecAgg's
+    /// complete graph; anything smaller is SecAgg+.
     pub fn neighbors(mut self, k: usize) -> Self {
         self.neighbors = Some(k);
         self
     }
-    /// Sets b, the modulus exponent (1..=32).
+    /// Sets b, the modulus exponent (1..=32; default 32).
     pub fn bits(mut self, b: u32) -> Self {
         self.bits = b;
         self
@@ -221,6 +271,22 @@ impl RoundConfigBuilder {
     }
 
     /// Validates and returns the configuration, or says what is wrong and what would work.
+    ///
+    /// Each check has its own [`ConfigError`] variant:
+    ///
+    /// ```
+    /// use secagg_host::{ConfigError, Quantization, RoundConfig};
+    ///
+    /// // A client masks only when t of its k neighbours can help rebuild its secrets: t ≤ k.
+    /// let err = RoundConfig::builder(10, 100).neighbors(4).threshold(5).build().unwrap_err();
+    /// assert_eq!(err, ConfigError::Threshold { t: 5, k: 4 });
+    ///
+    /// // 1000 clients × (2^16 − 1) levels can wrap around 2^20; the error says what fits.
+    /// let q = Quantization { clip: 1.0, levels: 1 << 16, max_weight: 1 };
+    /// let err = RoundConfig::builder(1000, 10).bits(20).quantization(q).build().unwrap_err();
+    /// assert!(matches!(err, ConfigError::Overflow { bits: 20, .. }));
+    /// assert!(err.to_string().contains("raise bits to 26"));
+    /// ```
     pub fn build(self) -> Result<RoundConfig, ConfigError> {
         let n = self.clients;
         if !(3..=MAX_CLIENTS).contains(&n) {
@@ -298,7 +364,16 @@ impl RoundConfigBuilder {
     }
 }
 
-/// The fewest bits b with n (q − 1) w < 2^b.
+/// The fewest bits b with n (q − 1) w < 2^b: the smallest modulus 2^b in which the sum of
+/// `n` clients' inputs, quantized to `levels` levels and weighted by at most `max_weight`,
+/// cannot wrap.
+///
+/// ```
+/// use secagg_host::config::bits_needed;
+///
+/// assert_eq!(bits_needed(1024, 1 << 16, 1), 26); // 1024 × 65535 < 2^26
+/// assert_eq!(bits_needed(1000, 256, 10), 22);
+/// ```
 pub fn bits_needed(n: usize, levels: u32, max_weight: u32) -> u32 {
     let max_sum = n as u128 * u128::from(levels.saturating_sub(1)) * u128::from(max_weight);
     128 - max_sum.leading_zeros()

@@ -16,7 +16,51 @@
 //! * [`messages`] and [`codec`]: typed messages and their versioned wire format.
 //! * [`quantize`]: `f32` updates to integers mod 2^b and back.
 //! * [`sim`]: an in-memory round with a dropout schedule, used by tests, benches and the CLI.
-//! * `transport` (feature `tokio`): real rounds over TCP.
+//! * [`local`]: one real round in this process, from `f32` updates to their sum.
+//! * `transport` (feature `tokio`): real rounds over TCP with TLS 1.3.
+//!
+//! ## A round, sans IO
+//!
+//! The [`Client`] and the [`Server`] are state machines: you move their messages and keep
+//! their time. Here the "network" is a loop; a real transport encodes each message with the
+//! [`codec`] (see `examples/sans_io.rs`, and `transport` for TCP).
+//!
+//! ```
+//! use std::time::Duration;
+//! use secagg_engine::CpuEngine;
+//! use secagg_host::identity::IdentityKey;
+//! use secagg_host::{Client, ClientId, ClientIdentity, ClientPolicy, RoundConfig, Server};
+//! use secagg_host::{ServerStatus, round_rng};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (n, now) = (3, Duration::ZERO);
+//! let config = RoundConfig::builder(n, 4).build()?;
+//! let policy = ClientPolicy { min_cohort: 3, ..ClientPolicy::curious_unauthenticated() };
+//! let mut server = Server::new(config.clone(), CpuEngine::new(), now);
+//! let mut clients = Vec::new();
+//! for i in 0..n as u32 {
+//!     let mut rng = round_rng()?;
+//!     let me = ClientIdentity::self_asserted(ClientId(i), IdentityKey::generate(&mut rng));
+//!     let mut client = Client::new(me, config.clone(), policy.clone(), CpuEngine::new(), rng)?;
+//!     client.set_input(&[0.5, -0.5, 0.25, 0.0], 1)?;
+//!     server.handle_join(ClientId(i), now);
+//!     clients.push(client);
+//! }
+//! while let ServerStatus::Running(_) = server.status() {
+//!     for c in &mut clients {
+//!         while let Some(msg) = c.poll_transmit() {
+//!             server.handle_message(c.id(), msg, now);
+//!         }
+//!     }
+//!     while let Some((to, msg)) = server.poll_transmit() {
+//!         clients[to.0 as usize].handle_message(msg)?;
+//!     }
+//! }
+//! let mean = server.output().ok_or("aborted")?.weighted_mean(&config);
+//! assert!((mean[1] + 0.5).abs() < 1e-3);
+//! # Ok(())
+//! # }
+//! ```
 
 #![deny(missing_docs)]
 
@@ -29,10 +73,10 @@ pub mod error;
 pub mod graph;
 pub mod identity;
 mod ids;
+pub mod local;
 pub mod messages;
 pub mod plan;
 pub mod policy;
-pub mod local;
 pub mod quantize;
 pub mod server;
 pub mod sim;

@@ -5,7 +5,7 @@
 //! from the operating system; the [`Server`] sees only their masked vectors. The clients
 //! trust no CA (the honest-but-curious protocol: in one process there is nobody to lie),
 //! so this is a demonstration of the protocol and its cost, not a deployment — a deployment
-//! runs [`crate::transport::serve`] and [`crate::transport::run_client`] with enrolled
+//! runs `transport::serve` and `transport::run_client` with enrolled
 //! identities.
 
 use std::collections::BTreeSet;
@@ -97,8 +97,14 @@ pub fn aggregate_on<E: Accumulate>(
         let id = ClientId(i as u32);
         let mut rng = round_rng().map_err(rng_error)?;
         let identity = ClientIdentity::self_asserted(id, IdentityKey::generate(&mut rng));
-        let mut client = Client::new(identity, config.clone(), policy.clone(), CpuEngine::new(), rng)
-            .map_err(|e| AggregateError::Client(id, e))?;
+        let mut client = Client::new(
+            identity,
+            config.clone(),
+            policy.clone(),
+            CpuEngine::new(),
+            rng,
+        )
+        .map_err(|e| AggregateError::Client(id, e))?;
         let weight = weights.map_or(1, |w| w[i]);
         client
             .set_input(update, weight)
@@ -125,7 +131,8 @@ pub fn aggregate_on<E: Accumulate>(
             }
             // A client in `drop` leaves once it has dealt its shares, before masking: the
             // server must then remove the pairwise masks its neighbours added for it.
-            let dealt = matches!(client.status(), ClientStatus::Running(s) if s >= Stage::ShareCheck);
+            let dealt =
+                matches!(client.status(), ClientStatus::Running(s) if s >= Stage::ShareCheck);
             if drop.contains(&id) && !gone.contains(&id) && dealt {
                 gone.insert(id);
                 server.handle_disconnect(id, now);

@@ -211,7 +211,7 @@ pub enum ClientMessage {
     /// that stops half-way leaves a partial input in the sum and the round must abort: only
     /// transports that cannot lose a client mid-upload (an in-process round) should hand
     /// pieces to the server; a network server assembles the upload first (as
-    /// [`crate::transport::serve`] does).
+    /// `transport::serve` does).
     MaskedChunk(PackedRun),
     /// Stage 5: the signature on the survivor list.
     Consistency {

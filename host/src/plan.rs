@@ -303,6 +303,22 @@ pub struct Plan {
 }
 
 /// Why no plan was produced.
+///
+/// ```
+/// use secagg_host::plan::{Adversary, PlanError, PlanRequest, plan};
+///
+/// // Half the clients drop out and 30 % collude: no threshold is both safe and reachable.
+/// let request = PlanRequest {
+///     dropout_rate: 0.5,
+///     corrupt_fraction: 0.3,
+///     adversary: Adversary::SemiMalicious,
+///     ..PlanRequest::default()
+/// };
+/// assert!(matches!(plan(&request), Err(PlanError::Infeasible(_))));
+///
+/// let one_client = PlanRequest { clients: 1, ..PlanRequest::default() };
+/// assert!(matches!(plan(&one_client), Err(PlanError::InvalidRequest(_))));
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum PlanError {
@@ -327,6 +343,30 @@ impl std::error::Error for PlanError {}
 /// `t` meeting both the security and the correctness target of `req`.
 ///
 /// See the module documentation for the bounds and the search.
+///
+/// The answer feeds a [`RoundConfig`](crate::RoundConfig) directly:
+///
+/// ```
+/// use secagg_host::RoundConfig;
+/// use secagg_host::plan::{Adversary, PlanRequest, plan};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let request = PlanRequest {
+///     clients: 1000,
+///     adversary: Adversary::SemiMalicious,
+///     ..PlanRequest::default() // 10 % dropout, 5 % corrupted, σ = 40, η = 20
+/// };
+/// let p = plan(&request)?;
+/// assert_eq!((p.neighbors, p.threshold), (78, 52)); // 78 neighbours instead of 999
+/// assert!(p.log2_insecurity <= -40.0 && p.log2_failure <= -20.0);
+///
+/// let config = RoundConfig::builder(request.clients, 10_000)
+///     .neighbors(p.neighbors)
+///     .threshold(p.threshold)
+///     .build()?;
+/// assert!(!config.is_complete_graph());
+/// # Ok(())
+/// # }
+/// ```
 pub fn plan(req: &PlanRequest) -> Result<Plan, PlanError> {
     validate(req)?;
     let pop = Population::for_request(req);
@@ -408,6 +448,23 @@ pub fn log2_security_failure_with(
 /// bounds it achieves. Used when a deployment pins `k` (for example Flower's default of
 /// 21 shares) instead of asking [`plan`] for it; the bounds say honestly how strong that
 /// choice is.
+///
+/// [`RoundConfig::builder`](crate::RoundConfig::builder) takes its default threshold from
+/// here (at 10 % dropout and 5 % corruption) when only `k` is given:
+///
+/// ```
+/// use secagg_host::RoundConfig;
+/// use secagg_host::plan::threshold_for;
+/// # fn main() -> Result<(), secagg_host::ConfigError> {
+/// let p = threshold_for(1000, 20, 0.1, 0.05);
+/// assert_eq!(p.neighbors, 20);
+/// assert!(p.log2_insecurity > -40.0); // weaker than the planner's default target
+///
+/// let config = RoundConfig::builder(1000, 1).neighbors(20).build()?;
+/// assert_eq!(config.threshold(), p.threshold);
+/// # Ok(())
+/// # }
+/// ```
 pub fn threshold_for(n: usize, k: usize, dropout_rate: f64, corrupt_fraction: f64) -> Plan {
     let k = k.clamp(1, n.saturating_sub(1).max(1));
     let lo = 2.min(k);
@@ -441,6 +498,24 @@ pub fn threshold_for(n: usize, k: usize, dropout_rate: f64, corrupt_fraction: f6
 /// graph) and `t` anything in `min(2, k)..=k + 1` (`t = k + 1` needs every neighbour and
 /// the owner). On success the [`Plan`] carries the bounds achieved; otherwise the error
 /// names the first bound that fails (security before correctness) and what would fix it.
+///
+/// ```
+/// use secagg_host::plan::{CheckError, PlanRequest, check};
+/// # fn main() -> Result<(), CheckError> {
+/// let request = PlanRequest { clients: 1000, ..PlanRequest::default() }; // curious server
+///
+/// let p = check(&request, 40, 20)?;
+/// assert!(p.log2_insecurity <= -40.0 && p.log2_failure <= -20.0);
+///
+/// // t = 10 of 40: too few corrupted neighbours would rebuild an honest client's secrets.
+/// let err = check(&request, 40, 10).unwrap_err();
+/// assert!(err.is_security());
+/// let CheckError::Exposure { fix, .. } = err else { panic!("{err}") };
+/// assert_eq!(fix.threshold_range(), Some((19, 22))); // what works at k = 40
+/// assert_eq!(fix.planned, Some((36, 19))); // what plan() picks
+/// # Ok(())
+/// # }
+/// ```
 pub fn check(req: &PlanRequest, neighbors: usize, threshold: usize) -> Result<Plan, CheckError> {
     validate(req).map_err(|e| match e {
         PlanError::InvalidRequest(why) => CheckError::InvalidRequest(why),

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use rand_chacha::{ChaCha8Rng, ChaCha12Rng, ChaCha20Rng};
 use rand_core::{Rng, SeedableRng};
+use secagg::process::peak_rss_bytes;
 use secagg_engine::{
     Accumulate, Backend, BackendChoice, CpuEngine, Engine, MaskTerm, Modulus, Prg, Seed,
 };
 use secagg_host::codec;
-use secagg_host::sim::peak_rss_bytes;
 use serde_json::json;
 
 use super::{EXIT_CHECK_FAILED, human_bytes};

@@ -498,8 +498,8 @@ fn finish(s: &Settings, report: &RoundReport) -> Result<ExitCode, String> {
             .collect::<serde_json::Map<_, _>>(),
         "refused": report.refused,
         "elapsed_s": report.elapsed.as_secs_f64(),
-        "peak_rss_bytes": secagg_host::sim::peak_rss_bytes(),
-        "cpu_s": secagg_host::sim::process_cpu_time().map(|d| d.as_secs_f64()),
+        "peak_rss_bytes": secagg::process::peak_rss_bytes(),
+        "cpu_s": secagg::process::process_cpu_time().map(|d| d.as_secs_f64()),
     });
     if report.refusal_count() > 0 {
         let by_reason: Vec<String> = report

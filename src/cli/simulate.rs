@@ -342,7 +342,7 @@ pub fn run(mut a: SimulateArgs) -> Result<ExitCode, String> {
     {
         pb.finish_and_clear();
     }
-    let peak = sim::peak_rss_bytes();
+    let peak = secagg::process::peak_rss_bytes();
     if a.json {
         print_json(&a, &round, &report, &describe, seed, peak);
     } else {

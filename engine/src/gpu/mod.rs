@@ -175,6 +175,29 @@ struct Job<'a> {
 }
 
 /// Vector arithmetic mod 2^b and fused mask expansion on a GPU adapter.
+///
+/// Opening fails with [`EngineError::NoAdapter`] (or [`EngineError::RequestDevice`]) on a
+/// machine without a usable adapter; [`Engine::choose`](crate::Engine::choose) with
+/// [`BackendChoice::Auto`](crate::BackendChoice::Auto) falls back to the CPU instead. The
+/// results are those of [`CpuEngine`](crate::CpuEngine), bit for bit:
+///
+/// ```
+/// use secagg_engine::{Backend, CpuEngine, EngineError, GpuEngine, MaskTerm, Modulus, Prg, Seed};
+/// # fn main() -> Result<(), EngineError> {
+/// let gpu = match GpuEngine::new() {
+///     Ok(gpu) => gpu,
+///     Err(EngineError::NoAdapter(_) | EngineError::RequestDevice(_)) => return Ok(()),
+///     Err(e) => return Err(e),
+/// };
+/// let (s, t, m) = ([6u8; 32], [8u8; 32], Modulus::new(24)?);
+/// let terms = || [MaskTerm::plus(Seed::from_bytes(s)), MaskTerm::minus(Seed::from_bytes(t))];
+/// let (mut a, mut b) = (vec![1u32; 5000], vec![1u32; 5000]);
+/// gpu.apply_masks(&mut a, 3, &terms(), Prg::ChaCha20, m)?;
+/// CpuEngine::new().apply_masks(&mut b, 3, &terms(), Prg::ChaCha20, m)?;
+/// assert_eq!(a, b);
+/// # Ok(())
+/// # }
+/// ```
 pub struct GpuEngine {
     device: wgpu::Device,
     queue: wgpu::Queue,

@@ -2,8 +2,22 @@
 //!
 //! [`Client::new`] checks the round against the client's own [`ClientPolicy`], draws the
 //! round's secrets and queues its first message; feed each server message to
-//! [`Client::handle_message`] and send what [`Client::poll_transmit`] returns. Each state waits
-//! for one server message and lives in the file of the round it performs:
+//! [`Client::handle_message`] and send what [`Client::poll_transmit`] returns.
+//!
+//! ## Call order
+//!
+//! 1. [`Client::new`] with the identity, the configuration the server announced, the
+//!    client's own [`ClientPolicy`] (the round is refused here if it falls below it), an
+//!    engine and a fresh [`round_rng`].
+//! 2. [`Client::set_input`] (or [`Client::set_quantized_input`], or
+//!    [`Client::set_input_source`] for a model too large to hold) any time before the
+//!    masked-input stage.
+//! 3. Drain [`Client::poll_transmit`] and send each message; then hand each message from the
+//!    server to [`Client::handle_message`] and drain again.
+//! 4. [`Client::status`] says where it stands: `Running(stage)` until the server reports the
+//!    result (`Completed`) or the round ends for it (`Aborted`, with the typed reason).
+//!
+//! Each state waits for one server message and lives in the file of the round it performs:
 //!
 //! | file | waits for | checks, then sends |
 //! |---|---|---|

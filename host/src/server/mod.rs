@@ -5,6 +5,26 @@
 //! [`Server::poll_transmit`] (messages to send), [`Server::poll_event`] (what happened) and
 //! [`Server::poll_timeout`] (when to call back). It reads no clock and opens no socket.
 //!
+//! ## Call order
+//!
+//! 1. [`Server::new`] (or [`Server::enrolled`], which admits only certified clients) with the
+//!    round's configuration, an engine and the current time.
+//! 2. [`Server::handle_join`] for each client whose connection is up (a transport admits it
+//!    first: TLS, hello, certificate).
+//! 3. Then, in any order, as things happen: [`Server::handle_message`] for each decoded
+//!    client message, [`Server::misbehaved`] for a frame that failed to decode,
+//!    [`Server::handle_disconnect`] when a connection closes, and [`Server::handle_timeout`]
+//!    once the time [`Server::poll_timeout`] named has come.
+//! 4. After each of those calls, drain [`Server::poll_transmit`] (send each message to its
+//!    client) and [`Server::poll_event`] (clients dropped with their reason, stages
+//!    finished, the round completed or aborted), and ask [`Server::poll_timeout`] again.
+//! 5. Once [`Server::status`] is [`ServerStatus::Completed`], [`Server::output`] (or
+//!    [`Server::take_output`]) holds the sum; on [`ServerStatus::Aborted`] nothing was
+//!    revealed.
+//!
+//! The crate docs show the whole loop; `examples/sans_io.rs` adds a codec, a fake clock and a
+//! client that goes silent.
+//!
 //! Each stage is one state, in its own file, named for what it waits for; handling consumes
 //! the state and returns the next one. A client that misbehaves is dropped with a typed
 //! reason and the round goes on; the round aborts, revealing nothing, only when fewer than

@@ -796,21 +796,17 @@ fn check_output(cfg: &SimConfig, out: &RoundOutput) -> Check {
     }
 }
 
-/// The peak resident set size of this process (Linux), for reports.
-pub fn peak_rss_bytes() -> Option<u64> {
+/// This process's peak resident memory (Linux `VmHWM`), for the stage figures; `None`
+/// elsewhere. (Applications use `secagg::process`.)
+fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// CPU time (user + system, all threads) this process has used so far (Linux).
-pub fn process_cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    // /proc reports in USER_HZ, which Linux fixes at 100 for user space.
-    Some(Duration::from_millis(ticks * 10))
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
+    Some(
+        kb.trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()?
+            * 1024,
+    )
 }
