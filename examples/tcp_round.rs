@@ -64,13 +64,8 @@ async fn client(
     update: Vec<f32>,
 ) -> Result<ClientOutcome, Box<dyn std::error::Error + Send + Sync>> {
     let options = ClientOptions {
-        id: identity.id(),
-        weight: None,
-        layout: layout_digest(&layout().to_bytes()),
-        drop_after: None,
-        connect_timeout: Duration::from_secs(10),
         tls: Some((tls, tls::server_name("127.0.0.1")?)),
-        misbehave: None,
+        ..ClientOptions::new(identity.id(), layout_digest(&layout().to_bytes()))
     };
     // The client's own floors: a semi-malicious server, 5% corrupt clients, 10% dropout,
     // 2^-40 security, at least 10 clients. A round announced below them is refused.

@@ -27,11 +27,12 @@ use secagg::host::codec::{self, Limits, tag};
 use secagg::host::messages::{ClientMessage, Envelope};
 use secagg::host::quantize::error_bound;
 use secagg::host::transport::{
-    ClientOptions, ClientOutcome, Misbehaviour, Refusal, RoundReport, ServeOptions, TransportError,
-    frame_codec, run_client, serve,
+    ClientInput, ClientOptions, ClientOutcome, Misbehaviour, Refusal, RoundReport, ServeOptions,
+    TransportError, frame_codec, run_client, serve,
 };
 use secagg::host::{
-    Client, ClientId, ClientIdentity, ClientPolicy, ClientStatus, DropReason, RoundConfig, Stage,
+    Client, ClientError, ClientId, ClientIdentity, ClientPolicy, ClientStatus, DropReason,
+    RoundConfig, Stage,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -610,7 +611,7 @@ async fn a_client_refuses_a_round_its_policy_fails() {
     for (id, why, h) in refusers {
         let r = h.await.unwrap();
         assert!(
-            matches!(&r, Err(TransportError::Refused(e)) if e.contains(why)),
+            matches!(&r, Err(TransportError::Refused(e @ ClientError::Policy(_))) if e.to_string().contains(why)),
             "client {id}: {r:?}"
         );
     }
@@ -671,7 +672,18 @@ async fn unchunked_uploader(addr: SocketAddr, dep: &Deployment, id: u32, seed: u
 /// upload counts, the second drops it). The slot serves the honest clients in time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_trickled_repeated_and_unchunked_uploads_are_cut_off() {
-    let seed = testing::test_seed("stalled_trickled_repeated_and_unchunked_uploads_are_cut_off");
+    upload_rules(false).await;
+}
+
+/// The same with every upload staged in a temporary file (as a large model's are): the sum is
+/// exact, the cut-off uploads never reach it, and nothing is left on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_staged_on_disk_obey_the_same_rules_and_leave_nothing_behind() {
+    upload_rules(true).await;
+}
+
+async fn upload_rules(spill: bool) {
+    let seed = testing::test_seed(&format!("upload_rules::{spill}"));
     let dep = Deployment::new(seed);
     // More than one minimum-size chunk, so that a stall can come after the first.
     let m = 3 * codec::MIN_CHUNK_ELEMS;
@@ -683,9 +695,13 @@ async fn stalled_trickled_repeated_and_unchunked_uploads_are_cut_off() {
         .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let spill_dir = std::env::temp_dir().join(format!("secagg-spill-test-{seed}"));
+    std::fs::create_dir_all(&spill_dir).unwrap();
     let serve_options = ServeOptions {
         max_concurrent_uploads: 1,
         upload_deadline: Some(Duration::from_millis(800)),
+        max_staged_in_memory: if spill { 0 } else { 16 << 20 },
+        spill_dir: Some(spill_dir.clone()),
         ..dep.serve_options()
     };
     let cfg = config.clone();
@@ -710,9 +726,41 @@ async fn stalled_trickled_repeated_and_unchunked_uploads_are_cut_off() {
         let dep = std::sync::Arc::clone(&dep);
         tokio::spawn(async move { unchunked_uploader(addr, &dep, 6, seed, m).await })
     };
-    let honest: Vec<_> = (0..4u32)
+    let mut honest: Vec<_> = (0..3u32)
         .map(|i| spawn_enrolled(addr, &dep, seed, m, i, None))
         .collect();
+    // Client 3 streams its update: read, quantized, masked and sent a piece at a time.
+    honest.push({
+        let options = ClientOptions {
+            tls: Some(dep.client_tls()),
+            ..options(3, None)
+        };
+        let (identity, policy) = (dep.identity(3), dep.policy());
+        let x = update(seed, 3, m);
+        let mut at = 0;
+        let read = move |out: &mut [f32]| {
+            out.copy_from_slice(&x[at..at + out.len()]);
+            at += out.len();
+            Ok(())
+        };
+        let input = ClientInput::Stream {
+            params: m,
+            read: Box::new(read),
+        };
+        let rng = ChaCha20Rng::seed_from_u64(seed ^ 3);
+        tokio::spawn(async move {
+            run_client(
+                addr,
+                options,
+                identity,
+                policy,
+                input,
+                CpuEngine::new(),
+                rng,
+            )
+            .await
+        })
+    });
     for h in honest {
         let r = h.await.unwrap();
         assert!(matches!(r, Ok(ClientOutcome::Completed { .. })), "{r:?}");
@@ -745,4 +793,10 @@ async fn stalled_trickled_repeated_and_unchunked_uploads_are_cut_off() {
         "{:?}",
         report.elapsed
     );
+    // Every upload that completed went through the staging asked for.
+    assert_eq!(report.staged_on_disk, if spill { 5 } else { 0 });
+    // Staged files are unlinked as soon as they are made.
+    let left: Vec<_> = std::fs::read_dir(&spill_dir).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    std::fs::remove_dir_all(&spill_dir).unwrap();
 }

@@ -234,6 +234,18 @@ pub fn dequantize_sum(sum: &[u32], total_weight: u64, q: &Quantization) -> Vec<f
         .collect()
 }
 
+/// [`dequantize_sum`] in place: the `u32` sum's memory becomes the `f32` result (a large
+/// model's sum is gigabytes; this needs no second copy).
+pub fn dequantize_sum_owned(sum: Vec<u32>, total_weight: u64, q: &Quantization) -> Vec<f32> {
+    let c = f64::from(q.clip);
+    let step = 2.0 * c / f64::from(q.levels - 1);
+    let offset = c * total_weight as f64;
+    // Same size and alignment: the standard library collects this into the same allocation.
+    sum.into_iter()
+        .map(|s| (f64::from(s) * step - offset) as f32)
+        .collect()
+}
+
 /// The largest error quantization can add to one element of a sum over clients of total
 /// weight W: each client's rounding moves its value by less than one level step, times its
 /// weight.
@@ -291,6 +303,16 @@ mod tests {
                 Err(InputError::Source(_))
             ));
         }
+    }
+
+    #[test]
+    fn dequantizing_in_place_matches_and_reuses_the_memory() {
+        let sum: Vec<u32> = (0..1000u32).map(|i| i * 37 % 301).collect();
+        let want = dequantize_sum(&sum, 3, &q());
+        let ptr = sum.as_ptr() as usize;
+        let got = dequantize_sum_owned(sum, 3, &q());
+        assert_eq!(got, want);
+        assert_eq!(got.as_ptr() as usize, ptr, "a second allocation was made");
     }
 
     #[test]

@@ -65,9 +65,15 @@ pub struct ServerArgs {
     /// and the weighted mean when clients sent weights.
     #[arg(long)]
     summary: Option<PathBuf>,
-    /// Masked uploads staged at once (server memory is this many vectors). [default: 4]
+    /// Masked uploads staged at once until whole (each in memory up to 16 MiB packed,
+    /// beyond that in an unlinked file in --spill-dir). [default: 4]
     #[arg(long)]
     max_uploads: Option<usize>,
+    /// Where uploads larger than 16 MiB packed are staged until whole: the server's memory
+    /// stays the accumulator plus a few chunks, and this directory holds at most
+    /// --max-uploads packed uploads. [default: the system's temporary directory]
+    #[arg(long)]
+    spill_dir: Option<PathBuf>,
     /// The model the round aggregates updates of (.npy or .safetensors, e.g. the global
     /// model the clients train): clients whose update has other tensor names or shapes are
     /// refused, and the sum is written with its layout. [this or --params is required]
@@ -150,6 +156,7 @@ struct ServerFile {
     output: Option<PathBuf>,
     summary: Option<PathBuf>,
     max_uploads: Option<usize>,
+    spill_dir: Option<PathBuf>,
     model: Option<PathBuf>,
     params: Option<usize>,
     tls_cert: Option<PathBuf>,
@@ -394,6 +401,8 @@ fn settings(a: ServerArgs) -> Result<Settings, String> {
             .upload_deadline_ms
             .or(file.upload_deadline_ms)
             .map(Duration::from_millis),
+        spill_dir: a.spill_dir.clone().or(file.spill_dir.clone()),
+        ..defaults
     };
     Ok(Settings {
         listen,
@@ -460,13 +469,13 @@ pub fn run(a: ServerArgs) -> Result<ExitCode, String> {
         human_duration(c.stage_timeout()),
         engine.describe(),
     );
-    let report = runtime
+    let mut report = runtime
         .block_on(serve(listener, s.config.clone(), engine, s.options.clone()))
         .map_err(|e| e.to_string())?;
-    finish(&s, &report)
+    finish(&s, &mut report)
 }
 
-fn finish(s: &Settings, report: &RoundReport) -> Result<ExitCode, String> {
+fn finish(s: &Settings, report: &mut RoundReport) -> Result<ExitCode, String> {
     let stages: Vec<_> = report
         .stages
         .iter()
@@ -491,6 +500,7 @@ fn finish(s: &Settings, report: &RoundReport) -> Result<ExitCode, String> {
         "bytes_sent": report.bytes_sent,
         "connections": report.connections,
         "peak_pending": report.peak_pending,
+        "uploads_staged_on_disk": report.staged_on_disk,
         "refused_by_reason": report
             .refusals
             .iter()
@@ -513,10 +523,15 @@ fn finish(s: &Settings, report: &RoundReport) -> Result<ExitCode, String> {
             by_reason.join(", ")
         );
     }
-    let code = match &report.outcome {
+    let code = match &mut report.outcome {
         Ok(out) => {
             let config = &s.config;
-            let sum = out.dequantized_sum(config);
+            // The sum's memory becomes the f32 result: no second copy of a large model.
+            let sum = secagg_host::quantize::dequantize_sum_owned(
+                std::mem::take(&mut out.sum),
+                out.total_weight,
+                &config.quantization(),
+            );
             let written = write_model(&s.output, &s.layout, &sum);
             summary["status"] = json!(if written.is_ok() {
                 "completed"
@@ -534,7 +549,8 @@ fn finish(s: &Settings, report: &RoundReport) -> Result<ExitCode, String> {
             summary["mask_terms"] = json!(out.mask_terms);
             summary["output"] = json!(s.output.display().to_string());
             if report.weighted {
-                let mean = out.weighted_mean(config);
+                let w = out.total_weight.max(1) as f64;
+                let mean: Vec<f32> = sum.iter().map(|&v| (f64::from(v) / w) as f32).collect();
                 summary["weighted_mean"] = json!(mean);
             }
             match written {

@@ -16,7 +16,8 @@ use super::tls::{TlsConnector, channel_binding};
 use super::{Io, TransportError, frame_codec};
 use crate::codec::{self, CHALLENGE_LEN, Hello, Limits, WELCOME_LEN, tag};
 use crate::messages::ClientMessage;
-use crate::{Client, ClientId, ClientIdentity, ClientPolicy, ClientStatus, Stage};
+use crate::quantize::InputError;
+use crate::{Client, ClientError, ClientId, ClientIdentity, ClientPolicy, ClientStatus, Stage};
 
 /// How a client takes part.
 #[derive(Clone)]
@@ -38,6 +39,38 @@ pub struct ClientOptions {
     /// Break the transport's rules on purpose (tests of the server's defences); `None` for
     /// every real client.
     pub misbehave: Option<Misbehaviour>,
+}
+
+impl ClientOptions {
+    /// Options for client `id` sending an update of the model whose layout digest is
+    /// `layout`: no weight, no TLS (set [`ClientOptions::tls`] for any real deployment),
+    /// 10 s to reach the server, nothing broken on purpose. Change fields with struct
+    /// update syntax:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use secagg_host::ClientId;
+    /// use secagg_host::transport::ClientOptions;
+    ///
+    /// let options = ClientOptions {
+    ///     weight: Some(3),
+    ///     connect_timeout: Duration::from_secs(60),
+    ///     ..ClientOptions::new(ClientId(7), [0; 32])
+    /// };
+    /// assert_eq!(options.id, ClientId(7));
+    /// assert!(options.tls.is_none() && options.misbehave.is_none());
+    /// ```
+    pub fn new(id: ClientId, layout: [u8; 32]) -> Self {
+        Self {
+            id,
+            weight: None,
+            layout,
+            drop_after: None,
+            connect_timeout: Duration::from_secs(10),
+            tls: None,
+            misbehave: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for ClientOptions {
@@ -158,14 +191,18 @@ where
 {
     let update = update.into();
     if identity.id() != options.id {
-        return Err(TransportError::Input(format!(
+        return Err(TransportError::Input(ClientError::Identity(format!(
             "the identity is for client {}, not {}",
             identity.id(),
             options.id
-        )));
+        ))));
     }
-    let params = u32::try_from(update.params())
-        .map_err(|_| TransportError::Input("the update has more than 2^32 parameters".into()))?;
+    let params = u32::try_from(update.params()).map_err(|_| {
+        TransportError::Input(ClientError::Input(InputError::Length {
+            got: update.params(),
+            want: u32::MAX as usize,
+        }))
+    })?;
     let socket = connect(addr, options.connect_timeout).await?;
     let _ = socket.set_nodelay(true);
     let (io, binding): (Box<dyn Io>, [u8; 32]) = match &options.tls {
@@ -216,21 +253,21 @@ where
         t => return Err(crate::error::CodecError::UnknownTag(t).into()),
     };
     if config.round_id() != challenge.round {
-        return Err(TransportError::Refused(format!(
-            "the welcome is for round {}, the challenge was for round {}",
-            config.round_id(),
-            challenge.round
-        )));
+        return Err(TransportError::WrongRound {
+            challenge: challenge.round,
+            welcome: config.round_id(),
+        });
     }
     let limits = Limits::for_config(&config);
     framed
         .decoder_mut()
         .set_max_frame_length(limits.max_server_frame());
     if update.params() != config.params() {
-        return Err(TransportError::Input(format!(
-            "the update has {} parameters, the round aggregates {}",
-            update.params(),
-            config.params()
+        return Err(TransportError::Input(ClientError::Input(
+            InputError::Length {
+                got: update.params(),
+                want: config.params(),
+            },
         )));
     }
     let weight = options.weight.unwrap_or(1);
@@ -238,19 +275,20 @@ where
     let vector_len = config.vector_len();
     let bits = config.modulus().bits();
     let idle = config.stage_timeout() * 4 + Duration::from_secs(30);
-    let mut client = Client::new(identity, config, policy, engine, rng)
-        .map_err(|e| TransportError::Refused(e.to_string()))?;
+    let mut client =
+        Client::new(identity, config, policy, engine, rng).map_err(TransportError::Refused)?;
     match update {
         ClientInput::Values(values) => client.set_input(values, weight),
         ClientInput::Stream { params, read } => {
             // Stochastic rounding draws from its own generator, seeded by the system.
-            let rounding = crate::round_rng().map_err(|e| TransportError::Input(e.to_string()))?;
+            let rounding = crate::round_rng()
+                .map_err(|e| TransportError::Io(std::io::Error::other(e.to_string())))?;
             crate::quantize::QuantizingSource::new(read, params, &quantization, weight, rounding)
                 .map_err(Into::into)
                 .and_then(|source| client.set_input_source(Box::new(source)))
         }
     }
-    .map_err(|e| TransportError::Input(e.to_string()))?;
+    .map_err(TransportError::Input)?;
     loop {
         while let Some(env) = client.poll_transmit() {
             let stage = env.message.stage();
@@ -291,9 +329,7 @@ where
             return Err(TransportError::Rejected(codec::decode_reject(&frame)?));
         }
         let env = codec::decode_server(&frame, &limits)?;
-        client
-            .handle_message(env)
-            .map_err(|e| TransportError::Input(e.to_string()))?;
+        client.handle_message(env).map_err(TransportError::Input)?;
     }
 }
 

@@ -14,11 +14,54 @@
 //! client that misses it, or whose connection closes, is a dropout; a client that sends
 //! something malformed is dropped with a logged reason; the round goes on for the others.
 //!
-//! Masked inputs are unpacked into a staging vector as their chunks arrive and added into the
-//! server's single accumulator when the last chunk lands. At most
-//! [`ServeOptions::max_concurrent_uploads`] uploads are staged at once, each only for a
-//! client the round is waiting for and each within a deadline, so server memory is O(m),
-//! whatever n is, and no client can hold the others up.
+//! Masked inputs stay packed as their chunks arrive and are added into the server's single
+//! accumulator once the last chunk lands (a partial input could never be taken out of the
+//! sum): staged in memory up to [`ServeOptions::max_staged_in_memory`], in an unlinked
+//! temporary file beyond. At most [`ServeOptions::max_concurrent_uploads`] uploads are
+//! staged at once, each only for a client the round is waiting for and each within a
+//! deadline, so server memory is the accumulator plus a few chunks, whatever n is, and no
+//! client can hold the others up. A client streams its update ([`ClientInput::Stream`]) so
+//! that it never holds a whole large model either.
+//!
+//! ## Example
+//!
+//! A server and three clients over loopback, in plaintext and honest-but-curious for
+//! brevity: a deployment gives the server a TLS certificate and a CA
+//! ([`ServeOptions::tls`], [`ServeOptions::ca`]) and each client its certificate and the
+//! CA's name (`examples/tcp_round.rs` does).
+//!
+//! ```
+//! use secagg_engine::CpuEngine;
+//! use secagg_host::identity::IdentityKey;
+//! use secagg_host::transport::{ClientOptions, ClientOutcome, ServeOptions, run_client, serve};
+//! use secagg_host::{ClientId, ClientIdentity, ClientPolicy, RoundConfig, round_rng};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let config = RoundConfig::builder(3, 100).build()?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! let server = tokio::spawn(serve(listener, config, CpuEngine::new(), ServeOptions::default()));
+//!
+//! let policy = ClientPolicy { min_cohort: 3, ..ClientPolicy::curious_unauthenticated() };
+//! let mut clients = Vec::new();
+//! for i in 0..3 {
+//!     let mut rng = round_rng()?;
+//!     let me = ClientIdentity::self_asserted(ClientId(i), IdentityKey::generate(&mut rng));
+//!     let (options, policy) = (ClientOptions::new(ClientId(i), [0; 32]), policy.clone());
+//!     let update = vec![0.25f32; 100];
+//!     clients.push(tokio::spawn(async move {
+//!         run_client(addr, options, me, policy, &update, CpuEngine::new(), rng).await
+//!     }));
+//! }
+//! for client in clients {
+//!     assert_eq!(client.await??, ClientOutcome::Completed { included: 3 });
+//! }
+//! let report = server.await??;
+//! assert_eq!(report.outcome?.included.len(), 3);
+//! # Ok(())
+//! # }
+//! ```
 
 mod client;
 mod server;
@@ -56,12 +99,22 @@ pub enum TransportError {
     /// The connection closed before the round ended.
     #[error("connection closed by the peer while waiting for {0}")]
     Closed(&'static str),
-    /// The client's input does not fit the round.
+    /// The client's input or identity does not fit the round (a wrong number of
+    /// parameters, a NaN, a weight out of range, an identity for another id).
     #[error("input does not fit the round: {0}")]
-    Input(String),
-    /// The client refused the round the server announced (its policy, or its identity).
+    Input(crate::ClientError),
+    /// The client refused the round the server announced: match the inner error for why
+    /// (`ClientError::Policy` with the failed bound, `ClientError::Identity`).
     #[error("refused the round: {0}")]
-    Refused(String),
+    Refused(crate::ClientError),
+    /// The server's welcome is for another round than its challenge.
+    #[error("the welcome is for round {welcome}, the challenge was for round {challenge}")]
+    WrongRound {
+        /// The round the challenge named.
+        challenge: u64,
+        /// The round the welcome described.
+        welcome: u64,
+    },
     /// TLS could not be set up or the handshake failed.
     #[error("TLS: {0}")]
     Tls(String),

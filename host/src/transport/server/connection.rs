@@ -12,6 +12,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 
 use super::Refusal;
+use super::staging::{Staged, Staging};
 use crate::ClientId;
 use crate::codec::{self, Challenge, HELLO_DOMAIN, HELLO_MAX, Hello, Limits, tag};
 use crate::error::CodecError;
@@ -30,6 +31,8 @@ pub(super) struct Shared {
     pub(super) hello_timeout: Duration,
     pub(super) upload_deadline: Duration,
     pub(super) uploads: Arc<Semaphore>,
+    pub(super) max_staged_in_memory: usize,
+    pub(super) spill_dir: std::path::PathBuf,
     pub(super) limits: Limits,
     pub(super) events: mpsc::Sender<Event>,
 }
@@ -70,7 +73,7 @@ pub(super) enum Event {
     Masked {
         conn: u64,
         round: u64,
-        message: ClientMessage,
+        message: Staged,
         bytes: usize,
         /// Released once the vector is in the accumulator.
         _permit: OwnedSemaphorePermit,
@@ -453,12 +456,21 @@ async fn upload(
     };
     let deadline = tokio::time::Instant::now() + shared.upload_deadline;
     let limits = &shared.limits;
-    // The upload stays packed (b/32 of its unpacked size): the server adds it as it is.
-    let mut runs = Vec::with_capacity(limits.vector_len.div_ceil(codec::CHUNK_ELEMS));
+    // The upload stays packed (b/32 of its unpacked size): the server adds it as it is, once
+    // it is whole.
+    let spill_failed = |e: std::io::Error| {
+        log::error!(
+            "staging connection {conn}'s upload in {}: {e}",
+            shared.spill_dir.display()
+        );
+        Event::Closed { conn }
+    };
+    let mut runs = Staging::new(limits, shared.max_staged_in_memory, &shared.spill_dir, conn)
+        .map_err(spill_failed)?;
     let mut bytes = first.len() + 4;
     let (mut placed, run) =
         codec::decode_chunk_packed(&first, limits, 0).map_err(|e| bad(Refusal::BadUpload, e))?;
-    runs.push(run);
+    runs.push(run).map_err(spill_failed)?;
     let round = placed.round;
     let mut at = placed.offset + placed.count;
     while at < limits.vector_len {
@@ -499,7 +511,7 @@ async fn upload(
             };
             bad(Refusal::BadUpload, e)
         })?;
-        runs.push(run);
+        runs.push(run).map_err(spill_failed)?;
         if placed.round != round {
             return Err(bad(
                 Refusal::BadUpload,
@@ -511,7 +523,9 @@ async fn upload(
         }
         at += placed.count;
     }
-    let message = codec::packed_input(runs, limits).map_err(|e| bad(Refusal::BadUpload, e))?;
+    let message = runs
+        .finish(limits)
+        .map_err(|e| bad(Refusal::BadUpload, e))?;
     Ok(Some(Event::Masked {
         conn,
         round,

@@ -12,11 +12,12 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::connection::{self, Admission, Event, Shared};
+use super::staging::Staged;
 use super::{MAX_REFUSAL_DETAILS, Refusal, RoundReport, ServeOptions, StageTiming};
 use crate::codec::{self, Limits};
 use crate::config::RoundConfig;
 use crate::error::{CodecError, ProtocolError};
-use crate::messages::{Envelope, ServerMessage};
+use crate::messages::{ClientMessage, Envelope, ServerMessage};
 use crate::server::{DropReason, Server, ServerEvent, ServerStatus};
 use crate::transport::TransportError;
 use crate::{ClientId, Stage};
@@ -108,6 +109,8 @@ impl<E: secagg_engine::Accumulate> Driver<E> {
             hello_timeout: options.hello_timeout,
             upload_deadline,
             uploads: Arc::new(Semaphore::new(options.max_concurrent_uploads.max(1))),
+            max_staged_in_memory: options.max_staged_in_memory,
+            spill_dir: options.spill_dir.clone().unwrap_or_else(std::env::temp_dir),
             limits: Limits::for_config(&config),
             events,
         });
@@ -130,6 +133,7 @@ impl<E: secagg_engine::Accumulate> Driver<E> {
                 refusals: Default::default(),
                 refused: Vec::new(),
                 elapsed: Duration::ZERO,
+                staged_on_disk: 0,
             },
             peers: HashMap::new(),
             by_conn: HashMap::new(),
@@ -205,9 +209,30 @@ impl<E: secagg_engine::Accumulate> Driver<E> {
             } => {
                 self.report.bytes_received += bytes as u64;
                 if let Some(&id) = self.by_conn.get(&conn) {
-                    let env = Envelope { round, message };
                     let now = self.now();
-                    self.server.handle_message(id, env, now);
+                    match message {
+                        Staged::Whole(message) => {
+                            self.server
+                                .handle_message(id, Envelope { round, message }, now);
+                        }
+                        // Read back and added piece by piece, with nothing in between: the
+                        // sans-IO server sees the whole input arrive at once.
+                        Staged::Spilled(spill) => {
+                            self.report.staged_on_disk += 1;
+                            let server = &mut self.server;
+                            let replayed = spill.replay(|run| {
+                                let message = ClientMessage::MaskedChunk(run);
+                                server.handle_message(id, Envelope { round, message }, now);
+                                server.awaits_masked_input(id)
+                            });
+                            if let Err(e) = replayed {
+                                // Our disk failed, not the client: the partial input in the
+                                // sum ends the round when the client is let go.
+                                log::error!("reading back client {id}'s staged upload: {e}");
+                                self.server.handle_disconnect(id, now);
+                            }
+                        }
+                    }
                 }
             }
             Event::Refused {

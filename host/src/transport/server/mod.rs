@@ -14,6 +14,7 @@
 
 mod connection;
 mod driver;
+mod staging;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,9 +32,19 @@ use crate::server::RoundOutput;
 /// nothing a client sends changes it.
 #[derive(Clone)]
 pub struct ServeOptions {
-    /// Masked uploads staged at once; the rest wait in their sockets. Server memory for
-    /// uploads is this many vectors of m + 1 elements, whatever n is.
+    /// Masked uploads staged at once; the rest wait in their sockets. An upload enters the
+    /// sum only once it is whole (a partial input could not be taken out again), so each
+    /// one in flight is staged: in memory up to [`ServeOptions::max_staged_in_memory`]
+    /// bytes, otherwise in a temporary file.
     pub max_concurrent_uploads: usize,
+    /// The largest packed upload staged in memory (default 16 MiB). Larger ones go to an
+    /// unlinked temporary file in [`ServeOptions::spill_dir`] and are read back a chunk at
+    /// a time as they are added: the server's memory is then the accumulator plus a few
+    /// chunks whatever m and n are, and the disk holds at most `max_concurrent_uploads`
+    /// packed uploads.
+    pub max_staged_in_memory: usize,
+    /// Where large uploads are staged; `None` is the system's temporary directory.
+    pub spill_dir: Option<std::path::PathBuf>,
     /// The digest ([`codec::layout_digest`](crate::codec::layout_digest)) of the model
     /// layout every client must send; `None` accepts any layout with the configured number
     /// of parameters.
@@ -56,6 +67,8 @@ impl Default for ServeOptions {
     fn default() -> Self {
         Self {
             max_concurrent_uploads: 4,
+            max_staged_in_memory: 16 << 20,
+            spill_dir: None,
             layout: None,
             ca: None,
             tls: None,
@@ -70,6 +83,8 @@ impl std::fmt::Debug for ServeOptions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ServeOptions")
             .field("max_concurrent_uploads", &self.max_concurrent_uploads)
+            .field("max_staged_in_memory", &self.max_staged_in_memory)
+            .field("spill_dir", &self.spill_dir)
             .field("layout", &self.layout.is_some())
             .field("ca", &self.ca)
             .field("tls", &self.tls.is_some())
@@ -186,6 +201,9 @@ pub struct RoundReport {
     pub refused: Vec<String>,
     /// From listening to the end of the round.
     pub elapsed: Duration,
+    /// Uploads that were staged in a temporary file (larger than
+    /// [`ServeOptions::max_staged_in_memory`]) before they were added.
+    pub staged_on_disk: u64,
 }
 
 impl RoundReport {
