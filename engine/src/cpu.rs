@@ -394,10 +394,14 @@ impl crate::Accumulate for CpuEngine {
 
     fn accumulator(&self, len: usize, modulus: Modulus) -> Result<CpuAccumulator, EngineError> {
         modulus.check_lane::<u32>()?;
-        Ok(CpuAccumulator {
-            data: vec![0; len],
-            modulus,
-        })
+        let mut data = vec![0u32; len];
+        // Fresh zeroed memory is mapped lazily: the first write to each page faults. Touch
+        // every page now, on every core, so that the faults are paid while the server
+        // waits for its first upload and not inside the first add (measured by `secagg
+        // bench` at 10^9 elements: 4 uploads ingested in 4.40 s before, most of it the
+        // first one's page faults).
+        self.run(|| data.par_chunks_mut(PACKED_TILE).for_each(|tile| tile.fill(0)));
+        Ok(CpuAccumulator { data, modulus })
     }
 
     fn add_packed(

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use secagg::model::{ModelFormat, ModelLayout, TensorSpec, read_model, write_model};
+use secagg::model::{ModelFormat, ModelLayout, ModelStream, TensorSpec, write_model};
 use secagg_engine::{Backend, BackendChoice, Engine};
 use secagg_host::codec::layout_digest;
 use secagg_host::config::{Quantization, RoundConfig, bits_needed};
@@ -193,9 +193,10 @@ fn shape(model: Option<PathBuf>, params: Option<usize>) -> Result<(ModelLayout, 
     match (model, params) {
         (Some(_), Some(_)) => Err("give --model or --params, not both".into()),
         (Some(path), None) => {
-            let (layout, _) =
-                read_model(&path).map_err(|e| format!("--model {}: {e}", path.display()))?;
-            Ok((layout, true))
+            // The layout only: the header is read, not the values.
+            let model =
+                ModelStream::open(&path).map_err(|e| format!("--model {}: {e}", path.display()))?;
+            Ok((model.layout().clone(), true))
         }
         (None, Some(m)) => Ok((
             ModelLayout {

@@ -232,8 +232,13 @@ impl View for F32Tensor<'_> {
     }
 
     fn data(&self) -> Cow<'_, [u8]> {
-        // Converted one tensor at a time, so only the largest tensor is ever duplicated.
-        Cow::Owned(self.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        if cfg!(target_endian = "little") {
+            // The values' own bytes are already little-endian: written without a copy (a
+            // large model's sum would otherwise be duplicated while it is written).
+            Cow::Borrowed(bytemuck::cast_slice(self.values))
+        } else {
+            Cow::Owned(self.values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        }
     }
 
     fn data_len(&self) -> usize {

@@ -468,10 +468,10 @@ impl<E: secagg_engine::Accumulate> Driver<E> {
     /// Records the outcome, lets the last frames go out, and ends every connection.
     async fn close(mut self, mut events: mpsc::Receiver<Event>) -> RoundReport {
         self.report.outcome = match self.server.status() {
+            // Taken, not copied: a large model's sum is gigabytes.
             ServerStatus::Completed => self
                 .server
-                .output()
-                .cloned()
+                .take_output()
                 .ok_or_else(|| "no output".to_string()),
             ServerStatus::Aborted(reason) => Err(reason),
             ServerStatus::Running(_) => Err("not finished".into()),
