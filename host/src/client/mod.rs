@@ -277,6 +277,34 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
     /// not allow, and an identity the policy cannot use (a self-asserted identity under a
     /// policy that trusts a CA). The input can be set now or at any time before the
     /// masked-input stage.
+    ///
+    /// ```
+    /// use secagg_engine::CpuEngine;
+    /// use secagg_host::identity::IdentityKey;
+    /// use secagg_host::messages::ClientMessage;
+    /// use secagg_host::{Client, ClientError, ClientId, ClientIdentity, ClientPolicy, RoundConfig};
+    /// use secagg_host::{PolicyError, round_rng};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let policy = ClientPolicy { min_cohort: 3, ..ClientPolicy::curious_unauthenticated() };
+    /// let mut rng = round_rng()?;
+    /// let me = ClientIdentity::self_asserted(ClientId(0), IdentityKey::generate(&mut rng));
+    /// let config = RoundConfig::builder(5, 100).build()?;
+    /// let mut client = Client::new(me, config, policy.clone(), CpuEngine::new(), rng)?;
+    /// // Its first message is queued: a commitment to its graph nonce.
+    /// let first = client.poll_transmit().ok_or("nothing to send")?;
+    /// assert!(matches!(first.message, ClientMessage::Join { .. }));
+    ///
+    /// // A round smaller than the policy's minimum cohort is refused before anything is sent.
+    /// let tiny = RoundConfig::builder(3, 100).build()?;
+    /// let strict = ClientPolicy { min_cohort: 10, ..policy };
+    /// let mut rng = round_rng()?;
+    /// let me = ClientIdentity::self_asserted(ClientId(0), IdentityKey::generate(&mut rng));
+    /// let refused = Client::new(me, tiny, strict, CpuEngine::new(), rng);
+    /// assert!(matches!(refused, Err(ClientError::Policy(PolicyError::Cohort { min: 10, .. }))));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(
         identity: ClientIdentity,
         config: RoundConfig,

@@ -418,6 +418,28 @@ impl<E: Accumulate> Server<E> {
     /// A server for a round whose clients need no enrollment (identity keys are taken as the
     /// clients assert them: enough against nothing but an honest-but-curious server). The
     /// first stage's deadline runs from `now`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use secagg_engine::CpuEngine;
+    /// use secagg_host::{ClientId, RoundConfig, Server, ServerEvent, ServerStatus, Stage};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config = RoundConfig::builder(5, 1000).build()?;
+    /// let t0 = Duration::ZERO;
+    /// let mut server = Server::new(config, CpuEngine::new(), t0);
+    /// assert_eq!(server.status(), ServerStatus::Running(Stage::Join));
+    /// // Nobody joins: when the stage's deadline (30 s by default) passes, the round aborts
+    /// // with fewer clients than it needs, having revealed nothing.
+    /// server.handle_join(ClientId(0), t0);
+    /// let deadline = server.poll_timeout().ok_or("no deadline")?;
+    /// server.handle_timeout(deadline);
+    /// assert!(matches!(server.status(), ServerStatus::Aborted(_)));
+    /// assert!(std::iter::from_fn(|| server.poll_event())
+    ///     .any(|e| matches!(e, ServerEvent::Aborted { .. })));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn new(config: RoundConfig, engine: E, now: Duration) -> Self {
         Self::build(config, None, engine, now)
     }
