@@ -18,9 +18,7 @@ use secagg::host::codec::layout_digest;
 use secagg::host::identity::{CaKey, CaPublicKey, IdentityKey};
 use secagg::host::plan::{Adversary, PlanRequest, plan};
 use secagg::host::transport::tls::{self, TestPki, TlsAcceptor, TlsConnector};
-use secagg::host::transport::{
-    ClientOptions, ClientOutcome, RoundReport, ServeOptions, run_client, serve,
-};
+use secagg::host::transport::{ClientOutcome, Join, RoundReport, ServeOptions, serve};
 use secagg::host::{ClientId, ClientIdentity, ClientPolicy, RoundConfig, round_rng};
 use secagg::model::{ModelFormat, ModelLayout, TensorSpec};
 
@@ -63,23 +61,12 @@ async fn client(
     tls: TlsConnector,
     update: Vec<f32>,
 ) -> Result<ClientOutcome, Box<dyn std::error::Error + Send + Sync>> {
-    let options = ClientOptions {
-        tls: Some((tls, tls::server_name("127.0.0.1")?)),
-        ..ClientOptions::new(identity.id(), layout_digest(&layout().to_bytes()))
-    };
     // The client's own floors: a semi-malicious server, 5% corrupt clients, 10% dropout,
     // 2^-40 security, at least 10 clients. A round announced below them is refused.
     let policy = ClientPolicy::enrolled(ca);
-    let rng = round_rng()?;
-    let outcome = run_client(
-        addr,
-        options,
-        identity,
-        policy,
-        &update,
-        CpuEngine::new(),
-        rng,
-    );
+    let outcome = Join::new(identity, policy, layout_digest(&layout().to_bytes()))
+        .tls(tls, tls::server_name("127.0.0.1")?)
+        .run(addr, &update);
     Ok(outcome.await?)
 }
 

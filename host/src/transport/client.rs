@@ -173,7 +173,8 @@ type Reader = FramedRead<ReadHalf<Box<dyn Io>>, LengthDelimitedCodec>;
 
 /// Joins the round at `addr` as `identity` with `update` and runs it to the end. The round the
 /// server announces is checked against `policy` before anything else is sent; a round the
-/// policy refuses ends with [`TransportError::Refused`]. `update` is a slice (or a
+/// policy refuses ends with [`TransportError::Refused`]. [`super::Join`] sets the same up by
+/// name, with defaults. `update` is a slice (or a
 /// `&Vec<f32>`) or a [`ClientInput::Stream`].
 pub async fn run_client<'u, A, E, R>(
     addr: A,

@@ -33,7 +33,7 @@
 //! ```
 //! use secagg_engine::CpuEngine;
 //! use secagg_host::identity::IdentityKey;
-//! use secagg_host::transport::{ClientOptions, ClientOutcome, ServeOptions, run_client, serve};
+//! use secagg_host::transport::{ClientOutcome, Join, ServeOptions, serve};
 //! use secagg_host::{ClientId, ClientIdentity, ClientPolicy, RoundConfig, round_rng};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
@@ -48,11 +48,9 @@
 //! for i in 0..3 {
 //!     let mut rng = round_rng()?;
 //!     let me = ClientIdentity::self_asserted(ClientId(i), IdentityKey::generate(&mut rng));
-//!     let (options, policy) = (ClientOptions::new(ClientId(i), [0; 32]), policy.clone());
+//!     let join = Join::new(me, policy.clone(), [0; 32]).rng(rng);
 //!     let update = vec![0.25f32; 100];
-//!     clients.push(tokio::spawn(async move {
-//!         run_client(addr, options, me, policy, &update, CpuEngine::new(), rng).await
-//!     }));
+//!     clients.push(tokio::spawn(async move { join.run(addr, &update).await }));
 //! }
 //! for client in clients {
 //!     assert_eq!(client.await??, ClientOutcome::Completed { included: 3 });
@@ -64,6 +62,7 @@
 //! ```
 
 mod client;
+mod join;
 mod server;
 pub mod tls;
 
@@ -73,6 +72,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::LengthDelimitedCodec;
 
 pub use client::{ClientInput, ClientOptions, ClientOutcome, Misbehaviour, ReadUpdate, run_client};
+pub use join::Join;
 pub use server::{MAX_REFUSAL_DETAILS, Refusal, RoundReport, ServeOptions, StageTiming, serve};
 
 use crate::error::{CodecError, ProtocolError};

@@ -90,12 +90,13 @@ impl Spill {
                 "secagg-upload-{}-{conn}-{stamp}-{attempt}",
                 std::process::id()
             ));
-            match OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
+            let mut options = OpenOptions::new();
+            options.read(true).write(true).create_new(true);
+            // Readable by this user only, for the moment before it is unlinked (masked
+            // vectors reveal nothing alone, but they are the server's to keep).
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            match options.open(&path) {
                 Ok(file) => {
                     // Unlinked at once where the system allows: nothing is left behind.
                     let path = std::fs::remove_file(&path).err().map(|_| path);
