@@ -73,6 +73,20 @@ pub trait Accumulate: Backend {
         count: usize,
     ) -> Result<(), EngineError>;
 
+    /// [`add_packed`](Accumulate::add_packed) for each of `runs` in order, as `(offset,
+    /// packed, count)`: an upload as it arrived, chunk by chunk. An engine may batch
+    /// consecutive runs (the GPU engine stages several into one buffer and one dispatch
+    /// instead of one per 65,536-element wire chunk); the result is the same. On an error
+    /// some runs may already be added.
+    fn add_packed_runs(
+        &self,
+        acc: &mut Self::Accumulator,
+        runs: &[(usize, &[u8], usize)],
+    ) -> Result<(), EngineError> {
+        runs.iter()
+            .try_for_each(|&(offset, packed, count)| self.add_packed(acc, offset, packed, count))
+    }
+
     /// `acc[offset + i] = (acc[offset + i] + words[i]) mod 2^b`: an input already unpacked
     /// (each word below 2^b; higher bits are dropped by the reduction).
     fn add_words(
@@ -246,6 +260,14 @@ impl<A: Accumulate> Accumulate for &A {
 
     fn read_out_owned(&self, acc: A::Accumulator) -> Result<Vec<u32>, EngineError> {
         (**self).read_out_owned(acc)
+    }
+
+    fn add_packed_runs(
+        &self,
+        acc: &mut A::Accumulator,
+        runs: &[(usize, &[u8], usize)],
+    ) -> Result<(), EngineError> {
+        (**self).add_packed_runs(acc, runs)
     }
 
     fn settle(&self) -> Result<(), EngineError> {

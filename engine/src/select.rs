@@ -283,6 +283,19 @@ impl crate::Accumulate for Engine {
         }
     }
 
+    fn add_packed_runs(
+        &self,
+        acc: &mut EngineAccumulator,
+        runs: &[(usize, &[u8], usize)],
+    ) -> Result<(), EngineError> {
+        match (self, acc) {
+            (Engine::Cpu(e), EngineAccumulator::Cpu(a)) => e.add_packed_runs(a, runs),
+            (Engine::Gpu(e), EngineAccumulator::Gpu(a)) => e.add_packed_runs(a, runs),
+            (Engine::Cpu(_), _) => Err(foreign("gpu", "cpu")),
+            (Engine::Gpu(_), _) => Err(foreign("cpu", "gpu")),
+        }
+    }
+
     fn read_out_owned(&self, acc: EngineAccumulator) -> Result<Vec<u32>, EngineError> {
         match (self, acc) {
             (Engine::Cpu(e), EngineAccumulator::Cpu(a)) => e.read_out_owned(a),

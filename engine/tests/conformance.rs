@@ -302,6 +302,66 @@ fn accumulator_add_packed<E: Accumulate>(e: &E, test: &str) {
 }
 
 /// The mask pass in place over ranges of an accumulator equals the spec on the same slice.
+/// Uploads as runs handed over together (`add_packed_runs`): runs of whole words that an
+/// engine may join, ragged runs (3, 11, 37 elements: their bits end inside a word) that must
+/// not be joined to what follows, and runs that jump (not consecutive), against the
+/// reference sum.
+fn accumulator_add_packed_runs<E: Accumulate>(e: &E, test: &str) {
+    let mut rng = Inputs::new(test);
+    for bits in PACKED_BITS {
+        let modulus = Modulus::new(bits).unwrap();
+        let mask = mask_of(modulus);
+        let len = 20_000 + rng.below(5000) as usize;
+        let mut want = vec![0u32; len];
+        let mut acc = e.accumulator(len, modulus).unwrap();
+        for upload in 0..4 {
+            // Run sizes: multiples of 32 (joinable at any b) mixed with ragged ones.
+            let mut runs: Vec<(usize, Vec<u8>, usize)> = Vec::new();
+            let mut at = if upload == 0 {
+                0
+            } else {
+                rng.below(100) as usize
+            };
+            while at < len {
+                let n = match rng.below(6) {
+                    0 => 3,
+                    1 => 11,
+                    2 => 37,
+                    3 => 4096,
+                    _ => 32 * (1 + rng.below(64) as usize),
+                }
+                .min(len - at);
+                let values: Vec<u32> = rng.vec(n).into_iter().map(|v| v & mask).collect();
+                for (w, v) in want[at..at + n].iter_mut().zip(&values) {
+                    *w = w.wrapping_add(*v) & mask;
+                }
+                runs.push((at, pack_bits(&values, bits), n));
+                // Now and then a jump: the next run does not continue this one.
+                at += n + if rng.below(8) == 0 {
+                    1 + rng.below(50) as usize
+                } else {
+                    0
+                };
+            }
+            let slices: Vec<(usize, &[u8], usize)> = runs
+                .iter()
+                .map(|(o, p, n)| (*o, p.as_slice(), *n))
+                .collect();
+            e.add_packed_runs(&mut acc, &slices).unwrap();
+        }
+        let mut got = vec![0u32; len];
+        e.read_out(&acc, &mut got).unwrap();
+        assert_same(
+            &format!("add_packed_runs b = {bits}, {len} elements"),
+            &got,
+            &want,
+        );
+        // A run whose bytes do not match its count is refused.
+        let bad = [(0usize, &[0u8; 3][..], 64usize)];
+        assert!(e.add_packed_runs(&mut acc, &bad).is_err());
+    }
+}
+
 fn accumulator_mask_range<E: Accumulate>(e: &E, test: &str) {
     let mut rng = Inputs::new(test);
     for bits in PACKED_BITS {
@@ -428,6 +488,7 @@ macro_rules! conformance {
             case!(equals_cpu_bit_for_bit);
             case!(above_32m_elements, release);
             case!(accumulator_add_packed);
+            case!(accumulator_add_packed_runs);
             case!(accumulator_mask_range);
             case!(accumulator_rejects_bad_arguments);
             case!(accumulator_across_default_chunks, release);

@@ -2,8 +2,9 @@
 //! needed.
 //!
 //! Ingest: n masked uploads of m elements arrive as the wire carries them (chunks of at most
-//! 65,536 elements packed at b bits) and are added into the engine's accumulator
-//! (`Accumulate::add_packed`: device memory on a GPU). Unmask: one fused mask pass over the
+//! 65,536 elements packed at b bits) and each, once whole, is added into the engine's
+//! accumulator (`Accumulate::add_packed_runs`: device memory on a GPU, which stages several
+//! chunks per dispatch). Unmask: one fused mask pass over the
 //! whole accumulator with the terms a dropout pattern needs (the survivors' self masks, and
 //! each dropped client's pairwise masks with its surviving neighbours on a ring of k), then
 //! one read-out. The uploads are drawn from a pool of distinct random chunks, so that the
@@ -208,18 +209,23 @@ pub fn run(a: BenchArgs) -> Result<ExitCode, String> {
     let chunks = m.div_ceil(CHUNK);
     let t0 = Instant::now();
     for c in 0..n {
-        for j in 0..chunks {
-            let at = j * CHUNK;
-            let count = CHUNK.min(m - at);
-            let packed = if count == CHUNK {
-                &pool_packed[pick(c, j)]
-            } else {
-                &tail_packed[pick(c, j)]
-            };
-            engine
-                .add_packed(&mut acc, at, packed, count)
-                .map_err(|e| format!("ingest: {e}"))?;
-        }
+        // One upload: its wire chunks handed over together once it is whole, as the server
+        // adds a staged upload (an engine may batch them).
+        let runs: Vec<(usize, &[u8], usize)> = (0..chunks)
+            .map(|j| {
+                let at = j * CHUNK;
+                let count = CHUNK.min(m - at);
+                let packed = if count == CHUNK {
+                    &pool_packed[pick(c, j)]
+                } else {
+                    &tail_packed[pick(c, j)]
+                };
+                (at, packed.as_slice(), count)
+            })
+            .collect();
+        engine
+            .add_packed_runs(&mut acc, &runs)
+            .map_err(|e| format!("ingest: {e}"))?;
     }
     // A GPU queues its work: wait for it, so that the ingest is charged all of it.
     engine.settle().map_err(|e| format!("ingest: {e}"))?;

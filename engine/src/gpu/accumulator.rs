@@ -14,6 +14,9 @@ use crate::{EngineError, MaskTerm, Modulus, Prg, Seed, Sign, check_range};
 
 /// Most elements one `add_packed` dispatch covers: keeps `first_bit + len · b` below 2^32.
 const MAX_PACKED_ELEMS: usize = 1 << 26;
+/// Most bytes `add_packed_runs` gathers into one staging buffer (and one dispatch per
+/// accumulator chunk it spans) before flushing.
+const GROUP_BYTES: usize = 16 << 20;
 
 /// An accumulator in GPU memory (see the module docs).
 pub struct GpuAccumulator {
@@ -280,6 +283,52 @@ impl Accumulate for GpuEngine {
             )?;
         }
         Ok(())
+    }
+
+    fn add_packed_runs(
+        &self,
+        acc: &mut GpuAccumulator,
+        runs: &[(usize, &[u8], usize)],
+    ) -> Result<(), EngineError> {
+        // Every run is checked before any is added.
+        for &(offset, packed, count) in runs {
+            check_packed(acc.len, offset, packed, count, acc.modulus)?;
+        }
+        let bits = acc.modulus.bits() as usize;
+        // Consecutive runs whose bits end on a word join one group: their bytes concatenate
+        // into one packed stream, staged and added at once. A group of one is added from the
+        // caller's bytes.
+        let mut buffer: Vec<u8> = Vec::new();
+        let mut flush = |acc: &mut GpuAccumulator, group: &[(usize, &[u8], usize)]| {
+            let [first, ..] = group else {
+                return Ok(());
+            };
+            if group.len() == 1 {
+                return self.add_packed(acc, first.0, first.1, first.2);
+            }
+            buffer.clear();
+            for run in group {
+                buffer.extend_from_slice(run.1);
+            }
+            let count = group.iter().map(|r| r.2).sum();
+            self.add_packed(acc, first.0, &buffer, count)
+        };
+        let mut from = 0;
+        let (mut end, mut bytes) = (0usize, 0usize);
+        for (i, &(offset, packed, n)) in runs.iter().enumerate() {
+            let joins = i > from
+                && offset == end
+                && ((end - runs[from].0) * bits) % 32 == 0
+                && bytes + packed.len() <= GROUP_BYTES;
+            if !joins {
+                flush(acc, &runs[from..i])?;
+                from = i;
+                bytes = 0;
+            }
+            end = offset + n;
+            bytes += packed.len();
+        }
+        flush(acc, &runs[from..])
     }
 
     fn add_words(

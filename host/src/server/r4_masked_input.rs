@@ -220,13 +220,16 @@ impl<A: Send + Sync> ExpectMaskedInputs<A> {
             }),
             ClientMessage::PackedInput(packed) => {
                 check_packed(packed, ctx.config)?;
-                Ok(packed
+                // All runs at once: an engine may batch them (a GPU stages several chunks per
+                // dispatch).
+                let runs: Vec<(usize, &[u8], usize)> = packed
                     .runs()
                     .iter()
-                    .try_for_each(|run| {
-                        ctx.engine
-                            .add_packed(&mut self.acc, run.offset, &run.bytes, run.count)
-                    })
+                    .map(|r| (r.offset, r.bytes.as_slice(), r.count))
+                    .collect();
+                Ok(ctx
+                    .engine
+                    .add_packed_runs(&mut self.acc, &runs)
                     .map(|()| true))
             }
             ClientMessage::MaskedInput(values) => {

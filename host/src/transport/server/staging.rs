@@ -38,7 +38,12 @@ pub(super) struct Spill {
     path: Option<PathBuf>,
     /// (offset, count, bytes) of each run, in file order.
     runs: Vec<(usize, usize, usize)>,
+    /// Bits per element.
+    bits: usize,
 }
+
+/// Most bytes of one piece handed back by [`Spill::replay`].
+const REPLAY_BYTES: usize = 4 << 20;
 
 impl Staging {
     /// Memory for uploads of at most `in_memory` packed bytes, a file in `dir` beyond.
@@ -53,7 +58,7 @@ impl Staging {
         if packed <= in_memory {
             return Ok(Staging::Memory(Vec::with_capacity(chunks)));
         }
-        let mut spill = Spill::create(dir, conn)?;
+        let mut spill = Spill::create(dir, conn, limits.bits as usize)?;
         spill.runs.reserve(chunks);
         Ok(Staging::Disk(spill))
     }
@@ -80,7 +85,7 @@ impl Staging {
 }
 
 impl Spill {
-    fn create(dir: &Path, conn: u64) -> std::io::Result<Self> {
+    fn create(dir: &Path, conn: u64, bits: usize) -> std::io::Result<Self> {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -104,6 +109,7 @@ impl Spill {
                         file,
                         path,
                         runs: Vec::new(),
+                        bits,
                     });
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
@@ -113,20 +119,38 @@ impl Spill {
         Err(last.unwrap_or_else(|| std::io::Error::other("no free temporary file name")))
     }
 
-    /// Reads the runs back in order, handing each to `add`.
+    /// Reads the runs back in order and hands them to `add`, consecutive runs joined into
+    /// pieces of up to [`REPLAY_BYTES`] (a wire chunk's 65,536 elements end on a byte at
+    /// any b, so their bytes concatenate): fewer, larger adds. Stops when `add` says no.
     pub(super) fn replay(mut self, mut add: impl FnMut(PackedRun) -> bool) -> std::io::Result<()> {
         self.file.seek(SeekFrom::Start(0))?;
         let runs = std::mem::take(&mut self.runs);
+        let mut piece: Option<PackedRun> = None;
         for (offset, count, len) in runs {
-            let mut bytes = vec![0u8; len];
-            self.file.read_exact(&mut bytes)?;
-            if !add(PackedRun {
-                offset,
-                count,
-                bytes,
-            }) {
-                break;
+            let joins = piece.as_ref().is_some_and(|p| {
+                p.offset + p.count == offset
+                    && p.bytes.len() * 8 == p.count * self.bits
+                    && p.bytes.len() + len <= REPLAY_BYTES
+            });
+            if !joins {
+                if let Some(done) = piece.take() {
+                    if !add(done) {
+                        return Ok(());
+                    }
+                }
             }
+            let p = piece.get_or_insert_with(|| PackedRun {
+                offset,
+                count: 0,
+                bytes: Vec::with_capacity(len),
+            });
+            let at = p.bytes.len();
+            p.bytes.resize(at + len, 0);
+            self.file.read_exact(&mut p.bytes[at..])?;
+            p.count += count;
+        }
+        if let Some(done) = piece {
+            add(done);
         }
         Ok(())
     }
