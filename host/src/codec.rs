@@ -545,22 +545,12 @@ pub fn decode_client_or_piece(
     if frame_tag(bytes)? != tag::CHUNK {
         return decode_client(bytes, limits);
     }
-    let (round, mut r) = expect_tag(bytes, tag::CHUNK)?;
-    let offset = r.u32("chunk offset")? as usize;
-    let count = r.u32("chunk count")? as usize;
-    // Checked as a transport checks a chunk; the server checks that it continues its
-    // sender's upload.
-    check_chunk(offset, count, offset, limits)?;
-    let packed = r.take(packed_len(count, limits.bits), "chunk data")?;
-    check_padding(packed, count, limits.bits)?;
-    r.finish()?;
+    // Checked as a transport checks a chunk, except that the sans-IO server checks that it
+    // continues its sender's upload.
+    let (placed, run) = read_chunk(bytes, limits, None)?;
     Ok(Envelope {
-        round,
-        message: ClientMessage::MaskedChunk(PackedRun {
-            offset,
-            count,
-            bytes: packed.to_vec(),
-        }),
+        round: placed.round,
+        message: ClientMessage::MaskedChunk(run),
     })
 }
 
@@ -1487,10 +1477,19 @@ pub fn decode_chunk_packed(
     limits: &Limits,
     expect_offset: usize,
 ) -> Result<(ChunkPlacement, PackedRun), CodecError> {
+    read_chunk(bytes, limits, Some(expect_offset))
+}
+
+/// A chunk frame checked (at `expect_offset` when given) with its data still packed.
+fn read_chunk(
+    bytes: &[u8],
+    limits: &Limits,
+    expect_offset: Option<usize>,
+) -> Result<(ChunkPlacement, PackedRun), CodecError> {
     let (round, mut r) = expect_tag(bytes, tag::CHUNK)?;
     let offset = r.u32("chunk offset")? as usize;
     let count = r.u32("chunk count")? as usize;
-    check_chunk(offset, count, expect_offset, limits)?;
+    check_chunk(offset, count, expect_offset.unwrap_or(offset), limits)?;
     let packed = r.take(packed_len(count, limits.bits), "chunk data")?;
     check_padding(packed, count, limits.bits)?;
     r.finish()?;

@@ -226,24 +226,23 @@ pub fn quantize<R: Rng + ?Sized>(
 /// The weighted sum Σ w_u x_u from the integer sum of levels and the total weight W:
 /// Σ w_u (2c·ℓ_u/(q−1) − c) = 2c·S/(q−1) − c·W.
 pub fn dequantize_sum(sum: &[u32], total_weight: u64, q: &Quantization) -> Vec<f32> {
-    let c = f64::from(q.clip);
-    let step = 2.0 * c / f64::from(q.levels - 1);
-    let offset = c * total_weight as f64;
-    sum.iter()
-        .map(|&s| (f64::from(s) * step - offset) as f32)
-        .collect()
+    sum.iter().map(dequantizer(total_weight, q)).collect()
 }
 
 /// [`dequantize_sum`] in place: the `u32` sum's memory becomes the `f32` result (a large
 /// model's sum is gigabytes; this needs no second copy).
 pub fn dequantize_sum_owned(sum: Vec<u32>, total_weight: u64, q: &Quantization) -> Vec<f32> {
+    let one = dequantizer(total_weight, q);
+    // Same size and alignment: the standard library collects this into the same allocation.
+    sum.into_iter().map(|s| one(&s)).collect()
+}
+
+/// One element of the sum, dequantized.
+fn dequantizer(total_weight: u64, q: &Quantization) -> impl Fn(&u32) -> f32 {
     let c = f64::from(q.clip);
     let step = 2.0 * c / f64::from(q.levels - 1);
     let offset = c * total_weight as f64;
-    // Same size and alignment: the standard library collects this into the same allocation.
-    sum.into_iter()
-        .map(|s| (f64::from(s) * step - offset) as f32)
-        .collect()
+    move |&s| (f64::from(s) * step - offset) as f32
 }
 
 /// The largest error quantization can add to one element of a sum over clients of total

@@ -494,15 +494,9 @@ pub fn run<E: secagg_engine::Accumulate>(
                 }
                 if vanished && cfg.mode == DropMode::Disconnect {
                     let stage = cfg.drops.misses(id).unwrap_or(Stage::Unmasking);
-                    let before = server.status();
-                    let t0 = Instant::now();
-                    server.handle_disconnect(id, now);
-                    let spent = t0.elapsed();
-                    let st = stats_mut(&mut stats, stage);
-                    st.server += spent;
-                    if server.status() != before {
-                        st.server_finish = spent;
-                    }
+                    timed(&mut server, &mut stats, stage, |s| {
+                        s.handle_disconnect(id, now)
+                    });
                 }
             }
             if let Some(stage) = batch_stage {
@@ -626,16 +620,27 @@ fn deliver<E: secagg_engine::Accumulate>(
     {
         st.senders += 1;
     }
+    timed(server, stats, stage, |s| s.handle_message(id, env, now));
+    Ok(())
+}
+
+/// Runs one server call and charges its time to `stage` (and, when the call ended the stage
+/// or the round, to the stage's finish).
+fn timed<E: secagg_engine::Accumulate>(
+    server: &mut Server<E>,
+    stats: &mut BTreeMap<Stage, StageStats>,
+    stage: Stage,
+    call: impl FnOnce(&mut Server<E>),
+) {
     let before = server.status();
     let t0 = Instant::now();
-    server.handle_message(id, env, now);
+    call(server);
     let spent = t0.elapsed();
     let st = stats_mut(stats, stage);
     st.server += spent;
     if server.status() != before {
         st.server_finish = spent;
     }
-    Ok(())
 }
 
 /// Clients per batch: enough to keep every core busy, few enough that the masked vectors in

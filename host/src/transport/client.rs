@@ -282,8 +282,7 @@ where
         ClientInput::Values(values) => client.set_input(values, weight),
         ClientInput::Stream { params, read } => {
             // Stochastic rounding draws from its own generator, seeded by the system.
-            let rounding = crate::round_rng()
-                .map_err(|e| TransportError::Io(std::io::Error::other(e.to_string())))?;
+            let rounding = super::system_rng()?;
             crate::quantize::QuantizingSource::new(read, params, &quantization, weight, rounding)
                 .map_err(Into::into)
                 .and_then(|source| client.set_input_source(Box::new(source)))

@@ -119,8 +119,7 @@ impl<E: Backend> Join<E> {
     {
         let rng = match self.rng {
             Some(rng) => rng,
-            None => crate::round_rng()
-                .map_err(|e| TransportError::Io(std::io::Error::other(e.to_string())))?,
+            None => super::system_rng()?,
         };
         run_client(
             addr,

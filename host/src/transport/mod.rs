@@ -120,6 +120,11 @@ pub enum TransportError {
     Tls(String),
 }
 
+/// A fresh [`crate::round_rng`]; the system's randomness failing is an I/O error here.
+pub(crate) fn system_rng() -> Result<crate::RoundRng, TransportError> {
+    crate::round_rng().map_err(|e| TransportError::Io(std::io::Error::other(e.to_string())))
+}
+
 /// A byte stream: a TCP socket, or TLS over one.
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 
