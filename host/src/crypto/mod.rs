@@ -20,6 +20,7 @@
 pub mod feldman;
 mod session;
 mod shamir;
+pub mod vrf;
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
