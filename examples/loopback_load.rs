@@ -213,6 +213,7 @@ fn main() {
                 drop_after: (i % 10 == 9 && i / 10 < dropped).then_some(Stage::ShareCheck),
                 connect_timeout: Duration::from_secs(10),
                 tls: Some((connector.clone(), tls::server_name("127.0.0.1").unwrap())),
+                insecure_plaintext: false,
                 misbehave: None,
             };
             let addr = format!("127.0.0.1:{}", a.port);

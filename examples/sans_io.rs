@@ -37,8 +37,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let bits = config.modulus().bits();
 
     // The clients: honest-but-curious protocol (no CA), each with its own key and generator.
+    // Six clients can only be judged with a colluder budget smaller than the default five:
+    // this demonstration budgets for one (T = 3 honest members of six leaves room for it).
     let policy = ClientPolicy {
         min_cohort: 3,
+        colluders: 1,
         ..ClientPolicy::curious_unauthenticated()
     };
     let mut clients = Vec::new();

@@ -53,6 +53,9 @@ async fn server(
     Ok(serve(listener, config, CpuEngine::new(), options).await?)
 }
 
+/// The most enrolled identities that may collude with the server, in this deployment.
+const COLLUDERS: usize = 1;
+
 /// A training job: joins the round at `addr` as `identity` and sends `update`.
 async fn client(
     addr: SocketAddr,
@@ -61,9 +64,14 @@ async fn client(
     tls: TlsConnector,
     update: Vec<f32>,
 ) -> Result<ClientOutcome, Box<dyn std::error::Error + Send + Sync>> {
-    // The client's own floors: a semi-malicious server, 5% corrupt clients, 10% dropout,
-    // 2^-40 security, at least 10 clients. A round announced below them is refused.
-    let policy = ClientPolicy::enrolled(ca);
+    // The client's own floors: a semi-malicious server, at most one of the deployment's
+    // twelve enrolled identities colluding with it (the default budget of five suits a
+    // deployment of a hundred), 10% dropout, 2^-40 security, at least 10 honest members.
+    // A round announced below them is refused.
+    let policy = ClientPolicy {
+        colluders: COLLUDERS,
+        ..ClientPolicy::enrolled(ca)
+    };
     let outcome = Join::new(identity, policy, layout_digest(&layout().to_bytes()))
         .tls(tls, tls::server_name("127.0.0.1")?)
         .run(addr, &update);
@@ -88,6 +96,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The round: k and t from the planner, for the same bounds the clients' policy holds.
     let p = plan(&PlanRequest {
         clients: n,
+        colluders: Some(COLLUDERS),
         adversary: Adversary::SemiMalicious,
         ..PlanRequest::default()
     })?;

@@ -160,6 +160,7 @@ impl Setup {
             drop_after: None,
             connect_timeout: Duration::from_secs(30),
             tls: Some(self.client_tls()),
+            insecure_plaintext: false,
             misbehave: None,
         }
     }

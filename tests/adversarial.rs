@@ -219,6 +219,7 @@ fn forged_identities_are_caught_before_any_share_leaves() {
             nonce: honest.nonce,
             credential: Credential::self_asserted(&key.public()),
             signature: key.sign(ADVERTISE_DOMAIN, &m),
+            ticket: None,
         }
     });
     assert!(
@@ -237,6 +238,7 @@ fn forged_identities_are_caught_before_any_share_leaves() {
             nonce: honest.nonce,
             credential: Credential::certificate(&rogue.issue(id, &key.public())),
             signature: key.sign(ADVERTISE_DOMAIN, &m),
+            ticket: None,
         }
     });
     assert!(
@@ -453,7 +455,11 @@ fn signatures(sent: &[(ClientId, ClientMessage)]) -> Vec<(ClientId, [u8; 64])> {
 /// the target survived, those in group B that it dropped; each colluder answers both ways
 /// (itself on A, its twin on B). Returns the lab after both groups answered.
 fn split_attack(test: &str, colluders: &[u32]) -> Lab {
-    let (n, k, t) = (12, 11, 8);
+    split_attack_at(test, (12, 11, 8), colluders)
+}
+
+/// [`split_attack`] on a round of `(n, k, t)`.
+fn split_attack_at(test: &str, (n, k, t): (usize, usize, usize), colluders: &[u32]) -> Lab {
     let (mut l, u3) = up_to_survivor_list(test, n, k, t);
     assert_eq!(u3.len(), n);
     let with: Arc<[ClientId]> = u3.clone();
@@ -561,6 +567,40 @@ fn breaking_the_bound_exposes_the_input_so_the_rebuild_is_real() {
     // this is why the planner keeps the corrupted neighbours below 2t − k − 1.
     let l = split_attack("split_survivor_list_four_colluders", &[8, 9, 10, 11]);
     assert_eq!(l.attempt_rebuild(TARGET), Rebuild::Rebuilt { exact: true });
+}
+
+#[test]
+fn a_small_round_is_judged_with_the_absolute_colluder_budget() {
+    // The attack is real: announce n = 12, k = 11, t = 7 and seat two colluders; the split
+    // view needs 2t − k − 1 = 2 of them, and they rebuild the target's input (the lab's
+    // clients hold no floor on the parameters).
+    let l = split_attack_at("small_round_attack", (12, 11, 7), &[10, 11]);
+    assert_eq!(l.attempt_rebuild(TARGET), Rebuild::Rebuilt { exact: true });
+    // A client whose deployment may hold two colluding identities judges the round with two
+    // colluders in it, however small the server makes it, and refuses before it joins.
+    let round = RoundConfig::builder(12, 10)
+        .neighbors(11)
+        .threshold(7)
+        .build()
+        .unwrap();
+    let two = ClientPolicy {
+        colluders: 2,
+        min_cohort: 3,
+        ..enrolled_policy(5)
+    };
+    let e = refused(round.clone(), two.clone());
+    assert!(
+        matches!(&e, PolicyError::Insecure(why) if why.contains("2t - k - 1 = 2")),
+        "{e}"
+    );
+    // With one colluder the same round is secure, and accepted.
+    let mut cfg = SimConfig::new(round);
+    cfg.seed = 5;
+    cfg.policy = ClientPolicy {
+        colluders: 1,
+        ..two
+    };
+    assert!(sim_client(&cfg, &sim_ca(5), TARGET, CpuEngine::new()).is_ok());
 }
 
 #[test]

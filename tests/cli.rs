@@ -75,13 +75,17 @@ fn client<S: AsRef<OsStr>>(port: u16, id: u32, input: &Path, extra: &[S]) -> Chi
 }
 
 /// Client `id`'s identity flags, a policy that admits these small rounds (T = 3 instead of
-/// the default 10; the other floors stay the defaults unless `policy` overrides them), and
+/// the default 10, and no colluders among a handful of enrolled clients instead of the
+/// default 5; the other floors stay the defaults unless `policy` overrides them), and
 /// `extra`.
 fn enrolled(dep: &CliDeployment, id: u32, policy: &[&str], extra: &[&str]) -> Vec<String> {
     let mut args = dep.client_args(id);
     args.extend(dep.client_tls_args());
     if !policy.contains(&"--min-cohort") {
         args.extend(["--min-cohort", "3"].map(String::from));
+    }
+    if !policy.contains(&"--colluders") {
+        args.extend(["--colluders", "0"].map(String::from));
     }
     args.extend(policy.iter().chain(extra).map(|s| s.to_string()));
     args
@@ -421,7 +425,7 @@ fn a_client_enrolled_by_another_ca_is_refused() {
     // Enrolled by the other CA, but it trusts this server's TLS certificate.
     let mut foreign_args = other.client_args(5);
     foreign_args.extend(dep.client_tls_args());
-    foreign_args.extend(["--min-cohort", "3"].map(String::from));
+    foreign_args.extend(["--min-cohort", "3", "--colluders", "0"].map(String::from));
     let foreign = client(port, 5, &inputs[5], &foreign_args);
     for (i, c) in clients.into_iter().enumerate() {
         assert!(
@@ -485,7 +489,7 @@ fn a_client_whose_policy_the_round_fails_exits_naming_the_bound() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("refused the round") && err.contains("minimum cohort of 7"),
+        err.contains("refused the round") && err.contains("minimum of 7 honest members"),
         "{err}"
     );
     for (i, c) in clients.into_iter().enumerate() {

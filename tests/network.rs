@@ -132,6 +132,37 @@ fn dropped_at(report: &RoundReport, client: u32) -> Option<Stage> {
         .map(|d| d.stage)
 }
 
+/// Every one of `clients` completes a round of `included` inputs.
+async fn all_complete(
+    clients: Vec<tokio::task::JoinHandle<Result<ClientOutcome, TransportError>>>,
+    included: u32,
+) {
+    for h in clients {
+        let r = h.await.unwrap();
+        assert!(
+            matches!(r, Ok(ClientOutcome::Completed { included: i }) if i == included),
+            "{r:?}"
+        );
+    }
+}
+
+/// Enrolled client `id` over TLS that breaks (or bends) the transport's rules as `how` says.
+fn spawn_misbehaving(
+    addr: SocketAddr,
+    dep: &Deployment,
+    seed: u64,
+    m: usize,
+    id: u32,
+    how: Misbehaviour,
+) -> tokio::task::JoinHandle<Result<ClientOutcome, TransportError>> {
+    let options = ClientOptions {
+        tls: Some(dep.client_tls()),
+        misbehave: Some(how),
+        ..options(id, None)
+    };
+    spawn_with(addr, seed, m, options, dep.identity(id), dep.policy())
+}
+
 fn options(id: u32, drop_after: Option<Stage>) -> ClientOptions {
     ClientOptions {
         id: ClientId(id),
@@ -140,6 +171,7 @@ fn options(id: u32, drop_after: Option<Stage>) -> ClientOptions {
         drop_after,
         connect_timeout: Duration::from_secs(10),
         tls: None,
+        insecure_plaintext: true,
         misbehave: None,
     }
 }
@@ -551,13 +583,7 @@ async fn clients_without_a_certificate_from_the_ca_are_dropped() {
         codec::decode_reject(&second.next().await.unwrap().unwrap()).unwrap()
     };
     assert!(replayed.contains("signature does not verify"), "{replayed}");
-    for h in honest {
-        let r = h.await.unwrap();
-        assert!(
-            matches!(r, Ok(ClientOutcome::Completed { included: 5 })),
-            "{r:?}"
-        );
-    }
+    all_complete(honest, 5).await;
     let report = server.await.unwrap();
     check_sum(&report, &config, seed, &[0, 1, 2, 3, 4]);
     let count = |r: Refusal| report.refusals.get(&r).copied().unwrap_or(0);
@@ -599,10 +625,11 @@ async fn a_client_refuses_a_round_its_policy_fails() {
     };
     let semi_malicious = ClientPolicy {
         min_cohort: 3,
+        colluders: 1,
         ..ClientPolicy::enrolled(dep.ca())
     };
     let refusers = [
-        (4, big_cohort, "minimum cohort of 7"),
+        (4, big_cohort, "minimum of 7 honest members"),
         (5, semi_malicious, "semi-malicious"),
     ]
     .map(|(id, policy, why)| {
@@ -619,13 +646,7 @@ async fn a_client_refuses_a_round_its_policy_fails() {
             "client {id}: {r:?}"
         );
     }
-    for h in honest {
-        let r = h.await.unwrap();
-        assert!(
-            matches!(r, Ok(ClientOutcome::Completed { included: 4 })),
-            "{r:?}"
-        );
-    }
+    all_complete(honest, 4).await;
     let report = server.await.unwrap();
     check_sum(&report, &config, seed, &[0, 1, 2, 3]);
     for c in [4, 5] {
@@ -686,6 +707,47 @@ async fn uploads_staged_on_disk_obey_the_same_rules_and_leave_nothing_behind() {
     upload_rules(true).await;
 }
 
+/// Sixteen enrolled members stall their uploads after the first chunk while four permits
+/// serve the round: each staller holds a permit for its fair share of what is left of the
+/// stage only (not a quarter of the stage, which four waves of stallers would fill), so the
+/// four honest uploads, which wait behind them in arrival order, still land in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalling_members_cannot_jam_the_upload_permits() {
+    let seed = testing::test_seed("stalling_members_cannot_jam_the_upload_permits");
+    let dep = std::sync::Arc::new(Deployment::new(seed));
+    let m = codec::CHUNK_ELEMS + 3 * codec::MIN_CHUNK_ELEMS;
+    let n = 20;
+    let config = RoundConfig::builder(n, m)
+        .threshold(3)
+        .round_id(seed)
+        .stage_timeout(Duration::from_secs(8))
+        .build()
+        .unwrap();
+    let serve_options = ServeOptions {
+        max_concurrent_uploads: 4,
+        ..dep.serve_options()
+    };
+    let (addr, server) = start(config.clone(), serve_options).await;
+    // The stallers first: they take every permit as soon as the stage starts.
+    let stall = Misbehaviour::StallUpload(Duration::from_secs(30));
+    let stallers: Vec<_> = (4..n as u32)
+        .map(|id| spawn_misbehaving(addr, &dep, seed, m, id, stall))
+        .collect();
+    // The honest members start their uploads a moment later, behind every staller.
+    let late = Misbehaviour::LateUpload(Duration::from_millis(300));
+    let honest: Vec<_> = (0..4u32)
+        .map(|id| spawn_misbehaving(addr, &dep, seed, m, id, late))
+        .collect();
+    all_complete(honest, 4).await;
+    let report = server.await.unwrap();
+    for h in stallers {
+        h.abort();
+    }
+    check_sum(&report, &config, seed, &[0, 1, 2, 3]);
+    let count = |r: Refusal| report.refusals.get(&r).copied().unwrap_or(0);
+    assert_eq!(count(Refusal::UploadDeadline), 16, "{:?}", report.refused);
+}
+
 async fn upload_rules(spill: bool) {
     let seed = testing::test_seed(&format!("upload_rules::{spill}"));
     let dep = Deployment::new(seed);
@@ -715,14 +777,7 @@ async fn upload_rules(spill: bool) {
             .await
             .unwrap()
     });
-    let rogue = |id: u32, how: Misbehaviour| {
-        let options = ClientOptions {
-            tls: Some(dep.client_tls()),
-            misbehave: Some(how),
-            ..options(id, None)
-        };
-        spawn_with(addr, seed, m, options, dep.identity(id), dep.policy())
-    };
+    let rogue = |id: u32, how: Misbehaviour| spawn_misbehaving(addr, &dep, seed, m, id, how);
     let staller = rogue(4, Misbehaviour::StallUpload(Duration::from_secs(20)));
     let trickler = rogue(5, Misbehaviour::TinyChunks(1));
     let twice = rogue(7, Misbehaviour::UploadTwice);

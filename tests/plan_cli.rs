@@ -222,3 +222,67 @@ fn malformed_input_exits_two() {
         assert!(!err.is_empty(), "{args:?}: no reason given");
     }
 }
+
+/// The colluder budget is absolute: `--colluders C` counts colluders in the round whatever its
+/// size. n = 12, k = 11, t = 7 falls to 2t − k − 1 = 2 colluders (the split-view attack in
+/// tests/adversarial.rs runs it), so two fail it and one passes; `--population P --corrupt G`
+/// derives c = ⌈G·P⌉; self-selection bounds the colluders in the round by a binomial tail.
+#[test]
+fn the_colluder_budget_is_absolute_and_self_selection_bounds_it() {
+    let small = ["--clients", "12", "--neighbors", "11", "--threshold", "7"];
+    let with = |extra: &[&str]| {
+        let mut a = small.to_vec();
+        a.extend_from_slice(extra);
+        outcome(&a)
+    };
+    let (code, out, err) = with(&["--colluders", "2"]);
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(
+        err.contains("2t - k - 1 = 2") && out.contains("colluders ≤ 2"),
+        "{out}\n{err}"
+    );
+    let (code, out, err) = with(&["--colluders", "1"]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("meets every bound"), "{out}");
+    // ⌈0.05 × 40⌉ = 2 enrolled colluders: the same verdict as --colluders 2.
+    let (code, out, err) = with(&["--population", "40", "--corrupt", "0.05"]);
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(out.contains("colluders ≤ 2"), "{out}");
+
+    // A million enrolled devices at 5% is 50,000 colluders: no round of 1,000 survives that
+    // many in it, but one self-selected at rate 1/1000 holds at most the binomial bound.
+    let big = [
+        "--clients",
+        "1000",
+        "--population",
+        "1000000",
+        "--corrupt",
+        "0.05",
+    ];
+    let (code, out, err) = outcome(&big);
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    let mut selected = big.to_vec();
+    selected.extend_from_slice(&["--select-rate", "0.001"]);
+    let (code, out, err) = outcome(&selected);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let bound = secagg::host::plan::colluders_in_cohort(50_000, 0.001, 41);
+    assert!(
+        out.contains(&format!("colluders ≤ {bound} of 50000 enrolled")),
+        "want {bound}\n{out}"
+    );
+    let p = plan(&PlanRequest {
+        clients: 1000,
+        colluders: Some(bound as usize),
+        adversary: Adversary::SemiMalicious,
+        ..PlanRequest::default()
+    })
+    .unwrap();
+    assert!(
+        out.contains(&format!("neighbors k = {}", p.neighbors)),
+        "want {p:?}\n{out}"
+    );
+    // A rate outside (0, 1) is malformed.
+    let mut bad = big.to_vec();
+    bad.extend_from_slice(&["--select-rate", "1.5"]);
+    assert_eq!(outcome(&bad).0, Some(2));
+}

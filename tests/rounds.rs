@@ -238,7 +238,7 @@ fn unauthenticated_round<E: secagg::engine::Accumulate>(e: E, test: &str) {
 }
 
 /// Clients with the safe default policy ([`ClientPolicy::enrolled`]: a semi-malicious server,
-/// 5 % corrupted clients, 2^-40, T = 10) accept the (k, t) the planner chooses for that policy
+/// c = 5 colluding identities, 2^-40, T = 10 honest) accept the (k, t) the planner chooses for that policy
 /// at n = 100, and the round, with the dropout rate the planner assumed (10 %, before the
 /// masked input), completes exactly.
 fn enrolled_defaults_with_planned_parameters<E: secagg::engine::Accumulate>(e: E, test: &str) {
@@ -249,7 +249,7 @@ fn enrolled_defaults_with_planned_parameters<E: secagg::engine::Accumulate>(e: E
     let p = plan::plan(&PlanRequest {
         clients: n,
         dropout_rate: policy.dropout_rate,
-        corrupt_fraction: policy.corrupt_fraction,
+        colluders: Some(policy.colluders),
         security_bits: policy.security_bits,
         adversary: policy.adversary,
         ..PlanRequest::default()

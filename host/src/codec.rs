@@ -64,7 +64,7 @@ use crate::messages::{
 };
 
 /// The wire version this build speaks.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Bytes before the body: version, tag, round id.
 pub const HEADER_LEN: usize = 10;
 /// Longest abort reason accepted.
@@ -86,7 +86,10 @@ pub struct Limits {
 }
 
 /// Bytes of a signed advertisement with a certificate (the longer credential).
-pub const SIGNED_KEYS_LEN: usize = 96 + 1 + CERT_LEN + 64;
+pub const SIGNED_KEYS_LEN: usize = 96 + 1 + CERT_LEN + 64 + 1 + TICKET_LEN;
+
+/// Bytes of a selection ticket (an RFC 9381 VRF proof).
+pub const TICKET_LEN: usize = crate::crypto::vrf::PROOF_LEN;
 
 impl Limits {
     /// The limits of a round.
@@ -385,6 +388,13 @@ fn write_signed(w: &mut Writer, s: &SignedKeys) {
     w.bytes(&s.nonce);
     write_credential_to(&mut w.0, &s.credential);
     w.bytes(&s.signature);
+    match &s.ticket {
+        None => w.u8(0),
+        Some(t) => {
+            w.u8(1);
+            w.bytes(t);
+        }
+    }
 }
 
 /// `credential` = 0 u8, identity key [32] | 1 u8, certificate [100].
@@ -422,11 +432,23 @@ fn read_signed(r: &mut Reader<'_>) -> Result<SignedKeys, CodecError> {
     };
     let nonce = r.array("nonce")?;
     let credential = read_credential(r)?;
+    let signature = r.array("signature")?;
+    let ticket = match r.u8("ticket flag")? {
+        0 => None,
+        1 => Some(r.array("selection ticket")?),
+        f => {
+            return Err(CodecError::Invalid {
+                field: "ticket flag",
+                why: format!("{f} is not 0 (none) or 1 (a ticket)"),
+            });
+        }
+    };
     Ok(SignedKeys {
         keys,
         nonce,
         credential,
-        signature: r.array("signature")?,
+        signature,
+        ticket,
     })
 }
 
@@ -825,6 +847,8 @@ mod tests {
             nonce: [3; 32],
             credential,
             signature: [4; 64],
+            // Both encodings: with a certificate, also a selection ticket.
+            ticket: cert.then_some([6; TICKET_LEN]),
         }
     }
 
@@ -1100,7 +1124,7 @@ pub const CHUNK_ELEMS: usize = 1 << 16;
 /// tiny pieces to hold the server's staging memory.
 pub const MIN_CHUNK_ELEMS: usize = 1 << 12;
 /// Bytes of a welcome frame.
-pub const WELCOME_LEN: usize = HEADER_LEN + 4 * 6 + 2 + 4 * 3 + 8 + 32;
+pub const WELCOME_LEN: usize = HEADER_LEN + 4 * 6 + 2 + 4 * 3 + 8 + 32 + 16;
 /// Bytes of a challenge frame.
 pub const CHALLENGE_LEN: usize = HEADER_LEN + 32;
 /// Largest hello: with a certificate (the longer credential).
@@ -1264,9 +1288,12 @@ pub fn decode_hello(bytes: &[u8]) -> Result<Hello, CodecError> {
 ///
 /// ```text
 /// clients u32 | threshold u32 | min_survivors u32 | neighbors u32 | params u32 |
-/// levels u32 | bits u8 | prg rounds u8 | clip f32 | max_weight u32 | reserved u32 |
-/// stage timeout ms u64 | context [32]
+/// levels u32 | bits u8 | prg rounds u8 | clip f32 | max_weight u32 | flags u32 |
+/// stage timeout ms u64 | context [32] | selection epoch u64 | selection threshold u64
 /// ```
+///
+/// Flag bit 0 says the round has verifiable self-selection (epoch and threshold, the rate
+/// times 2^64); without it both are zero. Other flag bits are refused.
 ///
 /// The context is the server's; a client that expects its own compares the two and refuses a
 /// mismatch (the context also enters every signature, so a lie cannot go unnoticed).
@@ -1287,10 +1314,15 @@ pub fn encode_welcome(config: &RoundConfig) -> Vec<u8> {
     w.u8(config.prg().rounds() as u8);
     w.bytes(&q.clip.to_le_bytes());
     w.u32(q.max_weight);
-    w.u32(0);
+    w.u32(u32::from(config.selection().is_some()));
     let ms = u64::try_from(config.stage_timeout().as_millis()).unwrap_or(u64::MAX);
     w.bytes(&ms.to_le_bytes());
     w.bytes(config.context());
+    let (epoch, threshold) = config
+        .selection()
+        .map_or((0, 0), |s| (s.epoch(), s.threshold()));
+    w.bytes(&epoch.to_le_bytes());
+    w.bytes(&threshold.to_le_bytes());
     w.0
 }
 
@@ -1317,10 +1349,35 @@ pub fn decode_welcome(bytes: &[u8]) -> Result<RoundConfig, CodecError> {
     };
     let clip = f32::from_le_bytes(r.array("clip")?);
     let max_weight = r.u32("max_weight")?;
-    let _reserved = r.u32("reserved")?;
+    let flags = r.u32("flags")?;
     let ms = r.u64("stage timeout")?;
     let context = r.array("context")?;
+    let epoch = r.u64("selection epoch")?;
+    let score_below = r.u64("selection threshold")?;
     r.finish()?;
+    let selection = match flags {
+        0 if epoch == 0 && score_below == 0 => None,
+        0 => {
+            return Err(CodecError::Invalid {
+                field: "selection",
+                why: "an epoch or threshold without the selection flag".into(),
+            });
+        }
+        1 => Some(
+            crate::selection::Selection::from_threshold(epoch, score_below).map_err(|e| {
+                CodecError::Invalid {
+                    field: "selection",
+                    why: e.to_string(),
+                }
+            })?,
+        ),
+        f => {
+            return Err(CodecError::Invalid {
+                field: "flags",
+                why: format!("unknown flag bits {f:#x}"),
+            });
+        }
+    };
     RoundConfig::builder(clients, params)
         .round_id(round)
         .threshold(threshold)
@@ -1335,6 +1392,7 @@ pub fn decode_welcome(bytes: &[u8]) -> Result<RoundConfig, CodecError> {
         })
         .stage_timeout(Duration::from_millis(ms))
         .context(context)
+        .selection(selection)
         .build()
         .map_err(|e| CodecError::Invalid {
             field: "round configuration",

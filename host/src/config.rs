@@ -5,6 +5,7 @@ use std::time::Duration;
 use secagg_engine::{Modulus, Prg};
 
 use crate::error::ConfigError;
+use crate::selection::Selection;
 
 /// Largest vector (model parameters) a round accepts: 2^30 elements (4 GiB of `u32`).
 pub const MAX_PARAMS: usize = 1 << 30;
@@ -75,6 +76,7 @@ pub struct RoundConfig {
     quantization: Quantization,
     stage_timeout: Duration,
     context: [u8; 32],
+    selection: Option<Selection>,
 }
 
 impl RoundConfig {
@@ -111,6 +113,7 @@ impl RoundConfig {
             round_id: 0,
             stage_timeout: Duration::from_secs(30),
             context: [0; 32],
+            selection: None,
         }
     }
 
@@ -169,6 +172,11 @@ impl RoundConfig {
     pub fn context(&self) -> &[u8; 32] {
         &self.context
     }
+    /// The round's verifiable self-selection (see [`crate::selection`]), if members must prove
+    /// they are eligible: the epoch and the rate. `None` by default.
+    pub fn selection(&self) -> Option<&Selection> {
+        self.selection.as_ref()
+    }
     /// The same round with another context.
     pub fn with_context(&self, context: [u8; 32]) -> RoundConfig {
         RoundConfig {
@@ -200,6 +208,7 @@ impl RoundConfig {
             .round_id(self.round_id)
             .stage_timeout(self.stage_timeout)
             .context(self.context)
+            .selection(self.selection)
             .build()
     }
 }
@@ -218,6 +227,7 @@ pub struct RoundConfigBuilder {
     round_id: u64,
     stage_timeout: Duration,
     context: [u8; 32],
+    selection: Option<Selection>,
 }
 
 impl RoundConfigBuilder {
@@ -267,6 +277,13 @@ impl RoundConfigBuilder {
     /// Sets the round context (see [`RoundConfig::context`]).
     pub fn context(mut self, context: [u8; 32]) -> Self {
         self.context = context;
+        self
+    }
+
+    /// Sets the round's verifiable self-selection (see [`crate::selection`]): members must
+    /// carry a ticket showing they are eligible in its epoch at its rate.
+    pub fn selection(mut self, selection: Option<Selection>) -> Self {
+        self.selection = selection;
         self
     }
 
@@ -360,6 +377,7 @@ impl RoundConfigBuilder {
             quantization,
             stage_timeout: self.stage_timeout,
             context: self.context,
+            selection: self.selection,
         })
     }
 }

@@ -35,7 +35,12 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let (n, now) = (3, Duration::ZERO);
 //! let config = RoundConfig::builder(n, 4).build()?;
-//! let policy = ClientPolicy { min_cohort: 3, ..ClientPolicy::curious_unauthenticated() };
+//! // Three clients of our own: no colluders to budget for (a deployment sets its own c).
+//! let policy = ClientPolicy {
+//!     min_cohort: 3,
+//!     colluders: 0,
+//!     ..ClientPolicy::curious_unauthenticated()
+//! };
 //! let mut server = Server::new(config.clone(), CpuEngine::new(), now);
 //! let mut clients = Vec::new();
 //! for i in 0..n as u32 {
@@ -78,6 +83,7 @@ pub mod messages;
 pub mod plan;
 pub mod policy;
 pub mod quantize;
+pub mod selection;
 pub mod server;
 pub mod sim;
 #[cfg(feature = "tokio")]

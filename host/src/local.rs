@@ -3,8 +3,8 @@
 //!
 //! Every client is a sans-IO [`Client`] with a fresh identity key and its own generator
 //! from the operating system; the [`Server`] sees only their masked vectors. The clients
-//! trust no CA (the honest-but-curious protocol: in one process there is nobody to lie),
-//! so this is a demonstration of the protocol and its cost, not a deployment — a deployment
+//! trust no CA (the honest-but-curious protocol: in one process there is nobody to lie) and
+//! budget for no colluders (every client is the caller's own), so this is a demonstration of the protocol and its cost, not a deployment — a deployment
 //! runs `transport::serve` and `transport::run_client` with enrolled
 //! identities.
 
@@ -87,8 +87,10 @@ pub fn aggregate_on<E: Accumulate>(
             weights.map_or(0, <[u32]>::len)
         )));
     }
+    // Every client is the caller's: no colluders to budget for.
     let policy = ClientPolicy {
         min_cohort: 3,
+        colluders: 0,
         ..ClientPolicy::curious_unauthenticated()
     };
     let rng_error = |e: getrandom::Error| AggregateError::Randomness(e.to_string());

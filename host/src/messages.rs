@@ -66,6 +66,10 @@ pub struct SignedKeys {
     pub credential: Credential,
     /// Ed25519 signature by the identity key.
     pub signature: [u8; 64],
+    /// The proof that this member is eligible, in a round with verifiable self-selection
+    /// (see [`crate::selection`]); `None` otherwise. Self-authenticating: it verifies under
+    /// the identity key the credential names.
+    pub ticket: Option<crate::selection::Ticket>,
 }
 
 /// What a client found wrong with one dealer's bundle.

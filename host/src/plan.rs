@@ -26,7 +26,8 @@
 //!
 //! # What is bounded
 //!
-//! `n` clients, of which `A = ceil(γ n)` are corrupted (they work with the server) and
+//! `n` clients, of which `A` are corrupted (they work with the server: `ceil(γ n)`, or the
+//! absolute [`PlanRequest::colluders`] a client's policy holds, capped at `n - 1`) and
 //! `D = ceil(δ n)` drop out, so `S = n - D` survive. Both are worst-case counts: the rates
 //! are treated as upper bounds, as the reference does. The graph's random labelling makes
 //! a client's `k` neighbours a uniformly random `k`-subset of the other `n - 1` clients, so
@@ -85,11 +86,11 @@
 //!   `X >= 2t - k`, a smaller event.) The exposure event is therefore
 //!   `X >= 2t - k - 1`; since `2t - k - 1 <= t` for every `t <= k + 1`, it contains the
 //!   curious event, and the semi-malicious threshold is never below the curious one for
-//!   the same `k`. This protocol has no consistency round in which holders sign the list
-//!   before revealing; with one, as in Bonawitz et al., two different lists that each
-//!   gather `t` signatures from the `k + 1` holders share at least `2t - k - 1` signers,
-//!   all of them corrupted because honest holders sign one list, so the condition would
-//!   be the same.
+//!   the same `k`. The protocol's consistency round (holders sign the survivor list, and
+//!   a holder reveals a share only with `t` signatures on its own list from the owner's
+//!   `k + 1` holders, as in Bonawitz et al.) gives the same condition: two different lists
+//!   that each gather `t` signatures share at least `2t - k - 1` signers, all of them
+//!   corrupted because honest holders sign one list.
 //!
 //!   Roughly, `t` must exceed `(k + γ k) / 2` while staying below the `(1 - δ) k`
 //!   surviving neighbours, so a sparse graph needs about `γ + 2δ < 1`; the bounds decide
@@ -260,8 +261,15 @@ pub struct PlanRequest {
     pub clients: usize,
     /// Upper bound `δ` on the fraction of clients that drop out, in `[0, 1)`.
     pub dropout_rate: f64,
-    /// Upper bound `γ` on the fraction of clients that collude with the server, in `[0, 1)`.
+    /// Upper bound `γ` on the fraction of clients that collude with the server, in `[0, 1)`:
+    /// `ceil(γ n)` colluders, for a deployment whose whole population is this round. Ignored
+    /// when [`colluders`](Self::colluders) is set.
     pub corrupt_fraction: f64,
+    /// The absolute number `c` of enrolled identities that may collude with the server,
+    /// whatever the round's size: what a client's policy holds (a fraction of a round the
+    /// server sizes is no budget, since the server chooses the size). Capped at `n - 1` (the
+    /// client judging the round is honest). `None` uses `ceil(γ n)`.
+    pub colluders: Option<usize>,
     /// Statistical security parameter `σ`: the adversary learns more than the sum with
     /// probability at most `2^-σ`.
     pub security_bits: u32,
@@ -278,6 +286,7 @@ impl Default for PlanRequest {
             clients: 100,
             dropout_rate: 0.1,
             corrupt_fraction: 0.05,
+            colluders: None,
             security_bits: 40,
             correctness_bits: 20,
             adversary: Adversary::Curious,
@@ -441,6 +450,58 @@ pub fn log2_security_failure_with(
     }
     let pop = Population::new(n as u64, corrupt_fraction, dropout_rate).against(adversary);
     to_log2(pop.ln_insecurity(k as u64, t as u64))
+}
+
+/// `log2` of the security bound of `(k, t)` for the whole request (its adversary, its
+/// colluders — absolute or a fraction — and its dropout rate): what [`check`] compares with
+/// `2^-(σ+1)` per event, summed. `0.0` (no guarantee) for meaningless inputs.
+pub fn log2_security_failure_for(req: &PlanRequest, k: usize, t: usize) -> f64 {
+    if validate(req).is_err() || !valid_shape(req.clients, k, t) {
+        return 0.0;
+    }
+    to_log2(Population::for_request(req).ln_insecurity(k as u64, t as u64))
+}
+
+/// The most of `colluders` enrolled identities that can be in a cohort whose members each
+/// became eligible independently with probability `rate` (verifiable self-selection; see
+/// `crate::selection`), except with probability at most `2^-security_bits`: the smallest `a`
+/// with `P[X > a] <= 2^-σ` for `X ~ Binomial(colluders, rate)`, summed exactly in log space.
+/// A rate of 1 (no selection) gives `colluders`.
+///
+/// ```
+/// use secagg_host::plan::colluders_in_cohort;
+/// assert_eq!(colluders_in_cohort(50, 1.0, 40), 50);
+/// assert_eq!(colluders_in_cohort(50_000, 0.0, 40), 0);
+/// // 5% of a million enrolled devices, one in a thousand eligible: about 50 expected,
+/// // and well under 150 except with probability 2^-40.
+/// let a = colluders_in_cohort(50_000, 0.001, 40);
+/// assert!((90..150).contains(&a), "{a}");
+/// ```
+pub fn colluders_in_cohort(colluders: u64, rate: f64, security_bits: u32) -> u64 {
+    if rate.is_nan() || rate <= 0.0 || colluders == 0 {
+        return 0;
+    }
+    if rate >= 1.0 {
+        return colluders;
+    }
+    let target = -f64::from(security_bits) * LN_2;
+    let (ln_p, ln_q) = (rate.ln(), (-rate).ln_1p());
+    let c = colluders;
+    // Walk down from X = c, adding pmf(j) to the upper tail while it stays within budget;
+    // pmf(j - 1) / pmf(j) = j / (c - j + 1) * q / p.
+    let mut ln_pmf = c as f64 * ln_p;
+    let mut ln_tail = f64::NEG_INFINITY;
+    let mut j = c;
+    while j > 0 {
+        let with = ln_add_exp(ln_tail, ln_pmf);
+        if with > target {
+            return j; // P[X > j] fits the budget, P[X >= j] does not
+        }
+        ln_tail = with;
+        ln_pmf += (j as f64).ln() - ((c - j + 1) as f64).ln() + ln_q - ln_p;
+        j -= 1;
+    }
+    0
 }
 
 /// The threshold for a neighbour count the caller fixed: the `t` in `2..=k` that maximises
@@ -915,7 +976,12 @@ impl Population {
     }
 
     fn for_request(req: &PlanRequest) -> Self {
-        Self::new(req.clients as u64, req.corrupt_fraction, req.dropout_rate).against(req.adversary)
+        let pop = Self::new(req.clients as u64, req.corrupt_fraction, req.dropout_rate);
+        let corrupt = match req.colluders {
+            Some(c) => (c as u64).min(pop.n.saturating_sub(1)),
+            None => pop.corrupt,
+        };
+        Self { corrupt, ..pop }.against(req.adversary)
     }
 
     fn against(self, adversary: Adversary) -> Self {

@@ -20,7 +20,8 @@ use secagg_engine::Prg;
 
 use crate::config::RoundConfig;
 use crate::identity::CaPublicKey;
-use crate::plan::{Adversary, CheckError, PlanRequest};
+use crate::plan::{Adversary, CheckError, PlanRequest, colluders_in_cohort};
+use crate::selection::epoch_at;
 
 /// Whom a client trusts to vouch for its peers' identity keys.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,13 +39,15 @@ pub enum Trust {
 pub struct ClientPolicy {
     /// The server this client must withstand.
     pub adversary: Adversary,
-    /// γ: the fraction of the round's clients that may collude with the server.
-    pub corrupt_fraction: f64,
+    /// c: the most enrolled identities that may collude with the server, in the whole
+    /// deployment. Absolute: every size the round shows is judged with c colluders in it.
+    pub colluders: usize,
     /// δ: the dropout rate the neighbour-graph connectivity bound assumes.
     pub dropout_rate: f64,
     /// σ: the round's parameters must keep the insecurity bound at or below 2^-σ.
     pub security_bits: u32,
-    /// T: the fewest clients a round may have, and the fewest inputs a released sum may hold.
+    /// T: the fewest honest members a round may have, and the fewest honest inputs a
+    /// released sum may hold: a round whose size n' has n' − c < T is refused.
     pub min_cohort: usize,
     /// The moduli 2^b this client accepts.
     pub bits: RangeInclusive<u32>,
@@ -55,6 +58,13 @@ pub struct ClientPolicy {
     /// The round context it expects (for example the hash of the model it trained on);
     /// `None` accepts the server's.
     pub context: Option<[u8; 32]>,
+    /// The length of a self-selection epoch, in seconds (the deployment's; see
+    /// [`crate::selection`]).
+    pub epoch_secs: u64,
+    /// The caller's clock (Unix seconds) when the round starts, for the self-selection epoch
+    /// check: a self-selected round is accepted only in this epoch or the one before. The
+    /// TCP transport and the command line set it; `None` refuses self-selected rounds.
+    pub now: Option<u64>,
 }
 
 impl ClientPolicy {
@@ -66,7 +76,7 @@ impl ClientPolicy {
     fn defaults(adversary: Adversary, trust: Trust) -> Self {
         Self {
             adversary,
-            corrupt_fraction: 0.05,
+            colluders: DEFAULT_COLLUDERS,
             dropout_rate: 0.1,
             security_bits: 40,
             min_cohort: 10,
@@ -74,6 +84,8 @@ impl ClientPolicy {
             prgs: vec![Prg::ChaCha20, Prg::ChaCha12],
             trust,
             context: None,
+            epoch_secs: DEFAULT_EPOCH_SECS,
+            now: None,
         }
     }
 
@@ -83,15 +95,29 @@ impl ClientPolicy {
         Self::defaults(Adversary::Curious, Trust::Unauthenticated)
     }
 
-    /// The policy is coherent: rates in [0, 1), T ≥ 3, a malicious adversary with enrolled
-    /// identities.
+    /// The same policy with its clock set to the system time (what a client that runs a
+    /// round now should use; the sans-IO core reads no clock).
+    pub fn at_system_time(self) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .ok();
+        Self { now, ..self }
+    }
+
+    /// The policy is coherent: a dropout rate in [0, 1), T ≥ 3, a positive epoch length, a
+    /// malicious adversary with enrolled identities.
     pub fn validate(&self) -> Result<(), PolicyError> {
-        let rate_ok = |r: f64| r.is_finite() && (0.0..1.0).contains(&r);
-        if !rate_ok(self.corrupt_fraction) || !rate_ok(self.dropout_rate) {
+        if !(self.dropout_rate.is_finite() && (0.0..1.0).contains(&self.dropout_rate)) {
             return Err(PolicyError::Invalid(format!(
-                "rates must lie in [0, 1): corrupt {}, dropout {}",
-                self.corrupt_fraction, self.dropout_rate
+                "the dropout rate must lie in [0, 1), got {}",
+                self.dropout_rate
             )));
+        }
+        if self.epoch_secs == 0 {
+            return Err(PolicyError::Invalid(
+                "the selection epoch must last at least a second".into(),
+            ));
         }
         if self.min_cohort < 3 {
             return Err(PolicyError::Invalid(format!(
@@ -106,8 +132,10 @@ impl ClientPolicy {
     }
 
     /// Checks a round configuration before anything is sent: b, the PRG, the context, the
-    /// round size against T, and (n, k, t) against the planner's security bound.
-    pub fn check_config(&self, config: &RoundConfig) -> Result<(), PolicyError> {
+    /// self-selection epoch, the round size against c + T, and (n, k, t) against the
+    /// planner's security bound with c colluders. Returns the colluders every later size must
+    /// be judged with: c, or the most the round's selection can admit.
+    pub fn check_config(&self, config: &RoundConfig) -> Result<usize, PolicyError> {
         self.validate()?;
         let b = config.modulus().bits();
         if !self.bits.contains(&b) {
@@ -127,30 +155,79 @@ impl ClientPolicy {
         {
             return Err(PolicyError::Context);
         }
-        self.check_size(config.clients(), "the round's client count")?;
-        self.check_shape(config.clients(), config.neighbors(), config.threshold())
+        let colluders = self.colluders_for(config)?;
+        self.check_size(config.clients(), colluders, "the round's client count")?;
+        self.check_shape(
+            config.clients(),
+            config.neighbors(),
+            config.threshold(),
+            colluders,
+        )?;
+        Ok(colluders)
     }
 
-    /// The round really has `n` members (cohort, key list, survivors): at least T.
-    pub fn check_size(&self, n: usize, what: &'static str) -> Result<(), PolicyError> {
-        if n < self.min_cohort {
+    /// The colluders a round can hold under this policy: c, or for a self-selected round (in
+    /// this epoch or the last, in a deployment with a CA) the most of c its rate admits
+    /// except with probability 2^-(σ+1).
+    pub fn colluders_for(&self, config: &RoundConfig) -> Result<usize, PolicyError> {
+        let Some(selection) = config.selection() else {
+            return Ok(self.colluders);
+        };
+        if self.trust == Trust::Unauthenticated {
+            return Err(PolicyError::Selection(SelectionRefusal::Unauthenticated));
+        }
+        let now = self
+            .now
+            .ok_or(PolicyError::Selection(SelectionRefusal::NoClock))?;
+        let current = epoch_at(now, self.epoch_secs);
+        if selection.epoch() != current && selection.epoch().saturating_add(1) != current {
+            return Err(PolicyError::Selection(SelectionRefusal::Epoch {
+                round: selection.epoch(),
+                current,
+            }));
+        }
+        let bound = colluders_in_cohort(
+            self.colluders as u64,
+            selection.rate(),
+            self.security_bits.saturating_add(1),
+        );
+        Ok(usize::try_from(bound).unwrap_or(usize::MAX))
+    }
+
+    /// The round really has `n` members (announced, cohort, key list, survivors), of which up
+    /// to `colluders` may work with the server: at least T of them must be honest.
+    pub fn check_size(
+        &self,
+        n: usize,
+        colluders: usize,
+        what: &'static str,
+    ) -> Result<(), PolicyError> {
+        if n < colluders.saturating_add(self.min_cohort) {
             return Err(PolicyError::Cohort {
                 what,
                 n,
+                colluders,
                 min: self.min_cohort,
             });
         }
         Ok(())
     }
 
-    /// (n, k, t) against the planner's security bound for this policy (correctness is the
-    /// operator's concern, not a reason to refuse). `k` is capped at n − 1 (the graph over
-    /// fewer clients than planned is complete).
-    pub fn check_shape(&self, n: usize, k: usize, t: usize) -> Result<(), PolicyError> {
+    /// (n, k, t) against the planner's security bound for this policy with `colluders`
+    /// colluding members (correctness is the operator's concern, not a reason to refuse).
+    /// `k` is capped at n − 1 (the graph over fewer clients than planned is complete).
+    pub fn check_shape(
+        &self,
+        n: usize,
+        k: usize,
+        t: usize,
+        colluders: usize,
+    ) -> Result<(), PolicyError> {
         let req = PlanRequest {
             clients: n,
             dropout_rate: self.dropout_rate,
-            corrupt_fraction: self.corrupt_fraction,
+            corrupt_fraction: 0.0,
+            colluders: Some(colluders),
             security_bits: self.security_bits,
             correctness_bits: 0,
             adversary: self.adversary,
@@ -164,6 +241,39 @@ impl ClientPolicy {
             Err(_) => Ok(()),
         }
     }
+}
+
+/// The default colluder budget c: 5% of a deployment of a hundred.
+pub const DEFAULT_COLLUDERS: usize = 5;
+/// The default self-selection epoch: an hour.
+pub const DEFAULT_EPOCH_SECS: u64 = 3600;
+
+/// Why a client refuses a self-selected round.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SelectionRefusal {
+    /// Without a CA, identities (and so tickets) cost nothing to make.
+    #[error("a self-selected round needs enrolled identities")]
+    Unauthenticated,
+    /// The caller gave no clock to check the epoch against.
+    #[error("no clock was given to check the round's epoch against")]
+    NoClock,
+    /// The epoch is neither the client's current one nor the one before.
+    #[error("the round's epoch {round} is not this client's epoch {current} or the one before")]
+    Epoch {
+        /// The round's epoch.
+        round: u64,
+        /// The client's.
+        current: u64,
+    },
+    /// This client is not eligible in the round's epoch at its rate.
+    #[error("this client is not eligible in epoch {epoch} at rate {}", *threshold as f64 / 2f64.powi(64))]
+    NotEligible {
+        /// The epoch.
+        epoch: u64,
+        /// The rate times 2^64.
+        threshold: u64,
+    },
 }
 
 /// Why a client refuses a round.
@@ -197,16 +307,23 @@ pub enum PolicyError {
         /// What the policy allows.
         allowed: Vec<Prg>,
     },
-    /// The round is smaller than T.
-    #[error("{what} is {n}, below this client's minimum cohort of {min}")]
+    /// The round leaves fewer than T honest members once its colluders are counted out.
+    #[error(
+        "{what} is {n}: with up to {colluders} colluders that leaves fewer than this client's minimum of {min} honest members"
+    )]
     Cohort {
         /// Which count.
         what: &'static str,
         /// The count.
         n: usize,
+        /// The colluders it may hold (c, or the selection's bound).
+        colluders: usize,
         /// T.
         min: usize,
     },
+    /// A self-selected round this client cannot accept.
+    #[error("self-selection: {0}")]
+    Selection(SelectionRefusal),
     /// The round's context is not the one this client expects.
     #[error("the round context differs from the one this client expects (another model?)")]
     Context,

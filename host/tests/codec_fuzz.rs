@@ -40,6 +40,7 @@ fn signed() -> SignedKeys {
         nonce: [3; 32],
         credential: Credential::certificate(&ca.issue(ClientId(4), &key.public())),
         signature: [5; 64],
+        ticket: Some([6; codec::TICKET_LEN]),
     }
 }
 

@@ -220,13 +220,13 @@ pub struct Policy {
 #[pymethods]
 impl Policy {
     #[new]
-    #[pyo3(signature = (*, adversary="semi-malicious", corrupt=0.05, dropout=0.1,
+    #[pyo3(signature = (*, adversary="semi-malicious", colluders=secagg_host::policy::DEFAULT_COLLUDERS, dropout=0.1,
         security_bits=40, min_cohort=10, bits=(1, 32), prgs=vec!["chacha20".to_string(), "chacha12".to_string()],
-        ca=None, context=None))]
+        ca=None, context=None, epoch_secs=secagg_host::policy::DEFAULT_EPOCH_SECS))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         adversary: &str,
-        corrupt: f64,
+        colluders: usize,
         dropout: f64,
         security_bits: u32,
         min_cohort: usize,
@@ -234,6 +234,7 @@ impl Policy {
         prgs: Vec<String>,
         ca: Option<PathBuf>,
         context: Option<&[u8]>,
+        epoch_secs: u64,
     ) -> PyResult<Self> {
         let trust = match ca {
             Some(path) => Trust::Enrolled(CaPublicKey::load(&path).map_err(errors::identity)?),
@@ -241,7 +242,7 @@ impl Policy {
         };
         let inner = ClientPolicy {
             adversary: parse_adversary(adversary)?,
-            corrupt_fraction: corrupt,
+            colluders,
             dropout_rate: dropout,
             security_bits,
             min_cohort,
@@ -252,7 +253,10 @@ impl Policy {
                 .collect::<PyResult<Vec<_>>>()?,
             trust,
             context: context_bytes(context)?,
-        };
+            epoch_secs,
+            now: None,
+        }
+        .at_system_time();
         inner.validate().map_err(errors::policy)?;
         Ok(Self { inner })
     }
@@ -269,21 +273,26 @@ impl Policy {
     fn min_cohort(&self) -> usize {
         self.inner.min_cohort
     }
+    #[getter]
+    fn colluders(&self) -> usize {
+        self.inner.colluders
+    }
 
     /// Checks a configuration against this policy; raises `PolicyError` naming the bound it
     /// fails.
     fn check(&self, config: &RoundConfig) -> PyResult<()> {
         self.inner
             .check_config(&config.inner)
+            .map(|_| ())
             .map_err(errors::policy)
     }
 
     fn __repr__(&self) -> String {
         let p = &self.inner;
         format!(
-            "Policy(adversary='{}', corrupt={}, dropout={}, security_bits={}, min_cohort={}, bits=({}, {}), enrolled={})",
+            "Policy(adversary='{}', colluders={}, dropout={}, security_bits={}, min_cohort={}, bits=({}, {}), enrolled={})",
             p.adversary,
-            p.corrupt_fraction,
+            p.colluders,
             p.dropout_rate,
             p.security_bits,
             p.min_cohort,
@@ -365,7 +374,7 @@ impl Identity {
 /// security and correctness targets. Returns a dict (wrapped as `secagg.Plan`).
 #[pyfunction]
 #[pyo3(signature = (clients, *, dropout=0.1, corrupt=0.05, adversary="semi-malicious",
-    security_bits=40, correctness_bits=20, neighbors=None, threshold=None))]
+    security_bits=40, correctness_bits=20, neighbors=None, threshold=None, colluders=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn plan<'py>(
     py: Python<'py>,
@@ -377,11 +386,13 @@ pub fn plan<'py>(
     correctness_bits: u32,
     neighbors: Option<usize>,
     threshold: Option<usize>,
+    colluders: Option<usize>,
 ) -> PyResult<Bound<'py, PyDict>> {
     let req = PlanRequest {
         clients,
         dropout_rate: dropout,
         corrupt_fraction: corrupt,
+        colluders,
         security_bits,
         correctness_bits,
         adversary: parse_adversary(adversary)?,

@@ -75,10 +75,12 @@ pub fn simulate<'py>(
             u64::from_le_bytes(r)
         }
     };
+    let colluders = (corrupt * clients as f64 - 1e-6).ceil().max(0.0) as usize;
     let req = PlanRequest {
         clients,
         dropout_rate: dropout.min(0.99),
         corrupt_fraction: corrupt,
+        colluders: Some(colluders),
         adversary,
         ..PlanRequest::default()
     };
@@ -136,12 +138,13 @@ pub fn simulate<'py>(
         enrolled: !unauthenticated,
         policy: ClientPolicy {
             adversary,
-            corrupt_fraction: corrupt,
+            colluders,
             dropout_rate: dropout.min(0.99),
-            min_cohort: clients.min(10),
+            min_cohort: clients.saturating_sub(colluders).clamp(3, 10),
             prgs: vec![Prg::ChaCha20, Prg::ChaCha12, Prg::ChaCha8],
             ..ClientPolicy::curious_unauthenticated()
         },
+        members: None,
     };
     let report = py.detach(|| {
         errors::guard(|| {

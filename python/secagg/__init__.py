@@ -283,7 +283,8 @@ def aggregate(
         max_weight=max(w),
     )
     server = Server(config, backend=backend, now=0.0)
-    policy = Policy(adversary="curious", min_cohort=3, security_bits=0)
+    # Every client is the caller's own: no colluders to budget for.
+    policy = Policy(adversary="curious", min_cohort=3, security_bits=0, colluders=0)
     welcome = server.welcome()
     clients = {i: Client(welcome, Identity.generate(i), policy) for i in range(n)}
     for i, client in clients.items():

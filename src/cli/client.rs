@@ -97,10 +97,17 @@ pub struct ClientArgs {
     /// [default: semi-malicious]
     #[arg(long)]
     adversary: Option<Adversary>,
-    /// Policy: the fraction of the round's clients that may collude with the server.
-    /// [default: 0.05]
+    /// Policy: c, the most enrolled identities in the whole deployment that may collude with
+    /// the server. Absolute: every size the server shows (announced, cohort, key list,
+    /// survivors) is judged with c colluders in it, and must leave T honest members.
+    /// ⌈γ · P⌉ for P enrolled clients of which a fraction γ may be corrupted. [default: 5]
     #[arg(long)]
-    corrupt: Option<f64>,
+    colluders: Option<usize>,
+    /// Policy: the length of a self-selection epoch in seconds (the deployment's); a
+    /// self-selected round is accepted only in this client's epoch or the one before.
+    /// [default: 3600]
+    #[arg(long)]
+    epoch_secs: Option<u64>,
     /// Policy: the dropout rate the graph-connectivity bound assumes. [default: 0.1]
     #[arg(long)]
     dropout: Option<f64>,
@@ -108,8 +115,8 @@ pub struct ClientArgs {
     /// 2^-σ. [default: 40]
     #[arg(long)]
     security_bits: Option<u32>,
-    /// Policy: T, the fewest clients a round may have and the fewest inputs a released sum
-    /// may hold. [default: 10]
+    /// Policy: T, the fewest honest members a round may have and the fewest honest inputs a
+    /// released sum may hold: a round of n' members is refused when n' − c < T. [default: 10]
     #[arg(long)]
     min_cohort: Option<usize>,
     /// Policy: the mask PRGs accepted, comma-separated. [default: chacha20,chacha12]
@@ -148,7 +155,8 @@ struct ClientFile {
     key: Option<PathBuf>,
     cert: Option<PathBuf>,
     adversary: Option<String>,
-    corrupt: Option<f64>,
+    colluders: Option<usize>,
+    epoch_secs: Option<u64>,
     dropout: Option<f64>,
     security_bits: Option<u32>,
     min_cohort: Option<usize>,
@@ -214,9 +222,13 @@ fn identity_and_policy(
         Trust::Unauthenticated => ClientPolicy::curious_unauthenticated(),
     };
     policy.adversary = adversary;
-    if let Some(g) = a.corrupt.or(file.corrupt) {
-        policy.corrupt_fraction = g;
+    if let Some(c) = a.colluders.or(file.colluders) {
+        policy.colluders = c;
     }
+    if let Some(e) = a.epoch_secs.or(file.epoch_secs) {
+        policy.epoch_secs = e;
+    }
+    let mut policy = policy.at_system_time();
     if let Some(d) = a.dropout.or(file.dropout) {
         policy.dropout_rate = d;
     }
@@ -361,6 +373,7 @@ pub fn run(mut a: ClientArgs) -> Result<ExitCode, String> {
         layout: layout_digest(&layout.to_bytes()),
         drop_after,
         connect_timeout,
+        insecure_plaintext: tls.is_none() && plaintext,
         tls,
         misbehave: None,
     };

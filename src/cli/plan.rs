@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use secagg_host::config::bits_needed;
 use secagg_host::plan::{
-    Adversary, CheckError, PlanError, PlanRequest, check, log2_correctness_failure,
-    log2_security_failure_with, plan,
+    Adversary, CheckError, PlanError, PlanRequest, check, colluders_in_cohort,
+    log2_correctness_failure, log2_security_failure_for, plan,
 };
 
 /// Exit status when no `(k, t)` meets the request, or when the checked pair misses a bound.
@@ -27,9 +27,23 @@ pub struct PlanArgs {
     /// Expected fraction of clients that drop out (an upper bound).
     #[arg(long, default_value_t = 0.1)]
     dropout: f64,
-    /// Fraction of clients that may collude with the server (an upper bound).
+    /// Fraction of the enrolled population that may collude with the server (an upper
+    /// bound): c = ⌈corrupt × population⌉ colluders, unless --colluders gives c.
     #[arg(long, default_value_t = 0.05)]
     corrupt: f64,
+    /// c: the most enrolled identities that may collude with the server, in the whole
+    /// deployment (what every client's policy holds; overrides --corrupt).
+    #[arg(long)]
+    colluders: Option<usize>,
+    /// P: the enrolled population, for --corrupt [default: --clients, a deployment whose
+    /// every client is in the round].
+    #[arg(long)]
+    population: Option<usize>,
+    /// p: the rate of verifiable self-selection, in (0, 1): each enrolled client is eligible
+    /// with probability p, so a round of n members is drawn from a population of about n / p,
+    /// and the colluders in it are bounded by a binomial tail over c·p instead of c.
+    #[arg(long)]
+    select_rate: Option<f64>,
     /// The server the security bounds hold against. The default is semi-malicious: the
     /// server is the party secure aggregation guards against, so it is not trusted to
     /// report survivors honestly.
@@ -75,25 +89,69 @@ impl From<AdversaryArg> for Adversary {
     }
 }
 
+/// The colluders a round can hold: c (given, or ⌈γ P⌉), and with self-selection the
+/// binomial tail bound over c·p at 2^-(σ+1).
+struct Colluders {
+    /// c in the deployment.
+    total: usize,
+    /// The most in the round.
+    in_round: usize,
+}
+
+fn colluders(a: &PlanArgs) -> Result<Colluders, String> {
+    let population = a.population.unwrap_or(a.clients);
+    if !(a.corrupt.is_finite() && (0.0..1.0).contains(&a.corrupt)) {
+        return Err(format!(
+            "corrupt fraction must be a number in [0, 1), got {}",
+            a.corrupt
+        ));
+    }
+    let total = a
+        .colluders
+        .unwrap_or_else(|| (a.corrupt * population as f64 - 1e-6).ceil().max(0.0) as usize);
+    let in_round = match a.select_rate {
+        None => total,
+        Some(p) if p > 0.0 && p < 1.0 => {
+            colluders_in_cohort(total as u64, p, a.security_bits.saturating_add(1)) as usize
+        }
+        Some(p) => return Err(format!("--select-rate must lie in (0, 1), got {p}")),
+    };
+    Ok(Colluders { total, in_round })
+}
+
+fn describe_colluders(a: &PlanArgs, c: &Colluders) -> String {
+    match a.select_rate {
+        None => format!("colluders ≤ {}", c.total),
+        Some(p) => format!(
+            "colluders ≤ {} of {} enrolled, self-selected at rate {p} (2^-{} tail)",
+            c.in_round,
+            c.total,
+            a.security_bits.saturating_add(1)
+        ),
+    }
+}
+
 pub fn run(a: PlanArgs) -> Result<ExitCode, String> {
+    let c = colluders(&a)?;
     let req = PlanRequest {
         clients: a.clients,
         dropout_rate: a.dropout,
         corrupt_fraction: a.corrupt,
+        colluders: Some(c.in_round),
         security_bits: a.security_bits,
         correctness_bits: a.correctness_bits,
         adversary: a.adversary.into(),
     };
     match (a.neighbors, a.threshold) {
-        (None, None) => choose(&a, &req),
-        (Some(k), Some(t)) => check_pair(&a, &req, k, t),
+        (None, None) => choose(&a, &c, &req),
+        (Some(k), Some(t)) => check_pair(&a, &c, &req, k, t),
         // clap already insists on both or neither.
         _ => Err("--neighbors and --threshold go together".into()),
     }
 }
 
 /// Plans `(k, t)` for the request.
-fn choose(a: &PlanArgs, req: &PlanRequest) -> Result<ExitCode, String> {
+fn choose(a: &PlanArgs, c: &Colluders, req: &PlanRequest) -> Result<ExitCode, String> {
     let p = match plan(req) {
         Ok(p) => p,
         Err(e @ PlanError::Infeasible(_)) => {
@@ -103,10 +161,10 @@ fn choose(a: &PlanArgs, req: &PlanRequest) -> Result<ExitCode, String> {
         Err(e) => return Err(e.to_string()),
     };
     println!(
-        "n = {}, dropout ≤ {}, corrupted ≤ {}: {}",
+        "n = {}, dropout ≤ {}, {}: {}",
         a.clients,
         a.dropout,
-        a.corrupt,
+        describe_colluders(a, c),
         graph(a.clients, p.neighbors)
     );
     println!("  adversary: {}", describe(req.adversary));
@@ -118,24 +176,29 @@ fn choose(a: &PlanArgs, req: &PlanRequest) -> Result<ExitCode, String> {
 }
 
 /// Evaluates the caller's `(k, t)` against the request.
-fn check_pair(a: &PlanArgs, req: &PlanRequest, k: usize, t: usize) -> Result<ExitCode, String> {
+fn check_pair(
+    a: &PlanArgs,
+    c: &Colluders,
+    req: &PlanRequest,
+    k: usize,
+    t: usize,
+) -> Result<ExitCode, String> {
     let outcome = check(req, k, t);
     if let Err(e @ (CheckError::InvalidRequest(_) | CheckError::Shape { .. })) = &outcome {
         return Err(e.to_string());
     }
     println!(
-        "n = {}, dropout ≤ {}, corrupted ≤ {}: checking {}",
+        "n = {}, dropout ≤ {}, {}: checking {}",
         a.clients,
         a.dropout,
-        a.corrupt,
+        describe_colluders(a, c),
         graph(a.clients, k)
     );
     println!("  adversary: {}", describe(req.adversary));
     println!("  neighbors k = {k}");
     println!("  threshold t = {t}");
     // Shape and request are valid here, so the helpers give the same bounds check used.
-    let insecurity =
-        log2_security_failure_with(req.adversary, a.clients, k, t, a.corrupt, a.dropout);
+    let insecurity = log2_security_failure_for(req, k, t);
     let failure = log2_correctness_failure(a.clients, k, t, a.dropout);
     print_bounds(a, insecurity, failure);
     print_modulus(a);

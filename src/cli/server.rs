@@ -10,7 +10,9 @@ use secagg_engine::{Backend, BackendChoice, Engine};
 use secagg_host::codec::layout_digest;
 use secagg_host::config::{Quantization, RoundConfig, bits_needed};
 use secagg_host::identity::CaPublicKey;
-use secagg_host::plan::{Adversary, PlanRequest, check, threshold_for};
+use secagg_host::plan::{Adversary, PlanRequest, check, colluders_in_cohort, threshold_for};
+use secagg_host::policy::DEFAULT_EPOCH_SECS;
+use secagg_host::selection::{Selection, epoch_at};
 use secagg_host::transport::tls::{self, TlsAcceptor};
 use secagg_host::transport::{RoundReport, ServeOptions, serve};
 use serde::Deserialize;
@@ -115,10 +117,23 @@ pub struct ServerArgs {
     /// clients' default policy) or curious. [default: semi-malicious]
     #[arg(long)]
     adversary: Option<Adversary>,
-    /// Fraction of clients that may collude with the server, for the security check.
-    /// [default: 0.05]
+    /// Fraction of the enrolled clients that may collude with the server, for the security
+    /// check: c = ⌈corrupt × n⌉ unless --colluders gives c. [default: 0.05]
     #[arg(long)]
     corrupt: Option<f64>,
+    /// c: the most enrolled identities that may collude with the server, in the whole
+    /// deployment (what the clients' policies hold: give theirs, or they may refuse the round).
+    #[arg(long)]
+    colluders: Option<usize>,
+    /// Verifiable self-selection at rate p in (0, 1): only clients whose VRF ticket for the
+    /// current epoch admits them at this rate may take part (needs --ca); the round's
+    /// colluders are then bounded by a binomial tail over c·p.
+    #[arg(long)]
+    select_rate: Option<f64>,
+    /// The length of a self-selection epoch in seconds (the deployment's; clients hold the
+    /// same). [default: 3600]
+    #[arg(long)]
+    epoch_secs: Option<u64>,
     /// Expected dropout rate, for the planner's threshold and the security check.
     /// [default: 0.1]
     #[arg(long)]
@@ -168,6 +183,9 @@ struct ServerFile {
     ca: Option<PathBuf>,
     adversary: Option<String>,
     corrupt: Option<f64>,
+    colluders: Option<usize>,
+    select_rate: Option<f64>,
+    epoch_secs: Option<u64>,
     dropout: Option<f64>,
     insecure_params: Option<bool>,
     context: Option<String>,
@@ -284,10 +302,43 @@ fn settings(a: ServerArgs) -> Result<Settings, String> {
                 .into(),
         );
     }
+    let corrupt = a.corrupt.or(file.corrupt).unwrap_or(0.05);
+    let total_colluders = a
+        .colluders
+        .or(file.colluders)
+        .unwrap_or_else(|| (corrupt * n as f64 - 1e-6).ceil().max(0.0) as usize);
+    let selection = match a.select_rate.or(file.select_rate) {
+        None => None,
+        Some(_) if ca.is_none() => {
+            return Err(
+                "--select-rate needs --ca: eligibility is proved with enrolled identity keys"
+                    .into(),
+            );
+        }
+        Some(p) => {
+            let epoch_secs = a
+                .epoch_secs
+                .or(file.epoch_secs)
+                .unwrap_or(DEFAULT_EPOCH_SECS);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            Some(
+                Selection::new(epoch_at(now, epoch_secs), p)
+                    .map_err(|e| format!("--select-rate: {e}"))?,
+            )
+        }
+    };
+    let colluders = match &selection {
+        None => total_colluders,
+        Some(s) => colluders_in_cohort(total_colluders as u64, s.rate(), 41) as usize,
+    };
     let req = PlanRequest {
         clients: n,
         dropout_rate: a.dropout.or(file.dropout).unwrap_or(0.1),
-        corrupt_fraction: a.corrupt.or(file.corrupt).unwrap_or(0.05),
+        corrupt_fraction: corrupt,
+        colluders: Some(colluders),
         adversary,
         ..PlanRequest::default()
     };
@@ -299,7 +350,7 @@ fn settings(a: ServerArgs) -> Result<Settings, String> {
     } else {
         let t = match adversary {
             Adversary::Curious => {
-                threshold_for(n, k, req.dropout_rate, req.corrupt_fraction).threshold
+                threshold_for(n, k, req.dropout_rate, colluders as f64 / n as f64).threshold
             }
             _ => (2..=k + 1)
                 .find(|&t| check(&req, k, t).map_or_else(|e| !e.is_security(), |_| true))
@@ -322,9 +373,8 @@ fn settings(a: ServerArgs) -> Result<Settings, String> {
         ),
         Err(e) if e.is_security() && !insecure_ok => {
             return Err(format!(
-                "refusing to start an insecure round (n = {n}, k = {k}, t = {t}, {adversary} server, {} corrupt): {e}; \
-                 --insecure-params starts it anyway (clients with their own policy will still refuse it)",
-                req.corrupt_fraction
+                "refusing to start an insecure round (n = {n}, k = {k}, t = {t}, {adversary} server, {colluders} colluders): {e}; \
+                 --insecure-params starts it anyway (clients with their own policy will still refuse it)"
             ));
         }
         Err(e) if e.is_security() => {
@@ -382,6 +432,7 @@ fn settings(a: ServerArgs) -> Result<Settings, String> {
         .stage_timeout(deadline)
         .round_id(round_id)
         .context(context)
+        .selection(selection)
         .build()
         .map_err(|e| e.to_string())?;
     let defaults = ServeOptions::default();
@@ -389,6 +440,7 @@ fn settings(a: ServerArgs) -> Result<Settings, String> {
         max_concurrent_uploads: a.max_uploads.or(file.max_uploads).unwrap_or(4),
         layout: pin_layout.then(|| layout_digest(&layout.to_bytes())),
         ca,
+        insecure_plaintext: tls.is_none(),
         tls,
         hello_timeout: a
             .hello_timeout_ms

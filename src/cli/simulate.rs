@@ -7,7 +7,9 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use secagg_engine::{Backend, BackendChoice, Engine, Prg};
 use secagg_host::config::bits_needed;
-use secagg_host::plan::{Adversary, PlanRequest, check, plan, threshold_for};
+use secagg_host::plan::{Adversary, PlanRequest, check, colluders_in_cohort, plan, threshold_for};
+use secagg_host::policy::DEFAULT_EPOCH_SECS;
+use secagg_host::selection::{Selection, epoch_at};
 use secagg_host::sim::{self, DropMode, DropSchedule, Progress, SimConfig, SimReport};
 use secagg_host::{ClientPolicy, Quantization, RoundConfig, Stage};
 use serde_json::json;
@@ -48,20 +50,37 @@ pub struct SimulateArgs {
     /// disconnecting.
     #[arg(long)]
     silent: bool,
-    /// Fraction of colluding clients the planner (and every client's policy) must tolerate.
-    /// [default: 0.05; see --dropout]
+    /// Fraction of the enrolled population that may collude with the server: c =
+    /// ⌈corrupt × population⌉ unless --colluders gives c. [default: 0.05; see --dropout]
     #[arg(long = "corrupt")]
     corrupt_given: Option<f64>,
     /// The corrupt fraction used (`--corrupt` or its default).
     #[arg(skip)]
     corrupt: f64,
+    /// c: the most enrolled identities that may collude with the server, which every
+    /// client's policy holds (absolute, whatever the round's size) and the planner plans for.
+    #[arg(long)]
+    colluders: Option<usize>,
+    /// Verifiable self-selection at rate p in (0, 1): the simulated CA enrolls a population
+    /// (--population, default ⌈clients / p⌉), each identity is eligible with probability p
+    /// (an RFC 9381 VRF of its key over the current epoch's seed), and the round is the
+    /// eligible ones; every client checks every member's proof, and the colluders a round can
+    /// hold are bounded by a binomial tail over c·p.
+    #[arg(long)]
+    select_rate: Option<f64>,
+    /// The enrolled population for --select-rate (and for --corrupt).
+    #[arg(long)]
+    population: Option<usize>,
+    /// The colluders the round may hold: c, or its self-selection bound.
+    #[arg(skip)]
+    colluders_in_round: usize,
     /// The server the clients must withstand: semi-malicious (it may lie in any message;
     /// the default) or curious (it follows the protocol). Sets the planner's bounds and every
     /// client's policy.
     #[arg(long, default_value = "semi-malicious")]
     adversary: Adversary,
-    /// T in every client's policy: the fewest clients a round may have and the fewest inputs
-    /// a released sum may hold. [default: min(10, n)]
+    /// T in every client's policy: the fewest honest members a round may have (n − c ≥ T)
+    /// and the fewest honest inputs a released sum may hold. [default: min(10, n − c)]
     #[arg(long)]
     min_cohort: Option<usize>,
     /// Clients accept any round parameters (no floor from the planner): to watch an
@@ -102,6 +121,13 @@ pub struct SimulateArgs {
     quiet: bool,
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 fn random_seed() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     std::collections::hash_map::RandomState::new()
@@ -115,9 +141,16 @@ fn plan_request(a: &SimulateArgs) -> PlanRequest {
         clients: a.clients,
         dropout_rate: a.dropout,
         corrupt_fraction: a.corrupt,
+        colluders: Some(a.colluders_in_round),
         adversary: a.adversary,
         ..PlanRequest::default()
     }
+}
+
+/// c: given, or ⌈γ P⌉ for the enrolled population P.
+fn total_colluders(a: &SimulateArgs, population: usize) -> usize {
+    a.colluders
+        .unwrap_or_else(|| (a.corrupt * population as f64 - 1e-6).ceil().max(0.0) as usize)
 }
 
 /// The smallest threshold for `k` neighbours that meets the security bound of `req`, if any.
@@ -136,10 +169,10 @@ fn choose_graph(a: &SimulateArgs) -> Result<(usize, usize, String), String> {
         (None, t) => {
             let p = plan(&req).map_err(|e| e.to_string())?;
             let why = format!(
-                "{} planner (dropout {}, corrupt {}): insecurity {}, failure {}",
+                "{} planner (dropout {}, {} colluders): insecurity {}, failure {}",
                 a.adversary,
                 a.dropout,
-                a.corrupt,
+                a.colluders_in_round,
                 super::pow2(p.log2_insecurity),
                 super::pow2(p.log2_failure)
             );
@@ -155,7 +188,12 @@ fn choose_graph(a: &SimulateArgs) -> Result<(usize, usize, String), String> {
         }
         (Some(k), None) if k + 1 >= n => Ok((k, (n / 2 + 1).min(k), "majority of n".into())),
         (Some(k), None) => {
-            let p = threshold_for(n, k, a.dropout.max(0.0), a.corrupt);
+            let p = threshold_for(
+                n,
+                k,
+                a.dropout.max(0.0),
+                a.colluders_in_round as f64 / n as f64,
+            );
             Ok((
                 k,
                 p.threshold,
@@ -176,10 +214,11 @@ const DEFAULT_CORRUPT: f64 = 0.05;
 /// Fills in `--dropout` and `--corrupt`. Left to their defaults on a round too small to
 /// plan for them (a handful of clients cannot survive a dropout and a corrupted client at
 /// once against a lying server), both become 0, and a note says so.
-fn resolve_fractions(a: &mut SimulateArgs) {
+fn resolve_fractions(a: &mut SimulateArgs, population: usize) {
     a.dropout = a.dropout_given.unwrap_or(DEFAULT_DROPOUT);
     a.corrupt = a.corrupt_given.unwrap_or(DEFAULT_CORRUPT);
-    let defaults = a.dropout_given.is_none() && a.corrupt_given.is_none();
+    a.colluders_in_round = colluders_in_round(a, population);
+    let defaults = a.dropout_given.is_none() && a.corrupt_given.is_none() && a.colluders.is_none();
     if defaults && a.neighbors.is_none() && plan(&plan_request(a)).is_err() {
         eprintln!(
             "note: {} clients are too few to plan for {DEFAULT_DROPOUT} dropout and \
@@ -189,11 +228,50 @@ fn resolve_fractions(a: &mut SimulateArgs) {
         );
         a.dropout = 0.0;
         a.corrupt = 0.0;
+        a.colluders = Some(0);
+        a.colluders_in_round = 0;
     }
 }
 
+/// The colluders the round may hold: c, or under self-selection the binomial tail bound.
+fn colluders_in_round(a: &SimulateArgs, population: usize) -> usize {
+    let c = total_colluders(a, population);
+    match a.select_rate {
+        Some(p) => colluders_in_cohort(c as u64, p, SECURITY_BITS + 1) as usize,
+        None => c,
+    }
+}
+
+/// The clients' σ (the policy default).
+const SECURITY_BITS: u32 = 40;
+
 pub fn run(mut a: SimulateArgs) -> Result<ExitCode, String> {
-    resolve_fractions(&mut a);
+    let seed = a.seed.unwrap_or_else(random_seed);
+    let now = unix_now();
+    // Self-selection: enroll the population, keep the eligible identities.
+    let (selection, members, population) = match a.select_rate {
+        None => (None, None, a.population.unwrap_or(a.clients)),
+        Some(p) => {
+            let selection = Selection::new(epoch_at(now, DEFAULT_EPOCH_SECS), p)
+                .map_err(|e| format!("--select-rate: {e}"))?;
+            let population = a
+                .population
+                .unwrap_or_else(|| (a.clients as f64 / p).ceil() as usize);
+            let population = u32::try_from(population)
+                .map_err(|_| format!("--population {population} is too large"))?;
+            let members = sim::eligible(seed, &selection, population);
+            if !a.json {
+                println!(
+                    "secagg simulate: {} of {population} enrolled identities are eligible in epoch {} at rate {p}",
+                    members.len(),
+                    selection.epoch()
+                );
+            }
+            a.clients = members.len();
+            (Some(selection), Some(members), population as usize)
+        }
+    };
+    resolve_fractions(&mut a, population);
     if !(0.0..=1.0).contains(&a.dropout) {
         return Err(format!(
             "--dropout {} must be a fraction in [0, 1]",
@@ -209,14 +287,14 @@ pub fn run(mut a: SimulateArgs) -> Result<ExitCode, String> {
     if a.unauthenticated && a.adversary != Adversary::Curious {
         return Err("--unauthenticated needs --adversary curious: without enrolled identities a lying server can substitute every key".into());
     }
-    let seed = a.seed.unwrap_or_else(random_seed);
     let (k, t, why) = choose_graph(&a)?;
     let mut builder = RoundConfig::builder(a.clients, a.params)
         .neighbors(k)
         .threshold(t)
         .bits(a.bits)
         .prg(a.prg)
-        .round_id(seed);
+        .round_id(seed)
+        .selection(selection);
     if let Some(min) = a.min_survivors {
         builder = builder.min_survivors(min);
     }
@@ -235,7 +313,10 @@ pub fn run(mut a: SimulateArgs) -> Result<ExitCode, String> {
     }
     let round = builder.build().map_err(|e| e.to_string())?;
     let engine = Engine::choose(a.backend).map_err(|e| format!("--backend {}: {e}", a.backend))?;
-    let drops = DropSchedule::random(a.clients, a.dropout, a.dropout_stage, seed);
+    let drops = match &members {
+        None => DropSchedule::random(a.clients, a.dropout, a.dropout_stage, seed),
+        Some(m) => DropSchedule::random_among(m, a.dropout, a.dropout_stage, seed),
+    };
     let cfg = SimConfig {
         round: round.clone(),
         seed,
@@ -252,13 +333,17 @@ pub fn run(mut a: SimulateArgs) -> Result<ExitCode, String> {
         } else {
             ClientPolicy {
                 adversary: a.adversary,
-                corrupt_fraction: a.corrupt,
+                colluders: total_colluders(&a, population),
                 dropout_rate: a.dropout.min(0.99),
-                min_cohort: a.min_cohort.unwrap_or(a.clients.min(10)),
+                min_cohort: a
+                    .min_cohort
+                    .unwrap_or(a.clients.saturating_sub(a.colluders_in_round).clamp(3, 10)),
                 prgs: vec![Prg::ChaCha20, Prg::ChaCha12, Prg::ChaCha8],
+                now: Some(now),
                 ..ClientPolicy::curious_unauthenticated()
             }
         },
+        members,
     };
     let describe = engine.describe();
     if !a.json {
@@ -296,9 +381,14 @@ pub fn run(mut a: SimulateArgs) -> Result<ExitCode, String> {
                 "no floor on the parameters (--insecure-params)".to_string()
             } else {
                 format!(
-                    "{} server, {} corrupt, T = {}, 2^-{} security",
+                    "{} server, c = {} colluders{}, T = {} honest, 2^-{} security",
                     cfg.policy.adversary,
-                    cfg.policy.corrupt_fraction,
+                    cfg.policy.colluders,
+                    if a.select_rate.is_some() {
+                        format!(" (at most {} in the round)", a.colluders_in_round)
+                    } else {
+                        String::new()
+                    },
                     cfg.policy.min_cohort,
                     cfg.policy.security_bits
                 )
@@ -501,6 +591,11 @@ fn print_json(
         "dropout": a.dropout,
         "dropout_stage": a.dropout_stage.name(),
         "adversary": a.adversary.name(),
+        "colluders": a.colluders,
+        "colluders_in_round": a.colluders_in_round,
+        "select_rate": a.select_rate,
+        "bytes_down_per_client": r.stages.iter().map(|st| st.bytes_down).sum::<u64>(),
+        "bytes_up_per_client": r.stages.iter().map(|st| st.bytes_up).sum::<u64>(),
         "seed": seed,
         "engine": engine,
         "stages": stages,

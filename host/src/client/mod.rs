@@ -191,6 +191,9 @@ struct Ctx<'a, E, R> {
     round: &'a RoundDigest,
     policy: &'a ClientPolicy,
     identity: &'a ClientIdentity,
+    /// The most colluders any size this round shows may hold (see
+    /// [`ClientPolicy::check_config`]).
+    colluders: usize,
     engine: &'a E,
     rng: &'a mut R,
     input: &'a mut Option<Input>,
@@ -257,6 +260,7 @@ pub struct Client<E, R> {
     config: RoundConfig,
     round: RoundDigest,
     policy: ClientPolicy,
+    colluders: usize,
     engine: E,
     rng: R,
     input: Option<Input>,
@@ -286,7 +290,12 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
     /// use secagg_host::{PolicyError, round_rng};
     ///
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let policy = ClientPolicy { min_cohort: 3, ..ClientPolicy::curious_unauthenticated() };
+    /// // A deployment of a handful of clients, at most one of which colludes with the server.
+    /// let policy = ClientPolicy {
+    ///     min_cohort: 3,
+    ///     colluders: 1,
+    ///     ..ClientPolicy::curious_unauthenticated()
+    /// };
     /// let mut rng = round_rng()?;
     /// let me = ClientIdentity::self_asserted(ClientId(0), IdentityKey::generate(&mut rng));
     /// let config = RoundConfig::builder(5, 100).build()?;
@@ -312,7 +321,7 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
         engine: E,
         mut rng: R,
     ) -> Result<Self, ClientError> {
-        policy.check_config(&config)?;
+        let colluders = policy.check_config(&config)?;
         if matches!(policy.trust, crate::policy::Trust::Enrolled(_))
             && !matches!(identity.credential, Credential::Certificate(_))
         {
@@ -320,14 +329,16 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
                 "the policy trusts a CA, but this client has no certificate".into(),
             ));
         }
+        let ticket = own_ticket(&identity, &config, &policy)?;
         let round = RoundDigest::of(&config);
         let mut outbox = VecDeque::new();
-        let state = r0_join::join(identity.id, &config, &round, &mut rng, &mut outbox);
+        let state = r0_join::join(identity.id, &config, &round, ticket, &mut rng, &mut outbox);
         Ok(Self {
             identity,
             config,
             round,
             policy,
+            colluders,
             engine,
             rng,
             input: None,
@@ -443,6 +454,7 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
             round: &self.round,
             policy: &self.policy,
             identity: &self.identity,
+            colluders: self.colluders,
             engine: &self.engine,
             rng: &mut self.rng,
             input: &mut self.input,
@@ -539,6 +551,27 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
             Some(s) => ClientStatus::Running(s.stage()),
             None => ClientStatus::Aborted(ProtocolError::ServerAborted("client state lost".into())),
         }
+    }
+}
+
+/// In a self-selected round, this client's ticket, if it is eligible (the policy has
+/// already checked the epoch and that a CA is trusted).
+fn own_ticket(
+    identity: &ClientIdentity,
+    config: &RoundConfig,
+    policy: &ClientPolicy,
+) -> Result<Option<crate::selection::Ticket>, ClientError> {
+    let (Some(selection), crate::policy::Trust::Enrolled(ca)) = (config.selection(), &policy.trust)
+    else {
+        return Ok(None);
+    };
+    let refused = PolicyError::Selection(crate::policy::SelectionRefusal::NotEligible {
+        epoch: selection.epoch(),
+        threshold: selection.threshold(),
+    });
+    match crate::selection::draw(&identity.key, ca, selection.epoch()) {
+        Some((ticket, score)) if score < selection.threshold() => Ok(Some(ticket)),
+        _ => Err(refused.into()),
     }
 }
 

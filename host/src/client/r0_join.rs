@@ -19,6 +19,7 @@ pub(super) fn join<R: CryptoRng>(
     id: ClientId,
     config: &RoundConfig,
     round: &RoundDigest,
+    ticket: Option<crate::selection::Ticket>,
     rng: &mut R,
     outbox: &mut VecDeque<Envelope<ClientMessage>>,
 ) -> ExpectCohort {
@@ -32,5 +33,5 @@ pub(super) fn join<R: CryptoRng>(
             nonce_commitment: commitment,
         },
     });
-    ExpectCohort::new(nonce, commitment)
+    ExpectCohort::new(nonce, commitment, ticket)
 }

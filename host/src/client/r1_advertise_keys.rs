@@ -15,11 +15,20 @@ use crate::messages::{ClientMessage, SignedKeys};
 pub(super) struct ExpectCohort {
     nonce: [u8; 32],
     commitment: [u8; 32],
+    ticket: Option<crate::selection::Ticket>,
 }
 
 impl ExpectCohort {
-    pub(super) fn new(nonce: [u8; 32], commitment: [u8; 32]) -> Self {
-        Self { nonce, commitment }
+    pub(super) fn new(
+        nonce: [u8; 32],
+        commitment: [u8; 32],
+        ticket: Option<crate::selection::Ticket>,
+    ) -> Self {
+        Self {
+            nonce,
+            commitment,
+            ticket,
+        }
     }
 
     pub(super) fn handle<E: Backend, R: CryptoRng>(
@@ -50,7 +59,8 @@ impl ExpectCohort {
                 ctx.config.clients()
             )));
         }
-        ctx.policy.check_size(cohort.len(), "the cohort")?;
+        ctx.policy
+            .check_size(cohort.len(), ctx.colluders, "the cohort")?;
         match cohort.binary_search_by_key(&ctx.id, |(id, _)| *id) {
             Ok(i) if cohort[i].1 == self.commitment => {}
             Ok(_) => {
@@ -74,6 +84,7 @@ impl ExpectCohort {
             nonce: self.nonce,
             credential: ctx.identity.credential.clone(),
             signature,
+            ticket: self.ticket,
         };
         ctx.send(ClientMessage::AdvertiseKeys(signed.clone()));
         Ok(ExpectKeyList::new(

@@ -21,6 +21,7 @@ use crate::graph::NeighborGraph;
 use crate::identity::SignedItem;
 use crate::messages::{ClientMessage, SealedBundle, SignedKeys};
 use crate::policy::Trust;
+use crate::selection::SelectionError;
 use crate::{ClientId, Stage};
 
 /// Everything the later stages need about the round's membership.
@@ -112,7 +113,8 @@ impl ExpectKeyList {
                 need: ctx.config.min_survivors(),
             });
         }
-        ctx.policy.check_size(keys.len(), "the key list")?;
+        ctx.policy
+            .check_size(keys.len(), ctx.colluders, "the key list")?;
         match keys.binary_search_by_key(&me, |(id, _)| *id) {
             Ok(i) if keys[i].1 == self.mine => {}
             Ok(_) => return Err(ProtocolError::UnsafeRequest("our keys were altered".into())),
@@ -125,7 +127,7 @@ impl ExpectKeyList {
         // The round as it really is: |U1| members, the graph capped at |U1| − 1.
         let t = ctx.config.threshold();
         ctx.policy
-            .check_shape(keys.len(), ctx.config.neighbors(), t)?;
+            .check_shape(keys.len(), ctx.config.neighbors(), t, ctx.colluders)?;
         let session = SessionId::derive(
             ctx.round,
             &self.cohort_digest,
@@ -149,26 +151,36 @@ impl ExpectKeyList {
                 need: t,
             });
         }
-        // Every neighbour's credential and signature, before any of its keys is used: a
-        // server that substituted keys is caught here, and we abort (it forwarded them).
+        // Every member's credential (and, in a self-selected round, its ticket), every
+        // neighbour's signature, before any of its keys is used: the round's size counts only
+        // enrolled (and eligible) identities, or the server could pad it with identities of
+        // its own; a server that substituted keys is caught here, and we abort (it forwarded
+        // them).
         let ca = match &ctx.policy.trust {
             Trust::Enrolled(ca) => Some(ca),
             Trust::Unauthenticated => None,
         };
-        let mut identities = HashMap::with_capacity(neighbors.len() + 1);
+        let mut identities = HashMap::with_capacity(keys.len());
+        let mut certificates = Vec::with_capacity(keys.len());
+        for (v, entry) in keys.iter() {
+            if *v == me {
+                continue;
+            }
+            let (key, cert) = claimed_key(ca, *v, &entry.credential)?;
+            identities.insert(*v, key);
+            if let Some(c) = cert {
+                certificates.push((*v, c));
+            }
+        }
+        identities.insert(me, ctx.identity.key.public());
+        check_tickets(ctx.config, ca, keys, &identities)?;
         let mut messages = Vec::with_capacity(neighbors.len());
-        let mut certificates = Vec::with_capacity(neighbors.len());
         let mut peers: Vec<(ClientId, &SignedKeys)> = Vec::with_capacity(neighbors.len());
         for v in &neighbors {
             let i = keys
                 .binary_search_by_key(v, |(id, _)| *id)
                 .map_err(|_| ProtocolError::UnknownClient(*v))?;
             let entry = &keys[i].1;
-            let (key, cert) = claimed_key(ca, *v, &entry.credential)?;
-            identities.insert(*v, key);
-            if let Some(c) = cert {
-                certificates.push((*v, c));
-            }
             messages.push(advertisement_message(
                 ctx.round,
                 &self.cohort_digest,
@@ -178,9 +190,8 @@ impl ExpectKeyList {
             ));
             peers.push((*v, entry));
         }
-        identities.insert(me, ctx.identity.key.public());
-        // Every certificate and every advertisement signature, in one batch (certificates
-        // first, so a failure says which it was).
+        // Every certificate and every neighbour's advertisement signature, in one batch
+        // (certificates first, so a failure says which it was).
         let n_certs = certificates.len();
         let mut items: Vec<(ClientId, SignedItem<'_>)> = certificates;
         for ((v, entry), m) in peers.iter().zip(&messages) {
@@ -276,5 +287,40 @@ impl ExpectKeyList {
             bundle_keys,
             own_self_share,
         ))
+    }
+}
+
+/// In a self-selected round, every member's ticket against the identity key its credential
+/// names (checked on every core); in any other round, no member may carry one. A member the
+/// server should not have seated aborts the round for this client.
+fn check_tickets(
+    config: &crate::RoundConfig,
+    ca: Option<&crate::identity::CaPublicKey>,
+    keys: &[(ClientId, SignedKeys)],
+    identities: &HashMap<ClientId, crate::identity::IdentityPublicKey>,
+) -> Result<(), ProtocolError> {
+    use rayon::prelude::*;
+    let verdict = |id: ClientId, entry: &SignedKeys| -> Result<(), SelectionError> {
+        match (config.selection(), ca, &entry.ticket) {
+            (None, _, None) => Ok(()),
+            (None, _, Some(_)) => Err(SelectionError::Unexpected),
+            (Some(_), _, None) => Err(SelectionError::Missing),
+            // The policy refuses self-selected rounds without a CA, before any of this.
+            (Some(_), None, Some(_)) => Err(SelectionError::Missing),
+            (Some(selection), Some(ca), Some(ticket)) => match identities.get(&id) {
+                Some(key) => selection.check(ca, key, ticket),
+                None => Err(SelectionError::Missing),
+            },
+        }
+    };
+    let bad: Vec<(ClientId, SelectionError)> = keys
+        .par_iter()
+        .filter_map(|(id, entry)| verdict(*id, entry).err().map(|e| (*id, e)))
+        .collect();
+    match bad.into_iter().next() {
+        None => Ok(()),
+        Some((id, why)) => Err(ProtocolError::UnsafeRequest(format!(
+            "the server seated {id}, but {why}"
+        ))),
     }
 }

@@ -87,7 +87,8 @@ impl ExpectSurvivorList {
                 need,
             });
         }
-        ctx.policy.check_size(u3.len(), "the survivor list")?;
+        ctx.policy
+            .check_size(u3.len(), ctx.colluders, "the survivor list")?;
         // U3 within U2: a neighbour this client did not mask with cannot have survived.
         if let Some(v) = self
             .membership

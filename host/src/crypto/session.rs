@@ -51,6 +51,7 @@ impl RoundDigest {
             h.update(v.to_le_bytes());
         }
         h.update(config.context());
+        crate::selection::digest_into(config.selection(), &mut h);
         RoundDigest(h.finalize().into())
     }
 }

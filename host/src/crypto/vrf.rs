@@ -56,8 +56,27 @@ pub enum VrfError {
 
 /// RFC 8032 decoding: `None` unless `bytes` is the canonical encoding of a curve point.
 fn decode_point(bytes: &[u8; 32]) -> Option<EdwardsPoint> {
-    let p = CompressedEdwardsY(*bytes).decompress()?;
-    (p.compress().as_bytes() == bytes).then_some(p)
+    if !is_canonical_encoding(bytes) {
+        return None;
+    }
+    CompressedEdwardsY(*bytes).decompress()
+}
+
+/// Whether `bytes` is an encoding RFC 8032 can produce: y < p = 2^255 − 19, and no sign bit
+/// on x = 0 (which only y = ±1 have). Byte checks, so that decoding costs one square root.
+pub fn is_canonical_encoding(bytes: &[u8; 32]) -> bool {
+    let sign = bytes[31] >> 7;
+    let mut y = *bytes;
+    y[31] &= 0x7f;
+    // y ≥ p: the top 250 bits all set and the low byte at least 0xed.
+    let high_all_set = y[1..31].iter().all(|b| *b == 0xff) && y[31] == 0x7f;
+    if high_all_set && y[0] >= 0xed {
+        return false;
+    }
+    // x = 0 exactly when y = 1 or y = p − 1 (= 2^255 − 20); its sign bit must be clear.
+    let is_one = y[0] == 1 && y[1..].iter().all(|b| *b == 0);
+    let is_minus_one = high_all_set && y[0] == 0xec;
+    !(sign == 1 && (is_one || is_minus_one))
 }
 
 /// The secret scalar x and the nonce key (the second half of SHA-512 of the secret), as in
@@ -95,11 +114,12 @@ fn encode_to_curve(public: &[u8; 32], alpha: &[u8]) -> Option<EdwardsPoint> {
     None // about 2^-256: every one of 256 candidates failed
 }
 
-/// ECVRF_challenge_generation: the first 16 bytes of the hash, as a scalar.
-fn challenge(points: [&EdwardsPoint; 5]) -> Scalar {
+/// ECVRF_challenge_generation over the encodings of Y, H, Γ, U, V: the first 16 bytes of
+/// the hash, as a scalar.
+fn challenge(encodings: [&[u8; 32]; 5]) -> Scalar {
     let mut h = Sha512::new().chain_update([SUITE, 0x02]);
-    for p in points {
-        h.update(p.compress().as_bytes());
+    for p in encodings {
+        h.update(p);
     }
     let digest = h.chain_update([0x00]).finalize();
     let mut c = [0u8; 32];
@@ -107,13 +127,24 @@ fn challenge(points: [&EdwardsPoint; 5]) -> Scalar {
     Scalar::from_bytes_mod_order(c)
 }
 
-fn proof_output(gamma: &EdwardsPoint) -> [u8; OUTPUT_LEN] {
+/// ECVRF_proof_to_hash from the encoding of 8·Γ.
+fn proof_output(cleared_gamma: &[u8; 32]) -> [u8; OUTPUT_LEN] {
     Sha512::new()
         .chain_update([SUITE, 0x03])
-        .chain_update(gamma.mul_by_cofactor().compress().as_bytes())
+        .chain_update(cleared_gamma)
         .chain_update([0x00])
         .finalize()
         .into()
+}
+
+/// Compresses points with one field inversion for all of them.
+fn compress<const N: usize>(points: [EdwardsPoint; N]) -> [[u8; 32]; N] {
+    let compressed = EdwardsPoint::compress_batch_alloc(&points);
+    let mut out = [[0u8; 32]; N];
+    for (o, c) in out.iter_mut().zip(&compressed) {
+        *o = c.to_bytes();
+    }
+    out
 }
 
 /// The public key of an Ed25519 secret key (the identity's public key).
@@ -126,23 +157,30 @@ pub fn public_key(secret: &[u8; 32]) -> [u8; 32] {
 /// β. Deterministic. `None` only if hashing to the curve failed 256 times (about 2^-256).
 pub fn prove(secret: &[u8; 32], alpha: &[u8]) -> Option<([u8; PROOF_LEN], [u8; OUTPUT_LEN])> {
     let (x, prefix) = expand(secret);
-    let y = EdwardsPoint::mul_base(&x);
-    let h = encode_to_curve(y.compress().as_bytes(), alpha)?;
+    let y = EdwardsPoint::mul_base(&x).compress().to_bytes();
+    let h = encode_to_curve(&y, alpha)?;
     let gamma = h * *x;
+    let h_bytes = h.compress().to_bytes();
     let nonce = Zeroizing::new(<[u8; 64]>::from(
         Sha512::new()
             .chain_update(*prefix)
-            .chain_update(h.compress().as_bytes())
+            .chain_update(h_bytes)
             .finalize(),
     ));
     let k = Zeroizing::new(Scalar::from_bytes_mod_order_wide(&nonce));
-    let c = challenge([&y, &h, &gamma, &EdwardsPoint::mul_base(&k), &(h * *k)]);
+    let [gamma_bytes, u, v, cleared] = compress([
+        gamma,
+        EdwardsPoint::mul_base(&k),
+        h * *k,
+        gamma.mul_by_cofactor(),
+    ]);
+    let c = challenge([&y, &h_bytes, &gamma_bytes, &u, &v]);
     let s = *k + c * *x;
     let mut pi = [0u8; PROOF_LEN];
-    pi[..32].copy_from_slice(gamma.compress().as_bytes());
+    pi[..32].copy_from_slice(&gamma_bytes);
     pi[32..48].copy_from_slice(&c.as_bytes()[..CHALLENGE_LEN]);
     pi[48..].copy_from_slice(s.as_bytes());
-    Some((pi, proof_output(&gamma)))
+    Some((pi, proof_output(&cleared)))
 }
 
 /// ECVRF_verify (with key validation): the output β if `proof` is the proof for `alpha`
@@ -169,8 +207,9 @@ pub fn verify(
     let h = encode_to_curve(public, alpha).ok_or(VrfError::Invalid)?;
     let u = EdwardsPoint::vartime_double_scalar_mul_basepoint(&(-c), &y, &s);
     let v = EdwardsPoint::vartime_multiscalar_mul([s, -c], [h, gamma]);
-    if challenge([&y, &h, &gamma, &u, &v]) == c {
-        Ok(proof_output(&gamma))
+    let [h_bytes, u, v, cleared] = compress([h, u, v, gamma.mul_by_cofactor()]);
+    if challenge([public, &h_bytes, &gamma_bytes, &u, &v]) == c {
+        Ok(proof_output(&cleared))
     } else {
         Err(VrfError::Invalid)
     }
@@ -279,6 +318,44 @@ mod tests {
         let mut gamma_off = pi;
         gamma_off[..32].copy_from_slice(&non_canonical);
         assert_eq!(verify(&pk, e.alpha, &gamma_off), Err(VrfError::Malformed));
+    }
+
+    #[test]
+    fn canonical_encodings_are_exactly_those_that_round_trip() {
+        use curve25519_dalek::edwards::CompressedEdwardsY;
+        // Every y ≥ p, and y = ±1 with either sign, against decompress-then-compress.
+        let mut cases = Vec::new();
+        for low in 0xe0..=0xffu8 {
+            let mut b = [0xffu8; 32];
+            b[0] = low;
+            b[31] = 0x7f;
+            cases.push(b);
+            b[31] = 0xff;
+            cases.push(b);
+        }
+        let mut one = [0u8; 32];
+        one[0] = 1;
+        cases.push(one);
+        one[31] = 0x80;
+        cases.push(one);
+        let seed = secagg_engine::testing::test_seed("vrf::canonical");
+        let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::seed_from_u64(seed);
+        for _ in 0..2000 {
+            let mut b = [0u8; 32];
+            rand_core::Rng::fill_bytes(&mut rng, &mut b);
+            cases.push(b);
+        }
+        for b in cases {
+            let Some(p) = CompressedEdwardsY(b).decompress() else {
+                continue;
+            };
+            let round_trips = p.compress().to_bytes() == b;
+            assert_eq!(
+                is_canonical_encoding(&b),
+                round_trips,
+                "{b:02x?} (seed {seed})"
+            );
+        }
     }
 
     #[test]

@@ -292,6 +292,10 @@ impl Roll {
         self.expected.contains(&c) && !self.answered.contains(&c)
     }
 
+    fn pending(&self) -> usize {
+        self.expected.difference(&self.answered).count()
+    }
+
     fn is_done(&self) -> bool {
         self.answered.len() == self.expected.len()
     }
@@ -602,6 +606,15 @@ impl<E: Accumulate> Server<E> {
     /// transport stages an upload only for such a client.
     pub fn awaits_masked_input(&self, client: ClientId) -> bool {
         matches!(&self.state, Some(State::Masked(s)) if s.awaits(client))
+    }
+
+    /// How many masked inputs the round still awaits (0 outside the masked-input stage): a
+    /// transport shares the stage's remaining time fairly among them.
+    pub fn masked_inputs_awaited(&self) -> usize {
+        match &self.state {
+            Some(State::Masked(s)) => s.awaited(),
+            _ => 0,
+        }
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Each advertisement is checked on arrival — the nonce opens the member's commitment in the
 //! cohort, both keys are of large order, the credential is a certificate from the deployment
-//! CA for the sender's id (when the round is enrolled), and the signature covers the round,
+//! CA for the sender's id (when the round is enrolled), its selection ticket verifies and
+//! admits it (in a self-selected round), and the signature covers the round,
 //! the cohort, the id, the keys and the nonce — so that one client's bad advertisement costs
 //! that client alone: honest clients abort on any bad entry in the key list, because only the
 //! server could have let it through. At the end the server fixes U1, derives the session id and
@@ -113,6 +114,22 @@ impl ExpectKeys {
             return Err(CryptoError::NonContributory { peer: from }.into());
         }
         let key = identity_key(ctx.ca, from, &signed.credential)?;
+        match (ctx.config.selection(), ctx.ca, &signed.ticket) {
+            (None, _, None) => {}
+            (Some(selection), Some(ca), Some(ticket)) => selection
+                .check(ca, &key, ticket)
+                .map_err(|e| ProtocolError::UnsafeRequest(format!("{from}: {e}")))?,
+            (None, _, Some(_)) => {
+                return Err(ProtocolError::UnsafeRequest(
+                    "a selection ticket for a round without selection".into(),
+                ));
+            }
+            (Some(_), _, None) | (Some(_), None, Some(_)) => {
+                return Err(ProtocolError::UnsafeRequest(
+                    "no verifiable selection ticket in a self-selected round".into(),
+                ));
+            }
+        }
         let message = advertisement_message(
             ctx.round,
             &self.cohort_digest,

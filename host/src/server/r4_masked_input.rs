@@ -127,6 +127,11 @@ impl<A: Send + Sync> ExpectMaskedInputs<A> {
         self.roll.is_pending(client)
     }
 
+    /// Masked inputs still to come.
+    pub(super) fn awaited(&self) -> usize {
+        self.roll.pending()
+    }
+
     pub(super) fn handle<E: Accumulate<Accumulator = A>>(
         mut self,
         ctx: &mut Ctx<'_, E>,

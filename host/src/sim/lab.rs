@@ -139,6 +139,10 @@ pub enum DealerFault {
     /// Deals honestly, then accuses this honest dealer of bad shares, revealing the genuine
     /// bundle key of their pair as its "proof".
     FalseAccusation(ClientId),
+    /// Deals honestly, but is an identity the round's self-selection does not admit: it
+    /// advertises its genuine ticket, which verifies and loses (a server that seats it
+    /// anyway is lying about who is eligible).
+    Ineligible,
 }
 
 /// One participant of the lab.
@@ -212,10 +216,9 @@ impl Lab {
         let mut participants = BTreeMap::new();
         let mut inputs = BTreeMap::new();
         let mask = cfg.round.modulus().mask_u32();
-        for i in 0..cfg.round.clients() as u32 {
-            let id = ClientId(i);
+        for id in cfg.member_ids() {
             let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed ^ 0x1ab);
-            rng.set_stream(u64::from(i) + 1);
+            rng.set_stream(u64::from(id.0) + 1);
             let input: Vec<u32> = (0..cfg.round.vector_len())
                 .map(|_| rng.next_u32() & mask)
                 .collect();
@@ -748,6 +751,14 @@ impl CheatingDealer {
                     nonce: self.nonce,
                     credential: self.credential.clone(),
                     signature,
+                    ticket: self.cfg.round.selection().and_then(|s| {
+                        crate::selection::draw(
+                            &self.key,
+                            &super::sim_ca(self.cfg.seed).public(),
+                            s.epoch(),
+                        )
+                        .map(|(ticket, _)| ticket)
+                    }),
                 }));
                 self.cohort = Some(digest);
                 self.secrets = Some(secrets);

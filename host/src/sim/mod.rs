@@ -59,6 +59,19 @@ impl DropSchedule {
         Self::none().at(stage, ids.into_iter().take(count))
     }
 
+    /// ⌊fraction · |members|⌋ of `members`, picked at random from `seed`, vanish before
+    /// `stage`.
+    pub fn random_among(members: &[ClientId], fraction: f64, stage: Stage, seed: u64) -> Self {
+        let picked = Self::random(members.len(), fraction, stage, seed);
+        Self::none().at(
+            stage,
+            picked
+                .misses
+                .keys()
+                .filter_map(|i| members.get(i.0 as usize).copied()),
+        )
+    }
+
     /// The stage `client` misses, if it drops.
     pub fn misses(&self, client: ClientId) -> Option<Stage> {
         self.misses.get(&client).copied()
@@ -109,6 +122,9 @@ pub struct SimConfig {
     /// The clients' policy. Its trust is replaced by the simulator's CA when `enrolled`
     /// (and by [`Trust::Unauthenticated`] otherwise).
     pub policy: ClientPolicy,
+    /// Who takes part, sorted: ids `0..n` when `None`. A self-selected round takes the
+    /// eligible members of an enrolled population (see [`eligible`]).
+    pub members: Option<Vec<ClientId>>,
 }
 
 impl SimConfig {
@@ -124,15 +140,42 @@ impl SimConfig {
             random_weights: false,
             enrolled: true,
             policy: parameter_free_policy(),
+            members: None,
         }
     }
+
+    /// The ids of the clients taking part, sorted.
+    pub fn member_ids(&self) -> Vec<ClientId> {
+        match &self.members {
+            Some(m) => m.clone(),
+            None => (0..self.round.clients() as u32).map(ClientId).collect(),
+        }
+    }
+}
+
+/// The members of an enrolled population of `population` simulated identities (ids
+/// `0..population`, keys from the seed) that `selection` admits, drawn on every core.
+pub fn eligible(
+    seed: u64,
+    selection: &crate::selection::Selection,
+    population: u32,
+) -> Vec<ClientId> {
+    let ca = sim_ca(seed).public();
+    (0..population)
+        .into_par_iter()
+        .map(ClientId)
+        .filter(|id| {
+            crate::selection::draw(&sim_rng(seed, *id).0, &ca, selection.epoch())
+                .is_some_and(|(_, score)| score < selection.threshold())
+        })
+        .collect()
 }
 
 /// A policy with no floor on the round's parameters (see [`SimConfig::new`]).
 pub fn parameter_free_policy() -> ClientPolicy {
     ClientPolicy {
         adversary: Adversary::Curious,
-        corrupt_fraction: 0.0,
+        colluders: 0,
         dropout_rate: 0.0,
         min_cohort: 3,
         prgs: vec![
@@ -151,8 +194,8 @@ pub fn sim_ca(seed: u64) -> CaKey {
 }
 
 /// The RNG of client `id` in a simulated round, positioned after its identity key.
-fn sim_rng(cfg: &SimConfig, id: ClientId) -> (IdentityKey, ChaCha20Rng) {
-    let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed);
+fn sim_rng(seed: u64, id: ClientId) -> (IdentityKey, ChaCha20Rng) {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
     rng.set_stream(u64::from(id.0) + (1 << 40));
     let key = IdentityKey::generate(&mut rng);
     (key, rng)
@@ -160,7 +203,7 @@ fn sim_rng(cfg: &SimConfig, id: ClientId) -> (IdentityKey, ChaCha20Rng) {
 
 /// The identity key of client `id` in a simulated round.
 pub fn sim_identity_key(cfg: &SimConfig, id: ClientId) -> IdentityKey {
-    sim_rng(cfg, id).0
+    sim_rng(cfg.seed, id).0
 }
 
 /// Client `id` of a simulated round, with its identity and RNG derived from the seed, ready
@@ -171,7 +214,7 @@ pub fn sim_client<E: Backend>(
     id: ClientId,
     engine: E,
 ) -> Result<Client<E, ChaCha20Rng>, crate::ClientError> {
-    let (key, rng) = sim_rng(cfg, id);
+    let (key, rng) = sim_rng(cfg.seed, id);
     let (identity, trust) = if cfg.enrolled {
         let cert = ca.issue(id, &key.public());
         (
@@ -385,7 +428,8 @@ pub fn run<E: secagg_engine::Accumulate>(
 ) -> Result<SimReport, SimError> {
     let started = Instant::now();
     let round = &cfg.round;
-    let n = round.clients();
+    let members = cfg.member_ids();
+    let n = members.len();
     let limits = Limits::for_config(round);
     let bits = round.modulus().bits();
     let client_engine = CpuEngine::new();
@@ -405,11 +449,10 @@ pub fn run<E: secagg_engine::Accumulate>(
     let mut now = Duration::ZERO;
     let ca = sim_ca(cfg.seed);
     let mut server = sim_server(cfg, &ca, engine, now);
-    let made: Vec<Result<(SimClient, Duration), SimError>> = (0..n as u32)
-        .into_par_iter()
-        .map(|i| {
+    let made: Vec<Result<(SimClient, Duration), SimError>> = members
+        .par_iter()
+        .map(|&id| {
             let t0 = Instant::now();
-            let id = ClientId(i);
             let client = sim_client(cfg, &ca, id, client_engine.clone())
                 .map_err(|e| SimError::Client(id, e))?;
             Ok((
@@ -446,7 +489,7 @@ pub fn run<E: secagg_engine::Accumulate>(
                 // A large vector: one client at a time, its pieces handed to the server as
                 // they are made (neither side ever holds a whole masked vector).
                 let i = chunk[0];
-                let id = ClientId(i as u32);
+                let id = members[i];
                 let mut sink = |stage: Stage, bytes: Vec<u8>| {
                     any_sent = true;
                     deliver(&mut server, &mut stats, id, stage, &bytes, &limits, now)
@@ -481,7 +524,7 @@ pub fn run<E: secagg_engine::Accumulate>(
             };
             let batch_stage = outputs.iter().find_map(|o| o.0.1);
             for ((i, stage, spent, vanished), frames) in outputs {
-                let id = ClientId(i as u32);
+                let id = members[i];
                 if let Some(s) = stage {
                     let st = stats_mut(&mut stats, s);
                     st.slowest_client = st.slowest_client.max(spent);
@@ -524,7 +567,11 @@ pub fn run<E: secagg_engine::Accumulate>(
                 st.bytes_down += bytes.len() as u64;
             }
             let decoded = codec::decode_server(&bytes, &limits)?;
-            if let Some(q) = inbox.get_mut(to.0 as usize) {
+            if let Some(q) = members
+                .binary_search(&to)
+                .ok()
+                .and_then(|i| inbox.get_mut(i))
+            {
                 q.push(decoded);
                 any_received = true;
             }
@@ -671,7 +718,7 @@ fn step_client(
     limits: &Limits,
     sink: &mut dyn FnMut(Stage, Vec<u8>) -> Result<(), SimError>,
 ) -> Result<StepOut, SimError> {
-    let id = ClientId(i as u32);
+    let id = sc.client.id();
     let mut stage_worked = None;
     let mut vanished = false;
     let mut in_sink = Duration::ZERO;
@@ -733,8 +780,9 @@ fn check_output(cfg: &SimConfig, out: &RoundOutput) -> Check {
     let m = cfg.round.params();
     let q = cfg.round.quantization();
     let mask = cfg.round.modulus().mask_u32();
-    let expected: Vec<ClientId> = (0..cfg.round.clients() as u32)
-        .map(ClientId)
+    let expected: Vec<ClientId> = cfg
+        .member_ids()
+        .into_iter()
         .filter(|c| cfg.drops.sends(*c, Stage::MaskedInput))
         .collect();
     let included_ok = out.included == expected;

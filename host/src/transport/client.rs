@@ -34,8 +34,12 @@ pub struct ClientOptions {
     /// How long to keep retrying the connection (the server may start later).
     pub connect_timeout: Duration,
     /// TLS: the connector (trusting the deployment's CA) and the name the server's
-    /// certificate must carry. `None` is plaintext TCP.
+    /// certificate must carry. Without it the client refuses to connect
+    /// ([`TransportError::NoTls`]) unless `insecure_plaintext` is set.
     pub tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// Connect over plaintext TCP when `tls` is `None`: anyone on the path can read and
+    /// rewrite every frame. Local experiments and tests only; a warning is logged.
+    pub insecure_plaintext: bool,
     /// Break the transport's rules on purpose (tests of the server's defences); `None` for
     /// every real client.
     pub misbehave: Option<Misbehaviour>,
@@ -43,8 +47,9 @@ pub struct ClientOptions {
 
 impl ClientOptions {
     /// Options for client `id` sending an update of the model whose layout digest is
-    /// `layout`: no weight, no TLS (set [`ClientOptions::tls`] for any real deployment),
-    /// 10 s to reach the server, nothing broken on purpose. Change fields with struct
+    /// `layout`: no weight, no TLS yet (set [`ClientOptions::tls`], or
+    /// [`ClientOptions::insecure_plaintext`] for a local experiment: with neither the client
+    /// refuses to connect), 10 s to reach the server, nothing broken on purpose. Change fields with struct
     /// update syntax:
     ///
     /// ```
@@ -58,7 +63,8 @@ impl ClientOptions {
     ///     ..ClientOptions::new(ClientId(7), [0; 32])
     /// };
     /// assert_eq!(options.id, ClientId(7));
-    /// assert!(options.tls.is_none() && options.misbehave.is_none());
+    /// assert!(options.tls.is_none() && !options.insecure_plaintext);
+    /// assert!(options.misbehave.is_none());
     /// ```
     pub fn new(id: ClientId, layout: [u8; 32]) -> Self {
         Self {
@@ -68,6 +74,7 @@ impl ClientOptions {
             drop_after: None,
             connect_timeout: Duration::from_secs(10),
             tls: None,
+            insecure_plaintext: false,
             misbehave: None,
         }
     }
@@ -81,6 +88,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("drop_after", &self.drop_after)
             .field("connect_timeout", &self.connect_timeout)
             .field("tls", &self.tls.as_ref().map(|(_, name)| name))
+            .field("insecure_plaintext", &self.insecure_plaintext)
             .field("misbehave", &self.misbehave)
             .finish()
     }
@@ -138,6 +146,9 @@ pub enum Misbehaviour {
     StallUpload(Duration),
     /// Send the masked vector twice.
     UploadTwice,
+    /// Wait this long before sending the masked vector, then send it as an honest client
+    /// does (a slow client, not a broken rule).
+    LateUpload(Duration),
 }
 
 /// How a client's round ended.
@@ -204,6 +215,15 @@ where
             want: u32::MAX as usize,
         }))
     })?;
+    if options.tls.is_none() {
+        if !options.insecure_plaintext {
+            return Err(TransportError::NoTls);
+        }
+        log::warn!(
+            "client {}: plaintext TCP (insecure_plaintext): every frame crosses the network unencrypted and unauthenticated",
+            options.id
+        );
+    }
     let socket = connect(addr, options.connect_timeout).await?;
     let _ = socket.set_nodelay(true);
     let (io, binding): (Box<dyn Io>, [u8; 32]) = match &options.tls {
@@ -276,6 +296,13 @@ where
     let vector_len = config.vector_len();
     let bits = config.modulus().bits();
     let idle = config.stage_timeout() * 4 + Duration::from_secs(30);
+    // A self-selected round's epoch is checked against this machine's clock, unless the
+    // caller gave its own.
+    let policy = if policy.now.is_none() {
+        policy.at_system_time()
+    } else {
+        policy
+    };
     let mut client =
         Client::new(identity, config, policy, engine, rng).map_err(TransportError::Refused)?;
     match update {
@@ -353,6 +380,9 @@ where
         }
         _ => codec::encode_masked_chunks(round, values, bits),
     };
+    if let Some(Misbehaviour::LateUpload(wait)) = misbehave {
+        tokio::time::sleep(wait).await;
+    }
     let times = if misbehave == Some(Misbehaviour::UploadTwice) {
         2
     } else {

@@ -66,6 +66,14 @@ impl<E: Backend> Join<E> {
         self
     }
 
+    /// Plaintext TCP to the server, on purpose: anyone on the path can read and rewrite every
+    /// frame (local experiments and tests only). Without this or [`tls`](Self::tls) the
+    /// client refuses to connect.
+    pub fn insecure_plaintext(mut self) -> Self {
+        self.options.insecure_plaintext = true;
+        self
+    }
+
     /// The update's integer weight (1 otherwise).
     pub fn weight(mut self, weight: u32) -> Self {
         self.options.weight = Some(weight);

@@ -25,10 +25,11 @@
 //!
 //! ## Example
 //!
-//! A server and three clients over loopback, in plaintext and honest-but-curious for
-//! brevity: a deployment gives the server a TLS certificate and a CA
-//! ([`ServeOptions::tls`], [`ServeOptions::ca`]) and each client its certificate and the
-//! CA's name (`examples/tcp_round.rs` does).
+//! A server and three clients over loopback, in plaintext (asked for by name on both sides)
+//! and honest-but-curious for brevity, with no colluders to budget for: a deployment gives
+//! the server a TLS certificate and a CA ([`ServeOptions::tls`], [`ServeOptions::ca`]) and
+//! each client its certificate, the CA's name and its colluder budget
+//! (`examples/tcp_round.rs` does).
 //!
 //! ```
 //! use secagg_engine::CpuEngine;
@@ -41,14 +42,19 @@
 //! let config = RoundConfig::builder(3, 100).build()?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let addr = listener.local_addr()?;
-//! let server = tokio::spawn(serve(listener, config, CpuEngine::new(), ServeOptions::default()));
+//! let options = ServeOptions { insecure_plaintext: true, ..ServeOptions::default() };
+//! let server = tokio::spawn(serve(listener, config, CpuEngine::new(), options));
 //!
-//! let policy = ClientPolicy { min_cohort: 3, ..ClientPolicy::curious_unauthenticated() };
+//! let policy = ClientPolicy {
+//!     min_cohort: 3,
+//!     colluders: 0,
+//!     ..ClientPolicy::curious_unauthenticated()
+//! };
 //! let mut clients = Vec::new();
 //! for i in 0..3 {
 //!     let mut rng = round_rng()?;
 //!     let me = ClientIdentity::self_asserted(ClientId(i), IdentityKey::generate(&mut rng));
-//!     let join = Join::new(me, policy.clone(), [0; 32]).rng(rng);
+//!     let join = Join::new(me, policy.clone(), [0; 32]).insecure_plaintext().rng(rng);
 //!     let update = vec![0.25f32; 100];
 //!     clients.push(tokio::spawn(async move { join.run(addr, &update).await }));
 //! }
@@ -118,6 +124,12 @@ pub enum TransportError {
     /// TLS could not be set up or the handshake failed.
     #[error("TLS: {0}")]
     Tls(String),
+    /// Neither TLS nor plaintext was chosen: a connection without TLS must be asked for
+    /// (`insecure_plaintext`), never fallen into.
+    #[error(
+        "no TLS configured: set the options' `tls`, or `insecure_plaintext: true` to run over plaintext TCP on purpose"
+    )]
+    NoTls,
 }
 
 /// A fresh [`crate::round_rng`]; the system's randomness failing is an I/O error here.

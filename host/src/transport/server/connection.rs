@@ -2,7 +2,8 @@
 //! staged uploads.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -31,11 +32,48 @@ pub(super) struct Shared {
     pub(super) hello_timeout: Duration,
     pub(super) upload_deadline: Duration,
     pub(super) uploads: Arc<Semaphore>,
+    /// The permits in `uploads`.
+    pub(super) upload_permits: usize,
+    /// What the driver last knew of the masked-input stage, for fair upload slices.
+    pub(super) upload_clock: UploadClock,
     pub(super) max_staged_in_memory: usize,
     pub(super) spill_dir: std::path::PathBuf,
     pub(super) limits: Limits,
     pub(super) events: mpsc::Sender<Event>,
 }
+
+/// The masked-input stage as the driver last saw it: when it ends and how many inputs it still
+/// awaits. Read by connection tasks when an upload gets its permit.
+pub(super) struct UploadClock {
+    /// When the driver started (the server's clock is time since then).
+    pub(super) started: Instant,
+    /// The stage deadline, in milliseconds on the server's clock (`u64::MAX`: none).
+    pub(super) deadline_ms: AtomicU64,
+    /// Masked inputs the stage still awaits (uploads in progress included).
+    pub(super) awaited: AtomicUsize,
+}
+
+impl UploadClock {
+    /// How long an upload that takes its permit now may last: its fair share of what is left
+    /// of the stage, `remaining × permits / awaited`, capped at `cap` and at least
+    /// [`MIN_UPLOAD_SLICE`]. However many members stall their uploads, each holds a permit
+    /// for its share only, so the honest uploads still waiting get theirs within the stage.
+    pub(super) fn slice(&self, permits: usize, cap: Duration) -> Duration {
+        let deadline = self.deadline_ms.load(Ordering::Relaxed);
+        if deadline == u64::MAX {
+            return cap;
+        }
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let remaining = Duration::from_millis(deadline.saturating_sub(now));
+        let awaited = self.awaited.load(Ordering::Relaxed).max(1);
+        let share = remaining.saturating_mul(u32::try_from(permits).unwrap_or(u32::MAX))
+            / u32::try_from(awaited).unwrap_or(u32::MAX);
+        share.clamp(MIN_UPLOAD_SLICE, cap.max(MIN_UPLOAD_SLICE))
+    }
+}
+
+/// The shortest time an upload is given once it holds a permit.
+pub(super) const MIN_UPLOAD_SLICE: Duration = Duration::from_millis(250);
 
 /// A client whose hello checked out: who it is and what it sends.
 pub(super) struct Admission {
@@ -454,7 +492,12 @@ async fn upload(
     let Ok(permit) = Arc::clone(&shared.uploads).acquire_owned().await else {
         return Ok(None);
     };
-    let deadline = tokio::time::Instant::now() + shared.upload_deadline;
+    // Permits are granted in arrival order (the semaphore is fair), and each for a fair
+    // share of what is left of the stage.
+    let slice = shared
+        .upload_clock
+        .slice(shared.upload_permits, shared.upload_deadline);
+    let deadline = tokio::time::Instant::now() + slice;
     let limits = &shared.limits;
     // The upload stays packed (b/32 of its unpacked size): the server adds it as it is, once
     // it is whole.
@@ -481,8 +524,8 @@ async fn upload(
                     CodecError::Invalid {
                         field: "masked input",
                         why: format!(
-                            "upload not finished within {:?} ({at} of {} elements)",
-                            shared.upload_deadline, limits.vector_len
+                            "upload not finished within its {slice:?} share of the stage ({at} of {} elements)",
+                            limits.vector_len
                         ),
                     },
                 ));

@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -11,7 +12,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::connection::{self, Admission, Event, Shared};
+use super::connection::{self, Admission, Event, Shared, UploadClock};
 use super::staging::Staged;
 use super::{MAX_REFUSAL_DETAILS, Refusal, RoundReport, ServeOptions, StageTiming};
 use crate::codec::{self, Limits};
@@ -68,6 +69,7 @@ pub(super) async fn run<E: secagg_engine::Accumulate>(
             () = tokio::time::sleep(sleep) => driver.on_timeout(),
         }
         driver.flush();
+        driver.publish_upload_clock();
         if driver.finished() {
             break;
         }
@@ -100,6 +102,8 @@ impl<E: secagg_engine::Accumulate> Driver<E> {
         let upload_deadline = options
             .upload_deadline
             .unwrap_or_else(|| (config.stage_timeout() / 4).max(Duration::from_secs(1)));
+        let started = Instant::now();
+        let permits = options.max_concurrent_uploads.max(1);
         let shared = Arc::new(Shared {
             round: config.round_id(),
             params: config.params(),
@@ -108,7 +112,13 @@ impl<E: secagg_engine::Accumulate> Driver<E> {
             tls: options.tls,
             hello_timeout: options.hello_timeout,
             upload_deadline,
-            uploads: Arc::new(Semaphore::new(options.max_concurrent_uploads.max(1))),
+            uploads: Arc::new(Semaphore::new(permits)),
+            upload_permits: permits,
+            upload_clock: UploadClock {
+                started,
+                deadline_ms: AtomicU64::new(u64::MAX),
+                awaited: AtomicUsize::new(0),
+            },
             max_staged_in_memory: options.max_staged_in_memory,
             spill_dir: options.spill_dir.clone().unwrap_or_else(std::env::temp_dir),
             limits: Limits::for_config(&config),
@@ -119,7 +129,7 @@ impl<E: secagg_engine::Accumulate> Driver<E> {
             None => Server::new(config, engine, Duration::ZERO),
         };
         Self {
-            started: Instant::now(),
+            started,
             server,
             shared,
             report: RoundReport {
@@ -147,6 +157,19 @@ impl<E: secagg_engine::Accumulate> Driver<E> {
 
     fn now(&self) -> Duration {
         self.started.elapsed()
+    }
+
+    /// Tells the connection tasks how long the masked-input stage has left and how many
+    /// inputs it awaits (see [`UploadClock::slice`]).
+    fn publish_upload_clock(&self) {
+        let clock = &self.shared.upload_clock;
+        let awaited = self.server.masked_inputs_awaited();
+        let deadline = match (awaited, self.server.poll_timeout()) {
+            (0, _) | (_, None) => u64::MAX,
+            (_, Some(d)) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+        };
+        clock.awaited.store(awaited, Ordering::Relaxed);
+        clock.deadline_ms.store(deadline, Ordering::Relaxed);
     }
 
     fn until_deadline(&self) -> Duration {

@@ -51,16 +51,23 @@ pub struct ServeOptions {
     pub layout: Option<[u8; 32]>,
     /// The deployment CA: when set, only clients with a certificate from it are admitted.
     pub ca: Option<CaPublicKey>,
-    /// TLS; `None` is plaintext TCP (the command line only allows it when asked explicitly).
+    /// TLS. Without it the server refuses to start ([`TransportError::NoTls`]) unless
+    /// `insecure_plaintext` is set.
     pub tls: Option<TlsAcceptor>,
     /// How long a connection has to complete TLS and send a valid hello.
     pub hello_timeout: Duration,
     /// Most connections that have not been admitted yet; while that many are open the
     /// server accepts no new ones (they wait in the kernel's queue).
     pub max_pending: usize,
-    /// How long one client's whole masked upload may take once it holds an upload permit;
-    /// `None` is a quarter of the stage deadline (at least one second).
+    /// The longest one client's whole masked upload may take once it holds an upload permit;
+    /// `None` is a quarter of the stage deadline (at least one second). Each upload gets at
+    /// most its fair share of what is left of the stage, `remaining × max_concurrent_uploads
+    /// / inputs still awaited` (at least 250 ms), so that members who stall their uploads hold
+    /// permits only that long and the others still upload within the stage.
     pub upload_deadline: Option<Duration>,
+    /// Serve plaintext TCP when `tls` is `None`: anyone on the path can read and rewrite
+    /// every frame. Local experiments and tests only; a warning is logged.
+    pub insecure_plaintext: bool,
 }
 
 impl Default for ServeOptions {
@@ -75,6 +82,7 @@ impl Default for ServeOptions {
             hello_timeout: Duration::from_secs(5),
             max_pending: 256,
             upload_deadline: None,
+            insecure_plaintext: false,
         }
     }
 }
@@ -91,6 +99,7 @@ impl std::fmt::Debug for ServeOptions {
             .field("hello_timeout", &self.hello_timeout)
             .field("max_pending", &self.max_pending)
             .field("upload_deadline", &self.upload_deadline)
+            .field("insecure_plaintext", &self.insecure_plaintext)
             .finish()
     }
 }
@@ -220,5 +229,13 @@ pub async fn serve<E: secagg_engine::Accumulate>(
     engine: E,
     options: ServeOptions,
 ) -> Result<RoundReport, TransportError> {
+    if options.tls.is_none() {
+        if !options.insecure_plaintext {
+            return Err(TransportError::NoTls);
+        }
+        log::warn!(
+            "serving plaintext TCP (insecure_plaintext): every frame crosses the network unencrypted and unauthenticated"
+        );
+    }
     driver::run(listener, config, engine, options).await
 }
