@@ -42,11 +42,11 @@ import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple, Union, cast
+from typing import Callable, Dict, List, MutableMapping, Optional, Tuple, Union, cast
 
 import numpy as np
 
-from . import Client, Identity, PlanError, Policy, ProtocolError, RoundConfig, Server
+from . import Client, Identity, PlanError, Policy, ProtocolError, RoundConfig, Server, StepStore
 from . import plan as _plan
 
 try:  # Flower is an optional extra: pip install "secagg[flower]"
@@ -81,6 +81,9 @@ log = logging.getLogger("secagg.flower")
 RECORD = "secagg"
 #: The client's state between messages, in its Context.
 STATE_RECORD = "secagg_state"
+#: The node's step store when the mod is given none (a record of its Context, apart from
+#: the snapshot in STATE_RECORD).
+STEPS_RECORD = "secagg_steps"
 #: Wire protocol of the drop-in; both sides must agree.
 PROTOCOL = "secagg-flower/1"
 #: The record Flower's own SecAgg+ uses.
@@ -118,8 +121,27 @@ def _keep_live(token: bytes, client: Client) -> None:
 IdentityFiles = Tuple[str, str, str]
 
 
+Steps = Union[None, str, "os.PathLike[str]", MutableMapping[str, int]]
+
+
+def _steps_of(steps: Union[Steps, Callable[[Context], Steps]], ctxt: Context) -> MutableMapping[str, int]:
+    """The node's step store: the mod's ``steps`` argument, or a record of its Context."""
+    if callable(steps) and not isinstance(steps, MutableMapping):
+        steps = steps(ctxt)
+    if steps is None:
+        records = ctxt.state.config_records
+        if STEPS_RECORD not in records:
+            records[STEPS_RECORD] = ConfigRecord()
+        return cast(MutableMapping[str, int], records[STEPS_RECORD])
+    if isinstance(steps, (str, os.PathLike)):
+        return StepStore(steps)
+    return steps
+
+
 def make_secaggplus_mod(
     identity: Union[None, IdentityFiles, Callable[[Context], IdentityFiles]] = None,
+    *,
+    steps: Union[Steps, Callable[[Context], Steps]] = None,
     **policy,
 ):
     """A client mod with its own policy: the keyword arguments of :class:`secagg.Policy`.
@@ -139,6 +161,14 @@ def make_secaggplus_mod(
     The policy is the client's: every round's parameters are checked against it before
     the client sends anything. (It is kept as arguments, not as a Policy object, so that
     Flower's simulation engine can ship the mod to its workers.)
+
+    ``steps`` is the node's step store: where its client records the last step it acted on,
+    so that an older snapshot of it is never resumed (``secagg.StaleSnapshotError``). Give a
+    directory (a :class:`secagg.StepStore` there), a mutable mapping from str to int, or a
+    function of the node's Context returning either; keep it where the node's keys live,
+    on storage that is not rolled back with the node's state. Without it, the steps live
+    in a record of the node's Context beside (not inside) the snapshot: that refuses a
+    snapshot put back on its own, not a Context restored whole from a backup.
     """
     kwargs = dict(_DEFAULT_POLICY)
     files: Union[None, Tuple[str, ...], Callable[[Context], IdentityFiles]] = None
@@ -157,7 +187,7 @@ def make_secaggplus_mod(
     Policy(**kwargs)  # fail here, not at the first message, on a bad policy
 
     def secaggplus_mod(msg: Message, ctxt: Context, call_next) -> Message:
-        return _client_step(msg, ctxt, call_next, Policy(**kwargs), files)
+        return _client_step(msg, ctxt, call_next, Policy(**kwargs), files, steps)
 
     secaggplus_mod.__doc__ = _MOD_DOC
     return secaggplus_mod
@@ -180,6 +210,7 @@ def _client_step(
     call_next,
     policy: Policy,
     identity_files=None,
+    steps: Union[Steps, Callable[[Context], Steps]] = None,
 ) -> Message:
     global _warned_curious
     if msg.metadata.message_type != MessageType.TRAIN:
@@ -204,6 +235,7 @@ def _client_step(
             "upgrade both to the same secagg version"
         )
     frames = [bytes(f) for f in cast(List[bytes], cfg.get("frames", []))]
+    store = _steps_of(steps, ctxt)
     out_content = RecordDict()
     if cfg.get("stage") == "setup":
         if not policy.enrolled and identity_files is None and not _warned_curious:
@@ -223,7 +255,7 @@ def _client_step(
                 "the server runs an enrolled round (SecAggPlusWorkflow(ca=...)) but this "
                 "node has no enrolled identity: make_secaggplus_mod(identity=(key, cert, ca))"
             )
-        client = Client(welcome, identity, policy)
+        client = Client(welcome, identity, policy, steps=store)
     else:
         state = ctxt.state.config_records.get(STATE_RECORD)
         if state is None or "snapshot" not in state:
@@ -232,8 +264,10 @@ def _client_step(
                 "(it missed the setup stage, or its state was lost)"
             )
         client = _LIVE.pop(bytes(cast(bytes, state.get("token", b""))), None)
-        if client is None:
-            client = Client.restore(bytes(cast(bytes, state["snapshot"])), policy)
+        if client is not None:
+            client.steps = store  # StaleSnapshotError if another copy acted since
+        else:
+            client = Client.restore(bytes(cast(bytes, state["snapshot"])), policy, store)
         if client.status == "masked-input" and frames:
             out_content = _train_and_set_input(msg, ctxt, call_next, client)
     for frame in frames:
@@ -338,6 +372,8 @@ class RoundStats:
     wall_s: float = 0.0
     dropped: List[Dict[str, object]] = field(default_factory=list)
     """Clients the server dropped: client, stage, reason."""
+    failed: List[Dict[str, object]] = field(default_factory=list)
+    """Nodes that answered a stage with an error, or were refused: node, stage, reason."""
 
 
 def _bits_needed(n: int, levels: int, max_weight: int) -> int:
@@ -625,6 +661,7 @@ class SecAggPlusWorkflow:
                             "on the clients, or flwr's SecAggPlusWorkflow here"
                         )
                     failures.append(Exception(reason))
+                    stats.failed.append({"node": nid, "stage": stage, "reason": reason})
                     log.warning("secagg: node %d failed at %s: %s", nid, stage, reason)
                     continue
                 rec = reply.content.config_records.get(RECORD)

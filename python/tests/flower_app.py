@@ -13,7 +13,7 @@ from typing import Dict, FrozenSet, Iterable, List, Union
 
 import numpy as np
 from flwr.client import ClientApp, NumPyClient
-from flwr.common import Context, ndarrays_to_parameters
+from flwr.common import ConfigRecord, Context, ndarrays_to_parameters
 from flwr.server import ServerApp, ServerConfig
 from flwr.server.compat import LegacyContext
 from flwr.server.strategy import FedAvg
@@ -59,7 +59,14 @@ class Capturing(FedAvg):
         CAPTURED["parameters"] = out[0]
         CAPTURED["results"] = len(results)
         CAPTURED["failures"] = len(failures)
+        # num_examples tells the partitions apart (examples_of is one-to-one below 20).
+        CAPTURED["partitions"] = sorted(partition_of(fitres.num_examples) for _, fitres in results)
         return out
+
+
+def partition_of(num_examples: int) -> int:
+    (p,) = [p for p in range(20) if examples_of(p) == num_examples]
+    return p
 
 
 def failing(fail: Union[None, int, Iterable[int]]) -> FrozenSet[int]:
@@ -79,8 +86,13 @@ def enrolled_files(context: Context):
 
 
 def make_apps(kind: str, nodes: int, params: int = 27, fail=None,
-              num_shares=None, threshold=None, **workflow_kwargs):
-    """(server_app, client_app) using `kind` = "secagg" or "flower" SecAgg+."""
+              num_shares=None, threshold=None, wrap_mod=None, wrap_grid=None,
+              **workflow_kwargs):
+    """(server_app, client_app) using `kind` = "secagg" or "flower" SecAgg+.
+
+    `wrap_mod(mod)` returns the client mod that nodes run instead (an attack on the node's
+    side); `wrap_grid(grid)` the grid the server's workflow talks through (a server that
+    lies in its messages, or a network that delivers them in an order of its choice)."""
     if kind == "secagg":
         from secagg.flower import SecAggPlusWorkflow, secaggplus_mod
     elif kind == "flower":
@@ -111,6 +123,8 @@ def make_apps(kind: str, nodes: int, params: int = 27, fail=None,
         partition = int(context.node_config["partition-id"])
         return Node(partition, params, failing(fail)).to_client()
 
+    if wrap_mod is not None:
+        secaggplus_mod = wrap_mod(secaggplus_mod)
     client_app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod] if secaggplus_mod else [])
     server_app = ServerApp()
 
@@ -133,23 +147,51 @@ def make_apps(kind: str, nodes: int, params: int = 27, fail=None,
                 **workflow_kwargs,
             )
         )
-        workflow(grid, legacy)
+        workflow(wrap_grid(grid) if wrap_grid is not None else grid, legacy)
         CAPTURED["workflow"] = workflow
 
     return server_app, client_app
 
 
-def expected_mean(nodes: int, params: int = 27, fail=None) -> np.ndarray:
-    """The plain weighted mean of the survivors' float32 updates, flattened."""
+def expected_mean(nodes: int, params: int = 27, fail=None, only=None) -> np.ndarray:
+    """The plain weighted mean of the survivors' float32 updates, flattened (of the
+    partitions in `only`, when given)."""
     total = np.zeros(params, dtype=np.float64)
     weight = 0
     for p in range(nodes):
-        if p in failing(fail):
+        if p in failing(fail) or (only is not None and p not in only):
             continue
         flat = np.concatenate([a.reshape(-1) for a in update_of(p, params)]).astype(np.float64)
         total += examples_of(p) * flat
         weight += examples_of(p)
     return total / weight
+
+
+def stage_of(msg) -> str:
+    """The secagg stage a train message is for ("" for any other message)."""
+    rec = msg.content.config_records.get("secagg")
+    return str(rec.get("stage", "")) if rec is not None else ""
+
+
+def roll_back_snapshot(partition: int, stage: str):
+    """A node-side attack: on `partition`, the client's snapshot record is put back to the
+    one it held after the setup stage when the `stage` message arrives (the step store,
+    a record of its own, is left alone)."""
+
+    def wrap(mod):
+        def rolled_back(msg, ctxt, call_next):
+            if int(ctxt.node_config["partition-id"]) == partition:
+                records = ctxt.state.config_records
+                current = stage_of(msg)
+                if current not in ("", "setup") and "saved_state" not in records:
+                    records["saved_state"] = ConfigRecord(dict(records["secagg_state"]))
+                if current == stage:
+                    records["secagg_state"] = ConfigRecord(dict(records["saved_state"]))
+            return mod(msg, ctxt, call_next)
+
+        return rolled_back
+
+    return wrap
 
 
 def run(kind: str, nodes: int, **kwargs):

@@ -98,3 +98,19 @@ def test_enrolled_nodes_run_the_malicious_server_protocol(fa, tmp_path, monkeypa
     got = flat(cap["parameters"])
     step = 2 * 8.0 / (stats.levels - 1)
     assert np.max(np.abs(got - fa.expected_mean(10, fail=7))) < step
+
+
+def test_a_node_whose_snapshot_is_rolled_back_refuses(fa, monkeypatch):
+    # Every node rebuilds its client from the snapshot in its Context. On one node the
+    # snapshot record is put back to the one it held after setup when the masked-input
+    # request arrives: the node's step store (a record of its own) says it acted since,
+    # so it refuses to resume, and the round completes without it.
+    monkeypatch.setenv("SECAGG_FLOWER_LIVE_CLIENTS", "0")
+    cap = fa.run("secagg", 8, wrap_mod=fa.roll_back_snapshot(2, "masked-input"))
+    stats = cap["workflow"].fit_workflow.last_round
+    assert [f["stage"] for f in stats.failed] == ["masked-input"], stats.failed
+    assert "already acted at step" in stats.failed[0]["reason"], stats.failed
+    assert cap["partitions"] == [0, 1, 3, 4, 5, 6, 7]
+    step = 2 * 8.0 / (stats.levels - 1)
+    expected = fa.expected_mean(8, only=cap["partitions"])
+    assert np.max(np.abs(flat(cap["parameters"]) - expected)) < step
