@@ -24,6 +24,11 @@ The workflow takes Flower's keyword arguments with their meaning (``num_shares``
   ``[-clipping_range, clipping_range]`` are clipped with a warning that says how many;
 * parameters a client policy finds insecure (too few shares for the clients sampled) are
   raised to the planner's choice, with a warning;
+* the round context that every client signs binds the round's fit instructions (the
+  model arrays and the config, with the run and round number: :func:`round_context`), and
+  each node checks what it is asked to train on against it before training, refusing
+  other instructions with :class:`FitInstructionsError` — a server cannot send one node a
+  model or config of its own to single out another node's update;
 * Flower's nodes have no enrolled identities, so by default the drop-in runs the
   honest-but-curious protocol (the server is trusted to follow the protocol, not to see
   any single update) and logs that it does. With enrollment files from ``secagg enroll``
@@ -39,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import struct
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -46,7 +52,17 @@ from typing import Callable, Dict, List, MutableMapping, Optional, Tuple, Union,
 
 import numpy as np
 
-from . import Client, Identity, PlanError, Policy, ProtocolError, RoundConfig, Server, StepStore
+from . import (
+    Client,
+    Identity,
+    PlanError,
+    Policy,
+    ProtocolError,
+    RoundConfig,
+    SecaggError,
+    Server,
+    StepStore,
+)
 from . import plan as _plan
 
 try:  # Flower is an optional extra: pip install "secagg[flower]"
@@ -72,7 +88,10 @@ __all__ = [
     "secaggplus_mod",
     "make_secaggplus_mod",
     "MismatchError",
+    "FitInstructionsError",
     "RoundStats",
+    "fit_digests",
+    "round_context",
 ]
 
 log = logging.getLogger("secagg.flower")
@@ -84,14 +103,109 @@ STATE_RECORD = "secagg_state"
 #: The node's step store when the mod is given none (a record of its Context, apart from
 #: the snapshot in STATE_RECORD).
 STEPS_RECORD = "secagg_steps"
-#: Wire protocol of the drop-in; both sides must agree.
-PROTOCOL = "secagg-flower/1"
+#: Wire protocol of the drop-in; both sides must agree. (2: the round context binds the fit
+#: instructions, which nodes check.)
+PROTOCOL = "secagg-flower/2"
 #: The record Flower's own SecAgg+ uses.
 FLOWER_RECORD = "secaggplus_configs"
 
 
 class MismatchError(RuntimeError):
     """One side runs secagg's drop-in and the other Flower's SecAgg+ (or none)."""
+
+
+class FitInstructionsError(SecaggError):
+    """The fit instructions a node was sent (model arrays, config) are not those bound to
+    the round context that every client of the round signs: the node refuses to train on
+    them. A server that sends one node other instructions than the rest (a model that
+    kills its gradients, zero local epochs) to solve the sum for another node's update
+    meets this error on every node it singles out."""
+
+
+# --------------------------------------------------------------------------------------
+# The round context: what every client of a round signs and derives its keys under
+# --------------------------------------------------------------------------------------
+
+_ARRAYS_LABEL = b"secagg-flower/v1/fit-arrays"
+_CONFIG_LABEL = b"secagg-flower/v1/fit-config"
+_CONTEXT_LABEL = b"secagg-flower/v1/round-context"
+
+
+def _put(h, data: bytes) -> None:
+    h.update(len(data).to_bytes(8, "little"))
+    h.update(data)
+
+
+def _put_value(h, value: object) -> None:
+    if isinstance(value, bool):
+        h.update(b"b1" if value else b"b0")
+    elif isinstance(value, int):
+        h.update(b"i")
+        _put(h, str(value).encode("ascii"))
+    elif isinstance(value, float):
+        h.update(b"f" + struct.pack("<d", value))
+    elif isinstance(value, str):
+        h.update(b"s")
+        _put(h, value.encode("utf-8"))
+    elif isinstance(value, (bytes, bytearray)):
+        h.update(b"y")
+        _put(h, bytes(value))
+    elif isinstance(value, list):
+        h.update(b"l" + len(value).to_bytes(8, "little"))
+        for v in value:
+            _put_value(h, v)
+    else:
+        raise TypeError(f"a record value of type {type(value).__name__}")
+
+
+def fit_digests(content: RecordDict) -> Tuple[bytes, bytes]:
+    """SHA-256 digests of the fit instructions in a train message: every array record (its
+    arrays in order: name, dtype, shape, stype, bytes) and every config and metric record but
+    secagg's own (keys sorted, values typed). Server and nodes compute them with this one
+    function."""
+    arrays = hashlib.sha256(_ARRAYS_LABEL)
+    names = sorted(content.array_records)
+    arrays.update(len(names).to_bytes(8, "little"))
+    for name in names:
+        record = content.array_records[name]
+        _put(arrays, name.encode("utf-8"))
+        arrays.update(len(record).to_bytes(8, "little"))
+        for key, array in record.items():
+            _put(arrays, key.encode("utf-8"))
+            _put(arrays, str(array.dtype).encode("utf-8"))
+            shape = [int(d) for d in array.shape]
+            arrays.update(len(shape).to_bytes(8, "little"))
+            for d in shape:
+                arrays.update(d.to_bytes(8, "little", signed=True))
+            _put(arrays, str(array.stype).encode("utf-8"))
+            _put(arrays, bytes(array.data))
+    config = hashlib.sha256(_CONFIG_LABEL)
+    for kind, records in ((b"config", content.config_records), (b"metric", content.metric_records)):
+        names = sorted(n for n in records if not (kind == b"config" and n == RECORD))
+        config.update(kind + len(names).to_bytes(8, "little"))
+        for name in names:
+            record = records[name]
+            _put(config, name.encode("utf-8"))
+            keys = sorted(record)
+            config.update(len(keys).to_bytes(8, "little"))
+            for key in keys:
+                _put(config, key.encode("utf-8"))
+                _put_value(config, record[key])
+    return arrays.digest(), config.digest()
+
+
+def round_context(run_id: int, server_round: int, arrays: bytes, config: bytes) -> bytes:
+    """The 32-byte round context of a Flower round: its run, its number and the digests of
+    its fit instructions (:func:`fit_digests`). It enters the round digest that every
+    client signs and derives its keys under, so nodes given other instructions than the
+    round announced cannot complete it with the others, and each node checks what it is
+    asked to train on against it."""
+    h = hashlib.sha256(_CONTEXT_LABEL)
+    h.update(int(run_id).to_bytes(8, "little"))
+    h.update(int(server_round).to_bytes(8, "little", signed=True))
+    h.update(arrays)
+    h.update(config)
+    return h.digest()
 
 
 # --------------------------------------------------------------------------------------
@@ -294,10 +408,43 @@ def _client_step(
     return Message(out_content, reply_to=msg)
 
 
+def _check_instructions(msg: Message, cfg: ConfigRecord, client: Client) -> None:
+    """Raises FitInstructionsError unless the fit instructions in ``msg`` are those the
+    round context binds (the context is in the welcome every client of the round signs)."""
+    arrays, config = fit_digests(msg.content)
+    server_round = cfg.get("round")
+    if not isinstance(server_round, int) or isinstance(server_round, bool):
+        server_round = -1
+    run_id = int(msg.metadata.run_id)
+    want = client.config.context
+    if round_context(run_id, server_round, arrays, config) == want:
+        return
+    stated_arrays, stated_config = cfg.get("arrays_digest"), cfg.get("config_digest")
+    if (
+        isinstance(stated_arrays, bytes)
+        and isinstance(stated_config, bytes)
+        and round_context(run_id, server_round, stated_arrays, stated_config) == want
+    ):
+        # The server's stated digests are the round's: they tell which part differs.
+        what = " and ".join(
+            part
+            for part, same in (("model arrays", stated_arrays == arrays), ("config", stated_config == config))
+            if not same
+        )
+    else:
+        what = "fit instructions (model arrays, config, round number or run)"
+    raise FitInstructionsError(
+        f"secagg: refusing to train: the {what} this node received for round {server_round} "
+        "differ from those bound to the round context that every client of the round signs "
+        "(the server sent this node other instructions than it announced for the round)"
+    )
+
+
 def _train_and_set_input(msg: Message, ctxt: Context, call_next, client: Client) -> RecordDict:
-    """Runs the app's training on the round's fit instructions and sets the client's
-    input; returns the reply content with every array cleared (only counts and metrics
-    travel in clear, as with Flower's mod)."""
+    """Runs the app's training on the round's fit instructions, once they are checked
+    against the round context, and sets the client's input; returns the reply content with
+    every array cleared (only counts and metrics travel in clear, as with Flower's mod)."""
+    _check_instructions(msg, msg.content.config_records[RECORD], client)
     out_msg = call_next(msg, ctxt)
     if out_msg.has_error():
         raise RuntimeError(f"secagg: the app's training failed: {out_msg.error.reason}")
@@ -575,9 +722,21 @@ class SecAggPlusWorkflow:
         m = int(sum(int(np.prod(s)) for s in shapes))
         k, t = self._graph(n)
         bits, levels, w = self._quantization(n)
-        digest = hashlib.sha256(
-            f"flower round {current_round}".encode() + b"".join(parameters.tensors)
-        ).digest()
+        # Every node trains on the same instructions, and the round context binds them: a
+        # node sent others refuses to train (FitInstructionsError).
+        digests_of: Dict[int, Tuple[bytes, bytes]] = {}
+        for proxy, fitins in proxy_fitins:
+            key = id(fitins)
+            if key not in digests_of:
+                digests_of[key] = fit_digests(nid_to_fitins[proxy.node_id])
+        if len(set(digests_of.values())) != 1:
+            raise ValueError(
+                "secagg: the strategy's configure_fit gave the sampled nodes different fit "
+                "instructions (parameters or config); secure aggregation sums updates trained "
+                "on the same instructions, which every node checks against the round context"
+            )
+        arrays_digest, config_digest = next(iter(digests_of.values()))
+        digest = round_context(context.run_id, current_round, arrays_digest, config_digest)
         config = RoundConfig(
             n,
             m,
@@ -638,7 +797,12 @@ class SecAggPlusWorkflow:
                 if frames:
                     rec["frames"] = frames
                     down += sum(len(f) for f in frames)
-                content = nid_to_fitins.get(node_of[i]) if stage == "masked-input" else None
+                content = None
+                if stage == "masked-input":
+                    content = nid_to_fitins.get(node_of[i])
+                    rec["round"] = current_round
+                    rec["arrays_digest"] = arrays_digest
+                    rec["config_digest"] = config_digest
                 msgs.append(message(node_of[i], rec, content))
             stats.bytes_down[stage] = stats.bytes_down.get(stage, 0) + down
             t0 = time.perf_counter()

@@ -13,7 +13,8 @@ from typing import Dict, FrozenSet, Iterable, List, Union
 
 import numpy as np
 from flwr.client import ClientApp, NumPyClient
-from flwr.common import ConfigRecord, Context, ndarrays_to_parameters
+from flwr.common import ConfigRecord, Context, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.compat.common import recorddict_compat as compat
 from flwr.server import ServerApp, ServerConfig
 from flwr.server.compat import LegacyContext
 from flwr.server.strategy import FedAvg
@@ -192,6 +193,40 @@ def roll_back_snapshot(partition: int, stage: str):
         return rolled_back
 
     return wrap
+
+
+class TamperingGrid:
+    """A server that lies in its messages: at the masked-input stage it sends the node with
+    the smallest id other fit instructions than the rest — `what` = "arrays": another
+    model (all ones), "config": another config (zero local epochs) — and leaves secagg's
+    record as it is. Everything else goes to Flower's grid unchanged."""
+
+    def __init__(self, grid, what: str):
+        self._grid = grid
+        self.what = what
+        self.targeted = []
+
+    def __getattr__(self, name):
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages, *args, **kwargs):
+        messages = list(messages)
+        asked = [m for m in messages if stage_of(m) == "masked-input"]
+        if asked:
+            target = min(asked, key=lambda m: m.metadata.dst_node_id)
+            self.targeted.append(target.metadata.dst_node_id)
+            content = target.content
+            if self.what == "arrays":
+                model = compat.arrayrecord_to_parameters(
+                    content.array_records["fitins.parameters"], keep_input=True
+                )
+                ones = [np.ones_like(a) for a in parameters_to_ndarrays(model)]
+                content.array_records["fitins.parameters"] = compat.parameters_to_arrayrecord(
+                    ndarrays_to_parameters(ones), keep_input=True
+                )
+            else:
+                content.config_records["fitins.config"] = ConfigRecord({"local-epochs": 0})
+        return self._grid.send_and_receive(messages, *args, **kwargs)
 
 
 def run(kind: str, nodes: int, **kwargs):

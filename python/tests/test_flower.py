@@ -114,3 +114,59 @@ def test_a_node_whose_snapshot_is_rolled_back_refuses(fa, monkeypatch):
     step = 2 * 8.0 / (stats.levels - 1)
     expected = fa.expected_mean(8, only=cap["partitions"])
     assert np.max(np.abs(flat(cap["parameters"]) - expected)) < step
+
+
+@pytest.mark.parametrize("what, named", [("arrays", "model arrays"), ("config", "config")])
+def test_a_node_sent_other_fit_instructions_refuses_to_train(fa, what, named):
+    # A server that sends one node another model or config than the rest (to make every
+    # other update known and solve the sum for one) is refused by that node, which names
+    # what differs; the round completes for the others.
+    grids = []
+
+    def tampering(grid):
+        grids.append(fa.TamperingGrid(grid, what))
+        return grids[-1]
+
+    cap = fa.run("secagg", 8, wrap_grid=tampering)
+    assert len(grids[0].targeted) == 1
+    stats = cap["workflow"].fit_workflow.last_round
+    assert [(f["node"], f["stage"]) for f in stats.failed] == [
+        (grids[0].targeted[0], "masked-input")
+    ], stats.failed
+    reason = stats.failed[0]["reason"]
+    assert "FitInstructionsError" in reason and f"the {named} this node received" in reason, reason
+    assert len(cap["partitions"]) == 7
+    step = 2 * 8.0 / (stats.levels - 1)
+    expected = fa.expected_mean(8, only=cap["partitions"])
+    assert np.max(np.abs(flat(cap["parameters"]) - expected)) < step
+
+
+def test_fit_digests_bind_arrays_in_order_and_typed_config(rng):
+    flower_or_skip()
+    from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+
+    from secagg.flower import fit_digests, round_context
+
+    a = rng.normal(size=(3, 4)).astype(np.float32)
+    b = rng.normal(size=5).astype(np.float32)
+
+    def content(arrays, config):
+        return RecordDict({"fitins.parameters": ArrayRecord(arrays),
+                           "fitins.config": ConfigRecord(config)})
+
+    base = fit_digests(content([a, b], {"lr": 0.1, "epochs": 1}))
+    # Same instructions, config keys in another order: the same digests.
+    assert fit_digests(content([a, b], {"epochs": 1, "lr": 0.1})) == base
+    # Every change is seen by the part it belongs to, and only by it.
+    for arrays, config, changed in [
+        ([b, a], {"lr": 0.1, "epochs": 1}, 0),            # tensor order
+        ([a * 0, b], {"lr": 0.1, "epochs": 1}, 0),        # a value
+        ([a.reshape(4, 3), b], {"lr": 0.1, "epochs": 1}, 0),  # a shape
+        ([a, b], {"lr": 0.1, "epochs": 0}, 1),            # a config value
+        ([a, b], {"lr": 0.1, "epochs": True}, 1),         # a config type (1 against True)
+        ([a, b], {"lr": 0.1, "epochs": 1, "x": ""}, 1),   # a config key
+    ]:
+        d = fit_digests(content(arrays, config))
+        assert d[changed] != base[changed] and d[1 - changed] == base[1 - changed]
+    assert round_context(1, 2, *base) != round_context(1, 3, *base)
+    assert round_context(1, 2, *base) != round_context(2, 2, *base)
