@@ -89,6 +89,7 @@ __all__ = [
     "make_secaggplus_mod",
     "MismatchError",
     "FitInstructionsError",
+    "RepeatedRoundError",
     "RoundStats",
     "fit_digests",
     "round_context",
@@ -112,6 +113,14 @@ FLOWER_RECORD = "secaggplus_configs"
 
 class MismatchError(RuntimeError):
     """One side runs secagg's drop-in and the other Flower's SecAgg+ (or none)."""
+
+
+class RepeatedRoundError(SecaggError):
+    """A second session for a round context this node already masked an update in: the
+    node refuses it, since two sums over one update (with and without it, or with other
+    cohorts) give the update away as their difference. ``make_secaggplus_mod(
+    allow_remask=True)`` lifts this (a node that trusts its server to rerun a round only
+    when the first run failed)."""
 
 
 class FitInstructionsError(SecaggError):
@@ -256,6 +265,7 @@ def make_secaggplus_mod(
     identity: Union[None, IdentityFiles, Callable[[Context], IdentityFiles]] = None,
     *,
     steps: Union[Steps, Callable[[Context], Steps]] = None,
+    allow_remask: bool = False,
     **policy,
 ):
     """A client mod with its own policy: the keyword arguments of :class:`secagg.Policy`.
@@ -283,6 +293,11 @@ def make_secaggplus_mod(
     on storage that is not rolled back with the node's state. Without it, the steps live
     in a record of the node's Context beside (not inside) the snapshot: that refuses a
     snapshot put back on its own, not a Context restored whole from a backup.
+
+    The step store also remembers every round context the node masked an update in, and a
+    second session for one of them is refused (:class:`RepeatedRoundError`): at most one
+    masked update per round context (run, round number, fit instructions). Pass
+    ``allow_remask=True`` to take part again anyway.
     """
     kwargs = dict(_DEFAULT_POLICY)
     files: Union[None, Tuple[str, ...], Callable[[Context], IdentityFiles]] = None
@@ -301,7 +316,7 @@ def make_secaggplus_mod(
     Policy(**kwargs)  # fail here, not at the first message, on a bad policy
 
     def secaggplus_mod(msg: Message, ctxt: Context, call_next) -> Message:
-        return _client_step(msg, ctxt, call_next, Policy(**kwargs), files, steps)
+        return _client_step(msg, ctxt, call_next, Policy(**kwargs), files, steps, allow_remask)
 
     secaggplus_mod.__doc__ = _MOD_DOC
     return secaggplus_mod
@@ -325,6 +340,7 @@ def _client_step(
     policy: Policy,
     identity_files=None,
     steps: Union[Steps, Callable[[Context], Steps]] = None,
+    allow_remask: bool = False,
 ) -> Message:
     global _warned_curious
     if msg.metadata.message_type != MessageType.TRAIN:
@@ -369,6 +385,9 @@ def _client_step(
                 "the server runs an enrolled round (SecAggPlusWorkflow(ca=...)) but this "
                 "node has no enrolled identity: make_secaggplus_mod(identity=(key, cert, ca))"
             )
+        who = f"c{identity.client_id}" if identity_files is not None else f"n{ctxt.node_id}"
+        if not allow_remask:
+            _refuse_repeat(store, RoundConfig.from_welcome(welcome).context, who)
         client = Client(welcome, identity, policy, steps=store)
     else:
         state = ctxt.state.config_records.get(STATE_RECORD)
@@ -382,8 +401,11 @@ def _client_step(
             client.steps = store  # StaleSnapshotError if another copy acted since
         else:
             client = Client.restore(bytes(cast(bytes, state["snapshot"])), policy, store)
+        who = str(state.get("who", f"n{ctxt.node_id}"))
         if client.status == "masked-input" and frames:
-            out_content = _train_and_set_input(msg, ctxt, call_next, client)
+            out_content = _train_and_set_input(
+                msg, ctxt, call_next, client, _Masking(store, who, allow_remask)
+            )
     for frame in frames:
         client.handle(frame)  # ProtocolError: the round ended for this node
     out: List[bytes] = []
@@ -398,7 +420,7 @@ def _client_step(
     else:
         token = os.urandom(16)
         ctxt.state.config_records[STATE_RECORD] = ConfigRecord(
-            {"snapshot": client.snapshot(), "token": token}
+            {"snapshot": client.snapshot(), "token": token, "who": who}
         )
         _keep_live(token, client)
     reply: Dict[str, object] = {"protocol": PROTOCOL, "client_id": client.client_id}
@@ -408,12 +430,39 @@ def _client_step(
     return Message(out_content, reply_to=msg)
 
 
+def _masked_key(context: bytes, who: str) -> str:
+    return f"secagg-masked-{who}-{context.hex()}"
+
+
+def _refuse_repeat(store: MutableMapping[str, int], context: bytes, who: str) -> None:
+    if _masked_key(context, who) in store:
+        raise RepeatedRoundError(
+            "secagg: this node already masked an update for this round context (the same "
+            "run, round number and fit instructions): refusing a second session for it, "
+            "since two sums over one update give it away (make_secaggplus_mod("
+            "allow_remask=True) to take part again)"
+        )
+
+
+@dataclass
+class _Masking:
+    """Where a node records the round contexts it masked in, and whether it may again."""
+
+    store: MutableMapping[str, int]
+    who: str
+    allow_remask: bool
+
+
 def _check_instructions(msg: Message, cfg: ConfigRecord, client: Client) -> None:
     """Raises FitInstructionsError unless the fit instructions in ``msg`` are those the
     round context binds (the context is in the welcome every client of the round signs)."""
     arrays, config = fit_digests(msg.content)
     server_round = cfg.get("round")
-    if not isinstance(server_round, int) or isinstance(server_round, bool):
+    if (
+        not isinstance(server_round, int)
+        or isinstance(server_round, bool)
+        or not -(2**63) <= server_round < 2**63
+    ):
         server_round = -1
     run_id = int(msg.metadata.run_id)
     want = client.config.context
@@ -440,10 +489,13 @@ def _check_instructions(msg: Message, cfg: ConfigRecord, client: Client) -> None
     )
 
 
-def _train_and_set_input(msg: Message, ctxt: Context, call_next, client: Client) -> RecordDict:
+def _train_and_set_input(
+    msg: Message, ctxt: Context, call_next, client: Client, masking: _Masking
+) -> RecordDict:
     """Runs the app's training on the round's fit instructions, once they are checked
-    against the round context, and sets the client's input; returns the reply content with
-    every array cleared (only counts and metrics travel in clear, as with Flower's mod)."""
+    against the round context, and sets the client's input (once per round context, which
+    is recorded first); returns the reply content with every array cleared (only counts
+    and metrics travel in clear, as with Flower's mod)."""
     _check_instructions(msg, msg.content.config_records[RECORD], client)
     out_msg = call_next(msg, ctxt)
     if out_msg.has_error():
@@ -471,6 +523,10 @@ def _train_and_set_input(msg: Message, ctxt: Context, call_next, client: Client)
         )
     if not np.all(np.isfinite(flat)):
         raise ValueError("secagg: the app's update holds NaN or infinite values")
+    context = client.config.context
+    if not masking.allow_remask:
+        _refuse_repeat(masking.store, context, masking.who)
+    masking.store[_masked_key(context, masking.who)] = 1
     clipped = client.set_input(np.ascontiguousarray(flat), weight)
     if clipped:
         log.warning(

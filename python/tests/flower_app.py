@@ -88,14 +88,19 @@ def enrolled_files(context: Context):
 
 def make_apps(kind: str, nodes: int, params: int = 27, fail=None,
               num_shares=None, threshold=None, wrap_mod=None, wrap_grid=None,
-              **workflow_kwargs):
+              wrap_fit=None, mod_kwargs=None, **workflow_kwargs):
     """(server_app, client_app) using `kind` = "secagg" or "flower" SecAgg+.
 
     `wrap_mod(mod)` returns the client mod that nodes run instead (an attack on the node's
     side); `wrap_grid(grid)` the grid the server's workflow talks through (a server that
-    lies in its messages, or a network that delivers them in an order of its choice)."""
+    lies in its messages, or a network that delivers them in an order of its choice);
+    `wrap_fit(workflow)` the fit workflow the server runs instead. `mod_kwargs` go to
+    make_secaggplus_mod (kind "secagg")."""
     if kind == "secagg":
-        from secagg.flower import SecAggPlusWorkflow, secaggplus_mod
+        from secagg.flower import SecAggPlusWorkflow, make_secaggplus_mod, secaggplus_mod
+
+        if mod_kwargs:
+            secaggplus_mod = make_secaggplus_mod(**mod_kwargs)
     elif kind == "flower":
         from flwr.client.mod import secaggplus_mod
         from flwr.server.workflow import SecAggPlusWorkflow
@@ -141,13 +146,12 @@ def make_apps(kind: str, nodes: int, params: int = 27, fail=None,
             initial_parameters=ndarrays_to_parameters(initial),
         )
         legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=1), strategy=strategy)
-        workflow = DefaultWorkflow(
-            fit_workflow=SecAggPlusWorkflow(
-                num_shares=num_shares if num_shares is not None else nodes - 1,
-                reconstruction_threshold=threshold if threshold is not None else max(2, nodes // 2),
-                **workflow_kwargs,
-            )
+        fit = SecAggPlusWorkflow(
+            num_shares=num_shares if num_shares is not None else nodes - 1,
+            reconstruction_threshold=threshold if threshold is not None else max(2, nodes // 2),
+            **workflow_kwargs,
         )
+        workflow = DefaultWorkflow(fit_workflow=wrap_fit(fit) if wrap_fit is not None else fit)
         workflow(wrap_grid(grid) if wrap_grid is not None else grid, legacy)
         CAPTURED["workflow"] = workflow
 
@@ -227,6 +231,24 @@ class TamperingGrid:
             else:
                 content.config_records["fitins.config"] = ConfigRecord({"local-epochs": 0})
         return self._grid.send_and_receive(messages, *args, **kwargs)
+
+
+class TwoSessions:
+    """A server that runs secure aggregation twice over one round's fit instructions (to
+    difference the two sums); `rounds` holds each session's RoundStats."""
+
+    def __init__(self, workflow):
+        self.workflow = workflow
+        self.rounds = []
+
+    def __call__(self, grid, context):
+        from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
+
+        model = context.state.array_records[MAIN_PARAMS_RECORD]
+        for _ in range(2):
+            context.state.array_records[MAIN_PARAMS_RECORD] = model
+            self.workflow(grid, context)
+            self.rounds.append(self.workflow.last_round)
 
 
 def run(kind: str, nodes: int, **kwargs):

@@ -170,3 +170,26 @@ def test_fit_digests_bind_arrays_in_order_and_typed_config(rng):
         assert d[changed] != base[changed] and d[1 - changed] == base[1 - changed]
     assert round_context(1, 2, *base) != round_context(1, 3, *base)
     assert round_context(1, 2, *base) != round_context(2, 2, *base)
+
+
+def test_a_second_session_over_one_fit_result_is_refused(fa):
+    # The server runs secure aggregation twice over the same fit instructions: every node
+    # masked an update for that round context in the first session and refuses the second.
+    cap = fa.run("secagg", 6, wrap_fit=fa.TwoSessions)
+    first, second = cap["workflow"].fit_workflow.rounds
+    assert first.included == 6 and cap["partitions"] == list(range(6))
+    step = 2 * 8.0 / (first.levels - 1)
+    assert np.max(np.abs(flat(cap["parameters"]) - fa.expected_mean(6))) < step
+    assert second.included == 0
+    assert len(second.failed) == 6, second.failed
+    for f in second.failed:
+        assert f["stage"] == "setup", f
+        assert "RepeatedRoundError" in f["reason"] and "already masked" in f["reason"], f
+
+
+def test_a_second_session_runs_when_the_node_opts_in(fa):
+    cap = fa.run("secagg", 6, wrap_fit=fa.TwoSessions, mod_kwargs={"allow_remask": True})
+    first, second = cap["workflow"].fit_workflow.rounds
+    assert first.included == second.included == 6 and not second.failed
+    step = 2 * 8.0 / (second.levels - 1)
+    assert np.max(np.abs(flat(cap["parameters"]) - fa.expected_mean(6))) < step
