@@ -29,11 +29,12 @@ The workflow takes Flower's keyword arguments with their meaning (``num_shares``
   each node checks what it is asked to train on against it before training, refusing
   other instructions with :class:`FitInstructionsError` — a server cannot send one node a
   model or config of its own to single out another node's update;
-* Flower's nodes have no enrolled identities, so by default the drop-in runs the
-  honest-but-curious protocol (the server is trusted to follow the protocol, not to see
-  any single update) and logs that it does. With enrollment files from ``secagg enroll``
-  (``SecAggPlusWorkflow(ca=...)`` and ``make_secaggplus_mod(identity=...)``) it runs the
-  protocol that withstands a semi-malicious server.
+* with enrollment files from ``secagg enroll`` (``SecAggPlusWorkflow(ca=...)`` and
+  ``make_secaggplus_mod(identity=...)``) it runs the protocol that withstands a
+  semi-malicious server, each node under its certificate's id; without them (Flower's
+  nodes have no enrolled identities) it runs the honest-but-curious protocol — the server
+  is trusted to follow the protocol, not to see any single update — and warns that it
+  does, on the server and on every node (a ``logging`` WARNING).
 
 A mismatch — our workflow with Flower's mod, or Flower's workflow with our mod — fails at
 the first stage with an error that says which side runs what; it never yields a sum.
@@ -369,9 +370,11 @@ def _client_step(
     out_content = RecordDict()
     if cfg.get("stage") == "setup":
         if not policy.enrolled and identity_files is None and not _warned_curious:
-            log.info(
-                "secagg: Flower nodes have no enrolled identities; running the "
-                "honest-but-curious protocol (the server must follow the protocol)"
+            log.warning(
+                "secagg: this node runs the honest-but-curious protocol (no enrolled "
+                "identity): a server that deviates from the protocol is not defended "
+                "against; enroll the node (make_secaggplus_mod(identity=(key, cert, ca))) for "
+                "the protocol that withstands a semi-malicious server"
             )
             _warned_curious = True
         welcome = bytes(cast(bytes, cfg["welcome"]))
@@ -676,6 +679,7 @@ class SecAggPlusWorkflow:
         self.ca = None if ca is None else str(ca)
         self.adversary = "curious" if ca is None else "semi-malicious"
         self.last_round: Optional[RoundStats] = None
+        self._warned_curious = False
 
     # -- parameters --------------------------------------------------------------------
 
@@ -808,6 +812,15 @@ class SecAggPlusWorkflow:
         )
         server = Server(config, backend=self.backend, ca=self.ca)
         stats = RoundStats(clients=n, params=m, neighbors=k, threshold=t, bits=bits, levels=levels)
+        if self.ca is None and not self._warned_curious:
+            log.warning(
+                "secagg: running the honest-but-curious protocol: Flower nodes have no "
+                "enrolled identities, so the clients trust this server to follow the "
+                "protocol; give SecAggPlusWorkflow(ca=...) and enroll the nodes "
+                "(make_secaggplus_mod(identity=...)) for the protocol that withstands a "
+                "semi-malicious server"
+            )
+            self._warned_curious = True
         log.info(
             "secagg: round %d, %d clients x %d parameters, k = %d, t = %d, b = %d, %d levels, "
             "engine %s (%s)",

@@ -193,3 +193,54 @@ def test_a_second_session_runs_when_the_node_opts_in(fa):
     assert first.included == second.included == 6 and not second.failed
     step = 2 * 8.0 / (second.levels - 1)
     assert np.max(np.abs(flat(cap["parameters"]) - fa.expected_mean(6))) < step
+
+
+def node_message(content, node=5, message_type="train", run_id=1):
+    """A message as a node receives it (for calling a mod in this process)."""
+    import time
+
+    from flwr.app import Message
+    from flwr.app.metadata import Metadata
+
+    return Message(content=content, metadata=Metadata(
+        run_id=run_id, message_id="m", src_node_id=0, dst_node_id=node, reply_to_message_id="",
+        group_id="1", created_at=time.time(), ttl=3600.0, message_type=message_type,
+    ))
+
+
+def node_context(node=5, run_id=1):
+    from flwr.app import Context, RecordDict
+
+    return Context(run_id=run_id, node_id=node, node_config={}, state=RecordDict(), run_config={})
+
+
+def test_the_curious_default_is_a_warning_on_nodes_and_server(fa, caplog, monkeypatch):
+    import logging
+
+    import secagg
+    import secagg.flower as sf
+    from flwr.app import ConfigRecord, RecordDict
+
+    monkeypatch.setattr(sf, "_warned_curious", False)
+    welcome = secagg.Server(secagg.RoundConfig(4, 27)).welcome()
+    setup = RecordDict({sf.RECORD: ConfigRecord(
+        {"protocol": sf.PROTOCOL, "stage": "setup", "welcome": welcome, "client_id": 0})})
+
+    def no_training(msg, ctxt):
+        pytest.fail("the setup stage does not train")
+
+    with caplog.at_level(logging.INFO, logger="secagg.flower"):
+        reply = sf.secaggplus_mod(node_message(setup), node_context(), no_training)
+        cap = fa.run("secagg", 4)
+    assert reply.content.config_records[sf.RECORD]["frames"]  # the node advertised its keys
+    stats = cap["workflow"].fit_workflow.last_round
+    step = 2 * 8.0 / (stats.levels - 1)
+    assert np.max(np.abs(flat(cap["parameters"]) - fa.expected_mean(4))) < step
+    warned = {
+        who: [r for r in caplog.records if r.name == "secagg.flower" and text in r.getMessage()]
+        for who, text in [("node", "this node runs the honest-but-curious protocol"),
+                          ("server", "running the honest-but-curious protocol")]
+    }
+    for who, records in warned.items():
+        assert records, f"no {who} warning"
+        assert all(r.levelno == logging.WARNING for r in records), (who, records)
