@@ -89,6 +89,7 @@ __all__ = [
     "secaggplus_mod",
     "make_secaggplus_mod",
     "MismatchError",
+    "UnguardedMessageError",
     "FitInstructionsError",
     "RepeatedRoundError",
     "RoundStats",
@@ -114,6 +115,12 @@ FLOWER_RECORD = "secaggplus_configs"
 
 class MismatchError(RuntimeError):
     """One side runs secagg's drop-in and the other Flower's SecAgg+ (or none)."""
+
+
+class UnguardedMessageError(MismatchError):
+    """A ``train.<action>`` message reached a node whose secagg mod is active: it would run
+    the app's ``@app.train("<action>")`` function and send its reply unmasked, so the mod
+    refuses it. Only ``train`` messages from :class:`SecAggPlusWorkflow` are trained on."""
 
 
 class RepeatedRoundError(SecaggError):
@@ -326,9 +333,10 @@ def make_secaggplus_mod(
 _MOD_DOC = """Secure aggregation for this node's training replies (secagg's SecAgg+).
 
 Signature of :func:`flwr.client.mod.secaggplus_mod`: ``(msg, ctxt, call_next) -> Message``.
-Use it as ``ClientApp(client_fn=..., mods=[secaggplus_mod])``. Train messages must come
-from :class:`secagg.flower.SecAggPlusWorkflow`; any other train message is refused (the
-update is never sent unmasked).
+Use it as ``ClientApp(client_fn=..., mods=[secaggplus_mod])``, or ``ClientApp(mods=[...])``
+with decorated functions. Train messages must come from
+:class:`secagg.flower.SecAggPlusWorkflow`; any other train message — ``train.<action>``
+messages of the Message API included — is refused (the update is never sent unmasked).
 """
 
 _warned_curious = False
@@ -344,8 +352,16 @@ def _client_step(
     allow_remask: bool = False,
 ) -> Message:
     global _warned_curious
-    if msg.metadata.message_type != MessageType.TRAIN:
-        return call_next(msg, ctxt)
+    kind = msg.metadata.message_type
+    if kind.split(".", 1)[0] != MessageType.TRAIN:
+        return call_next(msg, ctxt)  # evaluate, query: no update leaves through them here
+    if kind != MessageType.TRAIN:
+        raise UnguardedMessageError(
+            f"secagg: refusing a {kind!r} message: this node's secagg mod is active, and the "
+            f"message would run the app's @app.train({kind.split('.', 1)[1]!r}) function and "
+            "send its reply unmasked; the mod trains only on 'train' messages of "
+            "secagg.flower.SecAggPlusWorkflow (send other work as 'query' or 'evaluate')"
+        )
     records = msg.content.config_records
     if FLOWER_RECORD in records:
         raise MismatchError(

@@ -251,11 +251,63 @@ class TwoSessions:
             self.rounds.append(self.workflow.last_round)
 
 
+def make_message_api_apps(nodes: int, action: str = "custom"):
+    """A Message-API app (decorated functions) whose ClientApp runs secagg's mod. Its
+    @app.train(action) function returns the node's update in the clear; the server sends
+    every node a `train.<action>` message, a plain `train` message and an `evaluate`
+    message, and keeps what came back in CAPTURED."""
+    from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp as MessageClientApp
+
+    from secagg.flower import secaggplus_mod
+
+    client_app = MessageClientApp(mods=[secaggplus_mod])
+
+    def update(msg, context):
+        p = int(context.node_config["partition-id"])
+        return Message(RecordDict({
+            "arrays": ArrayRecord(update_of(p, 27)),
+            "metrics": MetricRecord({"num-examples": examples_of(p)}),
+        }), reply_to=msg)
+
+    client_app.train(action)(update)
+    client_app.train()(update)
+
+    @client_app.evaluate()
+    def evaluate(msg, context):
+        return Message(RecordDict({"metrics": MetricRecord({"loss": 0.5})}), reply_to=msg)
+
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid, context: Context) -> None:
+        import time
+
+        deadline = time.monotonic() + 60
+        while len(ids := list(grid.get_node_ids())) < nodes and time.monotonic() < deadline:
+            time.sleep(0.2)
+        model = [np.zeros(s, dtype=np.float32) for s in SHAPES]
+        for kind in (f"train.{action}", "train", "evaluate"):
+            msgs = [Message(RecordDict({"arrays": ArrayRecord(model),
+                                        "config": ConfigRecord({"server-round": 1})}),
+                            dst_node_id=nid, message_type=kind) for nid in ids]
+            CAPTURED[kind] = [
+                {"error": str(r.error.reason) if r.has_error() else None,
+                 "arrays": [] if r.has_error() else list(r.content.array_records)}
+                for r in grid.send_and_receive(msgs)
+            ]
+
+    return server_app, client_app
+
+
 def run(kind: str, nodes: int, **kwargs):
     from flwr.simulation import run_simulation
 
     CAPTURED.clear()
-    server_app, client_app = make_apps(kind, nodes, **kwargs)
+    if kind == "message-api":
+        server_app, client_app = make_message_api_apps(nodes, **kwargs)
+    else:
+        server_app, client_app = make_apps(kind, nodes, **kwargs)
     run_simulation(
         server_app=server_app,
         client_app=client_app,

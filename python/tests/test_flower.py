@@ -244,3 +244,18 @@ def test_the_curious_default_is_a_warning_on_nodes_and_server(fa, caplog, monkey
     for who, records in warned.items():
         assert records, f"no {who} warning"
         assert all(r.levelno == logging.WARNING for r in records), (who, records)
+
+
+def test_train_action_messages_do_not_bypass_the_mod(fa):
+    # In a Message-API app, "train.<action>" messages reach @app.train("<action>")
+    # functions through the same mods; with secagg's mod active they are refused, so no
+    # update leaves a node in the clear. Evaluate messages pass through as before.
+    cap = fa.run("message-api", 3)
+    for kind, why in [("train.custom", "UnguardedMessageError"), ("train", "MismatchError")]:
+        replies = cap[kind]
+        assert len(replies) == 3, (kind, replies)
+        for r in replies:
+            assert r["error"] is not None and why in r["error"], (kind, r)
+            assert not r["arrays"], (kind, r)
+    assert "@app.train('custom')" in cap["train.custom"][0]["error"]
+    assert [r["error"] for r in cap["evaluate"]] == [None, None, None], cap["evaluate"]
