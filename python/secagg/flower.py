@@ -31,7 +31,8 @@ The workflow takes Flower's keyword arguments with their meaning (``num_shares``
   model or config of its own to single out another node's update;
 * with enrollment files from ``secagg enroll`` (``SecAggPlusWorkflow(ca=...)`` and
   ``make_secaggplus_mod(identity=...)``) it runs the protocol that withstands a
-  semi-malicious server, each node under its certificate's id; without them (Flower's
+  semi-malicious server, each node under its certificate's id (bound to its Flower node
+  id by a signature of its key, so that no node takes another's id); without them (Flower's
   nodes have no enrolled identities) it runs the honest-but-curious protocol — the server
   is trusted to follow the protocol, not to see any single update — and warns that it
   does, on the server and on every node (a ``logging`` WARNING).
@@ -56,6 +57,7 @@ import numpy as np
 from . import (
     Client,
     Identity,
+    IdentityError,
     PlanError,
     Policy,
     ProtocolError,
@@ -384,6 +386,7 @@ def _client_step(
     frames = [bytes(f) for f in cast(List[bytes], cfg.get("frames", []))]
     store = _steps_of(steps, ctxt)
     out_content = RecordDict()
+    binding: Dict[str, object] = {}
     if cfg.get("stage") == "setup":
         if not policy.enrolled and identity_files is None and not _warned_curious:
             log.warning(
@@ -408,6 +411,13 @@ def _client_step(
         if not allow_remask:
             _refuse_repeat(store, RoundConfig.from_welcome(welcome).context, who)
         client = Client(welcome, identity, policy, steps=store)
+        if identity.enrolled:
+            # Binds this Flower node to the certificate's id for this round: the server
+            # admits no node under an id whose key it does not hold.
+            binding = {
+                "certificate": identity.certificate,
+                "binding": identity.bind_node(welcome, int(msg.metadata.dst_node_id)),
+            }
     else:
         state = ctxt.state.config_records.get(STATE_RECORD)
         if state is None or "snapshot" not in state:
@@ -442,7 +452,7 @@ def _client_step(
             {"snapshot": client.snapshot(), "token": token, "who": who}
         )
         _keep_live(token, client)
-    reply: Dict[str, object] = {"protocol": PROTOCOL, "client_id": client.client_id}
+    reply: Dict[str, object] = {"protocol": PROTOCOL, "client_id": client.client_id, **binding}
     if out:
         reply["frames"] = out
     out_content.config_records[RECORD] = ConfigRecord(reply)  # type: ignore[arg-type]
@@ -696,6 +706,8 @@ class SecAggPlusWorkflow:
         self.adversary = "curious" if ca is None else "semi-malicious"
         self.last_round: Optional[RoundStats] = None
         self._warned_curious = False
+        #: Enrolled rounds: the client id each node proved, for the workflow's life.
+        self._client_of_node: Dict[int, int] = {}
 
     # -- parameters --------------------------------------------------------------------
 
@@ -765,6 +777,32 @@ class SecAggPlusWorkflow:
             )
             levels = fit
         return bits, levels, w
+
+    # -- enrolled nodes ----------------------------------------------------------------
+
+    def _admit(
+        self, server: Server, nid: int, rec: ConfigRecord, enrolled: Dict[int, int]
+    ) -> Tuple[Optional[int], str]:
+        """The client id node ``nid`` joins this round under (its certificate's, once the
+        certificate verifies under the CA and the node's binding signature under the
+        certificate's key), or None and why not. A node keeps one id for the workflow's
+        life, and an id is one node's in a round."""
+        certificate, signature = rec.get("certificate"), rec.get("binding")
+        if not isinstance(certificate, bytes) or not isinstance(signature, bytes):
+            return None, "no certificate and node binding (an enrolled round needs both)"
+        try:
+            cid = server.admit_node(nid, certificate, signature)
+        except IdentityError as why:
+            return None, str(why)
+        earlier = self._client_of_node.get(nid)
+        if earlier is not None and earlier != cid:
+            return None, (
+                f"node {nid} took part as client {earlier} before, and now presents the "
+                f"certificate of client {cid}"
+            )
+        if cid in enrolled:
+            return None, f"client {cid} is already in this round as node {enrolled[cid]}"
+        return cid, ""
 
     # -- the round ---------------------------------------------------------------------
 
@@ -923,13 +961,16 @@ class SecAggPlusWorkflow:
                 answered.add(i)
                 target = i
                 if first and self.ca is not None:
-                    # An enrolled client joins under the id of its certificate (the server
-                    # checks the certificate and the signatures from the next stage on).
-                    cid = int(cast(int, rec.get("client_id", -1)))
-                    if not 0 <= cid < 2**32 or cid in enrolled:
-                        failures.append(Exception(f"node {nid} claims client id {cid}"))
-                        log.warning("secagg: node %d claims client id %d: refused", nid, cid)
+                    # An enrolled node joins under its certificate's id, once it proves it
+                    # holds that certificate's key (a signature binding its node id and
+                    # this round's welcome); ids are not first come.
+                    cid, why = self._admit(server, nid, rec, enrolled)
+                    if cid is None:
+                        failures.append(Exception(f"node {nid}: {why}"))
+                        stats.failed.append({"node": nid, "stage": stage, "reason": why})
+                        log.warning("secagg: node %d refused at setup: %s", nid, why)
                         continue
+                    self._client_of_node[nid] = cid
                     enrolled[cid] = nid
                     server.join(cid)
                     target = cid

@@ -233,6 +233,59 @@ class TamperingGrid:
         return self._grid.send_and_receive(messages, *args, **kwargs)
 
 
+def certificate_bytes(path: str) -> bytes:
+    """A certificate's bytes (id, key, CA signature) read from its public file."""
+    fields = {}
+    for line in open(path):
+        if "=" in line and not line.startswith("#"):
+            name, value = (x.strip() for x in line.split("=", 1))
+            fields[name] = value
+    return (int(fields["id"]).to_bytes(4, "little") + bytes.fromhex(fields["key"])
+            + bytes.fromhex(fields["signature"]))
+
+
+def impersonate(rogue: int, victim: int):
+    """A node-side attack (enrolled rounds): partition `rogue` answers the setup stage with
+    partition `victim`'s certificate and id — public data — beside a node binding made with
+    its own key (it does not hold the victim's), and marks its reply for RogueFirst."""
+
+    def wrap(mod):
+        def impersonating(msg, ctxt, call_next):
+            reply = mod(msg, ctxt, call_next)
+            if int(ctxt.node_config["partition-id"]) == rogue and stage_of(msg) == "setup":
+                pki = os.environ["SECAGG_TEST_PKI"]
+                rec = reply.content.config_records["secagg"]
+                rec["client_id"] = victim
+                rec["certificate"] = certificate_bytes(f"{pki}/clients/client-{victim}.cert")
+                rec["rogue"] = True
+            return reply
+
+        return impersonating
+
+    return wrap
+
+
+class RogueFirst:
+    """A network that delivers the replies marked by `impersonate` before the others."""
+
+    def __init__(self, grid):
+        self._grid = grid
+
+    def __getattr__(self, name):
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages, *args, **kwargs):
+        replies = list(self._grid.send_and_receive(messages, *args, **kwargs))
+
+        def rogue(reply):
+            if reply.has_error():
+                return False
+            rec = reply.content.config_records.get("secagg")
+            return rec is not None and rec.get("rogue", False)
+
+        return sorted(replies, key=lambda r: not rogue(r))
+
+
 class TwoSessions:
     """A server that runs secure aggregation twice over one round's fit instructions (to
     difference the two sums); `rounds` holds each session's RoundStats."""

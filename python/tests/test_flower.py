@@ -82,16 +82,7 @@ def secagg_bin():
 
 
 def test_enrolled_nodes_run_the_malicious_server_protocol(fa, tmp_path, monkeypatch):
-    import subprocess
-
-    bin = secagg_bin()
-    subprocess.run([bin, "ca", "new", "--out", str(tmp_path / "ca")], check=True, capture_output=True)
-    subprocess.run(
-        [bin, "enroll", "--ca-key", str(tmp_path / "ca" / "ca.key"), "--id", "0..10",
-         "--out", str(tmp_path / "clients")],
-        check=True, capture_output=True,
-    )
-    monkeypatch.setenv("SECAGG_TEST_PKI", str(tmp_path))
+    make_pki(tmp_path, monkeypatch, "0..10")
     cap = fa.run("secagg-enrolled", 10, fail=7)
     assert cap["results"] == 9 and cap["failures"] == 1
     stats = cap["workflow"].fit_workflow.last_round
@@ -259,3 +250,68 @@ def test_train_action_messages_do_not_bypass_the_mod(fa):
             assert not r["arrays"], (kind, r)
     assert "@app.train('custom')" in cap["train.custom"][0]["error"]
     assert [r["error"] for r in cap["evaluate"]] == [None, None, None], cap["evaluate"]
+
+
+def make_pki(tmp_path, monkeypatch, ids):
+    import subprocess
+
+    bin = secagg_bin()
+    subprocess.run([bin, "ca", "new", "--out", str(tmp_path / "ca")], check=True, capture_output=True)
+    subprocess.run(
+        [bin, "enroll", "--ca-key", str(tmp_path / "ca" / "ca.key"), "--id", ids,
+         "--out", str(tmp_path / "clients")],
+        check=True, capture_output=True,
+    )
+    monkeypatch.setenv("SECAGG_TEST_PKI", str(tmp_path))
+
+
+def test_a_node_cannot_take_another_nodes_certificate_id(fa, tmp_path, monkeypatch):
+    # Node 4 presents node 6's certificate and id, and the network delivers its answer
+    # first. Ids are not first come: it holds no key for that certificate, so it is
+    # refused, and node 6 takes part under its own id; the round completes for all but 4.
+    make_pki(tmp_path, monkeypatch, "0..9")
+    cap = fa.run("secagg-enrolled", 9, wrap_mod=fa.impersonate(4, 6), wrap_grid=fa.RogueFirst)
+    stats = cap["workflow"].fit_workflow.last_round
+    assert [f["stage"] for f in stats.failed] == ["setup"], stats.failed
+    assert "does not verify under the key of client 6's certificate" in stats.failed[0]["reason"]
+    assert cap["partitions"] == [0, 1, 2, 3, 5, 6, 7, 8]
+    assert stats.included == 8
+    step = 2 * 8.0 / (stats.levels - 1)
+    expected = fa.expected_mean(9, only=cap["partitions"])
+    assert np.max(np.abs(flat(cap["parameters"]) - expected)) < step
+
+
+def test_node_binding_checks_certificate_key_node_and_round(tmp_path, monkeypatch, rng):
+    import secagg
+
+    make_pki(tmp_path, monkeypatch, "0..3")
+    ca = str(tmp_path / "ca" / "ca.pub")
+    ids = [secagg.Identity.load(tmp_path / "clients" / f"client-{i}.key",
+                                tmp_path / "clients" / f"client-{i}.cert", ca) for i in range(3)]
+    server = secagg.Server(secagg.RoundConfig(3, 10), ca=ca)
+    other = secagg.Server(secagg.RoundConfig(3, 10), ca=ca)  # another round (another id)
+    node = int(rng.integers(0, 2**63))
+    welcome = server.welcome()
+    assert server.admit_node(node, ids[1].certificate, ids[1].bind_node(welcome, node)) == 1
+    refused = [
+        (ids[2].certificate, ids[1].bind_node(welcome, node)),          # another's certificate
+        (ids[1].certificate, ids[1].bind_node(welcome, node + 1)),      # made for another node
+        (ids[1].certificate, ids[1].bind_node(other.welcome(), node)),  # for another round
+        (ids[1].certificate, bytes(rng.integers(0, 256, 64, dtype=np.uint8))),
+        (ids[1].certificate, b""),
+        (bytes(rng.integers(0, 256, 100, dtype=np.uint8)), ids[1].bind_node(welcome, node)),
+    ]
+    for certificate, signature in refused:
+        with pytest.raises(secagg.IdentityError):
+            server.admit_node(node, certificate, signature)
+    # A certificate of another CA is refused, however well bound.
+    make_pki(tmp_path / "other", monkeypatch, "1..2")
+    stranger = secagg.Identity.load(tmp_path / "other" / "clients" / "client-1.key",
+                                    tmp_path / "other" / "clients" / "client-1.cert",
+                                    tmp_path / "other" / "ca" / "ca.pub")
+    with pytest.raises(secagg.IdentityError, match="not signed by this deployment's CA"):
+        server.admit_node(node, stranger.certificate, stranger.bind_node(welcome, node))
+    with pytest.raises(secagg.ConfigError):
+        secagg.Server(secagg.RoundConfig(3, 10)).admit_node(node, ids[1].certificate, b"")
+    with pytest.raises(secagg.IdentityError):
+        secagg.Identity.generate(0).bind_node(welcome, node)
