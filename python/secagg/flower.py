@@ -383,7 +383,7 @@ def _client_step(
             f"the server speaks {cfg.get('protocol')!r}, this node {PROTOCOL!r}: "
             "upgrade both to the same secagg version"
         )
-    frames = [bytes(f) for f in cast(List[bytes], cfg.get("frames", []))]
+    frames = _frames(cfg, "the server's")
     store = _steps_of(steps, ctxt)
     out_content = RecordDict()
     binding: Dict[str, object] = {}
@@ -396,12 +396,15 @@ def _client_step(
                 "the protocol that withstands a semi-malicious server"
             )
             _warned_curious = True
-        welcome = bytes(cast(bytes, cfg["welcome"]))
+        welcome = _bytes_field(cfg, "welcome", "the server's setup")
         if identity_files is not None:
             paths = identity_files(ctxt) if callable(identity_files) else identity_files
             identity = Identity.load(*(str(p) for p in paths))
         elif "client_id" in cfg:
-            identity = Identity.generate(int(cast(int, cfg["client_id"])))
+            cid = cfg["client_id"]
+            if not isinstance(cid, int) or isinstance(cid, bool) or not 0 <= cid < 2**32:
+                raise ProtocolError(f"secagg: the server's setup names client id {cid!r}")
+            identity = Identity.generate(cid)
         else:
             raise MismatchError(
                 "the server runs an enrolled round (SecAggPlusWorkflow(ca=...)) but this "
@@ -457,6 +460,22 @@ def _client_step(
         reply["frames"] = out
     out_content.config_records[RECORD] = ConfigRecord(reply)  # type: ignore[arg-type]
     return Message(out_content, reply_to=msg)
+
+
+def _frames(record: ConfigRecord, whose: str) -> List[bytes]:
+    """The protocol frames a record carries; ProtocolError unless a list of bytes."""
+    frames = record.get("frames", [])
+    if not isinstance(frames, list) or not all(isinstance(f, bytes) for f in frames):
+        raise ProtocolError(f"secagg: {whose} record carries frames that are not bytes")
+    return list(frames)
+
+
+def _bytes_field(record: ConfigRecord, name: str, whose: str) -> bytes:
+    """A bytes field of a record; ProtocolError when it is missing or not bytes."""
+    value = record.get(name)
+    if not isinstance(value, bytes):
+        raise ProtocolError(f"secagg: {whose} record has no {name} (bytes)")
+    return value
 
 
 def _masked_key(context: bytes, who: str) -> str:
@@ -933,7 +952,14 @@ class SecAggPlusWorkflow:
             stats.exchange_s[stage] = stats.exchange_s.get(stage, 0.0) + time.perf_counter() - t0
             t0 = time.perf_counter()
             answered = set()
+            mismatched: Dict[int, str] = {}  # node -> what it runs instead
             up = 0
+
+            def refuse(nid: int, why: str) -> None:
+                failures.append(Exception(f"node {nid}: {why}"))
+                stats.failed.append({"node": nid, "stage": stage, "reason": why})
+                log.warning("secagg: node %d refused at %s: %s", nid, stage, why)
+
             for reply in replies:
                 nid = reply.metadata.src_node_id
                 i = id_of.get(nid)
@@ -942,23 +968,27 @@ class SecAggPlusWorkflow:
                 if reply.has_error():
                     reason = str(reply.error.reason)
                     if FLOWER_RECORD in reason:
-                        raise MismatchError(
-                            f"node {nid} runs Flower's own secaggplus_mod, but this server runs "
-                            "secagg.flower.SecAggPlusWorkflow: use secagg.flower.secaggplus_mod "
-                            "on the clients, or flwr's SecAggPlusWorkflow here"
-                        )
+                        mismatched[nid] = "Flower's own secaggplus_mod"
                     failures.append(Exception(reason))
                     stats.failed.append({"node": nid, "stage": stage, "reason": reason})
                     log.warning("secagg: node %d failed at %s: %s", nid, stage, reason)
                     continue
                 rec = reply.content.config_records.get(RECORD)
                 if rec is None or rec.get("protocol") != PROTOCOL:
-                    raise MismatchError(
-                        f"node {nid} answered the {stage} stage without secagg's record: it "
-                        "does not run secagg.flower.secaggplus_mod (Flower's mod, or none); "
-                        "stopping before any update is requested"
+                    mismatched[nid] = "no secagg mod"
+                    refuse(nid, "answered without secagg's record (it does not run "
+                                "secagg.flower.secaggplus_mod)")
+                    continue
+                try:  # nothing a node sends stops the round for the others
+                    frames = _frames(rec, "the node's")
+                    fitres = (
+                        compat.recorddict_to_fitres(reply.content, True)
+                        if stage == "masked-input"
+                        else None
                     )
-                answered.add(i)
+                except (ProtocolError, KeyError, TypeError, ValueError) as why:
+                    refuse(nid, f"a malformed reply: {type(why).__name__}: {why}")
+                    continue
                 target = i
                 if first and self.ca is not None:
                     # An enrolled node joins under its certificate's id, once it proves it
@@ -966,19 +996,31 @@ class SecAggPlusWorkflow:
                     # this round's welcome); ids are not first come.
                     cid, why = self._admit(server, nid, rec, enrolled)
                     if cid is None:
-                        failures.append(Exception(f"node {nid}: {why}"))
-                        stats.failed.append({"node": nid, "stage": stage, "reason": why})
-                        log.warning("secagg: node %d refused at setup: %s", nid, why)
+                        refuse(nid, why)
                         continue
                     self._client_of_node[nid] = cid
                     enrolled[cid] = nid
                     server.join(cid)
                     target = cid
-                for f in cast(List[bytes], rec.get("frames", [])):
+                answered.add(i)
+                for f in frames:
                     up += len(f)
-                    server.handle(target, bytes(f))
-                if stage == "masked-input":
-                    fitres_of[i] = compat.recorddict_to_fitres(reply.content, True)
+                    server.handle(target, f)
+                if fitres is not None:
+                    fitres_of[i] = fitres
+            if first and mismatched and len(mismatched) == len(replies):
+                nid, what = next(iter(mismatched.items()))
+                if what == "Flower's own secaggplus_mod":
+                    raise MismatchError(
+                        f"node {nid} runs Flower's own secaggplus_mod, but this server runs "
+                        "secagg.flower.SecAggPlusWorkflow: use secagg.flower.secaggplus_mod "
+                        "on the clients, or flwr's SecAggPlusWorkflow here"
+                    )
+                raise MismatchError(
+                    f"node {nid} answered the {stage} stage without secagg's record: it "
+                    "does not run secagg.flower.secaggplus_mod (Flower's mod, or none); "
+                    "stopping before any update is requested"
+                )
             stats.bytes_up[stage] = stats.bytes_up.get(stage, 0) + up
             if first and self.ca is not None:
                 node_of.clear()

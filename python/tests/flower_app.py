@@ -265,6 +265,30 @@ def impersonate(rogue: int, victim: int):
     return wrap
 
 
+def malformed_reply(partition: int, stage: str, how: str):
+    """A node-side attack: on `partition`, the reply to the `stage` message is spoiled —
+    `how` = "frames": its frames are strings, "record": secagg's record is gone,
+    "fitres": the fit result is gone."""
+
+    def wrap(mod):
+        def spoiled(msg, ctxt, call_next):
+            reply = mod(msg, ctxt, call_next)
+            if int(ctxt.node_config["partition-id"]) == partition and stage_of(msg) == stage:
+                records = reply.content.config_records
+                if how == "frames":
+                    records["secagg"]["frames"] = ["not", "bytes"]
+                elif how == "record":
+                    del records["secagg"]
+                else:
+                    for name in [n for n in reply.content if n.startswith("fitres.")]:
+                        del reply.content[name]
+            return reply
+
+        return spoiled
+
+    return wrap
+
+
 class RogueFirst:
     """A network that delivers the replies marked by `impersonate` before the others."""
 

@@ -315,3 +315,19 @@ def test_node_binding_checks_certificate_key_node_and_round(tmp_path, monkeypatc
         secagg.Server(secagg.RoundConfig(3, 10)).admit_node(node, ids[1].certificate, b"")
     with pytest.raises(secagg.IdentityError):
         secagg.Identity.generate(0).bind_node(welcome, node)
+
+
+@pytest.mark.parametrize("stage, how, named", [
+    ("masked-input", "frames", "frames that are not bytes"),
+    ("share-keys", "record", "without secagg's record"),
+    ("masked-input", "fitres", "a malformed reply: KeyError"),
+])
+def test_a_malformed_reply_drops_its_node_not_the_round(fa, stage, how, named):
+    cap = fa.run("secagg", 6, wrap_mod=fa.malformed_reply(1, stage, how))
+    stats = cap["workflow"].fit_workflow.last_round
+    assert [f["stage"] for f in stats.failed] == [stage], stats.failed
+    assert named in stats.failed[0]["reason"], stats.failed
+    assert cap["partitions"] == [0, 2, 3, 4, 5]
+    step = 2 * 8.0 / (stats.levels - 1)
+    expected = fa.expected_mean(6, only=cap["partitions"])
+    assert np.max(np.abs(flat(cap["parameters"]) - expected)) < step
