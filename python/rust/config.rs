@@ -360,6 +360,31 @@ impl Identity {
     fn enrolled(&self) -> bool {
         self.certificate.is_some()
     }
+    /// The enrollment certificate's bytes (public), or None for a self-asserted identity.
+    #[getter]
+    fn certificate<'py>(&self, py: Python<'py>) -> Option<Bound<'py, pyo3::types::PyBytes>> {
+        self.certificate
+            .map(|c| pyo3::types::PyBytes::new(py, &c.to_bytes()))
+    }
+
+    /// Binds transport node `node` to this identity for the round of `welcome`: a
+    /// signature by the identity key that `Server.admit_node` checks (for transports such as
+    /// Flower whose nodes have ids of their own). Raises `IdentityError` for a self-asserted
+    /// identity.
+    fn bind_node<'py>(
+        &self,
+        py: Python<'py>,
+        welcome: &[u8],
+        node: u64,
+    ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+        if self.certificate.is_none() {
+            return Err(errors::IdentityError::new_err(
+                "only an enrolled identity (with a certificate) can bind a node",
+            ));
+        }
+        let signature = crate::binding::sign(&self.key, welcome, node);
+        Ok(pyo3::types::PyBytes::new(py, &signature))
+    }
 
     fn __repr__(&self) -> String {
         format!(

@@ -60,6 +60,18 @@ pyo3::create_exception!(
 );
 pyo3::create_exception!(
     _native,
+    JournalError,
+    SecaggError,
+    "A client journal that cannot be used: a snapshot asked of a client without a step store, or a step store that holds no step count."
+);
+pyo3::create_exception!(
+    _native,
+    StaleSnapshotError,
+    JournalError,
+    "A snapshot (or a live client) that is not at the step its step store holds: resuming it would fork the client, so it is refused."
+);
+pyo3::create_exception!(
+    _native,
     EngineError,
     SecaggError,
     "The vector engine (CPU or GPU) failed or is not available."
@@ -125,5 +137,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("InputError", py.get_type::<InputError>())?;
     m.add("IdentityError", py.get_type::<IdentityError>())?;
     m.add("EngineError", py.get_type::<EngineError>())?;
+    m.add("JournalError", py.get_type::<JournalError>())?;
+    m.add("StaleSnapshotError", py.get_type::<StaleSnapshotError>())?;
     Ok(())
 }

@@ -7,6 +7,7 @@
 
 use pyo3::prelude::*;
 
+mod binding;
 mod client;
 mod config;
 mod errors;

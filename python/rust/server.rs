@@ -22,6 +22,8 @@ use crate::errors::{self, ConfigError, ProtocolError};
 #[pyclass(module = "secagg._native")]
 pub struct Server {
     inner: secagg_host::Server<Engine>,
+    /// The deployment CA of an enrolled round.
+    ca: Option<CaPublicKey>,
     limits: Limits,
     started: Instant,
     rejected: Vec<(u32, String)>,
@@ -87,15 +89,17 @@ impl Server {
             None => Duration::ZERO,
         };
         let cfg = config.inner.clone();
+        let ca = match ca {
+            Some(path) => Some(CaPublicKey::load(&path).map_err(errors::identity)?),
+            None => None,
+        };
         let inner = match ca {
-            Some(path) => {
-                let ca = CaPublicKey::load(&path).map_err(errors::identity)?;
-                secagg_host::Server::enrolled(cfg.clone(), ca, engine, start)
-            }
+            Some(ca) => secagg_host::Server::enrolled(cfg.clone(), ca, engine, start),
             None => secagg_host::Server::new(cfg.clone(), engine, start),
         };
         Ok(Self {
             inner,
+            ca,
             limits: Limits::for_config(&cfg),
             started: Instant::now() - start,
             rejected: Vec::new(),
@@ -159,6 +163,24 @@ impl Server {
         Ok(!self.inner.dropped()[before..]
             .iter()
             .any(|d| d.client == id))
+    }
+
+    /// The client id transport node `node` joins an enrolled round under: the id of
+    /// `certificate`, once the certificate verifies under the round's CA and `signature`
+    /// (from `Identity.bind_node`) binds it to `node` for this round. Raises
+    /// `IdentityError` naming what failed (and `ConfigError` for a round without a CA);
+    /// the caller then leaves the node out. Admitting does not join: call `join` with the
+    /// id returned, once per id.
+    fn admit_node(&self, node: u64, certificate: &[u8], signature: &[u8]) -> PyResult<u32> {
+        let Some(ca) = &self.ca else {
+            return Err(ConfigError::new_err(
+                "admit_node needs an enrolled round (Server(..., ca=...))",
+            ));
+        };
+        let welcome = codec::encode_welcome(self.inner.config());
+        crate::binding::verify(ca, &welcome, node, certificate, signature)
+            .map(|id| id.0)
+            .map_err(|why| errors::IdentityError::new_err(format!("node {node}: {why}")))
     }
 
     /// `client`'s transport closed.

@@ -9,7 +9,9 @@ Three ways in:
 
 * :func:`aggregate` runs a whole round in memory from NumPy arrays (the quick start);
 * :class:`Client` and :class:`Server` are sans-IO: they take and return bytes in the same
-  wire format as the TCP transport, so any transport can carry a round;
+  wire format as the TCP transport, so any transport can carry a round (a client that
+  must be rebuilt between messages keeps its step counter in a :class:`StepStore`, or any
+  mapping kept where its keys live, so that an old snapshot cannot be resumed);
 * :func:`simulate` and :func:`plan` mirror ``secagg simulate`` and ``secagg plan``.
 
 Every error is a subclass of :class:`SecaggError`; heavy calls release the GIL.
@@ -30,6 +32,7 @@ from ._native import (
     Identity,
     IdentityError,
     InputError,
+    JournalError,
     PlanError,
     Policy,
     PolicyError,
@@ -37,10 +40,12 @@ from ._native import (
     RoundConfig,
     SecaggError,
     Server,
+    StaleSnapshotError,
     __version__,
 )
 from ._native import plan as _plan
 from ._native import simulate as _simulate
+from .steps import StepStore
 
 __all__ = [
     "Client",
@@ -48,6 +53,7 @@ __all__ = [
     "RoundConfig",
     "Policy",
     "Identity",
+    "StepStore",
     "Plan",
     "SimulationResult",
     "RoundResult",
@@ -63,6 +69,8 @@ __all__ = [
     "InputError",
     "IdentityError",
     "EngineError",
+    "JournalError",
+    "StaleSnapshotError",
     "__version__",
 ]
 

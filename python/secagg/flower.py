@@ -24,11 +24,18 @@ The workflow takes Flower's keyword arguments with their meaning (``num_shares``
   ``[-clipping_range, clipping_range]`` are clipped with a warning that says how many;
 * parameters a client policy finds insecure (too few shares for the clients sampled) are
   raised to the planner's choice, with a warning;
-* Flower's nodes have no enrolled identities, so by default the drop-in runs the
-  honest-but-curious protocol (the server is trusted to follow the protocol, not to see
-  any single update) and logs that it does. With enrollment files from ``secagg enroll``
-  (``SecAggPlusWorkflow(ca=...)`` and ``make_secaggplus_mod(identity=...)``) it runs the
-  protocol that withstands a semi-malicious server.
+* the round context that every client signs binds the round's fit instructions (the
+  model arrays and the config, with the run and round number: :func:`round_context`), and
+  each node checks what it is asked to train on against it before training, refusing
+  other instructions with :class:`FitInstructionsError` — a server cannot send one node a
+  model or config of its own to single out another node's update;
+* with enrollment files from ``secagg enroll`` (``SecAggPlusWorkflow(ca=...)`` and
+  ``make_secaggplus_mod(identity=...)``) it runs the protocol that withstands a
+  semi-malicious server, each node under its certificate's id (bound to its Flower node
+  id by a signature of its key, so that no node takes another's id); without them (Flower's
+  nodes have no enrolled identities) it runs the honest-but-curious protocol — the server
+  is trusted to follow the protocol, not to see any single update — and warns that it
+  does, on the server and on every node (a ``logging`` WARNING).
 
 A mismatch — our workflow with Flower's mod, or Flower's workflow with our mod — fails at
 the first stage with an error that says which side runs what; it never yields a sum.
@@ -39,14 +46,26 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import struct
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Tuple, Union, cast
+from typing import Callable, Dict, List, MutableMapping, Optional, Tuple, Union, cast
 
 import numpy as np
 
-from . import Client, Identity, PlanError, Policy, ProtocolError, RoundConfig, Server
+from . import (
+    Client,
+    Identity,
+    IdentityError,
+    PlanError,
+    Policy,
+    ProtocolError,
+    RoundConfig,
+    SecaggError,
+    Server,
+    StepStore,
+)
 from . import plan as _plan
 
 try:  # Flower is an optional extra: pip install "secagg[flower]"
@@ -72,7 +91,12 @@ __all__ = [
     "secaggplus_mod",
     "make_secaggplus_mod",
     "MismatchError",
+    "UnguardedMessageError",
+    "FitInstructionsError",
+    "RepeatedRoundError",
     "RoundStats",
+    "fit_digests",
+    "round_context",
 ]
 
 log = logging.getLogger("secagg.flower")
@@ -81,14 +105,126 @@ log = logging.getLogger("secagg.flower")
 RECORD = "secagg"
 #: The client's state between messages, in its Context.
 STATE_RECORD = "secagg_state"
-#: Wire protocol of the drop-in; both sides must agree.
-PROTOCOL = "secagg-flower/1"
+#: The node's step store when the mod is given none (a record of its Context, apart from
+#: the snapshot in STATE_RECORD).
+STEPS_RECORD = "secagg_steps"
+#: Wire protocol of the drop-in; both sides must agree. (2: the round context binds the fit
+#: instructions, which nodes check.)
+PROTOCOL = "secagg-flower/2"
 #: The record Flower's own SecAgg+ uses.
 FLOWER_RECORD = "secaggplus_configs"
 
 
 class MismatchError(RuntimeError):
     """One side runs secagg's drop-in and the other Flower's SecAgg+ (or none)."""
+
+
+class UnguardedMessageError(MismatchError):
+    """A ``train.<action>`` message reached a node whose secagg mod is active: it would run
+    the app's ``@app.train("<action>")`` function and send its reply unmasked, so the mod
+    refuses it. Only ``train`` messages from :class:`SecAggPlusWorkflow` are trained on."""
+
+
+class RepeatedRoundError(SecaggError):
+    """A second session for a round context this node already masked an update in: the
+    node refuses it, since two sums over one update (with and without it, or with other
+    cohorts) give the update away as their difference. ``make_secaggplus_mod(
+    allow_remask=True)`` lifts this (a node that trusts its server to rerun a round only
+    when the first run failed)."""
+
+
+class FitInstructionsError(SecaggError):
+    """The fit instructions a node was sent (model arrays, config) are not those bound to
+    the round context that every client of the round signs: the node refuses to train on
+    them. A server that sends one node other instructions than the rest (a model that
+    kills its gradients, zero local epochs) to solve the sum for another node's update
+    meets this error on every node it singles out."""
+
+
+# --------------------------------------------------------------------------------------
+# The round context: what every client of a round signs and derives its keys under
+# --------------------------------------------------------------------------------------
+
+_ARRAYS_LABEL = b"secagg-flower/v1/fit-arrays"
+_CONFIG_LABEL = b"secagg-flower/v1/fit-config"
+_CONTEXT_LABEL = b"secagg-flower/v1/round-context"
+
+
+def _put(h, data: bytes) -> None:
+    h.update(len(data).to_bytes(8, "little"))
+    h.update(data)
+
+
+def _put_value(h, value: object) -> None:
+    if isinstance(value, bool):
+        h.update(b"b1" if value else b"b0")
+    elif isinstance(value, int):
+        h.update(b"i")
+        _put(h, str(value).encode("ascii"))
+    elif isinstance(value, float):
+        h.update(b"f" + struct.pack("<d", value))
+    elif isinstance(value, str):
+        h.update(b"s")
+        _put(h, value.encode("utf-8"))
+    elif isinstance(value, (bytes, bytearray)):
+        h.update(b"y")
+        _put(h, bytes(value))
+    elif isinstance(value, list):
+        h.update(b"l" + len(value).to_bytes(8, "little"))
+        for v in value:
+            _put_value(h, v)
+    else:
+        raise TypeError(f"a record value of type {type(value).__name__}")
+
+
+def fit_digests(content: RecordDict) -> Tuple[bytes, bytes]:
+    """SHA-256 digests of the fit instructions in a train message: every array record (its
+    arrays in order: name, dtype, shape, stype, bytes) and every config and metric record but
+    secagg's own (keys sorted, values typed). Server and nodes compute them with this one
+    function."""
+    arrays = hashlib.sha256(_ARRAYS_LABEL)
+    names = sorted(content.array_records)
+    arrays.update(len(names).to_bytes(8, "little"))
+    for name in names:
+        record = content.array_records[name]
+        _put(arrays, name.encode("utf-8"))
+        arrays.update(len(record).to_bytes(8, "little"))
+        for key, array in record.items():
+            _put(arrays, key.encode("utf-8"))
+            _put(arrays, str(array.dtype).encode("utf-8"))
+            shape = [int(d) for d in array.shape]
+            arrays.update(len(shape).to_bytes(8, "little"))
+            for d in shape:
+                arrays.update(d.to_bytes(8, "little", signed=True))
+            _put(arrays, str(array.stype).encode("utf-8"))
+            _put(arrays, bytes(array.data))
+    config = hashlib.sha256(_CONFIG_LABEL)
+    for kind, records in ((b"config", content.config_records), (b"metric", content.metric_records)):
+        names = sorted(n for n in records if not (kind == b"config" and n == RECORD))
+        config.update(kind + len(names).to_bytes(8, "little"))
+        for name in names:
+            record = records[name]
+            _put(config, name.encode("utf-8"))
+            keys = sorted(record)
+            config.update(len(keys).to_bytes(8, "little"))
+            for key in keys:
+                _put(config, key.encode("utf-8"))
+                _put_value(config, record[key])
+    return arrays.digest(), config.digest()
+
+
+def round_context(run_id: int, server_round: int, arrays: bytes, config: bytes) -> bytes:
+    """The 32-byte round context of a Flower round: its run, its number and the digests of
+    its fit instructions (:func:`fit_digests`). It enters the round digest that every
+    client signs and derives its keys under, so nodes given other instructions than the
+    round announced cannot complete it with the others, and each node checks what it is
+    asked to train on against it."""
+    h = hashlib.sha256(_CONTEXT_LABEL)
+    h.update(int(run_id).to_bytes(8, "little"))
+    h.update(int(server_round).to_bytes(8, "little", signed=True))
+    h.update(arrays)
+    h.update(config)
+    return h.digest()
 
 
 # --------------------------------------------------------------------------------------
@@ -118,8 +254,28 @@ def _keep_live(token: bytes, client: Client) -> None:
 IdentityFiles = Tuple[str, str, str]
 
 
+Steps = Union[None, str, "os.PathLike[str]", MutableMapping[str, int]]
+
+
+def _steps_of(steps: Union[Steps, Callable[[Context], Steps]], ctxt: Context) -> MutableMapping[str, int]:
+    """The node's step store: the mod's ``steps`` argument, or a record of its Context."""
+    if callable(steps) and not isinstance(steps, MutableMapping):
+        steps = steps(ctxt)
+    if steps is None:
+        records = ctxt.state.config_records
+        if STEPS_RECORD not in records:
+            records[STEPS_RECORD] = ConfigRecord()
+        return cast(MutableMapping[str, int], records[STEPS_RECORD])
+    if isinstance(steps, (str, os.PathLike)):
+        return StepStore(steps)
+    return steps
+
+
 def make_secaggplus_mod(
     identity: Union[None, IdentityFiles, Callable[[Context], IdentityFiles]] = None,
+    *,
+    steps: Union[Steps, Callable[[Context], Steps]] = None,
+    allow_remask: bool = False,
     **policy,
 ):
     """A client mod with its own policy: the keyword arguments of :class:`secagg.Policy`.
@@ -139,6 +295,19 @@ def make_secaggplus_mod(
     The policy is the client's: every round's parameters are checked against it before
     the client sends anything. (It is kept as arguments, not as a Policy object, so that
     Flower's simulation engine can ship the mod to its workers.)
+
+    ``steps`` is the node's step store: where its client records the last step it acted on,
+    so that an older snapshot of it is never resumed (``secagg.StaleSnapshotError``). Give a
+    directory (a :class:`secagg.StepStore` there), a mutable mapping from str to int, or a
+    function of the node's Context returning either; keep it where the node's keys live,
+    on storage that is not rolled back with the node's state. Without it, the steps live
+    in a record of the node's Context beside (not inside) the snapshot: that refuses a
+    snapshot put back on its own, not a Context restored whole from a backup.
+
+    The step store also remembers every round context the node masked an update in, and a
+    second session for one of them is refused (:class:`RepeatedRoundError`): at most one
+    masked update per round context (run, round number, fit instructions). Pass
+    ``allow_remask=True`` to take part again anyway.
     """
     kwargs = dict(_DEFAULT_POLICY)
     files: Union[None, Tuple[str, ...], Callable[[Context], IdentityFiles]] = None
@@ -157,7 +326,7 @@ def make_secaggplus_mod(
     Policy(**kwargs)  # fail here, not at the first message, on a bad policy
 
     def secaggplus_mod(msg: Message, ctxt: Context, call_next) -> Message:
-        return _client_step(msg, ctxt, call_next, Policy(**kwargs), files)
+        return _client_step(msg, ctxt, call_next, Policy(**kwargs), files, steps, allow_remask)
 
     secaggplus_mod.__doc__ = _MOD_DOC
     return secaggplus_mod
@@ -166,9 +335,10 @@ def make_secaggplus_mod(
 _MOD_DOC = """Secure aggregation for this node's training replies (secagg's SecAgg+).
 
 Signature of :func:`flwr.client.mod.secaggplus_mod`: ``(msg, ctxt, call_next) -> Message``.
-Use it as ``ClientApp(client_fn=..., mods=[secaggplus_mod])``. Train messages must come
-from :class:`secagg.flower.SecAggPlusWorkflow`; any other train message is refused (the
-update is never sent unmasked).
+Use it as ``ClientApp(client_fn=..., mods=[secaggplus_mod])``, or ``ClientApp(mods=[...])``
+with decorated functions. Train messages must come from
+:class:`secagg.flower.SecAggPlusWorkflow`; any other train message — ``train.<action>``
+messages of the Message API included — is refused (the update is never sent unmasked).
 """
 
 _warned_curious = False
@@ -180,10 +350,20 @@ def _client_step(
     call_next,
     policy: Policy,
     identity_files=None,
+    steps: Union[Steps, Callable[[Context], Steps]] = None,
+    allow_remask: bool = False,
 ) -> Message:
     global _warned_curious
-    if msg.metadata.message_type != MessageType.TRAIN:
-        return call_next(msg, ctxt)
+    kind = msg.metadata.message_type
+    if kind.split(".", 1)[0] != MessageType.TRAIN:
+        return call_next(msg, ctxt)  # evaluate, query: no update leaves through them here
+    if kind != MessageType.TRAIN:
+        raise UnguardedMessageError(
+            f"secagg: refusing a {kind!r} message: this node's secagg mod is active, and the "
+            f"message would run the app's @app.train({kind.split('.', 1)[1]!r}) function and "
+            "send its reply unmasked; the mod trains only on 'train' messages of "
+            "secagg.flower.SecAggPlusWorkflow (send other work as 'query' or 'evaluate')"
+        )
     records = msg.content.config_records
     if FLOWER_RECORD in records:
         raise MismatchError(
@@ -203,27 +383,44 @@ def _client_step(
             f"the server speaks {cfg.get('protocol')!r}, this node {PROTOCOL!r}: "
             "upgrade both to the same secagg version"
         )
-    frames = [bytes(f) for f in cast(List[bytes], cfg.get("frames", []))]
+    frames = _frames(cfg, "the server's")
+    store = _steps_of(steps, ctxt)
     out_content = RecordDict()
+    binding: Dict[str, object] = {}
     if cfg.get("stage") == "setup":
         if not policy.enrolled and identity_files is None and not _warned_curious:
-            log.info(
-                "secagg: Flower nodes have no enrolled identities; running the "
-                "honest-but-curious protocol (the server must follow the protocol)"
+            log.warning(
+                "secagg: this node runs the honest-but-curious protocol (no enrolled "
+                "identity): a server that deviates from the protocol is not defended "
+                "against; enroll the node (make_secaggplus_mod(identity=(key, cert, ca))) for "
+                "the protocol that withstands a semi-malicious server"
             )
             _warned_curious = True
-        welcome = bytes(cast(bytes, cfg["welcome"]))
+        welcome = _bytes_field(cfg, "welcome", "the server's setup")
         if identity_files is not None:
             paths = identity_files(ctxt) if callable(identity_files) else identity_files
             identity = Identity.load(*(str(p) for p in paths))
         elif "client_id" in cfg:
-            identity = Identity.generate(int(cast(int, cfg["client_id"])))
+            cid = cfg["client_id"]
+            if not isinstance(cid, int) or isinstance(cid, bool) or not 0 <= cid < 2**32:
+                raise ProtocolError(f"secagg: the server's setup names client id {cid!r}")
+            identity = Identity.generate(cid)
         else:
             raise MismatchError(
                 "the server runs an enrolled round (SecAggPlusWorkflow(ca=...)) but this "
                 "node has no enrolled identity: make_secaggplus_mod(identity=(key, cert, ca))"
             )
-        client = Client(welcome, identity, policy)
+        who = f"c{identity.client_id}" if identity_files is not None else f"n{ctxt.node_id}"
+        if not allow_remask:
+            _refuse_repeat(store, RoundConfig.from_welcome(welcome).context, who)
+        client = Client(welcome, identity, policy, steps=store)
+        if identity.enrolled:
+            # Binds this Flower node to the certificate's id for this round: the server
+            # admits no node under an id whose key it does not hold.
+            binding = {
+                "certificate": identity.certificate,
+                "binding": identity.bind_node(welcome, int(msg.metadata.dst_node_id)),
+            }
     else:
         state = ctxt.state.config_records.get(STATE_RECORD)
         if state is None or "snapshot" not in state:
@@ -232,10 +429,15 @@ def _client_step(
                 "(it missed the setup stage, or its state was lost)"
             )
         client = _LIVE.pop(bytes(cast(bytes, state.get("token", b""))), None)
-        if client is None:
-            client = Client.restore(bytes(cast(bytes, state["snapshot"])), policy)
+        if client is not None:
+            client.steps = store  # StaleSnapshotError if another copy acted since
+        else:
+            client = Client.restore(bytes(cast(bytes, state["snapshot"])), policy, store)
+        who = str(state.get("who", f"n{ctxt.node_id}"))
         if client.status == "masked-input" and frames:
-            out_content = _train_and_set_input(msg, ctxt, call_next, client)
+            out_content = _train_and_set_input(
+                msg, ctxt, call_next, client, _Masking(store, who, allow_remask)
+            )
     for frame in frames:
         client.handle(frame)  # ProtocolError: the round ended for this node
     out: List[bytes] = []
@@ -250,20 +452,99 @@ def _client_step(
     else:
         token = os.urandom(16)
         ctxt.state.config_records[STATE_RECORD] = ConfigRecord(
-            {"snapshot": client.snapshot(), "token": token}
+            {"snapshot": client.snapshot(), "token": token, "who": who}
         )
         _keep_live(token, client)
-    reply: Dict[str, object] = {"protocol": PROTOCOL, "client_id": client.client_id}
+    reply: Dict[str, object] = {"protocol": PROTOCOL, "client_id": client.client_id, **binding}
     if out:
         reply["frames"] = out
     out_content.config_records[RECORD] = ConfigRecord(reply)  # type: ignore[arg-type]
     return Message(out_content, reply_to=msg)
 
 
-def _train_and_set_input(msg: Message, ctxt: Context, call_next, client: Client) -> RecordDict:
-    """Runs the app's training on the round's fit instructions and sets the client's
-    input; returns the reply content with every array cleared (only counts and metrics
-    travel in clear, as with Flower's mod)."""
+def _frames(record: ConfigRecord, whose: str) -> List[bytes]:
+    """The protocol frames a record carries; ProtocolError unless a list of bytes."""
+    frames = record.get("frames", [])
+    if not isinstance(frames, list) or not all(isinstance(f, bytes) for f in frames):
+        raise ProtocolError(f"secagg: {whose} record carries frames that are not bytes")
+    return list(frames)
+
+
+def _bytes_field(record: ConfigRecord, name: str, whose: str) -> bytes:
+    """A bytes field of a record; ProtocolError when it is missing or not bytes."""
+    value = record.get(name)
+    if not isinstance(value, bytes):
+        raise ProtocolError(f"secagg: {whose} record has no {name} (bytes)")
+    return value
+
+
+def _masked_key(context: bytes, who: str) -> str:
+    return f"secagg-masked-{who}-{context.hex()}"
+
+
+def _refuse_repeat(store: MutableMapping[str, int], context: bytes, who: str) -> None:
+    if _masked_key(context, who) in store:
+        raise RepeatedRoundError(
+            "secagg: this node already masked an update for this round context (the same "
+            "run, round number and fit instructions): refusing a second session for it, "
+            "since two sums over one update give it away (make_secaggplus_mod("
+            "allow_remask=True) to take part again)"
+        )
+
+
+@dataclass
+class _Masking:
+    """Where a node records the round contexts it masked in, and whether it may again."""
+
+    store: MutableMapping[str, int]
+    who: str
+    allow_remask: bool
+
+
+def _check_instructions(msg: Message, cfg: ConfigRecord, client: Client) -> None:
+    """Raises FitInstructionsError unless the fit instructions in ``msg`` are those the
+    round context binds (the context is in the welcome every client of the round signs)."""
+    arrays, config = fit_digests(msg.content)
+    server_round = cfg.get("round")
+    if (
+        not isinstance(server_round, int)
+        or isinstance(server_round, bool)
+        or not -(2**63) <= server_round < 2**63
+    ):
+        server_round = -1
+    run_id = int(msg.metadata.run_id)
+    want = client.config.context
+    if round_context(run_id, server_round, arrays, config) == want:
+        return
+    stated_arrays, stated_config = cfg.get("arrays_digest"), cfg.get("config_digest")
+    if (
+        isinstance(stated_arrays, bytes)
+        and isinstance(stated_config, bytes)
+        and round_context(run_id, server_round, stated_arrays, stated_config) == want
+    ):
+        # The server's stated digests are the round's: they tell which part differs.
+        what = " and ".join(
+            part
+            for part, same in (("model arrays", stated_arrays == arrays), ("config", stated_config == config))
+            if not same
+        )
+    else:
+        what = "fit instructions (model arrays, config, round number or run)"
+    raise FitInstructionsError(
+        f"secagg: refusing to train: the {what} this node received for round {server_round} "
+        "differ from those bound to the round context that every client of the round signs "
+        "(the server sent this node other instructions than it announced for the round)"
+    )
+
+
+def _train_and_set_input(
+    msg: Message, ctxt: Context, call_next, client: Client, masking: _Masking
+) -> RecordDict:
+    """Runs the app's training on the round's fit instructions, once they are checked
+    against the round context, and sets the client's input (once per round context, which
+    is recorded first); returns the reply content with every array cleared (only counts
+    and metrics travel in clear, as with Flower's mod)."""
+    _check_instructions(msg, msg.content.config_records[RECORD], client)
     out_msg = call_next(msg, ctxt)
     if out_msg.has_error():
         raise RuntimeError(f"secagg: the app's training failed: {out_msg.error.reason}")
@@ -290,6 +571,10 @@ def _train_and_set_input(msg: Message, ctxt: Context, call_next, client: Client)
         )
     if not np.all(np.isfinite(flat)):
         raise ValueError("secagg: the app's update holds NaN or infinite values")
+    context = client.config.context
+    if not masking.allow_remask:
+        _refuse_repeat(masking.store, context, masking.who)
+    masking.store[_masked_key(context, masking.who)] = 1
     clipped = client.set_input(np.ascontiguousarray(flat), weight)
     if clipped:
         log.warning(
@@ -338,6 +623,8 @@ class RoundStats:
     wall_s: float = 0.0
     dropped: List[Dict[str, object]] = field(default_factory=list)
     """Clients the server dropped: client, stage, reason."""
+    failed: List[Dict[str, object]] = field(default_factory=list)
+    """Nodes that answered a stage with an error, or were refused: node, stage, reason."""
 
 
 def _bits_needed(n: int, levels: int, max_weight: int) -> int:
@@ -437,6 +724,9 @@ class SecAggPlusWorkflow:
         self.ca = None if ca is None else str(ca)
         self.adversary = "curious" if ca is None else "semi-malicious"
         self.last_round: Optional[RoundStats] = None
+        self._warned_curious = False
+        #: Enrolled rounds: the client id each node proved, for the workflow's life.
+        self._client_of_node: Dict[int, int] = {}
 
     # -- parameters --------------------------------------------------------------------
 
@@ -507,6 +797,32 @@ class SecAggPlusWorkflow:
             levels = fit
         return bits, levels, w
 
+    # -- enrolled nodes ----------------------------------------------------------------
+
+    def _admit(
+        self, server: Server, nid: int, rec: ConfigRecord, enrolled: Dict[int, int]
+    ) -> Tuple[Optional[int], str]:
+        """The client id node ``nid`` joins this round under (its certificate's, once the
+        certificate verifies under the CA and the node's binding signature under the
+        certificate's key), or None and why not. A node keeps one id for the workflow's
+        life, and an id is one node's in a round."""
+        certificate, signature = rec.get("certificate"), rec.get("binding")
+        if not isinstance(certificate, bytes) or not isinstance(signature, bytes):
+            return None, "no certificate and node binding (an enrolled round needs both)"
+        try:
+            cid = server.admit_node(nid, certificate, signature)
+        except IdentityError as why:
+            return None, str(why)
+        earlier = self._client_of_node.get(nid)
+        if earlier is not None and earlier != cid:
+            return None, (
+                f"node {nid} took part as client {earlier} before, and now presents the "
+                f"certificate of client {cid}"
+            )
+        if cid in enrolled:
+            return None, f"client {cid} is already in this round as node {enrolled[cid]}"
+        return cid, ""
+
     # -- the round ---------------------------------------------------------------------
 
     def __call__(self, grid, context: Context) -> None:
@@ -539,9 +855,21 @@ class SecAggPlusWorkflow:
         m = int(sum(int(np.prod(s)) for s in shapes))
         k, t = self._graph(n)
         bits, levels, w = self._quantization(n)
-        digest = hashlib.sha256(
-            f"flower round {current_round}".encode() + b"".join(parameters.tensors)
-        ).digest()
+        # Every node trains on the same instructions, and the round context binds them: a
+        # node sent others refuses to train (FitInstructionsError).
+        digests_of: Dict[int, Tuple[bytes, bytes]] = {}
+        for proxy, fitins in proxy_fitins:
+            key = id(fitins)
+            if key not in digests_of:
+                digests_of[key] = fit_digests(nid_to_fitins[proxy.node_id])
+        if len(set(digests_of.values())) != 1:
+            raise ValueError(
+                "secagg: the strategy's configure_fit gave the sampled nodes different fit "
+                "instructions (parameters or config); secure aggregation sums updates trained "
+                "on the same instructions, which every node checks against the round context"
+            )
+        arrays_digest, config_digest = next(iter(digests_of.values()))
+        digest = round_context(context.run_id, current_round, arrays_digest, config_digest)
         config = RoundConfig(
             n,
             m,
@@ -557,6 +885,15 @@ class SecAggPlusWorkflow:
         )
         server = Server(config, backend=self.backend, ca=self.ca)
         stats = RoundStats(clients=n, params=m, neighbors=k, threshold=t, bits=bits, levels=levels)
+        if self.ca is None and not self._warned_curious:
+            log.warning(
+                "secagg: running the honest-but-curious protocol: Flower nodes have no "
+                "enrolled identities, so the clients trust this server to follow the "
+                "protocol; give SecAggPlusWorkflow(ca=...) and enroll the nodes "
+                "(make_secaggplus_mod(identity=...)) for the protocol that withstands a "
+                "semi-malicious server"
+            )
+            self._warned_curious = True
         log.info(
             "secagg: round %d, %d clients x %d parameters, k = %d, t = %d, b = %d, %d levels, "
             "engine %s (%s)",
@@ -602,7 +939,12 @@ class SecAggPlusWorkflow:
                 if frames:
                     rec["frames"] = frames
                     down += sum(len(f) for f in frames)
-                content = nid_to_fitins.get(node_of[i]) if stage == "masked-input" else None
+                content = None
+                if stage == "masked-input":
+                    content = nid_to_fitins.get(node_of[i])
+                    rec["round"] = current_round
+                    rec["arrays_digest"] = arrays_digest
+                    rec["config_digest"] = config_digest
                 msgs.append(message(node_of[i], rec, content))
             stats.bytes_down[stage] = stats.bytes_down.get(stage, 0) + down
             t0 = time.perf_counter()
@@ -610,7 +952,14 @@ class SecAggPlusWorkflow:
             stats.exchange_s[stage] = stats.exchange_s.get(stage, 0.0) + time.perf_counter() - t0
             t0 = time.perf_counter()
             answered = set()
+            mismatched: Dict[int, str] = {}  # node -> what it runs instead
             up = 0
+
+            def refuse(nid: int, why: str) -> None:
+                failures.append(Exception(f"node {nid}: {why}"))
+                stats.failed.append({"node": nid, "stage": stage, "reason": why})
+                log.warning("secagg: node %d refused at %s: %s", nid, stage, why)
+
             for reply in replies:
                 nid = reply.metadata.src_node_id
                 i = id_of.get(nid)
@@ -619,39 +968,59 @@ class SecAggPlusWorkflow:
                 if reply.has_error():
                     reason = str(reply.error.reason)
                     if FLOWER_RECORD in reason:
-                        raise MismatchError(
-                            f"node {nid} runs Flower's own secaggplus_mod, but this server runs "
-                            "secagg.flower.SecAggPlusWorkflow: use secagg.flower.secaggplus_mod "
-                            "on the clients, or flwr's SecAggPlusWorkflow here"
-                        )
+                        mismatched[nid] = "Flower's own secaggplus_mod"
                     failures.append(Exception(reason))
+                    stats.failed.append({"node": nid, "stage": stage, "reason": reason})
                     log.warning("secagg: node %d failed at %s: %s", nid, stage, reason)
                     continue
                 rec = reply.content.config_records.get(RECORD)
                 if rec is None or rec.get("protocol") != PROTOCOL:
-                    raise MismatchError(
-                        f"node {nid} answered the {stage} stage without secagg's record: it "
-                        "does not run secagg.flower.secaggplus_mod (Flower's mod, or none); "
-                        "stopping before any update is requested"
+                    mismatched[nid] = "no secagg mod"
+                    refuse(nid, "answered without secagg's record (it does not run "
+                                "secagg.flower.secaggplus_mod)")
+                    continue
+                try:  # nothing a node sends stops the round for the others
+                    frames = _frames(rec, "the node's")
+                    fitres = (
+                        compat.recorddict_to_fitres(reply.content, True)
+                        if stage == "masked-input"
+                        else None
                     )
-                answered.add(i)
+                except (ProtocolError, KeyError, TypeError, ValueError) as why:
+                    refuse(nid, f"a malformed reply: {type(why).__name__}: {why}")
+                    continue
                 target = i
                 if first and self.ca is not None:
-                    # An enrolled client joins under the id of its certificate (the server
-                    # checks the certificate and the signatures from the next stage on).
-                    cid = int(cast(int, rec.get("client_id", -1)))
-                    if not 0 <= cid < 2**32 or cid in enrolled:
-                        failures.append(Exception(f"node {nid} claims client id {cid}"))
-                        log.warning("secagg: node %d claims client id %d: refused", nid, cid)
+                    # An enrolled node joins under its certificate's id, once it proves it
+                    # holds that certificate's key (a signature binding its node id and
+                    # this round's welcome); ids are not first come.
+                    cid, why = self._admit(server, nid, rec, enrolled)
+                    if cid is None:
+                        refuse(nid, why)
                         continue
+                    self._client_of_node[nid] = cid
                     enrolled[cid] = nid
                     server.join(cid)
                     target = cid
-                for f in cast(List[bytes], rec.get("frames", [])):
+                answered.add(i)
+                for f in frames:
                     up += len(f)
-                    server.handle(target, bytes(f))
-                if stage == "masked-input":
-                    fitres_of[i] = compat.recorddict_to_fitres(reply.content, True)
+                    server.handle(target, f)
+                if fitres is not None:
+                    fitres_of[i] = fitres
+            if first and mismatched and len(mismatched) == len(replies):
+                nid, what = next(iter(mismatched.items()))
+                if what == "Flower's own secaggplus_mod":
+                    raise MismatchError(
+                        f"node {nid} runs Flower's own secaggplus_mod, but this server runs "
+                        "secagg.flower.SecAggPlusWorkflow: use secagg.flower.secaggplus_mod "
+                        "on the clients, or flwr's SecAggPlusWorkflow here"
+                    )
+                raise MismatchError(
+                    f"node {nid} answered the {stage} stage without secagg's record: it "
+                    "does not run secagg.flower.secaggplus_mod (Flower's mod, or none); "
+                    "stopping before any update is requested"
+                )
             stats.bytes_up[stage] = stats.bytes_up.get(stage, 0) + up
             if first and self.ca is not None:
                 node_of.clear()

@@ -82,19 +82,252 @@ def secagg_bin():
 
 
 def test_enrolled_nodes_run_the_malicious_server_protocol(fa, tmp_path, monkeypatch):
-    import subprocess
-
-    bin = secagg_bin()
-    subprocess.run([bin, "ca", "new", "--out", str(tmp_path / "ca")], check=True, capture_output=True)
-    subprocess.run(
-        [bin, "enroll", "--ca-key", str(tmp_path / "ca" / "ca.key"), "--id", "0..10",
-         "--out", str(tmp_path / "clients")],
-        check=True, capture_output=True,
-    )
-    monkeypatch.setenv("SECAGG_TEST_PKI", str(tmp_path))
+    make_pki(tmp_path, monkeypatch, "0..10")
     cap = fa.run("secagg-enrolled", 10, fail=7)
     assert cap["results"] == 9 and cap["failures"] == 1
     stats = cap["workflow"].fit_workflow.last_round
     got = flat(cap["parameters"])
     step = 2 * 8.0 / (stats.levels - 1)
     assert np.max(np.abs(got - fa.expected_mean(10, fail=7))) < step
+
+
+def test_a_node_whose_snapshot_is_rolled_back_refuses(fa, monkeypatch):
+    # Every node rebuilds its client from the snapshot in its Context. On one node the
+    # snapshot record is put back to the one it held after setup when the masked-input
+    # request arrives: the node's step store (a record of its own) says it acted since,
+    # so it refuses to resume, and the round completes without it.
+    monkeypatch.setenv("SECAGG_FLOWER_LIVE_CLIENTS", "0")
+    cap = fa.run("secagg", 8, wrap_mod=fa.roll_back_snapshot(2, "masked-input"))
+    stats = cap["workflow"].fit_workflow.last_round
+    assert [f["stage"] for f in stats.failed] == ["masked-input"], stats.failed
+    assert "already acted at step" in stats.failed[0]["reason"], stats.failed
+    assert cap["partitions"] == [0, 1, 3, 4, 5, 6, 7]
+    step = 2 * 8.0 / (stats.levels - 1)
+    expected = fa.expected_mean(8, only=cap["partitions"])
+    assert np.max(np.abs(flat(cap["parameters"]) - expected)) < step
+
+
+@pytest.mark.parametrize("what, named", [("arrays", "model arrays"), ("config", "config")])
+def test_a_node_sent_other_fit_instructions_refuses_to_train(fa, what, named):
+    # A server that sends one node another model or config than the rest (to make every
+    # other update known and solve the sum for one) is refused by that node, which names
+    # what differs; the round completes for the others.
+    grids = []
+
+    def tampering(grid):
+        grids.append(fa.TamperingGrid(grid, what))
+        return grids[-1]
+
+    cap = fa.run("secagg", 8, wrap_grid=tampering)
+    assert len(grids[0].targeted) == 1
+    stats = cap["workflow"].fit_workflow.last_round
+    assert [(f["node"], f["stage"]) for f in stats.failed] == [
+        (grids[0].targeted[0], "masked-input")
+    ], stats.failed
+    reason = stats.failed[0]["reason"]
+    assert "FitInstructionsError" in reason and f"the {named} this node received" in reason, reason
+    assert len(cap["partitions"]) == 7
+    step = 2 * 8.0 / (stats.levels - 1)
+    expected = fa.expected_mean(8, only=cap["partitions"])
+    assert np.max(np.abs(flat(cap["parameters"]) - expected)) < step
+
+
+def test_fit_digests_bind_arrays_in_order_and_typed_config(rng):
+    flower_or_skip()
+    from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+
+    from secagg.flower import fit_digests, round_context
+
+    a = rng.normal(size=(3, 4)).astype(np.float32)
+    b = rng.normal(size=5).astype(np.float32)
+
+    def content(arrays, config):
+        return RecordDict({"fitins.parameters": ArrayRecord(arrays),
+                           "fitins.config": ConfigRecord(config)})
+
+    base = fit_digests(content([a, b], {"lr": 0.1, "epochs": 1}))
+    # Same instructions, config keys in another order: the same digests.
+    assert fit_digests(content([a, b], {"epochs": 1, "lr": 0.1})) == base
+    # Every change is seen by the part it belongs to, and only by it.
+    for arrays, config, changed in [
+        ([b, a], {"lr": 0.1, "epochs": 1}, 0),            # tensor order
+        ([a * 0, b], {"lr": 0.1, "epochs": 1}, 0),        # a value
+        ([a.reshape(4, 3), b], {"lr": 0.1, "epochs": 1}, 0),  # a shape
+        ([a, b], {"lr": 0.1, "epochs": 0}, 1),            # a config value
+        ([a, b], {"lr": 0.1, "epochs": True}, 1),         # a config type (1 against True)
+        ([a, b], {"lr": 0.1, "epochs": 1, "x": ""}, 1),   # a config key
+    ]:
+        d = fit_digests(content(arrays, config))
+        assert d[changed] != base[changed] and d[1 - changed] == base[1 - changed]
+    assert round_context(1, 2, *base) != round_context(1, 3, *base)
+    assert round_context(1, 2, *base) != round_context(2, 2, *base)
+
+
+def test_a_second_session_over_one_fit_result_is_refused(fa):
+    # The server runs secure aggregation twice over the same fit instructions: every node
+    # masked an update for that round context in the first session and refuses the second.
+    cap = fa.run("secagg", 6, wrap_fit=fa.TwoSessions)
+    first, second = cap["workflow"].fit_workflow.rounds
+    assert first.included == 6 and cap["partitions"] == list(range(6))
+    step = 2 * 8.0 / (first.levels - 1)
+    assert np.max(np.abs(flat(cap["parameters"]) - fa.expected_mean(6))) < step
+    assert second.included == 0
+    assert len(second.failed) == 6, second.failed
+    for f in second.failed:
+        assert f["stage"] == "setup", f
+        assert "RepeatedRoundError" in f["reason"] and "already masked" in f["reason"], f
+
+
+def test_a_second_session_runs_when_the_node_opts_in(fa):
+    cap = fa.run("secagg", 6, wrap_fit=fa.TwoSessions, mod_kwargs={"allow_remask": True})
+    first, second = cap["workflow"].fit_workflow.rounds
+    assert first.included == second.included == 6 and not second.failed
+    step = 2 * 8.0 / (second.levels - 1)
+    assert np.max(np.abs(flat(cap["parameters"]) - fa.expected_mean(6))) < step
+
+
+def node_message(content, node=5, message_type="train", run_id=1):
+    """A message as a node receives it (for calling a mod in this process)."""
+    import time
+
+    from flwr.app import Message
+    from flwr.app.metadata import Metadata
+
+    return Message(content=content, metadata=Metadata(
+        run_id=run_id, message_id="m", src_node_id=0, dst_node_id=node, reply_to_message_id="",
+        group_id="1", created_at=time.time(), ttl=3600.0, message_type=message_type,
+    ))
+
+
+def node_context(node=5, run_id=1):
+    from flwr.app import Context, RecordDict
+
+    return Context(run_id=run_id, node_id=node, node_config={}, state=RecordDict(), run_config={})
+
+
+def test_the_curious_default_is_a_warning_on_nodes_and_server(fa, caplog, monkeypatch):
+    import logging
+
+    import secagg
+    import secagg.flower as sf
+    from flwr.app import ConfigRecord, RecordDict
+
+    monkeypatch.setattr(sf, "_warned_curious", False)
+    welcome = secagg.Server(secagg.RoundConfig(4, 27)).welcome()
+    setup = RecordDict({sf.RECORD: ConfigRecord(
+        {"protocol": sf.PROTOCOL, "stage": "setup", "welcome": welcome, "client_id": 0})})
+
+    def no_training(msg, ctxt):
+        pytest.fail("the setup stage does not train")
+
+    with caplog.at_level(logging.INFO, logger="secagg.flower"):
+        reply = sf.secaggplus_mod(node_message(setup), node_context(), no_training)
+        cap = fa.run("secagg", 4)
+    assert reply.content.config_records[sf.RECORD]["frames"]  # the node advertised its keys
+    stats = cap["workflow"].fit_workflow.last_round
+    step = 2 * 8.0 / (stats.levels - 1)
+    assert np.max(np.abs(flat(cap["parameters"]) - fa.expected_mean(4))) < step
+    warned = {
+        who: [r for r in caplog.records if r.name == "secagg.flower" and text in r.getMessage()]
+        for who, text in [("node", "this node runs the honest-but-curious protocol"),
+                          ("server", "running the honest-but-curious protocol")]
+    }
+    for who, records in warned.items():
+        assert records, f"no {who} warning"
+        assert all(r.levelno == logging.WARNING for r in records), (who, records)
+
+
+def test_train_action_messages_do_not_bypass_the_mod(fa):
+    # In a Message-API app, "train.<action>" messages reach @app.train("<action>")
+    # functions through the same mods; with secagg's mod active they are refused, so no
+    # update leaves a node in the clear. Evaluate messages pass through as before.
+    cap = fa.run("message-api", 3)
+    for kind, why in [("train.custom", "UnguardedMessageError"), ("train", "MismatchError")]:
+        replies = cap[kind]
+        assert len(replies) == 3, (kind, replies)
+        for r in replies:
+            assert r["error"] is not None and why in r["error"], (kind, r)
+            assert not r["arrays"], (kind, r)
+    assert "@app.train('custom')" in cap["train.custom"][0]["error"]
+    assert [r["error"] for r in cap["evaluate"]] == [None, None, None], cap["evaluate"]
+
+
+def make_pki(tmp_path, monkeypatch, ids):
+    import subprocess
+
+    bin = secagg_bin()
+    subprocess.run([bin, "ca", "new", "--out", str(tmp_path / "ca")], check=True, capture_output=True)
+    subprocess.run(
+        [bin, "enroll", "--ca-key", str(tmp_path / "ca" / "ca.key"), "--id", ids,
+         "--out", str(tmp_path / "clients")],
+        check=True, capture_output=True,
+    )
+    monkeypatch.setenv("SECAGG_TEST_PKI", str(tmp_path))
+
+
+def test_a_node_cannot_take_another_nodes_certificate_id(fa, tmp_path, monkeypatch):
+    # Node 4 presents node 6's certificate and id, and the network delivers its answer
+    # first. Ids are not first come: it holds no key for that certificate, so it is
+    # refused, and node 6 takes part under its own id; the round completes for all but 4.
+    make_pki(tmp_path, monkeypatch, "0..9")
+    cap = fa.run("secagg-enrolled", 9, wrap_mod=fa.impersonate(4, 6), wrap_grid=fa.RogueFirst)
+    stats = cap["workflow"].fit_workflow.last_round
+    assert [f["stage"] for f in stats.failed] == ["setup"], stats.failed
+    assert "does not verify under the key of client 6's certificate" in stats.failed[0]["reason"]
+    assert cap["partitions"] == [0, 1, 2, 3, 5, 6, 7, 8]
+    assert stats.included == 8
+    step = 2 * 8.0 / (stats.levels - 1)
+    expected = fa.expected_mean(9, only=cap["partitions"])
+    assert np.max(np.abs(flat(cap["parameters"]) - expected)) < step
+
+
+def test_node_binding_checks_certificate_key_node_and_round(tmp_path, monkeypatch, rng):
+    import secagg
+
+    make_pki(tmp_path, monkeypatch, "0..3")
+    ca = str(tmp_path / "ca" / "ca.pub")
+    ids = [secagg.Identity.load(tmp_path / "clients" / f"client-{i}.key",
+                                tmp_path / "clients" / f"client-{i}.cert", ca) for i in range(3)]
+    server = secagg.Server(secagg.RoundConfig(3, 10), ca=ca)
+    other = secagg.Server(secagg.RoundConfig(3, 10), ca=ca)  # another round (another id)
+    node = int(rng.integers(0, 2**63))
+    welcome = server.welcome()
+    assert server.admit_node(node, ids[1].certificate, ids[1].bind_node(welcome, node)) == 1
+    refused = [
+        (ids[2].certificate, ids[1].bind_node(welcome, node)),          # another's certificate
+        (ids[1].certificate, ids[1].bind_node(welcome, node + 1)),      # made for another node
+        (ids[1].certificate, ids[1].bind_node(other.welcome(), node)),  # for another round
+        (ids[1].certificate, bytes(rng.integers(0, 256, 64, dtype=np.uint8))),
+        (ids[1].certificate, b""),
+        (bytes(rng.integers(0, 256, 100, dtype=np.uint8)), ids[1].bind_node(welcome, node)),
+    ]
+    for certificate, signature in refused:
+        with pytest.raises(secagg.IdentityError):
+            server.admit_node(node, certificate, signature)
+    # A certificate of another CA is refused, however well bound.
+    make_pki(tmp_path / "other", monkeypatch, "1..2")
+    stranger = secagg.Identity.load(tmp_path / "other" / "clients" / "client-1.key",
+                                    tmp_path / "other" / "clients" / "client-1.cert",
+                                    tmp_path / "other" / "ca" / "ca.pub")
+    with pytest.raises(secagg.IdentityError, match="not signed by this deployment's CA"):
+        server.admit_node(node, stranger.certificate, stranger.bind_node(welcome, node))
+    with pytest.raises(secagg.ConfigError):
+        secagg.Server(secagg.RoundConfig(3, 10)).admit_node(node, ids[1].certificate, b"")
+    with pytest.raises(secagg.IdentityError):
+        secagg.Identity.generate(0).bind_node(welcome, node)
+
+
+@pytest.mark.parametrize("stage, how, named", [
+    ("masked-input", "frames", "frames that are not bytes"),
+    ("share-keys", "record", "without secagg's record"),
+    ("masked-input", "fitres", "a malformed reply: KeyError"),
+])
+def test_a_malformed_reply_drops_its_node_not_the_round(fa, stage, how, named):
+    cap = fa.run("secagg", 6, wrap_mod=fa.malformed_reply(1, stage, how))
+    stats = cap["workflow"].fit_workflow.last_round
+    assert [f["stage"] for f in stats.failed] == [stage], stats.failed
+    assert named in stats.failed[0]["reason"], stats.failed
+    assert cap["partitions"] == [0, 2, 3, 4, 5]
+    step = 2 * 8.0 / (stats.levels - 1)
+    expected = fa.expected_mean(6, only=cap["partitions"])
+    assert np.max(np.abs(flat(cap["parameters"]) - expected)) < step

@@ -9,10 +9,11 @@ import pytest
 import secagg
 
 
-def run_round(server, clients, inputs, weights, drop_at=None, snapshots=False, policy=None):
+def run_round(server, clients, inputs, weights, drop_at=None, snapshots=False, policy=None,
+              steps=None):
     """Routes frames in memory until the round ends. `drop_at` maps client id → the client
     status at which it disconnects. With `snapshots`, every client is rebuilt from its
-    snapshot before each message, as the Flower mod does."""
+    snapshot (and its step store `steps`) before each message, as the Flower mod does."""
     drop_at = drop_at or {}
     gone = set()
     snaps = {}
@@ -40,7 +41,7 @@ def run_round(server, clients, inputs, weights, drop_at=None, snapshots=False, p
             if cid in gone:
                 continue
             if snapshots:
-                c = secagg.Client.restore(snaps[cid], policy)
+                c = secagg.Client.restore(snaps[cid], policy, steps)
                 if c.status == "masked-input":
                     c.set_input(inputs[cid], weights[cid])
                 clients[cid] = c
@@ -65,15 +66,16 @@ def test_round_with_dropouts_matches_numpy(rng, snapshots):
     server = secagg.Server(config, now=0.0)
     policy = secagg.Policy(adversary="curious", min_cohort=3)
     welcome = server.welcome()
+    steps = {}
     clients = {}
     for i in range(n):
-        clients[i] = secagg.Client(welcome, secagg.Identity.generate(i), policy)
+        clients[i] = secagg.Client(welcome, secagg.Identity.generate(i), policy, steps=steps)
         server.join(i, now=0.0)
     inputs = {i: rng.uniform(-2.0, 2.0, m).astype(np.float32) for i in range(n)}
     weights = {i: int(rng.integers(1, 51)) for i in range(n)}
     # One leaves after advertising keys, one before its masked input, one before unmasking.
     drop_at = {2: "share-keys", 5: "masked-input", 9: "unmasking"}
-    gone = run_round(server, clients, inputs, weights, drop_at, snapshots, policy)
+    gone = run_round(server, clients, inputs, weights, drop_at, snapshots, policy, steps)
     assert server.status == "completed", server.error
     r = server.result()
     included = sorted(r["included"])
@@ -90,6 +92,108 @@ def test_round_with_dropouts_matches_numpy(rng, snapshots):
         if i not in gone:
             assert clients[i].status == "completed"
             assert clients[i].included == len(included)
+
+
+def test_an_old_snapshot_is_refused_after_the_client_moved_on(rng):
+    # A client whose older snapshot could be resumed would act twice on one round: fed
+    # another survivor list, the copy would sign it too. The step store refuses the copy.
+    n, m = 7, 400
+    config = secagg.RoundConfig(n, m, neighbors=6, threshold=4, clip=1.0, levels=1 << 12,
+                                max_weight=20)
+    server = secagg.Server(config, now=0.0)
+    policy = secagg.Policy(adversary="curious", min_cohort=3)
+    welcome = server.welcome()
+    steps = {}
+    clients = {i: secagg.Client(welcome, secagg.Identity.generate(i), policy, steps=steps)
+               for i in range(n)}
+    inputs = {i: rng.uniform(-1.0, 1.0, m).astype(np.float32) for i in range(n)}
+    weights = {i: int(rng.integers(1, 21)) for i in range(n)}
+    for i in range(n):
+        server.join(i, now=0.0)
+    history = []  # client 0's snapshots, taken once what it had to send was sent
+    given = set()
+
+    def send():
+        for cid, c in clients.items():
+            if c.status == "masked-input" and cid not in given:  # as the Flower mod does
+                c.set_input(inputs[cid], weights[cid])
+                given.add(cid)
+            while (f := c.poll_transmit()) is not None:
+                server.handle(cid, f, now=0.0)
+        if not history or history[-1][0] != clients[0].step:
+            history.append((clients[0].step, clients[0].snapshot()))
+
+    def route_once():
+        send()
+        while (out := server.poll_transmit()) is not None:
+            clients[out[0]].handle(out[1])
+
+    for _ in range(50):
+        if clients[0].status in ("consistency", "unmasking"):
+            break
+        assert server.status not in ("completed", "aborted"), server.error
+        route_once()
+    send()
+    assert len(history) >= 3
+    for step, old in history[:-1]:
+        assert step < clients[0].step
+        with pytest.raises(secagg.StaleSnapshotError, match="already acted at step"):
+            secagg.Client.restore(old, policy, steps)
+    # The latest snapshot resumes; the object it replaces is then a stale live copy.
+    stale = clients[0]
+    clients[0] = secagg.Client.restore(history[-1][1], policy, steps)
+    assert clients[0].step == stale.step and clients[0].status == stale.status
+    for _ in range(50):
+        if server.status in ("completed", "aborted"):
+            break
+        route_once()
+    route_once()  # the completion notices
+    with pytest.raises(secagg.StaleSnapshotError):
+        stale.steps = steps
+    assert server.status == "completed", server.error
+    r = server.result()
+    assert sorted(r["included"]) == list(range(n))
+    expected = weighted_mean(inputs, weights, range(n))
+    assert np.max(np.abs(r["mean"] - expected)) < 2.0 / ((1 << 12) - 1)
+    # Once the round is over, not even the last snapshot can be resumed.
+    assert clients[0].status == "completed"
+    with pytest.raises(secagg.StaleSnapshotError, match="round ended"):
+        secagg.Client.restore(history[-1][1], policy, steps)
+    assert not steps, steps  # every finished client removed its counter
+
+
+def test_step_store_on_disk(tmp_path, rng):
+    store = secagg.StepStore(tmp_path / "steps")
+    policy = secagg.Policy(adversary="curious", min_cohort=3)
+    config = secagg.RoundConfig(5, 10)
+    client = secagg.Client(config.welcome(), secagg.Identity.generate(0), policy, steps=store)
+    (key,) = list(store)
+    assert store[key] == 0 and client.step == 0
+    snap = client.snapshot()
+    # Another process opening the same directory sees the same counter.
+    again = secagg.StepStore(tmp_path / "steps")
+    assert secagg.Client.restore(snap, policy, again).step == 0
+    garbage = bytes(rng.integers(0, 256, 40, dtype=np.uint8))
+    with pytest.raises(secagg.CodecError):
+        client.handle(garbage)  # a frame that does not decode is no step
+    assert store[key] == 0
+    store[key] = 3  # the client acted elsewhere since this snapshot
+    with pytest.raises(secagg.StaleSnapshotError, match="already acted at step 3"):
+        secagg.Client.restore(snap, policy, again)
+    with pytest.raises(KeyError):
+        store["../escape"]
+    with pytest.raises(ValueError):
+        store[key] = -1
+
+
+def test_a_client_without_a_step_store_cannot_be_snapshotted():
+    config = secagg.RoundConfig(5, 10)
+    policy = secagg.Policy(adversary="curious", min_cohort=3)
+    client = secagg.Client(config.welcome(), secagg.Identity.generate(0), policy)
+    with pytest.raises(secagg.JournalError, match="without a step store"):
+        client.snapshot()
+    with pytest.raises(secagg.StaleSnapshotError, match="no step"):
+        client.steps = {}
 
 
 def test_aggregate_quick_start(rng):
@@ -157,11 +261,14 @@ def test_typed_errors(rng):
     with pytest.raises(secagg.CodecError):
         client.handle(bytes(rng.integers(0, 256, 40, dtype=np.uint8)))
     with pytest.raises(secagg.CodecError):
-        secagg.Client.restore(b"SAJ1" + bytes(10), policy)
+        secagg.Client.restore(b"SAJ2" + bytes(10), policy, {})
+    with pytest.raises(secagg.CodecError, match="older secagg"):
+        secagg.Client.restore(b"SAJ1" + bytes(10), policy, {})
     with pytest.raises(secagg.ProtocolError):
         server.result()
     for e in (secagg.ConfigError, secagg.PlanError, secagg.PolicyError, secagg.ProtocolError,
-              secagg.CodecError, secagg.InputError, secagg.IdentityError, secagg.EngineError):
+              secagg.CodecError, secagg.InputError, secagg.IdentityError, secagg.EngineError,
+              secagg.JournalError, secagg.StaleSnapshotError):
         assert issubclass(e, secagg.SecaggError)
 
 
