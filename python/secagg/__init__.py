@@ -98,18 +98,22 @@ def plan(
     correctness_bits: int = 20,
     neighbors: Optional[int] = None,
     threshold: Optional[int] = None,
+    colluders: Optional[int] = None,
 ) -> Plan:
     """SecAgg+ parameters for ``clients`` clients, as ``secagg plan`` chooses them.
 
     With ``neighbors`` and ``threshold`` given, checks that pair instead (raising
     :class:`PlanError` naming the bound it fails). ``adversary`` is ``"curious"`` or
-    ``"semi-malicious"``. Raises :class:`ConfigError` for a malformed request and
+    ``"semi-malicious"``. ``colluders`` is the absolute number of colluding clients the
+    round must withstand (what a client's :class:`Policy` holds); without it,
+    ``ceil(corrupt x clients)``. Raises :class:`ConfigError` for a malformed request and
     :class:`PlanError` when nothing meets it.
     """
     d = _plan(
         clients,
         dropout=dropout,
         corrupt=corrupt,
+        colluders=colluders,
         adversary=adversary,
         security_bits=security_bits,
         correctness_bits=correctness_bits,

@@ -81,7 +81,7 @@ class Policy:
         self,
         *,
         adversary: str = "semi-malicious",
-        corrupt: float = 0.05,
+        colluders: int = 5,
         dropout: float = 0.1,
         security_bits: int = 40,
         min_cohort: int = 10,
@@ -89,6 +89,7 @@ class Policy:
         prgs: Sequence[str] = ("chacha20", "chacha12"),
         ca: Optional[_Path] = None,
         context: Optional[bytes] = None,
+        epoch_secs: int = 3600,
     ) -> None: ...
     @property
     def adversary(self) -> str: ...
@@ -96,6 +97,8 @@ class Policy:
     def enrolled(self) -> bool: ...
     @property
     def min_cohort(self) -> int: ...
+    @property
+    def colluders(self) -> int: ...
     def check(self, config: RoundConfig) -> None: ...
 
 class Identity:
@@ -192,6 +195,7 @@ def plan(
     correctness_bits: int = 20,
     neighbors: Optional[int] = None,
     threshold: Optional[int] = None,
+    colluders: Optional[int] = None,
 ) -> Dict[str, object]: ...
 def simulate(
     clients: int = 100,

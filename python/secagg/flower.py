@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import struct
 import time
@@ -232,7 +233,13 @@ def round_context(run_id: int, server_round: int, arrays: bytes, config: bytes) 
 # --------------------------------------------------------------------------------------
 
 
-_DEFAULT_POLICY = {"adversary": "curious", "min_cohort": 3}
+#: The colluder budget a node holds unless given ``colluders``: one enrolled identity working
+#: with the server. The workflow plans for at least ceil(corrupt x n) (5% of the nodes by
+#: default, never fewer than one), so its rounds pass this default; a deployment sets its own
+#: c on both sides (``make_secaggplus_mod(colluders=c)``, ``SecAggPlusWorkflow(colluders=c)``).
+DEFAULT_COLLUDERS = 1
+
+_DEFAULT_POLICY = {"adversary": "curious", "min_cohort": 3, "colluders": DEFAULT_COLLUDERS}
 
 #: Live clients of this process, by the token stored beside their snapshot. When a node's
 #: next message runs in the same process (Flower's simulation engine often does that), the
@@ -315,12 +322,12 @@ def make_secaggplus_mod(
         if "ca" not in policy:
             raise ValueError("with identity given as a function, give the policy's ca too")
         files = identity
-        kwargs = {"adversary": "semi-malicious"}
+        kwargs = {"adversary": "semi-malicious", "colluders": DEFAULT_COLLUDERS}
     elif identity is not None:
         files = tuple(str(f) for f in identity)
         if len(files) != 3:
             raise ValueError("identity is (key_file, certificate_file, ca_file)")
-        kwargs = {"adversary": "semi-malicious", "ca": files[2]}
+        kwargs = {"adversary": "semi-malicious", "ca": files[2], "colluders": DEFAULT_COLLUDERS}
         Identity.load(*files)  # fail here on unusable files
     kwargs.update(policy)
     Policy(**kwargs)  # fail here, not at the first message, on a bad policy
@@ -656,8 +663,11 @@ class SecAggPlusWorkflow:
         Seconds to wait for replies at each stage (None: wait for all).
 
     Our own: ``prg`` ("chacha20", "chacha12", "chacha8"), ``backend`` ("cpu", "gpu",
-    "auto") for the server's vector work, and ``dropout``/``corrupt``, the rates the
-    planner assumes when it must raise an insecure ``num_shares``.
+    "auto") for the server's vector work, ``dropout``, the rate the planner assumes, and
+    ``colluders``, the most enrolled nodes that may collude with the server (absolute, what
+    the nodes' policies hold; by default ``ceil(corrupt x n)`` with ``corrupt`` = 5% of the
+    nodes sampled, at least one): the parameters are checked, and an insecure
+    ``num_shares`` raised, for that many colluders in the round.
     """
 
     def __init__(
@@ -674,6 +684,7 @@ class SecAggPlusWorkflow:
         backend: str = "cpu",
         dropout: float = 0.1,
         corrupt: float = 0.05,
+        colluders: Optional[int] = None,
         ca: Optional[str] = None,
     ) -> None:
         # Flower reads an int 1 as the fraction 1.0 (all clients).
@@ -721,6 +732,9 @@ class SecAggPlusWorkflow:
         self.backend = backend
         self.dropout = dropout
         self.corrupt = corrupt
+        if colluders is not None and (not isinstance(colluders, int) or colluders < 0):
+            raise ValueError("colluders must be a non-negative integer (or None)")
+        self.colluders = colluders
         self.ca = None if ca is None else str(ca)
         self.adversary = "curious" if ca is None else "semi-malicious"
         self.last_round: Optional[RoundStats] = None
@@ -745,6 +759,7 @@ class SecAggPlusWorkflow:
         else:
             t = self.reconstruction_threshold
         t = min(t, k)
+        colluders = self._colluders(n)
         try:
             _plan(
                 n,
@@ -752,10 +767,10 @@ class SecAggPlusWorkflow:
                 threshold=t,
                 adversary=self.adversary,
                 dropout=self.dropout,
-                corrupt=self.corrupt,
+                colluders=colluders,
             )
         except PlanError as why:
-            p = _plan(n, adversary=self.adversary, dropout=self.dropout, corrupt=self.corrupt)
+            p = _plan(n, adversary=self.adversary, dropout=self.dropout, colluders=colluders)
             log.warning(
                 "secagg: num_shares=%s, reconstruction_threshold=%s (k = %d, t = %d) fail "
                 "for %d clients: %s; using the planner's k = %d, t = %d",
@@ -770,6 +785,13 @@ class SecAggPlusWorkflow:
             )
             k, t = p.neighbors, p.threshold
         return k, t
+
+    def _colluders(self, n: int) -> int:
+        """The colluders a round of ``n`` nodes is planned for: ``colluders``, or at least
+        one and ``ceil(corrupt x n)``."""
+        if self.colluders is not None:
+            return self.colluders
+        return max(DEFAULT_COLLUDERS, math.ceil(self.corrupt * n - 1e-6))
 
     def _quantization(self, n: int) -> Tuple[int, int, int]:
         bits = self.modulus_range.bit_length() - 1

@@ -64,7 +64,7 @@ def test_round_with_dropouts_matches_numpy(rng, snapshots):
     n, m = 12, 3000
     config = secagg.RoundConfig(n, m, neighbors=8, threshold=5, clip=2.0, levels=1 << 16, max_weight=50)
     server = secagg.Server(config, now=0.0)
-    policy = secagg.Policy(adversary="curious", min_cohort=3)
+    policy = secagg.Policy(adversary="curious", min_cohort=3, colluders=1)
     welcome = server.welcome()
     steps = {}
     clients = {}
@@ -101,7 +101,7 @@ def test_an_old_snapshot_is_refused_after_the_client_moved_on(rng):
     config = secagg.RoundConfig(n, m, neighbors=6, threshold=4, clip=1.0, levels=1 << 12,
                                 max_weight=20)
     server = secagg.Server(config, now=0.0)
-    policy = secagg.Policy(adversary="curious", min_cohort=3)
+    policy = secagg.Policy(adversary="curious", min_cohort=3, colluders=1)
     welcome = server.welcome()
     steps = {}
     clients = {i: secagg.Client(welcome, secagg.Identity.generate(i), policy, steps=steps)
@@ -164,7 +164,7 @@ def test_an_old_snapshot_is_refused_after_the_client_moved_on(rng):
 
 def test_step_store_on_disk(tmp_path, rng):
     store = secagg.StepStore(tmp_path / "steps")
-    policy = secagg.Policy(adversary="curious", min_cohort=3)
+    policy = secagg.Policy(adversary="curious", min_cohort=3, colluders=1)
     config = secagg.RoundConfig(5, 10)
     client = secagg.Client(config.welcome(), secagg.Identity.generate(0), policy, steps=store)
     (key,) = list(store)
@@ -188,7 +188,7 @@ def test_step_store_on_disk(tmp_path, rng):
 
 def test_a_client_without_a_step_store_cannot_be_snapshotted():
     config = secagg.RoundConfig(5, 10)
-    policy = secagg.Policy(adversary="curious", min_cohort=3)
+    policy = secagg.Policy(adversary="curious", min_cohort=3, colluders=1)
     client = secagg.Client(config.welcome(), secagg.Identity.generate(0), policy)
     with pytest.raises(secagg.JournalError, match="without a step store"):
         client.snapshot()
@@ -234,13 +234,18 @@ def test_typed_errors(rng):
         secagg.plan(1)
     with pytest.raises(secagg.ConfigError):
         secagg.Server(secagg.RoundConfig(5, 10), backend="tpu")
-    policy = secagg.Policy(adversary="curious", min_cohort=3)
+    policy = secagg.Policy(adversary="curious", min_cohort=3, colluders=1)
     with pytest.raises(secagg.CodecError):
         secagg.Client(b"not a welcome", secagg.Identity.generate(0), policy)
     # A server that announces a round below the client's floor gets nothing.
     small = secagg.RoundConfig(5, 10).welcome()
     with pytest.raises(secagg.PolicyError):
         secagg.Client(small, secagg.Identity.generate(0), secagg.Policy(adversary="curious", min_cohort=50))
+    # The colluder budget is absolute: five clients of which three may collude leave two
+    # honest ones, below the floor of three.
+    with pytest.raises(secagg.PolicyError, match="3 colluders"):
+        secagg.Client(small, secagg.Identity.generate(0),
+                      secagg.Policy(adversary="curious", min_cohort=3, colluders=3))
     # An insecure graph for 100 clients (k = 2) is refused by the client.
     weak = secagg.RoundConfig(100, 10, neighbors=2, threshold=2).welcome()
     with pytest.raises(secagg.PolicyError):
