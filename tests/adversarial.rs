@@ -938,6 +938,48 @@ fn a_cheating_dealer_is_excluded_and_the_rest_sum_exactly() {
 }
 
 #[test]
+fn a_dealing_of_degree_t_is_excluded_before_anyone_masks_with_it() {
+    // Every share matches its point, but the points lie on a polynomial of degree t, so no t
+    // shares rebuild the secret. σ: the dealer then goes silent and the server would have to
+    // rebuild σ; β: the dealer masks and survives and the server would have to rebuild β.
+    // Either way the server must see it in the dealing, before anyone masks with the dealer.
+    for (test, fault, set) in [
+        ("degree_t_mask_key", DealerFault::MaskKeyOfDegreeT, "σ"),
+        ("degree_t_self_key", DealerFault::SelfKeyOfDegreeT, "β"),
+    ] {
+        let cfg = lab_config(test, 10, 9, 6);
+        let mut l = Lab::with_dealers(cfg, BTreeMap::from([(ClientId(3), fault)])).unwrap();
+        l.run(&mut Honest).unwrap();
+        completed(&l);
+        let out = l.server().output().unwrap();
+        assert!(!out.included.contains(&ClientId(3)), "{test}");
+        assert_eq!(out.included.len(), 9, "{test}");
+        assert_eq!(out.dropped.len(), 1, "{test}: {:?}", out.dropped);
+        match dropped(&l, ClientId(3)) {
+            Some((
+                Stage::ShareKeys,
+                DropReason::Misbehaved(ProtocolError::Crypto(CryptoError::Commitment(why))),
+            )) => assert!(why.contains(set), "{test}: {why}"),
+            other => panic!("{test}: {other:?}"),
+        }
+        // No honest client was asked to mask with it, or received its bundle.
+        for c in (0..10).filter(|c| *c != 3) {
+            for env in l.received(ClientId(c)) {
+                match &env.message {
+                    ServerMessage::MaskRequest(partners) => {
+                        assert!(!partners.contains(&ClientId(3)), "{test}: client {c}")
+                    }
+                    ServerMessage::ShareBundles(bundles) => {
+                        assert!(bundles.iter().all(|b| b.sender != ClientId(3)), "{test}")
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn bad_holders_are_left_out_without_search() {
     // Two holders reveal wrong shares for every owner they hold; the server checks each
     // owner's shares against its commitments, leaves the bad ones out and names them.

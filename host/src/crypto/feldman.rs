@@ -14,8 +14,10 @@
 //! * the server checks that the published points lie on one polynomial of degree < t
 //!   ([`on_polynomial`]): a random codeword of the dual Reed–Solomon code (the test of SCRAPE,
 //!   Cascudo and David 2017) must annihilate them, which takes one multiscalar multiplication
-//!   of the points. A dealer whose points pass cannot make different sets of t holders rebuild
-//!   different secrets.
+//!   of the points. The code depends on the evaluation points, so each point set — σ's and
+//!   β's, which has one point more (the dealer's own share) — gets a codeword of its own: a
+//!   codeword of n − 1 points' code, padded, would only prove degree ≤ t on n points. A dealer
+//!   whose points pass cannot make different sets of t holders rebuild different secrets.
 //!
 //! This is Feldman's scheme with the commitments to the coefficients replaced by commitments to
 //! the evaluations: the same information in the exponent, but every check a holder or the
@@ -30,7 +32,7 @@ use curve25519_dalek::Scalar;
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::traits::{IsIdentity, VartimeMultiscalarMul};
 use rand_chacha::ChaCha20Rng;
-use rand_core::{CryptoRng, Rng, SeedableRng};
+use rand_core::{CryptoRng, SeedableRng};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
@@ -149,15 +151,11 @@ pub fn on_polynomial(
     t: usize,
     transcript: &[u8],
 ) -> bool {
-    let n = shares.len() + 1;
-    if n <= t {
-        return true;
-    }
     let xs: Vec<Scalar> = std::iter::once(Scalar::ZERO)
         .chain(shares.iter().map(|(h, _)| evaluation_point(*h)))
         .collect();
     // v_i = Π_{j≠i} 1 / (x_i − x_j), all inverted at once.
-    let mut dens = Vec::with_capacity(n);
+    let mut dens = Vec::with_capacity(xs.len());
     for (i, xi) in xs.iter().enumerate() {
         let mut d = Scalar::ONE;
         for (j, xj) in xs.iter().enumerate() {
@@ -171,25 +169,42 @@ pub fn on_polynomial(
         dens.push(d);
     }
     let v = super::shamir::batch_invert(&dens);
-    // A random polynomial q of degree < n − t: (v_i q(x_i))_i is a random dual codeword.
     let mut h = Sha256::new();
     h.update(b"secagg/v2/dual-codeword");
     h.update((t as u64).to_le_bytes());
     h.update(transcript);
     let mut rng = ChaCha20Rng::from_seed(h.finalize().into());
-    let q: Vec<Scalar> = (0..n - t)
-        .map(|_| {
-            let mut wide = [0u8; 64];
-            rng.fill_bytes(&mut wide);
-            Scalar::from_bytes_mod_order_wide(&wide)
-        })
+    let points: Vec<EdwardsPoint> = std::iter::once(*secret)
+        .chain(shares.iter().map(|(_, p)| *p))
         .collect();
+    annihilated(&xs, &v, &points, t, &mut rng)
+}
+
+/// Whether a random codeword of the dual of the Reed–Solomon code of dimension `t` on the
+/// evaluation points `xs` annihilates `points` (P_i at x_i): Σ c_i·P_i = O with
+/// c_i = v_i·q(x_i), q a random polynomial of degree < n − t drawn from `rng`, and
+/// v_i = Π_{j≠i} 1 / (x_i − x_j) given. Those c are exactly the dual codewords, so points
+/// that do not lie on one polynomial of degree < t pass with probability 1/ℓ; with n ≤ t
+/// points the dual code is empty and every set passes. Each point set needs its own codeword:
+/// a codeword of a set with fewer points, padded with zeros, only bounds the degree by
+/// t + (the points missing).
+fn annihilated<R: CryptoRng + ?Sized>(
+    xs: &[Scalar],
+    v: &[Scalar],
+    points: &[EdwardsPoint],
+    t: usize,
+    rng: &mut R,
+) -> bool {
+    let n = xs.len();
+    if n <= t {
+        return true;
+    }
+    let q: Vec<Scalar> = (0..n - t).map(|_| super::random_scalar(rng)).collect();
     let scalars: Vec<Scalar> = xs
         .iter()
-        .zip(&v)
+        .zip(v)
         .map(|(x, vi)| vi * q.iter().rev().fold(Scalar::ZERO, |acc, c| acc * x + c))
         .collect();
-    let points = std::iter::once(secret).chain(shares.iter().map(|(_, p)| p));
     EdwardsPoint::vartime_multiscalar_mul(&scalars, points)
         .mul_by_cofactor()
         .is_identity()
@@ -224,9 +239,12 @@ pub struct CheckedDealing {
 }
 
 /// Checks many dealings (on every core): every point decompresses and is of large order, and
-/// both point sets lie on a polynomial of degree < `t` through the committed secret (a random
-/// dual Reed–Solomon codeword, seeded by the dealing's transcript, annihilates them; see
-/// [`on_polynomial`]). All the field inversions of all the dealings are done at once.
+/// each point set — σ's (σ·B and the neighbours' shares) and β's (β·B, the dealer's own share
+/// and the neighbours') — lies on a polynomial of degree < `t` through its committed secret:
+/// a random codeword of that set's dual Reed–Solomon code, drawn from a generator seeded by
+/// the dealing's transcript, annihilates it (see [`on_polynomial`]). β's set has one point
+/// more than σ's, so it gets its own codeword. All the field inversions of all the dealings
+/// are done at once.
 pub fn verify_dealings(
     dealings: &[Dealing<'_>],
     t: usize,
@@ -274,7 +292,8 @@ pub fn verify_dealings(
                 .map(|(_, _, _, d)| inverses.by_ref().take(d.len()).collect())
         })
         .collect();
-    // Phase 2: one multiscalar multiplication per dealing.
+    // Phase 2: per dealing, one random dual codeword for each point set, drawn in turn from
+    // the transcript-seeded generator, and one multiscalar multiplication each.
     prepared
         .into_par_iter()
         .zip(weights)
@@ -282,52 +301,34 @@ pub fn verify_dealings(
         .map(|((p, v), d)| {
             let (sigma, beta, xs, _) = p?;
             let v = v.ok_or_else(|| CryptoError::Commitment("no weights".into()))?;
-            let checked = CheckedDealing {
-                mask_key: sigma[0],
-                self_key: beta[0],
-            };
-            let n_sigma = sigma.len();
-            if n_sigma <= t {
-                return Ok(checked); // nothing to check: every point set of ≤ t points fits
-            }
-            // One random q of degree < n_sigma − t serves both sets (it is also of degree
-            // < n_beta − t); σ's weights drop the dealer's factor (x_i − x_dealer).
-            let mut rng = ChaCha20Rng::from_seed(d.transcript);
-            let q: Vec<Scalar> = (0..n_sigma - t)
-                .map(|_| {
-                    let mut wide = [0u8; 64];
-                    rng.fill_bytes(&mut wide);
-                    Scalar::from_bytes_mod_order_wide(&wide)
-                })
-                .collect();
-            let mut wide = [0u8; 64];
-            rng.fill_bytes(&mut wide);
-            let mu = Scalar::from_bytes_mod_order_wide(&wide);
             let x_dealer = xs[1];
-            let mut scalars = Vec::with_capacity(xs.len() * 2);
-            let mut points = Vec::with_capacity(xs.len() * 2);
-            for (i, x) in xs.iter().enumerate() {
-                let xs_i = Scalar::from(u64::try_from(*x).unwrap_or(0));
-                let qx = q.iter().rev().fold(Scalar::ZERO, |acc, c| acc * xs_i + c);
-                let c_beta = v[i] * qx;
-                scalars.push(mu * c_beta);
-                points.push(beta[i]);
-                if i != 1 {
-                    scalars.push(c_beta * super::shamir::signed_scalar(i128::from(x - x_dealer)));
-                    points.push(sigma[if i == 0 { 0 } else { i - 1 }]);
+            let signed = |x: i64| super::shamir::signed_scalar(i128::from(x));
+            let xs_beta: Vec<Scalar> = xs.iter().map(|x| signed(*x)).collect();
+            // σ's set is β's without the dealer (index 1): its weights lose the factor
+            // 1 / (x_i − x_dealer).
+            let (xs_sigma, v_sigma): (Vec<Scalar>, Vec<Scalar>) = xs
+                .iter()
+                .zip(xs_beta.iter().zip(&v))
+                .enumerate()
+                .filter(|(i, _)| *i != 1)
+                .map(|(_, (x, (x_scalar, vi)))| (*x_scalar, vi * signed(x - x_dealer)))
+                .unzip();
+            let mut rng = ChaCha20Rng::from_seed(d.transcript);
+            for (name, xs, v, points) in [
+                ("σ", &xs_sigma, &v_sigma, &sigma),
+                ("β", &xs_beta, &v, &beta),
+            ] {
+                if !annihilated(xs, v, points, t, &mut rng) {
+                    return Err(CryptoError::Commitment(format!(
+                        "the {name} share points of {} do not lie on one polynomial of degree < {t} through its committed secret",
+                        d.dealer
+                    )));
                 }
             }
-            let ok = EdwardsPoint::vartime_multiscalar_mul(&scalars, &points)
-                .mul_by_cofactor()
-                .is_identity();
-            if ok {
-                Ok(checked)
-            } else {
-                Err(CryptoError::Commitment(format!(
-                    "the share points of {} do not lie on one polynomial of degree < {t} through its committed secrets",
-                    d.dealer
-                )))
-            }
+            Ok(CheckedDealing {
+                mask_key: sigma[0],
+                self_key: beta[0],
+            })
         })
         .collect()
 }
@@ -490,6 +491,19 @@ mod tests {
         (mk, sk, sp[n], points)
     }
 
+    /// A dealing's borrowed form, as the server builds it.
+    fn as_dealing(dealer: u32, made: &Made, transcript: [u8; 32]) -> Dealing<'_> {
+        let (mk, sk, own, pts) = made;
+        Dealing {
+            dealer: ClientId(dealer),
+            mask_key: mk,
+            self_key: sk,
+            own_point: own,
+            points: pts.iter().map(|(h, m, s)| (*h, m, s)).collect(),
+            transcript,
+        }
+    }
+
     #[test]
     fn dealings_are_checked_together_and_bad_ones_named() {
         let seed = secagg_engine::testing::test_seed("feldman::dealings_checked_together");
@@ -508,14 +522,7 @@ mod tests {
         made[9].1.3[0].1 = [0xff; 32];
         let dealings: Vec<Dealing<'_>> = made
             .iter()
-            .map(|(d, (mk, sk, own, pts))| Dealing {
-                dealer: ClientId(*d),
-                mask_key: mk,
-                self_key: sk,
-                own_point: own,
-                points: pts.iter().map(|(h, m, s)| (*h, m, s)).collect(),
-                transcript: [*d as u8; 32],
-            })
+            .map(|(d, m)| as_dealing(*d, m, [*d as u8; 32]))
             .collect();
         let verdicts = verify_dealings(&dealings, t);
         for (d, v) in verdicts.iter().enumerate() {
@@ -531,5 +538,96 @@ mod tests {
             ..dealings[7]
         };
         assert!(verify_dealings(&[few], t)[0].is_ok());
+    }
+
+    /// A dealing made from explicit polynomials (not through [`deal`]): σ of degree
+    /// `sigma_degree` shared among the neighbours, β of degree `beta_degree` among the
+    /// neighbours and the dealer; each point is value·B of the polynomial evaluated directly.
+    fn polynomial_dealing(
+        rng: &mut ChaCha20Rng,
+        dealer: u32,
+        neighbours: &[u32],
+        sigma_degree: usize,
+        beta_degree: usize,
+    ) -> Made {
+        let sigma: Vec<Scalar> = (0..=sigma_degree).map(|_| random_scalar(rng)).collect();
+        let beta: Vec<Scalar> = (0..=beta_degree).map(|_| random_scalar(rng)).collect();
+        let at = |coeffs: &[Scalar], x: Scalar| {
+            let mut value = Scalar::ZERO;
+            let mut power = Scalar::ONE;
+            for c in coeffs {
+                value += c * power;
+                power *= x;
+            }
+            EdwardsPoint::mul_base(&value).compress().to_bytes()
+        };
+        let own = at(&beta, evaluation_point(ClientId(dealer)));
+        let points = ids(neighbours)
+            .into_iter()
+            .map(|h| {
+                let x = evaluation_point(h);
+                (h, at(&sigma, x), at(&beta, x))
+            })
+            .collect();
+        (
+            at(&sigma, Scalar::ZERO),
+            at(&beta, Scalar::ZERO),
+            own,
+            points,
+        )
+    }
+
+    #[test]
+    fn a_dealing_of_degree_t_is_refused_for_either_secret() {
+        let seed = secagg_engine::testing::test_seed("feldman::degree_t_refused");
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let t = 6;
+        // k neighbours: σ's set has k + 1 points, β's k + 2. k = t − 1 is the edge where σ's
+        // set has exactly t points (nothing to check) and β's has t + 1; at k = t − 2 neither
+        // set has more than t points.
+        for k in [t + 5, t, t - 1, t - 2] {
+            for trial in 0..4u32 {
+                let dealer = rng.next_u32() % 1000;
+                let mut neighbours: Vec<u32> = Vec::new();
+                while neighbours.len() < k {
+                    let h = rng.next_u32() % 1000;
+                    if h != dealer && !neighbours.contains(&h) {
+                        neighbours.push(h);
+                    }
+                }
+                let (n_sigma, n_beta) = (k + 1, k + 2);
+                let transcript = [trial as u8; 32];
+                let verdict = |rng: &mut ChaCha20Rng, sigma_degree, beta_degree| {
+                    let made =
+                        polynomial_dealing(rng, dealer, &neighbours, sigma_degree, beta_degree);
+                    verify_dealings(&[as_dealing(dealer, &made, transcript)], t)
+                        .pop()
+                        .map(|v| v.map(|_| ()))
+                };
+                let why = format!("k {k}, trial {trial}, seed {seed}");
+                assert!(
+                    matches!(verdict(&mut rng, t - 1, t - 1), Some(Ok(()))),
+                    "{why}"
+                );
+                let sigma_t = verdict(&mut rng, t, t - 1);
+                assert_eq!(
+                    matches!(sigma_t, Some(Err(CryptoError::Commitment(ref w))) if w.contains("σ")),
+                    n_sigma > t,
+                    "σ of degree t: {sigma_t:?}, {why}"
+                );
+                let beta_t = verdict(&mut rng, t - 1, t);
+                assert_eq!(
+                    matches!(beta_t, Some(Err(CryptoError::Commitment(ref w))) if w.contains("β")),
+                    n_beta > t,
+                    "β of degree t: {beta_t:?}, {why}"
+                );
+                if n_beta <= t {
+                    assert!(matches!(beta_t, Some(Ok(()))), "{why}");
+                }
+                if n_sigma <= t {
+                    assert!(matches!(sigma_t, Some(Ok(()))), "{why}");
+                }
+            }
+        }
     }
 }

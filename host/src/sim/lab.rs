@@ -139,6 +139,14 @@ pub enum DealerFault {
     /// Deals honestly, then accuses this honest dealer of bad shares, revealing the genuine
     /// bundle key of their pair as its "proof".
     FalseAccusation(ClientId),
+    /// Deals σ on a polynomial of degree t (one too many: every share matches its point, but
+    /// no t of them rebuild σ), then goes silent, so that the server must rebuild σ to remove
+    /// its pairwise masks.
+    MaskKeyOfDegreeT,
+    /// Deals β on a polynomial of degree t, then plays on as a survivor: masks its input,
+    /// signs the survivor list and reveals its own β share, so that the server must rebuild
+    /// β. (It reports every bundle it received as unreadable, so it holds no one's shares.)
+    SelfKeyOfDegreeT,
 }
 
 /// One participant of the lab.
@@ -220,9 +228,13 @@ impl Lab {
                 .map(|_| rng.next_u32() & mask)
                 .collect();
             let p = match dealers.get(&id) {
-                Some(fault) => {
-                    Participant::Dealer(Box::new(CheatingDealer::new(&cfg, &ca, id, fault.clone())))
-                }
+                Some(fault) => Participant::Dealer(Box::new(CheatingDealer::new(
+                    &cfg,
+                    &ca,
+                    id,
+                    fault.clone(),
+                    input.clone(),
+                ))),
                 None => {
                     let mut c = sim_client(&cfg, &ca, id, CpuEngine::new())
                         .map_err(|e| SimError::Client(id, e))?;
@@ -678,7 +690,9 @@ impl View {
 }
 
 /// A client that deals bad shares: it joins and advertises honestly, deals as its fault says,
-/// reports nothing on the bundles it receives, and then goes silent. Written from the public cryptography, as an attacker would.
+/// reports nothing on the bundles it receives, and then goes silent — except a
+/// [`DealerFault::SelfKeyOfDegreeT`] dealer, which plays on to the unmasking. Written from the
+/// public cryptography, as an attacker would.
 struct CheatingDealer {
     id: ClientId,
     cfg: SimConfig,
@@ -692,12 +706,16 @@ struct CheatingDealer {
     secrets: Option<ClientSecrets>,
     /// The session and the key list, once known (for a false accusation).
     session: Option<(SessionId, Vec<(ClientId, SignedKeys)>)>,
+    /// Its own share of β, once dealt (revealed by a dealer that plays on).
+    own_self_share: Option<Scalar>,
+    /// Its input (masked by a dealer that plays on).
+    input: Vec<u32>,
     outbox: VecDeque<Envelope<ClientMessage>>,
     status: ClientStatus,
 }
 
 impl CheatingDealer {
-    fn new(cfg: &SimConfig, ca: &CaKey, id: ClientId, fault: DealerFault) -> Self {
+    fn new(cfg: &SimConfig, ca: &CaKey, id: ClientId, fault: DealerFault, input: Vec<u32>) -> Self {
         let key = sim_identity_key(cfg, id);
         let credential = Credential::certificate(&ca.issue(id, &key.public()));
         let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed ^ 0xbad);
@@ -718,6 +736,8 @@ impl CheatingDealer {
             cohort: None,
             secrets: None,
             session: None,
+            own_self_share: None,
+            input,
             outbox: VecDeque::from([Envelope {
                 round: cfg.round.round_id(),
                 message: ClientMessage::Join {
@@ -758,16 +778,90 @@ impl CheatingDealer {
                 }
                 self.status = ClientStatus::Running(crate::Stage::ShareCheck);
             }
-            // It reports nothing on the others' bundles, or accuses an honest dealer.
-            ServerMessage::ShareBundles(_) => {
-                let report = self.false_accusation();
-                self.send(ClientMessage::ShareCheck(report.into_iter().collect()));
+            // It reports nothing on the others' bundles, or accuses an honest dealer; a dealer
+            // that plays on calls every bundle unreadable.
+            ServerMessage::ShareBundles(bundles) => {
+                let reports = if self.plays_on() {
+                    bundles
+                        .iter()
+                        .map(|b| crate::messages::DealerReport {
+                            dealer: b.sender,
+                            kind: crate::messages::ReportKind::Unreadable,
+                        })
+                        .collect()
+                } else {
+                    self.false_accusation().into_iter().collect()
+                };
+                self.send(ClientMessage::ShareCheck(reports));
+            }
+            ServerMessage::MaskRequest(partners) if self.plays_on() => {
+                if let Some(m) = self.masked_input(&partners) {
+                    self.send(m);
+                }
+            }
+            ServerMessage::SurvivorList(survivors) if self.plays_on() => {
+                if let Some((session, _)) = &self.session {
+                    let digest = crate::crypto::survivors_digest(session, &survivors);
+                    let signature = self.key.sign(crate::crypto::SURVIVORS_DOMAIN, &digest);
+                    self.send(ClientMessage::Consistency { signature });
+                }
+            }
+            ServerMessage::UnmaskRequest { .. } if self.plays_on() => {
+                if let Some(share) = self.own_self_share {
+                    self.send(ClientMessage::UnmaskShares(vec![
+                        crate::messages::RevealedShare {
+                            owner: self.id,
+                            kind: ShareKind::SelfMask,
+                            value: share.to_bytes(),
+                        },
+                    ]));
+                }
             }
             ServerMessage::Aborted(r) => {
                 self.status = ClientStatus::Aborted(crate::ProtocolError::ServerAborted(r.clone()));
             }
             _ => {}
         }
+    }
+
+    /// Whether it goes on after the share check as a surviving client would.
+    fn plays_on(&self) -> bool {
+        self.fault == DealerFault::SelfKeyOfDegreeT
+    }
+
+    /// Its input under its self mask and one pairwise mask per partner, as an honest client
+    /// masks it.
+    fn masked_input(&self, partners: &[ClientId]) -> Option<ClientMessage> {
+        let (session, list) = self.session.as_ref()?;
+        let secrets = self.secrets.as_ref()?;
+        let peers: Vec<(ClientId, &crate::crypto::PublicKeys)> = list
+            .iter()
+            .filter(|(id, _)| partners.binary_search(id).is_ok())
+            .map(|(id, k)| (*id, &k.keys))
+            .collect();
+        let seeds = secrets.pairwise_seeds(session, self.id, &peers).ok()?;
+        let mut terms = vec![MaskTerm::plus(self_mask_seed(
+            secrets.self_scalar(),
+            session,
+        ))];
+        for ((v, _), seed) in peers.iter().zip(seeds) {
+            terms.push(if self.id < *v {
+                MaskTerm::plus(seed)
+            } else {
+                MaskTerm::minus(seed)
+            });
+        }
+        let mut masked = self.input.clone();
+        CpuEngine::new()
+            .apply_masks(
+                &mut masked,
+                0,
+                &terms,
+                self.cfg.round.prg(),
+                self.cfg.round.modulus(),
+            )
+            .ok()?;
+        Some(ClientMessage::MaskedInput(masked))
     }
 
     /// A report accusing the dealer named by the fault, with the genuine key of their pair.
@@ -817,8 +911,22 @@ impl CheatingDealer {
         let t = self.cfg.round.threshold();
         let mut holders = neighbors.clone();
         holders.push(self.id);
-        let sigma = deal(secrets.mask_scalar(), t, &holders, &mut self.rng).ok()?;
-        let beta = deal(secrets.self_scalar(), t, &holders, &mut self.rng).ok()?;
+        // A polynomial of degree t has t + 1 coefficients.
+        let degree_t = |yes: bool| if yes { t + 1 } else { t };
+        let sigma = deal(
+            secrets.mask_scalar(),
+            degree_t(self.fault == DealerFault::MaskKeyOfDegreeT),
+            &holders,
+            &mut self.rng,
+        )
+        .ok()?;
+        let beta = deal(
+            secrets.self_scalar(),
+            degree_t(self.fault == DealerFault::SelfKeyOfDegreeT),
+            &holders,
+            &mut self.rng,
+        )
+        .ok()?;
         let (mask_shares, mask_points) = (sigma.shares, sigma.points);
         let (self_shares, mut self_key, self_points) =
             (beta.shares, beta.secret_point, beta.points);
@@ -855,6 +963,7 @@ impl CheatingDealer {
             });
         }
         let own = holders.iter().position(|h| *h == self.id)?;
+        self.own_self_share = Some(self_shares[own].value);
         Some(ClientMessage::ShareKeys {
             self_key,
             own_point: self_points[own],
