@@ -25,7 +25,7 @@ use secagg_engine::{Backend, CpuEngine, MaskTerm};
 
 use super::{SimConfig, SimError, sim_ca, sim_client, sim_identity_key, sim_server};
 use crate::codec::{self, Limits};
-use crate::crypto::feldman::{decompress_point, opens_to, share_matches};
+use crate::crypto::feldman::{decode_point, opens_to, share_matches};
 use crate::crypto::{
     ADVERTISE_DOMAIN, BundlePlaintext, ClientSecrets, GraphSeed, Lagrange, RoundDigest,
     SessionEntry, SessionId, advertisement_message, cohort_digest, deal, masking_point,
@@ -139,6 +139,13 @@ pub enum DealerFault {
     /// Deals honestly, then accuses this honest dealer of bad shares, revealing the genuine
     /// bundle key of their pair as its "proof".
     FalseAccusation(ClientId),
+    /// Publishes the σ and β share points of these holders with a point of order 8 added
+    /// (their shares unchanged): compared byte for byte the shares do not match their points;
+    /// up to the cofactor they do.
+    TorsionPoints(Vec<ClientId>),
+    /// Publishes this holder's β share point as a non-canonical encoding
+    /// ([`NON_CANONICAL_POINT`]).
+    NonCanonicalPoint(ClientId),
     /// Deals σ on a polynomial of degree t (one too many: every share matches its point, but
     /// no t of them rebuild σ), then goes silent, so that the server must rebuild σ to remove
     /// its pairwise masks.
@@ -148,6 +155,17 @@ pub enum DealerFault {
     /// β. (It reports every bundle it received as unreadable, so it holds no one's shares.)
     SelfKeyOfDegreeT,
 }
+
+/// A non-canonical encoding of a curve point: y = p + 3 (p = 2^255 − 19), which decompresses
+/// to the point with y = 3. (Every non-canonical encoding of a point — y ≥ p, or x = 0 with the
+/// sign bit set — is of a point outside the prime-order subgroup or of the identity, so the
+/// rule refuses it twice; it is named for the first rule it breaks.)
+pub const NON_CANONICAL_POINT: [u8; 32] = {
+    let mut b = [0xff; 32];
+    b[0] = 0xf0;
+    b[31] = 0x7f;
+    b
+};
 
 /// One participant of the lab.
 enum Participant {
@@ -556,15 +574,11 @@ impl Lab {
             for (holder, m) in &self.sent {
                 if let ClientMessage::UnmaskShares(list) = m {
                     for s in list {
-                        let point = d
-                            .points
-                            .get(holder)
-                            .map(|(m, s)| if mask { m } else { s })
-                            .and_then(|p| decompress_point(p).ok());
+                        let point = d.points.get(holder).map(|(m, s)| if mask { m } else { s });
                         if s.owner == owner
                             && s.kind == kind
                             && let Ok(v) = crate::crypto::scalar_from_bytes(&s.value)
-                            && point.is_some_and(|p| share_matches(&p, &v))
+                            && point.is_some_and(|p| share_matches(&v, p))
                         {
                             shares.insert(*holder, v);
                         }
@@ -575,7 +589,7 @@ impl Lab {
             if have < t {
                 return (None, have);
             }
-            let key = decompress_point(if mask { &d.mask_key } else { &d.self_key }).ok();
+            let key = decode_point(if mask { &d.mask_key } else { &d.self_key }).ok();
             let holders: Vec<ClientId> = shares.keys().take(t).copied().collect();
             let secret = Lagrange::at_zero(&holders)
                 .ok()
@@ -927,12 +941,36 @@ impl CheatingDealer {
             &mut self.rng,
         )
         .ok()?;
-        let (mask_shares, mask_points) = (sigma.shares, sigma.points);
-        let (self_shares, mut self_key, self_points) =
+        let (mask_shares, mut mask_points) = (sigma.shares, sigma.points);
+        let (self_shares, mut self_key, mut self_points) =
             (beta.shares, beta.secret_point, beta.points);
-        if self.fault == DealerFault::FalseCommitment {
-            let other = crate::crypto::random_scalar(&mut self.rng);
-            self_key = crate::crypto::mask_public_key(&other);
+        match &self.fault {
+            DealerFault::FalseCommitment => {
+                let other = crate::crypto::random_scalar(&mut self.rng);
+                self_key = crate::crypto::mask_public_key(&other);
+            }
+            DealerFault::TorsionPoints(victims) => {
+                let torsion = curve25519_dalek::constants::EIGHT_TORSION[1];
+                let add = |bytes: &mut [u8; 32]| {
+                    if let Some(p) =
+                        curve25519_dalek::edwards::CompressedEdwardsY(*bytes).decompress()
+                    {
+                        *bytes = (p + torsion).compress().to_bytes();
+                    }
+                };
+                for (i, h) in holders.iter().enumerate() {
+                    if victims.contains(h) {
+                        add(&mut mask_points[i]);
+                        add(&mut self_points[i]);
+                    }
+                }
+            }
+            DealerFault::NonCanonicalPoint(victim) => {
+                if let Some(i) = holders.iter().position(|h| h == victim) {
+                    self_points[i] = NON_CANONICAL_POINT;
+                }
+            }
+            _ => {}
         }
         let peers: Vec<(ClientId, &crate::crypto::PublicKeys)> = list
             .iter()
