@@ -10,11 +10,14 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use curve25519_dalek::constants::EIGHT_TORSION;
+use curve25519_dalek::edwards::CompressedEdwardsY;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use secagg::engine::{CpuEngine, Prg, testing};
 use secagg::host::crypto::{
-    ADVERTISE_DOMAIN, ClientSecrets, GraphSeed, RoundDigest, advertisement_message, cohort_digest,
+    ADVERTISE_DOMAIN, ClientSecrets, GraphSeed, PublicKeys, RoundDigest, advertisement_message,
+    cohort_digest,
 };
 use secagg::host::graph::NeighborGraph;
 use secagg::host::identity::{CaKey, IdentityKey};
@@ -24,11 +27,13 @@ use secagg::host::messages::{
 use secagg::host::plan::Adversary;
 use secagg::host::policy::PolicyError;
 use secagg::host::server::ServerEvent;
-use secagg::host::sim::lab::{DealerFault, Honest, Lab, Rebuild, on_client, on_server};
+use secagg::host::sim::lab::{
+    DealerFault, Honest, Lab, NON_CANONICAL_POINT, Rebuild, on_client, on_server,
+};
 use secagg::host::sim::{SimConfig, parameter_free_policy, sim_ca, sim_client};
 use secagg::host::{
-    ClientError, ClientId, ClientPolicy, ClientStatus, CryptoError, DropReason, ProtocolError,
-    RoundConfig, ServerStatus, Stage, Trust,
+    ClientError, ClientId, ClientPolicy, ClientStatus, CryptoError, DropReason, PointError,
+    ProtocolError, RoundConfig, ServerStatus, Stage, Trust,
 };
 
 const TARGET: ClientId = ClientId(0);
@@ -201,6 +206,35 @@ fn substituted_keys_are_caught_before_any_share_leaves() {
     });
     assert!(
         matches!(&e, ProtocolError::UnsafeRequest(w) if w.contains("no valid signature")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn a_mask_key_with_a_torsion_part_stops_the_client_before_any_share_leaves() {
+    // Client 1 colludes: it signs a mask key with a point of order 8 added, and the server
+    // forwards it (an honest server refuses it at advertise-keys). The target applies the same
+    // rule to its neighbours' keys and aborts before it deals.
+    let id = ClientId(1);
+    let e = substituted("torsion_mask_key_in_key_list", |l, honest, cohort| {
+        let p = CompressedEdwardsY(honest.keys.masking)
+            .decompress()
+            .unwrap();
+        let keys = PublicKeys {
+            masking: (p + EIGHT_TORSION[1]).compress().to_bytes(),
+            ..honest.keys
+        };
+        let round = RoundDigest::of(&l.config().round);
+        let m = advertisement_message(&round, cohort, id, &keys, &honest.nonce);
+        SignedKeys {
+            keys,
+            signature: l.identity_key(id).sign(ADVERTISE_DOMAIN, &m),
+            ..honest.clone()
+        }
+    });
+    assert!(
+        matches!(&e, ProtocolError::UnsafeRequest(w)
+            if w.contains("mask-agreement key") && w.contains("torsion")),
         "{e:?}"
     );
 }
@@ -978,6 +1012,114 @@ fn a_cheating_dealer_is_excluded_and_the_rest_sum_exactly() {
 }
 
 #[test]
+fn a_dealing_of_degree_t_is_excluded_before_anyone_masks_with_it() {
+    // Every share matches its point, but the points lie on a polynomial of degree t, so no t
+    // shares rebuild the secret. σ: the dealer then goes silent and the server would have to
+    // rebuild σ; β: the dealer masks and survives and the server would have to rebuild β.
+    // Either way the server must see it in the dealing, before anyone masks with the dealer.
+    for (test, fault, set) in [
+        ("degree_t_mask_key", DealerFault::MaskKeyOfDegreeT, "σ"),
+        ("degree_t_self_key", DealerFault::SelfKeyOfDegreeT, "β"),
+    ] {
+        let cfg = lab_config(test, 10, 9, 6);
+        let mut l = Lab::with_dealers(cfg, BTreeMap::from([(ClientId(3), fault)])).unwrap();
+        l.run(&mut Honest).unwrap();
+        completed(&l);
+        let out = l.server().output().unwrap();
+        assert!(!out.included.contains(&ClientId(3)), "{test}");
+        assert_eq!(out.included.len(), 9, "{test}");
+        assert_eq!(out.dropped.len(), 1, "{test}: {:?}", out.dropped);
+        match dropped(&l, ClientId(3)) {
+            Some((
+                Stage::ShareKeys,
+                DropReason::Misbehaved(ProtocolError::Crypto(CryptoError::Commitment(why))),
+            )) => assert!(why.contains(set), "{test}: {why}"),
+            other => panic!("{test}: {other:?}"),
+        }
+        // No honest client was asked to mask with it, or received its bundle.
+        for c in (0..10).filter(|c| *c != 3) {
+            for env in l.received(ClientId(c)) {
+                match &env.message {
+                    ServerMessage::MaskRequest(partners) => {
+                        assert!(!partners.contains(&ClientId(3)), "{test}: client {c}")
+                    }
+                    ServerMessage::ShareBundles(bundles) => {
+                        assert!(bundles.iter().all(|b| b.sender != ClientId(3)), "{test}")
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_dealer_with_torsion_or_non_canonical_points_is_excluded_and_no_reporter_is_dropped() {
+    // A dealer adds a point of order 8 to the published share points of some holders, their
+    // shares unchanged: a holder comparing bytes reports a mismatch, a server comparing up to
+    // the cofactor would call the report false and drop the holder — and with enough victims
+    // (an arc of the ring) abort the round. With one rule for points on both sides the server
+    // refuses the dealing itself. The same for a non-canonically encoded point.
+    let all_but_dealer: Vec<ClientId> = (0..16).filter(|c| *c != 3).map(ClientId).collect();
+    for (test, n, k, t, fault, what, why) in [
+        (
+            "torsion_dealer_two_victims",
+            10,
+            9,
+            6,
+            DealerFault::TorsionPoints(vec![ClientId(1), ClientId(2)]),
+            "σ share point",
+            PointError::Torsion,
+        ),
+        (
+            "torsion_dealer_five_victims",
+            10,
+            9,
+            6,
+            DealerFault::TorsionPoints((4..9).map(ClientId).collect()),
+            "σ share point",
+            PointError::Torsion,
+        ),
+        (
+            "torsion_dealer_sparse_every_holder",
+            16,
+            6,
+            4,
+            DealerFault::TorsionPoints(all_but_dealer.clone()),
+            "σ share point",
+            PointError::Torsion,
+        ),
+        (
+            "non_canonical_point_dealer",
+            10,
+            9,
+            6,
+            DealerFault::NonCanonicalPoint(ClientId(5)),
+            "β share point",
+            PointError::NonCanonical,
+        ),
+    ] {
+        let cfg = lab_config(test, n, k, t);
+        let mut l = Lab::with_dealers(cfg, BTreeMap::from([(ClientId(3), fault)])).unwrap();
+        l.run(&mut Honest).unwrap();
+        completed(&l);
+        let out = l.server().output().unwrap();
+        assert_eq!(out.included.len(), n - 1, "{test}: {:?}", out.dropped);
+        assert!(!out.included.contains(&ClientId(3)), "{test}");
+        // Nobody but the dealer was dropped: no honest holder paid for reporting it.
+        assert_eq!(out.dropped.len(), 1, "{test}: {:?}", out.dropped);
+        assert_eq!(
+            dropped(&l, ClientId(3)),
+            Some((
+                Stage::ShareKeys,
+                DropReason::Misbehaved(ProtocolError::Crypto(CryptoError::BadPoint { what, why }))
+            )),
+            "{test}"
+        );
+    }
+}
+
+#[test]
 fn bad_holders_are_left_out_without_search() {
     // Two holders reveal wrong shares for every owner they hold; the server checks each
     // owner's shares against its commitments, leaves the bad ones out and names them.
@@ -1219,12 +1361,21 @@ fn wrong_round_and_unexpected_messages_drop_only_their_sender() {
 
 #[test]
 fn low_order_keys_are_dropped_at_advertise() {
-    let mut l = lab("low_order_keys", 8, 7, 5);
+    let mut l = lab("low_order_keys", 10, 9, 5);
     let mut t = on_client(|from, m| match m {
+        // A mask key of order 4; one with a part of order 8; one non-canonically encoded; a
+        // small-order encryption key.
         ClientMessage::AdvertiseKeys(mut s) if from == ClientId(2) => {
-            s.keys.masking = curve25519_dalek::constants::EIGHT_TORSION[2]
-                .compress()
-                .to_bytes();
+            s.keys.masking = EIGHT_TORSION[2].compress().to_bytes();
+            Some(ClientMessage::AdvertiseKeys(s))
+        }
+        ClientMessage::AdvertiseKeys(mut s) if from == ClientId(4) => {
+            let p = CompressedEdwardsY(s.keys.masking).decompress().unwrap();
+            s.keys.masking = (p + EIGHT_TORSION[5]).compress().to_bytes();
+            Some(ClientMessage::AdvertiseKeys(s))
+        }
+        ClientMessage::AdvertiseKeys(mut s) if from == ClientId(5) => {
+            s.keys.masking = NON_CANONICAL_POINT;
             Some(ClientMessage::AdvertiseKeys(s))
         }
         ClientMessage::AdvertiseKeys(mut s) if from == ClientId(3) => {
@@ -1235,14 +1386,29 @@ fn low_order_keys_are_dropped_at_advertise() {
     });
     l.run(&mut t).unwrap();
     completed(&l);
-    for c in [2, 3] {
-        assert!(matches!(
+    assert!(matches!(
+        dropped(&l, ClientId(3)),
+        Some((
+            Stage::AdvertiseKeys,
+            DropReason::Misbehaved(ProtocolError::Crypto(CryptoError::NonContributory { .. }))
+        ))
+    ));
+    for (c, why) in [
+        (2, PointError::Torsion),
+        (4, PointError::Torsion),
+        (5, PointError::NonCanonical),
+    ] {
+        assert_eq!(
             dropped(&l, ClientId(c)),
             Some((
                 Stage::AdvertiseKeys,
-                DropReason::Misbehaved(ProtocolError::Crypto(CryptoError::NonContributory { .. }))
-            ))
-        ));
+                DropReason::Misbehaved(ProtocolError::Crypto(CryptoError::BadPoint {
+                    what: "mask-agreement key",
+                    why
+                }))
+            )),
+            "client {c}"
+        );
     }
 }
 

@@ -192,9 +192,38 @@ pub enum CryptoError {
     /// A dealing's commitments or share points are malformed or inconsistent.
     #[error("bad share commitments: {0}")]
     Commitment(String),
-    /// A mask-agreement key that is not a valid point of large order.
-    #[error("mask-agreement key is not a valid Ed25519 point of large order")]
-    BadMaskingKey,
+    /// Bytes that are not a point this protocol accepts: `what` names the point (a
+    /// mask-agreement key, a commitment, a share point), `why` the rule it breaks.
+    #[error("the {what} is not an acceptable point: {why}")]
+    BadPoint {
+        /// Which point.
+        what: &'static str,
+        /// The rule it breaks.
+        why: PointError,
+    },
+}
+
+/// Why 32 bytes are not a point the protocol accepts. Every point that enters — a
+/// mask-agreement key σ·B, a self-mask commitment β·B, a share point — must be the canonical
+/// encoding of a point of the prime-order subgroup other than the identity, on the client and
+/// on the server alike, so that a point and its encoding are one and the same and every
+/// comparison can be exact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PointError {
+    /// Not the y-coordinate of a point of the curve.
+    #[error("not on the curve")]
+    NotOnCurve,
+    /// A point, but not in its one canonical encoding (y ≥ p, or x = 0 with the sign bit set):
+    /// its bytes do not survive decompression and compression.
+    #[error("not canonically encoded")]
+    NonCanonical,
+    /// The identity (the commitment to zero).
+    #[error("the identity")]
+    Identity,
+    /// A point with a component in the small-order (torsion) subgroup of order 8.
+    #[error("it has a small-order (torsion) component")]
+    Torsion,
 }
 
 impl From<crate::identity::IdentityError> for ProtocolError {

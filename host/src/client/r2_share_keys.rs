@@ -1,11 +1,14 @@
 //! Stage 2 on the client: check the key list, derive the session and the neighbour graph,
-//! check every neighbour's credential and signature, then deal both secrets among the
-//! neighbours (and itself) with Feldman-style share points and send one sealed bundle to each
-//! neighbour through the server.
+//! check every member's credential (and, in a self-selected round, its ticket) and every
+//! neighbour's signature and mask-agreement key (under the one rule for points: canonical, in
+//! the prime-order subgroup, not the identity), then deal both
+//! secrets among the neighbours (and itself) with Feldman-style share points and send one
+//! sealed bundle to each neighbour through the server.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use curve25519_dalek::edwards::EdwardsPoint;
 use rand_core::CryptoRng;
 use secagg_engine::Backend;
 
@@ -14,7 +17,7 @@ use super::{ADVERTISE_DOMAIN, Ctx, OwnShare, State, advertisement_message};
 use crate::credentials::{claimed_key, names, verify_all};
 use crate::crypto::{
     BundleKey, BundlePlaintext, ClientSecrets, Dealt, GraphSeed, PublicKeys, SessionEntry,
-    SessionId, deal, nonce_commitment, share_points_digest,
+    SessionId, deal, masking_point, nonce_commitment, share_points_digest,
 };
 use crate::error::ProtocolError;
 use crate::graph::NeighborGraph;
@@ -33,6 +36,9 @@ pub(super) struct Membership {
     pub(super) list: Arc<[(ClientId, SignedKeys)]>,
     /// Members whose credential this client has checked, with the identity key it proves.
     pub(super) identities: HashMap<ClientId, crate::identity::IdentityPublicKey>,
+    /// Each neighbour's mask-agreement key, checked under the one rule for points and ready
+    /// for agreement (8·S, [`masking_point`]).
+    pub(super) mask_keys: HashMap<ClientId, EdwardsPoint>,
 }
 
 impl Membership {
@@ -218,6 +224,17 @@ impl ExpectKeyList {
             });
         }
         drop(items);
+        // Every neighbour's mask-agreement key under the one rule for points, before any share
+        // leaves: the server must have refused a key that breaks it.
+        let mut mask_keys = HashMap::with_capacity(peers.len());
+        for (v, entry) in &peers {
+            let point = masking_point(&entry.keys.masking).map_err(|e| {
+                ProtocolError::UnsafeRequest(format!(
+                    "{e}, the key of {v} (the server forwarded it)"
+                ))
+            })?;
+            mask_keys.insert(*v, point);
+        }
         // Holders: every neighbour, and ourselves (our own share of the self mask lets a
         // surviving client help rebuild it).
         let mut holders = neighbors.clone();
@@ -280,6 +297,7 @@ impl ExpectKeyList {
             neighbors,
             list: keys.clone(),
             identities,
+            mask_keys,
         };
         Ok(ExpectShareBundles::new(
             self.secrets,

@@ -22,9 +22,10 @@ use super::r5_consistency::ExpectSurvivorList;
 use super::stream::MaskStream;
 use super::{ClientError, Ctx, Next, OwnShare, State};
 use crate::ClientId;
-use crate::crypto::{ClientSecrets, PublicKeys, self_mask_seed};
+use crate::crypto::{ClientSecrets, pairwise_seeds, self_mask_seed};
 use crate::error::ProtocolError;
 use crate::messages::ClientMessage;
+use curve25519_dalek::edwards::EdwardsPoint;
 
 /// Waiting for the neighbours to mask with.
 pub(super) struct ExpectMaskRequest {
@@ -110,13 +111,24 @@ impl ExpectMaskRequest {
             self.secrets.self_scalar(),
             &self.membership.session,
         )));
-        let peers: Vec<(ClientId, &PublicKeys)> = partners
+        // The partners' keys, checked and prepared when they arrived (every partner is a
+        // neighbour, so each has one).
+        let peers: Vec<(ClientId, &EdwardsPoint)> = partners
             .iter()
-            .filter_map(|v| self.membership.entry(*v).map(|e| (*v, &e.keys)))
-            .collect();
-        let seeds = self
-            .secrets
-            .pairwise_seeds(&self.membership.session, me, &peers)?;
+            .map(|v| {
+                self.membership
+                    .mask_keys
+                    .get(v)
+                    .map(|p| (*v, p))
+                    .ok_or(ProtocolError::UnknownClient(*v))
+            })
+            .collect::<Result<_, _>>()?;
+        let seeds = pairwise_seeds(
+            self.secrets.mask_scalar(),
+            &self.membership.session,
+            me,
+            &peers,
+        )?;
         for ((v, _), seed) in peers.iter().zip(seeds) {
             terms.push(if me < *v {
                 MaskTerm::plus(seed)

@@ -4,9 +4,12 @@
 //! * X25519 (x25519-dalek) for the share-bundle keys; a non-contributory result (a low-order
 //!   public key) is an error, never a weak key.
 //! * The mask-agreement key is a curve25519 scalar σ whose public key is σ·B on Ed25519 (its
-//!   Feldman commitment C_0, so the key and the shares dealt of σ are bound together). Pairwise
-//!   seeds come from the u-coordinate of σ_u·8·S_v, which both ends compute; multiplying by the
-//!   cofactor removes any small-order part a peer's key may carry.
+//!   Feldman commitment C_0, so the key and the shares dealt of σ are bound together). A key
+//!   is accepted only under the protocol's one rule for points ([`feldman::decode_points`]:
+//!   canonical, in the prime-order subgroup, not the identity), by the server when it is
+//!   advertised and by each client when its neighbours' keys arrive. Pairwise seeds come from
+//!   the u-coordinate of σ_u·8·S_v, which both ends compute (the factor 8 is part of the
+//!   derivation; it no longer has a small-order part to remove).
 //! * HKDF-SHA256 with a distinct label per use and the session id as salt.
 //! * ChaCha20-Poly1305 for share bundles, with associated data binding session, sender,
 //!   recipient and the public points of the shares inside (so the server cannot show a
@@ -77,12 +80,16 @@ pub fn is_low_order(pk: &[u8; 32]) -> bool {
         .was_contributory()
 }
 
-/// A peer's mask-agreement key ready for agreement: 8·S, the cofactor cleared. Refuses a key
-/// that does not decompress or has small order (its agreement would be predictable).
+/// A peer's mask-agreement key ready for agreement: 8·S. Refuses a key that breaks the one
+/// rule for points ([`feldman::decode_point`]): not on the curve, not canonically encoded,
+/// the identity, or with a small-order component.
 pub fn masking_point(public: &[u8; 32]) -> Result<EdwardsPoint, CryptoError> {
-    feldman::decompress_point(public)
+    feldman::decode_point(public)
         .map(|p| p.mul_by_cofactor())
-        .map_err(|_| CryptoError::BadMaskingKey)
+        .map_err(|why| CryptoError::BadPoint {
+            what: "mask-agreement key",
+            why,
+        })
 }
 
 /// The two secrets a client shares with its neighbours, drawn as curve25519 scalars so that
@@ -234,7 +241,7 @@ pub fn pairwise_seeds(
     let mut result = Ok(());
     for ((peer, _), u) in peers.iter().zip(&shared) {
         let dh = Zeroizing::new(u.to_bytes());
-        // 8·S has prime order (masking_point refused the rest) and σ is non-zero with
+        // 8·S has prime order (masking_point refused every other key) and σ is non-zero with
         // overwhelming probability; a zero product means a zero scalar: refuse it anyway.
         if bool::from(dh.ct_eq(&[0u8; 32])) {
             result = Err(CryptoError::NonContributory { peer: *peer });
@@ -540,26 +547,37 @@ mod tests {
     }
 
     #[test]
-    fn a_small_order_part_in_a_masking_key_changes_nothing() {
-        let mut rng = ChaCha20Rng::seed_from_u64(4);
+    fn a_masking_key_with_a_small_order_part_is_refused() {
+        let seed = secagg_engine::testing::test_seed("crypto::masking_key_torsion");
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
         let a = ClientSecrets::generate(&mut rng);
-        let b = ClientSecrets::generate(&mut rng);
-        let clean = b.public_keys();
-        let mut dirty = clean;
+        let clean = ClientSecrets::generate(&mut rng).public_keys();
         let p = curve25519_dalek::edwards::CompressedEdwardsY(clean.masking)
             .decompress()
             .unwrap();
-        dirty.masking = (p + curve25519_dalek::constants::EIGHT_TORSION[3])
-            .compress()
-            .to_bytes();
-        assert_ne!(dirty.masking, clean.masking);
-        let s1 = a
-            .pairwise_seeds(&session(), ClientId(1), &[(ClientId(2), &clean)])
-            .unwrap();
-        let s2 = a
-            .pairwise_seeds(&session(), ClientId(1), &[(ClientId(2), &dirty)])
-            .unwrap();
-        assert_eq!(s1[0].expose_secret(), s2[0].expose_secret());
+        assert!(masking_point(&clean.masking).is_ok());
+        for (i, torsion) in curve25519_dalek::constants::EIGHT_TORSION
+            .iter()
+            .enumerate()
+            .skip(1)
+        {
+            let mut dirty = clean;
+            dirty.masking = (p + torsion).compress().to_bytes();
+            assert!(
+                matches!(
+                    masking_point(&dirty.masking),
+                    Err(CryptoError::BadPoint {
+                        why: crate::error::PointError::Torsion,
+                        ..
+                    })
+                ),
+                "torsion point {i}"
+            );
+            assert!(matches!(
+                a.pairwise_seeds(&session(), ClientId(1), &[(ClientId(2), &dirty)]),
+                Err(CryptoError::NonContributory { peer: ClientId(2) })
+            ));
+        }
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! Stage 1 on the server: collect each cohort member's signed round keys.
 //!
 //! Each advertisement is checked on arrival — the nonce opens the member's commitment in the
-//! cohort, both keys are of large order, the credential is a certificate from the deployment
-//! CA for the sender's id (when the round is enrolled), its selection ticket verifies and
-//! admits it (in a self-selected round), and the signature covers the round,
-//! the cohort, the id, the keys and the nonce — so that one client's bad advertisement costs
-//! that client alone: honest clients abort on any bad entry in the key list, because only the
-//! server could have let it through. At the end the server fixes U1, derives the session id and
-//! the neighbour graph, and sends every client in U1 the full key list.
+//! cohort, the encryption key is not of small order, the mask-agreement key σ·B passes the one
+//! rule for points (canonical, in the prime-order subgroup, not the identity; see
+//! [`crate::crypto::feldman::decode_points`]), the credential is a certificate from the
+//! deployment CA for the sender's id (when the round is enrolled), its selection ticket verifies
+//! and admits it (in a self-selected round), and the signature covers the
+//! round, the cohort, the id, the keys and the nonce — so that one client's bad advertisement
+//! costs that client alone: honest clients abort on any bad entry in the key list, because only
+//! the server could have let it through. At the end the server fixes U1, derives the session id
+//! and the neighbour graph, and sends every client in U1 the full key list.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -92,8 +94,9 @@ impl ExpectKeys {
         self.check_done(ctx)
     }
 
-    /// The nonce opens the cohort commitment, the keys are of large order, the credential and
-    /// the signature verify.
+    /// The nonce opens the cohort commitment, the encryption key is not of small order, the
+    /// mask-agreement key passes the one rule for points, the credential and the signature
+    /// verify.
     fn check<E>(
         &self,
         ctx: &Ctx<'_, E>,
@@ -110,9 +113,10 @@ impl ExpectKeys {
                 "the revealed nonce does not open the commitment made at join".into(),
             ));
         }
-        if is_low_order(&signed.keys.encryption) || masking_point(&signed.keys.masking).is_err() {
+        if is_low_order(&signed.keys.encryption) {
             return Err(CryptoError::NonContributory { peer: from }.into());
         }
+        masking_point(&signed.keys.masking)?;
         let key = identity_key(ctx.ca, from, &signed.credential)?;
         match (ctx.config.selection(), ctx.ca, &signed.ticket) {
             (None, _, None) => {}

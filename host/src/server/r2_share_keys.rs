@@ -2,12 +2,14 @@
 //!
 //! The server checks what it can see: one bundle per neighbour, of the sealed size (on arrival),
 //! and the public points of the dealing — σ·B (the advertised mask key) with every σ share·B,
-//! β·B with every β share·B — each a valid point, each set on one polynomial of degree < t (a
-//! random dual codeword annihilates it; all dealings at the end of the stage, on every core,
-//! with one field inversion for all). A dealer whose points fail is dropped here, before anyone
-//! relies on its shares. The server cannot open the bundles; it keeps a copy of each, so that a
-//! holder's report that a bundle's shares do not match their points can be checked later. U2 is
-//! the set of dealers whose share keys arrived and passed.
+//! β·B with the dealer's own and every other β share·B — each under the one rule for points
+//! (canonical, in the prime-order subgroup, not the identity), each set on one polynomial of
+//! degree < t (a random codeword of that set's dual code annihilates it; all dealings at the
+//! end of the stage, on every core, with one field inversion for all). A dealer whose points
+//! fail is dropped here, before anyone relies on its shares. The server cannot open the
+//! bundles; it keeps a copy of each, so that a holder's report that a bundle's shares do not
+//! match their points can be checked later, by the holder's own byte-exact rule. U2 is the set
+//! of dealers whose share keys arrived and passed.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -22,7 +24,7 @@ use curve25519_dalek::edwards::EdwardsPoint;
 use sha2::{Digest, Sha256};
 
 use crate::crypto::BUNDLE_LEN;
-use crate::crypto::feldman::{Dealing, decompress_point, verify_dealings};
+use crate::crypto::feldman::{Dealing, verify_dealings};
 use crate::error::ProtocolError;
 use crate::messages::{ClientMessage, ForwardedBundle, SealedBundle, ServerMessage};
 use crate::{ClientId, Stage};
@@ -39,10 +41,10 @@ pub(super) struct Dealer {
 }
 
 impl Dealer {
-    /// The point of `holder`'s share of σ (`mask`) or β, decompressed.
-    pub(super) fn point(&self, holder: ClientId, mask: bool) -> Option<EdwardsPoint> {
+    /// The published point of `holder`'s share of σ (`mask`) or β (checked at this stage).
+    pub(super) fn point(&self, holder: ClientId, mask: bool) -> Option<&[u8; 32]> {
         let (m, s) = self.points.get(&holder)?;
-        decompress_point(if mask { m } else { s }).ok()
+        Some(if mask { m } else { s })
     }
 
     /// What the bundle to `holder` is bound to.

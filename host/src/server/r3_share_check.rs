@@ -123,10 +123,11 @@ impl ExpectShareChecks {
                         dealer: d,
                         why: "the revealed key does not open the bundle",
                     })?;
+                // The holder's own rule, byte for byte.
                 let matches = |mask: bool, share| {
                     dealer
                         .point(from, mask)
-                        .is_some_and(|p| share_matches(&p, share))
+                        .is_some_and(|p| share_matches(share, p))
                 };
                 if matches(true, &opened.mask_share) && matches(false, &opened.self_share) {
                     return Err(ProtocolError::FalseReport {

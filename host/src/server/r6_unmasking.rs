@@ -5,10 +5,11 @@
 //! that sent no masked input (certified \ U3) and has a neighbour in U3, its mask key σ. Each
 //! rebuilt secret is checked against its commitment (σ·B, the mask key; β·B); when the first t
 //! shares do not open it, every share of that owner is checked alone against its public point
-//! (one fixed-base multiplication each), the bad ones are left out and their holders named — no
-//! search over subsets. Lagrange coefficients are computed once per set of share holders. The
-//! mask job then subtracts every survivor's self mask and cancels every pairwise mask between a
-//! dropped client and its surviving neighbours, over the whole vector at once.
+//! (one fixed-base multiplication each, compared byte for byte: the holders' own rule), the bad
+//! ones are left out and their holders named — no search over subsets. Lagrange coefficients
+//! are computed once per set of share holders. The mask job then subtracts every survivor's
+//! self mask and cancels every pairwise mask between a dropped client and its surviving
+//! neighbours, over the whole vector at once.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
@@ -23,7 +24,7 @@ use super::r4_masked_input::Membership;
 use super::{
     Ctx, DropReason, Input, Roll, RoundOutput, ServerEvent, State, late_or_unknown, out_of_turn,
 };
-use crate::crypto::feldman::{opens_to, share_matches};
+use crate::crypto::feldman::{matches_points, opens_to};
 use crate::crypto::{Lagrange, masking_point, pairwise_seeds, scalar_from_bytes, self_mask_seed};
 use crate::error::{CryptoError, ProtocolError};
 use crate::messages::{ClientMessage, RevealedShare, ServerMessage, ShareKind};
@@ -306,7 +307,7 @@ impl<A: Send + Sync> ExpectUnmaskShares<A> {
                         owner,
                         t,
                         &dealer.self_key,
-                        &|h| dealer.point(h, false),
+                        &|h| dealer.point(h, false).copied(),
                         "self-mask secret",
                         &lagrange,
                     )?;
@@ -319,7 +320,7 @@ impl<A: Send + Sync> ExpectUnmaskShares<A> {
                     owner,
                     t,
                     &dealer.mask_key,
-                    &|h| dealer.point(h, true),
+                    &|h| dealer.point(h, true).copied(),
                     "mask-agreement key",
                     &lagrange,
                 )?;
@@ -364,7 +365,7 @@ fn rebuild(
     owner: ClientId,
     t: usize,
     secret_point: &EdwardsPoint,
-    point_of: &dyn Fn(ClientId) -> Option<EdwardsPoint>,
+    point_of: &dyn Fn(ClientId) -> Option<[u8; 32]>,
     what: &'static str,
     shared: &HashMap<Vec<ClientId>, Lagrange>,
 ) -> Result<(Scalar, Vec<(ClientId, ClientId)>), ProtocolError> {
@@ -385,11 +386,23 @@ fn rebuild(
         }
         secret.zeroize();
     }
-    type Pairs<'a> = Vec<(&'a ClientId, &'a Scalar)>;
-    let (good, bad): (Pairs<'_>, Pairs<'_>) = received
-        .iter()
-        .partition(|(h, v)| point_of(**h).is_some_and(|p| share_matches(&p, v)));
-    let culprits: Vec<(ClientId, ClientId)> = bad.iter().map(|(h, _)| (**h, owner)).collect();
+    // Each share against its published point by the holders' own rule, all at once.
+    let published: Vec<Option<[u8; 32]>> = received.keys().map(|h| point_of(*h)).collect();
+    let checkable: Vec<(&Scalar, &[u8; 32])> = received
+        .values()
+        .zip(&published)
+        .filter_map(|(v, p)| p.as_ref().map(|p| (v, p)))
+        .collect();
+    let mut verdicts = matches_points(&checkable).into_iter();
+    let mut good: Vec<(&ClientId, &Scalar)> = Vec::with_capacity(received.len());
+    let mut culprits: Vec<(ClientId, ClientId)> = Vec::new();
+    for ((h, v), p) in received.iter().zip(&published) {
+        if p.is_some() && verdicts.next().unwrap_or(false) {
+            good.push((h, v));
+        } else {
+            culprits.push((*h, owner));
+        }
+    }
     if good.len() < t {
         return Err(CryptoError::TooFewShares {
             owner,

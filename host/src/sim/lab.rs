@@ -25,7 +25,7 @@ use secagg_engine::{Backend, CpuEngine, MaskTerm};
 
 use super::{SimConfig, SimError, sim_ca, sim_client, sim_identity_key, sim_server};
 use crate::codec::{self, Limits};
-use crate::crypto::feldman::{decompress_point, opens_to, share_matches};
+use crate::crypto::feldman::{decode_point, opens_to, share_matches};
 use crate::crypto::{
     ADVERTISE_DOMAIN, BundlePlaintext, ClientSecrets, GraphSeed, Lagrange, RoundDigest,
     SessionEntry, SessionId, advertisement_message, cohort_digest, deal, masking_point,
@@ -143,7 +143,33 @@ pub enum DealerFault {
     /// advertises its genuine ticket, which verifies and loses (a server that seats it
     /// anyway is lying about who is eligible).
     Ineligible,
+    /// Publishes the σ and β share points of these holders with a point of order 8 added
+    /// (their shares unchanged): compared byte for byte the shares do not match their points;
+    /// up to the cofactor they do.
+    TorsionPoints(Vec<ClientId>),
+    /// Publishes this holder's β share point as a non-canonical encoding
+    /// ([`NON_CANONICAL_POINT`]).
+    NonCanonicalPoint(ClientId),
+    /// Deals σ on a polynomial of degree t (one too many: every share matches its point, but
+    /// no t of them rebuild σ), then goes silent, so that the server must rebuild σ to remove
+    /// its pairwise masks.
+    MaskKeyOfDegreeT,
+    /// Deals β on a polynomial of degree t, then plays on as a survivor: masks its input,
+    /// signs the survivor list and reveals its own β share, so that the server must rebuild
+    /// β. (It reports every bundle it received as unreadable, so it holds no one's shares.)
+    SelfKeyOfDegreeT,
 }
+
+/// A non-canonical encoding of a curve point: y = p + 3 (p = 2^255 − 19), which decompresses
+/// to the point with y = 3. (Every non-canonical encoding of a point — y ≥ p, or x = 0 with the
+/// sign bit set — is of a point outside the prime-order subgroup or of the identity, so the
+/// rule refuses it twice; it is named for the first rule it breaks.)
+pub const NON_CANONICAL_POINT: [u8; 32] = {
+    let mut b = [0xff; 32];
+    b[0] = 0xf0;
+    b[31] = 0x7f;
+    b
+};
 
 /// One participant of the lab.
 enum Participant {
@@ -223,9 +249,13 @@ impl Lab {
                 .map(|_| rng.next_u32() & mask)
                 .collect();
             let p = match dealers.get(&id) {
-                Some(fault) => {
-                    Participant::Dealer(Box::new(CheatingDealer::new(&cfg, &ca, id, fault.clone())))
-                }
+                Some(fault) => Participant::Dealer(Box::new(CheatingDealer::new(
+                    &cfg,
+                    &ca,
+                    id,
+                    fault.clone(),
+                    input.clone(),
+                ))),
                 None => {
                     let mut c = sim_client(&cfg, &ca, id, CpuEngine::new())
                         .map_err(|e| SimError::Client(id, e))?;
@@ -547,15 +577,11 @@ impl Lab {
             for (holder, m) in &self.sent {
                 if let ClientMessage::UnmaskShares(list) = m {
                     for s in list {
-                        let point = d
-                            .points
-                            .get(holder)
-                            .map(|(m, s)| if mask { m } else { s })
-                            .and_then(|p| decompress_point(p).ok());
+                        let point = d.points.get(holder).map(|(m, s)| if mask { m } else { s });
                         if s.owner == owner
                             && s.kind == kind
                             && let Ok(v) = crate::crypto::scalar_from_bytes(&s.value)
-                            && point.is_some_and(|p| share_matches(&p, &v))
+                            && point.is_some_and(|p| share_matches(&v, p))
                         {
                             shares.insert(*holder, v);
                         }
@@ -566,7 +592,7 @@ impl Lab {
             if have < t {
                 return (None, have);
             }
-            let key = decompress_point(if mask { &d.mask_key } else { &d.self_key }).ok();
+            let key = decode_point(if mask { &d.mask_key } else { &d.self_key }).ok();
             let holders: Vec<ClientId> = shares.keys().take(t).copied().collect();
             let secret = Lagrange::at_zero(&holders)
                 .ok()
@@ -681,7 +707,9 @@ impl View {
 }
 
 /// A client that deals bad shares: it joins and advertises honestly, deals as its fault says,
-/// reports nothing on the bundles it receives, and then goes silent. Written from the public cryptography, as an attacker would.
+/// reports nothing on the bundles it receives, and then goes silent — except a
+/// [`DealerFault::SelfKeyOfDegreeT`] dealer, which plays on to the unmasking. Written from the
+/// public cryptography, as an attacker would.
 struct CheatingDealer {
     id: ClientId,
     cfg: SimConfig,
@@ -695,12 +723,16 @@ struct CheatingDealer {
     secrets: Option<ClientSecrets>,
     /// The session and the key list, once known (for a false accusation).
     session: Option<(SessionId, Vec<(ClientId, SignedKeys)>)>,
+    /// Its own share of β, once dealt (revealed by a dealer that plays on).
+    own_self_share: Option<Scalar>,
+    /// Its input (masked by a dealer that plays on).
+    input: Vec<u32>,
     outbox: VecDeque<Envelope<ClientMessage>>,
     status: ClientStatus,
 }
 
 impl CheatingDealer {
-    fn new(cfg: &SimConfig, ca: &CaKey, id: ClientId, fault: DealerFault) -> Self {
+    fn new(cfg: &SimConfig, ca: &CaKey, id: ClientId, fault: DealerFault, input: Vec<u32>) -> Self {
         let key = sim_identity_key(cfg, id);
         let credential = Credential::certificate(&ca.issue(id, &key.public()));
         let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed ^ 0xbad);
@@ -721,6 +753,8 @@ impl CheatingDealer {
             cohort: None,
             secrets: None,
             session: None,
+            own_self_share: None,
+            input,
             outbox: VecDeque::from([Envelope {
                 round: cfg.round.round_id(),
                 message: ClientMessage::Join {
@@ -769,16 +803,90 @@ impl CheatingDealer {
                 }
                 self.status = ClientStatus::Running(crate::Stage::ShareCheck);
             }
-            // It reports nothing on the others' bundles, or accuses an honest dealer.
-            ServerMessage::ShareBundles(_) => {
-                let report = self.false_accusation();
-                self.send(ClientMessage::ShareCheck(report.into_iter().collect()));
+            // It reports nothing on the others' bundles, or accuses an honest dealer; a dealer
+            // that plays on calls every bundle unreadable.
+            ServerMessage::ShareBundles(bundles) => {
+                let reports = if self.plays_on() {
+                    bundles
+                        .iter()
+                        .map(|b| crate::messages::DealerReport {
+                            dealer: b.sender,
+                            kind: crate::messages::ReportKind::Unreadable,
+                        })
+                        .collect()
+                } else {
+                    self.false_accusation().into_iter().collect()
+                };
+                self.send(ClientMessage::ShareCheck(reports));
+            }
+            ServerMessage::MaskRequest(partners) if self.plays_on() => {
+                if let Some(m) = self.masked_input(&partners) {
+                    self.send(m);
+                }
+            }
+            ServerMessage::SurvivorList(survivors) if self.plays_on() => {
+                if let Some((session, _)) = &self.session {
+                    let digest = crate::crypto::survivors_digest(session, &survivors);
+                    let signature = self.key.sign(crate::crypto::SURVIVORS_DOMAIN, &digest);
+                    self.send(ClientMessage::Consistency { signature });
+                }
+            }
+            ServerMessage::UnmaskRequest { .. } if self.plays_on() => {
+                if let Some(share) = self.own_self_share {
+                    self.send(ClientMessage::UnmaskShares(vec![
+                        crate::messages::RevealedShare {
+                            owner: self.id,
+                            kind: ShareKind::SelfMask,
+                            value: share.to_bytes(),
+                        },
+                    ]));
+                }
             }
             ServerMessage::Aborted(r) => {
                 self.status = ClientStatus::Aborted(crate::ProtocolError::ServerAborted(r.clone()));
             }
             _ => {}
         }
+    }
+
+    /// Whether it goes on after the share check as a surviving client would.
+    fn plays_on(&self) -> bool {
+        self.fault == DealerFault::SelfKeyOfDegreeT
+    }
+
+    /// Its input under its self mask and one pairwise mask per partner, as an honest client
+    /// masks it.
+    fn masked_input(&self, partners: &[ClientId]) -> Option<ClientMessage> {
+        let (session, list) = self.session.as_ref()?;
+        let secrets = self.secrets.as_ref()?;
+        let peers: Vec<(ClientId, &crate::crypto::PublicKeys)> = list
+            .iter()
+            .filter(|(id, _)| partners.binary_search(id).is_ok())
+            .map(|(id, k)| (*id, &k.keys))
+            .collect();
+        let seeds = secrets.pairwise_seeds(session, self.id, &peers).ok()?;
+        let mut terms = vec![MaskTerm::plus(self_mask_seed(
+            secrets.self_scalar(),
+            session,
+        ))];
+        for ((v, _), seed) in peers.iter().zip(seeds) {
+            terms.push(if self.id < *v {
+                MaskTerm::plus(seed)
+            } else {
+                MaskTerm::minus(seed)
+            });
+        }
+        let mut masked = self.input.clone();
+        CpuEngine::new()
+            .apply_masks(
+                &mut masked,
+                0,
+                &terms,
+                self.cfg.round.prg(),
+                self.cfg.round.modulus(),
+            )
+            .ok()?;
+        Some(ClientMessage::MaskedInput(masked))
     }
 
     /// A report accusing the dealer named by the fault, with the genuine key of their pair.
@@ -828,14 +936,52 @@ impl CheatingDealer {
         let t = self.cfg.round.threshold();
         let mut holders = neighbors.clone();
         holders.push(self.id);
-        let sigma = deal(secrets.mask_scalar(), t, &holders, &mut self.rng).ok()?;
-        let beta = deal(secrets.self_scalar(), t, &holders, &mut self.rng).ok()?;
-        let (mask_shares, mask_points) = (sigma.shares, sigma.points);
-        let (self_shares, mut self_key, self_points) =
+        // A polynomial of degree t has t + 1 coefficients.
+        let degree_t = |yes: bool| if yes { t + 1 } else { t };
+        let sigma = deal(
+            secrets.mask_scalar(),
+            degree_t(self.fault == DealerFault::MaskKeyOfDegreeT),
+            &holders,
+            &mut self.rng,
+        )
+        .ok()?;
+        let beta = deal(
+            secrets.self_scalar(),
+            degree_t(self.fault == DealerFault::SelfKeyOfDegreeT),
+            &holders,
+            &mut self.rng,
+        )
+        .ok()?;
+        let (mask_shares, mut mask_points) = (sigma.shares, sigma.points);
+        let (self_shares, mut self_key, mut self_points) =
             (beta.shares, beta.secret_point, beta.points);
-        if self.fault == DealerFault::FalseCommitment {
-            let other = crate::crypto::random_scalar(&mut self.rng);
-            self_key = crate::crypto::mask_public_key(&other);
+        match &self.fault {
+            DealerFault::FalseCommitment => {
+                let other = crate::crypto::random_scalar(&mut self.rng);
+                self_key = crate::crypto::mask_public_key(&other);
+            }
+            DealerFault::TorsionPoints(victims) => {
+                let torsion = curve25519_dalek::constants::EIGHT_TORSION[1];
+                let add = |bytes: &mut [u8; 32]| {
+                    if let Some(p) =
+                        curve25519_dalek::edwards::CompressedEdwardsY(*bytes).decompress()
+                    {
+                        *bytes = (p + torsion).compress().to_bytes();
+                    }
+                };
+                for (i, h) in holders.iter().enumerate() {
+                    if victims.contains(h) {
+                        add(&mut mask_points[i]);
+                        add(&mut self_points[i]);
+                    }
+                }
+            }
+            DealerFault::NonCanonicalPoint(victim) => {
+                if let Some(i) = holders.iter().position(|h| h == victim) {
+                    self_points[i] = NON_CANONICAL_POINT;
+                }
+            }
+            _ => {}
         }
         let peers: Vec<(ClientId, &crate::crypto::PublicKeys)> = list
             .iter()
@@ -866,6 +1012,7 @@ impl CheatingDealer {
             });
         }
         let own = holders.iter().position(|h| *h == self.id)?;
+        self.own_self_share = Some(self_shares[own].value);
         Some(ClientMessage::ShareKeys {
             self_key,
             own_point: self_points[own],
