@@ -370,9 +370,11 @@ mod properties {
             if k == n - 1 {
                 let alive = |s: Stage| (0..n as u32).filter(|&i| drops.sends(ClientId(i), s)).count();
                 // A masker's partners are the other clients that dealt: alive(share-keys) − 1.
+                // A dealer stays in only with t other holders of checked shares (its mask key
+                // has no share of its own): alive(share-check) − 1.
                 let completes = alive(Stage::AdvertiseKeys) >= t
                     && alive(Stage::ShareKeys) > t
-                    && alive(Stage::ShareCheck) >= t
+                    && alive(Stage::ShareCheck) > t
                     && alive(Stage::MaskedInput) >= t
                     && alive(Stage::Consistency) >= t
                     && alive(Stage::Unmasking) >= t;
