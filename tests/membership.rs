@@ -15,13 +15,13 @@ use secagg::engine::{CpuEngine, testing};
 use secagg::host::messages::{ClientMessage, Envelope, ServerMessage, SignedKeys};
 use secagg::host::plan::{PlanRequest, colluders_in_cohort, plan};
 use secagg::host::policy::DEFAULT_EPOCH_SECS;
-use secagg::host::selection::{Selection, epoch_at};
+use secagg::host::selection::{Selection, SelectionError, epoch_at};
 use secagg::host::server::ServerEvent;
 use secagg::host::sim::lab::{DealerFault, Honest, Lab, Script};
 use secagg::host::sim::{self, SimConfig, parameter_free_policy, sim_ca, sim_client};
 use secagg::host::{
     Client, ClientError, ClientId, ClientIdentity, ClientPolicy, ClientStatus, DropReason,
-    PolicyError, ProtocolError, RoundConfig, ServerStatus, Stage,
+    PeerMisbehaved, PolicyError, ProtocolError, RoundConfig, ServerStatus, Stage,
 };
 
 fn now() -> u64 {
@@ -182,7 +182,15 @@ fn an_honest_server_leaves_out_an_ineligible_member_and_the_round_completes() {
         _ => None,
     });
     assert!(
-        matches!(&reason, Some((Stage::AdvertiseKeys, DropReason::Misbehaved(ProtocolError::UnsafeRequest(w)))) if w.contains("not eligible")),
+        matches!(
+            &reason,
+            Some((
+                Stage::AdvertiseKeys,
+                DropReason::Misbehaved(ProtocolError::PeerMisbehaved(PeerMisbehaved::Ticket(
+                    SelectionError::NotEligible { .. }
+                )))
+            ))
+        ),
         "{reason:?}"
     );
 }
@@ -218,8 +226,15 @@ fn a_server_that_seats_an_ineligible_member_is_caught_by_every_honest_client() {
     for id in members.iter().filter(|id| **id != outsider) {
         let status = l.status(*id);
         assert!(
-            matches!(&status, Some(ClientStatus::Aborted(ProtocolError::UnsafeRequest(w)))
-                if w.contains(&format!("seated {outsider}")) && w.contains("not eligible")),
+            matches!(
+                &status,
+                Some(ClientStatus::Aborted(ProtocolError::PeerMisbehaved(
+                    PeerMisbehaved::IneligibleMember {
+                        id,
+                        why: SelectionError::NotEligible { .. },
+                    }
+                ))) if *id == outsider
+            ),
             "client {id}: {status:?}"
         );
         assert!(

@@ -3,7 +3,7 @@
 //! checks the same things so that one client's bad credential costs only that client).
 
 use crate::ClientId;
-use crate::error::ProtocolError;
+use crate::error::{PeerMisbehaved, ProtocolError};
 use crate::identity::{self, CaPublicKey, IdentityPublicKey, SignedItem};
 use crate::messages::Credential;
 
@@ -18,9 +18,7 @@ pub(crate) fn claimed_key(
 ) -> Result<(IdentityPublicKey, Option<SignedItem<'static>>), ProtocolError> {
     match (ca, credential) {
         (None, c) => Ok((c.key()?, None)),
-        (Some(_), Credential::SelfAsserted(_)) => Err(ProtocolError::UnsafeRequest(format!(
-            "{id} has no certificate from the deployment CA"
-        ))),
+        (Some(_), Credential::SelfAsserted(_)) => Err(PeerMisbehaved::NoCertificate { id }.into()),
         (Some(ca), Credential::Certificate(_)) => {
             let cert = credential
                 .parse_certificate()
@@ -63,8 +61,8 @@ pub(crate) fn verify_all(items: &[(ClientId, SignedItem<'_>)]) -> Result<(), Vec
     }
 }
 
-/// The clients named by `indices` of `items`, as a list for a message.
-pub(crate) fn names(items: &[(ClientId, SignedItem<'_>)], indices: &[usize]) -> String {
+/// The clients named by `indices` of `items`, sorted, each once.
+pub(crate) fn names(items: &[(ClientId, SignedItem<'_>)], indices: &[usize]) -> Vec<ClientId> {
     let mut ids: Vec<ClientId> = indices
         .iter()
         .filter_map(|i| items.get(*i))
@@ -72,8 +70,5 @@ pub(crate) fn names(items: &[(ClientId, SignedItem<'_>)], indices: &[usize]) -> 
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    ids.iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
+    ids
 }

@@ -2,11 +2,25 @@
 //!
 //! * [`ConfigError`]: a round configuration that is unsafe or overflows, with what would work.
 //! * [`ProtocolError`]: what a peer did wrong. The server drops that client and carries on;
-//!   a client aborts its round.
+//!   a client aborts its round. Its precise sub-enums, one variant per check, after rustls's
+//!   `PeerMisbehaved`: [`PeerMisbehaved`] (a message the protocol forbids), [`BundleMismatch`]
+//!   (share bundles for the wrong recipients), [`IdentityRefusal`] (a certificate or signature
+//!   that fails), [`LocalFailure`] (this side's own trouble).
+//! * [`AbortReason`]: why a server ended a round without a result.
 //! * [`CodecError`]: bytes that do not decode to a message.
 //! * [`CryptoError`]: a key agreement, share or ciphertext that fails its check.
 
+use crate::identity::{IdentityError, KeyProblem};
+use crate::selection::SelectionError;
 use crate::{ClientId, Stage};
+
+/// A list of client ids for a message: `0, 3, 7`.
+fn list(ids: &[ClientId]) -> String {
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// A round configuration that cannot run safely.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -226,10 +240,342 @@ pub enum PointError {
     Torsion,
 }
 
-impl From<crate::identity::IdentityError> for ProtocolError {
-    fn from(e: crate::identity::IdentityError) -> Self {
-        ProtocolError::Identity(e.to_string())
+impl From<IdentityError> for ProtocolError {
+    fn from(e: IdentityError) -> Self {
+        ProtocolError::Identity(IdentityRefusal::from(e))
     }
+}
+
+/// A certificate, key or signature a peer sent that fails its check (the identity module's
+/// reasons, kept comparable).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityRefusal {
+    /// The certificate's signature does not verify under the deployment CA.
+    #[error("the certificate for client {id} is not signed by this deployment's CA")]
+    BadCertificate {
+        /// The id the certificate claims.
+        id: ClientId,
+    },
+    /// The certificate names another client.
+    #[error("the certificate is for client {found}, expected client {expected}")]
+    WrongId {
+        /// The id expected.
+        expected: ClientId,
+        /// The id in the certificate.
+        found: ClientId,
+    },
+    /// Certificate bytes of the wrong length.
+    #[error("a certificate of {found} bytes")]
+    CertificateLength {
+        /// The length received.
+        found: usize,
+    },
+    /// Bytes that are not an acceptable public key.
+    #[error("invalid public key: {0}")]
+    InvalidPublicKey(KeyProblem),
+    /// A signature whose scalar is not canonical.
+    #[error("malformed signature: its scalar is not canonical")]
+    MalformedSignature,
+    /// A signature that does not verify.
+    #[error("bad signature")]
+    BadSignature,
+    /// Items of a batch whose signatures do not verify.
+    #[error("bad signature at batch items {indices:?}")]
+    BadSignatures {
+        /// Indices into the batch.
+        indices: Vec<usize>,
+    },
+    /// Any other identity failure (files, never a peer's bytes).
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<IdentityError> for IdentityRefusal {
+    fn from(e: IdentityError) -> Self {
+        match e {
+            IdentityError::BadCertificate { id } => Self::BadCertificate { id },
+            IdentityError::WrongId { expected, found } => Self::WrongId { expected, found },
+            IdentityError::CertificateLength { found } => Self::CertificateLength { found },
+            IdentityError::InvalidPublicKey(p) => Self::InvalidPublicKey(p),
+            IdentityError::MalformedSignature => Self::MalformedSignature,
+            IdentityError::BadSignature => Self::BadSignature,
+            IdentityError::BadSignatures { indices } => Self::BadSignatures { indices },
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+/// What a peer did that the protocol forbids, one variant per check. Most are a client's
+/// checks of what the server sent (only a lying server trips them: the client aborts before
+/// revealing anything); the rest are the server's checks of what a client sent (it drops
+/// that client).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeerMisbehaved {
+    /// The cohort is not sorted by unique client id.
+    #[error("the cohort is not sorted by unique client id")]
+    CohortNotSorted,
+    /// The cohort names more clients than the round has.
+    #[error("the cohort names {named} clients, the round has {round}")]
+    CohortTooLarge {
+        /// Clients named.
+        named: usize,
+        /// n.
+        round: usize,
+    },
+    /// This client's nonce commitment was altered in the cohort.
+    #[error("our nonce commitment was altered")]
+    OwnCommitmentAltered,
+    /// This client is not in the cohort.
+    #[error("we are not in the cohort")]
+    NotInCohort,
+    /// The key list is not sorted by unique client id.
+    #[error("the key list is not sorted by unique client id")]
+    KeyListNotSorted,
+    /// A key-list member that is not in the cohort.
+    #[error("{id} is in the key list but not in the cohort")]
+    ListedOutsideCohort {
+        /// The member.
+        id: ClientId,
+    },
+    /// A revealed nonce does not open its commitment (which would let the server choose the
+    /// graph after seeing keys).
+    #[error("the nonce of {id} does not open its commitment in the cohort")]
+    NonceMismatch {
+        /// Whose nonce.
+        id: ClientId,
+    },
+    /// This client's own keys were altered in the key list.
+    #[error("our keys were altered")]
+    OwnKeysAltered,
+    /// This client is not in the key list.
+    #[error("we are not in the key list")]
+    NotInKeyList,
+    /// Advertisements whose signatures do not verify, which the server forwarded.
+    #[error(
+        "the advertised keys of {} carry no valid signature (the server forwarded them)",
+        list(ids)
+    )]
+    ForwardedBadSignatures {
+        /// The members.
+        ids: Vec<ClientId>,
+    },
+    /// Certificates not signed by the deployment CA, which the server forwarded.
+    #[error(
+        "the certificate of {} is not signed by this deployment's CA (the server forwarded it)",
+        list(ids)
+    )]
+    ForwardedBadCertificates {
+        /// The members.
+        ids: Vec<ClientId>,
+    },
+    /// A neighbour's mask-agreement key breaks the rule for points, and the server forwarded
+    /// it.
+    #[error("{why}, the key of {peer} (the server forwarded it)")]
+    ForwardedBadMaskKey {
+        /// The neighbour.
+        peer: ClientId,
+        /// The rule it breaks.
+        why: CryptoError,
+    },
+    /// A member with a self-asserted identity where the deployment enrolls identities.
+    #[error("{id} has no certificate from the deployment CA")]
+    NoCertificate {
+        /// The member.
+        id: ClientId,
+    },
+    /// The server seated a member the round's self-selection does not admit.
+    #[error("the server seated {id}, but {why}")]
+    IneligibleMember {
+        /// The member.
+        id: ClientId,
+        /// Why its ticket fails.
+        why: SelectionError,
+    },
+    /// A client's own selection ticket fails (the server's check).
+    #[error("its selection ticket was refused: {0}")]
+    Ticket(SelectionError),
+    /// A share bundle from a client that is not a neighbour.
+    #[error("a bundle from {sender}, who is not a neighbour")]
+    BundleFromStranger {
+        /// The claimed dealer.
+        sender: ClientId,
+    },
+    /// The mask request is not sorted by unique client id.
+    #[error("the mask request is not sorted by unique client id")]
+    MaskRequestNotSorted,
+    /// The mask request names a neighbour whose bundle never arrived.
+    #[error("the mask request names {id}, whose share bundle never reached this client")]
+    MaskRequestUndelivered {
+        /// The neighbour.
+        id: ClientId,
+    },
+    /// The mask request names a neighbour proved to have dealt bad shares.
+    #[error("the mask request names {id}, proved to have dealt bad shares")]
+    MaskRequestCheater {
+        /// The neighbour.
+        id: ClientId,
+    },
+    /// The survivor list is not sorted by unique client id.
+    #[error("the survivor list is not sorted by unique client id")]
+    SurvivorListNotSorted,
+    /// The survivor list names a client outside the key list.
+    #[error("the survivor list names {id}, who is not in the key list")]
+    SurvivorNotMember {
+        /// The client.
+        id: ClientId,
+    },
+    /// The survivor list leaves out this client, which sent its masked input.
+    #[error("the survivor list leaves out this client, which sent its masked input")]
+    SurvivorListOmitsSelf,
+    /// The survivor list names a neighbour this client did not mask with.
+    #[error("{id} is named a survivor but this client did not mask with it")]
+    SurvivorNotPartner {
+        /// The neighbour.
+        id: ClientId,
+    },
+    /// The unmask request carries another survivor list than the one this client signed.
+    #[error("the unmask request carries another survivor list than the one this client signed")]
+    UnmaskListChanged,
+    /// The survivor-list signatures are not sorted by unique signer.
+    #[error("the signatures are not sorted by unique signer")]
+    SignaturesNotSorted,
+    /// A survivor-list signature from a client that is not a survivor.
+    #[error("a survivor-list signature from {signer}, who is not a survivor")]
+    SignerNotSurvivor {
+        /// The signer.
+        signer: ClientId,
+    },
+    /// Survivor-list signatures or certificates that do not verify.
+    #[error("invalid survivor-list signatures or certificates from {}", list(ids))]
+    BadSurvivorSignatures {
+        /// The signers.
+        ids: Vec<ClientId>,
+    },
+    /// A second unmask request, after shares were revealed.
+    #[error("second unmask request refused: {revealed} shares were already revealed")]
+    SecondUnmaskRequest {
+        /// Shares revealed before.
+        revealed: usize,
+    },
+    /// A client reported a dealer that dealt it nothing (the server's check).
+    #[error("a report on {dealer}, who dealt nothing to its sender")]
+    ReportOnStranger {
+        /// The dealer named.
+        dealer: ClientId,
+    },
+    /// A client revealed a share of an owner it does not hold shares of (the server's check).
+    #[error("a share of {owner}, of whose secrets its sender holds no share")]
+    ShareNotHeld {
+        /// The owner.
+        owner: ClientId,
+    },
+    /// A client revealed the other kind of share than the one asked for (the server's check).
+    #[error("a {sent} share of {owner} where its {wanted} share was asked for")]
+    WrongShareKind {
+        /// The owner.
+        owner: ClientId,
+        /// The kind sent.
+        sent: &'static str,
+        /// The kind asked for.
+        wanted: &'static str,
+    },
+}
+
+/// Share bundles for other recipients than the dealer's neighbours (the server's check).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleMismatch {
+    /// Not one bundle for each neighbour.
+    #[error(
+        "{bundles} bundles for {neighbors} neighbours{}{}",
+        if strangers.is_empty() { String::new() } else { format!(", non-neighbours {}", list(strangers)) },
+        if *duplicates { ", duplicates" } else { "" }
+    )]
+    Recipients {
+        /// Bundles sent.
+        bundles: usize,
+        /// Neighbours.
+        neighbors: usize,
+        /// Recipients that are not neighbours.
+        strangers: Vec<ClientId>,
+        /// Whether a recipient appears twice.
+        duplicates: bool,
+    },
+    /// A bundle of the wrong size.
+    #[error("the bundle for {peer} has {len} bytes, expected {want}")]
+    Length {
+        /// Its recipient.
+        peer: ClientId,
+        /// Its length.
+        len: usize,
+        /// The sealed size.
+        want: usize,
+    },
+}
+
+/// This side's own trouble: not the peer's fault, but the round cannot go on for it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocalFailure {
+    /// The input source failed.
+    #[error("the input could not be read: {0}")]
+    Input(String),
+    /// The input source gave a value not below 2^b.
+    #[error("input element {index} is {value}, not below 2^{bits}")]
+    InputOutOfRange {
+        /// Position.
+        index: usize,
+        /// Value.
+        value: u32,
+        /// b.
+        bits: u32,
+    },
+    /// The engine failed to mask.
+    #[error("masking failed: {0}")]
+    Masking(String),
+    /// This client's own share of its self mask is missing from its dealing.
+    #[error("this client's own share is missing from its dealing")]
+    OwnShareMissing,
+}
+
+/// Why a server ended a round without a result; nothing was revealed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AbortReason {
+    /// Fewer clients than the configured minimum completed a stage.
+    #[error("only {have} clients remain at {stage}, {need} needed")]
+    TooFewClients {
+        /// The stage.
+        stage: Stage,
+        /// Clients left.
+        have: usize,
+        /// The minimum.
+        need: usize,
+    },
+    /// A client left part-way through a streamed masked input: its pieces are in the sum, and
+    /// nothing can take them out again.
+    #[error(
+        "{client} left after {added} of the {len} elements of its streamed masked input were added: a partial input cannot be taken out of the sum"
+    )]
+    PartialInput {
+        /// The client.
+        client: ClientId,
+        /// Elements added.
+        added: usize,
+        /// The vector length.
+        len: usize,
+    },
+    /// The aggregation engine failed.
+    #[error("aggregation engine failed: {0}")]
+    Engine(String),
+    /// The secrets needed to remove the masks could not be rebuilt.
+    #[error("cannot unmask: {0}")]
+    CannotUnmask(ProtocolError),
+    /// The server lost its state (a bug, never a peer's doing).
+    #[error("server state lost: {0}")]
+    StateLost(&'static str),
 }
 
 /// What a peer did wrong. The server drops the client and carries on; a client aborts.
@@ -290,12 +636,12 @@ pub enum ProtocolError {
         /// b.
         bits: u32,
     },
-    /// The set of ciphertext recipients is not the sender's neighbourhood.
+    /// The share bundles are not one for each of the sender's neighbours.
     #[error("share bundle recipients do not match the neighbourhood: {0}")]
-    Recipients(String),
-    /// The server asked for something the protocol forbids.
-    #[error("refused unmask request: {0}")]
-    UnsafeRequest(String),
+    Recipients(BundleMismatch),
+    /// The peer sent something the protocol forbids.
+    #[error(transparent)]
+    PeerMisbehaved(#[from] PeerMisbehaved),
     /// Fewer clients than the threshold remain.
     #[error("only {have} clients remain at {stage}, {need} needed")]
     TooFewClients {
@@ -312,13 +658,13 @@ pub enum ProtocolError {
     /// This side failed on its own (its input could not be read, its engine failed): not
     /// the peer's fault, but the round cannot go on for it.
     #[error("local failure: {0}")]
-    Local(String),
+    Local(LocalFailure),
     /// The round fails this client's own policy.
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
     /// A certificate or signature failed its check (the identity module's reason).
     #[error("identity check failed: {0}")]
-    Identity(String),
+    Identity(IdentityRefusal),
     /// Too few of this client's neighbours completed share keys for its pairwise masks to
     /// protect its input (the round-2 check).
     #[error(

@@ -91,7 +91,10 @@ pub mod transport;
 
 pub use client::{Client, ClientError, ClientIdentity, ClientStatus, RoundRng, round_rng};
 pub use config::{Quantization, RoundConfig};
-pub use error::{CodecError, ConfigError, CryptoError, PointError, ProtocolError};
+pub use error::{
+    AbortReason, BundleMismatch, CodecError, ConfigError, CryptoError, IdentityRefusal,
+    LocalFailure, PeerMisbehaved, PointError, ProtocolError,
+};
 pub use ids::{ClientId, Stage};
 pub use policy::{ClientPolicy, PolicyError, Trust};
 pub use quantize::{InputSource, QuantizingSource};

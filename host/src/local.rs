@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use secagg_engine::{Accumulate, CpuEngine};
 
+use crate::error::AbortReason;
 use crate::identity::IdentityKey;
 use crate::policy::ClientPolicy;
 use crate::server::{RoundOutput, Server, ServerStatus};
@@ -36,7 +37,7 @@ pub enum AggregateError {
     Randomness(String),
     /// The round aborted (too many dropped clients, or the engine failed).
     #[error("the round aborted: {0}")]
-    Aborted(String),
+    Aborted(AbortReason),
 }
 
 /// Runs one round over `updates` (one per client, `config.params()` values each) with
@@ -163,12 +164,18 @@ pub fn aggregate_on<E: Accumulate>(
                         now = now.max(deadline);
                         server.handle_timeout(now);
                     }
-                    _ => return Err(AggregateError::Aborted("the round stalled".into())),
+                    _ => {
+                        return Err(AggregateError::Aborted(AbortReason::StateLost(
+                            "the round stalled",
+                        )));
+                    }
                 }
             }
         }
     }
     server
         .take_output()
-        .ok_or_else(|| AggregateError::Aborted("the round completed without an output".into()))
+        .ok_or(AggregateError::Aborted(AbortReason::StateLost(
+            "the round completed without an output",
+        )))
 }

@@ -136,6 +136,16 @@ pub enum ShareKind {
     MaskKey,
 }
 
+impl ShareKind {
+    /// Its name in messages: `self-mask` or `mask-key`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ShareKind::SelfMask => "self-mask",
+            ShareKind::MaskKey => "mask-key",
+        }
+    }
+}
+
 /// One share revealed at unmasking: the owner of the secret, which secret, and the share.
 /// Its `Debug` leaves the share value out.
 #[derive(Clone, PartialEq, Eq)]

@@ -240,7 +240,7 @@ impl Server {
     #[getter]
     fn error(&self) -> Option<String> {
         match self.inner.status() {
-            ServerStatus::Aborted(r) => Some(r),
+            ServerStatus::Aborted(r) => Some(r.to_string()),
             _ => None,
         }
     }

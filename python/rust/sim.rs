@@ -181,7 +181,7 @@ pub fn simulate<'py>(
         }
         Err(why) => {
             d.set_item("completed", false)?;
-            d.set_item("error", why)?;
+            d.set_item("error", why.to_string())?;
             d.set_item("included", Vec::<u32>::new())?;
             d.set_item("total_weight", 0)?;
             d.set_item("mean", py.None())?;

@@ -628,7 +628,7 @@ fn finish(s: &Settings, report: &mut RoundReport) -> Result<ExitCode, String> {
         }
         Err(reason) => {
             summary["status"] = json!("aborted");
-            summary["reason"] = json!(reason);
+            summary["reason"] = json!(reason.to_string());
             eprintln!("round aborted: {reason}; nothing was revealed and no output was written");
             ExitCode::from(EXIT_ABORTED)
         }

@@ -576,7 +576,7 @@ fn print_json(
             "max_error": c.max_error,
             "error_bound": c.bound,
         }),
-        (Err(reason), _) => json!({"status": "aborted", "reason": reason}),
+        (Err(reason), _) => json!({"status": "aborted", "reason": reason.to_string()}),
         (Ok(_), None) => json!({"status": "unchecked"}),
     };
     let v = json!({

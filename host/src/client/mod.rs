@@ -52,7 +52,6 @@ use zeroize::Zeroize;
 
 use crate::config::RoundConfig;
 use crate::crypto::RoundDigest;
-pub(crate) use crate::crypto::{ADVERTISE_DOMAIN, SURVIVORS_DOMAIN, advertisement_message};
 use crate::error::ProtocolError;
 use crate::identity::{Certificate, IdentityKey};
 use crate::messages::{ClientMessage, Credential, Envelope, ServerMessage};

@@ -5,10 +5,11 @@ use rand_core::CryptoRng;
 use secagg_engine::Backend;
 
 use super::r2_share_keys::ExpectKeyList;
-use super::{ADVERTISE_DOMAIN, Ctx, State, advertisement_message};
+use super::{Ctx, State};
 use crate::ClientId;
+use crate::crypto::{ADVERTISE_DOMAIN, advertisement_message};
 use crate::crypto::{ClientSecrets, cohort_digest};
-use crate::error::ProtocolError;
+use crate::error::{PeerMisbehaved, ProtocolError};
 use crate::messages::{ClientMessage, SignedKeys};
 
 /// Waiting for the cohort.
@@ -48,30 +49,24 @@ impl ExpectCohort {
         cohort: &[(ClientId, [u8; 32])],
     ) -> Result<ExpectKeyList, ProtocolError> {
         if cohort.windows(2).any(|w| w[0].0 >= w[1].0) {
-            return Err(ProtocolError::UnsafeRequest(
-                "cohort is not sorted by unique client id".into(),
-            ));
+            return Err(PeerMisbehaved::CohortNotSorted.into());
         }
         if cohort.len() > ctx.config.clients() {
-            return Err(ProtocolError::UnsafeRequest(format!(
-                "cohort names {} clients, the round has {}",
-                cohort.len(),
-                ctx.config.clients()
-            )));
+            return Err(PeerMisbehaved::CohortTooLarge {
+                named: cohort.len(),
+                round: ctx.config.clients(),
+            }
+            .into());
         }
         ctx.policy
             .check_size(cohort.len(), ctx.colluders, "the cohort")?;
         match cohort.binary_search_by_key(&ctx.id, |(id, _)| *id) {
             Ok(i) if cohort[i].1 == self.commitment => {}
             Ok(_) => {
-                return Err(ProtocolError::UnsafeRequest(
-                    "our nonce commitment was altered".into(),
-                ));
+                return Err(PeerMisbehaved::OwnCommitmentAltered.into());
             }
             Err(_) => {
-                return Err(ProtocolError::UnsafeRequest(
-                    "we are not in the cohort".into(),
-                ));
+                return Err(PeerMisbehaved::NotInCohort.into());
             }
         }
         let cohort_digest = cohort_digest(ctx.round, cohort);

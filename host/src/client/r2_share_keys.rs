@@ -13,13 +13,14 @@ use rand_core::CryptoRng;
 use secagg_engine::Backend;
 
 use super::r3_share_check::ExpectShareBundles;
-use super::{ADVERTISE_DOMAIN, Ctx, OwnShare, State, advertisement_message};
+use super::{Ctx, OwnShare, State};
 use crate::credentials::{claimed_key, names, verify_all};
+use crate::crypto::{ADVERTISE_DOMAIN, advertisement_message};
 use crate::crypto::{
     BundleKey, BundlePlaintext, ClientSecrets, Dealt, GraphSeed, PublicKeys, SessionEntry,
     SessionId, deal, masking_point, nonce_commitment, share_points_digest,
 };
-use crate::error::ProtocolError;
+use crate::error::{LocalFailure, PeerMisbehaved, ProtocolError};
 use crate::graph::NeighborGraph;
 use crate::identity::SignedItem;
 use crate::messages::{ClientMessage, SealedBundle, SignedKeys};
@@ -93,23 +94,17 @@ impl ExpectKeyList {
         let me = ctx.id;
         // Strictly increasing ids, all in the cohort; our own entry unaltered.
         if keys.windows(2).any(|w| w[0].0 >= w[1].0) {
-            return Err(ProtocolError::UnsafeRequest(
-                "key list is not sorted by unique client id".into(),
-            ));
+            return Err(PeerMisbehaved::KeyListNotSorted.into());
         }
         let commitments: BTreeMap<ClientId, [u8; 32]> = self.cohort.iter().copied().collect();
         for (id, k) in keys.iter() {
             let Some(c) = commitments.get(id) else {
-                return Err(ProtocolError::UnsafeRequest(format!(
-                    "{id} is in the key list but not in the cohort"
-                )));
+                return Err(PeerMisbehaved::ListedOutsideCohort { id: *id }.into());
             };
             // A nonce that does not open its commitment would let the server choose the
             // graph after seeing keys.
             if nonce_commitment(ctx.round, *id, &k.nonce) != *c {
-                return Err(ProtocolError::UnsafeRequest(format!(
-                    "the nonce of {id} does not match its commitment in the cohort"
-                )));
+                return Err(PeerMisbehaved::NonceMismatch { id: *id }.into());
             }
         }
         if keys.len() < ctx.config.min_survivors() {
@@ -123,12 +118,8 @@ impl ExpectKeyList {
             .check_size(keys.len(), ctx.colluders, "the key list")?;
         match keys.binary_search_by_key(&me, |(id, _)| *id) {
             Ok(i) if keys[i].1 == self.mine => {}
-            Ok(_) => return Err(ProtocolError::UnsafeRequest("our keys were altered".into())),
-            Err(_) => {
-                return Err(ProtocolError::UnsafeRequest(
-                    "we are not in the key list".into(),
-                ));
-            }
+            Ok(_) => return Err(PeerMisbehaved::OwnKeysAltered.into()),
+            Err(_) => return Err(PeerMisbehaved::NotInKeyList.into()),
         }
         // The round as it really is: |U1| members, the graph capped at |U1| − 1.
         let t = ctx.config.threshold();
@@ -212,27 +203,23 @@ impl ExpectKeyList {
             let (certs, sigs): (Vec<usize>, Vec<usize>) =
                 bad.into_iter().partition(|i| *i < n_certs);
             return Err(if certs.is_empty() {
-                ProtocolError::UnsafeRequest(format!(
-                    "the advertised keys of {} carry no valid signature (the server forwarded them)",
-                    names(&items, &sigs)
-                ))
+                PeerMisbehaved::ForwardedBadSignatures {
+                    ids: names(&items, &sigs),
+                }
             } else {
-                ProtocolError::Identity(format!(
-                    "the certificate of {} is not signed by this deployment's CA (the server forwarded it)",
-                    names(&items, &certs)
-                ))
-            });
+                PeerMisbehaved::ForwardedBadCertificates {
+                    ids: names(&items, &certs),
+                }
+            }
+            .into());
         }
         drop(items);
         // Every neighbour's mask-agreement key under the one rule for points, before any share
         // leaves: the server must have refused a key that breaks it.
         let mut mask_keys = HashMap::with_capacity(peers.len());
         for (v, entry) in &peers {
-            let point = masking_point(&entry.keys.masking).map_err(|e| {
-                ProtocolError::UnsafeRequest(format!(
-                    "{e}, the key of {v} (the server forwarded it)"
-                ))
-            })?;
+            let point = masking_point(&entry.keys.masking)
+                .map_err(|e| PeerMisbehaved::ForwardedBadMaskKey { peer: *v, why: e })?;
             mask_keys.insert(*v, point);
         }
         // Holders: every neighbour, and ourselves (our own share of the self mask lets a
@@ -282,10 +269,8 @@ impl ExpectKeyList {
                 ciphertext: key.seal(&session, me, m.holder, &binding, &plaintext)?,
             });
         }
-        let own_self_share = OwnShare(
-            own_self_share
-                .ok_or_else(|| ProtocolError::UnsafeRequest("own share missing".into()))?,
-        );
+        let own_self_share =
+            OwnShare(own_self_share.ok_or(ProtocolError::Local(LocalFailure::OwnShareMissing))?);
         ctx.send(ClientMessage::ShareKeys {
             self_key,
             own_point,
@@ -337,8 +322,6 @@ fn check_tickets(
         .collect();
     match bad.into_iter().next() {
         None => Ok(()),
-        Some((id, why)) => Err(ProtocolError::UnsafeRequest(format!(
-            "the server seated {id}, but {why}"
-        ))),
+        Some((id, why)) => Err(PeerMisbehaved::IneligibleMember { id, why }.into()),
     }
 }

@@ -21,7 +21,7 @@ use super::{Ctx, OwnShare, State};
 use crate::ClientId;
 use crate::crypto::feldman::matches_points;
 use crate::crypto::{BundleKey, ClientSecrets};
-use crate::error::ProtocolError;
+use crate::error::{PeerMisbehaved, ProtocolError};
 use crate::messages::{ClientMessage, DealerReport, ForwardedBundle, ReportKind};
 
 /// The two shares held for one neighbour. Zeroized on drop.
@@ -103,10 +103,7 @@ impl ExpectShareBundles {
         let mut opened: Vec<(ClientId, &ForwardedBundle, Held)> = Vec::new();
         for b in bundles {
             let Some(key) = self.bundle_keys.get(&b.sender) else {
-                return Err(ProtocolError::UnsafeRequest(format!(
-                    "bundle from {}, who is not a neighbour",
-                    b.sender
-                )));
+                return Err(PeerMisbehaved::BundleFromStranger { sender: b.sender }.into());
             };
             if !dealt.insert(b.sender) {
                 return Err(ProtocolError::Duplicate("share bundle"));

@@ -23,7 +23,7 @@ use super::stream::MaskStream;
 use super::{ClientError, Ctx, Next, OwnShare, State};
 use crate::ClientId;
 use crate::crypto::{ClientSecrets, pairwise_seeds, self_mask_seed};
-use crate::error::ProtocolError;
+use crate::error::{LocalFailure, PeerMisbehaved, ProtocolError};
 use crate::messages::ClientMessage;
 use curve25519_dalek::edwards::EdwardsPoint;
 
@@ -89,8 +89,8 @@ impl ExpectMaskRequest {
             ctx.config.modulus(),
         ) {
             masked.zeroize();
-            return Ok(State::Aborted(ProtocolError::Local(format!(
-                "masking failed: {e}"
+            return Ok(State::Aborted(ProtocolError::Local(LocalFailure::Masking(
+                e.to_string(),
             ))));
         }
         drop(terms);
@@ -168,19 +168,13 @@ impl ExpectMaskRequest {
     /// client proved to cheat, and long enough (the round-2 check).
     fn check<E, R>(&self, ctx: &Ctx<'_, E, R>, partners: &[ClientId]) -> Result<(), ProtocolError> {
         if partners.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(ProtocolError::UnsafeRequest(
-                "mask request is not sorted by unique client id".into(),
-            ));
+            return Err(PeerMisbehaved::MaskRequestNotSorted.into());
         }
         if let Some(v) = partners.iter().find(|v| !self.checked.dealt.contains(v)) {
-            return Err(ProtocolError::UnsafeRequest(format!(
-                "mask request names {v}, whose share bundle never reached this client"
-            )));
+            return Err(PeerMisbehaved::MaskRequestUndelivered { id: *v }.into());
         }
         if let Some(v) = partners.iter().find(|v| self.checked.cheaters.contains(v)) {
-            return Err(ProtocolError::UnsafeRequest(format!(
-                "mask request names {v}, proved to have dealt bad shares"
-            )));
+            return Err(PeerMisbehaved::MaskRequestCheater { id: *v }.into());
         }
         let t = ctx.config.threshold();
         if partners.len() < t {

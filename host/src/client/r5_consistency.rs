@@ -14,9 +14,10 @@ use secagg_engine::Backend;
 use super::r2_share_keys::Membership;
 use super::r3_share_check::Held;
 use super::r6_unmasking::ExpectUnmaskRequest;
-use super::{Ctx, OwnShare, SURVIVORS_DOMAIN, State};
+use super::{Ctx, OwnShare, State};
+use crate::crypto::SURVIVORS_DOMAIN;
 use crate::crypto::survivors_digest;
-use crate::error::ProtocolError;
+use crate::error::{PeerMisbehaved, ProtocolError};
 use crate::messages::ClientMessage;
 use crate::{ClientId, Stage};
 
@@ -65,19 +66,13 @@ impl ExpectSurvivorList {
     fn check<E, R>(&self, ctx: &Ctx<'_, E, R>, u3: &[ClientId]) -> Result<(), ProtocolError> {
         let me = ctx.id;
         if u3.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(ProtocolError::UnsafeRequest(
-                "survivor list is not sorted by unique client id".into(),
-            ));
+            return Err(PeerMisbehaved::SurvivorListNotSorted.into());
         }
         if let Some(v) = u3.iter().find(|v| self.membership.entry(**v).is_none()) {
-            return Err(ProtocolError::UnsafeRequest(format!(
-                "survivor list names {v}, who is not in the key list"
-            )));
+            return Err(PeerMisbehaved::SurvivorNotMember { id: *v }.into());
         }
         if u3.binary_search(&me).is_err() {
-            return Err(ProtocolError::UnsafeRequest(
-                "survivor list leaves out this client, which sent its masked input".into(),
-            ));
+            return Err(PeerMisbehaved::SurvivorListOmitsSelf.into());
         }
         let need = ctx.config.min_survivors();
         if u3.len() < need {
@@ -96,9 +91,7 @@ impl ExpectSurvivorList {
             .iter()
             .find(|v| u3.binary_search(v).is_ok() && self.partners.binary_search(v).is_err())
         {
-            return Err(ProtocolError::UnsafeRequest(format!(
-                "{v} is named a survivor but this client did not mask with it"
-            )));
+            return Err(PeerMisbehaved::SurvivorNotPartner { id: *v }.into());
         }
         let surviving = self
             .partners

@@ -17,11 +17,12 @@ use secagg_engine::Backend;
 
 use super::r2_share_keys::Membership;
 use super::r3_share_check::Held;
-use super::{Ctx, OwnShare, SURVIVORS_DOMAIN, State};
+use super::{Ctx, OwnShare, State};
 use crate::ClientId;
 use crate::credentials::{claimed_key, names, verify_all};
+use crate::crypto::SURVIVORS_DOMAIN;
 use crate::crypto::survivors_digest;
-use crate::error::ProtocolError;
+use crate::error::{PeerMisbehaved, ProtocolError};
 use crate::identity::{IdentityPublicKey, SignedItem};
 use crate::messages::{ClientMessage, RevealedShare, ShareKind};
 use crate::policy::Trust;
@@ -68,10 +69,7 @@ impl ExpectUnmaskRequest {
         signatures: &[(ClientId, [u8; 64])],
     ) -> Result<usize, ProtocolError> {
         if survivors != self.survivors.as_slice() {
-            return Err(ProtocolError::UnsafeRequest(
-                "the unmask request carries another survivor list than the one this client signed"
-                    .into(),
-            ));
+            return Err(PeerMisbehaved::UnmaskListChanged.into());
         }
         let signers = self.check_signatures(ctx, signatures)?;
         // Enough signatures from the holders of every owner whose share would be revealed.
@@ -125,9 +123,7 @@ impl ExpectUnmaskRequest {
         signatures: &[(ClientId, [u8; 64])],
     ) -> Result<BTreeSet<ClientId>, ProtocolError> {
         if signatures.windows(2).any(|w| w[0].0 >= w[1].0) {
-            return Err(ProtocolError::UnsafeRequest(
-                "signatures are not sorted by unique signer".into(),
-            ));
+            return Err(PeerMisbehaved::SignaturesNotSorted.into());
         }
         let ca = match &ctx.policy.trust {
             Trust::Enrolled(ca) => Some(ca),
@@ -137,9 +133,7 @@ impl ExpectUnmaskRequest {
         let mut items: Vec<(ClientId, SignedItem<'_>)> = Vec::with_capacity(signatures.len() * 2);
         for (signer, _) in signatures {
             if self.survivors.binary_search(signer).is_err() {
-                return Err(ProtocolError::UnsafeRequest(format!(
-                    "a survivor-list signature from {signer}, who is not a survivor"
-                )));
+                return Err(PeerMisbehaved::SignerNotSurvivor { signer: *signer }.into());
             }
             let key = match self.membership.identities.get(signer) {
                 Some(k) => *k,
@@ -168,10 +162,10 @@ impl ExpectUnmaskRequest {
             }
         }
         if let Err(bad) = verify_all(&items) {
-            return Err(ProtocolError::UnsafeRequest(format!(
-                "invalid survivor-list signatures or certificates from {}",
-                names(&items, &bad)
-            )));
+            return Err(PeerMisbehaved::BadSurvivorSignatures {
+                ids: names(&items, &bad),
+            }
+            .into());
         }
         drop(items);
         self.membership.identities.extend(keys);
@@ -188,9 +182,11 @@ pub(super) struct ExpectResult {
 impl ExpectResult {
     /// The server asked twice; answering could reveal both shares of a peer.
     pub(super) fn refuse_second_request(self) -> State {
-        State::Aborted(ProtocolError::UnsafeRequest(format!(
-            "second unmask request refused: {} shares were already revealed",
-            self.revealed
-        )))
+        State::Aborted(
+            PeerMisbehaved::SecondUnmaskRequest {
+                revealed: self.revealed,
+            }
+            .into(),
+        )
     }
 }

@@ -10,7 +10,7 @@ use zeroize::Zeroize;
 
 use crate::codec::{self, CHUNK_ELEMS};
 use crate::config::RoundConfig;
-use crate::error::ProtocolError;
+use crate::error::{LocalFailure, ProtocolError};
 use crate::messages::{ClientMessage, Envelope, PackedRun};
 use crate::quantize::InputSource;
 
@@ -75,15 +75,15 @@ impl MaskStream {
     ) -> Result<(), ProtocolError> {
         self.source
             .fill(values)
-            .map_err(|e| ProtocolError::Local(e.to_string()))?;
+            .map_err(|e| ProtocolError::Local(LocalFailure::Input(e.to_string())))?;
         let bits = config.modulus().bits();
         let top = config.modulus().mask_u32();
         if let Some(i) = values.iter().position(|&v| v > top) {
-            return Err(ProtocolError::Local(format!(
-                "input element {} is {}, not below 2^{bits}",
-                self.at + i,
-                values[i]
-            )));
+            return Err(ProtocolError::Local(LocalFailure::InputOutOfRange {
+                index: self.at + i,
+                value: values[i],
+                bits,
+            }));
         }
         engine
             .apply_masks(
@@ -93,6 +93,6 @@ impl MaskStream {
                 config.prg(),
                 config.modulus(),
             )
-            .map_err(|e| ProtocolError::Local(format!("masking failed: {e}")))
+            .map_err(|e| ProtocolError::Local(LocalFailure::Masking(e.to_string())))
     }
 }

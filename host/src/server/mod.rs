@@ -49,7 +49,7 @@ use secagg_engine::{Accumulate, Modulus};
 
 use crate::config::RoundConfig;
 use crate::crypto::RoundDigest;
-use crate::error::ProtocolError;
+use crate::error::{AbortReason, ProtocolError};
 use crate::identity::CaPublicKey;
 use crate::messages::{ClientMessage, Envelope, ServerMessage};
 use crate::quantize;
@@ -119,7 +119,7 @@ pub enum ServerEvent {
     /// The round aborted and revealed nothing.
     Aborted {
         /// Why.
-        reason: String,
+        reason: AbortReason,
     },
 }
 
@@ -172,7 +172,7 @@ pub enum ServerStatus {
     /// Done; the output is ready.
     Completed,
     /// Aborted.
-    Aborted(String),
+    Aborted(AbortReason),
 }
 
 /// Everything a state may touch besides itself.
@@ -231,10 +231,10 @@ impl<E> Ctx<'_, E> {
         stage: Stage,
         have: usize,
         notify: impl IntoIterator<Item = ClientId>,
-    ) -> Result<(), String> {
+    ) -> Result<(), AbortReason> {
         let need = self.config.min_survivors();
         if have < need {
-            let reason = ProtocolError::TooFewClients { stage, have, need }.to_string();
+            let reason = AbortReason::TooFewClients { stage, have, need };
             self.abort::<()>(reason.clone(), notify);
             return Err(reason);
         }
@@ -246,11 +246,16 @@ impl<E> Ctx<'_, E> {
     }
 
     /// Ends the round without revealing anything.
-    fn abort<A>(&mut self, reason: String, notify: impl IntoIterator<Item = ClientId>) -> State<A> {
+    fn abort<A>(
+        &mut self,
+        reason: AbortReason,
+        notify: impl IntoIterator<Item = ClientId>,
+    ) -> State<A> {
         log::warn!("round {} aborted: {reason}", self.config.round_id());
+        let told = reason.to_string();
         for c in notify {
             if !self.gone.contains_key(&c) {
-                self.send(c, ServerMessage::Aborted(reason.clone()));
+                self.send(c, ServerMessage::Aborted(told.clone()));
             }
         }
         self.events.push_back(ServerEvent::Aborted {
@@ -336,7 +341,7 @@ enum State<A> {
     Unmask(Box<ExpectUnmaskShares<A>>),
     /// The output, until [`Server::take_output`] takes it.
     Completed(Option<Box<RoundOutput>>),
-    Aborted(String),
+    Aborted(AbortReason),
 }
 
 /// What can happen to a state.
@@ -575,7 +580,7 @@ impl<E: Accumulate> Server<E> {
             Some(State::Completed(_)) => ServerStatus::Completed,
             Some(State::Aborted(r)) => ServerStatus::Aborted(r.clone()),
             Some(s) => ServerStatus::Running(s.stage().unwrap_or(Stage::Join)),
-            None => ServerStatus::Aborted("server state lost".into()),
+            None => ServerStatus::Aborted(AbortReason::StateLost("no state")),
         }
     }
 

@@ -19,16 +19,17 @@ use secagg_engine::Accumulate;
 
 use super::r2_share_keys::ExpectShares;
 use super::{Ctx, DropReason, Input, Roll, State, late_or_unknown, out_of_turn};
-use crate::client::{ADVERTISE_DOMAIN, advertisement_message};
 use crate::credentials::identity_key;
+use crate::crypto::{ADVERTISE_DOMAIN, advertisement_message};
 use crate::crypto::{
     GraphSeed, PublicKeys, SessionEntry, SessionId, cohort_digest, is_low_order, masking_point,
     nonce_commitment,
 };
-use crate::error::{CryptoError, ProtocolError};
+use crate::error::{CryptoError, PeerMisbehaved, ProtocolError};
 use crate::graph::NeighborGraph;
 use crate::identity::IdentityPublicKey;
 use crate::messages::{ClientMessage, ServerMessage, SignedKeys};
+use crate::selection::SelectionError;
 use crate::{ClientId, Stage};
 
 /// What every later stage needs from the first two.
@@ -109,9 +110,7 @@ impl ExpectKeys {
             .map(|i| self.cohort[i].1)
             .map_err(|_| ProtocolError::UnknownClient(from))?;
         if nonce_commitment(ctx.round, from, &signed.nonce) != committed {
-            return Err(ProtocolError::UnsafeRequest(
-                "the revealed nonce does not open the commitment made at join".into(),
-            ));
+            return Err(PeerMisbehaved::NonceMismatch { id: from }.into());
         }
         if is_low_order(&signed.keys.encryption) {
             return Err(CryptoError::NonContributory { peer: from }.into());
@@ -122,16 +121,12 @@ impl ExpectKeys {
             (None, _, None) => {}
             (Some(selection), Some(ca), Some(ticket)) => selection
                 .check(ca, &key, ticket)
-                .map_err(|e| ProtocolError::UnsafeRequest(format!("{from}: {e}")))?,
+                .map_err(PeerMisbehaved::Ticket)?,
             (None, _, Some(_)) => {
-                return Err(ProtocolError::UnsafeRequest(
-                    "a selection ticket for a round without selection".into(),
-                ));
+                return Err(PeerMisbehaved::Ticket(SelectionError::Unexpected).into());
             }
             (Some(_), _, None) | (Some(_), None, Some(_)) => {
-                return Err(ProtocolError::UnsafeRequest(
-                    "no verifiable selection ticket in a self-selected round".into(),
-                ));
+                return Err(PeerMisbehaved::Ticket(SelectionError::Missing).into());
             }
         }
         let message = advertisement_message(

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::crypto::BUNDLE_LEN;
 use crate::crypto::feldman::{Dealing, verify_dealings};
-use crate::error::ProtocolError;
+use crate::error::{BundleMismatch, ProtocolError};
 use crate::messages::{ClientMessage, ForwardedBundle, SealedBundle, ServerMessage};
 use crate::{ClientId, Stage};
 
@@ -135,30 +135,24 @@ impl ExpectShares {
         let mut recipients: Vec<ClientId> = bundles.iter().map(|b| b.peer).collect();
         recipients.sort_unstable();
         if recipients != neighbors {
-            let extra: Vec<String> = recipients
+            let strangers: Vec<ClientId> = recipients
                 .iter()
                 .filter(|r| neighbors.binary_search(r).is_err())
-                .map(|r| r.to_string())
+                .copied()
                 .collect();
-            let dup = recipients.windows(2).any(|w| w[0] == w[1]);
-            return Err(ProtocolError::Recipients(format!(
-                "{} bundles for {} neighbours{}{}",
-                bundles.len(),
-                neighbors.len(),
-                if extra.is_empty() {
-                    String::new()
-                } else {
-                    format!(", non-neighbours {}", extra.join(","))
-                },
-                if dup { ", duplicates" } else { "" }
-            )));
+            return Err(ProtocolError::Recipients(BundleMismatch::Recipients {
+                bundles: bundles.len(),
+                neighbors: neighbors.len(),
+                strangers,
+                duplicates: recipients.windows(2).any(|w| w[0] == w[1]),
+            }));
         }
         if let Some(b) = bundles.iter().find(|b| b.ciphertext.len() != BUNDLE_LEN) {
-            return Err(ProtocolError::Recipients(format!(
-                "bundle for {} has {} bytes, expected {BUNDLE_LEN}",
-                b.peer,
-                b.ciphertext.len()
-            )));
+            return Err(ProtocolError::Recipients(BundleMismatch::Length {
+                peer: b.peer,
+                len: b.ciphertext.len(),
+                want: BUNDLE_LEN,
+            }));
         }
         Ok(())
     }

@@ -20,7 +20,7 @@ use super::r4_masked_input::{ExpectMaskedInputs, Membership};
 use super::{Ctx, DropReason, Input, Roll, State, late_or_unknown, out_of_turn};
 use crate::crypto::BundleKey;
 use crate::crypto::feldman::share_matches;
-use crate::error::ProtocolError;
+use crate::error::{PeerMisbehaved, ProtocolError};
 use crate::messages::{ClientMessage, DealerReport, ReportKind, ServerMessage};
 use crate::{ClientId, Stage};
 
@@ -102,9 +102,7 @@ impl ExpectShareChecks {
         for r in reports {
             let d = r.dealer;
             let Some(ciphertext) = self.routed.get(&(d, from)) else {
-                return Err(ProtocolError::UnsafeRequest(format!(
-                    "a report on {d}, who dealt nothing to {from}"
-                )));
+                return Err(PeerMisbehaved::ReportOnStranger { dealer: d }.into());
             };
             if !seen.insert(d) {
                 return Err(ProtocolError::Duplicate("dealer report"));

@@ -13,6 +13,7 @@ use super::r1_advertise_keys::Session;
 use super::r2_share_keys::Dealer;
 use super::r5_consistency::ExpectSignatures;
 use super::{Ctx, DropReason, Input, Roll, State, check_vector, late_or_unknown, out_of_turn};
+use crate::error::AbortReason;
 use crate::messages::{ClientMessage, ServerMessage};
 use crate::{ClientId, Stage};
 
@@ -108,7 +109,7 @@ impl<A: Send + Sync> ExpectMaskedInputs<A> {
             Ok(acc) => acc,
             Err(e) => {
                 let notify: Vec<ClientId> = membership.session.keys.keys().copied().collect();
-                return ctx.abort(format!("aggregation engine failed: {e}"), notify);
+                return ctx.abort(AbortReason::Engine(e.to_string()), notify);
             }
         };
         let s = Self {
@@ -149,8 +150,7 @@ impl<A: Send + Sync> ExpectMaskedInputs<A> {
                     // The engine failing is our problem, not the client's: nothing can be
                     // summed any more, so the round ends here.
                     Ok(Err(e)) => {
-                        let reason = format!("aggregation engine failed: {e}");
-                        return ctx.abort(reason, self.members());
+                        return ctx.abort(AbortReason::Engine(e.to_string()), self.members());
                     }
                     Ok(Ok(false)) => {}
                     Ok(Ok(true)) => {
@@ -178,16 +178,16 @@ impl<A: Send + Sync> ExpectMaskedInputs<A> {
 
     /// Why the round cannot go on, when a client left part-way through a streamed input:
     /// its pieces are in the sum, and nothing can take them out again.
-    fn partial_input(&self) -> Option<String> {
+    fn partial_input(&self) -> Option<AbortReason> {
         let (c, at) = self
             .streaming
             .iter()
             .find(|(c, _)| !self.roll.is_pending(**c))?;
-        Some(format!(
-            "{c} left after {at} of the {} elements of its streamed masked input were added: \
-             a partial input cannot be taken out of the sum",
-            self.len
-        ))
+        Some(AbortReason::PartialInput {
+            client: *c,
+            added: *at,
+            len: self.len,
+        })
     }
 
     /// Checks a masked input or a piece of one (`Err`: its sender broke the protocol) and

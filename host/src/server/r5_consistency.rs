@@ -16,7 +16,7 @@ use secagg_engine::Accumulate;
 use super::r4_masked_input::Membership;
 use super::r6_unmasking::ExpectUnmaskShares;
 use super::{Ctx, DropReason, Input, Roll, State, late_or_unknown, out_of_turn};
-use crate::client::SURVIVORS_DOMAIN;
+use crate::crypto::SURVIVORS_DOMAIN;
 use crate::crypto::survivors_digest;
 use crate::error::ProtocolError;
 use crate::messages::{ClientMessage, ServerMessage};

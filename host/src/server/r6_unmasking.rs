@@ -26,7 +26,7 @@ use super::{
 };
 use crate::crypto::feldman::{matches_points, opens_to};
 use crate::crypto::{Lagrange, masking_point, pairwise_seeds, scalar_from_bytes, self_mask_seed};
-use crate::error::{CryptoError, ProtocolError};
+use crate::error::{AbortReason, CryptoError, PeerMisbehaved, ProtocolError};
 use crate::messages::{ClientMessage, RevealedShare, ServerMessage, ShareKind};
 use crate::{ClientId, Stage};
 
@@ -115,10 +115,7 @@ impl<A: Send + Sync> ExpectUnmaskShares<A> {
         let result = (|| {
             for s in shares {
                 if !owners.contains(&s.owner) {
-                    return Err(ProtocolError::UnsafeRequest(format!(
-                        "share of {} which {from} does not hold",
-                        s.owner
-                    )));
+                    return Err(PeerMisbehaved::ShareNotHeld { owner: s.owner }.into());
                 }
                 if !seen.insert(s.owner) {
                     return Err(ProtocolError::Duplicate("revealed share"));
@@ -129,10 +126,12 @@ impl<A: Send + Sync> ExpectUnmaskShares<A> {
                     ShareKind::MaskKey
                 };
                 if s.kind != want {
-                    return Err(ProtocolError::UnsafeRequest(format!(
-                        "{:?} share of {} where {:?} was asked for",
-                        s.kind, s.owner, want
-                    )));
+                    return Err(PeerMisbehaved::WrongShareKind {
+                        owner: s.owner,
+                        sent: s.kind.name(),
+                        wanted: want.name(),
+                    }
+                    .into());
                 }
                 parsed.push((s.owner, scalar_from_bytes(&s.value)?));
             }
@@ -188,7 +187,7 @@ impl<A: Send + Sync> ExpectUnmaskShares<A> {
         }
         let terms = match terms {
             Ok(terms) => terms,
-            Err(e) => return ctx.abort(format!("cannot unmask: {e}"), self.notify_all()),
+            Err(e) => return ctx.abort(AbortReason::CannotUnmask(e), self.notify_all()),
         };
         let len = ctx.config.vector_len();
         log::debug!(
@@ -199,7 +198,7 @@ impl<A: Send + Sync> ExpectUnmaskShares<A> {
         // engine's memory becomes the result without a copy).
         let notify = self.notify_all();
         let Some(mut acc) = self.acc.take() else {
-            return ctx.abort("the accumulator is gone".into(), notify);
+            return ctx.abort(AbortReason::StateLost("the accumulator is gone"), notify);
         };
         let mut acc = match ctx
             .engine
@@ -207,7 +206,7 @@ impl<A: Send + Sync> ExpectUnmaskShares<A> {
             .and_then(|()| ctx.engine.read_out_owned(acc))
         {
             Ok(acc) => acc,
-            Err(e) => return ctx.abort(format!("aggregation engine failed: {e}"), notify),
+            Err(e) => return ctx.abort(AbortReason::Engine(e.to_string()), notify),
         };
         let mask_terms = terms.len();
         drop(terms);

@@ -17,6 +17,7 @@ use secagg_engine::{Backend, CpuEngine};
 
 use crate::codec::{self, Limits};
 use crate::config::RoundConfig;
+use crate::error::AbortReason;
 use crate::identity::{CaKey, IdentityKey};
 use crate::messages::{ClientMessage, Envelope, ServerMessage};
 use crate::plan::Adversary;
@@ -310,7 +311,7 @@ impl Check {
 #[derive(Clone, Debug)]
 pub struct SimReport {
     /// The output, or why the round aborted.
-    pub outcome: Result<RoundOutput, String>,
+    pub outcome: Result<RoundOutput, AbortReason>,
     /// Figures per stage, in order.
     pub stages: Vec<StageStats>,
     /// The comparison with the plaintext, when the round completed.
@@ -624,10 +625,18 @@ pub fn run<E: secagg_engine::Accumulate>(
                 let check = check_output(cfg, &out);
                 (Ok(out), Some(check))
             }
-            None => (Err("the round completed without an output".into()), None),
+            None => (
+                Err(AbortReason::StateLost(
+                    "the round completed without an output",
+                )),
+                None,
+            ),
         },
         ServerStatus::Aborted(reason) => (Err(reason), None),
-        other => (Err(format!("round ended in {other:?}")), None),
+        ServerStatus::Running(_) => (
+            Err(AbortReason::StateLost("the round stopped while running")),
+            None,
+        ),
     };
     Ok(SimReport {
         outcome,

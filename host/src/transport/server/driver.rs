@@ -17,7 +17,7 @@ use super::staging::Staged;
 use super::{MAX_REFUSAL_DETAILS, Refusal, RoundReport, ServeOptions, StageTiming};
 use crate::codec::{self, Limits};
 use crate::config::RoundConfig;
-use crate::error::{CodecError, ProtocolError};
+use crate::error::{AbortReason, CodecError, ProtocolError};
 use crate::messages::{ClientMessage, Envelope, ServerMessage};
 use crate::server::{DropReason, Server, ServerEvent, ServerStatus};
 use crate::transport::TransportError;
@@ -133,7 +133,7 @@ impl<E: secagg_engine::Accumulate> Driver<E> {
             server,
             shared,
             report: RoundReport {
-                outcome: Err("not finished".into()),
+                outcome: Err(AbortReason::StateLost("not finished")),
                 weighted: false,
                 stages: Vec::new(),
                 bytes_received: 0,
@@ -495,9 +495,9 @@ impl<E: secagg_engine::Accumulate> Driver<E> {
             ServerStatus::Completed => self
                 .server
                 .take_output()
-                .ok_or_else(|| "no output".to_string()),
+                .ok_or(AbortReason::StateLost("no output")),
             ServerStatus::Aborted(reason) => Err(reason),
-            ServerStatus::Running(_) => Err("not finished".into()),
+            ServerStatus::Running(_) => Err(AbortReason::StateLost("not finished")),
         };
         // Connections that never joined have nothing more to say: end them now. Dropping
         // the writers lets each admitted client's writer task flush and shut its stream down.

@@ -190,7 +190,7 @@ pub const MAX_REFUSAL_DETAILS: usize = 256;
 #[derive(Clone, Debug)]
 pub struct RoundReport {
     /// The aggregate, or why the round aborted.
-    pub outcome: Result<RoundOutput, String>,
+    pub outcome: Result<RoundOutput, crate::error::AbortReason>,
     /// Whether any admitted client carried an explicit weight.
     pub weighted: bool,
     /// Stage timings, in order.
