@@ -35,6 +35,7 @@
 //! reveals anything that could expose its input; the client never reveals both shares of one
 //! peer.
 
+mod membership;
 mod r0_join;
 mod r1_advertise_keys;
 mod r2_share_keys;

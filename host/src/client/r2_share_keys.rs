@@ -8,10 +8,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use curve25519_dalek::edwards::EdwardsPoint;
 use rand_core::CryptoRng;
 use secagg_engine::Backend;
 
+use super::membership::Membership;
 use super::r3_share_check::ExpectShareBundles;
 use super::{Ctx, OwnShare, State};
 use crate::credentials::{claimed_key, names, verify_all};
@@ -27,30 +27,6 @@ use crate::messages::{ClientMessage, SealedBundle, SignedKeys};
 use crate::policy::Trust;
 use crate::selection::SelectionError;
 use crate::{ClientId, Stage};
-
-/// Everything the later stages need about the round's membership.
-pub(super) struct Membership {
-    pub(super) session: SessionId,
-    pub(super) graph: NeighborGraph,
-    pub(super) neighbors: Vec<ClientId>,
-    /// The key list as received (every member's keys and credential).
-    pub(super) list: Arc<[(ClientId, SignedKeys)]>,
-    /// Members whose credential this client has checked, with the identity key it proves.
-    pub(super) identities: HashMap<ClientId, crate::identity::IdentityPublicKey>,
-    /// Each neighbour's mask-agreement key, checked under the one rule for points and ready
-    /// for agreement (8·S, [`masking_point`]).
-    pub(super) mask_keys: HashMap<ClientId, EdwardsPoint>,
-}
-
-impl Membership {
-    /// The keys of `id`, if it is a member.
-    pub(super) fn entry(&self, id: ClientId) -> Option<&SignedKeys> {
-        self.list
-            .binary_search_by_key(&id, |(i, _)| *i)
-            .ok()
-            .map(|i| &self.list[i].1)
-    }
-}
 
 /// Waiting for the list of clients that advertised keys.
 pub(super) struct ExpectKeyList {

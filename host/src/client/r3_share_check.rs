@@ -13,9 +13,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use curve25519_dalek::Scalar;
 use rand_core::CryptoRng;
 use secagg_engine::Backend;
-use zeroize::Zeroize;
 
-use super::r2_share_keys::Membership;
+use super::membership::{Checked, Held, Membership};
 use super::r4_masked_input::ExpectMaskRequest;
 use super::{Ctx, OwnShare, State};
 use crate::ClientId;
@@ -24,35 +23,12 @@ use crate::crypto::{BundleKey, ClientSecrets};
 use crate::error::{PeerMisbehaved, ProtocolError};
 use crate::messages::{ClientMessage, DealerReport, ForwardedBundle, ReportKind};
 
-/// The two shares held for one neighbour. Zeroized on drop.
-pub(super) struct Held {
-    pub(super) mask: Scalar,
-    pub(super) self_mask: Scalar,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.mask.zeroize();
-        self.self_mask.zeroize();
-    }
-}
-
 /// Waiting for the bundles the neighbours sealed for this client.
 pub(super) struct ExpectShareBundles {
     secrets: ClientSecrets,
     membership: Membership,
     bundle_keys: HashMap<ClientId, BundleKey>,
     own_self_share: OwnShare,
-}
-
-/// What the check of the bundles left.
-pub(super) struct Checked {
-    /// Good shares, by dealer.
-    pub(super) held: BTreeMap<ClientId, Held>,
-    /// Dealers whose bundles arrived (good or not).
-    pub(super) dealt: BTreeSet<ClientId>,
-    /// Dealers proved to have dealt bad shares.
-    pub(super) cheaters: BTreeSet<ClientId>,
 }
 
 impl ExpectShareBundles {

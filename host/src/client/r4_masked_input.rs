@@ -16,8 +16,8 @@ use rand_core::CryptoRng;
 use secagg_engine::{Backend, MaskTerm};
 use zeroize::Zeroize;
 
-use super::r2_share_keys::Membership;
-use super::r3_share_check::{Checked, Held};
+use super::membership::Membership;
+use super::membership::{Checked, Held};
 use super::r5_consistency::ExpectSurvivorList;
 use super::stream::MaskStream;
 use super::{ClientError, Ctx, Next, OwnShare, State};

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use rand_core::CryptoRng;
 use secagg_engine::Backend;
 
-use super::r2_share_keys::Membership;
-use super::r3_share_check::Held;
+use super::membership::Held;
+use super::membership::Membership;
 use super::r6_unmasking::ExpectUnmaskRequest;
 use super::{Ctx, OwnShare, State};
 use crate::crypto::SURVIVORS_DOMAIN;

@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use rand_core::CryptoRng;
 use secagg_engine::Backend;
 
-use super::r2_share_keys::Membership;
-use super::r3_share_check::Held;
+use super::membership::Held;
+use super::membership::Membership;
 use super::{Ctx, OwnShare, State};
 use crate::ClientId;
 use crate::credentials::{claimed_key, names, verify_all};

@@ -34,6 +34,8 @@
 //! accumulator as it arrives (memory O(m), never O(n·m)), and unmasking is one fused mask job
 //! for the whole vector.
 
+mod collect;
+mod membership;
 mod r0_join;
 mod r1_advertise_keys;
 mod r2_share_keys;
@@ -388,12 +390,12 @@ impl<A: Send + Sync> State<A> {
     ) -> State<A> {
         match self {
             State::Joins(s) => s.handle(ctx, input),
-            State::Keys(s) => s.handle(ctx, input),
-            State::Shares(s) => s.handle(ctx, input),
-            State::Checks(s) => s.handle(ctx, input),
-            State::Masked(s) => s.handle(ctx, input),
-            State::Signatures(s) => s.handle(ctx, input),
-            State::Unmask(s) => s.handle(ctx, input),
+            State::Keys(s) => collect::collect(s, ctx, input),
+            State::Shares(s) => collect::collect(*s, ctx, input),
+            State::Checks(s) => collect::collect(*s, ctx, input),
+            State::Masked(s) => collect::collect(*s, ctx, input),
+            State::Signatures(s) => collect::collect(*s, ctx, input),
+            State::Unmask(s) => collect::collect(*s, ctx, input),
             done @ (State::Completed(_) | State::Aborted(_)) => {
                 if let Input::Message(from, m) = input {
                     ctx.reject(

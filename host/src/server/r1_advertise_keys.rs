@@ -17,12 +17,14 @@ use std::time::Duration;
 
 use secagg_engine::Accumulate;
 
+use super::collect::{Collect, Taken, settle};
+use super::membership::Session;
 use super::r2_share_keys::ExpectShares;
-use super::{Ctx, DropReason, Input, Roll, State, late_or_unknown, out_of_turn};
+use super::{Ctx, Roll, State};
 use crate::credentials::identity_key;
 use crate::crypto::{ADVERTISE_DOMAIN, advertisement_message};
 use crate::crypto::{
-    GraphSeed, PublicKeys, SessionEntry, SessionId, cohort_digest, is_low_order, masking_point,
+    GraphSeed, SessionEntry, SessionId, cohort_digest, is_low_order, masking_point,
     nonce_commitment,
 };
 use crate::error::{CryptoError, PeerMisbehaved, ProtocolError};
@@ -31,14 +33,6 @@ use crate::identity::IdentityPublicKey;
 use crate::messages::{ClientMessage, ServerMessage, SignedKeys};
 use crate::selection::SelectionError;
 use crate::{ClientId, Stage};
-
-/// What every later stage needs from the first two.
-pub(super) struct Session {
-    pub(super) id: SessionId,
-    pub(super) keys: HashMap<ClientId, PublicKeys>,
-    pub(super) identities: HashMap<ClientId, IdentityPublicKey>,
-    pub(super) graph: NeighborGraph,
-}
 
 /// Waiting for signed keys from the cohort.
 pub(super) struct ExpectKeys {
@@ -62,37 +56,7 @@ impl ExpectKeys {
             roll,
             advertised: BTreeMap::new(),
         };
-        s.check_done(ctx)
-    }
-
-    pub(super) fn handle<E: Accumulate>(
-        mut self,
-        ctx: &mut Ctx<'_, E>,
-        input: Input,
-    ) -> State<E::Accumulator> {
-        match input {
-            Input::Message(from, msg) if self.roll.is_pending(from) => match msg {
-                ClientMessage::AdvertiseKeys(signed) => match self.check(ctx, from, &signed) {
-                    Ok(key) => {
-                        self.roll.answered.insert(from);
-                        self.advertised.insert(from, (signed, key));
-                    }
-                    Err(e) => {
-                        self.roll
-                            .leave(ctx, from, Stage::AdvertiseKeys, DropReason::Misbehaved(e))
-                    }
-                },
-                other => out_of_turn(ctx, &mut self.roll, from, &other, Stage::AdvertiseKeys),
-            },
-            Input::Message(from, msg) => ctx.reject(from, late_or_unknown(&self.roll, from, &msg)),
-            Input::Gone(c, reason) => self.roll.leave(ctx, c, Stage::AdvertiseKeys, reason),
-            Input::Joined(_) => {}
-            Input::Deadline => {
-                self.roll.expire(ctx, Stage::AdvertiseKeys);
-                return self.finish(ctx);
-            }
-        }
-        self.check_done(ctx)
+        settle(s, ctx)
     }
 
     /// The nonce opens the cohort commitment, the encryption key is not of small order, the
@@ -140,15 +104,7 @@ impl ExpectKeys {
         Ok(key)
     }
 
-    fn check_done<E: Accumulate>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
-        if self.roll.is_done() {
-            self.finish(ctx)
-        } else {
-            State::Keys(self)
-        }
-    }
-
-    fn finish<E: Accumulate>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
+    fn close<E: Accumulate>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
         let notify: Vec<ClientId> = self.cohort.iter().map(|(id, _)| *id).collect();
         if let Err(reason) = ctx.close_stage(Stage::AdvertiseKeys, self.advertised.len(), notify) {
             return State::Aborted(reason);
@@ -189,5 +145,39 @@ impl ExpectKeys {
         };
         let roll = Roll::start(ctx, Stage::ShareKeys, members);
         ExpectShares::start(ctx, session, roll)
+    }
+}
+
+impl<A: Send + Sync> Collect<A> for ExpectKeys {
+    const STAGE: Stage = Stage::AdvertiseKeys;
+
+    fn roll(&mut self) -> &mut Roll {
+        &mut self.roll
+    }
+
+    fn take<E: Accumulate<Accumulator = A>>(
+        &mut self,
+        ctx: &mut Ctx<'_, E>,
+        from: ClientId,
+        msg: ClientMessage,
+    ) -> Result<Taken, ClientMessage> {
+        let ClientMessage::AdvertiseKeys(signed) = msg else {
+            return Err(msg);
+        };
+        Ok(match self.check(ctx, from, &signed) {
+            Ok(key) => {
+                self.advertised.insert(from, (signed, key));
+                Taken::Answered
+            }
+            Err(e) => Taken::Misbehaved(e),
+        })
+    }
+
+    fn finish<E: Accumulate<Accumulator = A>>(self, ctx: &mut Ctx<'_, E>) -> State<A> {
+        self.close(ctx)
+    }
+
+    fn wait(self) -> State<A> {
+        State::Keys(self)
     }
 }

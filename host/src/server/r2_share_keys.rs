@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use secagg_engine::Accumulate;
 
-use super::r1_advertise_keys::Session;
+use super::collect::{Collect, Taken, settle};
+use super::membership::{Dealer, Session};
 use super::r3_share_check::ExpectShareChecks;
-use super::{Ctx, DropReason, Input, Roll, State, late_or_unknown, out_of_turn};
-use curve25519_dalek::edwards::EdwardsPoint;
+use super::{Ctx, DropReason, Roll, State};
 
 use sha2::{Digest, Sha256};
 
@@ -28,35 +28,6 @@ use crate::crypto::feldman::{Dealing, verify_dealings};
 use crate::error::{BundleMismatch, ProtocolError};
 use crate::messages::{ClientMessage, ForwardedBundle, SealedBundle, ServerMessage};
 use crate::{ClientId, Stage};
-
-/// A dealer's public points: σ·B and β·B decompressed (every rebuilt secret is checked
-/// against them), and each holder's share points compressed (a revealed share is checked
-/// against its point only when a rebuild fails, or a report names it).
-pub(super) struct Dealer {
-    pub(super) mask_key: EdwardsPoint,
-    pub(super) self_key: EdwardsPoint,
-    pub(super) self_key_bytes: [u8; 32],
-    /// (σ share·B, β share·B) by holder; the dealer's own entry has no σ point.
-    pub(super) points: HashMap<ClientId, ([u8; 32], [u8; 32])>,
-}
-
-impl Dealer {
-    /// The published point of `holder`'s share of σ (`mask`) or β (checked at this stage).
-    pub(super) fn point(&self, holder: ClientId, mask: bool) -> Option<&[u8; 32]> {
-        let (m, s) = self.points.get(&holder)?;
-        Some(if mask { m } else { s })
-    }
-
-    /// What the bundle to `holder` is bound to.
-    pub(super) fn binding(&self, holder: ClientId) -> Option<[u8; 32]> {
-        let (m, s) = self.points.get(&holder)?;
-        Some(crate::crypto::share_points_digest(
-            m,
-            s,
-            &self.self_key_bytes,
-        ))
-    }
-}
 
 /// A dealing as it arrived: β·B, the dealer's own β share point, its bundles.
 struct Received {
@@ -85,48 +56,7 @@ impl ExpectShares {
             roll,
             received: HashMap::new(),
         };
-        s.check_done(ctx)
-    }
-
-    pub(super) fn handle<E: Accumulate>(
-        mut self,
-        ctx: &mut Ctx<'_, E>,
-        input: Input,
-    ) -> State<E::Accumulator> {
-        match input {
-            Input::Message(from, msg) if self.roll.is_pending(from) => match msg {
-                ClientMessage::ShareKeys {
-                    self_key,
-                    own_point,
-                    bundles,
-                } => match self.check(from, &bundles) {
-                    Ok(()) => {
-                        self.roll.answered.insert(from);
-                        self.received.insert(
-                            from,
-                            Received {
-                                self_key,
-                                own_point,
-                                bundles,
-                            },
-                        );
-                    }
-                    Err(e) => {
-                        self.roll
-                            .leave(ctx, from, Stage::ShareKeys, DropReason::Misbehaved(e))
-                    }
-                },
-                other => out_of_turn(ctx, &mut self.roll, from, &other, Stage::ShareKeys),
-            },
-            Input::Message(from, msg) => ctx.reject(from, late_or_unknown(&self.roll, from, &msg)),
-            Input::Gone(c, reason) => self.roll.leave(ctx, c, Stage::ShareKeys, reason),
-            Input::Joined(_) => {}
-            Input::Deadline => {
-                self.roll.expire(ctx, Stage::ShareKeys);
-                return self.finish(ctx);
-            }
-        }
-        self.check_done(ctx)
+        settle(s, ctx)
     }
 
     /// One bundle for each neighbour, each of the sealed size.
@@ -234,15 +164,7 @@ impl ExpectShares {
         dealers
     }
 
-    fn check_done<E: Accumulate>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
-        if self.roll.is_done() {
-            self.finish(ctx)
-        } else {
-            State::Shares(Box::new(self))
-        }
-    }
-
-    fn finish<E: Accumulate>(mut self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
+    fn close<E: Accumulate>(mut self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
         let dealers = self.verify(ctx);
         let u2: Vec<ClientId> = self.roll.answered.iter().copied().collect();
         let notify: Vec<ClientId> = self.session.keys.keys().copied().collect();
@@ -272,5 +194,49 @@ impl ExpectShares {
         }
         let roll = Roll::start(ctx, Stage::ShareCheck, u2.iter().copied());
         ExpectShareChecks::start(ctx, self.session, dealers, routed, roll)
+    }
+}
+
+impl<A: Send + Sync> Collect<A> for ExpectShares {
+    const STAGE: Stage = Stage::ShareKeys;
+
+    fn roll(&mut self) -> &mut Roll {
+        &mut self.roll
+    }
+
+    fn take<E: Accumulate<Accumulator = A>>(
+        &mut self,
+        _ctx: &mut Ctx<'_, E>,
+        from: ClientId,
+        msg: ClientMessage,
+    ) -> Result<Taken, ClientMessage> {
+        let ClientMessage::ShareKeys {
+            self_key,
+            own_point,
+            bundles,
+        } = msg
+        else {
+            return Err(msg);
+        };
+        Ok(match self.check(from, &bundles) {
+            Ok(()) => {
+                let received = Received {
+                    self_key,
+                    own_point,
+                    bundles,
+                };
+                self.received.insert(from, received);
+                Taken::Answered
+            }
+            Err(e) => Taken::Misbehaved(e),
+        })
+    }
+
+    fn finish<E: Accumulate<Accumulator = A>>(self, ctx: &mut Ctx<'_, E>) -> State<A> {
+        self.close(ctx)
+    }
+
+    fn wait(self) -> State<A> {
+        State::Shares(Box::new(self))
     }
 }

@@ -14,10 +14,12 @@ use std::time::Duration;
 
 use secagg_engine::Accumulate;
 
-use super::r1_advertise_keys::Session;
-use super::r2_share_keys::Dealer;
-use super::r4_masked_input::{ExpectMaskedInputs, Membership};
-use super::{Ctx, DropReason, Input, Roll, State, late_or_unknown, out_of_turn};
+use super::collect::{Collect, Taken, settle};
+use super::membership::Dealer;
+use super::membership::Membership;
+use super::membership::Session;
+use super::r4_masked_input::ExpectMaskedInputs;
+use super::{Ctx, DropReason, Roll, State};
 use crate::crypto::BundleKey;
 use crate::crypto::feldman::share_matches;
 use crate::error::{PeerMisbehaved, ProtocolError};
@@ -54,40 +56,7 @@ impl ExpectShareChecks {
             reported: HashMap::new(),
             cheaters: BTreeMap::new(),
         };
-        s.check_done(ctx)
-    }
-
-    pub(super) fn handle<E: Accumulate>(
-        mut self,
-        ctx: &mut Ctx<'_, E>,
-        input: Input,
-    ) -> State<E::Accumulator> {
-        match input {
-            Input::Message(from, msg) if self.roll.is_pending(from) => match msg {
-                ClientMessage::ShareCheck(reports) => match self.judge(from, &reports) {
-                    Ok((dealers, proved)) => {
-                        self.roll.answered.insert(from);
-                        self.reported.insert(from, dealers);
-                        for d in proved {
-                            self.cheaters.entry(d).or_insert(from);
-                        }
-                    }
-                    Err(e) => {
-                        self.roll
-                            .leave(ctx, from, Stage::ShareCheck, DropReason::Misbehaved(e))
-                    }
-                },
-                other => out_of_turn(ctx, &mut self.roll, from, &other, Stage::ShareCheck),
-            },
-            Input::Message(from, msg) => ctx.reject(from, late_or_unknown(&self.roll, from, &msg)),
-            Input::Gone(c, reason) => self.roll.leave(ctx, c, Stage::ShareCheck, reason),
-            Input::Joined(_) => {}
-            Input::Deadline => {
-                self.roll.expire(ctx, Stage::ShareCheck);
-                return self.finish(ctx);
-            }
-        }
-        self.check_done(ctx)
+        settle(s, ctx)
     }
 
     /// Checks one holder's reports: each names a distinct neighbour that dealt to it; each
@@ -139,15 +108,7 @@ impl ExpectShareChecks {
         Ok((seen, proved))
     }
 
-    fn check_done<E: Accumulate>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
-        if self.roll.is_done() {
-            self.finish(ctx)
-        } else {
-            State::Checks(Box::new(self))
-        }
-    }
-
-    fn finish<E: Accumulate>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
+    fn close<E: Accumulate>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
         let t = ctx.config.threshold();
         let responders = &self.roll.answered;
         let mut excluded: BTreeMap<ClientId, ProtocolError> = BTreeMap::new();
@@ -244,5 +205,42 @@ impl ExpectShareChecks {
         };
         let roll = Roll::start(ctx, Stage::MaskedInput, maskers);
         ExpectMaskedInputs::start(ctx, membership, roll)
+    }
+}
+
+impl<A: Send + Sync> Collect<A> for ExpectShareChecks {
+    const STAGE: Stage = Stage::ShareCheck;
+
+    fn roll(&mut self) -> &mut Roll {
+        &mut self.roll
+    }
+
+    fn take<E: Accumulate<Accumulator = A>>(
+        &mut self,
+        _ctx: &mut Ctx<'_, E>,
+        from: ClientId,
+        msg: ClientMessage,
+    ) -> Result<Taken, ClientMessage> {
+        let ClientMessage::ShareCheck(reports) = msg else {
+            return Err(msg);
+        };
+        Ok(match self.judge(from, &reports) {
+            Ok((dealers, proved)) => {
+                self.reported.insert(from, dealers);
+                for d in proved {
+                    self.cheaters.entry(d).or_insert(from);
+                }
+                Taken::Answered
+            }
+            Err(e) => Taken::Misbehaved(e),
+        })
+    }
+
+    fn finish<E: Accumulate<Accumulator = A>>(self, ctx: &mut Ctx<'_, E>) -> State<A> {
+        self.close(ctx)
+    }
+
+    fn wait(self) -> State<A> {
+        State::Checks(Box::new(self))
     }
 }

@@ -4,15 +4,15 @@
 //! every element below 2^b), added mod 2^b by the engine, and forgotten. U3 is the set of
 //! clients whose masked input arrived; their inputs are in the sum.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use secagg_engine::Accumulate;
 
-use super::r1_advertise_keys::Session;
-use super::r2_share_keys::Dealer;
+use super::collect::{Collect, Taken, settle};
+use super::membership::Membership;
 use super::r5_consistency::ExpectSignatures;
-use super::{Ctx, DropReason, Input, Roll, State, check_vector, late_or_unknown, out_of_turn};
+use super::{Ctx, Roll, State, check_vector};
 use crate::error::AbortReason;
 use crate::messages::{ClientMessage, ServerMessage};
 use crate::{ClientId, Stage};
@@ -72,17 +72,6 @@ fn check_piece(
     Ok(())
 }
 
-/// Who is in the round after the share check.
-pub(super) struct Membership {
-    pub(super) session: Session,
-    /// Every dealer's committed secrets and share points (certified or not).
-    pub(super) dealers: HashMap<ClientId, Dealer>,
-    /// Dealers whose pairwise masks exist: U2 minus those excluded at the share check.
-    pub(super) certified: BTreeSet<ClientId>,
-    /// For each holder, the certified neighbours whose checked shares it holds.
-    pub(super) holds: HashMap<ClientId, BTreeSet<ClientId>>,
-}
-
 /// Waiting for masked inputs.
 pub(super) struct ExpectMaskedInputs<A> {
     pub(super) deadline: Duration,
@@ -120,7 +109,7 @@ impl<A: Send + Sync> ExpectMaskedInputs<A> {
             len: ctx.config.vector_len(),
             streaming: HashMap::new(),
         };
-        s.check_done(ctx)
+        settle(s, ctx)
     }
 
     /// Whether `client`'s masked input is still expected.
@@ -131,49 +120,6 @@ impl<A: Send + Sync> ExpectMaskedInputs<A> {
     /// Masked inputs still to come.
     pub(super) fn awaited(&self) -> usize {
         self.roll.pending()
-    }
-
-    pub(super) fn handle<E: Accumulate<Accumulator = A>>(
-        mut self,
-        ctx: &mut Ctx<'_, E>,
-        input: Input,
-    ) -> State<E::Accumulator> {
-        match input {
-            Input::Message(from, msg) if self.roll.is_pending(from) => match msg {
-                ClientMessage::PackedInput(_)
-                | ClientMessage::MaskedInput(_)
-                | ClientMessage::MaskedChunk(_) => match self.add(ctx, from, &msg) {
-                    Err(e) => {
-                        self.roll
-                            .leave(ctx, from, Stage::MaskedInput, DropReason::Misbehaved(e));
-                    }
-                    // The engine failing is our problem, not the client's: nothing can be
-                    // summed any more, so the round ends here.
-                    Ok(Err(e)) => {
-                        return ctx.abort(AbortReason::Engine(e.to_string()), self.members());
-                    }
-                    Ok(Ok(false)) => {}
-                    Ok(Ok(true)) => {
-                        self.roll.answered.insert(from);
-                    }
-                },
-                other => out_of_turn(ctx, &mut self.roll, from, &other, Stage::MaskedInput),
-            },
-            Input::Message(from, msg) => ctx.reject(from, late_or_unknown(&self.roll, from, &msg)),
-            Input::Gone(c, reason) => self.roll.leave(ctx, c, Stage::MaskedInput, reason),
-            Input::Joined(_) => {}
-            Input::Deadline => {
-                self.roll.expire(ctx, Stage::MaskedInput);
-                if let Some(reason) = self.partial_input() {
-                    return ctx.abort(reason, self.members());
-                }
-                return self.finish(ctx);
-            }
-        }
-        if let Some(reason) = self.partial_input() {
-            return ctx.abort(reason, self.members());
-        }
-        self.check_done(ctx)
     }
 
     /// Why the round cannot go on, when a client left part-way through a streamed input:
@@ -256,18 +202,7 @@ impl<A: Send + Sync> ExpectMaskedInputs<A> {
         self.membership.session.keys.keys().copied().collect()
     }
 
-    fn check_done<E: Accumulate<Accumulator = A>>(
-        self,
-        ctx: &mut Ctx<'_, E>,
-    ) -> State<E::Accumulator> {
-        if self.roll.is_done() {
-            self.finish(ctx)
-        } else {
-            State::Masked(Box::new(self))
-        }
-    }
-
-    fn finish<E: Accumulate<Accumulator = A>>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
+    fn close<E: Accumulate<Accumulator = A>>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
         let u3: Vec<ClientId> = self.roll.answered.iter().copied().collect();
         if let Err(reason) = ctx.close_stage(Stage::MaskedInput, u3.len(), self.members()) {
             return State::Aborted(reason);
@@ -280,5 +215,49 @@ impl<A: Send + Sync> ExpectMaskedInputs<A> {
         }
         let roll = Roll::start(ctx, Stage::Consistency, u3.iter().copied());
         ExpectSignatures::start(ctx, self.membership, shared, roll, self.acc)
+    }
+}
+
+impl<A: Send + Sync> Collect<A> for ExpectMaskedInputs<A> {
+    const STAGE: Stage = Stage::MaskedInput;
+
+    fn roll(&mut self) -> &mut Roll {
+        &mut self.roll
+    }
+
+    fn take<E: Accumulate<Accumulator = A>>(
+        &mut self,
+        ctx: &mut Ctx<'_, E>,
+        from: ClientId,
+        msg: ClientMessage,
+    ) -> Result<Taken, ClientMessage> {
+        if !matches!(
+            msg,
+            ClientMessage::PackedInput(_)
+                | ClientMessage::MaskedInput(_)
+                | ClientMessage::MaskedChunk(_)
+        ) {
+            return Err(msg);
+        }
+        Ok(match self.add(ctx, from, &msg) {
+            Err(e) => Taken::Misbehaved(e),
+            // The engine failing is our problem, not the client's: nothing can be summed any
+            // more, so the round ends here.
+            Ok(Err(e)) => Taken::Abort(AbortReason::Engine(e.to_string()), self.members()),
+            Ok(Ok(false)) => Taken::Partial,
+            Ok(Ok(true)) => Taken::Answered,
+        })
+    }
+
+    fn must_abort(&self) -> Option<(AbortReason, Vec<ClientId>)> {
+        self.partial_input().map(|reason| (reason, self.members()))
+    }
+
+    fn finish<E: Accumulate<Accumulator = A>>(self, ctx: &mut Ctx<'_, E>) -> State<A> {
+        self.close(ctx)
+    }
+
+    fn wait(self) -> State<A> {
+        State::Masked(Box::new(self))
     }
 }

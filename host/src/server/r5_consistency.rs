@@ -13,9 +13,10 @@ use std::time::Duration;
 
 use secagg_engine::Accumulate;
 
-use super::r4_masked_input::Membership;
+use super::collect::{Collect, Taken, settle};
+use super::membership::Membership;
 use super::r6_unmasking::ExpectUnmaskShares;
-use super::{Ctx, DropReason, Input, Roll, State, late_or_unknown, out_of_turn};
+use super::{Ctx, Roll, State};
 use crate::crypto::SURVIVORS_DOMAIN;
 use crate::crypto::survivors_digest;
 use crate::error::ProtocolError;
@@ -50,37 +51,7 @@ impl<A: Send + Sync> ExpectSignatures<A> {
             acc,
             signatures: BTreeMap::new(),
         };
-        s.check_done(ctx)
-    }
-
-    pub(super) fn handle<E: Accumulate<Accumulator = A>>(
-        mut self,
-        ctx: &mut Ctx<'_, E>,
-        input: Input,
-    ) -> State<E::Accumulator> {
-        match input {
-            Input::Message(from, msg) if self.roll.is_pending(from) => match msg {
-                ClientMessage::Consistency { signature } => match self.check(from, &signature) {
-                    Ok(()) => {
-                        self.roll.answered.insert(from);
-                        self.signatures.insert(from, signature);
-                    }
-                    Err(e) => {
-                        self.roll
-                            .leave(ctx, from, Stage::Consistency, DropReason::Misbehaved(e))
-                    }
-                },
-                other => out_of_turn(ctx, &mut self.roll, from, &other, Stage::Consistency),
-            },
-            Input::Message(from, msg) => ctx.reject(from, late_or_unknown(&self.roll, from, &msg)),
-            Input::Gone(c, reason) => self.roll.leave(ctx, c, Stage::Consistency, reason),
-            Input::Joined(_) => {}
-            Input::Deadline => {
-                self.roll.expire(ctx, Stage::Consistency);
-                return self.finish(ctx);
-            }
-        }
-        self.check_done(ctx)
+        settle(s, ctx)
     }
 
     fn check(&self, from: ClientId, signature: &[u8; 64]) -> Result<(), ProtocolError> {
@@ -92,17 +63,6 @@ impl<A: Send + Sync> ExpectSignatures<A> {
             .ok_or(ProtocolError::UnknownClient(from))?;
         key.verify(SURVIVORS_DOMAIN, &self.digest, signature)?;
         Ok(())
-    }
-
-    fn check_done<E: Accumulate<Accumulator = A>>(
-        self,
-        ctx: &mut Ctx<'_, E>,
-    ) -> State<E::Accumulator> {
-        if self.roll.is_done() {
-            self.finish(ctx)
-        } else {
-            State::Signatures(Box::new(self))
-        }
     }
 
     /// For every signer, the signatures it needs: those of the holders of every secret it
@@ -159,7 +119,7 @@ impl<A: Send + Sync> ExpectSignatures<A> {
             .collect()
     }
 
-    fn finish<E: Accumulate<Accumulator = A>>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
+    fn close<E: Accumulate<Accumulator = A>>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
         let signers: Vec<ClientId> = self.roll.answered.iter().copied().collect();
         let live = signers.iter().filter(|c| !ctx.gone.contains_key(c)).count();
         let notify: Vec<ClientId> = self.membership.session.keys.keys().copied().collect();
@@ -180,5 +140,39 @@ impl<A: Send + Sync> ExpectSignatures<A> {
         }
         let roll = Roll::start(ctx, Stage::Unmasking, signers);
         ExpectUnmaskShares::start(ctx, self.membership, &self.u3, roll, self.acc)
+    }
+}
+
+impl<A: Send + Sync> Collect<A> for ExpectSignatures<A> {
+    const STAGE: Stage = Stage::Consistency;
+
+    fn roll(&mut self) -> &mut Roll {
+        &mut self.roll
+    }
+
+    fn take<E: Accumulate<Accumulator = A>>(
+        &mut self,
+        _ctx: &mut Ctx<'_, E>,
+        from: ClientId,
+        msg: ClientMessage,
+    ) -> Result<Taken, ClientMessage> {
+        let ClientMessage::Consistency { signature } = msg else {
+            return Err(msg);
+        };
+        Ok(match self.check(from, &signature) {
+            Ok(()) => {
+                self.signatures.insert(from, signature);
+                Taken::Answered
+            }
+            Err(e) => Taken::Misbehaved(e),
+        })
+    }
+
+    fn finish<E: Accumulate<Accumulator = A>>(self, ctx: &mut Ctx<'_, E>) -> State<A> {
+        self.close(ctx)
+    }
+
+    fn wait(self) -> State<A> {
+        State::Signatures(Box::new(self))
     }
 }

@@ -20,10 +20,9 @@ use rayon::prelude::*;
 use secagg_engine::{Accumulate, MaskTerm};
 use zeroize::Zeroize;
 
-use super::r4_masked_input::Membership;
-use super::{
-    Ctx, DropReason, Input, Roll, RoundOutput, ServerEvent, State, late_or_unknown, out_of_turn,
-};
+use super::collect::{Collect, Taken, settle};
+use super::membership::Membership;
+use super::{Ctx, Roll, RoundOutput, ServerEvent, State};
 use crate::crypto::feldman::{matches_points, opens_to};
 use crate::crypto::{Lagrange, masking_point, pairwise_seeds, scalar_from_bytes, self_mask_seed};
 use crate::error::{AbortReason, CryptoError, PeerMisbehaved, ProtocolError};
@@ -68,36 +67,7 @@ impl<A: Send + Sync> ExpectUnmaskShares<A> {
             acc: Some(acc),
             shares: HashMap::new(),
         };
-        s.check_done(ctx)
-    }
-
-    pub(super) fn handle<E: Accumulate<Accumulator = A>>(
-        mut self,
-        ctx: &mut Ctx<'_, E>,
-        input: Input,
-    ) -> State<E::Accumulator> {
-        match input {
-            Input::Message(from, msg) if self.roll.is_pending(from) => match msg {
-                ClientMessage::UnmaskShares(shares) => match self.accept(from, &shares) {
-                    Ok(()) => {
-                        self.roll.answered.insert(from);
-                    }
-                    Err(e) => {
-                        self.roll
-                            .leave(ctx, from, Stage::Unmasking, DropReason::Misbehaved(e))
-                    }
-                },
-                other => out_of_turn(ctx, &mut self.roll, from, &other, Stage::Unmasking),
-            },
-            Input::Message(from, msg) => ctx.reject(from, late_or_unknown(&self.roll, from, &msg)),
-            Input::Gone(c, reason) => self.roll.leave(ctx, c, Stage::Unmasking, reason),
-            Input::Joined(_) => {}
-            Input::Deadline => {
-                self.roll.expire(ctx, Stage::Unmasking);
-                return self.finish(ctx);
-            }
-        }
-        self.check_done(ctx)
+        settle(s, ctx)
     }
 
     /// Checks one client's shares — exactly one per owner it holds checked shares of, of the
@@ -153,22 +123,11 @@ impl<A: Send + Sync> ExpectUnmaskShares<A> {
         Ok(())
     }
 
-    fn check_done<E: Accumulate<Accumulator = A>>(
-        self,
-        ctx: &mut Ctx<'_, E>,
-    ) -> State<E::Accumulator> {
-        if self.roll.is_done() {
-            self.finish(ctx)
-        } else {
-            State::Unmask(Box::new(self))
-        }
-    }
-
     fn notify_all(&self) -> Vec<ClientId> {
         self.membership.session.keys.keys().copied().collect()
     }
 
-    fn finish<E: Accumulate<Accumulator = A>>(
+    fn close<E: Accumulate<Accumulator = A>>(
         mut self,
         ctx: &mut Ctx<'_, E>,
     ) -> State<E::Accumulator> {
@@ -418,5 +377,36 @@ fn rebuild(
     } else {
         secret.zeroize();
         Err(CryptoError::Mismatch { owner, what }.into())
+    }
+}
+
+impl<A: Send + Sync> Collect<A> for ExpectUnmaskShares<A> {
+    const STAGE: Stage = Stage::Unmasking;
+
+    fn roll(&mut self) -> &mut Roll {
+        &mut self.roll
+    }
+
+    fn take<E: Accumulate<Accumulator = A>>(
+        &mut self,
+        _ctx: &mut Ctx<'_, E>,
+        from: ClientId,
+        msg: ClientMessage,
+    ) -> Result<Taken, ClientMessage> {
+        let ClientMessage::UnmaskShares(shares) = msg else {
+            return Err(msg);
+        };
+        Ok(match self.accept(from, &shares) {
+            Ok(()) => Taken::Answered,
+            Err(e) => Taken::Misbehaved(e),
+        })
+    }
+
+    fn finish<E: Accumulate<Accumulator = A>>(self, ctx: &mut Ctx<'_, E>) -> State<A> {
+        self.close(ctx)
+    }
+
+    fn wait(self) -> State<A> {
+        State::Unmask(Box::new(self))
     }
 }
