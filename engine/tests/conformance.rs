@@ -11,7 +11,7 @@
 mod support;
 
 use secagg_engine::{Accumulate, Backend, CpuEngine, EngineError, Modulus, Prg, Seed, StreamPos};
-use support::{Inputs, assert_same, mask_of, reference_apply, spec_stream};
+use support::{Inputs, PASS_EDGES, assert_same, mask_of, reference_apply, spec_stream};
 
 const BITS: [u32; 5] = [1, 7, 17, 31, 32];
 const SMALL_LENGTHS: [usize; 8] = [0, 1, 15, 16, 17, 63, 1000, 4099];
@@ -27,8 +27,12 @@ fn offset(rng: &mut Inputs) -> u64 {
 }
 
 fn apply_case<E: Backend>(e: &E, rng: &mut Inputs, len: usize, n_terms: usize) {
-    let modulus = Modulus::new(rng.pick(&BITS)).unwrap();
     let prg = rng.pick(&Prg::ALL);
+    apply_case_with(e, rng, len, n_terms, prg);
+}
+
+fn apply_case_with<E: Backend>(e: &E, rng: &mut Inputs, len: usize, n_terms: usize, prg: Prg) {
+    let modulus = Modulus::new(rng.pick(&BITS)).unwrap();
     let off = offset(rng);
     let acc = rng.vec(len);
     let (terms, raw) = rng.terms(n_terms);
@@ -70,14 +74,18 @@ fn apply_masks_million<E: Backend>(e: &E, test: &str) {
     }
 }
 
-/// Thousands of terms in one pass, as a server unmasking a large SecAgg+ round sends (about
-/// 7900 at n = 1000 with the semi-malicious planner's k = 78): on either side of 5461 terms,
-/// where the terms buffer passes 2^16 words (lavapipe gave wrong sums from 5462 terms on).
+/// Thousands of terms in one call, as a server unmasking a large SecAgg+ round sends (about
+/// 7900 at n = 1000 with the semi-malicious planner's k = 78), on either side of each PRG's
+/// single-pass edge on llvmpipe (see `PASS_EDGES`; the GPU engine gave wrong sums from 5462
+/// ChaCha20 terms on), and 8000.
 fn apply_masks_thousands_of_terms<E: Backend>(e: &E, test: &str) {
     let mut rng = Inputs::new(test);
-    for n_terms in [5461, 5462, 8000] {
-        apply_case(e, &mut rng, 33, n_terms);
+    for (prg, edges) in PASS_EDGES {
+        for n_terms in edges {
+            apply_case_with(e, &mut rng, 33, n_terms, prg);
+        }
     }
+    apply_case(e, &mut rng, 33, 8000);
 }
 
 /// Masking a vector in pieces at their own offsets equals masking it whole.
@@ -390,6 +398,37 @@ fn accumulator_mask_range<E: Accumulate>(e: &E, test: &str) {
     }
 }
 
+/// The mask pass in place (the server's unmasking job) with as many terms as
+/// [`apply_masks_thousands_of_terms`]: each PRG on either side of its single-pass edge, over
+/// a range that starts inside a 16-word block.
+fn accumulator_mask_range_thousands_of_terms<E: Accumulate>(e: &E, test: &str) {
+    let mut rng = Inputs::new(test);
+    let modulus = Modulus::new(26).unwrap();
+    let mask = mask_of(modulus);
+    let len = 40;
+    for (prg, edges) in PASS_EDGES {
+        for n_terms in edges {
+            let values: Vec<u32> = rng.vec(len).into_iter().map(|v| v & mask).collect();
+            let mut acc = e.accumulator(len, modulus).unwrap();
+            e.add_words(&mut acc, 0, &values).unwrap();
+            let (start, n) = (3, 33);
+            let off = offset(&mut rng);
+            let (terms, raw) = rng.terms(n_terms);
+            let mut want = values;
+            let slice = reference_apply(&want[start..start + n], off, &raw, prg, modulus);
+            want[start..start + n].copy_from_slice(&slice);
+            e.mask_range(&mut acc, start, n, off, &terms, prg).unwrap();
+            let mut got = vec![0u32; len];
+            e.read_out(&acc, &mut got).unwrap();
+            assert_same(
+                &format!("mask_range offset {off} terms {n_terms} {prg}"),
+                &got,
+                &want,
+            );
+        }
+    }
+}
+
 fn accumulator_rejects_bad_arguments<E: Accumulate>(e: &E, _test: &str) {
     let modulus = Modulus::new(17).unwrap();
     let mut acc = e.accumulator(100, modulus).unwrap();
@@ -490,6 +529,7 @@ macro_rules! conformance {
             case!(accumulator_add_packed);
             case!(accumulator_add_packed_runs);
             case!(accumulator_mask_range);
+            case!(accumulator_mask_range_thousands_of_terms);
             case!(accumulator_rejects_bad_arguments);
             case!(accumulator_across_default_chunks, release);
         }

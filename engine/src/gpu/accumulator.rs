@@ -6,9 +6,7 @@
 //! `add_packed` kernel into the chunk it lands in, and never read back; the mask pass binds
 //! each chunk in place; the result crosses to the host once, in [`Accumulate::read_out`].
 
-use super::{
-    ADD_WORKGROUP, Buffers, GpuEngine, InFlight, Kernel, MAX_TERMS_PER_PASS, Params, map_for_read,
-};
+use super::{ADD_WORKGROUP, Buffers, GpuEngine, InFlight, Kernel, Params, map_for_read};
 use crate::accumulator::{Accumulate, check_packed, check_span};
 use crate::{EngineError, MaskTerm, Modulus, Prg, Seed, Sign, check_range};
 
@@ -382,10 +380,10 @@ impl Accumulate for GpuEngine {
         let mut buffers = self.buffers();
         let list: Vec<(&Seed, Sign)> = terms.iter().map(|t| (&t.seed, t.sign)).collect();
         let mut result = Ok(());
-        // As in `apply_masks`: at most MAX_TERMS_PER_PASS terms per pass; with no terms one
-        // pass still reduces the range mod 2^b.
+        // As in `apply_masks`: at most the terms that fit the adapter's loop budget per pass;
+        // with no terms one pass still reduces the range mod 2^b.
         for batch in list
-            .chunks(MAX_TERMS_PER_PASS)
+            .chunks(self.terms_per_pass(prg))
             .chain(std::iter::once(&list[..0]).filter(|_| terms.is_empty()))
         {
             if let Err(e) = self.upload_terms(&mut buffers, batch, 0) {

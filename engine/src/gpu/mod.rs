@@ -3,10 +3,13 @@
 //! Device, queue, shader modules and buffers are created once and reused; pipelines are
 //! compiled on first use and cached per (kernel, PRG). Vectors longer than one chunk (at most
 //! the adapter's storage-binding limit) are processed chunk by chunk through two buffer slots,
-//! so that the host copies one chunk in or out while the GPU works on the other. Every wgpu
-//! failure (no adapter, device lost, out of memory, mapping) comes back as an [`EngineError`].
+//! so that the host copies one chunk in or out while the GPU works on the other. Mask jobs
+//! run in one pass, or in several where the driver ends shader loops after a fixed number of
+//! iterations (llvmpipe: [`GpuEngine::loop_budget`]). Every wgpu failure (no adapter, device
+//! lost, out of memory, mapping) comes back as an [`EngineError`].
 
 mod accumulator;
+mod loop_budget;
 mod shaders;
 
 pub use accumulator::GpuAccumulator;
@@ -23,9 +26,6 @@ use crate::{
     Backend, BackendKind, EngineError, Lane, MaskTerm, Modulus, Prg, Seed, Sign, StreamPos,
     check_add, check_range, words, words_mut,
 };
-
-/// Most mask terms one `apply` dispatch takes (see [`GpuEngine::apply_masks`]).
-const MAX_TERMS_PER_PASS: usize = 4096;
 
 /// Words per mask term in the `terms` buffer (see `shaders/masks.wgsl`).
 const TERM_WORDS: usize = 12;
@@ -208,6 +208,7 @@ pub struct GpuEngine {
     masks_module: wgpu::ShaderModule,
     sum_module: wgpu::ShaderModule,
     packed_module: wgpu::ShaderModule,
+    loop_budget: Option<u32>,
     pipelines: Mutex<HashMap<(Kernel, Prg), Arc<wgpu::ComputePipeline>>>,
     buffers: Mutex<Buffers>,
 }
@@ -301,20 +302,26 @@ impl GpuEngine {
                 source: wgpu::ShaderSource::Wgsl(m.source.into()),
             })
         });
-        let (Some(masks_module), Some(sum_module), Some(packed_module)) =
-            (compiled.next(), compiled.next(), compiled.next())
-        else {
+        let (Some(masks_module), Some(sum_module), Some(packed_module), Some(probe_module)) = (
+            compiled.next(),
+            compiled.next(),
+            compiled.next(),
+            compiled.next(),
+        ) else {
             return Err(EngineError::Validation(
                 "shader module list is incomplete".into(),
             ));
         };
         health.check()?;
+        let loop_budget = loop_budget::measure(&device, &queue, &probe_module, &health)?;
         log::debug!(
-            "GPU engine on {} ({:?}), chunk {} elements, max {} workgroups per dimension",
+            "GPU engine on {} ({:?}), chunk {} elements, max {} workgroups per dimension, \
+             loop budget {:?}",
             info.name,
             info.backend,
             chunk_elems,
-            max_dim
+            max_dim,
+            loop_budget
         );
         Ok(Self {
             device,
@@ -326,6 +333,7 @@ impl GpuEngine {
             masks_module,
             sum_module,
             packed_module,
+            loop_budget,
             pipelines: Mutex::new(HashMap::new()),
             buffers: Mutex::new(Buffers::default()),
         })
@@ -339,6 +347,20 @@ impl GpuEngine {
     /// Elements per chunk.
     pub fn chunk_elems(&self) -> usize {
         self.chunk_elems
+    }
+
+    /// How many loop iterations one shader invocation may run on this adapter, all its loops
+    /// together, when the driver ends them there (llvmpipe, under lavapipe: 65,535); `None`
+    /// when a loop of 2^20 iterations ran to the end. Measured once, when the engine opens;
+    /// mask jobs with more terms than fit are split into passes.
+    pub fn loop_budget(&self) -> Option<u32> {
+        self.loop_budget
+    }
+
+    /// Most mask terms one dispatch of the mask kernel takes with `prg` on this adapter
+    /// (`usize::MAX` when it has no loop budget).
+    pub fn terms_per_pass(&self, prg: Prg) -> usize {
+        loop_budget::terms_per_pass(self.loop_budget, prg)
     }
 
     fn pipeline(
@@ -779,13 +801,12 @@ impl Backend for GpuEngine {
         })?;
         let mut buffers = self.buffers();
         let list: Vec<(&Seed, Sign)> = terms.iter().map(|t| (&t.seed, t.sign)).collect();
-        // At most MAX_TERMS_PER_PASS terms per pass, each pass adding into the accumulator:
-        // lavapipe returned wrong sums from 5462 terms on (a terms buffer above 256 KiB), and
-        // until the cause is known no pass goes near that. With no terms, one pass still
-        // reduces the accumulator mod 2^b.
+        // One pass takes at most the terms whose loops fit the adapter's loop budget (all of
+        // them on an adapter without one), each pass adding into the accumulator. With no
+        // terms, one pass still reduces the accumulator mod 2^b.
         let mut result = Ok(());
         for batch in list
-            .chunks(MAX_TERMS_PER_PASS)
+            .chunks(self.terms_per_pass(prg))
             .chain(std::iter::once(&list[..0]).filter(|_| n_terms == 0))
         {
             if let Err(e) = self.upload_terms(&mut buffers, batch, 0) {

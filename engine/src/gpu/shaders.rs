@@ -9,6 +9,7 @@ const CHACHA: &str = include_str!("../../../shaders/chacha.wgsl");
 const MASKS: &str = include_str!("../../../shaders/masks.wgsl");
 const SUM: &str = include_str!("../../../shaders/sum.wgsl");
 const PACKED: &str = include_str!("../../../shaders/packed.wgsl");
+const PROBE: &str = include_str!("../../../shaders/probe.wgsl");
 
 /// A shader module: its name and its full WGSL source.
 #[derive(Clone, Debug)]
@@ -27,6 +28,8 @@ pub(crate) const MASKS_MODULE: &str = "secagg-masks";
 pub(crate) const SUM_MODULE: &str = "secagg-sum";
 /// Name of the packed-addition module (entry point `add_packed`).
 pub(crate) const PACKED_MODULE: &str = "secagg-packed";
+/// Name of the loop-budget probe (entry point `loop_budget`).
+pub(crate) const PROBE_MODULE: &str = "secagg-probe";
 
 /// Every module the GPU engine compiles.
 pub fn modules() -> Vec<ShaderModule> {
@@ -45,6 +48,11 @@ pub fn modules() -> Vec<ShaderModule> {
             name: PACKED_MODULE,
             entry_points: &["add_packed"],
             source: [COMMON, PACKED].join("\n"),
+        },
+        ShaderModule {
+            name: PROBE_MODULE,
+            entry_points: &["loop_budget"],
+            source: [COMMON, PROBE].join("\n"),
         },
     ]
 }

@@ -7,6 +7,20 @@
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use secagg_engine::{MaskTerm, Modulus, Prg, Seed, Sign};
 
+/// Where one pass of the GPU mask kernel stops being exact on llvmpipe (lavapipe), by PRG:
+/// the most terms one invocation expands right, and one more. llvmpipe ends every loop of an
+/// invocation once 65,535 loop iterations have run in it, all loops together. A ChaCha20 or
+/// ChaCha12 term costs ROUNDS/2 + 2 of them (one of the terms loop, ROUNDS/2 of the rounds
+/// loop and one for the pass that ends it); a term is exact while its rounds loop can still
+/// go round, so n terms are exact while 12(n − 1) + 9 < 65,535 (ChaCha20: n ≤ 5461) or
+/// 8(n − 1) + 5 < 65,535 (ChaCha12: n ≤ 8192). llvmpipe unrolls ChaCha8's four-iteration
+/// rounds loop, so a ChaCha8 term costs one: n ≤ 65,535.
+pub const PASS_EDGES: [(Prg, [usize; 2]); 3] = [
+    (Prg::ChaCha20, [5461, 5462]),
+    (Prg::ChaCha12, [8192, 8193]),
+    (Prg::ChaCha8, [65_535, 65_536]),
+];
+
 /// The input generator for one test, seeded from the printed test seed.
 pub struct Inputs(rand_chacha::ChaCha8Rng);
 
