@@ -16,10 +16,8 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use secagg::engine::{CpuEngine, Prg, testing};
 use secagg::host::crypto::{
-    ADVERTISE_DOMAIN, ClientSecrets, GraphSeed, PublicKeys, RoundDigest, advertisement_message,
-    cohort_digest,
+    ADVERTISE_DOMAIN, ClientSecrets, PublicKeys, RoundDigest, advertisement_message, cohort_digest,
 };
-use secagg::host::graph::NeighborGraph;
 use secagg::host::identity::{CaKey, IdentityKey};
 use secagg::host::messages::{
     ClientMessage, Credential, DealerReport, ReportKind, ServerMessage, SignedKeys,
@@ -31,6 +29,7 @@ use secagg::host::sim::lab::{
     DealerFault, Honest, Lab, NON_CANONICAL_POINT, Rebuild, on_client, on_server,
 };
 use secagg::host::sim::{SimConfig, parameter_free_policy, sim_ca, sim_client};
+use secagg::host::view::RoundView;
 use secagg::host::{
     AbortReason, ClientError, ClientId, ClientPolicy, ClientStatus, CryptoError, DropReason,
     PeerMisbehaved, PointError, ProtocolError, RoundConfig, ServerStatus, Stage, Trust,
@@ -944,11 +943,9 @@ fn the_graph_cannot_be_ground_after_keys() {
     let mut l = lab("graph_grinding", 30, 6, 5);
     let (list, round, digest) = up_to_key_list(&mut l);
     let graph_of = |keys: &[(ClientId, SignedKeys)]| {
-        let nonces: Vec<(ClientId, &[u8; 32])> =
-            keys.iter().map(|(id, k)| (*id, &k.nonce)).collect();
-        let seed = GraphSeed::derive(&round, &digest, &nonces);
-        let members: Vec<ClientId> = keys.iter().map(|(id, _)| *id).collect();
-        NeighborGraph::new(&seed, &members, 6).neighbors(TARGET)
+        RoundView::derive(&round, &digest, keys, 6)
+            .graph
+            .neighbors(TARGET)
     };
     let honest_graph = graph_of(&list);
     let mut rng = ChaCha20Rng::seed_from_u64(0x96);

@@ -398,9 +398,12 @@ mod properties {
                 // A masker's partners are the other clients that dealt: alive(share-keys) − 1.
                 // A dealer stays in only with t other holders of checked shares (its mask key
                 // has no share of its own): alive(share-check) − 1.
-                let completes = alive(Stage::AdvertiseKeys) >= t
+                // Every client's policy also refuses a key list or survivor list below its T.
+                let floor = cfg.policy.min_cohort;
+                let completes = alive(Stage::AdvertiseKeys) >= t.max(floor)
                     && alive(Stage::ShareKeys) > t
                     && alive(Stage::ShareCheck) > t
+                    && alive(Stage::MaskedInput) >= floor
                     && alive(Stage::MaskedInput) >= t
                     && alive(Stage::Consistency) >= t
                     && alive(Stage::Unmasking) >= t;

@@ -88,6 +88,7 @@ pub mod server;
 pub mod sim;
 #[cfg(feature = "tokio")]
 pub mod transport;
+pub mod view;
 
 pub use client::{Client, ClientError, ClientIdentity, ClientStatus, RoundRng, round_rng};
 pub use config::{Quantization, RoundConfig};

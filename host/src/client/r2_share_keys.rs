@@ -17,15 +17,15 @@ use super::{Ctx, OwnShare, State};
 use crate::credentials::{claimed_key, names, verify_all};
 use crate::crypto::{ADVERTISE_DOMAIN, advertisement_message};
 use crate::crypto::{
-    BundleKey, BundlePlaintext, ClientSecrets, Dealt, GraphSeed, PublicKeys, SessionEntry,
-    SessionId, deal, masking_point, nonce_commitment, share_points_digest,
+    BundleKey, BundlePlaintext, ClientSecrets, Dealt, PublicKeys, deal, masking_point,
+    nonce_commitment, share_points_digest,
 };
 use crate::error::{LocalFailure, PeerMisbehaved, ProtocolError};
-use crate::graph::NeighborGraph;
 use crate::identity::SignedItem;
 use crate::messages::{ClientMessage, SealedBundle, SignedKeys};
 use crate::policy::Trust;
 use crate::selection::SelectionError;
+use crate::view::RoundView;
 use crate::{ClientId, Stage};
 
 /// Waiting for the list of clients that advertised keys.
@@ -101,21 +101,8 @@ impl ExpectKeyList {
         let t = ctx.config.threshold();
         ctx.policy
             .check_shape(keys.len(), ctx.config.neighbors(), t, ctx.colluders)?;
-        let session = SessionId::derive(
-            ctx.round,
-            &self.cohort_digest,
-            keys.iter().map(|(id, k)| SessionEntry {
-                id: *id,
-                keys: &k.keys,
-                nonce: &k.nonce,
-                identity: k.credential.key_bytes(),
-            }),
-        );
-        let nonces: Vec<(ClientId, &[u8; 32])> =
-            keys.iter().map(|(id, k)| (*id, &k.nonce)).collect();
-        let seed = GraphSeed::derive(ctx.round, &self.cohort_digest, &nonces);
-        let members: Vec<ClientId> = keys.iter().map(|(id, _)| *id).collect();
-        let graph = NeighborGraph::new(&seed, &members, ctx.config.neighbors());
+        let RoundView { session, graph } =
+            RoundView::derive(ctx.round, &self.cohort_digest, keys, ctx.config.neighbors());
         let neighbors = graph.neighbors(me);
         if neighbors.len() + 1 < t {
             return Err(ProtocolError::TooFewClients {

@@ -23,15 +23,12 @@ use super::r2_share_keys::ExpectShares;
 use super::{Ctx, Roll, State};
 use crate::credentials::identity_key;
 use crate::crypto::{ADVERTISE_DOMAIN, advertisement_message};
-use crate::crypto::{
-    GraphSeed, SessionEntry, SessionId, cohort_digest, is_low_order, masking_point,
-    nonce_commitment,
-};
+use crate::crypto::{cohort_digest, is_low_order, masking_point, nonce_commitment};
 use crate::error::{CryptoError, PeerMisbehaved, ProtocolError};
-use crate::graph::NeighborGraph;
 use crate::identity::IdentityPublicKey;
 use crate::messages::{ClientMessage, ServerMessage, SignedKeys};
 use crate::selection::SelectionError;
+use crate::view::RoundView;
 use crate::{ClientId, Stage};
 
 /// Waiting for signed keys from the cohort.
@@ -119,21 +116,13 @@ impl ExpectKeys {
             .into_iter()
             .map(|(id, (signed, _))| (id, signed))
             .collect();
-        let id = SessionId::derive(
+        let RoundView { session: id, graph } = RoundView::derive(
             ctx.round,
             &self.cohort_digest,
-            list.iter().map(|(id, k)| SessionEntry {
-                id: *id,
-                keys: &k.keys,
-                nonce: &k.nonce,
-                identity: k.credential.key_bytes(),
-            }),
+            &list,
+            ctx.config.neighbors(),
         );
-        let nonces: Vec<(ClientId, &[u8; 32])> =
-            list.iter().map(|(id, k)| (*id, &k.nonce)).collect();
-        let seed = GraphSeed::derive(ctx.round, &self.cohort_digest, &nonces);
         let members: Vec<ClientId> = list.iter().map(|(id, _)| *id).collect();
-        let graph = NeighborGraph::new(&seed, &members, ctx.config.neighbors());
         for id in &members {
             ctx.send(*id, ServerMessage::KeyList(list.clone()));
         }

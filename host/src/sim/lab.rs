@@ -27,16 +27,16 @@ use super::{SimConfig, SimError, sim_ca, sim_client, sim_identity_key, sim_serve
 use crate::codec::{self, Limits};
 use crate::crypto::feldman::{decode_point, opens_to, share_matches};
 use crate::crypto::{
-    ADVERTISE_DOMAIN, BundlePlaintext, ClientSecrets, GraphSeed, Lagrange, RoundDigest,
-    SessionEntry, SessionId, advertisement_message, cohort_digest, deal, masking_point,
-    nonce_commitment, pairwise_seeds, self_mask_seed, share_points_digest,
+    ADVERTISE_DOMAIN, BundlePlaintext, ClientSecrets, Lagrange, RoundDigest, SessionId,
+    advertisement_message, cohort_digest, deal, masking_point, nonce_commitment, pairwise_seeds,
+    self_mask_seed, share_points_digest,
 };
-use crate::graph::NeighborGraph;
 use crate::identity::{CaKey, IdentityKey};
 use crate::messages::{
     ClientMessage, Credential, Envelope, SealedBundle, ServerMessage, ShareKind, SignedKeys,
 };
 use crate::server::{Server, ServerEvent, ServerStatus};
+use crate::view::RoundView;
 use crate::{Client, ClientId, ClientStatus};
 
 /// What sits between the server and the clients. The defaults pass everything through.
@@ -669,16 +669,7 @@ impl Lab {
             .unwrap_or_default();
         let round = RoundDigest::of(&self.cfg.round);
         let cohort = cohort_digest(&round, &cohort);
-        let session = SessionId::derive(
-            &round,
-            &cohort,
-            keys.iter().map(|(id, k)| SessionEntry {
-                id: *id,
-                keys: &k.keys,
-                nonce: &k.nonce,
-                identity: k.credential.key_bytes(),
-            }),
-        );
+        let session = RoundView::derive(&round, &cohort, &keys, self.cfg.round.neighbors()).session;
         Some(View {
             session,
             keys: keys.iter().map(|(id, k)| (*id, k.keys.masking)).collect(),
@@ -916,22 +907,9 @@ impl CheatingDealer {
     fn deal(&mut self, list: &[(ClientId, SignedKeys)]) -> Option<ClientMessage> {
         let cohort = self.cohort?;
         let secrets = self.secrets.as_ref()?;
-        let session = SessionId::derive(
-            &self.round,
-            &cohort,
-            list.iter().map(|(id, k)| SessionEntry {
-                id: *id,
-                keys: &k.keys,
-                nonce: &k.nonce,
-                identity: k.credential.key_bytes(),
-            }),
-        );
+        let RoundView { session, graph } =
+            RoundView::derive(&self.round, &cohort, list, self.cfg.round.neighbors());
         self.session = Some((session, list.to_vec()));
-        let nonces: Vec<(ClientId, &[u8; 32])> =
-            list.iter().map(|(id, k)| (*id, &k.nonce)).collect();
-        let seed = GraphSeed::derive(&self.round, &cohort, &nonces);
-        let members: Vec<ClientId> = list.iter().map(|(id, _)| *id).collect();
-        let graph = NeighborGraph::new(&seed, &members, self.cfg.round.neighbors());
         let neighbors = graph.neighbors(self.id);
         let t = self.cfg.round.threshold();
         let mut holders = neighbors.clone();
