@@ -225,6 +225,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn packing_round_trips_every_width() {
+        for bits in 1..=32u32 {
+            let mask = if bits == 32 {
+                u32::MAX
+            } else {
+                (1u32 << bits) - 1
+            };
+            let values: Vec<u32> = (0..37u32)
+                .map(|i| i.wrapping_mul(2_654_435_761) & mask)
+                .collect();
+            let mut buf = Vec::new();
+            pack(&values, bits, &mut buf);
+            assert_eq!(buf.len(), packed_len(values.len(), bits));
+            let mut back = vec![0u32; values.len()];
+            unpack(&buf, bits, &mut back).unwrap();
+            assert_eq!(back, values, "bits {bits}");
+        }
+    }
+
+    #[test]
+    fn packed_bits_are_a_little_endian_stream() {
+        // Three 4-bit values 0x1, 0x2, 0x3 -> bytes 0x21, 0x03.
+        let mut buf = Vec::new();
+        pack(&[1, 2, 3], 4, &mut buf);
+        assert_eq!(buf, [0x21, 0x03]);
+        let mut out = [0u32; 3];
+        assert!(
+            unpack(&[0x21, 0x13], 4, &mut out).is_err(),
+            "padding bits must be zero"
+        );
+        // The packed path checks the same without unpacking.
+        assert!(check_padding(&[0x21, 0x13], 3, 4).is_err());
+        assert!(check_padding(&[0x21, 0x03], 3, 4).is_ok());
+        assert!(check_padding(&[0xff, 0xff], 2, 8).is_ok());
+        assert!(check_padding(&[0xff, 0x7f], 3, 5).is_ok());
+        assert!(check_padding(&[0xff, 0xff], 3, 5).is_err());
+    }
+
+    #[test]
     fn lengths_and_padding_are_typed() {
         let mut out = [0u32; 3];
         assert_eq!(

@@ -140,86 +140,22 @@ impl Limits {
     }
 }
 
-/// Bytes of `count` elements packed at `bits` each.
-pub fn packed_len(count: usize, bits: u32) -> usize {
-    (count as u128 * u128::from(bits)).div_ceil(8) as usize
-}
-
-/// Appends `values` (each below 2^bits) packed at `bits` per element.
-pub fn pack(values: &[u32], bits: u32, out: &mut Vec<u8>) {
-    let mask = if bits >= 32 {
-        u32::MAX
-    } else {
-        (1u32 << bits) - 1
-    };
-    out.reserve(packed_len(values.len(), bits));
-    let mut acc: u64 = 0;
-    let mut filled = 0u32;
-    for &v in values {
-        acc |= u64::from(v & mask) << filled;
-        filled += bits;
-        while filled >= 8 {
-            out.push(acc as u8);
-            acc >>= 8;
-            filled -= 8;
-        }
-    }
-    if filled > 0 {
-        out.push(acc as u8);
-    }
-}
+// The packed b-bit format is the engine's (`secagg_engine::packed`), where the kernels that
+// unpack it live.
+pub use secagg_engine::packed::{pack, packed_len};
 
 /// Unpacks `out.len()` elements of `bits` each from `bytes` (which must be exactly
-/// [`packed_len`] long; padding bits must be zero).
+/// [`packed_len`] long; padding bits must be zero): [`secagg_engine::packed::unpack`], with
+/// its errors as the codec reports them.
 pub fn unpack(bytes: &[u8], bits: u32, out: &mut [u32]) -> Result<(), CodecError> {
-    if bytes.len() != packed_len(out.len(), bits) {
-        return Err(CodecError::Invalid {
-            field: "packed vector",
-            why: format!(
-                "{} bytes for {} elements of {bits} bits",
-                bytes.len(),
-                out.len()
-            ),
-        });
-    }
-    let mask = if bits >= 32 {
-        u64::from(u32::MAX)
-    } else {
-        (1u64 << bits) - 1
-    };
-    let mut acc: u64 = 0;
-    let mut filled = 0u32;
-    let mut input = bytes.iter();
-    for o in out.iter_mut() {
-        while filled < bits {
-            let byte = input.next().copied().unwrap_or(0);
-            acc |= u64::from(byte) << filled;
-            filled += 8;
-        }
-        *o = (acc & mask) as u32;
-        acc >>= bits;
-        filled -= bits;
-    }
-    if acc != 0 {
-        return Err(CodecError::Invalid {
-            field: "packed vector",
-            why: "non-zero padding bits".into(),
-        });
-    }
-    Ok(())
+    Ok(secagg_engine::packed::unpack(bytes, bits, out)?)
 }
 
 /// The bits after the last of `count` elements of `bits` each, in the last byte, are zero
-/// (so that each packed vector has exactly one encoding).
+/// (so that each packed vector has exactly one encoding):
+/// [`secagg_engine::packed::check_padding`], with its error as the codec reports it.
 pub fn check_padding(packed: &[u8], count: usize, bits: u32) -> Result<(), CodecError> {
-    let used = (count as u128 * u128::from(bits) % 8) as u32;
-    match packed.last() {
-        Some(&last) if used != 0 && last >> used != 0 => Err(CodecError::Invalid {
-            field: "packed vector",
-            why: "non-zero padding bits".into(),
-        }),
-        _ => Ok(()),
-    }
+    Ok(secagg_engine::packed::check_padding(packed, count, bits)?)
 }
 
 struct Writer(Vec<u8>);
@@ -853,26 +789,6 @@ mod tests {
     }
 
     #[test]
-    fn packing_round_trips_every_width() {
-        for bits in 1..=32u32 {
-            let mask = if bits == 32 {
-                u32::MAX
-            } else {
-                (1u32 << bits) - 1
-            };
-            let values: Vec<u32> = (0..37u32)
-                .map(|i| i.wrapping_mul(2_654_435_761) & mask)
-                .collect();
-            let mut buf = Vec::new();
-            pack(&values, bits, &mut buf);
-            assert_eq!(buf.len(), packed_len(values.len(), bits));
-            let mut back = vec![0u32; values.len()];
-            unpack(&buf, bits, &mut back).unwrap();
-            assert_eq!(back, values, "bits {bits}");
-        }
-    }
-
-    #[test]
     fn pieces_decode_only_where_asked_for() {
         let l = limits();
         let mut bytes = Vec::new();
@@ -937,25 +853,6 @@ mod tests {
         let mut bad = run(0, n);
         bad.bytes.push(0);
         assert!(packed_input(vec![bad], &l).is_err());
-    }
-
-    #[test]
-    fn packed_bits_are_a_little_endian_stream() {
-        // Three 4-bit values 0x1, 0x2, 0x3 -> bytes 0x21, 0x03.
-        let mut buf = Vec::new();
-        pack(&[1, 2, 3], 4, &mut buf);
-        assert_eq!(buf, [0x21, 0x03]);
-        let mut out = [0u32; 3];
-        assert!(
-            unpack(&[0x21, 0x13], 4, &mut out).is_err(),
-            "padding bits must be zero"
-        );
-        // The packed path checks the same without unpacking.
-        assert!(check_padding(&[0x21, 0x13], 3, 4).is_err());
-        assert!(check_padding(&[0x21, 0x03], 3, 4).is_ok());
-        assert!(check_padding(&[0xff, 0xff], 2, 8).is_ok());
-        assert!(check_padding(&[0xff, 0x7f], 3, 5).is_ok());
-        assert!(check_padding(&[0xff, 0xff], 3, 5).is_err());
     }
 
     /// The client messages the round-trip test checks, one of each, with both credentials.
