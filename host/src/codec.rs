@@ -1,16 +1,19 @@
-//! The wire format, version 3: one explicit binary layout per message.
+//! The wire format, version 4 ([`VERSION`]): one explicit binary layout per message.
 //!
 //! ```text
-//! version u8 (= 3) | tag u8 | round u64 | body
+//! version u8 (= 4) | tag u8 | round u64 | body
 //! ```
 //! All integers are little-endian. Every count is checked against [`Limits`] and against the
 //! bytes actually present before anything is allocated; decoding rejects trailing bytes.
 //! Masked vectors are packed at b bits per element (a little-endian bit stream), so an
 //! upload costs ⌈(m + 1)·b / 8⌉ bytes rather than 4 or 8 per parameter.
 //!
-//! `signed` = c_pk \[32\], s_pk \[32\], nonce \[32\], credential, signature \[64\];
+//! `signed` = c_pk \[32\], s_pk \[32\], nonce \[32\], credential, signature \[64\], ticket
+//! flag u8 (0 none | 1 a selection ticket \[[`TICKET_LEN`]\] follows);
 //! `credential` = 0 u8, identity key \[32\] (self-asserted) | 1 u8, certificate \[100\];
 //! `points` = σ share·B \[32\], β share·B \[32\].
+//!
+//! Each tag below is a named constant in [`tag`].
 //!
 //! | tag  | message          | body |
 //! |------|------------------|------|
@@ -400,12 +403,12 @@ fn write_ciphertext(w: &mut Writer, ct: &[u8]) {
 pub fn encode_client(env: &Envelope<ClientMessage>, bits: u32) -> Vec<u8> {
     match &env.message {
         ClientMessage::Join { nonce_commitment } => {
-            let mut w = Writer::new(0x01, env.round);
+            let mut w = Writer::new(tag::JOIN, env.round);
             w.bytes(nonce_commitment);
             w.0
         }
         ClientMessage::AdvertiseKeys(s) => {
-            let mut w = Writer::new(0x02, env.round);
+            let mut w = Writer::new(tag::ADVERTISE_KEYS, env.round);
             write_signed(&mut w, s);
             w.0
         }
@@ -414,7 +417,7 @@ pub fn encode_client(env: &Envelope<ClientMessage>, bits: u32) -> Vec<u8> {
             own_point,
             bundles,
         } => {
-            let mut w = Writer::new(0x03, env.round);
+            let mut w = Writer::new(tag::SHARE_KEYS, env.round);
             w.bytes(self_key);
             w.bytes(own_point);
             w.count(bundles.len());
@@ -427,7 +430,7 @@ pub fn encode_client(env: &Envelope<ClientMessage>, bits: u32) -> Vec<u8> {
             w.0
         }
         ClientMessage::ShareCheck(reports) => {
-            let mut w = Writer::new(0x04, env.round);
+            let mut w = Writer::new(tag::SHARE_CHECK, env.round);
             w.count(reports.len());
             for r in reports {
                 w.u32(r.dealer.0);
@@ -442,14 +445,14 @@ pub fn encode_client(env: &Envelope<ClientMessage>, bits: u32) -> Vec<u8> {
             w.0
         }
         ClientMessage::MaskedInput(values) => {
-            let mut w = Writer::new(0x05, env.round);
+            let mut w = Writer::new(tag::MASKED_INPUT, env.round);
             w.u8(bits as u8);
             w.count(values.len());
             pack(values, bits, &mut w.0);
             w.0
         }
         ClientMessage::PackedInput(p) => {
-            let mut w = Writer::new(0x05, env.round);
+            let mut w = Writer::new(tag::MASKED_INPUT, env.round);
             w.u8(p.bits() as u8);
             w.count(p.len());
             match p.runs() {
@@ -471,12 +474,12 @@ pub fn encode_client(env: &Envelope<ClientMessage>, bits: u32) -> Vec<u8> {
             w.0
         }
         ClientMessage::Consistency { signature } => {
-            let mut w = Writer::new(0x06, env.round);
+            let mut w = Writer::new(tag::CONSISTENCY, env.round);
             w.bytes(signature);
             w.0
         }
         ClientMessage::UnmaskShares(shares) => {
-            let mut w = Writer::new(0x07, env.round);
+            let mut w = Writer::new(tag::UNMASK_SHARES, env.round);
             w.count(shares.len());
             for s in shares {
                 w.u32(s.owner.0);
@@ -517,11 +520,11 @@ pub fn decode_client_or_piece(
 pub fn decode_client(bytes: &[u8], limits: &Limits) -> Result<Envelope<ClientMessage>, CodecError> {
     let (tag, round, mut r) = header(bytes)?;
     let message = match tag {
-        0x01 => ClientMessage::Join {
+        tag::JOIN => ClientMessage::Join {
             nonce_commitment: r.array("nonce commitment")?,
         },
-        0x02 => ClientMessage::AdvertiseKeys(read_signed(&mut r)?),
-        0x03 => {
+        tag::ADVERTISE_KEYS => ClientMessage::AdvertiseKeys(read_signed(&mut r)?),
+        tag::SHARE_KEYS => {
             let self_key = r.array("self-mask key")?;
             let own_point = r.array("own share point")?;
             let n = r.count("bundles", limits.max_neighbors, 4 + 64 + BUNDLE_LEN)?;
@@ -540,7 +543,7 @@ pub fn decode_client(bytes: &[u8], limits: &Limits) -> Result<Envelope<ClientMes
                 bundles,
             }
         }
-        0x04 => {
+        tag::SHARE_CHECK => {
             let n = r.count("reports", limits.max_neighbors, 5)?;
             let mut reports = Vec::with_capacity(n);
             for _ in 0..n {
@@ -561,7 +564,7 @@ pub fn decode_client(bytes: &[u8], limits: &Limits) -> Result<Envelope<ClientMes
             }
             ClientMessage::ShareCheck(reports)
         }
-        0x05 => {
+        tag::MASKED_INPUT => {
             let bits = u32::from(r.u8("bits")?);
             if bits != limits.bits {
                 return Err(CodecError::Invalid {
@@ -591,10 +594,10 @@ pub fn decode_client(bytes: &[u8], limits: &Limits) -> Result<Envelope<ClientMes
                 }],
             ))
         }
-        0x06 => ClientMessage::Consistency {
+        tag::CONSISTENCY => ClientMessage::Consistency {
             signature: r.array("signature")?,
         },
-        0x07 => {
+        tag::UNMASK_SHARES => {
             // Its own self-mask share, then one per neighbour.
             let n = r.count("shares", limits.max_neighbors + 1, 4 + 1 + 32)?;
             let mut shares = Vec::with_capacity(n);
@@ -628,7 +631,7 @@ pub fn decode_client(bytes: &[u8], limits: &Limits) -> Result<Envelope<ClientMes
 pub fn encode_server(env: &Envelope<ServerMessage>) -> Vec<u8> {
     match &env.message {
         ServerMessage::Cohort(cohort) => {
-            let mut w = Writer::new(0x80, env.round);
+            let mut w = Writer::new(tag::COHORT, env.round);
             w.count(cohort.len());
             for (id, c) in cohort.iter() {
                 w.u32(id.0);
@@ -637,7 +640,7 @@ pub fn encode_server(env: &Envelope<ServerMessage>) -> Vec<u8> {
             w.0
         }
         ServerMessage::KeyList(keys) => {
-            let mut w = Writer::new(0x81, env.round);
+            let mut w = Writer::new(tag::KEY_LIST, env.round);
             w.count(keys.len());
             for (id, s) in keys.iter() {
                 w.u32(id.0);
@@ -646,7 +649,7 @@ pub fn encode_server(env: &Envelope<ServerMessage>) -> Vec<u8> {
             w.0
         }
         ServerMessage::ShareBundles(bundles) => {
-            let mut w = Writer::new(0x82, env.round);
+            let mut w = Writer::new(tag::SHARE_BUNDLES, env.round);
             w.count(bundles.len());
             for b in bundles {
                 w.u32(b.sender.0);
@@ -658,12 +661,12 @@ pub fn encode_server(env: &Envelope<ServerMessage>) -> Vec<u8> {
             w.0
         }
         ServerMessage::MaskRequest(ids) => {
-            let mut w = Writer::new(0x83, env.round);
+            let mut w = Writer::new(tag::MASK_REQUEST, env.round);
             write_ids(&mut w, ids);
             w.0
         }
         ServerMessage::SurvivorList(ids) => {
-            let mut w = Writer::new(0x84, env.round);
+            let mut w = Writer::new(tag::SURVIVOR_LIST, env.round);
             write_ids(&mut w, ids);
             w.0
         }
@@ -671,7 +674,7 @@ pub fn encode_server(env: &Envelope<ServerMessage>) -> Vec<u8> {
             survivors,
             signatures,
         } => {
-            let mut w = Writer::new(0x85, env.round);
+            let mut w = Writer::new(tag::UNMASK_REQUEST, env.round);
             write_ids(&mut w, survivors);
             w.count(signatures.len());
             for (id, sig) in signatures {
@@ -681,12 +684,12 @@ pub fn encode_server(env: &Envelope<ServerMessage>) -> Vec<u8> {
             w.0
         }
         ServerMessage::Completed { included } => {
-            let mut w = Writer::new(0x86, env.round);
+            let mut w = Writer::new(tag::COMPLETED, env.round);
             w.u32(*included);
             w.0
         }
         ServerMessage::Aborted(reason) => {
-            let mut w = Writer::new(0x87, env.round);
+            let mut w = Writer::new(tag::ABORTED, env.round);
             write_reason(&mut w, reason);
             w.0
         }
@@ -697,7 +700,7 @@ pub fn encode_server(env: &Envelope<ServerMessage>) -> Vec<u8> {
 pub fn decode_server(bytes: &[u8], limits: &Limits) -> Result<Envelope<ServerMessage>, CodecError> {
     let (tag, round, mut r) = header(bytes)?;
     let message = match tag {
-        0x80 => {
+        tag::COHORT => {
             let n = r.count("cohort", limits.max_clients, 36)?;
             let mut cohort = Vec::with_capacity(n);
             for _ in 0..n {
@@ -705,7 +708,7 @@ pub fn decode_server(bytes: &[u8], limits: &Limits) -> Result<Envelope<ServerMes
             }
             ServerMessage::Cohort(cohort.into())
         }
-        0x81 => {
+        tag::KEY_LIST => {
             // The shortest entry carries a self-asserted key.
             let n = r.count("keys", limits.max_clients, 4 + 96 + 1 + 32 + 64)?;
             let mut keys = Vec::with_capacity(n);
@@ -715,7 +718,7 @@ pub fn decode_server(bytes: &[u8], limits: &Limits) -> Result<Envelope<ServerMes
             }
             ServerMessage::KeyList(keys.into())
         }
-        0x82 => {
+        tag::SHARE_BUNDLES => {
             let n = r.count("bundles", limits.max_clients, 4 + 96 + BUNDLE_LEN)?;
             let mut bundles = Vec::with_capacity(n);
             for _ in 0..n {
@@ -729,9 +732,11 @@ pub fn decode_server(bytes: &[u8], limits: &Limits) -> Result<Envelope<ServerMes
             }
             ServerMessage::ShareBundles(bundles)
         }
-        0x83 => ServerMessage::MaskRequest(read_ids(&mut r, limits, "partners")?),
-        0x84 => ServerMessage::SurvivorList(read_ids(&mut r, limits, "survivors")?.into()),
-        0x85 => {
+        tag::MASK_REQUEST => ServerMessage::MaskRequest(read_ids(&mut r, limits, "partners")?),
+        tag::SURVIVOR_LIST => {
+            ServerMessage::SurvivorList(read_ids(&mut r, limits, "survivors")?.into())
+        }
+        tag::UNMASK_REQUEST => {
             let survivors = read_ids(&mut r, limits, "survivors")?.into();
             let n = r.count("signatures", limits.max_clients, 68)?;
             let mut signatures = Vec::with_capacity(n);
@@ -743,10 +748,10 @@ pub fn decode_server(bytes: &[u8], limits: &Limits) -> Result<Envelope<ServerMes
                 signatures,
             }
         }
-        0x86 => ServerMessage::Completed {
+        tag::COMPLETED => ServerMessage::Completed {
             included: r.u32("included")?,
         },
-        0x87 => ServerMessage::Aborted(read_reason(&mut r)?),
+        tag::ABORTED => ServerMessage::Aborted(read_reason(&mut r)?),
         t => return Err(CodecError::UnknownTag(t)),
     };
     r.finish()?;
@@ -1068,18 +1073,50 @@ mod tests {
         assert_eq!(got, GOLDEN);
     }
 
+    /// The tags are the bytes the module docs' tables give, and no two frames share one.
+    #[test]
+    fn tags_are_the_documented_bytes() {
+        let tags = [
+            (tag::JOIN, 0x01),
+            (tag::ADVERTISE_KEYS, 0x02),
+            (tag::SHARE_KEYS, 0x03),
+            (tag::SHARE_CHECK, 0x04),
+            (tag::MASKED_INPUT, 0x05),
+            (tag::CONSISTENCY, 0x06),
+            (tag::UNMASK_SHARES, 0x07),
+            (tag::HELLO, 0x10),
+            (tag::CHUNK, 0x13),
+            (tag::COHORT, 0x80),
+            (tag::KEY_LIST, 0x81),
+            (tag::SHARE_BUNDLES, 0x82),
+            (tag::MASK_REQUEST, 0x83),
+            (tag::SURVIVOR_LIST, 0x84),
+            (tag::UNMASK_REQUEST, 0x85),
+            (tag::COMPLETED, 0x86),
+            (tag::ABORTED, 0x87),
+            (tag::WELCOME, 0x90),
+            (tag::REJECT, 0x91),
+            (tag::CHALLENGE, 0x92),
+        ];
+        for (named, byte) in tags {
+            assert_eq!(named, byte);
+        }
+        let distinct: std::collections::BTreeSet<u8> = tags.iter().map(|t| t.0).collect();
+        assert_eq!(distinct.len(), tags.len());
+    }
+
     #[test]
     fn counts_are_bounded_before_allocation() {
         let l = limits();
         // A key list claiming 4 billion entries in a 20-byte message.
-        let mut w = Writer::new(0x81, 1);
+        let mut w = Writer::new(tag::KEY_LIST, 1);
         w.u32(u32::MAX);
         assert!(matches!(
             decode_server(&w.0, &l),
             Err(CodecError::TooLong { field: "keys", .. })
         ));
         // Within max_clients but more than the bytes present.
-        let mut w = Writer::new(0x84, 1);
+        let mut w = Writer::new(tag::SURVIVOR_LIST, 1);
         w.u32(9);
         w.u32(1);
         assert!(matches!(
@@ -1099,7 +1136,7 @@ mod tests {
         assert!(decode_client(&encode_client(&env, 16), &l).is_err());
         assert_eq!(decode_client(&[1, 1], &l), Err(CodecError::Version(1)));
         // More bundles than clients.
-        let mut w = Writer::new(0x03, 1);
+        let mut w = Writer::new(tag::SHARE_KEYS, 1);
         w.bytes(&[0; 64]);
         w.u32(11);
         assert!(matches!(
@@ -1116,12 +1153,44 @@ mod tests {
     }
 }
 
-/// Tags of the transport's frames (protocol messages use 0x01..=0x07 and 0x80..=0x87).
+/// The tag byte of every frame, after the version: a client's round messages (0x01..=0x07),
+/// the server's (0x80..=0x87), and the transport's own frames (0x10.., 0x90..). The table in
+/// the module docs gives each body.
 pub mod tag {
+    /// Client, stage 0: a commitment to its graph nonce.
+    pub const JOIN: u8 = 0x01;
+    /// Client, stage 1: its signed round keys.
+    pub const ADVERTISE_KEYS: u8 = 0x02;
+    /// Client, stage 2: its dealing, one sealed bundle per neighbour.
+    pub const SHARE_KEYS: u8 = 0x03;
+    /// Client, stage 3: the dealers whose bundles failed its checks.
+    pub const SHARE_CHECK: u8 = 0x04;
+    /// Client, stage 4: the whole masked vector, packed.
+    pub const MASKED_INPUT: u8 = 0x05;
+    /// Client, stage 5: its signature on the survivor list.
+    pub const CONSISTENCY: u8 = 0x06;
+    /// Client, stage 6: the shares it reveals.
+    pub const UNMASK_SHARES: u8 = 0x07;
     /// Client hello.
     pub const HELLO: u8 = 0x10;
     /// One chunk of a masked vector.
     pub const CHUNK: u8 = 0x13;
+    /// Server: the cohort.
+    pub const COHORT: u8 = 0x80;
+    /// Server: every client's advertised keys.
+    pub const KEY_LIST: u8 = 0x81;
+    /// Server: the bundles addressed to one client.
+    pub const SHARE_BUNDLES: u8 = 0x82;
+    /// Server: the neighbours a client masks with.
+    pub const MASK_REQUEST: u8 = 0x83;
+    /// Server: the clients whose masked input arrived.
+    pub const SURVIVOR_LIST: u8 = 0x84;
+    /// Server: the survivor list with the signatures a client checks.
+    pub const UNMASK_REQUEST: u8 = 0x85;
+    /// Server: the round completed.
+    pub const COMPLETED: u8 = 0x86;
+    /// Server: the round aborted.
+    pub const ABORTED: u8 = 0x87;
     /// Server welcome, with the round configuration.
     pub const WELCOME: u8 = 0x90;
     /// Server refusal of a connection.
