@@ -7,25 +7,13 @@
 //! arrive as the wire carries them, packed at b bits, and are unpacked inside the add; the
 //! mask pass runs in place; the result is read out once.
 //!
-//! Packed format (the codec's): element i of a packed run occupies bits `i·b .. (i+1)·b` of a
-//! little-endian bit stream (bit j is bit `j % 8` of byte `j / 8`); a run of `count`
-//! elements is exactly `ceil(count·b / 8)` bytes. Every run starts at bit 0 of its first
-//! byte, whatever its element offset in the accumulator.
+//! The packed format (the wire codec's) is [`crate::packed`]'s: element i of a packed run
+//! occupies bits `i·b .. (i+1)·b` of a little-endian bit stream, and a run of `count` elements
+//! is exactly [`packed_len`](crate::packed::packed_len) bytes, starting at bit 0 of its first
+//! byte whatever its element offset in the accumulator.
 
+use crate::packed::check_len;
 use crate::{Backend, EngineError, MaskTerm, Modulus, Prg};
-
-/// Bytes of `count` elements packed at `bits` each: `ceil(count · bits / 8)`.
-///
-/// ```
-/// use secagg_engine::packed_len;
-///
-/// assert_eq!(packed_len(3, 4), 2); // 12 bits
-/// assert_eq!(packed_len(1000, 20), 2500);
-/// assert_eq!(packed_len(5, 32), 20);
-/// ```
-pub fn packed_len(count: usize, bits: u32) -> usize {
-    (count as u128 * u128::from(bits)).div_ceil(8) as usize
-}
 
 /// An engine that owns accumulators. Bit-identical across engines, like [`Backend`].
 ///
@@ -64,7 +52,7 @@ pub trait Accumulate: Backend {
     fn accumulator(&self, len: usize, modulus: Modulus) -> Result<Self::Accumulator, EngineError>;
 
     /// `acc[offset + i] = (acc[offset + i] + x_i) mod 2^b` for the `count` elements `x_i`
-    /// packed at b bits in `packed` (see the module docs for the format).
+    /// packed at b bits in `packed` (see [`crate::packed`] for the format).
     fn add_packed(
         &self,
         acc: &mut Self::Accumulator,
@@ -156,14 +144,11 @@ pub(crate) fn check_packed(
     modulus: Modulus,
 ) -> Result<(), EngineError> {
     check_span(capacity, offset, count)?;
-    if packed.len() != packed_len(count, modulus.bits()) {
-        return Err(EngineError::PackedLength {
-            bytes: packed.len(),
-            count,
-            bits: modulus.bits(),
-        });
-    }
-    Ok(())
+    check_len(packed, count, modulus.bits()).map_err(|_| EngineError::PackedLength {
+        bytes: packed.len(),
+        count,
+        bits: modulus.bits(),
+    })
 }
 
 /// `start..start + len` lies inside `capacity` elements.
@@ -175,40 +160,6 @@ pub(crate) fn check_span(capacity: usize, start: usize, len: usize) -> Result<()
             len,
             capacity,
         }),
-    }
-}
-
-/// Adds `acc.len()` elements packed at `bits` from `packed` (starting at bit `bit0`) into
-/// `acc`, mod `mask + 1`: the CPU engine's kernel for one tile. (The conformance suite checks
-/// it against a bit-by-bit packer of its own.)
-pub(crate) fn add_unpacked(acc: &mut [u32], packed: &[u8], bit0: usize, bits: u32, mask: u32) {
-    if bits == 32 && bit0 % 8 == 0 {
-        // Whole little-endian words: no bit shuffling.
-        let start = bit0 / 8;
-        let words = packed
-            .get(start..start + acc.len() * 4)
-            .unwrap_or_default()
-            .chunks_exact(4);
-        for (a, w) in acc.iter_mut().zip(words) {
-            *a = a.wrapping_add(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
-        }
-        return;
-    }
-    // Each field lies inside the 8 bytes from the byte holding its first bit (a shift of at
-    // most 7 plus at most 31 bits): one unaligned little-endian load per element.
-    let take = (1u64 << bits) - 1;
-    let end = packed.len();
-    for (i, a) in acc.iter_mut().enumerate() {
-        let bit = bit0 + i * bits as usize;
-        let byte = bit / 8;
-        let mut w = [0u8; 8];
-        if byte + 8 <= end {
-            w.copy_from_slice(&packed[byte..byte + 8]);
-        } else if byte < end {
-            w[..end - byte].copy_from_slice(&packed[byte..end]);
-        }
-        let x = ((u64::from_le_bytes(w) >> (bit % 8)) & take) as u32;
-        *a = a.wrapping_add(x) & mask;
     }
 }
 

@@ -421,7 +421,7 @@ impl crate::Accumulate for CpuEngine {
         if count <= PACKED_SERIAL && (bits == 32 || count <= PACKED_TILE) {
             // A wire chunk of whole words is too little work to be worth waking the pool
             // (narrower widths spend more time unpacking, and do gain from it).
-            crate::accumulator::add_unpacked(target, packed, 0, bits, mask);
+            crate::packed::add_unpacked(target, packed, 0, bits, mask);
             return Ok(());
         }
         self.run(|| {
@@ -430,7 +430,7 @@ impl crate::Accumulate for CpuEngine {
                 .enumerate()
                 .for_each(|(i, tile)| {
                     let bit0 = i * PACKED_TILE * bits as usize;
-                    crate::accumulator::add_unpacked(tile, packed, bit0, bits, mask);
+                    crate::packed::add_unpacked(tile, packed, bit0, bits, mask);
                 });
         });
         Ok(())

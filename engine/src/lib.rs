@@ -10,6 +10,8 @@
 //! * [`Backend::expand`] writes one mask (for clients and tests).
 //! * [`Accumulate`] keeps a server's running sum where the engine computes (device memory on
 //!   a GPU) and adds inputs in their packed wire format.
+//! * [`packed`] owns that format (packing, unpacking, lengths, padding), for the wire codec
+//!   and both engines.
 //!
 //! ## Example
 //!
@@ -80,14 +82,16 @@ pub mod accumulator;
 mod cpu;
 mod error;
 pub mod gpu;
+pub mod packed;
 mod select;
 pub mod testing;
 mod types;
 
-pub use accumulator::{Accumulate, packed_len};
+pub use accumulator::Accumulate;
 pub use cpu::{CpuAccumulator, CpuEngine};
 pub use error::EngineError;
 pub use gpu::{GpuAccumulator, GpuEngine, GpuOptions};
+pub use packed::packed_len;
 pub use select::{BackendChoice, Engine, EngineAccumulator};
 pub use types::{Lane, LaneKind, MaskTerm, Modulus, Prg, Seed, Sign, StreamPos};
 

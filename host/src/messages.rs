@@ -2,7 +2,10 @@
 
 use std::sync::Arc;
 
+use secagg_engine::packed::{self, PackedError};
+
 use crate::crypto::PublicKeys;
+use crate::error::CodecError;
 use crate::identity::{CERT_LEN, Certificate, IdentityError, IdentityPublicKey};
 use crate::{ClientId, Stage};
 
@@ -284,12 +287,23 @@ impl PackedVector {
     }
 
     /// The elements, unpacked.
-    pub fn unpack(&self) -> Result<Vec<u32>, crate::CodecError> {
+    pub fn unpack(&self) -> Result<Vec<u32>, CodecError> {
         let mut out = vec![0u32; self.len];
         for r in &self.runs {
-            crate::codec::unpack(&r.bytes, self.bits, &mut out[r.offset..r.offset + r.count])?;
+            packed::unpack(&r.bytes, self.bits, &mut out[r.offset..r.offset + r.count])?;
         }
         Ok(out)
+    }
+}
+
+/// A packed run off the format ([`secagg_engine::packed`]) is an invalid packed vector on the
+/// wire: what the codec's checks and [`PackedVector::unpack`] report.
+impl From<PackedError> for CodecError {
+    fn from(e: PackedError) -> Self {
+        CodecError::Invalid {
+            field: "packed vector",
+            why: e.to_string(),
+        }
     }
 }
 

@@ -8,10 +8,9 @@
 
 use super::{ADD_WORKGROUP, Buffers, GpuEngine, InFlight, Kernel, Params, map_for_read};
 use crate::accumulator::{Accumulate, check_packed, check_span};
+use crate::packed::{KERNEL_MAX_ELEMS, kernel_words};
 use crate::{EngineError, MaskTerm, Modulus, Prg, Seed, Sign, check_range};
 
-/// Most elements one `add_packed` dispatch covers: keeps `first_bit + len · b` below 2^32.
-const MAX_PACKED_ELEMS: usize = 1 << 26;
 /// Most bytes `add_packed_runs` gathers into one staging buffer (and one dispatch per
 /// accumulator chunk it spans) before flushing.
 const GROUP_BYTES: usize = 16 << 20;
@@ -227,41 +226,33 @@ impl Accumulate for GpuEngine {
         count: usize,
     ) -> Result<(), EngineError> {
         check_packed(acc.len, offset, packed, count, acc.modulus)?;
-        let bits = acc.modulus.bits() as usize;
+        let bits = acc.modulus.bits();
         let mut buffers = self.buffers();
         let mut pieces = Vec::new();
         for (chunk, within, n, before) in acc.pieces(offset, count) {
-            for sub in (0..n).step_by(MAX_PACKED_ELEMS) {
-                let m = MAX_PACKED_ELEMS.min(n - sub);
+            for sub in (0..n).step_by(KERNEL_MAX_ELEMS) {
+                let m = KERNEL_MAX_ELEMS.min(n - sub);
                 pieces.push((chunk, within + sub, m, before + sub));
             }
         }
         for (chunk, within, n, before) in pieces {
-            // The piece's bits, from the word holding its first bit, padded with a zero word
-            // (the kernel reads word w + 1) and to whole words.
-            let first_bit = before * bits;
-            let byte0 = first_bit / 32 * 4;
-            let end = (first_bit + n * bits).div_ceil(8).min(packed.len());
-            // The whole words go straight from the caller's bytes; the ragged end, padded to a
-            // word, and one zero word follow.
-            let body = (end - byte0) / 4 * 4;
-            let mut tail = [0u8; 8];
-            tail[..end - byte0 - body].copy_from_slice(&packed[byte0 + body..end]);
+            // The piece's words, from the one holding its first bit, and a zero word.
+            let words = kernel_words(packed, before, n, bits);
             let slot = acc.next_slot;
             acc.next_slot ^= 1;
             let input = self
                 .ensure(
                     &mut buffers.slots[slot].input,
-                    (body + 8) as u64,
+                    words.staged_len() as u64,
                     wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                     "packed input",
                 )?
                 .clone();
-            if body > 0 {
-                self.queue
-                    .write_buffer(&input, 0, &packed[byte0..byte0 + body]);
+            if !words.body.is_empty() {
+                self.queue.write_buffer(&input, 0, words.body);
             }
-            self.queue.write_buffer(&input, body as u64, &tail);
+            self.queue
+                .write_buffer(&input, words.body.len() as u64, &words.tail);
             // At b = 32 the packed bytes are the words themselves: the plain add kernel reads
             // them with no bit shuffling (the run starts on a word: 32-bit fields).
             let kernel = if bits == 32 {
@@ -269,7 +260,6 @@ impl Accumulate for GpuEngine {
             } else {
                 Kernel::AddPacked
             };
-            let first = (first_bit - byte0 * 8) as u32;
             self.add_staged(
                 &mut buffers,
                 slot,
@@ -277,7 +267,7 @@ impl Accumulate for GpuEngine {
                 (chunk, within, n),
                 &input,
                 kernel,
-                (first, bits as u32),
+                (words.first_bit, bits),
             )?;
         }
         Ok(())
