@@ -62,7 +62,7 @@ def test_flowers_workflow_with_our_mod_yields_no_sum(fa):
 def test_our_workflow_with_no_mod_fails_at_once(fa):
     from secagg.flower import MismatchError
 
-    with pytest.raises(MismatchError, match="do not run secagg.flower.secaggplus_mod"):
+    with pytest.raises(MismatchError, match="SecAggPlusWorkflow, but node .* runs no secagg mod"):
         fa.run("secagg-server-no-mod", 4)
 
 
