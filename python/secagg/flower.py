@@ -1148,7 +1148,7 @@ class SecAggPlusWorkflow:
             api=LEGACY_API,
             weight_key="",
             server="secagg.flower.SecAggPlusWorkflow",
-            parse=lambda content: compat.recorddict_to_fitres(content, True),
+            parse=lambda content: _fitres(content, int(self.max_weight)),
         )
         outcome = self._secure_round(
             grid, context.run_id, current_round, nid_to_fitins, m, reading, self.timeout
@@ -1444,6 +1444,15 @@ class SecAggPlusWorkflow:
         return outcome
 
 
+def _fitres(content: RecordDict, max_weight: int) -> FitRes:
+    """What the server keeps of a node's legacy masked-input reply: its FitRes, whose
+    num_examples (the strategy's weight) must be a whole number in [0, max_weight], as the
+    node's mod ensures (ValueError otherwise)."""
+    fitres = compat.recorddict_to_fitres(content, True)
+    _weight(fitres.num_examples, max_weight, "num_examples")
+    return fitres
+
+
 #: The names of the errors secagg's mod raises (a node's error reply that names none of
 #: them comes from an app without the mod: at the setup stage the mod calls no app code):
 #: the package's own and this module's.
@@ -1592,10 +1601,13 @@ class _SecureGrid:
         return self._grid.send_and_receive(messages, timeout=timeout)
 
 
-def _clear_weight(content: RecordDict, weight_key: str) -> Union[int, float]:
+def _clear_weight(content: RecordDict, weight_key: str, max_weight: int) -> int:
     """What the server keeps of a node's Message-API masked-input reply: the weight it
-    states in the clear (ValueError unless the reply has one empty ArrayRecord, its arrays
-    having gone masked, and one MetricRecord holding the weight)."""
+    states in the clear, which the strategy averages by (ValueError unless the reply has
+    one empty ArrayRecord, its arrays having gone masked, and one MetricRecord holding a
+    whole-number weight in [0, max_weight], the rule the node's mod follows: a weight the
+    strategy would divide by, negative, infinite or huge, would spoil its average of the
+    replies' identical arrays)."""
     arrays = list(content.array_records.values())
     if len(arrays) != 1 or len(arrays[0]) != 0:
         raise ValueError(
@@ -1605,10 +1617,7 @@ def _clear_weight(content: RecordDict, weight_key: str) -> Union[int, float]:
     metrics = list(content.metric_records.values())
     if len(metrics) != 1:
         raise ValueError(f"{len(metrics)} MetricRecords, not one")
-    value = metrics[0].get(weight_key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"no weight {weight_key!r} in its MetricRecord")
-    return value
+    return _weight(metrics[0].get(weight_key), max_weight, f"metric {weight_key!r}")
 
 
 def _with_mean(content: RecordDict, mean: "ArrayRecord") -> RecordDict:
@@ -1746,7 +1755,9 @@ class SecAggPlus(Strategy):
             api=MESSAGE_API,
             weight_key=weight_key,
             server="secagg.flower.SecAggPlus",
-            parse=lambda content: _clear_weight(content, weight_key),
+            parse=lambda content: _clear_weight(
+                content, weight_key, int(self.workflow.max_weight)
+            ),
         )
         outcome = self.workflow._secure_round(
             grid,
@@ -1778,7 +1789,16 @@ class SecAggPlus(Strategy):
                 offset += size
             mean = ArrayRecord(arrays)
             stated = sum(outcome.kept[nid][1] for nid in outcome.included)  # type: ignore[misc]
-            if stated != outcome.result["total_weight"]:
+            if stated == 0:
+                # The strategy would divide by zero: no result this round.
+                log.error(
+                    "secagg: the nodes in round %d's sum state weights (%r) that add up to 0",
+                    request.server_round,
+                    weight_key,
+                )
+                mean = None
+                outcome.error = f"the nodes' stated weights ({weight_key!r}) add up to 0"
+            elif stated != outcome.result["total_weight"]:
                 log.warning(
                     "secagg: the nodes in the sum state weights (%r) that add up to %s, but "
                     "their masked weights add up to %s: the strategy's metrics are "
@@ -1796,7 +1816,7 @@ class SecAggPlus(Strategy):
                 replies.append(reply)
                 continue
             why = outcome.why.get(nid) or (
-                f"the round aborted: {outcome.error}" if outcome.error else "not in the sum"
+                f"the round failed: {outcome.error}" if outcome.error else "not in the sum"
             )
             replies.append(
                 Message(

@@ -292,7 +292,7 @@ def impersonate(rogue: int, victim: int):
 def malformed_reply(partition: int, stage: str, how: str):
     """A node-side attack: on `partition`, the reply to the `stage` message is spoiled —
     `how` = "frames": its frames are strings, "record": secagg's record is gone,
-    "fitres": the fit result is gone."""
+    "fitres": the fit result is gone, "weight": its num_examples is negative."""
 
     def wrap(mod):
         def spoiled(msg, ctxt, call_next):
@@ -303,6 +303,8 @@ def malformed_reply(partition: int, stage: str, how: str):
                     records["secagg"]["frames"] = ["not", "bytes"]
                 elif how == "record":
                     del records["secagg"]
+                elif how == "weight":
+                    reply.content.metric_records["fitres.num_examples"]["num_examples"] = -1000
                 else:
                     for name in [n for n in reply.content if n.startswith("fitres.")]:
                         del reply.content[name]
@@ -607,6 +609,23 @@ def message_protocol(version: str, direction: str):
             return reply
 
         return other_version
+
+    return wrap
+
+
+def lying_weight(partitions, stated):
+    """A node-side attack: the nodes of `partitions` state `stated` as their weight in the
+    clear, after their mod masked their update with their true weight."""
+
+    def wrap(mod):
+        def lie(msg, ctxt, call_next):
+            reply = mod(msg, ctxt, call_next)
+            if int(ctxt.node_config["partition-id"]) in partitions and not reply.has_error():
+                for record in reply.content.metric_records.values():
+                    record["num-examples"] = stated
+            return reply
+
+        return lie
 
     return wrap
 

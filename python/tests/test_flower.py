@@ -321,6 +321,7 @@ def test_node_binding_checks_certificate_key_node_and_round(tmp_path, monkeypatc
     ("masked-input", "frames", "frames that are not bytes"),
     ("share-keys", "record", "without secagg's record"),
     ("masked-input", "fitres", "a malformed reply: KeyError"),
+    ("masked-input", "weight", "a malformed reply: TrainReplyError"),
 ])
 def test_a_malformed_reply_drops_its_node_not_the_round(fa, stage, how, named):
     cap = fa.run("secagg", 6, wrap_mod=fa.malformed_reply(1, stage, how))

@@ -454,28 +454,46 @@ def test_a_reply_with_arrays_in_the_clear_is_refused_by_the_server(fa, seed):
                  step_of(stats), terms=rounds_terms(stats))
 
 
-def test_the_mean_uses_the_masked_weights_not_the_stated_ones(fa, seed, caplog):
-    # A node that states another weight in the clear than it masked with cannot move the
-    # secure mean (the server weighs by the masked weights); the server says so.
-    def lying(mod):
-        def lie(msg, ctxt, call_next):
-            reply = mod(msg, ctxt, call_next)
-            if int(ctxt.node_config["partition-id"]) == 0 and not reply.has_error():
-                for record in reply.content.metric_records.values():
-                    record["num-examples"] = 1000
-            return reply
-
-        return lie
-
-    nodes = 4
+@pytest.mark.parametrize("stated, refused", [
+    (1000, False), (0, False), (-1000, True), (10**12, True), (float("inf"), True),
+    (2.5, True),
+])
+def test_a_node_that_states_another_weight_cannot_spoil_the_mean(fa, seed, caplog, stated,
+                                                                 refused):
+    # A node states another weight in the clear than it masked with. A whole number within
+    # [0, max_weight] cannot move the secure mean (the server weighs by the masked weights,
+    # and the strategy averages identical arrays): the server warns. Anything else (one
+    # that would make the strategy's weighted average of the replies blow up) is refused,
+    # and the node leaves the round before its masked input counts.
+    nodes = 5
     with caplog.at_level(logging.WARNING, logger="secagg.flower"):
         cap = local(fa, nodes, fa.make_message_server(nodes, phases=(("FedAvg", 1, {}),),
                                                       evaluate=False),
-                    fa.make_message_client(seed, wrap_mod=lying))
+                    fa.make_message_client(seed, wrap_mod=fa.lying_weight({0}, stated)))
     [r] = cap["rounds"]
-    assert_close(r["result"], fa.message_mean(seed, range(nodes), 0, 1, r["sent"]),
-                 step_of(r["stats"]), terms=rounds_terms(r["stats"]))
-    assert any("their masked weights add up to" in rec.getMessage() for rec in caplog.records)
+    stats = r["stats"]
+    survivors = range(1, nodes) if refused else range(nodes)
+    assert stats.included == len(survivors), stats
+    assert_close(r["result"], fa.message_mean(seed, survivors, 0, 1, r["sent"]),
+                 step_of(stats), terms=rounds_terms(stats))
+    if refused:
+        assert [(f["stage"], "TrainReplyError" in f["reason"]) for f in stats.failed] == [
+            ("masked-input", True)], stats.failed
+    else:
+        assert any("their masked weights add up to" in rec.getMessage()
+                   for rec in caplog.records)
+
+
+def test_stated_weights_that_add_up_to_zero_give_no_result(fa, seed):
+    # Every node states 0: the strategy would divide by zero; the round gives no result
+    # (every reply an error that says why) instead of a crash.
+    nodes = 4
+    cap = local(fa, nodes, fa.make_message_server(nodes, phases=(("FedAvg", 1, {}),),
+                                                  evaluate=False, wrap_grid=fa.RecordingGrid),
+                fa.make_message_client(seed, wrap_mod=fa.lying_weight(set(range(nodes)), 0)))
+    [result] = cap["results"]
+    assert result.train_metrics_clientapp == {} and len(result.arrays) == 0
+    assert cap["secure"].last_round.included == nodes
 
 
 def test_an_integer_array_in_the_model_is_refused_before_any_round(fa, seed):
