@@ -56,7 +56,8 @@ The workflow takes Flower's keyword arguments with their meaning (``num_shares``
 
 A mismatch — our workflow or wrapper with Flower's mod or with no mod, Flower's workflow or
 an unwrapped strategy with our mod, two secagg versions — fails at the first stage with an
-error that says which side runs what; it never yields a sum, and no node trains.
+error that says which side runs what; it never yields a sum, and a node that runs the mod
+never sends an update unmasked.
 """
 
 from __future__ import annotations
