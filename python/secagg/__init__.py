@@ -3,7 +3,8 @@
 The server learns the (weighted) sum of many clients' float32 updates and nothing about
 any single one, even when clients drop out mid-round. The protocol, its cryptography and
 the vector work run in Rust (``secagg._native``); this package adds NumPy in and out,
-dataclass results and, in :mod:`secagg.flower`, a drop-in for Flower's SecAgg+.
+dataclass results and, in :mod:`secagg.flower`, secure aggregation for Flower apps: the
+Message API's ``SecAggPlus`` and a drop-in for Flower's legacy SecAgg+.
 
 Three ways in:
 

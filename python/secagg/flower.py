@@ -1,5 +1,22 @@
-"""A drop-in for Flower's SecAgg+: change two imports, keep the app.
+"""Secure aggregation for Flower apps: the Message API, and a drop-in for Flower's SecAgg+.
 
+Message API (``@app.train()`` functions and a :mod:`flwr.serverapp.strategy` strategy),
+two changes::
+
+    from secagg.flower import SecAggPlus, secaggplus_mod
+
+    @app.train(mods=[secaggplus_mod])                    # the ClientApp's train function
+    def train(msg: Message, context: Context) -> Message: ...
+
+    result = SecAggPlus(FedAvg(...)).start(grid=grid, initial_arrays=arrays, num_rounds=3)
+
+:class:`SecAggPlus` wraps any strategy whose aggregation is a weighted mean of the nodes'
+arrays (FedAvg, FedAdam, FedYogi, FedAdagrad, FedAvgM, FedProx) and returns the Result the
+strategy would; the mod runs the round's stages around the train function and masks the
+ArrayRecord it returns. Both sides run the rounds of the legacy drop-in below (one
+implementation of the stages, the same defences).
+
+Legacy apps (a ``client_fn`` ClientApp and ``DefaultWorkflow``): change two imports.
 Server side, instead of ``from flwr.server.workflow import SecAggPlusWorkflow``::
 
     from secagg.flower import SecAggPlusWorkflow
@@ -37,8 +54,10 @@ The workflow takes Flower's keyword arguments with their meaning (``num_shares``
   is trusted to follow the protocol, not to see any single update — and warns that it
   does, on the server and on every node (a ``logging`` WARNING).
 
-A mismatch — our workflow with Flower's mod, or Flower's workflow with our mod — fails at
-the first stage with an error that says which side runs what; it never yields a sum.
+A mismatch — our workflow or wrapper with Flower's mod or with no mod, Flower's workflow or
+an unwrapped strategy with our mod, two secagg versions — fails at the first stage with an
+error that says which side runs what; it never yields a sum, and a node that runs the mod
+never sends an update unmasked.
 """
 
 from __future__ import annotations
@@ -66,16 +85,44 @@ from . import (
     SecaggError,
     Server,
     StepStore,
+    __version__,
 )
 from . import plan as _plan
+from . import __all__ as _package_names
 
 try:  # Flower is an optional extra: pip install "secagg[flower]"
-    from flwr.app import ConfigRecord, Context, Message, RecordDict
+    from flwr.app import (
+        Array,
+        ArrayRecord,
+        ConfigRecord,
+        Context,
+        Error,
+        Message,
+        MetricRecord,
+        RecordDict,
+    )
     from flwr.app.message_type import MessageType
     from flwr.common import (
         FitRes,
         ndarrays_to_parameters,
         parameters_to_ndarrays,
+    )
+    from flwr.common.constant import ErrorCode
+    from flwr.serverapp.strategy import (
+        Bulyan,
+        FedAdagrad,
+        FedAdam,
+        FedAvg,
+        FedAvgM,
+        FedMedian,
+        FedTrimmedAvg,
+        FedXgbBagging,
+        FedXgbCyclic,
+        FedYogi,
+        MultiKrum,
+        QFedAvg,
+        Result,
+        Strategy,
     )
     from flwr.compat.common import recorddict_compat as compat
     from flwr.server.compat.legacy_context import LegacyContext
@@ -88,6 +135,7 @@ except ImportError as e:  # pragma: no cover - exercised only without flwr
     ) from e
 
 __all__ = [
+    "SecAggPlus",
     "SecAggPlusWorkflow",
     "secaggplus_mod",
     "make_secaggplus_mod",
@@ -95,6 +143,10 @@ __all__ = [
     "UnguardedMessageError",
     "FitInstructionsError",
     "RepeatedRoundError",
+    "TrainReplyError",
+    "ModelLayoutError",
+    "UnsupportedStrategyError",
+    "message_layout",
     "RoundStats",
     "fit_digests",
     "round_context",
@@ -110,8 +162,14 @@ STATE_RECORD = "secagg_state"
 #: the snapshot in STATE_RECORD).
 STEPS_RECORD = "secagg_steps"
 #: Wire protocol of the drop-in; both sides must agree. (2: the round context binds the fit
-#: instructions, which nodes check.)
-PROTOCOL = "secagg-flower/2"
+#: instructions, which nodes check; 3: and how the update is read, for Flower's legacy
+#: records or the Message API.)
+PROTOCOL = "secagg-flower/3"
+#: The update is a legacy FitRes (SecAggPlusWorkflow with a client_fn ClientApp).
+LEGACY_API = "legacy"
+#: The update is the ArrayRecord and weight metric of a Message-API train reply
+#: (SecAggPlus around a flwr.serverapp strategy, @app.train() functions).
+MESSAGE_API = "message"
 #: The record Flower's own SecAgg+ uses.
 FLOWER_RECORD = "secaggplus_configs"
 
@@ -140,6 +198,27 @@ class FitInstructionsError(SecaggError):
     them. A server that sends one node other instructions than the rest (a model that
     kills its gradients, zero local epochs) to solve the sum for another node's update
     meets this error on every node it singles out."""
+
+
+class TrainReplyError(SecaggError, ValueError):
+    """The app's training returned a reply that the node's mod cannot mask as the round
+    asks: an ArrayRecord whose keys, shapes or dtypes are not those of the model it was sent
+    (a Message-API reply), more than one ArrayRecord or MetricRecord, or a weight that is
+    missing, not a whole number, or outside ``[0, max_weight]``. The node leaves the round
+    and its update never leaves it."""
+
+
+class ModelLayoutError(SecaggError, ValueError):
+    """The model a Message-API round would aggregate cannot be summed securely: the train
+    instructions do not hold exactly one ArrayRecord, or it holds an array that is not a
+    float array (float16, float32, float64), or no values at all."""
+
+
+class UnsupportedStrategyError(TypeError):
+    """:class:`SecAggPlus` was given a strategy whose aggregation is not a weighted mean of
+    the nodes' arrays: under secure aggregation the server learns only that mean, so a
+    strategy that needs individual updates (Krum, Bulyan, FedMedian, FedTrimmedAvg, ...)
+    would silently compute something else."""
 
 
 # --------------------------------------------------------------------------------------
@@ -214,18 +293,77 @@ def fit_digests(content: RecordDict) -> Tuple[bytes, bytes]:
     return arrays.digest(), config.digest()
 
 
-def round_context(run_id: int, server_round: int, arrays: bytes, config: bytes) -> bytes:
-    """The 32-byte round context of a Flower round: its run, its number and the digests of
-    its fit instructions (:func:`fit_digests`). It enters the round digest that every
-    client signs and derives its keys under, so nodes given other instructions than the
-    round announced cannot complete it with the others, and each node checks what it is
-    asked to train on against it."""
+def round_context(
+    run_id: int,
+    server_round: int,
+    arrays: bytes,
+    config: bytes,
+    api: str = LEGACY_API,
+    weight_key: str = "",
+) -> bytes:
+    """The 32-byte round context of a Flower round: its run, its number, the digests of
+    its fit instructions (:func:`fit_digests`) and how every node reads its update from the
+    app's reply (``api``: :data:`LEGACY_API`, Flower's FitRes records, or
+    :data:`MESSAGE_API`, the one ArrayRecord and the weight metric ``weight_key`` of a
+    Message-API reply). It enters the round digest that every client signs and derives its
+    keys under, so nodes given other instructions than the round announced cannot complete
+    it with the others, and each node checks what it is asked to train on, and which metric
+    it is told to weigh its update by, against it."""
     h = hashlib.sha256(_CONTEXT_LABEL)
     h.update(int(run_id).to_bytes(8, "little"))
     h.update(int(server_round).to_bytes(8, "little", signed=True))
     h.update(arrays)
     h.update(config)
+    _put(h, api.encode("utf-8"))
+    _put(h, weight_key.encode("utf-8"))
     return h.digest()
+
+
+#: A Message-API model's layout: (key, shape, dtype) of each array, in the record's order.
+Layout = List[Tuple[str, Tuple[int, ...], str]]
+
+_FLOAT_SIZES = (2, 4, 8)
+
+
+def message_layout(content: RecordDict) -> Tuple[str, Layout]:
+    """The model a Message-API round aggregates: the one ArrayRecord of its train
+    instructions, as ``(record name, [(key, shape, dtype), ...])`` in the record's order.
+    Server and nodes compute it with this one function, from instructions that are bound to
+    the round context; each node masks the arrays its app returns in this order, and the
+    server rebuilds the mean in it. Raises :class:`ModelLayoutError` unless the instructions
+    hold exactly one ArrayRecord of float arrays (float16, float32, float64) with at least
+    one value."""
+    records = list(content.array_records.items())
+    if len(records) != 1:
+        raise ModelLayoutError(
+            f"secagg: the train instructions hold {len(records)} ArrayRecords; a Message-API "
+            "round aggregates exactly one (the model's arrays, the strategy's arrayrecord_key)"
+        )
+    name, record = records[0]
+    layout: Layout = []
+    total = 0
+    for key, array in record.items():
+        try:
+            dtype = np.dtype(array.dtype)
+        except Exception:  # any string a server sends: numpy raises several kinds
+            raise ModelLayoutError(
+                f"secagg: array {key!r} of the model has no NumPy dtype ({array.dtype!r})"
+            ) from None
+        if dtype.kind != "f" or dtype.itemsize not in _FLOAT_SIZES:
+            raise ModelLayoutError(
+                f"secagg: array {key!r} of the model is {dtype}: secure aggregation sums "
+                "float arrays (float16, float32, float64); keep integer buffers (a "
+                "BatchNorm layer's num_batches_tracked, say) out of the ArrayRecord the "
+                "strategy aggregates"
+            )
+        shape = tuple(array.shape)
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise ModelLayoutError(f"secagg: array {key!r} of the model has shape {shape!r}")
+        total += math.prod(shape)
+        layout.append((key, shape, dtype.str))
+    if total == 0:
+        raise ModelLayoutError("secagg: the model's ArrayRecord holds no values to aggregate")
+    return name, layout
 
 
 # --------------------------------------------------------------------------------------
@@ -294,7 +432,8 @@ def make_secaggplus_mod(
     With ``identity = (key_file, certificate_file, ca_file)`` — the files ``secagg enroll``
     writes and the deployment CA's public key — the node takes part under its enrolled id
     and the policy defaults to a semi-malicious server with identities from that CA; the
-    server's workflow must then be given the same CA (``SecAggPlusWorkflow(ca=...)``).
+    server must then be given the same CA (``SecAggPlus(strategy, ca=...)``, or
+    ``SecAggPlusWorkflow(ca=...)``).
     ``identity`` may also be a function of the node's Context returning those paths (one
     ClientApp for many nodes, each with its own files, e.g. from ``context.node_config``);
     the policy's ``ca`` must then be given.
@@ -342,10 +481,20 @@ def make_secaggplus_mod(
 _MOD_DOC = """Secure aggregation for this node's training replies (secagg's SecAgg+).
 
 Signature of :func:`flwr.client.mod.secaggplus_mod`: ``(msg, ctxt, call_next) -> Message``.
-Use it as ``ClientApp(client_fn=..., mods=[secaggplus_mod])``, or ``ClientApp(mods=[...])``
-with decorated functions. Train messages must come from
-:class:`secagg.flower.SecAggPlusWorkflow`; any other train message — ``train.<action>``
-messages of the Message API included — is refused (the update is never sent unmasked).
+
+* Message API: ``@app.train(mods=[secaggplus_mod])`` (or ``ClientApp(mods=[...])``), with
+  the server's strategy wrapped in :class:`secagg.flower.SecAggPlus`. The mod runs the
+  round's stages around the app's train function, calls it once on the round's (checked)
+  instructions, masks every array of the ArrayRecord it returns, weighted by its weight
+  metric (the strategy's ``weighted_by_key``, ``"num-examples"`` by default), and passes
+  the other metrics through in the clear.
+* Legacy: ``ClientApp(client_fn=..., mods=[secaggplus_mod])`` with
+  :class:`secagg.flower.SecAggPlusWorkflow` on the server.
+
+Train messages must come from one of the two; any other train message is refused: one
+without secagg's record (a plain strategy: nothing is trained), and ``train.<action>``
+messages, which would run an ``@app.train("<action>")`` function and send its reply
+unmasked. Evaluate and query messages pass through.
 """
 
 _warned_curious = False
@@ -369,7 +518,8 @@ def _client_step(
             f"secagg: refusing a {kind!r} message: this node's secagg mod is active, and the "
             f"message would run the app's @app.train({kind.split('.', 1)[1]!r}) function and "
             "send its reply unmasked; the mod trains only on 'train' messages of "
-            "secagg.flower.SecAggPlusWorkflow (send other work as 'query' or 'evaluate')"
+            "secagg.flower.SecAggPlus or SecAggPlusWorkflow (send other work as 'query' or "
+            "'evaluate')"
         )
     records = msg.content.config_records
     if FLOWER_RECORD in records:
@@ -381,14 +531,15 @@ def _client_step(
     if RECORD not in records:
         raise MismatchError(
             "this node runs secagg.flower.secaggplus_mod, but the server's train message "
-            "carries no secagg record (the server does not run "
+            "carries no secagg record: the server runs its strategy without secure "
+            "aggregation (wrap it: secagg.flower.SecAggPlus(strategy); legacy apps: "
             "secagg.flower.SecAggPlusWorkflow); refusing to train and send an unmasked update"
         )
     cfg = records[RECORD]
     if cfg.get("protocol") != PROTOCOL:
         raise MismatchError(
-            f"the server speaks {cfg.get('protocol')!r}, this node {PROTOCOL!r}: "
-            "upgrade both to the same secagg version"
+            f"secagg versions differ: the server speaks {cfg.get('protocol')!r}, this node "
+            f"{PROTOCOL!r} (secagg {__version__}); upgrade both to the same secagg version"
         )
     frames = _frames(cfg, "the server's")
     store = _steps_of(steps, ctxt)
@@ -414,8 +565,9 @@ def _client_step(
             identity = Identity.generate(cid)
         else:
             raise MismatchError(
-                "the server runs an enrolled round (SecAggPlusWorkflow(ca=...)) but this "
-                "node has no enrolled identity: make_secaggplus_mod(identity=(key, cert, ca))"
+                "the server runs an enrolled round (SecAggPlus(strategy, ca=...) or "
+                "SecAggPlusWorkflow(ca=...)) but this node has no enrolled identity: "
+                "make_secaggplus_mod(identity=(key, cert, ca))"
             )
         who = f"c{identity.client_id}" if identity_files is not None else f"n{ctxt.node_id}"
         if not allow_remask:
@@ -508,9 +660,11 @@ class _Masking:
     allow_remask: bool
 
 
-def _check_instructions(msg: Message, cfg: ConfigRecord, client: Client) -> None:
-    """Raises FitInstructionsError unless the fit instructions in ``msg`` are those the
-    round context binds (the context is in the welcome every client of the round signs)."""
+def _check_instructions(msg: Message, cfg: ConfigRecord, client: Client) -> Tuple[str, str]:
+    """Raises FitInstructionsError unless the fit instructions in ``msg``, and how the update
+    is to be read (``api`` and ``weight_key`` of secagg's record), are those the round
+    context binds (the context is in the welcome every client of the round signs); returns
+    ``(api, weight_key)``."""
     arrays, config = fit_digests(msg.content)
     server_round = cfg.get("round")
     if (
@@ -519,15 +673,21 @@ def _check_instructions(msg: Message, cfg: ConfigRecord, client: Client) -> None
         or not -(2**63) <= server_round < 2**63
     ):
         server_round = -1
+    api, weight_key = cfg.get("api"), cfg.get("weight_key", "")
+    if not isinstance(api, str) or not isinstance(weight_key, str):
+        raise ProtocolError("secagg: the server's masked-input record has no api and weight_key")
     run_id = int(msg.metadata.run_id)
     want = client.config.context
-    if round_context(run_id, server_round, arrays, config) == want:
-        return
+    if round_context(run_id, server_round, arrays, config, api, weight_key) == want:
+        if api not in (LEGACY_API, MESSAGE_API):
+            raise ProtocolError(f"secagg: the round reads updates by an unknown api {api!r}")
+        return api, weight_key
     stated_arrays, stated_config = cfg.get("arrays_digest"), cfg.get("config_digest")
     if (
         isinstance(stated_arrays, bytes)
         and isinstance(stated_config, bytes)
-        and round_context(run_id, server_round, stated_arrays, stated_config) == want
+        and round_context(run_id, server_round, stated_arrays, stated_config, api, weight_key)
+        == want
     ):
         # The server's stated digests are the round's: they tell which part differs.
         what = " and ".join(
@@ -536,12 +696,106 @@ def _check_instructions(msg: Message, cfg: ConfigRecord, client: Client) -> None
             if not same
         )
     else:
-        what = "fit instructions (model arrays, config, round number or run)"
+        what = (
+            "fit instructions (model arrays, config, the weight metric, round number or run)"
+        )
     raise FitInstructionsError(
         f"secagg: refusing to train: the {what} this node received for round {server_round} "
         "differ from those bound to the round context that every client of the round signs "
         "(the server sent this node other instructions than it announced for the round)"
     )
+
+
+def _weight(value: object, max_weight: int, what: str) -> int:
+    """A node's weight: a whole number in [0, max_weight] (TrainReplyError otherwise)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(
+        value, (int, float, np.integer, np.floating)
+    ):
+        raise TrainReplyError(
+            f"secagg: the weight {what} is {value!r}: it must be a whole number of examples"
+        )
+    if isinstance(value, (float, np.floating)) and not (
+        math.isfinite(value) and float(value).is_integer()
+    ):
+        raise TrainReplyError(
+            f"secagg: the weight {what} = {value!r} is not a whole number; secure "
+            "aggregation weighs updates by exact integers"
+        )
+    weight = int(value)
+    if weight < 0 or weight > max_weight:
+        raise TrainReplyError(
+            f"secagg: the weight {what} = {weight} is outside [0, max_weight = {max_weight}]; "
+            "raise max_weight on the server (SecAggPlus or SecAggPlusWorkflow); this node "
+            "leaves the round rather than overflow the sum"
+        )
+    return weight
+
+
+def _legacy_update(content: RecordDict, max_weight: int) -> Tuple[np.ndarray, int]:
+    """The flat float32 update and weight of a legacy FitRes reply."""
+    fitres = compat.recorddict_to_fitres(content, keep_input=True)
+    arrays = parameters_to_ndarrays(fitres.parameters)
+    flat = (
+        np.concatenate([np.asarray(a, dtype=np.float32).reshape(-1) for a in arrays])
+        if arrays
+        else np.zeros(0, dtype=np.float32)
+    )
+    return flat, _weight(fitres.num_examples, max_weight, "num_examples")
+
+
+def _message_update(
+    content: RecordDict, layout: Layout, weight_key: str, max_weight: int
+) -> Tuple[np.ndarray, int]:
+    """The flat float32 update and weight of a Message-API train reply: its one ArrayRecord,
+    with the model's keys and shapes (any order) and float arrays, flattened in the model's
+    order (float16 exactly; float64 rounded to float32, a relative error of at most 2^-24,
+    well below a quantization step), and the whole-number metric ``weight_key`` of its one
+    MetricRecord."""
+    records = list(content.array_records.values())
+    if len(records) != 1:
+        raise TrainReplyError(
+            f"secagg: the app's train reply carries {len(records)} ArrayRecords; secure "
+            "aggregation masks exactly one (the model's arrays)"
+        )
+    record = records[0]
+    keys = [key for key, _, _ in layout]
+    if set(record.keys()) != set(keys):
+        missing = [k for k in keys if k not in record]
+        extra = [k for k in record.keys() if k not in set(keys)]
+        raise TrainReplyError(
+            "secagg: the app's ArrayRecord does not hold the model's arrays: "
+            f"missing {missing[:5]!r}, not in the model {extra[:5]!r}"
+        )
+    parts = []
+    for key, shape, _ in layout:
+        try:
+            x = record[key].numpy()
+        except (TypeError, ValueError) as why:
+            raise TrainReplyError(f"secagg: the app's array {key!r}: {why}") from None
+        if x.dtype.kind != "f" or x.dtype.itemsize not in _FLOAT_SIZES:
+            raise TrainReplyError(
+                f"secagg: the app's array {key!r} is {x.dtype}: secure aggregation sums float "
+                "arrays (float16, float32, float64)"
+            )
+        if tuple(x.shape) != tuple(shape):
+            raise TrainReplyError(
+                f"secagg: the app's array {key!r} has shape {tuple(x.shape)}, the model's "
+                f"{tuple(shape)}"
+            )
+        parts.append(x.astype(np.float32, copy=False).reshape(-1))
+    metrics = list(content.metric_records.values())
+    if len(metrics) != 1:
+        raise TrainReplyError(
+            f"secagg: the app's train reply carries {len(metrics)} MetricRecords; the "
+            f"strategy reads the weight {weight_key!r} from exactly one"
+        )
+    if weight_key not in metrics[0]:
+        raise TrainReplyError(
+            f"secagg: the app's MetricRecord has no {weight_key!r}, the weight the strategy "
+            "averages by (its weighted_by_key)"
+        )
+    weight = _weight(metrics[0][weight_key], max_weight, f"metric {weight_key!r}")
+    return np.concatenate(parts), weight
 
 
 def _train_and_set_input(
@@ -551,33 +805,29 @@ def _train_and_set_input(
     against the round context, and sets the client's input (once per round context, which
     is recorded first); returns the reply content with every array cleared (only counts
     and metrics travel in clear, as with Flower's mod)."""
-    _check_instructions(msg, msg.content.config_records[RECORD], client)
-    out_msg = call_next(msg, ctxt)
+    ours = msg.content.config_records[RECORD]
+    api, weight_key = _check_instructions(msg, ours, client)
+    layout = message_layout(msg.content)[1] if api == MESSAGE_API else []
+    del msg.content[RECORD]  # the app sees the strategy's instructions, nothing of ours
+    try:
+        out_msg = call_next(msg, ctxt)
+    finally:
+        msg.content[RECORD] = ours  # as it came, for the mods around this one
     if out_msg.has_error():
         raise RuntimeError(f"secagg: the app's training failed: {out_msg.error.reason}")
     content = out_msg.content
-    fitres = compat.recorddict_to_fitres(content, keep_input=True)
-    arrays = parameters_to_ndarrays(fitres.parameters)
-    flat = (
-        np.concatenate([np.asarray(a, dtype=np.float32).reshape(-1) for a in arrays])
-        if arrays
-        else np.zeros(0, dtype=np.float32)
-    )
     config = client.config
+    if api == MESSAGE_API:
+        flat, weight = _message_update(content, layout, weight_key, config.max_weight)
+    else:
+        flat, weight = _legacy_update(content, config.max_weight)
     if flat.size != config.params:
         raise ProtocolError(
             f"secagg: the app returned {flat.size} parameters, the round aggregates "
             f"{config.params}"
         )
-    weight = int(fitres.num_examples)
-    if weight < 0 or weight > config.max_weight:
-        raise ValueError(
-            f"secagg: num_examples = {weight} is outside [0, max_weight = "
-            f"{config.max_weight}]; raise max_weight on the server's SecAggPlusWorkflow "
-            "(this node leaves the round rather than overflow the sum)"
-        )
     if not np.all(np.isfinite(flat)):
-        raise ValueError("secagg: the app's update holds NaN or infinite values")
+        raise TrainReplyError("secagg: the app's update holds NaN or infinite values")
     context = client.config.context
     if not masking.allow_remask:
         _refuse_repeat(masking.store, context, masking.who)
@@ -648,7 +898,7 @@ class SecAggPlusWorkflow:
         fraction of the sampled clients). Each client has ``num_shares - 1`` neighbours.
     reconstruction_threshold
         Shares needed to rebuild a secret (an int, or a float: that fraction of
-        ``num_shares``).
+        ``num_shares``). Both None: the planner's choice for the clients sampled.
     max_weight
         The largest ``num_examples`` a client may carry; its weight is that exact integer.
     clipping_range
@@ -672,8 +922,8 @@ class SecAggPlusWorkflow:
 
     def __init__(
         self,
-        num_shares: Union[int, float],
-        reconstruction_threshold: Union[int, float],
+        num_shares: Union[int, float, None],
+        reconstruction_threshold: Union[int, float, None],
         *,
         max_weight: float = 1000.0,
         clipping_range: float = 8.0,
@@ -692,10 +942,20 @@ class SecAggPlusWorkflow:
             num_shares = 1.0
         if reconstruction_threshold == 1 and isinstance(reconstruction_threshold, int):
             reconstruction_threshold = 1.0
-        if not isinstance(num_shares, (int, float)) or isinstance(num_shares, bool):
-            raise TypeError("num_shares must be an int or a float")
-        if not isinstance(reconstruction_threshold, (int, float)):
-            raise TypeError("reconstruction_threshold must be an int or a float")
+        if num_shares is not None and (
+            not isinstance(num_shares, (int, float)) or isinstance(num_shares, bool)
+        ):
+            raise TypeError("num_shares must be an int, a float or None")
+        if reconstruction_threshold is not None and (
+            not isinstance(reconstruction_threshold, (int, float))
+            or isinstance(reconstruction_threshold, bool)
+        ):
+            raise TypeError("reconstruction_threshold must be an int, a float or None")
+        if (num_shares is None) != (reconstruction_threshold is None):
+            raise ValueError(
+                "give both num_shares and reconstruction_threshold, or neither (the "
+                "planner's choice for the clients sampled)"
+            )
         if isinstance(num_shares, float) and not 0 < num_shares <= 1:
             raise ValueError("num_shares as a float must lie in (0, 1]")
         if isinstance(num_shares, int) and num_shares < 2:
@@ -745,7 +1005,19 @@ class SecAggPlusWorkflow:
     # -- parameters --------------------------------------------------------------------
 
     def _graph(self, n: int) -> Tuple[int, int]:
-        if isinstance(self.num_shares, float):
+        colluders = self._colluders(n)
+        chosen_t = 0
+        if self.num_shares is None:
+            try:
+                chosen = _plan(
+                    n, adversary=self.adversary, dropout=self.dropout, colluders=colluders
+                )
+                shares, chosen_t = chosen.neighbors + 1, chosen.threshold
+            except PlanError:
+                # Too few nodes for the planner's bounds at this dropout: the complete graph
+                # and a majority threshold, checked below like any given pair.
+                shares, chosen_t = n, n // 2 + 1
+        elif isinstance(self.num_shares, float):
             shares = round(self.num_shares * n)
             if shares < n and shares % 2 == 0:
                 shares += 1
@@ -754,12 +1026,13 @@ class SecAggPlusWorkflow:
         else:
             shares = self.num_shares
         k = max(2, min(shares - 1, n - 1))
-        if isinstance(self.reconstruction_threshold, float):
+        if self.reconstruction_threshold is None:
+            t = chosen_t
+        elif isinstance(self.reconstruction_threshold, float):
             t = max(2, round(self.reconstruction_threshold * shares))
         else:
             t = self.reconstruction_threshold
         t = min(t, k)
-        colluders = self._colluders(n)
         try:
             _plan(
                 n,
@@ -851,7 +1124,6 @@ class SecAggPlusWorkflow:
         """Runs one round of secure aggregation for the strategy's fit."""
         if not isinstance(context, LegacyContext):
             raise TypeError(f"Expect a LegacyContext, but get {type(context).__name__}.")
-        started = time.perf_counter()
         cfg = context.state.config_records[MAIN_CONFIGS_RECORD]
         current_round = cast(int, cfg[WorkflowKey.CURRENT_ROUND])
         parameters = compat.arrayrecord_to_parameters(
@@ -863,38 +1135,101 @@ class SecAggPlusWorkflow:
         if not proxy_fitins:
             log.info("configure_fit: no clients selected, cancel")
             return
-        nid_to_fitins: Dict[int, RecordDict] = {
-            proxy.node_id: compat.fitins_to_recorddict(fitins, True)
-            for proxy, fitins in proxy_fitins
-        }
+        # One RecordDict per FitIns object (a strategy usually gives every node the same).
+        records: Dict[int, RecordDict] = {}
+        nid_to_fitins: Dict[int, RecordDict] = {}
+        for proxy, fitins in proxy_fitins:
+            if id(fitins) not in records:
+                records[id(fitins)] = compat.fitins_to_recorddict(fitins, True)
+            nid_to_fitins[proxy.node_id] = records[id(fitins)]
         nid_to_proxy: Dict[int, ClientProxy] = {proxy.node_id: proxy for proxy, _ in proxy_fitins}
-        nodes = sorted(nid_to_fitins)
+        shapes = [a.shape for a in parameters_to_ndarrays(parameters)]
+        m = int(sum(int(np.prod(s)) for s in shapes))
+        reading = _Reading(
+            api=LEGACY_API,
+            weight_key="",
+            server="secagg.flower.SecAggPlusWorkflow",
+            parse=lambda content: _fitres(content, int(self.max_weight)),
+        )
+        outcome = self._secure_round(
+            grid, context.run_id, current_round, nid_to_fitins, m, reading, self.timeout
+        )
+        if outcome is None or outcome.result is None:
+            return
+        mean = cast(np.ndarray, outcome.result["mean"])
+        arrays = []
+        offset = 0
+        for shape in shapes:
+            size = int(np.prod(shape))
+            arrays.append(mean[offset : offset + size].reshape(shape))
+            offset += size
+        aggregated = ndarrays_to_parameters(arrays)
+        results = []
+        for nid in outcome.included:
+            if nid not in outcome.kept:
+                continue
+            fitres = cast(FitRes, outcome.kept[nid][1])
+            fitres.parameters = aggregated
+            results.append((nid_to_proxy[nid], fitres))
+        log.info(
+            "aggregate_fit: received %s results and %s failures",
+            len(results),
+            len(outcome.failures),
+        )
+        parameters_aggregated, metrics_aggregated = context.strategy.aggregate_fit(
+            current_round, results, outcome.failures  # type: ignore[arg-type]
+        )
+        if parameters_aggregated:
+            context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
+                parameters_aggregated, True
+            )
+            context.history.add_metrics_distributed_fit(
+                server_round=current_round, metrics=metrics_aggregated
+            )
+
+    def _secure_round(
+        self,
+        grid,
+        run_id: int,
+        current_round: int,
+        instructions_of: Dict[int, RecordDict],
+        params: int,
+        reading: "_Reading",
+        timeout: Optional[float],
+    ) -> Optional["_Outcome"]:
+        """One round of secure aggregation over the nodes in ``instructions_of``, each of
+        which trains on its instructions (the same for all) at the masked-input stage:
+        the four stages through ``grid``, one ``send_and_receive`` each, and the
+        completion notice. None when the round cannot start (fewer than 3 nodes); else the
+        outcome, with the server's result when the round completed. Both the legacy
+        workflow and :class:`SecAggPlus` run their rounds here."""
+        started = time.perf_counter()
+        nodes = sorted(instructions_of)
         n = len(nodes)
         if n < 3:
             log.error("secagg: a round needs at least 3 sampled clients, got %d", n)
-            return
-        shapes = [a.shape for a in parameters_to_ndarrays(parameters)]
-        m = int(sum(int(np.prod(s)) for s in shapes))
+            return None
         k, t = self._graph(n)
         bits, levels, w = self._quantization(n)
         # Every node trains on the same instructions, and the round context binds them: a
         # node sent others refuses to train (FitInstructionsError).
         digests_of: Dict[int, Tuple[bytes, bytes]] = {}
-        for proxy, fitins in proxy_fitins:
-            key = id(fitins)
-            if key not in digests_of:
-                digests_of[key] = fit_digests(nid_to_fitins[proxy.node_id])
+        for content in instructions_of.values():
+            if id(content) not in digests_of:
+                digests_of[id(content)] = fit_digests(content)
         if len(set(digests_of.values())) != 1:
             raise ValueError(
-                "secagg: the strategy's configure_fit gave the sampled nodes different fit "
-                "instructions (parameters or config); secure aggregation sums updates trained "
-                "on the same instructions, which every node checks against the round context"
+                "secagg: the strategy gave the sampled nodes different fit instructions "
+                "(arrays or config); secure aggregation sums updates trained on the same "
+                "instructions, which every node checks against the round context"
             )
         arrays_digest, config_digest = next(iter(digests_of.values()))
-        digest = round_context(context.run_id, current_round, arrays_digest, config_digest)
+        digest = round_context(
+            run_id, current_round, arrays_digest, config_digest, reading.api, reading.weight_key
+        )
         config = RoundConfig(
             n,
-            m,
+            params,
             neighbors=k,
             threshold=t,
             bits=bits,
@@ -902,18 +1237,22 @@ class SecAggPlusWorkflow:
             clip=float(self.clipping_range),
             levels=levels,
             max_weight=w,
-            stage_timeout=float(self.timeout) if self.timeout else 3600.0,
+            stage_timeout=float(timeout) if timeout else 3600.0,
             context=digest,
         )
         server = Server(config, backend=self.backend, ca=self.ca)
-        stats = RoundStats(clients=n, params=m, neighbors=k, threshold=t, bits=bits, levels=levels)
+        stats = RoundStats(
+            clients=n, params=params, neighbors=k, threshold=t, bits=bits, levels=levels
+        )
+        outcome = _Outcome(stats=stats, nodes=nodes)
         if self.ca is None and not self._warned_curious:
             log.warning(
                 "secagg: running the honest-but-curious protocol: Flower nodes have no "
                 "enrolled identities, so the clients trust this server to follow the "
-                "protocol; give SecAggPlusWorkflow(ca=...) and enroll the nodes "
+                "protocol; give %s(ca=...) and enroll the nodes "
                 "(make_secaggplus_mod(identity=...)) for the protocol that withstands a "
-                "semi-malicious server"
+                "semi-malicious server",
+                reading.server.rsplit(".", 1)[-1],
             )
             self._warned_curious = True
         log.info(
@@ -921,7 +1260,7 @@ class SecAggPlusWorkflow:
             "engine %s (%s)",
             current_round,
             n,
-            m,
+            params,
             k,
             t,
             bits,
@@ -937,17 +1276,17 @@ class SecAggPlusWorkflow:
         group = str(current_round)
 
         def message(nid: int, record: Dict[str, object], content: Optional[RecordDict] = None) -> Message:
-            body = content if content is not None else RecordDict()
+            # A record of its own for every node, around the (shared) instructions.
+            body = RecordDict(dict(content.items())) if content is not None else RecordDict()
             body.config_records[RECORD] = ConfigRecord(record)  # type: ignore[arg-type]
-            return Message(
+            msg = Message(
                 content=body,
                 dst_node_id=nid,
                 message_type=MessageType.TRAIN,
                 group_id=group,
             )
-
-        fitres_of: Dict[int, FitRes] = {}
-        failures: List[BaseException] = []
+            outcome.sent[nid] = msg
+            return msg
 
         def exchange(stage: str, outgoing: Dict[int, List[bytes]], first: bool = False) -> None:
             msgs = []
@@ -963,14 +1302,16 @@ class SecAggPlusWorkflow:
                     down += sum(len(f) for f in frames)
                 content = None
                 if stage == "masked-input":
-                    content = nid_to_fitins.get(node_of[i])
+                    content = instructions_of.get(node_of[i])
                     rec["round"] = current_round
                     rec["arrays_digest"] = arrays_digest
                     rec["config_digest"] = config_digest
+                    rec["api"] = reading.api
+                    rec["weight_key"] = reading.weight_key
                 msgs.append(message(node_of[i], rec, content))
             stats.bytes_down[stage] = stats.bytes_down.get(stage, 0) + down
             t0 = time.perf_counter()
-            replies = grid.send_and_receive(msgs, timeout=self.timeout)
+            replies = list(grid.send_and_receive(msgs, timeout=timeout))
             stats.exchange_s[stage] = stats.exchange_s.get(stage, 0.0) + time.perf_counter() - t0
             t0 = time.perf_counter()
             answered = set()
@@ -978,7 +1319,8 @@ class SecAggPlusWorkflow:
             up = 0
 
             def refuse(nid: int, why: str) -> None:
-                failures.append(Exception(f"node {nid}: {why}"))
+                outcome.failures.append(Exception(f"node {nid}: {why}"))
+                outcome.why.setdefault(nid, f"{stage}: {why}")
                 stats.failed.append({"node": nid, "stage": stage, "reason": why})
                 log.warning("secagg: node %d refused at %s: %s", nid, stage, why)
 
@@ -989,25 +1331,30 @@ class SecAggPlusWorkflow:
                     continue
                 if reply.has_error():
                     reason = str(reply.error.reason)
-                    if FLOWER_RECORD in reason:
-                        mismatched[nid] = "Flower's own secaggplus_mod"
-                    failures.append(Exception(reason))
+                    if first:
+                        instead = _runs_instead(reason)
+                        if instead is not None:
+                            mismatched[nid] = instead
+                    outcome.failures.append(Exception(reason))
+                    outcome.why.setdefault(nid, f"{stage}: {reason}")
                     stats.failed.append({"node": nid, "stage": stage, "reason": reason})
                     log.warning("secagg: node %d failed at %s: %s", nid, stage, reason)
                     continue
                 rec = reply.content.config_records.get(RECORD)
                 if rec is None or rec.get("protocol") != PROTOCOL:
-                    mismatched[nid] = "no secagg mod"
-                    refuse(nid, "answered without secagg's record (it does not run "
-                                "secagg.flower.secaggplus_mod)")
+                    if rec is None:
+                        mismatched[nid] = "no secagg mod (it answered without secagg's record)"
+                        refuse(nid, "answered without secagg's record (it does not run "
+                                    "secagg.flower.secaggplus_mod)")
+                    else:
+                        theirs = rec.get("protocol")
+                        mismatched[nid] = f"secagg's mod of another version ({theirs!r})"
+                        refuse(nid, f"answered in {theirs!r}, this server speaks {PROTOCOL!r} "
+                                    "(secagg versions differ)")
                     continue
                 try:  # nothing a node sends stops the round for the others
                     frames = _frames(rec, "the node's")
-                    fitres = (
-                        compat.recorddict_to_fitres(reply.content, True)
-                        if stage == "masked-input"
-                        else None
-                    )
+                    kept = reading.parse(reply.content) if stage == "masked-input" else None
                 except (ProtocolError, KeyError, TypeError, ValueError) as why:
                     refuse(nid, f"a malformed reply: {type(why).__name__}: {why}")
                     continue
@@ -1028,20 +1375,15 @@ class SecAggPlusWorkflow:
                 for f in frames:
                     up += len(f)
                     server.handle(target, f)
-                if fitres is not None:
-                    fitres_of[i] = fitres
-            if first and mismatched and len(mismatched) == len(replies):
-                nid, what = next(iter(mismatched.items()))
-                if what == "Flower's own secaggplus_mod":
-                    raise MismatchError(
-                        f"node {nid} runs Flower's own secaggplus_mod, but this server runs "
-                        "secagg.flower.SecAggPlusWorkflow: use secagg.flower.secaggplus_mod "
-                        "on the clients, or flwr's SecAggPlusWorkflow here"
-                    )
+                if stage == "masked-input":
+                    outcome.kept[nid] = (reply, kept)
+            if first and replies and len(mismatched) == len(replies):
+                nid, what = sorted(mismatched.items())[0]
                 raise MismatchError(
-                    f"node {nid} answered the {stage} stage without secagg's record: it "
-                    "does not run secagg.flower.secaggplus_mod (Flower's mod, or none); "
-                    "stopping before any update is requested"
+                    f"this server runs {reading.server}, but node {nid} runs {what}: "
+                    "stopping at the setup stage, before any update is requested (every "
+                    "node's train function must run secagg.flower.secaggplus_mod of this "
+                    f"version, {PROTOCOL})"
                 )
             stats.bytes_up[stage] = stats.bytes_up.get(stage, 0) + up
             if first and self.ca is not None:
@@ -1053,6 +1395,7 @@ class SecAggPlusWorkflow:
             for i in outgoing:
                 if i not in answered:
                     server.disconnect(i)
+                    outcome.why.setdefault(node_of[i], f"{stage}: no reply")
             stats.stage_s[stage] = stats.stage_s.get(stage, 0.0) + time.perf_counter() - t0
 
         enrolled: Dict[int, int] = {}
@@ -1060,15 +1403,12 @@ class SecAggPlusWorkflow:
             for i in range(n):
                 server.join(i)
         exchange("setup", {i: [] for i in range(n)}, first=True)
-        if failures and len(failures) == n:
-            reasons = sorted({str(f) for f in failures})
-            if any("fitins" in r or "KeyError" in r for r in reasons):
-                raise MismatchError(
-                    "no node took part: their ClientApps do not run "
-                    "secagg.flower.secaggplus_mod (each answered the setup stage with: "
-                    f"{reasons[0]})"
-                )
-            log.error("secagg: no node joined round %d: %s", current_round, "; ".join(reasons[:3]))
+        if len(outcome.why) == n:
+            log.error(
+                "secagg: no node joined round %d: %s",
+                current_round,
+                "; ".join(sorted(set(outcome.why.values()))[:3]),
+            )
         while server.status not in ("completed", "aborted"):
             outgoing: Dict[int, List[bytes]] = {}
             while True:
@@ -1097,34 +1437,396 @@ class SecAggPlusWorkflow:
         self.last_round = stats
         if server.status != "completed":
             log.error("secagg: round %d aborted: %s", current_round, server.error)
-            return
-        result = server.result()
-        stats.included = len(result["included"])
-        mean = result["mean"]
-        arrays = []
-        offset = 0
-        for shape in shapes:
-            size = int(np.prod(shape))
-            arrays.append(mean[offset : offset + size].reshape(shape))
-            offset += size
-        aggregated = ndarrays_to_parameters(arrays)
-        results = []
-        for i in result["included"]:
-            fitres = fitres_of.get(i)
-            if fitres is None:
-                continue
-            fitres.parameters = aggregated
-            results.append((nid_to_proxy[node_of[i]], fitres))
+            outcome.error = str(server.error)
+            return outcome
+        outcome.result = server.result()
+        outcome.included = sorted(node_of[i] for i in outcome.result["included"])
+        stats.included = len(outcome.included)
+        return outcome
+
+
+def _fitres(content: RecordDict, max_weight: int) -> FitRes:
+    """What the server keeps of a node's legacy masked-input reply: its FitRes, whose
+    num_examples (the strategy's weight) must be a whole number in [0, max_weight], as the
+    node's mod ensures (ValueError otherwise)."""
+    fitres = compat.recorddict_to_fitres(content, True)
+    _weight(fitres.num_examples, max_weight, "num_examples")
+    return fitres
+
+
+#: The names of the errors secagg's mod raises (a node's error reply that names none of
+#: them comes from an app without the mod: at the setup stage the mod calls no app code):
+#: the package's own and this module's.
+_OUR_ERRORS = tuple(
+    sorted(
+        {name for name in _package_names if name.endswith("Error")}
+        | {name for name in __all__ if name.endswith("Error")}
+    )
+)
+
+
+def _runs_instead(reason: str) -> Optional[str]:
+    """What a node that answered the setup stage with the error ``reason`` runs instead of
+    secagg's mod of this version; None when the error is the mod's own refusal (a policy,
+    a repeated round), which is no mismatch."""
+    if FLOWER_RECORD in reason:
+        return "Flower's own secaggplus_mod"
+    if "secagg versions differ" in reason:
+        return f"secagg's mod of another version (it says: {_last_line(reason)})"
+    if not any(name in reason for name in _OUR_ERRORS):
+        return (
+            "no secagg mod (its app's train function ran on the setup message and failed: "
+            f"{_last_line(reason)})"
+        )
+    return None
+
+
+def _last_line(reason: str, limit: int = 400) -> str:
+    """The last line of a node's error reason (Flower's simulation sends a traceback)."""
+    lines = [line.strip() for line in reason.strip().splitlines() if line.strip()]
+    last = lines[-1] if lines else reason
+    return last if len(last) <= limit else last[: limit - 3] + "..."
+
+
+@dataclass
+class _Reading:
+    """How a round's updates are read: on the nodes, from the app's reply (``api``,
+    ``weight_key``: bound to the round context), and on the server, from a node's
+    masked-input reply (``parse``: what the caller keeps, or an error that refuses the
+    node). ``server`` names the server side in errors."""
+
+    api: str
+    weight_key: str
+    server: str
+    parse: Callable[[RecordDict], object]
+
+
+@dataclass
+class _Outcome:
+    """What one secure round did, by Flower node id."""
+
+    stats: RoundStats
+    nodes: List[int]
+    result: Optional[Dict[str, object]] = None
+    """The server's result, when the round completed."""
+    included: List[int] = field(default_factory=list)
+    """Nodes whose update is in the sum."""
+    kept: Dict[int, Tuple[Message, object]] = field(default_factory=dict)
+    """Each node's masked-input reply, and what the reading kept of it."""
+    sent: Dict[int, Message] = field(default_factory=dict)
+    """The last message sent to each node."""
+    why: Dict[int, str] = field(default_factory=dict)
+    """Why a node left the round (stage: reason), for nodes that did."""
+    failures: List[BaseException] = field(default_factory=list)
+    error: Optional[str] = None
+    """Why the round aborted, when it did."""
+
+
+# --------------------------------------------------------------------------------------
+# Server side, Message API: a wrapper around a flwr.serverapp strategy
+# --------------------------------------------------------------------------------------
+
+#: Classes whose aggregate_train is a weighted mean of the replies' arrays (FedOpt and
+#: FedProx define none of their own: FedAvg's applies).
+_WEIGHTED_MEAN = (FedAvg, FedAvgM, FedAdam, FedYogi, FedAdagrad)
+
+#: Strategies that need each node's own update, and why.
+_NEEDS_INDIVIDUAL_UPDATES = (
+    (Bulyan, "Bulyan selects updates by their distances to each other, then trims them"),
+    (MultiKrum, "Krum and MultiKrum score each update by its distance to the others"),
+    (FedMedian, "FedMedian takes the coordinate-wise median of the updates"),
+    (FedTrimmedAvg, "FedTrimmedAvg drops each coordinate's largest and smallest updates"),
+    (QFedAvg, "QFedAvg reweights each update by its own loss (q-FFL)"),
+    (FedXgbBagging, "FedXgbBagging merges each node's trees (bytes, not float arrays)"),
+    (FedXgbCyclic, "FedXgbCyclic trains on one node at a time and keeps its model"),
+)
+
+_FAMILY = (
+    "FedAvg or a descendant that averages the same way (FedAdam, FedYogi, FedAdagrad, "
+    "FedAvgM, FedProx)"
+)
+
+
+def _check_strategy(strategy: object, assume_weighted_mean: bool) -> None:
+    """Raises UnsupportedStrategyError unless ``strategy``'s aggregation is a weighted
+    mean of the nodes' arrays."""
+    name = type(strategy).__name__
+    for cls, why in _NEEDS_INDIVIDUAL_UPDATES:
+        if isinstance(strategy, cls):
+            raise UnsupportedStrategyError(
+                f"secagg: SecAggPlus cannot wrap {name}: {why}, and under secure aggregation "
+                "the server learns only the weighted mean of the updates, never one of them; "
+                f"wrap {_FAMILY}"
+            )
+    if not isinstance(strategy, FedAvg):
+        raise UnsupportedStrategyError(
+            f"secagg: SecAggPlus cannot wrap {name}: it is not a FedAvg, and SecAggPlus "
+            "wraps strategies whose aggregation is a weighted mean of the nodes' arrays, "
+            f"the one thing the server learns under secure aggregation: {_FAMILY}"
+        )
+    owner = next(c for c in type(strategy).__mro__ if "aggregate_train" in vars(c))
+    if owner not in _WEIGHTED_MEAN and not assume_weighted_mean:
+        raise UnsupportedStrategyError(
+            f"secagg: SecAggPlus cannot tell whether {name} aggregates a weighted mean: "
+            f"{owner.__qualname__} overrides aggregate_train. Under SecAggPlus every reply "
+            "it receives carries the secure weighted mean of the round as its arrays, never "
+            "a node's own update; if its aggregate_train builds on FedAvg's (super()), wrap "
+            "it as SecAggPlus(strategy, assume_weighted_mean=True)"
+        )
+
+
+class _TrainRequest(list):
+    """The train messages of one round, as SecAggPlus.configure_train gives them to
+    Strategy.start, which hands them to the grid: marked, so that the grid runs them as a
+    secure round."""
+
+    def __init__(self, messages, server_round: int) -> None:
+        super().__init__(messages)
+        self.server_round = server_round
+
+
+class _SecureGrid:
+    """The grid a SecAggPlus runs Flower's Strategy.start on: the train messages of its
+    configure_train become a secure round; every other call goes to Flower's grid."""
+
+    def __init__(self, grid, secure: "SecAggPlus") -> None:
+        self._grid = grid
+        self._secure = secure
+
+    def __getattr__(self, name: str):
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages, *, timeout: Optional[float] = None):
+        if isinstance(messages, _TrainRequest):
+            return self._secure._train(self._grid, messages, timeout)
+        return self._grid.send_and_receive(messages, timeout=timeout)
+
+
+def _clear_weight(content: RecordDict, weight_key: str, max_weight: int) -> int:
+    """What the server keeps of a node's Message-API masked-input reply: the weight it
+    states in the clear, which the strategy averages by (ValueError unless the reply has
+    one empty ArrayRecord, its arrays having gone masked, and one MetricRecord holding a
+    whole-number weight in [0, max_weight], the rule the node's mod follows: a weight the
+    strategy would divide by, negative, infinite or huge, would spoil its average of the
+    replies' identical arrays)."""
+    arrays = list(content.array_records.values())
+    if len(arrays) != 1 or len(arrays[0]) != 0:
+        raise ValueError(
+            "a Message-API train reply carries one empty ArrayRecord (its arrays go masked), "
+            f"not {[len(a) for a in arrays]} arrays in {len(arrays)} records"
+        )
+    metrics = list(content.metric_records.values())
+    if len(metrics) != 1:
+        raise ValueError(f"{len(metrics)} MetricRecords, not one")
+    return _weight(metrics[0].get(weight_key), max_weight, f"metric {weight_key!r}")
+
+
+def _with_mean(content: RecordDict, mean: "ArrayRecord") -> RecordDict:
+    """A node's reply content as the strategy reads it: its records, with the round's
+    secure mean as its ArrayRecord and without secagg's record."""
+    out = RecordDict()
+    for name, record in content.items():
+        if name == RECORD:
+            continue
+        out[name] = mean if isinstance(record, ArrayRecord) else record
+    return out
+
+
+class SecAggPlus(Strategy):
+    """Secure aggregation for a Message-API strategy: ``SecAggPlus(FedAvg(...))``.
+
+    Wraps a :mod:`flwr.serverapp.strategy` strategy whose aggregation is a weighted mean of
+    the nodes' arrays (FedAvg and its descendants FedAdam, FedYogi, FedAdagrad, FedAvgM,
+    FedProx) and runs it as Flower would — ``SecAggPlus(strategy).start(grid=...,
+    initial_arrays=..., num_rounds=...)`` returns the :class:`flwr.serverapp.strategy.Result`
+    the strategy's own ``start`` returns —, except that each training round is a round of
+    secure aggregation: the nodes, whose train function runs
+    :data:`secagg.flower.secaggplus_mod`, train on the strategy's instructions and send
+    their ArrayRecord masked, and the strategy's ``aggregate_train`` receives one reply per
+    node in the sum whose arrays are the round's secure weighted mean (cast to the model's
+    dtypes) and whose metrics are the node's own, in the clear. The weight is the
+    strategy's ``weighted_by_key`` metric (``"num-examples"``), a whole number of at most
+    ``max_weight``. Evaluation is the strategy's, unchanged.
+
+    A strategy that needs individual updates (Krum, MultiKrum, Bulyan, FedMedian,
+    FedTrimmedAvg, QFedAvg, the XGBoost strategies) is refused here with
+    :class:`UnsupportedStrategyError`, and so is a subclass whose own ``aggregate_train``
+    cannot be told to be a weighted mean, unless ``assume_weighted_mean=True``.
+
+    Keyword arguments: those of :class:`SecAggPlusWorkflow` (Flower's ``num_shares``,
+    ``reconstruction_threshold``, ``max_weight``, ``clipping_range``,
+    ``quantization_range``, ``modulus_range``, ``timeout``; ours ``prg``, ``backend``,
+    ``dropout``, ``corrupt``, ``colluders``, ``ca``), with the same meaning; without
+    ``num_shares`` and ``reconstruction_threshold`` the planner chooses them for the nodes
+    sampled. With ``ca`` the nodes run enrolled (``make_secaggplus_mod(identity=...)``).
+    """
+
+    def __init__(
+        self,
+        strategy: FedAvg,
+        num_shares: Union[int, float, None] = None,
+        reconstruction_threshold: Union[int, float, None] = None,
+        *,
+        assume_weighted_mean: bool = False,
+        **kwargs,
+    ) -> None:
+        _check_strategy(strategy, assume_weighted_mean)
+        self.strategy = strategy
+        #: The rounds' engine: the legacy workflow's, with its parameters.
+        self.workflow = SecAggPlusWorkflow(num_shares, reconstruction_threshold, **kwargs)
+
+    @property
+    def last_round(self) -> Optional[RoundStats]:
+        """Figures of the last training round."""
+        return self.workflow.last_round
+
+    def summary(self) -> None:
+        w = self.workflow
         log.info(
-            "aggregate_fit: received %s results and %s failures", len(results), len(failures)
+            "secagg: SecAggPlus around %s: num_shares %s, reconstruction_threshold %s, "
+            "clipping_range %g, max_weight %g, modulus_range 2^%d, %s protocol",
+            type(self.strategy).__name__,
+            "(planner)" if w.num_shares is None else w.num_shares,
+            "(planner)" if w.reconstruction_threshold is None else w.reconstruction_threshold,
+            w.clipping_range,
+            w.max_weight,
+            w.modulus_range.bit_length() - 1,
+            "honest-but-curious" if w.ca is None else "semi-malicious server (enrolled nodes)",
         )
-        parameters_aggregated, metrics_aggregated = context.strategy.aggregate_fit(
-            current_round, results, failures  # type: ignore[arg-type]
+        self.strategy.summary()
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid):
+        return _TrainRequest(
+            self.strategy.configure_train(server_round, arrays, config, grid), server_round
         )
-        if parameters_aggregated:
-            context.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
-                parameters_aggregated, True
+
+    def aggregate_train(self, server_round: int, replies):
+        return self.strategy.aggregate_train(server_round, replies)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid
+    ):
+        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
+
+    def aggregate_evaluate(self, server_round: int, replies):
+        return self.strategy.aggregate_evaluate(server_round, replies)
+
+    def start(
+        self,
+        grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: Optional[ConfigRecord] = None,
+        evaluate_config: Optional[ConfigRecord] = None,
+        evaluate_fn: Optional[Callable[[int, ArrayRecord], Optional[MetricRecord]]] = None,
+    ) -> Result:
+        """Flower's ``Strategy.start``, each training round run as secure aggregation."""
+        return super().start(
+            grid=_SecureGrid(grid, self),
+            initial_arrays=initial_arrays,
+            num_rounds=num_rounds,
+            timeout=timeout,
+            train_config=train_config,
+            evaluate_config=evaluate_config,
+            evaluate_fn=evaluate_fn,
+        )
+
+    def _train(self, grid, request: _TrainRequest, timeout: Optional[float]) -> List[Message]:
+        """One training round as secure aggregation: the replies aggregate_train gets."""
+        messages = list(request)
+        if not messages:
+            return []
+        instructions_of: Dict[int, RecordDict] = {}
+        for msg in messages:
+            if msg.metadata.message_type != MessageType.TRAIN:
+                raise ValueError(
+                    f"secagg: {type(self.strategy).__name__}.configure_train gave a "
+                    f"{msg.metadata.message_type!r} message; SecAggPlus runs 'train' messages"
+                )
+            nid = msg.metadata.dst_node_id
+            if nid in instructions_of:
+                raise ValueError(f"secagg: configure_train sent node {nid} two messages")
+            instructions_of[nid] = msg.content
+        # Every node's instructions are the same (the round checks): one layout.
+        _, layout = message_layout(messages[0].content)
+        params = sum(math.prod(shape) for _, shape, _ in layout)
+        weight_key = str(self.strategy.weighted_by_key)
+        reading = _Reading(
+            api=MESSAGE_API,
+            weight_key=weight_key,
+            server="secagg.flower.SecAggPlus",
+            parse=lambda content: _clear_weight(
+                content, weight_key, int(self.workflow.max_weight)
+            ),
+        )
+        outcome = self.workflow._secure_round(
+            grid,
+            int(messages[0].metadata.run_id),
+            request.server_round,
+            instructions_of,
+            params,
+            reading,
+            self.workflow.timeout or timeout,
+        )
+        first_of = {msg.metadata.dst_node_id: msg for msg in messages}
+        if outcome is None:
+            return [
+                Message(
+                    Error(ErrorCode.UNKNOWN, "secagg: a round needs at least 3 sampled nodes"),
+                    reply_to=msg,
+                )
+                for msg in messages
+            ]
+        mean: Optional[ArrayRecord] = None
+        if outcome.result is not None:
+            flat = cast(np.ndarray, outcome.result["mean"])
+            arrays: Dict[str, Array] = {}
+            offset = 0
+            for key, shape, dtype in layout:
+                size = math.prod(shape)
+                value = flat[offset : offset + size].reshape(shape).astype(np.dtype(dtype))
+                arrays[key] = Array(np.ascontiguousarray(value))
+                offset += size
+            mean = ArrayRecord(arrays)
+            stated = sum(outcome.kept[nid][1] for nid in outcome.included)  # type: ignore[misc]
+            if stated == 0:
+                # The strategy would divide by zero: no result this round.
+                log.error(
+                    "secagg: the nodes in round %d's sum state weights (%r) that add up to 0",
+                    request.server_round,
+                    weight_key,
+                )
+                mean = None
+                outcome.error = f"the nodes' stated weights ({weight_key!r}) add up to 0"
+            elif stated != outcome.result["total_weight"]:
+                log.warning(
+                    "secagg: the nodes in the sum state weights (%r) that add up to %s, but "
+                    "their masked weights add up to %s: the strategy's metrics are "
+                    "averaged by the stated ones",
+                    weight_key,
+                    stated,
+                    outcome.result["total_weight"],
+                )
+        replies: List[Message] = []
+        included = set(outcome.included)
+        for nid in outcome.nodes:
+            if mean is not None and nid in included:
+                reply = outcome.kept[nid][0]
+                reply.content = _with_mean(reply.content, mean)
+                replies.append(reply)
+                continue
+            why = outcome.why.get(nid) or (
+                f"the round failed: {outcome.error}" if outcome.error else "not in the sum"
             )
-            context.history.add_metrics_distributed_fit(
-                server_round=current_round, metrics=metrics_aggregated
+            replies.append(
+                Message(
+                    Error(
+                        ErrorCode.UNKNOWN,
+                        f"secagg: node {nid} is not in round {request.server_round}'s "
+                        f"secure sum: {why}",
+                    ),
+                    reply_to=outcome.sent.get(nid, first_of[nid]),
+                )
             )
+        return replies

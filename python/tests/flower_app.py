@@ -1,9 +1,17 @@
-"""A small Flower app (a legacy NumPyClient with FedAvg), runnable with Flower's own SecAgg+
-or with secagg's drop-in: the two imports are the only difference.
+"""Small Flower apps for the tests and the side-by-side benchmark.
 
-Each node's update and num_examples are a pure function of its partition id, so a test can
-compute the plain weighted mean of the survivors independently. One partition may be told
-to fail in fit (it drops out at the masked-input stage).
+* A legacy app (a NumPyClient with FedAvg), runnable with Flower's own SecAgg+ or with
+  secagg's drop-in: the two imports are the only difference (`make_apps`).
+* A Message-API app (`@app.train()`, `flwr.serverapp.strategy.FedAvg` and FedAdam), run
+  with and without `secagg.flower.SecAggPlus` (`make_message_apps`).
+
+Each node's update and weight are a pure function of its partition id (and, in the
+Message-API app, of a seed, the round and the model it receives), so a test can compute
+the plain weighted mean of the survivors independently. Some partitions may be told to fail
+in training (they drop out at the masked-input stage).
+
+`LocalGrid` runs either app in one process, through Flower's protobuf serialisation, for
+tests that need no simulation engine and for the benchmark.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from flwr.server import ServerApp, ServerConfig
 from flwr.server.compat import LegacyContext
 from flwr.server.strategy import FedAvg
 from flwr.server.workflow import DefaultWorkflow
+from flwr.serverapp.grid import Grid
 
 #: What the last run's strategy aggregated (the ServerApp runs in this process).
 CAPTURED: Dict[str, object] = {}
@@ -60,14 +69,15 @@ class Capturing(FedAvg):
         CAPTURED["parameters"] = out[0]
         CAPTURED["results"] = len(results)
         CAPTURED["failures"] = len(failures)
-        # num_examples tells the partitions apart (examples_of is one-to-one below 20).
+        # num_examples tells the partitions apart (examples_of is one-to-one below 141).
         CAPTURED["partitions"] = sorted(partition_of(fitres.num_examples) for _, fitres in results)
         return out
 
 
 def partition_of(num_examples: int) -> int:
-    (p,) = [p for p in range(20) if examples_of(p) == num_examples]
-    return p
+    """The partition below 141 whose num_examples this is (larger apps, such as the
+    benchmark's, share counts: the tests that read partitions have fewer nodes)."""
+    return next(p for p in range(141) if examples_of(p) == num_examples)
 
 
 def failing(fail: Union[None, int, Iterable[int]]) -> FrozenSet[int]:
@@ -202,8 +212,9 @@ def roll_back_snapshot(partition: int, stage: str):
 class TamperingGrid:
     """A server that lies in its messages: at the masked-input stage it sends the node with
     the smallest id other fit instructions than the rest — `what` = "arrays": another
-    model (all ones), "config": another config (zero local epochs) — and leaves secagg's
-    record as it is. Everything else goes to Flower's grid unchanged."""
+    model (all ones), "config": another config (zero local epochs), "weight_key": another
+    metric to weigh its update by (Message API) — and leaves the rest as it is. Everything
+    else goes to Flower's grid unchanged."""
 
     def __init__(self, grid, what: str):
         self._grid = grid
@@ -220,7 +231,20 @@ class TamperingGrid:
             target = min(asked, key=lambda m: m.metadata.dst_node_id)
             self.targeted.append(target.metadata.dst_node_id)
             content = target.content
-            if self.what == "arrays":
+            if "fitins.parameters" not in content:  # a Message-API round
+                from flwr.app import Array, ArrayRecord
+
+                [(name, record)] = content.array_records.items()
+                [(config_name, _)] = [(n, r) for n, r in content.config_records.items()
+                                      if n != "secagg"]
+                if self.what == "arrays":
+                    content[name] = ArrayRecord({k: Array(np.ones_like(a.numpy()))
+                                                 for k, a in record.items()})
+                elif self.what == "config":
+                    content[config_name] = ConfigRecord({"server-round": 1, "local-epochs": 0})
+                else:
+                    content.config_records["secagg"]["weight_key"] = "loss"
+            elif self.what == "arrays":
                 model = compat.arrayrecord_to_parameters(
                     content.array_records["fitins.parameters"], keep_input=True
                 )
@@ -268,7 +292,7 @@ def impersonate(rogue: int, victim: int):
 def malformed_reply(partition: int, stage: str, how: str):
     """A node-side attack: on `partition`, the reply to the `stage` message is spoiled —
     `how` = "frames": its frames are strings, "record": secagg's record is gone,
-    "fitres": the fit result is gone."""
+    "fitres": the fit result is gone, "weight": its num_examples is negative."""
 
     def wrap(mod):
         def spoiled(msg, ctxt, call_next):
@@ -279,6 +303,8 @@ def malformed_reply(partition: int, stage: str, how: str):
                     records["secagg"]["frames"] = ["not", "bytes"]
                 elif how == "record":
                     del records["secagg"]
+                elif how == "weight":
+                    reply.content.metric_records["fitres.num_examples"]["num_examples"] = -1000
                 else:
                     for name in [n for n in reply.content if n.startswith("fitres.")]:
                         del reply.content[name]
@@ -377,14 +403,352 @@ def make_message_api_apps(nodes: int, action: str = "custom"):
     return server_app, client_app
 
 
-def run(kind: str, nodes: int, **kwargs):
+# --------------------------------------------------------------------------------------
+# The Message-API app: @app.train() / @app.evaluate() and flwr.serverapp strategies
+# --------------------------------------------------------------------------------------
+
+#: The Message-API app's model: every float dtype, several shapes.
+MODEL = [("conv.weight", (4, 3, 3), "float32"), ("conv.bias", (4,), "float32"),
+         ("fc.weight", (5, 6), "float64"), ("fc.bias", (5,), "float16")]
+
+
+def message_model(params=None):
+    """The model's layout: MODEL, or `params` float32 values in two arrays."""
+    if params is None:
+        return MODEL
+    return [("w", (params - params // 4,), "float32"), ("b", (params // 4,), "float32")]
+
+
+def initial_model(layout) -> Dict[str, np.ndarray]:
+    rng = np.random.default_rng(7)
+    return {k: rng.uniform(-0.5, 0.5, shape).astype(dtype) for k, shape, dtype in layout}
+
+
+def message_weight(seed: int, partition: int) -> int:
+    """A node's num-examples (1..150)."""
+    return int(np.random.default_rng([seed, partition]).integers(1, 151))
+
+
+def message_loss(seed: int, partition: int, phase: int, server_round: int) -> float:
+    return float(np.random.default_rng([seed, partition, phase, server_round, 1]).uniform(0, 2))
+
+
+def message_update(seed: int, partition: int, phase: int, server_round: int,
+                   model: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """What node `partition` returns after training on `model`: the model plus a random step
+    in [-1, 1] per value, in each array's dtype."""
+    rng = np.random.default_rng([seed, partition, phase, server_round])
+    return {k: (a.astype(np.float64) + rng.uniform(-1.0, 1.0, a.shape)).astype(a.dtype)
+            for k, a in model.items()}
+
+
+def message_mean(seed: int, partitions, phase: int, server_round: int,
+                 model: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    """The plain weighted mean (float64, NumPy) of the updates of `partitions` trained on
+    `model`: the independent reference."""
+    total = {k: np.zeros(a.shape) for k, a in model.items()}
+    weight = 0
+    for p in partitions:
+        w = message_weight(seed, p)
+        for k, a in message_update(seed, p, phase, server_round, model).items():
+            total[k] += w * a.astype(np.float64)
+        weight += w
+    return {k: t / weight for k, t in total.items()}
+
+
+def to_numpy(record) -> Dict[str, np.ndarray]:
+    return {k: a.numpy() for k, a in record.items()}
+
+
+def make_message_client(seed: int, fail=None, mod: Union[None, str] = "secagg",
+                        mod_at: str = "train", mod_kwargs=None, wrap_mod=None, spoil=None,
+                        weight_key: str = "num-examples"):
+    """The Message-API ClientApp: `@app.train()` trains (`message_update`) and
+    `@app.evaluate()` reports a loss. `mod` = "secagg" (secagg's mod, with `mod_kwargs`),
+    "enrolled" (with the node's enrollment files) or None (a plain app); `mod_at` = "train"
+    (`@app.train(mods=[mod])`) or "app" (`ClientApp(mods=[mod])`). `spoil(partition,
+    content)` may change a node's reply before the mod sees it (an app that returns what
+    the round cannot take). The weight goes in the metric `weight_key`."""
+    from flwr.app import Array, ArrayRecord, Message, MetricRecord, RecordDict
+    from flwr.clientapp import ClientApp as MessageClientApp
+
+    fail = failing(fail)
+    chosen = None
+    if mod == "secagg":
+        from secagg.flower import make_secaggplus_mod, secaggplus_mod
+
+        chosen = make_secaggplus_mod(**mod_kwargs) if mod_kwargs else secaggplus_mod
+    elif mod == "enrolled":
+        from secagg.flower import make_secaggplus_mod
+
+        pki = os.environ["SECAGG_TEST_PKI"]
+        chosen = make_secaggplus_mod(identity=enrolled_files, ca=f"{pki}/ca/ca.pub",
+                                     min_cohort=5)
+    elif mod is not None:
+        raise ValueError(mod)
+    if chosen is not None and wrap_mod is not None:
+        chosen = wrap_mod(chosen)
+    mods = [chosen] if chosen is not None else []
+    app = MessageClientApp(mods=mods if mod_at == "app" else None)
+
+    @app.train(mods=mods if mod_at == "train" else None)
+    def train(msg, context):
+        p = int(context.node_config["partition-id"])
+        if p in fail:
+            raise RuntimeError(f"partition {p} fails in train")
+        model = to_numpy(msg.content["arrays"])
+        config = msg.content["config"]
+        phase, server_round = int(config.get("phase", 0)), int(config["server-round"])
+        arrays = message_update(seed, p, phase, server_round, model)
+        content = RecordDict({
+            "arrays": ArrayRecord({k: Array(a) for k, a in arrays.items()}),
+            "metrics": MetricRecord({weight_key: message_weight(seed, p),
+                                     "loss": message_loss(seed, p, phase, server_round)}),
+        })
+        if spoil is not None:
+            spoil(p, content)
+        return Message(content, reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg, context):
+        p = int(context.node_config["partition-id"])
+        return Message(RecordDict({"metrics": MetricRecord({
+            weight_key: message_weight(seed, p), "eval-loss": float(p)})}), reply_to=msg)
+
+    return app
+
+
+def make_strategy(name: str, nodes: int, evaluate: bool = True, **kwargs):
+    """A flwr.serverapp strategy that samples every one of `nodes` nodes."""
+    import flwr.serverapp.strategy as strategies
+
+    common = dict(fraction_train=1.0, fraction_evaluate=1.0 if evaluate else 0.0,
+                  min_train_nodes=nodes, min_evaluate_nodes=nodes if evaluate else 0,
+                  min_available_nodes=nodes)
+    return getattr(strategies, name)(**common, **kwargs)
+
+
+def make_message_server(nodes: int, phases=(("FedAvg", 3, {}),), secure: bool = True,
+                        params=None, wrap_grid=None, evaluate: bool = True, **secagg_kwargs):
+    """The Message-API ServerApp: for each (strategy name, rounds, strategy kwargs) in
+    `phases`, `strategy.start(...)` (wrapped in SecAggPlus when `secure`) from the arrays the
+    previous phase ended with, with `{"phase": i}` as its train config. CAPTURED gets each
+    phase's Result ("results"), each round's model sent and result ("rounds", from
+    `evaluate_fn`, with the round's RoundStats), and the last SecAggPlus ("secure")."""
+    from flwr.app import Array, ArrayRecord
+    from flwr.serverapp import ServerApp as MessageServerApp
+
+    app = MessageServerApp()
+
+    @app.main()
+    def main(grid, context: Context) -> None:
+        from secagg.flower import SecAggPlus
+
+        arrays = ArrayRecord({k: Array(a)
+                              for k, a in initial_model(message_model(params)).items()})
+        CAPTURED["rounds"], CAPTURED["results"] = [], []
+        g = wrap_grid(grid) if wrap_grid is not None else grid
+        for phase, (name, num_rounds, kwargs) in enumerate(phases):
+            strategy = make_strategy(name, nodes, evaluate, **kwargs)
+            run = SecAggPlus(strategy, **secagg_kwargs) if secure else strategy
+            CAPTURED["secure"] = run
+            sent = {"model": to_numpy(arrays)}
+
+            def capture(server_round, current, phase=phase, run=run, sent=sent):
+                if server_round > 0:
+                    CAPTURED["rounds"].append({
+                        "phase": phase, "round": server_round, "sent": sent["model"],
+                        "result": to_numpy(current),
+                        "stats": getattr(run, "last_round", None)})
+                    sent["model"] = to_numpy(current)
+                return None
+
+            result = run.start(grid=g, initial_arrays=arrays, num_rounds=num_rounds,
+                               train_config=ConfigRecord({"phase": phase}), evaluate_fn=capture)
+            CAPTURED["results"].append(result)
+            if len(result.arrays):
+                arrays = result.arrays
+
+    return app
+
+
+class RecordingGrid:
+    """Flower's grid, keeping every reply to a train message in CAPTURED["train_replies"]
+    ({"error": reason or None, "arrays": names of array records})."""
+
+    def __init__(self, grid):
+        self._grid = grid
+
+    def __getattr__(self, name):
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages, *args, **kwargs):
+        messages = list(messages)
+        replies = list(self._grid.send_and_receive(messages, *args, **kwargs))
+        if messages and messages[0].metadata.message_type.startswith("train"):
+            CAPTURED.setdefault("train_replies", []).extend(
+                {"error": str(r.error.reason) if r.has_error() else None,
+                 "arrays": [] if r.has_error() else list(r.content.array_records)}
+                for r in replies)
+        return replies
+
+
+def message_protocol(version: str, direction: str):
+    """A node-side version mismatch: the node's mod sees the server's messages as if they
+    spoke `version` (direction "in": the node's mod is of another version than the
+    server), or the server sees the node's replies so (direction "out")."""
+
+    def wrap(mod):
+        def other_version(msg, ctxt, call_next):
+            rec = msg.content.config_records.get("secagg")
+            if direction == "in" and rec is not None:
+                rec["protocol"] = version
+            reply = mod(msg, ctxt, call_next)
+            if direction == "out" and not reply.has_error():
+                reply.content.config_records["secagg"]["protocol"] = version
+            return reply
+
+        return other_version
+
+    return wrap
+
+
+def lying_weight(partitions, stated):
+    """A node-side attack: the nodes of `partitions` state `stated` as their weight in the
+    clear, after their mod masked their update with their true weight."""
+
+    def wrap(mod):
+        def lie(msg, ctxt, call_next):
+            reply = mod(msg, ctxt, call_next)
+            if int(ctxt.node_config["partition-id"]) in partitions and not reply.has_error():
+                for record in reply.content.metric_records.values():
+                    record["num-examples"] = stated
+            return reply
+
+        return lie
+
+    return wrap
+
+
+# --------------------------------------------------------------------------------------
+# One process: a Grid that hands every Message to its node's ClientApp
+# --------------------------------------------------------------------------------------
+
+
+def wire(msg):
+    """`msg` after Flower's protobuf serialisation both ways, and its size in bytes."""
+    from flwr.common.serde import message_from_proto, message_to_proto
+    from flwr.proto.message_pb2 import Message as ProtoMessage
+
+    raw = message_to_proto(msg).SerializeToString()
+    back = ProtoMessage()
+    back.ParseFromString(raw)
+    return message_from_proto(back), len(raw)
+
+
+def local_grid(client_app, nodes: int, run_id: int = 1):
+    """A LocalGrid over `nodes` nodes (one Context each, partition ids 0..nodes-1), with
+    Flower's task identity set as in a ServerApp process."""
+    from flwr.app import RecordDict
+    from flwr.common.constant import SUPERLINK_NODE_ID
+    from flwr.supercore.run import Run
+    from flwr.supercore.task_identity import TaskIdentity
+
+    TaskIdentity.task_id = 1
+    TaskIdentity.run_id = run_id
+    TaskIdentity.node_id = SUPERLINK_NODE_ID
+    contexts = {}
+    for i in range(nodes):
+        nid = 1_000_003 * (i + 1)
+        contexts[nid] = Context(run_id=run_id, node_id=nid,
+                                node_config={"partition-id": i, "num-partitions": nodes},
+                                state=RecordDict(), run_config={})
+    return LocalGrid(client_app, contexts, Run.create_empty(run_id=run_id))
+
+
+def run_local(server_app, grid):
+    """Runs `server_app` on `grid` in this process; returns CAPTURED."""
+    from flwr.app import RecordDict
+
+    CAPTURED.clear()
+    server_app(grid, Context(run_id=grid.run.run_id, node_id=0, node_config={},
+                             state=RecordDict(), run_config={}))
+    return CAPTURED
+
+
+class LocalGrid(Grid):
+    """Delivers every message to its node's ClientApp in this process, synchronously,
+    each way through Flower's protobuf serialisation; a ClientApp that raises answers
+    with an error reply, as Flower's workers do. `up` counts each node's reply bytes,
+    `client_s` the seconds spent in ClientApps."""
+
+    def __init__(self, client_app, contexts, run):
+        self.app = client_app
+        self.contexts = contexts
+        self._run = run
+        self._replies = {}
+        self.up = {nid: 0 for nid in contexts}
+        self.client_s = 0.0
+
+    def set_run(self, run):
+        self._run = run
+
+    @property
+    def run(self):
+        return self._run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
+        from flwr.app import Message
+
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self):
+        return list(self.contexts)
+
+    def push_messages(self, messages):
+        import time
+        from uuid import uuid4
+
+        from flwr.app import Error, Message
+        from flwr.common.constant import ErrorCode
+
+        ids = []
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = str(uuid4())
+            msg.metadata.__dict__["_run_id"] = self._run.run_id
+            inbound, _ = wire(msg)
+            inbound.metadata.__dict__["_message_id"] = msg.metadata.message_id
+            t0 = time.perf_counter()
+            try:
+                reply = self.app(inbound, self.contexts[msg.metadata.dst_node_id])
+            except Exception as ex:  # what Flower's workers do with a raising ClientApp
+                reply = Message(
+                    Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=repr(ex)),
+                    reply_to=inbound,
+                )
+            self.client_s += time.perf_counter() - t0
+            reply.metadata.__dict__["_message_id"] = str(uuid4())
+            back, size = wire(reply)
+            self.up[msg.metadata.dst_node_id] += size
+            self._replies[msg.metadata.message_id] = back
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids):
+        return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
+
+    def send_and_receive(self, messages, *, timeout=None):
+        return self.pull_messages(self.push_messages(messages))
+
+
+
+
+def simulate(server_app, client_app, nodes: int):
+    """Runs the apps under Flower's simulation engine (Ray) with `nodes` supernodes;
+    returns CAPTURED."""
     from flwr.simulation import run_simulation
 
     CAPTURED.clear()
-    if kind == "message-api":
-        server_app, client_app = make_message_api_apps(nodes, **kwargs)
-    else:
-        server_app, client_app = make_apps(kind, nodes, **kwargs)
     run_simulation(
         server_app=server_app,
         client_app=client_app,
@@ -393,3 +757,11 @@ def run(kind: str, nodes: int, **kwargs):
                         "init_args": {"num_cpus": int(os.environ.get("SECAGG_RAY_CPUS", "2"))}},
     )
     return CAPTURED
+
+
+def run(kind: str, nodes: int, **kwargs):
+    if kind == "message-api":
+        server_app, client_app = make_message_api_apps(nodes, **kwargs)
+    else:
+        server_app, client_app = make_apps(kind, nodes, **kwargs)
+    return simulate(server_app, client_app, nodes)

@@ -62,7 +62,7 @@ def test_flowers_workflow_with_our_mod_yields_no_sum(fa):
 def test_our_workflow_with_no_mod_fails_at_once(fa):
     from secagg.flower import MismatchError
 
-    with pytest.raises(MismatchError, match="do not run secagg.flower.secaggplus_mod"):
+    with pytest.raises(MismatchError, match="SecAggPlusWorkflow, but node .* runs no secagg mod"):
         fa.run("secagg-server-no-mod", 4)
 
 
@@ -321,6 +321,7 @@ def test_node_binding_checks_certificate_key_node_and_round(tmp_path, monkeypatc
     ("masked-input", "frames", "frames that are not bytes"),
     ("share-keys", "record", "without secagg's record"),
     ("masked-input", "fitres", "a malformed reply: KeyError"),
+    ("masked-input", "weight", "a malformed reply: TrainReplyError"),
 ])
 def test_a_malformed_reply_drops_its_node_not_the_round(fa, stage, how, named):
     cap = fa.run("secagg", 6, wrap_mod=fa.malformed_reply(1, stage, how))
