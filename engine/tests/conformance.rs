@@ -5,12 +5,16 @@
 //! instances run on whatever adapter wgpu finds (lavapipe in CI); with `SECAGG_REQUIRE_GPU=1`
 //! they fail rather than skip when none opens. A second GPU instance forces tiny chunks and a
 //! 2-D dispatch so chunk boundaries and the row-stride path are crossed on small vectors.
+//! Sharded engines (three CPU shards, a GPU and a CPU, two GPUs) run the same contract: a
+//! vector split by coordinate range between engines gives the same words.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
-use secagg_engine::{Accumulate, Backend, CpuEngine, EngineError, Modulus, Prg, Seed, StreamPos};
+use secagg_engine::{
+    Accumulate, Backend, CpuEngine, Device, EngineError, Modulus, Prg, Seed, StreamPos,
+};
 use support::{Inputs, PASS_EDGES, assert_same, mask_of, reference_apply, spec_stream};
 
 const BITS: [u32; 5] = [1, 7, 17, 31, 32];
@@ -560,7 +564,25 @@ fn gpu_chunked(test: &str) -> Option<secagg_engine::GpuEngine> {
     )
 }
 
+/// Three CPU shards of uneven size (1 : 3 : 2).
+fn sharded_cpu(test: &str) -> Option<secagg_engine::Sharded<secagg_engine::Engine>> {
+    secagg_engine::testing::sharded_or_skip(test, &[Device::Cpu; 3], &[1, 3, 2])
+}
+
+/// A GPU shard and a CPU shard, the GPU's range twice the CPU's.
+fn sharded_gpu_cpu(test: &str) -> Option<secagg_engine::Sharded<secagg_engine::Engine>> {
+    secagg_engine::testing::sharded_or_skip(test, &[Device::Gpu, Device::Cpu], &[2, 1])
+}
+
+/// Two GPU engines (two devices on one adapter where there is only one, as with lavapipe).
+fn sharded_gpu_gpu(test: &str) -> Option<secagg_engine::Sharded<secagg_engine::Engine>> {
+    secagg_engine::testing::sharded_or_skip(test, &[Device::Gpu, Device::Gpu], &[1, 1])
+}
+
 conformance!(cpu, cpu);
 conformance!(cpu_single_thread, cpu_one_thread);
 conformance!(gpu, gpu);
 conformance!(gpu_chunked, gpu_chunked);
+conformance!(sharded_cpu, sharded_cpu);
+conformance!(sharded_gpu_cpu, sharded_gpu_cpu);
+conformance!(sharded_gpu_gpu, sharded_gpu_gpu);
