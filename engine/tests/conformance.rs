@@ -15,7 +15,7 @@ mod support;
 use secagg_engine::{
     Accumulate, Backend, CpuEngine, Device, EngineError, Modulus, Prg, Seed, StreamPos,
 };
-use support::{Inputs, PASS_EDGES, assert_same, mask_of, reference_apply, spec_stream};
+use support::{Inputs, PASS_EDGES, assert_same, mask_of, pack_bits, reference_apply, spec_stream};
 
 const BITS: [u32; 5] = [1, 7, 17, 31, 32];
 const SMALL_LENGTHS: [usize; 8] = [0, 1, 15, 16, 17, 63, 1000, 4099];
@@ -236,21 +236,6 @@ fn equals_cpu_bit_for_bit<E: Backend>(e: &E, test: &str) {
 // ---- The engine-owned accumulator (`Accumulate`) -------------------------------------------
 
 const PACKED_BITS: [u32; 6] = [1, 7, 17, 26, 31, 32];
-
-/// Packs `values` at `bits` each, bit by bit, into the codec's little-endian bit stream: an
-/// obviously correct reference, independent of the engines' packers and unpackers.
-fn pack_bits(values: &[u32], bits: u32) -> Vec<u8> {
-    let mut out = vec![0u8; (values.len() * bits as usize).div_ceil(8)];
-    for (i, v) in values.iter().enumerate() {
-        for j in 0..bits as usize {
-            if (v >> j) & 1 == 1 {
-                let bit = i * bits as usize + j;
-                out[bit / 8] |= 1 << (bit % 8);
-            }
-        }
-    }
-    out
-}
 
 /// Adds uploads into a reference vector and into the engine's accumulator: whole uploads at
 /// offsets that are not multiples of 16, uploads split into chunks (each packed on its own,
