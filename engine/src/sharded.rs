@@ -263,7 +263,7 @@ impl<E: Backend> Backend for Sharded<E> {
             .shards
             .iter()
             .zip(&self.weights)
-            .map(|(e, w)| format!("{} (weight {w})", e.describe()))
+            .map(|(e, w)| format!("{} [weight {w}]", e.describe()))
             .collect();
         format!(
             "{} shards by coordinate range: {}",
