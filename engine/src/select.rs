@@ -133,6 +133,14 @@ impl BackendSpec {
             BackendSpec::Devices(d) => d.len(),
         }
     }
+
+    /// The spec `SECAGG_BACKEND` names, or `Auto` when unset.
+    pub fn from_env() -> Result<Self, EngineError> {
+        match std::env::var("SECAGG_BACKEND") {
+            Ok(v) => v.parse(),
+            Err(_) => Ok(Self::Auto),
+        }
+    }
 }
 
 impl From<BackendChoice> for BackendSpec {
@@ -218,12 +226,13 @@ pub enum Engine {
 
 impl Engine {
     /// The engine `SECAGG_BACKEND` asks for (`auto` when unset): a GPU adapter when one
-    /// exists, the CPU otherwise. Logs which one it took and why.
+    /// exists, the CPU otherwise; or any [`BackendSpec`], such as `cpu,cpu`. Logs which one
+    /// it took and why.
     ///
-    /// Fails when `SECAGG_BACKEND` names no backend, or names `gpu` and no adapter opens.
-    /// [`Engine::choose`] takes the choice from the caller instead.
+    /// Fails when `SECAGG_BACKEND` names no backend, or names a GPU that does not open.
+    /// [`Engine::choose`] and [`Engine::open`] take the choice from the caller instead.
     pub fn auto() -> Result<Self, EngineError> {
-        Self::choose(BackendChoice::from_env()?)
+        Self::open(&BackendSpec::from_env()?)
     }
 
     /// The engine for an explicit choice. `Gpu` fails when no adapter opens; `Auto` falls
