@@ -99,7 +99,8 @@ impl std::fmt::Display for Device {
 
 /// What `--backend` names: `auto`, one engine (`cpu`, `gpu`, `gpu:N`), or several separated
 /// by commas, which split every vector by coordinate range between them
-/// ([`Sharded`], in the order given).
+/// ([`Sharded`], in the order given). Each `gpu` opens a device on the default adapter (so
+/// `gpu,gpu` is two devices on one GPU); `gpu:0,gpu:1` names two adapters.
 ///
 /// ```
 /// use secagg_engine::{BackendChoice, BackendSpec, Device, EngineError};
