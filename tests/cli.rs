@@ -2,7 +2,8 @@
 //! `secagg client` processes over loopback, clients enrolled through `secagg ca new` and
 //! `secagg enroll`, with .npy and .safetensors files in and out, dropouts, weights, an abort
 //! below threshold, a TOML config file, a client enrolled by another CA, a client whose policy
-//! refuses the round, the server's refusal of insecure parameters, and `--help`.
+//! refuses the round, the server's refusal of insecure parameters, `--help`, and `secagg
+//! simulate` on a sharded server engine.
 
 #![allow(
     clippy::unwrap_used,
@@ -704,4 +705,28 @@ fn help_documents_every_flag_and_bad_flags_are_refused() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("--listen is required"));
+}
+
+/// `secagg simulate` with the server's accumulator on two CPU shards: the round completes
+/// and its sum is exactly the plaintext sum.
+#[test]
+fn simulate_on_two_cpu_shards_is_exact() {
+    let seed = testing::test_seed("cli::simulate_shards");
+    let out = Command::new(BIN)
+        .args(["simulate", "--clients", "6", "--params", "5000"])
+        .args(["--backend", "cpu,cpu"])
+        .args(["--seed", &seed.to_string(), "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["result"]["status"], "ok", "{v}");
+    assert_eq!(v["result"]["exact"], true, "{v}");
+    assert!(v["engine"].as_str().unwrap().starts_with("2 shards"), "{v}");
 }

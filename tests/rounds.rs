@@ -2,8 +2,10 @@
 //! abort below threshold, weights, unauthenticated (self-asserted) and enrolled clients, a
 //! round under the clients' default policy with the planner's semi-malicious parameters, and
 //! property tests over random shapes and dropout sets.
-//! Every test draws its inputs from a printed seed and runs with the CPU engine and with the
-//! GPU engine (lavapipe in CI; with `SECAGG_REQUIRE_GPU=1` a missing adapter fails the test).
+//! Every test draws its inputs from a printed seed and runs with the CPU engine, with the
+//! GPU engine (lavapipe in CI; with `SECAGG_REQUIRE_GPU=1` a missing adapter fails the test),
+//! and with the server's accumulator sharded by coordinate range over two CPU engines, a GPU
+//! and a CPU, and two GPU engines.
 //! The simulator checks each output against the plaintext sum of the included clients'
 //! quantized inputs, exactly, and the f32 sum within the quantization bound.
 
@@ -11,7 +13,7 @@
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use secagg::engine::{CpuEngine, testing};
+use secagg::engine::{CpuEngine, Device, Engine, Sharded, testing};
 use secagg::host::identity::IdentityKey;
 use secagg::host::plan::{self, Adversary, PlanRequest};
 use secagg::host::sim::{self, DropMode, DropSchedule, SimConfig, SimReport};
@@ -329,6 +331,25 @@ fn cpu(_: &str) -> Option<CpuEngine> {
 
 rounds!(cpu, cpu);
 rounds!(gpu, testing::shared_gpu);
+
+/// Two CPU shards, the second twice the first: the server's accumulator split by range.
+fn sharded_cpu(test: &str) -> Option<Sharded<Engine>> {
+    testing::sharded_or_skip(test, &[Device::Cpu, Device::Cpu], &[1, 2])
+}
+
+/// A GPU shard and a CPU shard.
+fn sharded_gpu_cpu(test: &str) -> Option<Sharded<Engine>> {
+    testing::sharded_or_skip(test, &[Device::Gpu, Device::Cpu], &[1, 1])
+}
+
+/// Two GPU engines (two devices on lavapipe here).
+fn sharded_gpu_gpu(test: &str) -> Option<Sharded<Engine>> {
+    testing::sharded_or_skip(test, &[Device::Gpu, Device::Gpu], &[1, 1])
+}
+
+rounds!(sharded_cpu, sharded_cpu);
+rounds!(sharded_gpu_cpu, sharded_gpu_cpu);
+rounds!(sharded_gpu_gpu, sharded_gpu_gpu);
 
 mod properties {
     use super::*;

@@ -84,6 +84,7 @@ mod error;
 pub mod gpu;
 pub mod packed;
 mod select;
+pub mod sharded;
 pub mod testing;
 mod types;
 
@@ -92,7 +93,8 @@ pub use cpu::{CpuAccumulator, CpuEngine};
 pub use error::EngineError;
 pub use gpu::{GpuAccumulator, GpuEngine, GpuOptions};
 pub use packed::packed_len;
-pub use select::{BackendChoice, Engine, EngineAccumulator};
+pub use select::{BackendChoice, BackendSpec, Device, Engine, EngineAccumulator};
+pub use sharded::{SHARD_ALIGN, Sharded, ShardedAccumulator};
 pub use types::{Lane, LaneKind, MaskTerm, Modulus, Prg, Seed, Sign, StreamPos};
 
 /// Which kind of hardware an engine runs on.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use secagg::model::{ModelFormat, ModelLayout, ModelStream, TensorSpec, write_model};
-use secagg_engine::{Backend, BackendChoice, Engine};
+use secagg_engine::{Backend, BackendSpec, Engine};
 use secagg_host::codec::layout_digest;
 use secagg_host::config::{Quantization, RoundConfig, bits_needed};
 use secagg_host::identity::CaPublicKey;
@@ -56,9 +56,12 @@ pub struct ServerArgs {
     /// first deadline also bounds how long the server waits for N clients. [default: 30000]
     #[arg(long)]
     deadline_ms: Option<u64>,
-    /// Aggregation engine: auto (a GPU adapter if one opens), cpu or gpu. [default: auto]
+    /// Aggregation engine: auto (a hardware GPU adapter if one opens, else the
+    /// CPU), cpu, gpu, gpu:N (adapter N of wgpu's list), or several of cpu, gpu and gpu:N
+    /// separated by commas (e.g. cpu,cpu or gpu:0,gpu:1): each engine then holds and computes
+    /// its own coordinate range of the accumulator (equal ranges, in the order given). [default: auto]
     #[arg(long)]
-    backend: Option<BackendChoice>,
+    backend: Option<BackendSpec>,
     /// Where to write the aggregate sum: .npy (float32, the inputs' shape) or .safetensors
     /// (the inputs' tensor names and shapes). Not written if the round aborts. [required]
     #[arg(long)]
@@ -196,7 +199,7 @@ struct ServerFile {
 struct Settings {
     listen: SocketAddr,
     config: RoundConfig,
-    backend: BackendChoice,
+    backend: BackendSpec,
     output: PathBuf,
     summary: Option<PathBuf>,
     /// The layout the sum is written with.
@@ -276,7 +279,7 @@ fn settings(a: ServerArgs) -> Result<Settings, String> {
         (None, Some(s)) => s
             .parse()
             .map_err(|e| format!("config file: backend: {e}"))?,
-        (None, None) => BackendChoice::Auto,
+        (None, None) => BackendSpec::Auto,
     };
     let k = a
         .neighbors
@@ -485,7 +488,7 @@ fn check_output_path(p: &Path) -> Result<(), String> {
 
 pub fn run(a: ServerArgs) -> Result<ExitCode, String> {
     let s = settings(a)?;
-    let engine = Engine::choose(s.backend).map_err(|e| format!("--backend {}: {e}", s.backend))?;
+    let engine = Engine::open(&s.backend).map_err(|e| format!("--backend {}: {e}", s.backend))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

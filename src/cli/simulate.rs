@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use secagg_engine::{Backend, BackendChoice, Engine, Prg};
+use secagg_engine::{Backend, BackendSpec, Engine, Prg};
 use secagg_host::config::bits_needed;
 use secagg_host::plan::{Adversary, PlanRequest, check, colluders_in_cohort, plan, threshold_for};
 use secagg_host::policy::DEFAULT_EPOCH_SECS;
@@ -91,9 +91,12 @@ pub struct SimulateArgs {
     /// simulated CA (only with --adversary curious).
     #[arg(long)]
     unauthenticated: bool,
-    /// Server engine: auto (a GPU adapter if one opens), cpu or gpu.
+    /// Server engine: auto (a hardware GPU adapter if one opens, else the
+    /// CPU), cpu, gpu, gpu:N (adapter N of wgpu's list), or several of cpu, gpu and gpu:N
+    /// separated by commas (e.g. cpu,cpu or gpu:0,gpu:1): each engine then holds and computes
+    /// its own coordinate range of the accumulator (equal ranges, in the order given).
     #[arg(long, default_value = "auto")]
-    backend: BackendChoice,
+    backend: BackendSpec,
     /// Mask PRG: chacha20, chacha12 or chacha8.
     #[arg(long, default_value = "chacha20")]
     prg: Prg,
@@ -312,7 +315,7 @@ pub fn run(mut a: SimulateArgs) -> Result<ExitCode, String> {
         });
     }
     let round = builder.build().map_err(|e| e.to_string())?;
-    let engine = Engine::choose(a.backend).map_err(|e| format!("--backend {}: {e}", a.backend))?;
+    let engine = Engine::open(&a.backend).map_err(|e| format!("--backend {}: {e}", a.backend))?;
     let drops = match &members {
         None => DropSchedule::random(a.clients, a.dropout, a.dropout_stage, seed),
         Some(m) => DropSchedule::random_among(m, a.dropout, a.dropout_stage, seed),
