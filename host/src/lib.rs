@@ -12,7 +12,8 @@
 //! * [`graph`]: the neighbour graph every party derives from the session.
 //! * [`client`] and [`server`]: sans-IO state machines, one file per round. Time and
 //!   randomness are passed in; no sockets, no clocks, no GPU API. The server's vector work
-//!   goes through a [`secagg_engine::Backend`].
+//!   goes through a [`secagg_engine::Backend`]. [`client::journal`]: a client snapshotted
+//!   to bytes and rebuilt from them, for transports that cannot keep it between messages.
 //! * [`messages`] and [`codec`]: typed messages and their versioned wire format.
 //! * [`quantize`]: `f32` updates to integers mod 2^b and back.
 //! * [`sim`]: an in-memory round with a dropout schedule, used by tests, benches and the CLI.
