@@ -4,9 +4,9 @@
 //! Every client is a sans-IO [`Client`] with a fresh identity key and its own generator
 //! from the operating system; the [`Server`] sees only their masked vectors. The clients
 //! trust no CA (the honest-but-curious protocol: in one process there is nobody to lie) and
-//! budget for no colluders (every client is the caller's own), so this is a demonstration of the protocol and its cost, not a deployment — a deployment
-//! runs `transport::serve` and `transport::run_client` with enrolled
-//! identities.
+//! budget for no colluders (every client is the caller's own), so this is a demonstration of
+//! the protocol and its cost, not a deployment — a deployment runs `transport::serve` and
+//! `transport::Join` with enrolled identities.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
