@@ -46,6 +46,7 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
+use secagg::model::{ModelFormat, ModelLayout, TensorSpec, read_model};
 use secagg_host::codec::{self, HELLO_DOMAIN, Hello};
 use secagg_host::identity::{CaKey, IdentityKey, Overwrite};
 use secagg_host::plan::{self, Adversary, PlanRequest};
@@ -56,8 +57,6 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
-
-use crate::model::{ModelFormat, ModelLayout, TensorSpec, read_model};
 
 /// What to run.
 #[derive(Clone, Debug)]
