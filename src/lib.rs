@@ -36,7 +36,6 @@
 //!   CPU and on a GPU through wgpu, bit-identical (`examples/engine.rs`).
 //! * [`model`]: `.npy` and `.safetensors` update files, read whole or streamed.
 //! * [`process`]: peak memory and CPU time of this process, for reports.
-//! * [`soak`]: the attack soak behind `secagg soak`.
 
 #![deny(missing_docs)]
 
@@ -45,4 +44,3 @@ pub use secagg_host as host;
 
 pub mod model;
 pub mod process;
-pub mod soak;

@@ -5,9 +5,9 @@
 //! from the operating system; the [`Server`] sees only their masked vectors, which reach it
 //! through the wire codec on the simulator's in-memory [`Network`]. The clients
 //! trust no CA (the honest-but-curious protocol: in one process there is nobody to lie) and
-//! budget for no colluders (every client is the caller's own), so this is a demonstration of the protocol and its cost, not a deployment — a deployment
-//! runs `transport::serve` and `transport::run_client` with enrolled
-//! identities.
+//! budget for no colluders (every client is the caller's own), so this is a demonstration of
+//! the protocol and its cost, not a deployment — a deployment runs `transport::serve` and
+//! `transport::Join` with enrolled identities.
 
 use std::time::Duration;
 

@@ -46,19 +46,17 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-use secagg_engine::CpuEngine;
+use secagg::model::{ModelFormat, ModelLayout, TensorSpec, read_model};
 use secagg_host::codec::{self, HELLO_DOMAIN, Hello};
 use secagg_host::identity::{CaKey, IdentityKey, Overwrite};
 use secagg_host::plan::{self, Adversary, PlanRequest};
 use secagg_host::transport::tls::{self, TestPki, TlsConnector};
-use secagg_host::transport::{ClientOptions, ClientOutcome, Misbehaviour, run_client};
+use secagg_host::transport::{ClientOutcome, Join, Misbehaviour};
 use secagg_host::{ClientId, ClientIdentity, ClientPolicy, Stage};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
-
-use crate::model::{ModelFormat, ModelLayout, TensorSpec, read_model};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -152,17 +150,20 @@ impl Setup {
         )
     }
 
-    fn options(&self, id: u32) -> ClientOptions {
-        ClientOptions {
-            id: ClientId(id),
-            weight: None,
-            layout: codec::layout_digest(&flat_layout(self.params).to_bytes()),
-            drop_after: None,
-            connect_timeout: Duration::from_secs(30),
-            tls: Some(self.client_tls()),
-            insecure_plaintext: false,
-            misbehave: None,
-        }
+    /// Enrolled client `id` over TLS, under a policy that trusts the deployment's CA.
+    fn join(&self, id: u32) -> Result<Join, String> {
+        let (connector, name) = self.client_tls();
+        let policy = ClientPolicy::enrolled(self.ca.public());
+        let rng = secagg_host::round_rng().map_err(|e| e.to_string())?;
+        Ok(Join::new(self.identity(id), policy, self.layout())
+            .tls(connector, name)
+            .connect_timeout(Duration::from_secs(30))
+            .rng(rng))
+    }
+
+    /// The layout digest of the soak's flat model.
+    fn layout(&self) -> [u8; 32] {
+        codec::layout_digest(&flat_layout(self.params).to_bytes())
     }
 
     /// Connects over TLS and reads the challenge.
@@ -428,23 +429,11 @@ async fn drive(
         let x = honest_update(s.seed, i, s.params);
         honest.push(tokio::spawn(async move {
             let r = async {
-                let mut options = s.options(i);
+                let mut join = s.join(i)?;
                 if honest_drops(i) {
-                    options.drop_after = Some(Stage::ShareCheck);
+                    join = join.drop_after(Stage::ShareCheck);
                 }
-                let policy = ClientPolicy::enrolled(s.ca.public());
-                let rng = secagg_host::round_rng().map_err(|e| e.to_string())?;
-                run_client(
-                    s.addr,
-                    options,
-                    s.identity(i),
-                    policy,
-                    &x,
-                    CpuEngine::new(),
-                    rng,
-                )
-                .await
-                .map_err(|e| e.to_string())
+                join.run(s.addr, &x).await.map_err(|e| e.to_string())
             }
             .await;
             (r, started.elapsed())
@@ -487,7 +476,7 @@ async fn connection_rogue(s: &Setup, kind: &str, target: u32, extra: u32) -> Res
             round,
             false,
             params as u32,
-            codec::layout_digest(&flat_layout(s.params).to_bytes()),
+            s.layout(),
             &challenge.nonce,
             binding,
         )
@@ -634,14 +623,6 @@ async fn until_closed(socket: &mut TcpStream) {
 /// One rogue member: admitted, then breaks a rule.
 async fn member(s: &Setup, id: u32, kind: &str, stall: Duration) -> Result<(), String> {
     let zeros = vec![0.0f32; s.params];
-    let policy = ClientPolicy::enrolled(s.ca.public());
-    let mut options = s.options(id);
-    options.misbehave = match kind {
-        "tiny-chunks" => Some(Misbehaviour::TinyChunks(1)),
-        "stall" => Some(Misbehaviour::StallUpload(stall)),
-        "twice" => Some(Misbehaviour::UploadTwice),
-        _ => None,
-    };
     if kind == "garbage-frame" {
         let (mut framed, challenge, binding) = s.open().await?;
         let identity = s.identity(id);
@@ -650,7 +631,7 @@ async fn member(s: &Setup, id: u32, kind: &str, stall: Duration) -> Result<(), S
             challenge.round,
             false,
             s.params as u32,
-            options.layout,
+            s.layout(),
             &challenge.nonce,
             &binding,
         );
@@ -666,19 +647,20 @@ async fn member(s: &Setup, id: u32, kind: &str, stall: Duration) -> Result<(), S
         let _ = framed.next().await;
         return Ok(());
     }
-    let rng = secagg_host::round_rng().map_err(|e| e.to_string())?;
-    run_client(
-        s.addr,
-        options,
-        s.identity(id),
-        policy,
-        &zeros,
-        CpuEngine::new(),
-        rng,
-    )
-    .await
-    .map(|_| ())
-    .map_err(|e| e.to_string())
+    let mut join = s.join(id)?;
+    let how = match kind {
+        "tiny-chunks" => Some(Misbehaviour::TinyChunks(1)),
+        "stall" => Some(Misbehaviour::StallUpload(stall)),
+        "twice" => Some(Misbehaviour::UploadTwice),
+        _ => None,
+    };
+    if let Some(how) = how {
+        join = join.misbehave(how);
+    }
+    join.run(s.addr, &zeros)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 #[allow(clippy::too_many_arguments)]
