@@ -80,6 +80,7 @@ pub mod graph;
 pub mod identity;
 mod ids;
 pub mod local;
+pub mod merkle;
 pub mod messages;
 pub mod plan;
 pub mod policy;
