@@ -15,6 +15,8 @@
 //!   goes through a [`secagg_engine::Backend`].
 //! * [`messages`] and [`codec`]: typed messages and their versioned wire format.
 //! * [`quantize`]: `f32` updates to integers mod 2^b and back.
+//! * [`dp`]: distributed differential privacy: clipping, rotation, rounding and Skellam
+//!   noise under the masks, and the privacy accountant.
 //! * [`sim`]: an in-memory round with a dropout schedule, used by tests, benches and the CLI.
 //! * [`local`]: one real round in this process, from `f32` updates to their sum.
 //! * `transport` (feature `tokio`): real rounds over TCP with TLS 1.3.
@@ -74,6 +76,7 @@ pub mod codec;
 pub mod config;
 mod credentials;
 pub mod crypto;
+pub mod dp;
 pub mod error;
 pub mod graph;
 pub mod identity;
