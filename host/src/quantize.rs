@@ -27,6 +27,15 @@ pub enum InputError {
     /// A streamed input's source failed or did not give the values the round needs.
     #[error("reading the input failed: {0}")]
     Source(String),
+    /// A DP round's noise could not be drawn for the configured variance.
+    #[error("noise: {0}")]
+    Noise(crate::dp::skellam::NoiseError),
+    /// A DP round's conditional rounding exceeded its norm bound on every try.
+    #[error("conditional rounding exceeded its norm bound {tries} times in a row")]
+    Rounding {
+        /// Draws made.
+        tries: u32,
+    },
     /// A weight of zero or above the round's maximum.
     #[error("weight {weight} is out of range 1..={max}")]
     Weight {
