@@ -47,6 +47,7 @@
 //! times the rounded norm: the noise must be sized for the largest weight, and the noise of
 //! the weighted mean is the sum's noise divided by Σ w.
 
+pub mod accountant;
 pub mod hadamard;
 pub mod skellam;
 #[cfg(test)]
