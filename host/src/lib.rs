@@ -100,6 +100,6 @@ pub use error::{
     LocalFailure, PeerMisbehaved, PointError, ProtocolError,
 };
 pub use ids::{ClientId, Stage};
-pub use policy::{ClientPolicy, PolicyError, Trust};
+pub use policy::{ClientPolicy, PolicyError, PrivacyFloor, Trust};
 pub use quantize::{InputSource, QuantizingSource};
 pub use server::{DropReason, DroppedClient, RoundOutput, Server, ServerEvent, ServerStatus};

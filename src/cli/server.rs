@@ -580,10 +580,10 @@ fn finish(s: &Settings, report: &mut RoundReport) -> Result<ExitCode, String> {
         Ok(out) => {
             let config = &s.config;
             // The sum's memory becomes the f32 result: no second copy of a large model.
-            let sum = secagg_host::quantize::dequantize_sum_owned(
+            let sum = secagg_host::quantize::decode_sum_owned(
                 std::mem::take(&mut out.sum),
                 out.total_weight,
-                &config.quantization(),
+                config,
             );
             let written = write_model(&s.output, &s.layout, &sum);
             summary["status"] = json!(if written.is_ok() {

@@ -57,6 +57,7 @@ use rand_core::Rng;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
+use crate::config::RoundConfig;
 use crate::crypto::RoundDigest;
 use crate::error::ConfigError;
 use crate::quantize::{InputError, InputSource};
@@ -195,6 +196,18 @@ impl DpRound {
             max_weight,
             rotation: Rotation::new(params, seed),
         }
+    }
+
+    /// The DP part of `config`, or `None` for a round without DP.
+    pub fn of(config: &RoundConfig) -> Option<Self> {
+        let dp = config.dp()?;
+        Some(Self::new(
+            dp,
+            config.params(),
+            config.modulus().bits(),
+            config.quantization().max_weight,
+            rotation_seed(&RoundDigest::of(config)),
+        ))
     }
 
     /// The setting.
