@@ -27,6 +27,9 @@ use crate::server::{RoundOutput, Server, ServerStatus};
 use crate::{Client, ClientId, ClientIdentity, ClientStatus, Stage};
 
 pub mod lab;
+mod privacy;
+
+pub use privacy::DpMeasurement;
 
 /// Which clients vanish, and before which stage's message.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -320,6 +323,9 @@ pub struct SimReport {
     pub wall: Duration,
     /// The clients' final statuses.
     pub client_status: Vec<(ClientId, ClientStatus)>,
+    /// In a DP round that completed: the noise in the sum and the error measured against
+    /// the plaintext.
+    pub dp: Option<DpMeasurement>,
 }
 
 /// Progress of a long stage, for progress bars.
@@ -386,8 +392,12 @@ fn rounding_rng(seed: u64, id: ClientId, at: usize) -> ChaCha20Rng {
 }
 
 /// Client `id`'s input as a stream: its update generated and quantized a piece at a time,
-/// so that no client of a simulated round ever holds its whole vector.
+/// so that no client of a simulated round ever holds its whole vector (in a DP round the
+/// rotation needs the whole update: it is encoded at once).
 fn sim_source(cfg: &SimConfig, id: ClientId) -> Result<Box<dyn InputSource>, InputError> {
+    if let Some(dp) = privacy::dp_source(cfg, id) {
+        return dp;
+    }
     let q = cfg.round.quantization();
     let mut rng = update_rng(cfg.seed, id, 0);
     let clip = q.clip;
@@ -619,10 +629,17 @@ pub fn run<E: secagg_engine::Accumulate>(
         st.bytes_down /= st.receivers.max(1) as u64;
     }
 
+    let mut dp = None;
     let (outcome, check) = match server.status() {
         ServerStatus::Completed => match server.take_output() {
             Some(out) => {
-                let check = check_output(cfg, &out);
+                let check = match privacy::check(cfg, &out) {
+                    Some((check, measured)) => {
+                        dp = Some(measured);
+                        check
+                    }
+                    None => check_output(cfg, &out),
+                };
                 (Ok(out), Some(check))
             }
             None => (
@@ -647,6 +664,7 @@ pub fn run<E: secagg_engine::Accumulate>(
             .iter()
             .map(|c| (c.client.id(), c.client.status()))
             .collect(),
+        dp,
     })
 }
 
