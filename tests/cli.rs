@@ -466,6 +466,84 @@ fn a_client_enrolled_by_another_ca_is_refused() {
     );
 }
 
+/// Waits for every client and the server to succeed; the summary, which says completed.
+fn completed(clients: Vec<Child>, srv: Child, summary_path: &Path) -> serde_json::Value {
+    let ok: Vec<bool> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| finish(c, &format!("client {i}")).status.success())
+        .collect();
+    assert!(
+        finish(srv, "server").status.success() && ok.iter().all(|&o| o),
+        "{ok:?}"
+    );
+    let s = summary(summary_path);
+    assert_eq!(s["status"], "completed", "{s}");
+    s
+}
+
+/// A DP round over TCP: the server plans the noise for T − c = 4 honest survivors, six client
+/// processes clip, rotate, round and noise their updates under the masks, and the summary
+/// records the round's privacy event; the written sum is Σ clip(x) within the noise.
+#[test]
+fn a_dp_round_records_its_privacy_event_in_the_summary() {
+    let seed = testing::test_seed("cli::dp_round");
+    let d = dir("dp-round");
+    let dep = CliDeployment::create(&d.join("pki"), 0..6);
+    let inputs = npy_updates(&d, seed, 0..6, 6);
+    let port = free_port();
+    let srv = small_server(
+        port,
+        (6, 4),
+        10_000,
+        &d,
+        &dep,
+        &[
+            "--epsilon",
+            "1",
+            "--delta",
+            "1e-5",
+            "--rounds",
+            "4",
+            "--colluders",
+            "0",
+        ],
+    );
+    let clients: Vec<Child> = (0..6u32)
+        .map(|i| client(port, i, &inputs[i as usize], &enrolled(&dep, i, &[], &[])))
+        .collect();
+    let s = completed(clients, srv, &d.join("summary.json"));
+    let p = &s["privacy"];
+    assert_eq!(p["released"], true);
+    assert_eq!(p["mechanism"], "skellam");
+    assert_eq!(p["honest_survivors"], 4);
+    assert_eq!(p["inputs_in_sum"], 6);
+    assert_eq!(p["planned_rounds"], 4);
+    let planned = p["planned_epsilon"].as_f64().unwrap();
+    let this_round = p["epsilon_this_round"].as_f64().unwrap();
+    assert!(planned <= 1.0 && this_round < planned, "{p}");
+    assert!(!p["rdp"].as_array().unwrap().is_empty());
+    // Every input's norm is above c = 1: each is clipped to it.
+    let (_, got) = read_model(&d.join("sum.npy")).unwrap();
+    let noise = p["noise_per_client"].as_f64().unwrap();
+    let scale = p["scale"].as_f64().unwrap();
+    let sd = (6.0 * noise + 6.0 / 4.0).sqrt() / scale;
+    for j in 0..6 {
+        let want: f64 = (0..6u32)
+            .map(|i| {
+                let x = values(seed, i, 6);
+                let norm = x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
+                f64::from(x[j]) / norm.max(1.0)
+            })
+            .sum();
+        assert!(
+            (f64::from(got[j]) - want).abs() < 6.0 * sd,
+            "element {j}: {} vs {want} (σ {sd}, seed {seed})",
+            got[j]
+        );
+    }
+}
+
 /// A client whose policy the announced round fails (here its minimum cohort is above the
 /// round's size) exits 1 naming the failed bound, without joining; the others complete.
 #[test]

@@ -16,6 +16,8 @@
 //!   to bytes and rebuilt from them, for transports that cannot keep it between messages.
 //! * [`messages`] and [`codec`]: typed messages and their versioned wire format.
 //! * [`quantize`]: `f32` updates to integers mod 2^b and back.
+//! * [`dp`]: distributed differential privacy: clipping, rotation, rounding and Skellam
+//!   noise under the masks, and the privacy accountant.
 //! * [`sim`]: an in-memory round with a dropout schedule, used by tests, benches and the CLI.
 //! * [`local`]: one real round in this process, from `f32` updates to their sum.
 //! * `transport` (feature `tokio`): real rounds over TCP with TLS 1.3.
@@ -75,6 +77,7 @@ pub mod codec;
 pub mod config;
 mod credentials;
 pub mod crypto;
+pub mod dp;
 pub mod error;
 pub mod graph;
 pub mod identity;
@@ -99,6 +102,6 @@ pub use error::{
     LocalFailure, PeerMisbehaved, PointError, ProtocolError,
 };
 pub use ids::{ClientId, Stage};
-pub use policy::{ClientPolicy, PolicyError, Trust};
+pub use policy::{ClientPolicy, PolicyError, PrivacyFloor, Trust};
 pub use quantize::{InputSource, QuantizingSource};
 pub use server::{DropReason, DroppedClient, RoundOutput, Server, ServerEvent, ServerStatus};

@@ -255,6 +255,7 @@ impl Policy {
             context: context_bytes(context)?,
             epoch_secs,
             now: None,
+            privacy: None,
         }
         .at_system_time();
         inner.validate().map_err(errors::policy)?;

@@ -368,7 +368,10 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
     }
 
     /// Sets the `f32` update and its integer weight (1 for a plain sum): clipped, quantized
-    /// with stochastic rounding from this client's RNG, and multiplied by the weight.
+    /// with stochastic rounding from this client's RNG, and multiplied by the weight. In a DP
+    /// round ([`RoundConfig::dp`]) the update is rotated, clipped to the L2 norm c, scaled,
+    /// rounded, weighted and noised with Skellam noise from this client's RNG instead (see
+    /// [`crate::dp`]).
     pub fn set_input(&mut self, update: &[f32], weight: u32) -> Result<(), ClientError> {
         let levels = quantize_update(&self.config, update, weight, &mut self.rng)?;
         self.set_levels(levels)
@@ -388,7 +391,9 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
     }
 
     /// Sets an already-quantized input: m values (each level × weight) followed by the weight.
-    /// Values must be below 2^b; they are added mod 2^b.
+    /// Values must be below 2^b; they are added mod 2^b. In a DP round the values must
+    /// already carry the clip, rotation, rounding and noise ([`crate::dp::DpRound`]); nothing
+    /// is added here.
     pub fn set_quantized_input(&mut self, values: Vec<u32>) -> Result<(), ClientError> {
         if values.len() != self.config.vector_len() {
             return Err(InputError::Length {
@@ -596,7 +601,10 @@ fn quantize_update<Q: rand_core::Rng + ?Sized>(
         .into());
     }
     let mut levels = Vec::new();
-    quantize::quantize_into(update, &config.quantization(), weight, rng, &mut levels)?;
+    match crate::dp::DpRound::of(config) {
+        Some(dp) => dp.encode_into(update, weight, rng, &mut levels)?,
+        None => quantize::quantize_into(update, &config.quantization(), weight, rng, &mut levels)?,
+    }
     Ok(levels)
 }
 

@@ -132,6 +132,31 @@ pub(crate) fn sample_config(selection: Option<crate::selection::Selection>) -> R
         .unwrap()
 }
 
+/// A DP round's configuration: [`sample_config`]'s shape with a DP setting.
+pub(crate) fn sample_dp_config() -> RoundConfig {
+    RoundConfig::builder(50, 1234)
+        .neighbors(10)
+        .threshold(6)
+        .min_survivors(20)
+        .bits(24)
+        .round_id(99)
+        .quantization(Quantization {
+            clip: 1.0,
+            levels: 2,
+            max_weight: 3,
+        })
+        .context([0xc7; 32])
+        .dp(Some(crate::dp::DpConfig {
+            clip: 0.5,
+            scale: 4096.0,
+            noise: 12_345.5,
+            honest: 14,
+            beta: 0.25,
+        }))
+        .build()
+        .unwrap()
+}
+
 /// A hello with `credential`.
 pub(crate) fn sample_hello(credential: Credential) -> Hello {
     Hello {
@@ -147,7 +172,7 @@ pub(crate) fn sample_hello(credential: Credential) -> Hello {
 
 /// One frame of every kind the codec writes: the round-trip samples and the encodings
 /// they leave out (a streamed piece, a self-mask share, a non-ASCII reason, both hellos,
-/// both welcomes, a vector in chunks).
+/// the three welcomes, a vector in chunks).
 fn every_frame() -> Vec<(String, Vec<u8>)> {
     let l = limits();
     let client = |message: ClientMessage| {
@@ -191,6 +216,7 @@ fn every_frame() -> Vec<(String, Vec<u8>)> {
     for selection in [None, Some(selection)] {
         frames.push(("welcome".into(), encode_welcome(&sample_config(selection))));
     }
+    frames.push(("welcome".into(), encode_welcome(&sample_dp_config())));
     frames.push(("reject".into(), encode_reject("duplicate id")));
     let values: Vec<u32> = (0..CHUNK_ELEMS as u32 + 5)
         .map(|i| i.wrapping_mul(7919) & 0x1fff)
@@ -202,8 +228,9 @@ fn every_frame() -> Vec<(String, Vec<u8>)> {
 }
 
 /// The wire format, pinned: SHA-256 of each frame [`every_frame`] writes (computed from
-/// the codec at wire version 4 before it was split into modules). Any change to these
-/// bytes is a new wire version.
+/// the codec at wire version 4 before it was split into modules; the DP round's welcome,
+/// flag bit 1 and its 32-byte setting, added with distributed DP, the others unchanged).
+/// Any change to these bytes is a new wire version.
 #[test]
 fn frames_are_byte_for_byte_the_wire_format() {
     use sha2::{Digest, Sha256};
@@ -232,6 +259,7 @@ fn frames_are_byte_for_byte_the_wire_format() {
         "challenge: 42 bytes, 1402641cda5592bbf84d4ce5a19a328cc0b3ee1f8c90b1521c43d05d82754a33",
         "welcome: 104 bytes, db62712e003c642579a4c48cbde22cb8ba45c13552484a3ef5ac9f01ddc1af0e",
         "welcome: 104 bytes, f915a7026b8c4fe6f6c80aba6eb042e80d03724a8295e324a7f5a643295bddec",
+        "welcome: 136 bytes, e0612785eff6898b78c72ddddfb934c49c05f918bcd5f59ee4659942a98b0cfc",
         "reject: 24 bytes, 951f1d6c1e5eb5b9c11af6fc688d7d29b87c2fbde94f313f667a8692ca87c6f1",
         "masked chunk: 106514 bytes, ff5ae7da81e4f49abbd6cd82d29bf17337047ec86c6b649dcb925ccfd4a6a1bb",
         "masked chunk: 27 bytes, 01b67468371a63a401a9624f64c817c77b163a6b40bfca0dc0beb448a1f44059",

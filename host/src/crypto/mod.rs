@@ -732,6 +732,26 @@ mod tests {
         let other_t = RoundDigest::of(&RoundConfig::builder(5, 10).threshold(4).build().unwrap());
         assert_ne!(base, other_ctx);
         assert_ne!(base, other_t);
+        // Every DP field moves the digest.
+        let dp = crate::dp::DpConfig {
+            clip: 1.0,
+            scale: 100.0,
+            noise: 50.0,
+            honest: 3,
+            beta: 0.0,
+        };
+        let with = |dp| RoundDigest::of(&RoundConfig::builder(5, 10).dp(Some(dp)).build().unwrap());
+        let dp_digests = [
+            with(dp),
+            with(crate::dp::DpConfig { clip: 2.0, ..dp }),
+            with(crate::dp::DpConfig { scale: 101.0, ..dp }),
+            with(crate::dp::DpConfig { noise: 51.0, ..dp }),
+            with(crate::dp::DpConfig { honest: 4, ..dp }),
+            with(crate::dp::DpConfig { beta: 0.5, ..dp }),
+        ];
+        let distinct: std::collections::BTreeSet<_> = dp_digests.iter().map(|d| d.0).collect();
+        assert_eq!(distinct.len(), dp_digests.len());
+        assert!(!distinct.contains(&base.0));
         let k = PublicKeys {
             encryption: [1; 32],
             masking: [2; 32],

@@ -28,8 +28,10 @@ use crate::{Client, ClientError, ClientId, ClientIdentity, ClientStatus, Stage};
 
 pub mod lab;
 pub mod network;
+mod privacy;
 
 pub use network::{Honest, Network, Peer, Tamper};
+pub use privacy::DpMeasurement;
 
 /// Which clients vanish, and before which stage's message.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -323,6 +325,9 @@ pub struct SimReport {
     pub wall: Duration,
     /// The clients' final statuses.
     pub client_status: Vec<(ClientId, ClientStatus)>,
+    /// In a DP round that completed: the noise in the sum and the error measured against
+    /// the plaintext.
+    pub dp: Option<DpMeasurement>,
 }
 
 /// Progress of a long stage, for progress bars.
@@ -385,8 +390,12 @@ fn rounding_rng(seed: u64, id: ClientId, at: usize) -> ChaCha20Rng {
 }
 
 /// Client `id`'s input as a stream: its update generated and quantized a piece at a time,
-/// so that no client of a simulated round ever holds its whole vector.
+/// so that no client of a simulated round ever holds its whole vector (in a DP round the
+/// rotation needs the whole update: it is encoded at once).
 fn sim_source(cfg: &SimConfig, id: ClientId) -> Result<Box<dyn InputSource>, InputError> {
+    if let Some(dp) = privacy::dp_source(cfg, id) {
+        return dp;
+    }
     let q = cfg.round.quantization();
     let mut rng = update_rng(cfg.seed, id, 0);
     let clip = q.clip;
@@ -473,10 +482,17 @@ pub fn run<E: secagg_engine::Accumulate>(
     let mut net = Network::new(server, peers).with_drops(cfg.drops.clone(), cfg.mode);
     net.charge_clients(Stage::Join, &times);
     let status = net.run(&mut Honest, progress)?;
+    let mut dp = None;
     let (outcome, check) = match status {
         ServerStatus::Completed => match net.server_mut().take_output() {
             Some(out) => {
-                let check = check_output(cfg, &out);
+                let check = match privacy::check(cfg, &out) {
+                    Some((check, measured)) => {
+                        dp = Some(measured);
+                        check
+                    }
+                    None => check_output(cfg, &out),
+                };
                 (Ok(out), Some(check))
             }
             None => (
@@ -496,6 +512,7 @@ pub fn run<E: secagg_engine::Accumulate>(
         check,
         wall: started.elapsed(),
         client_status: net.peers().map(|p| (p.id(), p.status())).collect(),
+        dp,
     })
 }
 

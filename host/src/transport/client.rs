@@ -14,7 +14,7 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use super::tls::{TlsConnector, channel_binding};
 use super::{Io, TransportError, frame_codec};
-use crate::codec::{self, CHALLENGE_LEN, Hello, Limits, WELCOME_LEN, tag};
+use crate::codec::{self, CHALLENGE_LEN, Hello, Limits, WELCOME_MAX, tag};
 use crate::messages::ClientMessage;
 use crate::quantize::InputError;
 use crate::{Client, ClientError, ClientIdentity, ClientPolicy, ClientStatus, Stage};
@@ -202,7 +202,7 @@ where
     let mut framed = FramedRead::new(
         rd,
         frame_codec(
-            WELCOME_LEN
+            WELCOME_MAX
                 .max(CHALLENGE_LEN)
                 .max(codec::HEADER_LEN + 2 + codec::MAX_REASON),
         ),
@@ -261,10 +261,20 @@ where
     } else {
         policy
     };
+    let dp = config.dp().is_some();
     let mut client =
         Client::new(identity, config, policy, engine, rng).map_err(TransportError::Refused)?;
     match update {
         ClientInput::Values(values) => client.set_input(values, weight),
+        // A DP input is rotated as a whole: read it all, then encode it.
+        ClientInput::Stream { params, mut read } if dp => {
+            let mut all = vec![0f32; params];
+            let set = read(&mut all)
+                .map_err(Into::into)
+                .and_then(|()| client.set_input(&all, weight));
+            zeroize::Zeroize::zeroize(&mut all);
+            set
+        }
         ClientInput::Stream { params, read } => {
             // Stochastic rounding draws from its own generator, seeded by the system.
             let rounding = super::system_rng()?;
