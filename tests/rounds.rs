@@ -1,7 +1,8 @@
 //! End-to-end rounds through the simulator: SecAgg and SecAgg+, dropouts at every stage, the
 //! abort below threshold, weights, unauthenticated (self-asserted) and enrolled clients, a
 //! round under the clients' default policy with the planner's semi-malicious parameters, and
-//! property tests over random shapes and dropout sets.
+//! property tests over random shapes and dropout sets; and the network they run on (the same
+//! round on any number of threads, one shared copy of each list every client receives).
 //! Every test draws its inputs from a printed seed and runs with the CPU engine, with the
 //! GPU engine (lavapipe in CI; with `SECAGG_REQUIRE_GPU=1` a missing adapter fails the test),
 //! and with the server's accumulator sharded by coordinate range over two CPU engines, a GPU
@@ -453,4 +454,150 @@ fn every_accepted_threshold_completes_without_dropouts() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The network the simulator runs on: the clients' turns run in parallel, and nothing of a
+// round may depend on how many threads take them; lists every client receives stay one
+// value in memory.
+
+/// The same seeded round, with drops at two stages, on a pool of 1 thread (batches of 4
+/// clients) and of 3 (batches of 12): the same output, statuses, senders, receivers, workers
+/// and bytes per stage.
+#[test]
+fn a_round_is_the_same_on_one_thread_as_on_three() {
+    for mode in [DropMode::Disconnect, DropMode::Silent] {
+        let (seed, b) = base("network::threads", 30, 300);
+        let round = b.neighbors(12).threshold(5).min_survivors(15);
+        let mut cfg = SimConfig::new(round.build().unwrap());
+        cfg.seed = seed;
+        cfg.mode = mode;
+        // Three vanish before the share check, and three others (also drawn from the seed)
+        // before their masked input.
+        let early = DropSchedule::random(30, 0.1, Stage::ShareCheck, seed);
+        let late = DropSchedule::random(30, 0.5, Stage::MaskedInput, seed ^ 1);
+        let late: Vec<ClientId> = (0..30)
+            .map(ClientId)
+            .filter(|id| late.misses(*id).is_some() && early.misses(*id).is_none())
+            .take(3)
+            .collect();
+        cfg.drops = early.at(Stage::MaskedInput, late);
+        let on = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| run(CpuEngine::new(), &cfg))
+        };
+        let (one, three) = (on(1), on(3));
+        assert_passed(&one);
+        assert_eq!(one.outcome.as_ref().unwrap().dropped.len(), 6, "{mode:?}");
+        assert_eq!(one.outcome, three.outcome, "{mode:?}");
+        assert_eq!(one.client_status, three.client_status, "{mode:?}");
+        let figures = |r: &SimReport| -> Vec<_> {
+            r.stages
+                .iter()
+                .map(|s| {
+                    let n = (s.senders, s.receivers, s.workers);
+                    (s.stage, n, s.bytes_up, s.bytes_down)
+                })
+                .collect()
+        };
+        assert_eq!(figures(&one), figures(&three), "{mode:?}");
+    }
+}
+
+/// The cohort, the key list and the survivor list (sent alone, then again in every unmask
+/// request) reach every client through the codec as one shared value each, not n copies; the
+/// bytes are still counted per receiver, and the round still sums exactly.
+#[test]
+fn every_client_gets_one_shared_copy_of_each_list() {
+    use secagg::host::messages::ServerMessage;
+    use secagg::host::sim::{Network, Tamper};
+    use std::sync::Arc;
+
+    /// Keeps every list delivered (alive, so no two can share an address), by kind.
+    #[derive(Default)]
+    struct Lists(Vec<(&'static str, ServerMessage)>);
+
+    impl Tamper for Lists {
+        fn delivered(
+            &mut self,
+            _to: ClientId,
+            envelope: &secagg::host::messages::Envelope<ServerMessage>,
+        ) {
+            let kind = match &envelope.message {
+                ServerMessage::Cohort(_) => "cohort",
+                ServerMessage::KeyList(_) => "key list",
+                ServerMessage::SurvivorList(_) | ServerMessage::UnmaskRequest { .. } => "survivors",
+                _ => return,
+            };
+            self.0.push((kind, envelope.message.clone()));
+        }
+    }
+
+    fn address(m: &ServerMessage) -> usize {
+        match m {
+            ServerMessage::Cohort(c) => Arc::as_ptr(c) as *const u8 as usize,
+            ServerMessage::KeyList(k) => Arc::as_ptr(k) as *const u8 as usize,
+            ServerMessage::SurvivorList(u) => Arc::as_ptr(u) as *const u8 as usize,
+            ServerMessage::UnmaskRequest { survivors, .. } => {
+                Arc::as_ptr(survivors) as *const u8 as usize
+            }
+            _ => 0,
+        }
+    }
+
+    let n = 12;
+    let (seed, b) = base("network::shared_lists", n, 40);
+    let round = b.neighbors(6).threshold(4).build().unwrap();
+    let mut cfg = SimConfig::new(round.clone());
+    cfg.seed = seed;
+    let ca = sim::sim_ca(seed);
+    let server = sim::sim_server(&cfg, &ca, CpuEngine::new(), std::time::Duration::ZERO);
+    let mask = round.modulus().mask_u32();
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let mut want = vec![0u32; round.vector_len()];
+    let mut clients = Vec::new();
+    for id in cfg.member_ids() {
+        let input: Vec<u32> = (0..round.vector_len())
+            .map(|_| rand_core::Rng::next_u32(&mut rng) & mask)
+            .collect();
+        for (w, x) in want.iter_mut().zip(&input) {
+            *w = w.wrapping_add(*x) & mask;
+        }
+        let mut c = sim::sim_client(&cfg, &ca, id, CpuEngine::new()).unwrap();
+        c.set_quantized_input(input).unwrap();
+        clients.push(c);
+    }
+    let mut lists = Lists::default();
+    let mut net = Network::new(server, clients);
+    let status = net.run(&mut lists, &|_| {}).unwrap();
+    assert_eq!(status, secagg::host::ServerStatus::Completed);
+    let out = net.server().output().unwrap();
+    assert_eq!(out.sum[..], want[..round.params()]);
+    assert_eq!(out.total_weight, u64::from(want[round.params()]));
+    for (kind, copies) in [("cohort", n), ("key list", n), ("survivors", 2 * n)] {
+        let got: Vec<usize> = lists
+            .0
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, m)| address(m))
+            .collect();
+        assert_eq!(got.len(), copies, "{kind} deliveries");
+        let distinct: std::collections::BTreeSet<usize> = got.into_iter().collect();
+        assert_eq!(
+            distinct.len(),
+            1,
+            "{kind}: {} decoded copies",
+            distinct.len()
+        );
+    }
+    let key_list = net
+        .stages()
+        .into_iter()
+        .find(|s| s.stage == Some(Stage::ShareKeys))
+        .unwrap();
+    assert_eq!(key_list.receivers, n);
+    assert!(key_list.bytes_down > (n as u64) * 64, "{key_list:?}");
 }

@@ -112,6 +112,16 @@ struct Slot<P> {
     gone: bool,
 }
 
+impl<P> Slot<P> {
+    fn new(peer: P) -> Self {
+        Self {
+            peer,
+            inbox: Vec::new(),
+            gone: false,
+        }
+    }
+}
+
 /// The server's side: the server, the clock and the figures.
 struct Hub<E: Accumulate> {
     server: Server<E>,
@@ -162,14 +172,7 @@ impl<E: Accumulate, P: Peer> Network<E, P> {
     /// A network around `server` (made at time zero) and `peers`; nobody drops.
     pub fn new(server: Server<E>, peers: impl IntoIterator<Item = P>) -> Self {
         let limits = Limits::for_config(server.config());
-        let mut slots: Vec<Slot<P>> = peers
-            .into_iter()
-            .map(|peer| Slot {
-                peer,
-                inbox: Vec::new(),
-                gone: false,
-            })
-            .collect();
+        let mut slots: Vec<Slot<P>> = peers.into_iter().map(Slot::new).collect();
         slots.sort_by_key(|s| s.peer.id());
         let ids = slots.iter().map(|s| s.peer.id()).collect();
         let stats = Stage::ALL
@@ -215,11 +218,6 @@ impl<E: Accumulate, P: Peer> Network<E, P> {
         &mut self.hub.server
     }
 
-    /// The fake clock.
-    pub fn now(&self) -> Duration {
-        self.hub.now
-    }
-
     /// Client `id`.
     pub fn peer(&self, id: ClientId) -> Option<&P> {
         let i = self.ids.binary_search(&id).ok()?;
@@ -233,11 +231,7 @@ impl<E: Accumulate, P: Peer> Network<E, P> {
 
     /// Puts `peer` in place of the client with its id (or adds it).
     pub fn put_peer(&mut self, peer: P) {
-        let slot = Slot {
-            peer,
-            inbox: Vec::new(),
-            gone: false,
-        };
+        let slot = Slot::new(peer);
         match self.ids.binary_search(&slot.peer.id()) {
             Ok(i) => self.slots[i] = slot,
             Err(i) => {
