@@ -84,6 +84,7 @@ mod error;
 pub mod gpu;
 pub mod packed;
 mod select;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod types;
 

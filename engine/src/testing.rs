@@ -1,4 +1,5 @@
-//! Support for test suites: printed random seeds and GPU engines that fail or skip by policy.
+//! Support for test suites: printed random seeds and GPU engines that fail or skip by policy
+//! (feature `testing`).
 //!
 //! Used by this workspace's tests and benches; embedders may use it for their own. Every
 //! randomized test draws its inputs from [`test_seed`], which prints the seed so that a

@@ -15,7 +15,8 @@
 //!   goes through a [`secagg_engine::Backend`].
 //! * [`messages`] and [`codec`]: typed messages and their versioned wire format.
 //! * [`quantize`]: `f32` updates to integers mod 2^b and back.
-//! * [`sim`]: an in-memory round with a dropout schedule, used by tests, benches and the CLI.
+//! * [`sim`]: an in-memory round with a dropout schedule, used by tests, benches and the CLI
+//!   (and, with feature `testing`, `sim::lab`: the attack laboratory).
 //! * [`local`]: one real round in this process, from `f32` updates to their sum.
 //! * `transport` (feature `tokio`): real rounds over TCP with TLS 1.3.
 //!

@@ -6,6 +6,7 @@ mod client;
 mod plan;
 mod server;
 mod simulate;
+#[cfg(feature = "soak")]
 mod soak;
 mod tls;
 
@@ -50,6 +51,7 @@ enum Command {
     Tls(tls::TlsArgs),
     /// Attack soak on loopback: a TLS server process, honest clients and rogue connections
     /// of every kind; checks the sum and that each rogue is refused. Exits 1 on a failure.
+    #[cfg(feature = "soak")]
     Soak(soak::SoakArgs),
     /// Measure this machine's server work for a large-model round: ingest of n packed
     /// uploads into the engine's accumulator, one unmask pass, a read-out; checked against an
@@ -67,6 +69,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Ca(a) => ca::run(a),
         Command::Enroll(a) => ca::enroll(a),
         Command::Tls(a) => tls::run(a),
+        #[cfg(feature = "soak")]
         Command::Soak(a) => soak::run(a),
         Command::Bench(a) => bench::run(a),
     }
