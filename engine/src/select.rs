@@ -1,12 +1,15 @@
 //! Run-time choice between the CPU and GPU engines.
 
+#[cfg(feature = "gpu")]
+use crate::GpuEngine;
 use crate::{
-    Backend, BackendKind, CpuEngine, EngineError, GpuEngine, Lane, MaskTerm, Modulus, Prg, Seed,
-    StreamPos,
+    Backend, BackendKind, CpuEngine, EngineError, Lane, MaskTerm, Modulus, Prg, Seed, StreamPos,
 };
 
 /// Which backend to use: `auto` takes a hardware GPU adapter when one exists, the CPU
-/// otherwise (a software Vulkan driver such as lavapipe only when `gpu` is asked for).
+/// otherwise (a software Vulkan driver such as lavapipe only when `gpu` is asked for). In a
+/// build without the `gpu` feature, `auto` is the CPU and `gpu` an error
+/// ([`EngineError::GpuNotBuilt`]).
 ///
 /// Parsed from the names a command line or `SECAGG_BACKEND` gives:
 ///
@@ -88,6 +91,7 @@ pub enum Engine {
     /// The CPU engine.
     Cpu(CpuEngine),
     /// The GPU engine.
+    #[cfg(feature = "gpu")]
     Gpu(Box<GpuEngine>),
 }
 
@@ -101,8 +105,8 @@ impl Engine {
         Self::choose(BackendChoice::from_env()?)
     }
 
-    /// The engine for an explicit choice. `Gpu` fails when no adapter opens; `Auto` falls
-    /// back to the CPU with a warning.
+    /// The engine for an explicit choice. `Gpu` fails when no adapter opens (or the crate was
+    /// built without its `gpu` feature); `Auto` falls back to the CPU with a warning.
     ///
     /// ```
     /// use secagg_engine::{Backend, BackendChoice, BackendKind, Engine, EngineError};
@@ -112,7 +116,7 @@ impl Engine {
     ///
     /// match Engine::choose(BackendChoice::Gpu) {
     ///     Ok(gpu) => assert_eq!(gpu.kind(), BackendKind::Gpu),
-    ///     Err(EngineError::NoAdapter(_) | EngineError::RequestDevice(_)) => {
+    ///     Err(EngineError::NoAdapter(_) | EngineError::RequestDevice(_) | EngineError::GpuNotBuilt) => {
     ///         assert_eq!(engine.kind(), BackendKind::Cpu) // no GPU: `Auto` took the CPU
     ///     }
     ///     Err(e) => return Err(e),
@@ -123,7 +127,16 @@ impl Engine {
     pub fn choose(choice: BackendChoice) -> Result<Self, EngineError> {
         let engine = match choice {
             BackendChoice::Cpu => Engine::Cpu(CpuEngine::new()),
+            #[cfg(feature = "gpu")]
             BackendChoice::Gpu => Engine::Gpu(Box::new(GpuEngine::new()?)),
+            #[cfg(not(feature = "gpu"))]
+            BackendChoice::Gpu => return Err(EngineError::GpuNotBuilt),
+            #[cfg(not(feature = "gpu"))]
+            BackendChoice::Auto => {
+                log::info!("built without the GPU engine (feature `gpu`); using the CPU engine");
+                Engine::Cpu(CpuEngine::new())
+            }
+            #[cfg(feature = "gpu")]
             BackendChoice::Auto => match GpuEngine::new() {
                 // A software Vulkan driver (lavapipe, SwiftShader) runs on the same cores as
                 // the CPU engine, only slower: `auto` takes it only when asked for by name.
@@ -150,7 +163,24 @@ macro_rules! delegate {
     ($self:ident, $e:ident => $call:expr) => {
         match $self {
             Engine::Cpu($e) => $call,
+            #[cfg(feature = "gpu")]
             Engine::Gpu($e) => $call,
+        }
+    };
+}
+
+/// `$call` with the engine and an accumulator it made; an accumulator of the other kind is
+/// refused with [`EngineError::ForeignAccumulator`].
+macro_rules! with_own {
+    ($self:ident, $acc:expr, ($e:ident, $a:ident) => $call:expr) => {
+        match ($self, $acc) {
+            (Engine::Cpu($e), EngineAccumulator::Cpu($a)) => $call,
+            #[cfg(feature = "gpu")]
+            (Engine::Gpu($e), EngineAccumulator::Gpu($a)) => $call,
+            #[cfg(feature = "gpu")]
+            (Engine::Cpu(_), _) => Err(foreign("gpu", "cpu")),
+            #[cfg(feature = "gpu")]
+            (Engine::Gpu(_), _) => Err(foreign("cpu", "gpu")),
         }
     };
 }
@@ -216,9 +246,11 @@ pub enum EngineAccumulator {
     /// Made by the CPU engine.
     Cpu(crate::CpuAccumulator),
     /// Made by the GPU engine.
+    #[cfg(feature = "gpu")]
     Gpu(crate::GpuAccumulator),
 }
 
+#[cfg(feature = "gpu")]
 fn foreign(owner: &'static str, engine: &'static str) -> EngineError {
     EngineError::ForeignAccumulator { owner, engine }
 }
@@ -229,6 +261,7 @@ impl crate::Accumulate for Engine {
     fn accumulator(&self, len: usize, modulus: Modulus) -> Result<EngineAccumulator, EngineError> {
         Ok(match self {
             Engine::Cpu(e) => EngineAccumulator::Cpu(e.accumulator(len, modulus)?),
+            #[cfg(feature = "gpu")]
             Engine::Gpu(e) => EngineAccumulator::Gpu(e.accumulator(len, modulus)?),
         })
     }
@@ -240,12 +273,7 @@ impl crate::Accumulate for Engine {
         packed: &[u8],
         count: usize,
     ) -> Result<(), EngineError> {
-        match (self, acc) {
-            (Engine::Cpu(e), EngineAccumulator::Cpu(a)) => e.add_packed(a, offset, packed, count),
-            (Engine::Gpu(e), EngineAccumulator::Gpu(a)) => e.add_packed(a, offset, packed, count),
-            (Engine::Cpu(_), _) => Err(foreign("gpu", "cpu")),
-            (Engine::Gpu(_), _) => Err(foreign("cpu", "gpu")),
-        }
+        with_own!(self, acc, (e, a) => e.add_packed(a, offset, packed, count))
     }
 
     fn add_words(
@@ -254,12 +282,7 @@ impl crate::Accumulate for Engine {
         offset: usize,
         words: &[u32],
     ) -> Result<(), EngineError> {
-        match (self, acc) {
-            (Engine::Cpu(e), EngineAccumulator::Cpu(a)) => e.add_words(a, offset, words),
-            (Engine::Gpu(e), EngineAccumulator::Gpu(a)) => e.add_words(a, offset, words),
-            (Engine::Cpu(_), _) => Err(foreign("gpu", "cpu")),
-            (Engine::Gpu(_), _) => Err(foreign("cpu", "gpu")),
-        }
+        with_own!(self, acc, (e, a) => e.add_words(a, offset, words))
     }
 
     fn mask_range(
@@ -271,16 +294,7 @@ impl crate::Accumulate for Engine {
         terms: &[MaskTerm],
         prg: Prg,
     ) -> Result<(), EngineError> {
-        match (self, acc) {
-            (Engine::Cpu(e), EngineAccumulator::Cpu(a)) => {
-                e.mask_range(a, start, len, offset, terms, prg)
-            }
-            (Engine::Gpu(e), EngineAccumulator::Gpu(a)) => {
-                e.mask_range(a, start, len, offset, terms, prg)
-            }
-            (Engine::Cpu(_), _) => Err(foreign("gpu", "cpu")),
-            (Engine::Gpu(_), _) => Err(foreign("cpu", "gpu")),
-        }
+        with_own!(self, acc, (e, a) => e.mask_range(a, start, len, offset, terms, prg))
     }
 
     fn add_packed_runs(
@@ -288,42 +302,25 @@ impl crate::Accumulate for Engine {
         acc: &mut EngineAccumulator,
         runs: &[(usize, &[u8], usize)],
     ) -> Result<(), EngineError> {
-        match (self, acc) {
-            (Engine::Cpu(e), EngineAccumulator::Cpu(a)) => e.add_packed_runs(a, runs),
-            (Engine::Gpu(e), EngineAccumulator::Gpu(a)) => e.add_packed_runs(a, runs),
-            (Engine::Cpu(_), _) => Err(foreign("gpu", "cpu")),
-            (Engine::Gpu(_), _) => Err(foreign("cpu", "gpu")),
-        }
+        with_own!(self, acc, (e, a) => e.add_packed_runs(a, runs))
     }
 
     fn read_out_owned(&self, acc: EngineAccumulator) -> Result<Vec<u32>, EngineError> {
-        match (self, acc) {
-            (Engine::Cpu(e), EngineAccumulator::Cpu(a)) => e.read_out_owned(a),
-            (Engine::Gpu(e), EngineAccumulator::Gpu(a)) => e.read_out_owned(a),
-            (Engine::Cpu(_), _) => Err(foreign("gpu", "cpu")),
-            (Engine::Gpu(_), _) => Err(foreign("cpu", "gpu")),
-        }
+        with_own!(self, acc, (e, a) => e.read_out_owned(a))
     }
 
     fn read_out(&self, acc: &EngineAccumulator, out: &mut [u32]) -> Result<(), EngineError> {
-        match (self, acc) {
-            (Engine::Cpu(e), EngineAccumulator::Cpu(a)) => e.read_out(a, out),
-            (Engine::Gpu(e), EngineAccumulator::Gpu(a)) => e.read_out(a, out),
-            (Engine::Cpu(_), _) => Err(foreign("gpu", "cpu")),
-            (Engine::Gpu(_), _) => Err(foreign("cpu", "gpu")),
-        }
+        with_own!(self, acc, (e, a) => e.read_out(a, out))
     }
 
     fn settle(&self) -> Result<(), EngineError> {
-        match self {
-            Engine::Cpu(e) => e.settle(),
-            Engine::Gpu(e) => e.settle(),
-        }
+        delegate!(self, e => e.settle())
     }
 
     fn accumulator_len(&self, acc: &EngineAccumulator) -> usize {
         match acc {
             EngineAccumulator::Cpu(a) => a.as_slice().len(),
+            #[cfg(feature = "gpu")]
             EngineAccumulator::Gpu(a) => a.len(),
         }
     }

@@ -12,8 +12,10 @@
 #![allow(clippy::panic)]
 
 use std::hash::{BuildHasher, Hasher};
+#[cfg(feature = "gpu")]
 use std::sync::OnceLock;
 
+#[cfg(feature = "gpu")]
 use crate::{Backend, GpuEngine, GpuOptions};
 
 /// The seed for one randomized test: `SECAGG_TEST_SEED` if set, otherwise fresh randomness.
@@ -44,6 +46,7 @@ pub fn gpu_required() -> bool {
 ///
 /// # Panics
 /// When no adapter opens and `SECAGG_REQUIRE_GPU=1` is set.
+#[cfg(feature = "gpu")]
 pub fn gpu_or_skip(test: &str, options: GpuOptions) -> Option<GpuEngine> {
     match GpuEngine::with_options(options) {
         Ok(engine) => {
@@ -54,6 +57,7 @@ pub fn gpu_or_skip(test: &str, options: GpuOptions) -> Option<GpuEngine> {
     }
 }
 
+#[cfg(feature = "gpu")]
 fn no_gpu<T>(test: &str, why: &str) -> Option<T> {
     if gpu_required() {
         panic!("[{test}] SECAGG_REQUIRE_GPU=1 but no GPU engine: {why}");
@@ -66,6 +70,7 @@ fn no_gpu<T>(test: &str, why: &str) -> Option<T> {
 ///
 /// # Panics
 /// When no adapter opens and `SECAGG_REQUIRE_GPU=1` is set.
+#[cfg(feature = "gpu")]
 pub fn shared_gpu(test: &str) -> Option<&'static GpuEngine> {
     static GPU: OnceLock<Result<GpuEngine, String>> = OnceLock::new();
     match GPU.get_or_init(|| GpuEngine::new().map_err(|e| e.to_string())) {
