@@ -60,6 +60,9 @@ pub enum EngineError {
         /// The lane kind asked for.
         lane: LaneKind,
     },
+    /// The GPU engine was asked for by name, in a build without it (the `gpu` feature).
+    #[error("built without GPU support (the `gpu` feature of secagg-engine is off)")]
+    GpuNotBuilt,
     /// No GPU adapter was found (or the one named could not be opened).
     #[error("no GPU adapter available: {0}")]
     NoAdapter(String),

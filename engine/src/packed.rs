@@ -42,15 +42,21 @@
 
 use std::borrow::Cow;
 
+// The GPU kernel's side of the format: built with the GPU engine (and for the tests here).
+
 /// Bits of a word as the GPU kernel reads the packed stream.
+#[cfg(any(feature = "gpu", test))]
 pub(crate) const KERNEL_WORD_BITS: usize = 32;
 /// Zero words after the last word of a piece staged for the GPU kernel (it reads the word
 /// after the one holding a field's first bit).
+#[cfg(any(feature = "gpu", test))]
 pub(crate) const KERNEL_PAD_WORDS: usize = 1;
 /// Most elements one dispatch of the GPU kernel covers: keeps `first_bit + len · b` below
 /// 2^32 (the kernel's bit index is a `u32`; `first_bit` < 32, b ≤ 32).
+#[cfg(any(feature = "gpu", test))]
 pub(crate) const KERNEL_MAX_ELEMS: usize = 1 << 26;
 /// Bytes staged after a piece's whole words: its ragged end padded to a word, then the pad.
+#[cfg(any(feature = "gpu", test))]
 const KERNEL_TAIL: usize = (1 + KERNEL_PAD_WORDS) * KERNEL_WORD_BITS / 8;
 
 /// A packed run that is not in the format.
@@ -226,6 +232,7 @@ pub(crate) fn piece(
 /// Elements `from .. from + n` of a packed run, cut for the GPU kernel (see the module docs):
 /// `body` and then `tail` are the words to stage, and the piece's first element is the field
 /// at bit `first_bit` of them.
+#[cfg(any(feature = "gpu", test))]
 pub(crate) struct KernelWords<'a> {
     /// The whole words from the one holding the piece's first bit, as the run's bytes.
     pub(crate) body: &'a [u8],
@@ -235,6 +242,7 @@ pub(crate) struct KernelWords<'a> {
     pub(crate) first_bit: u32,
 }
 
+#[cfg(any(feature = "gpu", test))]
 impl KernelWords<'_> {
     /// Bytes to stage: `body` and `tail`.
     pub(crate) fn staged_len(&self) -> usize {
@@ -244,6 +252,7 @@ impl KernelWords<'_> {
 
 /// Cuts elements `from .. from + n` of `packed` (a run at `bits` whose length
 /// [`check_len`] has accepted) into the words the GPU kernel reads.
+#[cfg(any(feature = "gpu", test))]
 pub(crate) fn kernel_words(packed: &[u8], from: usize, n: usize, bits: u32) -> KernelWords<'_> {
     let word_bytes = KERNEL_WORD_BITS / 8;
     let first_bit = from * bits as usize;

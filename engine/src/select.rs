@@ -1,12 +1,16 @@
 //! Run-time choice between the CPU and GPU engines.
 
 use crate::{
-    Backend, BackendKind, CpuEngine, EngineError, GpuEngine, GpuOptions, Lane, MaskTerm, Modulus,
-    Prg, Seed, Sharded, ShardedAccumulator, StreamPos,
+    Backend, BackendKind, CpuEngine, EngineError, Lane, MaskTerm, Modulus, Prg, Seed, Sharded,
+    ShardedAccumulator, StreamPos,
 };
+#[cfg(feature = "gpu")]
+use crate::{GpuEngine, GpuOptions};
 
 /// Which backend to use: `auto` takes a hardware GPU adapter when one exists, the CPU
-/// otherwise (a software Vulkan driver such as lavapipe only when `gpu` is asked for).
+/// otherwise (a software Vulkan driver such as lavapipe only when `gpu` is asked for). In a
+/// build without the `gpu` feature, `auto` is the CPU and `gpu` an error
+/// ([`EngineError::GpuNotBuilt`]).
 ///
 /// Parsed from the names a command line or `SECAGG_BACKEND` gives:
 ///
@@ -79,10 +83,14 @@ impl Device {
     fn open(self) -> Result<Engine, EngineError> {
         Ok(match self {
             Device::Cpu => Engine::Cpu(CpuEngine::new()),
+            #[cfg(feature = "gpu")]
             Device::Gpu => Engine::Gpu(Box::new(GpuEngine::new()?)),
+            #[cfg(feature = "gpu")]
             Device::GpuAdapter(i) => {
                 Engine::Gpu(Box::new(GpuEngine::on_adapter(i, GpuOptions::default())?))
             }
+            #[cfg(not(feature = "gpu"))]
+            Device::Gpu | Device::GpuAdapter(_) => return Err(EngineError::GpuNotBuilt),
         })
     }
 }
@@ -220,6 +228,7 @@ pub enum Engine {
     /// The CPU engine.
     Cpu(CpuEngine),
     /// The GPU engine.
+    #[cfg(feature = "gpu")]
     Gpu(Box<GpuEngine>),
     /// Several engines, each owning a coordinate range of every vector.
     Sharded(Sharded<Engine>),
@@ -236,8 +245,8 @@ impl Engine {
         Self::open(&BackendSpec::from_env()?)
     }
 
-    /// The engine for an explicit choice. `Gpu` fails when no adapter opens; `Auto` falls
-    /// back to the CPU with a warning.
+    /// The engine for an explicit choice. `Gpu` fails when no adapter opens (or the crate was
+    /// built without its `gpu` feature); `Auto` falls back to the CPU with a warning.
     ///
     /// ```
     /// use secagg_engine::{Backend, BackendChoice, BackendKind, Engine, EngineError};
@@ -247,7 +256,7 @@ impl Engine {
     ///
     /// match Engine::choose(BackendChoice::Gpu) {
     ///     Ok(gpu) => assert_eq!(gpu.kind(), BackendKind::Gpu),
-    ///     Err(EngineError::NoAdapter(_) | EngineError::RequestDevice(_)) => {
+    ///     Err(EngineError::NoAdapter(_) | EngineError::RequestDevice(_) | EngineError::GpuNotBuilt) => {
     ///         assert_eq!(engine.kind(), BackendKind::Cpu) // no GPU: `Auto` took the CPU
     ///     }
     ///     Err(e) => return Err(e),
@@ -258,7 +267,16 @@ impl Engine {
     pub fn choose(choice: BackendChoice) -> Result<Self, EngineError> {
         let engine = match choice {
             BackendChoice::Cpu => Engine::Cpu(CpuEngine::new()),
+            #[cfg(feature = "gpu")]
             BackendChoice::Gpu => Engine::Gpu(Box::new(GpuEngine::new()?)),
+            #[cfg(not(feature = "gpu"))]
+            BackendChoice::Gpu => return Err(EngineError::GpuNotBuilt),
+            #[cfg(not(feature = "gpu"))]
+            BackendChoice::Auto => {
+                log::info!("built without the GPU engine (feature `gpu`); using the CPU engine");
+                Engine::Cpu(CpuEngine::new())
+            }
+            #[cfg(feature = "gpu")]
             BackendChoice::Auto => match GpuEngine::new() {
                 // A software Vulkan driver (lavapipe, SwiftShader) runs on the same cores as
                 // the CPU engine, only slower: `auto` takes it only when asked for by name.
@@ -311,6 +329,7 @@ impl Engine {
     fn name(&self) -> &'static str {
         match self {
             Engine::Cpu(_) => "cpu",
+            #[cfg(feature = "gpu")]
             Engine::Gpu(_) => "gpu",
             Engine::Sharded(_) => "sharded",
         }
@@ -321,6 +340,7 @@ macro_rules! delegate {
     ($self:ident, $e:ident => $call:expr) => {
         match $self {
             Engine::Cpu($e) => $call,
+            #[cfg(feature = "gpu")]
             Engine::Gpu($e) => $call,
             Engine::Sharded($e) => $call,
         }
@@ -333,6 +353,7 @@ macro_rules! with_own {
     ($self:ident, $acc:expr, ($e:ident, $a:ident) => $call:expr) => {
         match ($self, $acc) {
             (Engine::Cpu($e), EngineAccumulator::Cpu($a)) => $call,
+            #[cfg(feature = "gpu")]
             (Engine::Gpu($e), EngineAccumulator::Gpu($a)) => $call,
             (Engine::Sharded($e), EngineAccumulator::Sharded($a)) => $call,
             (engine, acc) => Err(EngineError::ForeignAccumulator {
@@ -404,6 +425,7 @@ pub enum EngineAccumulator {
     /// Made by the CPU engine.
     Cpu(crate::CpuAccumulator),
     /// Made by the GPU engine.
+    #[cfg(feature = "gpu")]
     Gpu(crate::GpuAccumulator),
     /// Made by a sharded engine: its shards' accumulators.
     Sharded(ShardedAccumulator<EngineAccumulator>),
@@ -413,6 +435,7 @@ impl EngineAccumulator {
     fn owner(&self) -> &'static str {
         match self {
             EngineAccumulator::Cpu(_) => "cpu",
+            #[cfg(feature = "gpu")]
             EngineAccumulator::Gpu(_) => "gpu",
             EngineAccumulator::Sharded(_) => "sharded",
         }
@@ -425,6 +448,7 @@ impl crate::Accumulate for Engine {
     fn accumulator(&self, len: usize, modulus: Modulus) -> Result<EngineAccumulator, EngineError> {
         Ok(match self {
             Engine::Cpu(e) => EngineAccumulator::Cpu(e.accumulator(len, modulus)?),
+            #[cfg(feature = "gpu")]
             Engine::Gpu(e) => EngineAccumulator::Gpu(e.accumulator(len, modulus)?),
             Engine::Sharded(e) => EngineAccumulator::Sharded(e.accumulator(len, modulus)?),
         })
@@ -484,6 +508,7 @@ impl crate::Accumulate for Engine {
     fn accumulator_len(&self, acc: &EngineAccumulator) -> usize {
         match acc {
             EngineAccumulator::Cpu(a) => a.as_slice().len(),
+            #[cfg(feature = "gpu")]
             EngineAccumulator::Gpu(a) => a.len(),
             EngineAccumulator::Sharded(a) => a.len(),
         }

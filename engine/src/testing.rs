@@ -1,4 +1,5 @@
-//! Support for test suites: printed random seeds and GPU engines that fail or skip by policy.
+//! Support for test suites: printed random seeds and GPU engines that fail or skip by policy
+//! (feature `testing`).
 //!
 //! Used by this workspace's tests and benches; embedders may use it for their own. Every
 //! randomized test draws its inputs from [`test_seed`], which prints the seed so that a
@@ -12,9 +13,12 @@
 #![allow(clippy::panic)]
 
 use std::hash::{BuildHasher, Hasher};
+#[cfg(feature = "gpu")]
 use std::sync::OnceLock;
 
-use crate::{Backend, BackendSpec, Device, Engine, GpuEngine, GpuOptions, Sharded};
+use crate::{Backend, BackendSpec, Device, Engine, Sharded};
+#[cfg(feature = "gpu")]
+use crate::{GpuEngine, GpuOptions};
 
 /// The seed for one randomized test: `SECAGG_TEST_SEED` if set, otherwise fresh randomness.
 /// Printed to stderr with the test's name (cargo shows it when the test fails).
@@ -44,6 +48,7 @@ pub fn gpu_required() -> bool {
 ///
 /// # Panics
 /// When no adapter opens and `SECAGG_REQUIRE_GPU=1` is set.
+#[cfg(feature = "gpu")]
 pub fn gpu_or_skip(test: &str, options: GpuOptions) -> Option<GpuEngine> {
     match GpuEngine::with_options(options) {
         Ok(engine) => {
@@ -66,6 +71,7 @@ fn no_gpu<T>(test: &str, why: &str) -> Option<T> {
 ///
 /// # Panics
 /// When no adapter opens and `SECAGG_REQUIRE_GPU=1` is set.
+#[cfg(feature = "gpu")]
 pub fn shared_gpu(test: &str) -> Option<&'static GpuEngine> {
     static GPU: OnceLock<Result<GpuEngine, String>> = OnceLock::new();
     match GPU.get_or_init(|| GpuEngine::new().map_err(|e| e.to_string())) {

@@ -18,9 +18,21 @@
 //! * [`quantize`]: `f32` updates to integers mod 2^b and back.
 //! * [`dp`]: distributed differential privacy: clipping, rotation, rounding and Skellam
 //!   noise under the masks, and the privacy accountant.
-//! * [`sim`]: an in-memory round with a dropout schedule, used by tests, benches and the CLI.
+//! * [`sim`]: an in-memory round with a dropout schedule, used by tests, benches and the CLI
+//!   (and, with feature `testing`, `sim::lab`: the attack laboratory).
 //! * [`local`]: one real round in this process, from `f32` updates to their sum.
 //! * `transport` (feature `tokio`): real rounds over TCP with TLS 1.3.
+//!
+//! ## Features
+//!
+//! | feature | adds | default |
+//! |---------|------|---------|
+//! | `tokio` | `transport`: rounds over TCP with TLS 1.3 (tokio, rustls with the ring provider), the client set up with `transport::Join` | no |
+//! | `test-pki` | `transport::tls::TestPki`: a throwaway TLS CA and server certificate (rcgen), for tests and demonstrations; implies `tokio` | no |
+//! | `testing` | surfaces for test suites, not deployments: `sim::lab` (the attack laboratory), `crypto::ClientSecrets`, and with `tokio` `transport::Misbehaviour` (`Join::misbehave`) | no |
+//!
+//! The engine comes without its GPU engine unless a crate in the build asks for
+//! `secagg-engine/gpu`: the protocol never needs one.
 //!
 //! ## A round, sans IO
 //!

@@ -6,7 +6,9 @@ mod client;
 mod plan;
 mod server;
 mod simulate;
+#[cfg(feature = "soak")]
 mod soak;
+#[cfg(feature = "test-pki")]
 mod tls;
 
 use std::process::ExitCode;
@@ -47,9 +49,11 @@ enum Command {
     /// Give client ids fresh long-term identity keys and certificates from the deployment CA.
     Enroll(ca::EnrollArgs),
     /// Make a test TLS CA and server certificate (`secagg tls new`).
+    #[cfg(feature = "test-pki")]
     Tls(tls::TlsArgs),
     /// Attack soak on loopback: a TLS server process, honest clients and rogue connections
     /// of every kind; checks the sum and that each rogue is refused. Exits 1 on a failure.
+    #[cfg(feature = "soak")]
     Soak(soak::SoakArgs),
     /// Measure this machine's server work for a large-model round: ingest of n packed
     /// uploads into the engine's accumulator, one unmask pass, a read-out; checked against an
@@ -66,7 +70,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Client(a) => client::run(a),
         Command::Ca(a) => ca::run(a),
         Command::Enroll(a) => ca::enroll(a),
+        #[cfg(feature = "test-pki")]
         Command::Tls(a) => tls::run(a),
+        #[cfg(feature = "soak")]
         Command::Soak(a) => soak::run(a),
         Command::Bench(a) => bench::run(a),
     }

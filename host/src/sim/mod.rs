@@ -7,6 +7,9 @@
 //! simulator keeps the plaintext sum of the inputs that should be included and checks the
 //! round's output against it: exactly for the integer sum mod 2^b, within the quantization
 //! bound for the `f32` sum.
+//!
+//! With the `testing` feature, `lab` is the attack laboratory: a scriptable malicious
+//! server over real clients.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -26,6 +29,7 @@ use crate::quantize::{self, InputError, InputSource, QuantizingSource};
 use crate::server::{RoundOutput, Server, ServerStatus};
 use crate::{Client, ClientError, ClientId, ClientIdentity, ClientStatus, Stage};
 
+#[cfg(feature = "testing")]
 pub mod lab;
 pub mod network;
 mod privacy;

@@ -41,7 +41,8 @@ pub(crate) struct ClientOptions {
     pub(crate) insecure_plaintext: bool,
     /// Break the transport's rules on purpose (tests of the server's defences); `None` for
     /// every real client.
-    pub(crate) misbehave: Option<Misbehaviour>,
+    #[cfg(feature = "testing")]
+    pub(crate) misbehave: Option<super::Misbehaviour>,
 }
 
 impl ClientOptions {
@@ -56,6 +57,7 @@ impl ClientOptions {
             connect_timeout: Duration::from_secs(10),
             tls: None,
             insecure_plaintext: false,
+            #[cfg(feature = "testing")]
             misbehave: None,
         }
     }
@@ -101,21 +103,6 @@ impl<'a> From<&'a Vec<f32>> for ClientInput<'a> {
     fn from(values: &'a Vec<f32>) -> Self {
         ClientInput::Values(values)
     }
-}
-
-/// Ways a client can break the upload rules, for tests of the server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Misbehaviour {
-    /// Send the masked vector in chunks of this many elements (below the minimum).
-    TinyChunks(usize),
-    /// Send the first chunk (of the minimum size), then nothing more for this long before the
-    /// rest.
-    StallUpload(Duration),
-    /// Send the masked vector twice.
-    UploadTwice,
-    /// Wait this long before sending the masked vector, then send it as an honest client
-    /// does (a slow client, not a broken rule).
-    LateUpload(Duration),
 }
 
 /// How a client's round ended.
@@ -294,7 +281,7 @@ where
             };
             match &env.message {
                 ClientMessage::MaskedInput(values) => {
-                    upload(&mut sink, env.round, values, bits, options.misbehave).await?;
+                    upload(&mut sink, env.round, values, bits, &options).await?;
                 }
                 // A streamed input: each piece is already a chunk frame's worth.
                 ClientMessage::MaskedChunk(_) => {
@@ -330,42 +317,33 @@ where
 
 /// Sends a masked vector in chunks (or, for tests, in one of the ways a server must not
 /// accept).
+#[cfg_attr(not(feature = "testing"), allow(unused_variables))]
 async fn upload<S>(
     sink: &mut S,
     round: u64,
     values: &[u32],
     bits: u32,
-    misbehave: Option<Misbehaviour>,
+    options: &ClientOptions,
 ) -> Result<(), TransportError>
 where
     S: futures_util::Sink<Bytes, Error = std::io::Error> + Unpin,
 {
-    let chunks = match misbehave {
-        Some(Misbehaviour::TinyChunks(n)) => codec::encode_chunks_of(round, values, bits, n.max(1)),
-        // The smallest legal chunks, so that there is a second one to stall before.
-        Some(Misbehaviour::StallUpload(_)) => {
-            codec::encode_chunks_of(round, values, bits, codec::MIN_CHUNK_ELEMS)
-        }
-        _ => codec::encode_masked_chunks(round, values, bits),
-    };
-    if let Some(Misbehaviour::LateUpload(wait)) = misbehave {
-        tokio::time::sleep(wait).await;
+    #[cfg(feature = "testing")]
+    if let Some(how) = options.misbehave {
+        return super::misbehave::upload(sink, round, values, bits, how).await;
     }
-    let times = if misbehave == Some(Misbehaviour::UploadTwice) {
-        2
-    } else {
-        1
-    };
-    for _ in 0..times {
-        for (i, chunk) in chunks.iter().enumerate() {
-            if let (1, Some(Misbehaviour::StallUpload(pause))) = (i, misbehave) {
-                sink.flush().await?;
-                tokio::time::sleep(pause).await;
-            }
-            sink.feed(Bytes::from(chunk.clone())).await?;
-        }
-        sink.flush().await?;
+    send_chunks(sink, codec::encode_masked_chunks(round, values, bits)).await
+}
+
+/// Sends chunk frames in order, then flushes.
+pub(super) async fn send_chunks<S>(sink: &mut S, chunks: Vec<Vec<u8>>) -> Result<(), TransportError>
+where
+    S: futures_util::Sink<Bytes, Error = std::io::Error> + Unpin,
+{
+    for chunk in chunks {
+        sink.feed(Bytes::from(chunk)).await?;
     }
+    sink.flush().await?;
     Ok(())
 }
 

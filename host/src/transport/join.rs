@@ -7,7 +7,7 @@ use secagg_engine::{Backend, CpuEngine};
 use tokio::net::ToSocketAddrs;
 
 use super::TransportError;
-use super::client::{ClientInput, ClientOptions, ClientOutcome, Misbehaviour, run_client};
+use super::client::{ClientInput, ClientOptions, ClientOutcome, run_client};
 use super::tls::TlsConnector;
 use crate::{ClientIdentity, ClientPolicy, RoundRng, Stage};
 
@@ -112,8 +112,9 @@ impl<E: Backend> Join<E> {
     }
 
     /// Break the transport's rules as `how` says: a client for tests of the server's
-    /// defences, never a real one.
-    pub fn misbehave(mut self, how: Misbehaviour) -> Self {
+    /// defences, never a real one (feature `testing`).
+    #[cfg(feature = "testing")]
+    pub fn misbehave(mut self, how: super::Misbehaviour) -> Self {
         self.options.misbehave = Some(how);
         self
     }

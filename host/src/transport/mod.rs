@@ -69,6 +69,8 @@
 
 mod client;
 mod join;
+#[cfg(feature = "testing")]
+mod misbehave;
 mod server;
 pub mod tls;
 
@@ -77,8 +79,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::LengthDelimitedCodec;
 
-pub use client::{ClientInput, ClientOutcome, Misbehaviour, ReadUpdate};
+pub use client::{ClientInput, ClientOutcome, ReadUpdate};
 pub use join::Join;
+#[cfg(feature = "testing")]
+pub use misbehave::Misbehaviour;
 pub use server::{MAX_REFUSAL_DETAILS, Refusal, RoundReport, ServeOptions, StageTiming, serve};
 
 use crate::error::{CodecError, ProtocolError};
