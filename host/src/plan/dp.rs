@@ -1,8 +1,9 @@
 //! The DP plan: the noise, scale and modulus of a distributed-DP round (see [`crate::dp`]).
 //!
 //! Given a privacy target (ε at δ over R rounds, or a noise multiplier z), the L2 clip c,
-//! the parameters d, the clients n and the honest survivors h the noise must rest on
-//! (T − c: the survivors a released sum needs, less the colluders), the plan picks
+//! the parameters d, the clients n and the honest inputs h the noise must rest on (T − c:
+//! the survivors a released sum needs, less the colluders; against a semi-malicious server
+//! at most k − t + 2, see [`crate::ClientPolicy::honest_survivors`]), the plan picks
 //!
 //! * for a modulus 2^b, the largest scale s at which the sum still rarely wraps: every one
 //!   of the d coordinates of the sum stays inside (−2^(b−1), 2^(b−1)) except with the
