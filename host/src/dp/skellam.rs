@@ -34,7 +34,7 @@
 //! ```
 //!
 //! which [`PoissonTable::tv_bound`] computes for the table at hand: about 2^-100 for small λ
-//! and below 2^-77 at the largest λ one table holds (2^31). A Skellam draw uses two
+//! and below 2^-76 at the largest λ one table holds (2^31; a test checks both). A Skellam draw uses two
 //! independent Poisson draws, so its distance is at most twice that, and a vector of `d`
 //! draws at most `d` times the per-draw bound ([`Skellam::tv_bound`]). A mechanism within
 //! total variation η of an (ε, δ)-DP one is (ε, δ + (1 + e^ε) η)-DP; the planner adds that
