@@ -400,5 +400,5 @@ fn a_dp_plan_that_cannot_fit_fails_with_a_reason() {
         "100",
     ]);
     assert_eq!(code, Some(1), "{err}");
-    assert!(err.contains("no honest survivor"), "{err}");
+    assert!(err.contains("no honest input"), "{err}");
 }
