@@ -303,4 +303,33 @@ fn clients_refuse_noise_that_rests_on_more_honest_survivors_than_they_are_promis
         try_join(&plain, floor(1.0)),
         Err(ClientError::Policy(PolicyError::NoPrivacy))
     ));
+
+    // Against a semi-malicious server an input can be isolated with k − t + 1 other honest
+    // ones: at n = 20, k = 19, t = 15, c = 2 that is 6 in all, below T − c = 13.
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let strict = ClientPolicy {
+        colluders: 2,
+        min_cohort: 3,
+        ..ClientPolicy::enrolled(secagg::host::identity::CaKey::generate(&mut rng).public())
+    };
+    let shaped = |honest| {
+        RoundConfig::builder(n, d)
+            .threshold(15)
+            .bits(plan.bits)
+            .dp(Some(DpConfig { honest, ..plan.dp }))
+            .build()
+            .unwrap()
+    };
+    assert_eq!(strict.honest_survivors(&shaped(6), 2), 6);
+    strict.check_config(&shaped(6)).unwrap();
+    assert!(matches!(
+        strict.check_config(&shaped(7)),
+        Err(PolicyError::NoiseSizedForMore {
+            sized_for: 7,
+            guaranteed: 6,
+            ..
+        })
+    ));
+    // The curious server cannot: T − c = 13 honest inputs.
+    assert_eq!(policy(2).honest_survivors(&shaped(13), 2), 13);
 }

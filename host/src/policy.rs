@@ -192,16 +192,26 @@ impl ClientPolicy {
         Ok(colluders)
     }
 
-    /// The honest clients any sum this client lets be unmasked holds, with up to `colluders`
-    /// colluders: it reveals its shares only for a survivor list of at least the round's
-    /// T (`min_survivors`) and at least c + this policy's minimum cohort, so
-    /// `max(T − c, T_policy)`. (Every honest client of a deployment holds the same policy;
-    /// a sum without this client's input is not its concern.)
+    /// The honest inputs, this client's included, in any sum holding its input that the
+    /// server can learn, with up to `colluders` colluders: the client reveals its shares
+    /// only for a survivor list of at least the round's T (`min_survivors`) and at least
+    /// c + this policy's minimum cohort, so `max(T − c, T_policy)`; against a
+    /// semi-malicious server, which can isolate a target's input in a sum with as few as
+    /// k − t + 1 other honest inputs (the README's threat model), at most `k − t + 2`.
+    /// (Every honest client of a deployment holds the same policy; a sum without this
+    /// client's input is not its concern.)
     pub fn honest_survivors(&self, config: &RoundConfig, colluders: usize) -> usize {
-        config
+        let released = config
             .min_survivors()
             .saturating_sub(colluders)
-            .max(self.min_cohort)
+            .max(self.min_cohort);
+        match self.adversary {
+            Adversary::Curious => released,
+            _ => {
+                let k = config.neighbors().min(config.clients().saturating_sub(1));
+                released.min((k + 2).saturating_sub(config.threshold()))
+            }
+        }
     }
 
     /// A DP round's noise against what this policy guarantees, thinking as the server that

@@ -41,7 +41,7 @@ enum Command {
     /// pair (--neighbors and --threshold), against a curious or semi-malicious server.
     Plan(plan::PlanArgs),
     /// Run one aggregation round over TCP and write the sum. Exits 3 if the round aborts.
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Join a round with a model update file. Exits 3 if the server aborts the round.
     Client(client::ClientArgs),
     /// Manage the deployment CA that certifies client identities (`secagg ca new`).
@@ -66,7 +66,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Simulate(a) => simulate::run(a),
         Command::Plan(a) => plan::run(a),
-        Command::Server(a) => server::run(a),
+        Command::Server(a) => server::run(*a),
         Command::Client(a) => client::run(a),
         Command::Ca(a) => ca::run(a),
         Command::Enroll(a) => ca::enroll(a),

@@ -151,19 +151,43 @@ impl DpArgs {
     }
 }
 
-/// The honest survivors a DP round's noise rests on: T − c (T = t, the survivors a released
-/// sum needs), or an error when the colluders can fill T.
-pub fn honest_survivors(t: usize, colluders: usize) -> Result<usize, String> {
-    match t.checked_sub(colluders) {
-        Some(h) if h > 0 => Ok(h),
-        _ => Err(format!(
-            "with T = {t} and {colluders} colluders no honest survivor is guaranteed: DP noise cannot rest on the honest clients (raise t or lower the colluders)"
-        )),
+/// The honest inputs a DP round's noise rests on: T − c (T the survivors a released sum
+/// needs), and against a semi-malicious server at most k − t + 2 (the target and the
+/// k − t + 1 other honest inputs it can be isolated with: the README's threat model); an
+/// error when none is guaranteed. `k` is capped at n − 1.
+pub fn honest_survivors(
+    big_t: usize,
+    colluders: usize,
+    (n, k, t): (usize, usize, usize),
+    adversary: Adversary,
+) -> Result<usize, String> {
+    let released = big_t.saturating_sub(colluders);
+    let h = match adversary {
+        Adversary::Curious => released,
+        _ => released.min((k.min(n.saturating_sub(1)) + 2).saturating_sub(t)),
+    };
+    if h == 0 {
+        return Err(format!(
+            "with T = {big_t}, t = {t}, k = {k} and {colluders} colluders no honest input is guaranteed in a released sum: DP noise cannot rest on the honest clients (raise t or lower the colluders)"
+        ));
+    }
+    Ok(h)
+}
+
+/// How `h` came about, for the printout.
+pub fn describe_honest(h: usize, big_t: usize, colluders: usize, (k, t): (usize, usize)) -> String {
+    if h + colluders == big_t {
+        format!("h = T - c = {big_t} - {colluders} = {h}")
+    } else {
+        format!(
+            "h = k - t + 2 = {k} - {t} + 2 = {h} (below T - c = {big_t} - {colluders}: a semi-malicious server can isolate an input with k - t + 1 other honest ones)"
+        )
     }
 }
 
-/// Prints a DP plan (what `secagg plan` and `secagg simulate` show).
-pub fn print_dp(p: &DpPlan, req: &DpRequest, t: usize, colluders: usize) {
+/// Prints a DP plan (what `secagg plan` and `secagg simulate` show); `honest` says how h
+/// came about.
+pub fn print_dp(p: &DpPlan, req: &DpRequest, honest: &str) {
     let rounds = if req.rounds == 1 {
         "1 round".to_string()
     } else {
@@ -177,10 +201,7 @@ pub fn print_dp(p: &DpPlan, req: &DpRequest, t: usize, colluders: usize) {
         ),
     };
     println!("  distributed DP (Skellam noise under the masks): {target}");
-    println!(
-        "    noise sized for h = T - c = {t} - {colluders} = {} honest survivors alone",
-        req.honest
-    );
+    println!("    noise sized for the honest inputs alone: {honest}");
     let cost = match req.target {
         DpTarget::Epsilon(_) => format!(
             "rounding costs {:.1}% over the continuous Gaussian",
@@ -329,15 +350,16 @@ fn choose(a: &PlanArgs, c: &Colluders, req: &PlanRequest) -> Result<ExitCode, St
     println!("  threshold t = {}", p.threshold);
     print_bounds(a, p.log2_insecurity, p.log2_failure);
     if a.dp.wanted() {
-        return dp_part(a, c, p.threshold);
+        return dp_part(a, c, p.neighbors, p.threshold);
     }
     print_modulus(a);
     Ok(ExitCode::SUCCESS)
 }
 
-/// The DP plan for a round of threshold `t` (T = t survivors needed).
-fn dp_part(a: &PlanArgs, c: &Colluders, t: usize) -> Result<ExitCode, String> {
-    let honest = match honest_survivors(t, c.in_round) {
+/// The DP plan for a round of `k` neighbours and threshold `t` (T = t survivors needed).
+fn dp_part(a: &PlanArgs, c: &Colluders, k: usize, t: usize) -> Result<ExitCode, String> {
+    let shape = (a.clients, k, t);
+    let honest = match honest_survivors(t, c.in_round, shape, a.adversary.into()) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("error: {e}");
@@ -349,7 +371,7 @@ fn dp_part(a: &PlanArgs, c: &Colluders, t: usize) -> Result<ExitCode, String> {
     let req = a.dp.request(a.clients, honest, survivors, a.max_weight)?;
     match plan_dp(&req) {
         Ok(p) => {
-            print_dp(&p, &req, t, c.in_round);
+            print_dp(&p, &req, &describe_honest(honest, t, c.in_round, (k, t)));
             Ok(ExitCode::SUCCESS)
         }
         Err(e @ secagg_host::plan::DpPlanError::NoFit { .. }) => {
@@ -387,7 +409,7 @@ fn check_pair(
     let failure = log2_correctness_failure(a.clients, k, t, a.dropout);
     print_bounds(a, insecurity, failure);
     if a.dp.wanted() {
-        let code = dp_part(a, c, t)?;
+        let code = dp_part(a, c, k, t)?;
         if code != ExitCode::SUCCESS {
             return Ok(code);
         }

@@ -434,7 +434,7 @@ fn settings(a: ServerArgs) -> Result<Settings, String> {
     let privacy = match target {
         None => None,
         Some(target) => {
-            let honest = super::plan::honest_survivors(big_t, colluders)?;
+            let honest = super::plan::honest_survivors(big_t, colluders, (n, k, t), adversary)?;
             let base = DpRequest::new(target, layout.params(), n);
             let dp_req = DpRequest {
                 delta: a.delta.or(file.delta).unwrap_or(base.delta),
@@ -449,7 +449,7 @@ fn settings(a: ServerArgs) -> Result<Settings, String> {
             };
             let p = plan_dp(&dp_req).map_err(|e| format!("DP plan: {e}"))?;
             eprintln!(
-                "distributed DP: ε {:.4} at δ = {:e} over {} rounds, noise sized for {honest} honest survivors (T - c = {big_t} - {colluders}), b = {}, s = {:.4}, μ_c = {:.4}",
+                "distributed DP: ε {:.4} at δ = {:e} over {} rounds, noise sized for {honest} honest inputs alone (T = {big_t}, c = {colluders}, k = {k}, t = {t}), b = {}, s = {:.4}, μ_c = {:.4}",
                 p.epsilon, p.delta, dp_req.rounds, p.bits, p.dp.scale, p.dp.noise
             );
             Some((p, dp_req))

@@ -314,7 +314,7 @@ pub fn run(mut a: SimulateArgs) -> Result<ExitCode, String> {
     }
     let (k, t, why) = choose_graph(&a)?;
     let big_t = a.min_survivors.unwrap_or(t);
-    let dp = dp_plan(&a, big_t)?;
+    let dp = dp_plan(&a, big_t, k, t)?;
     let bits = dp.as_ref().map_or(a.bits.unwrap_or(32), |(p, _)| p.bits);
     let mut builder = RoundConfig::builder(a.clients, a.params)
         .neighbors(k)
@@ -405,7 +405,13 @@ pub fn run(mut a: SimulateArgs) -> Result<ExitCode, String> {
             round.prg(),
         );
         if let Some((p, req)) = &dp {
-            super::plan::print_dp(p, req, big_t, a.colluders_in_round);
+            let honest = super::plan::describe_honest(
+                req.honest,
+                big_t,
+                a.colluders_in_round,
+                (round.neighbors(), t),
+            );
+            super::plan::print_dp(p, req, &honest);
         }
         println!(
             "  {} clients drop before {}{}; seed {seed}; server engine: {describe}",
@@ -491,14 +497,27 @@ pub fn run(mut a: SimulateArgs) -> Result<ExitCode, String> {
     })
 }
 
-/// The DP plan for a simulated round with T = `big_t` survivors needed, when asked for.
-fn dp_plan(a: &SimulateArgs, big_t: usize) -> Result<Option<(DpPlan, DpRequest)>, String> {
+/// The DP plan for a simulated round with T = `big_t` survivors needed, `k` neighbours and
+/// threshold `t`, when asked for.
+fn dp_plan(
+    a: &SimulateArgs,
+    big_t: usize,
+    k: usize,
+    t: usize,
+) -> Result<Option<(DpPlan, DpRequest)>, String> {
     let target = match (a.epsilon, a.noise) {
         (Some(e), _) => DpTarget::Epsilon(e),
         (None, Some(z)) => DpTarget::Noise(z),
         (None, None) => return Ok(None),
     };
-    let honest = super::plan::honest_survivors(big_t, a.colluders_in_round)?;
+    // The clients' adversary (a curious policy under --insecure-params).
+    let adversary = if a.insecure_params {
+        Adversary::Curious
+    } else {
+        a.adversary
+    };
+    let shape = (a.clients, k, t);
+    let honest = super::plan::honest_survivors(big_t, a.colluders_in_round, shape, adversary)?;
     let dropped = (a.dropout * a.clients as f64).floor() as usize;
     let base = DpRequest::new(target, a.params, a.clients);
     let req = DpRequest {

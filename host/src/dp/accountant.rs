@@ -173,7 +173,7 @@ pub fn sampler_delta(epsilon: f64, tv: f64, draws: f64) -> f64 {
     (1.0 + epsilon.exp()) * draws * tv
 }
 
-/// The standard normal upper tail P\[N > x\] (for x ≥ 0 to about 10^-7 relative: the Chebyshev
+/// The standard normal upper tail P(N > x) (for x ≥ 0 to about 10^-7 relative: the Chebyshev
 /// fit of erfc from Numerical Recipes, §6.2).
 pub fn normal_tail(x: f64) -> f64 {
     let z = x.abs() / std::f64::consts::SQRT_2;
@@ -194,7 +194,7 @@ pub fn normal_tail(x: f64) -> f64 {
     }
 }
 
-/// The x with P\[N > x\] = `p` (0 < p < 1/2), by bisection on [`normal_tail`].
+/// The x with P(N > x) = `p` (0 < p < 1/2), by bisection on [`normal_tail`].
 pub fn normal_quantile_upper(p: f64) -> f64 {
     let (mut lo, mut hi) = (0.0f64, 40.0f64);
     for _ in 0..200 {

@@ -33,12 +33,13 @@
 //! noise is therefore sized so that the **honest survivors alone** meet the target: the
 //! configuration says how many honest survivors `h` its per-client variance μ_c was sized
 //! for (the central variance the accountant uses is `h μ_c`), and a client refuses the
-//! round when its own policy guarantees fewer honest clients in any released sum:
+//! round when its own policy guarantees fewer honest inputs in any sum holding its input:
 //! `max(T − c, T_policy)`, with T the survivors a released sum needs (the round's
 //! `min_survivors`, which every client checks on the survivor list) and `T_policy` its own
-//! minimum cohort (see [`crate::ClientPolicy::check_config`]). Dropouts cannot lower it
-//! below that either: a sum with fewer survivors is never unmasked. More honest survivors
-//! only add noise.
+//! minimum cohort, and against a semi-malicious server at most `k − t + 2` (it can isolate
+//! an input with k − t + 1 other honest ones; see
+//! [`crate::ClientPolicy::honest_survivors`]). Dropouts cannot lower it below that: a sum
+//! with fewer survivors is never unmasked. More honest survivors only add noise.
 //!
 //! Adjacency is per client with the client still taking part: the privacy bound covers
 //! replacing one client's update by zero (its noise is drawn regardless of its data). The

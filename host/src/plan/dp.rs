@@ -1,8 +1,9 @@
 //! The DP plan: the noise, scale and modulus of a distributed-DP round (see [`crate::dp`]).
 //!
 //! Given a privacy target (ε at δ over R rounds, or a noise multiplier z), the L2 clip c,
-//! the parameters d, the clients n and the honest survivors h the noise must rest on
-//! (T − c: the survivors a released sum needs, less the colluders), the plan picks
+//! the parameters d, the clients n and the honest inputs h the noise must rest on (T − c:
+//! the survivors a released sum needs, less the colluders; against a semi-malicious server
+//! at most k − t + 2, see [`crate::ClientPolicy::honest_survivors`]), the plan picks
 //!
 //! * for a modulus 2^b, the largest scale s at which the sum still rarely wraps: every one
 //!   of the d coordinates of the sum stays inside (−2^(b−1), 2^(b−1)) except with the
@@ -15,6 +16,8 @@
 //!   requested slack (10%) against the continuous Gaussian mechanism with the same target:
 //!   for an ε target, the central error (noise and rounding) within 1 + slack of the
 //!   Gaussian's noise; for a noise multiplier, ε within 1 + slack of the Gaussian's ε.
+//!   Each client's variance stays below [`FAST_VARIANCE`] (the sampler's fast range) when
+//!   the slack can be met there, and below the sampler's limit otherwise.
 //!
 //! It reports what that costs: the ε actually spent over the rounds (the accountant's bound
 //! with the configured noise), what the sampler's distance from exact adds to δ, the
@@ -29,6 +32,11 @@ use crate::dp::{DpConfig, Sensitivity};
 
 /// The largest b the plan considers (the engine's lanes are 32 bits today).
 pub const MAX_DP_BITS: u32 = 32;
+/// The per-client variance the plan stays below when it can meet its slack there: 2^27,
+/// where the sampler's tables stay small enough for the cache (at least 10^7 draws a second
+/// on one core of the development machine; larger variances are slower, see
+/// BENCHMARKS.md).
+pub const FAST_VARIANCE: f64 = 134_217_728.0;
 
 /// What the privacy must meet.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -155,26 +163,26 @@ pub enum DpPlanError {
 /// Plans the DP setting for `req` (see the module docs).
 pub fn plan_dp(req: &DpRequest) -> Result<DpPlan, DpPlanError> {
     validate(req)?;
-    if let Some(b) = req.bits {
-        let mut p = fit(req, b).ok_or(DpPlanError::NoFit {
-            bits: b,
-            clients: req.clients,
-        })?;
-        p.within_slack = meets_slack(req, &p);
-        return Ok(p);
-    }
+    let bits: Vec<u32> = match req.bits {
+        Some(b) => vec![b],
+        None => (2..=MAX_DP_BITS).collect(),
+    };
+    // The fast sampler's range first; beyond it only when that is what meets the slack.
     let mut best = None;
-    for b in 2..=MAX_DP_BITS {
-        if let Some(mut p) = fit(req, b) {
-            p.within_slack = meets_slack(req, &p);
-            if p.within_slack {
-                return Ok(p);
+    for cap in [FAST_VARIANCE, MAX_VARIANCE] {
+        for &b in &bits {
+            if let Some(mut p) = fit(req, b, cap) {
+                p.within_slack = meets_slack(req, &p);
+                if p.within_slack {
+                    return Ok(p);
+                }
+                // The last is the widest: with a given b, the one at the larger cap.
+                best = Some(p);
             }
-            best = Some(p);
         }
     }
     best.ok_or(DpPlanError::NoFit {
-        bits: MAX_DP_BITS,
+        bits: *bits.last().unwrap_or(&MAX_DP_BITS),
         clients: req.clients,
     })
 }
@@ -223,8 +231,8 @@ fn validate(req: &DpRequest) -> Result<(), DpPlanError> {
 }
 
 /// The setting at scale `s` and its sum's per-coordinate variance, or `None` when the
-/// target cannot be met or the noise is out of range.
-fn at_scale(req: &DpRequest, scale: f64) -> Option<(DpConfig, f64)> {
+/// target cannot be met or the noise is above `cap`.
+fn at_scale(req: &DpRequest, scale: f64, cap: f64) -> Option<(DpConfig, f64)> {
     let mut dp = DpConfig {
         clip: req.clip,
         scale,
@@ -242,7 +250,7 @@ fn at_scale(req: &DpRequest, scale: f64) -> Option<(DpConfig, f64)> {
     };
     // Each client's share, rounded up so that h of them carry at least the central variance.
     dp.noise = central / req.honest as f64 * (1.0 + 1e-12);
-    if !(dp.noise > 0.0 && dp.noise <= MAX_VARIANCE) {
+    if !(dp.noise > 0.0 && dp.noise <= cap) {
         return None;
     }
     let n = req.clients as f64;
@@ -253,11 +261,12 @@ fn at_scale(req: &DpRequest, scale: f64) -> Option<(DpConfig, f64)> {
     Some((dp, variance))
 }
 
-/// The plan at b: the largest scale whose sum wraps rarely enough.
-fn fit(req: &DpRequest, bits: u32) -> Option<DpPlan> {
+/// The plan at b: the largest scale whose sum wraps rarely enough and whose per-client
+/// variance is at most `cap`.
+fn fit(req: &DpRequest, bits: u32, cap: f64) -> Option<DpPlan> {
     let half = 2f64.powi(bits as i32 - 1);
     let k = normal_quantile_upper(req.wrap_probability / (2.0 * req.params as f64));
-    let fits = |log_s: f64| at_scale(req, log_s.exp2()).filter(|(_, v)| k * v.sqrt() <= half);
+    let fits = |log_s: f64| at_scale(req, log_s.exp2(), cap).filter(|(_, v)| k * v.sqrt() <= half);
     // The setting's own check: c s w < 2^(b−1).
     let top = (half / (f64::from(req.clip) * f64::from(req.max_weight))).log2() - 1e-9;
     let (mut lo, mut hi) = (-40.0f64, top);
@@ -366,6 +375,8 @@ mod tests {
         .unwrap();
         assert_eq!(wide.bits, 32);
         assert!(wide.central_error < p.central_error && wide.central_error >= wide.ideal_std);
+        // Met within the sampler's fast range: 32 bits do not push the variance past it.
+        assert!(wide.dp.noise <= FAST_VARIANCE && p.dp.noise <= FAST_VARIANCE);
         eprintln!("{p:#?}");
     }
 
@@ -404,6 +415,19 @@ mod tests {
         // 50 rounds of z = 1 is one round of z = 1/√50.
         let one = Rdp::gaussian(1.0, 1.0 / 50.0).epsilon(1e-6).0;
         assert!((p.ideal_epsilon - one).abs() < 1e-6 * one);
+    }
+
+    #[test]
+    fn the_fast_range_gives_way_when_the_slack_needs_it() {
+        // 10^8 parameters, one honest survivor, z = 8: the rounding's √d needs a scale whose
+        // variance is far past the fast range.
+        let req = DpRequest {
+            honest: 1,
+            ..DpRequest::new(DpTarget::Noise(8.0), 100_000_000, 20)
+        };
+        let p = plan_dp(&req).unwrap();
+        assert!(p.within_slack, "{p:?}");
+        assert!(p.dp.noise > FAST_VARIANCE, "{}", p.dp.noise);
     }
 
     #[test]

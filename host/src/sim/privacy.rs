@@ -43,6 +43,9 @@ pub(super) fn dp_update(cfg: &SimConfig, id: ClientId) -> Option<Vec<f32>> {
     Some(out)
 }
 
+/// A client's input, re-made: its encoding, its weighted clipped update, its weight.
+type Remade = (Vec<u32>, Vec<f64>, u32);
+
 /// Client `id`'s whole DP input, encoded with its rounding RNG.
 fn encode(cfg: &SimConfig, dp: &DpRound, id: ClientId) -> Result<Vec<u32>, InputError> {
     let update = dp_update(cfg, id).unwrap_or_default();
@@ -87,7 +90,7 @@ pub(super) fn check(cfg: &SimConfig, out: &RoundOutput) -> Option<(Check, DpMeas
     let mut squares = 0f64;
     let mut ok = true;
     for batch in expected.chunks(rayon::current_num_threads().max(1)) {
-        let made: Vec<Option<(Vec<u32>, Vec<f64>, u32)>> = batch
+        let made: Vec<Option<Remade>> = batch
             .par_iter()
             .map(|&id| {
                 let input = encode(cfg, &round, id).ok()?;
