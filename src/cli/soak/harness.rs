@@ -128,9 +128,30 @@ struct Setup {
     addr: SocketAddr,
     params: usize,
     seed: u64,
+    /// The clients the server has logged as joined (read from its stderr).
+    joined: Joined,
+}
+
+/// Client ids the server has admitted, as its log reports them.
+type Joined = Arc<std::sync::Mutex<std::collections::HashSet<u32>>>;
+
+/// The id in a server log line `... client {id} joined (connection {c})`.
+fn joined_id(line: &str) -> Option<u32> {
+    let (before, _) = line.split_once(" joined (connection ")?;
+    before.rsplit_once("client ")?.1.parse().ok()
 }
 
 impl Setup {
+    /// Waits until the server has admitted `id` (the soak's outer timeouts bound the wait).
+    async fn wait_joined(&self, id: u32) {
+        loop {
+            if self.joined.lock().map(|j| j.contains(&id)).unwrap_or(false) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn key(&self, id: u32) -> IdentityKey {
         let mut rng = ChaCha20Rng::seed_from_u64(self.seed ^ 0x1d);
         rng.set_stream(u64::from(id) + 1);
@@ -308,11 +329,17 @@ pub fn run(o: &SoakOptions) -> Result<SoakReport, String> {
         .arg(&output)
         .arg("--summary")
         .arg(&summary_path)
+        // Joins are logged at info: the duplicate rogue waits for its target's.
+        .env(
+            "RUST_LOG",
+            "warn,secagg_host::transport::server::driver=info",
+        )
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .map_err(|e| format!("{}: {e}", o.server_bin.display()))?;
-    let server_log = wait_listening(&mut server)?;
+    let joined = Joined::default();
+    let server_log = wait_listening(&mut server, Arc::clone(&joined))?;
     let connector = pki.connector().map_err(|e| e.to_string())?;
     let setup = Arc::new(Setup {
         ca,
@@ -321,6 +348,7 @@ pub fn run(o: &SoakOptions) -> Result<SoakReport, String> {
         addr,
         params: o.params,
         seed: o.seed,
+        joined,
     });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -355,7 +383,10 @@ pub fn run(o: &SoakOptions) -> Result<SoakReport, String> {
 
 /// Reads the server's stderr until it says it is listening; the rest is collected by the
 /// returned thread.
-fn wait_listening(server: &mut Child) -> Result<std::thread::JoinHandle<String>, String> {
+fn wait_listening(
+    server: &mut Child,
+    joined: Joined,
+) -> Result<std::thread::JoinHandle<String>, String> {
     let stderr = server.stderr.take().ok_or("no server stderr")?;
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = std::thread::spawn(move || {
@@ -363,6 +394,9 @@ fn wait_listening(server: &mut Child) -> Result<std::thread::JoinHandle<String>,
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if line.starts_with("secagg server on") {
                 let _ = tx.send(());
+            }
+            if let (Some(id), Ok(mut j)) = (joined_id(&line), joined.lock()) {
+                j.insert(id);
             }
             all.push_str(&line);
             all.push('\n');
@@ -539,6 +573,10 @@ async fn connection_rogue(s: &Setup, kind: &str, target: u32, extra: u32) -> Res
         }
         "foreign-ca" | "self-asserted" | "stolen-cert" | "forged" | "wrong-shape"
         | "wrong-round" | "duplicate" => {
+            if kind == "duplicate" {
+                // A second connection of an admitted member: wait for its admission.
+                s.wait_joined(target).await;
+            }
             let (mut framed, challenge, binding) = s.open().await?;
             let key = s.key(extra);
             let (identity, params, round) = match kind {
@@ -557,11 +595,7 @@ async fn connection_rogue(s: &Setup, kind: &str, target: u32, extra: u32) -> Res
                 ),
                 "wrong-shape" => (s.identity(extra), s.params + 1, challenge.round),
                 "wrong-round" => (s.identity(extra), s.params, challenge.round ^ 1),
-                "duplicate" => {
-                    // Wait until the member it duplicates has joined.
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    (s.identity(target), s.params, challenge.round)
-                }
+                "duplicate" => (s.identity(target), s.params, challenge.round),
                 _ => (s.identity(extra), s.params, challenge.round),
             };
             let mut hello = hello_for(&identity, &challenge, &binding, params, round);
@@ -814,4 +848,17 @@ fn report(
         passed: failures.is_empty(),
         failures,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::joined_id;
+
+    #[test]
+    fn the_join_log_line_names_its_client() {
+        let line = "[2026-12-02T21:00:00.123Z INFO  secagg_host::transport::server::driver] client 4711 joined (connection 12)";
+        assert_eq!(joined_id(line), Some(4711));
+        assert_eq!(joined_id("client 3 disconnected"), None);
+        assert_eq!(joined_id("client x joined (connection 1)"), None);
+    }
 }
