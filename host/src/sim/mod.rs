@@ -20,13 +20,13 @@ use rayon::prelude::*;
 use secagg_engine::{Backend, CpuEngine};
 
 use crate::config::RoundConfig;
-use crate::error::AbortReason;
+use crate::error::{AbortReason, ProtocolError};
 use crate::identity::{CaKey, IdentityKey};
 use crate::messages::{ClientMessage, Envelope, ServerMessage};
 use crate::plan::Adversary;
 use crate::policy::{ClientPolicy, Trust};
 use crate::quantize::{self, InputError, InputSource, QuantizingSource};
-use crate::server::{RoundOutput, Server, ServerStatus};
+use crate::server::{DropReason, RoundOutput, Server, ServerStatus};
 use crate::{Client, ClientError, ClientId, ClientIdentity, ClientStatus, Stage};
 
 #[cfg(feature = "testing")]
@@ -520,6 +520,28 @@ pub fn run<E: secagg_engine::Accumulate>(
     })
 }
 
+/// The clients whose inputs the sum must hold: every member that sends its masked input under
+/// the drop schedule, less the dealers the server excluded because too few of their
+/// neighbours hold checked shares (`UnrecoverableDealer`, with fewer readable holders than
+/// the threshold): dropouts among a sparse graph's few neighbours can leave an honest
+/// dealer's secrets unrecoverable, and then it must not be summed.
+fn expected_included(cfg: &SimConfig, out: &RoundOutput) -> Vec<ClientId> {
+    let unrecoverable = |c: &ClientId| {
+        out.dropped.iter().any(|d| {
+            d.client == *c
+                && matches!(
+                    d.reason,
+                    DropReason::Misbehaved(ProtocolError::UnrecoverableDealer { readable, need, .. })
+                        if readable < need
+                )
+        })
+    };
+    cfg.member_ids()
+        .into_iter()
+        .filter(|c| cfg.drops.sends(*c, Stage::MaskedInput) && !unrecoverable(c))
+        .collect()
+}
+
 /// Elements per piece of the output check: a multiple of 256, so that each piece's rounding
 /// RNG starts on a block of the quantizer.
 const CHECK_PIECE: usize = 1 << 20;
@@ -531,11 +553,7 @@ fn check_output(cfg: &SimConfig, out: &RoundOutput) -> Check {
     let m = cfg.round.params();
     let q = cfg.round.quantization();
     let mask = cfg.round.modulus().mask_u32();
-    let expected: Vec<ClientId> = cfg
-        .member_ids()
-        .into_iter()
-        .filter(|c| cfg.drops.sends(*c, Stage::MaskedInput))
-        .collect();
+    let expected = expected_included(cfg, out);
     let included_ok = out.included == expected;
     let weights: Vec<u32> = expected.iter().map(|&c| client_weight(cfg, c)).collect();
     let weight_sum = weights.iter().fold(0u32, |a, &w| a.wrapping_add(w) & mask);

@@ -6,7 +6,6 @@ use rayon::prelude::*;
 
 use super::{Check, SimConfig, client_weight, fill_update, rounding_rng, update_rng};
 use crate::ClientId;
-use crate::Stage;
 use crate::dp::skellam::Skellam;
 use crate::dp::{DpRound, PreparedSource};
 use crate::quantize::{InputError, InputSource};
@@ -77,11 +76,7 @@ pub(super) fn check(cfg: &SimConfig, out: &RoundOutput) -> Option<(Check, DpMeas
     let dp = *round.config();
     let d = cfg.round.params();
     let mask = cfg.round.modulus().mask_u32();
-    let expected: Vec<ClientId> = cfg
-        .member_ids()
-        .into_iter()
-        .filter(|c| cfg.drops.sends(*c, Stage::MaskedInput))
-        .collect();
+    let expected = super::expected_included(cfg, out);
     let included_ok = out.included == expected;
     // Each included client's input and clipped update, re-made a batch at a time in
     // parallel (a batch per core, so memory stays O(cores × d)).
