@@ -810,3 +810,48 @@ fn simulate_on_two_cpu_shards_is_exact() {
     assert_eq!(v["result"]["exact"], true, "{v}");
     assert!(v["engine"].as_str().unwrap().starts_with("2 shards"), "{v}");
 }
+
+/// `--backend auto` (the default) defers to `SECAGG_BACKEND`, as the README says; an explicit
+/// `--backend` wins over it, and a bad value is refused naming the variable.
+#[test]
+fn secagg_backend_chooses_the_engine_where_auto_is_the_default() {
+    let simulate = |env: Option<&str>, extra: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "simulate",
+            "--clients",
+            "3",
+            "--params",
+            "64",
+            "--json",
+            "--quiet",
+        ])
+        .args(["--insecure-params"])
+        .args(extra);
+        cmd.env_remove("SECAGG_BACKEND");
+        if let Some(v) = env {
+            cmd.env("SECAGG_BACKEND", v);
+        }
+        cmd.output().unwrap()
+    };
+    let engine_of = |out: &Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["engine"].as_str().unwrap_or_default().to_string()
+    };
+    let sharded = engine_of(&simulate(Some("cpu,cpu"), &[]));
+    assert!(
+        sharded.contains("shard"),
+        "SECAGG_BACKEND=cpu,cpu gave {sharded}"
+    );
+    let explicit = engine_of(&simulate(Some("cpu,cpu"), &["--backend", "cpu"]));
+    assert!(!explicit.contains("shard"), "--backend cpu gave {explicit}");
+    let bad = simulate(Some("tpu"), &[]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("SECAGG_BACKEND=tpu"), "{err}");
+}

@@ -357,7 +357,7 @@ fn slices(m: usize) -> [usize; 3] {
 }
 
 fn open(spec: &BackendSpec, flag: &str) -> Result<Engine, String> {
-    Engine::open(spec).map_err(|e| format!("{flag} {spec}: {e}"))
+    super::open_engine(spec, flag)
 }
 
 pub fn run(a: BenchArgs) -> Result<ExitCode, String> {

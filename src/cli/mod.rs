@@ -141,6 +141,24 @@ pub fn parse_context(
     }
 }
 
+/// Opens the engine `--backend` names; `auto` (the default) defers to `SECAGG_BACKEND` when
+/// it is set, as the README promises. Errors name the flag or the variable at fault.
+pub fn open_engine(
+    spec: &secagg_engine::BackendSpec,
+    flag: &str,
+) -> Result<secagg_engine::Engine, String> {
+    use secagg_engine::{BackendSpec, Engine};
+    let (spec, source) = match (spec, std::env::var("SECAGG_BACKEND")) {
+        (BackendSpec::Auto, Ok(v)) => (
+            v.parse::<BackendSpec>()
+                .map_err(|e| format!("SECAGG_BACKEND={v}: {e}"))?,
+            "SECAGG_BACKEND",
+        ),
+        _ => (spec.clone(), flag),
+    };
+    Engine::open(&spec).map_err(|e| format!("{source} {spec}: {e}"))
+}
+
 /// Bytes in a short human form.
 pub fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

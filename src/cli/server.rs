@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use secagg::model::{ModelFormat, ModelLayout, ModelStream, TensorSpec, write_model};
-use secagg_engine::{Backend, BackendSpec, Engine};
+use secagg_engine::{Backend, BackendSpec};
 use secagg_host::codec::layout_digest;
 use secagg_host::config::{Quantization, RoundConfig, bits_needed};
 use secagg_host::dp::accountant::PrivacyEvent;
@@ -554,7 +554,7 @@ fn check_output_path(p: &Path) -> Result<(), String> {
 
 pub fn run(a: ServerArgs) -> Result<ExitCode, String> {
     let s = settings(a)?;
-    let engine = Engine::open(&s.backend).map_err(|e| format!("--backend {}: {e}", s.backend))?;
+    let engine = super::open_engine(&s.backend, "--backend")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use secagg_engine::{Backend, BackendSpec, Engine, Prg};
+use secagg_engine::{Backend, BackendSpec, Prg};
 use secagg_host::config::bits_needed;
 use secagg_host::plan::{
     Adversary, DpPlan, DpRequest, DpTarget, PlanRequest, check, colluders_in_cohort, plan, plan_dp,
@@ -346,7 +346,7 @@ pub fn run(mut a: SimulateArgs) -> Result<ExitCode, String> {
         });
     }
     let round = builder.build().map_err(|e| e.to_string())?;
-    let engine = Engine::open(&a.backend).map_err(|e| format!("--backend {}: {e}", a.backend))?;
+    let engine = super::open_engine(&a.backend, "--backend")?;
     let drops = match &members {
         None => DropSchedule::random(a.clients, a.dropout, a.dropout_stage, seed),
         Some(m) => DropSchedule::random_among(m, a.dropout, a.dropout_stage, seed),

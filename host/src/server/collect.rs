@@ -32,7 +32,9 @@ pub(super) trait Collect<A>: Sized {
     fn roll(&mut self) -> &mut Roll;
 
     /// A message from `from`, a client the roll waits for; `Err` gives it back when it is
-    /// not this stage's kind of message (it is then out of turn).
+    /// not this stage's kind of message (it is then out of turn). The message goes back by
+    /// value on that rare path only; boxing it would cost an allocation on every message.
+    #[allow(clippy::result_large_err)]
     fn take<E: Accumulate<Accumulator = A>>(
         &mut self,
         ctx: &mut Ctx<'_, E>,
