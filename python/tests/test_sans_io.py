@@ -349,3 +349,18 @@ def test_heavy_calls_release_the_gil():
     # With the GIL held for the whole simulation this loop could not run at all.
     assert elapsed > 0.05
     assert ticks > elapsed / 0.001 * 0.2
+
+
+def test_backend_lists_shard_the_sum_by_coordinate_range(rng):
+    # "cpu,cpu": two CPU engines, each holding its own coordinate range of the server's sum.
+    x = rng.normal(0, 0.3, size=(6, 3001)).astype(np.float32)
+    w = [int(v) for v in rng.integers(1, 9, size=6)]
+    res = secagg.aggregate(x, w, drop=[2], backend="cpu,cpu")
+    expected = weighted_mean(dict(enumerate(np.clip(x, -1, 1))), dict(enumerate(w)), res.included)
+    assert res.included == [0, 1, 3, 4, 5]
+    assert np.max(np.abs(res.mean - expected)) < 2 / 65535
+    r = secagg.simulate(40, 3000, dropout=0.1, seed=11, backend="cpu,cpu")
+    assert r.completed and r.check_passed, r.error
+    assert "shards" in r.engine, r.engine
+    with pytest.raises(secagg.ConfigError, match="backend"):
+        secagg.simulate(12, 100, backend="cpu,tpu")
