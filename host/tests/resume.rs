@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-use secagg::engine::{CpuEngine, testing};
-use secagg::host::messages::{ClientMessage, Envelope, ServerMessage};
-use secagg::host::sim::{SimConfig, sim_ca, sim_client, sim_server};
-use secagg::host::{Client, ClientId, ClientStatus, RoundConfig, ServerStatus, Stage};
+use secagg_engine::{CpuEngine, testing};
+use secagg_host::messages::{ClientMessage, Envelope, ServerMessage};
+use secagg_host::sim::{SimConfig, sim_ca, sim_client, sim_server};
+use secagg_host::{Client, ClientId, ClientStatus, RoundConfig, ServerStatus, Stage};
 
 type SimClient = Client<CpuEngine, ChaCha20Rng>;
 

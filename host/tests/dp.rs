@@ -11,14 +11,14 @@ use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-use secagg::engine::{CpuEngine, testing};
-use secagg::host::crypto::RoundDigest;
-use secagg::host::dp::{DpConfig, DpRound, rotation_seed};
-use secagg::host::identity::IdentityKey;
-use secagg::host::messages::ServerMessage;
-use secagg::host::plan::{DpPlan, DpRequest, DpTarget, plan_dp};
-use secagg::host::sim::{self, DropSchedule, SimConfig};
-use secagg::host::{
+use secagg_engine::{CpuEngine, testing};
+use secagg_host::crypto::RoundDigest;
+use secagg_host::dp::{DpConfig, DpRound, rotation_seed};
+use secagg_host::identity::IdentityKey;
+use secagg_host::messages::ServerMessage;
+use secagg_host::plan::{DpPlan, DpRequest, DpTarget, plan_dp};
+use secagg_host::sim::{self, DropSchedule, SimConfig};
+use secagg_host::{
     Client, ClientError, ClientId, ClientIdentity, ClientPolicy, PolicyError, PrivacyFloor,
     RoundConfig, Server, ServerStatus, Stage,
 };
@@ -310,7 +310,7 @@ fn clients_refuse_noise_that_rests_on_more_honest_survivors_than_they_are_promis
     let strict = ClientPolicy {
         colluders: 2,
         min_cohort: 3,
-        ..ClientPolicy::enrolled(secagg::host::identity::CaKey::generate(&mut rng).public())
+        ..ClientPolicy::enrolled(secagg_host::identity::CaKey::generate(&mut rng).public())
     };
     let shaped = |honest| {
         RoundConfig::builder(n, d)

@@ -14,11 +14,11 @@
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use secagg::engine::{CpuEngine, Device, Engine, Sharded, testing};
-use secagg::host::identity::IdentityKey;
-use secagg::host::plan::{self, Adversary, PlanRequest};
-use secagg::host::sim::{self, DropMode, DropSchedule, SimConfig, SimReport};
-use secagg::host::{
+use secagg_engine::{CpuEngine, Device, Engine, Sharded, testing};
+use secagg_host::identity::IdentityKey;
+use secagg_host::plan::{self, Adversary, PlanRequest};
+use secagg_host::sim::{self, DropMode, DropSchedule, SimConfig, SimReport};
+use secagg_host::{
     AbortReason, Client, ClientError, ClientId, ClientIdentity, ClientPolicy, ClientStatus,
     CryptoError, ProtocolError, Quantization, RoundConfig, Stage, Trust,
 };
@@ -27,7 +27,7 @@ fn ids(v: impl IntoIterator<Item = u32>) -> Vec<ClientId> {
     v.into_iter().map(ClientId).collect()
 }
 
-fn run<E: secagg::engine::Accumulate>(engine: E, cfg: &SimConfig) -> SimReport {
+fn run<E: secagg_engine::Accumulate>(engine: E, cfg: &SimConfig) -> SimReport {
     sim::run(cfg, engine, &|_| {}).expect("simulation runs")
 }
 
@@ -47,12 +47,12 @@ fn assert_passed(report: &SimReport) {
     );
 }
 
-fn base(test: &str, n: usize, m: usize) -> (u64, secagg::host::config::RoundConfigBuilder) {
+fn base(test: &str, n: usize, m: usize) -> (u64, secagg_host::config::RoundConfigBuilder) {
     let seed = testing::test_seed(test);
     (seed, RoundConfig::builder(n, m).round_id(seed))
 }
 
-fn secagg_no_dropout<E: secagg::engine::Accumulate>(e: E, test: &str) {
+fn secagg_no_dropout<E: secagg_engine::Accumulate>(e: E, test: &str) {
     let (seed, b) = base(test, 8, 257);
     let mut cfg = SimConfig::new(b.build().unwrap());
     cfg.seed = seed;
@@ -61,7 +61,7 @@ fn secagg_no_dropout<E: secagg::engine::Accumulate>(e: E, test: &str) {
     assert_eq!(r.outcome.unwrap().included.len(), 8);
 }
 
-fn secagg_plus_sparse_graph<E: secagg::engine::Accumulate>(e: E, test: &str) {
+fn secagg_plus_sparse_graph<E: secagg_engine::Accumulate>(e: E, test: &str) {
     let (seed, b) = base(test, 40, 100);
     let round = b
         .neighbors(8)
@@ -80,7 +80,7 @@ fn secagg_plus_sparse_graph<E: secagg::engine::Accumulate>(e: E, test: &str) {
 /// (excluded; the one that dealt shares has its pairwise masks cancelled), masked-input
 /// (excluded, its pairwise masks cancelled), consistency and unmasking (included: their inputs
 /// arrived, their self masks are rebuilt from their holders).
-fn dropout_at_every_stage<E: secagg::engine::Accumulate>(e: E, test: &str) {
+fn dropout_at_every_stage<E: secagg_engine::Accumulate>(e: E, test: &str) {
     for mode in [DropMode::Disconnect, DropMode::Silent] {
         let (seed, b) = base(test, 16, 300);
         let round = b.threshold(7).build().unwrap();
@@ -121,7 +121,7 @@ fn dropout_at_every_stage<E: secagg::engine::Accumulate>(e: E, test: &str) {
 }
 
 /// Dropouts in a sparse graph, at every stage at once, with random weights.
-fn sparse_dropouts_and_weights<E: secagg::engine::Accumulate>(e: E, test: &str) {
+fn sparse_dropouts_and_weights<E: secagg_engine::Accumulate>(e: E, test: &str) {
     let (seed, b) = base(test, 30, 64);
     let round = b
         .neighbors(10)
@@ -158,7 +158,7 @@ fn sparse_dropouts_and_weights<E: secagg::engine::Accumulate>(e: E, test: &str) 
 
 /// t − 1 survivors: the round aborts with no output, at the masked-input stage and (with
 /// enough inputs but too few shares) at unmasking.
-fn below_threshold_aborts<E: secagg::engine::Accumulate>(e: E, test: &str) {
+fn below_threshold_aborts<E: secagg_engine::Accumulate>(e: E, test: &str) {
     let (seed, b) = base(test, 10, 50);
     let round = b.threshold(6).build().unwrap();
     let mut cfg = SimConfig::new(round.clone());
@@ -201,10 +201,10 @@ fn below_threshold_aborts<E: secagg::engine::Accumulate>(e: E, test: &str) {
 }
 
 /// Other PRGs and moduli give exact sums too.
-fn prgs_and_moduli<E: secagg::engine::Accumulate>(e: E, test: &str) {
+fn prgs_and_moduli<E: secagg_engine::Accumulate>(e: E, test: &str) {
     for (prg, bits, levels) in [
-        (secagg::engine::Prg::ChaCha12, 20, 1 << 8),
-        (secagg::engine::Prg::ChaCha8, 13, 1 << 6),
+        (secagg_engine::Prg::ChaCha12, 20, 1 << 8),
+        (secagg_engine::Prg::ChaCha8, 13, 1 << 6),
     ] {
         let (seed, b) = base(test, 9, 77);
         let round = b
@@ -227,7 +227,7 @@ fn prgs_and_moduli<E: secagg::engine::Accumulate>(e: E, test: &str) {
 /// Clients that assert their own identity keys (no CA; the server admits them unauthenticated)
 /// complete a round exactly. A client whose policy trusts a CA refuses to run with a
 /// self-asserted identity.
-fn unauthenticated_round<E: secagg::engine::Accumulate>(e: E, test: &str) {
+fn unauthenticated_round<E: secagg_engine::Accumulate>(e: E, test: &str) {
     let (seed, b) = base(test, 10, 99);
     let round = b.threshold(6).build().unwrap();
     let mut cfg = SimConfig::new(round);
@@ -264,7 +264,7 @@ fn unauthenticated_round<E: secagg::engine::Accumulate>(e: E, test: &str) {
 /// c = 5 colluding identities, 2^-40, T = 10 honest) accept the (k, t) the planner chooses for that policy
 /// at n = 100, and the round, with the dropout rate the planner assumed (10 %, before the
 /// masked input), completes exactly.
-fn enrolled_defaults_with_planned_parameters<E: secagg::engine::Accumulate>(e: E, test: &str) {
+fn enrolled_defaults_with_planned_parameters<E: secagg_engine::Accumulate>(e: E, test: &str) {
     let n = 100;
     let (seed, b) = base(test, n, 64);
     let policy = ClientPolicy::enrolled(sim::sim_ca(seed).public());
@@ -472,7 +472,7 @@ fn a_dealer_too_few_neighbours_can_rebuild_is_left_out_of_the_sum() {
             .filter(|d| {
                 matches!(
                     d.reason,
-                    secagg::host::DropReason::Misbehaved(ProtocolError::UnrecoverableDealer { .. })
+                    secagg_host::DropReason::Misbehaved(ProtocolError::UnrecoverableDealer { .. })
                 )
             })
             .map(|d| d.client)
@@ -570,8 +570,8 @@ fn a_round_is_the_same_on_one_thread_as_on_three() {
 /// bytes are still counted per receiver, and the round still sums exactly.
 #[test]
 fn every_client_gets_one_shared_copy_of_each_list() {
-    use secagg::host::messages::ServerMessage;
-    use secagg::host::sim::{Network, Tamper};
+    use secagg_host::messages::ServerMessage;
+    use secagg_host::sim::{Network, Tamper};
     use std::sync::Arc;
 
     /// Keeps every list delivered (alive, so no two can share an address), by kind.
@@ -582,7 +582,7 @@ fn every_client_gets_one_shared_copy_of_each_list() {
         fn delivered(
             &mut self,
             _to: ClientId,
-            envelope: &secagg::host::messages::Envelope<ServerMessage>,
+            envelope: &secagg_host::messages::Envelope<ServerMessage>,
         ) {
             let kind = match &envelope.message {
                 ServerMessage::Cohort(_) => "cohort",
@@ -631,7 +631,7 @@ fn every_client_gets_one_shared_copy_of_each_list() {
     let mut lists = Lists::default();
     let mut net = Network::new(server, clients);
     let status = net.run(&mut lists, &|_| {}).unwrap();
-    assert_eq!(status, secagg::host::ServerStatus::Completed);
+    assert_eq!(status, secagg_host::ServerStatus::Completed);
     let out = net.server().output().unwrap();
     assert_eq!(out.sum[..], want[..round.params()]);
     assert_eq!(out.total_weight, u64::from(want[round.params()]));
