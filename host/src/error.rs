@@ -171,6 +171,18 @@ pub enum CodecError {
     },
 }
 
+/// A packed run off the format ([`secagg_engine::packed`]) is an invalid packed vector on the
+/// wire: what the codec's checks and
+/// [`PackedVector::unpack`](crate::messages::PackedVector::unpack) report.
+impl From<secagg_engine::packed::PackedError> for CodecError {
+    fn from(e: secagg_engine::packed::PackedError) -> Self {
+        CodecError::Invalid {
+            field: "packed vector",
+            why: e.to_string(),
+        }
+    }
+}
+
 /// A cryptographic check that failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

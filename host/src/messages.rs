@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use secagg_engine::packed::{self, PackedError};
+use secagg_engine::packed;
 
 use crate::crypto::PublicKeys;
 use crate::error::CodecError;
@@ -293,17 +293,6 @@ impl PackedVector {
             packed::unpack(&r.bytes, self.bits, &mut out[r.offset..r.offset + r.count])?;
         }
         Ok(out)
-    }
-}
-
-/// A packed run off the format ([`secagg_engine::packed`]) is an invalid packed vector on the
-/// wire: what the codec's checks and [`PackedVector::unpack`] report.
-impl From<PackedError> for CodecError {
-    fn from(e: PackedError) -> Self {
-        CodecError::Invalid {
-            field: "packed vector",
-            why: e.to_string(),
-        }
     }
 }
 
