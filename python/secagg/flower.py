@@ -54,6 +54,14 @@ The workflow takes Flower's keyword arguments with their meaning (``num_shares``
   is trusted to follow the protocol, not to see any single update — and warns that it
   does, on the server and on every node (a ``logging`` WARNING).
 
+Both take ``dp=`` (a :class:`secagg.DpSpec`): distributed differential privacy under the
+masks. Each node clips its model update (its reply less the model it was sent), rotates,
+rounds and adds Skellam noise sized so that the round's honest survivors alone (T − c, at
+most k − t + 2 against a semi-malicious server) meet the target, and refuses noise sized
+for more than its policy guarantees; each released round's :class:`secagg.PrivacyEvent`
+goes to ``privacy_events`` and ``on_privacy`` (``event.to_flower()``: a Gaussian event for
+Flower's accountant that bounds it).
+
 A mismatch — our workflow or wrapper with Flower's mod or with no mod, Flower's workflow or
 an unwrapped strategy with our mod, two secagg versions — fails at the first stage with an
 error that says which side runs what; it never yields a sum, and a node that runs the mod
