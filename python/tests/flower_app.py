@@ -820,7 +820,7 @@ class DpCapturing(FedAvg):
 
 
 def make_dp_apps(nodes: int, params: int, rounds: int, seed: int, dp, mod_kwargs=None,
-                 **workflow_kwargs):
+                 num_shares=None, threshold=None, **workflow_kwargs):
     """A legacy app over `rounds` rounds with secagg's workflow under `dp`; each event the
     workflow hands the app (`on_privacy`) goes to CAPTURED["events"]."""
     from secagg.flower import SecAggPlusWorkflow, make_secaggplus_mod, secaggplus_mod
@@ -845,7 +845,8 @@ def make_dp_apps(nodes: int, params: int, rounds: int, seed: int, dp, mod_kwargs
                                strategy=strategy)
         CAPTURED["events"] = []
         fit = SecAggPlusWorkflow(
-            num_shares=nodes - 1, reconstruction_threshold=max(2, nodes // 2), dp=dp,
+            num_shares=num_shares or nodes - 1,
+            reconstruction_threshold=threshold or max(2, nodes // 2), dp=dp,
             on_privacy=CAPTURED["events"].append, **workflow_kwargs,
         )
         CAPTURED["workflow"] = fit

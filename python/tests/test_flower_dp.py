@@ -182,3 +182,32 @@ def test_a_node_refuses_noise_that_assumes_more_honest_survivors(fa):
     for f in failed:
         assert "PolicyError" in f["reason"] and "sized for 4" in f["reason"], f["reason"]
         assert "PanicException" not in f["reason"]
+
+
+def test_enrolled_nodes_size_the_noise_for_k_minus_t_plus_2(fa, tmp_path, monkeypatch):
+    # Against a semi-malicious server (enrolled nodes) a released sum may hold as few as
+    # k − t + 2 honest inputs: with k = 6 and t = 5 that is 3, below T − c = 5 − 1, and the
+    # noise is sized for 3; the nodes' policies (which guarantee 3) accept it.
+    from test_flower import make_pki
+
+    from secagg import DpSpec
+
+    seed = seed_of("enrolled dp")
+    make_pki(tmp_path, monkeypatch, "0..10")
+    nodes, params = 10, 256
+    ca = f"{tmp_path}/ca/ca.pub"
+    server_app, client_app = fa.make_dp_apps(
+        nodes, params, 1, seed, DpSpec(noise=0.05, clip=1.0), num_shares=7, threshold=5,
+        mod_kwargs={"identity": fa.enrolled_files, "ca": ca, "min_cohort": 3}, ca=ca,
+        colluders=1)
+    cap = fa.simulate(server_app, client_app, nodes)
+    stats = cap["workflow"].last_round
+    assert (stats.neighbors, stats.threshold) == (6, 5), (stats.neighbors, stats.threshold)
+    [event] = cap["events"]
+    assert event.honest_survivors == min(5 - 1, 6 - 5 + 2) == 3
+    assert event.inputs_in_sum == nodes == stats.included
+    [r] = cap["rounds"]
+    reference = np.mean([fa.clipped(fa.dp_delta(seed, p, params), 1.0) for p in range(nodes)],
+                        axis=0)
+    error = flat(r["parameters"]) - flat(r["sent"]) - reference
+    check_noise([error], [reference], [event], params)
