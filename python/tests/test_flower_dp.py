@@ -64,7 +64,8 @@ def cli_plan(**kw):
     eps = float(re.search(r"ε spent: ([0-9.]+) at", out).group(1))
     mu = float(re.search(r"μ_c = ([0-9.]+)", out).group(1))
     scale = float(re.search(r"scale s = ([0-9.]+)", out).group(1))
-    h = int(re.search(r"noise sized for h = .*?(\d+) honest", out).group(1))
+    # "h = T - c = 4 - 1 = 3" (or "h = k - t + 2 = ..."), worded around in either order.
+    h = int(re.search(r"h = (?:T - c|k - t \+ 2) = [-+\d ]*?= (\d+)", out).group(1))
     return eps, mu, scale, h
 
 
