@@ -738,3 +738,31 @@ fn a_journal_written_by_the_python_binding_still_restores() {
     );
     assert!(client.poll_transmit().is_none());
 }
+
+#[test]
+fn a_dp_round_client_snapshots_and_restores() {
+    // A DP round's welcome carries the DP setting (longer than a plain round's): the
+    // journal holds it, and a client restored from its snapshot is in the same round.
+    let mut rng = Rng20::seed_from_u64(test_seed("a_dp_round_client_snapshots_and_restores"));
+    let dp = secagg_host::dp::DpConfig {
+        clip: 1.0,
+        scale: 64.0,
+        noise: 100.0,
+        honest: 2,
+        beta: 0.0,
+    };
+    let config = RoundConfig::builder(4, 16)
+        .neighbors(3)
+        .threshold(3)
+        .bits(20)
+        .dp(Some(dp))
+        .build()
+        .unwrap();
+    let welcome = codec::encode_welcome(&config);
+    assert!(welcome.len() > codec::WELCOME_LEN);
+    let me = ClientIdentity::self_asserted(ClientId(0), IdentityKey::generate(&mut rng));
+    let client = Jc::new(me, &welcome, policy(), CpuEngine::new(), &mut rng).unwrap();
+    let restored = Jc::restore(&client.snapshot(), policy(), CpuEngine::new()).unwrap();
+    assert_eq!(restored.client().config().dp(), Some(dp));
+    assert_eq!(restored.client().config(), client.client().config());
+}

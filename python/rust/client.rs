@@ -237,7 +237,10 @@ impl Client {
     /// Sets the update (float32, one value per parameter) and its integer weight. It is
     /// clipped to the round's range (values outside are counted and reported back), quantized
     /// with stochastic rounding and multiplied by the weight. Returns how many values were
-    /// clipped.
+    /// clipped. In a DP round the update goes through the DP pipeline instead (rotation, L2
+    /// clip, scaling, conditional stochastic rounding, weight, Skellam noise: see the README),
+    /// and the return is 1 when its L2 norm exceeded the clip (the whole vector was scaled
+    /// down), else 0.
     #[pyo3(signature = (update, weight=1))]
     fn set_input(
         &mut self,
@@ -263,11 +266,20 @@ impl Client {
             )
         })?;
         self.record_next_step(py)?;
-        let clip = self.inner.client().config().quantization().clip;
+        let config = self.inner.client().config();
+        let clip = config.quantization().clip;
+        let dp_clip = config.dp().map(|dp| f64::from(dp.clip));
         let inner = &mut self.inner;
         py.detach(|| {
             errors::guard(|| {
-                let clipped = values.iter().filter(|v| v.abs() > clip).count();
+                let clipped = match dp_clip {
+                    // A DP round clips the whole vector to an L2 norm: 1 when it was scaled.
+                    Some(c) => {
+                        let norm_sq: f64 = values.iter().map(|v| f64::from(*v).powi(2)).sum();
+                        usize::from(norm_sq.sqrt() > c)
+                    }
+                    None => values.iter().filter(|v| v.abs() > clip).count(),
+                };
                 inner.set_input(values, weight).map_err(errors::client)?;
                 Ok(clipped)
             })

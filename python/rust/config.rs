@@ -10,7 +10,7 @@ use secagg_host::codec;
 use secagg_host::identity::{CaPublicKey, Certificate, IdentityKey};
 use secagg_host::plan::{Adversary, PlanRequest};
 use secagg_host::policy::Trust;
-use secagg_host::{ClientId, ClientIdentity, ClientPolicy, Quantization};
+use secagg_host::{ClientId, ClientIdentity, ClientPolicy, PrivacyFloor, Quantization};
 
 use crate::errors::{self, ConfigError, PlanError};
 
@@ -49,7 +49,7 @@ impl RoundConfig {
     #[new]
     #[pyo3(signature = (clients, params, *, neighbors=None, threshold=None, min_survivors=None,
         bits=32, prg="chacha20", clip=1.0, levels=None, max_weight=1, round_id=None,
-        stage_timeout=30.0, context=None))]
+        stage_timeout=30.0, context=None, dp=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         clients: usize,
@@ -65,6 +65,7 @@ impl RoundConfig {
         round_id: Option<u64>,
         stage_timeout: f64,
         context: Option<&[u8]>,
+        dp: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         if !(stage_timeout.is_finite() && stage_timeout > 0.0) {
             return Err(ConfigError::new_err(format!(
@@ -112,6 +113,9 @@ impl RoundConfig {
                 levels,
                 max_weight,
             });
+        }
+        if let Some(dp) = dp.filter(|d| !d.is_none()) {
+            b = b.dp(Some(crate::dp::dp_from_dict(&dp)?));
         }
         b.build()
             .map(|inner| Self { inner })
@@ -183,6 +187,14 @@ impl RoundConfig {
     fn context<'py>(&self, py: Python<'py>) -> Bound<'py, pyo3::types::PyBytes> {
         pyo3::types::PyBytes::new(py, self.inner.context())
     }
+    /// The round's distributed DP setting (clip, scale, noise, honest, beta), or None.
+    #[getter]
+    fn dp<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        self.inner
+            .dp()
+            .map(|dp| crate::dp::dp_to_dict(py, &dp))
+            .transpose()
+    }
     /// Whether every client is every other's neighbour (classic SecAgg).
     #[getter]
     fn complete_graph(&self) -> bool {
@@ -222,7 +234,7 @@ impl Policy {
     #[new]
     #[pyo3(signature = (*, adversary="semi-malicious", colluders=secagg_host::policy::DEFAULT_COLLUDERS, dropout=0.1,
         security_bits=40, min_cohort=10, bits=(1, 32), prgs=vec!["chacha20".to_string(), "chacha12".to_string()],
-        ca=None, context=None, epoch_secs=secagg_host::policy::DEFAULT_EPOCH_SECS))]
+        ca=None, context=None, epoch_secs=secagg_host::policy::DEFAULT_EPOCH_SECS, privacy=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         adversary: &str,
@@ -235,6 +247,7 @@ impl Policy {
         ca: Option<PathBuf>,
         context: Option<&[u8]>,
         epoch_secs: u64,
+        privacy: Option<(f64, f64)>,
     ) -> PyResult<Self> {
         let trust = match ca {
             Some(path) => Trust::Enrolled(CaPublicKey::load(&path).map_err(errors::identity)?),
@@ -255,7 +268,7 @@ impl Policy {
             context: context_bytes(context)?,
             epoch_secs,
             now: None,
-            privacy: None,
+            privacy: privacy.map(|(epsilon, delta)| PrivacyFloor { epsilon, delta }),
         }
         .at_system_time();
         inner.validate().map_err(errors::policy)?;
@@ -277,6 +290,21 @@ impl Policy {
     #[getter]
     fn colluders(&self) -> usize {
         self.inner.colluders
+    }
+    /// The most ε (at its δ) one round may cost this client, as (epsilon, delta), or None.
+    #[getter]
+    fn privacy(&self) -> Option<(f64, f64)> {
+        self.inner.privacy.map(|f| (f.epsilon, f.delta))
+    }
+
+    /// The honest inputs this policy guarantees in any released sum holding this client's
+    /// input, for `config`'s round: what a DP round's noise may be sized for at most.
+    fn honest_survivors(&self, config: &RoundConfig) -> PyResult<usize> {
+        let colluders = self
+            .inner
+            .colluders_for(&config.inner)
+            .map_err(errors::policy)?;
+        Ok(self.inner.honest_survivors(&config.inner, colluders))
     }
 
     /// Checks a configuration against this policy; raises `PolicyError` naming the bound it

@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 mod binding;
 mod client;
 mod config;
+mod dp;
 mod errors;
 mod server;
 mod sim;
@@ -24,6 +25,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<server::Server>()?;
     m.add_function(wrap_pyfunction!(config::plan, m)?)?;
     m.add_function(wrap_pyfunction!(sim::simulate, m)?)?;
+    m.add_function(wrap_pyfunction!(dp::plan_dp, m)?)?;
+    m.add_function(wrap_pyfunction!(dp::honest_survivors, m)?)?;
+    m.add_function(wrap_pyfunction!(dp::privacy_event, m)?)?;
+    m.add_function(wrap_pyfunction!(dp::privacy_spent, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -13,7 +13,9 @@ Three ways in:
   wire format as the TCP transport, so any transport can carry a round (a client that
   must be rebuilt between messages keeps its step counter in a :class:`StepStore`, or any
   mapping kept where its keys live, so that an old snapshot cannot be resumed);
-* :func:`simulate` and :func:`plan` mirror ``secagg simulate`` and ``secagg plan``.
+* :func:`simulate` and :func:`plan` mirror ``secagg simulate`` and ``secagg plan``;
+  :func:`plan_dp` its DP plan, and :class:`PrivacyEvent` a DP round's privacy cost
+  (:mod:`secagg.dp`).
 
 Every error is a subclass of :class:`SecaggError`; heavy calls release the GIL.
 """
@@ -47,6 +49,8 @@ from ._native import (
 from ._native import plan as _plan
 from ._native import simulate as _simulate
 from .steps import StepStore
+from .dp import DpPlan, DpSpec, PrivacyEvent, honest_survivors, plan_dp, privacy_spent
+from .dp import __all__ as _dp_names
 
 __all__ = [
     "Client",
@@ -73,6 +77,7 @@ __all__ = [
     "JournalError",
     "StaleSnapshotError",
     "__version__",
+    *(name for name in _dp_names if name != "INTEGER_ORDERS"),
 ]
 
 

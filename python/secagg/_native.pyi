@@ -1,7 +1,7 @@
 """Type stubs of secagg's Rust core (``secagg._native``)."""
 
 from os import PathLike
-from typing import Dict, List, MutableMapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, MutableMapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +41,7 @@ class RoundConfig:
         round_id: Optional[int] = None,
         stage_timeout: float = 30.0,
         context: Optional[bytes] = None,
+        dp: Optional[Mapping[str, float]] = None,
     ) -> None: ...
     @staticmethod
     def from_welcome(welcome: bytes) -> RoundConfig: ...
@@ -73,6 +74,9 @@ class RoundConfig:
     def context(self) -> bytes: ...
     @property
     def complete_graph(self) -> bool: ...
+    @property
+    def dp(self) -> Optional[Dict[str, float]]:
+        """The distributed-DP setting (clip, scale, noise, honest, beta), or None."""
 
 class Policy:
     """A client's own floors, checked against every round before anything is sent."""
@@ -90,6 +94,7 @@ class Policy:
         ca: Optional[_Path] = None,
         context: Optional[bytes] = None,
         epoch_secs: int = 3600,
+        privacy: Optional[Tuple[float, float]] = None,
     ) -> None: ...
     @property
     def adversary(self) -> str: ...
@@ -99,6 +104,11 @@ class Policy:
     def min_cohort(self) -> int: ...
     @property
     def colluders(self) -> int: ...
+    @property
+    def privacy(self) -> Optional[Tuple[float, float]]: ...
+    def honest_survivors(self, config: RoundConfig) -> int:
+        """The honest inputs this policy guarantees in a released sum of ``config``'s
+        round: the most a DP round's noise may be sized for."""
     def check(self, config: RoundConfig) -> None: ...
 
 class Identity:
@@ -217,3 +227,10 @@ def simulate(
     max_weight: int = 1,
     seed: Optional[int] = None,
 ) -> Dict[str, object]: ...
+
+def plan_dp(params: int, clients: int, honest: int, **request: object) -> Dict[str, object]:
+    """The DP plan as a dict (see ``secagg.plan_dp``)."""
+def honest_survivors(clients: int, neighbors: int, threshold: int, **round: object) -> int:
+    """See ``secagg.honest_survivors``."""
+def privacy_event(config: RoundConfig, *, delta: float) -> Dict[str, object]: ...
+def privacy_spent(configs: Sequence[RoundConfig], *, delta: float) -> Tuple[float, int]: ...

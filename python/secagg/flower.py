@@ -54,6 +54,14 @@ The workflow takes Flower's keyword arguments with their meaning (``num_shares``
   is trusted to follow the protocol, not to see any single update — and warns that it
   does, on the server and on every node (a ``logging`` WARNING).
 
+Both take ``dp=`` (a :class:`secagg.DpSpec`): distributed differential privacy under the
+masks. Each node clips its model update (its reply less the model it was sent), rotates,
+rounds and adds Skellam noise sized so that the round's honest survivors alone (T − c, at
+most k − t + 2 against a semi-malicious server) meet the target, and refuses noise sized
+for more than its policy guarantees; each released round's :class:`secagg.PrivacyEvent`
+goes to ``privacy_events`` and ``on_privacy`` (``event.to_flower()``: a Gaussian event for
+Flower's accountant that bounds it).
+
 A mismatch — our workflow or wrapper with Flower's mod or with no mod, Flower's workflow or
 an unwrapped strategy with our mod, two secagg versions — fails at the first stage with an
 error that says which side runs what; it never yields a sum, and a node that runs the mod
@@ -89,6 +97,9 @@ from . import (
 )
 from . import plan as _plan
 from . import __all__ as _package_names
+from .dp import DpPlan, DpSpec, PrivacyEvent
+from .dp import honest_survivors as _honest_survivors
+from .dp import plan_dp as _plan_dp
 
 try:  # Flower is an optional extra: pip install "secagg[flower]"
     from flwr.app import (
@@ -808,6 +819,10 @@ def _train_and_set_input(
     ours = msg.content.config_records[RECORD]
     api, weight_key = _check_instructions(msg, ours, client)
     layout = message_layout(msg.content)[1] if api == MESSAGE_API else []
+    config = client.config
+    dp = config.dp
+    # A DP round clips and noises the model update: the reply less the model sent.
+    model = _instructions_flat(msg.content, api, layout) if dp is not None else None
     del msg.content[RECORD]  # the app sees the strategy's instructions, nothing of ours
     try:
         out_msg = call_next(msg, ctxt)
@@ -816,11 +831,13 @@ def _train_and_set_input(
     if out_msg.has_error():
         raise RuntimeError(f"secagg: the app's training failed: {out_msg.error.reason}")
     content = out_msg.content
-    config = client.config
+    # An unweighted DP round (max_weight 1) masks weight 1 whatever the app counts.
+    unweighted = dp is not None and config.max_weight == 1
+    bound = _ANY_WEIGHT if unweighted else config.max_weight
     if api == MESSAGE_API:
-        flat, weight = _message_update(content, layout, weight_key, config.max_weight)
+        flat, weight = _message_update(content, layout, weight_key, bound)
     else:
-        flat, weight = _legacy_update(content, config.max_weight)
+        flat, weight = _legacy_update(content, bound)
     if flat.size != config.params:
         raise ProtocolError(
             f"secagg: the app returned {flat.size} parameters, the round aggregates "
@@ -828,12 +845,28 @@ def _train_and_set_input(
         )
     if not np.all(np.isfinite(flat)):
         raise TrainReplyError("secagg: the app's update holds NaN or infinite values")
+    if model is not None:
+        if model.size != flat.size:
+            raise ProtocolError(
+                f"secagg: the model sent holds {model.size} values, the app returned {flat.size}"
+            )
+        flat = flat - model
+        if unweighted:
+            weight = 1
     context = client.config.context
     if not masking.allow_remask:
         _refuse_repeat(masking.store, context, masking.who)
     masking.store[_masked_key(context, masking.who)] = 1
-    clipped = client.set_input(np.ascontiguousarray(flat), weight)
-    if clipped:
+    clipped = client.set_input(np.ascontiguousarray(flat, dtype=np.float32), weight)
+    if dp is not None:
+        if clipped:
+            log.info(
+                "secagg: this node's model update has L2 norm %g, above the DP clip %g: "
+                "scaled down to it before the noise",
+                float(np.linalg.norm(flat)),
+                dp["clip"],
+            )
+    elif clipped:
         log.warning(
             "secagg: %d of %d values lie outside the clipping range [-%g, %g] (largest "
             "|x| = %g) and were clipped; raise clipping_range on the server if that is "
@@ -847,6 +880,28 @@ def _train_and_set_input(
     for record in content.array_records.values():
         record.clear()
     return content
+
+
+#: The weight bound of an unweighted DP round's replies (their counts are not masked).
+_ANY_WEIGHT = 2**32 - 1
+
+
+def _instructions_flat(content: RecordDict, api: str, layout: Layout) -> np.ndarray:
+    """The model in a round's fit instructions as one float32 vector, in the order the
+    node flattens its reply (the legacy FitIns parameters, or the Message-API ArrayRecord
+    in ``layout``'s order)."""
+    if api == MESSAGE_API:
+        [record] = list(content.array_records.values())
+        parts = [
+            np.asarray(record[key].numpy(), dtype=np.float32).reshape(-1) for key, _, _ in layout
+        ]
+    else:
+        fitins = compat.recorddict_to_fitins(content, keep_input=True)
+        parts = [
+            np.asarray(a, dtype=np.float32).reshape(-1)
+            for a in parameters_to_ndarrays(fitins.parameters)
+        ]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
 #: The drop-in for :func:`flwr.client.mod.secaggplus_mod` (default policy).
@@ -882,6 +937,8 @@ class RoundStats:
     """Clients the server dropped: client, stage, reason."""
     failed: List[Dict[str, object]] = field(default_factory=list)
     """Nodes that answered a stage with an error, or were refused: node, stage, reason."""
+    privacy: Optional[PrivacyEvent] = None
+    """A released DP round's privacy event (``dp=``), else None."""
 
 
 def _bits_needed(n: int, levels: int, max_weight: int) -> int:
@@ -919,6 +976,23 @@ class SecAggPlusWorkflow:
     the nodes' policies hold; by default ``ceil(corrupt x n)`` with ``corrupt`` = 5% of the
     nodes sampled, at least one): the parameters are checked, and an insecure
     ``num_shares`` raised, for that many colluders in the round.
+
+    ``dp`` (a :class:`secagg.DpSpec`, or a dict of its fields) runs distributed
+    differential privacy under the masks: each round, the server plans the noise for the
+    round's n, k, t and colluders — sized so that the honest survivors alone (T − c, and
+    at most k − t + 2 against a semi-malicious server) meet the target, never the
+    expected n — and every node clips its model update (its reply less the model it was
+    sent) to ``dp.clip`` in L2, rotates, rounds and adds its Skellam noise before masking;
+    a node whose policy guarantees fewer honest survivors than the noise assumes refuses
+    the round (``PolicyError``). The strategy receives the model plus the noisy mean of the
+    clipped updates (unweighted unless ``dp.weighted``; then the weights are exact and the
+    noise is sized for ``max_weight``). ``clipping_range``, ``quantization_range`` and
+    ``modulus_range`` do not apply (the plan chooses the modulus unless ``dp.bits``).
+    Each released round's :class:`secagg.PrivacyEvent` (ε of the round and composed over
+    the released rounds, the noise, the sensitivities, the RDP curve; ``to_flower()`` for
+    Flower's accountant) is appended to :attr:`privacy_events`, set on
+    ``last_round.privacy`` and passed to ``on_privacy(event)`` when given. A round that
+    is not released spends nothing and records no event.
     """
 
     def __init__(
@@ -937,6 +1011,8 @@ class SecAggPlusWorkflow:
         corrupt: float = 0.05,
         colluders: Optional[int] = None,
         ca: Optional[str] = None,
+        dp: Union[DpSpec, Dict[str, object], None] = None,
+        on_privacy: Optional[Callable[[PrivacyEvent], None]] = None,
     ) -> None:
         # Flower reads an int 1 as the fraction 1.0 (all clients).
         if num_shares == 1 and isinstance(num_shares, int):
@@ -999,6 +1075,14 @@ class SecAggPlusWorkflow:
         self.ca = None if ca is None else str(ca)
         self.adversary = "curious" if ca is None else "semi-malicious"
         self.last_round: Optional[RoundStats] = None
+        self.dp = DpSpec.of(dp)
+        if on_privacy is not None and not callable(on_privacy):
+            raise TypeError("on_privacy must be a function of a secagg.PrivacyEvent")
+        self.on_privacy = on_privacy
+        #: Each released DP round's privacy event, in order.
+        self.privacy_events: List[PrivacyEvent] = []
+        #: The configurations of the released DP rounds (their RDP composes).
+        self._released: List[RoundConfig] = []
         self._warned_curious = False
         #: Enrolled rounds: the client id each node proved, for the workflow's life.
         self._client_of_node: Dict[int, int] = {}
@@ -1092,6 +1176,35 @@ class SecAggPlusWorkflow:
             )
             levels = fit
         return bits, levels, w
+
+    def _plan_privacy(self, n: int, k: int, t: int, params: int) -> Tuple[DpPlan, int]:
+        """The DP plan of a round of ``n`` nodes with graph (k, t), its noise resting on
+        the honest survivors alone, and the round's weight bound."""
+        spec = cast(DpSpec, self.dp)
+        honest = _honest_survivors(
+            n, k, t, colluders=self._colluders(n), adversary=self.adversary
+        )
+        w = int(self.max_weight) if spec.weighted else 1
+        plan = _plan_dp(
+            params,
+            n,
+            honest,
+            epsilon=spec.epsilon,
+            noise=spec.noise,
+            delta=spec.delta,
+            rounds=spec.rounds,
+            clip=spec.clip,
+            beta=spec.beta,
+            bits=spec.bits,
+            max_weight=w,
+            survivors=max(1, n - math.ceil(self.dropout * n)),
+        )
+        return plan, w
+
+    @property
+    def privacy_spent(self) -> float:
+        """ε at ``dp.delta`` over every released round so far (0 before any)."""
+        return self.privacy_events[-1].cumulative_epsilon if self.privacy_events else 0.0
 
     # -- enrolled nodes ----------------------------------------------------------------
 
@@ -1211,7 +1324,12 @@ class SecAggPlusWorkflow:
             log.error("secagg: a round needs at least 3 sampled clients, got %d", n)
             return None
         k, t = self._graph(n)
-        bits, levels, w = self._quantization(n)
+        planned: Optional[DpPlan] = None
+        if self.dp is None:
+            bits, levels, w = self._quantization(n)
+        else:
+            planned, w = self._plan_privacy(n, k, t, params)
+            bits, levels = planned.bits, 2
         # Every node trains on the same instructions, and the round context binds them: a
         # node sent others refuses to train (FitInstructionsError).
         digests_of: Dict[int, Tuple[bytes, bytes]] = {}
@@ -1235,11 +1353,12 @@ class SecAggPlusWorkflow:
             threshold=t,
             bits=bits,
             prg=self.prg,
-            clip=float(self.clipping_range),
+            clip=float(self.clipping_range if self.dp is None else self.dp.clip),
             levels=levels,
             max_weight=w,
             stage_timeout=float(timeout) if timeout else 3600.0,
             context=digest,
+            dp=None if planned is None else planned.dp,
         )
         server = Server(config, backend=self.backend, ca=self.ca)
         stats = RoundStats(
@@ -1271,6 +1390,21 @@ class SecAggPlusWorkflow:
             if self.ca is None
             else "semi-malicious server protocol: clients enrolled by the given CA",
         )
+        if planned is not None:
+            log.info(
+                "secagg: round %d under distributed DP: noise sized for %d honest survivors "
+                "alone (colluders %d), σ = %.4g on the sum, s = %.4g, b = %d; ε %.4g at δ = %g "
+                "over %d rounds as planned",
+                current_round,
+                int(planned.dp["honest"]),
+                self._colluders(n),
+                planned.noise_std,
+                planned.dp["scale"],
+                planned.bits,
+                planned.epsilon,
+                planned.delta,
+                planned.rounds,
+            )
         node_of = {i: nid for i, nid in enumerate(nodes)}
         id_of = {nid: i for i, nid in node_of.items()}
         welcome = server.welcome()
@@ -1443,7 +1577,50 @@ class SecAggPlusWorkflow:
         outcome.result = server.result()
         outcome.included = sorted(node_of[i] for i in outcome.result["included"])
         stats.included = len(outcome.included)
+        if planned is not None:
+            self._released_round(config, planned, current_round, outcome, instructions_of, reading)
         return outcome
+
+    def _released_round(
+        self,
+        config: RoundConfig,
+        planned: DpPlan,
+        current_round: int,
+        outcome: "_Outcome",
+        instructions_of: Dict[int, RecordDict],
+        reading: "_Reading",
+    ) -> None:
+        """A DP round's sum was released: its mean (of the model updates) goes back on the
+        model sent, and its privacy event is recorded and handed to the app."""
+        result = cast(Dict[str, object], outcome.result)
+        content = next(iter(instructions_of.values()))
+        layout = message_layout(content)[1] if reading.api == MESSAGE_API else []
+        model = _instructions_flat(content, reading.api, layout)
+        result["mean"] = (cast(np.ndarray, result["mean"]) + model).astype(np.float32)
+        spec = cast(DpSpec, self.dp)
+        event = PrivacyEvent.of(
+            config,
+            delta=spec.delta,
+            server_round=current_round,
+            inputs_in_sum=len(cast(list, result["included"])),
+            total_weight=int(cast(int, result["total_weight"])),
+            earlier=self._released,
+            planned=planned,
+        )
+        self._released.append(config)
+        self.privacy_events.append(event)
+        outcome.stats.privacy = event
+        log.info(
+            "secagg: round %d released under DP: ε %.4g this round, %.4g over %d released "
+            "rounds at δ = %g",
+            current_round,
+            event.epsilon,
+            event.cumulative_epsilon,
+            event.rounds_released,
+            event.delta,
+        )
+        if self.on_privacy is not None:
+            self.on_privacy(event)
 
 
 def _fitres(content: RecordDict, max_weight: int) -> FitRes:
@@ -1657,7 +1834,9 @@ class SecAggPlus(Strategy):
     Keyword arguments: those of :class:`SecAggPlusWorkflow` (Flower's ``num_shares``,
     ``reconstruction_threshold``, ``max_weight``, ``clipping_range``,
     ``quantization_range``, ``modulus_range``, ``timeout``; ours ``prg``, ``backend``,
-    ``dropout``, ``corrupt``, ``colluders``, ``ca``), with the same meaning; without
+    ``dropout``, ``corrupt``, ``colluders``, ``ca``, ``dp``, ``on_privacy``), with the same
+    meaning (``dp=``: distributed DP, each released round's event in
+    :attr:`privacy_events`); without
     ``num_shares`` and ``reconstruction_threshold`` the planner chooses them for the nodes
     sampled. With ``ca`` the nodes run enrolled (``make_secaggplus_mod(identity=...)``).
     """
@@ -1680,6 +1859,16 @@ class SecAggPlus(Strategy):
     def last_round(self) -> Optional[RoundStats]:
         """Figures of the last training round."""
         return self.workflow.last_round
+
+    @property
+    def privacy_events(self) -> List[PrivacyEvent]:
+        """Each released DP training round's privacy event (``dp=``), in order."""
+        return self.workflow.privacy_events
+
+    @property
+    def privacy_spent(self) -> float:
+        """ε at ``dp.delta`` over every released training round so far."""
+        return self.workflow.privacy_spent
 
     def summary(self) -> None:
         w = self.workflow
@@ -1800,7 +1989,9 @@ class SecAggPlus(Strategy):
                 )
                 mean = None
                 outcome.error = f"the nodes' stated weights ({weight_key!r}) add up to 0"
-            elif stated != outcome.result["total_weight"]:
+            elif stated != outcome.result["total_weight"] and (
+                self.workflow.dp is None or self.workflow.dp.weighted
+            ):
                 log.warning(
                     "secagg: the nodes in the sum state weights (%r) that add up to %s, but "
                     "their masked weights add up to %s: the strategy's metrics are "

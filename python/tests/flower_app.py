@@ -765,3 +765,91 @@ def run(kind: str, nodes: int, **kwargs):
     else:
         server_app, client_app = make_apps(kind, nodes, **kwargs)
     return simulate(server_app, client_app, nodes)
+
+
+# --------------------------------------------------------------------------------------
+# Distributed DP (dp=): nodes whose model update is a fixed function of their partition
+# --------------------------------------------------------------------------------------
+
+
+def dp_delta(seed: int, partition: int, params: int) -> np.ndarray:
+    """Node `partition`'s model update in a DP run: a random direction whose L2 norm is
+    0.5 to 2 (about half the nodes above a clip of 1)."""
+    rng = np.random.default_rng([seed, partition, 77])
+    v = rng.normal(size=params)
+    return (v / np.linalg.norm(v) * rng.uniform(0.5, 2.0)).astype(np.float32)
+
+
+def clipped(v: np.ndarray, clip: float) -> np.ndarray:
+    """`v` scaled to L2 norm at most `clip` (float64): the independent reference."""
+    v = np.asarray(v, dtype=np.float64)
+    norm = float(np.linalg.norm(v))
+    return v if norm <= clip else v * (clip / norm)
+
+
+class DpNode(NumPyClient):
+    """Returns the model it was sent plus its fixed update (`dp_delta`)."""
+
+    def __init__(self, seed: int, partition: int, params: int):
+        self.seed, self.partition, self.params = seed, partition, params
+
+    def fit(self, parameters, config):
+        flat = np.concatenate([a.reshape(-1) for a in parameters]).astype(np.float32)
+        new = flat + dp_delta(self.seed, self.partition, self.params)
+        out, offset = [], 0
+        for a in parameters:
+            out.append(new[offset: offset + a.size].reshape(a.shape))
+            offset += a.size
+        return out, examples_of(self.partition), {}
+
+
+class DpCapturing(FedAvg):
+    """Records every round's aggregate (`CAPTURED["rounds"]`: round, parameters sent,
+    parameters aggregated, results)."""
+
+    def configure_fit(self, server_round, parameters, client_manager):
+        CAPTURED.setdefault("sent", {})[server_round] = parameters
+        return super().configure_fit(server_round, parameters, client_manager)
+
+    def aggregate_fit(self, server_round, results, failures):
+        out = super().aggregate_fit(server_round, results, failures)
+        CAPTURED.setdefault("rounds", []).append({
+            "round": server_round, "sent": CAPTURED["sent"][server_round],
+            "parameters": out[0], "results": len(results)})
+        return out
+
+
+def make_dp_apps(nodes: int, params: int, rounds: int, seed: int, dp, mod_kwargs=None,
+                 num_shares=None, threshold=None, **workflow_kwargs):
+    """A legacy app over `rounds` rounds with secagg's workflow under `dp`; each event the
+    workflow hands the app (`on_privacy`) goes to CAPTURED["events"]."""
+    from secagg.flower import SecAggPlusWorkflow, make_secaggplus_mod, secaggplus_mod
+
+    mod = make_secaggplus_mod(**mod_kwargs) if mod_kwargs else secaggplus_mod
+
+    def client_fn(context: Context):
+        return DpNode(seed, int(context.node_config["partition-id"]), params).to_client()
+
+    client_app = ClientApp(client_fn=client_fn, mods=[mod])
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid, context: Context) -> None:
+        initial = [np.zeros(s, dtype=np.float32) for s in shapes(params)]
+        strategy = DpCapturing(
+            fraction_fit=1.0, min_fit_clients=nodes, min_available_clients=nodes,
+            fraction_evaluate=0.0, min_evaluate_clients=0,
+            initial_parameters=ndarrays_to_parameters(initial),
+        )
+        legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=rounds),
+                               strategy=strategy)
+        CAPTURED["events"] = []
+        fit = SecAggPlusWorkflow(
+            num_shares=num_shares or nodes - 1,
+            reconstruction_threshold=threshold or max(2, nodes // 2), dp=dp,
+            on_privacy=CAPTURED["events"].append, **workflow_kwargs,
+        )
+        CAPTURED["workflow"] = fit
+        DefaultWorkflow(fit_workflow=fit)(grid, legacy)
+
+    return server_app, client_app

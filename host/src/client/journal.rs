@@ -36,7 +36,7 @@
 //! ```text
 //! "SAJ2" | name [16] | step u64 | seed [32] | id u32 | identity secret key [32] |
 //! certificate flag u8 (0 | 1, then len u32 (= 100), certificate [len]) |
-//! welcome len u32 (≤ WELCOME_LEN), welcome [len] | input sent u8 (0 | 1) |
+//! welcome len u32 (≤ WELCOME_MAX), welcome [len] | input sent u8 (0 | 1) |
 //! frames u32 (≤ MAX_FRAMES), frames × (len u32 (≤ the round's largest server frame), frame [len])
 //! ```
 //!
@@ -210,7 +210,7 @@ impl Journal {
         } else {
             None
         };
-        let len = r.len("welcome", codec::WELCOME_LEN)?;
+        let len = r.len("welcome", codec::WELCOME_MAX)?;
         let welcome = r.take("welcome", len)?.to_vec();
         let config = codec::decode_welcome(&welcome).map_err(JournalError::Welcome)?;
         let input_sent = r.flag("input")?;
