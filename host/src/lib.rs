@@ -71,6 +71,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod commit;
 pub mod config;
 mod credentials;
 pub mod crypto;

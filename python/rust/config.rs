@@ -254,6 +254,7 @@ impl Policy {
             trust,
             context: context_bytes(context)?,
             epoch_secs,
+            audit: secagg_host::policy::DEFAULT_AUDIT,
             now: None,
         }
         .at_system_time();

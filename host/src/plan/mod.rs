@@ -186,7 +186,7 @@ mod tails;
 mod tests;
 
 pub use check::{CheckError, Fix, check};
-pub use tails::colluders_in_cohort;
+pub use tails::{colluders_in_cohort, committee_quorum};
 
 use population::{Budget, Population};
 

@@ -1,13 +1,22 @@
-//! Stage 0 on the server: collect each client's commitment to its graph nonce.
+//! Stage 0 on the server: collect each client's advertisement — its round keys and its
+//! commitment to a graph nonce, signed — and check it on arrival: the encryption key is not of
+//! small order, the mask-agreement key σ·B passes the one rule for points (canonical, in the
+//! prime-order subgroup, not the identity; see [`crate::crypto::feldman::decode_points`]), the
+//! credential is a certificate from the deployment CA for the sender's id (when the round is
+//! enrolled), its selection ticket verifies and admits it (in a self-selected round), and the
+//! signature covers the round, the id, the keys and the commitment — so that one client's bad
+//! advertisement costs that client alone: a client aborts on any bad entry it is shown,
+//! because only the server could have let it through.
 //!
 //! The stage ends when n clients have joined, or at the deadline with at least the minimum, or
 //! as soon as every admitted client has joined when n were admitted and some of them were lost
 //! (dropped or gone before joining): a client that fails at the door costs the others nothing
 //! but its place, not a whole stage deadline.
-//! The server then fixes the cohort — every member's id and commitment — and sends it to every
-//! member. From here on the cohort only shrinks: a client outside it cannot advertise keys.
+//! The server then fixes the cohort — every member's advertisement, sorted by id, under one
+//! Merkle root — and sends each member the root and the proof of its own entry. From here on
+//! the cohort only shrinks: a client outside it cannot reveal a nonce.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,14 +24,19 @@ use secagg_engine::Accumulate;
 
 use super::r1_advertise_keys::ExpectKeys;
 use super::{Ctx, DropReason, Input, Roll, State};
-use crate::error::ProtocolError;
-use crate::messages::{ClientMessage, ServerMessage};
+use crate::commit::Cohort;
+use crate::credentials::identity_key;
+use crate::crypto::{ADVERTISE_DOMAIN, advertisement_message, is_low_order, masking_point};
+use crate::error::{AbortReason, CryptoError, PeerMisbehaved, ProtocolError};
+use crate::identity::IdentityPublicKey;
+use crate::messages::{ClientMessage, SignedKeys};
+use crate::selection::SelectionError;
 use crate::{ClientId, Stage};
 
-/// Waiting for nonce commitments.
+/// Waiting for advertisements.
 pub(super) struct ExpectJoins {
     pub(super) deadline: Duration,
-    commitments: BTreeMap<ClientId, [u8; 32]>,
+    commitments: BTreeMap<ClientId, (SignedKeys, IdentityPublicKey)>,
     /// Clients the transport admitted that have not joined yet.
     admitted: BTreeSet<ClientId>,
     /// Admitted clients lost before the cohort was fixed.
@@ -45,7 +59,7 @@ impl ExpectJoins {
         input: Input,
     ) -> State<E::Accumulator> {
         match input {
-            Input::Message(from, ClientMessage::Join { nonce_commitment }) => {
+            Input::Message(from, ClientMessage::Join(signed)) => {
                 if self.commitments.contains_key(&from) {
                     ctx.reject(from, ProtocolError::Duplicate("join"));
                 } else if ctx.gone.contains_key(&from)
@@ -54,8 +68,17 @@ impl ExpectJoins {
                     // Gone already, or the round is full: this client is not part of it.
                     ctx.reject(from, ProtocolError::UnknownClient(from));
                 } else {
-                    self.admitted.remove(&from);
-                    self.commitments.insert(from, nonce_commitment);
+                    match check(ctx, from, &signed) {
+                        Ok(key) => {
+                            self.admitted.remove(&from);
+                            self.commitments.insert(from, (signed, key));
+                        }
+                        Err(e) => {
+                            self.admitted.remove(&from);
+                            self.lost += 1;
+                            ctx.drop_client(from, Stage::Join, DropReason::Misbehaved(e));
+                        }
+                    }
                 }
             }
             Input::Message(from, other) => {
@@ -112,11 +135,55 @@ impl ExpectJoins {
         if let Err(reason) = ctx.close_stage(Stage::Join, members.len(), members.iter().copied()) {
             return State::Aborted(reason);
         }
-        let cohort: Arc<[(ClientId, [u8; 32])]> = self.commitments.into_iter().collect();
-        for id in &members {
-            ctx.send(*id, ServerMessage::Cohort(cohort.clone()));
-        }
+        let identities: HashMap<ClientId, IdentityPublicKey> = self
+            .commitments
+            .iter()
+            .map(|(id, (_, key))| (*id, *key))
+            .collect();
+        let cohort = match Cohort::new(self.commitments.into_iter().map(|(id, (s, _))| (id, s))) {
+            Ok(c) => Arc::new(c),
+            Err(e) => return ctx.abort(AbortReason::StateLost(leak(e)), members),
+        };
+        let shared = cohort.clone();
+        ctx.send_each(members.iter().copied(), move |id| {
+            shared.index_of(id).and_then(|i| shared.welcome(i))
+        });
         let roll = Roll::start(ctx, Stage::AdvertiseKeys, members);
-        ExpectKeys::start(ctx, cohort, roll)
+        ExpectKeys::start(ctx, cohort, identities, roll)
     }
+}
+
+/// A tree too wide for the protocol (more than 2^32 members) cannot happen: the round's
+/// configuration bounds n far below.
+fn leak(_: crate::merkle::MerkleError) -> &'static str {
+    "the cohort does not fit a Merkle tree"
+}
+
+/// The encryption key is not of small order, the mask-agreement key passes the one rule for
+/// points, the credential, the ticket and the signature verify.
+fn check<E>(
+    ctx: &Ctx<'_, E>,
+    from: ClientId,
+    signed: &SignedKeys,
+) -> Result<IdentityPublicKey, ProtocolError> {
+    if is_low_order(&signed.keys.encryption) {
+        return Err(CryptoError::NonContributory { peer: from }.into());
+    }
+    masking_point(&signed.keys.masking)?;
+    let key = identity_key(ctx.ca, from, &signed.credential)?;
+    match (ctx.config.selection(), ctx.ca, &signed.ticket) {
+        (None, _, None) => {}
+        (Some(selection), Some(ca), Some(ticket)) => selection
+            .check(ca, &key, ticket)
+            .map_err(PeerMisbehaved::Ticket)?,
+        (None, _, Some(_)) => {
+            return Err(PeerMisbehaved::Ticket(SelectionError::Unexpected).into());
+        }
+        (Some(_), _, None) | (Some(_), None, Some(_)) => {
+            return Err(PeerMisbehaved::Ticket(SelectionError::Missing).into());
+        }
+    }
+    let message = advertisement_message(ctx.round, from, &signed.keys, &signed.commitment);
+    key.verify(ADVERTISE_DOMAIN, &message, &signed.signature)?;
+    Ok(key)
 }
