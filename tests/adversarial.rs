@@ -15,10 +15,12 @@ use rand_core::SeedableRng;
 use secagg::engine::{CpuEngine, Prg, testing};
 use secagg::host::crypto::{
     ADVERTISE_DOMAIN, ClientSecrets, PublicKeys, RoundDigest, advertisement_message,
+    nonce_commitment,
 };
 use secagg::host::identity::{CaKey, IdentityKey};
 use secagg::host::messages::{
-    ClientMessage, Credential, DealerReport, ReportKind, ServerMessage, SignedKeys, UnmaskRequest,
+    ClientMessage, Credential, DealerReport, KeyList, ReportKind, ServerMessage, SignedKeys,
+    UnmaskRequest,
 };
 use secagg::host::plan::Adversary;
 use secagg::host::policy::PolicyError;
@@ -27,6 +29,7 @@ use secagg::host::sim::lab::{
     DealerFault, Forgery, Honest, Lab, NON_CANONICAL_POINT, Rebuild, on_client, on_server,
 };
 use secagg::host::sim::{SimConfig, parameter_free_policy, sim_ca, sim_client};
+use secagg::host::view::committee;
 use secagg::host::{
     AbortReason, ClientError, ClientId, ClientPolicy, ClientStatus, CryptoError, DropReason,
     PeerMisbehaved, PointError, ProtocolError, RoundConfig, ServerStatus, Stage, Trust,
@@ -79,6 +82,11 @@ fn dropped(lab: &Lab, id: ClientId) -> Option<(Stage, DropReason)> {
         ServerEvent::ClientDropped(d) if d.client == id => Some((d.stage, d.reason.clone())),
         _ => None,
     })
+}
+
+/// Whether `e` is a proof of the list `list` that failed.
+fn bad_proof(e: &ProtocolError, list: &str) -> bool {
+    matches!(e, ProtocolError::PeerMisbehaved(PeerMisbehaved::BadProof { what, .. }) if *what == list)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -905,7 +913,9 @@ fn clients_with_different_round_contexts_cannot_finish_together() {
         l.deliver(ClientId(i), forged.welcome(ClientId(i)).unwrap())
             .unwrap();
     }
-    l.up_to("key-list").unwrap();
+    // The attacker keeps the nonces (the honest server, which never seated the target, has no
+    // use for them) and answers with key lists of its own.
+    l.flush().unwrap();
     let reveals = l.reveals();
     let roster = forged.roster(&reveals);
     for i in 0..8 {
@@ -939,17 +949,9 @@ fn deliver_key_lists(
     roster: &secagg::host::commit::Roster,
     n: u32,
 ) -> Vec<Option<ProtocolError>> {
-    let reveals = l.reveals();
-    for i in 0..n {
-        let index = forged.cohort().index_of(ClientId(i)).unwrap();
-        let audit = reveals[&ClientId(i)].audit.clone();
-        l.deliver(
-            ClientId(i),
-            ServerMessage::KeyList(roster.key_list(index, &audit)),
-        )
-        .unwrap();
-    }
-    l.flush().unwrap();
+    send_key_lists(l, roster, n, |i| {
+        forged.cohort().index_of(ClientId(i)).unwrap()
+    });
     (0..n)
         .map(|i| match l.status(ClientId(i)) {
             Some(ClientStatus::Aborted(e)) => {
@@ -959,6 +961,26 @@ fn deliver_key_lists(
             _ => None,
         })
         .collect()
+}
+
+/// Delivers each of clients 0..n the key list `roster` opens for it at cohort index
+/// `index(i)` (answering its audit), and runs the lab until nothing moves.
+fn send_key_lists(
+    l: &mut Lab,
+    roster: &secagg::host::commit::Roster,
+    n: u32,
+    index: impl Fn(u32) -> u32,
+) {
+    let reveals = l.reveals();
+    for i in 0..n {
+        let audit = reveals[&ClientId(i)].audit.clone();
+        l.deliver(
+            ClientId(i),
+            ServerMessage::KeyList(roster.key_list(index(i), &audit)),
+        )
+        .unwrap();
+    }
+    l.flush().unwrap();
 }
 
 /// Every client aborted (and dealt nothing).
@@ -1013,16 +1035,7 @@ fn the_graph_cannot_be_ground_after_keys() {
     );
     let (forged, roster) = last.unwrap();
     for e in all_aborted(deliver_key_lists(&mut l, &forged, &roster, n)) {
-        assert!(
-            matches!(
-                &e,
-                ProtocolError::PeerMisbehaved(PeerMisbehaved::BadProof {
-                    what: "cohort entries",
-                    ..
-                })
-            ),
-            "{e:?}"
-        );
+        assert!(bad_proof(&e, "cohort entries"), "{e:?}");
     }
 
     // A committee member's nonce changed (every member of a cohort of 30 is on the committee):
@@ -1102,6 +1115,318 @@ fn the_graph_cannot_be_ground_after_keys() {
 
 fn round_of(l: &Lab) -> RoundDigest {
     RoundDigest::of(&l.config().round)
+}
+
+// ---------------------------------------------------------------------------------------
+// 5b. Committed lists: a proof that lies, an entry withheld, a round padded, a seat twice.
+
+/// The target's key list as the honest server built it (withheld), the lab, and its replica.
+fn up_to_target_key_list(test: &str, n: usize, k: usize, t: usize) -> (Lab, KeyList) {
+    let mut l = lab(test, n, k, t);
+    let lists = l.up_to("key-list").unwrap();
+    let list = lists
+        .into_iter()
+        .find_map(|(to, m)| match m {
+            ServerMessage::KeyList(k) if to == TARGET => Some(k),
+            _ => None,
+        })
+        .unwrap();
+    (l, list)
+}
+
+/// A twin of the target just before its key list gets `list`: what it sent, and where it
+/// stands after.
+fn target_twin_given(l: &mut Lab, list: KeyList) -> (Vec<ClientMessage>, ClientStatus) {
+    let upto = l.received(TARGET).len();
+    let tw = l.twin(TARGET, upto).unwrap();
+    let sent = l.twin_deliver(tw, ServerMessage::KeyList(list)).unwrap();
+    (sent, l.twin_status(tw).unwrap())
+}
+
+#[test]
+fn a_lying_proof_or_a_withheld_entry_stops_the_client_before_it_deals() {
+    let (mut l, honest) = up_to_target_key_list("lying_proofs", 100, 4, 3);
+    // The honest list: the target deals.
+    let (sent, _) = target_twin_given(&mut l, honest.clone());
+    assert!(sent.iter().any(|m| m.name() == "share-keys"));
+    let refused = |l: &mut Lab, list: KeyList| -> ProtocolError {
+        let (sent, status) = target_twin_given(l, list);
+        assert!(sent.is_empty(), "the target sent {sent:?}");
+        match status {
+            ClientStatus::Aborted(e) => e,
+            other => panic!("the target went on: {other:?}"),
+        }
+    };
+    // A bent digest, a bent split, a proof one digest short.
+    for bend in 0..3 {
+        let mut list = honest.clone();
+        match bend {
+            0 => list.proof.digests[0][0] ^= 1,
+            1 => list.proof.splits[0] ^= 1,
+            _ => {
+                list.proof.digests.pop();
+            }
+        }
+        let e = refused(&mut l, list);
+        assert!(bad_proof(&e, "cohort entries"), "{e:?}");
+    }
+    // A neighbour's entry left out, with a valid proof of what remains.
+    let replica = l.replica();
+    let cohort = replica.forgery().cohort();
+    let me = cohort.index_of(TARGET).unwrap();
+    let left_out = replica.roster().view().ring.neighbors(me)[0];
+    let keep = |full: bool| -> std::collections::BTreeSet<u32> {
+        honest
+            .entries
+            .iter()
+            .filter(|e| e.index != left_out && e.opening.full().is_some() == full)
+            .map(|e| e.index)
+            .collect()
+    };
+    let (entries, proof) = cohort.open(&keep(true), &keep(false));
+    let e = refused(
+        &mut l,
+        KeyList {
+            entries,
+            proof,
+            ..honest.clone()
+        },
+    );
+    assert!(
+        matches!(
+            &e,
+            ProtocolError::PeerMisbehaved(PeerMisbehaved::EntryMissing { index, .. }) if *index == left_out
+        ),
+        "{e:?}"
+    );
+    // The present set opened without the target's own leaf.
+    let mut list = honest.clone();
+    let my_position = replica.roster().view().ring.position(me).unwrap() as u32;
+    list.presence.leaves.retain(|(_, v)| *v != my_position);
+    let e = refused(&mut l, list);
+    assert!(bad_proof(&e, "present set"), "{e:?}");
+}
+
+/// The lab's clients, and whether each opened the cohort entry at `seat` by identity or in full
+/// in the key list it was given.
+fn opened_by(l: &Lab, n: u32, seat: u32) -> Vec<(ClientId, bool)> {
+    (0..n)
+        .map(ClientId)
+        .map(|id| {
+            let opened = l.received(id).iter().any(|e| match &e.message {
+                ServerMessage::KeyList(k) => k.entries.iter().any(|e| e.index == seat),
+                _ => false,
+            });
+            (id, opened)
+        })
+        .collect()
+}
+
+#[test]
+fn a_padded_cohort_is_caught_by_every_client_that_opens_the_padded_seat() {
+    // A round of 100 (its committee of 64 is not the whole cohort), k = 4. The server leaves
+    // client 99 out and seats in its place an identity the CA never enrolled, where the
+    // committee does not look, and reveals a nonce for it. Its neighbours open its entry in
+    // full, and any client whose audit draws it opens it by identity: each of them refuses it
+    // before dealing; the others cannot see it.
+    let n = 99u32;
+    let mut l = lab("padded_cohort", 100, 4, 3);
+    l.up_to("cohort").unwrap();
+    let round = RoundDigest::of(&l.config().round);
+    let (secrets, key) = attacker_keys();
+    let keys = secrets.public_keys();
+    let (forged, pad, nonce, seat) = (5000u32..)
+        .find_map(|id| {
+            let pad = ClientId(id);
+            let nonce = [id as u8; 32];
+            let commitment = nonce_commitment(&round, pad, &nonce);
+            let m = advertisement_message(&round, pad, &keys, &commitment);
+            let mut adverts = l.advertisements();
+            adverts.remove(&ClientId(99));
+            adverts.insert(
+                pad,
+                SignedKeys {
+                    keys,
+                    commitment,
+                    credential: Credential::self_asserted(&key.public()),
+                    signature: key.sign(ADVERTISE_DOMAIN, &m),
+                    ticket: None,
+                },
+            );
+            let forged = Forgery::new(&l.config().round, adverts);
+            let seat = forged.cohort().index_of(pad).unwrap();
+            (!committee(&round, &forged.cohort().commitment()).contains(&seat))
+                .then_some((forged, pad, nonce, seat))
+        })
+        .unwrap();
+    for i in 0..n {
+        l.deliver(ClientId(i), forged.welcome(ClientId(i)).unwrap())
+            .unwrap();
+    }
+    l.flush().unwrap();
+    let mut reveals = l.reveals();
+    reveals.insert(
+        pad,
+        secagg::host::sim::lab::Reveal {
+            nonce,
+            audit: Vec::new(),
+        },
+    );
+    let roster = forged.roster(&reveals);
+    for i in 0..n {
+        let list = forged.key_list(&roster, &reveals, ClientId(i)).unwrap();
+        l.deliver(ClientId(i), list).unwrap();
+    }
+    l.flush().unwrap();
+    let mut caught = 0;
+    for (id, opened) in opened_by(&l, n, seat) {
+        if opened {
+            caught += 1;
+            assert!(
+                matches!(
+                    aborted(&l, id),
+                    ProtocolError::PeerMisbehaved(PeerMisbehaved::NoCertificate { id }) if id == pad
+                ),
+                "client {id}: {:?}",
+                l.status(id)
+            );
+            assert!(!l.has_sent(id, "share-keys"));
+        } else {
+            assert!(
+                l.has_sent(id, "share-keys"),
+                "client {id}: {:?}",
+                l.status(id)
+            );
+        }
+    }
+    // Its four neighbours at least (and, with 16 leaves drawn per client of 101, about 16
+    // auditors more).
+    assert!(caught >= 4, "{caught}");
+}
+
+#[test]
+fn a_second_seat_for_one_identity_cannot_be_opened_with_the_first() {
+    // The server leaves client 99 out and seats colluding client 50 twice: its advertisement
+    // again, at the end of the cohort (where a sorted list looks sorted), with its nonce
+    // revealed for both seats. The cohort's tree is keyed by id: one of the two seats breaks a
+    // split above it, so every client that opens that seat refuses the list, and no client can
+    // be shown both.
+    let n = 99u32;
+    let mut l = lab("second_seat", 100, 4, 3);
+    l.up_to("cohort").unwrap();
+    let mut adverts = l.advertisements();
+    adverts.remove(&ClientId(99));
+    let twin = ClientId(50);
+    let mut entries: Vec<(ClientId, SignedKeys)> = adverts.clone().into_iter().collect();
+    entries.push((twin, adverts[&twin].clone()));
+    let cohort = std::sync::Arc::new(secagg::host::commit::Cohort::in_order(entries).unwrap());
+    let (first, second) = (50u32, n);
+    for i in 0..n {
+        l.deliver(ClientId(i), cohort.welcome(i).unwrap()).unwrap();
+    }
+    l.flush().unwrap();
+    let reveals = l.reveals();
+    let mut nonces: BTreeMap<u32, [u8; 32]> =
+        reveals.iter().map(|(id, r)| (id.0, r.nonce)).collect();
+    nonces.insert(second, reveals[&twin].nonce);
+    let round = round_of(&l);
+    let roster = secagg::host::commit::Roster::new(&round, cohort.clone(), &nonces, 4).unwrap();
+    send_key_lists(&mut l, &roster, n, |i| i);
+    // Which seat breaks its split: it cannot be opened alone.
+    let alone = |seat: u32| {
+        let (entries, proof) = cohort.open(&std::collections::BTreeSet::new(), &[seat].into());
+        secagg::host::view::check_entries(&cohort.commitment(), &entries, &proof).is_err()
+    };
+    let bad = match (alone(first), alone(second)) {
+        (true, _) => first,
+        (false, true) => second,
+        (false, false) => panic!("both seats open alone"),
+    };
+    let mut caught = 0;
+    for (id, opened) in opened_by(&l, n, bad) {
+        if opened {
+            caught += 1;
+            assert!(
+                bad_proof(&aborted(&l, id), "cohort entries"),
+                "client {id}: {:?}",
+                l.status(id)
+            );
+            assert!(!l.has_sent(id, "share-keys"));
+        }
+        let both = l.received(id).iter().any(|e| match &e.message {
+            ServerMessage::KeyList(k) => {
+                k.entries.iter().any(|e| e.index == first)
+                    && k.entries.iter().any(|e| e.index == second)
+            }
+            _ => false,
+        });
+        assert!(!both || l.status(id) != Some(ClientStatus::Running(Stage::ShareCheck)));
+    }
+    assert!(caught >= 1, "{caught}");
+}
+
+#[test]
+fn a_padded_survivor_set_is_caught_by_the_clients_that_open_the_repeated_leaf() {
+    // The server repeats one survivor's ring position in the survivor list and leaves another
+    // survivor out, so the count still fits the present set: a survivor set that names one
+    // client twice. The repeated leaf breaks a split; every client that opens it — around
+    // itself, or drawn by its audit — refuses before it reveals anything.
+    let n = 100usize;
+    let (mut l, u3) = up_to_survivor_list("padded_survivor_set", n, 4, 3);
+    let replica = l.replica();
+    let ring = &replica.roster().view().ring;
+    let cohort = replica.forgery().cohort();
+    let mut positions: Vec<u32> = u3
+        .iter()
+        .map(|id| ring.position(cohort.index_of(*id).unwrap()).unwrap() as u32)
+        .collect();
+    positions.sort_unstable();
+    let left_out = positions.remove(0);
+    let at = positions.len() / 2;
+    positions.insert(at, positions[at]);
+    let padded = replica.survivors_in_order(positions);
+    let bad = (0..n as u32).find(|i| !padded.opens(*i)).unwrap();
+    for id in &u3 {
+        l.deliver(*id, padded.list_for(*id)).unwrap();
+    }
+    let sent = l.flush().unwrap();
+    let sigs = signatures(&sent);
+    let asked = audits(&sent);
+    for (id, _) in &sigs {
+        let audit = asked.get(id).cloned().unwrap_or_default();
+        l.deliver(*id, padded.unmask_for(*id, &sigs, &audit))
+            .unwrap();
+    }
+    l.flush().unwrap();
+    let shows_bad = |id: ClientId| {
+        l.received(id).iter().any(|e| match &e.message {
+            ServerMessage::SurvivorList { opening, .. } => {
+                opening.leaves.iter().any(|(i, _)| *i == bad)
+            }
+            ServerMessage::UnmaskRequest(u) => u.audit.leaves.iter().any(|(i, _)| *i == bad),
+            _ => false,
+        })
+    };
+    let mut audited = 0;
+    for id in &u3 {
+        if shows_bad(*id) {
+            assert!(
+                bad_proof(&aborted(&l, *id), "survivor set"),
+                "client {id}: {:?}",
+                l.status(*id)
+            );
+            assert!(!l.has_sent(*id, "unmask-shares"));
+            if asked.get(id).is_some_and(|a| a.contains(&bad)) {
+                audited += 1;
+            }
+        }
+    }
+    // With 16 of 100 leaves drawn by each of ~90 signers, some audit draws it (but with
+    // probability (84/100)^90 < 2^-22).
+    assert!(
+        audited >= 1,
+        "no audit drew leaf {bad} (left out {left_out})"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use crate::ClientId;
 use crate::crypto::{ListCommitment, RoundDigest};
 use crate::graph::{Ring, harary};
-use crate::merkle::{Digest, MerkleError, SetOpening, SortedSet, Tree};
+use crate::merkle::{MerkleError, Proof, SetOpening, SortedSet, Tree};
 use crate::messages::{IdentityOpening, KeyList, OpenedEntry, Opening, ServerMessage, SignedKeys};
-use crate::view::{RoundView, committee, keys_digest, signed_body, signed_leaf};
+use crate::view::{RoundView, committee, keys_digest, signed_leaf};
 
 /// The cohort: every member's advertisement, sorted by id, and its Merkle tree.
 #[derive(Clone, Debug)]
@@ -36,7 +36,16 @@ impl Cohort {
         let mut entries: Vec<(ClientId, SignedKeys)> = entries.into_iter().collect();
         entries.sort_by_key(|(id, _)| *id);
         entries.dedup_by_key(|(id, _)| *id);
-        let leaves = entries.iter().map(|(id, s)| signed_leaf(*id, s)).collect();
+        Self::in_order(entries)
+    }
+
+    /// A cohort of `entries` in the order given, repeats and all (an attacker's: nothing is
+    /// sorted or checked).
+    pub fn in_order(entries: Vec<(ClientId, SignedKeys)>) -> Result<Self, MerkleError> {
+        let leaves = entries
+            .iter()
+            .map(|(id, s)| (id.0, signed_leaf(*id, s)))
+            .collect();
         Ok(Self {
             tree: Tree::new(leaves)?,
             entries,
@@ -66,12 +75,16 @@ impl Cohort {
         &self.entries
     }
 
-    /// The index of member `id`.
+    /// The index of member `id` (its first seat, in an attacker's cohort out of order).
     pub fn index_of(&self, id: ClientId) -> Option<u32> {
-        self.entries
-            .binary_search_by_key(&id, |(i, _)| *i)
-            .ok()
-            .map(|i| i as u32)
+        match self.entries.binary_search_by_key(&id, |(i, _)| *i) {
+            Ok(i) if self.entries[..i].iter().all(|(j, _)| *j != id) => Some(i as u32),
+            _ => self
+                .entries
+                .iter()
+                .position(|(i, _)| *i == id)
+                .map(|i| i as u32),
+        }
     }
 
     /// The member at `index`.
@@ -89,19 +102,16 @@ impl Cohort {
         })
     }
 
-    /// Opens the entries at `full` in full, those at `identity` (not also in `full`) by
-    /// identity and those at `seats` (in neither) as seats only, with one proof for all.
-    /// Indices outside the cohort are left out.
+    /// Opens the entries at `full` in full and those at `identity` (not also in `full`) by
+    /// identity, with one proof for all. Indices outside the cohort are left out.
     pub fn open(
         &self,
         full: &BTreeSet<u32>,
         identity: &BTreeSet<u32>,
-        seats: &BTreeSet<u32>,
-    ) -> (Vec<OpenedEntry>, Vec<Digest>) {
+    ) -> (Vec<OpenedEntry>, Proof) {
         let all: BTreeSet<u32> = full
             .iter()
             .chain(identity)
-            .chain(seats)
             .copied()
             .filter(|i| (*i as usize) < self.entries.len())
             .collect();
@@ -111,17 +121,13 @@ impl Cohort {
                 let (id, s) = &self.entries[index as usize];
                 let opening = if full.contains(&index) {
                     Opening::Full(s.clone())
-                } else if identity.contains(&index) {
+                } else {
                     Opening::Identity(IdentityOpening {
                         commitment: s.commitment,
                         credential: s.credential.clone(),
                         ticket: s.ticket,
                         keys_digest: keys_digest(&s.keys, &s.signature),
                     })
-                } else {
-                    Opening::Seat {
-                        body: signed_body(s),
-                    }
                 };
                 OpenedEntry {
                     index,
@@ -161,11 +167,20 @@ impl RingSet {
         })
     }
 
-    /// A set of ring positions as given (an attacker's: nothing is checked).
+    /// A set of ring positions as given, sorted (an attacker's: nothing is checked).
     pub fn of_positions(label: &'static [u8], positions: Vec<u32>) -> Result<Self, MerkleError> {
         Ok(Self {
             label,
             set: SortedSet::new(label, positions)?,
+        })
+    }
+
+    /// A list of ring positions committed in the order given, repeats and all (an
+    /// attacker's).
+    pub fn in_order(label: &'static [u8], positions: Vec<u32>) -> Result<Self, MerkleError> {
+        Ok(Self {
+            label,
+            set: SortedSet::in_order(label, positions)?,
         })
     }
 
@@ -188,8 +203,8 @@ impl RingSet {
     }
 
     /// The leaves that settle, for member `index` and each of its neighbours on `ring`,
-    /// whether it is in the set; and the audited pairs at leaf indices `pairs`.
-    pub fn around(&self, ring: &Ring, index: u32, pairs: &[u32]) -> SetOpening {
+    /// whether it is in the set; and the audited leaves at indices `audit`.
+    pub fn around(&self, ring: &Ring, index: u32, audit: &[u32]) -> SetOpening {
         let queries: Vec<u32> = ring
             .position(index)
             .map(|p| {
@@ -199,12 +214,12 @@ impl RingSet {
                     .collect()
             })
             .unwrap_or_default();
-        self.set.open(&queries, pairs).unwrap_or_default()
+        self.set.open(&queries, audit).unwrap_or_default()
     }
 
-    /// The audited pairs at leaf indices `pairs` alone.
-    pub fn pairs(&self, pairs: &[u32]) -> SetOpening {
-        self.set.open(&[], pairs).unwrap_or_default()
+    /// The audited leaves at indices `audit` alone.
+    pub fn audited(&self, audit: &[u32]) -> SetOpening {
+        self.set.open(&[], audit).unwrap_or_default()
     }
 }
 
@@ -306,9 +321,9 @@ impl Roster {
         &self.reveals
     }
 
-    /// The key list of member `index`, who asked to audit the cohort's leaf pairs at `audit`:
-    /// every present neighbour in full, every absent one, the committee and the audited pairs
-    /// by identity, and the seat after each neighbour's.
+    /// The key list of member `index`, who asked to audit the cohort's leaves at `audit`:
+    /// every present neighbour in full, every absent one, the committee and the audited leaves
+    /// by identity.
     pub fn key_list(&self, index: u32, audit: &[u32]) -> KeyList {
         let ring = &self.view.ring;
         let neighbors = ring.neighbors(index);
@@ -316,12 +331,8 @@ impl Roster {
             neighbors.iter().partition(|v| self.is_present(**v));
         let mut identity: BTreeSet<u32> = self.committee.iter().copied().collect();
         identity.extend(absent);
-        for a in audit {
-            identity.insert(*a);
-            identity.insert(a.saturating_add(1));
-        }
-        let seats: BTreeSet<u32> = neighbors.iter().map(|v| v.saturating_add(1)).collect();
-        let (entries, proof) = self.cohort.open(&present, &identity, &seats);
+        identity.extend(audit.iter().copied());
+        let (entries, proof) = self.cohort.open(&present, &identity);
         KeyList {
             reveals: self.reveals.clone(),
             present: self.present.commitment(),

@@ -6,7 +6,7 @@ pub use crate::crypto::ListCommitment;
 use crate::crypto::PublicKeys;
 use crate::error::CodecError;
 use crate::identity::{CERT_LEN, Certificate, IdentityError, IdentityPublicKey};
-pub use crate::merkle::SetOpening;
+pub use crate::merkle::{Proof, SetOpening};
 use crate::{ClientId, Stage};
 
 /// How a client proves which id its keys belong to. Kept as the bytes that travel, and parsed
@@ -85,13 +85,6 @@ pub enum Opening {
     /// The commitment, the credential and the ticket; the keys and the signature only as
     /// their digest ([`crate::view::keys_digest`]).
     Identity(IdentityOpening),
-    /// Only whose seat it is: the id (in [`OpenedEntry`]) and the digest of the rest
-    /// ([`crate::view::body_digest`]) — the seat after a neighbour's, opened so that a client
-    /// sees the cohort's order around each entry it uses.
-    Seat {
-        /// The body digest.
-        body: [u8; 32],
-    },
 }
 
 /// The part of a cohort entry that says who the member is.
@@ -108,30 +101,27 @@ pub struct IdentityOpening {
 }
 
 impl Opening {
-    /// The nonce commitment, unless only the seat was opened.
+    /// The nonce commitment.
     pub fn commitment(&self) -> Option<&[u8; 32]> {
         match self {
             Opening::Full(s) => Some(&s.commitment),
             Opening::Identity(i) => Some(&i.commitment),
-            Opening::Seat { .. } => None,
         }
     }
 
-    /// The credential, unless only the seat was opened.
+    /// The credential.
     pub fn credential(&self) -> Option<&Credential> {
         match self {
             Opening::Full(s) => Some(&s.credential),
             Opening::Identity(i) => Some(&i.credential),
-            Opening::Seat { .. } => None,
         }
     }
 
-    /// The selection ticket, if the entry was opened as far as who it is and carries one.
+    /// The selection ticket, if the entry carries one.
     pub fn ticket(&self) -> Option<&crate::selection::Ticket> {
         match self {
             Opening::Full(s) => s.ticket.as_ref(),
             Opening::Identity(i) => i.ticket.as_ref(),
-            Opening::Seat { .. } => None,
         }
     }
 
@@ -139,7 +129,7 @@ impl Opening {
     pub fn full(&self) -> Option<&SignedKeys> {
         match self {
             Opening::Full(s) => Some(s),
-            _ => None,
+            Opening::Identity(_) => None,
         }
     }
 }
@@ -165,15 +155,15 @@ pub struct KeyList {
     /// Its leaves around this client's neighbourhood on the ring.
     pub presence: SetOpening,
     /// The opened cohort entries, increasing by index: each present neighbour in full, each
-    /// absent neighbour, committee member and audited entry at least by identity, and the seat
-    /// after each neighbour's.
+    /// absent neighbour, committee member and audited entry at least by identity.
     pub entries: Vec<OpenedEntry>,
     /// The proof that opens them under the cohort root.
-    pub proof: Vec<[u8; 32]>,
+    pub proof: Proof,
 }
 
-/// After the consistency round: the survivor set this client signed, the audited pairs of it
-/// it asked for, and the signatures it must check, with the signers it does not know yet.
+/// After the consistency round: the survivor set this client signed, the leaves of it this
+/// client asked to audit, and the signatures it must check, with the signers it does not know
+/// yet.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct UnmaskRequest {
     /// The survivor set's commitment (the one this client signed).
@@ -185,7 +175,7 @@ pub struct UnmaskRequest {
     /// The signers this client does not know yet, opened by identity, increasing by index.
     pub identities: Vec<OpenedEntry>,
     /// The proof that opens them under the cohort root.
-    pub proof: Vec<[u8; 32]>,
+    pub proof: Proof,
 }
 
 /// What a client found wrong with one dealer's bundle.
@@ -312,7 +302,7 @@ pub enum ClientMessage {
     /// Stage 0: the signed round keys and a commitment to a fresh graph nonce.
     Join(SignedKeys),
     /// Stage 1: the graph nonce, revealed now that the cohort is fixed, and the cohort entries
-    /// this client audits (leaf indices, each with the one after it).
+    /// this client audits (leaf indices).
     Reveal {
         /// The nonce its join committed to.
         nonce: [u8; 32],
@@ -468,7 +458,7 @@ pub enum ServerMessage {
         /// This client's index in it.
         position: u32,
         /// The proof of its entry.
-        proof: Vec<[u8; 32]>,
+        proof: Proof,
     },
     /// After stage 1: the committee's nonces, who is present, and the entries this client
     /// needs, with proof.

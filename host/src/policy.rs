@@ -61,10 +61,10 @@ pub struct ClientPolicy {
     /// The length of a self-selection epoch, in seconds (the deployment's; see
     /// [`crate::selection`]).
     pub epoch_secs: u64,
-    /// λ: how many pairs of adjacent leaves this client opens at random in each list the
-    /// server commits to (the cohort, the present set, the survivor set), after the list's
-    /// root is fixed, to catch entries the server padded the list with (at most
-    /// [`crate::view::MAX_AUDIT`]; see the README's threat model for the odds).
+    /// λ: how many leaves this client opens at random in each list the server commits to (the
+    /// cohort, the present set, the survivor set), after the list's root is fixed, to catch
+    /// entries the server padded the list with (at most [`crate::view::MAX_AUDIT`]; see the
+    /// README's threat model for the odds).
     pub audit: usize,
     /// The caller's clock (Unix seconds) when the round starts, for the self-selection epoch
     /// check: a self-selected round is accepted only in this epoch or the one before. The
@@ -133,7 +133,7 @@ impl ClientPolicy {
         }
         if self.audit > crate::view::MAX_AUDIT {
             return Err(PolicyError::Invalid(format!(
-                "an audit of {} pairs is above the most a server answers, {}",
+                "an audit of {} leaves is above the most a server answers, {}",
                 self.audit,
                 crate::view::MAX_AUDIT
             )));
@@ -283,7 +283,7 @@ impl ClientPolicy {
 
 /// The default colluder budget c: 5% of a deployment of a hundred.
 pub const DEFAULT_COLLUDERS: usize = 5;
-/// The default audit: 16 random pairs of adjacent leaves per committed list.
+/// The default audit: 16 random leaves of each committed list.
 pub const DEFAULT_AUDIT: usize = 16;
 /// The default self-selection epoch: an hour.
 pub const DEFAULT_EPOCH_SECS: u64 = 3600;

@@ -42,7 +42,7 @@ pub const COMMITTEE: usize = 64;
 /// probability 2^-(σ + 1) over all its tries.
 pub const GRIND_BITS: u32 = 40;
 
-/// The most leaf pairs a client may ask to audit in one list.
+/// The most leaves a client may ask to audit in one list.
 pub const MAX_AUDIT: usize = 64;
 
 /// The labels of the committed lists' leaves.
@@ -108,8 +108,9 @@ pub fn body_digest(commitment: &[u8; 32], identity: &Digest, keys: &Digest) -> D
 }
 
 /// The leaf of a cohort entry: its id and the digest of its body — so that a leaf can be
-/// opened in full, as far as who it is (without its keys), or as far as whose seat it is
-/// (only the id).
+/// opened in full, or as far as who it is (without its keys). The cohort's tree is keyed by
+/// id ([`crate::merkle`]), so a second seat for one id breaks a split on one of the two seats'
+/// paths.
 pub fn entry_leaf(id: ClientId, body: &Digest) -> Digest {
     merkle::leaf_hash(label::COHORT, &[&id.0.to_le_bytes(), body])
 }
@@ -140,22 +141,20 @@ pub fn opened_leaf(e: &OpenedEntry) -> Digest {
                 &i.keys_digest,
             ),
         ),
-        Opening::Seat { body } => entry_leaf(e.id, body),
     }
 }
 
-/// Checks opened cohort entries against the cohort's commitment: the proof verifies, and their
-/// ids strictly increase with their indices (the cohort is sorted by id, so two seats of one
-/// id, or seats out of order, are the server's doing — which is why a client opens the seat
-/// after each of its neighbours' too).
+/// Checks opened cohort entries against the cohort's commitment: the proof verifies, and every
+/// entry's id keeps to the splits above it (the cohort's tree is keyed by id, so two seats of
+/// one id, or seats out of order, cannot both be opened — and one of them not even alone).
 pub fn check_entries(
     cohort: &ListCommitment,
     entries: &[OpenedEntry],
-    proof: &[Digest],
+    proof: &merkle::Proof,
 ) -> Result<(), PeerMisbehaved> {
-    let leaves: Vec<(u64, Digest)> = entries
+    let leaves: Vec<(u64, u32, Digest)> = entries
         .iter()
-        .map(|e| (u64::from(e.index), opened_leaf(e)))
+        .map(|e| (u64::from(e.index), e.id.0, opened_leaf(e)))
         .collect();
     merkle::verify(&cohort.root, u64::from(cohort.len), &leaves, proof).map_err(|why| {
         PeerMisbehaved::BadProof {

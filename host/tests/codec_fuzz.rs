@@ -9,8 +9,8 @@ use secagg_host::ClientId;
 use secagg_host::codec::{self, Limits};
 use secagg_host::messages::{
     ClientMessage, Credential, DealerReport, Envelope, ForwardedBundle, IdentityOpening, KeyList,
-    ListCommitment, OpenedEntry, Opening, ReportKind, RevealedShare, SealedBundle, ServerMessage,
-    SetOpening, ShareKind, SignedKeys, UnmaskRequest,
+    ListCommitment, OpenedEntry, Opening, Proof, ReportKind, RevealedShare, SealedBundle,
+    ServerMessage, SetOpening, ShareKind, SignedKeys, UnmaskRequest,
 };
 
 fn limits() -> Limits {
@@ -157,7 +157,10 @@ fn samples() -> Vec<Vec<u8>> {
     };
     let set = SetOpening {
         leaves: vec![(3, 4), (4, 9)],
-        proof: vec![[1; 32], [2; 32]],
+        proof: Proof {
+            digests: vec![[1; 32], [2; 32]],
+            splits: vec![4, 5],
+        },
     };
     let entries = vec![
         OpenedEntry {
@@ -175,31 +178,35 @@ fn samples() -> Vec<Vec<u8>> {
                 keys_digest: [8; 32],
             }),
         },
-        OpenedEntry {
-            index: 6,
-            id: ClientId(9),
-            opening: Opening::Seat { body: [9; 32] },
-        },
     ];
     for message in [
         ServerMessage::UnmaskRequest(UnmaskRequest {
             survivors: list,
             audit: set.clone(),
             signatures: vec![(1, [3; 64])],
-            identities: entries[1..2].to_vec(),
-            proof: vec![[4; 32]],
+            identities: entries[1..].to_vec(),
+            proof: Proof {
+                digests: vec![[4; 32]],
+                splits: vec![9],
+            },
         }),
         ServerMessage::KeyList(KeyList {
             reveals: vec![(2, [5; 32])],
             present: list,
             presence: set.clone(),
             entries,
-            proof: vec![[6; 32], [7; 32]],
+            proof: Proof {
+                digests: vec![[6; 32], [7; 32]],
+                splits: vec![3],
+            },
         }),
         ServerMessage::Cohort {
             cohort: list,
             position: 3,
-            proof: vec![[2; 32]],
+            proof: Proof {
+                digests: vec![[2; 32]],
+                splits: vec![1],
+            },
         },
         ServerMessage::ShareBundles {
             bundles: vec![ForwardedBundle {

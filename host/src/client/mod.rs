@@ -22,12 +22,12 @@
 //! | file | waits for | checks, then sends |
 //! |---|---|---|
 //! | `r0_join` | — | its round keys and a commitment to a fresh graph nonce, signed |
-//! | `r1_advertise_keys` | the cohort's commitment | its own entry in it (proof), its size ≥ T, (n, k, t) and the committee quorum against the policy; its nonce, and the cohort pairs it audits |
-//! | `r2_share_keys` | the key list | every proof; the committee's nonces against their commitments; each neighbour's certificate, signature, ticket and mask key, each committee member's and audited entry's certificate and ticket; commitments and sealed shares, and the present-set pairs it audits |
-//! | `r3_share_check` | its bundles | each share against its public point, the audited pairs; reports cheaters with proof |
+//! | `r1_advertise_keys` | the cohort's commitment | its own entry in it (proof), its size ≥ T, (n, k, t) and the committee quorum against the policy; its nonce, and the cohort leaves it audits |
+//! | `r2_share_keys` | the key list | every proof; the committee's nonces against their commitments; each neighbour's certificate, signature, ticket and mask key, each committee member's and audited entry's certificate and ticket; commitments and sealed shares, and the present-set leaves it audits |
+//! | `r3_share_check` | its bundles | each share against its public point, the audited leaves; reports cheaters with proof |
 //! | `r4_masked_input` | the mask request | at least t neighbours to mask with; the masked input |
-//! | `r5_consistency` | the survivor set | its neighbourhood in it (proofs) against what it saw; its signature on the set's commitment, and the pairs it audits |
-//! | `r6_unmasking` | the signatures | the audited pairs; enough valid signatures from each owner's holders; one share per owner |
+//! | `r5_consistency` | the survivor set | its neighbourhood in it (proofs) against what it saw; its signature on the set's commitment, and the leaves it audits |
+//! | `r6_unmasking` | the signatures | the audited leaves; enough valid signatures from each owner's holders; one share per owner |
 //!
 //! Nothing a client receives grows with n: the cohort, the present set and the survivor set
 //! are Merkle commitments ([`crate::view`]), each opened around the client with proofs of

@@ -1,6 +1,6 @@
 //! Stage 1 on the client: check the cohort's commitment — its own entry in it, its size against
-//! the policy — then reveal the graph nonce its join committed to, with the cohort pairs it will
-//! audit.
+//! the policy — then reveal the graph nonce its join committed to, with the cohort leaves it
+//! will audit.
 //!
 //! The stage keeps its name, advertise-keys, from when the keys were sent here; they now go out
 //! with the join, so that the cohort fixes them before any nonce is revealed.
@@ -38,7 +38,7 @@ impl ExpectCohort {
         ctx: &mut Ctx<'_, E, R>,
         cohort: ListCommitment,
         position: u32,
-        proof: &[[u8; 32]],
+        proof: &crate::merkle::Proof,
     ) -> State {
         match self.reveal(ctx, cohort, position, proof) {
             Ok(next) => State::KeyList(Box::new(next)),
@@ -51,7 +51,7 @@ impl ExpectCohort {
         ctx: &mut Ctx<'_, E, R>,
         cohort: ListCommitment,
         position: u32,
-        proof: &[[u8; 32]],
+        proof: &crate::merkle::Proof,
     ) -> Result<ExpectKeyList, ProtocolError> {
         let n = cohort.len as usize;
         if n > ctx.config.clients() {
@@ -74,11 +74,11 @@ impl ExpectCohort {
         crate::merkle::verify(
             &cohort.root,
             u64::from(cohort.len),
-            &[(u64::from(position), leaf)],
+            &[(u64::from(position), ctx.id.0, leaf)],
             proof,
         )
         .map_err(|_| PeerMisbehaved::NotInCohort)?;
-        let audit = draw_pairs(ctx.rng, cohort.len, ctx.policy.audit);
+        let audit = draw_leaves(ctx.rng, cohort.len, ctx.policy.audit);
         ctx.send(ClientMessage::Reveal {
             nonce: self.nonce,
             audit: audit.clone(),
@@ -95,20 +95,19 @@ impl ExpectCohort {
     }
 }
 
-/// `count` distinct leaf indices in `0..len − 1` (each the first of a pair of adjacent leaves),
-/// increasing, drawn with this client's own randomness; every pair when there are no more.
-pub(super) fn draw_pairs<R: CryptoRng>(rng: &mut R, len: u32, count: usize) -> Vec<u32> {
-    let pairs = len.saturating_sub(1);
-    if count as u64 >= u64::from(pairs) {
-        return (0..pairs).collect();
+/// `count` distinct leaf indices in `0..len`, increasing, drawn with this client's own
+/// randomness after the list's root is fixed; every leaf when there are no more.
+pub(super) fn draw_leaves<R: CryptoRng>(rng: &mut R, len: u32, count: usize) -> Vec<u32> {
+    if count as u64 >= u64::from(len) {
+        return (0..len).collect();
     }
     let mut picked = BTreeSet::new();
+    // Rejection sampling: unbiased.
+    let zone = u32::MAX - u32::MAX % len;
     while picked.len() < count {
-        // Rejection sampling: unbiased.
-        let zone = u32::MAX - u32::MAX % pairs;
         let x = rng.next_u32();
         if x < zone {
-            picked.insert(x % pairs);
+            picked.insert(x % len);
         }
     }
     picked.into_iter().collect()

@@ -5,7 +5,7 @@
 //! prime-order subgroup, not the identity) and every committee member's and audited entry's
 //! credential and ticket; then deal both secrets among the neighbours (and itself) with
 //! Feldman-style share points and send one sealed bundle to each neighbour through the server,
-//! with the present-set pairs it will audit.
+//! with the present-set leaves it will audit.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -13,7 +13,7 @@ use rand_core::CryptoRng;
 use secagg_engine::Backend;
 
 use super::membership::Membership;
-use super::r1_advertise_keys::draw_pairs;
+use super::r1_advertise_keys::draw_leaves;
 use super::r3_share_check::ExpectShareBundles;
 use super::{Ctx, OwnShare, State};
 use crate::credentials::{claimed_key, names, verify_all};
@@ -110,11 +110,10 @@ impl ExpectKeyList {
             });
         }
         // Every committee member and every audited entry is opened at least by identity.
-        let audited = self.audit.iter().flat_map(|a| [*a, a + 1]);
         let identified = committee
             .iter()
             .map(|i| (*i, "committee entry"))
-            .chain(audited.map(|i| (i, "audited cohort entry")));
+            .chain(self.audit.iter().map(|i| (*i, "audited cohort entry")));
         for (index, what) in identified {
             if index < self.cohort.len
                 && entry(index).is_none_or(|e| e.opening.credential().is_none())
@@ -206,9 +205,7 @@ impl ExpectKeyList {
             });
         }
         ctx.policy.check_size(n1, ctx.colluders, "the key list")?;
-        // Every neighbour, present or not, is opened, and the seat after it (so that the
-        // cohort's order around it is seen: a second seat of one identity shows there); the
-        // present ones in full.
+        // Every neighbour, present or not, is opened; the present ones in full.
         let mut ids = BTreeMap::from([(self.position, me)]);
         let mut peers: Vec<(ClientId, u32, &SignedKeys)> = Vec::new();
         for v in window.neighbors(self.position).unwrap_or_default() {
@@ -216,13 +213,6 @@ impl ExpectKeyList {
                 what: "neighbour entry",
                 index: v,
             })?;
-            if v + 1 < self.cohort.len && entry(v + 1).is_none() {
-                return Err(PeerMisbehaved::EntryMissing {
-                    what: "seat after a neighbour",
-                    index: v + 1,
-                }
-                .into());
-            }
             ids.insert(v, e.id);
             if !is_present(v)? {
                 continue;
@@ -363,7 +353,7 @@ impl ExpectKeyList {
         }
         let own_self_share =
             OwnShare(own_self_share.ok_or(ProtocolError::Local(LocalFailure::OwnShareMissing))?);
-        let audit = draw_pairs(ctx.rng, present.len, ctx.policy.audit);
+        let audit = draw_leaves(ctx.rng, present.len, ctx.policy.audit);
         ctx.send(ClientMessage::ShareKeys {
             self_key,
             own_point,
@@ -402,10 +392,6 @@ fn check_tickets(
 ) -> Result<(), ProtocolError> {
     use rayon::prelude::*;
     let verdict = |e: &OpenedEntry| -> Result<(), SelectionError> {
-        if e.opening.credential().is_none() {
-            // A seat only: who it is is not shown, and not needed.
-            return Ok(());
-        }
         match (config.selection(), ca, e.opening.ticket()) {
             (None, _, None) => Ok(()),
             (None, _, Some(_)) => Err(SelectionError::Unexpected),

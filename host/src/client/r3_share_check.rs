@@ -1,8 +1,8 @@
 //! Stage 3 on the client: open the bundles from its neighbours and check every share against
 //! its public point (share·B, which the server checked lies on the dealer's polynomial), then
-//! report the dealers whose bundles failed. First, the present-set pairs it audited must be
-//! open and in order: a present set padded with repeated or out-of-range positions is caught
-//! here, before this client masks anything.
+//! report the dealers whose bundles failed. First, the present-set leaves it audited must be
+//! open and keep to their splits: a present set padded with a repeated or out-of-range position
+//! is caught by whoever opens the bad leaf, before it masks anything.
 //!
 //! A bundle that does not authenticate is reported as unreadable (nobody can tell whether the
 //! dealer or the server broke it). A bundle that opens but holds a share off the dealer's
@@ -33,7 +33,7 @@ pub(super) struct ExpectShareBundles {
     membership: Membership,
     bundle_keys: HashMap<ClientId, BundleKey>,
     own_self_share: OwnShare,
-    /// The present set's pairs this client audits.
+    /// The present set's leaves this client audits.
     audit: Vec<u32>,
 }
 
@@ -61,7 +61,7 @@ impl ExpectShareBundles {
         audit: &SetOpening,
     ) -> State {
         let present = self.membership.present;
-        if let Err(e) = check_pairs(
+        if let Err(e) = check_audit(
             audit,
             label::PRESENT,
             &present,
@@ -168,9 +168,9 @@ impl ExpectShareBundles {
     }
 }
 
-/// The audited pairs of a committed set of ring positions: the opening verifies, every pair
-/// asked for is in it (checked in order by the opening), and every value lies on the ring.
-pub(super) fn check_pairs(
+/// The audited leaves of a committed set of ring positions: the opening verifies (its leaves
+/// keep to their splits), every leaf asked for is in it, and every value lies on the ring.
+pub(super) fn check_audit(
     opening: &SetOpening,
     label: &[u8],
     set: &ListCommitment,
@@ -181,7 +181,7 @@ pub(super) fn check_pairs(
     let shown = opening
         .check(label, &set.root, set.len)
         .map_err(|why| PeerMisbehaved::BadProof { what, why })?;
-    if let Some(index) = asked.iter().find(|a| !shown.has_pair(**a)) {
+    if let Some(index) = asked.iter().find(|a| !shown.has_leaf(**a)) {
         return Err(PeerMisbehaved::EntryMissing {
             what,
             index: *index,

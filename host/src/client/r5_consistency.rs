@@ -9,7 +9,7 @@
 //! keeps at least t − 1 of its partners — so that, with fewer than t − 1 corrupted neighbours,
 //! an honest partner survives and its pairwise mask, which the server can only remove by
 //! rebuilding that partner's mask key, stays on this input. With its signature it names the
-//! survivor-set pairs it will audit.
+//! survivor-set leaves it will audit.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +18,7 @@ use secagg_engine::Backend;
 
 use super::membership::Held;
 use super::membership::Membership;
-use super::r1_advertise_keys::draw_pairs;
+use super::r1_advertise_keys::draw_leaves;
 use super::r6_unmasking::ExpectUnmaskRequest;
 use super::{Ctx, OwnShare, State};
 use crate::crypto::{ListCommitment, SURVIVORS_DOMAIN, survivors_digest};
@@ -62,7 +62,7 @@ impl ExpectSurvivorList {
         };
         let digest = survivors_digest(&self.membership.session, &survivors);
         let signature = ctx.identity.key.sign(SURVIVORS_DOMAIN, &digest);
-        let audit = draw_pairs(ctx.rng, survivors.len, ctx.policy.audit);
+        let audit = draw_leaves(ctx.rng, survivors.len, ctx.policy.audit);
         ctx.send(ClientMessage::Consistency {
             signature,
             audit: audit.clone(),

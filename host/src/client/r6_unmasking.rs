@@ -1,4 +1,4 @@
-//! Stage 6 on the client: check the audited pairs of the survivor set and the signatures on
+//! Stage 6 on the client: check the audited leaves of the survivor set and the signatures on
 //! its commitment, then reveal, for each
 //! partner whose shares it holds, exactly one share — of the self mask if the partner survived,
 //! of the mask key if it dropped — and never both for one partner in a round.
@@ -20,7 +20,7 @@ use secagg_engine::Backend;
 
 use super::membership::Held;
 use super::membership::Membership;
-use super::r3_share_check::check_pairs;
+use super::r3_share_check::check_audit;
 use super::{Ctx, OwnShare, State};
 use crate::ClientId;
 use crate::credentials::{claimed_key, names, verify_all};
@@ -39,7 +39,7 @@ pub(super) struct ExpectUnmaskRequest {
     survivors: ListCommitment,
     /// The partners the survivor set names.
     surviving: Vec<ClientId>,
-    /// The survivor set's pairs this client audits.
+    /// The survivor set's leaves this client audits.
     audit: Vec<u32>,
 }
 
@@ -81,7 +81,7 @@ impl ExpectUnmaskRequest {
         if request.survivors != self.survivors {
             return Err(PeerMisbehaved::UnmaskListChanged.into());
         }
-        check_pairs(
+        check_audit(
             &request.audit,
             label::SURVIVORS,
             &self.survivors,

@@ -17,30 +17,29 @@
 //! `credential` = 0 u8, identity key \[32\] (self-asserted) | 1 u8, certificate \[100\];
 //! `points` = σ share·B \[32\], β share·B \[32\];
 //! `indices` = n u32 (≤ [`crate::view::MAX_AUDIT`]), n × u32;
-//! `digests` = n u32, n × \[32\];
+//! `proof` = n u32, n × digest \[32\], s u32, s × split u32 (n, s ≤ leaves × ⌈log2 n⌉);
 //! `list` = root \[32\], length u32 (≤ n);
-//! `set` = n u32, n × (leaf u32, value u32), digests (the proof);
+//! `set` = n u32, n × (leaf u32, value u32), proof;
 //! `opened` = n u32, n × (index u32, id u32, 0 u8 signed | 1 u8 nonce commitment \[32\],
-//! credential, ticket flag (+ ticket), keys digest \[32\] | 2 u8 body digest \[32\]), digests
-//! (the proof).
+//! credential, ticket flag (+ ticket), keys digest \[32\]), proof.
 //!
 //! Each tag below is a named constant in [`tag`].
 //!
 //! | tag  | message          | body |
 //! |------|------------------|------|
 //! | 0x01 | Join             | signed |
-//! | 0x02 | Reveal           | nonce \[32\], indices (cohort pairs to audit) |
-//! | 0x03 | ShareKeys        | β·B \[32\], own β share·B \[32\], n u32, n × (recipient u32, points, bundle \[88\]), indices (present-set pairs to audit) |
+//! | 0x02 | Reveal           | nonce \[32\], indices (cohort leaves to audit) |
+//! | 0x03 | ShareKeys        | β·B \[32\], own β share·B \[32\], n u32, n × (recipient u32, points, bundle \[88\]), indices (present-set leaves to audit) |
 //! | 0x04 | ShareCheck       | n u32, n × (dealer u32, kind u8 (0 unreadable, 1 bad shares + bundle key \[32\])) |
 //! | 0x05 | MaskedInput      | b u8, count u32, packed ⌈count·b/8⌉ bytes |
-//! | 0x06 | Consistency      | signature \[64\], indices (survivor-set pairs to audit) |
+//! | 0x06 | Consistency      | signature \[64\], indices (survivor-set leaves to audit) |
 //! | 0x07 | UnmaskShares     | n u32, n × (owner u32, kind u8 (0 self, 1 key), share \[32\]) |
-//! | 0x80 | Cohort           | list (the cohort), position u32, digests (its entry's proof) |
+//! | 0x80 | Cohort           | list (the cohort), position u32, proof (of its entry) |
 //! | 0x81 | KeyList          | n u32 (≤ 64), n × (index u32, nonce \[32\]), list (present), set, opened |
-//! | 0x82 | ShareBundles     | n u32, n × (sender u32, β·B \[32\], points, bundle \[88\]), set (audited pairs) |
+//! | 0x82 | ShareBundles     | n u32, n × (sender u32, β·B \[32\], points, bundle \[88\]), set (audited leaves) |
 //! | 0x83 | MaskRequest      | n u32, n × id u32 |
 //! | 0x84 | SurvivorList     | list (survivors), set |
-//! | 0x85 | UnmaskRequest    | list (survivors), set (audited pairs), s u32, s × (signer index u32, signature \[64\]), opened |
+//! | 0x85 | UnmaskRequest    | list (survivors), set (audited leaves), s u32, s × (signer index u32, signature \[64\]), opened |
 //! | 0x86 | Completed        | included u32 |
 //! | 0x87 | Aborted          | len u16, UTF-8 reason (≤ 1024 bytes) |
 //!
@@ -135,15 +134,15 @@ impl Limits {
 
     /// The most leaves a set opening holds: each of a client's neighbours, itself and the
     /// Harary graph's extra neighbour, two leaves each (the leaves around an absent one), and
-    /// two per audited pair.
+    /// the audited leaves.
     pub fn max_set_leaves(&self) -> usize {
-        2 * (self.max_neighbors + 2) + 2 * MAX_AUDIT
+        2 * (self.max_neighbors + 2) + MAX_AUDIT
     }
 
-    /// The most cohort entries a key list opens: the neighbours and the seat after each, the
-    /// committee, two per audited pair.
+    /// The most cohort entries a key list opens: the neighbours, the committee, the audited
+    /// leaves.
     pub fn max_entries(&self) -> usize {
-        2 * self.max_neighbors + COMMITTEE + 2 * MAX_AUDIT
+        self.max_neighbors + COMMITTEE + MAX_AUDIT
     }
 
     /// The most signers an unmask request names: the holders of every secret a client holds
@@ -187,9 +186,10 @@ impl Limits {
     pub fn max_server_frame(&self) -> usize {
         let d = self.depth();
         let list = 36;
-        let set = 4 + self.max_set_leaves() * (8 + 32 * d) + 4;
-        let opened = |n: usize| 4 + n * (9 + SIGNED_KEYS_LEN + 32 * d) + 4;
-        let cohort = HEADER_LEN + list + 4 + 4 + 32 * d;
+        let proof = |n: usize| 8 + n * d * 36;
+        let set = 4 + self.max_set_leaves() * 8 + proof(self.max_set_leaves());
+        let opened = |n: usize| 4 + n * (9 + SIGNED_KEYS_LEN) + proof(n);
+        let cohort = HEADER_LEN + list + 4 + proof(1);
         let keys = HEADER_LEN + 4 + COMMITTEE * 36 + list + set + opened(self.max_entries());
         let bundles = HEADER_LEN + 4 + self.max_neighbors * (4 + 96 + BUNDLE_LEN) + set;
         let survivors = HEADER_LEN + list + set;

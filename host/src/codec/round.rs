@@ -10,6 +10,7 @@ use crate::ClientId;
 use crate::crypto::{BUNDLE_LEN, PublicKeys};
 use crate::error::CodecError;
 use crate::identity::CERT_LEN;
+use crate::merkle::Proof;
 use crate::messages::{
     ClientMessage, DealerReport, Envelope, ForwardedBundle, IdentityOpening, KeyList,
     ListCommitment, OpenedEntry, Opening, ReportKind, RevealedShare, SealedBundle, ServerMessage,
@@ -23,8 +24,9 @@ pub const SIGNED_KEYS_LEN: usize = 96 + 1 + CERT_LEN + 64 + 1 + TICKET_LEN;
 /// Bytes of a selection ticket (an RFC 9381 VRF proof).
 pub const TICKET_LEN: usize = crate::crypto::vrf::PROOF_LEN;
 
-/// The shortest opened cohort entry: index, id, kind, and a seat's body digest.
-const MIN_OPENED_LEN: usize = 4 + 4 + 1 + 32;
+/// The shortest opened cohort entry: index, id, kind, and an identity opening with a
+/// self-asserted key and no ticket.
+const MIN_OPENED_LEN: usize = 4 + 4 + 1 + 32 + 1 + 32 + 1 + 32;
 
 fn read_ids(
     r: &mut Reader<'_>,
@@ -146,7 +148,31 @@ fn write_set_opening(w: &mut Writer, o: &SetOpening) {
         w.u32(*i);
         w.u32(*v);
     }
-    write_digests(w, &o.proof);
+    write_proof(w, &o.proof);
+}
+
+/// `proof` = digests, n u32, n × split u32.
+fn write_proof(w: &mut Writer, p: &Proof) {
+    write_digests(w, &p.digests);
+    w.count(p.splits.len());
+    for s in &p.splits {
+        w.u32(*s);
+    }
+}
+
+/// A proof for `leaves` opened leaves of a tree of these limits: at most leaves × depth digests
+/// and as many splits.
+fn read_proof(
+    r: &mut Reader<'_>,
+    field: &'static str,
+    leaves: usize,
+    limits: &Limits,
+) -> Result<Proof, CodecError> {
+    let max = leaves.saturating_mul(limits.depth());
+    let digests = read_digests(r, field, max)?;
+    let n = r.count(field, max, 4)?;
+    let splits = (0..n).map(|_| r.u32(field)).collect::<Result<_, _>>()?;
+    Ok(Proof { digests, splits })
 }
 
 fn read_set_opening(r: &mut Reader<'_>, limits: &Limits) -> Result<SetOpening, CodecError> {
@@ -155,14 +181,13 @@ fn read_set_opening(r: &mut Reader<'_>, limits: &Limits) -> Result<SetOpening, C
     for _ in 0..n {
         leaves.push((r.u32("set leaf")?, r.u32("set value")?));
     }
-    let proof = read_digests(r, "set proof", n.saturating_mul(limits.depth()))?;
+    let proof = read_proof(r, "set proof", n, limits)?;
     Ok(SetOpening { leaves, proof })
 }
 
 /// `opened` = n u32, n × (index u32, id u32, kind u8 (0 full: signed | 1 identity:
-/// commitment \[32\], credential, ticket flag (+ ticket), keys digest \[32\] | 2 seat: body
-/// digest \[32\])), proof digests.
-fn write_opened(w: &mut Writer, entries: &[OpenedEntry], proof: &[[u8; 32]]) {
+/// commitment \[32\], credential, ticket flag (+ ticket), keys digest \[32\])), proof.
+fn write_opened(w: &mut Writer, entries: &[OpenedEntry], proof: &Proof) {
     w.count(entries.len());
     for e in entries {
         w.u32(e.index);
@@ -179,16 +204,12 @@ fn write_opened(w: &mut Writer, entries: &[OpenedEntry], proof: &[[u8; 32]]) {
                 write_ticket(w, i.ticket.as_ref());
                 w.bytes(&i.keys_digest);
             }
-            Opening::Seat { body } => {
-                w.u8(2);
-                w.bytes(body);
-            }
         }
     }
-    write_digests(w, proof);
+    write_proof(w, proof);
 }
 
-type Opened = (Vec<OpenedEntry>, Vec<[u8; 32]>);
+type Opened = (Vec<OpenedEntry>, Proof);
 
 fn read_opened(r: &mut Reader<'_>, limits: &Limits, max: usize) -> Result<Opened, CodecError> {
     let n = r.count("entries", max, MIN_OPENED_LEN)?;
@@ -204,19 +225,16 @@ fn read_opened(r: &mut Reader<'_>, limits: &Limits, max: usize) -> Result<Opened
                 ticket: read_ticket(r)?,
                 keys_digest: r.array("keys digest")?,
             }),
-            2 => Opening::Seat {
-                body: r.array("body digest")?,
-            },
             k => {
                 return Err(CodecError::Invalid {
                     field: "entry kind",
-                    why: format!("{k} is not 0 (full), 1 (identity) or 2 (seat)"),
+                    why: format!("{k} is not 0 (full) or 1 (identity)"),
                 });
             }
         };
         entries.push(OpenedEntry { index, id, opening });
     }
-    let proof = read_digests(r, "entries proof", n.saturating_mul(limits.depth()))?;
+    let proof = read_proof(r, "entries proof", n, limits)?;
     Ok((entries, proof))
 }
 
@@ -419,7 +437,7 @@ pub fn encode_server(env: &Envelope<ServerMessage>) -> Vec<u8> {
             let mut w = Writer::new(tag::COHORT, env.round);
             write_list(&mut w, cohort);
             w.u32(*position);
-            write_digests(&mut w, proof);
+            write_proof(&mut w, proof);
             w.0
         }
         ServerMessage::KeyList(k) => {
@@ -490,7 +508,7 @@ pub fn decode_server(bytes: &[u8], limits: &Limits) -> Result<Envelope<ServerMes
         tag::COHORT => ServerMessage::Cohort {
             cohort: read_list(&mut r, limits)?,
             position: r.u32("position")?,
-            proof: read_digests(&mut r, "cohort proof", limits.depth())?,
+            proof: read_proof(&mut r, "cohort proof", 1, limits)?,
         },
         tag::KEY_LIST => {
             let n = r.count("reveals", COMMITTEE, 36)?;
@@ -626,6 +644,7 @@ mod tests {
         w.u32(0);
         w.u32(5);
         w.bytes(&[0; 5 * 32]);
+        w.u32(0);
         assert!(matches!(
             decode_server(&w.0, &l),
             Err(CodecError::TooLong {

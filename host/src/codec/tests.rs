@@ -12,8 +12,8 @@ use crate::crypto::{BUNDLE_LEN, PublicKeys};
 use crate::identity::CERT_LEN;
 use crate::messages::{
     ClientMessage, Credential, DealerReport, Envelope, ForwardedBundle, IdentityOpening, KeyList,
-    ListCommitment, OpenedEntry, Opening, PackedRun, ReportKind, RevealedShare, SealedBundle,
-    ServerMessage, SetOpening, ShareKind, SignedKeys, UnmaskRequest,
+    ListCommitment, OpenedEntry, Opening, PackedRun, Proof, ReportKind, RevealedShare,
+    SealedBundle, ServerMessage, SetOpening, ShareKind, SignedKeys, UnmaskRequest,
 };
 
 pub(crate) fn limits() -> Limits {
@@ -93,7 +93,7 @@ pub(crate) fn client_samples() -> Vec<ClientMessage> {
 }
 
 /// An opened cohort entry in each form: in full (with a certificate and a ticket), by identity
-/// (self-asserted, no ticket), as a seat.
+/// (self-asserted, no ticket).
 pub(crate) fn opened_samples() -> Vec<OpenedEntry> {
     vec![
         OpenedEntry {
@@ -111,19 +111,22 @@ pub(crate) fn opened_samples() -> Vec<OpenedEntry> {
                 keys_digest: [3; 32],
             }),
         },
-        OpenedEntry {
-            index: 4,
-            id: ClientId(5),
-            opening: Opening::Seat { body: [6; 32] },
-        },
     ]
+}
+
+/// A proof of `n` digests and `n` splits.
+pub(crate) fn proof_sample(n: u8) -> Proof {
+    Proof {
+        digests: (0..n).map(|i| [i + 1; 32]).collect(),
+        splits: (0..u32::from(n)).map(|i| 7 * i + 3).collect(),
+    }
 }
 
 /// A set opening: two leaves and a digest of proof.
 pub(crate) fn set_sample(first: u32) -> SetOpening {
     SetOpening {
         leaves: vec![(first, 3), (first + 1, 5)],
-        proof: vec![[9; 32]],
+        proof: proof_sample(1),
     }
 }
 
@@ -138,14 +141,14 @@ pub(crate) fn server_samples() -> Vec<ServerMessage> {
         ServerMessage::Cohort {
             cohort: list(4, 9),
             position: 2,
-            proof: vec![[5; 32], [6; 32]],
+            proof: proof_sample(2),
         },
         ServerMessage::KeyList(KeyList {
             reveals: vec![(1, [7; 32])],
             present: list(8, 8),
             presence: set_sample(0),
             entries: opened_samples(),
-            proof: vec![[1; 32], [2; 32]],
+            proof: proof_sample(2),
         }),
         ServerMessage::ShareBundles {
             bundles: vec![ForwardedBundle {
@@ -166,8 +169,8 @@ pub(crate) fn server_samples() -> Vec<ServerMessage> {
             survivors: list(3, 5),
             audit: set_sample(3),
             signatures: vec![(1, [2; 64])],
-            identities: opened_samples()[1..2].to_vec(),
-            proof: vec![[4; 32]],
+            identities: opened_samples()[1..].to_vec(),
+            proof: proof_sample(1),
         }),
         ServerMessage::Completed { included: 7 },
         ServerMessage::Aborted("too few clients".into()),
@@ -281,12 +284,12 @@ fn frames_are_byte_for_byte_the_wire_format() {
         "unmask-shares: 51 bytes, 9711a4e1d4fa587b242bdd7aa6df5fcbe4f124be13ee0416816a099287b105b6",
         "masked-input piece: 25 bytes, fb259b47706e0014799c98b608513a8e5fb3912904a762065ba0b1c30d40f8de",
         "unmask-shares: 51 bytes, e1bcdd0009e7f1306ea31019a07869086b7decf6f366db5e43e6da01ded41aa0",
-        "cohort: 118 bytes, 5a59d7851bd9553aeeda69bf3f45abd5b8e199674bb5e6a75e2f90f10f3e3cbc",
-        "key-list: 713 bytes, b121b3d5296ecf5005bacbffdea15f5867bff4cf9423012c060a2043f01d8ddf",
-        "share-bundles: 258 bytes, eb04492d23943355dd5f6a30664c42c23e357174ac03e89a478eacef82500e3f",
+        "cohort: 130 bytes, 6801b86f71bd55539a436139ddd599d7a3cc55e4deb83d4b3487c42ce6f25024",
+        "key-list: 692 bytes, 2984813c59f7e78a8cc9b02fae7b99d6a941d400021465bbd19cf91dd4a6916c",
+        "share-bundles: 266 bytes, ce04e7c13e8dc1ef100bf46a2e6bd8e9171e59da0c73e171e005dc302a19b407",
         "mask-request: 22 bytes, 8c7363865b5d379463f4d7ad4c9fc0fcef03a6cf3b0f68812de7a852a2710e58",
-        "survivor-list: 102 bytes, f269dc92991c6cd55cdc6f4bae0af970ad161387c57bd86a4c080d1dc50cb425",
-        "unmask-request: 321 bytes, 8e1da4f487244d7b4469b66dc60fde1e2f35916ba9d6720bc145f5e4ed928ee3",
+        "survivor-list: 110 bytes, 008575fc02c78ca7b9c41e4bade48d46f3b73b936868c8e5aa1f9f65dbd42e5b",
+        "unmask-request: 337 bytes, 815205e65d537398321506685838d29f3b25611069996bb2b6fb9454b06b8ad6",
         "completed: 14 bytes, a3a6bf87d3d6dedbe4a0cc7b58f6e19f187fb3a8a8e96f892e4ee22c3fd77386",
         "aborted: 27 bytes, 474c3fb73ec35adf42dd8fb246efd4c72ffa8756ef22f73e0f725c41b8e1303a",
         "aborted: 31 bytes, b610e72eddb4442f9cc9aee9a726b2bdb3c65021fdb5bf0808dccc7c6afb1652",

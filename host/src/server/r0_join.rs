@@ -6,7 +6,10 @@
 //! enrolled), its selection ticket verifies and admits it (in a self-selected round), and the
 //! signature covers the round, the id, the keys and the commitment — so that one client's bad
 //! advertisement costs that client alone: a client aborts on any bad entry it is shown,
-//! because only the server could have let it through.
+//! because only the server could have let it through. These checks (a certificate, a
+//! signature, a ticket, a point decompression and subgroup check each) run when the stage
+//! ends, all advertisements at once on every core; a client whose advertisement fails is
+//! dropped at the join.
 //!
 //! The stage ends when n clients have joined, or at the deadline with at least the minimum, or
 //! as soon as every admitted client has joined when n were admitted and some of them were lost
@@ -24,10 +27,13 @@ use secagg_engine::Accumulate;
 
 use super::r1_advertise_keys::ExpectKeys;
 use super::{Ctx, DropReason, Input, Roll, State};
+use crate::RoundConfig;
 use crate::commit::Cohort;
 use crate::credentials::identity_key;
+use crate::crypto::RoundDigest;
 use crate::crypto::{ADVERTISE_DOMAIN, advertisement_message, is_low_order, masking_point};
 use crate::error::{AbortReason, CryptoError, PeerMisbehaved, ProtocolError};
+use crate::identity::CaPublicKey;
 use crate::identity::IdentityPublicKey;
 use crate::messages::{ClientMessage, SignedKeys};
 use crate::selection::SelectionError;
@@ -36,7 +42,8 @@ use crate::{ClientId, Stage};
 /// Waiting for advertisements.
 pub(super) struct ExpectJoins {
     pub(super) deadline: Duration,
-    commitments: BTreeMap<ClientId, (SignedKeys, IdentityPublicKey)>,
+    /// Advertisements as they arrived, checked when the stage ends.
+    commitments: BTreeMap<ClientId, SignedKeys>,
     /// Clients the transport admitted that have not joined yet.
     admitted: BTreeSet<ClientId>,
     /// Admitted clients lost before the cohort was fixed.
@@ -68,17 +75,8 @@ impl ExpectJoins {
                     // Gone already, or the round is full: this client is not part of it.
                     ctx.reject(from, ProtocolError::UnknownClient(from));
                 } else {
-                    match check(ctx, from, &signed) {
-                        Ok(key) => {
-                            self.admitted.remove(&from);
-                            self.commitments.insert(from, (signed, key));
-                        }
-                        Err(e) => {
-                            self.admitted.remove(&from);
-                            self.lost += 1;
-                            ctx.drop_client(from, Stage::Join, DropReason::Misbehaved(e));
-                        }
-                    }
+                    self.admitted.remove(&from);
+                    self.commitments.insert(from, signed);
                 }
             }
             Input::Message(from, other) => {
@@ -131,16 +129,29 @@ impl ExpectJoins {
     }
 
     fn finish<E: Accumulate>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
-        let members: Vec<ClientId> = self.commitments.keys().copied().collect();
+        use rayon::prelude::*;
+        let (round, config, ca) = (ctx.round, ctx.config, ctx.ca);
+        let verdicts: Vec<(ClientId, Result<IdentityPublicKey, ProtocolError>)> = self
+            .commitments
+            .par_iter()
+            .map(|(id, signed)| (*id, check(round, config, ca, *id, signed)))
+            .collect();
+        let mut identities: HashMap<ClientId, IdentityPublicKey> = HashMap::new();
+        for (id, verdict) in verdicts {
+            match verdict {
+                Ok(key) => {
+                    identities.insert(id, key);
+                }
+                Err(e) => ctx.drop_client(id, Stage::Join, DropReason::Misbehaved(e)),
+            }
+        }
+        let mut commitments = self.commitments;
+        commitments.retain(|id, _| identities.contains_key(id));
+        let members: Vec<ClientId> = commitments.keys().copied().collect();
         if let Err(reason) = ctx.close_stage(Stage::Join, members.len(), members.iter().copied()) {
             return State::Aborted(reason);
         }
-        let identities: HashMap<ClientId, IdentityPublicKey> = self
-            .commitments
-            .iter()
-            .map(|(id, (_, key))| (*id, *key))
-            .collect();
-        let cohort = match Cohort::new(self.commitments.into_iter().map(|(id, (s, _))| (id, s))) {
+        let cohort = match Cohort::new(commitments) {
             Ok(c) => Arc::new(c),
             Err(e) => return ctx.abort(AbortReason::StateLost(leak(e)), members),
         };
@@ -161,8 +172,10 @@ fn leak(_: crate::merkle::MerkleError) -> &'static str {
 
 /// The encryption key is not of small order, the mask-agreement key passes the one rule for
 /// points, the credential, the ticket and the signature verify.
-fn check<E>(
-    ctx: &Ctx<'_, E>,
+fn check(
+    round: &RoundDigest,
+    config: &RoundConfig,
+    ca: Option<&CaPublicKey>,
     from: ClientId,
     signed: &SignedKeys,
 ) -> Result<IdentityPublicKey, ProtocolError> {
@@ -170,8 +183,8 @@ fn check<E>(
         return Err(CryptoError::NonContributory { peer: from }.into());
     }
     masking_point(&signed.keys.masking)?;
-    let key = identity_key(ctx.ca, from, &signed.credential)?;
-    match (ctx.config.selection(), ctx.ca, &signed.ticket) {
+    let key = identity_key(ca, from, &signed.credential)?;
+    match (config.selection(), ca, &signed.ticket) {
         (None, _, None) => {}
         (Some(selection), Some(ca), Some(ticket)) => selection
             .check(ca, &key, ticket)
@@ -183,7 +196,7 @@ fn check<E>(
             return Err(PeerMisbehaved::Ticket(SelectionError::Missing).into());
         }
     }
-    let message = advertisement_message(ctx.round, from, &signed.keys, &signed.commitment);
+    let message = advertisement_message(round, from, &signed.keys, &signed.commitment);
     key.verify(ADVERTISE_DOMAIN, &message, &signed.signature)?;
     Ok(key)
 }

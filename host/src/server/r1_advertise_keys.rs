@@ -1,4 +1,4 @@
-//! Stage 1 on the server: collect each cohort member's revealed nonce (and the cohort pairs it
+//! Stage 1 on the server: collect each cohort member's revealed nonce (and the cohort leaves it
 //! audits), check the nonce against the member's commitment, and fix who is present.
 //!
 //! The stage keeps its name from when the keys came here; they now come with the join, so that
@@ -6,7 +6,7 @@
 //! set U1 (the members whose nonce arrived and opened its commitment), reveals the committee's
 //! nonces (every present committee member's), derives the graph seed, the ring and the session
 //! ([`crate::commit::Roster`]), and sends each present member its key list: its neighbours in
-//! full, the committee and its audited pairs by identity, the present set around it — all with
+//! full, the committee and its audited leaves by identity, the present set around it — all with
 //! proofs, built as each message is polled.
 
 use std::collections::{BTreeMap, HashMap};
@@ -32,7 +32,7 @@ pub(super) struct ExpectKeys {
     cohort: Arc<Cohort>,
     identities: HashMap<ClientId, IdentityPublicKey>,
     roll: Roll,
-    /// Revealed nonces by cohort index, and the pairs each member audits.
+    /// Revealed nonces by cohort index, and the leaves each member audits.
     revealed: BTreeMap<u32, ([u8; 32], Vec<u32>)>,
 }
 
@@ -53,7 +53,7 @@ impl ExpectKeys {
         settle(s, ctx)
     }
 
-    /// The nonce opens the member's commitment; the audited pairs lie in the cohort.
+    /// The nonce opens the member's commitment; the audited leaves lie in the cohort.
     fn check<E>(
         &self,
         ctx: &Ctx<'_, E>,

@@ -29,7 +29,7 @@ use crate::error::{BundleMismatch, ProtocolError};
 use crate::messages::{ClientMessage, ForwardedBundle, SealedBundle, ServerMessage};
 use crate::{ClientId, Stage};
 
-/// A dealing as it arrived: β·B, the dealer's own β share point, its bundles, and the pairs of
+/// A dealing as it arrived: β·B, the dealer's own β share point, its bundles, and the leaves of
 /// the present set its dealer audits.
 struct Received {
     self_key: [u8; 32],
@@ -61,7 +61,7 @@ impl ExpectShares {
         settle(s, ctx)
     }
 
-    /// One bundle for each present neighbour, each of the sealed size; the audited pairs lie
+    /// One bundle for each present neighbour, each of the sealed size; the audited leaves lie
     /// in the present set.
     fn check(
         &self,
@@ -209,7 +209,7 @@ impl ExpectShares {
             // Only dealers in U2 left bundles, so every sender is in U2.
             let mut bundles = inbox.remove(&u).unwrap_or_default();
             bundles.sort_by_key(|b| b.sender);
-            let audit = present.pairs(audits.get(&u).map(Vec::as_slice).unwrap_or_default());
+            let audit = present.audited(audits.get(&u).map(Vec::as_slice).unwrap_or_default());
             ctx.send(u, ServerMessage::ShareBundles { bundles, audit });
         }
         let roll = Roll::start(ctx, Stage::ShareCheck, u2.iter().copied());

@@ -1,13 +1,14 @@
 //! Stage 5 on the server: collect each survivor's signature on the survivor set's commitment
-//! (and the pairs of it the survivor audits), and send every signer the signatures it needs to
-//! check.
+//! (and the leaves of it the survivor audits), and send every signer the signatures it needs
+//! to check.
 //!
-//! A signature that does not verify under its sender's identity key drops the sender (it can
-//! no longer reveal shares; its own input stays in the sum and its self mask is rebuilt from
-//! its holders). Each signer then receives, for every secret it will reveal a share of, the
-//! signatures of at least t of that secret's holders (nearest to it on the ring first, so that
-//! few of them are strangers), the signers it does not know yet opened by identity with one
-//! proof, and the audited pairs of the survivor set.
+//! The signatures are verified when the stage ends, all at once on every core. One that does
+//! not verify under its sender's identity key drops the sender (it can no longer reveal
+//! shares; its own input stays in the sum and its self mask is rebuilt from its holders). Each
+//! signer then receives, for every secret it will reveal a share of, the signatures of at
+//! least t of that secret's holders (nearest to it on the ring first, so that few of them are
+//! strangers), the signers it does not know yet opened by identity with one proof, and the
+//! audited leaves of the survivor set.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use secagg_engine::Accumulate;
 use super::collect::{Collect, Taken, settle};
 use super::membership::Membership;
 use super::r6_unmasking::ExpectUnmaskShares;
-use super::{Ctx, Roll, State};
+use super::{Ctx, DropReason, Roll, State};
 use crate::commit::RingSet;
 use crate::crypto::{SURVIVORS_DOMAIN, survivors_digest};
 use crate::error::{CodecError, ProtocolError};
@@ -35,7 +36,7 @@ pub(super) struct ExpectSignatures<A> {
     digest: [u8; 32],
     roll: Roll,
     acc: A,
-    /// Signatures by signer's cohort index, and the pairs each signer audits.
+    /// Signatures by signer's cohort index, and the leaves each signer audits.
     signatures: BTreeMap<u32, [u8; 64]>,
     audits: HashMap<ClientId, Vec<u32>>,
 }
@@ -63,17 +64,13 @@ impl<A: Send + Sync> ExpectSignatures<A> {
         settle(s, ctx)
     }
 
-    fn check(
-        &self,
-        from: ClientId,
-        signature: &[u8; 64],
-        audit: &[u32],
-    ) -> Result<u32, ProtocolError> {
+    /// The signer is a member with a known identity, its audit lies in the survivor set (the
+    /// signature itself is verified when the stage ends).
+    fn check(&self, from: ClientId, audit: &[u32]) -> Result<u32, ProtocolError> {
         let session = &self.membership.session;
-        let key = session
-            .identities
-            .get(&from)
-            .ok_or(ProtocolError::UnknownClient(from))?;
+        if !session.identities.contains_key(&from) {
+            return Err(ProtocolError::UnknownClient(from));
+        }
         let index = session
             .index_of(from)
             .ok_or(ProtocolError::UnknownClient(from))?;
@@ -85,11 +82,40 @@ impl<A: Send + Sync> ExpectSignatures<A> {
             }
             .into());
         }
-        key.verify(SURVIVORS_DOMAIN, &self.digest, signature)?;
         Ok(index)
     }
 
-    fn close<E: Accumulate<Accumulator = A>>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
+    /// Verifies every signature, on every core, and drops the signers whose fail.
+    fn verify_signatures<E>(&mut self, ctx: &mut Ctx<'_, E>) {
+        use rayon::prelude::*;
+        let session = &self.membership.session;
+        let digest = self.digest;
+        let bad: Vec<(u32, ProtocolError)> = self
+            .signatures
+            .par_iter()
+            .filter_map(|(index, signature)| {
+                let id = session.id_at(*index)?;
+                let key = session.identities.get(&id)?;
+                key.verify(SURVIVORS_DOMAIN, &digest, signature)
+                    .err()
+                    .map(|e| (*index, e.into()))
+            })
+            .collect();
+        for (index, e) in bad {
+            self.signatures.remove(&index);
+            if let Some(id) = self.membership.session.id_at(index) {
+                self.roll.answered.remove(&id);
+                self.roll.expected.remove(&id);
+                ctx.drop_client(id, Stage::Consistency, DropReason::Misbehaved(e));
+            }
+        }
+    }
+
+    fn close<E: Accumulate<Accumulator = A>>(
+        mut self,
+        ctx: &mut Ctx<'_, E>,
+    ) -> State<E::Accumulator> {
+        self.verify_signatures(ctx);
         let signers: Vec<ClientId> = self.roll.answered.iter().copied().collect();
         let live = signers.iter().filter(|c| !ctx.gone.contains_key(c)).count();
         let notify: Vec<ClientId> = self.membership.session.keys.keys().copied().collect();
@@ -150,10 +176,10 @@ impl Requests {
         // The signers it has not seen yet: all but itself and its neighbours.
         let known: BTreeSet<u32> = std::iter::once(me).chain(ring.neighbors(me)).collect();
         let strangers: BTreeSet<u32> = chosen.difference(&known).copied().collect();
-        let (identities, proof) = cohort.open(&BTreeSet::new(), &strangers, &BTreeSet::new());
+        let (identities, proof) = cohort.open(&BTreeSet::new(), &strangers);
         let audit = self
             .survivors
-            .pairs(self.audits.get(&u).map(Vec::as_slice).unwrap_or_default());
+            .audited(self.audits.get(&u).map(Vec::as_slice).unwrap_or_default());
         Some(UnmaskRequest {
             survivors: self.survivors.commitment(),
             audit,
@@ -212,7 +238,7 @@ impl<A: Send + Sync> Collect<A> for ExpectSignatures<A> {
         let ClientMessage::Consistency { signature, audit } = msg else {
             return Err(msg);
         };
-        Ok(match self.check(from, &signature, &audit) {
+        Ok(match self.check(from, &audit) {
             Ok(index) => {
                 self.signatures.insert(index, signature);
                 self.audits.insert(from, audit);

@@ -526,6 +526,11 @@ impl Lab {
         Ok(out)
     }
 
+    /// Where twin `twin` stands.
+    pub fn twin_status(&self, twin: usize) -> Option<ClientStatus> {
+        self.twins.get(twin).map(|(_, c)| c.status())
+    }
+
     /// Rebuilds honest client `id` for another configuration (for instance another round
     /// context), before the round starts.
     pub fn reconfigure(&mut self, id: ClientId, round: crate::RoundConfig) -> Result<(), SimError> {
@@ -731,7 +736,7 @@ impl Lab {
             .collect()
     }
 
-    /// Every nonce a client revealed, with the cohort pairs it asked to audit, by sender.
+    /// Every nonce a client revealed, with the cohort leaves it asked to audit, by sender.
     pub fn reveals(&self) -> BTreeMap<ClientId, Reveal> {
         self.sent
             .iter()
@@ -806,6 +811,13 @@ impl Replica {
         Survivors { replica: self, set }
     }
 
+    /// A survivor list of ring positions committed in the order given, repeats and all.
+    pub fn survivors_in_order(&self, positions: Vec<u32>) -> Survivors<'_> {
+        let set = crate::commit::RingSet::in_order(crate::view::label::SURVIVORS, positions)
+            .unwrap_or_else(|_| unreachable!("a lab's survivor list fits a tree"));
+        Survivors { replica: self, set }
+    }
+
     /// A survivor set of ring positions as given (out of range ones too).
     pub fn survivors_at(&self, positions: Vec<u32>) -> Survivors<'_> {
         let set = crate::commit::RingSet::of_positions(crate::view::label::SURVIVORS, positions)
@@ -826,6 +838,15 @@ impl Survivors<'_> {
         self.set.commitment()
     }
 
+    /// Whether leaf `index` can be opened alone (it keeps to the splits above it).
+    pub fn opens(&self, index: u32) -> bool {
+        let c = self.set.commitment();
+        self.set
+            .audited(&[index])
+            .check(self.set.label(), &c.root, c.len)
+            .is_ok()
+    }
+
     /// The survivor-list message for `to`: the set opened around it.
     pub fn list_for(&self, to: ClientId) -> ServerMessage {
         let ring = &self.replica.roster.view().ring;
@@ -841,8 +862,9 @@ impl Survivors<'_> {
         }
     }
 
-    /// The unmask request for `to`: `signatures` (by signer), the signers it does not know
-    /// opened by identity, the pairs `audit` of the set opened.
+    /// The unmask request for `to`: those of `signatures` (by signer) that are from holders of
+    /// a secret `to` holds a share of (within two hops of it), the signers it does not know
+    /// opened by identity, the leaves `audit` of the set opened.
     pub fn unmask_for(
         &self,
         to: ClientId,
@@ -852,9 +874,14 @@ impl Survivors<'_> {
         let cohort = self.replica.forgery.cohort();
         let ring = &self.replica.roster.view().ring;
         let me = cohort.index_of(to).unwrap_or(u32::MAX);
+        let near: BTreeSet<u32> = std::iter::once(me)
+            .chain(ring.neighbors(me))
+            .flat_map(|v| std::iter::once(v).chain(ring.neighbors(v)))
+            .collect();
         let mut by_index: Vec<(u32, [u8; 64])> = signatures
             .iter()
             .filter_map(|(id, s)| Some((cohort.index_of(*id)?, *s)))
+            .filter(|(i, _)| near.contains(i))
             .collect();
         by_index.sort_by_key(|(i, _)| *i);
         let known: BTreeSet<u32> = std::iter::once(me).chain(ring.neighbors(me)).collect();
@@ -863,10 +890,10 @@ impl Survivors<'_> {
             .map(|(i, _)| *i)
             .filter(|i| !known.contains(i))
             .collect();
-        let (identities, proof) = cohort.open(&BTreeSet::new(), &strangers, &BTreeSet::new());
+        let (identities, proof) = cohort.open(&BTreeSet::new(), &strangers);
         ServerMessage::UnmaskRequest(crate::messages::UnmaskRequest {
             survivors: self.set.commitment(),
-            audit: self.set.pairs(audit),
+            audit: self.set.audited(audit),
             signatures: by_index,
             identities,
             proof,
@@ -874,12 +901,12 @@ impl Survivors<'_> {
     }
 }
 
-/// A client's revealed nonce and the cohort pairs it audits.
+/// A client's revealed nonce and the cohort leaves it audits.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Reveal {
     /// The nonce.
     pub nonce: [u8; 32],
-    /// The first leaves of the pairs it audits.
+    /// The leaves it audits.
     pub audit: Vec<u32>,
 }
 
