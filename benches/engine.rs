@@ -1,6 +1,7 @@
 //! Engine throughput: the raw single-thread ChaCha keystream fill rate (the bound), the fused
 //! `apply_masks` pass for 1, 22 and 200 terms over 2^20 and 2^24 elements, and `add`, on the
-//! CPU with one thread, the CPU with every thread, and the GPU adapter when one opens.
+//! CPU with one thread, the CPU with every thread, two CPU engines sharing the vector by
+//! coordinate range (`Sharded`), and the GPU adapter when one opens.
 //!
 //! Throughput is reported in keystream bytes (terms x elements x 4) for `apply_masks` and in
 //! input bytes (elements x 4) for `add`. `cargo bench --bench engine`; a filter narrows it,
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand_core::{Rng, SeedableRng};
-use secagg_engine::{Backend, CpuEngine, GpuEngine, MaskTerm, Modulus, Prg, Seed};
+use secagg_engine::{Backend, CpuEngine, GpuEngine, MaskTerm, Modulus, Prg, Seed, Sharded};
 
 const SIZES: [(u32, usize); 2] = [(20, 1 << 20), (24, 1 << 24)];
 const TERMS: [usize; 3] = [1, 22, 200];
@@ -31,6 +32,13 @@ fn engines() -> Vec<(String, Box<dyn Fn() -> Option<AnyEngine>>)> {
         (
             "cpu-all".into(),
             Box::new(|| Some(AnyEngine::Cpu(CpuEngine::new()))),
+        ),
+        (
+            "cpu-2shards".into(),
+            Box::new(|| {
+                let shards = vec![CpuEngine::new(), CpuEngine::new()];
+                Some(AnyEngine::Sharded(Sharded::new(shards).unwrap()))
+            }),
         ),
         (
             "gpu".into(),
@@ -51,6 +59,7 @@ fn engines() -> Vec<(String, Box<dyn Fn() -> Option<AnyEngine>>)> {
 enum AnyEngine {
     Cpu(CpuEngine),
     Gpu(Box<GpuEngine>),
+    Sharded(Sharded<CpuEngine>),
 }
 
 impl AnyEngine {
@@ -59,6 +68,7 @@ impl AnyEngine {
         match self {
             AnyEngine::Cpu(e) => e.apply_masks(acc, 0, terms, Prg::ChaCha20, m),
             AnyEngine::Gpu(e) => e.apply_masks(acc, 0, terms, Prg::ChaCha20, m),
+            AnyEngine::Sharded(e) => e.apply_masks(acc, 0, terms, Prg::ChaCha20, m),
         }
         .unwrap()
     }
@@ -68,6 +78,7 @@ impl AnyEngine {
         match self {
             AnyEngine::Cpu(e) => e.add(acc, v, m),
             AnyEngine::Gpu(e) => e.add(acc, v, m),
+            AnyEngine::Sharded(e) => e.add(acc, v, m),
         }
         .unwrap()
     }

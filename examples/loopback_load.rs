@@ -19,12 +19,12 @@ use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-use secagg::engine::{BackendChoice, CpuEngine, Engine};
+use secagg::engine::{BackendChoice, Engine};
 use secagg::host::codec;
 use secagg::host::config::RoundConfig;
 use secagg::host::identity::Overwrite;
 use secagg::host::plan::threshold_for;
-use secagg::host::transport::{ClientOptions, ServeOptions, run_client, serve, tls};
+use secagg::host::transport::{Join, ServeOptions, serve, tls};
 use secagg::host::{ClientId, Stage};
 use secagg::model::{ModelFormat, ModelLayout, TensorSpec, read_model, write_model};
 
@@ -205,21 +205,14 @@ fn main() {
         let mut tasks = Vec::new();
         for (i, x) in inputs.iter().cloned().enumerate() {
             let i = i as u32;
-            let options = ClientOptions {
-                id: ClientId(i),
-                weight: None,
-                layout: layout_digest,
-                // Every tenth client (by id) leaves before its masked input.
-                drop_after: (i % 10 == 9 && i / 10 < dropped).then_some(Stage::ShareCheck),
-                connect_timeout: Duration::from_secs(10),
-                tls: Some((connector.clone(), tls::server_name("127.0.0.1").unwrap())),
-                insecure_plaintext: false,
-                misbehave: None,
-            };
+            // Every tenth client (by id) leaves before its masked input.
+            let leaves = i % 10 == 9 && i / 10 < dropped;
+            let server_name = tls::server_name("127.0.0.1").unwrap();
+            let connector = connector.clone();
             let addr = format!("127.0.0.1:{}", a.port);
             let ca = load_ca();
             tasks.push(tokio::spawn(async move {
-                let mut rng = ChaCha20Rng::seed_from_u64(u64::from(i) ^ 0xfeed);
+                let mut rng = secagg::host::RoundRng::seed_from_u64(u64::from(i) ^ 0xfeed);
                 let key = secagg::host::identity::IdentityKey::generate(&mut rng);
                 let cert = ca.issue(ClientId(i), &key.public());
                 let identity = secagg::host::ClientIdentity::enrolled(key, cert).unwrap();
@@ -229,7 +222,13 @@ fn main() {
                     trust: secagg::host::Trust::Enrolled(ca.public()),
                     ..secagg::host::sim::parameter_free_policy()
                 };
-                run_client(addr, options, identity, policy, &x, CpuEngine::new(), rng).await
+                let mut join = Join::new(identity, policy, layout_digest)
+                    .tls(connector, server_name)
+                    .rng(rng);
+                if leaves {
+                    join = join.drop_after(Stage::ShareCheck);
+                }
+                join.run(addr, &x).await
             }));
         }
         for t in tasks {

@@ -36,7 +36,17 @@
 //!   CPU and on a GPU through wgpu, bit-identical (`examples/engine.rs`).
 //! * [`model`]: `.npy` and `.safetensors` update files, read whole or streamed.
 //! * [`process`]: peak memory and CPU time of this process, for reports.
-//! * [`soak`]: the attack soak behind `secagg soak`.
+//!
+//! ## Features
+//!
+//! | feature | adds | default |
+//! |---------|------|---------|
+//! | `cli` | the `secagg` binary (clap, indicatif, env_logger, toml) | yes |
+//! | `gpu` | the GPU engine, `engine::GpuEngine` (wgpu); without it `--backend gpu` says the build has no GPU support and `auto` is the CPU | yes |
+//! | `test-pki` | throwaway TLS certificates (rcgen): `secagg tls new`, `host::transport::tls::TestPki` | yes |
+//! | `soak` | `secagg soak`, the attack soak: implies `cli` and `test-pki`, and secagg-host's `testing` (its rogue clients break the rules on purpose) | no |
+//!
+//! The library alone, with no command line and no GPU: `default-features = false`.
 
 #![deny(missing_docs)]
 
@@ -45,4 +55,3 @@ pub use secagg_host as host;
 
 pub mod model;
 pub mod process;
-pub mod soak;

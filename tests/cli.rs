@@ -2,7 +2,8 @@
 //! `secagg client` processes over loopback, clients enrolled through `secagg ca new` and
 //! `secagg enroll`, with .npy and .safetensors files in and out, dropouts, weights, an abort
 //! below threshold, a TOML config file, a client enrolled by another CA, a client whose policy
-//! refuses the round, the server's refusal of insecure parameters, and `--help`.
+//! refuses the round, the server's refusal of insecure parameters, `--help`, and `secagg
+//! simulate` on a sharded server engine.
 
 #![allow(
     clippy::unwrap_used,
@@ -465,6 +466,86 @@ fn a_client_enrolled_by_another_ca_is_refused() {
     );
 }
 
+/// Waits for every client and the server to succeed; the summary, which says completed.
+fn completed(clients: Vec<Child>, srv: Child, summary_path: &Path) -> serde_json::Value {
+    let ok: Vec<bool> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| finish(c, &format!("client {i}")).status.success())
+        .collect();
+    assert!(
+        finish(srv, "server").status.success() && ok.iter().all(|&o| o),
+        "{ok:?}"
+    );
+    let s = summary(summary_path);
+    assert_eq!(s["status"], "completed", "{s}");
+    s
+}
+
+/// A DP round over TCP: the server plans the noise for k − t + 2 = 3 honest inputs, six client
+/// processes clip, rotate, round and noise their updates under the masks, and the summary
+/// records the round's privacy event; the written sum is Σ clip(x) within the noise.
+#[test]
+fn a_dp_round_records_its_privacy_event_in_the_summary() {
+    let seed = testing::test_seed("cli::dp_round");
+    let d = dir("dp-round");
+    let dep = CliDeployment::create(&d.join("pki"), 0..6);
+    let inputs = npy_updates(&d, seed, 0..6, 6);
+    let port = free_port();
+    let srv = small_server(
+        port,
+        (6, 4),
+        10_000,
+        &d,
+        &dep,
+        &[
+            "--epsilon",
+            "1",
+            "--delta",
+            "1e-5",
+            "--rounds",
+            "4",
+            "--colluders",
+            "0",
+        ],
+    );
+    let clients: Vec<Child> = (0..6u32)
+        .map(|i| client(port, i, &inputs[i as usize], &enrolled(&dep, i, &[], &[])))
+        .collect();
+    let s = completed(clients, srv, &d.join("summary.json"));
+    let p = &s["privacy"];
+    assert_eq!(p["released"], true);
+    assert_eq!(p["mechanism"], "skellam");
+    // T − c = 4, but a semi-malicious server can isolate an input with k − t + 1 = 2 other
+    // honest ones: the noise rests on 3.
+    assert_eq!(p["honest_survivors"], 3);
+    assert_eq!(p["inputs_in_sum"], 6);
+    assert_eq!(p["planned_rounds"], 4);
+    let planned = p["planned_epsilon"].as_f64().unwrap();
+    let this_round = p["epsilon_this_round"].as_f64().unwrap();
+    assert!(planned <= 1.0 && this_round < planned, "{p}");
+    assert!(!p["rdp"].as_array().unwrap().is_empty());
+    // Every input's norm is above c = 1: each is clipped to it.
+    let (_, got) = read_model(&d.join("sum.npy")).unwrap();
+    let noise = p["noise_per_client"].as_f64().unwrap();
+    let scale = p["scale"].as_f64().unwrap();
+    let sd = (6.0 * noise + 6.0 / 4.0).sqrt() / scale;
+    for j in 0..6 {
+        let want: f64 = (0..6u32)
+            .map(|i| {
+                let x = values(seed, i, 6);
+                let norm = x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
+                f64::from(x[j]) / norm.max(1.0)
+            })
+            .sum();
+        assert!(
+            (f64::from(got[j]) - want).abs() < 6.0 * sd,
+            "element {j}: {} vs {want} (σ {sd}, seed {seed})",
+            got[j]
+        );
+    }
+}
+
 /// A client whose policy the announced round fails (here its minimum cohort is above the
 /// round's size) exits 1 naming the failed bound, without joining; the others complete.
 #[test]
@@ -704,4 +785,73 @@ fn help_documents_every_flag_and_bad_flags_are_refused() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("--listen is required"));
+}
+
+/// `secagg simulate` with the server's accumulator on two CPU shards: the round completes
+/// and its sum is exactly the plaintext sum.
+#[test]
+fn simulate_on_two_cpu_shards_is_exact() {
+    let seed = testing::test_seed("cli::simulate_shards");
+    let out = Command::new(BIN)
+        .args(["simulate", "--clients", "6", "--params", "5000"])
+        .args(["--backend", "cpu,cpu"])
+        .args(["--seed", &seed.to_string(), "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "exit {:?}\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["result"]["status"], "ok", "{v}");
+    assert_eq!(v["result"]["exact"], true, "{v}");
+    assert!(v["engine"].as_str().unwrap().starts_with("2 shards"), "{v}");
+}
+
+/// `--backend auto` (the default) defers to `SECAGG_BACKEND`, as the README says; an explicit
+/// `--backend` wins over it, and a bad value is refused naming the variable.
+#[test]
+fn secagg_backend_chooses_the_engine_where_auto_is_the_default() {
+    let simulate = |env: Option<&str>, extra: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "simulate",
+            "--clients",
+            "3",
+            "--params",
+            "64",
+            "--json",
+            "--quiet",
+        ])
+        .args(["--insecure-params"])
+        .args(extra);
+        cmd.env_remove("SECAGG_BACKEND");
+        if let Some(v) = env {
+            cmd.env("SECAGG_BACKEND", v);
+        }
+        cmd.output().unwrap()
+    };
+    let engine_of = |out: &Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["engine"].as_str().unwrap_or_default().to_string()
+    };
+    let sharded = engine_of(&simulate(Some("cpu,cpu"), &[]));
+    assert!(
+        sharded.contains("shard"),
+        "SECAGG_BACKEND=cpu,cpu gave {sharded}"
+    );
+    let explicit = engine_of(&simulate(Some("cpu,cpu"), &["--backend", "cpu"]));
+    assert!(!explicit.contains("shard"), "--backend cpu gave {explicit}");
+    let bad = simulate(Some("tpu"), &[]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("SECAGG_BACKEND=tpu"), "{err}");
 }

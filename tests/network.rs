@@ -27,12 +27,12 @@ use secagg::host::codec::{self, Limits, tag};
 use secagg::host::messages::{ClientMessage, Envelope};
 use secagg::host::quantize::error_bound;
 use secagg::host::transport::{
-    ClientInput, ClientOptions, ClientOutcome, Misbehaviour, Refusal, RoundReport, ServeOptions,
-    TransportError, frame_codec, run_client, serve,
+    ClientInput, ClientOutcome, Join, Misbehaviour, Refusal, RoundReport, ServeOptions,
+    TransportError, frame_codec, serve,
 };
 use secagg::host::{
     Client, ClientError, ClientId, ClientIdentity, ClientPolicy, ClientStatus, CryptoError,
-    DropReason, PointError, ProtocolError, RoundConfig, Stage,
+    DropReason, PointError, ProtocolError, RoundConfig, RoundRng, Stage,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -75,28 +75,22 @@ fn spawn_client(
     identity: ClientIdentity,
     policy: ClientPolicy,
 ) -> tokio::task::JoinHandle<Result<ClientOutcome, TransportError>> {
-    let options = ClientOptions {
-        tls: Some(dep.client_tls()),
-        ..options(id, drop_after)
-    };
-    spawn_with(addr, seed, m, options, identity, policy)
+    let (connector, name) = dep.client_tls();
+    let join = join_as(identity, policy, drop_after).tls(connector, name);
+    spawn_with(addr, seed, m, id, join)
 }
 
-/// Runs a client with these options as a task.
+/// Runs client `id` as `join` sets it up, as a task.
 fn spawn_with(
     addr: SocketAddr,
     seed: u64,
     m: usize,
-    options: ClientOptions,
-    identity: ClientIdentity,
-    policy: ClientPolicy,
+    id: u32,
+    join: Join,
 ) -> tokio::task::JoinHandle<Result<ClientOutcome, TransportError>> {
-    let id = options.id.0;
     let x = update(seed, id, m);
-    let rng = ChaCha20Rng::seed_from_u64(seed.wrapping_add(u64::from(id) + 1));
-    tokio::spawn(async move {
-        run_client(addr, options, identity, policy, &x, CpuEngine::new(), rng).await
-    })
+    let rng = RoundRng::seed_from_u64(seed.wrapping_add(u64::from(id) + 1));
+    tokio::spawn(async move { join.rng(rng).run(addr, &x).await })
 }
 
 /// Client `id`, enrolled and under the deployment's permissive policy, as a task.
@@ -155,24 +149,22 @@ fn spawn_misbehaving(
     id: u32,
     how: Misbehaviour,
 ) -> tokio::task::JoinHandle<Result<ClientOutcome, TransportError>> {
-    let options = ClientOptions {
-        tls: Some(dep.client_tls()),
-        misbehave: Some(how),
-        ..options(id, None)
-    };
-    spawn_with(addr, seed, m, options, dep.identity(id), dep.policy())
+    let (connector, name) = dep.client_tls();
+    let join = join_as(dep.identity(id), dep.policy(), None)
+        .tls(connector, name)
+        .misbehave(how);
+    spawn_with(addr, seed, m, id, join)
 }
 
-fn options(id: u32, drop_after: Option<Stage>) -> ClientOptions {
-    ClientOptions {
-        id: ClientId(id),
-        weight: None,
-        layout: LAYOUT,
-        drop_after,
-        connect_timeout: Duration::from_secs(10),
-        tls: None,
-        insecure_plaintext: true,
-        misbehave: None,
+/// `identity` joining under `policy` in plaintext (until given TLS), leaving after
+/// `drop_after` if set.
+fn join_as(identity: ClientIdentity, policy: ClientPolicy, drop_after: Option<Stage>) -> Join {
+    let join = Join::new(identity, policy, LAYOUT)
+        .insecure_plaintext()
+        .connect_timeout(Duration::from_secs(10));
+    match drop_after {
+        Some(stage) => join.drop_after(stage),
+        None => join,
     }
 }
 
@@ -797,11 +789,8 @@ async fn upload_rules(spill: bool) {
         .collect();
     // Client 3 streams its update: read, quantized, masked and sent a piece at a time.
     honest.push({
-        let options = ClientOptions {
-            tls: Some(dep.client_tls()),
-            ..options(3, None)
-        };
-        let (identity, policy) = (dep.identity(3), dep.policy());
+        let (connector, name) = dep.client_tls();
+        let join = join_as(dep.identity(3), dep.policy(), None).tls(connector, name);
         let x = update(seed, 3, m);
         let mut at = 0;
         let read = move |out: &mut [f32]| {
@@ -813,19 +802,8 @@ async fn upload_rules(spill: bool) {
             params: m,
             read: Box::new(read),
         };
-        let rng = ChaCha20Rng::seed_from_u64(seed ^ 3);
-        tokio::spawn(async move {
-            run_client(
-                addr,
-                options,
-                identity,
-                policy,
-                input,
-                CpuEngine::new(),
-                rng,
-            )
-            .await
-        })
+        let rng = RoundRng::seed_from_u64(seed ^ 3);
+        tokio::spawn(async move { join.rng(rng).run(addr, input).await })
     });
     for h in honest {
         let r = h.await.unwrap();

@@ -286,3 +286,119 @@ fn the_colluder_budget_is_absolute_and_self_selection_bounds_it() {
     bad.extend_from_slice(&["--select-rate", "1.5"]);
     assert_eq!(outcome(&bad).0, Some(2));
 }
+
+/// `--epsilon` adds the DP plan, sized for T − c honest survivors, with the figures the
+/// library's DP planner gives for the same request; `--noise` reports ε instead.
+#[test]
+fn the_dp_plan_is_printed_beside_the_pair() {
+    let args = [
+        "--clients",
+        "100",
+        "--colluders",
+        "5",
+        "--epsilon",
+        "1",
+        "--delta",
+        "1e-6",
+        "--rounds",
+        "3",
+        "--clip",
+        "0.5",
+        "--params",
+        "100000",
+    ];
+    let (code, out, err) = outcome(&args);
+    assert_eq!(code, Some(0), "{args:?}\n{out}\n{err}");
+    let req = PlanRequest {
+        colluders: Some(5),
+        ..request(100, 0.1, 0.05, Adversary::SemiMalicious)
+    };
+    let chosen = plan(&req).unwrap();
+    let (k, t) = (chosen.neighbors, chosen.threshold);
+    // A semi-malicious server can isolate an input with k − t + 1 other honest ones.
+    let h = (t - 5).min(k + 2 - t);
+    let why = if h == t - 5 {
+        format!("h = T - c = {t} - 5 = {h}")
+    } else {
+        format!("h = k - t + 2 = {k} - {t} + 2 = {h}")
+    };
+    assert!(out.contains(&why), "want {why:?} in\n{out}");
+    let dp = secagg::host::plan::plan_dp(&secagg::host::plan::DpRequest {
+        delta: 1e-6,
+        rounds: 3,
+        clip: 0.5,
+        honest: h,
+        survivors: 90,
+        ..secagg::host::plan::DpRequest::new(
+            secagg::host::plan::DpTarget::Epsilon(1.0),
+            100_000,
+            100,
+        )
+    })
+    .unwrap();
+    for want in [
+        format!("modulus bits b = {}", dp.bits),
+        format!("μ_c = {:.6}", dp.dp.noise),
+        format!("central σ = {:.6}", dp.noise_std),
+        format!("expected error of the mean: {:.6}", dp.mean_error),
+        format!("ε spent: {:.4}", dp.epsilon),
+    ] {
+        assert!(out.contains(&want), "missing {want:?} in\n{out}");
+    }
+    assert!(dp.epsilon <= 1.0);
+
+    let (code, out, err) = outcome(&[
+        "--clients",
+        "50",
+        "--noise",
+        "1.5",
+        "--rounds",
+        "10",
+        "--params",
+        "1000",
+    ]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(
+        out.contains("noise multiplier z = 1.5") && out.contains("ε spent:"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_dp_plan_that_cannot_fit_fails_with_a_reason() {
+    // Two bits cannot carry ε = 1's noise over 100 clients.
+    let (code, _, err) = outcome(&[
+        "--clients",
+        "100",
+        "--epsilon",
+        "1",
+        "--params",
+        "1000",
+        "--bits",
+        "4",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no scale fits 2^4"), "{err}");
+    // Without --params the request is malformed.
+    let (code, _, err) = outcome(&["--clients", "100", "--epsilon", "1"]);
+    assert_eq!(code, Some(2), "{err}");
+    // Colluders that fill T leave no honest survivor to rest the noise on.
+    let (code, _, err) = outcome(&[
+        "--clients",
+        "10",
+        "--neighbors",
+        "9",
+        "--threshold",
+        "6",
+        "--colluders",
+        "6",
+        "--adversary",
+        "curious",
+        "--epsilon",
+        "1",
+        "--params",
+        "100",
+    ]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no honest input"), "{err}");
+}

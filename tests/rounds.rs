@@ -1,9 +1,12 @@
 //! End-to-end rounds through the simulator: SecAgg and SecAgg+, dropouts at every stage, the
 //! abort below threshold, weights, unauthenticated (self-asserted) and enrolled clients, a
 //! round under the clients' default policy with the planner's semi-malicious parameters, and
-//! property tests over random shapes and dropout sets.
-//! Every test draws its inputs from a printed seed and runs with the CPU engine and with the
-//! GPU engine (lavapipe in CI; with `SECAGG_REQUIRE_GPU=1` a missing adapter fails the test).
+//! property tests over random shapes and dropout sets; and the network they run on (the same
+//! round on any number of threads, one shared copy of each list every client receives).
+//! Every test draws its inputs from a printed seed and runs with the CPU engine, with the
+//! GPU engine (lavapipe in CI; with `SECAGG_REQUIRE_GPU=1` a missing adapter fails the test),
+//! and with the server's accumulator sharded by coordinate range over two CPU engines, a GPU
+//! and a CPU, and two GPU engines.
 //! The simulator checks each output against the plaintext sum of the included clients'
 //! quantized inputs, exactly, and the f32 sum within the quantization bound.
 
@@ -11,7 +14,7 @@
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use secagg::engine::{CpuEngine, testing};
+use secagg::engine::{CpuEngine, Device, Engine, Sharded, testing};
 use secagg::host::identity::IdentityKey;
 use secagg::host::plan::{self, Adversary, PlanRequest};
 use secagg::host::sim::{self, DropMode, DropSchedule, SimConfig, SimReport};
@@ -330,6 +333,25 @@ fn cpu(_: &str) -> Option<CpuEngine> {
 rounds!(cpu, cpu);
 rounds!(gpu, testing::shared_gpu);
 
+/// Two CPU shards, the second twice the first: the server's accumulator split by range.
+fn sharded_cpu(test: &str) -> Option<Sharded<Engine>> {
+    testing::sharded_or_skip(test, &[Device::Cpu, Device::Cpu], &[1, 2])
+}
+
+/// A GPU shard and a CPU shard.
+fn sharded_gpu_cpu(test: &str) -> Option<Sharded<Engine>> {
+    testing::sharded_or_skip(test, &[Device::Gpu, Device::Cpu], &[1, 1])
+}
+
+/// Two GPU engines (two devices on lavapipe here).
+fn sharded_gpu_gpu(test: &str) -> Option<Sharded<Engine>> {
+    testing::sharded_or_skip(test, &[Device::Gpu, Device::Gpu], &[1, 1])
+}
+
+rounds!(sharded_cpu, sharded_cpu);
+rounds!(sharded_gpu_cpu, sharded_gpu_cpu);
+rounds!(sharded_gpu_gpu, sharded_gpu_gpu);
+
 mod properties {
     use super::*;
     use proptest::prelude::*;
@@ -413,6 +435,64 @@ mod properties {
     }
 }
 
+/// In a sparse graph, dropouts at share-keys can leave an honest dealer with fewer than t
+/// neighbours holding its shares: its secrets could not be rebuilt, so the server excludes it
+/// (`UnrecoverableDealer`) although it sends its masked input, and the sum is exactly the
+/// others'. Found by `never_a_wrong_sum` at (9, 4, 2, [2, 2, 2, 5, 7, 7, 2, 2, 5]), where the
+/// simulator's check expected the excluded dealer in the sum. Over fresh round seeds of that
+/// shape (the graph moves with them), some round must exclude such a dealer, and every round
+/// must pass the plaintext check with exactly the right clients.
+#[test]
+fn a_dealer_too_few_neighbours_can_rebuild_is_left_out_of_the_sum() {
+    let seed = testing::test_seed("a_dealer_too_few_neighbours_can_rebuild");
+    let fate = [2u8, 2, 2, 5, 7, 7, 2, 2, 5];
+    let mut drops = DropSchedule::none();
+    for (i, f) in fate.iter().enumerate() {
+        if let Some(s) = Stage::ALL.get(*f as usize).copied() {
+            drops = drops.at(s, [ClientId(i as u32)]);
+        }
+    }
+    let mut excluded_rounds = 0;
+    for r in 0..40u64 {
+        let round = RoundConfig::builder(9, 19)
+            .neighbors(4)
+            .threshold(2)
+            .round_id(seed.wrapping_add(r))
+            .build()
+            .unwrap();
+        let mut cfg = SimConfig::new(round);
+        cfg.seed = seed.wrapping_add(r);
+        cfg.drops = drops.clone();
+        let report = run(CpuEngine::new(), &cfg);
+        let Ok(out) = &report.outcome else { continue };
+        assert_passed(&report);
+        let unrecoverable: Vec<ClientId> = out
+            .dropped
+            .iter()
+            .filter(|d| {
+                matches!(
+                    d.reason,
+                    secagg::host::DropReason::Misbehaved(ProtocolError::UnrecoverableDealer { .. })
+                )
+            })
+            .map(|d| d.client)
+            .collect();
+        for c in &unrecoverable {
+            // Such a dealer sent its masked input (it was not a dropout) and is not summed.
+            assert!(
+                drops.sends(*c, Stage::MaskedInput),
+                "round {r}: {c} dropped"
+            );
+            assert!(!out.included.contains(c), "round {r}: {c} summed");
+        }
+        excluded_rounds += usize::from(!unrecoverable.is_empty());
+    }
+    assert!(
+        excluded_rounds > 0,
+        "no round of 40 excluded an unrecoverable dealer"
+    );
+}
+
 /// Every threshold the configuration accepts can complete when nobody drops; t = k + 1
 /// (every holder, SecAgg with t = n) is refused, since a client masks only with at least t of
 /// its k neighbours.
@@ -432,4 +512,142 @@ fn every_accepted_threshold_completes_without_dropouts() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// The network the simulator runs on: the clients' turns run in parallel, and nothing of a
+// round may depend on how many threads take them; lists every client receives stay one
+// value in memory.
+
+/// The same seeded round, with drops at two stages, on a pool of 1 thread (batches of 4
+/// clients) and of 3 (batches of 12): the same output, statuses, senders, receivers, workers
+/// and bytes per stage.
+#[test]
+fn a_round_is_the_same_on_one_thread_as_on_three() {
+    for mode in [DropMode::Disconnect, DropMode::Silent] {
+        let (seed, b) = base("network::threads", 30, 300);
+        let round = b.neighbors(12).threshold(5).min_survivors(15);
+        let mut cfg = SimConfig::new(round.build().unwrap());
+        cfg.seed = seed;
+        cfg.mode = mode;
+        // Three vanish before the share check, and three others (also drawn from the seed)
+        // before their masked input.
+        let early = DropSchedule::random(30, 0.1, Stage::ShareCheck, seed);
+        let late = DropSchedule::random(30, 0.5, Stage::MaskedInput, seed ^ 1);
+        let late: Vec<ClientId> = (0..30)
+            .map(ClientId)
+            .filter(|id| late.misses(*id).is_some() && early.misses(*id).is_none())
+            .take(3)
+            .collect();
+        cfg.drops = early.at(Stage::MaskedInput, late);
+        let on = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| run(CpuEngine::new(), &cfg))
+        };
+        let (one, three) = (on(1), on(3));
+        assert_passed(&one);
+        assert_eq!(one.outcome.as_ref().unwrap().dropped.len(), 6, "{mode:?}");
+        assert_eq!(one.outcome, three.outcome, "{mode:?}");
+        assert_eq!(one.client_status, three.client_status, "{mode:?}");
+        let figures = |r: &SimReport| -> Vec<_> {
+            r.stages
+                .iter()
+                .map(|s| {
+                    let n = (s.senders, s.receivers, s.workers);
+                    (s.stage, n, s.bytes_up, s.bytes_down)
+                })
+                .collect()
+        };
+        assert_eq!(figures(&one), figures(&three), "{mode:?}");
+    }
+}
+
+/// The cohort, the present set (in the key list) and the survivor set (sent alone, then again
+/// in every unmask request) reach every client through the codec as its own opening of one
+/// commitment per list: every client is shown the same root and count, the cohort at its own
+/// position; the bytes are counted per receiver, and the round still sums exactly.
+#[test]
+fn every_client_gets_its_own_opening_of_one_commitment_per_list() {
+    use secagg::host::messages::{ListCommitment, ServerMessage};
+    use secagg::host::sim::{Network, Tamper};
+
+    /// Every commitment delivered, by kind, with its recipient and (for the cohort) the
+    /// position it was opened at.
+    #[derive(Default)]
+    struct Lists(Vec<(&'static str, ClientId, ListCommitment, Option<u32>)>);
+
+    impl Tamper for Lists {
+        fn delivered(
+            &mut self,
+            to: ClientId,
+            envelope: &secagg::host::messages::Envelope<ServerMessage>,
+        ) {
+            let (kind, list, position) = match &envelope.message {
+                ServerMessage::Cohort {
+                    cohort, position, ..
+                } => ("cohort", *cohort, Some(*position)),
+                ServerMessage::KeyList(k) => ("present", k.present, None),
+                ServerMessage::SurvivorList { survivors, .. } => ("survivors", *survivors, None),
+                ServerMessage::UnmaskRequest(u) => ("survivors", u.survivors, None),
+                _ => return,
+            };
+            self.0.push((kind, to, list, position));
+        }
+    }
+
+    let n = 12;
+    let (seed, b) = base("network::shared_lists", n, 40);
+    let round = b.neighbors(6).threshold(4).build().unwrap();
+    let mut cfg = SimConfig::new(round.clone());
+    cfg.seed = seed;
+    let ca = sim::sim_ca(seed);
+    let server = sim::sim_server(&cfg, &ca, CpuEngine::new(), std::time::Duration::ZERO);
+    let mask = round.modulus().mask_u32();
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let mut want = vec![0u32; round.vector_len()];
+    let mut clients = Vec::new();
+    for id in cfg.member_ids() {
+        let input: Vec<u32> = (0..round.vector_len())
+            .map(|_| rand_core::Rng::next_u32(&mut rng) & mask)
+            .collect();
+        for (w, x) in want.iter_mut().zip(&input) {
+            *w = w.wrapping_add(*x) & mask;
+        }
+        let mut c = sim::sim_client(&cfg, &ca, id, CpuEngine::new()).unwrap();
+        c.set_quantized_input(input).unwrap();
+        clients.push(c);
+    }
+    let mut lists = Lists::default();
+    let mut net = Network::new(server, clients);
+    let status = net.run(&mut lists, &|_| {}).unwrap();
+    assert_eq!(status, secagg::host::ServerStatus::Completed);
+    let out = net.server().output().unwrap();
+    assert_eq!(out.sum[..], want[..round.params()]);
+    assert_eq!(out.total_weight, u64::from(want[round.params()]));
+    for (kind, copies) in [("cohort", n), ("present", n), ("survivors", 2 * n)] {
+        let got: Vec<_> = lists.0.iter().filter(|l| l.0 == kind).collect();
+        assert_eq!(got.len(), copies, "{kind} deliveries");
+        let distinct: std::collections::BTreeSet<[u8; 32]> = got.iter().map(|l| l.2.root).collect();
+        assert_eq!(distinct.len(), 1, "{kind}: {} commitments", distinct.len());
+        assert!(got.iter().all(|l| l.2 == got[0].2), "{kind}");
+        assert_eq!(got[0].2.len as usize, n, "{kind}: its count");
+        let to: std::collections::BTreeSet<ClientId> = got.iter().map(|l| l.1).collect();
+        assert_eq!(to.len(), n, "{kind}: every client");
+    }
+    // The cohort is sorted by id: each client is opened at its own rank.
+    let members = cfg.member_ids();
+    for (_, to, _, position) in lists.0.iter().filter(|l| l.0 == "cohort") {
+        let rank = members.iter().position(|m| m == to).unwrap() as u32;
+        assert_eq!(*position, Some(rank), "client {to:?}");
+    }
+    let key_list = net
+        .stages()
+        .into_iter()
+        .find(|s| s.stage == Some(Stage::ShareKeys))
+        .unwrap();
+    assert_eq!(key_list.receivers, n);
+    assert!(key_list.bytes_down > (n as u64) * 64, "{key_list:?}");
 }

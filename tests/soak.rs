@@ -1,8 +1,9 @@
 //! The attack soak as a test: 200 honest clients and 60 rogue connections of every kind
-//! against a `secagg server` process over TLS on loopback (see `secagg::soak`). The honest
-//! round must complete inside one stage deadline with the honest survivors' sum, every rogue
-//! kind must be refused or cut off with its reason in the server's summary, and the server's
-//! peak memory (VmHWM from its own /proc/self/status) must stay under the bound below.
+//! against a `secagg server` process over TLS on loopback (`secagg soak`, see
+//! `src/cli/soak/harness.rs`). The honest round must complete inside one stage deadline with
+//! the honest survivors' sum, every rogue kind must be refused or cut off with its reason in
+//! the server's summary, and the server's peak memory (VmHWM from its own /proc/self/status)
+//! must stay under the bound below.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

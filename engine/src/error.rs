@@ -47,7 +47,10 @@ pub enum EngineError {
     #[error("unknown PRG {0:?}: expected chacha20, chacha12 or chacha8")]
     UnknownPrg(String),
     /// An unknown backend name was given.
-    #[error("unknown backend {0:?}: expected auto, cpu or gpu")]
+    #[error(
+        "unknown backend {0:?}: expected auto, cpu, gpu, gpu:N (adapter N), or a comma-separated \
+         list of cpu, gpu and gpu:N shards (e.g. cpu,cpu or gpu:0,gpu:1)"
+    )]
     UnknownBackend(String),
     /// This engine has no kernels for the lane type.
     #[error("the {engine} engine does not support {lane:?} lanes")]
@@ -57,6 +60,9 @@ pub enum EngineError {
         /// The lane kind asked for.
         lane: LaneKind,
     },
+    /// The GPU engine was asked for by name, in a build without it (the `gpu` feature).
+    #[error("built without GPU support (the `gpu` feature of secagg-engine is off)")]
+    GpuNotBuilt,
     /// No GPU adapter was found (or the one named could not be opened).
     #[error("no GPU adapter available: {0}")]
     NoAdapter(String),
@@ -107,6 +113,27 @@ pub enum EngineError {
         owner: &'static str,
         /// The engine it was given to.
         engine: &'static str,
+    },
+    /// A sharded engine was given no engines.
+    #[error("a sharded engine needs at least one engine")]
+    NoShards,
+    /// A sharded engine's weights do not match its engines (one weight of at least 1 each).
+    #[error(
+        "{weights} shard weights for {shards} engines: give one weight of at least 1 per engine"
+    )]
+    ShardWeights {
+        /// Engines given.
+        shards: usize,
+        /// Weights given.
+        weights: usize,
+    },
+    /// A sharded accumulator was handed to a sharded engine with another number of shards.
+    #[error("this accumulator has {parts} shards, the engine {shards}")]
+    ShardMismatch {
+        /// The accumulator's shards.
+        parts: usize,
+        /// The engine's shards.
+        shards: usize,
     },
     /// A worker thread pool could not be built.
     #[error("could not build CPU thread pool: {0}")]

@@ -75,24 +75,36 @@
 //! Two implementations follow one contract and are tested against each other bit for bit:
 //! [`CpuEngine`] (rayon + SIMD ChaCha) and [`GpuEngine`] (WGSL compute shaders through wgpu).
 //! [`Engine`] picks one at run time.
+//!
+//! ## Features
+//!
+//! | feature | adds | default |
+//! |---------|------|---------|
+//! | `gpu` | [`GpuEngine`] (WGSL kernels through wgpu). Without it the crate is CPU-only: [`BackendChoice::Auto`] takes the CPU engine and [`BackendChoice::Gpu`] fails with [`EngineError::GpuNotBuilt`] | yes |
+//! | `testing` | `testing`: printed test seeds, and GPU engines that skip or fail by policy (`SECAGG_REQUIRE_GPU`), for test suites | no |
 
 #![deny(missing_docs)]
 
 pub mod accumulator;
 mod cpu;
 mod error;
+#[cfg(feature = "gpu")]
 pub mod gpu;
 pub mod packed;
 mod select;
+pub mod sharded;
+#[cfg(feature = "testing")]
 pub mod testing;
 mod types;
 
 pub use accumulator::Accumulate;
 pub use cpu::{CpuAccumulator, CpuEngine};
 pub use error::EngineError;
+#[cfg(feature = "gpu")]
 pub use gpu::{GpuAccumulator, GpuEngine, GpuOptions};
 pub use packed::packed_len;
-pub use select::{BackendChoice, Engine, EngineAccumulator};
+pub use select::{BackendChoice, BackendSpec, Device, Engine, EngineAccumulator};
+pub use sharded::{SHARD_ALIGN, Sharded, ShardedAccumulator};
 pub use types::{Lane, LaneKind, MaskTerm, Modulus, Prg, Seed, Sign, StreamPos};
 
 /// Which kind of hardware an engine runs on.

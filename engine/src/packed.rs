@@ -40,15 +40,23 @@
 //! (`KERNEL_MAX_ELEMS`), so that `first_bit + len · b` (with `first_bit` < 32) stays below
 //! 2^32. The WGSL repeats the word width and the one word read past; a test here checks it.
 
+use std::borrow::Cow;
+
+// The GPU kernel's side of the format: built with the GPU engine (and for the tests here).
+
 /// Bits of a word as the GPU kernel reads the packed stream.
+#[cfg(any(feature = "gpu", test))]
 pub(crate) const KERNEL_WORD_BITS: usize = 32;
 /// Zero words after the last word of a piece staged for the GPU kernel (it reads the word
 /// after the one holding a field's first bit).
+#[cfg(any(feature = "gpu", test))]
 pub(crate) const KERNEL_PAD_WORDS: usize = 1;
 /// Most elements one dispatch of the GPU kernel covers: keeps `first_bit + len · b` below
 /// 2^32 (the kernel's bit index is a `u32`; `first_bit` < 32, b ≤ 32).
+#[cfg(any(feature = "gpu", test))]
 pub(crate) const KERNEL_MAX_ELEMS: usize = 1 << 26;
 /// Bytes staged after a piece's whole words: its ragged end padded to a word, then the pad.
+#[cfg(any(feature = "gpu", test))]
 const KERNEL_TAIL: usize = (1 + KERNEL_PAD_WORDS) * KERNEL_WORD_BITS / 8;
 
 /// A packed run that is not in the format.
@@ -180,9 +188,51 @@ pub(crate) fn add_unpacked(acc: &mut [u32], packed: &[u8], bit0: usize, bits: u3
     }
 }
 
+/// Elements `from .. from + n` of a packed run of `count` elements at `bits` (whose length
+/// [`check_len`] has accepted) as a packed run of their own: the format's exact bytes, with
+/// zero padding bits. A piece whose first bit starts a byte and whose last bit ends one (or
+/// ends the run, whose padding is the run's own) is the run's own bytes, borrowed; any other
+/// piece is copied, shifted down to bit 0, with the bits after its last element cleared.
+///
+/// The sharded accumulator hands each engine its range of an upload with it: at shard
+/// boundaries that are multiples of 8 elements, a run that starts on one too (every wire
+/// chunk) is cut without a copy at any b.
+pub(crate) fn piece(
+    packed: &[u8],
+    count: usize,
+    from: usize,
+    n: usize,
+    bits: u32,
+) -> Cow<'_, [u8]> {
+    let b = bits as usize;
+    let (first, end) = (from * b, (from + n) * b);
+    let len = packed_len(n, bits);
+    let byte0 = first / 8;
+    if first % 8 == 0 && (end % 8 == 0 || from + n == count) {
+        return Cow::Borrowed(&packed[byte0..byte0 + len]);
+    }
+    let shift = first % 8;
+    let mut out: Vec<u8> = (0..len)
+        .map(|j| {
+            let lo = packed[byte0 + j] >> shift;
+            let hi = match packed.get(byte0 + j + 1) {
+                Some(&next) if shift > 0 => next << (8 - shift),
+                _ => 0,
+            };
+            lo | hi
+        })
+        .collect();
+    let used = (n * b % 8) as u32;
+    if let Some(last) = out.last_mut().filter(|_| used != 0) {
+        *last &= (1u8 << used) - 1;
+    }
+    Cow::Owned(out)
+}
+
 /// Elements `from .. from + n` of a packed run, cut for the GPU kernel (see the module docs):
 /// `body` and then `tail` are the words to stage, and the piece's first element is the field
 /// at bit `first_bit` of them.
+#[cfg(any(feature = "gpu", test))]
 pub(crate) struct KernelWords<'a> {
     /// The whole words from the one holding the piece's first bit, as the run's bytes.
     pub(crate) body: &'a [u8],
@@ -192,6 +242,7 @@ pub(crate) struct KernelWords<'a> {
     pub(crate) first_bit: u32,
 }
 
+#[cfg(any(feature = "gpu", test))]
 impl KernelWords<'_> {
     /// Bytes to stage: `body` and `tail`.
     pub(crate) fn staged_len(&self) -> usize {
@@ -201,6 +252,7 @@ impl KernelWords<'_> {
 
 /// Cuts elements `from .. from + n` of `packed` (a run at `bits` whose length
 /// [`check_len`] has accepted) into the words the GPU kernel reads.
+#[cfg(any(feature = "gpu", test))]
 pub(crate) fn kernel_words(packed: &[u8], from: usize, n: usize, bits: u32) -> KernelWords<'_> {
     let word_bytes = KERNEL_WORD_BITS / 8;
     let first_bit = from * bits as usize;
@@ -291,6 +343,40 @@ mod tests {
         assert_eq!(PackedError::Padding.to_string(), "non-zero padding bits");
         assert!(check_len(&[0; 2], 3, 4).is_ok());
         assert!(check_len(&[0; 3], 3, 4).is_err());
+    }
+
+    #[test]
+    fn pieces_are_runs_of_their_own() {
+        for bits in 1..=32u32 {
+            let values: Vec<u32> = (0..300u32)
+                .map(|i| i.wrapping_mul(0x85eb_ca6b).rotate_left(i) & low_bits(bits))
+                .collect();
+            let mut packed = Vec::new();
+            pack(&values, bits, &mut packed);
+            for (from, n) in [
+                (0, 300),
+                (0, 64),
+                (64, 236),
+                (8, 16),
+                (1, 299),
+                (13, 50),
+                (299, 1),
+            ] {
+                let cut = piece(&packed, values.len(), from, n, bits);
+                let mut back = vec![0u32; n];
+                // `unpack` also refuses set padding bits.
+                unpack(&cut, bits, &mut back).unwrap();
+                assert_eq!(back, values[from..from + n], "b = {bits}, piece {from}+{n}");
+                // Whole bytes at both ends (or the run's end) are borrowed, not copied.
+                let whole = from * bits as usize % 8 == 0
+                    && ((from + n) * bits as usize % 8 == 0 || from + n == values.len());
+                assert_eq!(
+                    matches!(cut, Cow::Borrowed(_)),
+                    whole,
+                    "b = {bits}, piece {from}+{n}"
+                );
+            }
+        }
     }
 
     /// The WGSL kernel's read of element `i`, in Rust (`shaders/packed.wgsl`, `add_packed`).

@@ -1,12 +1,16 @@
 //! Run-time choice between the CPU and GPU engines.
 
 use crate::{
-    Backend, BackendKind, CpuEngine, EngineError, GpuEngine, Lane, MaskTerm, Modulus, Prg, Seed,
-    StreamPos,
+    Backend, BackendKind, CpuEngine, EngineError, Lane, MaskTerm, Modulus, Prg, Seed, Sharded,
+    ShardedAccumulator, StreamPos,
 };
+#[cfg(feature = "gpu")]
+use crate::{GpuEngine, GpuOptions};
 
 /// Which backend to use: `auto` takes a hardware GPU adapter when one exists, the CPU
-/// otherwise (a software Vulkan driver such as lavapipe only when `gpu` is asked for).
+/// otherwise (a software Vulkan driver such as lavapipe only when `gpu` is asked for). In a
+/// build without the `gpu` feature, `auto` is the CPU and `gpu` an error
+/// ([`EngineError::GpuNotBuilt`]).
 ///
 /// Parsed from the names a command line or `SECAGG_BACKEND` gives:
 ///
@@ -63,6 +67,142 @@ impl BackendChoice {
     }
 }
 
+/// One engine of a [`BackendSpec`]: `cpu`, `gpu` (the adapter [`GpuEngine::new`] picks) or
+/// `gpu:N` (adapter N of [`GpuEngine::adapters`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Device {
+    /// The CPU engine (on the global rayon pool).
+    Cpu,
+    /// The default GPU adapter.
+    Gpu,
+    /// GPU adapter N, by wgpu's list.
+    GpuAdapter(usize),
+}
+
+impl Device {
+    fn open(self) -> Result<Engine, EngineError> {
+        Ok(match self {
+            Device::Cpu => Engine::Cpu(CpuEngine::new()),
+            #[cfg(feature = "gpu")]
+            Device::Gpu => Engine::Gpu(Box::new(GpuEngine::new()?)),
+            #[cfg(feature = "gpu")]
+            Device::GpuAdapter(i) => {
+                Engine::Gpu(Box::new(GpuEngine::on_adapter(i, GpuOptions::default())?))
+            }
+            #[cfg(not(feature = "gpu"))]
+            Device::Gpu | Device::GpuAdapter(_) => return Err(EngineError::GpuNotBuilt),
+        })
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Gpu => f.write_str("gpu"),
+            Device::GpuAdapter(i) => write!(f, "gpu:{i}"),
+        }
+    }
+}
+
+/// What `--backend` names: `auto`, one engine (`cpu`, `gpu`, `gpu:N`), or several separated
+/// by commas, which split every vector by coordinate range between them
+/// ([`Sharded`], in the order given). Each `gpu` opens a device on the default adapter (so
+/// `gpu,gpu` is two devices on one GPU); `gpu:0,gpu:1` names two adapters.
+///
+/// ```
+/// use secagg_engine::{BackendChoice, BackendSpec, Device, EngineError};
+/// # fn main() -> Result<(), EngineError> {
+/// let spec: BackendSpec = "gpu:0, gpu:1".parse()?;
+/// assert_eq!(spec, BackendSpec::Devices(vec![Device::GpuAdapter(0), Device::GpuAdapter(1)]));
+/// assert_eq!(spec.to_string(), "gpu:0,gpu:1");
+/// assert_eq!("cpu,cpu".parse::<BackendSpec>()?.shards(), 2);
+/// assert_eq!("".parse::<BackendSpec>()?, BackendSpec::Auto);
+/// assert_eq!(BackendSpec::from(BackendChoice::Cpu), "cpu".parse()?);
+/// for bad in ["auto,cpu", "gpu:x", "cpu,", "tpu"] {
+///     assert!(matches!(bad.parse::<BackendSpec>(), Err(EngineError::UnknownBackend(_))), "{bad}");
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum BackendSpec {
+    /// [`BackendChoice::Auto`]: a hardware GPU if one opens, else the CPU.
+    #[default]
+    Auto,
+    /// These engines: one is that engine alone, several are its shards in order.
+    Devices(Vec<Device>),
+}
+
+impl BackendSpec {
+    /// How many engines it opens (1 for `auto`).
+    pub fn shards(&self) -> usize {
+        match self {
+            BackendSpec::Auto => 1,
+            BackendSpec::Devices(d) => d.len(),
+        }
+    }
+
+    /// The spec `SECAGG_BACKEND` names, or `Auto` when unset.
+    pub fn from_env() -> Result<Self, EngineError> {
+        match std::env::var("SECAGG_BACKEND") {
+            Ok(v) => v.parse(),
+            Err(_) => Ok(Self::Auto),
+        }
+    }
+}
+
+impl From<BackendChoice> for BackendSpec {
+    fn from(choice: BackendChoice) -> Self {
+        match choice {
+            BackendChoice::Auto => BackendSpec::Auto,
+            BackendChoice::Cpu => BackendSpec::Devices(vec![Device::Cpu]),
+            BackendChoice::Gpu => BackendSpec::Devices(vec![Device::Gpu]),
+        }
+    }
+}
+
+impl std::str::FromStr for BackendSpec {
+    type Err = EngineError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || EngineError::UnknownBackend(s.to_owned());
+        let names: Vec<String> = s
+            .split(',')
+            .map(|n| n.trim().to_ascii_lowercase())
+            .collect();
+        if let [one] = names.as_slice()
+            && (one.is_empty() || one == "auto")
+        {
+            return Ok(BackendSpec::Auto);
+        }
+        let device = |name: &str| match name {
+            "cpu" => Some(Device::Cpu),
+            "gpu" => Some(Device::Gpu),
+            _ => name
+                .strip_prefix("gpu:")
+                .and_then(|i| i.parse().ok())
+                .map(Device::GpuAdapter),
+        };
+        names
+            .iter()
+            .map(|n| device(n).ok_or_else(bad))
+            .collect::<Result<_, _>>()
+            .map(BackendSpec::Devices)
+    }
+}
+
+impl std::fmt::Display for BackendSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendSpec::Auto => f.write_str("auto"),
+            BackendSpec::Devices(d) => {
+                let names: Vec<String> = d.iter().map(Device::to_string).collect();
+                f.write_str(&names.join(","))
+            }
+        }
+    }
+}
+
 /// An engine picked at run time. Implements [`Backend`] and [`Accumulate`](crate::Accumulate)
 /// by delegating.
 ///
@@ -88,21 +228,25 @@ pub enum Engine {
     /// The CPU engine.
     Cpu(CpuEngine),
     /// The GPU engine.
+    #[cfg(feature = "gpu")]
     Gpu(Box<GpuEngine>),
+    /// Several engines, each owning a coordinate range of every vector.
+    Sharded(Sharded<Engine>),
 }
 
 impl Engine {
     /// The engine `SECAGG_BACKEND` asks for (`auto` when unset): a GPU adapter when one
-    /// exists, the CPU otherwise. Logs which one it took and why.
+    /// exists, the CPU otherwise; or any [`BackendSpec`], such as `cpu,cpu`. Logs which one
+    /// it took and why.
     ///
-    /// Fails when `SECAGG_BACKEND` names no backend, or names `gpu` and no adapter opens.
-    /// [`Engine::choose`] takes the choice from the caller instead.
+    /// Fails when `SECAGG_BACKEND` names no backend, or names a GPU that does not open.
+    /// [`Engine::choose`] and [`Engine::open`] take the choice from the caller instead.
     pub fn auto() -> Result<Self, EngineError> {
-        Self::choose(BackendChoice::from_env()?)
+        Self::open(&BackendSpec::from_env()?)
     }
 
-    /// The engine for an explicit choice. `Gpu` fails when no adapter opens; `Auto` falls
-    /// back to the CPU with a warning.
+    /// The engine for an explicit choice. `Gpu` fails when no adapter opens (or the crate was
+    /// built without its `gpu` feature); `Auto` falls back to the CPU with a warning.
     ///
     /// ```
     /// use secagg_engine::{Backend, BackendChoice, BackendKind, Engine, EngineError};
@@ -112,7 +256,7 @@ impl Engine {
     ///
     /// match Engine::choose(BackendChoice::Gpu) {
     ///     Ok(gpu) => assert_eq!(gpu.kind(), BackendKind::Gpu),
-    ///     Err(EngineError::NoAdapter(_) | EngineError::RequestDevice(_)) => {
+    ///     Err(EngineError::NoAdapter(_) | EngineError::RequestDevice(_) | EngineError::GpuNotBuilt) => {
     ///         assert_eq!(engine.kind(), BackendKind::Cpu) // no GPU: `Auto` took the CPU
     ///     }
     ///     Err(e) => return Err(e),
@@ -123,7 +267,16 @@ impl Engine {
     pub fn choose(choice: BackendChoice) -> Result<Self, EngineError> {
         let engine = match choice {
             BackendChoice::Cpu => Engine::Cpu(CpuEngine::new()),
+            #[cfg(feature = "gpu")]
             BackendChoice::Gpu => Engine::Gpu(Box::new(GpuEngine::new()?)),
+            #[cfg(not(feature = "gpu"))]
+            BackendChoice::Gpu => return Err(EngineError::GpuNotBuilt),
+            #[cfg(not(feature = "gpu"))]
+            BackendChoice::Auto => {
+                log::info!("built without the GPU engine (feature `gpu`); using the CPU engine");
+                Engine::Cpu(CpuEngine::new())
+            }
+            #[cfg(feature = "gpu")]
             BackendChoice::Auto => match GpuEngine::new() {
                 // A software Vulkan driver (lavapipe, SwiftShader) runs on the same cores as
                 // the CPU engine, only slower: `auto` takes it only when asked for by name.
@@ -146,11 +299,67 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// The engine (or engines, sharded) `spec` names; logs what it opened.
+    ///
+    /// ```
+    /// use secagg_engine::{Backend, BackendKind, Engine};
+    /// # fn main() -> Result<(), secagg_engine::EngineError> {
+    /// let two = Engine::open(&"cpu,cpu".parse()?)?;
+    /// assert!(matches!(&two, Engine::Sharded(s) if s.shards().len() == 2));
+    /// assert_eq!(two.kind(), BackendKind::Cpu);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn open(spec: &BackendSpec) -> Result<Self, EngineError> {
+        let devices = match spec {
+            BackendSpec::Auto => return Self::choose(BackendChoice::Auto),
+            BackendSpec::Devices(d) => d,
+        };
+        let engine = match devices.as_slice() {
+            [one] => one.open()?,
+            many => Engine::Sharded(Sharded::new(
+                many.iter().map(|d| d.open()).collect::<Result<_, _>>()?,
+            )?),
+        };
+        log::info!("engine: {}", engine.describe());
+        Ok(engine)
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Engine::Cpu(_) => "cpu",
+            #[cfg(feature = "gpu")]
+            Engine::Gpu(_) => "gpu",
+            Engine::Sharded(_) => "sharded",
+        }
+    }
+}
+
 macro_rules! delegate {
     ($self:ident, $e:ident => $call:expr) => {
         match $self {
             Engine::Cpu($e) => $call,
+            #[cfg(feature = "gpu")]
             Engine::Gpu($e) => $call,
+            Engine::Sharded($e) => $call,
+        }
+    };
+}
+
+/// Runs `$call` with the engine and its own accumulator, or fails with
+/// [`EngineError::ForeignAccumulator`] when the accumulator is another engine's.
+macro_rules! with_own {
+    ($self:ident, $acc:expr, ($e:ident, $a:ident) => $call:expr) => {
+        match ($self, $acc) {
+            (Engine::Cpu($e), EngineAccumulator::Cpu($a)) => $call,
+            #[cfg(feature = "gpu")]
+            (Engine::Gpu($e), EngineAccumulator::Gpu($a)) => $call,
+            (Engine::Sharded($e), EngineAccumulator::Sharded($a)) => $call,
+            (engine, acc) => Err(EngineError::ForeignAccumulator {
+                owner: acc.owner(),
+                engine: engine.name(),
+            }),
         }
     };
 }
@@ -216,11 +425,21 @@ pub enum EngineAccumulator {
     /// Made by the CPU engine.
     Cpu(crate::CpuAccumulator),
     /// Made by the GPU engine.
+    #[cfg(feature = "gpu")]
     Gpu(crate::GpuAccumulator),
+    /// Made by a sharded engine: its shards' accumulators.
+    Sharded(ShardedAccumulator<EngineAccumulator>),
 }
 
-fn foreign(owner: &'static str, engine: &'static str) -> EngineError {
-    EngineError::ForeignAccumulator { owner, engine }
+impl EngineAccumulator {
+    fn owner(&self) -> &'static str {
+        match self {
+            EngineAccumulator::Cpu(_) => "cpu",
+            #[cfg(feature = "gpu")]
+            EngineAccumulator::Gpu(_) => "gpu",
+            EngineAccumulator::Sharded(_) => "sharded",
+        }
+    }
 }
 
 impl crate::Accumulate for Engine {
@@ -229,7 +448,9 @@ impl crate::Accumulate for Engine {
     fn accumulator(&self, len: usize, modulus: Modulus) -> Result<EngineAccumulator, EngineError> {
         Ok(match self {
             Engine::Cpu(e) => EngineAccumulator::Cpu(e.accumulator(len, modulus)?),
+            #[cfg(feature = "gpu")]
             Engine::Gpu(e) => EngineAccumulator::Gpu(e.accumulator(len, modulus)?),
+            Engine::Sharded(e) => EngineAccumulator::Sharded(e.accumulator(len, modulus)?),
         })
     }
 
@@ -240,12 +461,7 @@ impl crate::Accumulate for Engine {
         packed: &[u8],
         count: usize,
     ) -> Result<(), EngineError> {
-        match (self, acc) {
-            (Engine::Cpu(e), EngineAccumulator::Cpu(a)) => e.add_packed(a, offset, packed, count),
-            (Engine::Gpu(e), EngineAccumulator::Gpu(a)) => e.add_packed(a, offset, packed, count),
-            (Engine::Cpu(_), _) => Err(foreign("gpu", "cpu")),
-            (Engine::Gpu(_), _) => Err(foreign("cpu", "gpu")),
-        }
+        with_own!(self, acc, (e, a) => e.add_packed(a, offset, packed, count))
     }
 
     fn add_words(
@@ -254,12 +470,7 @@ impl crate::Accumulate for Engine {
         offset: usize,
         words: &[u32],
     ) -> Result<(), EngineError> {
-        match (self, acc) {
-            (Engine::Cpu(e), EngineAccumulator::Cpu(a)) => e.add_words(a, offset, words),
-            (Engine::Gpu(e), EngineAccumulator::Gpu(a)) => e.add_words(a, offset, words),
-            (Engine::Cpu(_), _) => Err(foreign("gpu", "cpu")),
-            (Engine::Gpu(_), _) => Err(foreign("cpu", "gpu")),
-        }
+        with_own!(self, acc, (e, a) => e.add_words(a, offset, words))
     }
 
     fn mask_range(
@@ -271,16 +482,7 @@ impl crate::Accumulate for Engine {
         terms: &[MaskTerm],
         prg: Prg,
     ) -> Result<(), EngineError> {
-        match (self, acc) {
-            (Engine::Cpu(e), EngineAccumulator::Cpu(a)) => {
-                e.mask_range(a, start, len, offset, terms, prg)
-            }
-            (Engine::Gpu(e), EngineAccumulator::Gpu(a)) => {
-                e.mask_range(a, start, len, offset, terms, prg)
-            }
-            (Engine::Cpu(_), _) => Err(foreign("gpu", "cpu")),
-            (Engine::Gpu(_), _) => Err(foreign("cpu", "gpu")),
-        }
+        with_own!(self, acc, (e, a) => e.mask_range(a, start, len, offset, terms, prg))
     }
 
     fn add_packed_runs(
@@ -288,43 +490,27 @@ impl crate::Accumulate for Engine {
         acc: &mut EngineAccumulator,
         runs: &[(usize, &[u8], usize)],
     ) -> Result<(), EngineError> {
-        match (self, acc) {
-            (Engine::Cpu(e), EngineAccumulator::Cpu(a)) => e.add_packed_runs(a, runs),
-            (Engine::Gpu(e), EngineAccumulator::Gpu(a)) => e.add_packed_runs(a, runs),
-            (Engine::Cpu(_), _) => Err(foreign("gpu", "cpu")),
-            (Engine::Gpu(_), _) => Err(foreign("cpu", "gpu")),
-        }
+        with_own!(self, acc, (e, a) => e.add_packed_runs(a, runs))
     }
 
     fn read_out_owned(&self, acc: EngineAccumulator) -> Result<Vec<u32>, EngineError> {
-        match (self, acc) {
-            (Engine::Cpu(e), EngineAccumulator::Cpu(a)) => e.read_out_owned(a),
-            (Engine::Gpu(e), EngineAccumulator::Gpu(a)) => e.read_out_owned(a),
-            (Engine::Cpu(_), _) => Err(foreign("gpu", "cpu")),
-            (Engine::Gpu(_), _) => Err(foreign("cpu", "gpu")),
-        }
+        with_own!(self, acc, (e, a) => e.read_out_owned(a))
     }
 
     fn read_out(&self, acc: &EngineAccumulator, out: &mut [u32]) -> Result<(), EngineError> {
-        match (self, acc) {
-            (Engine::Cpu(e), EngineAccumulator::Cpu(a)) => e.read_out(a, out),
-            (Engine::Gpu(e), EngineAccumulator::Gpu(a)) => e.read_out(a, out),
-            (Engine::Cpu(_), _) => Err(foreign("gpu", "cpu")),
-            (Engine::Gpu(_), _) => Err(foreign("cpu", "gpu")),
-        }
+        with_own!(self, acc, (e, a) => e.read_out(a, out))
     }
 
     fn settle(&self) -> Result<(), EngineError> {
-        match self {
-            Engine::Cpu(e) => e.settle(),
-            Engine::Gpu(e) => e.settle(),
-        }
+        delegate!(self, e => e.settle())
     }
 
     fn accumulator_len(&self, acc: &EngineAccumulator) -> usize {
         match acc {
             EngineAccumulator::Cpu(a) => a.as_slice().len(),
+            #[cfg(feature = "gpu")]
             EngineAccumulator::Gpu(a) => a.len(),
+            EngineAccumulator::Sharded(a) => a.len(),
         }
     }
 }

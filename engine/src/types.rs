@@ -228,7 +228,9 @@ impl Seed {
         &self.0
     }
 
-    /// The key as eight little-endian words, the layout of ChaCha state words 4..12.
+    /// The key as eight little-endian words, the layout of ChaCha state words 4..12 (for the
+    /// GPU engine's uniforms).
+    #[cfg(feature = "gpu")]
     pub(crate) fn key_words(&self) -> [u32; 8] {
         let mut words = [0u32; 8];
         for (w, chunk) in words.iter_mut().zip(self.0.chunks_exact(4)) {

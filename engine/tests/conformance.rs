@@ -5,13 +5,17 @@
 //! instances run on whatever adapter wgpu finds (lavapipe in CI); with `SECAGG_REQUIRE_GPU=1`
 //! they fail rather than skip when none opens. A second GPU instance forces tiny chunks and a
 //! 2-D dispatch so chunk boundaries and the row-stride path are crossed on small vectors.
+//! Sharded engines (three CPU shards, a GPU and a CPU, two GPUs) run the same contract: a
+//! vector split by coordinate range between engines gives the same words.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
 
-use secagg_engine::{Accumulate, Backend, CpuEngine, EngineError, Modulus, Prg, Seed, StreamPos};
-use support::{Inputs, PASS_EDGES, assert_same, mask_of, reference_apply, spec_stream};
+use secagg_engine::{
+    Accumulate, Backend, CpuEngine, Device, EngineError, Modulus, Prg, Seed, StreamPos,
+};
+use support::{Inputs, PASS_EDGES, assert_same, mask_of, pack_bits, reference_apply, spec_stream};
 
 const BITS: [u32; 5] = [1, 7, 17, 31, 32];
 const SMALL_LENGTHS: [usize; 8] = [0, 1, 15, 16, 17, 63, 1000, 4099];
@@ -232,21 +236,6 @@ fn equals_cpu_bit_for_bit<E: Backend>(e: &E, test: &str) {
 // ---- The engine-owned accumulator (`Accumulate`) -------------------------------------------
 
 const PACKED_BITS: [u32; 6] = [1, 7, 17, 26, 31, 32];
-
-/// Packs `values` at `bits` each, bit by bit, into the codec's little-endian bit stream: an
-/// obviously correct reference, independent of the engines' packers and unpackers.
-fn pack_bits(values: &[u32], bits: u32) -> Vec<u8> {
-    let mut out = vec![0u8; (values.len() * bits as usize).div_ceil(8)];
-    for (i, v) in values.iter().enumerate() {
-        for j in 0..bits as usize {
-            if (v >> j) & 1 == 1 {
-                let bit = i * bits as usize + j;
-                out[bit / 8] |= 1 << (bit % 8);
-            }
-        }
-    }
-    out
-}
 
 /// Adds uploads into a reference vector and into the engine's accumulator: whole uploads at
 /// offsets that are not multiples of 16, uploads split into chunks (each packed on its own,
@@ -560,7 +549,25 @@ fn gpu_chunked(test: &str) -> Option<secagg_engine::GpuEngine> {
     )
 }
 
+/// Three CPU shards of uneven size (1 : 3 : 2).
+fn sharded_cpu(test: &str) -> Option<secagg_engine::Sharded<secagg_engine::Engine>> {
+    secagg_engine::testing::sharded_or_skip(test, &[Device::Cpu; 3], &[1, 3, 2])
+}
+
+/// A GPU shard and a CPU shard, the GPU's range twice the CPU's.
+fn sharded_gpu_cpu(test: &str) -> Option<secagg_engine::Sharded<secagg_engine::Engine>> {
+    secagg_engine::testing::sharded_or_skip(test, &[Device::Gpu, Device::Cpu], &[2, 1])
+}
+
+/// Two GPU engines (two devices on one adapter where there is only one, as with lavapipe).
+fn sharded_gpu_gpu(test: &str) -> Option<secagg_engine::Sharded<secagg_engine::Engine>> {
+    secagg_engine::testing::sharded_or_skip(test, &[Device::Gpu, Device::Gpu], &[1, 1])
+}
+
 conformance!(cpu, cpu);
 conformance!(cpu_single_thread, cpu_one_thread);
 conformance!(gpu, gpu);
 conformance!(gpu_chunked, gpu_chunked);
+conformance!(sharded_cpu, sharded_cpu);
+conformance!(sharded_gpu_cpu, sharded_gpu_cpu);
+conformance!(sharded_gpu_gpu, sharded_gpu_gpu);

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use secagg_engine::{Modulus, Prg};
 
+use crate::dp::DpConfig;
 use crate::error::ConfigError;
 use crate::selection::Selection;
 
@@ -77,6 +78,7 @@ pub struct RoundConfig {
     stage_timeout: Duration,
     context: [u8; 32],
     selection: Option<Selection>,
+    dp: Option<DpConfig>,
 }
 
 impl RoundConfig {
@@ -114,6 +116,7 @@ impl RoundConfig {
             stage_timeout: Duration::from_secs(30),
             context: [0; 32],
             selection: None,
+            dp: None,
         }
     }
 
@@ -177,6 +180,11 @@ impl RoundConfig {
     pub fn selection(&self) -> Option<&Selection> {
         self.selection.as_ref()
     }
+    /// The round's distributed differential privacy (see [`crate::dp`]), if any: clients clip,
+    /// rotate, round and add Skellam noise under the masks. `None` by default.
+    pub fn dp(&self) -> Option<DpConfig> {
+        self.dp
+    }
     /// The same round with another context.
     pub fn with_context(&self, context: [u8; 32]) -> RoundConfig {
         RoundConfig {
@@ -209,6 +217,7 @@ impl RoundConfig {
             .stage_timeout(self.stage_timeout)
             .context(self.context)
             .selection(self.selection)
+            .dp(self.dp)
             .build()
     }
 }
@@ -228,6 +237,7 @@ pub struct RoundConfigBuilder {
     stage_timeout: Duration,
     context: [u8; 32],
     selection: Option<Selection>,
+    dp: Option<DpConfig>,
 }
 
 impl RoundConfigBuilder {
@@ -284,6 +294,15 @@ impl RoundConfigBuilder {
     /// carry a ticket showing they are eligible in its epoch at its rate.
     pub fn selection(mut self, selection: Option<Selection>) -> Self {
         self.selection = selection;
+        self
+    }
+
+    /// Sets the round's distributed differential privacy (see [`crate::dp`]). A DP round's
+    /// sum wraps mod 2^b by design (the planner sizes b and the scale so that it rarely
+    /// does), so the quantization's overflow check does not apply; only its `max_weight`
+    /// is used.
+    pub fn dp(mut self, dp: Option<DpConfig>) -> Self {
+        self.dp = dp;
         self
     }
 
@@ -346,6 +365,11 @@ impl RoundConfigBuilder {
             .ok_or(ConfigError::Bits { b: self.bits })?;
         let quantization = match self.quantization {
             Some(q) => q,
+            // Unused under DP but for the weight bound.
+            None if self.dp.is_some() => Quantization {
+                levels: 2,
+                ..Quantization::default()
+            },
             None => Quantization {
                 levels: default_levels(n, 1, self.bits).ok_or(ConfigError::Overflow {
                     n,
@@ -361,7 +385,13 @@ impl RoundConfigBuilder {
                 ..Quantization::default()
             },
         };
-        check_quantization(n, &quantization, self.bits)?;
+        match &self.dp {
+            Some(dp) => {
+                check_quantization_fields(&quantization)?;
+                dp.check(self.params, self.bits, quantization.max_weight)?;
+            }
+            None => check_quantization(n, &quantization, self.bits)?,
+        }
         if self.stage_timeout.is_zero() {
             return Err(ConfigError::Timeout);
         }
@@ -378,6 +408,7 @@ impl RoundConfigBuilder {
             stage_timeout: self.stage_timeout,
             context: self.context,
             selection: self.selection,
+            dp: self.dp,
         })
     }
 }
@@ -405,7 +436,8 @@ fn default_levels(n: usize, w: u32, bits: u32) -> Option<u32> {
         .find(|&q| bits_needed(n, q, w) <= bits)
 }
 
-fn check_quantization(n: usize, q: &Quantization, bits: u32) -> Result<(), ConfigError> {
+/// A positive clip, at least two levels, a positive weight bound.
+fn check_quantization_fields(q: &Quantization) -> Result<(), ConfigError> {
     if !(q.clip.is_finite() && q.clip > 0.0) {
         return Err(ConfigError::Clip { clip: q.clip });
     }
@@ -415,6 +447,11 @@ fn check_quantization(n: usize, q: &Quantization, bits: u32) -> Result<(), Confi
     if q.max_weight == 0 {
         return Err(ConfigError::Weight);
     }
+    Ok(())
+}
+
+fn check_quantization(n: usize, q: &Quantization, bits: u32) -> Result<(), ConfigError> {
+    check_quantization_fields(q)?;
     let need = bits_needed(n, q.levels, q.max_weight);
     if need > bits {
         let budget = (1u128 << bits) - 1;
@@ -520,6 +557,48 @@ mod tests {
         assert!(!c.is_complete_graph());
         // The planner's balance point for Flower's default shape is near half the neighbours.
         assert!((8..=12).contains(&c.threshold()), "t = {}", c.threshold());
+    }
+
+    #[test]
+    fn a_dp_round_is_checked_by_its_own_rules() {
+        let dp = crate::dp::DpConfig {
+            clip: 1.0,
+            scale: 50.0,
+            noise: 5e4,
+            honest: 40,
+            beta: 0.0,
+        };
+        // 1000 clients at 8 bits: no quantization fits, but a DP round wraps by design.
+        assert!(RoundConfig::builder(1000, 100).bits(8).build().is_err());
+        let c = RoundConfig::builder(1000, 100)
+            .bits(8)
+            .dp(Some(dp))
+            .build()
+            .unwrap();
+        assert_eq!(c.dp(), Some(dp));
+        assert_eq!(c.with_params(200).unwrap().dp(), Some(dp));
+        // The DP setting's own checks: c s w must fit below 2^(b-1).
+        let err = RoundConfig::builder(1000, 100)
+            .bits(6)
+            .dp(Some(dp))
+            .build()
+            .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Dp { field: "scale", .. }),
+            "{err}"
+        );
+        let q = Quantization {
+            max_weight: 3,
+            ..Quantization::default()
+        };
+        assert!(
+            RoundConfig::builder(1000, 100)
+                .bits(8)
+                .quantization(q)
+                .dp(Some(dp))
+                .build()
+                .is_err()
+        );
     }
 
     #[test]

@@ -118,6 +118,14 @@ pub enum ConfigError {
     /// The planner found no safe parameters.
     #[error("planner: {0}")]
     Plan(String),
+    /// A differential-privacy setting that cannot work (see [`crate::dp::DpConfig::check`]).
+    #[error("DP {field}: {why}")]
+    Dp {
+        /// The setting at fault.
+        field: &'static str,
+        /// Why.
+        why: String,
+    },
 }
 
 /// Bytes that do not decode to a valid message.

@@ -94,7 +94,7 @@ use zeroize::ZeroizeOnDrop;
 
 use crate::ClientId;
 
-#[cfg(feature = "tokio")]
+#[cfg(feature = "test-pki")]
 pub(crate) use file::write_file;
 pub use file::{FileProblem, Overwrite};
 

@@ -12,12 +12,27 @@
 //! * [`graph`]: the neighbour graph every party derives from the session.
 //! * [`client`] and [`server`]: sans-IO state machines, one file per round. Time and
 //!   randomness are passed in; no sockets, no clocks, no GPU API. The server's vector work
-//!   goes through a [`secagg_engine::Backend`].
+//!   goes through a [`secagg_engine::Backend`]. [`client::journal`]: a client snapshotted
+//!   to bytes and rebuilt from them, for transports that cannot keep it between messages.
 //! * [`messages`] and [`codec`]: typed messages and their versioned wire format.
 //! * [`quantize`]: `f32` updates to integers mod 2^b and back.
-//! * [`sim`]: an in-memory round with a dropout schedule, used by tests, benches and the CLI.
+//! * [`dp`]: distributed differential privacy: clipping, rotation, rounding and Skellam
+//!   noise under the masks, and the privacy accountant.
+//! * [`sim`]: an in-memory round with a dropout schedule, used by tests, benches and the CLI
+//!   (and, with feature `testing`, `sim::lab`: the attack laboratory).
 //! * [`local`]: one real round in this process, from `f32` updates to their sum.
 //! * `transport` (feature `tokio`): real rounds over TCP with TLS 1.3.
+//!
+//! ## Features
+//!
+//! | feature | adds | default |
+//! |---------|------|---------|
+//! | `tokio` | `transport`: rounds over TCP with TLS 1.3 (tokio, rustls with the ring provider), the client set up with `transport::Join` | no |
+//! | `test-pki` | `transport::tls::TestPki`: a throwaway TLS CA and server certificate (rcgen), for tests and demonstrations; implies `tokio` | no |
+//! | `testing` | surfaces for test suites, not deployments: `sim::lab` (the attack laboratory), `crypto::ClientSecrets`, and with `tokio` `transport::Misbehaviour` (`Join::misbehave`) | no |
+//!
+//! The engine comes without its GPU engine unless a crate in the build asks for
+//! `secagg-engine/gpu`: the protocol never needs one.
 //!
 //! ## A round, sans IO
 //!
@@ -75,6 +90,7 @@ pub mod commit;
 pub mod config;
 mod credentials;
 pub mod crypto;
+pub mod dp;
 pub mod error;
 pub mod graph;
 pub mod identity;
@@ -99,6 +115,6 @@ pub use error::{
     LocalFailure, PeerMisbehaved, PointError, ProtocolError,
 };
 pub use ids::{ClientId, Stage};
-pub use policy::{ClientPolicy, PolicyError, Trust};
+pub use policy::{ClientPolicy, PolicyError, PrivacyFloor, Trust};
 pub use quantize::{InputSource, QuantizingSource};
 pub use server::{DropReason, DroppedClient, RoundOutput, Server, ServerEvent, ServerStatus};

@@ -2,13 +2,13 @@
 //! sum, for trying the library out and for tests of code that embeds it.
 //!
 //! Every client is a sans-IO [`Client`] with a fresh identity key and its own generator
-//! from the operating system; the [`Server`] sees only their masked vectors. The clients
+//! from the operating system; the [`Server`] sees only their masked vectors, which reach it
+//! through the wire codec on the simulator's in-memory [`Network`]. The clients
 //! trust no CA (the honest-but-curious protocol: in one process there is nobody to lie) and
-//! budget for no colluders (every client is the caller's own), so this is a demonstration of the protocol and its cost, not a deployment — a deployment
-//! runs `transport::serve` and `transport::run_client` with enrolled
-//! identities.
+//! budget for no colluders (every client is the caller's own), so this is a demonstration of
+//! the protocol and its cost, not a deployment — a deployment runs `transport::serve` and
+//! `transport::Join` with enrolled identities.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use secagg_engine::{Accumulate, CpuEngine};
@@ -17,9 +17,8 @@ use crate::error::AbortReason;
 use crate::identity::IdentityKey;
 use crate::policy::ClientPolicy;
 use crate::server::{RoundOutput, Server, ServerStatus};
-use crate::{
-    Client, ClientError, ClientId, ClientIdentity, ClientStatus, RoundConfig, Stage, round_rng,
-};
+use crate::sim::{DropMode, DropSchedule, Honest, Network, SimError};
+use crate::{Client, ClientError, ClientId, ClientIdentity, RoundConfig, Stage, round_rng};
 
 /// Why [`aggregate`] produced no sum.
 #[derive(Debug, thiserror::Error)]
@@ -114,68 +113,31 @@ pub fn aggregate_on<E: Accumulate>(
             .map_err(|e| AggregateError::Client(id, e))?;
         clients.push(client);
     }
-    let mut now = Duration::ZERO;
-    let mut server = Server::new(config.clone(), engine, now);
+    let server = Server::new(config.clone(), engine, Duration::ZERO);
+    // A client in `drop` leaves once it has dealt its shares, before the share check: the
+    // server must then remove the pairwise masks its neighbours add for it.
+    let leave = DropSchedule::none().at(Stage::ShareCheck, drop.iter().copied());
+    let mut net = Network::new(server, clients).with_drops(leave, DropMode::Disconnect);
     for i in 0..n {
-        server.handle_join(ClientId(i as u32), now);
+        net.server_mut()
+            .handle_join(ClientId(i as u32), Duration::ZERO);
     }
-    let mut gone: BTreeSet<ClientId> = BTreeSet::new();
-    let mut idle = 0;
-    loop {
-        let mut moved = false;
-        // Clients first: what each has queued goes to the server.
-        for client in &mut clients {
-            let id = client.id();
-            while let Some(env) = client.poll_transmit() {
-                if !gone.contains(&id) {
-                    server.handle_message(id, env, now);
-                    moved = true;
-                }
-            }
-            // A client in `drop` leaves once it has dealt its shares, before masking: the
-            // server must then remove the pairwise masks its neighbours added for it.
-            let dealt =
-                matches!(client.status(), ClientStatus::Running(s) if s >= Stage::ShareCheck);
-            if drop.contains(&id) && !gone.contains(&id) && dealt {
-                gone.insert(id);
-                server.handle_disconnect(id, now);
-            }
-        }
-        // Then the server: its messages go to their clients.
-        while let Some((to, env)) = server.poll_transmit() {
-            if let Some(client) = clients.get_mut(to.0 as usize) {
-                if !gone.contains(&to) {
-                    client
-                        .handle_message(env)
-                        .map_err(|e| AggregateError::Client(to, e))?;
-                    moved = true;
-                }
-            }
-        }
-        match server.status() {
-            ServerStatus::Completed => break,
-            ServerStatus::Aborted(reason) => return Err(AggregateError::Aborted(reason)),
-            ServerStatus::Running(_) if moved => idle = 0,
-            ServerStatus::Running(_) => {
-                // Nobody has anything to say: let the stage's deadline pass.
-                idle += 1;
-                match server.poll_timeout() {
-                    Some(deadline) if idle < 16 => {
-                        now = now.max(deadline);
-                        server.handle_timeout(now);
-                    }
-                    _ => {
-                        return Err(AggregateError::Aborted(AbortReason::StateLost(
-                            "the round stalled",
-                        )));
-                    }
-                }
-            }
-        }
+    let status = net.run(&mut Honest, &|_| {}).map_err(|e| match e {
+        SimError::Client(id, e) => AggregateError::Client(id, e),
+        _ => AggregateError::Aborted(AbortReason::StateLost(
+            "a message did not survive the wire codec",
+        )),
+    })?;
+    match status {
+        ServerStatus::Completed => net
+            .server_mut()
+            .take_output()
+            .ok_or(AggregateError::Aborted(AbortReason::StateLost(
+                "the round completed without an output",
+            ))),
+        ServerStatus::Aborted(reason) => Err(AggregateError::Aborted(reason)),
+        ServerStatus::Running(_) => Err(AggregateError::Aborted(AbortReason::StateLost(
+            "the round stalled",
+        ))),
     }
-    server
-        .take_output()
-        .ok_or(AggregateError::Aborted(AbortReason::StateLost(
-            "the round completed without an output",
-        )))
 }

@@ -70,6 +70,21 @@ pub struct ClientPolicy {
     /// check: a self-selected round is accepted only in this epoch or the one before. The
     /// TCP transport and the command line set it; `None` refuses self-selected rounds.
     pub now: Option<u64>,
+    /// The most privacy one round may cost this client: with a floor, a round without
+    /// distributed DP is refused, and so is a DP round whose ε at the floor's δ, computed
+    /// with the honest survivors this policy guarantees, is larger. `None` (the default)
+    /// accepts rounds without DP; a DP round's noise is still checked against the honest
+    /// survivors this policy guarantees (see [`ClientPolicy::check_config`]).
+    pub privacy: Option<PrivacyFloor>,
+}
+
+/// The most privacy loss a client accepts per round (see [`ClientPolicy::privacy`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PrivacyFloor {
+    /// ε of one round.
+    pub epsilon: f64,
+    /// The δ it is stated at.
+    pub delta: f64,
 }
 
 impl ClientPolicy {
@@ -92,6 +107,7 @@ impl ClientPolicy {
             epoch_secs: DEFAULT_EPOCH_SECS,
             audit: DEFAULT_AUDIT,
             now: None,
+            privacy: None,
         }
     }
 
@@ -141,12 +157,21 @@ impl ClientPolicy {
         if self.adversary != Adversary::Curious && self.trust == Trust::Unauthenticated {
             return Err(PolicyError::NeedsEnrollment);
         }
+        if let Some(f) = &self.privacy
+            && !(f.epsilon.is_finite() && f.epsilon > 0.0 && f.delta > 0.0 && f.delta < 1.0)
+        {
+            return Err(PolicyError::Invalid(format!(
+                "privacy floor ε = {}, δ = {} needs ε > 0 and 0 < δ < 1",
+                f.epsilon, f.delta
+            )));
+        }
         Ok(())
     }
 
     /// Checks a round configuration before anything is sent: b, the PRG, the context, the
-    /// self-selection epoch, the round size against c + T, and (n, k, t) against the
-    /// planner's security bound with c colluders. Returns the colluders every later size must
+    /// self-selection epoch, the round size against c + T, (n, k, t) against the
+    /// planner's security bound with c colluders, and the round's DP noise (see
+    /// [`check_privacy`](Self::check_privacy)). Returns the colluders every later size must
     /// be judged with: c, or the most the round's selection can admit.
     pub fn check_config(&self, config: &RoundConfig) -> Result<usize, PolicyError> {
         self.validate()?;
@@ -176,7 +201,69 @@ impl ClientPolicy {
             config.threshold(),
             colluders,
         )?;
+        self.check_privacy(config, colluders)?;
         Ok(colluders)
+    }
+
+    /// The honest inputs, this client's included, in any sum holding its input that the
+    /// server can learn, with up to `colluders` colluders: the client reveals its shares
+    /// only for a survivor list of at least the round's T (`min_survivors`) and at least
+    /// c + this policy's minimum cohort, so `max(T − c, T_policy)`; against a
+    /// semi-malicious server, which can isolate a target's input in a sum with as few as
+    /// k − t + 1 other honest inputs (the README's threat model), at most `k − t + 2`.
+    /// (Every honest client of a deployment holds the same policy; a sum without this
+    /// client's input is not its concern.)
+    pub fn honest_survivors(&self, config: &RoundConfig, colluders: usize) -> usize {
+        let released = config
+            .min_survivors()
+            .saturating_sub(colluders)
+            .max(self.min_cohort);
+        match self.adversary {
+            Adversary::Curious => released,
+            _ => {
+                let k = config.neighbors().min(config.clients().saturating_sub(1));
+                released.min((k + 2).saturating_sub(config.threshold()))
+            }
+        }
+    }
+
+    /// A DP round's noise against what this policy guarantees, thinking as the server that
+    /// set it: the per-client noise must have been sized for no more honest survivors than
+    /// [`honest_survivors`](Self::honest_survivors) guarantees (colluders add no noise the
+    /// server does not know), and with a [`privacy`](ClientPolicy::privacy) floor, one
+    /// round's ε with that many honest clients' noise must be within it. A floor also
+    /// refuses a round without DP.
+    pub fn check_privacy(&self, config: &RoundConfig, colluders: usize) -> Result<(), PolicyError> {
+        let Some(dp) = config.dp() else {
+            return match self.privacy {
+                Some(_) => Err(PolicyError::NoPrivacy),
+                None => Ok(()),
+            };
+        };
+        let guaranteed = self.honest_survivors(config, colluders);
+        if (guaranteed as u64) < u64::from(dp.honest) {
+            return Err(PolicyError::NoiseSizedForMore {
+                sized_for: dp.honest,
+                guaranteed,
+                colluders,
+            });
+        }
+        if let Some(floor) = self.privacy {
+            let sensitivity = dp.sensitivity(config.params(), config.quantization().max_weight);
+            let epsilon = crate::dp::accountant::skellam_epsilon(
+                sensitivity,
+                guaranteed as f64 * dp.noise,
+                1,
+                floor.delta,
+            );
+            if epsilon > floor.epsilon {
+                return Err(PolicyError::Privacy(format!(
+                    "one round costs ε = {epsilon:.4} at δ = {} with {guaranteed} honest clients' noise, above this client's {}",
+                    floor.delta, floor.epsilon
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The colluders a round can hold under this policy: c, or for a self-selected round (in
@@ -381,4 +468,23 @@ pub enum PolicyError {
     /// The round's context is not the one this client expects.
     #[error("the round context differs from the one this client expects (another model?)")]
     Context,
+    /// A DP round whose per-client noise was sized for more honest survivors than this
+    /// policy guarantees: with only the guaranteed ones, the noise falls short of its target.
+    #[error(
+        "the DP noise is sized for {sized_for} honest survivors, but with up to {colluders} colluders this client's policy guarantees only {guaranteed}"
+    )]
+    NoiseSizedForMore {
+        /// The honest survivors the configuration's noise assumes.
+        sized_for: u32,
+        /// What the policy guarantees.
+        guaranteed: usize,
+        /// The colluders it was judged with.
+        colluders: usize,
+    },
+    /// A DP round that costs more than the policy's privacy floor.
+    #[error("the round's privacy fails this client's floor: {0}")]
+    Privacy(String),
+    /// The policy has a privacy floor and the round has no distributed DP.
+    #[error("this client's policy requires distributed DP and the round has none")]
+    NoPrivacy,
 }

@@ -4,7 +4,7 @@
 use rand_core::Rng;
 use zeroize::Zeroize;
 
-use crate::config::Quantization;
+use crate::config::{Quantization, RoundConfig};
 
 /// Why an input vector was refused.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
@@ -27,6 +27,15 @@ pub enum InputError {
     /// A streamed input's source failed or did not give the values the round needs.
     #[error("reading the input failed: {0}")]
     Source(String),
+    /// A DP round's noise could not be drawn for the configured variance.
+    #[error("noise: {0}")]
+    Noise(crate::dp::skellam::NoiseError),
+    /// A DP round's conditional rounding exceeded its norm bound on every try.
+    #[error("conditional rounding exceeded its norm bound {tries} times in a row")]
+    Rounding {
+        /// Draws made.
+        tries: u32,
+    },
     /// A weight of zero or above the round's maximum.
     #[error("weight {weight} is out of range 1..={max}")]
     Weight {
@@ -235,6 +244,16 @@ pub fn dequantize_sum_owned(sum: Vec<u32>, total_weight: u64, q: &Quantization) 
     let one = dequantizer(total_weight, q);
     // Same size and alignment: the standard library collects this into the same allocation.
     sum.into_iter().map(|s| one(&s)).collect()
+}
+
+/// A round's integer sum (m elements) as the `f32` weighted sum Σ w_u x_u, in place:
+/// [`dequantize_sum_owned`], or in a DP round the DP decoding (centred, descaled, rotated
+/// back: the sum plus the noise, see [`crate::dp`]).
+pub fn decode_sum_owned(sum: Vec<u32>, total_weight: u64, config: &RoundConfig) -> Vec<f32> {
+    match crate::dp::DpRound::of(config) {
+        Some(dp) => dp.decode_sum(sum),
+        None => dequantize_sum_owned(sum, total_weight, &config.quantization()),
+    }
 }
 
 /// One element of the sum, dequantized.

@@ -1,10 +1,12 @@
 //! The sans-IO `Client` over bytes, with a journal so that a client can be rebuilt from a
 //! snapshot when its transport cannot keep the object alive between messages.
 //!
-//! A snapshot holds the client's secrets: its random seed, its identity key, and the server
-//! frames it handled. Rebuilding replays those frames into a client drawn from the same seed,
-//! so it reaches the same state; a client that already sent its masked input does not mask
-//! or send it again. Keep snapshots where the client's own secrets live.
+//! The journal is the host client's (`secagg_host::client::journal`): its byte format, its
+//! replay and its step counter. A snapshot holds the client's secrets: its random seed, its
+//! identity key, and the server frames it handled. Rebuilding replays those frames into a
+//! client drawn from the same seed, so it reaches the same state; a client that already
+//! sent its masked input does not mask or send it again. Keep snapshots where the client's
+//! own secrets live.
 //!
 //! A journal never goes backwards. Each step the client acts on (a server frame handled, an
 //! input set) bumps a counter that is written, before the step is taken, to a store the
@@ -19,145 +21,15 @@ use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use rand_core::SeedableRng;
 use secagg_engine::CpuEngine;
-use secagg_host::codec::{self, Limits};
-use secagg_host::identity::{Certificate, IdentityKey};
-use secagg_host::messages::{Envelope, ServerMessage};
-use secagg_host::{ClientStatus, RoundRng};
-use zeroize::{Zeroize, Zeroizing};
+use secagg_host::ClientStatus;
+use secagg_host::client::{Journal, JournaledClient, StaleJournal};
+use secagg_host::codec;
 
 use crate::config::{Identity, Policy, RoundConfig};
-use crate::errors::{
-    self, CodecError, InputError, JournalError, ProtocolError, StaleSnapshotError,
-};
+use crate::errors::{self, InputError, JournalError, ProtocolError, StaleSnapshotError};
 
-type Inner = secagg_host::Client<CpuEngine, RoundRng>;
-
-const MAGIC: &[u8; 4] = b"SAJ2";
-/// The format before step counters: refused, since nothing says how far such a client got.
-const MAGIC_V1: &[u8; 4] = b"SAJ1";
-/// Bounds on what a snapshot may claim (it is local state, but still parsed defensively).
-const MAX_FRAMES: usize = 64;
-const MAX_FRAME: usize = 1 << 30;
-
-/// The journal: enough to rebuild the client exactly, and how far it got.
-struct Journal {
-    /// Random; names the client's step counter in its store.
-    name: [u8; 16],
-    /// Steps acted on so far (frames handled and inputs set).
-    step: u64,
-    seed: Zeroizing<[u8; 32]>,
-    id: u32,
-    key: Zeroizing<[u8; 32]>,
-    certificate: Option<Vec<u8>>,
-    welcome: Vec<u8>,
-    input_sent: bool,
-    frames: Vec<Vec<u8>>,
-}
-
-impl Drop for Journal {
-    fn drop(&mut self) {
-        for f in &mut self.frames {
-            f.zeroize();
-        }
-    }
-}
-
-impl Journal {
-    fn encode(&self) -> Zeroizing<Vec<u8>> {
-        let mut out = Zeroizing::new(Vec::new());
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&self.name);
-        out.extend_from_slice(&self.step.to_le_bytes());
-        out.extend_from_slice(&self.seed[..]);
-        out.extend_from_slice(&self.id.to_le_bytes());
-        out.extend_from_slice(&self.key[..]);
-        match &self.certificate {
-            Some(c) => {
-                out.push(1);
-                out.extend_from_slice(&(c.len() as u32).to_le_bytes());
-                out.extend_from_slice(c);
-            }
-            None => out.push(0),
-        }
-        out.extend_from_slice(&(self.welcome.len() as u32).to_le_bytes());
-        out.extend_from_slice(&self.welcome);
-        out.push(u8::from(self.input_sent));
-        out.extend_from_slice(&(self.frames.len() as u32).to_le_bytes());
-        for f in &self.frames {
-            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
-            out.extend_from_slice(f);
-        }
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let mut r = Reader(bytes);
-        match r.take(4)? {
-            m if m == MAGIC => {}
-            m if m == MAGIC_V1 => {
-                return Err(
-                    "a snapshot from an older secagg without a step counter: it cannot be \
-                     restored safely"
-                        .into(),
-                );
-            }
-            _ => return Err("not a secagg client snapshot".into()),
-        }
-        let name = r.array()?;
-        let step = u64::from_le_bytes(r.array()?);
-        let mut seed = Zeroizing::new([0u8; 32]);
-        seed.copy_from_slice(r.take(32)?);
-        let id = u32::from_le_bytes(r.array()?);
-        let mut key = Zeroizing::new([0u8; 32]);
-        key.copy_from_slice(r.take(32)?);
-        let certificate = match r.take(1)?[0] {
-            0 => None,
-            1 => {
-                let len = r.len(4096)?;
-                Some(r.take(len)?.to_vec())
-            }
-            v => return Err(format!("certificate flag {v}")),
-        };
-        let len = r.len(4096)?;
-        let welcome = r.take(len)?.to_vec();
-        let input_sent = match r.take(1)?[0] {
-            0 => false,
-            1 => true,
-            v => return Err(format!("input flag {v}")),
-        };
-        let count = r.len(MAX_FRAMES)?;
-        let mut frames = Vec::with_capacity(count);
-        for _ in 0..count {
-            let len = r.len(MAX_FRAME)?;
-            frames.push(r.take(len)?.to_vec());
-        }
-        if !r.0.is_empty() {
-            return Err(format!("{} trailing bytes", r.0.len()));
-        }
-        Ok(Self {
-            name,
-            step,
-            seed,
-            id,
-            key,
-            certificate,
-            welcome,
-            input_sent,
-            frames,
-        })
-    }
-
-    /// The key of this journal's step counter in its store.
-    fn step_key(&self) -> String {
-        let mut key = String::from("secagg-step-");
-        for b in self.name {
-            key.push_str(&format!("{b:02x}"));
-        }
-        key
-    }
-}
+type Inner = JournaledClient<CpuEngine>;
 
 /// The step the store holds for `key`, or None when it holds none.
 fn stored_step(store: &Bound<'_, PyAny>, key: &str) -> PyResult<Option<u64>> {
@@ -178,49 +50,24 @@ fn stored_step(store: &Bound<'_, PyAny>, key: &str) -> PyResult<Option<u64>> {
 /// Refuses a journal that is not exactly where its store says the client got to.
 fn check_step(journal: &Journal, store: &Bound<'_, PyAny>, what: &str) -> PyResult<()> {
     let key = journal.step_key();
-    match stored_step(store, &key)? {
-        Some(last) if last == journal.step => Ok(()),
-        Some(last) if last > journal.step => Err(StaleSnapshotError::new_err(format!(
-            "{what} is at step {}, but this client already acted at step {last}: resuming it \
-             would fork the client (a second signature or a second set of shares for the same \
-             round); the round is over for this client",
-            journal.step
-        ))),
-        Some(last) => Err(StaleSnapshotError::new_err(format!(
-            "{what} is at step {}, but its step store says {last}: the store was rolled back \
-             or is not the one this client was made with",
-            journal.step
-        ))),
-        None => Err(StaleSnapshotError::new_err(format!(
+    let why = match journal.check_step(stored_step(store, &key)?) {
+        Ok(()) => return Ok(()),
+        Err(StaleJournal::Overtaken { journal, stored }) => format!(
+            "{what} is at step {journal}, but this client already acted at step {stored}: \
+             resuming it would fork the client (a second signature or a second set of shares \
+             for the same round); the round is over for this client"
+        ),
+        Err(StaleJournal::StoreBehind { journal, stored }) => format!(
+            "{what} is at step {journal}, but its step store says {stored}: the store was \
+             rolled back or is not the one this client was made with"
+        ),
+        Err(StaleJournal::Unknown) => format!(
             "the step store has no step for {what} ({key}): its round ended (completed or \
              aborted), or the store is not the one this client was made with"
-        ))),
-    }
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        if self.0.len() < n {
-            return Err("truncated snapshot".into());
-        }
-        let (a, b) = self.0.split_at(n);
-        self.0 = b;
-        Ok(a)
-    }
-    fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
-        let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
-        Ok(a)
-    }
-    fn len(&mut self, max: usize) -> Result<usize, String> {
-        let n = u32::from_le_bytes(self.array()?) as usize;
-        if n > max {
-            return Err(format!("a length of {n} exceeds {max}"));
-        }
-        Ok(n)
-    }
+        ),
+        Err(other) => format!("{what}: {other}"),
+    };
+    Err(StaleSnapshotError::new_err(why))
 }
 
 /// One client of one round, sans-IO: feed it the server's frames with `handle`, send what
@@ -229,38 +76,9 @@ impl<'a> Reader<'a> {
 #[pyclass(module = "secagg._native")]
 pub struct Client {
     inner: Inner,
-    limits: Limits,
     bits: u32,
-    journal: Journal,
     /// Where the journal's step counter lives (the caller's mapping), if anywhere.
     steps: Option<Py<PyAny>>,
-}
-
-fn build(journal: &Journal, policy: &Policy) -> PyResult<(Inner, Limits, u32)> {
-    let config = codec::decode_welcome(&journal.welcome).map_err(errors::codec)?;
-    let key = IdentityKey::from_secret_bytes(&journal.key);
-    let certificate = match &journal.certificate {
-        Some(c) => Some(Certificate::from_bytes(c).map_err(errors::identity)?),
-        None => None,
-    };
-    let identity = Identity {
-        id: journal.id,
-        key,
-        certificate,
-    }
-    .to_client_identity()?;
-    let rng = RoundRng::from_seed(*journal.seed);
-    let limits = Limits::for_config(&config);
-    let bits = config.modulus().bits();
-    let inner = Inner::new(
-        identity,
-        config,
-        policy.inner.clone(),
-        CpuEngine::new(),
-        rng,
-    )
-    .map_err(errors::client)?;
-    Ok((inner, limits, bits))
 }
 
 fn shape_of(x: &Bound<'_, PyAny>) -> String {
@@ -285,14 +103,21 @@ fn status_name(s: &ClientStatus) -> String {
 }
 
 impl Client {
-    /// Counts one step, writing it to the store first: if the store cannot take it, the
-    /// step is not taken.
-    fn take_step(&mut self, py: Python<'_>) -> PyResult<()> {
-        let next = self.journal.step + 1;
-        if let Some(store) = &self.steps {
-            store.bind(py).set_item(self.journal.step_key(), next)?;
+    fn around(inner: Inner, steps: Option<Py<PyAny>>) -> Self {
+        Self {
+            bits: inner.limits().bits,
+            inner,
+            steps,
         }
-        self.journal.step = next;
+    }
+
+    /// Writes the step about to be taken to the store: if the store cannot take it, the
+    /// step is not taken (the journal counts it when it is).
+    fn record_next_step(&self, py: Python<'_>) -> PyResult<()> {
+        if let Some(store) = &self.steps {
+            let key = self.inner.journal().step_key();
+            store.bind(py).set_item(key, self.inner.next_step())?;
+        }
         Ok(())
     }
 
@@ -302,23 +127,12 @@ impl Client {
             return Ok(());
         }
         if let Some(store) = &self.steps {
-            match store.bind(py).del_item(self.journal.step_key()) {
+            match store.bind(py).del_item(self.inner.journal().step_key()) {
                 Err(e) if !e.is_instance_of::<PyKeyError>(py) => return Err(e),
                 _ => {}
             }
         }
         Ok(())
-    }
-
-    fn handle_frame(&mut self, frame: &[u8], env: Envelope<ServerMessage>) -> Result<(), PyErr> {
-        self.journal.frames.push(frame.to_vec());
-        let r = self.inner.handle_message(env);
-        if !self.journal.input_sent
-            && matches!(self.inner.status(), ClientStatus::Running(s) if s > secagg_host::Stage::MaskedInput)
-        {
-            self.journal.input_sent = true;
-        }
-        r.map_err(errors::client)
     }
 }
 
@@ -340,34 +154,22 @@ impl Client {
         policy: &Policy,
         steps: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let mut name = [0u8; 16];
-        getrandom::fill(&mut name).map_err(|e| errors::SecaggError::new_err(e.to_string()))?;
         let mut client = errors::guard(|| {
-            let mut seed = Zeroizing::new([0u8; 32]);
-            getrandom::fill(&mut seed[..])
+            let identity = identity.to_client_identity()?;
+            let mut rng = secagg_host::round_rng()
                 .map_err(|e| errors::SecaggError::new_err(e.to_string()))?;
-            let journal = Journal {
-                name,
-                step: 0,
-                seed,
-                id: identity.id,
-                key: identity.key.to_secret_bytes(),
-                certificate: identity.certificate.map(|c| c.to_bytes().to_vec()),
-                welcome: welcome.to_vec(),
-                input_sent: false,
-                frames: Vec::new(),
-            };
-            let (inner, limits, bits) = build(&journal, policy)?;
-            Ok(Self {
-                inner,
-                limits,
-                bits,
-                journal,
-                steps: None,
-            })
+            let inner = Inner::new(
+                identity,
+                welcome,
+                policy.inner.clone(),
+                CpuEngine::new(),
+                &mut rng,
+            )
+            .map_err(errors::journal)?;
+            Ok(Self::around(inner, None))
         })?;
         if let Some(store) = steps {
-            store.set_item(client.journal.step_key(), 0u64)?;
+            store.set_item(client.inner.journal().step_key(), 0u64)?;
             client.steps = Some(store.unbind());
         }
         Ok(client)
@@ -387,31 +189,15 @@ impl Client {
         policy: &Policy,
         steps: Bound<'_, PyAny>,
     ) -> PyResult<Self> {
-        let journal = Journal::decode(snapshot)
-            .map_err(|e| CodecError::new_err(format!("client snapshot: {e}")))?;
+        let journal = Journal::decode(snapshot).map_err(errors::journal)?;
         check_step(&journal, &steps, "this snapshot")?;
-        let mut client = py.detach(|| {
+        let policy = policy.inner.clone();
+        let inner = py.detach(|| {
             errors::guard(|| {
-                let (mut inner, limits, bits) = build(&journal, policy)?;
-                if journal.input_sent {
-                    inner.resume_after_input();
-                }
-                for frame in &journal.frames {
-                    let env = codec::decode_server(frame, &limits).map_err(errors::codec)?;
-                    inner.handle_message(env).map_err(errors::client)?;
-                }
-                while inner.poll_transmit().is_some() {}
-                Ok(Self {
-                    inner,
-                    limits,
-                    bits,
-                    journal,
-                    steps: None,
-                })
+                Inner::resume(journal, policy, CpuEngine::new()).map_err(errors::journal)
             })
         })?;
-        client.steps = Some(steps.unbind());
-        Ok(client)
+        Ok(Self::around(inner, Some(steps.unbind())))
     }
 
     /// Everything needed to rebuild this client (`Client.restore`). Holds its secrets.
@@ -423,7 +209,7 @@ impl Client {
                  Client(..., steps=...) a mapping kept where the client's keys live",
             ));
         }
-        Ok(PyBytes::new(py, &self.journal.encode()))
+        Ok(PyBytes::new(py, &self.inner.snapshot()))
     }
 
     /// The client's step store (see the constructor), or None.
@@ -437,7 +223,7 @@ impl Client {
     /// is not at this client's step: another copy of the client acted since.
     #[setter]
     fn set_steps(&mut self, steps: Bound<'_, PyAny>) -> PyResult<()> {
-        check_step(&self.journal, &steps, "this client")?;
+        check_step(self.inner.journal(), &steps, "this client")?;
         self.steps = Some(steps.unbind());
         Ok(())
     }
@@ -445,7 +231,7 @@ impl Client {
     /// How many steps this client acted on (frames handled and inputs set).
     #[getter]
     fn step(&self) -> u64 {
-        self.journal.step
+        self.inner.journal().step()
     }
 
     /// Sets the update (float32, one value per parameter) and its integer weight. It is
@@ -476,8 +262,8 @@ impl Client {
                 "the update must be a contiguous 1-D float32 array (use numpy.ascontiguousarray)",
             )
         })?;
-        self.take_step(py)?;
-        let clip = self.inner.config().quantization().clip;
+        self.record_next_step(py)?;
+        let clip = self.inner.client().config().quantization().clip;
         let inner = &mut self.inner;
         py.detach(|| {
             errors::guard(|| {
@@ -493,10 +279,11 @@ impl Client {
     /// bytes that are no frame.
     fn handle(&mut self, py: Python<'_>, frame: &[u8]) -> PyResult<()> {
         let was_aborted = matches!(self.inner.status(), ClientStatus::Aborted(_));
-        let limits = self.limits;
-        let env = py.detach(|| codec::decode_server(frame, &limits).map_err(errors::codec))?;
-        self.take_step(py)?;
-        let handled = py.detach(|| errors::guard(|| self.handle_frame(frame, env)));
+        let inner = &self.inner;
+        let decoded = py.detach(|| inner.decode(frame).map_err(errors::codec))?;
+        self.record_next_step(py)?;
+        let inner = &mut self.inner;
+        let handled = py.detach(|| errors::guard(|| inner.handle(decoded).map_err(errors::client)));
         self.forget_if_finished(py)?;
         handled?;
         match self.inner.status() {
@@ -539,21 +326,21 @@ impl Client {
 
     #[getter]
     fn client_id(&self) -> u32 {
-        self.inner.id().0
+        self.inner.client().id().0
     }
 
     /// The round's configuration as the welcome announced it.
     #[getter]
     fn config(&self) -> RoundConfig {
         RoundConfig {
-            inner: self.inner.config().clone(),
+            inner: self.inner.client().config().clone(),
         }
     }
 
     fn __repr__(&self) -> String {
         format!(
             "Client(client_id={}, status='{}')",
-            self.inner.id().0,
+            self.inner.client().id().0,
             status_name(&self.inner.status())
         )
     }

@@ -256,6 +256,7 @@ impl Policy {
             epoch_secs,
             audit: secagg_host::policy::DEFAULT_AUDIT,
             now: None,
+            privacy: None,
         }
         .at_system_time();
         inner.validate().map_err(errors::policy)?;

@@ -7,7 +7,7 @@
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use secagg_engine::EngineError as RustEngineError;
-use secagg_host::client::ClientError;
+use secagg_host::client::{ClientError, JournalError as HostJournalError};
 use secagg_host::{CodecError as RustCodec, ConfigError as RustConfig, PolicyError as RustPolicy};
 
 pyo3::create_exception!(
@@ -106,6 +106,19 @@ pub fn client(e: ClientError) -> PyErr {
             InputError::new_err(e.to_string())
         }
         other => SecaggError::new_err(other.to_string()),
+    }
+}
+
+/// A journal that cannot be used, or a client that cannot be built from one: bytes that are
+/// no snapshot raise `CodecError` ("client snapshot: …"), as does a welcome or journaled frame
+/// that does not decode; a bad certificate `IdentityError`; a round or identity the policy
+/// refuses, as the constructor does.
+pub fn journal(e: HostJournalError) -> PyErr {
+    match e {
+        HostJournalError::Welcome(e) | HostJournalError::Frame { source: e, .. } => codec(e),
+        HostJournalError::Certificate(e) => identity(e),
+        HostJournalError::Refused(e) => client(e),
+        other => CodecError::new_err(format!("client snapshot: {other}")),
     }
 }
 

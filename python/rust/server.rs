@@ -6,7 +6,7 @@ use numpy::IntoPyArray;
 use numpy::PyArray1;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
-use secagg_engine::{BackendChoice, Engine};
+use secagg_engine::{BackendSpec, Engine};
 use secagg_host::codec::{self, Limits};
 use secagg_host::error::ProtocolError as RustProtocol;
 use secagg_host::identity::CaPublicKey;
@@ -61,7 +61,9 @@ impl Server {
 
 #[pymethods]
 impl Server {
-    /// A server for `config`. `backend` is "cpu", "gpu" or "auto"; `ca` is the path of the
+    /// A server for `config`. `backend` is "cpu", "gpu", "gpu:N" (adapter N), "auto", or
+    /// several engines separated by commas ("cpu,cpu", "gpu:0,gpu:1"), each holding its own
+    /// coordinate range of the sum; `ca` is the path of the
     /// deployment CA's public key (clients must then hold certificates from it). Times
     /// (`now`) are seconds on any monotonic clock the caller likes, starting at `now`;
     /// omitted, the server's own clock since creation is used.
@@ -74,11 +76,10 @@ impl Server {
         ca: Option<std::path::PathBuf>,
         now: Option<f64>,
     ) -> PyResult<Self> {
-        let choice: BackendChoice = backend
+        let spec: BackendSpec = backend
             .parse()
             .map_err(|e| ConfigError::new_err(format!("backend {backend:?}: {e}")))?;
-        let engine =
-            py.detach(|| errors::guard(|| Engine::choose(choice).map_err(errors::engine)))?;
+        let engine = py.detach(|| errors::guard(|| Engine::open(&spec).map_err(errors::engine)))?;
         let start = match now {
             Some(t) if t.is_finite() && t >= 0.0 => Duration::from_secs_f64(t),
             Some(t) => {

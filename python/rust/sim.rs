@@ -3,7 +3,7 @@
 use numpy::IntoPyArray;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use secagg_engine::{BackendChoice, Engine, Prg};
+use secagg_engine::{BackendSpec, Engine, Prg};
 use secagg_host::plan::{self, Adversary, PlanRequest};
 use secagg_host::sim::{self, DropMode, DropSchedule, SimConfig};
 use secagg_host::{ClientPolicy, Quantization, RoundConfig, Stage};
@@ -66,7 +66,7 @@ pub fn simulate<'py>(
         ));
     }
     let prg: Prg = parse("prg", prg)?;
-    let choice: BackendChoice = parse("backend", backend)?;
+    let spec: BackendSpec = parse("backend", backend)?;
     let seed = match seed {
         Some(s) => s,
         None => {
@@ -148,7 +148,7 @@ pub fn simulate<'py>(
     };
     let report = py.detach(|| {
         errors::guard(|| {
-            let engine = Engine::choose(choice).map_err(errors::engine)?;
+            let engine = Engine::open(&spec).map_err(errors::engine)?;
             let describe = secagg_engine::Backend::describe(&engine);
             sim::run(&cfg, engine, &|_| {})
                 .map(|r| (r, describe))

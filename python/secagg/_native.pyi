@@ -159,7 +159,7 @@ class Server:
         self,
         config: RoundConfig,
         *,
-        backend: str = "cpu",
+        backend: str = "cpu",  # "cpu", "gpu", "gpu:N", "auto", or a list such as "cpu,cpu"
         ca: Optional[_Path] = None,
         now: Optional[float] = None,
     ) -> None: ...

@@ -913,7 +913,8 @@ class SecAggPlusWorkflow:
         Seconds to wait for replies at each stage (None: wait for all).
 
     Our own: ``prg`` ("chacha20", "chacha12", "chacha8"), ``backend`` ("cpu", "gpu",
-    "auto") for the server's vector work, ``dropout``, the rate the planner assumes, and
+    "gpu:N", "auto", or a comma-separated list such as "gpu:0,gpu:1" that splits the sum by
+    coordinate range across those engines) for the server's vector work, ``dropout``, the rate the planner assumes, and
     ``colluders``, the most enrolled nodes that may collude with the server (absolute, what
     the nodes' policies hold; by default ``ceil(corrupt x n)`` with ``corrupt`` = 5% of the
     nodes sampled, at least one): the parameters are checked, and an insecure

@@ -162,6 +162,47 @@ def test_an_old_snapshot_is_refused_after_the_client_moved_on(rng):
     assert not steps, steps  # every finished client removed its counter
 
 
+def test_an_input_set_early_survives_a_restore(rng):
+    # A client given its update before its keys were drawn, then rebuilt from a snapshot
+    # (which holds no input) at the next message, replays with the keys it advertised: the
+    # input's rounding does not draw from the stream its keys come from.
+    n, m = 6, 200
+    config = secagg.RoundConfig(n, m, neighbors=5, threshold=3, max_weight=9)
+    server = secagg.Server(config, now=0.0)
+    policy = secagg.Policy(adversary="curious", min_cohort=3, colluders=1)
+    steps = {}
+    clients = {i: secagg.Client(server.welcome(), secagg.Identity.generate(i), policy,
+                                steps=steps)
+               for i in range(n)}
+    inputs = {i: rng.uniform(-1.0, 1.0, m).astype(np.float32) for i in range(n)}
+    weights = {i: int(rng.integers(1, 10)) for i in range(n)}
+    for i, c in clients.items():
+        server.join(i, now=0.0)
+        c.set_input(inputs[i], weights[i])
+    first = set()  # clients that handled their first frame as the object given the input
+    for _ in range(100):
+        for i, c in clients.items():
+            while (f := c.poll_transmit()) is not None:
+                server.handle(i, f, now=0.0)
+        snaps = {i: c.snapshot() for i, c in clients.items()}
+        while (out := server.poll_transmit()) is not None:
+            i, frame = out
+            if i in first:
+                clients[i] = secagg.Client.restore(snaps[i], policy, steps)
+                if clients[i].status == "masked-input":
+                    clients[i].set_input(inputs[i], weights[i])
+            first.add(i)
+            clients[i].handle(frame)  # before: ProtocolError("our keys were altered")
+            snaps[i] = clients[i].snapshot()
+        if server.status in ("completed", "aborted"):
+            break
+    assert server.status == "completed", server.error
+    r = server.result()
+    assert sorted(r["included"]) == list(range(n))
+    expected = weighted_mean(inputs, weights, range(n))
+    assert np.max(np.abs(r["mean"] - expected)) < 2.0 / ((1 << 16) - 1)
+
+
 def test_step_store_on_disk(tmp_path, rng):
     store = secagg.StepStore(tmp_path / "steps")
     policy = secagg.Policy(adversary="curious", min_cohort=3, colluders=1)
@@ -308,3 +349,18 @@ def test_heavy_calls_release_the_gil():
     # With the GIL held for the whole simulation this loop could not run at all.
     assert elapsed > 0.05
     assert ticks > elapsed / 0.001 * 0.2
+
+
+def test_backend_lists_shard_the_sum_by_coordinate_range(rng):
+    # "cpu,cpu": two CPU engines, each holding its own coordinate range of the server's sum.
+    x = rng.normal(0, 0.3, size=(6, 3001)).astype(np.float32)
+    w = [int(v) for v in rng.integers(1, 9, size=6)]
+    res = secagg.aggregate(x, w, drop=[2], backend="cpu,cpu")
+    expected = weighted_mean(dict(enumerate(np.clip(x, -1, 1))), dict(enumerate(w)), res.included)
+    assert res.included == [0, 1, 3, 4, 5]
+    assert np.max(np.abs(res.mean - expected)) < 2 / 65535
+    r = secagg.simulate(40, 3000, dropout=0.1, seed=11, backend="cpu,cpu")
+    assert r.completed and r.check_passed, r.error
+    assert "shards" in r.engine, r.engine
+    with pytest.raises(secagg.ConfigError, match="backend"):
+        secagg.simulate(12, 100, backend="cpu,tpu")

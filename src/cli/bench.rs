@@ -11,6 +11,9 @@
 //! bench holds O(pool) input memory whatever n and m are. Three slices of the result
 //! (start, middle, end) are checked against a computation that shares no code with the
 //! engines: the codec's unpacker, and the mask specification through `rand_chacha`.
+//!
+//! With `--against` the same uploads and terms run first on a second engine (one CPU engine
+//! against two CPU shards, say), each checked, and the report gives both and their ratios.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -19,7 +22,7 @@ use rand_chacha::{ChaCha8Rng, ChaCha12Rng, ChaCha20Rng};
 use rand_core::{Rng, SeedableRng};
 use secagg::process::peak_rss_bytes;
 use secagg_engine::{
-    Accumulate, Backend, BackendChoice, CpuEngine, Engine, MaskTerm, Modulus, Prg, Seed,
+    Accumulate, Backend, BackendSpec, CpuEngine, Engine, MaskTerm, Modulus, Prg, Seed,
 };
 use secagg_host::codec;
 use serde_json::json;
@@ -36,9 +39,15 @@ const CHECK: usize = 4096;
 /// Arguments of `secagg bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Engine: cpu, gpu or auto.
+    /// Engine: auto (a hardware GPU adapter if one opens, else the CPU), cpu, gpu, gpu:N
+    /// (adapter N of wgpu's list), or several of cpu, gpu and gpu:N separated by commas
+    /// (e.g. cpu,cpu or gpu:0,gpu:1): the accumulator split by coordinate range between them.
     #[arg(long, default_value = "auto")]
-    backend: BackendChoice,
+    backend: BackendSpec,
+    /// Also run the same uploads and mask terms on this engine (same syntax as --backend),
+    /// first, and print how --backend compares (e.g. --backend cpu,cpu --against cpu).
+    #[arg(long)]
+    against: Option<BackendSpec>,
     /// Clients whose uploads are ingested.
     #[arg(long, default_value_t = 100)]
     clients: usize,
@@ -139,70 +148,124 @@ fn copy_bandwidth(cores: usize) -> f64 {
     best
 }
 
-pub fn run(a: BenchArgs) -> Result<ExitCode, String> {
-    let (n, m) = (a.clients, a.params);
-    if n < 2 || m == 0 {
-        return Err("--clients must be at least 2 and --params at least 1".into());
-    }
-    if !(0.0..1.0).contains(&a.dropout) {
-        return Err(format!("--dropout {} must be in [0, 1)", a.dropout));
-    }
-    let k = a.neighbors.min(n - 1).max(1);
-    let modulus = Modulus::new(a.bits)
-        .ok()
-        .filter(|md| md.check_lane::<u32>().is_ok())
-        .ok_or_else(|| format!("--bits {} must be in 1..=32", a.bits))?;
-    let mask = modulus.mask_u32();
-    let seed = a.seed.unwrap_or_else(|| {
-        use std::hash::{BuildHasher, Hasher};
-        std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish()
-    });
-    let engine = Engine::choose(a.backend).map_err(|e| format!("--backend {}: {e}", a.backend))?;
-    let describe = engine.describe();
-    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-    let rate = single_thread_rate(a.prg, modulus)?;
-    if !a.json {
-        println!(
-            "secagg bench: {n} clients x {m} parameters, b = {}, {} on {describe}; seed {seed}",
-            a.bits, a.prg
-        );
-        println!(
-            "  single-thread {} fill rate {:.2} GB/s x {cores} cores",
-            a.prg,
-            rate / 1e9
-        );
-    }
+/// What every engine in one bench run ingests and unmasks: drawn once from the seed.
+struct Workload {
+    n: usize,
+    m: usize,
+    modulus: Modulus,
+    prg: Prg,
+    /// Random chunks of CHUNK elements below 2^b, and each packed whole and cut to the tail.
+    pool_values: Vec<Vec<u32>>,
+    pool_packed: Vec<Vec<u8>>,
+    tail_packed: Vec<Vec<u8>>,
+    /// The unmask pass's terms: seed and whether it is added.
+    raw: Vec<([u8; 32], bool)>,
+    dropped: usize,
+}
 
-    // The pool of uploads: random chunks of CHUNK elements below 2^b, packed.
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let pool_values: Vec<Vec<u32>> = (0..POOL)
-        .map(|_| (0..CHUNK).map(|_| rng.next_u32() & mask).collect())
-        .collect();
-    let pool_packed: Vec<Vec<u8>> = pool_values
-        .iter()
-        .map(|v| {
+impl Workload {
+    fn draw(a: &BenchArgs, k: usize, modulus: Modulus, seed: u64) -> Self {
+        let (n, m, mask) = (a.clients, a.params, modulus.mask_u32());
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let pool_values: Vec<Vec<u32>> = (0..POOL)
+            .map(|_| (0..CHUNK).map(|_| rng.next_u32() & mask).collect())
+            .collect();
+        let pack = |v: &[u32]| {
             let mut out = Vec::new();
             codec::pack(v, a.bits, &mut out);
             out
-        })
-        .collect();
-    // The last chunk of each upload is shorter when m is not a multiple of CHUNK.
-    let tail = m % CHUNK;
-    let tail_packed: Vec<Vec<u8>> = pool_values
-        .iter()
-        .map(|v| {
-            let mut out = Vec::new();
-            codec::pack(&v[..tail], a.bits, &mut out);
-            out
-        })
-        .collect();
+        };
+        let pool_packed = pool_values.iter().map(|v| pack(v)).collect();
+        // The last chunk of each upload is shorter when m is not a multiple of CHUNK.
+        let tail = m % CHUNK;
+        let tail_packed = pool_values.iter().map(|v| pack(&v[..tail])).collect();
+        // Survivors' self masks, and dropped clients' pairwise masks with surviving
+        // neighbours on a ring of k.
+        let dropped: Vec<bool> = {
+            let d = (a.dropout * n as f64).round() as usize;
+            let mut v = vec![false; n];
+            let step = n.checked_div(d).unwrap_or(n + 1);
+            for i in 0..d {
+                v[(i * step) % n] = true;
+            }
+            v
+        };
+        let mut raw: Vec<([u8; 32], bool)> = Vec::new();
+        for (c, gone) in dropped.iter().enumerate() {
+            if !gone {
+                let mut s = [0u8; 32];
+                rng.fill_bytes(&mut s);
+                raw.push((s, false));
+            } else {
+                for d in 1..=k.div_ceil(2) {
+                    for v in [(c + d) % n, (c + n - d % n) % n] {
+                        if v != c && !dropped[v] {
+                            let mut s = [0u8; 32];
+                            rng.fill_bytes(&mut s);
+                            raw.push((s, v < c));
+                        }
+                    }
+                }
+            }
+        }
+        Workload {
+            n,
+            m,
+            modulus,
+            prg: a.prg,
+            pool_values,
+            pool_packed,
+            tail_packed,
+            raw,
+            dropped: dropped.iter().filter(|d| **d).count(),
+        }
+    }
 
-    // Ingest.
+    fn terms(&self) -> Vec<MaskTerm> {
+        self.raw
+            .iter()
+            .map(|(s, plus)| {
+                if *plus {
+                    MaskTerm::plus(Seed::from_bytes(*s))
+                } else {
+                    MaskTerm::minus(Seed::from_bytes(*s))
+                }
+            })
+            .collect()
+    }
+}
+
+/// One engine's run of a workload: its times and the check of its result.
+struct Measured {
+    engine: String,
+    setup: Duration,
+    ingest: Duration,
+    unmask: Duration,
+    read_out: Duration,
+    failures: Vec<String>,
+}
+
+impl Measured {
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "engine": self.engine,
+            "accumulator_setup_s": self.setup.as_secs_f64(),
+            "ingest_s": self.ingest.as_secs_f64(),
+            "unmask_s": self.unmask.as_secs_f64(),
+            "read_out_s": self.read_out.as_secs_f64(),
+            "check_passed": self.failures.is_empty(),
+            "failures": self.failures,
+        })
+    }
+}
+
+/// Ingests every upload into a fresh accumulator on `engine`, unmasks, reads out, and checks
+/// three slices of the result against the independent computation.
+fn measure(engine: &Engine, w: &Workload) -> Result<Measured, String> {
+    let (n, m) = (w.n, w.m);
     let t_acc = Instant::now();
     let mut acc = engine
-        .accumulator(m, modulus)
+        .accumulator(m, w.modulus)
         .and_then(|acc| engine.settle().map(|()| acc))
         .map_err(|e| format!("accumulator of {m} elements: {e}"))?;
     let setup = t_acc.elapsed();
@@ -216,9 +279,9 @@ pub fn run(a: BenchArgs) -> Result<ExitCode, String> {
                 let at = j * CHUNK;
                 let count = CHUNK.min(m - at);
                 let packed = if count == CHUNK {
-                    &pool_packed[pick(c, j)]
+                    &w.pool_packed[pick(c, j)]
                 } else {
-                    &tail_packed[pick(c, j)]
+                    &w.tail_packed[pick(c, j)]
                 };
                 (at, packed.as_slice(), count)
             })
@@ -229,50 +292,12 @@ pub fn run(a: BenchArgs) -> Result<ExitCode, String> {
     }
     // A GPU queues its work: wait for it, so that the ingest is charged all of it.
     engine.settle().map_err(|e| format!("ingest: {e}"))?;
-    let ingest_submit = t0.elapsed();
+    let ingest = t0.elapsed();
 
-    // Unmask: survivors' self masks, and dropped clients' pairwise masks with surviving
-    // neighbours on a ring of k.
-    let dropped: Vec<bool> = {
-        let d = (a.dropout * n as f64).round() as usize;
-        let mut v = vec![false; n];
-        let step = n.checked_div(d).unwrap_or(n + 1);
-        for i in 0..d {
-            v[(i * step) % n] = true;
-        }
-        v
-    };
-    let mut raw: Vec<([u8; 32], bool)> = Vec::new();
-    for (c, gone) in dropped.iter().enumerate() {
-        if !gone {
-            let mut s = [0u8; 32];
-            rng.fill_bytes(&mut s);
-            raw.push((s, false));
-        } else {
-            for d in 1..=k.div_ceil(2) {
-                for v in [(c + d) % n, (c + n - d % n) % n] {
-                    if v != c && !dropped[v] {
-                        let mut s = [0u8; 32];
-                        rng.fill_bytes(&mut s);
-                        raw.push((s, v < c));
-                    }
-                }
-            }
-        }
-    }
-    let terms: Vec<MaskTerm> = raw
-        .iter()
-        .map(|(s, plus)| {
-            if *plus {
-                MaskTerm::plus(Seed::from_bytes(*s))
-            } else {
-                MaskTerm::minus(Seed::from_bytes(*s))
-            }
-        })
-        .collect();
+    let terms = w.terms();
     let t1 = Instant::now();
     engine
-        .mask_range(&mut acc, 0, m, 0, &terms, a.prg)
+        .mask_range(&mut acc, 0, m, 0, &terms, w.prg)
         .and_then(|()| engine.settle())
         .map_err(|e| format!("unmask: {e}"))?;
     // The result leaves the engine as the server's does: the CPU engine's memory becomes
@@ -281,33 +306,33 @@ pub fn run(a: BenchArgs) -> Result<ExitCode, String> {
     let out = engine
         .read_out_owned(acc)
         .map_err(|e| format!("read-out: {e}"))?;
-    let read_s = t2.elapsed();
+    let read_out = t2.elapsed();
     let unmask = t2 - t1;
 
     // Check three slices against the independent computation.
+    let mask = w.modulus.mask_u32();
     let mut failures = Vec::new();
-    let slices = [0, m / 2, m.saturating_sub(CHECK)];
-    for &s in &slices {
+    for s in slices(m) {
         let len = CHECK.min(m - s);
         let mut want = vec![0u32; len];
         for c in 0..n {
-            for (i, w) in want.iter_mut().enumerate() {
+            for (i, x) in want.iter_mut().enumerate() {
                 let e = s + i;
                 let (j, within) = (e / CHUNK, e % CHUNK);
-                *w = w.wrapping_add(pool_values[pick(c, j)][within]) & mask;
+                *x = x.wrapping_add(w.pool_values[pick(c, j)][within]) & mask;
             }
         }
-        for ((seed, plus), _) in raw.iter().zip(&terms) {
-            let ks = spec_words(seed, a.prg, s as u64, len, mask);
-            for (w, k) in want.iter_mut().zip(ks) {
-                *w = if *plus {
-                    w.wrapping_add(k)
+        for (seed, plus) in &w.raw {
+            let ks = spec_words(seed, w.prg, s as u64, len, mask);
+            for (x, k) in want.iter_mut().zip(ks) {
+                *x = if *plus {
+                    x.wrapping_add(k)
                 } else {
-                    w.wrapping_sub(k)
+                    x.wrapping_sub(k)
                 } & mask;
             }
         }
-        if let Some(i) = want.iter().zip(&out[s..s + len]).position(|(w, g)| w != g) {
+        if let Some(i) = want.iter().zip(&out[s..s + len]).position(|(x, g)| x != g) {
             failures.push(format!(
                 "element {}: got {:#x}, want {:#x}",
                 s + i,
@@ -316,80 +341,193 @@ pub fn run(a: BenchArgs) -> Result<ExitCode, String> {
             ));
         }
     }
+    Ok(Measured {
+        engine: engine.describe(),
+        setup,
+        ingest,
+        unmask,
+        read_out,
+        failures,
+    })
+}
+
+/// Where the three checked slices start: the beginning, the middle and the end.
+fn slices(m: usize) -> [usize; 3] {
+    [0, m / 2, m.saturating_sub(CHECK)]
+}
+
+fn open(spec: &BackendSpec, flag: &str) -> Result<Engine, String> {
+    super::open_engine(spec, flag)
+}
+
+pub fn run(a: BenchArgs) -> Result<ExitCode, String> {
+    let (n, m) = (a.clients, a.params);
+    if n < 2 || m == 0 {
+        return Err("--clients must be at least 2 and --params at least 1".into());
+    }
+    if !(0.0..1.0).contains(&a.dropout) {
+        return Err(format!("--dropout {} must be in [0, 1)", a.dropout));
+    }
+    let k = a.neighbors.min(n - 1).max(1);
+    let modulus = Modulus::new(a.bits)
+        .ok()
+        .filter(|md| md.check_lane::<u32>().is_ok())
+        .ok_or_else(|| format!("--bits {} must be in 1..=32", a.bits))?;
+    let seed = a.seed.unwrap_or_else(|| {
+        use std::hash::{BuildHasher, Hasher};
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    });
+    let engine = open(&a.backend, "--backend")?;
+    let against = match &a.against {
+        Some(spec) => Some(open(spec, "--against")?),
+        None => None,
+    };
+    let describe = engine.describe();
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let rate = single_thread_rate(a.prg, modulus)?;
+    if !a.json {
+        println!(
+            "secagg bench: {n} clients x {m} parameters, b = {}, {} on {describe}; seed {seed}",
+            a.bits, a.prg
+        );
+        if let Some(other) = &against {
+            println!("  against: {}", other.describe());
+        }
+        println!(
+            "  single-thread {} fill rate {:.2} GB/s x {cores} cores",
+            a.prg,
+            rate / 1e9
+        );
+    }
+    let w = Workload::draw(&a, k, modulus, seed);
+    // The comparison runs first, on the same uploads and terms, and is dropped before the
+    // main run starts.
+    let baseline = match against {
+        Some(other) => Some(measure(&other, &w)?),
+        None => None,
+    };
+    let main = measure(&engine, &w)?;
+
     let peak = peak_rss_bytes().unwrap_or(0);
     let copy = copy_bandwidth(cores);
     let ingest_bytes = n as f64 * m as f64 * 4.0;
     let packed_bytes = n as f64 * codec::packed_len(m, a.bits) as f64;
-    let keystream = terms.len() as f64 * m as f64 * 4.0;
-    let ks_rate = keystream / unmask.as_secs_f64();
+    let keystream = w.raw.len() as f64 * m as f64 * 4.0;
+    let ks_rate = keystream / main.unmask.as_secs_f64();
     let bound = rate * cores as f64;
-    let passed = failures.is_empty();
-    let report = json!({
+    let passed =
+        main.failures.is_empty() && baseline.as_ref().is_none_or(|b| b.failures.is_empty());
+    let ratio = |ours: Duration, theirs: Duration| theirs.as_secs_f64() / ours.as_secs_f64();
+    let mut report = json!({
         "engine": describe,
         "clients": n,
         "params": m,
         "neighbors": k,
         "dropout": a.dropout,
-        "dropped": dropped.iter().filter(|d| **d).count(),
+        "dropped": w.dropped,
         "bits": a.bits,
         "prg": a.prg.to_string(),
         "seed": seed,
-        "accumulator_setup_s": setup.as_secs_f64(),
-        "ingest_s": ingest_submit.as_secs_f64(),
-        "ingest_gb_per_s": ingest_bytes / ingest_submit.as_secs_f64() / 1e9,
-        "ingest_packed_gb_per_s": packed_bytes / ingest_submit.as_secs_f64() / 1e9,
+        "accumulator_setup_s": main.setup.as_secs_f64(),
+        "ingest_s": main.ingest.as_secs_f64(),
+        "ingest_gb_per_s": ingest_bytes / main.ingest.as_secs_f64() / 1e9,
+        "ingest_packed_gb_per_s": packed_bytes / main.ingest.as_secs_f64() / 1e9,
         "memory_copy_gb_per_s": copy / 1e9,
-        "ingest_vs_copy": ingest_bytes / ingest_submit.as_secs_f64() / copy,
-        "mask_terms": terms.len(),
-        "unmask_s": unmask.as_secs_f64(),
+        "ingest_vs_copy": ingest_bytes / main.ingest.as_secs_f64() / copy,
+        "mask_terms": w.raw.len(),
+        "unmask_s": main.unmask.as_secs_f64(),
         "keystream_gb_per_s": ks_rate / 1e9,
         "single_thread_gb_per_s": rate / 1e9,
         "cores": cores,
         "unmask_vs_bound": bound / ks_rate,
-        "read_out_s": read_s.as_secs_f64(),
+        "read_out_s": main.read_out.as_secs_f64(),
         "peak_rss_bytes": peak,
         "check_passed": passed,
-        "failures": failures,
+        "failures": main.failures,
     });
+    if let Some(b) = &baseline {
+        report["against"] = b.json();
+        report["speedup"] = json!({
+            "accumulator_setup": ratio(main.setup, b.setup),
+            "ingest": ratio(main.ingest, b.ingest),
+            "unmask": ratio(main.unmask, b.unmask),
+            "read_out": ratio(main.read_out, b.read_out),
+        });
+    }
     if a.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?
         );
     } else {
+        if let Some(b) = &baseline {
+            println!(
+                "  against {}: accumulator {:.2} s, ingest {:.2} s, unmask {:.2} s, read-out {:.2} s; check: {}",
+                a.against.as_ref().map_or(String::new(), |s| s.to_string()),
+                b.setup.as_secs_f64(),
+                b.ingest.as_secs_f64(),
+                b.unmask.as_secs_f64(),
+                b.read_out.as_secs_f64(),
+                if b.failures.is_empty() {
+                    "exact"
+                } else {
+                    "FAILED"
+                }
+            );
+            for f in &b.failures {
+                println!("  mismatch (against): {f}");
+            }
+        }
         println!(
             "  accumulator: {} made and its pages mapped in {:.2} s (before the first upload)",
             human_bytes(m as u64 * 4),
-            setup.as_secs_f64()
+            main.setup.as_secs_f64()
         );
         println!(
             "  ingest: {:.2} s for {} uploads ({} unpacked, {} packed): {:.2} GB/s unpacked ({:.0}% of the copy bandwidth), {:.2} GB/s packed",
-            ingest_submit.as_secs_f64(),
+            main.ingest.as_secs_f64(),
             n,
             human_bytes(ingest_bytes as u64),
             human_bytes(packed_bytes as u64),
-            ingest_bytes / ingest_submit.as_secs_f64() / 1e9,
-            100.0 * ingest_bytes / ingest_submit.as_secs_f64() / copy,
-            packed_bytes / ingest_submit.as_secs_f64() / 1e9
+            ingest_bytes / main.ingest.as_secs_f64() / 1e9,
+            100.0 * ingest_bytes / main.ingest.as_secs_f64() / copy,
+            packed_bytes / main.ingest.as_secs_f64() / 1e9
         );
         println!(
             "  unmask: {:.2} s for {} mask terms ({} dropped, k = {k}): {:.2} GB/s of keystream, {:.2}x the single-thread rate x cores ({:.2} GB/s)",
-            unmask.as_secs_f64(),
-            terms.len(),
-            dropped.iter().filter(|d| **d).count(),
+            main.unmask.as_secs_f64(),
+            w.raw.len(),
+            w.dropped,
             ks_rate / 1e9,
             bound / ks_rate,
             bound / 1e9
         );
         println!(
             "  read-out: {:.2} s; peak memory {}; check of {} slices: {}",
-            read_s.as_secs_f64(),
+            main.read_out.as_secs_f64(),
             human_bytes(peak),
-            slices.len(),
-            if passed { "exact" } else { "FAILED" }
+            slices(m).len(),
+            if main.failures.is_empty() {
+                "exact"
+            } else {
+                "FAILED"
+            }
         );
-        for f in &report["failures"].as_array().cloned().unwrap_or_default() {
+        for f in &main.failures {
             println!("  mismatch: {f}");
+        }
+        if let Some(b) = &baseline {
+            println!(
+                "  {} against {}: ingest {:.2}x, unmask {:.2}x, read-out {:.2}x, accumulator {:.2}x (time against / time)",
+                a.backend,
+                a.against.as_ref().map_or(String::new(), |s| s.to_string()),
+                ratio(main.ingest, b.ingest),
+                ratio(main.unmask, b.unmask),
+                ratio(main.read_out, b.read_out),
+                ratio(main.setup, b.setup)
+            );
         }
     }
     Ok(if passed {

@@ -5,16 +5,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use secagg::model::ModelStream;
-use secagg_engine::CpuEngine;
 use secagg_engine::Prg;
 use secagg_host::codec::layout_digest;
 use secagg_host::identity::{CaPublicKey, EnrolledIdentity, IdentityKey};
 use secagg_host::plan::Adversary;
 use secagg_host::quantize::InputError;
 use secagg_host::transport::tls;
-use secagg_host::transport::{
-    ClientInput, ClientOptions, ClientOutcome, TransportError, run_client,
-};
+use secagg_host::transport::{ClientInput, ClientOutcome, Join, TransportError};
 use secagg_host::{ClientId, ClientIdentity, ClientPolicy, ProtocolError, Stage, Trust, round_rng};
 use serde::Deserialize;
 
@@ -367,29 +364,25 @@ pub fn run(mut a: ClientArgs) -> Result<ExitCode, String> {
     // One generator per round, from the operating system; the round's client owns it and
     // it is scrubbed when the round ends.
     let rng = round_rng().map_err(|e| format!("no operating-system randomness: {e}"))?;
-    let options = ClientOptions {
-        id: ClientId(id),
-        weight,
-        layout: layout_digest(&layout.to_bytes()),
-        drop_after,
-        connect_timeout,
-        insecure_plaintext: tls.is_none() && plaintext,
-        tls,
-        misbehave: None,
+    let mut join = Join::new(identity, policy, layout_digest(&layout.to_bytes()))
+        .connect_timeout(connect_timeout)
+        .rng(rng);
+    join = match tls {
+        Some((connector, name)) => join.tls(connector, name),
+        None if plaintext => join.insecure_plaintext(),
+        None => join,
     };
+    if let Some(weight) = weight {
+        join = join.weight(weight);
+    }
+    if let Some(stage) = drop_after {
+        join = join.drop_after(stage);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let outcome = runtime.block_on(run_client(
-        addr.as_str(),
-        options,
-        identity,
-        policy,
-        update,
-        CpuEngine::new(),
-        rng,
-    ));
+    let outcome = runtime.block_on(join.run(addr.as_str(), update));
     match outcome {
         Ok(ClientOutcome::Completed { included }) => {
             eprintln!("client {id}: round completed; the sum holds {included} inputs");

@@ -6,7 +6,9 @@ mod client;
 mod plan;
 mod server;
 mod simulate;
+#[cfg(feature = "soak")]
 mod soak;
+#[cfg(feature = "test-pki")]
 mod tls;
 
 use std::process::ExitCode;
@@ -39,7 +41,7 @@ enum Command {
     /// pair (--neighbors and --threshold), against a curious or semi-malicious server.
     Plan(plan::PlanArgs),
     /// Run one aggregation round over TCP and write the sum. Exits 3 if the round aborts.
-    Server(server::ServerArgs),
+    Server(Box<server::ServerArgs>),
     /// Join a round with a model update file. Exits 3 if the server aborts the round.
     Client(client::ClientArgs),
     /// Manage the deployment CA that certifies client identities (`secagg ca new`).
@@ -47,9 +49,11 @@ enum Command {
     /// Give client ids fresh long-term identity keys and certificates from the deployment CA.
     Enroll(ca::EnrollArgs),
     /// Make a test TLS CA and server certificate (`secagg tls new`).
+    #[cfg(feature = "test-pki")]
     Tls(tls::TlsArgs),
     /// Attack soak on loopback: a TLS server process, honest clients and rogue connections
     /// of every kind; checks the sum and that each rogue is refused. Exits 1 on a failure.
+    #[cfg(feature = "soak")]
     Soak(soak::SoakArgs),
     /// Measure this machine's server work for a large-model round: ingest of n packed
     /// uploads into the engine's accumulator, one unmask pass, a read-out; checked against an
@@ -62,11 +66,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
         Command::Simulate(a) => simulate::run(a),
         Command::Plan(a) => plan::run(a),
-        Command::Server(a) => server::run(a),
+        Command::Server(a) => server::run(*a),
         Command::Client(a) => client::run(a),
         Command::Ca(a) => ca::run(a),
         Command::Enroll(a) => ca::enroll(a),
+        #[cfg(feature = "test-pki")]
         Command::Tls(a) => tls::run(a),
+        #[cfg(feature = "soak")]
         Command::Soak(a) => soak::run(a),
         Command::Bench(a) => bench::run(a),
     }
@@ -133,6 +139,24 @@ pub fn parse_context(
         }
         (None, None) => Ok([0; 32]),
     }
+}
+
+/// Opens the engine `--backend` names; `auto` (the default) defers to `SECAGG_BACKEND` when
+/// it is set, as the README promises. Errors name the flag or the variable at fault.
+pub fn open_engine(
+    spec: &secagg_engine::BackendSpec,
+    flag: &str,
+) -> Result<secagg_engine::Engine, String> {
+    use secagg_engine::{BackendSpec, Engine};
+    let (spec, source) = match (spec, std::env::var("SECAGG_BACKEND")) {
+        (BackendSpec::Auto, Ok(v)) => (
+            v.parse::<BackendSpec>()
+                .map_err(|e| format!("SECAGG_BACKEND={v}: {e}"))?,
+            "SECAGG_BACKEND",
+        ),
+        _ => (spec.clone(), flag),
+    };
+    Engine::open(&spec).map_err(|e| format!("{source} {spec}: {e}"))
 }
 
 /// Bytes in a short human form.

@@ -6,11 +6,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use secagg::model::{ModelFormat, ModelLayout, ModelStream, TensorSpec, write_model};
-use secagg_engine::{Backend, BackendChoice, Engine};
+use secagg_engine::{Backend, BackendSpec};
 use secagg_host::codec::layout_digest;
 use secagg_host::config::{Quantization, RoundConfig, bits_needed};
+use secagg_host::dp::accountant::PrivacyEvent;
 use secagg_host::identity::CaPublicKey;
-use secagg_host::plan::{Adversary, PlanRequest, check, colluders_in_cohort, threshold_for};
+use secagg_host::plan::{
+    Adversary, DpPlan, DpRequest, DpTarget, PlanRequest, check, colluders_in_cohort, plan_dp,
+    threshold_for,
+};
 use secagg_host::policy::DEFAULT_EPOCH_SECS;
 use secagg_host::selection::{Selection, epoch_at};
 use secagg_host::transport::tls::{self, TlsAcceptor};
@@ -56,9 +60,12 @@ pub struct ServerArgs {
     /// first deadline also bounds how long the server waits for N clients. [default: 30000]
     #[arg(long)]
     deadline_ms: Option<u64>,
-    /// Aggregation engine: auto (a GPU adapter if one opens), cpu or gpu. [default: auto]
+    /// Aggregation engine: auto (a hardware GPU adapter if one opens, else the
+    /// CPU), cpu, gpu, gpu:N (adapter N of wgpu's list), or several of cpu, gpu and gpu:N
+    /// separated by commas (e.g. cpu,cpu or gpu:0,gpu:1): each engine then holds and computes
+    /// its own coordinate range of the accumulator (equal ranges, in the order given). [default: auto]
     #[arg(long)]
-    backend: Option<BackendChoice>,
+    backend: Option<BackendSpec>,
     /// Where to write the aggregate sum: .npy (float32, the inputs' shape) or .safetensors
     /// (the inputs' tensor names and shapes). Not written if the round aborts. [required]
     #[arg(long)]
@@ -149,6 +156,25 @@ pub struct ServerArgs {
     /// The round context as the SHA-256 of this file (the global model the clients train).
     #[arg(long, conflicts_with = "context")]
     context_file: Option<PathBuf>,
+    /// Distributed DP for this ε (at --delta over --rounds): the DP plan sizes each
+    /// client's Skellam noise for T − c honest survivors alone, --clip becomes the L2 norm
+    /// every update is clipped to, b is the plan's unless --bits, and the summary records
+    /// the round's privacy event.
+    #[arg(long, conflicts_with = "noise")]
+    epsilon: Option<f64>,
+    /// Distributed DP with this noise multiplier z (σ = z c w) instead of an ε target.
+    #[arg(long)]
+    noise: Option<f64>,
+    /// δ of the DP guarantee. [default: 1e-6]
+    #[arg(long)]
+    delta: Option<f64>,
+    /// Rounds the DP plan accounts for. [default: 1]
+    #[arg(long)]
+    rounds: Option<u32>,
+    /// β: conditional rounding's failure probability (0: plain stochastic rounding).
+    /// [default: e^-0.5]
+    #[arg(long)]
+    beta: Option<f64>,
     /// Read flags from this TOML file.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -190,13 +216,18 @@ struct ServerFile {
     insecure_params: Option<bool>,
     context: Option<String>,
     context_file: Option<PathBuf>,
+    epsilon: Option<f64>,
+    noise: Option<f64>,
+    delta: Option<f64>,
+    rounds: Option<u32>,
+    beta: Option<f64>,
 }
 
 /// Everything the server needs, merged and checked.
 struct Settings {
     listen: SocketAddr,
     config: RoundConfig,
-    backend: BackendChoice,
+    backend: BackendSpec,
     output: PathBuf,
     summary: Option<PathBuf>,
     /// The layout the sum is written with.
@@ -204,6 +235,8 @@ struct Settings {
     /// Whether clients must match `layout` exactly (--model) or only its size (--params).
     pin_layout: bool,
     options: ServeOptions,
+    /// The DP plan, in a DP round.
+    privacy: Option<(DpPlan, DpRequest)>,
 }
 
 /// The round's shape from --model or --params.
@@ -276,7 +309,7 @@ fn settings(a: ServerArgs) -> Result<Settings, String> {
         (None, Some(s)) => s
             .parse()
             .map_err(|e| format!("config file: backend: {e}"))?,
-        (None, None) => BackendChoice::Auto,
+        (None, None) => BackendSpec::Auto,
     };
     let k = a
         .neighbors
@@ -391,8 +424,41 @@ fn settings(a: ServerArgs) -> Result<Settings, String> {
         a.context.or(file.context).as_deref(),
         a.context_file.or(file.context_file).as_deref(),
     )?;
+    let (layout, pin_layout) = shape(a.model.or(file.model), a.params.or(file.params))?;
+    let target = match (a.epsilon.or(file.epsilon), a.noise.or(file.noise)) {
+        (Some(_), Some(_)) => return Err("give --epsilon or --noise, not both".into()),
+        (Some(e), None) => Some(DpTarget::Epsilon(e)),
+        (None, Some(z)) => Some(DpTarget::Noise(z)),
+        (None, None) => None,
+    };
+    let privacy = match target {
+        None => None,
+        Some(target) => {
+            let honest = super::plan::honest_survivors(big_t, colluders, (n, k, t), adversary)?;
+            let base = DpRequest::new(target, layout.params(), n);
+            let dp_req = DpRequest {
+                delta: a.delta.or(file.delta).unwrap_or(base.delta),
+                rounds: a.rounds.or(file.rounds).unwrap_or(1),
+                clip,
+                honest,
+                survivors: n - (req.dropout_rate * n as f64).ceil() as usize,
+                max_weight: a.max_weight.or(file.max_weight).unwrap_or(1),
+                beta: a.beta.or(file.beta).unwrap_or(base.beta),
+                bits: a.bits.or(file.bits),
+                ..base
+            };
+            let p = plan_dp(&dp_req).map_err(|e| format!("DP plan: {e}"))?;
+            eprintln!(
+                "distributed DP: ε {:.4} at δ = {:e} over {} rounds, noise sized for {honest} honest inputs alone (T = {big_t}, c = {colluders}, k = {k}, t = {t}), b = {}, s = {:.4}, μ_c = {:.4}",
+                p.epsilon, p.delta, dp_req.rounds, p.bits, p.dp.scale, p.dp.noise
+            );
+            Some((p, dp_req))
+        }
+    };
+    let bits = privacy.as_ref().map_or(bits, |(p, _)| p.bits);
     let levels = match a.levels.or(file.levels) {
         Some(q) => q,
+        None if privacy.is_some() => 2,
         None => (1..=16u32)
             .rev()
             .map(|e| 1u32 << e)
@@ -401,6 +467,8 @@ fn settings(a: ServerArgs) -> Result<Settings, String> {
     };
     let max_weight = match a.max_weight.or(file.max_weight) {
         Some(w) => w,
+        // A DP round's noise is sized for the largest weight: 1 unless asked.
+        None if privacy.is_some() => 1,
         None => (0..=16u32)
             .rev()
             .map(|e| 1u32 << e)
@@ -408,7 +476,6 @@ fn settings(a: ServerArgs) -> Result<Settings, String> {
             .unwrap_or(1),
     };
     let deadline = Duration::from_millis(a.deadline_ms.or(file.deadline_ms).unwrap_or(30_000));
-    let (layout, pin_layout) = shape(a.model.or(file.model), a.params.or(file.params))?;
     let tls = tls_settings(
         a.tls_cert.or(file.tls_cert),
         a.tls_key.or(file.tls_key),
@@ -433,6 +500,7 @@ fn settings(a: ServerArgs) -> Result<Settings, String> {
         .round_id(round_id)
         .context(context)
         .selection(selection)
+        .dp(privacy.as_ref().map(|(p, _)| p.dp))
         .build()
         .map_err(|e| e.to_string())?;
     let defaults = ServeOptions::default();
@@ -466,6 +534,7 @@ fn settings(a: ServerArgs) -> Result<Settings, String> {
         layout,
         pin_layout,
         options,
+        privacy,
     })
 }
 
@@ -485,7 +554,7 @@ fn check_output_path(p: &Path) -> Result<(), String> {
 
 pub fn run(a: ServerArgs) -> Result<ExitCode, String> {
     let s = settings(a)?;
-    let engine = Engine::choose(s.backend).map_err(|e| format!("--backend {}: {e}", s.backend))?;
+    let engine = super::open_engine(&s.backend, "--backend")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -580,10 +649,10 @@ fn finish(s: &Settings, report: &mut RoundReport) -> Result<ExitCode, String> {
         Ok(out) => {
             let config = &s.config;
             // The sum's memory becomes the f32 result: no second copy of a large model.
-            let sum = secagg_host::quantize::dequantize_sum_owned(
+            let sum = secagg_host::quantize::decode_sum_owned(
                 std::mem::take(&mut out.sum),
                 out.total_weight,
-                &config.quantization(),
+                config,
             );
             let written = write_model(&s.output, &s.layout, &sum);
             summary["status"] = json!(if written.is_ok() {
@@ -599,6 +668,9 @@ fn finish(s: &Settings, report: &mut RoundReport) -> Result<ExitCode, String> {
                     .collect::<Vec<_>>()
             );
             summary["total_weight"] = json!(out.total_weight);
+            if let Some((p, req)) = &s.privacy {
+                summary["privacy"] = privacy_event(p, req, out.included.len());
+            }
             summary["mask_terms"] = json!(out.mask_terms);
             summary["output"] = json!(s.output.display().to_string());
             if report.weighted {
@@ -628,6 +700,9 @@ fn finish(s: &Settings, report: &mut RoundReport) -> Result<ExitCode, String> {
         }
         Err(reason) => {
             summary["status"] = json!("aborted");
+            if s.privacy.is_some() {
+                summary["privacy"] = json!({"released": false});
+            }
             summary["reason"] = json!(reason.to_string());
             eprintln!("round aborted: {reason}; nothing was revealed and no output was written");
             ExitCode::from(EXIT_ABORTED)
@@ -638,4 +713,42 @@ fn finish(s: &Settings, report: &mut RoundReport) -> Result<ExitCode, String> {
         std::fs::write(path, text).map_err(|e| format!("--summary {}: {e}", path.display()))?;
     }
     Ok(code)
+}
+
+/// A completed DP round's privacy event for the summary: the mechanism, its noise and
+/// sensitivities, ε of this round alone and as planned over the rounds, and the RDP curve
+/// to compose later rounds with.
+fn privacy_event(p: &DpPlan, req: &DpRequest, included: usize) -> serde_json::Value {
+    let event = PrivacyEvent::of(&p.dp, req.params, req.max_weight, req.clients, req.delta);
+    let (round_epsilon, round_delta, rdp) = match &event {
+        Ok(e) => (
+            json!(e.epsilon),
+            json!(e.sampler_delta),
+            e.rdp
+                .curve()
+                .map(|(a, v)| json!([a, v]))
+                .collect::<Vec<_>>(),
+        ),
+        Err(_) => (json!(null), json!(null), Vec::new()),
+    };
+    json!({
+        "released": true,
+        "mechanism": "skellam",
+        "epsilon_this_round": round_epsilon,
+        "sampler_delta_this_round": round_delta,
+        "delta": req.delta,
+        "planned_rounds": req.rounds,
+        "planned_epsilon": p.epsilon,
+        "honest_survivors": p.dp.honest,
+        "inputs_in_sum": included,
+        "noise_per_client": p.dp.noise,
+        "central_variance": p.dp.central_variance(),
+        "central_noise_std": p.noise_std,
+        "scale": p.dp.scale,
+        "clip": p.dp.clip,
+        "beta": p.dp.beta,
+        "l2_sensitivity": p.sensitivity.l2,
+        "l1_sensitivity": p.sensitivity.l1,
+        "rdp": rdp,
+    })
 }

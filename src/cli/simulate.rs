@@ -5,9 +5,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use secagg_engine::{Backend, BackendChoice, Engine, Prg};
+use secagg_engine::{Backend, BackendSpec, Prg};
 use secagg_host::config::bits_needed;
-use secagg_host::plan::{Adversary, PlanRequest, check, colluders_in_cohort, plan, threshold_for};
+use secagg_host::plan::{
+    Adversary, DpPlan, DpRequest, DpTarget, PlanRequest, check, colluders_in_cohort, plan, plan_dp,
+    threshold_for,
+};
 use secagg_host::policy::DEFAULT_EPOCH_SECS;
 use secagg_host::selection::{Selection, epoch_at};
 use secagg_host::sim::{self, DropMode, DropSchedule, Progress, SimConfig, SimReport};
@@ -91,18 +94,40 @@ pub struct SimulateArgs {
     /// simulated CA (only with --adversary curious).
     #[arg(long)]
     unauthenticated: bool,
-    /// Server engine: auto (a GPU adapter if one opens), cpu or gpu.
+    /// Server engine: auto (a hardware GPU adapter if one opens, else the
+    /// CPU), cpu, gpu, gpu:N (adapter N of wgpu's list), or several of cpu, gpu and gpu:N
+    /// separated by commas (e.g. cpu,cpu or gpu:0,gpu:1): each engine then holds and computes
+    /// its own coordinate range of the accumulator (equal ranges, in the order given).
     #[arg(long, default_value = "auto")]
-    backend: BackendChoice,
+    backend: BackendSpec,
     /// Mask PRG: chacha20, chacha12 or chacha8.
     #[arg(long, default_value = "chacha20")]
     prg: Prg,
-    /// Modulus bits b (1..=32).
-    #[arg(long, default_value_t = 32)]
-    bits: u32,
-    /// Clip range c: inputs are clipped to [−c, c].
+    /// Modulus bits b (1..=32). [default: 32; with --epsilon or --noise, the DP plan's]
+    #[arg(long)]
+    bits: Option<u32>,
+    /// Clip range c: inputs are clipped to [−c, c]; with --epsilon or --noise, the L2 norm
+    /// every update is clipped to.
     #[arg(long, default_value_t = 1.0)]
     clip: f32,
+    /// Distributed DP for this ε (at --delta over --rounds): the DP plan sizes the noise for
+    /// T − c honest survivors, every client clips, rotates, rounds and adds Skellam noise
+    /// under the masks, and the report gives the ε spent, the noise and the measured error.
+    #[arg(long, conflicts_with = "noise")]
+    epsilon: Option<f64>,
+    /// Distributed DP with this noise multiplier z (σ = z c w) instead of an ε target.
+    #[arg(long)]
+    noise: Option<f64>,
+    /// δ of the DP guarantee.
+    #[arg(long, default_value_t = 1e-6)]
+    delta: f64,
+    /// Rounds the DP plan accounts for (this run simulates one of them).
+    #[arg(long, default_value_t = 1)]
+    rounds: u32,
+    /// β: conditional rounding's failure probability (0: plain stochastic rounding).
+    /// [default: e^-0.5]
+    #[arg(long)]
+    beta: Option<f64>,
     /// Quantization levels q. Default: the largest power of two up to 2^16 that cannot
     /// overflow 2^b.
     #[arg(long)]
@@ -288,22 +313,31 @@ pub fn run(mut a: SimulateArgs) -> Result<ExitCode, String> {
         return Err("--unauthenticated needs --adversary curious: without enrolled identities a lying server can substitute every key".into());
     }
     let (k, t, why) = choose_graph(&a)?;
+    let big_t = a.min_survivors.unwrap_or(t);
+    let dp = dp_plan(&a, big_t, k, t)?;
+    let bits = dp.as_ref().map_or(a.bits.unwrap_or(32), |(p, _)| p.bits);
     let mut builder = RoundConfig::builder(a.clients, a.params)
         .neighbors(k)
         .threshold(t)
-        .bits(a.bits)
+        .bits(bits)
         .prg(a.prg)
         .round_id(seed)
         .selection(selection);
     if let Some(min) = a.min_survivors {
         builder = builder.min_survivors(min);
     }
-    if a.levels.is_some() || a.max_weight != 1 || a.clip != 1.0 {
+    if let Some((p, _)) = &dp {
+        builder = builder.dp(Some(p.dp)).quantization(Quantization {
+            levels: 2,
+            max_weight: a.max_weight,
+            ..Quantization::default()
+        });
+    } else if a.levels.is_some() || a.max_weight != 1 || a.clip != 1.0 {
         // The default levels leave room for the weights asked for.
         let default_levels = (1..=16u32)
             .rev()
             .map(|e| 1u32 << e)
-            .find(|&q| bits_needed(a.clients, q, a.max_weight) <= a.bits)
+            .find(|&q| bits_needed(a.clients, q, a.max_weight) <= bits)
             .unwrap_or(2);
         builder = builder.quantization(Quantization {
             clip: a.clip,
@@ -312,7 +346,7 @@ pub fn run(mut a: SimulateArgs) -> Result<ExitCode, String> {
         });
     }
     let round = builder.build().map_err(|e| e.to_string())?;
-    let engine = Engine::choose(a.backend).map_err(|e| format!("--backend {}: {e}", a.backend))?;
+    let engine = super::open_engine(&a.backend, "--backend")?;
     let drops = match &members {
         None => DropSchedule::random(a.clients, a.dropout, a.dropout_stage, seed),
         Some(m) => DropSchedule::random_among(m, a.dropout, a.dropout_stage, seed),
@@ -352,18 +386,33 @@ pub fn run(mut a: SimulateArgs) -> Result<ExitCode, String> {
         } else {
             format!("SecAgg+ (k = {})", round.neighbors())
         };
+        let inputs = match round.dp() {
+            Some(dp) => format!("distributed DP, L2 clip {}", dp.clip),
+            None => format!(
+                "q = {} on [-{}, {}]",
+                round.quantization().levels,
+                round.quantization().clip,
+                round.quantization().clip
+            ),
+        };
         println!(
-            "secagg simulate: {} clients x {} params, {graph}, t = {} [{why}], T = {}, b = {}, {}, q = {} on [-{}, {}]",
+            "secagg simulate: {} clients x {} params, {graph}, t = {} [{why}], T = {}, b = {}, {}, {inputs}",
             a.clients,
             a.params,
             round.threshold(),
             round.min_survivors(),
             round.modulus().bits(),
             round.prg(),
-            round.quantization().levels,
-            round.quantization().clip,
-            round.quantization().clip,
         );
+        if let Some((p, req)) = &dp {
+            let honest = super::plan::describe_honest(
+                req.honest,
+                big_t,
+                a.colluders_in_round,
+                (round.neighbors(), t),
+            );
+            super::plan::print_dp(p, req, &honest);
+        }
         println!(
             "  {} clients drop before {}{}; seed {seed}; server engine: {describe}",
             cfg.drops.len(),
@@ -434,15 +483,70 @@ pub fn run(mut a: SimulateArgs) -> Result<ExitCode, String> {
     }
     let peak = secagg::process::peak_rss_bytes();
     if a.json {
-        print_json(&a, &round, &report, &describe, seed, peak);
+        print_json(&a, &round, &report, &describe, seed, peak, dp.as_ref());
     } else {
         print_table(&round, &report, peak);
+        if let Some((p, _)) = &dp {
+            print_dp_result(p, &report);
+        }
     }
     Ok(match (&report.outcome, &report.check) {
         (Err(_), _) => ExitCode::from(EXIT_ABORTED),
         (Ok(_), Some(c)) if c.passed() => ExitCode::SUCCESS,
         _ => ExitCode::from(EXIT_CHECK_FAILED),
     })
+}
+
+/// The DP plan for a simulated round with T = `big_t` survivors needed, `k` neighbours and
+/// threshold `t`, when asked for.
+fn dp_plan(
+    a: &SimulateArgs,
+    big_t: usize,
+    k: usize,
+    t: usize,
+) -> Result<Option<(DpPlan, DpRequest)>, String> {
+    let target = match (a.epsilon, a.noise) {
+        (Some(e), _) => DpTarget::Epsilon(e),
+        (None, Some(z)) => DpTarget::Noise(z),
+        (None, None) => return Ok(None),
+    };
+    // The clients' adversary (a curious policy under --insecure-params).
+    let adversary = if a.insecure_params {
+        Adversary::Curious
+    } else {
+        a.adversary
+    };
+    let shape = (a.clients, k, t);
+    let honest = super::plan::honest_survivors(big_t, a.colluders_in_round, shape, adversary)?;
+    let dropped = (a.dropout * a.clients as f64).floor() as usize;
+    let base = DpRequest::new(target, a.params, a.clients);
+    let req = DpRequest {
+        delta: a.delta,
+        rounds: a.rounds,
+        clip: a.clip,
+        honest,
+        survivors: a.clients.saturating_sub(dropped).max(1),
+        max_weight: a.max_weight,
+        beta: a.beta.unwrap_or(base.beta),
+        bits: a.bits,
+        ..base
+    };
+    let p = plan_dp(&req).map_err(|e| e.to_string())?;
+    Ok(Some((p, req)))
+}
+
+/// What the DP round spent and what its noise did.
+fn print_dp_result(p: &DpPlan, r: &SimReport) {
+    println!(
+        "  DP: ε spent {:.4} at δ = {:e} over the plan's rounds; central noise σ = {:.6} from the honest survivors alone",
+        p.epsilon, p.delta, p.noise_std
+    );
+    if let Some(m) = &r.dp {
+        println!(
+            "  DP: this sum holds {} inputs' noise: σ = {:.6} per coordinate (≤ {:.6} with rounding); measured error {:.6} (mean {:+.2e}) over {} coordinates",
+            m.inputs, m.noise_std, m.expected_std_max, m.measured_std, m.measured_mean, m.coords
+        );
+    }
 }
 
 fn print_table(round: &RoundConfig, r: &SimReport, peak: Option<u64>) {
@@ -489,9 +593,14 @@ fn print_table(round: &RoundConfig, r: &SimReport, peak: Option<u64>) {
     match (&r.outcome, &r.check) {
         (Ok(out), Some(c)) => {
             let verdict = if c.passed() { "OK" } else { "FAILED" };
+            let error = if round.dp().is_some() {
+                "RMS error (the noise)"
+            } else {
+                "max f32 error"
+            };
             println!(
                 "  result: {verdict}: sum of {} inputs (total weight {}) {} the plaintext sum mod 2^{}; \
-                 max f32 error {:.3e} (bound {:.3e}); {} dropped",
+                 {error} {:.3e} (bound {:.3e}); {} dropped",
                 out.included.len(),
                 out.total_weight,
                 if c.exact { "equals" } else { "DIFFERS FROM" },
@@ -510,17 +619,26 @@ fn print_table(round: &RoundConfig, r: &SimReport, peak: Option<u64>) {
                     out.keystream_bytes() as f64 / secs / 1e9,
                 );
             }
-            // Only the first few: the whole mean of a large model is gigabytes.
-            let first = &out.sum[..out.sum.len().min(4)];
+            // Only the first few: the whole mean of a large model is gigabytes. (A DP sum is
+            // rotated back as a whole first.)
             let w = out.total_weight.max(1) as f64;
-            let head: Vec<String> = secagg_host::quantize::dequantize_sum(
-                first,
-                out.total_weight,
-                &round.quantization(),
-            )
-            .iter()
-            .map(|v| format!("{:.4}", f64::from(*v) / w))
-            .collect();
+            let sum = match round.dp() {
+                Some(_) => secagg_host::quantize::decode_sum_owned(
+                    out.sum.clone(),
+                    out.total_weight,
+                    round,
+                ),
+                None => secagg_host::quantize::dequantize_sum(
+                    &out.sum[..out.sum.len().min(4)],
+                    out.total_weight,
+                    &round.quantization(),
+                ),
+            };
+            let head: Vec<String> = sum
+                .iter()
+                .take(4)
+                .map(|v| format!("{:.4}", f64::from(*v) / w))
+                .collect();
             println!("  weighted mean[..4] = [{}]", head.join(", "));
         }
         (Err(reason), _) => println!("  result: ABORTED: {reason} (nothing was revealed)"),
@@ -544,6 +662,7 @@ fn print_json(
     engine: &str,
     seed: u64,
     peak: Option<u64>,
+    dp: Option<&(DpPlan, DpRequest)>,
 ) {
     let stages: Vec<_> = r
         .stages
@@ -602,6 +721,36 @@ fn print_json(
         "result": result,
         "wall_s": secs(r.wall),
         "peak_rss_bytes": peak,
+        "privacy": dp.map(|(p, req)| privacy_json(p, req, r)),
     });
     println!("{v}");
+}
+
+/// The DP plan and what the round measured, for `--json`.
+fn privacy_json(p: &DpPlan, req: &DpRequest, r: &SimReport) -> serde_json::Value {
+    json!({
+        "mechanism": "skellam",
+        "epsilon": p.epsilon,
+        "delta": p.delta,
+        "rounds": req.rounds,
+        "rdp_order": p.order,
+        "sampler_delta": p.sampler_delta,
+        "clip": p.dp.clip,
+        "scale": p.dp.scale,
+        "noise_per_client": p.dp.noise,
+        "honest_survivors": p.dp.honest,
+        "beta": p.dp.beta,
+        "l2_sensitivity": p.sensitivity.l2,
+        "l1_sensitivity": p.sensitivity.l1,
+        "central_noise_std": p.noise_std,
+        "expected_mean_error": p.mean_error,
+        "measured": r.dp.as_ref().map(|m| json!({
+            "inputs": m.inputs,
+            "noise_std": m.noise_std,
+            "expected_std_max": m.expected_std_max,
+            "measured_std": m.measured_std,
+            "measured_mean": m.measured_mean,
+            "coords": m.coords,
+        })),
+    })
 }

@@ -235,9 +235,56 @@ impl GpuEngine {
         pollster::block_on(Self::open(options))
     }
 
+    /// Opens adapter `index` of the list [`GpuEngine::adapters`] gives (`gpu:N` on the
+    /// command line), with `options`: one engine per GPU of a machine with several, for a
+    /// [`Sharded`](crate::Sharded) engine. Fails with [`EngineError::NoAdapter`], naming the
+    /// adapters there are, when the list is shorter.
+    ///
+    /// ```
+    /// use secagg_engine::{EngineError, GpuEngine, GpuOptions};
+    ///
+    /// let many = GpuEngine::adapters().len();
+    /// match GpuEngine::on_adapter(many, GpuOptions::default()) {
+    ///     Err(EngineError::NoAdapter(why)) => assert!(why.contains(&format!("no adapter {many}"))),
+    ///     other => panic!("adapter {many} of {many}: {other:?}"),
+    /// }
+    /// ```
+    pub fn on_adapter(index: usize, options: GpuOptions) -> Result<Self, EngineError> {
+        pollster::block_on(async {
+            let instance = Self::instance();
+            let mut adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+            if index >= adapters.len() {
+                let there: Vec<String> = adapters
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| describe_adapter(i, &a.get_info()))
+                    .collect();
+                return Err(EngineError::NoAdapter(format!(
+                    "no adapter {index}: this machine lists {}{}{}",
+                    adapters.len(),
+                    if there.is_empty() { "" } else { ": " },
+                    there.join("; ")
+                )));
+            }
+            Self::open_adapter(adapters.swap_remove(index), options).await
+        })
+    }
+
+    /// The GPU adapters wgpu lists on this machine, in the order [`GpuEngine::on_adapter`]
+    /// counts them (honouring `WGPU_BACKEND`).
+    pub fn adapters() -> Vec<wgpu::AdapterInfo> {
+        pollster::block_on(Self::instance().enumerate_adapters(wgpu::Backends::all()))
+            .iter()
+            .map(wgpu::Adapter::get_info)
+            .collect()
+    }
+
+    fn instance() -> wgpu::Instance {
+        wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env())
+    }
+
     async fn open(options: GpuOptions) -> Result<Self, EngineError> {
-        let instance =
-            wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
+        let instance = Self::instance();
         let adapter = match std::env::var("WGPU_ADAPTER_NAME") {
             Ok(_) => wgpu::util::initialize_adapter_from_env(&instance, None)
                 .await
@@ -251,6 +298,13 @@ impl GpuEngine {
                 .await
                 .map_err(|e| EngineError::NoAdapter(e.to_string()))?,
         };
+        Self::open_adapter(adapter, options).await
+    }
+
+    async fn open_adapter(
+        adapter: wgpu::Adapter,
+        options: GpuOptions,
+    ) -> Result<Self, EngineError> {
         let limits = adapter.limits();
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -717,6 +771,14 @@ impl GpuEngine {
     fn buffers(&self) -> MutexGuard<'_, Buffers> {
         lock(&self.buffers)
     }
+}
+
+/// `N: name (backend, device type)`, as the missing-adapter error lists the adapters.
+fn describe_adapter(index: usize, info: &wgpu::AdapterInfo) -> String {
+    format!(
+        "{index}: {} ({:?}, {:?})",
+        info.name, info.backend, info.device_type
+    )
 }
 
 /// Starts mapping the first `bytes` of `readback` for reading; the flag says how it went

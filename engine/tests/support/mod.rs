@@ -116,6 +116,21 @@ pub fn oracle_stream(seed: [u8; 32], prg: Prg, stream: u64, word: u128, len: usi
     }
 }
 
+/// Packs `values` at `bits` each, bit by bit, into the codec's little-endian bit stream: an
+/// obviously correct reference, independent of the engines' packers and unpackers.
+pub fn pack_bits(values: &[u32], bits: u32) -> Vec<u8> {
+    let mut out = vec![0u8; (values.len() * bits as usize).div_ceil(8)];
+    for (i, v) in values.iter().enumerate() {
+        for j in 0..bits as usize {
+            if (v >> j) & 1 == 1 {
+                let bit = i * bits as usize + j;
+                out[bit / 8] |= 1 << (bit % 8);
+            }
+        }
+    }
+    out
+}
+
 /// `acc + Σ ±PRG(seed)[offset..]` mod 2^b, computed element by element from the spec.
 pub fn reference_apply(
     acc: &[u32],

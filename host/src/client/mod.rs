@@ -17,6 +17,10 @@
 //! 4. [`Client::status`] says where it stands: `Running(stage)` until the server reports the
 //!    result (`Completed`) or the round ends for it (`Aborted`, with the typed reason).
 //!
+//! A transport that cannot keep the client object between messages uses a
+//! [`JournaledClient`] ([`journal`]): the same client, snapshotted to bytes and rebuilt from
+//! them, with a step counter that refuses an older snapshot.
+//!
 //! Each state waits for one server message and lives in the file of the round it performs:
 //!
 //! | file | waits for | checks, then sends |
@@ -39,6 +43,7 @@
 //! reveals anything that could expose its input; the client never reveals both shares of one
 //! peer.
 
+pub mod journal;
 mod membership;
 mod r0_join;
 mod r1_advertise_keys;
@@ -64,6 +69,7 @@ use crate::policy::{ClientPolicy, PolicyError};
 use crate::quantize::{self, InputError, InputSource};
 use crate::{ClientId, Stage};
 
+pub use journal::{Frame, Journal, JournalError, JournaledClient, StaleJournal};
 use r1_advertise_keys::ExpectCohort;
 use r2_share_keys::ExpectKeyList;
 use r3_share_check::ExpectShareBundles;
@@ -366,28 +372,32 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
     }
 
     /// Sets the `f32` update and its integer weight (1 for a plain sum): clipped, quantized
-    /// with stochastic rounding from this client's RNG, and multiplied by the weight.
+    /// with stochastic rounding from this client's RNG, and multiplied by the weight. In a DP
+    /// round ([`RoundConfig::dp`]) the update is rotated, clipped to the L2 norm c, scaled,
+    /// rounded, weighted and noised with Skellam noise from this client's RNG instead (see
+    /// [`crate::dp`]).
     pub fn set_input(&mut self, update: &[f32], weight: u32) -> Result<(), ClientError> {
-        if update.len() != self.config.params() {
-            return Err(InputError::Length {
-                got: update.len(),
-                want: self.config.params(),
-            }
-            .into());
-        }
-        let mut levels = Vec::new();
-        quantize::quantize_into(
-            update,
-            &self.config.quantization(),
-            weight,
-            &mut self.rng,
-            &mut levels,
-        )?;
+        let levels = quantize_update(&self.config, update, weight, &mut self.rng)?;
+        self.set_levels(levels)
+    }
+
+    /// [`set_input`](Client::set_input), rounding with `rng` instead of the client's own
+    /// generator: a journaled client keeps its protocol stream for the frames it replays
+    /// (see [`journal`]).
+    fn set_input_rounded_by<Q: rand_core::Rng + ?Sized>(
+        &mut self,
+        update: &[f32],
+        weight: u32,
+        rng: &mut Q,
+    ) -> Result<(), ClientError> {
+        let levels = quantize_update(&self.config, update, weight, rng)?;
         self.set_levels(levels)
     }
 
     /// Sets an already-quantized input: m values (each level × weight) followed by the weight.
-    /// Values must be below 2^b; they are added mod 2^b.
+    /// Values must be below 2^b; they are added mod 2^b. In a DP round the values must
+    /// already carry the clip, rotation, rounding and noise ([`crate::dp::DpRound`]); nothing
+    /// is added here.
     pub fn set_quantized_input(&mut self, values: Vec<u32>) -> Result<(), ClientError> {
         if values.len() != self.config.vector_len() {
             return Err(InputError::Length {
@@ -582,6 +592,29 @@ fn own_ticket(
         Some((ticket, score)) if score < selection.threshold() => Ok(Some(ticket)),
         _ => Err(refused.into()),
     }
+}
+
+/// `update` clipped, quantized with stochastic rounding from `rng` and multiplied by the
+/// weight: m levels, then the weight.
+fn quantize_update<Q: rand_core::Rng + ?Sized>(
+    config: &RoundConfig,
+    update: &[f32],
+    weight: u32,
+    rng: &mut Q,
+) -> Result<Vec<u32>, ClientError> {
+    if update.len() != config.params() {
+        return Err(InputError::Length {
+            got: update.len(),
+            want: config.params(),
+        }
+        .into());
+    }
+    let mut levels = Vec::new();
+    match crate::dp::DpRound::of(config) {
+        Some(dp) => dp.encode_into(update, weight, rng, &mut levels)?,
+        None => quantize::quantize_into(update, &config.quantization(), weight, rng, &mut levels)?,
+    }
+    Ok(levels)
 }
 
 /// A finished round stays finished; anything else aborts with `reason`.

@@ -16,8 +16,12 @@ use crate::error::CodecError;
 use crate::identity::CERT_LEN;
 use crate::messages::Credential;
 
-/// Bytes of a welcome frame.
+/// Bytes of a welcome frame for a round without DP.
 pub const WELCOME_LEN: usize = HEADER_LEN + 4 * 6 + 2 + 4 * 3 + 8 + 32 + 16;
+/// Bytes of the DP setting a DP round's welcome appends.
+pub const WELCOME_DP_LEN: usize = 4 + 8 + 8 + 4 + 8;
+/// The largest welcome: a DP round's.
+pub const WELCOME_MAX: usize = WELCOME_LEN + WELCOME_DP_LEN;
 /// Bytes of a challenge frame.
 pub const CHALLENGE_LEN: usize = HEADER_LEN + 32;
 /// Largest hello: with a certificate (the longer credential).
@@ -176,11 +180,14 @@ pub fn decode_hello(bytes: &[u8]) -> Result<Hello, CodecError> {
 /// ```text
 /// clients u32 | threshold u32 | min_survivors u32 | neighbors u32 | params u32 |
 /// levels u32 | bits u8 | prg rounds u8 | clip f32 | max_weight u32 | flags u32 |
-/// stage timeout ms u64 | context [32] | selection epoch u64 | selection threshold u64
+/// stage timeout ms u64 | context [32] | selection epoch u64 | selection threshold u64 |
+/// (flag bit 1 only) dp clip f32 | dp scale f64 | dp noise f64 | dp honest u32 | dp beta f64
 /// ```
 ///
 /// Flag bit 0 says the round has verifiable self-selection (epoch and threshold, the rate
-/// times 2^64); without it both are zero. Other flag bits are refused.
+/// times 2^64); without it both are zero. Flag bit 1 says the round has distributed DP
+/// ([`crate::dp::DpConfig`]), whose setting follows; without it the frame ends there, so a
+/// round without DP is written as before. Other flag bits are refused.
 ///
 /// The context is the server's; a client that expects its own compares the two and refuses a
 /// mismatch (the context also enters every signature, so a lie cannot go unnoticed).
@@ -201,7 +208,8 @@ pub fn encode_welcome(config: &RoundConfig) -> Vec<u8> {
     w.u8(config.prg().rounds() as u8);
     w.bytes(&q.clip.to_le_bytes());
     w.u32(q.max_weight);
-    w.u32(u32::from(config.selection().is_some()));
+    let flags = u32::from(config.selection().is_some()) | (u32::from(config.dp().is_some()) << 1);
+    w.u32(flags);
     let ms = u64::try_from(config.stage_timeout().as_millis()).unwrap_or(u64::MAX);
     w.bytes(&ms.to_le_bytes());
     w.bytes(config.context());
@@ -210,6 +218,13 @@ pub fn encode_welcome(config: &RoundConfig) -> Vec<u8> {
         .map_or((0, 0), |s| (s.epoch(), s.threshold()));
     w.bytes(&epoch.to_le_bytes());
     w.bytes(&threshold.to_le_bytes());
+    if let Some(dp) = config.dp() {
+        w.bytes(&dp.clip.to_le_bytes());
+        w.bytes(&dp.scale.to_le_bytes());
+        w.bytes(&dp.noise.to_le_bytes());
+        w.u32(dp.honest);
+        w.bytes(&dp.beta.to_le_bytes());
+    }
     w.0
 }
 
@@ -241,8 +256,25 @@ pub fn decode_welcome(bytes: &[u8]) -> Result<RoundConfig, CodecError> {
     let context = r.array("context")?;
     let epoch = r.u64("selection epoch")?;
     let score_below = r.u64("selection threshold")?;
+    if flags & !0b11 != 0 {
+        return Err(CodecError::Invalid {
+            field: "flags",
+            why: format!("unknown flag bits {flags:#x}"),
+        });
+    }
+    let dp = if flags & 0b10 != 0 {
+        Some(crate::dp::DpConfig {
+            clip: f32::from_le_bytes(r.array("dp clip")?),
+            scale: f64::from_le_bytes(r.array("dp scale")?),
+            noise: f64::from_le_bytes(r.array("dp noise")?),
+            honest: r.u32("dp honest")?,
+            beta: f64::from_le_bytes(r.array("dp beta")?),
+        })
+    } else {
+        None
+    };
     r.finish()?;
-    let selection = match flags {
+    let selection = match flags & 1 {
         0 if epoch == 0 && score_below == 0 => None,
         0 => {
             return Err(CodecError::Invalid {
@@ -250,7 +282,7 @@ pub fn decode_welcome(bytes: &[u8]) -> Result<RoundConfig, CodecError> {
                 why: "an epoch or threshold without the selection flag".into(),
             });
         }
-        1 => Some(
+        _ => Some(
             crate::selection::Selection::from_threshold(epoch, score_below).map_err(|e| {
                 CodecError::Invalid {
                     field: "selection",
@@ -258,12 +290,6 @@ pub fn decode_welcome(bytes: &[u8]) -> Result<RoundConfig, CodecError> {
                 }
             })?,
         ),
-        f => {
-            return Err(CodecError::Invalid {
-                field: "flags",
-                why: format!("unknown flag bits {f:#x}"),
-            });
-        }
     };
     RoundConfig::builder(clients, params)
         .round_id(round)
@@ -280,6 +306,7 @@ pub fn decode_welcome(bytes: &[u8]) -> Result<RoundConfig, CodecError> {
         .stage_timeout(Duration::from_millis(ms))
         .context(context)
         .selection(selection)
+        .dp(dp)
         .build()
         .map_err(|e| CodecError::Invalid {
             field: "round configuration",
@@ -319,7 +346,32 @@ pub fn decode_reject(bytes: &[u8]) -> Result<String, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::tests::{sample_config, sample_hello};
+    use crate::codec::tests::{sample_config, sample_dp_config, sample_hello};
+
+    #[test]
+    fn a_dp_welcome_round_trips_and_is_checked() {
+        let c = sample_dp_config();
+        let bytes = encode_welcome(&c);
+        assert_eq!(bytes.len(), WELCOME_MAX);
+        assert_eq!(decode_welcome(&bytes).unwrap(), c);
+        for cut in 0..bytes.len() {
+            assert!(decode_welcome(&bytes[..cut]).is_err());
+        }
+        // A DP setting that fails its checks (zero honest survivors) is refused.
+        let mut bad = bytes.clone();
+        let honest = WELCOME_LEN + 4 + 8 + 8;
+        bad[honest..honest + 4].copy_from_slice(&0u32.to_le_bytes());
+        assert!(decode_welcome(&bad).is_err());
+        // The DP flag without its setting, or a setting without the flag, is refused.
+        let flags = HEADER_LEN + 4 * 6 + 2 + 4 + 4;
+        assert!(decode_welcome(&bytes[..WELCOME_LEN]).is_err());
+        let mut unflagged = bytes.clone();
+        unflagged[flags] &= !0b10;
+        assert!(decode_welcome(&unflagged).is_err());
+        let mut unknown = bytes;
+        unknown[flags] |= 0b100;
+        assert!(decode_welcome(&unknown).is_err());
+    }
 
     #[test]
     fn welcome_round_trips_the_configuration() {

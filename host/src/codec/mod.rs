@@ -78,9 +78,9 @@ pub use chunks::{
     unpack,
 };
 pub use handshake::{
-    CHALLENGE_LEN, Challenge, HELLO_DOMAIN, HELLO_MAX, Hello, WELCOME_LEN, decode_challenge,
-    decode_hello, decode_reject, decode_welcome, encode_challenge, encode_hello, encode_reject,
-    encode_welcome, layout_digest,
+    CHALLENGE_LEN, Challenge, HELLO_DOMAIN, HELLO_MAX, Hello, WELCOME_DP_LEN, WELCOME_LEN,
+    WELCOME_MAX, decode_challenge, decode_hello, decode_reject, decode_welcome, encode_challenge,
+    encode_hello, encode_reject, encode_welcome, layout_digest,
 };
 pub use round::{
     SIGNED_KEYS_LEN, TICKET_LEN, decode_client, decode_client_or_piece, decode_server,
@@ -204,11 +204,11 @@ impl Limits {
             unmask,
             partners,
             HEADER_LEN + 2 + MAX_REASON,
-            WELCOME_LEN,
+            WELCOME_MAX,
         ]
         .into_iter()
         .max()
-        .unwrap_or(WELCOME_LEN)
+        .unwrap_or(WELCOME_MAX)
     }
 }
 

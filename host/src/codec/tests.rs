@@ -198,6 +198,31 @@ pub(crate) fn sample_config(selection: Option<crate::selection::Selection>) -> R
         .unwrap()
 }
 
+/// A DP round's configuration: [`sample_config`]'s shape with a DP setting.
+pub(crate) fn sample_dp_config() -> RoundConfig {
+    RoundConfig::builder(50, 1234)
+        .neighbors(10)
+        .threshold(6)
+        .min_survivors(20)
+        .bits(24)
+        .round_id(99)
+        .quantization(Quantization {
+            clip: 1.0,
+            levels: 2,
+            max_weight: 3,
+        })
+        .context([0xc7; 32])
+        .dp(Some(crate::dp::DpConfig {
+            clip: 0.5,
+            scale: 4096.0,
+            noise: 12_345.5,
+            honest: 14,
+            beta: 0.25,
+        }))
+        .build()
+        .unwrap()
+}
+
 /// A hello with `credential`.
 pub(crate) fn sample_hello(credential: Credential) -> Hello {
     Hello {
@@ -213,7 +238,7 @@ pub(crate) fn sample_hello(credential: Credential) -> Hello {
 
 /// One frame of every kind the codec writes: the round-trip samples and the encodings
 /// they leave out (a streamed piece, a self-mask share, a non-ASCII reason, both hellos,
-/// both welcomes, a vector in chunks).
+/// the three welcomes, a vector in chunks).
 fn every_frame() -> Vec<(String, Vec<u8>)> {
     let l = limits();
     let client = |message: ClientMessage| {
@@ -257,6 +282,7 @@ fn every_frame() -> Vec<(String, Vec<u8>)> {
     for selection in [None, Some(selection)] {
         frames.push(("welcome".into(), encode_welcome(&sample_config(selection))));
     }
+    frames.push(("welcome".into(), encode_welcome(&sample_dp_config())));
     frames.push(("reject".into(), encode_reject("duplicate id")));
     let values: Vec<u32> = (0..CHUNK_ELEMS as u32 + 5)
         .map(|i| i.wrapping_mul(7919) & 0x1fff)
@@ -268,8 +294,10 @@ fn every_frame() -> Vec<(String, Vec<u8>)> {
 }
 
 /// The wire format, pinned: SHA-256 of each frame [`every_frame`] writes (wire version 5: the
-/// committed lists; the transport's frames and the masked vector are unchanged but for the
-/// version byte). Any change to these bytes is a new wire version.
+/// committed lists, with Merkle search-tree proofs; the transport's frames and the masked
+/// vector are unchanged but for the version byte; the DP round's welcome, flag bit 1 and its
+/// 32-byte setting, added with distributed DP at version 4, likewise). Any change to these
+/// bytes is a new wire version.
 #[test]
 fn frames_are_byte_for_byte_the_wire_format() {
     use sha2::{Digest, Sha256};
@@ -298,6 +326,7 @@ fn frames_are_byte_for_byte_the_wire_format() {
         "challenge: 42 bytes, 9e5dac6c5a518efca2d9998b915dccb38b111a7aacf93e2a9ac76a9477999b78",
         "welcome: 104 bytes, 9e3b9115204cebcaba8686a2831f67c70723d64559c797bd1430f6f1fe6dcbaf",
         "welcome: 104 bytes, 26aeaba73f6b8cb09852e3e205f5c089d9b1c225593be738408d60b155d364c0",
+        "welcome: 136 bytes, 962307ff33cab8ae4435c699082652d214706e3a570ed9fbd37d75490d6c8b43",
         "reject: 24 bytes, 9f28b1c395a3a817d49fe4442e89ff10933ad89e3252e8f7be59aedccad29552",
         "masked chunk: 106514 bytes, dcf92711d9f1b8fe4b3c81ad6fd91689f7062807ad3c5ccc8bd831215aa82f57",
         "masked chunk: 27 bytes, f7f08f5765c0e3ae591079b9e0624790305da3c3ce9b30c8463394811718e062",

@@ -21,6 +21,7 @@
 //! Secrets are zeroized on drop and have no `Debug`, `Clone` or serialization.
 
 pub mod feldman;
+mod secrets;
 mod session;
 mod shamir;
 pub mod vrf;
@@ -43,6 +44,10 @@ use crate::ClientId;
 use crate::error::CryptoError;
 
 pub use feldman::{Dealt, deal};
+#[cfg(not(feature = "testing"))]
+pub(crate) use secrets::ClientSecrets;
+#[cfg(feature = "testing")]
+pub use secrets::ClientSecrets;
 pub use session::{
     ADVERTISE_DOMAIN, GraphSeed, ListCommitment, RoundDigest, SURVIVORS_DOMAIN, SessionId,
     advertisement_message, nonce_commitment, survivors_digest,
@@ -92,126 +97,11 @@ pub fn masking_point(public: &[u8; 32]) -> Result<EdwardsPoint, CryptoError> {
         })
 }
 
-/// The two secrets a client shares with its neighbours, drawn as curve25519 scalars so that
-/// Shamir over the scalar field reproduces them exactly: σ (the mask-agreement key) and β
-/// (whose bytes derive the self-mask seed). Plus the X25519 key that opens share bundles.
-pub struct ClientSecrets {
-    encryption: StaticSecret,
-    mask_scalar: Scalar,
-    self_scalar: Scalar,
-}
-
-impl Drop for ClientSecrets {
-    fn drop(&mut self) {
-        self.mask_scalar.zeroize();
-        self.self_scalar.zeroize();
-    }
-}
-
-impl ZeroizeOnDrop for ClientSecrets {}
-
 /// Draws a uniform scalar from 64 random bytes.
 pub(crate) fn random_scalar<R: CryptoRng + ?Sized>(rng: &mut R) -> Scalar {
     let mut wide = Zeroizing::new([0u8; 64]);
     rng.fill_bytes(&mut wide[..]);
     Scalar::from_bytes_mod_order_wide(&wide)
-}
-
-impl ClientSecrets {
-    /// Fresh secrets for one round.
-    pub fn generate<R: CryptoRng + ?Sized>(rng: &mut R) -> Self {
-        Self {
-            encryption: StaticSecret::random_from_rng(rng),
-            mask_scalar: random_scalar(rng),
-            self_scalar: random_scalar(rng),
-        }
-    }
-
-    /// The public keys to advertise.
-    pub fn public_keys(&self) -> PublicKeys {
-        PublicKeys {
-            encryption: PublicKey::from(&self.encryption).to_bytes(),
-            masking: mask_public_key(&self.mask_scalar),
-        }
-    }
-
-    /// σ, the scalar of the mask-agreement key (Shamir-shared).
-    pub fn mask_scalar(&self) -> &Scalar {
-        &self.mask_scalar
-    }
-
-    /// β, the scalar behind the self-mask seed (Shamir-shared).
-    pub fn self_scalar(&self) -> &Scalar {
-        &self.self_scalar
-    }
-
-    /// The key that encrypts bundles between this client and `peer`.
-    pub fn bundle_key(
-        &self,
-        session: &SessionId,
-        me: ClientId,
-        peer: ClientId,
-        peer_keys: &PublicKeys,
-    ) -> Result<BundleKey, CryptoError> {
-        let shared = agree(&self.encryption, &peer_keys.encryption, peer)?;
-        Ok(BundleKey(derive32(
-            &shared[..],
-            session,
-            label::SHARE_KEY,
-            pair_info(me, peer),
-        )))
-    }
-
-    /// The bundle keys with every peer in `peers`, in order (batched agreement).
-    pub fn bundle_keys(
-        &self,
-        session: &SessionId,
-        me: ClientId,
-        peers: &[(ClientId, &PublicKeys)],
-    ) -> Result<Vec<BundleKey>, CryptoError> {
-        let points: Vec<Option<EdwardsPoint>> = peers
-            .iter()
-            .map(|(_, k)| edwards_of(&k.encryption))
-            .collect();
-        let list: Vec<(ClientId, &[u8; 32], Option<&EdwardsPoint>)> = peers
-            .iter()
-            .zip(&points)
-            .map(|((id, k), e)| (*id, &k.encryption, e.as_ref()))
-            .collect();
-        Ok(agree_many(&self.encryption, &list)?
-            .iter()
-            .zip(peers)
-            .map(|(dh, (peer, _))| {
-                BundleKey(derive32(
-                    &dh[..],
-                    session,
-                    label::SHARE_KEY,
-                    pair_info(me, *peer),
-                ))
-            })
-            .collect())
-    }
-
-    /// The pairwise-mask seeds with every peer in `peers`, in order.
-    pub fn pairwise_seeds(
-        &self,
-        session: &SessionId,
-        me: ClientId,
-        peers: &[(ClientId, &PublicKeys)],
-    ) -> Result<Vec<Seed>, CryptoError> {
-        let points = peers
-            .iter()
-            .map(|(id, k)| {
-                masking_point(&k.masking).map_err(|_| CryptoError::NonContributory { peer: *id })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let list: Vec<(ClientId, &EdwardsPoint)> = peers
-            .iter()
-            .zip(&points)
-            .map(|((id, _), p)| (*id, p))
-            .collect();
-        pairwise_seeds(&self.mask_scalar, session, me, &list)
-    }
 }
 
 /// The public mask-agreement key of σ: σ·B, compressed (also σ's Feldman commitment C_0).
@@ -732,6 +622,26 @@ mod tests {
         let other_t = RoundDigest::of(&RoundConfig::builder(5, 10).threshold(4).build().unwrap());
         assert_ne!(base, other_ctx);
         assert_ne!(base, other_t);
+        // Every DP field moves the digest.
+        let dp = crate::dp::DpConfig {
+            clip: 1.0,
+            scale: 100.0,
+            noise: 50.0,
+            honest: 3,
+            beta: 0.0,
+        };
+        let with = |dp| RoundDigest::of(&RoundConfig::builder(5, 10).dp(Some(dp)).build().unwrap());
+        let dp_digests = [
+            with(dp),
+            with(crate::dp::DpConfig { clip: 2.0, ..dp }),
+            with(crate::dp::DpConfig { scale: 101.0, ..dp }),
+            with(crate::dp::DpConfig { noise: 51.0, ..dp }),
+            with(crate::dp::DpConfig { honest: 4, ..dp }),
+            with(crate::dp::DpConfig { beta: 0.5, ..dp }),
+        ];
+        let distinct: std::collections::BTreeSet<_> = dp_digests.iter().map(|d| d.0).collect();
+        assert_eq!(distinct.len(), dp_digests.len());
+        assert!(!distinct.contains(&base.0));
         let cohort = ListCommitment {
             root: [3; 32],
             len: 7,

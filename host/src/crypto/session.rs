@@ -21,12 +21,13 @@ mod label {
     pub const SESSION: &[u8] = b"secagg/v3/session-id";
     pub const GRAPH: &[u8] = b"secagg/v3/neighbour-graph";
     pub const SURVIVORS: &[u8] = b"secagg/v3/survivors";
+    pub const DP: &[u8] = b"secagg/v2/dp";
 }
 
-/// SHA-256 over the round id, every parameter that shapes the round, and the caller's round
-/// context (for example the hash of the global model the clients trained on). Clients that
-/// disagree on any of these derive different digests, and every signature and key derivation
-/// of the round is bound to it.
+/// SHA-256 over the round id, every parameter that shapes the round (the DP setting
+/// included), and the caller's round context (for example the hash of the global model the
+/// clients trained on). Clients that disagree on any of these derive different digests, and
+/// every signature and key derivation of the round is bound to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RoundDigest(pub [u8; 32]);
 
@@ -53,6 +54,15 @@ impl RoundDigest {
         }
         h.update(config.context());
         crate::selection::digest_into(config.selection(), &mut h);
+        // A DP round adds its setting (a round without DP hashes as before).
+        if let Some(dp) = config.dp() {
+            h.update(label::DP);
+            h.update(dp.clip.to_bits().to_le_bytes());
+            for v in [dp.scale, dp.noise, dp.beta] {
+                h.update(v.to_bits().to_le_bytes());
+            }
+            h.update(dp.honest.to_le_bytes());
+        }
         RoundDigest(h.finalize().into())
     }
 }

@@ -180,12 +180,14 @@ use std::fmt;
 use std::str::FromStr;
 
 mod check;
+pub mod dp;
 mod population;
 mod tails;
 #[cfg(test)]
 mod tests;
 
 pub use check::{CheckError, Fix, check};
+pub use dp::{DpPlan, DpPlanError, DpRequest, DpTarget, plan_dp};
 pub use tails::{colluders_in_cohort, committee_quorum};
 
 use population::{Budget, Population};

@@ -32,9 +32,8 @@ pub(super) trait Collect<A>: Sized {
     fn roll(&mut self) -> &mut Roll;
 
     /// A message from `from`, a client the roll waits for; `Err` gives it back when it is
-    /// not this stage's kind of message (it is then out of turn). The message is handed back
-    /// by value, moved, as it came (a Join is the largest, ~340 bytes): no allocation per
-    /// message to shrink an error path taken only out of turn.
+    /// not this stage's kind of message (it is then out of turn). The message goes back by
+    /// value on that rare path only; boxing it would cost an allocation on every message.
     #[allow(clippy::result_large_err)]
     fn take<E: Accumulate<Accumulator = A>>(
         &mut self,

@@ -152,9 +152,10 @@ impl RoundOutput {
 }
 
 impl RoundOutput {
-    /// The `f32` weighted sum Σ w_u x_u, dequantized.
+    /// The `f32` weighted sum Σ w_u x_u, dequantized (in a DP round: decoded, with the
+    /// clients' noise in it; see [`crate::dp`]).
     pub fn dequantized_sum(&self, config: &RoundConfig) -> Vec<f32> {
-        quantize::dequantize_sum(&self.sum, self.total_weight, &config.quantization())
+        quantize::decode_sum_owned(self.sum.clone(), self.total_weight, config)
     }
 
     /// The weighted mean Σ w_u x_u / Σ w_u (the plain mean when every weight is 1).

@@ -2,9 +2,10 @@
 //!
 //! A [`Lab`] holds n sans-IO clients — honest [`Client`]s, or cheating dealers written from the
 //! public cryptography — and an honest [`Server`] that the attacker may use as a message
-//! generator. Every message goes through the wire codec. Between the server and the clients
-//! sits a [`Tamper`]: it sees each server message before its recipient does and each client
-//! message before the server does, and may change, withhold, duplicate or forge them. The
+//! generator, on a [`Network`] (so every message goes through the wire codec). Between the
+//! server and the clients sits a [`Tamper`]: it sees each server message before its recipient
+//! does and each client message before the server does, and may change, withhold, duplicate
+//! or forge them. The
 //! attacker can also deliver messages of its own ([`Lab::deliver`]) and run *twins* of
 //! clients ([`Lab::twin`]): a twin is the same client rebuilt from the same seed and
 //! replayed the same messages, so it is in exactly the same state — which is how the lab
@@ -23,8 +24,9 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use secagg_engine::{Backend, CpuEngine, MaskTerm};
 
+pub use super::network::{Honest, Tamper};
+use super::network::{Network, Peer};
 use super::{SimConfig, SimError, sim_ca, sim_client, sim_identity_key, sim_server};
-use crate::codec::{self, Limits};
 use crate::crypto::feldman::{decode_point, opens_to, share_matches};
 use crate::crypto::{
     ADVERTISE_DOMAIN, BundlePlaintext, ClientSecrets, Lagrange, ListCommitment, PublicKeys,
@@ -38,31 +40,7 @@ use crate::messages::{
 };
 use crate::server::{Server, ServerEvent, ServerStatus};
 use crate::view::RoundView;
-use crate::{Client, ClientId, ClientStatus};
-
-/// What sits between the server and the clients. The defaults pass everything through.
-pub trait Tamper {
-    /// A server message for `to`: push what the clients should get instead (nothing, to
-    /// withhold it).
-    fn server_message(
-        &mut self,
-        to: ClientId,
-        message: ServerMessage,
-        out: &mut Vec<(ClientId, ServerMessage)>,
-    ) {
-        out.push((to, message));
-    }
-
-    /// A client message on its way to the server: `None` withholds it.
-    fn client_message(&mut self, _from: ClientId, message: ClientMessage) -> Option<ClientMessage> {
-        Some(message)
-    }
-}
-
-/// A network that delivers everything as sent.
-pub struct Honest;
-
-impl Tamper for Honest {}
+use crate::{Client, ClientError, ClientId, ClientStatus};
 
 /// A tamper made of two closures: one for server messages, one for client messages.
 pub struct Script<S, C> {
@@ -178,18 +156,98 @@ enum Participant {
     Dealer(Box<CheatingDealer>),
 }
 
+impl Peer for Participant {
+    fn id(&self) -> ClientId {
+        match self {
+            Participant::Honest(c) => c.id(),
+            Participant::Dealer(d) => d.id,
+        }
+    }
+
+    fn handle_message(&mut self, envelope: Envelope<ServerMessage>) -> Result<(), ClientError> {
+        match self {
+            Participant::Honest(c) => c.handle_message(envelope),
+            Participant::Dealer(d) => {
+                d.handle(envelope);
+                Ok(())
+            }
+        }
+    }
+
+    fn poll_transmit(&mut self) -> Option<Envelope<ClientMessage>> {
+        match self {
+            Participant::Honest(c) => c.poll_transmit(),
+            Participant::Dealer(d) => d.outbox.pop_front(),
+        }
+    }
+
+    fn status(&self) -> ClientStatus {
+        match self {
+            Participant::Honest(c) => c.status(),
+            Participant::Dealer(d) => d.status.clone(),
+        }
+    }
+}
+
+/// The attacker's view of everything.
+#[derive(Default)]
+struct Records {
+    received: BTreeMap<ClientId, Vec<Envelope<ServerMessage>>>,
+    sent: Vec<(ClientId, ClientMessage)>,
+    events: Vec<ServerEvent>,
+}
+
+/// The attacker's tamper, with everything that passes recorded.
+struct Recorder<'a> {
+    records: &'a mut Records,
+    tamper: &'a mut dyn Tamper,
+}
+
+impl Tamper for Recorder<'_> {
+    fn server_message(
+        &mut self,
+        to: ClientId,
+        message: ServerMessage,
+        out: &mut Vec<(ClientId, ServerMessage)>,
+    ) {
+        self.tamper.server_message(to, message, out);
+    }
+
+    fn client_message(&mut self, from: ClientId, message: ClientMessage) -> Option<ClientMessage> {
+        self.records.sent.push((from, message.clone()));
+        self.tamper.client_message(from, message)
+    }
+
+    fn delivered(&mut self, to: ClientId, envelope: &Envelope<ServerMessage>) {
+        self.records
+            .received
+            .entry(to)
+            .or_default()
+            .push(envelope.clone());
+    }
+
+    fn event(&mut self, event: ServerEvent) {
+        self.records.events.push(event);
+    }
+}
+
+/// A tamper that keeps every client message from the server.
+struct Keep(Vec<(ClientId, ClientMessage)>);
+
+impl Tamper for Keep {
+    fn client_message(&mut self, from: ClientId, message: ClientMessage) -> Option<ClientMessage> {
+        self.0.push((from, message));
+        None
+    }
+}
+
 /// The laboratory: clients, an honest server, and the attacker's view of everything.
 pub struct Lab {
     cfg: SimConfig,
     ca: CaKey,
-    limits: Limits,
-    server: Server<CpuEngine>,
-    participants: BTreeMap<ClientId, Participant>,
-    received: BTreeMap<ClientId, Vec<Envelope<ServerMessage>>>,
-    sent: Vec<(ClientId, ClientMessage)>,
-    events: Vec<ServerEvent>,
+    net: Network<CpuEngine, Participant>,
+    records: Records,
     inputs: BTreeMap<ClientId, Vec<u32>>,
-    now: Duration,
     twins: Vec<(ClientId, Client<CpuEngine, ChaCha20Rng>)>,
 }
 
@@ -238,9 +296,8 @@ impl Lab {
         dealers: BTreeMap<ClientId, DealerFault>,
     ) -> Result<Self, SimError> {
         let ca = sim_ca(cfg.seed);
-        let limits = Limits::for_config(&cfg.round);
         let server = sim_server(&cfg, &ca, CpuEngine::new(), Duration::ZERO);
-        let mut participants = BTreeMap::new();
+        let mut participants = Vec::new();
         let mut inputs = BTreeMap::new();
         let mask = cfg.round.modulus().mask_u32();
         for id in cfg.member_ids() {
@@ -265,20 +322,15 @@ impl Lab {
                     Participant::Honest(Box::new(c))
                 }
             };
-            participants.insert(id, p);
+            participants.push(p);
             inputs.insert(id, input);
         }
         Ok(Self {
             cfg,
             ca,
-            limits,
-            server,
-            participants,
-            received: BTreeMap::new(),
-            sent: Vec::new(),
-            events: Vec::new(),
+            net: Network::new(server, participants),
+            records: Records::default(),
             inputs,
-            now: Duration::ZERO,
             twins: Vec::new(),
         })
     }
@@ -307,129 +359,84 @@ impl Lab {
 
     /// Where client `id` stands (a cheating dealer reports `Running` until told otherwise).
     pub fn status(&self, id: ClientId) -> Option<ClientStatus> {
-        match self.participants.get(&id)? {
-            Participant::Honest(c) => Some(c.status()),
-            Participant::Dealer(d) => Some(d.status.clone()),
-        }
+        self.net.peer(id).map(Peer::status)
     }
 
     /// The honest server's status.
     pub fn server_status(&self) -> ServerStatus {
-        self.server.status()
+        self.net.server().status()
     }
 
     /// The honest server (its output, its dropped list).
     pub fn server(&self) -> &Server<CpuEngine> {
-        &self.server
+        self.net.server()
     }
 
     /// The server's events so far.
     pub fn events(&self) -> &[ServerEvent] {
-        &self.events
+        &self.records.events
     }
 
     /// Everything clients (and twins) sent, in order.
     pub fn sent(&self) -> &[(ClientId, ClientMessage)] {
-        &self.sent
+        &self.records.sent
     }
 
     /// Everything client `id` received.
     pub fn received(&self, id: ClientId) -> &[Envelope<ServerMessage>] {
-        self.received.get(&id).map(Vec::as_slice).unwrap_or(&[])
+        self.records
+            .received
+            .get(&id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     /// Whether client `id` sent a message of this name (see [`ClientMessage::name`]).
     pub fn has_sent(&self, id: ClientId, name: &str) -> bool {
-        self.sent
+        self.records
+            .sent
             .iter()
             .any(|(from, m)| *from == id && m.name() == name)
     }
 
     /// Delivers `message` to `to` through the codec, as the attacker wishes.
     pub fn deliver(&mut self, to: ClientId, message: ServerMessage) -> Result<(), SimError> {
-        let env = Envelope {
-            round: self.cfg.round.round_id(),
-            message,
+        let mut recorder = Recorder {
+            records: &mut self.records,
+            tamper: &mut Honest,
         };
-        let env = codec::decode_server(&codec::encode_server(&env), &self.limits)?;
-        self.received.entry(to).or_default().push(env.clone());
-        match self.participants.get_mut(&to) {
-            Some(Participant::Honest(c)) => {
-                c.handle_message(env).map_err(|e| SimError::Client(to, e))?
-            }
-            Some(Participant::Dealer(d)) => d.handle(env),
-            None => {}
-        }
-        Ok(())
-    }
-
-    /// What every client has queued, through the codec, recorded as sent.
-    fn collect(&mut self) -> Result<Vec<(ClientId, Envelope<ClientMessage>)>, SimError> {
-        let bits = self.cfg.round.modulus().bits();
-        let mut out = Vec::new();
-        for (id, p) in &mut self.participants {
-            loop {
-                let env = match p {
-                    Participant::Honest(c) => c.poll_transmit(),
-                    Participant::Dealer(d) => d.outbox.pop_front(),
-                };
-                let Some(env) = env else { break };
-                let env = codec::decode_client(&codec::encode_client(&env, bits), &self.limits)?;
-                self.sent.push((*id, env.message.clone()));
-                out.push((*id, env));
-            }
-        }
-        Ok(out)
+        self.net.deliver(to, message, &mut recorder)
     }
 
     /// Takes what the clients have queued without passing it to the server (the attacker
     /// keeps it); it is recorded in [`Lab::sent`].
     pub fn flush(&mut self) -> Result<Vec<(ClientId, ClientMessage)>, SimError> {
-        Ok(self
-            .collect()?
-            .into_iter()
-            .map(|(id, env)| (id, env.message))
-            .collect())
+        let mut keep = Keep(Vec::new());
+        let mut recorder = Recorder {
+            records: &mut self.records,
+            tamper: &mut keep,
+        };
+        self.net.step_clients(&mut recorder, &|_| {})?;
+        Ok(keep.0)
     }
 
     /// Hands client messages to the honest server, as if they had arrived.
     pub fn to_server(&mut self, messages: Vec<(ClientId, ClientMessage)>) {
-        let round = self.cfg.round.round_id();
         for (from, message) in messages {
-            self.server
-                .handle_message(from, Envelope { round, message }, self.now);
+            self.net.to_server(from, message);
         }
     }
 
     /// One exchange: every client's queued messages go (through `tamper`) to the server, and
-    /// everything the server sends goes (through `tamper`) to the clients. Returns whether
-    /// anything moved.
+    /// everything the server sends goes (through `tamper`) to the clients, who handle it.
+    /// Returns whether anything moved.
     pub fn step(&mut self, tamper: &mut dyn Tamper) -> Result<bool, SimError> {
-        let mut moved = false;
-        for (from, env) in self.collect()? {
-            moved = true;
-            if let Some(message) = tamper.client_message(from, env.message) {
-                self.server.handle_message(
-                    from,
-                    Envelope {
-                        round: env.round,
-                        message,
-                    },
-                    self.now,
-                );
-            }
-        }
-        let mut outgoing = Vec::new();
-        while let Some((to, env)) = self.server.poll_transmit() {
-            tamper.server_message(to, env.message, &mut outgoing);
-        }
-        while let Some(e) = self.server.poll_event() {
-            self.events.push(e);
-        }
-        for (to, message) in outgoing {
-            moved = true;
-            self.deliver(to, message)?;
-        }
+        let mut recorder = Recorder {
+            records: &mut self.records,
+            tamper,
+        };
+        let moved = self.net.step(&mut recorder, &|_| {})?;
+        self.net.settle()?;
         Ok(moved)
     }
 
@@ -451,13 +458,10 @@ impl Lab {
                 idle = 0;
                 continue;
             }
-            match self.server.poll_timeout() {
-                Some(deadline) if idle < 16 => {
-                    self.now = self.now.max(deadline);
-                    self.server.handle_timeout(self.now);
-                    idle += 1;
-                }
-                _ => return Err(SimError::Stalled(format!("no {name} message"))),
+            if idle < 16 && self.net.pass_deadline() {
+                idle += 1;
+            } else {
+                return Err(SimError::Stalled(format!("no {name} message")));
             }
         }
         Ok(held)
@@ -466,21 +470,11 @@ impl Lab {
     /// Runs until nothing moves; when the server is still waiting, its deadline passes (on
     /// the fake clock) and the exchange goes on.
     pub fn run(&mut self, tamper: &mut dyn Tamper) -> Result<ServerStatus, SimError> {
-        let mut idle = 0;
-        loop {
-            if self.step(tamper)? {
-                idle = 0;
-                continue;
-            }
-            match (self.server.status(), self.server.poll_timeout()) {
-                (ServerStatus::Running(_), Some(deadline)) if idle < 16 => {
-                    self.now = self.now.max(deadline);
-                    self.server.handle_timeout(self.now);
-                    idle += 1;
-                }
-                (status, _) => return Ok(status),
-            }
-        }
+        let mut recorder = Recorder {
+            records: &mut self.records,
+            tamper,
+        };
+        self.net.run(&mut recorder, &|_| {})
     }
 
     /// Makes a twin of honest client `id`: rebuilt from its seed and replayed the first
@@ -520,7 +514,7 @@ impl Lab {
             .map_err(|e| SimError::Client(id, e))?;
         let mut out = Vec::new();
         while let Some(e) = client.poll_transmit() {
-            self.sent.push((id, e.message.clone()));
+            self.records.sent.push((id, e.message.clone()));
             out.push(e.message);
         }
         Ok(out)
@@ -542,15 +536,14 @@ impl Lab {
             .map_err(|e| SimError::Client(id, e))?;
         c.set_quantized_input(self.input(id).to_vec())
             .map_err(|e| SimError::Client(id, e))?;
-        self.participants
-            .insert(id, Participant::Honest(Box::new(c)));
+        self.net.put_peer(Participant::Honest(Box::new(c)));
         Ok(())
     }
 
     /// Whether the round's output equals the sum of the true inputs of the clients it says it
     /// includes (mod 2^b, weight element included).
     pub fn output_is_exact(&self) -> bool {
-        let Some(out) = self.server.output() else {
+        let Some(out) = self.net.server().output() else {
             return false;
         };
         let mask = self.cfg.round.modulus().mask_u32();
@@ -569,7 +562,7 @@ impl Lab {
     /// target received, as the server knows it.
     pub fn attempt_rebuild(&self, target: ClientId) -> Rebuild {
         let t = self.cfg.round.threshold();
-        let Some(y) = self.sent.iter().find_map(|(from, m)| match m {
+        let Some(y) = self.records.sent.iter().find_map(|(from, m)| match m {
             ClientMessage::MaskedInput(v) if *from == target => Some(v.clone()),
             ClientMessage::PackedInput(p) if *from == target => p.unpack().ok(),
             _ => None,
@@ -582,7 +575,7 @@ impl Lab {
         // Each dealer's commitments and share points, from its share keys (σ·B is its mask
         // key in the key list).
         let mut dealings: BTreeMap<ClientId, Dealing> = BTreeMap::new();
-        for (from, m) in &self.sent {
+        for (from, m) in &self.records.sent {
             if let ClientMessage::ShareKeys {
                 self_key,
                 own_point,
@@ -611,7 +604,7 @@ impl Lab {
             };
             let mask = kind == ShareKind::MaskKey;
             let mut shares: BTreeMap<ClientId, Scalar> = BTreeMap::new();
-            for (holder, m) in &self.sent {
+            for (holder, m) in &self.records.sent {
                 if let ClientMessage::UnmaskShares(list) = m {
                     for s in list {
                         let point = d.points.get(holder).map(|(m, s)| if mask { m } else { s });
@@ -727,7 +720,8 @@ impl Lab {
 
     /// Every advertisement a client sent (what the server holds after the join), by sender.
     pub fn advertisements(&self) -> BTreeMap<ClientId, SignedKeys> {
-        self.sent
+        self.records
+            .sent
             .iter()
             .filter_map(|(from, m)| match m {
                 ClientMessage::Join(s) => Some((*from, s.clone())),
@@ -738,7 +732,8 @@ impl Lab {
 
     /// Every nonce a client revealed, with the cohort leaves it asked to audit, by sender.
     pub fn reveals(&self) -> BTreeMap<ClientId, Reveal> {
-        self.sent
+        self.records
+            .sent
             .iter()
             .filter_map(|(from, m)| match m {
                 ClientMessage::Reveal { nonce, audit } => Some((

@@ -1,11 +1,15 @@
 //! An in-memory round: n clients and a server, a seeded RNG, a fake clock and a dropout
 //! schedule. Tests, benchmarks and `secagg simulate` all run rounds through it.
 //!
-//! Every message goes through the wire codec (so byte counts are real and the codec is
-//! exercised), clients run in parallel, and the server is driven exactly as a transport would
-//! drive it. Inputs are drawn per client from the seed; the simulator keeps the plaintext sum
-//! of the inputs that should be included and checks the round's output against it: exactly
-//! for the integer sum mod 2^b, within the quantization bound for the `f32` sum.
+//! The round runs on a [`Network`]: every message goes through the wire codec (so byte counts
+//! are real and the codec is exercised), clients run in parallel, and the server is driven
+//! exactly as a transport would drive it. Inputs are drawn per client from the seed; the
+//! simulator keeps the plaintext sum of the inputs that should be included and checks the
+//! round's output against it: exactly for the integer sum mod 2^b, within the quantization
+//! bound for the `f32` sum.
+//!
+//! With the `testing` feature, `lab` is the attack laboratory: a scriptable malicious
+//! server over real clients.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -15,18 +19,23 @@ use rand_core::{Rng, SeedableRng};
 use rayon::prelude::*;
 use secagg_engine::{Backend, CpuEngine};
 
-use crate::codec::{self, Limits};
 use crate::config::RoundConfig;
-use crate::error::AbortReason;
+use crate::error::{AbortReason, ProtocolError};
 use crate::identity::{CaKey, IdentityKey};
 use crate::messages::{ClientMessage, Envelope, ServerMessage};
 use crate::plan::Adversary;
 use crate::policy::{ClientPolicy, Trust};
 use crate::quantize::{self, InputError, InputSource, QuantizingSource};
-use crate::server::{RoundOutput, Server, ServerStatus};
-use crate::{Client, ClientId, ClientIdentity, ClientStatus, Stage};
+use crate::server::{DropReason, RoundOutput, Server, ServerStatus};
+use crate::{Client, ClientError, ClientId, ClientIdentity, ClientStatus, Stage};
 
+#[cfg(feature = "testing")]
 pub mod lab;
+pub mod network;
+mod privacy;
+
+pub use network::{Honest, Network, Peer, Tamper};
+pub use privacy::DpMeasurement;
 
 /// Which clients vanish, and before which stage's message.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -320,6 +329,9 @@ pub struct SimReport {
     pub wall: Duration,
     /// The clients' final statuses.
     pub client_status: Vec<(ClientId, ClientStatus)>,
+    /// In a DP round that completed: the noise in the sum and the error measured against
+    /// the plaintext.
+    pub dp: Option<DpMeasurement>,
 }
 
 /// Progress of a long stage, for progress bars.
@@ -346,10 +358,6 @@ pub enum SimError {
     /// The round did not finish (a state machine stopped answering).
     #[error("the round stalled at {0}")]
     Stalled(String),
-}
-
-fn stage_after(m: &ServerMessage) -> Option<Stage> {
-    m.starts()
 }
 
 /// Client `id`'s update: uniform in [−1.2c, 1.2c] (so some values are clipped) from the seed.
@@ -386,8 +394,12 @@ fn rounding_rng(seed: u64, id: ClientId, at: usize) -> ChaCha20Rng {
 }
 
 /// Client `id`'s input as a stream: its update generated and quantized a piece at a time,
-/// so that no client of a simulated round ever holds its whole vector.
+/// so that no client of a simulated round ever holds its whole vector (in a DP round the
+/// rotation needs the whole update: it is encoded at once).
 fn sim_source(cfg: &SimConfig, id: ClientId) -> Result<Box<dyn InputSource>, InputError> {
+    if let Some(dp) = privacy::dp_source(cfg, id) {
+        return dp;
+    }
     let q = cfg.round.quantization();
     let mut rng = update_rng(cfg.seed, id, 0);
     let clip = q.clip;
@@ -416,213 +428,75 @@ fn client_weight(cfg: &SimConfig, id: ClientId) -> u32 {
     1 + (rng.next_u32() % max)
 }
 
-struct SimClient {
+/// A simulated client: its input is set, as a stream generated from the seed, just before the
+/// masked-input stage, so that no client holds an input it does not yet need.
+struct SimPeer<'a> {
     client: Client<CpuEngine, ChaCha20Rng>,
-    stopped: bool,
+    cfg: &'a SimConfig,
 }
 
-/// Runs one round. The server uses `engine`; clients use the CPU engine, in parallel.
+impl Peer for SimPeer<'_> {
+    fn id(&self) -> ClientId {
+        self.client.id()
+    }
+
+    fn handle_message(&mut self, envelope: Envelope<ServerMessage>) -> Result<(), ClientError> {
+        if let ServerMessage::MaskRequest(_) = envelope.message {
+            self.client
+                .set_input_source(sim_source(self.cfg, self.client.id())?)?;
+        }
+        self.client.handle_message(envelope)
+    }
+
+    fn poll_transmit(&mut self) -> Option<Envelope<ClientMessage>> {
+        self.client.poll_transmit()
+    }
+
+    fn status(&self) -> ClientStatus {
+        self.client.status()
+    }
+}
+
+/// Runs one round on a [`Network`]. The server uses `engine`; clients use the CPU engine, in
+/// parallel.
 pub fn run<E: secagg_engine::Accumulate>(
     cfg: &SimConfig,
     engine: E,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<SimReport, SimError> {
     let started = Instant::now();
-    let round = &cfg.round;
-    let members = cfg.member_ids();
-    let n = members.len();
-    let limits = Limits::for_config(round);
-    let bits = round.modulus().bits();
-    let client_engine = CpuEngine::new();
-    let mut stats: BTreeMap<Stage, StageStats> = Stage::ALL
-        .into_iter()
-        .map(|s| {
-            (
-                s,
-                StageStats {
-                    stage: Some(s),
-                    ..Default::default()
-                },
-            )
-        })
-        .collect();
-
-    let mut now = Duration::ZERO;
     let ca = sim_ca(cfg.seed);
-    let mut server = sim_server(cfg, &ca, engine, now);
-    let made: Vec<Result<(SimClient, Duration), SimError>> = members
-        .par_iter()
-        .map(|&id| {
+    let server = sim_server(cfg, &ca, engine, Duration::ZERO);
+    let client_engine = CpuEngine::new();
+    let made: Vec<Result<(SimPeer<'_>, Duration), SimError>> = cfg
+        .member_ids()
+        .into_par_iter()
+        .map(|id| {
             let t0 = Instant::now();
             let client = sim_client(cfg, &ca, id, client_engine.clone())
                 .map_err(|e| SimError::Client(id, e))?;
-            Ok((
-                SimClient {
-                    client,
-                    stopped: false,
-                },
-                t0.elapsed(),
-            ))
+            Ok((SimPeer { client, cfg }, t0.elapsed()))
         })
         .collect();
-    let (mut clients, times): (Vec<SimClient>, Vec<Duration>) = made
+    let (peers, times): (Vec<SimPeer<'_>>, Vec<Duration>) = made
         .into_iter()
         .collect::<Result<Vec<_>, _>>()?
         .into_iter()
         .unzip();
-    {
-        let st = stats_mut(&mut stats, Stage::Join);
-        st.slowest_client = times.iter().copied().max().unwrap_or_default();
-        st.client_total = times.iter().sum();
-        st.workers = times.len();
-    }
-    // Messages waiting for each client.
-    let mut inbox: Vec<Vec<Envelope<ServerMessage>>> = vec![Vec::new(); n];
-    let mut rounds_without_progress = 0;
-    loop {
-        // Clients: handle what arrived, produce what they send; in batches so that at most a
-        // few masked vectors exist at once.
-        let batch = batch_size(round.vector_len(), bits);
-        let mut any_sent = false;
-        let ids: Vec<usize> = (0..n).collect();
-        for chunk in ids.chunks(batch) {
-            let outputs: Vec<(StepOut, Frames)> = if batch == 1 {
-                // A large vector: one client at a time, its pieces handed to the server as
-                // they are made (neither side ever holds a whole masked vector).
-                let i = chunk[0];
-                let id = members[i];
-                let mut sink = |stage: Stage, bytes: Vec<u8>| {
-                    any_sent = true;
-                    deliver(&mut server, &mut stats, id, stage, &bytes, &limits, now)
-                };
-                let msgs = std::mem::take(&mut inbox[i]);
-                let out = step_client(cfg, i, &mut clients[i], msgs, bits, &limits, &mut sink)?;
-                vec![(out, Vec::new())]
-            } else {
-                clients[chunk[0]..chunk[0] + chunk.len()]
-                    .par_iter_mut()
-                    .zip(inbox[chunk[0]..chunk[0] + chunk.len()].par_iter_mut())
-                    .enumerate()
-                    .map(|(k, (sc, msgs))| {
-                        let i = chunk[0] + k;
-                        let mut frames = Vec::new();
-                        let mut sink = |stage: Stage, bytes: Vec<u8>| {
-                            frames.push((stage, bytes));
-                            Ok(())
-                        };
-                        let out = step_client(
-                            cfg,
-                            i,
-                            sc,
-                            std::mem::take(msgs),
-                            bits,
-                            &limits,
-                            &mut sink,
-                        )?;
-                        Ok((out, frames))
-                    })
-                    .collect::<Result<_, SimError>>()?
-            };
-            let batch_stage = outputs.iter().find_map(|o| o.0.1);
-            for ((i, stage, spent, vanished), frames) in outputs {
-                let id = members[i];
-                if let Some(s) = stage {
-                    let st = stats_mut(&mut stats, s);
-                    st.slowest_client = st.slowest_client.max(spent);
-                    st.client_total += spent;
-                    st.workers += 1;
-                }
-                for (stage, bytes) in frames {
-                    any_sent = true;
-                    deliver(&mut server, &mut stats, id, stage, &bytes, &limits, now)?;
-                }
-                if vanished && cfg.mode == DropMode::Disconnect {
-                    let stage = cfg.drops.misses(id).unwrap_or(Stage::Unmasking);
-                    timed(&mut server, &mut stats, stage, |s| {
-                        s.handle_disconnect(id, now)
-                    });
-                }
-            }
-            if let Some(stage) = batch_stage {
-                progress(Progress {
-                    stage,
-                    done: chunk[0] + chunk.len(),
-                    total: n,
-                });
-            }
-        }
-        let rss = peak_rss_bytes().unwrap_or(0);
-        for st in stats
-            .values_mut()
-            .filter(|st| st.senders > 0 && st.peak_rss == 0)
-        {
-            st.peak_rss = rss;
-        }
-        // Server: deliver what it sends.
-        let mut any_received = false;
-        while let Some((to, env)) = server.poll_transmit() {
-            let bytes = codec::encode_server(&env);
-            if let Some(s) = stage_after(&env.message) {
-                let st = stats_mut(&mut stats, s);
-                st.receivers += 1;
-                st.bytes_down += bytes.len() as u64;
-            }
-            let decoded = codec::decode_server(&bytes, &limits)?;
-            if let Some(q) = members
-                .binary_search(&to)
-                .ok()
-                .and_then(|i| inbox.get_mut(i))
-            {
-                q.push(decoded);
-                any_received = true;
-            }
-        }
-        while server.poll_event().is_some() {}
-        let over = matches!(
-            server.status(),
-            ServerStatus::Completed | ServerStatus::Aborted(_)
-        );
-        if over && !any_received && !any_sent {
-            break;
-        }
-        if !any_sent && !any_received {
-            // Nothing moved: silent clients keep the server waiting for the deadline.
-            match server.poll_timeout() {
-                Some(deadline) if !over => {
-                    now = now.max(deadline);
-                    let stage = match server.status() {
-                        ServerStatus::Running(s) => s,
-                        _ => Stage::Unmasking,
-                    };
-                    let t0 = Instant::now();
-                    server.handle_timeout(now);
-                    let spent = t0.elapsed();
-                    let st = stats_mut(&mut stats, stage);
-                    st.server += spent;
-                    st.server_finish = spent;
-                }
-                _ => {
-                    rounds_without_progress += 1;
-                    if rounds_without_progress > 3 {
-                        return Err(SimError::Stalled(format!("{:?}", server.status())));
-                    }
-                }
-            }
-        } else {
-            rounds_without_progress = 0;
-        }
-    }
-
-    // Means per sender and per receiver.
-    for st in stats.values_mut() {
-        st.bytes_up /= st.senders.max(1) as u64;
-        st.bytes_down /= st.receivers.max(1) as u64;
-    }
-
-    let (outcome, check) = match server.status() {
-        ServerStatus::Completed => match server.take_output() {
+    let mut net = Network::new(server, peers).with_drops(cfg.drops.clone(), cfg.mode);
+    net.charge_clients(Stage::Join, &times);
+    let status = net.run(&mut Honest, progress)?;
+    let mut dp = None;
+    let (outcome, check) = match status {
+        ServerStatus::Completed => match net.server_mut().take_output() {
             Some(out) => {
-                let check = check_output(cfg, &out);
+                let check = match privacy::check(cfg, &out) {
+                    Some((check, measured)) => {
+                        dp = Some(measured);
+                        check
+                    }
+                    None => check_output(cfg, &out),
+                };
                 (Ok(out), Some(check))
             }
             None => (
@@ -633,149 +507,39 @@ pub fn run<E: secagg_engine::Accumulate>(
             ),
         },
         ServerStatus::Aborted(reason) => (Err(reason), None),
-        ServerStatus::Running(_) => (
-            Err(AbortReason::StateLost("the round stopped while running")),
-            None,
-        ),
+        // Nothing moves and no deadline is left to wait for.
+        ServerStatus::Running(_) => return Err(SimError::Stalled(format!("{status:?}"))),
     };
     Ok(SimReport {
         outcome,
-        stages: stats.into_values().collect(),
+        stages: net.stages(),
         check,
         wall: started.elapsed(),
-        client_status: clients
-            .iter()
-            .map(|c| (c.client.id(), c.client.status()))
-            .collect(),
+        client_status: net.peers().map(|p| (p.id(), p.status())).collect(),
+        dp,
     })
 }
 
-fn stats_mut(stats: &mut BTreeMap<Stage, StageStats>, s: Stage) -> &mut StageStats {
-    stats.entry(s).or_insert_with(|| StageStats {
-        stage: Some(s),
-        ..Default::default()
-    })
-}
-
-/// Hands one encoded client frame to the server (decoded as a transport would), timing the
-/// server's work for the stage's figures.
-fn deliver<E: secagg_engine::Accumulate>(
-    server: &mut Server<E>,
-    stats: &mut BTreeMap<Stage, StageStats>,
-    id: ClientId,
-    stage: Stage,
-    bytes: &[u8],
-    limits: &Limits,
-    now: Duration,
-) -> Result<(), SimError> {
-    let env = codec::decode_client_or_piece(bytes, limits)?;
-    let st = stats_mut(stats, stage);
-    st.bytes_up += bytes.len() as u64;
-    // A streamed input counts its sender once, at its last piece.
-    if !matches!(&env.message, ClientMessage::MaskedChunk(r) if r.offset + r.count != limits.vector_len)
-    {
-        st.senders += 1;
-    }
-    timed(server, stats, stage, |s| s.handle_message(id, env, now));
-    Ok(())
-}
-
-/// Runs one server call and charges its time to `stage` (and, when the call ended the stage
-/// or the round, to the stage's finish).
-fn timed<E: secagg_engine::Accumulate>(
-    server: &mut Server<E>,
-    stats: &mut BTreeMap<Stage, StageStats>,
-    stage: Stage,
-    call: impl FnOnce(&mut Server<E>),
-) {
-    let before = server.status();
-    let t0 = Instant::now();
-    call(server);
-    let spent = t0.elapsed();
-    let st = stats_mut(stats, stage);
-    st.server += spent;
-    if server.status() != before {
-        st.server_finish = spent;
-    }
-}
-
-/// Clients per batch: enough to keep every core busy, few enough that the masked vectors in
-/// flight (packed, as they travel) stay within about 256 MiB. At 1 the clients go one at a
-/// time and stream their pieces straight to the server.
-fn batch_size(vector_len: usize, bits: u32) -> usize {
-    let per_client = codec::packed_len(vector_len.max(1), bits);
-    let by_memory = (256usize << 20) / per_client.max(1);
-    by_memory
-        .clamp(1, 4 * rayon::current_num_threads().max(1))
-        .max(1)
-}
-
-/// Encoded frames a client sent, with the stage of each.
-type Frames = Vec<(Stage, Vec<u8>)>;
-
-/// Client index, the stage it worked on, the time it spent, whether it vanished.
-type StepOut = (usize, Option<Stage>, Duration, bool);
-
-/// Delivers `msgs` to client `i` and hands what it sends (encoded) to `sink`, unless the
-/// schedule says it vanishes first. Sets the input just before the masked-input stage.
-fn step_client(
-    cfg: &SimConfig,
-    i: usize,
-    sc: &mut SimClient,
-    msgs: Vec<Envelope<ServerMessage>>,
-    bits: u32,
-    limits: &Limits,
-    sink: &mut dyn FnMut(Stage, Vec<u8>) -> Result<(), SimError>,
-) -> Result<StepOut, SimError> {
-    let id = sc.client.id();
-    let mut stage_worked = None;
-    let mut vanished = false;
-    let mut in_sink = Duration::ZERO;
-    if sc.stopped {
-        return Ok((i, None, Duration::ZERO, false));
-    }
-    let t0 = Instant::now();
-    for env in msgs {
-        if let Some(s) = stage_after(&env.message) {
-            if !cfg.drops.sends(id, s) {
-                // It vanishes instead of doing this stage's work.
-                sc.stopped = true;
-                vanished = true;
-                break;
-            }
-            stage_worked = Some(s);
-        }
-        if let ServerMessage::MaskRequest(_) = env.message {
-            let source = sim_source(cfg, id).map_err(|e| SimError::Client(id, e.into()))?;
-            sc.client
-                .set_input_source(source)
-                .map_err(|e| SimError::Client(id, e))?;
-        }
-        sc.client
-            .handle_message(env)
-            .map_err(|e| SimError::Client(id, e))?;
-    }
-    while let Some(env) = sc.client.poll_transmit() {
-        if sc.stopped {
-            break;
-        }
-        let stage = env.message.stage();
-        if !cfg.drops.sends(id, stage) {
-            sc.stopped = true;
-            vanished = true;
-            break;
-        }
-        stage_worked.get_or_insert(stage);
-        let bytes = codec::encode_client(&env, bits);
-        drop(env);
-        // Decoding here too keeps the client side of the codec honest.
-        debug_assert!(codec::decode_client_or_piece(&bytes, limits).is_ok());
-        let t1 = Instant::now();
-        sink(stage, bytes)?;
-        in_sink += t1.elapsed();
-    }
-    let spent = t0.elapsed().saturating_sub(in_sink);
-    Ok((i, stage_worked, spent, vanished))
+/// The clients whose inputs the sum must hold: every member that sends its masked input under
+/// the drop schedule, less the dealers the server excluded because too few of their
+/// neighbours hold checked shares (`UnrecoverableDealer`, with fewer readable holders than
+/// the threshold): dropouts among a sparse graph's few neighbours can leave an honest
+/// dealer's secrets unrecoverable, and then it must not be summed.
+fn expected_included(cfg: &SimConfig, out: &RoundOutput) -> Vec<ClientId> {
+    let unrecoverable = |c: &ClientId| {
+        out.dropped.iter().any(|d| {
+            d.client == *c
+                && matches!(
+                    d.reason,
+                    DropReason::Misbehaved(ProtocolError::UnrecoverableDealer { readable, need, .. })
+                        if readable < need
+                )
+        })
+    };
+    cfg.member_ids()
+        .into_iter()
+        .filter(|c| cfg.drops.sends(*c, Stage::MaskedInput) && !unrecoverable(c))
+        .collect()
 }
 
 /// Elements per piece of the output check: a multiple of 256, so that each piece's rounding
@@ -789,11 +553,7 @@ fn check_output(cfg: &SimConfig, out: &RoundOutput) -> Check {
     let m = cfg.round.params();
     let q = cfg.round.quantization();
     let mask = cfg.round.modulus().mask_u32();
-    let expected: Vec<ClientId> = cfg
-        .member_ids()
-        .into_iter()
-        .filter(|c| cfg.drops.sends(*c, Stage::MaskedInput))
-        .collect();
+    let expected = expected_included(cfg, out);
     let included_ok = out.included == expected;
     let weights: Vec<u32> = expected.iter().map(|&c| client_weight(cfg, c)).collect();
     let weight_sum = weights.iter().fold(0u32, |a, &w| a.wrapping_add(w) & mask);
@@ -856,19 +616,4 @@ fn check_output(cfg: &SimConfig, out: &RoundOutput) -> Check {
         max_error,
         bound,
     }
-}
-
-/// This process's peak resident memory (Linux `VmHWM`), for the stage figures; `None`
-/// elsewhere. (Applications use `secagg::process`.)
-fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?;
-    Some(
-        kb.trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse::<u64>()
-            .ok()?
-            * 1024,
-    )
 }

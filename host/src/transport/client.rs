@@ -14,83 +14,52 @@ use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 use super::tls::{TlsConnector, channel_binding};
 use super::{Io, TransportError, frame_codec};
-use crate::codec::{self, CHALLENGE_LEN, Hello, Limits, WELCOME_LEN, tag};
+use crate::codec::{self, CHALLENGE_LEN, Hello, Limits, WELCOME_MAX, tag};
 use crate::messages::ClientMessage;
 use crate::quantize::InputError;
-use crate::{Client, ClientError, ClientId, ClientIdentity, ClientPolicy, ClientStatus, Stage};
+use crate::{Client, ClientError, ClientIdentity, ClientPolicy, ClientStatus, Stage};
 
-/// How a client takes part.
+/// How a client takes part, as [`super::Join`] set it up: everything but who it is and what
+/// it accepts (the identity, whose id is the client's, and the policy).
 #[derive(Clone)]
-pub struct ClientOptions {
-    /// Its id.
-    pub id: ClientId,
+pub(crate) struct ClientOptions {
     /// Its integer weight, if one was given (1 otherwise).
-    pub weight: Option<u32>,
+    pub(crate) weight: Option<u32>,
     /// The digest of its model layout ([`codec::layout_digest`]).
-    pub layout: [u8; 32],
+    pub(crate) layout: [u8; 32],
     /// Close the connection right after completing this stage (demonstrations and tests
     /// of dropout recovery).
-    pub drop_after: Option<Stage>,
+    pub(crate) drop_after: Option<Stage>,
     /// How long to keep retrying the connection (the server may start later).
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// TLS: the connector (trusting the deployment's CA) and the name the server's
     /// certificate must carry. Without it the client refuses to connect
     /// ([`TransportError::NoTls`]) unless `insecure_plaintext` is set.
-    pub tls: Option<(TlsConnector, ServerName<'static>)>,
+    pub(crate) tls: Option<(TlsConnector, ServerName<'static>)>,
     /// Connect over plaintext TCP when `tls` is `None`: anyone on the path can read and
     /// rewrite every frame. Local experiments and tests only; a warning is logged.
-    pub insecure_plaintext: bool,
+    pub(crate) insecure_plaintext: bool,
     /// Break the transport's rules on purpose (tests of the server's defences); `None` for
     /// every real client.
-    pub misbehave: Option<Misbehaviour>,
+    #[cfg(feature = "testing")]
+    pub(crate) misbehave: Option<super::Misbehaviour>,
 }
 
 impl ClientOptions {
-    /// Options for client `id` sending an update of the model whose layout digest is
-    /// `layout`: no weight, no TLS yet (set [`ClientOptions::tls`], or
-    /// [`ClientOptions::insecure_plaintext`] for a local experiment: with neither the client
-    /// refuses to connect), 10 s to reach the server, nothing broken on purpose. Change fields with struct
-    /// update syntax:
-    ///
-    /// ```
-    /// use std::time::Duration;
-    /// use secagg_host::ClientId;
-    /// use secagg_host::transport::ClientOptions;
-    ///
-    /// let options = ClientOptions {
-    ///     weight: Some(3),
-    ///     connect_timeout: Duration::from_secs(60),
-    ///     ..ClientOptions::new(ClientId(7), [0; 32])
-    /// };
-    /// assert_eq!(options.id, ClientId(7));
-    /// assert!(options.tls.is_none() && !options.insecure_plaintext);
-    /// assert!(options.misbehave.is_none());
-    /// ```
-    pub fn new(id: ClientId, layout: [u8; 32]) -> Self {
+    /// Options for an update of the model whose layout digest is `layout`: no weight, no TLS
+    /// yet (with neither TLS nor `insecure_plaintext` the client refuses to connect), 10 s to
+    /// reach the server, nothing broken on purpose.
+    pub(crate) fn new(layout: [u8; 32]) -> Self {
         Self {
-            id,
             weight: None,
             layout,
             drop_after: None,
             connect_timeout: Duration::from_secs(10),
             tls: None,
             insecure_plaintext: false,
+            #[cfg(feature = "testing")]
             misbehave: None,
         }
-    }
-}
-
-impl std::fmt::Debug for ClientOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientOptions")
-            .field("id", &self.id)
-            .field("weight", &self.weight)
-            .field("drop_after", &self.drop_after)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("tls", &self.tls.as_ref().map(|(_, name)| name))
-            .field("insecure_plaintext", &self.insecure_plaintext)
-            .field("misbehave", &self.misbehave)
-            .finish()
     }
 }
 
@@ -136,21 +105,6 @@ impl<'a> From<&'a Vec<f32>> for ClientInput<'a> {
     }
 }
 
-/// Ways a client can break the upload rules, for tests of the server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Misbehaviour {
-    /// Send the masked vector in chunks of this many elements (below the minimum).
-    TinyChunks(usize),
-    /// Send the first chunk (of the minimum size), then nothing more for this long before the
-    /// rest.
-    StallUpload(Duration),
-    /// Send the masked vector twice.
-    UploadTwice,
-    /// Wait this long before sending the masked vector, then send it as an honest client
-    /// does (a slow client, not a broken rule).
-    LateUpload(Duration),
-}
-
 /// How a client's round ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientOutcome {
@@ -182,12 +136,11 @@ async fn connect<A: ToSocketAddrs + Clone>(
 
 type Reader = FramedRead<ReadHalf<Box<dyn Io>>, LengthDelimitedCodec>;
 
-/// Joins the round at `addr` as `identity` with `update` and runs it to the end. The round the
-/// server announces is checked against `policy` before anything else is sent; a round the
-/// policy refuses ends with [`TransportError::Refused`]. [`super::Join`] sets the same up by
-/// name, with defaults. `update` is a slice (or a
-/// `&Vec<f32>`) or a [`ClientInput::Stream`].
-pub async fn run_client<'u, A, E, R>(
+/// Joins the round at `addr` as `identity` with `update` and runs it to the end: what
+/// [`super::Join::run`] does. The round the server announces is checked against `policy`
+/// before anything else is sent; a round the policy refuses ends with
+/// [`TransportError::Refused`].
+pub(crate) async fn run_client<'u, A, E, R>(
     addr: A,
     options: ClientOptions,
     identity: ClientIdentity,
@@ -202,13 +155,6 @@ where
     R: CryptoRng + 'u,
 {
     let update = update.into();
-    if identity.id() != options.id {
-        return Err(TransportError::Input(ClientError::Identity(format!(
-            "the identity is for client {}, not {}",
-            identity.id(),
-            options.id
-        ))));
-    }
     let params = u32::try_from(update.params()).map_err(|_| {
         TransportError::Input(ClientError::Input(InputError::Length {
             got: update.params(),
@@ -221,7 +167,7 @@ where
         }
         log::warn!(
             "client {}: plaintext TCP (insecure_plaintext): every frame crosses the network unencrypted and unauthenticated",
-            options.id
+            identity.id()
         );
     }
     let socket = connect(addr, options.connect_timeout).await?;
@@ -243,7 +189,7 @@ where
     let mut framed = FramedRead::new(
         rd,
         frame_codec(
-            WELCOME_LEN
+            WELCOME_MAX
                 .max(CHALLENGE_LEN)
                 .max(codec::HEADER_LEN + 2 + codec::MAX_REASON),
         ),
@@ -256,7 +202,6 @@ where
         tag::REJECT => return Err(TransportError::Rejected(codec::decode_reject(&first)?)),
         t => return Err(crate::error::CodecError::UnknownTag(t).into()),
     };
-    // The identity's id is `options.id` (checked on entry).
     let hello = Hello::signed(
         &identity,
         challenge.round,
@@ -303,10 +248,20 @@ where
     } else {
         policy
     };
+    let dp = config.dp().is_some();
     let mut client =
         Client::new(identity, config, policy, engine, rng).map_err(TransportError::Refused)?;
     match update {
         ClientInput::Values(values) => client.set_input(values, weight),
+        // A DP input is rotated as a whole: read it all, then encode it.
+        ClientInput::Stream { params, mut read } if dp => {
+            let mut all = vec![0f32; params];
+            let set = read(&mut all)
+                .map_err(Into::into)
+                .and_then(|()| client.set_input(&all, weight));
+            zeroize::Zeroize::zeroize(&mut all);
+            set
+        }
         ClientInput::Stream { params, read } => {
             // Stochastic rounding draws from its own generator, seeded by the system.
             let rounding = super::system_rng()?;
@@ -326,7 +281,7 @@ where
             };
             match &env.message {
                 ClientMessage::MaskedInput(values) => {
-                    upload(&mut sink, env.round, values, bits, options.misbehave).await?;
+                    upload(&mut sink, env.round, values, bits, &options).await?;
                 }
                 // A streamed input: each piece is already a chunk frame's worth.
                 ClientMessage::MaskedChunk(_) => {
@@ -362,42 +317,33 @@ where
 
 /// Sends a masked vector in chunks (or, for tests, in one of the ways a server must not
 /// accept).
+#[cfg_attr(not(feature = "testing"), allow(unused_variables))]
 async fn upload<S>(
     sink: &mut S,
     round: u64,
     values: &[u32],
     bits: u32,
-    misbehave: Option<Misbehaviour>,
+    options: &ClientOptions,
 ) -> Result<(), TransportError>
 where
     S: futures_util::Sink<Bytes, Error = std::io::Error> + Unpin,
 {
-    let chunks = match misbehave {
-        Some(Misbehaviour::TinyChunks(n)) => codec::encode_chunks_of(round, values, bits, n.max(1)),
-        // The smallest legal chunks, so that there is a second one to stall before.
-        Some(Misbehaviour::StallUpload(_)) => {
-            codec::encode_chunks_of(round, values, bits, codec::MIN_CHUNK_ELEMS)
-        }
-        _ => codec::encode_masked_chunks(round, values, bits),
-    };
-    if let Some(Misbehaviour::LateUpload(wait)) = misbehave {
-        tokio::time::sleep(wait).await;
+    #[cfg(feature = "testing")]
+    if let Some(how) = options.misbehave {
+        return super::misbehave::upload(sink, round, values, bits, how).await;
     }
-    let times = if misbehave == Some(Misbehaviour::UploadTwice) {
-        2
-    } else {
-        1
-    };
-    for _ in 0..times {
-        for (i, chunk) in chunks.iter().enumerate() {
-            if let (1, Some(Misbehaviour::StallUpload(pause))) = (i, misbehave) {
-                sink.flush().await?;
-                tokio::time::sleep(pause).await;
-            }
-            sink.feed(Bytes::from(chunk.clone())).await?;
-        }
-        sink.flush().await?;
+    send_chunks(sink, codec::encode_masked_chunks(round, values, bits)).await
+}
+
+/// Sends chunk frames in order, then flushes.
+pub(super) async fn send_chunks<S>(sink: &mut S, chunks: Vec<Vec<u8>>) -> Result<(), TransportError>
+where
+    S: futures_util::Sink<Bytes, Error = std::io::Error> + Unpin,
+{
+    for chunk in chunks {
+        sink.feed(Bytes::from(chunk)).await?;
     }
+    sink.flush().await?;
     Ok(())
 }
 

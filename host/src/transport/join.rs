@@ -1,4 +1,5 @@
-//! [`Join`]: a client's round over TCP, set up by name rather than by position.
+//! [`Join`]: a client's round over TCP, set up by name rather than by position: the one way
+//! to run a TCP client.
 
 use std::time::Duration;
 
@@ -11,10 +12,11 @@ use super::tls::TlsConnector;
 use crate::{ClientIdentity, ClientPolicy, RoundRng, Stage};
 
 /// One client's part in a round over TCP: who it is, what it accepts, then
-/// [`run`](Join::run) with the server's address and the update. The CPU engine and a
-/// fresh [`crate::round_rng`] are used unless given; everything else is
-/// [`ClientOptions::new`]'s default until set. [`run_client`] is the same with every
-/// argument spelled out.
+/// [`run`](Join::run) with the server's address and the update. The client's id is its
+/// identity's. Until set: the CPU engine, a fresh [`crate::round_rng`], weight 1, 10 s to
+/// reach the server, and no transport at all — [`tls`](Join::tls), or
+/// [`insecure_plaintext`](Join::insecure_plaintext) on purpose, or the client refuses to
+/// connect ([`TransportError::NoTls`]).
 ///
 /// ```no_run
 /// use secagg_host::transport::{Join, tls};
@@ -45,7 +47,7 @@ impl Join<CpuEngine> {
     /// digest is `layout` ([`crate::codec::layout_digest`]).
     pub fn new(identity: ClientIdentity, policy: ClientPolicy, layout: [u8; 32]) -> Self {
         Self {
-            options: ClientOptions::new(identity.id(), layout),
+            options: ClientOptions::new(layout),
             identity,
             policy,
             engine: CpuEngine::new(),
@@ -68,7 +70,24 @@ impl<E: Backend> Join<E> {
 
     /// Plaintext TCP to the server, on purpose: anyone on the path can read and rewrite every
     /// frame (local experiments and tests only). Without this or [`tls`](Self::tls) the
-    /// client refuses to connect.
+    /// client refuses to connect:
+    ///
+    /// ```
+    /// use secagg_host::identity::IdentityKey;
+    /// use secagg_host::transport::{Join, TransportError};
+    /// use secagg_host::{ClientId, ClientIdentity, ClientPolicy, round_rng};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let key = IdentityKey::generate(&mut round_rng()?);
+    /// let me = ClientIdentity::self_asserted(ClientId(7), key);
+    /// let join = Join::new(me, ClientPolicy::curious_unauthenticated(), [0; 32]);
+    /// // Neither TLS nor plaintext asked for: refused before anything is sent.
+    /// let refused = join.run("127.0.0.1:9", &vec![0.5; 10]).await;
+    /// assert!(matches!(refused, Err(TransportError::NoTls)));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn insecure_plaintext(mut self) -> Self {
         self.options.insecure_plaintext = true;
         self
@@ -92,6 +111,14 @@ impl<E: Backend> Join<E> {
         self
     }
 
+    /// Break the transport's rules as `how` says: a client for tests of the server's
+    /// defences, never a real one (feature `testing`).
+    #[cfg(feature = "testing")]
+    pub fn misbehave(mut self, how: super::Misbehaviour) -> Self {
+        self.options.misbehave = Some(how);
+        self
+    }
+
     /// The generator for the round's secrets (a fresh [`crate::round_rng`] otherwise).
     pub fn rng(mut self, rng: RoundRng) -> Self {
         self.rng = Some(rng);
@@ -109,13 +136,10 @@ impl<E: Backend> Join<E> {
         }
     }
 
-    /// The options as set so far.
-    pub fn options(&self) -> &ClientOptions {
-        &self.options
-    }
-
     /// Joins the round at `addr` with `update` (a slice, a `&Vec<f32>` or a
-    /// [`ClientInput::Stream`]) and runs it to the end, as [`run_client`] does.
+    /// [`ClientInput::Stream`]) and runs it to the end. The round the server announces is
+    /// checked against the policy before anything else is sent; a round the policy refuses
+    /// ends with [`TransportError::Refused`].
     pub async fn run<'u, A>(
         self,
         addr: A,

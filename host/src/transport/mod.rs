@@ -69,6 +69,8 @@
 
 mod client;
 mod join;
+#[cfg(feature = "testing")]
+mod misbehave;
 mod server;
 pub mod tls;
 
@@ -77,8 +79,10 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::LengthDelimitedCodec;
 
-pub use client::{ClientInput, ClientOptions, ClientOutcome, Misbehaviour, ReadUpdate, run_client};
+pub use client::{ClientInput, ClientOutcome, ReadUpdate};
 pub use join::Join;
+#[cfg(feature = "testing")]
+pub use misbehave::Misbehaviour;
 pub use server::{MAX_REFUSAL_DETAILS, Refusal, RoundReport, ServeOptions, StageTiming, serve};
 
 use crate::error::{CodecError, ProtocolError};
@@ -105,8 +109,8 @@ pub enum TransportError {
     /// The connection closed before the round ended.
     #[error("connection closed by the peer while waiting for {0}")]
     Closed(&'static str),
-    /// The client's input or identity does not fit the round (a wrong number of
-    /// parameters, a NaN, a weight out of range, an identity for another id).
+    /// The client's input does not fit the round (a wrong number of parameters, a NaN, a
+    /// weight out of range).
     #[error("input does not fit the round: {0}")]
     Input(crate::ClientError),
     /// The client refused the round the server announced: match the inner error for why

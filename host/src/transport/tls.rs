@@ -6,8 +6,9 @@
 //! whose signature also covers the connection's TLS exporter value
 //! ([`channel_binding`]), so a hello cannot be relayed into another TLS session.
 //!
-//! [`TestPki::generate`] makes a throwaway CA and a server certificate for tests and
-//! demonstrations (`secagg tls new`); production deployments use their own PKI.
+//! With the `test-pki` feature, `TestPki::generate` makes a throwaway CA and a server
+//! certificate for tests and demonstrations (`secagg tls new`); production deployments use
+//! their own PKI.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +18,9 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use zeroize::Zeroizing;
 
-use crate::identity::{IdentityError, Overwrite};
+use crate::identity::IdentityError;
+#[cfg(feature = "test-pki")]
+use crate::identity::Overwrite;
 
 pub use tokio_rustls::client::TlsStream;
 pub use tokio_rustls::{TlsAcceptor, TlsConnector};
@@ -57,7 +60,7 @@ pub enum TlsError {
     /// A name the certificate or the connection is for is not a DNS name or IP address.
     #[error("`{0}` is not a DNS name or an IP address")]
     BadName(String),
-    /// Certificate generation failed.
+    /// Certificate generation failed (`TestPki`, feature `test-pki`).
     #[error("generating a certificate: {0}")]
     Generate(String),
     /// Writing a generated file failed.
@@ -192,7 +195,9 @@ impl ExportKeyingMaterial for rustls::ClientConnection {
     }
 }
 
-/// A throwaway CA and a server certificate it signed, as PEM: for tests and demonstrations.
+/// A throwaway CA and a server certificate it signed, as PEM: for tests and demonstrations
+/// (feature `test-pki`).
+#[cfg(feature = "test-pki")]
 pub struct TestPki {
     /// The CA certificate: what clients are given (`--tls-ca`).
     pub ca_pem: String,
@@ -202,6 +207,7 @@ pub struct TestPki {
     pub key_pem: Zeroizing<String>,
 }
 
+#[cfg(feature = "test-pki")]
 impl std::fmt::Debug for TestPki {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TestPki")
@@ -212,6 +218,7 @@ impl std::fmt::Debug for TestPki {
     }
 }
 
+#[cfg(feature = "test-pki")]
 impl TestPki {
     /// A new CA (its key is discarded once the server certificate is signed) and a server
     /// certificate for `names` (DNS names or IP addresses), valid from an hour ago for `days`.

@@ -1,10 +1,12 @@
-//! `secagg soak`: the attack soak (see [`secagg::soak`]).
+//! `secagg soak`: the attack soak (what it runs and checks: [`harness`]).
+
+mod harness;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use secagg::soak::{SoakOptions, run as run_soak};
+use harness::{SoakOptions, run as run_soak};
 
 /// Arguments of `secagg soak`.
 #[derive(Debug, clap::Args)]

@@ -46,19 +46,17 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-use secagg_engine::CpuEngine;
+use secagg::model::{ModelFormat, ModelLayout, TensorSpec, read_model};
 use secagg_host::codec::{self, HELLO_DOMAIN, Hello};
 use secagg_host::identity::{CaKey, IdentityKey, Overwrite};
 use secagg_host::plan::{self, Adversary, PlanRequest};
 use secagg_host::transport::tls::{self, TestPki, TlsConnector};
-use secagg_host::transport::{ClientOptions, ClientOutcome, Misbehaviour, run_client};
+use secagg_host::transport::{ClientOutcome, Join, Misbehaviour};
 use secagg_host::{ClientId, ClientIdentity, ClientPolicy, Stage};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
-
-use crate::model::{ModelFormat, ModelLayout, TensorSpec, read_model};
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -130,9 +128,30 @@ struct Setup {
     addr: SocketAddr,
     params: usize,
     seed: u64,
+    /// The clients the server has logged as joined (read from its stderr).
+    joined: Joined,
+}
+
+/// Client ids the server has admitted, as its log reports them.
+type Joined = Arc<std::sync::Mutex<std::collections::HashSet<u32>>>;
+
+/// The id in a server log line `... client {id} joined (connection {c})`.
+fn joined_id(line: &str) -> Option<u32> {
+    let (before, _) = line.split_once(" joined (connection ")?;
+    before.rsplit_once("client ")?.1.parse().ok()
 }
 
 impl Setup {
+    /// Waits until the server has admitted `id` (the soak's outer timeouts bound the wait).
+    async fn wait_joined(&self, id: u32) {
+        loop {
+            if self.joined.lock().map(|j| j.contains(&id)).unwrap_or(false) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn key(&self, id: u32) -> IdentityKey {
         let mut rng = ChaCha20Rng::seed_from_u64(self.seed ^ 0x1d);
         rng.set_stream(u64::from(id) + 1);
@@ -152,17 +171,20 @@ impl Setup {
         )
     }
 
-    fn options(&self, id: u32) -> ClientOptions {
-        ClientOptions {
-            id: ClientId(id),
-            weight: None,
-            layout: codec::layout_digest(&flat_layout(self.params).to_bytes()),
-            drop_after: None,
-            connect_timeout: Duration::from_secs(30),
-            tls: Some(self.client_tls()),
-            insecure_plaintext: false,
-            misbehave: None,
-        }
+    /// Enrolled client `id` over TLS, under a policy that trusts the deployment's CA.
+    fn join(&self, id: u32) -> Result<Join, String> {
+        let (connector, name) = self.client_tls();
+        let policy = ClientPolicy::enrolled(self.ca.public());
+        let rng = secagg_host::round_rng().map_err(|e| e.to_string())?;
+        Ok(Join::new(self.identity(id), policy, self.layout())
+            .tls(connector, name)
+            .connect_timeout(Duration::from_secs(30))
+            .rng(rng))
+    }
+
+    /// The layout digest of the soak's flat model.
+    fn layout(&self) -> [u8; 32] {
+        codec::layout_digest(&flat_layout(self.params).to_bytes())
     }
 
     /// Connects over TLS and reads the challenge.
@@ -307,11 +329,17 @@ pub fn run(o: &SoakOptions) -> Result<SoakReport, String> {
         .arg(&output)
         .arg("--summary")
         .arg(&summary_path)
+        // Joins are logged at info: the duplicate rogue waits for its target's.
+        .env(
+            "RUST_LOG",
+            "warn,secagg_host::transport::server::driver=info",
+        )
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
         .map_err(|e| format!("{}: {e}", o.server_bin.display()))?;
-    let server_log = wait_listening(&mut server)?;
+    let joined = Joined::default();
+    let server_log = wait_listening(&mut server, Arc::clone(&joined))?;
     let connector = pki.connector().map_err(|e| e.to_string())?;
     let setup = Arc::new(Setup {
         ca,
@@ -320,6 +348,7 @@ pub fn run(o: &SoakOptions) -> Result<SoakReport, String> {
         addr,
         params: o.params,
         seed: o.seed,
+        joined,
     });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -354,7 +383,10 @@ pub fn run(o: &SoakOptions) -> Result<SoakReport, String> {
 
 /// Reads the server's stderr until it says it is listening; the rest is collected by the
 /// returned thread.
-fn wait_listening(server: &mut Child) -> Result<std::thread::JoinHandle<String>, String> {
+fn wait_listening(
+    server: &mut Child,
+    joined: Joined,
+) -> Result<std::thread::JoinHandle<String>, String> {
     let stderr = server.stderr.take().ok_or("no server stderr")?;
     let (tx, rx) = std::sync::mpsc::channel();
     let handle = std::thread::spawn(move || {
@@ -362,6 +394,9 @@ fn wait_listening(server: &mut Child) -> Result<std::thread::JoinHandle<String>,
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if line.starts_with("secagg server on") {
                 let _ = tx.send(());
+            }
+            if let (Some(id), Ok(mut j)) = (joined_id(&line), joined.lock()) {
+                j.insert(id);
             }
             all.push_str(&line);
             all.push('\n');
@@ -428,23 +463,11 @@ async fn drive(
         let x = honest_update(s.seed, i, s.params);
         honest.push(tokio::spawn(async move {
             let r = async {
-                let mut options = s.options(i);
+                let mut join = s.join(i)?;
                 if honest_drops(i) {
-                    options.drop_after = Some(Stage::ShareCheck);
+                    join = join.drop_after(Stage::ShareCheck);
                 }
-                let policy = ClientPolicy::enrolled(s.ca.public());
-                let rng = secagg_host::round_rng().map_err(|e| e.to_string())?;
-                run_client(
-                    s.addr,
-                    options,
-                    s.identity(i),
-                    policy,
-                    &x,
-                    CpuEngine::new(),
-                    rng,
-                )
-                .await
-                .map_err(|e| e.to_string())
+                join.run(s.addr, &x).await.map_err(|e| e.to_string())
             }
             .await;
             (r, started.elapsed())
@@ -487,7 +510,7 @@ async fn connection_rogue(s: &Setup, kind: &str, target: u32, extra: u32) -> Res
             round,
             false,
             params as u32,
-            codec::layout_digest(&flat_layout(s.params).to_bytes()),
+            s.layout(),
             &challenge.nonce,
             binding,
         )
@@ -550,6 +573,10 @@ async fn connection_rogue(s: &Setup, kind: &str, target: u32, extra: u32) -> Res
         }
         "foreign-ca" | "self-asserted" | "stolen-cert" | "forged" | "wrong-shape"
         | "wrong-round" | "duplicate" => {
+            if kind == "duplicate" {
+                // A second connection of an admitted member: wait for its admission.
+                s.wait_joined(target).await;
+            }
             let (mut framed, challenge, binding) = s.open().await?;
             let key = s.key(extra);
             let (identity, params, round) = match kind {
@@ -568,11 +595,7 @@ async fn connection_rogue(s: &Setup, kind: &str, target: u32, extra: u32) -> Res
                 ),
                 "wrong-shape" => (s.identity(extra), s.params + 1, challenge.round),
                 "wrong-round" => (s.identity(extra), s.params, challenge.round ^ 1),
-                "duplicate" => {
-                    // Wait until the member it duplicates has joined.
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    (s.identity(target), s.params, challenge.round)
-                }
+                "duplicate" => (s.identity(target), s.params, challenge.round),
                 _ => (s.identity(extra), s.params, challenge.round),
             };
             let mut hello = hello_for(&identity, &challenge, &binding, params, round);
@@ -634,14 +657,6 @@ async fn until_closed(socket: &mut TcpStream) {
 /// One rogue member: admitted, then breaks a rule.
 async fn member(s: &Setup, id: u32, kind: &str, stall: Duration) -> Result<(), String> {
     let zeros = vec![0.0f32; s.params];
-    let policy = ClientPolicy::enrolled(s.ca.public());
-    let mut options = s.options(id);
-    options.misbehave = match kind {
-        "tiny-chunks" => Some(Misbehaviour::TinyChunks(1)),
-        "stall" => Some(Misbehaviour::StallUpload(stall)),
-        "twice" => Some(Misbehaviour::UploadTwice),
-        _ => None,
-    };
     if kind == "garbage-frame" {
         let (mut framed, challenge, binding) = s.open().await?;
         let identity = s.identity(id);
@@ -650,7 +665,7 @@ async fn member(s: &Setup, id: u32, kind: &str, stall: Duration) -> Result<(), S
             challenge.round,
             false,
             s.params as u32,
-            options.layout,
+            s.layout(),
             &challenge.nonce,
             &binding,
         );
@@ -666,19 +681,20 @@ async fn member(s: &Setup, id: u32, kind: &str, stall: Duration) -> Result<(), S
         let _ = framed.next().await;
         return Ok(());
     }
-    let rng = secagg_host::round_rng().map_err(|e| e.to_string())?;
-    run_client(
-        s.addr,
-        options,
-        s.identity(id),
-        policy,
-        &zeros,
-        CpuEngine::new(),
-        rng,
-    )
-    .await
-    .map(|_| ())
-    .map_err(|e| e.to_string())
+    let mut join = s.join(id)?;
+    let how = match kind {
+        "tiny-chunks" => Some(Misbehaviour::TinyChunks(1)),
+        "stall" => Some(Misbehaviour::StallUpload(stall)),
+        "twice" => Some(Misbehaviour::UploadTwice),
+        _ => None,
+    };
+    if let Some(how) = how {
+        join = join.misbehave(how);
+    }
+    join.run(s.addr, &zeros)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -832,4 +848,17 @@ fn report(
         passed: failures.is_empty(),
         failures,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::joined_id;
+
+    #[test]
+    fn the_join_log_line_names_its_client() {
+        let line = "[2026-12-02T21:00:00.123Z INFO  secagg_host::transport::server::driver] client 4711 joined (connection 12)";
+        assert_eq!(joined_id(line), Some(4711));
+        assert_eq!(joined_id("client 3 disconnected"), None);
+        assert_eq!(joined_id("client x joined (connection 1)"), None);
+    }
 }
