@@ -2,9 +2,9 @@
 //! ring, and the per-client messages that open them.
 //!
 //! The honest [`crate::Server`] builds every commitment and every opening here; so does an
-//! attacker in the laboratory ([`crate::sim::lab`]) that wants to show a client another view,
-//! which is why these builders check nothing (the server checks what it is sent before it
-//! commits to it; a client checks everything it is shown).
+//! attacker in the laboratory (`sim::lab`, feature `testing`) that wants to show a client
+//! another view, which is why these builders check nothing (the server checks what it is
+//! sent before it commits to it; a client checks everything it is shown).
 //!
 //! The server keeps each tree whole — O(n) digests, shared by all clients — and each message it
 //! builds for one client opens O(k + committee + audit) leaves, with a proof of O(log n)

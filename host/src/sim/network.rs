@@ -16,8 +16,9 @@
 //!   ([`StageStats`]), and long stages report [`Progress`].
 //!
 //! [`super::run`] (behind `secagg simulate`), [`crate::local::aggregate`] and the attack
-//! laboratory ([`super::lab`]) all run their rounds on it; each keeps only what is its own
-//! (making clients and checking the output; a plain API; the attacker's records and moves).
+//! laboratory (`sim::lab`, feature `testing`) all run their rounds on it; each keeps only
+//! what is its own (making clients and checking the output; a plain API; the attacker's
+//! records and moves).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
