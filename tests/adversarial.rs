@@ -6,9 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use curve25519_dalek::constants::EIGHT_TORSION;
 use curve25519_dalek::edwards::CompressedEdwardsY;
@@ -16,20 +14,22 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use secagg::engine::{CpuEngine, Prg, testing};
 use secagg::host::crypto::{
-    ADVERTISE_DOMAIN, ClientSecrets, PublicKeys, RoundDigest, advertisement_message, cohort_digest,
+    ADVERTISE_DOMAIN, ClientSecrets, PublicKeys, RoundDigest, advertisement_message,
+    nonce_commitment,
 };
 use secagg::host::identity::{CaKey, IdentityKey};
 use secagg::host::messages::{
-    ClientMessage, Credential, DealerReport, ReportKind, ServerMessage, SignedKeys,
+    ClientMessage, Credential, DealerReport, KeyList, ReportKind, ServerMessage, SignedKeys,
+    UnmaskRequest,
 };
 use secagg::host::plan::Adversary;
 use secagg::host::policy::PolicyError;
 use secagg::host::server::ServerEvent;
 use secagg::host::sim::lab::{
-    DealerFault, Honest, Lab, NON_CANONICAL_POINT, Rebuild, on_client, on_server,
+    DealerFault, Forgery, Honest, Lab, NON_CANONICAL_POINT, Rebuild, on_client, on_server,
 };
 use secagg::host::sim::{SimConfig, parameter_free_policy, sim_ca, sim_client};
-use secagg::host::view::RoundView;
+use secagg::host::view::committee;
 use secagg::host::{
     AbortReason, ClientError, ClientId, ClientPolicy, ClientStatus, CryptoError, DropReason,
     PeerMisbehaved, PointError, ProtocolError, RoundConfig, ServerStatus, Stage, Trust,
@@ -84,6 +84,11 @@ fn dropped(lab: &Lab, id: ClientId) -> Option<(Stage, DropReason)> {
     })
 }
 
+/// Whether `e` is a proof of the list `list` that failed.
+fn bad_proof(e: &ProtocolError, list: &str) -> bool {
+    matches!(e, ProtocolError::PeerMisbehaved(PeerMisbehaved::BadProof { what, .. }) if *what == list)
+}
+
 // ---------------------------------------------------------------------------------------
 // 1. Withheld bundles: the target must not mask when its pairwise masks could be stripped.
 
@@ -92,9 +97,13 @@ fn withheld_bundles_stop_the_target_before_it_masks() {
     // The server gives the target no bundles and then no partners to mask with.
     let mut l = lab("withheld_bundles_empty_request", 12, 11, 8);
     let mut t = on_server(|to, m, out: &mut Vec<_>| match m {
-        ServerMessage::ShareBundles(_) if to == TARGET => {
-            out.push((to, ServerMessage::ShareBundles(vec![])))
-        }
+        ServerMessage::ShareBundles { audit, .. } if to == TARGET => out.push((
+            to,
+            ServerMessage::ShareBundles {
+                bundles: vec![],
+                audit,
+            },
+        )),
         ServerMessage::MaskRequest(_) if to == TARGET => {
             out.push((to, ServerMessage::MaskRequest(vec![])))
         }
@@ -114,9 +123,12 @@ fn withheld_bundles_stop_the_target_before_it_masks() {
     // The same, but the server names partners whose bundles it withheld.
     let mut l = lab("withheld_bundles_named_partners", 12, 11, 8);
     let mut t = on_server(|to, m, out: &mut Vec<_>| match m {
-        ServerMessage::ShareBundles(b) if to == TARGET => out.push((
+        ServerMessage::ShareBundles { bundles, audit } if to == TARGET => out.push((
             to,
-            ServerMessage::ShareBundles(b.into_iter().take(3).collect()),
+            ServerMessage::ShareBundles {
+                bundles: bundles.into_iter().take(3).collect(),
+                audit,
+            },
         )),
         m => out.push((to, m)),
     });
@@ -131,58 +143,50 @@ fn withheld_bundles_stop_the_target_before_it_masks() {
 // ---------------------------------------------------------------------------------------
 // 2. Key substitution and forged or replayed advertisements.
 
-/// Runs a lab in which `forge` rewrites neighbour 1's entry of the key list sent to the
-/// target, and checks that the target aborts before sending any share.
+/// Runs a lab in which `forge` rewrites neighbour 1's advertisement in the cohort shown to the
+/// target (and the key list that opens it), and checks that the target aborts before sending
+/// any share.
 fn substituted(
     test: &str,
-    forge: impl Fn(&Lab, &SignedKeys, &[u8; 32]) -> SignedKeys,
+    forge: impl Fn(&Lab, &SignedKeys, &RoundDigest) -> SignedKeys,
 ) -> ProtocolError {
     substituted_in(lab_config(test, 8, 7, 5), forge)
 }
 
 fn substituted_in(
     cfg: SimConfig,
-    forge: impl Fn(&Lab, &SignedKeys, &[u8; 32]) -> SignedKeys,
+    forge: impl Fn(&Lab, &SignedKeys, &RoundDigest) -> SignedKeys,
 ) -> ProtocolError {
     let mut l = Lab::new(cfg).unwrap();
-    let (list, _, digest) = up_to_key_list(&mut l);
-    let mut forged: Vec<(ClientId, SignedKeys)> = list.to_vec();
-    forged[1].1 = forge(&l, &forged[1].1, &digest);
-    for (id, _) in list.iter() {
-        let keys: Arc<[_]> = if *id == TARGET {
-            forged.clone().into()
+    let cohorts = l.up_to("cohort").unwrap();
+    let round = RoundDigest::of(&l.config().round);
+    let mut adverts = l.advertisements();
+    let honest = adverts[&ClientId(1)].clone();
+    adverts.insert(ClientId(1), forge(&l, &honest, &round));
+    let forged = Forgery::new(&l.config().round, adverts);
+    for (to, m) in cohorts {
+        let m = if to == TARGET {
+            forged.welcome(TARGET).unwrap()
         } else {
-            list.clone()
+            m
         };
-        l.deliver(*id, ServerMessage::KeyList(keys)).unwrap();
+        l.deliver(to, m).unwrap();
+    }
+    let lists = l.up_to("key-list").unwrap();
+    let reveals = l.reveals();
+    let roster = forged.roster(&reveals);
+    for (to, m) in lists {
+        let m = if to == TARGET {
+            forged.key_list(&roster, &reveals, TARGET).unwrap()
+        } else {
+            m
+        };
+        l.deliver(to, m).unwrap();
     }
     l.flush().unwrap();
     assert!(!l.has_sent(TARGET, "share-keys"), "shares left the target");
     assert_eq!(l.attempt_rebuild(TARGET), Rebuild::NoMaskedInput);
     aborted(&l, TARGET)
-}
-
-/// Runs a lab until the server hands out the key list, and withholds it. Returns the list,
-/// the round digest and the cohort digest (what the attacker needs to forge advertisements).
-type KeyList = Arc<[(ClientId, SignedKeys)]>;
-
-fn up_to_key_list(l: &mut Lab) -> (KeyList, RoundDigest, [u8; 32]) {
-    let list = RefCell::new(None);
-    let cohort = RefCell::new(None);
-    let mut t = on_server(|to, m, out: &mut Vec<_>| match m {
-        ServerMessage::KeyList(k) => *list.borrow_mut() = Some(k),
-        ServerMessage::Cohort(c) => {
-            cohort.borrow_mut().get_or_insert(c.clone());
-            out.push((to, ServerMessage::Cohort(c)))
-        }
-        m => out.push((to, m)),
-    });
-    while list.borrow().is_none() {
-        assert!(l.step(&mut t).unwrap(), "the round stalled");
-    }
-    let round = RoundDigest::of(&l.config().round);
-    let digest = cohort_digest(&round, &cohort.into_inner().unwrap());
-    (list.into_inner().unwrap(), round, digest)
 }
 
 fn attacker_keys() -> (ClientSecrets, IdentityKey) {
@@ -215,7 +219,7 @@ fn a_mask_key_with_a_torsion_part_stops_the_client_before_any_share_leaves() {
     // forwards it (an honest server refuses it at advertise-keys). The target applies the same
     // rule to its neighbours' keys and aborts before it deals.
     let id = ClientId(1);
-    let e = substituted("torsion_mask_key_in_key_list", |l, honest, cohort| {
+    let e = substituted("torsion_mask_key_in_key_list", |l, honest, round| {
         let p = CompressedEdwardsY(honest.keys.masking)
             .decompress()
             .unwrap();
@@ -223,8 +227,7 @@ fn a_mask_key_with_a_torsion_part_stops_the_client_before_any_share_leaves() {
             masking: (p + EIGHT_TORSION[1]).compress().to_bytes(),
             ..honest.keys
         };
-        let round = RoundDigest::of(&l.config().round);
-        let m = advertisement_message(&round, cohort, id, &keys, &honest.nonce);
+        let m = advertisement_message(round, id, &keys, &honest.commitment);
         SignedKeys {
             keys,
             signature: l.identity_key(id).sign(ADVERTISE_DOMAIN, &m),
@@ -250,14 +253,13 @@ fn a_mask_key_with_a_torsion_part_stops_the_client_before_any_share_leaves() {
 fn forged_identities_are_caught_before_any_share_leaves() {
     let id = ClientId(1);
     // Self-asserted: a valid signature under a key the attacker holds, but no certificate.
-    let e = substituted("forged_identity_self_asserted", |l, honest, cohort| {
+    let e = substituted("forged_identity_self_asserted", |_, honest, round| {
         let (secrets, key) = attacker_keys();
         let keys = secrets.public_keys();
-        let round = RoundDigest::of(&l.config().round);
-        let m = advertisement_message(&round, cohort, id, &keys, &honest.nonce);
+        let m = advertisement_message(round, id, &keys, &honest.commitment);
         SignedKeys {
             keys,
-            nonce: honest.nonce,
+            commitment: honest.commitment,
             credential: Credential::self_asserted(&key.public()),
             signature: key.sign(ADVERTISE_DOMAIN, &m),
             ticket: None,
@@ -268,15 +270,14 @@ fn forged_identities_are_caught_before_any_share_leaves() {
         "{e:?}"
     );
     // A certificate for client 1 from a CA the attacker made.
-    let e = substituted("forged_identity_other_ca", |l, honest, cohort| {
+    let e = substituted("forged_identity_other_ca", |_, honest, round| {
         let (secrets, key) = attacker_keys();
         let rogue = CaKey::generate(&mut ChaCha20Rng::seed_from_u64(7));
         let keys = secrets.public_keys();
-        let round = RoundDigest::of(&l.config().round);
-        let m = advertisement_message(&round, cohort, id, &keys, &honest.nonce);
+        let m = advertisement_message(round, id, &keys, &honest.commitment);
         SignedKeys {
             keys,
-            nonce: honest.nonce,
+            commitment: honest.commitment,
             credential: Credential::certificate(&rogue.issue(id, &key.public())),
             signature: key.sign(ADVERTISE_DOMAIN, &m),
             ticket: None,
@@ -302,13 +303,13 @@ fn forged_identities_are_caught_before_any_share_leaves() {
         o.sent()
             .iter()
             .find_map(|(from, m)| match m {
-                ClientMessage::AdvertiseKeys(s) if *from == id => Some(s.clone()),
+                ClientMessage::Join(s) if *from == id => Some(s.clone()),
                 _ => None,
             })
             .unwrap()
     };
     let e = substituted_in(base, |_, honest, _| SignedKeys {
-        nonce: honest.nonce,
+        commitment: honest.commitment,
         ..other.clone()
     });
     assert!(
@@ -320,12 +321,13 @@ fn forged_identities_are_caught_before_any_share_leaves() {
 #[test]
 fn an_enrolled_server_drops_clients_it_cannot_authenticate() {
     // Client 3 signs with a key that is not the one its certificate names: the honest server
-    // drops it at advertise-keys, and nobody else has to abort.
+    // drops it when it joins (the advertisement comes with the join), and nobody else has to
+    // abort.
     let mut l = lab("server_drops_bad_signature", 8, 7, 5);
     let mut t = on_client(|from, m| match m {
-        ClientMessage::AdvertiseKeys(mut s) if from == ClientId(3) => {
+        ClientMessage::Join(mut s) if from == ClientId(3) => {
             s.signature[0] ^= 1;
-            Some(ClientMessage::AdvertiseKeys(s))
+            Some(ClientMessage::Join(s))
         }
         m => Some(m),
     });
@@ -334,7 +336,7 @@ fn an_enrolled_server_drops_clients_it_cannot_authenticate() {
     assert!(matches!(
         dropped(&l, ClientId(3)),
         Some((
-            Stage::AdvertiseKeys,
+            Stage::Join,
             DropReason::Misbehaved(ProtocolError::Identity(_))
         ))
     ));
@@ -438,7 +440,7 @@ fn a_policy_refuses_parameters_below_its_floors() {
 }
 
 #[test]
-fn a_cohort_below_the_policy_is_refused_before_keys() {
+fn a_cohort_below_the_policy_is_refused_before_the_nonce() {
     let mut cfg = lab_config("cohort_below_policy", 11, 10, 6);
     cfg.policy = ClientPolicy {
         min_cohort: 10,
@@ -447,7 +449,7 @@ fn a_cohort_below_the_policy_is_refused_before_keys() {
     let mut l = Lab::new(cfg).unwrap();
     // The server lets only nine clients into the cohort.
     let mut t = on_client(|from, m| match m {
-        ClientMessage::Join { .. } if from.0 >= 9 => None,
+        ClientMessage::Join(_) if from.0 >= 9 => None,
         m => Some(m),
     });
     l.run(&mut t).unwrap();
@@ -456,40 +458,44 @@ fn a_cohort_below_the_policy_is_refused_before_keys() {
             aborted(&l, ClientId(i)),
             ProtocolError::Policy(PolicyError::Cohort { n: 9, min: 10, .. })
         ));
-        assert!(!l.has_sent(ClientId(i), "advertise-keys"));
+        assert!(!l.has_sent(ClientId(i), "reveal"));
     }
 }
 
 // ---------------------------------------------------------------------------------------
 // 4. Survivor lists: split, padded, asked twice; forged and replayed signatures.
 
-/// Runs an honest lab until the server hands out the survivor list, and withholds it.
-fn up_to_survivor_list(test: &str, n: usize, k: usize, t: usize) -> (Lab, Arc<[ClientId]>) {
+/// Runs an honest lab until the server hands out the survivor list, and withholds it; returns
+/// the survivors.
+fn up_to_survivor_list(test: &str, n: usize, k: usize, t: usize) -> (Lab, Vec<ClientId>) {
     let mut l = lab(test, n, k, t);
-    let list = RefCell::new(None);
-    let mut tamper = on_server(|to, m, out: &mut Vec<_>| match m {
-        ServerMessage::SurvivorList(u3) => {
-            list.borrow_mut().get_or_insert(u3);
-        }
-        m => out.push((to, m)),
-    });
-    while list.borrow().is_none() {
-        assert!(l.step(&mut tamper).unwrap(), "the round stalled");
-    }
-    (l, list.into_inner().unwrap())
+    let held = l.up_to("survivor-list").unwrap();
+    let mut u3: Vec<ClientId> = held.iter().map(|(to, _)| *to).collect();
+    u3.sort_unstable();
+    (l, u3)
 }
 
+/// The survivor-set signatures in `sent`, by signer, and the pairs each signer audits.
 fn signatures(sent: &[(ClientId, ClientMessage)]) -> Vec<(ClientId, [u8; 64])> {
     let mut s: Vec<(ClientId, [u8; 64])> = sent
         .iter()
         .filter_map(|(id, m)| match m {
-            ClientMessage::Consistency { signature } => Some((*id, *signature)),
+            ClientMessage::Consistency { signature, .. } => Some((*id, *signature)),
             _ => None,
         })
         .collect();
     s.sort_by_key(|(id, _)| *id);
     s.dedup_by_key(|(id, _)| *id);
     s
+}
+
+fn audits(sent: &[(ClientId, ClientMessage)]) -> BTreeMap<ClientId, Vec<u32>> {
+    sent.iter()
+        .filter_map(|(id, m)| match m {
+            ClientMessage::Consistency { audit, .. } => Some((*id, audit.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The split-view attack on the target with `colluders`: honest holders in group A are told
@@ -503,8 +509,9 @@ fn split_attack(test: &str, colluders: &[u32]) -> Lab {
 fn split_attack_at(test: &str, (n, k, t): (usize, usize, usize), colluders: &[u32]) -> Lab {
     let (mut l, u3) = up_to_survivor_list(test, n, k, t);
     assert_eq!(u3.len(), n);
-    let with: Arc<[ClientId]> = u3.clone();
-    let without: Arc<[ClientId]> = u3.iter().copied().filter(|c| *c != TARGET).collect();
+    let replica = l.replica();
+    let without: Vec<ClientId> = u3.iter().copied().filter(|c| *c != TARGET).collect();
+    let (with, without) = (replica.survivors(&u3), replica.survivors(&without));
     let honest: Vec<ClientId> = (0..n as u32)
         .filter(|i| !colluders.contains(i))
         .map(ClientId)
@@ -514,25 +521,20 @@ fn split_attack_at(test: &str, (n, k, t): (usize, usize, usize), colluders: &[u3
     let (group_a, group_b) = honest.split_at(half);
     let c_ids: Vec<ClientId> = colluders.iter().map(|&i| ClientId(i)).collect();
     for &u in group_a.iter().chain(&c_ids) {
-        l.deliver(u, ServerMessage::SurvivorList(with.clone()))
-            .unwrap();
+        l.deliver(u, with.list_for(u)).unwrap();
     }
     for &u in group_b {
-        l.deliver(u, ServerMessage::SurvivorList(without.clone()))
-            .unwrap();
+        l.deliver(u, without.list_for(u)).unwrap();
     }
     let mut twins = Vec::new();
     let mut b_sent = Vec::new();
     for &c in &c_ids {
         let upto = l.received(c).len() - 1;
         let tw = l.twin(c, upto).unwrap();
-        for m in l
-            .twin_deliver(tw, ServerMessage::SurvivorList(without.clone()))
-            .unwrap()
-        {
+        for m in l.twin_deliver(tw, without.list_for(c)).unwrap() {
             b_sent.push((c, m));
         }
-        twins.push(tw);
+        twins.push((c, tw));
     }
     let a_sent: Vec<(ClientId, ClientMessage)> = l.flush().unwrap();
     let sigs_a: Vec<_> = signatures(&a_sent)
@@ -540,37 +542,22 @@ fn split_attack_at(test: &str, (n, k, t): (usize, usize, usize), colluders: &[u3
         .filter(|(s, _)| group_a.contains(s) || c_ids.contains(s))
         .collect();
     let mut b_all = b_sent;
-    b_all.extend(a_sent.into_iter().filter(|(s, _)| group_b.contains(s)));
+    b_all.extend(a_sent.iter().filter(|(s, _)| group_b.contains(s)).cloned());
     let sigs_b = signatures(&b_all);
+    let (audit_a, audit_b) = (audits(&a_sent), audits(&b_all));
+    let asked =
+        |a: &BTreeMap<ClientId, Vec<u32>>, u: ClientId| a.get(&u).cloned().unwrap_or_default();
     for &u in group_a.iter().chain(&c_ids) {
-        l.deliver(
-            u,
-            ServerMessage::UnmaskRequest {
-                survivors: with.clone(),
-                signatures: sigs_a.clone(),
-            },
-        )
-        .unwrap();
+        l.deliver(u, with.unmask_for(u, &sigs_a, &asked(&audit_a, u)))
+            .unwrap();
     }
     for &u in group_b {
-        l.deliver(
-            u,
-            ServerMessage::UnmaskRequest {
-                survivors: without.clone(),
-                signatures: sigs_b.clone(),
-            },
-        )
-        .unwrap();
+        l.deliver(u, without.unmask_for(u, &sigs_b, &asked(&audit_b, u)))
+            .unwrap();
     }
-    for tw in twins {
-        l.twin_deliver(
-            tw,
-            ServerMessage::UnmaskRequest {
-                survivors: without.clone(),
-                signatures: sigs_b.clone(),
-            },
-        )
-        .unwrap();
+    for (c, tw) in twins {
+        l.twin_deliver(tw, without.unmask_for(c, &sigs_b, &asked(&audit_b, c)))
+            .unwrap();
     }
     l.flush().unwrap();
     l
@@ -646,20 +633,20 @@ fn a_small_round_is_judged_with_the_absolute_colluder_budget() {
 
 #[test]
 fn padded_and_foreign_survivor_lists_are_refused() {
-    // A list that names a client excluded before masking (a cheating dealer): everyone its
+    // A set that names a client excluded before masking (a cheating dealer): everyone its
     // neighbour refuses, because it did not mask with it.
     let cfg = lab_config("padded_survivor_list", 10, 9, 6);
     let dealers = BTreeMap::from([(ClientId(9), DealerFault::BadShares(vec![ClientId(1)]))]);
     let mut l = Lab::with_dealers(cfg, dealers).unwrap();
-    let mut t = on_server(|to, m, out: &mut Vec<_>| match m {
-        ServerMessage::SurvivorList(u3) => {
-            let mut padded: Vec<ClientId> = u3.to_vec();
-            padded.push(ClientId(9));
-            out.push((to, ServerMessage::SurvivorList(padded.into())))
-        }
-        m => out.push((to, m)),
-    });
-    l.run(&mut t).unwrap();
+    let held = l.up_to("survivor-list").unwrap();
+    let mut padded: Vec<ClientId> = held.iter().map(|(to, _)| *to).collect();
+    padded.push(ClientId(9));
+    let replica = l.replica();
+    let set = replica.survivors(&padded);
+    for (to, _) in held {
+        l.deliver(to, set.list_for(to)).unwrap();
+    }
+    l.run(&mut Honest).unwrap();
     for i in 0..9 {
         let e = aborted(&l, ClientId(i));
         assert!(
@@ -676,60 +663,88 @@ fn padded_and_foreign_survivor_lists_are_refused() {
         Rebuild::SelfMaskHidden { shares: 0, need: 6 }
     );
 
-    // A list that leaves the recipient out, and one with a client outside the key list.
+    // A set that leaves the recipient out, one with a position outside the ring, and one
+    // whose opening hides a member (a leaf skipped).
     let (mut l, u3) = up_to_survivor_list("foreign_survivor_list", 8, 7, 5);
-    let without_me: Arc<[ClientId]> = u3.iter().copied().filter(|c| c.0 != 2).collect();
-    l.deliver(ClientId(2), ServerMessage::SurvivorList(without_me))
+    let replica = l.replica();
+    let without_me: Vec<ClientId> = u3.iter().copied().filter(|c| c.0 != 2).collect();
+    l.deliver(
+        ClientId(2),
+        replica.survivors(&without_me).list_for(ClientId(2)),
+    )
+    .unwrap();
+    let stranger = replica.survivors_at((0..7).chain([77]).collect());
+    l.deliver(ClientId(3), stranger.list_for(ClientId(3)))
         .unwrap();
-    let mut stranger = u3.to_vec();
-    if let Some(last) = stranger.last_mut() {
-        *last = ClientId(77);
-    }
-    l.deliver(ClientId(3), ServerMessage::SurvivorList(stranger.into()))
-        .unwrap();
+    let honest = replica.survivors(&u3);
+    let ServerMessage::SurvivorList {
+        survivors,
+        mut opening,
+    } = honest.list_for(ClientId(4))
+    else {
+        unreachable!()
+    };
+    opening.leaves.retain(|(i, _)| *i != 3);
+    l.deliver(
+        ClientId(4),
+        ServerMessage::SurvivorList { survivors, opening },
+    )
+    .unwrap();
     assert!(matches!(
         aborted(&l, ClientId(2)),
         ProtocolError::PeerMisbehaved(PeerMisbehaved::SurvivorListOmitsSelf)
     ));
-    assert!(matches!(
-        aborted(&l, ClientId(3)),
-        ProtocolError::PeerMisbehaved(PeerMisbehaved::SurvivorNotMember { .. })
-    ));
+    assert!(
+        matches!(
+            aborted(&l, ClientId(3)),
+            ProtocolError::PeerMisbehaved(PeerMisbehaved::SetOutOfRange { value: 77, .. })
+        ),
+        "{:?}",
+        aborted(&l, ClientId(3))
+    );
+    assert!(
+        matches!(
+            aborted(&l, ClientId(4)),
+            ProtocolError::PeerMisbehaved(PeerMisbehaved::BadProof {
+                what: "survivor set",
+                ..
+            })
+        ),
+        "{:?}",
+        aborted(&l, ClientId(4))
+    );
+    for i in [2, 3, 4] {
+        assert!(!l.has_sent(ClientId(i), "consistency"));
+    }
 }
 
 #[test]
 fn a_second_unmask_request_gets_nothing() {
     let mut l = lab("second_unmask_request", 9, 8, 6);
-    // Withhold the completion notice, then ask again with the target declared dropped.
+    // Withhold the completion notice, then ask again with another survivor set.
     let mut request = None;
     let mut t = on_server(|to, m, out: &mut Vec<_>| match m {
         ServerMessage::Completed { .. } => {}
-        ServerMessage::UnmaskRequest {
-            survivors,
-            signatures,
-        } => {
-            request.get_or_insert((survivors.clone(), signatures.clone()));
-            out.push((
-                to,
-                ServerMessage::UnmaskRequest {
-                    survivors,
-                    signatures,
-                },
-            ))
+        ServerMessage::UnmaskRequest(u) => {
+            request.get_or_insert(u.clone());
+            out.push((to, ServerMessage::UnmaskRequest(u)))
         }
         m => out.push((to, m)),
     });
     l.run(&mut t).unwrap();
     completed(&l);
-    let (survivors, signatures) = request.unwrap();
-    let without: Arc<[ClientId]> = survivors.iter().copied().filter(|c| *c != TARGET).collect();
+    let request = request.unwrap();
+    let replica = l.replica();
+    let all: Vec<ClientId> = (0..9).map(ClientId).collect();
+    let without: Vec<ClientId> = all.iter().copied().filter(|c| *c != TARGET).collect();
+    let other = replica.survivors(&without).commitment();
     for i in 1..9 {
         l.deliver(
             ClientId(i),
-            ServerMessage::UnmaskRequest {
-                survivors: without.clone(),
-                signatures: signatures.clone(),
-            },
+            ServerMessage::UnmaskRequest(UnmaskRequest {
+                survivors: other,
+                ..request.clone()
+            }),
         )
         .unwrap();
         let e = aborted(&l, ClientId(i));
@@ -759,28 +774,19 @@ fn a_second_unmask_request_gets_nothing() {
 
 #[test]
 fn forged_and_replayed_survivor_signatures_are_refused() {
-    // Another round's signatures, for the replay.
+    // Another round's signatures, for the replay (the lab's cohort indices are its ids).
     let replayed = {
         let mut o = lab("survivor_signature_replay_source", 8, 7, 5);
         o.run(&mut Honest).unwrap();
         signatures(o.sent())
     };
-    type Signatures = Vec<(ClientId, [u8; 64])>;
+    type Signatures = Vec<(u32, [u8; 64])>;
     let forge = |test: &str, change: &dyn Fn(&mut Signatures)| -> ProtocolError {
         let mut l = lab(test, 8, 7, 5);
         let mut t = on_server(|to, m, out: &mut Vec<_>| match m {
-            ServerMessage::UnmaskRequest {
-                survivors,
-                mut signatures,
-            } if to == ClientId(1) => {
-                change(&mut signatures);
-                out.push((
-                    to,
-                    ServerMessage::UnmaskRequest {
-                        survivors,
-                        signatures,
-                    },
-                ))
+            ServerMessage::UnmaskRequest(mut u) if to == ClientId(1) => {
+                change(&mut u.signatures);
+                out.push((to, ServerMessage::UnmaskRequest(u)))
             }
             m => out.push((to, m)),
         });
@@ -788,19 +794,20 @@ fn forged_and_replayed_survivor_signatures_are_refused() {
         assert!(!l.has_sent(ClientId(1), "unmask-shares"));
         aborted(&l, ClientId(1))
     };
-    // Client 3's signature presented as client 2's.
+    // One signer's signature presented as another's (the lab's cohort indices are its ids).
+    let victim = std::cell::Cell::new(0);
     let e = forge("survivor_signature_other_client", &|s| {
-        let sig3 = s.iter().find(|(id, _)| id.0 == 3).unwrap().1;
-        s.iter_mut().find(|(id, _)| id.0 == 2).unwrap().1 = sig3;
+        s[0].1 = s[1].1;
+        victim.set(s[0].0);
     });
     assert!(
-        matches!(&e, ProtocolError::PeerMisbehaved(PeerMisbehaved::BadSurvivorSignatures { ids }) if ids == &[ClientId(2)]),
+        matches!(&e, ProtocolError::PeerMisbehaved(PeerMisbehaved::BadSurvivorSignatures { ids }) if ids == &[ClientId(victim.get())]),
         "{e:?}"
     );
-    // Client 2's signature from another round.
-    let old = replayed.iter().find(|(id, _)| id.0 == 2).unwrap().1;
+    // A signer's signature from another round.
     let e = forge("survivor_signature_replayed", &|s| {
-        s.iter_mut().find(|(id, _)| id.0 == 2).unwrap().1 = old;
+        let signer = s[0].0;
+        s[0].1 = replayed.iter().find(|(id, _)| id.0 == signer).unwrap().1;
     });
     assert!(
         matches!(
@@ -809,14 +816,21 @@ fn forged_and_replayed_survivor_signatures_are_refused() {
         ),
         "{e:?}"
     );
-    // A signature by someone who is not a survivor, and an unsorted list.
+    // A signature by someone outside the cohort (whose entry the server cannot open), and an
+    // unsorted list.
     let e = forge("survivor_signature_stranger", &|s| {
         if let Some(last) = s.last_mut() {
-            last.0 = ClientId(40);
+            last.0 = 40;
         }
     });
     assert!(
-        matches!(&e, ProtocolError::PeerMisbehaved(PeerMisbehaved::SignerNotSurvivor { signer }) if *signer == ClientId(40)),
+        matches!(
+            &e,
+            ProtocolError::PeerMisbehaved(PeerMisbehaved::EntryMissing {
+                what: "signer entry",
+                index: 40
+            })
+        ),
         "{e:?}"
     );
     let e = forge("survivor_signature_unsorted", &|s| s.reverse());
@@ -846,9 +860,12 @@ fn forged_and_replayed_survivor_signatures_are_refused() {
 fn a_bad_survivor_signature_costs_only_its_sender() {
     let mut l = lab("bad_survivor_signature_sender", 9, 8, 5);
     let mut t = on_client(|from, m| match m {
-        ClientMessage::Consistency { mut signature } if from == ClientId(4) => {
+        ClientMessage::Consistency {
+            mut signature,
+            audit,
+        } if from == ClientId(4) => {
             signature[5] ^= 0x40;
-            Some(ClientMessage::Consistency { signature })
+            Some(ClientMessage::Consistency { signature, audit })
         }
         m => Some(m),
     });
@@ -877,46 +894,35 @@ fn clients_with_different_round_contexts_cannot_finish_together() {
     // The honest server cannot verify the target's signature (another round digest).
     l.run(&mut Honest).unwrap();
     completed(&l);
-    // Its nonce commitment and its signature were made for another round digest.
+    // Its nonce commitment and its signature were made for another round digest; it sent
+    // them with its join.
     assert!(matches!(
         dropped(&l, TARGET),
-        Some((Stage::AdvertiseKeys, DropReason::Misbehaved(_)))
+        Some((Stage::Join, DropReason::Misbehaved(_)))
     ));
     assert_eq!(l.attempt_rebuild(TARGET), Rebuild::NoMaskedInput);
 
-    // A server that forwards the target's keys anyway: every neighbour refuses them, and the
-    // target refuses everyone else's.
+    // A server that seats the target anyway, in the cohort it shows everyone: every member
+    // refuses the target's entry, and the target refuses everyone else's.
     let mut l = Lab::new(cfg.clone()).unwrap();
     l.reconfigure(TARGET, cfg.round.with_context([9; 32]))
         .unwrap();
-    let target_keys: RefCell<Option<SignedKeys>> = RefCell::new(None);
-    let mut t = secagg::host::sim::lab::Script {
-        server: |to: ClientId, m: ServerMessage, out: &mut Vec<(ClientId, ServerMessage)>| match m {
-            ServerMessage::KeyList(list) => {
-                let mut v = list.to_vec();
-                if let Some(k) = target_keys.borrow().as_ref() {
-                    v.push((TARGET, k.clone()));
-                    v.sort_by_key(|(id, _)| *id);
-                }
-                let v: Arc<[_]> = v.into();
-                if to == ClientId(1) {
-                    // The target, dropped by the honest server, gets the list too.
-                    out.push((TARGET, ServerMessage::KeyList(v.clone())));
-                }
-                out.push((to, ServerMessage::KeyList(v)))
-            }
-            m => out.push((to, m)),
-        },
-        client: |from: ClientId, m: ClientMessage| {
-            if let ClientMessage::AdvertiseKeys(k) = &m
-                && from == TARGET
-            {
-                *target_keys.borrow_mut() = Some(k.clone());
-            }
-            Some(m)
-        },
-    };
-    l.run(&mut t).unwrap();
+    l.up_to("cohort").unwrap();
+    let forged = Forgery::new(&l.config().round, l.advertisements());
+    for i in 0..8 {
+        l.deliver(ClientId(i), forged.welcome(ClientId(i)).unwrap())
+            .unwrap();
+    }
+    // The attacker keeps the nonces (the honest server, which never seated the target, has no
+    // use for them) and answers with key lists of its own.
+    l.flush().unwrap();
+    let reveals = l.reveals();
+    let roster = forged.roster(&reveals);
+    for i in 0..8 {
+        let list = forged.key_list(&roster, &reveals, ClientId(i)).unwrap();
+        l.deliver(ClientId(i), list).unwrap();
+    }
+    l.flush().unwrap();
     for i in 0..8 {
         let e = aborted(&l, ClientId(i));
         // The target's nonce commitment and signature were made under another round digest
@@ -935,59 +941,492 @@ fn clients_with_different_round_contexts_cannot_finish_together() {
     }
 }
 
-#[test]
-fn the_graph_cannot_be_ground_after_keys() {
-    // Colluding clients 5 and 6 hand the server their identity keys. After seeing every
-    // honest key, the server tries fresh round keys for them, hoping for a graph that puts
-    // them around the target: the graph does not move.
-    let mut l = lab("graph_grinding", 30, 6, 5);
-    let (list, round, digest) = up_to_key_list(&mut l);
-    let graph_of = |keys: &[(ClientId, SignedKeys)]| {
-        RoundView::derive(&round, &digest, keys, 6)
-            .graph
-            .neighbors(TARGET)
-    };
-    let honest_graph = graph_of(&list);
-    let mut rng = ChaCha20Rng::seed_from_u64(0x96);
-    for _ in 0..64 {
-        let mut tried = list.to_vec();
-        for sybil in [5u32, 6] {
-            let key = l.identity_key(ClientId(sybil));
-            let secrets = ClientSecrets::generate(&mut rng);
-            let keys = secrets.public_keys();
-            let e = &mut tried[sybil as usize].1;
-            let m = advertisement_message(&round, &digest, ClientId(sybil), &keys, &e.nonce);
-            e.keys = keys;
-            e.signature = key.sign(ADVERTISE_DOMAIN, &m);
-        }
-        assert_eq!(
-            graph_of(&tried),
-            honest_graph,
-            "a key choice moved the graph"
-        );
-    }
-    // Changing a colluder's nonce instead would move the graph, but no client accepts a
-    // nonce that does not open its commitment in the cohort.
-    let mut tried = list.to_vec();
-    tried[5].1.nonce[0] ^= 1;
-    assert_ne!(graph_of(&tried), honest_graph);
-    let tried: Arc<[_]> = tried.into();
-    for (id, _) in list.iter() {
-        l.deliver(*id, ServerMessage::KeyList(tried.clone()))
-            .unwrap();
+/// Delivers each client the key list `roster` opens for it (answering its audit), and returns
+/// why each aborted (checking that it dealt nothing), `None` for those that went on.
+fn deliver_key_lists(
+    l: &mut Lab,
+    forged: &Forgery,
+    roster: &secagg::host::commit::Roster,
+    n: u32,
+) -> Vec<Option<ProtocolError>> {
+    send_key_lists(l, roster, n, |i| {
+        forged.cohort().index_of(ClientId(i)).unwrap()
+    });
+    (0..n)
+        .map(|i| match l.status(ClientId(i)) {
+            Some(ClientStatus::Aborted(e)) => {
+                assert!(!l.has_sent(ClientId(i), "share-keys"), "client {i} dealt");
+                Some(e)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Delivers each of clients 0..n the key list `roster` opens for it at cohort index
+/// `index(i)` (answering its audit), and runs the lab until nothing moves.
+fn send_key_lists(
+    l: &mut Lab,
+    roster: &secagg::host::commit::Roster,
+    n: u32,
+    index: impl Fn(u32) -> u32,
+) {
+    let reveals = l.reveals();
+    for i in 0..n {
+        let audit = reveals[&ClientId(i)].audit.clone();
+        l.deliver(
+            ClientId(i),
+            ServerMessage::KeyList(roster.key_list(index(i), &audit)),
+        )
+        .unwrap();
     }
     l.flush().unwrap();
-    for i in 0..30 {
-        let e = aborted(&l, ClientId(i));
+}
+
+/// Every client aborted (and dealt nothing).
+fn all_aborted(outcomes: Vec<Option<ProtocolError>>) -> Vec<ProtocolError> {
+    outcomes
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| e.unwrap_or_else(|| panic!("client {i} went on")))
+        .collect()
+}
+
+#[test]
+fn the_graph_cannot_be_ground_after_keys() {
+    // Colluding clients 5 and 6 hand the server their identity keys. Their round keys went
+    // into the cohort with everyone's when they joined, before any nonce was revealed; once the
+    // nonces are in, the only ways left to move the graph are to change what the cohort
+    // committed to, to change a committee member's nonce, or to leave committee members out —
+    // and no client accepts any of them.
+    let n = 30u32;
+    let mut l = lab("graph_grinding", n as usize, 6, 5);
+    l.up_to("key-list").unwrap();
+    let replica = l.replica();
+    let honest = replica.forgery();
+    let target = honest.cohort().index_of(TARGET).unwrap();
+    let honest_graph = replica.roster().view().ring.neighbors(target);
+    let reveals = l.reveals();
+    let round = RoundDigest::of(&l.config().round);
+    // Fresh round keys for the colluders after the nonces: another cohort, whose graph would
+    // differ — under a root no client holds.
+    let mut rng = ChaCha20Rng::seed_from_u64(0x96);
+    let mut moved = 0;
+    let mut last = None;
+    for _ in 0..16 {
+        let mut adverts = l.advertisements();
+        for sybil in [5u32, 6] {
+            let key = l.identity_key(ClientId(sybil));
+            let e = adverts.get_mut(&ClientId(sybil)).unwrap();
+            e.keys = ClientSecrets::generate(&mut rng).public_keys();
+            let m = advertisement_message(&round, ClientId(sybil), &e.keys, &e.commitment);
+            e.signature = key.sign(ADVERTISE_DOMAIN, &m);
+        }
+        let forged = Forgery::new(&l.config().round, adverts);
+        let roster = forged.roster(&reveals);
+        if roster.view().ring.neighbors(target) != honest_graph {
+            moved += 1;
+        }
+        last = Some((forged, roster));
+    }
+    assert!(
+        moved > 0,
+        "16 cohorts, one graph: the keys would not matter"
+    );
+    let (forged, roster) = last.unwrap();
+    for e in all_aborted(deliver_key_lists(&mut l, &forged, &roster, n)) {
+        assert!(bad_proof(&e, "cohort entries"), "{e:?}");
+    }
+
+    // A committee member's nonce changed (every member of a cohort of 30 is on the committee):
+    // the graph moves, and every client refuses the nonce.
+    let mut l = lab("graph_grinding_nonce", n as usize, 6, 5);
+    l.up_to("key-list").unwrap();
+    let replica = l.replica();
+    let cohort = std::sync::Arc::new(replica.forgery().cohort().clone());
+    let mut reveals: Vec<(u32, [u8; 32])> = replica.roster().reveals().to_vec();
+    reveals[5].1[0] ^= 1;
+    let tried =
+        secagg::host::commit::Roster::with_reveals(&round_of(&l), cohort.clone(), reveals, 0..n, 6)
+            .unwrap();
+    assert_ne!(
+        tried.view().ring.neighbors(target),
+        replica.roster().view().ring.neighbors(target)
+    );
+    for e in all_aborted(deliver_key_lists(&mut l, replica.forgery(), &tried, n)) {
         assert!(
             matches!(
                 &e,
-                ProtocolError::PeerMisbehaved(PeerMisbehaved::NonceMismatch { .. })
+                ProtocolError::PeerMisbehaved(PeerMisbehaved::NonceMismatch { id }) if *id == ClientId(5)
             ),
             "{e:?}"
         );
-        assert!(!l.has_sent(ClientId(i), "share-keys"));
     }
+
+    // A committee member left out of the seed but kept in the round: it, and its neighbours,
+    // refuse; leaving out so many that fewer than the quorum remain: everyone refuses.
+    let mut l = lab("graph_grinding_withheld", n as usize, 6, 5);
+    l.up_to("key-list").unwrap();
+    let replica = l.replica();
+    let cohort = std::sync::Arc::new(replica.forgery().cohort().clone());
+    let all: Vec<(u32, [u8; 32])> = replica.roster().reveals().to_vec();
+    let mut fewer = all.clone();
+    fewer.remove(7);
+    let tried =
+        secagg::host::commit::Roster::with_reveals(&round_of(&l), cohort.clone(), fewer, 0..n, 6)
+            .unwrap();
+    let seven = ClientId(7);
+    let near: Vec<u32> = std::iter::once(7)
+        .chain(tried.view().ring.neighbors(7))
+        .collect();
+    let outcomes = deliver_key_lists(&mut l, replica.forgery(), &tried, n);
+    for i in near {
+        assert!(
+            matches!(
+                &outcomes[i as usize],
+                Some(ProtocolError::PeerMisbehaved(PeerMisbehaved::UnrevealedCommitteeMember { id })) if *id == seven
+            ),
+            "client {i}: {:?}",
+            outcomes[i as usize]
+        );
+    }
+    let mut l = lab("graph_grinding_no_quorum", n as usize, 6, 5);
+    l.up_to("key-list").unwrap();
+    let replica = l.replica();
+    let cohort = std::sync::Arc::new(replica.forgery().cohort().clone());
+    // (These clients budget for no colluders, so one revealed committee nonce is a quorum;
+    // the server reveals none.)
+    let quorum = l
+        .config()
+        .policy
+        .committee_quorum(n as usize, l.config().policy.colluders)
+        .unwrap();
+    assert_eq!(quorum, 1);
+    let tried =
+        secagg::host::commit::Roster::with_reveals(&round_of(&l), cohort, Vec::new(), 0..n, 6)
+            .unwrap();
+    for e in all_aborted(deliver_key_lists(&mut l, replica.forgery(), &tried, n)) {
+        assert!(
+            matches!(e, ProtocolError::TooFewReveals { have: 0, need: 1 }),
+            "{e:?}"
+        );
+    }
+}
+
+fn round_of(l: &Lab) -> RoundDigest {
+    RoundDigest::of(&l.config().round)
+}
+
+// ---------------------------------------------------------------------------------------
+// 5b. Committed lists: a proof that lies, an entry withheld, a round padded, a seat twice.
+
+/// The target's key list as the honest server built it (withheld), the lab, and its replica.
+fn up_to_target_key_list(test: &str, n: usize, k: usize, t: usize) -> (Lab, KeyList) {
+    let mut l = lab(test, n, k, t);
+    let lists = l.up_to("key-list").unwrap();
+    let list = lists
+        .into_iter()
+        .find_map(|(to, m)| match m {
+            ServerMessage::KeyList(k) if to == TARGET => Some(k),
+            _ => None,
+        })
+        .unwrap();
+    (l, list)
+}
+
+/// A twin of the target just before its key list gets `list`: what it sent, and where it
+/// stands after.
+fn target_twin_given(l: &mut Lab, list: KeyList) -> (Vec<ClientMessage>, ClientStatus) {
+    let upto = l.received(TARGET).len();
+    let tw = l.twin(TARGET, upto).unwrap();
+    let sent = l.twin_deliver(tw, ServerMessage::KeyList(list)).unwrap();
+    (sent, l.twin_status(tw).unwrap())
+}
+
+#[test]
+fn a_lying_proof_or_a_withheld_entry_stops_the_client_before_it_deals() {
+    let (mut l, honest) = up_to_target_key_list("lying_proofs", 100, 4, 3);
+    // The honest list: the target deals.
+    let (sent, _) = target_twin_given(&mut l, honest.clone());
+    assert!(sent.iter().any(|m| m.name() == "share-keys"));
+    let refused = |l: &mut Lab, list: KeyList| -> ProtocolError {
+        let (sent, status) = target_twin_given(l, list);
+        assert!(sent.is_empty(), "the target sent {sent:?}");
+        match status {
+            ClientStatus::Aborted(e) => e,
+            other => panic!("the target went on: {other:?}"),
+        }
+    };
+    // A bent digest, a bent split, a proof one digest short.
+    for bend in 0..3 {
+        let mut list = honest.clone();
+        match bend {
+            0 => list.proof.digests[0][0] ^= 1,
+            1 => list.proof.splits[0] ^= 1,
+            _ => {
+                list.proof.digests.pop();
+            }
+        }
+        let e = refused(&mut l, list);
+        assert!(bad_proof(&e, "cohort entries"), "{e:?}");
+    }
+    // A neighbour's entry left out, with a valid proof of what remains.
+    let replica = l.replica();
+    let cohort = replica.forgery().cohort();
+    let me = cohort.index_of(TARGET).unwrap();
+    let left_out = replica.roster().view().ring.neighbors(me)[0];
+    let keep = |full: bool| -> std::collections::BTreeSet<u32> {
+        honest
+            .entries
+            .iter()
+            .filter(|e| e.index != left_out && e.opening.full().is_some() == full)
+            .map(|e| e.index)
+            .collect()
+    };
+    let (entries, proof) = cohort.open(&keep(true), &keep(false));
+    let e = refused(
+        &mut l,
+        KeyList {
+            entries,
+            proof,
+            ..honest.clone()
+        },
+    );
+    assert!(
+        matches!(
+            &e,
+            ProtocolError::PeerMisbehaved(PeerMisbehaved::EntryMissing { index, .. }) if *index == left_out
+        ),
+        "{e:?}"
+    );
+    // The present set opened without the target's own leaf.
+    let mut list = honest.clone();
+    let my_position = replica.roster().view().ring.position(me).unwrap() as u32;
+    list.presence.leaves.retain(|(_, v)| *v != my_position);
+    let e = refused(&mut l, list);
+    assert!(bad_proof(&e, "present set"), "{e:?}");
+}
+
+/// The lab's clients, and whether each opened the cohort entry at `seat` by identity or in full
+/// in the key list it was given.
+fn opened_by(l: &Lab, n: u32, seat: u32) -> Vec<(ClientId, bool)> {
+    (0..n)
+        .map(ClientId)
+        .map(|id| {
+            let opened = l.received(id).iter().any(|e| match &e.message {
+                ServerMessage::KeyList(k) => k.entries.iter().any(|e| e.index == seat),
+                _ => false,
+            });
+            (id, opened)
+        })
+        .collect()
+}
+
+#[test]
+fn a_padded_cohort_is_caught_by_every_client_that_opens_the_padded_seat() {
+    // A round of 100 (its committee of 64 is not the whole cohort), k = 4. The server leaves
+    // client 99 out and seats in its place an identity the CA never enrolled, where the
+    // committee does not look, and reveals a nonce for it. Its neighbours open its entry in
+    // full, and any client whose audit draws it opens it by identity: each of them refuses it
+    // before dealing; the others cannot see it.
+    let n = 99u32;
+    let mut l = lab("padded_cohort", 100, 4, 3);
+    l.up_to("cohort").unwrap();
+    let round = RoundDigest::of(&l.config().round);
+    let (secrets, key) = attacker_keys();
+    let keys = secrets.public_keys();
+    let (forged, pad, nonce, seat) = (5000u32..)
+        .find_map(|id| {
+            let pad = ClientId(id);
+            let nonce = [id as u8; 32];
+            let commitment = nonce_commitment(&round, pad, &nonce);
+            let m = advertisement_message(&round, pad, &keys, &commitment);
+            let mut adverts = l.advertisements();
+            adverts.remove(&ClientId(99));
+            adverts.insert(
+                pad,
+                SignedKeys {
+                    keys,
+                    commitment,
+                    credential: Credential::self_asserted(&key.public()),
+                    signature: key.sign(ADVERTISE_DOMAIN, &m),
+                    ticket: None,
+                },
+            );
+            let forged = Forgery::new(&l.config().round, adverts);
+            let seat = forged.cohort().index_of(pad).unwrap();
+            (!committee(&round, &forged.cohort().commitment()).contains(&seat))
+                .then_some((forged, pad, nonce, seat))
+        })
+        .unwrap();
+    for i in 0..n {
+        l.deliver(ClientId(i), forged.welcome(ClientId(i)).unwrap())
+            .unwrap();
+    }
+    l.flush().unwrap();
+    let mut reveals = l.reveals();
+    reveals.insert(
+        pad,
+        secagg::host::sim::lab::Reveal {
+            nonce,
+            audit: Vec::new(),
+        },
+    );
+    let roster = forged.roster(&reveals);
+    for i in 0..n {
+        let list = forged.key_list(&roster, &reveals, ClientId(i)).unwrap();
+        l.deliver(ClientId(i), list).unwrap();
+    }
+    l.flush().unwrap();
+    let mut caught = 0;
+    for (id, opened) in opened_by(&l, n, seat) {
+        if opened {
+            caught += 1;
+            assert!(
+                matches!(
+                    aborted(&l, id),
+                    ProtocolError::PeerMisbehaved(PeerMisbehaved::NoCertificate { id }) if id == pad
+                ),
+                "client {id}: {:?}",
+                l.status(id)
+            );
+            assert!(!l.has_sent(id, "share-keys"));
+        } else {
+            assert!(
+                l.has_sent(id, "share-keys"),
+                "client {id}: {:?}",
+                l.status(id)
+            );
+        }
+    }
+    // Its four neighbours at least (and, with 16 leaves drawn per client of 101, about 16
+    // auditors more).
+    assert!(caught >= 4, "{caught}");
+}
+
+#[test]
+fn a_second_seat_for_one_identity_cannot_be_opened_with_the_first() {
+    // The server leaves client 99 out and seats colluding client 50 twice: its advertisement
+    // again, at the end of the cohort (where a sorted list looks sorted), with its nonce
+    // revealed for both seats. The cohort's tree is keyed by id: one of the two seats breaks a
+    // split above it, so every client that opens that seat refuses the list, and no client can
+    // be shown both.
+    let n = 99u32;
+    let mut l = lab("second_seat", 100, 4, 3);
+    l.up_to("cohort").unwrap();
+    let mut adverts = l.advertisements();
+    adverts.remove(&ClientId(99));
+    let twin = ClientId(50);
+    let mut entries: Vec<(ClientId, SignedKeys)> = adverts.clone().into_iter().collect();
+    entries.push((twin, adverts[&twin].clone()));
+    let cohort = std::sync::Arc::new(secagg::host::commit::Cohort::in_order(entries).unwrap());
+    let (first, second) = (50u32, n);
+    for i in 0..n {
+        l.deliver(ClientId(i), cohort.welcome(i).unwrap()).unwrap();
+    }
+    l.flush().unwrap();
+    let reveals = l.reveals();
+    let mut nonces: BTreeMap<u32, [u8; 32]> =
+        reveals.iter().map(|(id, r)| (id.0, r.nonce)).collect();
+    nonces.insert(second, reveals[&twin].nonce);
+    let round = round_of(&l);
+    let roster = secagg::host::commit::Roster::new(&round, cohort.clone(), &nonces, 4).unwrap();
+    send_key_lists(&mut l, &roster, n, |i| i);
+    // Which seat breaks its split: it cannot be opened alone.
+    let alone = |seat: u32| {
+        let (entries, proof) = cohort.open(&std::collections::BTreeSet::new(), &[seat].into());
+        secagg::host::view::check_entries(&cohort.commitment(), &entries, &proof).is_err()
+    };
+    let bad = match (alone(first), alone(second)) {
+        (true, _) => first,
+        (false, true) => second,
+        (false, false) => panic!("both seats open alone"),
+    };
+    let mut caught = 0;
+    for (id, opened) in opened_by(&l, n, bad) {
+        if opened {
+            caught += 1;
+            assert!(
+                bad_proof(&aborted(&l, id), "cohort entries"),
+                "client {id}: {:?}",
+                l.status(id)
+            );
+            assert!(!l.has_sent(id, "share-keys"));
+        }
+        let both = l.received(id).iter().any(|e| match &e.message {
+            ServerMessage::KeyList(k) => {
+                k.entries.iter().any(|e| e.index == first)
+                    && k.entries.iter().any(|e| e.index == second)
+            }
+            _ => false,
+        });
+        assert!(!both || l.status(id) != Some(ClientStatus::Running(Stage::ShareCheck)));
+    }
+    assert!(caught >= 1, "{caught}");
+}
+
+#[test]
+fn a_padded_survivor_set_is_caught_by_the_clients_that_open_the_repeated_leaf() {
+    // The server repeats one survivor's ring position in the survivor list and leaves another
+    // survivor out, so the count still fits the present set: a survivor set that names one
+    // client twice. The repeated leaf breaks a split; every client that opens it — around
+    // itself, or drawn by its audit — refuses before it reveals anything.
+    let n = 100usize;
+    let (mut l, u3) = up_to_survivor_list("padded_survivor_set", n, 4, 3);
+    let replica = l.replica();
+    let ring = &replica.roster().view().ring;
+    let cohort = replica.forgery().cohort();
+    let mut positions: Vec<u32> = u3
+        .iter()
+        .map(|id| ring.position(cohort.index_of(*id).unwrap()).unwrap() as u32)
+        .collect();
+    positions.sort_unstable();
+    let left_out = positions.remove(0);
+    let at = positions.len() / 2;
+    positions.insert(at, positions[at]);
+    let padded = replica.survivors_in_order(positions);
+    let bad = (0..n as u32).find(|i| !padded.opens(*i)).unwrap();
+    for id in &u3 {
+        l.deliver(*id, padded.list_for(*id)).unwrap();
+    }
+    let sent = l.flush().unwrap();
+    let sigs = signatures(&sent);
+    let asked = audits(&sent);
+    for (id, _) in &sigs {
+        let audit = asked.get(id).cloned().unwrap_or_default();
+        l.deliver(*id, padded.unmask_for(*id, &sigs, &audit))
+            .unwrap();
+    }
+    l.flush().unwrap();
+    let shows_bad = |id: ClientId| {
+        l.received(id).iter().any(|e| match &e.message {
+            ServerMessage::SurvivorList { opening, .. } => {
+                opening.leaves.iter().any(|(i, _)| *i == bad)
+            }
+            ServerMessage::UnmaskRequest(u) => u.audit.leaves.iter().any(|(i, _)| *i == bad),
+            _ => false,
+        })
+    };
+    let mut audited = 0;
+    for id in &u3 {
+        if shows_bad(*id) {
+            assert!(
+                bad_proof(&aborted(&l, *id), "survivor set"),
+                "client {id}: {:?}",
+                l.status(*id)
+            );
+            assert!(!l.has_sent(*id, "unmask-shares"));
+            if asked.get(id).is_some_and(|a| a.contains(&bad)) {
+                audited += 1;
+            }
+        }
+    }
+    // With 16 of 100 leaves drawn by each of ~90 signers, some audit draws it (but with
+    // probability (84/100)^90 < 2^-22).
+    assert!(
+        audited >= 1,
+        "no audit drew leaf {bad} (left out {left_out})"
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1070,7 +1509,7 @@ fn a_dealing_of_degree_t_is_excluded_before_anyone_masks_with_it() {
                     ServerMessage::MaskRequest(partners) => {
                         assert!(!partners.contains(&ClientId(3)), "{test}: client {c}")
                     }
-                    ServerMessage::ShareBundles(bundles) => {
+                    ServerMessage::ShareBundles { bundles, .. } => {
                         assert!(bundles.iter().all(|b| b.sender != ClientId(3)), "{test}")
                     }
                     _ => {}
@@ -1241,20 +1680,11 @@ fn a_false_accusation_with_the_genuine_key_costs_only_the_accuser() {
 fn an_unmask_request_for_another_survivor_list_is_refused() {
     let mut l = lab("unmask_request_other_list", 8, 7, 5);
     let mut t = on_server(|to, m, out: &mut Vec<_>| match m {
-        // Client 2 signed the honest list; the request names the target as dropped.
-        ServerMessage::UnmaskRequest {
-            survivors,
-            signatures,
-        } if to == ClientId(2) => {
-            let other: Arc<[ClientId]> =
-                survivors.iter().copied().filter(|c| *c != TARGET).collect();
-            out.push((
-                to,
-                ServerMessage::UnmaskRequest {
-                    survivors: other,
-                    signatures,
-                },
-            ))
+        // Client 2 signed the honest set; the request names another (one fewer member).
+        ServerMessage::UnmaskRequest(mut u) if to == ClientId(2) => {
+            u.survivors.len -= 1;
+            u.survivors.root[0] ^= 1;
+            out.push((to, ServerMessage::UnmaskRequest(u)))
         }
         m => out.push((to, m)),
     });
@@ -1280,6 +1710,7 @@ fn unreadable_bundles_exclude_a_dealer_only_when_it_cannot_be_rebuilt() {
             self_key,
             own_point,
             mut bundles,
+            audit,
         } if from == ClientId(6) => {
             for b in &mut bundles {
                 b.ciphertext[3] ^= 1;
@@ -1288,6 +1719,7 @@ fn unreadable_bundles_exclude_a_dealer_only_when_it_cannot_be_rebuilt() {
                 self_key,
                 own_point,
                 bundles,
+                audit,
             })
         }
         // Client 7 breaks only two of its bundles: it stays.
@@ -1295,6 +1727,7 @@ fn unreadable_bundles_exclude_a_dealer_only_when_it_cannot_be_rebuilt() {
             self_key,
             own_point,
             mut bundles,
+            audit,
         } if from == ClientId(7) => {
             for b in bundles.iter_mut().take(2) {
                 b.ciphertext[3] ^= 1;
@@ -1303,6 +1736,7 @@ fn unreadable_bundles_exclude_a_dealer_only_when_it_cannot_be_rebuilt() {
                 self_key,
                 own_point,
                 bundles,
+                audit,
             })
         }
         m => Some(m),
@@ -1351,9 +1785,15 @@ fn malicious_clients_together_cannot_stop_the_round() {
             }
             Some(ClientMessage::UnmaskShares(s))
         }
-        (11, ClientMessage::Consistency { mut signature }) => {
+        (
+            11,
+            ClientMessage::Consistency {
+                mut signature,
+                audit,
+            },
+        ) => {
             signature[0] ^= 1;
-            Some(ClientMessage::Consistency { signature })
+            Some(ClientMessage::Consistency { signature, audit })
         }
         (_, m) => Some(m),
     });
@@ -1372,9 +1812,10 @@ fn wrong_round_and_unexpected_messages_drop_only_their_sender() {
     let mut l = lab("wrong_round_and_unexpected", 9, 8, 5);
     let mut t = on_client(|from, m| match (from.0, m) {
         // Client 1 skips its share check and sends its consistency signature instead.
-        (1, ClientMessage::ShareCheck(_)) => {
-            Some(ClientMessage::Consistency { signature: [0; 64] })
-        }
+        (1, ClientMessage::ShareCheck(_)) => Some(ClientMessage::Consistency {
+            signature: [0; 64],
+            audit: Vec::new(),
+        }),
         (_, m) => Some(m),
     });
     l.run(&mut t).unwrap();
@@ -1390,27 +1831,27 @@ fn wrong_round_and_unexpected_messages_drop_only_their_sender() {
 }
 
 #[test]
-fn low_order_keys_are_dropped_at_advertise() {
+fn low_order_keys_are_dropped_when_advertised() {
     let mut l = lab("low_order_keys", 10, 9, 5);
     let mut t = on_client(|from, m| match m {
         // A mask key of order 4; one with a part of order 8; one non-canonically encoded; a
-        // small-order encryption key.
-        ClientMessage::AdvertiseKeys(mut s) if from == ClientId(2) => {
+        // small-order encryption key. Each is advertised with the join.
+        ClientMessage::Join(mut s) if from == ClientId(2) => {
             s.keys.masking = EIGHT_TORSION[2].compress().to_bytes();
-            Some(ClientMessage::AdvertiseKeys(s))
+            Some(ClientMessage::Join(s))
         }
-        ClientMessage::AdvertiseKeys(mut s) if from == ClientId(4) => {
+        ClientMessage::Join(mut s) if from == ClientId(4) => {
             let p = CompressedEdwardsY(s.keys.masking).decompress().unwrap();
             s.keys.masking = (p + EIGHT_TORSION[5]).compress().to_bytes();
-            Some(ClientMessage::AdvertiseKeys(s))
+            Some(ClientMessage::Join(s))
         }
-        ClientMessage::AdvertiseKeys(mut s) if from == ClientId(5) => {
+        ClientMessage::Join(mut s) if from == ClientId(5) => {
             s.keys.masking = NON_CANONICAL_POINT;
-            Some(ClientMessage::AdvertiseKeys(s))
+            Some(ClientMessage::Join(s))
         }
-        ClientMessage::AdvertiseKeys(mut s) if from == ClientId(3) => {
+        ClientMessage::Join(mut s) if from == ClientId(3) => {
             s.keys.encryption = [0; 32];
-            Some(ClientMessage::AdvertiseKeys(s))
+            Some(ClientMessage::Join(s))
         }
         m => Some(m),
     });
@@ -1419,7 +1860,7 @@ fn low_order_keys_are_dropped_at_advertise() {
     assert!(matches!(
         dropped(&l, ClientId(3)),
         Some((
-            Stage::AdvertiseKeys,
+            Stage::Join,
             DropReason::Misbehaved(ProtocolError::Crypto(CryptoError::NonContributory { .. }))
         ))
     ));
@@ -1431,7 +1872,7 @@ fn low_order_keys_are_dropped_at_advertise() {
         assert_eq!(
             dropped(&l, ClientId(c)),
             Some((
-                Stage::AdvertiseKeys,
+                Stage::Join,
                 DropReason::Misbehaved(ProtocolError::Crypto(CryptoError::BadPoint {
                     what: "mask-agreement key",
                     why
@@ -1447,7 +1888,7 @@ fn silent_clients_are_dropped_at_the_deadline_of_every_stage() {
     // One client goes silent before each stage's message; the deadlines carry the round.
     let mut l = lab("silent_every_stage", 14, 13, 6);
     let silent_at: BTreeMap<u32, &str> = BTreeMap::from([
-        (1, "advertise-keys"),
+        (1, "reveal"),
         (2, "share-keys"),
         (3, "share-check"),
         (4, "masked-input"),

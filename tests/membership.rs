@@ -2,22 +2,22 @@
 //! with its absolute colluder budget (a private session around it is refused before it reveals
 //! anything), and in a self-selected round every member proves with a VRF of its identity key
 //! that the epoch's seed made it eligible (a server that seats anyone else is caught by every
-//! honest client). Each test runs real clients.
+//! honest client that opens that member's entry: its neighbours, everyone when it is on the
+//! committee, and any client whose audit draws it). Each test runs real clients.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use secagg::engine::{CpuEngine, testing};
-use secagg::host::messages::{ClientMessage, Envelope, ServerMessage, SignedKeys};
+use secagg::host::messages::{ClientMessage, Envelope, SignedKeys};
 use secagg::host::plan::{PlanRequest, colluders_in_cohort, plan};
 use secagg::host::policy::DEFAULT_EPOCH_SECS;
 use secagg::host::selection::{Selection, SelectionError, epoch_at};
 use secagg::host::server::ServerEvent;
-use secagg::host::sim::lab::{DealerFault, Honest, Lab, Script};
+use secagg::host::sim::lab::{DealerFault, Forgery, Honest, Lab};
 use secagg::host::sim::{self, SimConfig, parameter_free_policy, sim_ca, sim_client};
 use secagg::host::{
     Client, ClientError, ClientId, ClientIdentity, ClientPolicy, ClientStatus, DropReason,
@@ -34,9 +34,10 @@ fn now() -> u64 {
 /// The private-session attack: the server announces a round of 1,000 at planner-approved
 /// parameters, then shows the target a cohort of itself and the 50 colluders a deployment of
 /// 1,000 enrolled clients at 5% may hold. The target's budget is absolute (c = 50), so a
-/// cohort of 51 leaves one honest member, below T: it refuses before it advertises its keys.
+/// cohort of 51 leaves one honest member, below T: it refuses at the cohort, before it reveals
+/// its nonce or deals anything (its join carried only public keys).
 #[test]
-fn a_private_session_around_the_target_is_refused_before_keys() {
+fn a_private_session_around_the_target_is_refused_at_the_cohort() {
     let seed = testing::test_seed("private_session");
     let ca = sim_ca(seed);
     let policy = ClientPolicy {
@@ -70,26 +71,27 @@ fn a_private_session_around_the_target_is_refused_before_keys() {
     )
     .expect("the announced round of 1,000 meets the policy");
     let Some(Envelope {
-        message: ClientMessage::Join { nonce_commitment },
+        message: ClientMessage::Join(mine),
         ..
     }) = client.poll_transmit()
     else {
         panic!("the first message is not a join");
     };
-    // The cohort: the target and 50 colluders (their commitments are the server's to make).
-    let mut cohort: Vec<(ClientId, [u8; 32])> = (0..50)
+    // The cohort: the target and 50 colluders (their advertisements are the server's to make).
+    let mut entries: Vec<(ClientId, SignedKeys)> = (0..50)
         .map(|i| {
-            let mut c = [0u8; 32];
-            rng_fill(seed ^ i, &mut c);
-            (ClientId(i as u32), c)
+            let mut forged = mine.clone();
+            rng_fill(seed ^ i, &mut forged.commitment);
+            (ClientId(i as u32), forged)
         })
         .collect();
-    cohort.push((me, nonce_commitment));
-    cohort.sort_by_key(|(id, _)| *id);
+    entries.push((me, mine));
+    let cohort = secagg::host::commit::Cohort::new(entries).unwrap();
+    let welcome = cohort.welcome(cohort.index_of(me).unwrap()).unwrap();
     client
         .handle_message(Envelope {
             round: round.round_id(),
-            message: ServerMessage::Cohort(cohort.into()),
+            message: welcome,
         })
         .unwrap();
     match client.status() {
@@ -181,11 +183,12 @@ fn an_honest_server_leaves_out_an_ineligible_member_and_the_round_completes() {
         ServerEvent::ClientDropped(d) if d.client == outsider => Some((d.stage, d.reason.clone())),
         _ => None,
     });
+    // It advertises its keys and ticket when it joins, and is dropped there.
     assert!(
         matches!(
             &reason,
             Some((
-                Stage::AdvertiseKeys,
+                Stage::Join,
                 DropReason::Misbehaved(ProtocolError::PeerMisbehaved(PeerMisbehaved::Ticket(
                     SelectionError::NotEligible { .. }
                 )))
@@ -200,29 +203,29 @@ fn a_server_that_seats_an_ineligible_member_is_caught_by_every_honest_client() {
     let (mut l, outsider) = ineligible_lab("ineligible_seated", 24);
     let members = l.config().member_ids();
     // The server drops the outsider's advertisement as it must, then puts it back into the
-    // key list it sends: it claims the outsider was eligible.
-    let advert: RefCell<Option<SignedKeys>> = RefCell::new(None);
-    let mut tamper = Script {
-        server: |to, m, out: &mut Vec<_>| match m {
-            ServerMessage::KeyList(list) => {
-                let mut list = list.to_vec();
-                if let Some(a) = advert.borrow().clone() {
-                    list.push((outsider, a));
-                    list.sort_by_key(|(id, _)| *id);
-                }
-                out.push((to, ServerMessage::KeyList(list.into())));
-            }
-            m => out.push((to, m)),
-        },
-        client: |from, m| {
-            if let (true, ClientMessage::AdvertiseKeys(a)) = (from == outsider, &m) {
-                *advert.borrow_mut() = Some(a.clone());
-            }
-            Some(m)
-        },
-    };
-    l.run(&mut tamper).unwrap();
-    assert!(advert.borrow().is_some(), "the outsider never advertised");
+    // cohort it commits to: it claims the outsider was eligible. Every member (the outsider
+    // too) is shown that cohort, and then the key lists that open it.
+    l.up_to("cohort").unwrap();
+    let adverts = l.advertisements();
+    assert!(
+        adverts.contains_key(&outsider),
+        "the outsider never advertised"
+    );
+    let forged = Forgery::new(&l.config().round, adverts);
+    for id in &members {
+        l.deliver(*id, forged.welcome(*id).unwrap()).unwrap();
+    }
+    // The attacker keeps the members' nonces (its honest twin answers to its own cohort) and
+    // answers with the key lists that open the forged one.
+    l.flush().unwrap();
+    let reveals = l.reveals();
+    let roster = forged.roster(&reveals);
+    for id in &members {
+        if let Some(list) = forged.key_list(&roster, &reveals, *id) {
+            l.deliver(*id, list).unwrap();
+        }
+    }
+    l.run(&mut Honest).unwrap();
     for id in members.iter().filter(|id| **id != outsider) {
         let status = l.status(*id);
         assert!(

@@ -365,10 +365,10 @@ async fn a_round_under_attack_completes_for_the_honest() {
         }
     });
     // 12: advertises a masking key of small order (a point of the 8-torsion subgroup, whose
-    // agreement with anyone is predictable). The check comes before the signature's, so the
-    // stale signature is not what drops it.
+    // agreement with anyone is predictable) when it joins. The check comes before the
+    // signature's, so the stale signature is not what drops it.
     let low_order = tamperer(12, |env| {
-        if let ClientMessage::AdvertiseKeys(k) = &mut env.message {
+        if let ClientMessage::Join(k) = &mut env.message {
             k.keys.masking = EIGHT_TORSION[1].compress().to_bytes();
         }
         1
@@ -432,7 +432,7 @@ async fn a_round_under_attack_completes_for_the_honest() {
         .collect();
     check_sum(&report, &config, seed, &included);
     assert_eq!(dropped_at(&report, 10), Some(Stage::ShareKeys));
-    assert_eq!(dropped_at(&report, 12), Some(Stage::AdvertiseKeys));
+    assert_eq!(dropped_at(&report, 12), Some(Stage::Join));
     assert_eq!(dropped_at(&report, 13), None);
     assert_eq!(dropped_at(&report, 14), None);
     // The first stage is now join (the nonce commitment), which the silent client misses.

@@ -344,32 +344,54 @@ pub enum PeerMisbehaved {
         /// n.
         round: usize,
     },
-    /// This client's nonce commitment was altered in the cohort.
-    #[error("our nonce commitment was altered")]
-    OwnCommitmentAltered,
-    /// This client is not in the cohort.
-    #[error("we are not in the cohort")]
+    /// This client's entry is not in the cohort the server committed to.
+    #[error("our entry is not in the cohort")]
     NotInCohort,
-    /// The key list is not sorted by unique client id.
-    #[error("the key list is not sorted by unique client id")]
-    KeyListNotSorted,
-    /// A key-list member that is not in the cohort.
-    #[error("{id} is in the key list but not in the cohort")]
-    ListedOutsideCohort {
-        /// The member.
-        id: ClientId,
+    /// A proof the server sent does not verify, or does not settle what it must.
+    #[error("the proof of the {what} fails: {why}")]
+    BadProof {
+        /// Which list.
+        what: &'static str,
+        /// Why.
+        why: crate::merkle::SetError,
     },
-    /// A revealed nonce does not open its commitment (which would let the server choose the
-    /// graph after seeing keys).
+    /// A revealed nonce of a member that is not on the committee.
+    #[error("a nonce revealed for cohort index {index}, which is not on the committee")]
+    RevealOutsideCommittee {
+        /// The member's cohort index.
+        index: u32,
+    },
+    /// A revealed nonce does not open its commitment in the cohort (which would let the server
+    /// choose the graph after seeing the nonces).
     #[error("the nonce of {id} does not open its commitment in the cohort")]
     NonceMismatch {
         /// Whose nonce.
         id: ClientId,
     },
-    /// This client's own keys were altered in the key list.
-    #[error("our keys were altered")]
-    OwnKeysAltered,
-    /// This client is not in the key list.
+    /// A present neighbour on the committee whose nonce was not revealed (the server left it
+    /// out of the graph's seed but kept it in the round).
+    #[error("{id} is on the committee and present, but its nonce was not revealed")]
+    UnrevealedCommitteeMember {
+        /// The member.
+        id: ClientId,
+    },
+    /// The server did not open a cohort entry or a list leaf this client needs or asked for.
+    #[error("the server did not open the {what} at index {index}")]
+    EntryMissing {
+        /// Which list.
+        what: &'static str,
+        /// The index.
+        index: u32,
+    },
+    /// A committed set of ring positions names a position outside the ring.
+    #[error("the {what} names ring position {value}, outside the cohort")]
+    SetOutOfRange {
+        /// Which set.
+        what: &'static str,
+        /// The value.
+        value: u32,
+    },
+    /// This client is not in the present set.
     #[error("we are not in the key list")]
     NotInKeyList,
     /// Advertisements whose signatures do not verify, which the server forwarded.
@@ -437,15 +459,6 @@ pub enum PeerMisbehaved {
         /// The neighbour.
         id: ClientId,
     },
-    /// The survivor list is not sorted by unique client id.
-    #[error("the survivor list is not sorted by unique client id")]
-    SurvivorListNotSorted,
-    /// The survivor list names a client outside the key list.
-    #[error("the survivor list names {id}, who is not in the key list")]
-    SurvivorNotMember {
-        /// The client.
-        id: ClientId,
-    },
     /// The survivor list leaves out this client, which sent its masked input.
     #[error("the survivor list leaves out this client, which sent its masked input")]
     SurvivorListOmitsSelf,
@@ -461,12 +474,6 @@ pub enum PeerMisbehaved {
     /// The survivor-list signatures are not sorted by unique signer.
     #[error("the signatures are not sorted by unique signer")]
     SignaturesNotSorted,
-    /// A survivor-list signature from a client that is not a survivor.
-    #[error("a survivor-list signature from {signer}, who is not a survivor")]
-    SignerNotSurvivor {
-        /// The signer.
-        signer: ClientId,
-    },
     /// Survivor-list signatures or certificates that do not verify.
     #[error("invalid survivor-list signatures or certificates from {}", list(ids))]
     BadSurvivorSignatures {
@@ -662,6 +669,14 @@ pub enum ProtocolError {
     /// The peer sent something the protocol forbids.
     #[error(transparent)]
     PeerMisbehaved(#[from] PeerMisbehaved),
+    /// Fewer committee members revealed their nonce than this client's quorum.
+    #[error("only {have} committee members revealed their nonce, {need} needed")]
+    TooFewReveals {
+        /// Nonces revealed.
+        have: usize,
+        /// The quorum.
+        need: usize,
+    },
     /// Fewer clients than the threshold remain.
     #[error("only {have} clients remain at {stage}, {need} needed")]
     TooFewClients {

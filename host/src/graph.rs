@@ -1,64 +1,103 @@
-//! The neighbour graph: a Harary graph H(k, n) over a permutation of the clients that
-//! advertised keys, seeded by the round's graph seed (the cohort and the clients' committed
-//! nonces, see [`GraphSeed`]) so that every party derives the same graph.
+//! The neighbour graph: a Harary graph H(k, n) over a ring of the cohort's n members, their
+//! order on the ring drawn from the round's graph seed (see [`GraphSeed`]) so that every party
+//! derives the same graph.
 //!
-//! Positions on a ring of n: each is joined to the ⌊k/2⌋ nearest positions on either side;
-//! for odd k, also to the opposite position (n even), or — for odd n — positions
-//! 0..=(n−1)/2 are joined to the position (n+1)/2 ahead, which gives position 0 one extra
-//! neighbour (Harary's construction). k ≥ n − 1 gives the complete graph of classic SecAgg.
-//! The permutation hides which clients are neighbours until the keys are fixed.
+//! Members are named by their index in the cohort (its sorted order, the leaf index of the
+//! cohort commitment). The ring is a uniformly random permutation of the indices: Fisher–Yates
+//! driven by ChaCha20 from the seed, with unbiased draws. Each ring position is joined to the
+//! ⌊k/2⌋ nearest positions on either side; for odd k, also to the opposite position (n even),
+//! or — for odd n — positions 0..=(n−1)/2 are joined to the position (n+1)/2 ahead, which
+//! gives position 0 one extra neighbour (Harary's construction). k ≥ n − 1 gives the complete
+//! graph of classic SecAgg.
+//!
+//! Deriving the ring costs O(n) time on every party — a few microseconds per thousand members
+//! — and no bytes: the seed and n are all it takes. A client then keeps only its [`Window`]:
+//! the ring around itself, its neighbours and theirs (about 4k positions), which is all the
+//! later stages ask of the graph.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
-use crate::ClientId;
 use crate::crypto::GraphSeed;
 
-/// Who is whose neighbour in one round.
+/// The positions joined to position `p` on a ring of `n` with degree `k` (capped at n − 1),
+/// increasing, without `p`.
+pub fn harary(n: usize, k: usize, p: usize) -> Vec<usize> {
+    if p >= n {
+        return Vec::new();
+    }
+    let k = k.min(n.saturating_sub(1));
+    if k + 1 >= n {
+        return (0..n).filter(|q| *q != p).collect();
+    }
+    let mut out = Vec::with_capacity(k + 1);
+    for j in 1..=k / 2 {
+        out.push((p + j) % n);
+        out.push((p + n - j) % n);
+    }
+    if k % 2 == 1 {
+        if n % 2 == 0 {
+            out.push((p + n / 2) % n);
+        } else {
+            let half = n.div_ceil(2);
+            let last = (n - 1) / 2;
+            if p <= last {
+                out.push((p + half) % n);
+            }
+            let back = (p + n - half) % n;
+            if back <= last {
+                out.push(back);
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out.retain(|q| *q != p);
+    out
+}
+
+/// The whole ring, as the server (and anyone holding the seed) derives it.
 #[derive(Clone, Debug)]
-pub struct NeighborGraph {
-    ring: Vec<ClientId>,
-    position: HashMap<ClientId, usize>,
+pub struct Ring {
+    /// Ring position → cohort index.
+    order: Vec<u32>,
+    /// Cohort index → ring position.
+    place: Vec<u32>,
     degree: usize,
 }
 
-impl NeighborGraph {
-    /// The graph over `members` (the clients that advertised keys, any order) with degree
-    /// `k` (capped at `members − 1`), permuted by the seed.
-    pub fn new(seed: &GraphSeed, members: &[ClientId], k: usize) -> Self {
-        let mut ring: Vec<ClientId> = members.to_vec();
-        ring.sort_unstable();
-        ring.dedup();
+impl Ring {
+    /// The ring of `n` members (indices 0..n) for degree `k` (capped at n − 1), permuted by
+    /// the seed.
+    pub fn new(seed: &GraphSeed, n: usize, k: usize) -> Self {
+        let mut order: Vec<u32> = (0..n as u32).collect();
         let mut rng = ChaCha20Rng::from_seed(seed.0);
         // Fisher–Yates with unbiased draws, so every platform derives the same ring.
-        for i in (1..ring.len()).rev() {
+        for i in (1..n).rev() {
             let j = uniform_below(&mut rng, i as u64 + 1) as usize;
-            ring.swap(i, j);
+            order.swap(i, j);
         }
-        let position = ring.iter().enumerate().map(|(p, id)| (*id, p)).collect();
-        let degree = k.min(ring.len().saturating_sub(1));
+        let mut place = vec![0u32; n];
+        for (p, i) in order.iter().enumerate() {
+            place[*i as usize] = p as u32;
+        }
         Self {
-            ring,
-            position,
-            degree,
+            order,
+            place,
+            degree: k.min(n.saturating_sub(1)),
         }
     }
 
     /// The number of members.
     pub fn len(&self) -> usize {
-        self.ring.len()
+        self.order.len()
     }
 
-    /// Whether the graph has no members.
+    /// Whether the ring is empty.
     pub fn is_empty(&self) -> bool {
-        self.ring.is_empty()
-    }
-
-    /// Whether `id` is a member.
-    pub fn contains(&self, id: ClientId) -> bool {
-        self.position.contains_key(&id)
+        self.order.is_empty()
     }
 
     /// The degree asked for (capped at n − 1); one vertex may have one more (odd k, odd n).
@@ -66,49 +105,109 @@ impl NeighborGraph {
         self.degree
     }
 
-    /// The neighbours of `id`, sorted; empty for a non-member.
-    pub fn neighbors(&self, id: ClientId) -> Vec<ClientId> {
-        let Some(&p) = self.position.get(&id) else {
+    /// Where member `index` sits on the ring.
+    pub fn position(&self, index: u32) -> Option<usize> {
+        self.place.get(index as usize).map(|p| *p as usize)
+    }
+
+    /// The member at ring position `position`.
+    pub fn at(&self, position: usize) -> Option<u32> {
+        self.order.get(position).copied()
+    }
+
+    /// The neighbours of member `index`, by cohort index, increasing; empty for a non-member.
+    pub fn neighbors(&self, index: u32) -> Vec<u32> {
+        let Some(p) = self.position(index) else {
             return Vec::new();
         };
-        let n = self.ring.len();
-        let k = self.degree;
-        let mut out = BTreeSet::new();
-        if k + 1 >= n {
-            out.extend(self.ring.iter().copied().filter(|&c| c != id));
-            return out.into_iter().collect();
-        }
-        for j in 1..=k / 2 {
-            out.insert(self.ring[(p + j) % n]);
-            out.insert(self.ring[(p + n - j) % n]);
-        }
-        if k % 2 == 1 {
-            if n % 2 == 0 {
-                out.insert(self.ring[(p + n / 2) % n]);
-            } else {
-                let half = n.div_ceil(2);
-                let last = (n - 1) / 2;
-                if p <= last {
-                    out.insert(self.ring[(p + half) % n]);
-                }
-                let back = (p + n - half) % n;
-                if back <= last {
-                    out.insert(self.ring[back]);
-                }
-            }
-        }
-        out.remove(&id);
-        out.into_iter().collect()
+        let mut out: Vec<u32> = harary(self.len(), self.degree, p)
+            .into_iter()
+            .map(|q| self.order[q])
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// Whether `a` and `b` are neighbours.
-    pub fn are_neighbors(&self, a: ClientId, b: ClientId) -> bool {
+    pub fn are_neighbors(&self, a: u32, b: u32) -> bool {
         a != b && self.neighbors(a).binary_search(&b).is_ok()
+    }
+
+    /// What member `index` keeps of the ring: itself, its neighbours and their neighbours.
+    pub fn window(&self, index: u32) -> Option<Window> {
+        let p = self.position(index)?;
+        let (n, k) = (self.len(), self.degree);
+        let mut positions = BTreeMap::new();
+        positions.insert(p, self.order[p]);
+        for q in harary(n, k, p) {
+            positions.insert(q, self.order[q]);
+            for r in harary(n, k, q) {
+                positions.insert(r, self.order[r]);
+            }
+        }
+        let indices = positions.iter().map(|(p, i)| (*i, *p)).collect();
+        Some(Window {
+            n,
+            degree: k,
+            me: index,
+            positions,
+            indices,
+        })
+    }
+}
+
+/// The part of the ring one member keeps: enough to name its neighbours and each neighbour's
+/// neighbours (the holders of every secret it holds a share of).
+#[derive(Clone, Debug)]
+pub struct Window {
+    n: usize,
+    degree: usize,
+    me: u32,
+    positions: BTreeMap<usize, u32>,
+    indices: HashMap<u32, usize>,
+}
+
+impl Window {
+    /// The member whose window this is.
+    pub fn me(&self) -> u32 {
+        self.me
+    }
+
+    /// The ring's size.
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    /// Whether the ring is empty (never, for a window).
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Where member `index` sits, if the window holds it.
+    pub fn position(&self, index: u32) -> Option<usize> {
+        self.indices.get(&index).copied()
+    }
+
+    /// The ring positions joined to member `index`'s, if the window holds it.
+    pub fn neighbor_positions(&self, index: u32) -> Option<Vec<usize>> {
+        Some(harary(self.n, self.degree, self.position(index)?))
+    }
+
+    /// The neighbours of member `index` by cohort index, increasing — if the window holds it
+    /// and all of them (it does for itself and its neighbours).
+    pub fn neighbors(&self, index: u32) -> Option<Vec<u32>> {
+        let mut out = self
+            .neighbor_positions(index)?
+            .into_iter()
+            .map(|q| self.positions.get(&q).copied())
+            .collect::<Option<Vec<u32>>>()?;
+        out.sort_unstable();
+        Some(out)
     }
 }
 
 /// A uniform draw from 0..n by rejection (no modulo bias).
-fn uniform_below(rng: &mut ChaCha20Rng, n: u64) -> u64 {
+pub(crate) fn uniform_below(rng: &mut ChaCha20Rng, n: u64) -> u64 {
     let zone = u64::MAX - (u64::MAX % n);
     loop {
         let x = rng.next_u64();
@@ -122,13 +221,9 @@ fn uniform_below(rng: &mut ChaCha20Rng, n: u64) -> u64 {
 mod tests {
     use super::*;
 
-    fn members(n: u32) -> Vec<ClientId> {
-        (0..n).map(ClientId).collect()
-    }
-
-    fn check_symmetric_and_degree(g: &NeighborGraph, ids: &[ClientId], k: usize) {
+    fn check_symmetric_and_degree(g: &Ring, k: usize) {
         let mut extra = 0;
-        for &a in ids {
+        for a in 0..g.len() as u32 {
             let na = g.neighbors(a);
             assert!(!na.contains(&a));
             for &b in &na {
@@ -146,17 +241,16 @@ mod tests {
     #[test]
     fn harary_graphs_are_symmetric_with_degree_k() {
         let seed = GraphSeed([7; 32]);
-        for n in [3u32, 4, 5, 10, 11, 100, 101] {
-            let ids = members(n);
+        for n in [3usize, 4, 5, 10, 11, 100, 101] {
             for k in [2usize, 3, 4, 5, 21, 22] {
-                if k >= n as usize {
+                if k >= n {
                     continue;
                 }
-                let g = NeighborGraph::new(&seed, &ids, k);
-                check_symmetric_and_degree(&g, &ids, k);
+                let g = Ring::new(&seed, n, k);
+                check_symmetric_and_degree(&g, k);
                 // Odd k with even n is exactly regular.
                 if k % 2 == 1 && n % 2 == 0 || k % 2 == 0 {
-                    assert!(ids.iter().all(|&a| g.neighbors(a).len() == k));
+                    assert!((0..n as u32).all(|a| g.neighbors(a).len() == k));
                 }
             }
         }
@@ -164,36 +258,47 @@ mod tests {
 
     #[test]
     fn complete_graph_when_k_reaches_n_minus_one() {
-        let ids = members(6);
-        let g = NeighborGraph::new(&GraphSeed([1; 32]), &ids, 99);
-        for &a in &ids {
+        let g = Ring::new(&GraphSeed([1; 32]), 6, 99);
+        for a in 0..6 {
             assert_eq!(g.neighbors(a).len(), 5);
         }
     }
 
     #[test]
-    fn same_session_same_graph_other_session_other_graph() {
-        let ids = members(50);
-        let a = NeighborGraph::new(&GraphSeed([1; 32]), &ids, 4);
-        let b = NeighborGraph::new(&GraphSeed([1; 32]), &ids, 4);
-        let c = NeighborGraph::new(&GraphSeed([2; 32]), &ids, 4);
-        let na: Vec<_> = ids.iter().map(|&i| a.neighbors(i)).collect();
-        let nb: Vec<_> = ids.iter().map(|&i| b.neighbors(i)).collect();
-        let nc: Vec<_> = ids.iter().map(|&i| c.neighbors(i)).collect();
+    fn same_seed_same_graph_other_seed_other_graph() {
+        let a = Ring::new(&GraphSeed([1; 32]), 50, 4);
+        let b = Ring::new(&GraphSeed([1; 32]), 50, 4);
+        let c = Ring::new(&GraphSeed([2; 32]), 50, 4);
+        let na: Vec<_> = (0..50).map(|i| a.neighbors(i)).collect();
+        let nb: Vec<_> = (0..50).map(|i| b.neighbors(i)).collect();
+        let nc: Vec<_> = (0..50).map(|i| c.neighbors(i)).collect();
         assert_eq!(na, nb);
         assert_ne!(na, nc);
-        // Order of the member list does not matter.
-        let mut rev = ids.clone();
-        rev.reverse();
-        let d = NeighborGraph::new(&GraphSeed([1; 32]), &rev, 4);
-        let nd: Vec<_> = ids.iter().map(|&i| d.neighbors(i)).collect();
-        assert_eq!(na, nd);
     }
 
     #[test]
     fn non_members_have_no_neighbors() {
-        let g = NeighborGraph::new(&GraphSeed([0; 32]), &members(5), 2);
-        assert!(g.neighbors(ClientId(99)).is_empty());
-        assert!(!g.are_neighbors(ClientId(0), ClientId(0)));
+        let g = Ring::new(&GraphSeed([0; 32]), 5, 2);
+        assert!(g.neighbors(99).is_empty());
+        assert!(!g.are_neighbors(0, 0));
+        assert!(g.window(99).is_none());
+    }
+
+    #[test]
+    fn a_window_answers_for_its_member_and_its_neighbours() {
+        for (n, k) in [(40usize, 6usize), (41, 7), (40, 7), (9, 8), (1000, 78)] {
+            let g = Ring::new(&GraphSeed([3; 32]), n, k);
+            for me in [0u32, 7, (n - 1) as u32] {
+                let w = g.window(me).unwrap();
+                assert_eq!(w.neighbors(me).unwrap(), g.neighbors(me));
+                for v in g.neighbors(me) {
+                    assert_eq!(w.neighbors(v).unwrap(), g.neighbors(v), "n {n} k {k}");
+                }
+                // It keeps O(k) of the ring, not all of it (but for the complete graph).
+                if k + 1 < n {
+                    assert!(w.positions.len() <= 4 * k + 4, "{}", w.positions.len());
+                }
+            }
+        }
     }
 }

@@ -86,6 +86,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod commit;
 pub mod config;
 mod credentials;
 pub mod crypto;

@@ -1,12 +1,12 @@
 //! The messages of a round, as typed values. [`crate::codec`] turns them into bytes and back.
 
-use std::sync::Arc;
-
 use secagg_engine::packed;
 
+pub use crate::crypto::ListCommitment;
 use crate::crypto::PublicKeys;
 use crate::error::CodecError;
 use crate::identity::{CERT_LEN, Certificate, IdentityError, IdentityPublicKey};
+pub use crate::merkle::{Proof, SetOpening};
 use crate::{ClientId, Stage};
 
 /// How a client proves which id its keys belong to. Kept as the bytes that travel, and parsed
@@ -57,22 +57,125 @@ impl Credential {
     }
 }
 
-/// A client's advertisement: its round keys and graph nonce, signed with its identity key
-/// over the round digest, the cohort digest and its id.
+/// A client's advertisement, sent when it joins: its round keys and its commitment to a graph
+/// nonce, signed with its identity key over the round digest and its id. It becomes the
+/// client's leaf of the cohort commitment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignedKeys {
     /// The two round keys.
     pub keys: PublicKeys,
-    /// The graph nonce, committed in the cohort.
-    pub nonce: [u8; 32],
+    /// The commitment to its graph nonce ([`crate::crypto::nonce_commitment`]).
+    pub commitment: [u8; 32],
     /// Who it is.
     pub credential: Credential,
-    /// Ed25519 signature by the identity key.
+    /// Ed25519 signature by the identity key over [`crate::crypto::advertisement_message`].
     pub signature: [u8; 64],
     /// The proof that this member is eligible, in a round with verifiable self-selection
     /// (see [`crate::selection`]); `None` otherwise. Self-authenticating: it verifies under
     /// the identity key the credential names.
     pub ticket: Option<crate::selection::Ticket>,
+}
+
+/// A cohort entry as the server opens it: in full (a neighbour's, whose keys a client uses), or
+/// only as far as who it is (a committee member's, an audited one's, a signer's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Opening {
+    /// Everything: keys, commitment, credential, signature, ticket.
+    Full(SignedKeys),
+    /// The commitment, the credential and the ticket; the keys and the signature only as
+    /// their digest ([`crate::view::keys_digest`]).
+    Identity(IdentityOpening),
+}
+
+/// The part of a cohort entry that says who the member is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityOpening {
+    /// The nonce commitment.
+    pub commitment: [u8; 32],
+    /// Who it is.
+    pub credential: Credential,
+    /// Its selection ticket, in a self-selected round.
+    pub ticket: Option<crate::selection::Ticket>,
+    /// The digest of its round keys and its signature.
+    pub keys_digest: [u8; 32],
+}
+
+impl Opening {
+    /// The nonce commitment.
+    pub fn commitment(&self) -> Option<&[u8; 32]> {
+        match self {
+            Opening::Full(s) => Some(&s.commitment),
+            Opening::Identity(i) => Some(&i.commitment),
+        }
+    }
+
+    /// The credential.
+    pub fn credential(&self) -> Option<&Credential> {
+        match self {
+            Opening::Full(s) => Some(&s.credential),
+            Opening::Identity(i) => Some(&i.credential),
+        }
+    }
+
+    /// The selection ticket, if the entry carries one.
+    pub fn ticket(&self) -> Option<&crate::selection::Ticket> {
+        match self {
+            Opening::Full(s) => s.ticket.as_ref(),
+            Opening::Identity(i) => i.ticket.as_ref(),
+        }
+    }
+
+    /// The entry in full, if it was opened in full.
+    pub fn full(&self) -> Option<&SignedKeys> {
+        match self {
+            Opening::Full(s) => Some(s),
+            Opening::Identity(_) => None,
+        }
+    }
+}
+
+/// One opened leaf of the cohort: where it sits, whose it is, what of it is shown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenedEntry {
+    /// Its index in the cohort (the leaf index).
+    pub index: u32,
+    /// The member.
+    pub id: ClientId,
+    /// The entry.
+    pub opening: Opening,
+}
+
+/// After the nonces are revealed: what one client needs of the round's membership, with proof.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct KeyList {
+    /// The committee's revealed nonces, (cohort index, nonce), increasing by index.
+    pub reveals: Vec<(u32, [u8; 32])>,
+    /// The set of members present (who revealed their nonce), as ring positions.
+    pub present: ListCommitment,
+    /// Its leaves around this client's neighbourhood on the ring.
+    pub presence: SetOpening,
+    /// The opened cohort entries, increasing by index: each present neighbour in full, each
+    /// absent neighbour, committee member and audited entry at least by identity.
+    pub entries: Vec<OpenedEntry>,
+    /// The proof that opens them under the cohort root.
+    pub proof: Proof,
+}
+
+/// After the consistency round: the survivor set this client signed, the leaves of it this
+/// client asked to audit, and the signatures it must check, with the signers it does not know
+/// yet.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct UnmaskRequest {
+    /// The survivor set's commitment (the one this client signed).
+    pub survivors: ListCommitment,
+    /// The leaves of the survivor set this client asked to audit.
+    pub audit: SetOpening,
+    /// (signer's cohort index, signature), increasing by index.
+    pub signatures: Vec<(u32, [u8; 64])>,
+    /// The signers this client does not know yet, opened by identity, increasing by index.
+    pub identities: Vec<OpenedEntry>,
+    /// The proof that opens them under the cohort root.
+    pub proof: Proof,
 }
 
 /// What a client found wrong with one dealer's bundle.
@@ -196,13 +299,16 @@ pub struct SealedBundle {
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientMessage {
-    /// Stage 0: a commitment to a fresh graph nonce.
-    Join {
-        /// SHA-256 commitment to the nonce ([`crate::crypto::nonce_commitment`]).
-        nonce_commitment: [u8; 32],
+    /// Stage 0: the signed round keys and a commitment to a fresh graph nonce.
+    Join(SignedKeys),
+    /// Stage 1: the graph nonce, revealed now that the cohort is fixed, and the cohort entries
+    /// this client audits (leaf indices).
+    Reveal {
+        /// The nonce its join committed to.
+        nonce: [u8; 32],
+        /// Leaf indices of the cohort to open, drawn by this client after the cohort's root.
+        audit: Vec<u32>,
     },
-    /// Stage 1: the signed round keys.
-    AdvertiseKeys(SignedKeys),
     /// Stage 2: the dealing of both secrets: the self-mask key β·B, the point of the dealer's
     /// own β share, and one sealed bundle (with its share points) per neighbour. σ·B is the
     /// advertised mask key.
@@ -213,6 +319,8 @@ pub enum ClientMessage {
         own_point: [u8; 32],
         /// One bundle per neighbour (`peer` = recipient).
         bundles: Vec<SealedBundle>,
+        /// Leaf indices of the present set to open, drawn after its root.
+        audit: Vec<u32>,
     },
     /// Stage 3: the dealers whose bundles failed this client's checks (empty when all passed).
     ShareCheck(Vec<DealerReport>),
@@ -230,10 +338,12 @@ pub enum ClientMessage {
     /// pieces to the server; a network server assembles the upload first (as
     /// `transport::serve` does).
     MaskedChunk(PackedRun),
-    /// Stage 5: the signature on the survivor list.
+    /// Stage 5: the signature on the survivor set's commitment.
     Consistency {
         /// Ed25519 signature by the identity key over [`crate::crypto::survivors_digest`].
         signature: [u8; 64],
+        /// Leaf indices of the survivor set to open, drawn after its root.
+        audit: Vec<u32>,
     },
     /// Stage 6: one share per owner whose good shares this client holds.
     UnmaskShares(Vec<RevealedShare>),
@@ -300,8 +410,8 @@ impl ClientMessage {
     /// The stage this message completes.
     pub fn stage(&self) -> Stage {
         match self {
-            ClientMessage::Join { .. } => Stage::Join,
-            ClientMessage::AdvertiseKeys(_) => Stage::AdvertiseKeys,
+            ClientMessage::Join(_) => Stage::Join,
+            ClientMessage::Reveal { .. } => Stage::AdvertiseKeys,
             ClientMessage::ShareKeys { .. } => Stage::ShareKeys,
             ClientMessage::ShareCheck(_) => Stage::ShareCheck,
             ClientMessage::MaskedInput(_)
@@ -315,8 +425,8 @@ impl ClientMessage {
     /// A short name for logs and errors.
     pub fn name(&self) -> &'static str {
         match self {
-            ClientMessage::Join { .. } => "join",
-            ClientMessage::AdvertiseKeys(_) => "advertise-keys",
+            ClientMessage::Join(_) => "join",
+            ClientMessage::Reveal { .. } => "reveal",
             ClientMessage::ShareKeys { .. } => "share-keys",
             ClientMessage::ShareCheck(_) => "share-check",
             ClientMessage::MaskedInput(_) | ClientMessage::PackedInput(_) => "masked-input",
@@ -330,24 +440,39 @@ impl ClientMessage {
 /// What the server sends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerMessage {
-    /// After stage 0: the cohort, every member's id and nonce commitment, sorted by id.
-    Cohort(Arc<[(ClientId, [u8; 32])]>),
-    /// After stage 1: every client that advertised keys, sorted by id.
-    KeyList(Arc<[(ClientId, SignedKeys)]>),
-    /// After stage 2: the bundles addressed to this client, one per neighbour that dealt.
-    ShareBundles(Vec<ForwardedBundle>),
+    /// After stage 0: the cohort's commitment and the proof of this client's own entry in it.
+    Cohort {
+        /// The cohort: every member's advertisement, sorted by id.
+        cohort: ListCommitment,
+        /// This client's index in it.
+        position: u32,
+        /// The proof of its entry.
+        proof: Proof,
+    },
+    /// After stage 1: the committee's nonces, who is present, and the entries this client
+    /// needs, with proof.
+    KeyList(KeyList),
+    /// After stage 2: the bundles addressed to this client, one per neighbour that dealt, and
+    /// the present set's leaves it audits.
+    ShareBundles {
+        /// The bundles.
+        bundles: Vec<ForwardedBundle>,
+        /// The audited leaves of the present set.
+        audit: SetOpening,
+    },
     /// After stage 3: the neighbours this client is to mask with (those that dealt and were
     /// not caught cheating), sorted.
     MaskRequest(Vec<ClientId>),
-    /// After stage 4: the clients whose masked input arrived, sorted; survivors sign it.
-    SurvivorList(Arc<[ClientId]>),
-    /// After stage 5: the same list and the signatures on it this client needs to check.
-    UnmaskRequest {
-        /// The survivor list.
-        survivors: Arc<[ClientId]>,
-        /// (signer, signature) pairs, sorted by signer.
-        signatures: Vec<(ClientId, [u8; 64])>,
+    /// After stage 4: the commitment to the survivor set (ring positions of the clients whose
+    /// masked input arrived) and its leaves around this client; survivors sign it.
+    SurvivorList {
+        /// The survivor set.
+        survivors: ListCommitment,
+        /// Its leaves around this client's neighbourhood.
+        opening: SetOpening,
     },
+    /// After stage 5: the signatures this client needs to check.
+    UnmaskRequest(UnmaskRequest),
     /// The round completed; `included` clients are in the sum.
     Completed {
         /// How many inputs the sum holds.
@@ -361,12 +486,12 @@ impl ServerMessage {
     /// A short name for logs and errors.
     pub fn name(&self) -> &'static str {
         match self {
-            ServerMessage::Cohort(_) => "cohort",
+            ServerMessage::Cohort { .. } => "cohort",
             ServerMessage::KeyList(_) => "key-list",
-            ServerMessage::ShareBundles(_) => "share-bundles",
+            ServerMessage::ShareBundles { .. } => "share-bundles",
             ServerMessage::MaskRequest(_) => "mask-request",
-            ServerMessage::SurvivorList(_) => "survivor-list",
-            ServerMessage::UnmaskRequest { .. } => "unmask-request",
+            ServerMessage::SurvivorList { .. } => "survivor-list",
+            ServerMessage::UnmaskRequest(_) => "unmask-request",
             ServerMessage::Completed { .. } => "completed",
             ServerMessage::Aborted(_) => "aborted",
         }
@@ -375,12 +500,12 @@ impl ServerMessage {
     /// The stage whose work this message starts on a client.
     pub fn starts(&self) -> Option<Stage> {
         match self {
-            ServerMessage::Cohort(_) => Some(Stage::AdvertiseKeys),
+            ServerMessage::Cohort { .. } => Some(Stage::AdvertiseKeys),
             ServerMessage::KeyList(_) => Some(Stage::ShareKeys),
-            ServerMessage::ShareBundles(_) => Some(Stage::ShareCheck),
+            ServerMessage::ShareBundles { .. } => Some(Stage::ShareCheck),
             ServerMessage::MaskRequest(_) => Some(Stage::MaskedInput),
-            ServerMessage::SurvivorList(_) => Some(Stage::Consistency),
-            ServerMessage::UnmaskRequest { .. } => Some(Stage::Unmasking),
+            ServerMessage::SurvivorList { .. } => Some(Stage::Consistency),
+            ServerMessage::UnmaskRequest(_) => Some(Stage::Unmasking),
             ServerMessage::Completed { .. } | ServerMessage::Aborted(_) => None,
         }
     }

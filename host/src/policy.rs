@@ -61,6 +61,11 @@ pub struct ClientPolicy {
     /// The length of a self-selection epoch, in seconds (the deployment's; see
     /// [`crate::selection`]).
     pub epoch_secs: u64,
+    /// λ: how many leaves this client opens at random in each list the server commits to (the
+    /// cohort, the present set, the survivor set), after the list's root is fixed, to catch
+    /// entries the server padded the list with (at most [`crate::view::MAX_AUDIT`]; see the
+    /// README's threat model for the odds).
+    pub audit: usize,
     /// The caller's clock (Unix seconds) when the round starts, for the self-selection epoch
     /// check: a self-selected round is accepted only in this epoch or the one before. The
     /// TCP transport and the command line set it; `None` refuses self-selected rounds.
@@ -100,6 +105,7 @@ impl ClientPolicy {
             trust,
             context: None,
             epoch_secs: DEFAULT_EPOCH_SECS,
+            audit: DEFAULT_AUDIT,
             now: None,
             privacy: None,
         }
@@ -139,6 +145,13 @@ impl ClientPolicy {
             return Err(PolicyError::Invalid(format!(
                 "minimum cohort {} is below 3",
                 self.min_cohort
+            )));
+        }
+        if self.audit > crate::view::MAX_AUDIT {
+            return Err(PolicyError::Invalid(format!(
+                "an audit of {} leaves is above the most a server answers, {}",
+                self.audit,
+                crate::view::MAX_AUDIT
             )));
         }
         if self.adversary != Adversary::Curious && self.trust == Trust::Unauthenticated {
@@ -300,6 +313,31 @@ impl ClientPolicy {
         Ok(())
     }
 
+    /// The committee quorum for a cohort of `n` holding up to `colluders` (see
+    /// [`crate::view`]): how many committee nonces the graph seed must hold. Refuses a cohort
+    /// whose committee cannot hold that many.
+    pub fn committee_quorum(&self, n: usize, colluders: usize) -> Result<usize, PolicyError> {
+        let committee = n.min(crate::view::COMMITTEE);
+        let q = crate::plan::committee_quorum(
+            n as u64,
+            colluders as u64,
+            committee as u64,
+            self.security_bits
+                .saturating_add(1)
+                .saturating_add(crate::view::GRIND_BITS),
+        );
+        let q = usize::try_from(q).unwrap_or(usize::MAX);
+        if q > committee {
+            return Err(PolicyError::Committee {
+                n,
+                colluders,
+                committee,
+                quorum: q,
+            });
+        }
+        Ok(q)
+    }
+
     /// (n, k, t) against the planner's security bound for this policy with `colluders`
     /// colluding members (correctness is the operator's concern, not a reason to refuse).
     /// `k` is capped at n − 1 (the graph over fewer clients than planned is complete).
@@ -332,6 +370,8 @@ impl ClientPolicy {
 
 /// The default colluder budget c: 5% of a deployment of a hundred.
 pub const DEFAULT_COLLUDERS: usize = 5;
+/// The default audit: 16 random leaves of each committed list.
+pub const DEFAULT_AUDIT: usize = 16;
 /// The default self-selection epoch: an hour.
 pub const DEFAULT_EPOCH_SECS: u64 = 3600;
 
@@ -407,6 +447,20 @@ pub enum PolicyError {
         colluders: usize,
         /// T.
         min: usize,
+    },
+    /// The cohort's committee cannot hold enough honest members to seed the graph.
+    #[error(
+        "a cohort of {n} with up to {colluders} colluders needs {quorum} of its committee of {committee} to seed the graph: more than it has"
+    )]
+    Committee {
+        /// The cohort's size.
+        n: usize,
+        /// The colluders it may hold.
+        colluders: usize,
+        /// The committee's size.
+        committee: usize,
+        /// The quorum needed.
+        quorum: usize,
     },
     /// A self-selected round this client cannot accept.
     #[error("self-selection: {0}")]

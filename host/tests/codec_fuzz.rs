@@ -8,8 +8,9 @@ use proptest::prelude::*;
 use secagg_host::ClientId;
 use secagg_host::codec::{self, Limits};
 use secagg_host::messages::{
-    ClientMessage, Credential, DealerReport, Envelope, ForwardedBundle, ReportKind, RevealedShare,
-    SealedBundle, ServerMessage, ShareKind, SignedKeys,
+    ClientMessage, Credential, DealerReport, Envelope, ForwardedBundle, IdentityOpening, KeyList,
+    ListCommitment, OpenedEntry, Opening, Proof, ReportKind, RevealedShare, SealedBundle,
+    ServerMessage, SetOpening, ShareKind, SignedKeys, UnmaskRequest,
 };
 
 fn limits() -> Limits {
@@ -37,7 +38,7 @@ fn signed() -> SignedKeys {
             encryption: [1; 32],
             masking: [2; 32],
         },
-        nonce: [3; 32],
+        commitment: [3; 32],
         credential: Credential::certificate(&ca.issue(ClientId(4), &key.public())),
         signature: [5; 64],
         ticket: Some([6; codec::TICKET_LEN]),
@@ -105,10 +106,11 @@ fn decode_everything(bytes: &[u8]) {
 fn samples() -> Vec<Vec<u8>> {
     let l = limits();
     let client = [
-        ClientMessage::Join {
-            nonce_commitment: [1; 32],
+        ClientMessage::Join(signed()),
+        ClientMessage::Reveal {
+            nonce: [1; 32],
+            audit: vec![2, 9],
         },
-        ClientMessage::AdvertiseKeys(signed()),
         ClientMessage::ShareKeys {
             self_key: [6; 32],
             own_point: [7; 32],
@@ -118,6 +120,7 @@ fn samples() -> Vec<Vec<u8>> {
                 self_point: [9; 32],
                 ciphertext: vec![5; secagg_host::crypto::BUNDLE_LEN],
             }],
+            audit: vec![1],
         },
         ClientMessage::ShareCheck(vec![DealerReport {
             dealer: ClientId(2),
@@ -125,7 +128,10 @@ fn samples() -> Vec<Vec<u8>> {
                 bundle_key: [4; 32],
             },
         }]),
-        ClientMessage::Consistency { signature: [7; 64] },
+        ClientMessage::Consistency {
+            signature: [7; 64],
+            audit: vec![3],
+        },
         ClientMessage::MaskedInput((0..40).map(|i| i * 1000 % (1 << 19)).collect()),
         ClientMessage::UnmaskShares(vec![RevealedShare {
             owner: ClientId(3),
@@ -145,20 +151,77 @@ fn samples() -> Vec<Vec<u8>> {
             )
         })
         .collect();
-    for message in [
-        ServerMessage::UnmaskRequest {
-            survivors: vec![ClientId(1), ClientId(2)].into(),
-            signatures: vec![(ClientId(1), [3; 64])],
+    let list = ListCommitment {
+        root: [7; 32],
+        len: 20,
+    };
+    let set = SetOpening {
+        leaves: vec![(3, 4), (4, 9)],
+        proof: Proof {
+            digests: vec![[1; 32], [2; 32]],
+            splits: vec![4, 5],
         },
-        ServerMessage::KeyList(vec![(ClientId(4), signed())].into()),
-        ServerMessage::Cohort(vec![(ClientId(4), [2; 32])].into()),
-        ServerMessage::ShareBundles(vec![ForwardedBundle {
-            sender: ClientId(3),
-            self_key: [6; 32],
-            mask_point: [8; 32],
-            self_point: [9; 32],
-            ciphertext: vec![1; secagg_host::crypto::BUNDLE_LEN],
-        }]),
+    };
+    let entries = vec![
+        OpenedEntry {
+            index: 2,
+            id: ClientId(4),
+            opening: Opening::Full(signed()),
+        },
+        OpenedEntry {
+            index: 5,
+            id: ClientId(7),
+            opening: Opening::Identity(IdentityOpening {
+                commitment: [3; 32],
+                credential: Credential::SelfAsserted([6; 32]),
+                ticket: None,
+                keys_digest: [8; 32],
+            }),
+        },
+    ];
+    for message in [
+        ServerMessage::UnmaskRequest(UnmaskRequest {
+            survivors: list,
+            audit: set.clone(),
+            signatures: vec![(1, [3; 64])],
+            identities: entries[1..].to_vec(),
+            proof: Proof {
+                digests: vec![[4; 32]],
+                splits: vec![9],
+            },
+        }),
+        ServerMessage::KeyList(KeyList {
+            reveals: vec![(2, [5; 32])],
+            present: list,
+            presence: set.clone(),
+            entries,
+            proof: Proof {
+                digests: vec![[6; 32], [7; 32]],
+                splits: vec![3],
+            },
+        }),
+        ServerMessage::Cohort {
+            cohort: list,
+            position: 3,
+            proof: Proof {
+                digests: vec![[2; 32]],
+                splits: vec![1],
+            },
+        },
+        ServerMessage::ShareBundles {
+            bundles: vec![ForwardedBundle {
+                sender: ClientId(3),
+                self_key: [6; 32],
+                mask_point: [8; 32],
+                self_point: [9; 32],
+                ciphertext: vec![1; secagg_host::crypto::BUNDLE_LEN],
+            }],
+            audit: set.clone(),
+        },
+        ServerMessage::SurvivorList {
+            survivors: list,
+            opening: set,
+        },
     ] {
         out.push(codec::encode_server(&Envelope { round: 5, message }));
     }

@@ -565,44 +565,36 @@ fn a_round_is_the_same_on_one_thread_as_on_three() {
     }
 }
 
-/// The cohort, the key list and the survivor list (sent alone, then again in every unmask
-/// request) reach every client through the codec as one shared value each, not n copies; the
-/// bytes are still counted per receiver, and the round still sums exactly.
+/// The cohort, the present set (in the key list) and the survivor set (sent alone, then again
+/// in every unmask request) reach every client through the codec as its own opening of one
+/// commitment per list: every client is shown the same root and count, the cohort at its own
+/// position; the bytes are counted per receiver, and the round still sums exactly.
 #[test]
-fn every_client_gets_one_shared_copy_of_each_list() {
-    use secagg_host::messages::ServerMessage;
+fn every_client_gets_its_own_opening_of_one_commitment_per_list() {
+    use secagg_host::messages::{ListCommitment, ServerMessage};
     use secagg_host::sim::{Network, Tamper};
-    use std::sync::Arc;
 
-    /// Keeps every list delivered (alive, so no two can share an address), by kind.
+    /// Every commitment delivered, by kind, with its recipient and (for the cohort) the
+    /// position it was opened at.
     #[derive(Default)]
-    struct Lists(Vec<(&'static str, ServerMessage)>);
+    struct Lists(Vec<(&'static str, ClientId, ListCommitment, Option<u32>)>);
 
     impl Tamper for Lists {
         fn delivered(
             &mut self,
-            _to: ClientId,
+            to: ClientId,
             envelope: &secagg_host::messages::Envelope<ServerMessage>,
         ) {
-            let kind = match &envelope.message {
-                ServerMessage::Cohort(_) => "cohort",
-                ServerMessage::KeyList(_) => "key list",
-                ServerMessage::SurvivorList(_) | ServerMessage::UnmaskRequest { .. } => "survivors",
+            let (kind, list, position) = match &envelope.message {
+                ServerMessage::Cohort {
+                    cohort, position, ..
+                } => ("cohort", *cohort, Some(*position)),
+                ServerMessage::KeyList(k) => ("present", k.present, None),
+                ServerMessage::SurvivorList { survivors, .. } => ("survivors", *survivors, None),
+                ServerMessage::UnmaskRequest(u) => ("survivors", u.survivors, None),
                 _ => return,
             };
-            self.0.push((kind, envelope.message.clone()));
-        }
-    }
-
-    fn address(m: &ServerMessage) -> usize {
-        match m {
-            ServerMessage::Cohort(c) => Arc::as_ptr(c) as *const u8 as usize,
-            ServerMessage::KeyList(k) => Arc::as_ptr(k) as *const u8 as usize,
-            ServerMessage::SurvivorList(u) => Arc::as_ptr(u) as *const u8 as usize,
-            ServerMessage::UnmaskRequest { survivors, .. } => {
-                Arc::as_ptr(survivors) as *const u8 as usize
-            }
-            _ => 0,
+            self.0.push((kind, to, list, position));
         }
     }
 
@@ -635,21 +627,21 @@ fn every_client_gets_one_shared_copy_of_each_list() {
     let out = net.server().output().unwrap();
     assert_eq!(out.sum[..], want[..round.params()]);
     assert_eq!(out.total_weight, u64::from(want[round.params()]));
-    for (kind, copies) in [("cohort", n), ("key list", n), ("survivors", 2 * n)] {
-        let got: Vec<usize> = lists
-            .0
-            .iter()
-            .filter(|(k, _)| *k == kind)
-            .map(|(_, m)| address(m))
-            .collect();
+    for (kind, copies) in [("cohort", n), ("present", n), ("survivors", 2 * n)] {
+        let got: Vec<_> = lists.0.iter().filter(|l| l.0 == kind).collect();
         assert_eq!(got.len(), copies, "{kind} deliveries");
-        let distinct: std::collections::BTreeSet<usize> = got.into_iter().collect();
-        assert_eq!(
-            distinct.len(),
-            1,
-            "{kind}: {} decoded copies",
-            distinct.len()
-        );
+        let distinct: std::collections::BTreeSet<[u8; 32]> = got.iter().map(|l| l.2.root).collect();
+        assert_eq!(distinct.len(), 1, "{kind}: {} commitments", distinct.len());
+        assert!(got.iter().all(|l| l.2 == got[0].2), "{kind}");
+        assert_eq!(got[0].2.len as usize, n, "{kind}: its count");
+        let to: std::collections::BTreeSet<ClientId> = got.iter().map(|l| l.1).collect();
+        assert_eq!(to.len(), n, "{kind}: every client");
+    }
+    // The cohort is sorted by id: each client is opened at its own rank.
+    let members = cfg.member_ids();
+    for (_, to, _, position) in lists.0.iter().filter(|l| l.0 == "cohort") {
+        let rank = members.iter().position(|m| m == to).unwrap() as u32;
+        assert_eq!(*position, Some(rank), "client {to:?}");
     }
     let key_list = net
         .stages()

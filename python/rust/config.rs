@@ -267,6 +267,7 @@ impl Policy {
             trust,
             context: context_bytes(context)?,
             epoch_secs,
+            audit: secagg_host::policy::DEFAULT_AUDIT,
             now: None,
             privacy: privacy.map(|(epsilon, delta)| PrivacyFloor { epsilon, delta }),
         }

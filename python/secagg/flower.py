@@ -174,8 +174,9 @@ STATE_RECORD = "secagg_state"
 STEPS_RECORD = "secagg_steps"
 #: Wire protocol of the drop-in; both sides must agree. (2: the round context binds the fit
 #: instructions, which nodes check; 3: and how the update is read, for Flower's legacy
-#: records or the Message API.)
-PROTOCOL = "secagg-flower/3"
+#: records or the Message API; 4: secagg's wire v5, whose lists travel as commitments with
+#: openings, and whose config may carry b up to 64.)
+PROTOCOL = "secagg-flower/4"
 #: The update is a legacy FitRes (SecAggPlusWorkflow with a client_fn ClientApp).
 LEGACY_API = "legacy"
 #: The update is the ArrayRecord and weight metric of a Message-API train reply

@@ -177,7 +177,7 @@ def test_the_mod_with_an_unwrapped_strategy_yields_no_model(fa, seed):
 
 @pytest.mark.parametrize("direction, named", [
     ("in", r"secagg's mod of another version \(it says: .*server speaks 'secagg-flower/9', "
-           r"this node 'secagg-flower/3'"),
+           r"this node 'secagg-flower/4'"),
     ("out", r"secagg's mod of another version \('secagg-flower/2'\)"),
 ])
 def test_different_versions_stop_at_setup(fa, seed, direction, named):

@@ -1,40 +1,44 @@
 //! What a client carries from stage to stage once the round's membership is known: the
-//! checked key list and graph (from the key list on), and the shares it holds (from the share
-//! check on). The stage files hand it along; none of them defines state a later one reads.
+//! checked view of the round (session, its window of the ring, its neighbours and the keys it
+//! checked), and the shares it holds (from the share check on). The stage files hand it along;
+//! none of them defines state a later one reads.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
 
 use curve25519_dalek::Scalar;
 use curve25519_dalek::edwards::EdwardsPoint;
 use zeroize::Zeroize;
 
 use crate::ClientId;
-use crate::crypto::SessionId;
-use crate::graph::NeighborGraph;
-use crate::messages::SignedKeys;
+use crate::crypto::{ListCommitment, SessionId};
+use crate::graph::Window;
+use crate::identity::IdentityPublicKey;
 
 /// Everything the later stages need about the round's membership.
 pub(super) struct Membership {
     pub(super) session: SessionId,
-    pub(super) graph: NeighborGraph,
-    pub(super) neighbors: Vec<ClientId>,
-    /// The key list as received (every member's keys and credential).
-    pub(super) list: Arc<[(ClientId, SignedKeys)]>,
-    /// Members whose credential this client has checked, with the identity key it proves.
-    pub(super) identities: HashMap<ClientId, crate::identity::IdentityPublicKey>,
+    /// The cohort's commitment (signers are proved against it).
+    pub(super) cohort: ListCommitment,
+    /// The present set's commitment (audited at the share check).
+    pub(super) present: ListCommitment,
+    /// This client's index in the cohort.
+    pub(super) position: u32,
+    /// Its part of the ring: itself, its neighbours, theirs.
+    pub(super) window: Window,
+    /// Who sits at each cohort index this client has seen (itself, every neighbour, signers
+    /// as they are shown).
+    pub(super) ids: BTreeMap<u32, ClientId>,
+    /// The identity key each checked member proved, by cohort index.
+    pub(super) identities: HashMap<u32, IdentityPublicKey>,
     /// Each neighbour's mask-agreement key, checked under the one rule for points and ready
     /// for agreement (8·S, [`crate::crypto::masking_point`]).
     pub(super) mask_keys: HashMap<ClientId, EdwardsPoint>,
 }
 
 impl Membership {
-    /// The keys of `id`, if it is a member.
-    pub(super) fn entry(&self, id: ClientId) -> Option<&SignedKeys> {
-        self.list
-            .binary_search_by_key(&id, |(i, _)| *i)
-            .ok()
-            .map(|i| &self.list[i].1)
+    /// The cohort index of `id`, if this client has seen it.
+    pub(super) fn index_of(&self, id: ClientId) -> Option<u32> {
+        self.ids.iter().find_map(|(i, v)| (*v == id).then_some(*i))
     }
 }
 

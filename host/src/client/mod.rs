@@ -25,13 +25,17 @@
 //!
 //! | file | waits for | checks, then sends |
 //! |---|---|---|
-//! | `r0_join` | — | a commitment to a fresh graph nonce |
-//! | `r1_advertise_keys` | the cohort | itself in it, its size ≥ T; its keys and nonce, signed |
-//! | `r2_share_keys` | the key list | every nonce against the cohort, each neighbour's certificate and signature, (n, k, t) against the policy; commitments and sealed shares |
-//! | `r3_share_check` | its bundles | each share against its public point; reports cheaters with proof |
+//! | `r0_join` | — | its round keys and a commitment to a fresh graph nonce, signed |
+//! | `r1_advertise_keys` | the cohort's commitment | its own entry in it (proof), its size ≥ T, (n, k, t) and the committee quorum against the policy; its nonce, and the cohort leaves it audits |
+//! | `r2_share_keys` | the key list | every proof; the committee's nonces against their commitments; each neighbour's certificate, signature, ticket and mask key, each committee member's and audited entry's certificate and ticket; commitments and sealed shares, and the present-set leaves it audits |
+//! | `r3_share_check` | its bundles | each share against its public point, the audited leaves; reports cheaters with proof |
 //! | `r4_masked_input` | the mask request | at least t neighbours to mask with; the masked input |
-//! | `r5_consistency` | the survivor list | the list against what it saw; its signature on the list |
-//! | `r6_unmasking` | the signatures | enough valid signatures from each owner's holders; one share per owner |
+//! | `r5_consistency` | the survivor set | its neighbourhood in it (proofs) against what it saw; its signature on the set's commitment, and the leaves it audits |
+//! | `r6_unmasking` | the signatures | the audited leaves; enough valid signatures from each owner's holders; one share per owner |
+//!
+//! Nothing a client receives grows with n: the cohort, the present set and the survivor set
+//! are Merkle commitments ([`crate::view`]), each opened around the client with proofs of
+//! O(log n) digests per entry; the graph is derived from a seed and n.
 //!
 //! A server that misbehaves — a key list with substituted keys, parameters below the policy,
 //! too few neighbours to mask with, survivor lists that could differ between holders, a second
@@ -218,7 +222,7 @@ impl<E, R> Ctx<'_, E, R> {
 }
 
 enum State {
-    Cohort(ExpectCohort),
+    Cohort(Box<ExpectCohort>),
     KeyList(Box<ExpectKeyList>),
     ShareBundles(Box<ExpectShareBundles>),
     MaskRequest(Box<ExpectMaskRequest>),
@@ -338,7 +342,7 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
         let ticket = own_ticket(&identity, &config, &policy)?;
         let round = RoundDigest::of(&config);
         let mut outbox = VecDeque::new();
-        let state = r0_join::join(identity.id, &config, &round, ticket, &mut rng, &mut outbox);
+        let state = r0_join::join(&identity, &config, &round, ticket, &mut rng, &mut outbox);
         Ok(Self {
             identity,
             config,
@@ -352,7 +356,7 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
             stream: None,
             sent_input: false,
             resumed_after_input: false,
-            state: Some(State::Cohort(state)),
+            state: Some(State::Cohort(Box::new(state))),
             outbox,
         })
     }
@@ -477,9 +481,18 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
                 state,
                 ProtocolError::ServerAborted(reason),
             )),
-            (State::Cohort(s), ServerMessage::Cohort(c)) => Ok(s.handle(&mut ctx, &c)),
-            (State::KeyList(s), ServerMessage::KeyList(keys)) => Ok(s.handle(&mut ctx, &keys)),
-            (State::ShareBundles(s), ServerMessage::ShareBundles(b)) => Ok(s.handle(&mut ctx, b)),
+            (
+                State::Cohort(s),
+                ServerMessage::Cohort {
+                    cohort,
+                    position,
+                    proof,
+                },
+            ) => Ok(s.handle(&mut ctx, cohort, position, &proof)),
+            (State::KeyList(s), ServerMessage::KeyList(keys)) => Ok(s.handle(&mut ctx, keys)),
+            (State::ShareBundles(s), ServerMessage::ShareBundles { bundles, audit }) => {
+                Ok(s.handle(&mut ctx, bundles, &audit))
+            }
             (State::MaskRequest(s), ServerMessage::MaskRequest(list)) => {
                 if self.resumed_after_input {
                     Ok(s.resume(&mut ctx, list))
@@ -487,20 +500,16 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
                     s.handle(&mut ctx, list)
                 }
             }
-            (State::Survivors(s), ServerMessage::SurvivorList(u3)) => Ok(s.handle(&mut ctx, &u3)),
-            (
-                State::Unmask(s),
-                ServerMessage::UnmaskRequest {
-                    survivors,
-                    signatures,
-                },
-            ) => Ok(s.handle(&mut ctx, &survivors, &signatures)),
+            (State::Survivors(s), ServerMessage::SurvivorList { survivors, opening }) => {
+                Ok(s.handle(&mut ctx, survivors, &opening))
+            }
+            (State::Unmask(s), ServerMessage::UnmaskRequest(request)) => {
+                Ok(s.handle(&mut ctx, &request))
+            }
             (State::Result(_), ServerMessage::Completed { included }) => {
                 Ok(State::Completed(included))
             }
-            (State::Result(s), ServerMessage::UnmaskRequest { .. }) => {
-                Ok(s.refuse_second_request())
-            }
+            (State::Result(s), ServerMessage::UnmaskRequest(_)) => Ok(s.refuse_second_request()),
             (state, other) => {
                 let e = ProtocolError::UnexpectedMessage {
                     got: other.name(),

@@ -1,92 +1,114 @@
-//! Stage 1 on the client: check the cohort, then advertise the round keys and reveal the
-//! nonce, signed with the identity key over the round and the cohort.
+//! Stage 1 on the client: check the cohort's commitment — its own entry in it, its size against
+//! the policy — then reveal the graph nonce its join committed to, with the cohort leaves it
+//! will audit.
+//!
+//! The stage keeps its name, advertise-keys, from when the keys were sent here; they now go out
+//! with the join, so that the cohort fixes them before any nonce is revealed.
+
+use std::collections::BTreeSet;
 
 use rand_core::CryptoRng;
 use secagg_engine::Backend;
 
 use super::r2_share_keys::ExpectKeyList;
 use super::{Ctx, State};
-use crate::ClientId;
-use crate::crypto::{ADVERTISE_DOMAIN, advertisement_message};
-use crate::crypto::{ClientSecrets, cohort_digest};
+use crate::crypto::{ClientSecrets, ListCommitment};
 use crate::error::{PeerMisbehaved, ProtocolError};
 use crate::messages::{ClientMessage, SignedKeys};
+use crate::view::signed_leaf;
 
 /// Waiting for the cohort.
 pub(super) struct ExpectCohort {
+    secrets: ClientSecrets,
     nonce: [u8; 32],
-    commitment: [u8; 32],
-    ticket: Option<crate::selection::Ticket>,
+    mine: SignedKeys,
 }
 
 impl ExpectCohort {
-    pub(super) fn new(
-        nonce: [u8; 32],
-        commitment: [u8; 32],
-        ticket: Option<crate::selection::Ticket>,
-    ) -> Self {
+    pub(super) fn new(secrets: ClientSecrets, nonce: [u8; 32], mine: SignedKeys) -> Self {
         Self {
+            secrets,
             nonce,
-            commitment,
-            ticket,
+            mine,
         }
     }
 
     pub(super) fn handle<E: Backend, R: CryptoRng>(
         self,
         ctx: &mut Ctx<'_, E, R>,
-        cohort: &[(ClientId, [u8; 32])],
+        cohort: ListCommitment,
+        position: u32,
+        proof: &crate::merkle::Proof,
     ) -> State {
-        match self.advertise(ctx, cohort) {
+        match self.reveal(ctx, cohort, position, proof) {
             Ok(next) => State::KeyList(Box::new(next)),
             Err(e) => State::Aborted(e),
         }
     }
 
-    fn advertise<E: Backend, R: CryptoRng>(
+    fn reveal<E: Backend, R: CryptoRng>(
         self,
         ctx: &mut Ctx<'_, E, R>,
-        cohort: &[(ClientId, [u8; 32])],
+        cohort: ListCommitment,
+        position: u32,
+        proof: &crate::merkle::Proof,
     ) -> Result<ExpectKeyList, ProtocolError> {
-        if cohort.windows(2).any(|w| w[0].0 >= w[1].0) {
-            return Err(PeerMisbehaved::CohortNotSorted.into());
-        }
-        if cohort.len() > ctx.config.clients() {
+        let n = cohort.len as usize;
+        if n > ctx.config.clients() {
             return Err(PeerMisbehaved::CohortTooLarge {
-                named: cohort.len(),
+                named: n,
                 round: ctx.config.clients(),
             }
             .into());
         }
-        ctx.policy
-            .check_size(cohort.len(), ctx.colluders, "the cohort")?;
-        match cohort.binary_search_by_key(&ctx.id, |(id, _)| *id) {
-            Ok(i) if cohort[i].1 == self.commitment => {}
-            Ok(_) => {
-                return Err(PeerMisbehaved::OwnCommitmentAltered.into());
-            }
-            Err(_) => {
-                return Err(PeerMisbehaved::NotInCohort.into());
-            }
-        }
-        let cohort_digest = cohort_digest(ctx.round, cohort);
-        let secrets = ClientSecrets::generate(ctx.rng);
-        let keys = secrets.public_keys();
-        let message = advertisement_message(ctx.round, &cohort_digest, ctx.id, &keys, &self.nonce);
-        let signature = ctx.identity.key.sign(ADVERTISE_DOMAIN, &message);
-        let signed = SignedKeys {
-            keys,
+        ctx.policy.check_size(n, ctx.colluders, "the cohort")?;
+        // The round as it really is: n members, the graph capped at n − 1.
+        ctx.policy.check_shape(
+            n,
+            ctx.config.neighbors(),
+            ctx.config.threshold(),
+            ctx.colluders,
+        )?;
+        let quorum = ctx.policy.committee_quorum(n, ctx.colluders)?;
+        let leaf = signed_leaf(ctx.id, &self.mine);
+        crate::merkle::verify(
+            &cohort.root,
+            u64::from(cohort.len),
+            &[(u64::from(position), ctx.id.0, leaf)],
+            proof,
+        )
+        .map_err(|_| PeerMisbehaved::NotInCohort)?;
+        let audit = draw_leaves(ctx.rng, cohort.len, ctx.policy.audit);
+        ctx.send(ClientMessage::Reveal {
             nonce: self.nonce,
-            credential: ctx.identity.credential.clone(),
-            signature,
-            ticket: self.ticket,
-        };
-        ctx.send(ClientMessage::AdvertiseKeys(signed.clone()));
+            audit: audit.clone(),
+        });
         Ok(ExpectKeyList::new(
-            secrets,
-            signed,
-            cohort.to_vec(),
-            cohort_digest,
+            self.secrets,
+            self.mine,
+            self.nonce,
+            position,
+            cohort,
+            audit,
+            quorum,
         ))
     }
+}
+
+/// `count` distinct leaf indices in `0..len`, increasing, drawn with this client's own
+/// randomness after the list's root is fixed; every leaf when there are no more.
+pub(super) fn draw_leaves<R: CryptoRng>(rng: &mut R, len: u32, count: usize) -> Vec<u32> {
+    if count as u64 >= u64::from(len) {
+        return (0..len).collect();
+    }
+    let mut picked = BTreeSet::new();
+    // Rejection sampling: unbiased.
+    let zone = u32::MAX - u32::MAX % len;
+    while picked.len() < count {
+        let x = rng.next_u32();
+        if x < zone {
+            picked.insert(x % len);
+        }
+    }
+    picked.into_iter().collect()
 }

@@ -1,6 +1,8 @@
 //! Stage 3 on the client: open the bundles from its neighbours and check every share against
 //! its public point (share·B, which the server checked lies on the dealer's polynomial), then
-//! report the dealers whose bundles failed.
+//! report the dealers whose bundles failed. First, the present-set leaves it audited must be
+//! open and keep to their splits: a present set padded with a repeated or out-of-range position
+//! is caught by whoever opens the bad leaf, before it masks anything.
 //!
 //! A bundle that does not authenticate is reported as unreadable (nobody can tell whether the
 //! dealer or the server broke it). A bundle that opens but holds a share off the dealer's
@@ -18,10 +20,12 @@ use super::membership::{Checked, Held, Membership};
 use super::r4_masked_input::ExpectMaskRequest;
 use super::{Ctx, OwnShare, State};
 use crate::ClientId;
+use crate::crypto::ListCommitment;
 use crate::crypto::feldman::matches_points;
 use crate::crypto::{BundleKey, ClientSecrets};
 use crate::error::{PeerMisbehaved, ProtocolError};
-use crate::messages::{ClientMessage, DealerReport, ForwardedBundle, ReportKind};
+use crate::messages::{ClientMessage, DealerReport, ForwardedBundle, ReportKind, SetOpening};
+use crate::view::label;
 
 /// Waiting for the bundles the neighbours sealed for this client.
 pub(super) struct ExpectShareBundles {
@@ -29,6 +33,8 @@ pub(super) struct ExpectShareBundles {
     membership: Membership,
     bundle_keys: HashMap<ClientId, BundleKey>,
     own_self_share: OwnShare,
+    /// The present set's leaves this client audits.
+    audit: Vec<u32>,
 }
 
 impl ExpectShareBundles {
@@ -37,12 +43,14 @@ impl ExpectShareBundles {
         membership: Membership,
         bundle_keys: HashMap<ClientId, BundleKey>,
         own_self_share: OwnShare,
+        audit: Vec<u32>,
     ) -> Self {
         Self {
             secrets,
             membership,
             bundle_keys,
             own_self_share,
+            audit,
         }
     }
 
@@ -50,7 +58,19 @@ impl ExpectShareBundles {
         self,
         ctx: &mut Ctx<'_, E, R>,
         bundles: Vec<ForwardedBundle>,
+        audit: &SetOpening,
     ) -> State {
+        let present = self.membership.present;
+        if let Err(e) = check_audit(
+            audit,
+            label::PRESENT,
+            &present,
+            &self.audit,
+            self.membership.cohort.len,
+            "present set",
+        ) {
+            return State::Aborted(e);
+        }
         let (checked, reports) = match self.check_all(ctx, &bundles) {
             Ok(r) => r,
             Err(e) => return State::Aborted(e),
@@ -146,4 +166,30 @@ impl ExpectShareBundles {
             reports,
         ))
     }
+}
+
+/// The audited leaves of a committed set of ring positions: the opening verifies (its leaves
+/// keep to their splits), every leaf asked for is in it, and every value lies on the ring.
+pub(super) fn check_audit(
+    opening: &SetOpening,
+    label: &[u8],
+    set: &ListCommitment,
+    asked: &[u32],
+    ring: u32,
+    what: &'static str,
+) -> Result<(), ProtocolError> {
+    let shown = opening
+        .check(label, &set.root, set.len)
+        .map_err(|why| PeerMisbehaved::BadProof { what, why })?;
+    if let Some(index) = asked.iter().find(|a| !shown.has_leaf(**a)) {
+        return Err(PeerMisbehaved::EntryMissing {
+            what,
+            index: *index,
+        }
+        .into());
+    }
+    if let Some((_, v)) = shown.leaves().iter().find(|(_, v)| *v >= ring) {
+        return Err(PeerMisbehaved::SetOutOfRange { what, value: *v }.into());
+    }
+    Ok(())
 }

@@ -1,35 +1,45 @@
-//! The wire format, version 4 ([`VERSION`]): one explicit binary layout per message.
+//! The wire format, version 5 ([`VERSION`]): one explicit binary layout per message.
 //!
 //! ```text
-//! version u8 (= 4) | tag u8 | round u64 | body
+//! version u8 (= 5) | tag u8 | round u64 | body
 //! ```
 //! All integers are little-endian. Every count is checked against [`Limits`] and against the
 //! bytes actually present before anything is allocated; decoding rejects trailing bytes.
 //! Masked vectors are packed at b bits per element (a little-endian bit stream), so an
 //! upload costs ⌈(m + 1)·b / 8⌉ bytes rather than 4 or 8 per parameter.
 //!
-//! `signed` = c_pk \[32\], s_pk \[32\], nonce \[32\], credential, signature \[64\], ticket
-//! flag u8 (0 none | 1 a selection ticket \[[`TICKET_LEN`]\] follows);
+//! Version 5 carries the committed lists ([`crate::view`]): no message holds a list of all n
+//! members, and every list a server message opens comes with a Merkle proof of at most
+//! (leaves × ⌈log2 n⌉) digests ([`Limits::depth`]), so every frame is bounded by k, not n.
+//!
+//! `signed` = c_pk \[32\], s_pk \[32\], nonce commitment \[32\], credential, signature \[64\],
+//! ticket flag u8 (0 none | 1 a selection ticket \[[`TICKET_LEN`]\] follows);
 //! `credential` = 0 u8, identity key \[32\] (self-asserted) | 1 u8, certificate \[100\];
-//! `points` = σ share·B \[32\], β share·B \[32\].
+//! `points` = σ share·B \[32\], β share·B \[32\];
+//! `indices` = n u32 (≤ [`crate::view::MAX_AUDIT`]), n × u32;
+//! `proof` = n u32, n × digest \[32\], s u32, s × split u32 (n, s ≤ leaves × ⌈log2 n⌉);
+//! `list` = root \[32\], length u32 (≤ n);
+//! `set` = n u32, n × (leaf u32, value u32), proof;
+//! `opened` = n u32, n × (index u32, id u32, 0 u8 signed | 1 u8 nonce commitment \[32\],
+//! credential, ticket flag (+ ticket), keys digest \[32\]), proof.
 //!
 //! Each tag below is a named constant in [`tag`].
 //!
 //! | tag  | message          | body |
 //! |------|------------------|------|
-//! | 0x01 | Join             | nonce commitment \[32\] |
-//! | 0x02 | AdvertiseKeys    | signed |
-//! | 0x03 | ShareKeys        | β·B \[32\], own β share·B \[32\], n u32, n × (recipient u32, points, bundle \[88\]) |
+//! | 0x01 | Join             | signed |
+//! | 0x02 | Reveal           | nonce \[32\], indices (cohort leaves to audit) |
+//! | 0x03 | ShareKeys        | β·B \[32\], own β share·B \[32\], n u32, n × (recipient u32, points, bundle \[88\]), indices (present-set leaves to audit) |
 //! | 0x04 | ShareCheck       | n u32, n × (dealer u32, kind u8 (0 unreadable, 1 bad shares + bundle key \[32\])) |
 //! | 0x05 | MaskedInput      | b u8, count u32, packed ⌈count·b/8⌉ bytes |
-//! | 0x06 | Consistency      | signature \[64\] |
+//! | 0x06 | Consistency      | signature \[64\], indices (survivor-set leaves to audit) |
 //! | 0x07 | UnmaskShares     | n u32, n × (owner u32, kind u8 (0 self, 1 key), share \[32\]) |
-//! | 0x80 | Cohort           | n u32, n × (id u32, nonce commitment \[32\]) |
-//! | 0x81 | KeyList          | n u32, n × (id u32, signed) |
-//! | 0x82 | ShareBundles     | n u32, n × (sender u32, β·B \[32\], points, bundle \[88\]) |
+//! | 0x80 | Cohort           | list (the cohort), position u32, proof (of its entry) |
+//! | 0x81 | KeyList          | n u32 (≤ 64), n × (index u32, nonce \[32\]), list (present), set, opened |
+//! | 0x82 | ShareBundles     | n u32, n × (sender u32, β·B \[32\], points, bundle \[88\]), set (audited leaves) |
 //! | 0x83 | MaskRequest      | n u32, n × id u32 |
-//! | 0x84 | SurvivorList     | n u32, n × id u32 |
-//! | 0x85 | UnmaskRequest    | n u32, n × id u32, s u32, s × (signer u32, signature \[64\]) |
+//! | 0x84 | SurvivorList     | list (survivors), set |
+//! | 0x85 | UnmaskRequest    | list (survivors), set (audited leaves), s u32, s × (signer index u32, signature \[64\]), opened |
 //! | 0x86 | Completed        | included u32 |
 //! | 0x87 | Aborted          | len u16, UTF-8 reason (≤ 1024 bytes) |
 //!
@@ -80,9 +90,10 @@ pub use round::{
 use crate::crypto::BUNDLE_LEN;
 use crate::error::CodecError;
 use crate::messages::Credential;
+use crate::view::{COMMITTEE, MAX_AUDIT};
 
 /// The wire version this build speaks.
-pub const VERSION: u8 = 4;
+pub const VERSION: u8 = 5;
 /// Bytes before the body: version, tag, round id.
 pub const HEADER_LEN: usize = 10;
 /// Longest abort reason accepted.
@@ -115,34 +126,83 @@ impl Limits {
         }
     }
 
+    /// The depth of the deepest tree a round of these limits commits to: a proof holds at
+    /// most this many digests per opened leaf.
+    pub fn depth(&self) -> usize {
+        crate::merkle::depth(self.max_clients as u64) as usize
+    }
+
+    /// The most leaves a set opening holds: each of a client's neighbours, itself and the
+    /// Harary graph's extra neighbour, two leaves each (the leaves around an absent one), and
+    /// the audited leaves.
+    pub fn max_set_leaves(&self) -> usize {
+        2 * (self.max_neighbors + 2) + MAX_AUDIT
+    }
+
+    /// The most cohort entries a key list opens: the neighbours, the committee, the audited
+    /// leaves.
+    pub fn max_entries(&self) -> usize {
+        self.max_neighbors + COMMITTEE + MAX_AUDIT
+    }
+
+    /// The most signers an unmask request names: the holders of every secret a client holds
+    /// a share of (its neighbours' neighbourhoods), at most the whole round.
+    pub fn max_signers(&self) -> usize {
+        (self.max_neighbors + 1)
+            .saturating_mul(self.max_neighbors + 1)
+            .min(self.max_clients)
+    }
+
     /// The largest frame a client may send over the transport under these limits: the
     /// masked vector goes in chunks and every list is per neighbour, so this depends on k
     /// (not on n, and not on m).
     pub fn max_client_frame(&self) -> usize {
         let k = self.max_neighbors;
-        let share_keys = HEADER_LEN + 64 + 4 + k * (4 + 64 + BUNDLE_LEN);
+        let audit = 4 + 4 * MAX_AUDIT;
+        let share_keys = HEADER_LEN + 64 + 4 + k * (4 + 64 + BUNDLE_LEN) + audit;
         let advertise = HEADER_LEN + SIGNED_KEYS_LEN;
+        let reveal = HEADER_LEN + 32 + audit;
+        let consistency = HEADER_LEN + 64 + audit;
         let check = HEADER_LEN + 4 + k * (4 + 1 + 32);
         let chunk = HEADER_LEN + 8 + packed_len(CHUNK_ELEMS, self.bits);
         let unmask = HEADER_LEN + 4 + (k + 1) * (4 + 1 + 32);
-        [share_keys, advertise, check, chunk, unmask, HELLO_MAX]
-            .into_iter()
-            .max()
-            .unwrap_or(HELLO_MAX)
+        [
+            share_keys,
+            advertise,
+            reveal,
+            consistency,
+            check,
+            chunk,
+            unmask,
+            HELLO_MAX,
+        ]
+        .into_iter()
+        .max()
+        .unwrap_or(HELLO_MAX)
     }
 
-    /// The largest frame the server sends under these limits.
+    /// The largest frame the server sends under these limits: every list it sends is
+    /// opened around one client, so this depends on k and log n, not on n.
     pub fn max_server_frame(&self) -> usize {
-        let n = self.max_clients;
-        let cohort = HEADER_LEN + 4 + n * 36;
-        let keys = HEADER_LEN + 4 + n * (4 + SIGNED_KEYS_LEN);
-        let bundles = HEADER_LEN + 4 + n * (4 + 96 + BUNDLE_LEN);
-        let unmask = HEADER_LEN + 8 + n * (4 + 4 + 64);
+        let d = self.depth();
+        let list = 36;
+        let proof = |n: usize| 8 + n * d * 36;
+        let set = 4 + self.max_set_leaves() * 8 + proof(self.max_set_leaves());
+        let opened = |n: usize| 4 + n * (9 + SIGNED_KEYS_LEN) + proof(n);
+        let cohort = HEADER_LEN + list + 4 + proof(1);
+        let keys = HEADER_LEN + 4 + COMMITTEE * 36 + list + set + opened(self.max_entries());
+        let bundles = HEADER_LEN + 4 + self.max_neighbors * (4 + 96 + BUNDLE_LEN) + set;
+        let survivors = HEADER_LEN + list + set;
+        let unmask =
+            HEADER_LEN + list + set + 4 + self.max_signers() * 68 + opened(self.max_signers());
+        let partners = HEADER_LEN + 4 + 4 * self.max_neighbors;
         [
             cohort,
             keys,
             bundles,
+            survivors,
             unmask,
+            partners,
             HEADER_LEN + 2 + MAX_REASON,
             WELCOME_MAX,
         ]
@@ -156,10 +216,10 @@ impl Limits {
 /// the server's (0x80..=0x87), and the transport's own frames (0x10.., 0x90..). The table in
 /// the module docs gives each body.
 pub mod tag {
-    /// Client, stage 0: a commitment to its graph nonce.
+    /// Client, stage 0: its signed round keys and a commitment to its graph nonce.
     pub const JOIN: u8 = 0x01;
-    /// Client, stage 1: its signed round keys.
-    pub const ADVERTISE_KEYS: u8 = 0x02;
+    /// Client, stage 1: its graph nonce, revealed, and the cohort entries it audits.
+    pub const REVEAL: u8 = 0x02;
     /// Client, stage 2: its dealing, one sealed bundle per neighbour.
     pub const SHARE_KEYS: u8 = 0x03;
     /// Client, stage 3: the dealers whose bundles failed its checks.
@@ -174,17 +234,17 @@ pub mod tag {
     pub const HELLO: u8 = 0x10;
     /// One chunk of a masked vector.
     pub const CHUNK: u8 = 0x13;
-    /// Server: the cohort.
+    /// Server: the cohort's commitment and the proof of one client's entry.
     pub const COHORT: u8 = 0x80;
-    /// Server: every client's advertised keys.
+    /// Server: the committee's nonces and the cohort entries one client needs.
     pub const KEY_LIST: u8 = 0x81;
     /// Server: the bundles addressed to one client.
     pub const SHARE_BUNDLES: u8 = 0x82;
     /// Server: the neighbours a client masks with.
     pub const MASK_REQUEST: u8 = 0x83;
-    /// Server: the clients whose masked input arrived.
+    /// Server: the survivor set's commitment, opened around one client.
     pub const SURVIVOR_LIST: u8 = 0x84;
-    /// Server: the survivor list with the signatures a client checks.
+    /// Server: the signatures a client checks on the survivor set.
     pub const UNMASK_REQUEST: u8 = 0x85;
     /// Server: the round completed.
     pub const COMPLETED: u8 = 0x86;

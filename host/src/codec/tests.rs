@@ -11,8 +11,9 @@ use crate::config::{Quantization, RoundConfig};
 use crate::crypto::{BUNDLE_LEN, PublicKeys};
 use crate::identity::CERT_LEN;
 use crate::messages::{
-    ClientMessage, Credential, DealerReport, Envelope, ForwardedBundle, PackedRun, ReportKind,
-    RevealedShare, SealedBundle, ServerMessage, ShareKind, SignedKeys,
+    ClientMessage, Credential, DealerReport, Envelope, ForwardedBundle, IdentityOpening, KeyList,
+    ListCommitment, OpenedEntry, Opening, PackedRun, Proof, ReportKind, RevealedShare,
+    SealedBundle, ServerMessage, SetOpening, ShareKind, SignedKeys, UnmaskRequest,
 };
 
 pub(crate) fn limits() -> Limits {
@@ -38,7 +39,7 @@ pub(crate) fn signed(cert: bool) -> SignedKeys {
             encryption: [1; 32],
             masking: [2; 32],
         },
-        nonce: [3; 32],
+        commitment: [3; 32],
         credential,
         signature: [4; 64],
         // Both encodings: with a certificate, also a selection ticket.
@@ -49,11 +50,12 @@ pub(crate) fn signed(cert: bool) -> SignedKeys {
 /// The client messages the round-trip test checks, one of each, with both credentials.
 pub(crate) fn client_samples() -> Vec<ClientMessage> {
     vec![
-        ClientMessage::Join {
-            nonce_commitment: [1; 32],
+        ClientMessage::Join(signed(true)),
+        ClientMessage::Join(signed(false)),
+        ClientMessage::Reveal {
+            nonce: [1; 32],
+            audit: vec![3, 7],
         },
-        ClientMessage::AdvertiseKeys(signed(true)),
-        ClientMessage::AdvertiseKeys(signed(false)),
         ClientMessage::ShareKeys {
             self_key: [6; 32],
             own_point: [7; 32],
@@ -63,6 +65,7 @@ pub(crate) fn client_samples() -> Vec<ClientMessage> {
                 self_point: [9; 32],
                 ciphertext: vec![5; BUNDLE_LEN],
             }],
+            audit: vec![2],
         },
         ClientMessage::ShareCheck(vec![
             DealerReport {
@@ -77,7 +80,10 @@ pub(crate) fn client_samples() -> Vec<ClientMessage> {
             },
         ]),
         ClientMessage::MaskedInput(vec![0, 1, 0x1_ffff, 7, 9]),
-        ClientMessage::Consistency { signature: [3; 64] },
+        ClientMessage::Consistency {
+            signature: [3; 64],
+            audit: vec![0],
+        },
         ClientMessage::UnmaskShares(vec![RevealedShare {
             owner: ClientId(3),
             kind: ShareKind::MaskKey,
@@ -86,26 +92,86 @@ pub(crate) fn client_samples() -> Vec<ClientMessage> {
     ]
 }
 
-/// The server messages the round-trip test checks, one of each, with both credentials.
-pub(crate) fn server_samples() -> Vec<ServerMessage> {
+/// An opened cohort entry in each form: in full (with a certificate and a ticket), by identity
+/// (self-asserted, no ticket).
+pub(crate) fn opened_samples() -> Vec<OpenedEntry> {
     vec![
-        ServerMessage::Cohort(vec![(ClientId(1), [4; 32]), (ClientId(2), [5; 32])].into()),
-        ServerMessage::KeyList(
-            vec![(ClientId(1), signed(true)), (ClientId(3), signed(false))].into(),
-        ),
-        ServerMessage::ShareBundles(vec![ForwardedBundle {
-            sender: ClientId(2),
-            self_key: [6; 32],
-            mask_point: [8; 32],
-            self_point: [9; 32],
-            ciphertext: vec![1; BUNDLE_LEN],
-        }]),
-        ServerMessage::MaskRequest(vec![ClientId(1), ClientId(5)]),
-        ServerMessage::SurvivorList(vec![ClientId(1), ClientId(5)].into()),
-        ServerMessage::UnmaskRequest {
-            survivors: vec![ClientId(1), ClientId(5)].into(),
-            signatures: vec![(ClientId(1), [2; 64])],
+        OpenedEntry {
+            index: 1,
+            id: ClientId(1),
+            opening: Opening::Full(signed(true)),
         },
+        OpenedEntry {
+            index: 3,
+            id: ClientId(3),
+            opening: Opening::Identity(IdentityOpening {
+                commitment: [2; 32],
+                credential: signed(false).credential,
+                ticket: None,
+                keys_digest: [3; 32],
+            }),
+        },
+    ]
+}
+
+/// A proof of `n` digests and `n` splits.
+pub(crate) fn proof_sample(n: u8) -> Proof {
+    Proof {
+        digests: (0..n).map(|i| [i + 1; 32]).collect(),
+        splits: (0..u32::from(n)).map(|i| 7 * i + 3).collect(),
+    }
+}
+
+/// A set opening: two leaves and a digest of proof.
+pub(crate) fn set_sample(first: u32) -> SetOpening {
+    SetOpening {
+        leaves: vec![(first, 3), (first + 1, 5)],
+        proof: proof_sample(1),
+    }
+}
+
+/// The server messages the round-trip test checks, one of each, with both credentials and
+/// both kinds of opened entry.
+pub(crate) fn server_samples() -> Vec<ServerMessage> {
+    let list = |root: u8, len: u32| ListCommitment {
+        root: [root; 32],
+        len,
+    };
+    vec![
+        ServerMessage::Cohort {
+            cohort: list(4, 9),
+            position: 2,
+            proof: proof_sample(2),
+        },
+        ServerMessage::KeyList(KeyList {
+            reveals: vec![(1, [7; 32])],
+            present: list(8, 8),
+            presence: set_sample(0),
+            entries: opened_samples(),
+            proof: proof_sample(2),
+        }),
+        ServerMessage::ShareBundles {
+            bundles: vec![ForwardedBundle {
+                sender: ClientId(2),
+                self_key: [6; 32],
+                mask_point: [8; 32],
+                self_point: [9; 32],
+                ciphertext: vec![1; BUNDLE_LEN],
+            }],
+            audit: set_sample(2),
+        },
+        ServerMessage::MaskRequest(vec![ClientId(1), ClientId(5)]),
+        ServerMessage::SurvivorList {
+            survivors: list(3, 5),
+            opening: set_sample(1),
+        },
+        ServerMessage::UnmaskRequest(UnmaskRequest {
+            survivors: list(3, 5),
+            audit: set_sample(3),
+            signatures: vec![(1, [2; 64])],
+            identities: opened_samples()[1..].to_vec(),
+            proof: proof_sample(1),
+        }),
         ServerMessage::Completed { included: 7 },
         ServerMessage::Aborted("too few clients".into()),
     ]
@@ -227,42 +293,43 @@ fn every_frame() -> Vec<(String, Vec<u8>)> {
     frames
 }
 
-/// The wire format, pinned: SHA-256 of each frame [`every_frame`] writes (computed from
-/// the codec at wire version 4 before it was split into modules; the DP round's welcome,
-/// flag bit 1 and its 32-byte setting, added with distributed DP, the others unchanged).
-/// Any change to these bytes is a new wire version.
+/// The wire format, pinned: SHA-256 of each frame [`every_frame`] writes (wire version 5: the
+/// committed lists, with Merkle search-tree proofs; the transport's frames and the masked
+/// vector are unchanged but for the version byte; the DP round's welcome, flag bit 1 and its
+/// 32-byte setting, added with distributed DP at version 4, likewise). Any change to these
+/// bytes is a new wire version.
 #[test]
 fn frames_are_byte_for_byte_the_wire_format() {
     use sha2::{Digest, Sha256};
     const GOLDEN: &[&str] = &[
-        "join: 42 bytes, 5d8d1645cd58464c4c09ad2c18710b4c5dc78453992c53a0e934beb0838e87a3",
-        "advertise-keys: 352 bytes, bab7da49728a3ca2a8f04d49d0dd07ff00e7cce036a91d8902cdaa502fa8b079",
-        "advertise-keys: 204 bytes, 500f6133b390d9ae7c6cbeb215ea3b7c1c30c9d4d471746a1de80d3291ea0742",
-        "share-keys: 234 bytes, 838b663527f416d5024ee4f887c9ba0f6f442eff4ee1e03e6de084a6ecc5e7a7",
-        "share-check: 56 bytes, a0ca0a28682a3d881fd92b2dc246d48b7cfa601bc41b5ef2483216fed389a5d3",
-        "masked-input: 26 bytes, 7614da31899ce3c605d544accc7c980f712b66f28b0dd247ab0e1bcc01b1da5e",
-        "consistency: 74 bytes, 2c1f8e343c1bac5b0ff67c915d1eb20df71fd221f75d9dd7763e8702e4a3ab23",
-        "unmask-shares: 51 bytes, 113117f88ff23ddca0b2d402fe1c6b06e13546b486ddb0de1cac9e11a081ce55",
-        "masked-input piece: 25 bytes, 6772b4e980868f407812dffcd074319ab76e55e3e701525c2f6207a2c2ff8f27",
-        "unmask-shares: 51 bytes, b74053df4248492ec9c44c2f6acb73a140c68180202cd61596942ff6e2230263",
-        "cohort: 86 bytes, 7bd187975b06a87004e8400e1b1aa2a1f4adae2a170e03df14d360fbd88fab31",
-        "key-list: 558 bytes, 88064aa0c2ce8d634caba829d8b854891e4a967560583f2bc508decc22c1faa8",
-        "share-bundles: 202 bytes, aeae7b334100516d3f7905ca79cc696221b3839a9946a276761933fc90e9f3fa",
-        "mask-request: 22 bytes, 48baa8a2ace5b9b8714afff6a9749d32c5fc30e2b42af12f7ccde10d84abc81d",
-        "survivor-list: 22 bytes, c952f4a448306ddde223ceb703deda2e0bac808b626b2d4a5ed59fd40d9d5d76",
-        "unmask-request: 94 bytes, c4c9301b999ba907c69aaaeee10e80f70b73e806e58c928f872a7f844607b831",
-        "completed: 14 bytes, 4ba1ff3591ab519d6b8bf09b3b1af2a93a8eb318f2035c36cd14e132ed6600c0",
-        "aborted: 27 bytes, 15b9e550305c4019e290743fbbedcde2287ea36820a511cfd95472df3575da59",
-        "aborted: 31 bytes, 3c9a14c504f9788a679143457e945fcbabf7954a1eca33b99c8a292446085370",
-        "hello: 216 bytes, 17d1e31eb4b3c987f45d765037b8b743c7c79f741645fd417831bb162df9d794",
-        "hello: 148 bytes, 0ee0d3c7f4b1cdfd369da560622c3e6f55172c55d1d31b6e598c31e803a1bb5d",
-        "challenge: 42 bytes, 1402641cda5592bbf84d4ce5a19a328cc0b3ee1f8c90b1521c43d05d82754a33",
-        "welcome: 104 bytes, db62712e003c642579a4c48cbde22cb8ba45c13552484a3ef5ac9f01ddc1af0e",
-        "welcome: 104 bytes, f915a7026b8c4fe6f6c80aba6eb042e80d03724a8295e324a7f5a643295bddec",
-        "welcome: 136 bytes, e0612785eff6898b78c72ddddfb934c49c05f918bcd5f59ee4659942a98b0cfc",
-        "reject: 24 bytes, 951f1d6c1e5eb5b9c11af6fc688d7d29b87c2fbde94f313f667a8692ca87c6f1",
-        "masked chunk: 106514 bytes, ff5ae7da81e4f49abbd6cd82d29bf17337047ec86c6b649dcb925ccfd4a6a1bb",
-        "masked chunk: 27 bytes, 01b67468371a63a401a9624f64c817c77b163a6b40bfca0dc0beb448a1f44059",
+        "join: 352 bytes, 6cf99353f38d9e56d1f6105db704e44e803743b26787080526f5eb3188a6ffe3",
+        "join: 204 bytes, 63f70640e600e5887d3e34cfe0901ee7005359712fcb355de1770964a42567f2",
+        "reveal: 54 bytes, e6092c13b873f6710b08a515fabf1960e9cff2ebcd791f016d8111d4dd6b2127",
+        "share-keys: 242 bytes, 7d78eac689ac0f24e9f49b691f4623aceb39e9c3f15b3e8c9c81a8910a993dd4",
+        "share-check: 56 bytes, 17a2af2bd1577f474ccadb45f280cf3610d9cc5337fe056938596dd38ee4149e",
+        "masked-input: 26 bytes, 4496aa78dc5c0c03aa8320a882719447dccf2e1d79b30469cf31f1a4c6a31da5",
+        "consistency: 82 bytes, 5ac4a530b26e3b4247802017f781c3418cf572f0e79410404867c919c747fa0f",
+        "unmask-shares: 51 bytes, 9711a4e1d4fa587b242bdd7aa6df5fcbe4f124be13ee0416816a099287b105b6",
+        "masked-input piece: 25 bytes, fb259b47706e0014799c98b608513a8e5fb3912904a762065ba0b1c30d40f8de",
+        "unmask-shares: 51 bytes, e1bcdd0009e7f1306ea31019a07869086b7decf6f366db5e43e6da01ded41aa0",
+        "cohort: 130 bytes, 6801b86f71bd55539a436139ddd599d7a3cc55e4deb83d4b3487c42ce6f25024",
+        "key-list: 692 bytes, 2984813c59f7e78a8cc9b02fae7b99d6a941d400021465bbd19cf91dd4a6916c",
+        "share-bundles: 266 bytes, ce04e7c13e8dc1ef100bf46a2e6bd8e9171e59da0c73e171e005dc302a19b407",
+        "mask-request: 22 bytes, 8c7363865b5d379463f4d7ad4c9fc0fcef03a6cf3b0f68812de7a852a2710e58",
+        "survivor-list: 110 bytes, 008575fc02c78ca7b9c41e4bade48d46f3b73b936868c8e5aa1f9f65dbd42e5b",
+        "unmask-request: 337 bytes, 815205e65d537398321506685838d29f3b25611069996bb2b6fb9454b06b8ad6",
+        "completed: 14 bytes, a3a6bf87d3d6dedbe4a0cc7b58f6e19f187fb3a8a8e96f892e4ee22c3fd77386",
+        "aborted: 27 bytes, 474c3fb73ec35adf42dd8fb246efd4c72ffa8756ef22f73e0f725c41b8e1303a",
+        "aborted: 31 bytes, b610e72eddb4442f9cc9aee9a726b2bdb3c65021fdb5bf0808dccc7c6afb1652",
+        "hello: 216 bytes, 769d98e5508c49d666681ac0eecce37e950397e03eb9126b352320aa1873db6f",
+        "hello: 148 bytes, ec9d4d431289f0f82b93c363851947509e53347a933aa75fe7e91cc02fd0221a",
+        "challenge: 42 bytes, 9e5dac6c5a518efca2d9998b915dccb38b111a7aacf93e2a9ac76a9477999b78",
+        "welcome: 104 bytes, 9e3b9115204cebcaba8686a2831f67c70723d64559c797bd1430f6f1fe6dcbaf",
+        "welcome: 104 bytes, 26aeaba73f6b8cb09852e3e205f5c089d9b1c225593be738408d60b155d364c0",
+        "welcome: 136 bytes, 962307ff33cab8ae4435c699082652d214706e3a570ed9fbd37d75490d6c8b43",
+        "reject: 24 bytes, 9f28b1c395a3a817d49fe4442e89ff10933ad89e3252e8f7be59aedccad29552",
+        "masked chunk: 106514 bytes, dcf92711d9f1b8fe4b3c81ad6fd91689f7062807ad3c5ccc8bd831215aa82f57",
+        "masked chunk: 27 bytes, f7f08f5765c0e3ae591079b9e0624790305da3c3ce9b30c8463394811718e062",
     ];
     let got: Vec<String> = every_frame()
         .into_iter()
@@ -282,7 +349,7 @@ fn frames_are_byte_for_byte_the_wire_format() {
 fn tags_are_the_documented_bytes() {
     let tags = [
         (tag::JOIN, 0x01),
-        (tag::ADVERTISE_KEYS, 0x02),
+        (tag::REVEAL, 0x02),
         (tag::SHARE_KEYS, 0x03),
         (tag::SHARE_CHECK, 0x04),
         (tag::MASKED_INPUT, 0x05),

@@ -49,8 +49,8 @@ pub(crate) use secrets::ClientSecrets;
 #[cfg(feature = "testing")]
 pub use secrets::ClientSecrets;
 pub use session::{
-    ADVERTISE_DOMAIN, GraphSeed, RoundDigest, SURVIVORS_DOMAIN, SessionEntry, SessionId,
-    advertisement_message, cohort_digest, nonce_commitment, survivors_digest,
+    ADVERTISE_DOMAIN, GraphSeed, ListCommitment, RoundDigest, SURVIVORS_DOMAIN, SessionId,
+    advertisement_message, nonce_commitment, survivors_digest,
 };
 pub use shamir::{Lagrange, ShamirShare, evaluation_point};
 
@@ -642,29 +642,30 @@ mod tests {
         let distinct: std::collections::BTreeSet<_> = dp_digests.iter().map(|d| d.0).collect();
         assert_eq!(distinct.len(), dp_digests.len());
         assert!(!distinct.contains(&base.0));
-        let k = PublicKeys {
-            encryption: [1; 32],
-            masking: [2; 32],
+        let cohort = ListCommitment {
+            root: [3; 32],
+            len: 7,
         };
-        let entry = |id, nonce| SessionEntry {
-            id: ClientId(id),
-            keys: &k,
-            nonce,
-            identity: [5; 32],
+        let present = ListCommitment {
+            root: [4; 32],
+            len: 6,
         };
-        let cohort = cohort_digest(&base, &[(ClientId(1), [3; 32])]);
-        let s1 = SessionId::derive(&base, &cohort, [entry(1, &[0; 32])].into_iter());
-        let s2 = SessionId::derive(&base, &cohort, [entry(2, &[0; 32])].into_iter());
-        let s3 = SessionId::derive(&other_ctx, &cohort, [entry(1, &[0; 32])].into_iter());
+        let seed = GraphSeed::derive(&base, &cohort, &[(1, [0; 32])]);
+        let s1 = SessionId::derive(&base, &cohort, &seed, &present);
+        let s2 = SessionId::derive(&base, &ListCommitment { len: 8, ..cohort }, &seed, &present);
+        let s3 = SessionId::derive(&other_ctx, &cohort, &seed, &present);
         assert_ne!(s1, s2);
         assert_ne!(s1, s3);
-        // The graph seed moves with a nonce and not with anything else of the entry.
-        let g1 = GraphSeed::derive(&base, &cohort, &[(ClientId(1), &[0; 32])]);
-        let g2 = GraphSeed::derive(&base, &cohort, &[(ClientId(1), &[1; 32])]);
-        assert_ne!(g1, g2);
+        // The graph seed moves with a revealed nonce, its index, and the cohort.
+        let g2 = GraphSeed::derive(&base, &cohort, &[(1, [1; 32])]);
+        let g3 = GraphSeed::derive(&base, &cohort, &[(2, [0; 32])]);
+        let g4 = GraphSeed::derive(&base, &present, &[(1, [0; 32])]);
+        assert_ne!(seed, g2);
+        assert_ne!(seed, g3);
+        assert_ne!(seed, g4);
         assert_ne!(
-            survivors_digest(&s1, &[ClientId(1)]),
-            survivors_digest(&s1, &[ClientId(1), ClientId(2)])
+            survivors_digest(&s1, &present),
+            survivors_digest(&s1, &ListCommitment { len: 5, ..present })
         );
         assert_ne!(
             nonce_commitment(&base, ClientId(1), &[0; 32]),

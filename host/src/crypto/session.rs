@@ -1,11 +1,13 @@
 //! What binds a round together: the round digest (its parameters and the caller's context),
-//! the cohort commitment, the session id over every advertised key, the neighbour-graph seed
-//! and the survivor-list digest that the consistency round signs.
+//! the commitments to the round's lists ([`ListCommitment`]: the cohort, the members present,
+//! the survivors), the neighbour-graph seed, the session id and the survivor digest that the
+//! consistency round signs.
 //!
-//! The graph seed is derived from the cohort (fixed before any key exists) and the nonces the
-//! clients revealed with their keys — each committed in the cohort before any nonce was shown
-//! — and from nothing the server can choose after seeing a key: not the keys themselves, not
-//! their order.
+//! The graph seed is derived from the cohort commitment — which fixed every member's keys,
+//! identity and nonce commitment before any nonce was revealed — and the nonces of the
+//! committee the cohort root designates ([`crate::view`]), each of which opens its commitment:
+//! from nothing the server can choose after seeing a nonce, bar which committee members it
+//! leaves out.
 
 use sha2::{Digest, Sha256};
 
@@ -16,17 +18,16 @@ use crate::config::RoundConfig;
 mod label {
     pub const ROUND: &[u8] = b"secagg/v2/round";
     pub const NONCE: &[u8] = b"secagg/v2/nonce-commitment";
-    pub const COHORT: &[u8] = b"secagg/v2/cohort";
-    pub const SESSION: &[u8] = b"secagg/v2/session-id";
-    pub const GRAPH: &[u8] = b"secagg/v2/neighbour-graph";
-    pub const SURVIVORS: &[u8] = b"secagg/v2/survivors";
+    pub const SESSION: &[u8] = b"secagg/v3/session-id";
+    pub const GRAPH: &[u8] = b"secagg/v3/neighbour-graph";
+    pub const SURVIVORS: &[u8] = b"secagg/v3/survivors";
     pub const DP: &[u8] = b"secagg/v2/dp";
 }
 
 /// SHA-256 over the round id, every parameter that shapes the round (the DP setting
-/// included), and the caller's round context (for example the hash of the global model the clients trained on). Clients that
-/// disagree on any of these derive different digests, and every signature and key derivation
-/// of the round is bound to it.
+/// included), and the caller's round context (for example the hash of the global model the
+/// clients trained on). Clients that disagree on any of these derive different digests, and
+/// every signature and key derivation of the round is bound to it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct RoundDigest(pub [u8; 32]);
 
@@ -76,55 +77,44 @@ pub fn nonce_commitment(round: &RoundDigest, id: ClientId, nonce: &[u8; 32]) -> 
     h.finalize().into()
 }
 
-/// The digest of a cohort: every member's id and nonce commitment, sorted by id.
-pub fn cohort_digest(round: &RoundDigest, cohort: &[(ClientId, [u8; 32])]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(label::COHORT);
-    h.update(round.0);
-    h.update((cohort.len() as u64).to_le_bytes());
-    for (id, c) in cohort {
-        h.update(id.0.to_le_bytes());
-        h.update(c);
+/// A committed list as a party names it: its Merkle root ([`crate::merkle`]) and its length.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ListCommitment {
+    /// The root (which binds the length too).
+    pub root: [u8; 32],
+    /// How many entries.
+    pub len: u32,
+}
+
+impl ListCommitment {
+    fn hash_into(&self, h: &mut Sha256) {
+        h.update(self.root);
+        h.update(self.len.to_le_bytes());
     }
-    h.finalize().into()
 }
 
-/// One advertised entry as the session id hashes it.
-pub struct SessionEntry<'a> {
-    /// The client.
-    pub id: ClientId,
-    /// Its round keys.
-    pub keys: &'a PublicKeys,
-    /// Its revealed graph nonce.
-    pub nonce: &'a [u8; 32],
-    /// Its long-term identity key.
-    pub identity: [u8; 32],
-}
-
-/// SHA-256 over the round digest, the cohort and every advertised entry: both sides of every
-/// derivation bind to it, so messages from another round or another key set never fit.
+/// The session: SHA-256 over the round digest, the cohort (which commits to every member's
+/// keys and identity), the graph seed (which commits to the committee's nonces) and the set of
+/// members present after the nonces were revealed. Both sides of every derivation bind to it,
+/// so messages from another round, another cohort or another view never fit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct SessionId(pub [u8; 32]);
 
 impl SessionId {
-    /// The session of a round whose advertised entries are `entries`, sorted by client id.
-    pub fn derive<'a>(
+    /// The session of a round whose cohort is `cohort`, graph seed `seed` and present set
+    /// `present`.
+    pub fn derive(
         round: &RoundDigest,
-        cohort: &[u8; 32],
-        entries: impl ExactSizeIterator<Item = SessionEntry<'a>>,
+        cohort: &ListCommitment,
+        seed: &GraphSeed,
+        present: &ListCommitment,
     ) -> Self {
         let mut h = Sha256::new();
         h.update(label::SESSION);
         h.update(round.0);
-        h.update(cohort);
-        h.update((entries.len() as u64).to_le_bytes());
-        for e in entries {
-            h.update(e.id.0.to_le_bytes());
-            h.update(e.keys.encryption);
-            h.update(e.keys.masking);
-            h.update(e.nonce);
-            h.update(e.identity);
-        }
+        cohort.hash_into(&mut h);
+        h.update(seed.0);
+        present.hash_into(&mut h);
         SessionId(h.finalize().into())
     }
 }
@@ -134,59 +124,56 @@ impl SessionId {
 pub struct GraphSeed(pub [u8; 32]);
 
 impl GraphSeed {
-    /// The seed from the cohort digest and the nonces of the clients in the key list (sorted
-    /// by id). Nothing else enters: a server that has seen the keys cannot steer it by choosing
-    /// keys, and every nonce in it was committed before any nonce was revealed.
+    /// The seed from the round, the cohort and the nonces the committee revealed — (cohort
+    /// index, nonce), increasing by index. Nothing else enters: every key was fixed in the
+    /// cohort before any nonce was revealed, and every nonce here opens a commitment in it.
     pub fn derive(
         round: &RoundDigest,
-        cohort: &[u8; 32],
-        nonces: &[(ClientId, &[u8; 32])],
+        cohort: &ListCommitment,
+        reveals: &[(u32, [u8; 32])],
     ) -> Self {
         let mut h = Sha256::new();
         h.update(label::GRAPH);
         h.update(round.0);
-        h.update(cohort);
-        h.update((nonces.len() as u64).to_le_bytes());
-        for (id, n) in nonces {
-            h.update(id.0.to_le_bytes());
-            h.update(n);
+        cohort.hash_into(&mut h);
+        h.update((reveals.len() as u64).to_le_bytes());
+        for (index, nonce) in reveals {
+            h.update(index.to_le_bytes());
+            h.update(nonce);
         }
         GraphSeed(h.finalize().into())
     }
 }
 
-/// What a survivor signs in the consistency round: the session and the survivor list (sorted).
-pub fn survivors_digest(session: &SessionId, survivors: &[ClientId]) -> [u8; 32] {
+/// What a survivor signs in the consistency round: the session and the survivor set's
+/// commitment (its root and its size).
+pub fn survivors_digest(session: &SessionId, survivors: &ListCommitment) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(label::SURVIVORS);
     h.update(session.0);
-    h.update((survivors.len() as u64).to_le_bytes());
-    for id in survivors {
-        h.update(id.0.to_le_bytes());
-    }
+    survivors.hash_into(&mut h);
     h.finalize().into()
 }
 
 /// The domain of the advertisement signature (identity key over [`advertisement_message`]).
-pub const ADVERTISE_DOMAIN: &[u8] = b"secagg/v2/advertise";
+pub const ADVERTISE_DOMAIN: &[u8] = b"secagg/v3/advertise";
 /// The domain of the survivor-list signature (identity key over [`survivors_digest`]).
-pub const SURVIVORS_DOMAIN: &[u8] = b"secagg/v2/survivors";
+pub const SURVIVORS_DOMAIN: &[u8] = b"secagg/v3/survivors";
 
-/// The bytes an advertisement's signature covers: the round digest, the cohort digest, the id,
-/// both round keys and the nonce.
+/// The bytes an advertisement's signature covers: the round digest, the id, both round keys
+/// and the nonce commitment. A client advertises when it joins, before any cohort exists, so
+/// that its keys are fixed before anyone's nonce is revealed.
 pub fn advertisement_message(
     round: &RoundDigest,
-    cohort: &[u8; 32],
     id: ClientId,
     keys: &PublicKeys,
-    nonce: &[u8; 32],
+    commitment: &[u8; 32],
 ) -> Vec<u8> {
-    let mut m = Vec::with_capacity(32 * 5 + 4);
+    let mut m = Vec::with_capacity(32 * 4 + 4);
     m.extend_from_slice(&round.0);
-    m.extend_from_slice(cohort);
     m.extend_from_slice(&id.0.to_le_bytes());
     m.extend_from_slice(&keys.encryption);
     m.extend_from_slice(&keys.masking);
-    m.extend_from_slice(nonce);
+    m.extend_from_slice(commitment);
     m
 }

@@ -188,7 +188,7 @@ mod tests;
 
 pub use check::{CheckError, Fix, check};
 pub use dp::{DpPlan, DpPlanError, DpRequest, DpTarget, plan_dp};
-pub use tails::colluders_in_cohort;
+pub use tails::{colluders_in_cohort, committee_quorum};
 
 use population::{Budget, Population};
 

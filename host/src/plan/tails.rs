@@ -223,3 +223,28 @@ pub fn colluders_in_cohort(colluders: u64, rate: f64, security_bits: u32) -> u64
     }
     0
 }
+
+/// The fewest committee members whose nonces a graph seed must hold so that at least one of
+/// them is not a colluder, except with probability at most `2^-security_bits`: the smallest
+/// `q >= 1` with `P[X >= q] <= 2^-σ` for `X ~ Hypergeometric(cohort, colluders, committee)`
+/// (a committee of `committee` members drawn from a cohort of `cohort` holding `colluders`).
+/// At most `min(committee, colluders) + 1`: a quorum of one more than there are colluders
+/// always holds an honest member. A result above `committee` cannot be met.
+///
+/// ```
+/// use secagg_host::plan::committee_quorum;
+/// // A committee that is the whole cohort needs one more than the colluders.
+/// assert_eq!(committee_quorum(12, 2, 12, 81), 3);
+/// // 64 of a thousand with 50 colluders: far fewer than 64 are needed.
+/// let q = committee_quorum(1000, 50, 64, 81);
+/// assert!((20..40).contains(&q), "{q}");
+/// ```
+pub fn committee_quorum(cohort: u64, colluders: u64, committee: u64, security_bits: u32) -> u64 {
+    let h = Hypergeometric::new(cohort, colluders, committee);
+    let target = -f64::from(security_bits) * LN_2;
+    let mut q = 1;
+    while q <= h.max_value() && h.ln_at_least(q) > target {
+        q += 1;
+    }
+    q
+}

@@ -1,23 +1,61 @@
-//! What the server carries from stage to stage: the session fixed by the key list (keys,
-//! identities, graph), each dealer's public points (from share keys on), and who is in the
-//! round after the share check. The stage files hand it along; none of them defines state a
-//! later one reads.
+//! What the server carries from stage to stage: the session fixed by the key list (the
+//! cohort, the ring, who is present, their keys and identities), each dealer's public points
+//! (from share keys on), and who is in the round after the share check. The stage files hand
+//! it along; none of them defines state a later one reads.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use curve25519_dalek::edwards::EdwardsPoint;
 
 use crate::ClientId;
+use crate::commit::Roster;
 use crate::crypto::{PublicKeys, SessionId};
-use crate::graph::NeighborGraph;
+use crate::graph::Ring;
 use crate::identity::IdentityPublicKey;
 
 /// What every later stage needs from the first two.
 pub(super) struct Session {
     pub(super) id: SessionId,
+    /// The cohort, the committee's reveals, the ring and the present set.
+    pub(super) roster: Arc<Roster>,
+    /// The present members' round keys.
     pub(super) keys: HashMap<ClientId, PublicKeys>,
+    /// The present members' identity keys.
     pub(super) identities: HashMap<ClientId, IdentityPublicKey>,
-    pub(super) graph: NeighborGraph,
+}
+
+impl Session {
+    /// The ring.
+    pub(super) fn ring(&self) -> &Ring {
+        &self.roster.view().ring
+    }
+
+    /// The cohort index of `id`.
+    pub(super) fn index_of(&self, id: ClientId) -> Option<u32> {
+        self.roster.cohort().index_of(id)
+    }
+
+    /// The member at cohort index `index`.
+    pub(super) fn id_at(&self, index: u32) -> Option<ClientId> {
+        self.roster.cohort().id_at(index)
+    }
+
+    /// The present neighbours of `id`, sorted by id.
+    pub(super) fn neighbors(&self, id: ClientId) -> Vec<ClientId> {
+        let Some(index) = self.index_of(id) else {
+            return Vec::new();
+        };
+        let mut out: Vec<ClientId> = self
+            .ring()
+            .neighbors(index)
+            .into_iter()
+            .filter(|v| self.roster.is_present(*v))
+            .filter_map(|v| self.id_at(v))
+            .collect();
+        out.sort_unstable();
+        out
+    }
 }
 
 /// A dealer's public points: σ·B and β·B decompressed (every rebuilt secret is checked

@@ -45,6 +45,7 @@ mod r5_consistency;
 mod r6_unmasking;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use secagg_engine::{Accumulate, Modulus};
@@ -178,6 +179,21 @@ pub enum ServerStatus {
     Aborted(AbortReason),
 }
 
+/// Builds one recipient's message of a stage whose messages differ per client (each opens the
+/// round's lists around its recipient); `None` sends nothing to that recipient.
+type Build = dyn Fn(ClientId) -> Option<ServerMessage> + Send + Sync;
+
+/// What is waiting to be sent: a message, or a stage's per-client messages, built one at a
+/// time as they are polled, so that the server never holds all n of them at once.
+enum Queued {
+    One(ClientId, Envelope<ServerMessage>),
+    Each {
+        round: u64,
+        to: VecDeque<ClientId>,
+        build: Arc<Build>,
+    },
+}
+
 /// Everything a state may touch besides itself.
 struct Ctx<'a, E> {
     config: &'a RoundConfig,
@@ -186,7 +202,7 @@ struct Ctx<'a, E> {
     ca: Option<&'a CaPublicKey>,
     engine: &'a E,
     now: Duration,
-    outbox: &'a mut VecDeque<(ClientId, Envelope<ServerMessage>)>,
+    outbox: &'a mut VecDeque<Queued>,
     events: &'a mut VecDeque<ServerEvent>,
     dropped: &'a mut Vec<DroppedClient>,
     /// Clients that left (and why); later stages drop them at once with that reason.
@@ -195,13 +211,31 @@ struct Ctx<'a, E> {
 
 impl<E> Ctx<'_, E> {
     fn send(&mut self, to: ClientId, message: ServerMessage) {
-        self.outbox.push_back((
+        self.outbox.push_back(Queued::One(
             to,
             Envelope {
                 round: self.config.round_id(),
                 message,
             },
         ));
+    }
+
+    /// Sends each of `to` (but those gone) the message `build` makes for it, built when it is
+    /// polled.
+    fn send_each(
+        &mut self,
+        to: impl IntoIterator<Item = ClientId>,
+        build: impl Fn(ClientId) -> Option<ServerMessage> + Send + Sync + 'static,
+    ) {
+        let to: VecDeque<ClientId> = to
+            .into_iter()
+            .filter(|c| !self.gone.contains_key(c))
+            .collect();
+        self.outbox.push_back(Queued::Each {
+            round: self.config.round_id(),
+            to,
+            build: Arc::new(build),
+        });
     }
 
     fn drop_client(&mut self, client: ClientId, stage: Stage, reason: DropReason) {
@@ -420,7 +454,7 @@ pub struct Server<E: Accumulate> {
     ca: Option<CaPublicKey>,
     engine: E,
     state: Option<State<E::Accumulator>>,
-    outbox: VecDeque<(ClientId, Envelope<ServerMessage>)>,
+    outbox: VecDeque<Queued>,
     events: VecDeque<ServerEvent>,
     dropped: Vec<DroppedClient>,
     gone: HashMap<ClientId, DropReason>,
@@ -564,7 +598,25 @@ impl<E: Accumulate> Server<E> {
 
     /// The next message to send, with its recipient.
     pub fn poll_transmit(&mut self) -> Option<(ClientId, Envelope<ServerMessage>)> {
-        self.outbox.pop_front()
+        loop {
+            match self.outbox.front_mut()? {
+                Queued::One(..) => {
+                    if let Some(Queued::One(to, env)) = self.outbox.pop_front() {
+                        return Some((to, env));
+                    }
+                }
+                Queued::Each { round, to, build } => {
+                    let round = *round;
+                    let Some(c) = to.pop_front() else {
+                        self.outbox.pop_front();
+                        continue;
+                    };
+                    if let Some(message) = build(c) {
+                        return Some((c, Envelope { round, message }));
+                    }
+                }
+            }
+        }
     }
 
     /// The next event.

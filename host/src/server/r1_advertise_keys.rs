@@ -1,15 +1,13 @@
-//! Stage 1 on the server: collect each cohort member's signed round keys.
+//! Stage 1 on the server: collect each cohort member's revealed nonce (and the cohort leaves it
+//! audits), check the nonce against the member's commitment, and fix who is present.
 //!
-//! Each advertisement is checked on arrival — the nonce opens the member's commitment in the
-//! cohort, the encryption key is not of small order, the mask-agreement key σ·B passes the one
-//! rule for points (canonical, in the prime-order subgroup, not the identity; see
-//! [`crate::crypto::feldman::decode_points`]), the credential is a certificate from the
-//! deployment CA for the sender's id (when the round is enrolled), its selection ticket verifies
-//! and admits it (in a self-selected round), and the signature covers the
-//! round, the cohort, the id, the keys and the nonce — so that one client's bad advertisement
-//! costs that client alone: honest clients abort on any bad entry in the key list, because only
-//! the server could have let it through. At the end the server fixes U1, derives the session id
-//! and the neighbour graph, and sends every client in U1 the full key list.
+//! The stage keeps its name from when the keys came here; they now come with the join, so that
+//! the cohort fixes them before any nonce is revealed. At the end the server fixes the present
+//! set U1 (the members whose nonce arrived and opened its commitment), reveals the committee's
+//! nonces (every present committee member's), derives the graph seed, the ring and the session
+//! ([`crate::commit::Roster`]), and sends each present member its key list: its neighbours in
+//! full, the committee and its audited leaves by identity, the present set around it — all with
+//! proofs, built as each message is polled.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -21,116 +19,118 @@ use super::collect::{Collect, Taken, settle};
 use super::membership::Session;
 use super::r2_share_keys::ExpectShares;
 use super::{Ctx, Roll, State};
-use crate::credentials::identity_key;
-use crate::crypto::{ADVERTISE_DOMAIN, advertisement_message};
-use crate::crypto::{cohort_digest, is_low_order, masking_point, nonce_commitment};
-use crate::error::{CryptoError, PeerMisbehaved, ProtocolError};
+use crate::commit::{Cohort, Roster};
+use crate::crypto::nonce_commitment;
+use crate::error::{AbortReason, CodecError, PeerMisbehaved, ProtocolError};
 use crate::identity::IdentityPublicKey;
-use crate::messages::{ClientMessage, ServerMessage, SignedKeys};
-use crate::selection::SelectionError;
-use crate::view::RoundView;
+use crate::messages::{ClientMessage, ServerMessage};
 use crate::{ClientId, Stage};
 
-/// Waiting for signed keys from the cohort.
+/// Waiting for the cohort's nonces.
 pub(super) struct ExpectKeys {
     pub(super) deadline: Duration,
-    cohort: Arc<[(ClientId, [u8; 32])]>,
-    cohort_digest: [u8; 32],
+    cohort: Arc<Cohort>,
+    identities: HashMap<ClientId, IdentityPublicKey>,
     roll: Roll,
-    advertised: BTreeMap<ClientId, (SignedKeys, IdentityPublicKey)>,
+    /// Revealed nonces by cohort index, and the leaves each member audits.
+    revealed: BTreeMap<u32, ([u8; 32], Vec<u32>)>,
 }
 
 impl ExpectKeys {
     pub(super) fn start<E: Accumulate>(
         ctx: &mut Ctx<'_, E>,
-        cohort: Arc<[(ClientId, [u8; 32])]>,
+        cohort: Arc<Cohort>,
+        identities: HashMap<ClientId, IdentityPublicKey>,
         roll: Roll,
     ) -> State<E::Accumulator> {
         let s = Self {
             deadline: ctx.deadline(),
-            cohort_digest: cohort_digest(ctx.round, &cohort),
             cohort,
+            identities,
             roll,
-            advertised: BTreeMap::new(),
+            revealed: BTreeMap::new(),
         };
         settle(s, ctx)
     }
 
-    /// The nonce opens the cohort commitment, the encryption key is not of small order, the
-    /// mask-agreement key passes the one rule for points, the credential and the signature
-    /// verify.
+    /// The nonce opens the member's commitment; the audited leaves lie in the cohort.
     fn check<E>(
         &self,
         ctx: &Ctx<'_, E>,
         from: ClientId,
-        signed: &SignedKeys,
-    ) -> Result<IdentityPublicKey, ProtocolError> {
-        let committed = self
+        nonce: &[u8; 32],
+        audit: &[u32],
+    ) -> Result<u32, ProtocolError> {
+        let index = self
             .cohort
-            .binary_search_by_key(&from, |(id, _)| *id)
-            .map(|i| self.cohort[i].1)
-            .map_err(|_| ProtocolError::UnknownClient(from))?;
-        if nonce_commitment(ctx.round, from, &signed.nonce) != committed {
+            .index_of(from)
+            .ok_or(ProtocolError::UnknownClient(from))?;
+        let (_, signed) = &self.cohort.entries()[index as usize];
+        if nonce_commitment(ctx.round, from, nonce) != signed.commitment {
             return Err(PeerMisbehaved::NonceMismatch { id: from }.into());
         }
-        if is_low_order(&signed.keys.encryption) {
-            return Err(CryptoError::NonContributory { peer: from }.into());
-        }
-        masking_point(&signed.keys.masking)?;
-        let key = identity_key(ctx.ca, from, &signed.credential)?;
-        match (ctx.config.selection(), ctx.ca, &signed.ticket) {
-            (None, _, None) => {}
-            (Some(selection), Some(ca), Some(ticket)) => selection
-                .check(ca, &key, ticket)
-                .map_err(PeerMisbehaved::Ticket)?,
-            (None, _, Some(_)) => {
-                return Err(PeerMisbehaved::Ticket(SelectionError::Unexpected).into());
+        if let Some(a) = audit.iter().find(|a| **a as usize >= self.cohort.len()) {
+            return Err(CodecError::Invalid {
+                field: "audit",
+                why: format!("leaf {a} of a cohort of {}", self.cohort.len()),
             }
-            (Some(_), _, None) | (Some(_), None, Some(_)) => {
-                return Err(PeerMisbehaved::Ticket(SelectionError::Missing).into());
-            }
+            .into());
         }
-        let message = advertisement_message(
-            ctx.round,
-            &self.cohort_digest,
-            from,
-            &signed.keys,
-            &signed.nonce,
-        );
-        key.verify(ADVERTISE_DOMAIN, &message, &signed.signature)?;
-        Ok(key)
+        Ok(index)
     }
 
     fn close<E: Accumulate>(self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
-        let notify: Vec<ClientId> = self.cohort.iter().map(|(id, _)| *id).collect();
-        if let Err(reason) = ctx.close_stage(Stage::AdvertiseKeys, self.advertised.len(), notify) {
+        let notify: Vec<ClientId> = self.cohort.entries().iter().map(|(id, _)| *id).collect();
+        if let Err(reason) = ctx.close_stage(Stage::AdvertiseKeys, self.revealed.len(), notify) {
             return State::Aborted(reason);
         }
-        let identities: HashMap<ClientId, IdentityPublicKey> = self
-            .advertised
-            .iter()
-            .map(|(id, (_, key))| (*id, *key))
-            .collect();
-        let list: Arc<[(ClientId, SignedKeys)]> = self
-            .advertised
-            .into_iter()
-            .map(|(id, (signed, _))| (id, signed))
-            .collect();
-        let RoundView { session: id, graph } = RoundView::derive(
+        let nonces: BTreeMap<u32, [u8; 32]> =
+            self.revealed.iter().map(|(i, (n, _))| (*i, *n)).collect();
+        let roster = match Roster::new(
             ctx.round,
-            &self.cohort_digest,
-            &list,
+            self.cohort.clone(),
+            &nonces,
             ctx.config.neighbors(),
-        );
-        let members: Vec<ClientId> = list.iter().map(|(id, _)| *id).collect();
-        for id in &members {
-            ctx.send(*id, ServerMessage::KeyList(list.clone()));
-        }
+        ) {
+            Ok(r) => Arc::new(r),
+            Err(_) => {
+                let members: Vec<ClientId> = self.identities.keys().copied().collect();
+                return ctx.abort(
+                    AbortReason::StateLost("the present set does not fit a Merkle tree"),
+                    members,
+                );
+            }
+        };
+        let members: Vec<ClientId> = self
+            .revealed
+            .keys()
+            .filter_map(|i| self.cohort.id_at(*i))
+            .collect();
+        let audits: HashMap<ClientId, (u32, Vec<u32>)> = self
+            .revealed
+            .into_iter()
+            .filter_map(|(i, (_, audit))| self.cohort.id_at(i).map(|id| (id, (i, audit))))
+            .collect();
+        let shared = roster.clone();
+        ctx.send_each(members.iter().copied(), move |id| {
+            let (index, audit) = audits.get(&id)?;
+            Some(ServerMessage::KeyList(shared.key_list(*index, audit)))
+        });
         let session = Session {
-            id,
-            keys: list.iter().map(|(id, k)| (*id, k.keys)).collect(),
-            identities,
-            graph,
+            id: roster.view().session,
+            keys: members
+                .iter()
+                .filter_map(|id| {
+                    let i = self.cohort.index_of(*id)?;
+                    Some((*id, self.cohort.entries()[i as usize].1.keys))
+                })
+                .collect(),
+            identities: self
+                .identities
+                .into_iter()
+                .filter(|(id, _)| members.binary_search(id).is_ok())
+                .collect(),
+            roster,
         };
         let roll = Roll::start(ctx, Stage::ShareKeys, members);
         ExpectShares::start(ctx, session, roll)
@@ -150,12 +150,12 @@ impl<A: Send + Sync> Collect<A> for ExpectKeys {
         from: ClientId,
         msg: ClientMessage,
     ) -> Result<Taken, ClientMessage> {
-        let ClientMessage::AdvertiseKeys(signed) = msg else {
+        let ClientMessage::Reveal { nonce, audit } = msg else {
             return Err(msg);
         };
-        Ok(match self.check(ctx, from, &signed) {
-            Ok(key) => {
-                self.advertised.insert(from, (signed, key));
+        Ok(match self.check(ctx, from, &nonce, &audit) {
+            Ok(index) => {
+                self.revealed.insert(index, (nonce, audit));
                 Taken::Answered
             }
             Err(e) => Taken::Misbehaved(e),

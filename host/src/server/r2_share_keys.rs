@@ -29,11 +29,13 @@ use crate::error::{BundleMismatch, ProtocolError};
 use crate::messages::{ClientMessage, ForwardedBundle, SealedBundle, ServerMessage};
 use crate::{ClientId, Stage};
 
-/// A dealing as it arrived: β·B, the dealer's own β share point, its bundles.
+/// A dealing as it arrived: β·B, the dealer's own β share point, its bundles, and the leaves of
+/// the present set its dealer audits.
 struct Received {
     self_key: [u8; 32],
     own_point: [u8; 32],
     bundles: Vec<SealedBundle>,
+    audit: Vec<u32>,
 }
 
 /// Waiting for share bundles.
@@ -59,9 +61,23 @@ impl ExpectShares {
         settle(s, ctx)
     }
 
-    /// One bundle for each neighbour, each of the sealed size.
-    fn check(&self, from: ClientId, bundles: &[SealedBundle]) -> Result<(), ProtocolError> {
-        let neighbors = self.session.graph.neighbors(from);
+    /// One bundle for each present neighbour, each of the sealed size; the audited leaves lie
+    /// in the present set.
+    fn check(
+        &self,
+        from: ClientId,
+        bundles: &[SealedBundle],
+        audit: &[u32],
+    ) -> Result<(), ProtocolError> {
+        let present = self.session.roster.present().commitment().len;
+        if let Some(a) = audit.iter().find(|a| **a >= present) {
+            return Err(crate::error::CodecError::Invalid {
+                field: "audit",
+                why: format!("leaf {a} of a present set of {present}"),
+            }
+            .into());
+        }
+        let neighbors = self.session.neighbors(from);
         let mut recipients: Vec<ClientId> = bundles.iter().map(|b| b.peer).collect();
         recipients.sort_unstable();
         if recipients != neighbors {
@@ -174,7 +190,9 @@ impl ExpectShares {
         // Bundles by recipient, and a copy of every routed ciphertext to check reports against.
         let mut inbox: HashMap<ClientId, Vec<ForwardedBundle>> = HashMap::new();
         let mut routed: HashMap<(ClientId, ClientId), Vec<u8>> = HashMap::new();
+        let mut audits: HashMap<ClientId, Vec<u32>> = HashMap::new();
         for (from, r) in self.received.drain() {
+            audits.insert(from, r.audit);
             for b in r.bundles {
                 routed.insert((from, b.peer), b.ciphertext.clone());
                 inbox.entry(b.peer).or_default().push(ForwardedBundle {
@@ -186,11 +204,13 @@ impl ExpectShares {
                 });
             }
         }
+        let present = self.session.roster.present();
         for &u in &u2 {
             // Only dealers in U2 left bundles, so every sender is in U2.
             let mut bundles = inbox.remove(&u).unwrap_or_default();
             bundles.sort_by_key(|b| b.sender);
-            ctx.send(u, ServerMessage::ShareBundles(bundles));
+            let audit = present.audited(audits.get(&u).map(Vec::as_slice).unwrap_or_default());
+            ctx.send(u, ServerMessage::ShareBundles { bundles, audit });
         }
         let roll = Roll::start(ctx, Stage::ShareCheck, u2.iter().copied());
         ExpectShareChecks::start(ctx, self.session, dealers, routed, roll)
@@ -214,16 +234,18 @@ impl<A: Send + Sync> Collect<A> for ExpectShares {
             self_key,
             own_point,
             bundles,
+            audit,
         } = msg
         else {
             return Err(msg);
         };
-        Ok(match self.check(from, &bundles) {
+        Ok(match self.check(from, &bundles, &audit) {
             Ok(()) => {
                 let received = Received {
                     self_key,
                     own_point,
                     bundles,
+                    audit,
                 };
                 self.received.insert(from, received);
                 Taken::Answered

@@ -125,7 +125,6 @@ impl ExpectShareChecks {
             // mask key, needed if it drops, has no share of its own, so they must be t.
             let readable = self
                 .session
-                .graph
                 .neighbors(d)
                 .into_iter()
                 .filter(|v| {
@@ -179,7 +178,6 @@ impl ExpectShareChecks {
         for &u in &maskers {
             let partners: Vec<ClientId> = self
                 .session
-                .graph
                 .neighbors(u)
                 .into_iter()
                 .filter(|v| certified.contains(v))

@@ -2,9 +2,11 @@
 //!
 //! One accumulator of m + 1 elements, whatever n is: a masked vector is checked (length,
 //! every element below 2^b), added mod 2^b by the engine, and forgotten. U3 is the set of
-//! clients whose masked input arrived; their inputs are in the sum.
+//! clients whose masked input arrived; their inputs are in the sum. The server commits to U3
+//! by ring position ([`RingSet`]) and opens it to each survivor around its neighbourhood.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use secagg_engine::Accumulate;
@@ -13,8 +15,10 @@ use super::collect::{Collect, Taken, settle};
 use super::membership::Membership;
 use super::r5_consistency::ExpectSignatures;
 use super::{Ctx, Roll, State, check_vector};
+use crate::commit::RingSet;
 use crate::error::AbortReason;
 use crate::messages::{ClientMessage, ServerMessage};
+use crate::view::label;
 use crate::{ClientId, Stage};
 
 /// A packed masked vector has the round's width and length (the codec built its runs
@@ -207,14 +211,25 @@ impl<A: Send + Sync> ExpectMaskedInputs<A> {
         if let Err(reason) = ctx.close_stage(Stage::MaskedInput, u3.len(), self.members()) {
             return State::Aborted(reason);
         }
-        let shared: std::sync::Arc<[ClientId]> = u3.clone().into();
-        for &u in &u3 {
-            if !ctx.gone.contains_key(&u) {
-                ctx.send(u, ServerMessage::SurvivorList(shared.clone()));
+        let session = &self.membership.session;
+        let indices: Vec<u32> = u3.iter().filter_map(|u| session.index_of(*u)).collect();
+        let set = match RingSet::new(label::SURVIVORS, session.ring(), indices) {
+            Ok(s) => Arc::new(s),
+            Err(_) => {
+                let reason = AbortReason::StateLost("the survivor set does not fit a Merkle tree");
+                return ctx.abort(reason, self.members());
             }
-        }
+        };
+        let (shared, roster) = (set.clone(), session.roster.clone());
+        ctx.send_each(u3.iter().copied(), move |u| {
+            let index = roster.cohort().index_of(u)?;
+            Some(ServerMessage::SurvivorList {
+                survivors: shared.commitment(),
+                opening: shared.around(&roster.view().ring, index, &[]),
+            })
+        });
         let roll = Roll::start(ctx, Stage::Consistency, u3.iter().copied());
-        ExpectSignatures::start(ctx, self.membership, shared, roll, self.acc)
+        ExpectSignatures::start(ctx, self.membership, &u3, set, roll, self.acc)
     }
 }
 

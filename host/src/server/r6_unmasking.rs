@@ -211,7 +211,6 @@ impl<A: Send + Sync> ExpectUnmaskShares<A> {
             self.u3.iter().map(|&u| (u, Vec::new())).collect();
         for &v in m.certified.difference(&self.u3) {
             let survivors: Vec<ClientId> = session
-                .graph
                 .neighbors(v)
                 .into_iter()
                 .filter(|u| self.u3.contains(u))

@@ -29,13 +29,14 @@ use super::network::{Network, Peer};
 use super::{SimConfig, SimError, sim_ca, sim_client, sim_identity_key, sim_server};
 use crate::crypto::feldman::{decode_point, opens_to, share_matches};
 use crate::crypto::{
-    ADVERTISE_DOMAIN, BundlePlaintext, ClientSecrets, Lagrange, RoundDigest, SessionId,
-    advertisement_message, cohort_digest, deal, masking_point, nonce_commitment, pairwise_seeds,
-    self_mask_seed, share_points_digest,
+    ADVERTISE_DOMAIN, BundlePlaintext, ClientSecrets, Lagrange, ListCommitment, PublicKeys,
+    RoundDigest, SessionId, advertisement_message, deal, masking_point, nonce_commitment,
+    pairwise_seeds, self_mask_seed, share_points_digest,
 };
 use crate::identity::{CaKey, IdentityKey};
 use crate::messages::{
-    ClientMessage, Credential, Envelope, SealedBundle, ServerMessage, ShareKind, SignedKeys,
+    ClientMessage, Credential, Envelope, KeyList, SealedBundle, ServerMessage, ShareKind,
+    SignedKeys,
 };
 use crate::server::{Server, ServerEvent, ServerStatus};
 use crate::view::RoundView;
@@ -439,6 +440,33 @@ impl Lab {
         Ok(moved)
     }
 
+    /// Runs until the honest server sends its first messages named `name` (see
+    /// [`ServerMessage::name`]), and withholds those: the attacker holds them, to deliver
+    /// (or replace) with [`Lab::deliver`]. Messages of other names pass.
+    pub fn up_to(&mut self, name: &str) -> Result<Vec<(ClientId, ServerMessage)>, SimError> {
+        let mut held = Vec::new();
+        let mut idle = 0;
+        while held.is_empty() {
+            let mut t = on_server(|to, m: ServerMessage, out: &mut Vec<_>| {
+                if m.name() == name {
+                    held.push((to, m));
+                } else {
+                    out.push((to, m));
+                }
+            });
+            if self.step(&mut t)? {
+                idle = 0;
+                continue;
+            }
+            if idle < 16 && self.net.pass_deadline() {
+                idle += 1;
+            } else {
+                return Err(SimError::Stalled(format!("no {name} message")));
+            }
+        }
+        Ok(held)
+    }
+
     /// Runs until nothing moves; when the server is still waiting, its deadline passes (on
     /// the fake clock) and the exchange goes on.
     pub fn run(&mut self, tamper: &mut dyn Tamper) -> Result<ServerStatus, SimError> {
@@ -490,6 +518,11 @@ impl Lab {
             out.push(e.message);
         }
         Ok(out)
+    }
+
+    /// Where twin `twin` stands.
+    pub fn twin_status(&self, twin: usize) -> Option<ClientStatus> {
+        self.twins.get(twin).map(|(_, c)| c.status())
     }
 
     /// Rebuilds honest client `id` for another configuration (for instance another round
@@ -547,6 +580,7 @@ impl Lab {
                 self_key,
                 own_point,
                 bundles,
+                ..
             } = m
             {
                 let mut points: BTreeMap<ClientId, ([u8; 32], [u8; 32])> = bundles
@@ -643,16 +677,17 @@ impl Lab {
         }
     }
 
-    /// The session as `target` saw it (from its cohort and key list) and its partners (from
-    /// its mask request).
+    /// The session as `target` saw it (from its cohort and key list), every member's mask key
+    /// (from the advertisements, which the server holds), and its partners (from its mask
+    /// request).
     fn view_of(&self, target: ClientId) -> Option<View> {
         let got = self.received(target);
         let cohort = got.iter().rev().find_map(|e| match &e.message {
-            ServerMessage::Cohort(c) => Some(c.clone()),
+            ServerMessage::Cohort { cohort, .. } => Some(*cohort),
             _ => None,
         })?;
-        let keys = got.iter().rev().find_map(|e| match &e.message {
-            ServerMessage::KeyList(k) => Some(k.clone()),
+        let list = got.iter().rev().find_map(|e| match &e.message {
+            ServerMessage::KeyList(k) => Some(k),
             _ => None,
         })?;
         let partners = got
@@ -664,13 +699,268 @@ impl Lab {
             })
             .unwrap_or_default();
         let round = RoundDigest::of(&self.cfg.round);
-        let cohort = cohort_digest(&round, &cohort);
-        let session = RoundView::derive(&round, &cohort, &keys, self.cfg.round.neighbors()).session;
+        let session = RoundView::derive(
+            &round,
+            &cohort,
+            &list.reveals,
+            &list.present,
+            self.cfg.round.neighbors(),
+        )
+        .session;
         Some(View {
             session,
-            keys: keys.iter().map(|(id, k)| (*id, k.keys.masking)).collect(),
+            keys: self
+                .advertisements()
+                .into_iter()
+                .map(|(id, k)| (id, k.keys.masking))
+                .collect(),
             partners,
         })
+    }
+
+    /// Every advertisement a client sent (what the server holds after the join), by sender.
+    pub fn advertisements(&self) -> BTreeMap<ClientId, SignedKeys> {
+        self.records
+            .sent
+            .iter()
+            .filter_map(|(from, m)| match m {
+                ClientMessage::Join(s) => Some((*from, s.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Every nonce a client revealed, with the cohort leaves it asked to audit, by sender.
+    pub fn reveals(&self) -> BTreeMap<ClientId, Reveal> {
+        self.records
+            .sent
+            .iter()
+            .filter_map(|(from, m)| match m {
+                ClientMessage::Reveal { nonce, audit } => Some((
+                    *from,
+                    Reveal {
+                        nonce: *nonce,
+                        audit: audit.clone(),
+                    },
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl Lab {
+    /// The round as the honest server fixed it, rebuilt from what the clients sent (the
+    /// advertisements of the members it was shown a cohort by, and their nonces): the
+    /// attacker's own copy, to forge survivor sets and unmask requests on. Call it once the
+    /// key lists are out.
+    pub fn replica(&self) -> Replica {
+        let in_cohort = |id: &ClientId| {
+            self.received(*id)
+                .iter()
+                .any(|e| matches!(e.message, ServerMessage::Cohort { .. }))
+        };
+        let forgery = Forgery::new(
+            &self.cfg.round,
+            self.advertisements()
+                .into_iter()
+                .filter(|(id, _)| in_cohort(id)),
+        );
+        let reveals: BTreeMap<ClientId, Reveal> = self
+            .reveals()
+            .into_iter()
+            .filter(|(id, _)| in_cohort(id))
+            .collect();
+        let roster = forgery.roster(&reveals);
+        Replica { forgery, roster }
+    }
+}
+
+/// The attacker's copy of the round (see [`Lab::replica`]).
+pub struct Replica {
+    forgery: Forgery,
+    roster: crate::commit::Roster,
+}
+
+impl Replica {
+    /// The cohort and its key lists.
+    pub fn forgery(&self) -> &Forgery {
+        &self.forgery
+    }
+
+    /// Who is present, the reveals, the session and the ring.
+    pub fn roster(&self) -> &crate::commit::Roster {
+        &self.roster
+    }
+
+    /// A survivor set of `members`, committed by ring position as the server does.
+    pub fn survivors(&self, members: &[ClientId]) -> Survivors<'_> {
+        let cohort = self.forgery.cohort();
+        let indices = members.iter().filter_map(|id| cohort.index_of(*id));
+        let set = crate::commit::RingSet::new(
+            crate::view::label::SURVIVORS,
+            &self.roster.view().ring,
+            indices,
+        )
+        .unwrap_or_else(|_| unreachable!("a lab's survivor set fits a tree"));
+        Survivors { replica: self, set }
+    }
+
+    /// A survivor list of ring positions committed in the order given, repeats and all.
+    pub fn survivors_in_order(&self, positions: Vec<u32>) -> Survivors<'_> {
+        let set = crate::commit::RingSet::in_order(crate::view::label::SURVIVORS, positions)
+            .unwrap_or_else(|_| unreachable!("a lab's survivor list fits a tree"));
+        Survivors { replica: self, set }
+    }
+
+    /// A survivor set of ring positions as given (out of range ones too).
+    pub fn survivors_at(&self, positions: Vec<u32>) -> Survivors<'_> {
+        let set = crate::commit::RingSet::of_positions(crate::view::label::SURVIVORS, positions)
+            .unwrap_or_else(|_| unreachable!("a lab's survivor set fits a tree"));
+        Survivors { replica: self, set }
+    }
+}
+
+/// A survivor set the attacker committed to, and the messages that open it.
+pub struct Survivors<'a> {
+    replica: &'a Replica,
+    set: crate::commit::RingSet,
+}
+
+impl Survivors<'_> {
+    /// Its commitment.
+    pub fn commitment(&self) -> ListCommitment {
+        self.set.commitment()
+    }
+
+    /// Whether leaf `index` can be opened alone (it keeps to the splits above it).
+    pub fn opens(&self, index: u32) -> bool {
+        let c = self.set.commitment();
+        self.set
+            .audited(&[index])
+            .check(self.set.label(), &c.root, c.len)
+            .is_ok()
+    }
+
+    /// The survivor-list message for `to`: the set opened around it.
+    pub fn list_for(&self, to: ClientId) -> ServerMessage {
+        let ring = &self.replica.roster.view().ring;
+        let index = self
+            .replica
+            .forgery
+            .cohort()
+            .index_of(to)
+            .unwrap_or(u32::MAX);
+        ServerMessage::SurvivorList {
+            survivors: self.set.commitment(),
+            opening: self.set.around(ring, index, &[]),
+        }
+    }
+
+    /// The unmask request for `to`: those of `signatures` (by signer) that are from holders of
+    /// a secret `to` holds a share of (within two hops of it), the signers it does not know
+    /// opened by identity, the leaves `audit` of the set opened.
+    pub fn unmask_for(
+        &self,
+        to: ClientId,
+        signatures: &[(ClientId, [u8; 64])],
+        audit: &[u32],
+    ) -> ServerMessage {
+        let cohort = self.replica.forgery.cohort();
+        let ring = &self.replica.roster.view().ring;
+        let me = cohort.index_of(to).unwrap_or(u32::MAX);
+        let near: BTreeSet<u32> = std::iter::once(me)
+            .chain(ring.neighbors(me))
+            .flat_map(|v| std::iter::once(v).chain(ring.neighbors(v)))
+            .collect();
+        let mut by_index: Vec<(u32, [u8; 64])> = signatures
+            .iter()
+            .filter_map(|(id, s)| Some((cohort.index_of(*id)?, *s)))
+            .filter(|(i, _)| near.contains(i))
+            .collect();
+        by_index.sort_by_key(|(i, _)| *i);
+        let known: BTreeSet<u32> = std::iter::once(me).chain(ring.neighbors(me)).collect();
+        let strangers: BTreeSet<u32> = by_index
+            .iter()
+            .map(|(i, _)| *i)
+            .filter(|i| !known.contains(i))
+            .collect();
+        let (identities, proof) = cohort.open(&BTreeSet::new(), &strangers);
+        ServerMessage::UnmaskRequest(crate::messages::UnmaskRequest {
+            survivors: self.set.commitment(),
+            audit: self.set.audited(audit),
+            signatures: by_index,
+            identities,
+            proof,
+        })
+    }
+}
+
+/// A client's revealed nonce and the cohort leaves it audits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reveal {
+    /// The nonce.
+    pub nonce: [u8; 32],
+    /// The leaves it audits.
+    pub audit: Vec<u32>,
+}
+
+/// A view of the round the attacker builds itself: a cohort of the advertisements it chooses,
+/// and the key lists that open it. Built with the honest server's own builders
+/// ([`crate::commit`]), so everything in it verifies — unless the attacker put in something a
+/// client refuses.
+pub struct Forgery {
+    round: RoundDigest,
+    neighbors: usize,
+    cohort: std::sync::Arc<crate::commit::Cohort>,
+}
+
+impl Forgery {
+    /// The cohort of `advertisements` for the round `config`.
+    pub fn new(
+        config: &crate::RoundConfig,
+        advertisements: impl IntoIterator<Item = (ClientId, SignedKeys)>,
+    ) -> Self {
+        let cohort = crate::commit::Cohort::new(advertisements)
+            .unwrap_or_else(|_| unreachable!("a lab's cohort fits a tree"));
+        Self {
+            round: RoundDigest::of(config),
+            neighbors: config.neighbors(),
+            cohort: std::sync::Arc::new(cohort),
+        }
+    }
+
+    /// The cohort.
+    pub fn cohort(&self) -> &crate::commit::Cohort {
+        &self.cohort
+    }
+
+    /// The cohort message for `to`.
+    pub fn welcome(&self, to: ClientId) -> Option<ServerMessage> {
+        self.cohort.welcome(self.cohort.index_of(to)?)
+    }
+
+    /// Who is present and the committee's reveals, when the members of this cohort revealed
+    /// `reveals` (every present committee member's nonce revealed, as an honest server does).
+    pub fn roster(&self, reveals: &BTreeMap<ClientId, Reveal>) -> crate::commit::Roster {
+        let nonces: BTreeMap<u32, [u8; 32]> = reveals
+            .iter()
+            .filter_map(|(id, r)| Some((self.cohort.index_of(*id)?, r.nonce)))
+            .collect();
+        crate::commit::Roster::new(&self.round, self.cohort.clone(), &nonces, self.neighbors)
+            .unwrap_or_else(|_| unreachable!("a lab's present set fits a tree"))
+    }
+
+    /// The key list for `to` under `roster`, answering the audit in its reveal.
+    pub fn key_list(
+        &self,
+        roster: &crate::commit::Roster,
+        reveals: &BTreeMap<ClientId, Reveal>,
+        to: ClientId,
+    ) -> Option<ServerMessage> {
+        let index = self.cohort.index_of(to)?;
+        let audit = reveals.get(&to).map(|r| r.audit.as_slice()).unwrap_or(&[]);
+        Some(ServerMessage::KeyList(roster.key_list(index, audit)))
     }
 }
 
@@ -702,14 +992,14 @@ struct CheatingDealer {
     cfg: SimConfig,
     round: RoundDigest,
     key: IdentityKey,
-    credential: Credential,
     fault: DealerFault,
     rng: ChaCha20Rng,
     nonce: [u8; 32],
-    cohort: Option<[u8; 32]>,
-    secrets: Option<ClientSecrets>,
-    /// The session and the key list, once known (for a false accusation).
-    session: Option<(SessionId, Vec<(ClientId, SignedKeys)>)>,
+    /// The cohort's commitment and this dealer's index in it, once known.
+    cohort: Option<(ListCommitment, u32)>,
+    secrets: ClientSecrets,
+    /// The session and its neighbours' keys, once known (for a false accusation).
+    session: Option<(SessionId, Vec<(ClientId, PublicKeys)>)>,
     /// Its own share of β, once dealt (revealed by a dealer that plays on).
     own_self_share: Option<Scalar>,
     /// Its input (masked by a dealer that plays on).
@@ -728,25 +1018,34 @@ impl CheatingDealer {
         rng.fill_bytes(&mut nonce);
         let round = RoundDigest::of(&cfg.round);
         let commitment = nonce_commitment(&round, id, &nonce);
+        let secrets = ClientSecrets::generate(&mut rng);
+        let keys = secrets.public_keys();
+        let m = advertisement_message(&round, id, &keys, &commitment);
+        let signed = SignedKeys {
+            keys,
+            commitment,
+            credential,
+            signature: key.sign(ADVERTISE_DOMAIN, &m),
+            ticket: cfg.round.selection().and_then(|s| {
+                crate::selection::draw(&key, &ca.public(), s.epoch()).map(|(ticket, _)| ticket)
+            }),
+        };
         Self {
             id,
             cfg: cfg.clone(),
             round,
             key,
-            credential,
             fault,
             rng,
             nonce,
             cohort: None,
-            secrets: None,
+            secrets,
             session: None,
             own_self_share: None,
             input,
             outbox: VecDeque::from([Envelope {
                 round: cfg.round.round_id(),
-                message: ClientMessage::Join {
-                    nonce_commitment: commitment,
-                },
+                message: ClientMessage::Join(signed),
             }]),
             status: ClientStatus::Running(crate::Stage::AdvertiseKeys),
         }
@@ -761,28 +1060,14 @@ impl CheatingDealer {
 
     fn handle(&mut self, env: Envelope<ServerMessage>) {
         match env.message {
-            ServerMessage::Cohort(c) => {
-                let digest = cohort_digest(&self.round, &c);
-                let secrets = ClientSecrets::generate(&mut self.rng);
-                let keys = secrets.public_keys();
-                let m = advertisement_message(&self.round, &digest, self.id, &keys, &self.nonce);
-                let signature = self.key.sign(ADVERTISE_DOMAIN, &m);
-                self.send(ClientMessage::AdvertiseKeys(SignedKeys {
-                    keys,
+            ServerMessage::Cohort {
+                cohort, position, ..
+            } => {
+                self.cohort = Some((cohort, position));
+                self.send(ClientMessage::Reveal {
                     nonce: self.nonce,
-                    credential: self.credential.clone(),
-                    signature,
-                    ticket: self.cfg.round.selection().and_then(|s| {
-                        crate::selection::draw(
-                            &self.key,
-                            &super::sim_ca(self.cfg.seed).public(),
-                            s.epoch(),
-                        )
-                        .map(|(ticket, _)| ticket)
-                    }),
-                }));
-                self.cohort = Some(digest);
-                self.secrets = Some(secrets);
+                    audit: Vec::new(),
+                });
             }
             ServerMessage::KeyList(list) => {
                 if let Some(m) = self.deal(&list) {
@@ -792,7 +1077,7 @@ impl CheatingDealer {
             }
             // It reports nothing on the others' bundles, or accuses an honest dealer; a dealer
             // that plays on calls every bundle unreadable.
-            ServerMessage::ShareBundles(bundles) => {
+            ServerMessage::ShareBundles { bundles, .. } => {
                 let reports = if self.plays_on() {
                     bundles
                         .iter()
@@ -811,14 +1096,17 @@ impl CheatingDealer {
                     self.send(m);
                 }
             }
-            ServerMessage::SurvivorList(survivors) if self.plays_on() => {
+            ServerMessage::SurvivorList { survivors, .. } if self.plays_on() => {
                 if let Some((session, _)) = &self.session {
                     let digest = crate::crypto::survivors_digest(session, &survivors);
                     let signature = self.key.sign(crate::crypto::SURVIVORS_DOMAIN, &digest);
-                    self.send(ClientMessage::Consistency { signature });
+                    self.send(ClientMessage::Consistency {
+                        signature,
+                        audit: Vec::new(),
+                    });
                 }
             }
-            ServerMessage::UnmaskRequest { .. } if self.plays_on() => {
+            ServerMessage::UnmaskRequest(_) if self.plays_on() => {
                 if let Some(share) = self.own_self_share {
                     self.send(ClientMessage::UnmaskShares(vec![
                         crate::messages::RevealedShare {
@@ -845,11 +1133,11 @@ impl CheatingDealer {
     /// masks it.
     fn masked_input(&self, partners: &[ClientId]) -> Option<ClientMessage> {
         let (session, list) = self.session.as_ref()?;
-        let secrets = self.secrets.as_ref()?;
-        let peers: Vec<(ClientId, &crate::crypto::PublicKeys)> = list
+        let secrets = &self.secrets;
+        let peers: Vec<(ClientId, &PublicKeys)> = list
             .iter()
             .filter(|(id, _)| partners.binary_search(id).is_ok())
-            .map(|(id, k)| (*id, &k.keys))
+            .map(|(id, k)| (*id, k))
             .collect();
         let seeds = secrets.pairwise_seeds(session, self.id, &peers).ok()?;
         let mut terms = vec![MaskTerm::plus(self_mask_seed(
@@ -882,13 +1170,9 @@ impl CheatingDealer {
             return None;
         };
         let (session, list) = self.session.as_ref()?;
-        let keys = list
-            .iter()
-            .find(|(id, _)| id == accused)
-            .map(|(_, k)| &k.keys)?;
+        let keys = list.iter().find(|(id, _)| id == accused).map(|(_, k)| k)?;
         let key = self
             .secrets
-            .as_ref()?
             .bundle_key(session, self.id, *accused, keys)
             .ok()?;
         Some(crate::messages::DealerReport {
@@ -899,14 +1183,28 @@ impl CheatingDealer {
         })
     }
 
-    /// Deals both secrets, cheating as the fault says.
-    fn deal(&mut self, list: &[(ClientId, SignedKeys)]) -> Option<ClientMessage> {
-        let cohort = self.cohort?;
-        let secrets = self.secrets.as_ref()?;
-        let RoundView { session, graph } =
-            RoundView::derive(&self.round, &cohort, list, self.cfg.round.neighbors());
-        self.session = Some((session, list.to_vec()));
-        let neighbors = graph.neighbors(self.id);
+    /// Deals both secrets to its present neighbours (those the key list opens in full),
+    /// cheating as the fault says.
+    fn deal(&mut self, list: &KeyList) -> Option<ClientMessage> {
+        let (cohort, position) = self.cohort?;
+        let secrets = &self.secrets;
+        let RoundView { session, ring, .. } = RoundView::derive(
+            &self.round,
+            &cohort,
+            &list.reveals,
+            &list.present,
+            self.cfg.round.neighbors(),
+        );
+        let around = ring.neighbors(position);
+        let mut keys: Vec<(ClientId, PublicKeys)> = list
+            .entries
+            .iter()
+            .filter(|e| around.binary_search(&e.index).is_ok())
+            .filter_map(|e| e.opening.full().map(|s| (e.id, s.keys)))
+            .collect();
+        keys.sort_by_key(|(id, _)| *id);
+        let neighbors: Vec<ClientId> = keys.iter().map(|(id, _)| *id).collect();
+        self.session = Some((session, keys.clone()));
         let t = self.cfg.round.threshold();
         let mut holders = neighbors.clone();
         holders.push(self.id);
@@ -957,11 +1255,7 @@ impl CheatingDealer {
             }
             _ => {}
         }
-        let peers: Vec<(ClientId, &crate::crypto::PublicKeys)> = list
-            .iter()
-            .filter(|(id, _)| neighbors.binary_search(id).is_ok())
-            .map(|(id, k)| (*id, &k.keys))
-            .collect();
+        let peers: Vec<(ClientId, &PublicKeys)> = keys.iter().map(|(id, k)| (*id, k)).collect();
         let keys = secrets.bundle_keys(&session, self.id, &peers).ok()?;
         let mut bundles = Vec::new();
         for ((peer, _), key) in peers.iter().zip(keys) {
@@ -991,6 +1285,7 @@ impl CheatingDealer {
             self_key,
             own_point: self_points[own],
             bundles,
+            audit: Vec::new(),
         })
     }
 }

@@ -4,9 +4,9 @@
 //! A [`Network`] moves messages the way a transport would:
 //!
 //! - every message goes through the wire codec, so byte counts are real and the codec is
-//!   exercised. A list every client receives (the cohort, the key list, the survivor list) is
-//!   one shared value on the server; it is encoded and decoded once and the decoded value is
-//!   shared by its recipients in turn, so n clients do not hold n copies of it;
+//!   exercised. No message is a list of all n members: the cohort, the present set and the
+//!   survivor set reach each client as its own opening of the server's commitment
+//!   (O(k log n) bytes), so each message goes through the codec on its own;
 //! - the clients take their turns in parallel (rayon), in batches small enough that the
 //!   masked vectors in flight stay within a bound; what they send reaches the server in the
 //!   clients' order, so a round's outcome, figures and bytes do not depend on the threads;
@@ -16,11 +16,11 @@
 //!   ([`StageStats`]), and long stages report [`Progress`].
 //!
 //! [`super::run`] (behind `secagg simulate`), [`crate::local::aggregate`] and the attack
-//! laboratory (`sim::lab`, feature `testing`) all run their rounds on it; each keeps only what is its own
-//! (making clients and checking the output; a plain API; the attacker's records and moves).
+//! laboratory (`sim::lab`, feature `testing`) all run their rounds on it; each keeps only
+//! what is its own (making clients and checking the output; a plain API; the attacker's
+//! records and moves).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand_core::CryptoRng;
@@ -130,15 +130,6 @@ struct Hub<E: Accumulate> {
     stats: BTreeMap<Stage, StageStats>,
 }
 
-/// A list every client receives, as last encoded and decoded.
-struct Broadcast {
-    /// The list's address; `source` keeps it alive, so no other list can take it.
-    key: usize,
-    source: Envelope<ServerMessage>,
-    frame_len: usize,
-    decoded: Envelope<ServerMessage>,
-}
-
 /// A server, its clients and the wire between them (see the [module docs](self)).
 pub struct Network<E: Accumulate, P> {
     hub: Hub<E>,
@@ -147,9 +138,6 @@ pub struct Network<E: Accumulate, P> {
     ids: Vec<ClientId>,
     drops: DropSchedule,
     mode: DropMode,
-    broadcast: Option<Broadcast>,
-    /// The last survivor list decoded, which unmask requests carry again.
-    survivors: Option<Arc<[ClientId]>>,
 }
 
 /// What one client did in one turn.
@@ -196,8 +184,6 @@ impl<E: Accumulate, P: Peer> Network<E, P> {
             ids,
             drops: DropSchedule::none(),
             mode: DropMode::Disconnect,
-            broadcast: None,
-            survivors: None,
         }
     }
 
@@ -502,43 +488,15 @@ impl<E: Accumulate, P: Peer> Network<E, P> {
         Ok(())
     }
 
-    /// `env` encoded and decoded: the frame's length and what the recipient gets. A list
-    /// every client receives is encoded and decoded once, and its recipients share the
-    /// decoded value; an unmask request carries the survivor list again, and shares it too.
+    /// `env` encoded and decoded: the frame's length and what the recipient gets. Every
+    /// server message is its recipient's own (the committed lists are opened around each
+    /// client), so each goes through the codec on its own.
     fn through_codec(
         &mut self,
         env: Envelope<ServerMessage>,
     ) -> Result<(usize, Envelope<ServerMessage>), SimError> {
-        let key = match &env.message {
-            ServerMessage::Cohort(c) => Some(Arc::as_ptr(c) as *const u8 as usize),
-            ServerMessage::KeyList(k) => Some(Arc::as_ptr(k) as *const u8 as usize),
-            ServerMessage::SurvivorList(u) => Some(Arc::as_ptr(u) as *const u8 as usize),
-            _ => None,
-        };
-        if let (Some(key), Some(b)) = (key, &self.broadcast)
-            && b.key == key
-            && b.source.round == env.round
-        {
-            return Ok((b.frame_len, b.decoded.clone()));
-        }
         let bytes = codec::encode_server(&env);
-        let mut decoded = codec::decode_server(&bytes, &self.hub.limits)?;
-        match &mut decoded.message {
-            ServerMessage::SurvivorList(u) => self.survivors = Some(u.clone()),
-            ServerMessage::UnmaskRequest { survivors, .. } => match &self.survivors {
-                Some(u) if u[..] == survivors[..] => *survivors = u.clone(),
-                _ => self.survivors = Some(survivors.clone()),
-            },
-            _ => {}
-        }
-        if let Some(key) = key {
-            self.broadcast = Some(Broadcast {
-                key,
-                source: env,
-                frame_len: bytes.len(),
-                decoded: decoded.clone(),
-            });
-        }
+        let decoded = codec::decode_server(&bytes, &self.hub.limits)?;
         Ok((bytes.len(), decoded))
     }
 }

@@ -18,7 +18,7 @@ use super::{MAX_REFUSAL_DETAILS, Refusal, RoundReport, ServeOptions, StageTiming
 use crate::codec::{self, Limits};
 use crate::config::RoundConfig;
 use crate::error::{AbortReason, CodecError, ProtocolError};
-use crate::messages::{ClientMessage, Envelope, ServerMessage};
+use crate::messages::{ClientMessage, Envelope};
 use crate::server::{DropReason, Server, ServerEvent, ServerStatus};
 use crate::transport::TransportError;
 use crate::{ClientId, Stage};
@@ -418,28 +418,13 @@ impl<E: secagg_engine::Accumulate> Driver<E> {
 
     /// Sends what the server wants sent, acts on its events and tracks stage timings.
     fn flush(&mut self) {
-        // Lists every client receives (the cohort, the key list, the survivor list) are
-        // shared values: encode each once and share the bytes.
-        let mut shared_frame: Option<(usize, Bytes)> = None;
+        // Every round message is encoded for its one recipient: no list goes to all n (each
+        // opens the round's committed lists around its recipient).
         while let Some((to, env)) = self.server.poll_transmit() {
             let Some(peer) = self.peers.get(&to) else {
                 continue;
             };
-            let shared_ptr = match &env.message {
-                ServerMessage::Cohort(c) => Some(Arc::as_ptr(c) as *const u8 as usize),
-                ServerMessage::KeyList(k) => Some(Arc::as_ptr(k) as *const u8 as usize),
-                ServerMessage::SurvivorList(u) => Some(Arc::as_ptr(u) as *const u8 as usize),
-                _ => None,
-            };
-            let frame = match (shared_ptr, &shared_frame) {
-                (Some(p), Some((q, bytes))) if p == *q => bytes.clone(),
-                (Some(p), _) => {
-                    let bytes = Bytes::from(codec::encode_server(&env));
-                    shared_frame = Some((p, bytes.clone()));
-                    bytes
-                }
-                (None, _) => Bytes::from(codec::encode_server(&env)),
-            };
+            let frame = Bytes::from(codec::encode_server(&env));
             self.report.bytes_sent += frame.len() as u64 + 4;
             if peer.writer.try_send(frame).is_err() {
                 // Its writer is gone or hopelessly behind: treat it as disconnected.
