@@ -288,7 +288,7 @@ mod tests {
     fn pieces_decode_only_where_asked_for() {
         let l = limits();
         let mut bytes = Vec::new();
-        pack(&[5, 6, 7, 8, 9], l.bits, &mut bytes);
+        pack(&[5u32, 6, 7, 8, 9], l.bits, &mut bytes);
         let env = Envelope {
             round: 4,
             message: ClientMessage::MaskedChunk(PackedRun {
