@@ -24,7 +24,9 @@ struct Params {
     // Element `dst0` of `data` is element 0 of this dispatch (device-resident accumulators
     // bind a whole chunk and work on part of it).
     dst0: u32,
-    pad0: u32,
+    // The high word's mask for moduli above 2^32 (two words per element, low first: then
+    // `mask` is all ones); equal to `mask` for narrower moduli.
+    mask_hi: u32,
     pad1: u32,
     pad2: u32,
 }
@@ -34,3 +36,4 @@ struct Params {
 fn unit_index(gid: vec3<u32>) -> u32 {
     return gid.x + gid.y * params.row_stride;
 }
+

@@ -13,3 +13,14 @@ fn add(@builtin(global_invocation_id) gid: vec3<u32>) {
     let e = params.dst0 + i;
     data[e] = (data[e] + input[i]) & params.mask;
 }
+
+// `add` for moduli above 2^32: `len` counts words, two per element (low, high), added with
+// the carry; one element per invocation.
+@compute @workgroup_size(256)
+fn add_wide(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = unit_index(gid);
+    if (i >= params.len / 2u) {
+        return;
+    }
+    add_wide_at(params.dst0 + 2u * i, input[2u * i], input[2u * i + 1u]);
+}

@@ -7,13 +7,18 @@
 //! arrive as the wire carries them, packed at b bits, and are unpacked inside the add; the
 //! mask pass runs in place; the result is read out once.
 //!
+//! An accumulator holds the lanes of its modulus (`u32` for b ≤ 32, `u64` for b in 33..=64):
+//! [`add_lanes`](Accumulate::add_lanes) and [`read_out_lanes`](Accumulate::read_out_lanes)
+//! take them, and fail with [`EngineError::ModulusTooWide`] or [`EngineError::LaneTooWide`]
+//! given the other kind. `add_words`, `read_out` and `read_out_owned` are their `u32` forms.
+//!
 //! The packed format (the wire codec's) is [`crate::packed`]'s: element i of a packed run
 //! occupies bits `i·b .. (i+1)·b` of a little-endian bit stream, and a run of `count` elements
 //! is exactly [`packed_len`](crate::packed::packed_len) bytes, starting at bit 0 of its first
 //! byte whatever its element offset in the accumulator.
 
 use crate::packed::check_len;
-use crate::{Backend, EngineError, MaskTerm, Modulus, Prg};
+use crate::{Backend, EngineError, Lane, MaskTerm, Modulus, Prg};
 
 /// An engine that owns accumulators. Bit-identical across engines, like [`Backend`].
 ///
@@ -75,14 +80,38 @@ pub trait Accumulate: Backend {
             .try_for_each(|&(offset, packed, count)| self.add_packed(acc, offset, packed, count))
     }
 
-    /// `acc[offset + i] = (acc[offset + i] + words[i]) mod 2^b`: an input already unpacked
-    /// (each word below 2^b; higher bits are dropped by the reduction).
+    /// `acc[offset + i] = (acc[offset + i] + lanes[i]) mod 2^b`: an input already unpacked, in
+    /// the modulus's lanes (`u32` for b ≤ 32, `u64` above; see
+    /// [`Modulus::lane_kind`](crate::Modulus::lane_kind)). Higher bits are dropped by the
+    /// reduction.
+    ///
+    /// ```
+    /// use secagg_engine::{Accumulate, CpuEngine, Modulus};
+    /// # fn main() -> Result<(), secagg_engine::EngineError> {
+    /// let engine = CpuEngine::new();
+    /// let mut acc = engine.accumulator(2, Modulus::new(40)?)?;
+    /// engine.add_lanes(&mut acc, 0, &[(1u64 << 40) - 1, 7])?;
+    /// engine.add_lanes(&mut acc, 0, &[2u64, 1 << 35])?;
+    /// assert_eq!(engine.read_out_owned_lanes::<u64>(acc)?, [1, 7 + (1 << 35)]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    fn add_lanes<L: Lane>(
+        &self,
+        acc: &mut Self::Accumulator,
+        offset: usize,
+        lanes: &[L],
+    ) -> Result<(), EngineError>;
+
+    /// [`add_lanes`](Accumulate::add_lanes) with `u32` lanes (moduli up to 2^32).
     fn add_words(
         &self,
         acc: &mut Self::Accumulator,
         offset: usize,
         words: &[u32],
-    ) -> Result<(), EngineError>;
+    ) -> Result<(), EngineError> {
+        self.add_lanes(acc, offset, words)
+    }
 
     /// The fused mask pass of [`Backend::apply_masks`] over `acc[start..start + len]`, in
     /// place: element `start + j` takes keystream word `offset + j` of every term.
@@ -113,8 +142,17 @@ pub trait Accumulate: Backend {
         prg: Prg,
     ) -> Result<(), EngineError>;
 
-    /// Copies the accumulator into `out` (which must have its length).
-    fn read_out(&self, acc: &Self::Accumulator, out: &mut [u32]) -> Result<(), EngineError>;
+    /// Copies the accumulator into `out` (which must have its length), in the modulus's lanes.
+    fn read_out_lanes<L: Lane>(
+        &self,
+        acc: &Self::Accumulator,
+        out: &mut [L],
+    ) -> Result<(), EngineError>;
+
+    /// [`read_out_lanes`](Accumulate::read_out_lanes) into `u32` lanes (moduli up to 2^32).
+    fn read_out(&self, acc: &Self::Accumulator, out: &mut [u32]) -> Result<(), EngineError> {
+        self.read_out_lanes(acc, out)
+    }
 
     /// The accumulator's length in elements.
     fn accumulator_len(&self, acc: &Self::Accumulator) -> usize;
@@ -122,10 +160,16 @@ pub trait Accumulate: Backend {
     /// The accumulator's elements, consuming it: the CPU engine hands its memory over
     /// without a copy (so a round's result never needs twice the accumulator's size in host
     /// memory); a GPU engine reads the device buffer out once.
-    fn read_out_owned(&self, acc: Self::Accumulator) -> Result<Vec<u32>, EngineError> {
-        let mut out = vec![0u32; self.accumulator_len(&acc)];
-        self.read_out(&acc, &mut out)?;
+    fn read_out_owned_lanes<L: Lane>(&self, acc: Self::Accumulator) -> Result<Vec<L>, EngineError> {
+        let mut out = vec![L::default(); self.accumulator_len(&acc)];
+        self.read_out_lanes(&acc, &mut out)?;
         Ok(out)
+    }
+
+    /// [`read_out_owned_lanes`](Accumulate::read_out_owned_lanes) in `u32` lanes (moduli up
+    /// to 2^32).
+    fn read_out_owned(&self, acc: Self::Accumulator) -> Result<Vec<u32>, EngineError> {
+        self.read_out_owned_lanes(acc)
     }
 
     /// Waits until every operation queued so far has run (a GPU queues its work; the CPU
@@ -180,13 +224,13 @@ impl<A: Accumulate> Accumulate for &A {
         (**self).add_packed(acc, offset, packed, count)
     }
 
-    fn add_words(
+    fn add_lanes<L: Lane>(
         &self,
         acc: &mut A::Accumulator,
         offset: usize,
-        words: &[u32],
+        lanes: &[L],
     ) -> Result<(), EngineError> {
-        (**self).add_words(acc, offset, words)
+        (**self).add_lanes(acc, offset, lanes)
     }
 
     fn mask_range(
@@ -201,16 +245,20 @@ impl<A: Accumulate> Accumulate for &A {
         (**self).mask_range(acc, start, len, offset, terms, prg)
     }
 
-    fn read_out(&self, acc: &A::Accumulator, out: &mut [u32]) -> Result<(), EngineError> {
-        (**self).read_out(acc, out)
+    fn read_out_lanes<L: Lane>(
+        &self,
+        acc: &A::Accumulator,
+        out: &mut [L],
+    ) -> Result<(), EngineError> {
+        (**self).read_out_lanes(acc, out)
     }
 
     fn accumulator_len(&self, acc: &A::Accumulator) -> usize {
         (**self).accumulator_len(acc)
     }
 
-    fn read_out_owned(&self, acc: A::Accumulator) -> Result<Vec<u32>, EngineError> {
-        (**self).read_out_owned(acc)
+    fn read_out_owned_lanes<L: Lane>(&self, acc: A::Accumulator) -> Result<Vec<L>, EngineError> {
+        (**self).read_out_owned_lanes(acc)
     }
 
     fn add_packed_runs(

@@ -15,8 +15,8 @@ use rayon::prelude::*;
 use zeroize::Zeroize;
 
 use crate::{
-    Backend, BackendKind, EngineError, Lane, MaskTerm, Modulus, Prg, Seed, Sign, StreamPos,
-    check_add, check_range, words, words_mut,
+    Backend, BackendKind, EngineError, Lane, LaneKind, MaskTerm, Modulus, Prg, Seed, Sign,
+    StreamPos, check_add, check_range,
 };
 
 /// Words the SIMD core produces per call: four ChaCha blocks.
@@ -172,16 +172,43 @@ enum Op {
     Store,
 }
 
-/// Runs the keystream of `seed` over `tile`: the tile's first element takes word `skip` of
-/// block `pos`.
-fn stream_into(tile: &mut [u32], pos: StreamPos, skip: usize, seed: &Seed, prg: Prg, op: Op) {
+/// A keystream batch, aligned so that its words can be read as `u64` lanes in place.
+#[repr(C, align(16))]
+struct Batch([u32; BATCH]);
+
+/// Lanes of `L` made of `words` (a whole number of elements): the words themselves for `u32`
+/// lanes, pairs (low, high) assembled into `scratch` for `u64` lanes.
+#[inline]
+fn lanes_of<'a, L: Lane>(words: &'a [u32], scratch: &'a mut [L; BATCH]) -> &'a [L] {
+    if L::WORDS == 1 {
+        bytemuck::cast_slice(words)
+    } else {
+        let n = words.len() / L::WORDS;
+        for (s, w) in scratch.iter_mut().zip(words.chunks_exact(L::WORDS)) {
+            *s = L::from_words(w);
+        }
+        &scratch[..n]
+    }
+}
+
+/// Runs the keystream of `seed` over `tile`: the tile's first element starts at word `skip`
+/// of block `pos` (element i takes `L::WORDS` words, low first).
+fn stream_into<L: Lane>(
+    tile: &mut [L],
+    pos: StreamPos,
+    skip: usize,
+    seed: &Seed,
+    prg: Prg,
+    op: Op,
+) {
     let mut ks = Keystream::new(seed, prg, pos);
-    let mut buf = [0u32; BATCH];
+    let mut buf = Batch([0u32; BATCH]);
+    let mut scratch = [L::default(); BATCH];
     let mut skip = skip;
     let mut rest = tile;
     while !rest.is_empty() {
-        ks.next_batch(&mut buf);
-        let avail = &buf[skip..];
+        ks.next_batch(&mut buf.0);
+        let avail = lanes_of(&buf.0[skip..], &mut scratch);
         let n = avail.len().min(rest.len());
         let (head, tail) = rest.split_at_mut(n);
         match op {
@@ -198,45 +225,102 @@ fn stream_into(tile: &mut [u32], pos: StreamPos, skip: usize, seed: &Seed, prg: 
         rest = tail;
         skip = 0;
     }
-    buf.zeroize();
+    buf.0.zeroize();
+    bytemuck::cast_slice_mut::<L, u8>(&mut scratch).zeroize();
 }
 
-/// The block holding mask word `word` (masks use stream 0).
-fn mask_pos(word: u64) -> StreamPos {
-    StreamPos {
-        block: word / 16,
+/// The block and the word within it where element `element` of a mask with `words` keystream
+/// words per element starts (masks use stream 0).
+fn mask_pos(element: u64, words: usize) -> (StreamPos, usize) {
+    let word = u128::from(element) * words as u128;
+    let pos = StreamPos {
+        block: (word / 16) as u64,
         stream: 0,
+    };
+    (pos, (word % 16) as usize)
+}
+
+fn reduce<L: Lane>(tile: &mut [L], mask: u64) {
+    if mask != L::from_u64(u64::MAX).to_u64() {
+        tile.iter_mut()
+            .for_each(|a| *a = L::from_u64(a.to_u64() & mask));
     }
 }
 
-fn reduce(tile: &mut [u32], mask: u32) {
-    if mask != u32::MAX {
-        tile.iter_mut().for_each(|a| *a &= mask);
-    }
-}
-
-/// Splits `v` (whose first element is keystream word `offset`) into a head that ends on a
-/// 64-word boundary, followed by the rest, so that every tile after the head starts on a
-/// four-block batch boundary and wastes no keystream.
-fn aligned_split(v: &mut [u32], offset: u64) -> (&mut [u32], &mut [u32]) {
-    let head = ((BATCH as u64 - offset % BATCH as u64) % BATCH as u64) as usize;
+/// Splits `v` (whose first element is element `offset` of the mask) into a head that ends on
+/// a 64-word boundary of the keystream, followed by the rest, so that every tile after the
+/// head starts on a four-block batch boundary and wastes no keystream.
+fn aligned_split<L: Lane>(v: &mut [L], offset: u64) -> (&mut [L], &mut [L]) {
+    let per_batch = (BATCH / L::WORDS) as u64;
+    let head = ((per_batch - offset % per_batch) % per_batch) as usize;
     let head = head.min(v.len());
     v.split_at_mut(head)
 }
 
 impl CpuEngine {
-    /// Calls `f(tile, first_word)` for every tile of `v`, in parallel.
-    fn for_tiles(&self, v: &mut [u32], offset: u64, f: impl Fn(&mut [u32], u64) + Sync + Send) {
+    /// Calls `f(tile, first_element)` for every tile of `v`, in parallel (a tile is
+    /// [`TILE`] words, whatever the lane).
+    fn for_tiles<L: Lane>(
+        &self,
+        v: &mut [L],
+        offset: u64,
+        f: impl Fn(&mut [L], u64) + Sync + Send,
+    ) {
+        let tile_len = TILE / L::WORDS;
         self.run(|| {
             let (head, rest) = aligned_split(v, offset);
             let head_len = head.len() as u64;
             if !head.is_empty() {
                 f(head, offset);
             }
-            rest.par_chunks_mut(TILE)
+            rest.par_chunks_mut(tile_len)
                 .enumerate()
-                .for_each(|(i, tile)| f(tile, offset + head_len + (i * TILE) as u64));
+                .for_each(|(i, tile)| f(tile, offset + head_len + (i * tile_len) as u64));
         })
+    }
+
+    /// The fused mask pass over lanes of `L` (whose kind `modulus` has checked).
+    fn mask_lanes<L: Lane>(
+        &self,
+        acc: &mut [L],
+        offset: u64,
+        terms: &[MaskTerm],
+        prg: Prg,
+        mask: u64,
+    ) {
+        self.for_tiles(acc, offset, |tile, start| {
+            let (pos, skip) = mask_pos(start, L::WORDS);
+            for term in terms {
+                let op = match term.sign {
+                    Sign::Plus => Op::Add,
+                    Sign::Minus => Op::Sub,
+                };
+                stream_into(tile, pos, skip, &term.seed, prg, op);
+            }
+            reduce(tile, mask);
+        });
+    }
+
+    /// One mask, written over `out`.
+    fn expand_lanes<L: Lane>(&self, seed: &Seed, prg: Prg, offset: u64, out: &mut [L], mask: u64) {
+        self.for_tiles(out, offset, |tile, start| {
+            let (pos, skip) = mask_pos(start, L::WORDS);
+            stream_into(tile, pos, skip, seed, prg, Op::Store);
+            reduce(tile, mask);
+        });
+    }
+
+    /// `acc = (acc + input) mod 2^b` over lanes of `L`.
+    fn add_lanes<L: Lane>(&self, acc: &mut [L], input: &[L], mask: u64) {
+        self.run(|| {
+            acc.par_chunks_mut(ADD_TILE)
+                .zip(input.par_chunks(ADD_TILE))
+                .for_each(|(a, b)| {
+                    a.iter_mut()
+                        .zip(b)
+                        .for_each(|(a, b)| *a = L::from_u64(a.wrapping_add(*b).to_u64() & mask))
+                })
+        });
     }
 }
 
@@ -256,17 +340,7 @@ impl Backend for CpuEngine {
         modulus: Modulus,
     ) -> Result<(), EngineError> {
         check_add(acc, input, modulus)?;
-        let (acc, input) = (words_mut(acc)?, words(input)?);
-        let mask = modulus.mask_u32();
-        self.run(|| {
-            acc.par_chunks_mut(ADD_TILE)
-                .zip(input.par_chunks(ADD_TILE))
-                .for_each(|(a, b)| {
-                    a.iter_mut()
-                        .zip(b)
-                        .for_each(|(a, b)| *a = a.wrapping_add(*b) & mask)
-                })
-        });
+        self.add_lanes(acc, input, modulus.mask_u64());
         Ok(())
     }
 
@@ -280,25 +354,7 @@ impl Backend for CpuEngine {
     ) -> Result<(), EngineError> {
         modulus.check_lane::<L>()?;
         check_range(offset, acc.len())?;
-        let acc = words_mut(acc)?;
-        let mask = modulus.mask_u32();
-        self.for_tiles(acc, offset, |tile, start| {
-            for term in terms {
-                let op = match term.sign {
-                    Sign::Plus => Op::Add,
-                    Sign::Minus => Op::Sub,
-                };
-                stream_into(
-                    tile,
-                    mask_pos(start),
-                    (start % 16) as usize,
-                    &term.seed,
-                    prg,
-                    op,
-                );
-            }
-            reduce(tile, mask);
-        });
+        self.mask_lanes(acc, offset, terms, prg, modulus.mask_u64());
         Ok(())
     }
 
@@ -312,19 +368,7 @@ impl Backend for CpuEngine {
     ) -> Result<(), EngineError> {
         modulus.check_lane::<L>()?;
         check_range(offset, out.len())?;
-        let out = words_mut(out)?;
-        let mask = modulus.mask_u32();
-        self.for_tiles(out, offset, |tile, start| {
-            stream_into(
-                tile,
-                mask_pos(start),
-                (start % 16) as usize,
-                seed,
-                prg,
-                Op::Store,
-            );
-            reduce(tile, mask);
-        });
+        self.expand_lanes(seed, prg, offset, out, modulus.mask_u64());
         Ok(())
     }
 
@@ -365,13 +409,20 @@ const PACKED_SERIAL: usize = 1 << 17;
 /// [`Accumulate::accumulator`](crate::Accumulate::accumulator) on a [`CpuEngine`].
 #[derive(Clone, Debug)]
 pub struct CpuAccumulator {
-    data: Vec<u32>,
+    data: Lanes,
     modulus: Modulus,
+}
+
+/// The accumulator's memory, in its modulus's lanes.
+#[derive(Clone, Debug)]
+enum Lanes {
+    U32(Vec<u32>),
+    U64(Vec<u64>),
 }
 
 impl CpuAccumulator {
     /// The elements, mod 2^b, read in place (no copy, unlike
-    /// [`Accumulate::read_out`](crate::Accumulate::read_out)).
+    /// [`Accumulate::read_out`](crate::Accumulate::read_out)), in the modulus's lanes.
     ///
     /// ```
     /// use secagg_engine::{Accumulate, CpuEngine, Modulus};
@@ -380,49 +431,67 @@ impl CpuAccumulator {
     /// let mut acc = engine.accumulator(3, Modulus::new(8)?)?;
     /// engine.add_words(&mut acc, 1, &[255, 2])?;
     /// engine.add_words(&mut acc, 1, &[1, 2])?;
-    /// assert_eq!(acc.as_slice(), [0, 0, 4]);
+    /// assert_eq!(acc.as_slice::<u32>()?, [0, 0, 4]);
+    /// assert!(acc.as_slice::<u64>().is_err());
     /// # Ok(())
     /// # }
     /// ```
-    pub fn as_slice(&self) -> &[u32] {
-        &self.data
+    pub fn as_slice<L: Lane>(&self) -> Result<&[L], EngineError> {
+        self.modulus.check_lane::<L>()?;
+        Ok(match &self.data {
+            Lanes::U32(v) => bytemuck::cast_slice(v),
+            Lanes::U64(v) => bytemuck::cast_slice(v),
+        })
+    }
+
+    fn as_mut_slice<L: Lane>(&mut self) -> Result<&mut [L], EngineError> {
+        self.modulus.check_lane::<L>()?;
+        Ok(match &mut self.data {
+            Lanes::U32(v) => bytemuck::cast_slice_mut(v),
+            Lanes::U64(v) => bytemuck::cast_slice_mut(v),
+        })
+    }
+
+    /// Its length in elements.
+    pub fn len(&self) -> usize {
+        match &self.data {
+            Lanes::U32(v) => v.len(),
+            Lanes::U64(v) => v.len(),
+        }
+    }
+
+    /// Whether it has no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
-impl crate::Accumulate for CpuEngine {
-    type Accumulator = CpuAccumulator;
+/// A zeroed vector with every page touched, on every core.
+fn touched<L: Lane>(engine: &CpuEngine, len: usize) -> Vec<L> {
+    let mut data = vec![L::default(); len];
+    // Fresh zeroed memory is mapped lazily: the first write to each page faults. Touch
+    // every page now, on every core, so that the faults are paid while the server
+    // waits for its first upload and not inside the first add (measured by `secagg
+    // bench` at 10^9 elements: 4 uploads ingested in 4.40 s before, most of it the
+    // first one's page faults).
+    engine.run(|| {
+        data.par_chunks_mut(PACKED_TILE)
+            .for_each(|tile| tile.fill(L::default()))
+    });
+    data
+}
 
-    fn accumulator(&self, len: usize, modulus: Modulus) -> Result<CpuAccumulator, EngineError> {
-        modulus.check_lane::<u32>()?;
-        let mut data = vec![0u32; len];
-        // Fresh zeroed memory is mapped lazily: the first write to each page faults. Touch
-        // every page now, on every core, so that the faults are paid while the server
-        // waits for its first upload and not inside the first add (measured by `secagg
-        // bench` at 10^9 elements: 4 uploads ingested in 4.40 s before, most of it the
-        // first one's page faults).
-        self.run(|| {
-            data.par_chunks_mut(PACKED_TILE)
-                .for_each(|tile| tile.fill(0))
-        });
-        Ok(CpuAccumulator { data, modulus })
-    }
-
-    fn add_packed(
-        &self,
-        acc: &mut CpuAccumulator,
-        offset: usize,
-        packed: &[u8],
-        count: usize,
-    ) -> Result<(), EngineError> {
-        crate::accumulator::check_packed(acc.data.len(), offset, packed, count, acc.modulus)?;
-        let bits = acc.modulus.bits();
-        let mask = acc.modulus.mask_u32();
-        let target = &mut acc.data[offset..offset + count];
+impl CpuEngine {
+    /// `add_packed` on lanes of `L`, whose lengths the caller has checked.
+    fn add_packed_lanes<L: Lane>(&self, target: &mut [L], packed: &[u8], modulus: Modulus) {
+        let bits = modulus.bits();
+        let mask = modulus.mask_u64();
+        let count = target.len();
         if count <= PACKED_SERIAL && (bits == 32 || count <= PACKED_TILE) {
             // A wire chunk of whole words is too little work to be worth waking the pool
             // (narrower widths spend more time unpacking, and do gain from it).
             crate::packed::add_unpacked(target, packed, 0, bits, mask);
-            return Ok(());
+            return;
         }
         self.run(|| {
             target
@@ -433,18 +502,47 @@ impl crate::Accumulate for CpuEngine {
                     crate::packed::add_unpacked(tile, packed, bit0, bits, mask);
                 });
         });
-        Ok(())
+    }
+}
+
+impl crate::Accumulate for CpuEngine {
+    type Accumulator = CpuAccumulator;
+
+    fn accumulator(&self, len: usize, modulus: Modulus) -> Result<CpuAccumulator, EngineError> {
+        let data = match modulus.lane_kind() {
+            LaneKind::U32 => Lanes::U32(touched(self, len)),
+            LaneKind::U64 => Lanes::U64(touched(self, len)),
+        };
+        Ok(CpuAccumulator { data, modulus })
     }
 
-    fn add_words(
+    fn add_packed(
         &self,
         acc: &mut CpuAccumulator,
         offset: usize,
-        words: &[u32],
+        packed: &[u8],
+        count: usize,
     ) -> Result<(), EngineError> {
-        crate::accumulator::check_span(acc.data.len(), offset, words.len())?;
+        crate::accumulator::check_packed(acc.len(), offset, packed, count, acc.modulus)?;
         let modulus = acc.modulus;
-        self.add(&mut acc.data[offset..offset + words.len()], words, modulus)
+        let span = offset..offset + count;
+        match &mut acc.data {
+            Lanes::U32(v) => self.add_packed_lanes(&mut v[span], packed, modulus),
+            Lanes::U64(v) => self.add_packed_lanes(&mut v[span], packed, modulus),
+        }
+        Ok(())
+    }
+
+    fn add_lanes<L: Lane>(
+        &self,
+        acc: &mut CpuAccumulator,
+        offset: usize,
+        lanes: &[L],
+    ) -> Result<(), EngineError> {
+        crate::accumulator::check_span(acc.len(), offset, lanes.len())?;
+        let modulus = acc.modulus;
+        let data = acc.as_mut_slice::<L>()?;
+        self.add(&mut data[offset..offset + lanes.len()], lanes, modulus)
     }
 
     fn mask_range(
@@ -456,33 +554,47 @@ impl crate::Accumulate for CpuEngine {
         terms: &[MaskTerm],
         prg: Prg,
     ) -> Result<(), EngineError> {
-        crate::accumulator::check_span(acc.data.len(), start, len)?;
+        crate::accumulator::check_span(acc.len(), start, len)?;
         let modulus = acc.modulus;
-        self.apply_masks(
-            &mut acc.data[start..start + len],
-            offset,
-            terms,
-            prg,
-            modulus,
-        )
+        let span = start..start + len;
+        match &mut acc.data {
+            Lanes::U32(v) => self.apply_masks(&mut v[span], offset, terms, prg, modulus),
+            Lanes::U64(v) => self.apply_masks(&mut v[span], offset, terms, prg, modulus),
+        }
     }
 
-    fn read_out_owned(&self, acc: CpuAccumulator) -> Result<Vec<u32>, EngineError> {
-        Ok(acc.data)
+    fn read_out_owned_lanes<L: Lane>(&self, acc: CpuAccumulator) -> Result<Vec<L>, EngineError> {
+        acc.modulus.check_lane::<L>()?;
+        // The lane kind matches, so the vector is already a `Vec<L>`: hand it over uncopied.
+        let data: Box<dyn std::any::Any> = match acc.data {
+            Lanes::U32(v) => Box::new(v),
+            Lanes::U64(v) => Box::new(v),
+        };
+        data.downcast::<Vec<L>>()
+            .map(|v| *v)
+            .map_err(|_| EngineError::UnsupportedLane {
+                engine: "cpu",
+                lane: L::KIND,
+            })
     }
 
-    fn read_out(&self, acc: &CpuAccumulator, out: &mut [u32]) -> Result<(), EngineError> {
-        if out.len() != acc.data.len() {
+    fn read_out_lanes<L: Lane>(
+        &self,
+        acc: &CpuAccumulator,
+        out: &mut [L],
+    ) -> Result<(), EngineError> {
+        let data = acc.as_slice::<L>()?;
+        if out.len() != data.len() {
             return Err(EngineError::LengthMismatch {
-                acc: acc.data.len(),
+                acc: data.len(),
                 input: out.len(),
             });
         }
-        out.copy_from_slice(&acc.data);
+        out.copy_from_slice(data);
         Ok(())
     }
 
     fn accumulator_len(&self, acc: &CpuAccumulator) -> usize {
-        acc.data.len()
+        acc.len()
     }
 }

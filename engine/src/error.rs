@@ -21,6 +21,14 @@ pub enum EngineError {
         /// The lane width.
         lane_bits: u32,
     },
+    /// A `u64` lane for a modulus of at most 32 bits (those take `u32` lanes).
+    #[error("modulus 2^{bits} is carried by 32-bit lanes, not {lane_bits}-bit lanes")]
+    LaneTooWide {
+        /// The modulus exponent.
+        bits: u32,
+        /// The lane width.
+        lane_bits: u32,
+    },
     /// The two vectors of an element-wise operation differ in length.
     #[error("length mismatch: accumulator has {acc} elements, input has {input}")]
     LengthMismatch {

@@ -69,8 +69,26 @@
 //! PRG(seed), for a 32-byte seed, is the ChaCha keystream with the seed as key, a 64-bit block
 //! counter starting at 0 and stream id 0 — exactly `rand_chacha::ChaCha20Rng::from_seed(seed)`
 //! read with `next_u32` (or `ChaCha12Rng` / `ChaCha8Rng` for the reduced-round variants).
-//! Element i of the mask is keystream word i reduced mod 2^b. Because the keystream is seekable
-//! by block counter, any slice of a vector can be masked on its own.
+//! For b ≤ 32, element i of the mask is keystream word i reduced mod 2^b (one `u32` lane per
+//! element). For b in 33..=64, element i is keystream words 2i (low) and 2i + 1 (high), that
+//! is `next_u64` of the same generator, reduced mod 2^b (one `u64` lane per element). Because
+//! the keystream is seekable by block counter, any slice of a vector can be masked on its own.
+//!
+//! ```
+//! use rand_chacha::rand_core::{Rng, SeedableRng};
+//! use secagg_engine::{Backend, CpuEngine, Modulus, Prg, Seed};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut mask = [0u64; 4];
+//! CpuEngine::new().expand(&Seed::from_bytes([7; 32]), Prg::ChaCha20, 0, &mut mask, Modulus::new(48)?)?;
+//! let mut rng = rand_chacha::ChaCha20Rng::from_seed([7; 32]);
+//! assert!(mask.iter().all(|&x| x == rng.next_u64() & ((1 << 48) - 1)));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Each modulus has one lane type ([`Modulus::lane_kind`]): `u32` for b ≤ 32, `u64` above, so
+//! rounds at b ≤ 32 run exactly as before. The GPU kernels, which have no 64-bit integers, hold
+//! a `u64` lane as two `u32` words and carry between them.
 //!
 //! Two implementations follow one contract and are tested against each other bit for bit:
 //! [`CpuEngine`] (rayon + SIMD ChaCha) and [`GpuEngine`] (WGSL compute shaders through wgpu).
@@ -298,17 +316,28 @@ pub(crate) fn check_add<L: Lane>(
     Ok(())
 }
 
-/// The lanes of a `u32`-lane slice as words; other lane kinds have no kernels yet.
+/// A lane slice as the 32-bit words the GPU kernels read: one per `u32` lane, two per `u64`
+/// lane (low word first, which is the memory order of a `u64` only on little-endian hosts).
+#[cfg(feature = "gpu")]
 pub(crate) fn words_mut<L: Lane>(s: &mut [L]) -> Result<&mut [u32], EngineError> {
     match L::KIND {
-        LaneKind::U32 => Ok(bytemuck::cast_slice_mut(s)),
+        LaneKind::U64 if cfg!(target_endian = "big") => Err(EngineError::UnsupportedLane {
+            engine: "gpu",
+            lane: L::KIND,
+        }),
+        _ => Ok(bytemuck::cast_slice_mut(s)),
     }
 }
 
 /// Read-only twin of [`words_mut`].
+#[cfg(feature = "gpu")]
 pub(crate) fn words<L: Lane>(s: &[L]) -> Result<&[u32], EngineError> {
     match L::KIND {
-        LaneKind::U32 => Ok(bytemuck::cast_slice(s)),
+        LaneKind::U64 if cfg!(target_endian = "big") => Err(EngineError::UnsupportedLane {
+            engine: "gpu",
+            lane: L::KIND,
+        }),
+        _ => Ok(bytemuck::cast_slice(s)),
     }
 }
 

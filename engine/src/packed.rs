@@ -16,7 +16,7 @@
 //! use secagg_engine::packed::{check_padding, pack, packed_len, unpack};
 //! # fn main() -> Result<(), secagg_engine::packed::PackedError> {
 //! let mut bytes = Vec::new();
-//! pack(&[1, 2, 3], 4, &mut bytes); // three 4-bit elements: 12 bits
+//! pack(&[1u32, 2, 3], 4, &mut bytes); // three 4-bit elements: 12 bits
 //! assert_eq!(bytes, [0x21, 0x03]);
 //! assert_eq!(bytes.len(), packed_len(3, 4));
 //!
@@ -33,28 +33,46 @@
 //! The `add_packed` kernel reads the same stream as 32-bit words: bit j of the stream is bit
 //! `j % 32` of word `j / 32` (the little-endian bytes, four to a word). Element i of a dispatch
 //! is the b-bit field at bit `first_bit + i·b`; the kernel reads the word holding the field's
-//! first bit and the word after it (`packed[w + 1u]`), so the staged words end with one zero
-//! word. `kernel_words` cuts a piece of a run into that shape: the whole words from the one
+//! first bit and the word after it (`packed[w + 1u]`; at b > 32 `add_packed_wide` reads the
+//! two after it, a field spanning up to three words), so the staged words end with two zero
+//! words. `kernel_words` cuts a piece of a run into that shape: the whole words from the one
 //! holding the piece's first bit, the ragged end padded to a word, and the zero word. The
-//! kernel's bit index is a `u32`: a dispatch covers at most 2^26 elements
-//! (`KERNEL_MAX_ELEMS`), so that `first_bit + len · b` (with `first_bit` < 32) stays below
-//! 2^32. The WGSL repeats the word width and the one word read past; a test here checks it.
+//! kernel's bit index is a `u32`: a dispatch covers at most 2^26 elements at b ≤ 32
+//! (`KERNEL_MAX_ELEMS`) and 2^25 above, so that `first_bit + len · b` (with `first_bit` < 32)
+//! stays below 2^32. The WGSL repeats the word width and the words read past; a test here
+//! checks it.
 
 use std::borrow::Cow;
+
+use crate::Lane;
 
 // The GPU kernel's side of the format: built with the GPU engine (and for the tests here).
 
 /// Bits of a word as the GPU kernel reads the packed stream.
 #[cfg(any(feature = "gpu", test))]
 pub(crate) const KERNEL_WORD_BITS: usize = 32;
-/// Zero words after the last word of a piece staged for the GPU kernel (it reads the word
-/// after the one holding a field's first bit).
+/// Zero words after the last word of a piece staged for the GPU kernels (`add_packed` reads
+/// the word after the one holding a field's first bit; `add_packed_wide`, for b > 32, the two
+/// after it).
 #[cfg(any(feature = "gpu", test))]
-pub(crate) const KERNEL_PAD_WORDS: usize = 1;
-/// Most elements one dispatch of the GPU kernel covers: keeps `first_bit + len · b` below
-/// 2^32 (the kernel's bit index is a `u32`; `first_bit` < 32, b ≤ 32).
+pub(crate) const KERNEL_PAD_WORDS: usize = 2;
+/// Most elements one dispatch of the GPU kernel covers at b ≤ 32: keeps
+/// `first_bit + len · b` below 2^32 (the kernel's bit index is a `u32`; `first_bit` < 32).
 #[cfg(any(feature = "gpu", test))]
 pub(crate) const KERNEL_MAX_ELEMS: usize = 1 << 26;
+/// [`KERNEL_MAX_ELEMS`] for b in 33..=64.
+#[cfg(any(feature = "gpu", test))]
+pub(crate) const KERNEL_MAX_ELEMS_WIDE: usize = 1 << 25;
+
+/// Most elements one dispatch of the GPU kernel covers at `bits`.
+#[cfg(any(feature = "gpu", test))]
+pub(crate) fn kernel_max_elems(bits: u32) -> usize {
+    if bits > 32 {
+        KERNEL_MAX_ELEMS_WIDE
+    } else {
+        KERNEL_MAX_ELEMS
+    }
+}
 /// Bytes staged after a piece's whole words: its ragged end padded to a word, then the pad.
 #[cfg(any(feature = "gpu", test))]
 const KERNEL_TAIL: usize = (1 + KERNEL_PAD_WORDS) * KERNEL_WORD_BITS / 8;
@@ -100,15 +118,38 @@ fn low_bits(bits: u32) -> u32 {
     }
 }
 
+/// The low `bits` bits set (all 64 from 64 bits on).
+fn low_bits64(bits: u32) -> u64 {
+    if bits >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << bits) - 1
+    }
+}
+
 /// Appends `values` packed at `bits` per element (each value's bits above `bits` are
-/// dropped).
-pub fn pack(values: &[u32], bits: u32, out: &mut Vec<u8>) {
-    let mask = low_bits(bits);
+/// dropped). `bits` is at most 32 for `u32` values and at most 64 for `u64` values.
+///
+/// ```
+/// use secagg_engine::packed::{pack, unpack};
+/// # fn main() -> Result<(), secagg_engine::packed::PackedError> {
+/// let mut bytes = Vec::new();
+/// pack(&[u64::MAX >> 24, 1], 40, &mut bytes); // two 40-bit elements: 10 bytes
+/// assert_eq!(bytes, [0xff, 0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 0]);
+/// let mut back = [0u64; 2];
+/// unpack(&bytes, 40, &mut back)?;
+/// assert_eq!(back, [(1 << 40) - 1, 1]);
+/// # Ok(())
+/// # }
+/// ```
+pub fn pack<L: Lane>(values: &[L], bits: u32, out: &mut Vec<u8>) {
+    let mask = u128::from(low_bits64(bits.min(L::BITS)));
     out.reserve(packed_len(values.len(), bits));
-    let mut acc: u64 = 0;
+    // At most 7 bits wait in `acc` between elements, so 7 + 64 bits fit a u128.
+    let mut acc: u128 = 0;
     let mut filled = 0u32;
     for &v in values {
-        acc |= u64::from(v & mask) << filled;
+        acc |= (u128::from(v.to_u64()) & mask) << filled;
         filled += bits;
         while filled >= 8 {
             out.push(acc as u8);
@@ -147,17 +188,29 @@ pub fn check_padding(packed: &[u8], count: usize, bits: u32) -> Result<(), Packe
 
 /// Unpacks `out.len()` elements of `bits` each from `packed`, which must be exactly
 /// [`packed_len`] long with zero padding bits. On a padding error `out` holds the elements.
-pub fn unpack(packed: &[u8], bits: u32, out: &mut [u32]) -> Result<(), PackedError> {
+pub fn unpack<L: Lane>(packed: &[u8], bits: u32, out: &mut [L]) -> Result<(), PackedError> {
     check_len(packed, out.len(), bits)?;
-    out.fill(0);
-    add_unpacked(out, packed, 0, bits, low_bits(bits));
+    out.fill(L::default());
+    add_unpacked(out, packed, 0, bits, low_bits64(bits));
     check_padding(packed, out.len(), bits)
 }
 
 /// Adds `acc.len()` elements packed at `bits` from `packed` (starting at bit `bit0`) into
 /// `acc`, mod `mask + 1`: the CPU accumulator's kernel for one tile, and [`unpack`]'s (into
 /// zeros). Bits past the end of `packed` read as zero.
-pub(crate) fn add_unpacked(acc: &mut [u32], packed: &[u8], bit0: usize, bits: u32, mask: u32) {
+pub(crate) fn add_unpacked<L: Lane>(
+    acc: &mut [L],
+    packed: &[u8],
+    bit0: usize,
+    bits: u32,
+    mask: u64,
+) {
+    if L::BITS == 64 {
+        add_unpacked_wide(acc, packed, bit0, bits, mask);
+        return;
+    }
+    let acc: &mut [u32] = bytemuck::cast_slice_mut(acc);
+    let mask = mask as u32;
     if bits == 32 && bit0 % 8 == 0 {
         // Whole little-endian words: no bit shuffling.
         let start = bit0 / 8;
@@ -173,18 +226,36 @@ pub(crate) fn add_unpacked(acc: &mut [u32], packed: &[u8], bit0: usize, bits: u3
     // Each field lies inside the 8 bytes from the byte holding its first bit (a shift of at
     // most 7 plus at most 31 bits): one unaligned little-endian load per element.
     let take = u64::from(low_bits(bits));
-    let end = packed.len();
     for (i, a) in acc.iter_mut().enumerate() {
         let bit = bit0 + i * bits as usize;
-        let byte = bit / 8;
-        let mut w = [0u8; 8];
-        if byte + 8 <= end {
-            w.copy_from_slice(&packed[byte..byte + 8]);
-        } else if byte < end {
-            w[..end - byte].copy_from_slice(&packed[byte..end]);
-        }
+        let w = window::<8>(packed, bit / 8);
         let x = ((u64::from_le_bytes(w) >> (bit % 8)) & take) as u32;
         *a = a.wrapping_add(x) & mask;
+    }
+}
+
+/// The `N` bytes of `packed` from `byte`, those past its end read as zero.
+#[inline]
+fn window<const N: usize>(packed: &[u8], byte: usize) -> [u8; N] {
+    let mut w = [0u8; N];
+    let end = packed.len();
+    if byte + N <= end {
+        w.copy_from_slice(&packed[byte..byte + N]);
+    } else if byte < end {
+        w[..end - byte].copy_from_slice(&packed[byte..end]);
+    }
+    w
+}
+
+/// [`add_unpacked`] for `u64` lanes (b up to 64): each field lies inside the 16 bytes from the
+/// byte holding its first bit (a shift of at most 7 plus at most 64 bits).
+fn add_unpacked_wide<L: Lane>(acc: &mut [L], packed: &[u8], bit0: usize, bits: u32, mask: u64) {
+    let take = u128::from(low_bits64(bits));
+    for (i, a) in acc.iter_mut().enumerate() {
+        let bit = bit0 + i * bits as usize;
+        let w = window::<16>(packed, bit / 8);
+        let x = ((u128::from_le_bytes(w) >> (bit % 8)) & take) as u64;
+        *a = L::from_u64(a.to_u64().wrapping_add(x) & mask);
     }
 }
 
@@ -300,7 +371,7 @@ mod tests {
     fn packed_bits_are_a_little_endian_stream() {
         // Three 4-bit values 0x1, 0x2, 0x3 -> bytes 0x21, 0x03.
         let mut buf = Vec::new();
-        pack(&[1, 2, 3], 4, &mut buf);
+        pack(&[1u32, 2, 3], 4, &mut buf);
         assert_eq!(buf, [0x21, 0x03]);
         let mut out = [0u32; 3];
         assert!(
@@ -379,27 +450,40 @@ mod tests {
         }
     }
 
-    /// The WGSL kernel's read of element `i`, in Rust (`shaders/packed.wgsl`, `add_packed`).
-    fn kernel_field(words: &[u32], first_bit: u32, bits: u32, i: u32) -> u32 {
+    /// The WGSL kernels' read of element `i`, in Rust (`shaders/packed.wgsl`: `bits_at`, and
+    /// `add_packed` for b ≤ 32 or `add_packed_wide` above).
+    fn kernel_field(words: &[u32], first_bit: u32, bits: u32, i: u32) -> u64 {
+        let bits_at = |w: usize, s: u32| {
+            let hi = if s == 0 {
+                0
+            } else {
+                words[w + 1] << ((32 - s) & 31)
+            };
+            (words[w] >> s) | hi
+        };
         let bit = first_bit + i * bits;
         let w = (bit >> 5) as usize;
         let s = bit & 31;
-        let hi = if s == 0 {
-            0
+        if bits <= 32 {
+            u64::from(bits_at(w, s) & low_bits(bits))
         } else {
-            words[w + 1] << ((32 - s) & 31)
-        };
-        ((words[w] >> s) | hi) & low_bits(bits)
+            (u64::from(bits_at(w + 1, s)) << 32 | u64::from(bits_at(w, s))) & low_bits64(bits)
+        }
     }
 
     #[test]
     fn kernel_words_hold_every_piece_for_the_kernel() {
-        for bits in 1..=32u32 {
-            let values: Vec<u32> = (0..300u32)
-                .map(|i| i.wrapping_mul(0x9e37_79b9) & low_bits(bits))
+        for bits in 1..=64u32 {
+            let values: Vec<u64> = (0..300u64)
+                .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15) & low_bits64(bits))
                 .collect();
             let mut packed = Vec::new();
-            pack(&values, bits, &mut packed);
+            if bits <= 32 {
+                let narrow: Vec<u32> = values.iter().map(|&v| v as u32).collect();
+                pack(&narrow, bits, &mut packed);
+            } else {
+                pack(&values, bits, &mut packed);
+            }
             for (from, n) in [(0, 300), (1, 299), (7, 33), (31, 1), (33, 200), (299, 1)] {
                 let cut = kernel_words(&packed, from, n, bits);
                 assert!(cut.first_bit < 32);
@@ -411,8 +495,12 @@ mod tests {
                     .chunks_exact(4)
                     .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
                     .collect();
-                // The last word is the zero pad the kernel may read past a field's first word.
-                assert_eq!(words.last(), Some(&0));
+                // The last two words are the zero pad the kernels may read past a field's
+                // first word.
+                assert_eq!(
+                    &words[words.len() - KERNEL_PAD_WORDS..],
+                    [0; KERNEL_PAD_WORDS]
+                );
                 for i in 0..n {
                     assert_eq!(
                         kernel_field(&words, cut.first_bit, bits, i as u32),
@@ -432,10 +520,27 @@ mod tests {
         assert_eq!(KERNEL_WORD_BITS, 1 << 5);
         assert!(src.contains("let w = bit >> 5u;"), "word index");
         assert!(src.contains("let s = bit & 31u;"), "bit within the word");
-        assert_eq!(KERNEL_PAD_WORDS, 1);
+        // `add_packed` (b <= 32) reads one word past the field's first, `add_packed_wide`
+        // (b > 32) two, and never more: the pad is two words.
+        assert_eq!(KERNEL_PAD_WORDS, 2);
+        // Every read goes through `bits_at(w, s)`, which reads words w and w + 1.
         assert!(src.contains("packed[w + 1u]"), "the one word read past");
-        assert!(!src.contains("packed[w + 2u]"), "no second word past");
+        assert_eq!(
+            src.matches("packed[").count(),
+            2,
+            "bits_at is the only reader"
+        );
+        let (narrow, wide) = src.split_at(src.find("fn add_packed_wide").unwrap());
+        assert!(narrow.contains("bits_at(w, s)"), "b <= 32: words w, w + 1");
+        assert!(
+            wide.contains("bits_at((bit >> 5u) + 1u, bit & 31u)"),
+            "b > 32: the high word reads w + 1, w + 2"
+        );
+        assert_eq!(wide.matches("bits_at(").count(), 2, "and nothing further");
         // A dispatch's last bit fits the kernel's u32 bit index.
         assert!((31 + KERNEL_MAX_ELEMS as u64 * 32) < 1 << 32);
+        assert!((31 + KERNEL_MAX_ELEMS_WIDE as u64 * 64) < 1 << 32);
+        assert_eq!(kernel_max_elems(32), KERNEL_MAX_ELEMS);
+        assert_eq!(kernel_max_elems(33), KERNEL_MAX_ELEMS_WIDE);
     }
 }

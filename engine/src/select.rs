@@ -464,13 +464,13 @@ impl crate::Accumulate for Engine {
         with_own!(self, acc, (e, a) => e.add_packed(a, offset, packed, count))
     }
 
-    fn add_words(
+    fn add_lanes<L: Lane>(
         &self,
         acc: &mut EngineAccumulator,
         offset: usize,
-        words: &[u32],
+        lanes: &[L],
     ) -> Result<(), EngineError> {
-        with_own!(self, acc, (e, a) => e.add_words(a, offset, words))
+        with_own!(self, acc, (e, a) => e.add_lanes(a, offset, lanes))
     }
 
     fn mask_range(
@@ -493,12 +493,16 @@ impl crate::Accumulate for Engine {
         with_own!(self, acc, (e, a) => e.add_packed_runs(a, runs))
     }
 
-    fn read_out_owned(&self, acc: EngineAccumulator) -> Result<Vec<u32>, EngineError> {
-        with_own!(self, acc, (e, a) => e.read_out_owned(a))
+    fn read_out_owned_lanes<L: Lane>(&self, acc: EngineAccumulator) -> Result<Vec<L>, EngineError> {
+        with_own!(self, acc, (e, a) => e.read_out_owned_lanes(a))
     }
 
-    fn read_out(&self, acc: &EngineAccumulator, out: &mut [u32]) -> Result<(), EngineError> {
-        with_own!(self, acc, (e, a) => e.read_out(a, out))
+    fn read_out_lanes<L: Lane>(
+        &self,
+        acc: &EngineAccumulator,
+        out: &mut [L],
+    ) -> Result<(), EngineError> {
+        with_own!(self, acc, (e, a) => e.read_out_lanes(a, out))
     }
 
     fn settle(&self) -> Result<(), EngineError> {
@@ -507,7 +511,7 @@ impl crate::Accumulate for Engine {
 
     fn accumulator_len(&self, acc: &EngineAccumulator) -> usize {
         match acc {
-            EngineAccumulator::Cpu(a) => a.as_slice().len(),
+            EngineAccumulator::Cpu(a) => a.len(),
             #[cfg(feature = "gpu")]
             EngineAccumulator::Gpu(a) => a.len(),
             EngineAccumulator::Sharded(a) => a.len(),

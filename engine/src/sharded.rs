@@ -343,7 +343,6 @@ impl<E: Accumulate> Accumulate for Sharded<E> {
         len: usize,
         modulus: Modulus,
     ) -> Result<ShardedAccumulator<E::Accumulator>, EngineError> {
-        modulus.check_lane::<u32>()?;
         let ranges = self.ranges(len);
         // Each engine makes (and on the CPU, maps) its own part at once.
         let parts: Vec<Result<E::Accumulator, EngineError>> = self
@@ -418,16 +417,17 @@ impl<E: Accumulate> Accumulate for Sharded<E> {
         })
     }
 
-    fn add_words(
+    fn add_lanes<L: Lane>(
         &self,
         acc: &mut Self::Accumulator,
         offset: usize,
-        words: &[u32],
+        lanes: &[L],
     ) -> Result<(), EngineError> {
-        check_span(acc.len, offset, words.len())?;
+        check_span(acc.len, offset, lanes.len())?;
+        acc.modulus.check_lane::<L>()?;
         self.check_parts(acc)?;
-        self.each(acc.overlaps(offset, words.len()), |e, (part, p)| {
-            e.add_words(part, p.within, &words[p.from..p.from + p.n])
+        self.each(acc.overlaps(offset, lanes.len()), |e, (part, p)| {
+            e.add_lanes(part, p.within, &lanes[p.from..p.from + p.n])
         })
     }
 
@@ -449,7 +449,12 @@ impl<E: Accumulate> Accumulate for Sharded<E> {
         })
     }
 
-    fn read_out(&self, acc: &Self::Accumulator, out: &mut [u32]) -> Result<(), EngineError> {
+    fn read_out_lanes<L: Lane>(
+        &self,
+        acc: &Self::Accumulator,
+        out: &mut [L],
+    ) -> Result<(), EngineError> {
+        acc.modulus.check_lane::<L>()?;
         if out.len() != acc.len {
             return Err(EngineError::LengthMismatch {
                 acc: acc.len,
@@ -457,11 +462,11 @@ impl<E: Accumulate> Accumulate for Sharded<E> {
             });
         }
         self.check_parts(acc)?;
-        let work: Vec<Work<&E::Accumulator, &mut [u32]>> = split_by(out, &acc.ranges)
+        let work: Vec<Work<&E::Accumulator, &mut [L]>> = split_by(out, &acc.ranges)
             .into_iter()
             .map(|(i, (_, slice))| (i, (&acc.parts[i], slice)))
             .collect();
-        self.each(work, |e, (part, slice)| e.read_out(part, slice))
+        self.each(work, |e, (part, slice)| e.read_out_lanes(part, slice))
     }
 
     fn accumulator_len(&self, acc: &Self::Accumulator) -> usize {
@@ -471,19 +476,20 @@ impl<E: Accumulate> Accumulate for Sharded<E> {
     /// Shard by shard, each part dropped once it is copied: the host holds the result and at
     /// most one shard's part besides (shard 0's memory becomes the result's start without a
     /// copy where that engine hands its memory over).
-    fn read_out_owned(&self, acc: Self::Accumulator) -> Result<Vec<u32>, EngineError> {
+    fn read_out_owned_lanes<L: Lane>(&self, acc: Self::Accumulator) -> Result<Vec<L>, EngineError> {
+        acc.modulus.check_lane::<L>()?;
         self.check_parts(&acc)?;
         let len = acc.len;
         let mut parts = self.shards.iter().zip(acc.parts);
         let mut out = match parts.next() {
-            Some((e, first)) => e.read_out_owned(first)?,
+            Some((e, first)) => e.read_out_owned_lanes(first)?,
             None => Vec::new(),
         };
         out.reserve_exact(len - out.len());
         for (e, part) in parts {
             let at = out.len();
-            out.resize(at + e.accumulator_len(&part), 0);
-            e.read_out(&part, &mut out[at..])?;
+            out.resize(at + e.accumulator_len(&part), L::default());
+            e.read_out_lanes(&part, &mut out[at..])?;
         }
         Ok(out)
     }

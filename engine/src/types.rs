@@ -9,40 +9,103 @@ use crate::EngineError;
 mod sealed {
     pub trait Sealed {}
     impl Sealed for u32 {}
+    impl Sealed for u64 {}
 }
 
 /// Which machine word carries one vector element.
 ///
-/// Only 32-bit lanes exist today (moduli 2^1 ..= 2^32). The enum is non-exhaustive so that
-/// 64-bit lanes (moduli up to 2^64) can be added without breaking callers.
+/// Each modulus has exactly one lane kind ([`Modulus::lane_kind`]): `u32` lanes carry 2^1 ..=
+/// 2^32, `u64` lanes carry 2^33 ..= 2^64, so that a round at b ≤ 32 pays nothing for the wider
+/// moduli and every modulus has one mask layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum LaneKind {
     /// `u32` lanes; one keystream word per element.
     U32,
+    /// `u64` lanes; two keystream words per element (low word first).
+    U64,
 }
 
 /// An unsigned integer type that holds one element of a vector mod 2^b.
 ///
-/// Sealed: implemented for `u32`. Engines are generic over it so that `u64` lanes can follow.
+/// Sealed: implemented for `u32` (moduli 2^1 ..= 2^32) and `u64` (moduli 2^33 ..= 2^64).
 pub trait Lane:
-    sealed::Sealed + bytemuck::Pod + Default + Eq + fmt::Debug + Send + Sync + 'static
+    sealed::Sealed + bytemuck::Pod + Default + Eq + Ord + fmt::Debug + Send + Sync + 'static
 {
     /// Width of the lane in bits; the largest modulus it can carry is 2^BITS.
     const BITS: u32;
     /// The lane kind, for engines that dispatch to per-width kernels.
     const KIND: LaneKind;
+    /// Keystream words per element: `BITS / 32`.
+    const WORDS: usize;
+    /// The value, widened.
+    fn to_u64(self) -> u64;
+    /// The low `BITS` bits of `x`.
+    fn from_u64(x: u64) -> Self;
+    /// Addition mod 2^BITS.
+    fn wrapping_add(self, other: Self) -> Self;
+    /// Subtraction mod 2^BITS.
+    fn wrapping_sub(self, other: Self) -> Self;
+    /// The element made of keystream words `w[0]` (low) .. `w[WORDS - 1]` (high).
+    fn from_words(w: &[u32]) -> Self;
 }
 
 impl Lane for u32 {
     const BITS: u32 = 32;
     const KIND: LaneKind = LaneKind::U32;
+    const WORDS: usize = 1;
+    #[inline]
+    fn to_u64(self) -> u64 {
+        u64::from(self)
+    }
+    #[inline]
+    fn from_u64(x: u64) -> Self {
+        x as u32
+    }
+    #[inline]
+    fn wrapping_add(self, other: Self) -> Self {
+        u32::wrapping_add(self, other)
+    }
+    #[inline]
+    fn wrapping_sub(self, other: Self) -> Self {
+        u32::wrapping_sub(self, other)
+    }
+    #[inline]
+    fn from_words(w: &[u32]) -> Self {
+        w[0]
+    }
+}
+
+impl Lane for u64 {
+    const BITS: u32 = 64;
+    const KIND: LaneKind = LaneKind::U64;
+    const WORDS: usize = 2;
+    #[inline]
+    fn to_u64(self) -> u64 {
+        self
+    }
+    #[inline]
+    fn from_u64(x: u64) -> Self {
+        x
+    }
+    #[inline]
+    fn wrapping_add(self, other: Self) -> Self {
+        u64::wrapping_add(self, other)
+    }
+    #[inline]
+    fn wrapping_sub(self, other: Self) -> Self {
+        u64::wrapping_sub(self, other)
+    }
+    #[inline]
+    fn from_words(w: &[u32]) -> Self {
+        u64::from(w[0]) | u64::from(w[1]) << 32
+    }
 }
 
 /// The modulus 2^b of the aggregation group.
 ///
-/// Any b in 1..=64 is a modulus; whether a lane type can carry it is checked where it is
-/// used (today only `u32` lanes exist, so engines take b ≤ 32).
+/// Any b in 1..=64 is a modulus. Its lane is `u32` for b ≤ 32 and `u64` above
+/// ([`Modulus::lane_kind`]); engines check it where the modulus is used.
 ///
 /// ```
 /// use secagg_engine::{EngineError, Modulus};
@@ -55,6 +118,9 @@ impl Lane for u32 {
 /// assert!(matches!(Modulus::new(0), Err(EngineError::InvalidModulus { bits: 0 })));
 /// let wide = Modulus::new(40)?.check_lane::<u32>();
 /// assert!(matches!(wide, Err(EngineError::ModulusTooWide { bits: 40, lane_bits: 32 })));
+/// assert!(Modulus::new(40)?.check_lane::<u64>().is_ok());
+/// let narrow = Modulus::new(20)?.check_lane::<u64>();
+/// assert!(matches!(narrow, Err(EngineError::LaneTooWide { bits: 20, lane_bits: 64 })));
 /// # Ok(())
 /// # }
 /// ```
@@ -103,15 +169,39 @@ impl Modulus {
         }
     }
 
-    /// Fails unless lanes of type `L` can carry this modulus.
-    pub fn check_lane<L: Lane>(self) -> Result<(), EngineError> {
-        if self.bits <= L::BITS {
-            Ok(())
+    /// The lane that carries this modulus: `u32` for b ≤ 32, `u64` for b in 33..=64.
+    pub fn lane_kind(self) -> LaneKind {
+        if self.bits <= 32 {
+            LaneKind::U32
         } else {
+            LaneKind::U64
+        }
+    }
+
+    /// Keystream words per element at this modulus: 1 for b ≤ 32, 2 above (see the mask
+    /// specification in the crate docs).
+    pub fn words_per_element(self) -> usize {
+        match self.lane_kind() {
+            LaneKind::U32 => 1,
+            LaneKind::U64 => 2,
+        }
+    }
+
+    /// Fails unless `L` is this modulus's lane ([`Modulus::lane_kind`]): too narrow to carry
+    /// it, or a `u64` lane for b ≤ 32 (whose masks take one keystream word per element).
+    pub fn check_lane<L: Lane>(self) -> Result<(), EngineError> {
+        if self.bits > L::BITS {
             Err(EngineError::ModulusTooWide {
                 bits: self.bits,
                 lane_bits: L::BITS,
             })
+        } else if L::KIND != self.lane_kind() {
+            Err(EngineError::LaneTooWide {
+                bits: self.bits,
+                lane_bits: L::BITS,
+            })
+        } else {
+            Ok(())
         }
     }
 }
@@ -330,6 +420,11 @@ mod tests {
         assert_eq!(Modulus::new(32).unwrap().mask_u32(), u32::MAX);
         assert!(Modulus::new(33).unwrap().check_lane::<u32>().is_err());
         assert!(Modulus::new(32).unwrap().check_lane::<u32>().is_ok());
+        assert!(Modulus::new(32).unwrap().check_lane::<u64>().is_err());
+        assert!(Modulus::new(33).unwrap().check_lane::<u64>().is_ok());
+        assert!(Modulus::new(64).unwrap().check_lane::<u64>().is_ok());
+        assert_eq!(Modulus::new(33).unwrap().words_per_element(), 2);
+        assert_eq!(Modulus::new(32).unwrap().words_per_element(), 1);
     }
 
     #[test]

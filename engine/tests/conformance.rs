@@ -6,16 +6,21 @@
 //! they fail rather than skip when none opens. A second GPU instance forces tiny chunks and a
 //! 2-D dispatch so chunk boundaries and the row-stride path are crossed on small vectors.
 //! Sharded engines (three CPU shards, a GPU and a CPU, two GPUs) run the same contract: a
-//! vector split by coordinate range between engines gives the same words.
+//! vector split by coordinate range between engines gives the same words. The `wide_` cases
+//! (in `wide/`) are the same contract at moduli 2^33 ..= 2^64.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
+mod wide;
 
 use secagg_engine::{
     Accumulate, Backend, CpuEngine, Device, EngineError, Modulus, Prg, Seed, StreamPos,
 };
-use support::{Inputs, PASS_EDGES, assert_same, mask_of, pack_bits, reference_apply, spec_stream};
+use support::{
+    Inputs, PASS_EDGES, as_runs, assert_same, mask_of, pack_bits, reference_apply, spec_stream,
+};
+use wide::*;
 
 const BITS: [u32; 5] = [1, 7, 17, 31, 32];
 const SMALL_LENGTHS: [usize; 8] = [0, 1, 15, 16, 17, 63, 1000, 4099];
@@ -250,16 +255,7 @@ fn accumulator_add_packed<E: Accumulate>(e: &E, test: &str) {
         let mut want = vec![0u32; len];
         let mut acc = e.accumulator(len, modulus).unwrap();
         for upload in 0..6 {
-            let offset = if upload == 0 {
-                0
-            } else {
-                1 + rng.below(len as u64 / 2) as usize
-            };
-            let count = if upload == 0 {
-                len
-            } else {
-                1 + rng.below((len - offset) as u64) as usize
-            };
+            let (offset, count) = rng.upload_span(len, upload);
             let values: Vec<u32> = rng.vec(count).into_iter().map(|v| v & mask).collect();
             for (w, v) in want[offset..offset + count].iter_mut().zip(&values) {
                 *w = w.wrapping_add(*v) & mask;
@@ -340,11 +336,7 @@ fn accumulator_add_packed_runs<E: Accumulate>(e: &E, test: &str) {
                     0
                 };
             }
-            let slices: Vec<(usize, &[u8], usize)> = runs
-                .iter()
-                .map(|(o, p, n)| (*o, p.as_slice(), *n))
-                .collect();
-            e.add_packed_runs(&mut acc, &slices).unwrap();
+            e.add_packed_runs(&mut acc, &as_runs(&runs)).unwrap();
         }
         let mut got = vec![0u32; len];
         e.read_out(&acc, &mut got).unwrap();
@@ -442,7 +434,24 @@ fn accumulator_rejects_bad_arguments<E: Accumulate>(e: &E, _test: &str) {
         e.read_out(&acc, &mut short),
         Err(EngineError::LengthMismatch { .. })
     ));
-    assert!(e.accumulator(10, Modulus::new(33).unwrap()).is_err());
+    // Moduli above 2^32 take `u64` lanes (tests/wide.rs): their accumulators refuse `u32`
+    // words, in and out, and touch nothing.
+    let mut wide = e.accumulator(10, Modulus::new(33).unwrap()).unwrap();
+    assert!(matches!(
+        e.add_words(&mut wide, 0, &[1]),
+        Err(EngineError::ModulusTooWide {
+            bits: 33,
+            lane_bits: 32
+        })
+    ));
+    assert!(matches!(
+        e.read_out(&wide, &mut [0u32; 10]),
+        Err(EngineError::ModulusTooWide {
+            bits: 33,
+            lane_bits: 32
+        })
+    ));
+    assert_eq!(e.read_out_owned_lanes::<u64>(wide).unwrap(), [0; 10]);
 }
 
 /// A server's round in miniature at the default chunk size and beyond (the GPU engine's
@@ -521,6 +530,15 @@ macro_rules! conformance {
             case!(accumulator_mask_range_thousands_of_terms);
             case!(accumulator_rejects_bad_arguments);
             case!(accumulator_across_default_chunks, release);
+            case!(wide_apply_masks_match_spec);
+            case!(wide_known_answers);
+            case!(wide_expand_matches_both_references);
+            case!(wide_add_matches_reference);
+            case!(wide_slices_compose);
+            case!(wide_equals_cpu_bit_for_bit);
+            case!(wide_lanes_are_checked);
+            case!(wide_accumulator_round);
+            case!(wide_thousands_of_terms);
         }
     };
 }

@@ -258,7 +258,8 @@ impl RoundConfigBuilder {
         self.neighbors = Some(k);
         self
     }
-    /// Sets b, the modulus exponent (1..=32; default 32).
+    /// Sets b, the modulus exponent (1..=64; default 32). Above 32 every element travels and
+    /// is summed as 64 bits (`u64` lanes; see [`secagg_engine::Modulus::lane_kind`]).
     pub fn bits(mut self, b: u32) -> Self {
         self.bits = b;
         self
@@ -359,10 +360,7 @@ impl RoundConfigBuilder {
                 n,
             });
         }
-        let modulus = Modulus::new(self.bits)
-            .ok()
-            .filter(|m| m.check_lane::<u32>().is_ok())
-            .ok_or(ConfigError::Bits { b: self.bits })?;
+        let modulus = Modulus::new(self.bits).map_err(|_| ConfigError::Bits { b: self.bits })?;
         let quantization = match self.quantization {
             Some(q) => q,
             // Unused under DP but for the weight bound.
@@ -456,14 +454,14 @@ fn check_quantization(n: usize, q: &Quantization, bits: u32) -> Result<(), Confi
     if need > bits {
         let budget = (1u128 << bits) - 1;
         let per_client = budget / (n as u128 * u128::from(q.max_weight));
-        let hint = if need <= 32 {
+        let hint = if need <= Modulus::MAX_BITS {
             format!(
                 "raise bits to {need}, or lower levels to at most {}",
                 per_client + 1
             )
         } else {
             format!(
-                "lower levels to at most {} or the maximum weight, since 32 bits cannot hold it",
+                "lower levels to at most {} or the maximum weight, since 64 bits cannot hold it",
                 per_client + 1
             )
         };

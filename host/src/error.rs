@@ -76,7 +76,7 @@ pub enum ConfigError {
         n: usize,
     },
     /// The modulus exponent is out of range.
-    #[error("bits b = {b} is out of range: 1..=32")]
+    #[error("bits b = {b} is out of range: 1..=64 (1..=32 with DP)")]
     Bits {
         /// Requested b.
         b: u32,

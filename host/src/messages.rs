@@ -396,9 +396,14 @@ impl PackedVector {
         &self.runs
     }
 
-    /// The elements, unpacked.
+    /// The elements, unpacked (b ≤ 32).
     pub fn unpack(&self) -> Result<Vec<u32>, CodecError> {
-        let mut out = vec![0u32; self.len];
+        self.unpack_lanes()
+    }
+
+    /// The elements, unpacked into the modulus's lanes (`u64` for b > 32).
+    pub fn unpack_lanes<L: secagg_engine::Lane>(&self) -> Result<Vec<L>, CodecError> {
+        let mut out = vec![L::default(); self.len];
         for r in &self.runs {
             packed::unpack(&r.bytes, self.bits, &mut out[r.offset..r.offset + r.count])?;
         }

@@ -100,7 +100,7 @@ impl ClientPolicy {
             dropout_rate: 0.1,
             security_bits: 40,
             min_cohort: 10,
-            bits: 1..=32,
+            bits: 1..=64,
             prgs: vec![Prg::ChaCha20, Prg::ChaCha12],
             trust,
             context: None,

@@ -4,6 +4,8 @@
 use rand_core::Rng;
 use zeroize::Zeroize;
 
+use secagg_engine::Lane;
+
 use crate::config::{Quantization, RoundConfig};
 
 /// Why an input vector was refused.
@@ -86,14 +88,15 @@ impl Quantizer {
         self.weight
     }
 
-    /// Writes the levels (times the weight) of `x` into `out` (the same length). `first` is
-    /// the position of `x[0]` in the whole update, for the error a NaN gets.
-    pub fn quantize<R: Rng + ?Sized>(
+    /// Writes the levels (times the weight) of `x` into `out` (the same length), in the
+    /// round's lanes (`u64` for b > 32). `first` is the position of `x[0]` in the whole
+    /// update, for the error a NaN gets.
+    pub fn quantize<R: Rng + ?Sized, L: Lane>(
         &mut self,
         x: &[f32],
         first: usize,
         rng: &mut R,
-        out: &mut [u32],
+        out: &mut [L],
     ) -> Result<(), InputError> {
         if let Some(i) = x.iter().position(|v| v.is_nan()) {
             return Err(InputError::NaN { index: first + i });
@@ -113,7 +116,7 @@ impl Quantizer {
             let floor = u as u32;
             let frac = u - f64::from(floor);
             let level = floor + u32::from(f64::from(r) < frac * 4_294_967_296.0);
-            *o = level.min(self.levels - 1) * self.weight;
+            *o = L::from_u64(u64::from(level.min(self.levels - 1)) * u64::from(self.weight));
         }
         Ok(())
     }
@@ -127,19 +130,19 @@ impl Drop for Quantizer {
 
 /// The levels of `x`: `x` clipped to [−c, c], mapped onto `0..=q−1` and rounded up with
 /// probability equal to its fractional part, so the expectation is exact; then the weight
-/// as the last element.
-pub fn quantize_into<R: Rng + ?Sized>(
+/// as the last element. `u32` elements for b ≤ 32, `u64` above.
+pub fn quantize_into<R: Rng + ?Sized, L: Lane>(
     x: &[f32],
     q: &Quantization,
     weight: u32,
     rng: &mut R,
-    out: &mut Vec<u32>,
+    out: &mut Vec<L>,
 ) -> Result<(), InputError> {
     let mut quantizer = Quantizer::new(q, weight)?;
     out.clear();
-    out.resize(x.len(), 0);
+    out.resize(x.len(), L::default());
     quantizer.quantize(x, 0, rng, out)?;
-    out.push(weight);
+    out.push(L::from_u64(u64::from(weight)));
     Ok(())
 }
 
@@ -235,7 +238,14 @@ pub fn quantize<R: Rng + ?Sized>(
 /// The weighted sum Σ w_u x_u from the integer sum of levels and the total weight W:
 /// Σ w_u (2c·ℓ_u/(q−1) − c) = 2c·S/(q−1) − c·W.
 pub fn dequantize_sum(sum: &[u32], total_weight: u64, q: &Quantization) -> Vec<f32> {
-    sum.iter().map(dequantizer(total_weight, q)).collect()
+    let one = dequantizer(total_weight, q);
+    sum.iter().map(|&s| one(f64::from(s))).collect()
+}
+
+/// [`dequantize_sum`] for a sum at b > 32 (64-bit elements).
+pub fn dequantize_sum_wide(sum: &[u64], total_weight: u64, q: &Quantization) -> Vec<f32> {
+    let one = dequantizer(total_weight, q);
+    sum.iter().map(|&s| one(s as f64)).collect()
 }
 
 /// [`dequantize_sum`] in place: the `u32` sum's memory becomes the `f32` result (a large
@@ -243,7 +253,7 @@ pub fn dequantize_sum(sum: &[u32], total_weight: u64, q: &Quantization) -> Vec<f
 pub fn dequantize_sum_owned(sum: Vec<u32>, total_weight: u64, q: &Quantization) -> Vec<f32> {
     let one = dequantizer(total_weight, q);
     // Same size and alignment: the standard library collects this into the same allocation.
-    sum.into_iter().map(|s| one(&s)).collect()
+    sum.into_iter().map(|s| one(f64::from(s))).collect()
 }
 
 /// A round's integer sum (m elements) as the `f32` weighted sum Σ w_u x_u, in place:
@@ -257,11 +267,11 @@ pub fn decode_sum_owned(sum: Vec<u32>, total_weight: u64, config: &RoundConfig) 
 }
 
 /// One element of the sum, dequantized.
-fn dequantizer(total_weight: u64, q: &Quantization) -> impl Fn(&u32) -> f32 {
+fn dequantizer(total_weight: u64, q: &Quantization) -> impl Fn(f64) -> f32 {
     let c = f64::from(q.clip);
     let step = 2.0 * c / f64::from(q.levels - 1);
     let offset = c * total_weight as f64;
-    move |&s| (f64::from(s) * step - offset) as f32
+    move |s| (s * step - offset) as f32
 }
 
 /// The largest error quantization can add to one element of a sum over clients of total

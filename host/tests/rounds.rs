@@ -224,6 +224,47 @@ fn prgs_and_moduli<E: secagg_engine::Accumulate>(e: E, test: &str) {
     }
 }
 
+/// Moduli above 2^32 (b = 48 and 64): 64-bit elements from the clients' quantizer through
+/// the packed upload, the server's accumulator and its unmasking pass, with dropouts at
+/// masked input, consistency and unmasking and random weights. Levels and weights are chosen
+/// so that the sums pass 2^32 (a 32-bit path anywhere would wrap), and the simulator checks the
+/// sum against the plaintext sum of the included clients' quantized inputs, exactly.
+fn wide_moduli_with_dropouts<E: secagg_engine::Accumulate>(e: E, test: &str) {
+    for bits in [48, 64] {
+        let (seed, b) = base(test, 12, 300);
+        let levels = if bits == 64 { u32::MAX } else { 1 << 24 };
+        let round = b
+            .neighbors(8)
+            .threshold(5)
+            .min_survivors(6)
+            .bits(bits)
+            .quantization(Quantization {
+                clip: 1.0,
+                levels,
+                max_weight: 1000,
+            })
+            .build()
+            .unwrap();
+        let mut cfg = SimConfig::new(round);
+        cfg.seed = seed ^ u64::from(bits);
+        cfg.random_weights = true;
+        cfg.drops = DropSchedule::none()
+            .at(Stage::MaskedInput, ids([2, 9]))
+            .at(Stage::Consistency, ids([5]))
+            .at(Stage::Unmasking, ids([7]));
+        let r = run(&e, &cfg);
+        assert_passed(&r);
+        let out = r.outcome.unwrap();
+        assert_eq!((out.sum.len(), out.sum_wide.len()), (0, 300), "b = {bits}");
+        // Those who dropped after masking (5, 7) are in the sum; their masks are removed.
+        assert_eq!(out.included.len(), 10, "b = {bits}");
+        assert!(
+            out.sum_wide.iter().any(|&s| s > u64::from(u32::MAX)),
+            "b = {bits}: the test must exercise sums above 2^32"
+        );
+    }
+}
+
 /// Clients that assert their own identity keys (no CA; the server admits them unauthenticated)
 /// complete a round exactly. A client whose policy trusts a CA refuses to run with a
 /// self-asserted identity.
@@ -322,6 +363,7 @@ macro_rules! rounds {
             case!(prgs_and_moduli);
             case!(unauthenticated_round);
             case!(enrolled_defaults_with_planned_parameters);
+            case!(wide_moduli_with_dropouts);
         }
     };
 }

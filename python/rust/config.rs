@@ -233,7 +233,7 @@ pub struct Policy {
 impl Policy {
     #[new]
     #[pyo3(signature = (*, adversary="semi-malicious", colluders=secagg_host::policy::DEFAULT_COLLUDERS, dropout=0.1,
-        security_bits=40, min_cohort=10, bits=(1, 32), prgs=vec!["chacha20".to_string(), "chacha12".to_string()],
+        security_bits=40, min_cohort=10, bits=(1, 64), prgs=vec!["chacha20".to_string(), "chacha12".to_string()],
         ca=None, context=None, epoch_secs=secagg_host::policy::DEFAULT_EPOCH_SECS, privacy=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(

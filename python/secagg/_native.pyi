@@ -89,7 +89,7 @@ class Policy:
         dropout: float = 0.1,
         security_bits: int = 40,
         min_cohort: int = 10,
-        bits: Tuple[int, int] = (1, 32),
+        bits: Tuple[int, int] = (1, 64),
         prgs: Sequence[str] = ("chacha20", "chacha12"),
         ca: Optional[_Path] = None,
         context: Optional[bytes] = None,

@@ -119,7 +119,7 @@ pub struct ClientArgs {
     /// Policy: the mask PRGs accepted, comma-separated. [default: chacha20,chacha12]
     #[arg(long)]
     allow_prg: Option<String>,
-    /// Policy: the modulus bits accepted, LO..=HI. [default: 1..=32]
+    /// Policy: the modulus bits accepted, LO..=HI. [default: 1..=64]
     #[arg(long)]
     allow_bits: Option<String>,
     /// The round context this client expects, 64 hex digits (for example the SHA-256 of the

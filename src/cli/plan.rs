@@ -467,10 +467,18 @@ fn print_bounds(a: &PlanArgs, log2_insecurity: f64, log2_failure: f64) {
 
 fn print_modulus(a: &PlanArgs) {
     let bits = bits_needed(a.clients, a.levels, a.max_weight);
-    if bits > 32 {
+    if bits > 64 {
         println!(
-            "  modulus: {} levels x weight {} over {} clients needs {bits} bits, above 32: lower the levels",
+            "  modulus: {} levels x weight {} over {} clients needs {bits} bits, above 64: lower the levels",
             a.levels, a.max_weight, a.clients
+        );
+    } else if bits > 32 {
+        println!(
+            "  modulus bits b = {bits} ({} levels x weight {} over {} clients): 64-bit elements, {} bytes per element on the wire",
+            a.levels,
+            a.max_weight,
+            a.clients,
+            f64::from(bits) / 8.0
         );
     } else {
         println!(

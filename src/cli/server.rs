@@ -42,7 +42,8 @@ pub struct ServerArgs {
     /// per-neighbourhood Shamir threshold from the planner. [default: N − 1]
     #[arg(long)]
     neighbors: Option<usize>,
-    /// Modulus bits b (1..=32): sums are computed mod 2^b. [default: 32]
+    /// Modulus bits b (1..=64; above 32 elements are 64 bits): sums are computed mod 2^b.
+    /// [default: 32]
     #[arg(long)]
     bits: Option<u32>,
     /// Inputs are clipped to [−C, C] before quantization. [default: 1.0]

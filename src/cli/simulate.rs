@@ -103,7 +103,9 @@ pub struct SimulateArgs {
     /// Mask PRG: chacha20, chacha12 or chacha8.
     #[arg(long, default_value = "chacha20")]
     prg: Prg,
-    /// Modulus bits b (1..=32). [default: 32; with --epsilon or --noise, the DP plan's]
+    /// Modulus bits b (1..=64; above 32 each element is 64 bits in memory, packed at b bits on
+    /// the wire). [default: 32, or what --levels x --max-weight x --clients needs when that is
+    /// more (up to 64); with --epsilon or --noise, the DP plan's]
     #[arg(long)]
     bits: Option<u32>,
     /// Clip range c: inputs are clipped to [−c, c]; with --epsilon or --noise, the L2 norm
@@ -315,7 +317,10 @@ pub fn run(mut a: SimulateArgs) -> Result<ExitCode, String> {
     let (k, t, why) = choose_graph(&a)?;
     let big_t = a.min_survivors.unwrap_or(t);
     let dp = dp_plan(&a, big_t, k, t)?;
-    let bits = dp.as_ref().map_or(a.bits.unwrap_or(32), |(p, _)| p.bits);
+    let bits = dp.as_ref().map_or_else(
+        || a.bits.unwrap_or_else(|| planned_bits(&a)),
+        |(p, _)| p.bits,
+    );
     let mut builder = RoundConfig::builder(a.clients, a.params)
         .neighbors(k)
         .threshold(t)
@@ -628,6 +633,11 @@ fn print_table(round: &RoundConfig, r: &SimReport, peak: Option<u64>) {
                     out.total_weight,
                     round,
                 ),
+                None if !out.sum_wide.is_empty() => secagg_host::quantize::dequantize_sum_wide(
+                    &out.sum_wide[..out.sum_wide.len().min(4)],
+                    out.total_weight,
+                    &round.quantization(),
+                ),
                 None => secagg_host::quantize::dequantize_sum(
                     &out.sum[..out.sum.len().min(4)],
                     out.total_weight,
@@ -693,6 +703,8 @@ fn print_json(
             "mask_terms": out.mask_terms,
             "keystream_bytes": out.keystream_bytes(),
             "max_error": c.max_error,
+            // The weighted mean's largest error: the sum's over the total weight.
+            "mean_max_error": c.max_error / out.total_weight.max(1) as f64,
             "error_bound": c.bound,
         }),
         (Err(reason), _) => json!({"status": "aborted", "reason": reason.to_string()}),
@@ -753,4 +765,13 @@ fn privacy_json(p: &DpPlan, req: &DpRequest, r: &SimReport) -> serde_json::Value
             "coords": m.coords,
         })),
     })
+}
+
+/// b when --bits is not given: 32, or the fewest bits in which the sum of --levels levels
+/// times --max-weight over --clients cannot wrap when that is more (at most 64; above, the
+/// configuration reports the overflow).
+fn planned_bits(a: &SimulateArgs) -> u32 {
+    a.levels
+        .map_or(32, |q| bits_needed(a.clients, q, a.max_weight))
+        .clamp(32, 64)
 }

@@ -6,10 +6,12 @@
 //! `add_packed` kernel into the chunk it lands in, and never read back; the mask pass binds
 //! each chunk in place; the result crosses to the host once, in [`Accumulate::read_out`].
 
-use super::{ADD_WORKGROUP, Buffers, GpuEngine, InFlight, Kernel, Params, map_for_read};
+use super::{
+    ADD_WORKGROUP, Buffers, GpuEngine, InFlight, Kernel, Params, map_for_read, word_masks,
+};
 use crate::accumulator::{Accumulate, check_packed, check_span};
-use crate::packed::{KERNEL_MAX_ELEMS, kernel_words};
-use crate::{EngineError, MaskTerm, Modulus, Prg, Seed, Sign, check_range};
+use crate::packed::{kernel_max_elems, kernel_words};
+use crate::{EngineError, Lane, MaskTerm, Modulus, Prg, Seed, Sign, check_range};
 
 /// Most bytes `add_packed_runs` gathers into one staging buffer (and one dispatch per
 /// accumulator chunk it spans) before flushing.
@@ -20,6 +22,8 @@ pub struct GpuAccumulator {
     chunks: Vec<wgpu::Buffer>,
     chunk_elems: usize,
     len: usize,
+    /// Words per element: 1 for b ≤ 32, 2 (low, high) above.
+    words: usize,
     modulus: Modulus,
     /// Which staging slot the next packed upload uses.
     next_slot: usize,
@@ -91,8 +95,8 @@ impl GpuEngine {
     }
 
     /// Adds the staged `input` (bound at 3) into `n` elements of chunk `chunk` from element
-    /// `within`, with `kernel` (`add`, or `add_packed` reading b = `bits` fields from bit
-    /// `first_bit`).
+    /// `within`, with `kernel` (`add` or `add_wide`, or `add_packed` or `add_packed_wide`
+    /// reading b = `bits` fields from bit `first_bit`).
     #[allow(clippy::too_many_arguments)]
     fn add_staged(
         &self,
@@ -105,17 +109,21 @@ impl GpuEngine {
         (first_bit, bits): (u32, u32),
     ) -> Result<(), EngineError> {
         let (gx, gy, row_stride) = self.grid(n as u32, ADD_WORKGROUP);
+        // `add_wide` counts words; the other three count elements.
+        let len = if kernel == Kernel::AddWide { 2 * n } else { n };
+        let (mask, mask_hi) = word_masks(acc.modulus);
         let params = Params {
             base_lo: first_bit,
             base_hi: 0,
             skip: bits,
-            len: n as u32,
+            len: len as u32,
             n_terms: 0,
-            mask: acc.modulus.mask_u32(),
+            mask,
             units: n as u32,
             row_stride,
-            dst0: within as u32,
-            pad: [0; 3],
+            dst0: (within * acc.words) as u32,
+            mask_hi,
+            pad: [0; 2],
         };
         let params_buf = self.params_buffer(buffers, slot, &params)?;
         let entries = [
@@ -174,13 +182,14 @@ impl Accumulate for GpuEngine {
     type Accumulator = GpuAccumulator;
 
     fn accumulator(&self, len: usize, modulus: Modulus) -> Result<GpuAccumulator, EngineError> {
-        modulus.check_lane::<u32>()?;
-        let chunk_elems = self.chunk_elems;
+        let words = modulus.words_per_element();
+        // A chunk is at most the engine's chunk of words (the adapter's binding limit).
+        let chunk_elems = self.chunk_elems / words;
         let mut chunks = Vec::new();
         let mut left = len;
         while left > 0 || chunks.is_empty() {
             let n = left.min(chunk_elems);
-            let bytes = ((n * 4) as u64).max(16);
+            let bytes = ((n * words * 4) as u64).max(16);
             // wgpu zero-initialises new buffers.
             let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("accumulator"),
@@ -198,7 +207,7 @@ impl Accumulate for GpuEngine {
                 return Err(match e {
                     EngineError::OutOfMemory { .. } => EngineError::OutOfMemory {
                         what: "the accumulator",
-                        bytes: (len * 4) as u64,
+                        bytes: (len * words * 4) as u64,
                     },
                     other => other,
                 });
@@ -213,6 +222,7 @@ impl Accumulate for GpuEngine {
             chunks,
             chunk_elems,
             len,
+            words,
             modulus,
             next_slot: 0,
         })
@@ -227,11 +237,12 @@ impl Accumulate for GpuEngine {
     ) -> Result<(), EngineError> {
         check_packed(acc.len, offset, packed, count, acc.modulus)?;
         let bits = acc.modulus.bits();
+        let max_elems = kernel_max_elems(bits);
         let mut buffers = self.buffers();
         let mut pieces = Vec::new();
         for (chunk, within, n, before) in acc.pieces(offset, count) {
-            for sub in (0..n).step_by(KERNEL_MAX_ELEMS) {
-                let m = KERNEL_MAX_ELEMS.min(n - sub);
+            for sub in (0..n).step_by(max_elems) {
+                let m = max_elems.min(n - sub);
                 pieces.push((chunk, within + sub, m, before + sub));
             }
         }
@@ -253,12 +264,13 @@ impl Accumulate for GpuEngine {
             }
             self.queue
                 .write_buffer(&input, words.body.len() as u64, &words.tail);
-            // At b = 32 the packed bytes are the words themselves: the plain add kernel reads
-            // them with no bit shuffling (the run starts on a word: 32-bit fields).
-            let kernel = if bits == 32 {
-                Kernel::Add
-            } else {
-                Kernel::AddPacked
+            // At b = 32 and b = 64 the packed bytes are the words themselves: the plain add
+            // kernels read them with no bit shuffling (the run starts on a word).
+            let kernel = match bits {
+                32 => Kernel::Add,
+                64 => Kernel::AddWide,
+                33.. => Kernel::AddPackedWide,
+                _ => Kernel::AddPacked,
             };
             self.add_staged(
                 &mut buffers,
@@ -319,34 +331,38 @@ impl Accumulate for GpuEngine {
         flush(acc, &runs[from..])
     }
 
-    fn add_words(
+    fn add_lanes<L: Lane>(
         &self,
         acc: &mut GpuAccumulator,
         offset: usize,
-        words: &[u32],
+        lanes: &[L],
     ) -> Result<(), EngineError> {
-        check_span(acc.len, offset, words.len())?;
+        check_span(acc.len, offset, lanes.len())?;
+        acc.modulus.check_lane::<L>()?;
+        let (words, w) = (crate::words(lanes)?, acc.words);
+        let kernel = if w == 1 { Kernel::Add } else { Kernel::AddWide };
         let mut buffers = self.buffers();
-        for (chunk, within, n, before) in acc.pieces(offset, words.len()) {
+        for (chunk, within, n, before) in acc.pieces(offset, lanes.len()) {
             let slot = acc.next_slot;
             acc.next_slot ^= 1;
             let input = self
                 .ensure(
                     &mut buffers.slots[slot].input,
-                    (n * 4) as u64,
+                    (n * w * 4) as u64,
                     wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                     "input chunk",
                 )?
                 .clone();
+            let piece = &words[before * w..(before + n) * w];
             self.queue
-                .write_buffer(&input, 0, bytemuck::cast_slice(&words[before..before + n]));
+                .write_buffer(&input, 0, bytemuck::cast_slice(piece));
             self.add_staged(
                 &mut buffers,
                 slot,
                 acc,
                 (chunk, within, n),
                 &input,
-                Kernel::Add,
+                kernel,
                 (0, 0),
             )?;
         }
@@ -384,23 +400,32 @@ impl Accumulate for GpuEngine {
                 result = Err(EngineError::Validation("mask terms not uploaded".into()));
                 break;
             };
+            let w = acc.words;
+            let kernel = if w == 1 {
+                Kernel::Apply
+            } else {
+                Kernel::ApplyWide
+            };
+            let (mask, mask_hi) = word_masks(acc.modulus);
             for (i, (chunk, within, n, before)) in acc.pieces(start, len).into_iter().enumerate() {
-                let abs = offset + before as u64;
+                // Keystream words, not elements: two per element above 2^32.
+                let abs = (u128::from(offset) + before as u128) * w as u128;
                 let skip = (abs % 16) as u32;
-                let base = abs / 16;
-                let units = (skip + n as u32).div_ceil(16);
-                let (gx, gy, row_stride) = self.grid(units, Kernel::Apply.workgroup());
+                let base = (abs / 16) as u64;
+                let units = (skip + (n * w) as u32).div_ceil(16);
+                let (gx, gy, row_stride) = self.grid(units, kernel.workgroup());
                 let params = Params {
                     base_lo: base as u32,
                     base_hi: (base >> 32) as u32,
                     skip,
-                    len: n as u32,
+                    len: (n * w) as u32,
                     n_terms: batch.len() as u32,
-                    mask: acc.modulus.mask_u32(),
+                    mask,
                     units,
                     row_stride,
-                    dst0: within as u32,
-                    pad: [0; 3],
+                    dst0: (within * w) as u32,
+                    mask_hi,
+                    pad: [0; 2],
                 };
                 let params_buf = match self.params_buffer(&mut buffers, i % 2, &params) {
                     Ok(b) => b,
@@ -423,7 +448,7 @@ impl Accumulate for GpuEngine {
                         resource: terms_buf.as_entire_binding(),
                     },
                 ];
-                if let Err(e) = self.dispatch(Kernel::Apply, prg, &entries, (gx, gy)) {
+                if let Err(e) = self.dispatch(kernel, prg, &entries, (gx, gy)) {
                     result = Err(e);
                     break;
                 }
@@ -436,21 +461,28 @@ impl Accumulate for GpuEngine {
         result
     }
 
-    fn read_out(&self, acc: &GpuAccumulator, out: &mut [u32]) -> Result<(), EngineError> {
+    fn read_out_lanes<L: Lane>(
+        &self,
+        acc: &GpuAccumulator,
+        out: &mut [L],
+    ) -> Result<(), EngineError> {
+        acc.modulus.check_lane::<L>()?;
         if out.len() != acc.len {
             return Err(EngineError::LengthMismatch {
                 acc: acc.len,
                 input: out.len(),
             });
         }
+        let out = crate::words_mut(out)?;
         let mut buffers = self.buffers();
         for (chunk, buffer) in acc.chunks.iter().enumerate() {
-            let c0 = chunk * acc.chunk_elems;
-            let n = acc.chunk_elems.min(acc.len - c0);
+            let e0 = chunk * acc.chunk_elems;
+            let n = acc.chunk_elems.min(acc.len - e0);
             if n == 0 {
                 continue;
             }
-            let bytes = (n * 4) as u64;
+            let c0 = e0 * acc.words;
+            let bytes = (n * acc.words * 4) as u64;
             let readback = self
                 .ensure(
                     &mut buffers.slots[0].readback,

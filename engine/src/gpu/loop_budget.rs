@@ -16,6 +16,12 @@
 //! when it opens, with a probe of one invocation (`shaders/probe.wgsl`), and splits longer
 //! mask jobs into passes that cannot run out of it. Adapters without a budget take any
 //! number of terms in one pass.
+//!
+//! The 64-bit kernel (`apply_wide`, moduli above 2^32) runs the same terms loop (`term_sum`,
+//! shared with `apply`) and stores with `put4_wide`, which has no loop, so a term costs it
+//! the same passes and the split into passes is the same. Its element-wise kernels have no
+//! loops; `add_packed_wide` covers at most 2^25 elements a dispatch (its bit index is a
+//! `u32`: 2^25 · 64 + 31 < 2^32).
 
 use std::sync::atomic::Ordering;
 

@@ -23,8 +23,8 @@ use zeroize::Zeroize;
 pub use shaders::{ShaderModule, modules};
 
 use crate::{
-    Backend, BackendKind, EngineError, Lane, MaskTerm, Modulus, Prg, Seed, Sign, StreamPos,
-    check_add, check_range, words, words_mut,
+    Backend, BackendKind, EngineError, Lane, LaneKind, MaskTerm, Modulus, Prg, Seed, Sign,
+    StreamPos, check_add, check_range, words, words_mut,
 };
 
 /// Words per mask term in the `terms` buffer (see `shaders/masks.wgsl`).
@@ -56,6 +56,10 @@ enum Kernel {
     Expand,
     Add,
     AddPacked,
+    /// The two-word (b > 32) forms of `Apply`, `Add` and `AddPacked`.
+    ApplyWide,
+    AddWide,
+    AddPackedWide,
 }
 
 impl Kernel {
@@ -65,14 +69,33 @@ impl Kernel {
             Kernel::Expand => "expand",
             Kernel::Add => "add",
             Kernel::AddPacked => "add_packed",
+            Kernel::ApplyWide => "apply_wide",
+            Kernel::AddWide => "add_wide",
+            Kernel::AddPackedWide => "add_packed_wide",
         }
     }
 
     fn workgroup(self) -> u32 {
         match self {
-            Kernel::Apply | Kernel::Expand => MASK_WORKGROUP,
-            Kernel::Add | Kernel::AddPacked => ADD_WORKGROUP,
+            Kernel::Apply | Kernel::Expand | Kernel::ApplyWide => MASK_WORKGROUP,
+            Kernel::Add | Kernel::AddPacked | Kernel::AddWide | Kernel::AddPackedWide => {
+                ADD_WORKGROUP
+            }
         }
+    }
+
+    /// Whether the kernel expands keystreams (and so is compiled per PRG).
+    fn masks(self) -> bool {
+        matches!(self, Kernel::Apply | Kernel::Expand | Kernel::ApplyWide)
+    }
+}
+
+/// The masks of a modulus's low and high words: (2^b − 1, 2^b − 1) for b ≤ 32, whose elements
+/// are one word; (2^32 − 1, 2^(b−32) − 1) above, whose elements are two (low, high).
+fn word_masks(modulus: Modulus) -> (u32, u32) {
+    match modulus.lane_kind() {
+        LaneKind::U32 => (modulus.mask_u32(), modulus.mask_u32()),
+        _ => (u32::MAX, (modulus.mask_u64() >> 32) as u32),
     }
 }
 
@@ -89,7 +112,8 @@ struct Params {
     units: u32,
     row_stride: u32,
     dst0: u32,
-    pad: [u32; 3],
+    mask_hi: u32,
+    pad: [u32; 2],
 }
 
 /// Errors wgpu reports through callbacks, kept until the engine call that caused them returns.
@@ -153,8 +177,8 @@ struct Buffers {
 /// Where the keystream of a mask job starts.
 #[derive(Clone, Copy)]
 enum Position {
-    /// Element 0 is keystream word `offset` (stream 0).
-    Words(u64),
+    /// Element 0 is keystream word `offset` (stream 0; two-word elements reach 2^65).
+    Words(u128),
     /// Element 0 is word 0 of block `pos.block` in stream `pos.stream`.
     Blocks(u64),
     /// No keystream (the add kernel).
@@ -165,7 +189,8 @@ enum Position {
 struct Job<'a> {
     kernel: Kernel,
     prg: Prg,
-    mask: u32,
+    /// The low and high words' masks ([`word_masks`]).
+    mask: (u32, u32),
     n_terms: u32,
     position: Position,
     /// Upload `data` before the kernel (false for `expand`, which only writes).
@@ -423,22 +448,15 @@ impl GpuEngine {
         prg: Prg,
     ) -> Result<Arc<wgpu::ComputePipeline>, EngineError> {
         // The add kernel has no PRG; cache it once.
-        let key = (
-            kernel,
-            if matches!(kernel, Kernel::Add | Kernel::AddPacked) {
-                Prg::ChaCha20
-            } else {
-                prg
-            },
-        );
+        let key = (kernel, if kernel.masks() { prg } else { Prg::ChaCha20 });
         if let Some(p) = lock(&self.pipelines).get(&key) {
             return Ok(Arc::clone(p));
         }
         let rounds = [("ROUNDS", f64::from(prg.rounds()))];
         let (module, constants): (_, &[(&str, f64)]) = match kernel {
-            Kernel::Apply | Kernel::Expand => (&self.masks_module, &rounds),
-            Kernel::Add => (&self.sum_module, &[]),
-            Kernel::AddPacked => (&self.packed_module, &[]),
+            Kernel::Apply | Kernel::Expand | Kernel::ApplyWide => (&self.masks_module, &rounds),
+            Kernel::Add | Kernel::AddWide => (&self.sum_module, &[]),
+            Kernel::AddPacked | Kernel::AddPackedWide => (&self.packed_module, &[]),
         };
         let label = format!("secagg-{}-{}", kernel.entry_point(), prg);
         let pipeline = self
@@ -604,11 +622,13 @@ impl GpuEngine {
         let bytes = (len * 4) as u64;
         let (base, skip, units) = match job.position {
             Position::Words(offset) => {
-                let abs = offset + c0 as u64;
+                let abs = offset + c0 as u128;
                 let skip = (abs % 16) as u32;
-                (abs / 16, skip, (skip + len as u32).div_ceil(16))
+                ((abs / 16) as u64, skip, (skip + len as u32).div_ceil(16))
             }
             Position::Blocks(block) => (block.wrapping_add(c0 as u64 / 16), 0, len as u32 / 16),
+            // One invocation per element: two words each for `add_wide`.
+            Position::None if job.kernel == Kernel::AddWide => (0, 0, len as u32 / 2),
             Position::None => (0, 0, len as u32),
         };
         let (gx, gy, row_stride) = self.grid(units, job.kernel.workgroup());
@@ -618,18 +638,19 @@ impl GpuEngine {
             skip,
             len: len as u32,
             n_terms: job.n_terms,
-            mask: job.mask,
+            mask: job.mask.0,
             units,
             row_stride,
             dst0: 0,
-            pad: [0; 3],
+            mask_hi: job.mask.1,
+            pad: [0; 2],
         };
-        let terms = match job.kernel {
-            Kernel::Apply | Kernel::Expand => match &buffers.terms {
+        let terms = match job.kernel.masks() {
+            true => match &buffers.terms {
                 Some(g) => Some(g.buffer.clone()),
                 None => return Err(EngineError::Validation("mask terms not uploaded".into())),
             },
-            Kernel::Add | Kernel::AddPacked => None,
+            false => None,
         };
         let slot = &mut buffers.slots[slot_index];
         let params_buf = self
@@ -835,9 +856,13 @@ impl Backend for GpuEngine {
         check_add(acc, input, modulus)?;
         let (acc, input) = (words_mut(acc)?, words(input)?);
         let job = Job {
-            kernel: Kernel::Add,
+            kernel: if L::WORDS == 1 {
+                Kernel::Add
+            } else {
+                Kernel::AddWide
+            },
             prg: Prg::ChaCha20,
-            mask: modulus.mask_u32(),
+            mask: word_masks(modulus),
             n_terms: 0,
             position: Position::None,
             upload: true,
@@ -876,11 +901,15 @@ impl Backend for GpuEngine {
                 break;
             }
             let job = Job {
-                kernel: Kernel::Apply,
+                kernel: if L::WORDS == 1 {
+                    Kernel::Apply
+                } else {
+                    Kernel::ApplyWide
+                },
                 prg,
-                mask: modulus.mask_u32(),
+                mask: word_masks(modulus),
                 n_terms: batch.len() as u32,
-                position: Position::Words(offset),
+                position: Position::Words(u128::from(offset) * L::WORDS as u128),
                 upload: true,
                 input: None,
             };
@@ -908,8 +937,8 @@ impl Backend for GpuEngine {
             seed,
             prg,
             0,
-            Position::Words(offset),
-            modulus.mask_u32(),
+            Position::Words(u128::from(offset) * L::WORDS as u128),
+            word_masks(modulus),
             out,
         )
     }
@@ -929,7 +958,7 @@ impl Backend for GpuEngine {
             prg,
             pos.stream,
             Position::Blocks(pos.block),
-            u32::MAX,
+            (u32::MAX, u32::MAX),
             out,
         )
     }
@@ -942,7 +971,7 @@ impl GpuEngine {
         prg: Prg,
         stream: u64,
         position: Position,
-        mask: u32,
+        mask: (u32, u32),
         out: &mut [u32],
     ) -> Result<(), EngineError> {
         let mut buffers = self.buffers();

@@ -9,6 +9,7 @@ const CHACHA: &str = include_str!("../../../shaders/chacha.wgsl");
 const MASKS: &str = include_str!("../../../shaders/masks.wgsl");
 const SUM: &str = include_str!("../../../shaders/sum.wgsl");
 const PACKED: &str = include_str!("../../../shaders/packed.wgsl");
+const WIDE: &str = include_str!("../../../shaders/wide.wgsl");
 const PROBE: &str = include_str!("../../../shaders/probe.wgsl");
 
 /// A shader module: its name and its full WGSL source.
@@ -22,11 +23,11 @@ pub struct ShaderModule {
     pub source: String,
 }
 
-/// Name of the mask module (entry points `apply` and `expand`).
+/// Name of the mask module (entry points `apply`, `expand` and `apply_wide`).
 pub(crate) const MASKS_MODULE: &str = "secagg-masks";
-/// Name of the summation module (entry point `add`).
+/// Name of the summation module (entry points `add` and `add_wide`).
 pub(crate) const SUM_MODULE: &str = "secagg-sum";
-/// Name of the packed-addition module (entry point `add_packed`).
+/// Name of the packed-addition module (entry points `add_packed` and `add_packed_wide`).
 pub(crate) const PACKED_MODULE: &str = "secagg-packed";
 /// Name of the loop-budget probe (entry point `loop_budget`).
 pub(crate) const PROBE_MODULE: &str = "secagg-probe";
@@ -36,18 +37,18 @@ pub fn modules() -> Vec<ShaderModule> {
     vec![
         ShaderModule {
             name: MASKS_MODULE,
-            entry_points: &["apply", "expand"],
-            source: [COMMON, CHACHA, MASKS].join("\n"),
+            entry_points: &["apply", "expand", "apply_wide"],
+            source: [COMMON, CHACHA, MASKS, WIDE].join("\n"),
         },
         ShaderModule {
             name: SUM_MODULE,
-            entry_points: &["add"],
-            source: [COMMON, SUM].join("\n"),
+            entry_points: &["add", "add_wide"],
+            source: [COMMON, SUM, WIDE].join("\n"),
         },
         ShaderModule {
             name: PACKED_MODULE,
-            entry_points: &["add_packed"],
-            source: [COMMON, PACKED].join("\n"),
+            entry_points: &["add_packed", "add_packed_wide"],
+            source: [COMMON, PACKED, WIDE].join("\n"),
         },
         ShaderModule {
             name: PROBE_MODULE,

@@ -54,6 +54,16 @@ impl Inputs {
         b
     }
 
+    /// Where upload number `upload` of a test lands in an accumulator of `len`: the whole of
+    /// it first, then random spans starting at 1 or later.
+    pub fn upload_span(&mut self, len: usize, upload: usize) -> (usize, usize) {
+        if upload == 0 {
+            return (0, len);
+        }
+        let offset = 1 + self.below(len as u64 / 2) as usize;
+        (offset, 1 + self.below((len - offset) as u64) as usize)
+    }
+
     pub fn vec(&mut self, len: usize) -> Vec<u32> {
         (0..len).map(|_| self.0.next_u32()).collect()
     }
@@ -118,9 +128,10 @@ pub fn oracle_stream(seed: [u8; 32], prg: Prg, stream: u64, word: u128, len: usi
 
 /// Packs `values` at `bits` each, bit by bit, into the codec's little-endian bit stream: an
 /// obviously correct reference, independent of the engines' packers and unpackers.
-pub fn pack_bits(values: &[u32], bits: u32) -> Vec<u8> {
+pub fn pack_bits<T: Copy + Into<u64>>(values: &[T], bits: u32) -> Vec<u8> {
     let mut out = vec![0u8; (values.len() * bits as usize).div_ceil(8)];
     for (i, v) in values.iter().enumerate() {
+        let v: u64 = (*v).into();
         for j in 0..bits as usize {
             if (v >> j) & 1 == 1 {
                 let bit = i * bits as usize + j;
@@ -129,6 +140,13 @@ pub fn pack_bits(values: &[u32], bits: u32) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Owned runs `(offset, packed, count)` as the borrowed runs `add_packed_runs` takes.
+pub fn as_runs(runs: &[(usize, Vec<u8>, usize)]) -> Vec<(usize, &[u8], usize)> {
+    runs.iter()
+        .map(|(o, p, n)| (*o, p.as_slice(), *n))
+        .collect()
 }
 
 /// `acc + Σ ±PRG(seed)[offset..]` mod 2^b, computed element by element from the spec.

@@ -606,6 +606,13 @@ impl<E: Backend> JournaledClient<E> {
         self.client.set_quantized_input(values)
     }
 
+    /// Sets an already-quantized input at b > 32, as [`Client::set_quantized_input_wide`]:
+    /// one step.
+    pub fn set_quantized_input_wide(&mut self, values: Vec<u64>) -> Result<(), ClientError> {
+        self.journal.step += 1;
+        self.client.set_quantized_input_wide(values)
+    }
+
     /// The next message to send.
     pub fn poll_transmit(&mut self) -> Option<Envelope<ClientMessage>> {
         self.client.poll_transmit()

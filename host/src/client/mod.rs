@@ -175,13 +175,19 @@ pub enum ClientStatus {
     Aborted(ProtocolError),
 }
 
-/// The client's quantized input: m levels times the weight, then the weight. Secret: zeroized
-/// when dropped.
-struct Input(Vec<u32>);
+/// The client's quantized input: m levels times the weight, then the weight, in the lanes of
+/// the round's modulus (`u32` up to 2^32, `u64` above). Secret: zeroized when dropped.
+enum Input {
+    Narrow(Vec<u32>),
+    Wide(Vec<u64>),
+}
 
 impl Drop for Input {
     fn drop(&mut self) {
-        self.0.zeroize();
+        match self {
+            Input::Narrow(v) => v.zeroize(),
+            Input::Wide(v) => v.zeroize(),
+        }
     }
 }
 
@@ -377,8 +383,8 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
     /// rounded, weighted and noised with Skellam noise from this client's RNG instead (see
     /// [`crate::dp`]).
     pub fn set_input(&mut self, update: &[f32], weight: u32) -> Result<(), ClientError> {
-        let levels = quantize_update(&self.config, update, weight, &mut self.rng)?;
-        self.set_levels(levels)
+        let input = quantize_update(&self.config, update, weight, &mut self.rng)?;
+        self.set_levels(input)
     }
 
     /// [`set_input`](Client::set_input), rounding with `rng` instead of the client's own
@@ -390,31 +396,50 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
         weight: u32,
         rng: &mut Q,
     ) -> Result<(), ClientError> {
-        let levels = quantize_update(&self.config, update, weight, rng)?;
-        self.set_levels(levels)
+        let input = quantize_update(&self.config, update, weight, rng)?;
+        self.set_levels(input)
     }
 
     /// Sets an already-quantized input: m values (each level × weight) followed by the weight.
     /// Values must be below 2^b; they are added mod 2^b. In a DP round the values must
     /// already carry the clip, rotation, rounding and noise ([`crate::dp::DpRound`]); nothing
     /// is added here.
+    ///
+    /// For rounds with b ≤ 32; above, use
+    /// [`set_quantized_input_wide`](Client::set_quantized_input_wide).
     pub fn set_quantized_input(&mut self, values: Vec<u32>) -> Result<(), ClientError> {
-        if values.len() != self.config.vector_len() {
+        self.check_quantized::<u32>(values.len())?;
+        self.set_levels(Input::Narrow(values))
+    }
+
+    /// [`set_quantized_input`](Client::set_quantized_input) for rounds with b > 32 (whose
+    /// elements are 64 bits).
+    pub fn set_quantized_input_wide(&mut self, values: Vec<u64>) -> Result<(), ClientError> {
+        self.check_quantized::<u64>(values.len())?;
+        self.set_levels(Input::Wide(values))
+    }
+
+    /// m + 1 values, in the round's lanes.
+    fn check_quantized<L: secagg_engine::Lane>(&self, len: usize) -> Result<(), ClientError> {
+        if len != self.config.vector_len() {
             return Err(InputError::Length {
-                got: values.len().saturating_sub(1),
+                got: len.saturating_sub(1),
                 want: self.config.params(),
             }
             .into());
         }
-        self.set_levels(values)
+        self.config
+            .modulus()
+            .check_lane::<L>()
+            .map_err(|e| InputError::Source(e.to_string()).into())
     }
 
-    fn set_levels(&mut self, values: Vec<u32>) -> Result<(), ClientError> {
+    fn set_levels(&mut self, input: Input) -> Result<(), ClientError> {
         if self.sent_input {
             return Err(ClientError::InputAlreadySent);
         }
         self.source = None;
-        self.input = Some(Input(values));
+        self.input = Some(input);
         Ok(())
     }
 
@@ -425,10 +450,16 @@ impl<E: Backend, R: CryptoRng> Client<E, R> {
     /// not below 2^b, aborts this client with [`ProtocolError::Local`] part-way through the
     /// upload. Wrap an `f32` reader in a [`crate::QuantizingSource`] to quantize as
     /// [`set_input`](Client::set_input) does.
+    ///
+    /// Sources give `u32` values: rounds with b > 32 refuse them.
     pub fn set_input_source(&mut self, source: Box<dyn InputSource>) -> Result<(), ClientError> {
         if self.sent_input {
             return Err(ClientError::InputAlreadySent);
         }
+        self.config
+            .modulus()
+            .check_lane::<u32>()
+            .map_err(|e| InputError::Source(format!("streamed inputs take b <= 32: {e}")))?;
         self.input = None;
         self.source = Some(source);
         Ok(())
@@ -595,13 +626,13 @@ fn own_ticket(
 }
 
 /// `update` clipped, quantized with stochastic rounding from `rng` and multiplied by the
-/// weight: m levels, then the weight.
+/// weight: m levels, then the weight, in the round's lanes.
 fn quantize_update<Q: rand_core::Rng + ?Sized>(
     config: &RoundConfig,
     update: &[f32],
     weight: u32,
     rng: &mut Q,
-) -> Result<Vec<u32>, ClientError> {
+) -> Result<Input, ClientError> {
     if update.len() != config.params() {
         return Err(InputError::Length {
             got: update.len(),
@@ -609,12 +640,19 @@ fn quantize_update<Q: rand_core::Rng + ?Sized>(
         }
         .into());
     }
+    let q = config.quantization();
+    if config.modulus().lane_kind() != secagg_engine::LaneKind::U32 {
+        // No DP above 32 bits (the configuration refuses it).
+        let mut levels = Vec::new();
+        quantize::quantize_into(update, &q, weight, rng, &mut levels)?;
+        return Ok(Input::Wide(levels));
+    }
     let mut levels = Vec::new();
     match crate::dp::DpRound::of(config) {
         Some(dp) => dp.encode_into(update, weight, rng, &mut levels)?,
-        None => quantize::quantize_into(update, &config.quantization(), weight, rng, &mut levels)?,
+        None => quantize::quantize_into(update, &q, weight, rng, &mut levels)?,
     }
-    Ok(levels)
+    Ok(Input::Narrow(levels))
 }
 
 /// A finished round stays finished; anything else aborts with `reason`.

@@ -20,11 +20,12 @@ use super::membership::Membership;
 use super::membership::{Checked, Held};
 use super::r5_consistency::ExpectSurvivorList;
 use super::stream::MaskStream;
-use super::{ClientError, Ctx, Next, OwnShare, State};
+use super::{ClientError, Ctx, Input, Next, OwnShare, State};
 use crate::ClientId;
+use crate::codec::CHUNK_ELEMS;
 use crate::crypto::{ClientSecrets, pairwise_seeds, self_mask_seed};
 use crate::error::{LocalFailure, PeerMisbehaved, ProtocolError};
-use crate::messages::ClientMessage;
+use crate::messages::{ClientMessage, PackedRun, PackedVector};
 use curve25519_dalek::edwards::EdwardsPoint;
 
 /// Waiting for the neighbours to mask with.
@@ -79,22 +80,41 @@ impl ExpectMaskRequest {
             }
             return Ok(self.into_survivors(partners));
         };
-        let mut masked = input.0.clone();
+        let message = match &input {
+            Input::Narrow(values) => mask(ctx, values, &terms).map(ClientMessage::MaskedInput),
+            // Above 2^32 the masked vector goes out packed as the wire carries it, in runs of
+            // one upload chunk each (a transport sends each as a CHUNK frame; every run but
+            // the last ends on a byte), so nothing past the packer handles 64-bit elements.
+            Input::Wide(values) => mask(ctx, values, &terms).map(|mut masked| {
+                let bits = ctx.config.modulus().bits();
+                let runs = masked
+                    .chunks(CHUNK_ELEMS)
+                    .enumerate()
+                    .map(|(i, piece)| {
+                        let mut bytes = Vec::new();
+                        secagg_engine::packed::pack(piece, bits, &mut bytes);
+                        PackedRun {
+                            offset: i * CHUNK_ELEMS,
+                            count: piece.len(),
+                            bytes,
+                        }
+                    })
+                    .collect();
+                let len = masked.len();
+                masked.zeroize();
+                ClientMessage::PackedInput(PackedVector::from_checked_runs(bits, len, runs))
+            }),
+        };
         drop(input);
-        if let Err(e) = ctx.engine.apply_masks(
-            &mut masked,
-            0,
-            &terms,
-            ctx.config.prg(),
-            ctx.config.modulus(),
-        ) {
-            masked.zeroize();
-            return Ok(State::Aborted(ProtocolError::Local(LocalFailure::Masking(
-                e.to_string(),
-            ))));
-        }
         drop(terms);
-        ctx.send(ClientMessage::MaskedInput(masked));
+        match message {
+            Ok(m) => ctx.send(m),
+            Err(e) => {
+                return Ok(State::Aborted(ProtocolError::Local(LocalFailure::Masking(
+                    e.to_string(),
+                ))));
+            }
+        }
         Ok(self.into_survivors(partners))
     }
 
@@ -185,4 +205,24 @@ impl ExpectMaskRequest {
         }
         Ok(())
     }
+}
+
+/// `values` masked with `terms` (a copy: the input itself is zeroized when dropped).
+fn mask<L: secagg_engine::Lane, E: Backend, R>(
+    ctx: &Ctx<'_, E, R>,
+    values: &[L],
+    terms: &[MaskTerm],
+) -> Result<Vec<L>, secagg_engine::EngineError> {
+    let mut masked = values.to_vec();
+    let result = ctx.engine.apply_masks(
+        &mut masked,
+        0,
+        terms,
+        ctx.config.prg(),
+        ctx.config.modulus(),
+    );
+    if result.is_err() {
+        bytemuck::cast_slice_mut::<L, u8>(&mut masked).zeroize();
+    }
+    result.map(|()| masked)
 }

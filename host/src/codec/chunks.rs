@@ -39,8 +39,9 @@ fn chunk_header(round: u64, offset: usize, count: usize) -> Writer {
     w
 }
 
-/// A streamed input's piece: the same frame as a transport's upload chunk.
-pub(super) fn encode_piece(round: u64, run: &PackedRun) -> Vec<u8> {
+/// A streamed input's piece, or one run of a packed masked vector: the same frame as a
+/// transport's upload chunk.
+pub fn encode_piece(round: u64, run: &PackedRun) -> Vec<u8> {
     let mut w = chunk_header(round, run.offset, run.count);
     w.bytes(&run.bytes);
     w.0
@@ -66,9 +67,16 @@ pub(super) fn encode_packed_input(round: u64, p: &PackedVector) -> Vec<u8> {
     let mut w = masked_input_header(round, p.bits(), p.len());
     match p.runs() {
         [one] if one.offset == 0 && one.count == p.len() => w.bytes(&one.bytes),
+        // Runs from chunks that each end on a byte: their bytes, one after the other.
+        runs if runs[..runs.len().saturating_sub(1)]
+            .iter()
+            .all(|r| r.count * p.bits() as usize % 8 == 0) =>
+        {
+            runs.iter().for_each(|r| w.bytes(&r.bytes));
+        }
         _ => {
-            // Runs from chunks: one packed run again (only logs and tests re-encode).
-            let values = p.unpack().unwrap_or_default();
+            // Ragged runs: one packed run again (only logs and tests re-encode).
+            let values: Vec<u64> = p.unpack_lanes().unwrap_or_default();
             pack(&values, p.bits(), &mut w.0);
         }
     }
@@ -288,7 +296,7 @@ mod tests {
     fn pieces_decode_only_where_asked_for() {
         let l = limits();
         let mut bytes = Vec::new();
-        pack(&[5, 6, 7, 8, 9], l.bits, &mut bytes);
+        pack(&[5u32, 6, 7, 8, 9], l.bits, &mut bytes);
         let env = Envelope {
             round: 4,
             message: ClientMessage::MaskedChunk(PackedRun {

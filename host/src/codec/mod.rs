@@ -74,8 +74,8 @@ mod tests;
 
 pub use chunks::{
     CHUNK_ELEMS, ChunkPlacement, MIN_CHUNK_ELEMS, check_padding, decode_chunk_into,
-    decode_chunk_packed, encode_chunks_of, encode_masked_chunks, pack, packed_input, packed_len,
-    unpack,
+    decode_chunk_packed, encode_chunks_of, encode_masked_chunks, encode_piece, pack, packed_input,
+    packed_len, unpack,
 };
 pub use handshake::{
     CHALLENGE_LEN, Challenge, HELLO_DOMAIN, HELLO_MAX, Hello, WELCOME_DP_LEN, WELCOME_LEN,

@@ -253,7 +253,7 @@ fn every_frame() -> Vec<(String, Vec<u8>)> {
         (name, encode_server(&Envelope { round: 7, message }))
     };
     let mut piece = Vec::new();
-    pack(&[5, 6, 7], l.bits, &mut piece);
+    pack(&[5u32, 6, 7], l.bits, &mut piece);
     let mut frames: Vec<(String, Vec<u8>)> = client_samples().into_iter().map(client).collect();
     frames.push(client(ClientMessage::MaskedChunk(PackedRun {
         offset: 2,

@@ -101,6 +101,10 @@ impl DpConfig {
     /// to `max_weight`.
     pub fn check(&self, params: usize, bits: u32, max_weight: u32) -> Result<(), ConfigError> {
         let bad = |field: &'static str, why: String| Err(ConfigError::Dp { field, why });
+        // The DP pipeline encodes, wraps and decodes 32-bit lanes.
+        if bits > 32 {
+            return Err(ConfigError::Bits { b: bits });
+        }
         if !(self.clip.is_finite() && self.clip > 0.0) {
             return bad("clip", format!("{} is not a positive number", self.clip));
         }

@@ -129,8 +129,11 @@ pub enum ServerEvent {
 /// The result of a completed round.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RoundOutput {
-    /// Σ x_u mod 2^b over the included clients: m elements.
+    /// Σ x_u mod 2^b over the included clients: m elements, for b ≤ 32 (empty above: see
+    /// `sum_wide`).
     pub sum: Vec<u32>,
+    /// The same for b > 32, whose elements are 64 bits: m elements (empty for b ≤ 32).
+    pub sum_wide: Vec<u64>,
     /// Σ w_u over the included clients (the aggregated weight element).
     pub total_weight: u64,
     /// The clients whose inputs are in the sum, sorted.
@@ -147,7 +150,8 @@ pub struct RoundOutput {
 impl RoundOutput {
     /// Keystream bytes the unmasking pass expanded: terms × (m + 1) × 4.
     pub fn keystream_bytes(&self) -> u64 {
-        self.mask_terms as u64 * (self.sum.len() as u64 + 1) * 4
+        let m = self.sum.len().max(self.sum_wide.len()) as u64;
+        self.mask_terms as u64 * (m + 1) * 4 * self.modulus.words_per_element() as u64
     }
 }
 
@@ -155,6 +159,14 @@ impl RoundOutput {
     /// The `f32` weighted sum Σ w_u x_u, dequantized (in a DP round: decoded, with the
     /// clients' noise in it; see [`crate::dp`]).
     pub fn dequantized_sum(&self, config: &RoundConfig) -> Vec<f32> {
+        if self.modulus.lane_kind() != secagg_engine::LaneKind::U32 {
+            // No DP above 32 bits (the configuration refuses it).
+            return quantize::dequantize_sum_wide(
+                &self.sum_wide,
+                self.total_weight,
+                &config.quantization(),
+            );
+        }
         quantize::decode_sum_owned(self.sum.clone(), self.total_weight, config)
     }
 
@@ -708,8 +720,15 @@ fn late_or_unknown(roll: &Roll, from: ClientId, msg: &ClientMessage) -> Protocol
     }
 }
 
-/// Checks a masked vector: m + 1 elements, each below 2^b.
+/// Checks a masked vector: m + 1 elements, each below 2^b, at b ≤ 32 (above, a masked input
+/// arrives packed, as [`ClientMessage::PackedInput`](crate::messages::ClientMessage)).
 fn check_vector(values: &[u32], config: &RoundConfig) -> Result<(), ProtocolError> {
+    if config.modulus().lane_kind() != secagg_engine::LaneKind::U32 {
+        return Err(ProtocolError::UnexpectedMessage {
+            got: "masked input of 32-bit elements",
+            want: "a packed masked input (b > 32)",
+        });
+    }
     if values.len() != config.vector_len() {
         return Err(ProtocolError::WrongLength {
             got: values.len(),

@@ -159,24 +159,42 @@ impl<A: Send + Sync> ExpectUnmaskShares<A> {
         let Some(mut acc) = self.acc.take() else {
             return ctx.abort(AbortReason::StateLost("the accumulator is gone"), notify);
         };
-        let mut acc = match ctx
+        let wide = ctx.config.modulus().lane_kind() != secagg_engine::LaneKind::U32;
+        let read = ctx
             .engine
             .mask_range(&mut acc, 0, len, 0, &terms, ctx.config.prg())
-            .and_then(|()| ctx.engine.read_out_owned(acc))
-        {
-            Ok(acc) => acc,
+            .and_then(|()| {
+                // The sum in the modulus's lanes: 64-bit elements above 2^32.
+                if wide {
+                    ctx.engine
+                        .read_out_owned_lanes::<u64>(acc)
+                        .map(|v| (Vec::new(), v))
+                } else {
+                    ctx.engine.read_out_owned(acc).map(|v| (v, Vec::new()))
+                }
+            });
+        let (mut acc, mut acc_wide) = match read {
+            Ok(read) => read,
             Err(e) => return ctx.abort(AbortReason::Engine(e.to_string()), notify),
         };
         let mask_terms = terms.len();
         drop(terms);
         let m = ctx.config.params();
-        let total_weight = u64::from(acc[m]);
+        let total_weight = match (acc.get(m), acc_wide.get(m)) {
+            (Some(&w), _) => u64::from(w),
+            (None, Some(&w)) => w,
+            (None, None) => {
+                return ctx.abort(AbortReason::StateLost("the sum is short"), notify);
+            }
+        };
         acc.truncate(m);
+        acc_wide.truncate(m);
         let included: Vec<ClientId> = self.u3.iter().copied().collect();
         let mut dropped = ctx.dropped.clone();
         dropped.sort_by_key(|d| d.client);
         let output = RoundOutput {
             sum: acc,
+            sum_wide: acc_wide,
             total_weight,
             included,
             dropped,

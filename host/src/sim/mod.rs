@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 use rayon::prelude::*;
-use secagg_engine::{Backend, CpuEngine};
+use secagg_engine::{Backend, CpuEngine, LaneKind};
 
 use crate::config::RoundConfig;
 use crate::error::{AbortReason, ProtocolError};
@@ -417,6 +417,22 @@ fn sim_source(cfg: &SimConfig, id: ClientId) -> Result<Box<dyn InputSource>, Inp
     Ok(Box::new(source))
 }
 
+/// Client `id`'s input at b > 32: the update and rounding of [`sim_source`], quantized
+/// whole into 64-bit elements (the quantizer gives the same levels whatever the split).
+fn wide_input(cfg: &SimConfig, id: ClientId) -> Result<Vec<u64>, InputError> {
+    let q = cfg.round.quantization();
+    let update = client_update(cfg.seed, id, cfg.round.params(), q.clip);
+    let mut out = Vec::new();
+    quantize::quantize_into(
+        &update,
+        &q,
+        client_weight(cfg, id),
+        &mut rounding_rng(cfg.seed, id, 0),
+        &mut out,
+    )?;
+    Ok(out)
+}
+
 /// Client `id`'s weight.
 fn client_weight(cfg: &SimConfig, id: ClientId) -> u32 {
     let max = cfg.round.quantization().max_weight;
@@ -442,8 +458,14 @@ impl Peer for SimPeer<'_> {
 
     fn handle_message(&mut self, envelope: Envelope<ServerMessage>) -> Result<(), ClientError> {
         if let ServerMessage::MaskRequest(_) = envelope.message {
-            self.client
-                .set_input_source(sim_source(self.cfg, self.client.id())?)?;
+            let id = self.client.id();
+            if self.cfg.round.modulus().lane_kind() == LaneKind::U32 {
+                self.client.set_input_source(sim_source(self.cfg, id)?)?;
+            } else {
+                // Streamed sources give 32-bit values: above 2^32 the input is set whole.
+                self.client
+                    .set_quantized_input_wide(wide_input(self.cfg, id)?)?;
+            }
         }
         self.client.handle_message(envelope)
     }
@@ -552,14 +574,22 @@ const CHECK_PIECE: usize = 1 << 20;
 fn check_output(cfg: &SimConfig, out: &RoundOutput) -> Check {
     let m = cfg.round.params();
     let q = cfg.round.quantization();
-    let mask = cfg.round.modulus().mask_u32();
+    let mask = cfg.round.modulus().mask_u64();
     let expected = expected_included(cfg, out);
     let included_ok = out.included == expected;
     let weights: Vec<u32> = expected.iter().map(|&c| client_weight(cfg, c)).collect();
-    let weight_sum = weights.iter().fold(0u32, |a, &w| a.wrapping_add(w) & mask);
-    let weight_ok = out.total_weight == u64::from(weight_sum);
+    let weight_sum = weights
+        .iter()
+        .fold(0u64, |a, &w| a.wrapping_add(u64::from(w)) & mask);
+    let weight_ok = out.total_weight == weight_sum;
     let c = f64::from(q.clip);
-    let pieces: Vec<(bool, f64, f64)> = if out.sum.len() != m {
+    // The sum in 64-bit elements whatever b (so one check serves every width).
+    let sum_len = out.sum.len().max(out.sum_wide.len());
+    let got_at = |i: usize| match out.sum.get(i) {
+        Some(&s) => u64::from(s),
+        None => out.sum_wide.get(i).copied().unwrap_or(u64::MAX),
+    };
+    let pieces: Vec<(bool, f64, f64)> = if sum_len != m {
         Vec::new()
     } else {
         (0..m.div_ceil(CHECK_PIECE))
@@ -567,10 +597,10 @@ fn check_output(cfg: &SimConfig, out: &RoundOutput) -> Check {
             .map(|p| {
                 let start = p * CHECK_PIECE;
                 let len = CHECK_PIECE.min(m - start);
-                let mut levels = vec![0u32; len];
+                let mut levels = vec![0u64; len];
                 let mut reals = vec![0f64; len];
                 let mut update = vec![0f32; len];
-                let mut mine = vec![0u32; len];
+                let mut mine = vec![0u64; len];
                 for (&id, &w) in expected.iter().zip(&weights) {
                     fill_update(&mut update_rng(cfg.seed, id, start), q.clip, &mut update);
                     let quantized = quantize::Quantizer::new(&q, w).and_then(|mut qz| {
@@ -591,9 +621,9 @@ fn check_output(cfg: &SimConfig, out: &RoundOutput) -> Check {
                         *r += f64::from(*x).clamp(-c, c) * f64::from(w);
                     }
                 }
-                let got = &out.sum[start..start + len];
-                let exact = got == &levels[..];
-                let deq = quantize::dequantize_sum(got, out.total_weight, &q);
+                let got: Vec<u64> = (start..start + len).map(got_at).collect();
+                let exact = got == levels;
+                let deq = quantize::dequantize_sum_wide(&got, out.total_weight, &q);
                 let max_error = deq
                     .iter()
                     .zip(&reals)
@@ -604,7 +634,7 @@ fn check_output(cfg: &SimConfig, out: &RoundOutput) -> Check {
             })
             .collect()
     };
-    let exact = out.sum.len() == m && weight_ok && pieces.iter().all(|p| p.0);
+    let exact = sum_len == m && weight_ok && pieces.iter().all(|p| p.0);
     let max_error = pieces.iter().fold(0.0, |a: f64, p| a.max(p.1));
     let largest = pieces.iter().fold(0.0, |a: f64, p| a.max(p.2));
     // Quantization error, plus the f32 rounding of the result.

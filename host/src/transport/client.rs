@@ -283,6 +283,13 @@ where
                 ClientMessage::MaskedInput(values) => {
                     upload(&mut sink, env.round, values, bits, &options).await?;
                 }
+                // Packed already (b > 32): each run is a chunk frame's worth.
+                ClientMessage::PackedInput(packed) => {
+                    for run in packed.runs() {
+                        sink.feed(Bytes::from(codec::encode_piece(env.round, run)))
+                            .await?;
+                    }
+                }
                 // A streamed input: each piece is already a chunk frame's worth.
                 ClientMessage::MaskedChunk(_) => {
                     sink.feed(Bytes::from(codec::encode_client(&env, bits)))
