@@ -12,25 +12,25 @@ use curve25519_dalek::constants::EIGHT_TORSION;
 use curve25519_dalek::edwards::CompressedEdwardsY;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use secagg::engine::{CpuEngine, Prg, testing};
-use secagg::host::crypto::{
+use secagg_engine::{CpuEngine, Prg, testing};
+use secagg_host::crypto::{
     ADVERTISE_DOMAIN, ClientSecrets, PublicKeys, RoundDigest, advertisement_message,
     nonce_commitment,
 };
-use secagg::host::identity::{CaKey, IdentityKey};
-use secagg::host::messages::{
+use secagg_host::identity::{CaKey, IdentityKey};
+use secagg_host::messages::{
     ClientMessage, Credential, DealerReport, KeyList, ReportKind, ServerMessage, SignedKeys,
     UnmaskRequest,
 };
-use secagg::host::plan::Adversary;
-use secagg::host::policy::PolicyError;
-use secagg::host::server::ServerEvent;
-use secagg::host::sim::lab::{
+use secagg_host::plan::Adversary;
+use secagg_host::policy::PolicyError;
+use secagg_host::server::ServerEvent;
+use secagg_host::sim::lab::{
     DealerFault, Forgery, Honest, Lab, NON_CANONICAL_POINT, Rebuild, on_client, on_server,
 };
-use secagg::host::sim::{SimConfig, parameter_free_policy, sim_ca, sim_client};
-use secagg::host::view::committee;
-use secagg::host::{
+use secagg_host::sim::{SimConfig, parameter_free_policy, sim_ca, sim_client};
+use secagg_host::view::committee;
+use secagg_host::{
     AbortReason, ClientError, ClientId, ClientPolicy, ClientStatus, CryptoError, DropReason,
     PeerMisbehaved, PointError, ProtocolError, RoundConfig, ServerStatus, Stage, Trust,
 };
@@ -946,7 +946,7 @@ fn clients_with_different_round_contexts_cannot_finish_together() {
 fn deliver_key_lists(
     l: &mut Lab,
     forged: &Forgery,
-    roster: &secagg::host::commit::Roster,
+    roster: &secagg_host::commit::Roster,
     n: u32,
 ) -> Vec<Option<ProtocolError>> {
     send_key_lists(l, roster, n, |i| {
@@ -967,7 +967,7 @@ fn deliver_key_lists(
 /// `index(i)` (answering its audit), and runs the lab until nothing moves.
 fn send_key_lists(
     l: &mut Lab,
-    roster: &secagg::host::commit::Roster,
+    roster: &secagg_host::commit::Roster,
     n: u32,
     index: impl Fn(u32) -> u32,
 ) {
@@ -1047,7 +1047,7 @@ fn the_graph_cannot_be_ground_after_keys() {
     let mut reveals: Vec<(u32, [u8; 32])> = replica.roster().reveals().to_vec();
     reveals[5].1[0] ^= 1;
     let tried =
-        secagg::host::commit::Roster::with_reveals(&round_of(&l), cohort.clone(), reveals, 0..n, 6)
+        secagg_host::commit::Roster::with_reveals(&round_of(&l), cohort.clone(), reveals, 0..n, 6)
             .unwrap();
     assert_ne!(
         tried.view().ring.neighbors(target),
@@ -1073,7 +1073,7 @@ fn the_graph_cannot_be_ground_after_keys() {
     let mut fewer = all.clone();
     fewer.remove(7);
     let tried =
-        secagg::host::commit::Roster::with_reveals(&round_of(&l), cohort.clone(), fewer, 0..n, 6)
+        secagg_host::commit::Roster::with_reveals(&round_of(&l), cohort.clone(), fewer, 0..n, 6)
             .unwrap();
     let seven = ClientId(7);
     let near: Vec<u32> = std::iter::once(7)
@@ -1103,7 +1103,7 @@ fn the_graph_cannot_be_ground_after_keys() {
         .unwrap();
     assert_eq!(quorum, 1);
     let tried =
-        secagg::host::commit::Roster::with_reveals(&round_of(&l), cohort, Vec::new(), 0..n, 6)
+        secagg_host::commit::Roster::with_reveals(&round_of(&l), cohort, Vec::new(), 0..n, 6)
             .unwrap();
     for e in all_aborted(deliver_key_lists(&mut l, replica.forgery(), &tried, n)) {
         assert!(
@@ -1267,7 +1267,7 @@ fn a_padded_cohort_is_caught_by_every_client_that_opens_the_padded_seat() {
     let mut reveals = l.reveals();
     reveals.insert(
         pad,
-        secagg::host::sim::lab::Reveal {
+        secagg_host::sim::lab::Reveal {
             nonce,
             audit: Vec::new(),
         },
@@ -1319,7 +1319,7 @@ fn a_second_seat_for_one_identity_cannot_be_opened_with_the_first() {
     let twin = ClientId(50);
     let mut entries: Vec<(ClientId, SignedKeys)> = adverts.clone().into_iter().collect();
     entries.push((twin, adverts[&twin].clone()));
-    let cohort = std::sync::Arc::new(secagg::host::commit::Cohort::in_order(entries).unwrap());
+    let cohort = std::sync::Arc::new(secagg_host::commit::Cohort::in_order(entries).unwrap());
     let (first, second) = (50u32, n);
     for i in 0..n {
         l.deliver(ClientId(i), cohort.welcome(i).unwrap()).unwrap();
@@ -1330,12 +1330,12 @@ fn a_second_seat_for_one_identity_cannot_be_opened_with_the_first() {
         reveals.iter().map(|(id, r)| (id.0, r.nonce)).collect();
     nonces.insert(second, reveals[&twin].nonce);
     let round = round_of(&l);
-    let roster = secagg::host::commit::Roster::new(&round, cohort.clone(), &nonces, 4).unwrap();
+    let roster = secagg_host::commit::Roster::new(&round, cohort.clone(), &nonces, 4).unwrap();
     send_key_lists(&mut l, &roster, n, |i| i);
     // Which seat breaks its split: it cannot be opened alone.
     let alone = |seat: u32| {
         let (entries, proof) = cohort.open(&std::collections::BTreeSet::new(), &[seat].into());
-        secagg::host::view::check_entries(&cohort.commitment(), &entries, &proof).is_err()
+        secagg_host::view::check_entries(&cohort.commitment(), &entries, &proof).is_err()
     };
     let bad = match (alone(first), alone(second)) {
         (true, _) => first,
@@ -1953,9 +1953,9 @@ fn pieces(values: &[u32], bits: u32, sizes: &[usize]) -> Vec<ClientMessage> {
             at + size
         };
         let mut bytes = Vec::new();
-        secagg::host::codec::pack(&values[at..end], bits, &mut bytes);
+        secagg_host::codec::pack(&values[at..end], bits, &mut bytes);
         out.push(ClientMessage::MaskedChunk(
-            secagg::host::messages::PackedRun {
+            secagg_host::messages::PackedRun {
                 offset: at,
                 count: end - at,
                 bytes,
