@@ -12,7 +12,7 @@ use curve25519_dalek::constants::EIGHT_TORSION;
 use curve25519_dalek::edwards::CompressedEdwardsY;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use secagg_engine::{CpuEngine, Prg, testing};
+use secagg_engine::{CpuEngine, Prg};
 use secagg_host::crypto::{
     ADVERTISE_DOMAIN, ClientSecrets, PublicKeys, RoundDigest, advertisement_message,
     nonce_commitment,
@@ -35,22 +35,21 @@ use secagg_host::{
     PeerMisbehaved, PointError, ProtocolError, RoundConfig, ServerStatus, Stage, Trust,
 };
 
+mod support;
+use support::seeded_config;
+
 const TARGET: ClientId = ClientId(0);
 
 /// A lab of `n` clients, `k` neighbours, threshold `t`, every client enrolled, a policy that
 /// checks every signature and list but sets no floor on the parameters.
 fn lab_config(test: &str, n: usize, k: usize, t: usize) -> SimConfig {
-    let seed = testing::test_seed(test);
-    let round = RoundConfig::builder(n, 20)
-        .neighbors(k)
-        .threshold(t)
-        .bits(24)
-        .round_id(seed)
-        .build()
-        .unwrap();
-    let mut cfg = SimConfig::new(round);
-    cfg.seed = seed;
-    cfg
+    seeded_config(
+        test,
+        RoundConfig::builder(n, 20)
+            .neighbors(k)
+            .threshold(t)
+            .bits(24),
+    )
 }
 
 fn lab(test: &str, n: usize, k: usize, t: usize) -> Lab {

@@ -1,4 +1,5 @@
-//! Setup shared by the protocol tests over the network: a test deployment (its CA and every
+//! Setup shared by the protocol tests: a simulator configuration seeded from the test's
+//! printed seed; and, for the tests over the network, a test deployment (its CA and every
 //! client's enrolled identity, all derived from a seed, and a TLS certificate for the
 //! server), the policy that checks every certificate, signature, commitment and list but sets
 //! no floor on the round's parameters, client construction, and a hand-made handshake for
@@ -14,15 +15,25 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
-use secagg_engine::CpuEngine;
+use secagg_engine::{CpuEngine, testing};
 use secagg_host::codec::{self, Hello, tag};
+use secagg_host::config::RoundConfigBuilder;
 use secagg_host::identity::{CaKey, CaPublicKey, IdentityKey};
-use secagg_host::sim::parameter_free_policy;
+use secagg_host::sim::{SimConfig, parameter_free_policy};
 use secagg_host::transport::tls::{self, TestPki, TlsConnector, TlsStream};
 use secagg_host::transport::{ServeOptions, TransportError, frame_codec};
 use secagg_host::{Client, ClientId, ClientIdentity, ClientPolicy, RoundConfig, Trust};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+/// The simulator configuration of the round `round` builds, with its round id and the
+/// simulator's seed both from `test`'s printed seed (`SECAGG_TEST_SEED` replays it).
+pub fn seeded_config(test: &str, round: RoundConfigBuilder) -> SimConfig {
+    let seed = testing::test_seed(test);
+    let mut cfg = SimConfig::new(round.round_id(seed).build().unwrap());
+    cfg.seed = seed;
+    cfg
+}
 
 /// A deployment: one CA, and an identity key for every client id, all from one seed; and a
 /// TLS certificate for the server (fresh each time).
