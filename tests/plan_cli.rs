@@ -4,18 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use secagg::host::plan::{Adversary, PlanRequest, plan};
 
-const BIN: &str = env!("CARGO_BIN_EXE_secagg");
+mod support;
 
 fn secagg_plan(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("plan")
-        .args(args)
-        .output()
-        .expect("run secagg plan")
+    support::secagg(&[&["plan"], args].concat())
 }
 
 /// Exit code, stdout and stderr, with the arguments for assertion messages.

@@ -1,5 +1,5 @@
-//! Setup shared by the command-line tests: the `secagg` binary of this build, and a
-//! deployment made through it (`secagg ca new`, `secagg enroll`, `secagg tls new`).
+//! Setup shared by the command-line tests: the `secagg` binary of this build, running it, and
+//! a deployment made through it (`secagg ca new`, `secagg enroll`, `secagg tls new`).
 //! The protocol tests' deployment (a CA and identities from a seed, TLS, a hand-made
 //! handshake) lives in `host/tests/support`, beside the tests that use it.
 //!
@@ -7,21 +7,29 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::ffi::OsStr;
+use std::fmt::Debug;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 /// The `secagg` binary of this build.
 pub const BIN: &str = env!("CARGO_BIN_EXE_secagg");
 
-/// Runs `secagg ARGS`, panicking with its stderr if it fails.
-fn secagg_ok(args: &[&str]) {
-    let out = Command::new(BIN).args(args).output().unwrap();
+/// Runs `secagg ARGS` and returns what it did.
+pub fn secagg<S: AsRef<OsStr>>(args: &[S]) -> Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+/// Runs `secagg ARGS`, panicking with its stderr if it fails; returns its stdout.
+pub fn secagg_ok<S: AsRef<OsStr> + Debug>(args: &[S]) -> String {
+    let out = secagg(args);
     assert!(
         out.status.success(),
         "secagg {args:?}: {}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// A deployment made through the CLI: `secagg ca new` in `dir`, then `secagg enroll` for
