@@ -6,14 +6,14 @@
 use std::ffi::OsStr;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use secagg::host::ClientId;
 use secagg::host::identity::{
     CaPublicKey, Certificate, EnrolledIdentity, IdentityError, IdentityKey,
 };
 
-const BIN: &str = env!("CARGO_BIN_EXE_secagg");
+mod support;
+use support::{secagg, secagg_ok};
 
 /// A scratch directory, removed on drop (also when the test fails).
 struct Scratch(PathBuf);
@@ -36,20 +36,6 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn secagg<S: AsRef<OsStr> + Debug>(args: &[S]) -> Output {
-    Command::new(BIN).args(args).output().unwrap()
-}
-
-fn ok<S: AsRef<OsStr> + Debug>(args: &[S]) -> String {
-    let out = secagg(args);
-    assert!(
-        out.status.success(),
-        "secagg {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Runs a command that must fail with a usage error (exit 2); returns its stderr.
@@ -79,14 +65,14 @@ fn mode(p: &Path) -> u32 {
 fn ca_new_then_enroll_gives_certificates_that_verify() {
     let d = Scratch::new("verify");
     let ca_dir = d.join("deploy/ca");
-    let out = ok(&["ca", "new", "--out", s(&ca_dir)]);
+    let out = secagg_ok(&["ca", "new", "--out", s(&ca_dir)]);
     let ca = CaPublicKey::load(&ca_dir.join("ca.pub")).unwrap();
     assert!(out.contains(s(&ca_dir.join("ca.key"))), "{out}");
     assert!(out.contains(s(&ca_dir.join("ca.pub"))), "{out}");
     assert!(out.contains(&ca.fingerprint().to_string()), "{out}");
 
     let clients = d.join("clients");
-    let out = ok(&[
+    let out = secagg_ok(&[
         "enroll",
         "--ca-key",
         s(&ca_dir.join("ca.key")),
@@ -96,7 +82,7 @@ fn ca_new_then_enroll_gives_certificates_that_verify() {
         s(&clients),
     ]);
     assert!(out.contains("enrolled 5 clients"), "{out}");
-    ok(&[
+    secagg_ok(&[
         "enroll",
         "--ca-key",
         s(&ca_dir.join("ca.key")),
@@ -126,9 +112,9 @@ fn ca_new_then_enroll_gives_certificates_that_verify() {
 #[test]
 fn a_certificate_from_another_ca_does_not_verify() {
     let d = Scratch::new("foreign");
-    ok(&["ca", "new", "--out", s(&d.join("ca1"))]);
-    ok(&["ca", "new", "--out", s(&d.join("ca2"))]);
-    ok(&[
+    secagg_ok(&["ca", "new", "--out", s(&d.join("ca1"))]);
+    secagg_ok(&["ca", "new", "--out", s(&d.join("ca2"))]);
+    secagg_ok(&[
         "enroll",
         "--ca-key",
         s(&d.join("ca2/ca.key")),
@@ -157,7 +143,7 @@ fn a_certificate_from_another_ca_does_not_verify() {
 fn nothing_is_overwritten_without_force() {
     let d = Scratch::new("force");
     let ca_dir = d.join("ca");
-    ok(&["ca", "new", "--out", s(&ca_dir)]);
+    secagg_ok(&["ca", "new", "--out", s(&ca_dir)]);
     let before = std::fs::read(ca_dir.join("ca.pub")).unwrap();
     let err = refused(&["ca", "new", "--out", s(&ca_dir)]);
     assert!(
@@ -170,7 +156,7 @@ fn nothing_is_overwritten_without_force() {
     refused(&["ca", "new", "--out", s(&ca_dir)]);
     assert!(!ca_dir.join("ca.pub").exists());
 
-    ok(&["ca", "new", "--out", s(&ca_dir), "--force"]);
+    secagg_ok(&["ca", "new", "--out", s(&ca_dir), "--force"]);
     assert_ne!(std::fs::read(ca_dir.join("ca.pub")).unwrap(), before);
     #[cfg(unix)]
     assert_eq!(mode(&ca_dir.join("ca.key")), 0o600);
@@ -192,7 +178,7 @@ fn nothing_is_overwritten_without_force() {
         }
         args
     };
-    ok(&enroll("2", false));
+    secagg_ok(&enroll("2", false));
     let key_before = std::fs::read(clients.join("client-2.key")).unwrap();
     // Enrolling 0..4 would overwrite client 2: refused before any file is written.
     let err = refused(&enroll("0..4", false));
@@ -202,7 +188,7 @@ fn nothing_is_overwritten_without_force() {
         std::fs::read(clients.join("client-2.key")).unwrap(),
         key_before
     );
-    ok(&enroll("0..4", true));
+    secagg_ok(&enroll("0..4", true));
     assert_ne!(
         std::fs::read(clients.join("client-2.key")).unwrap(),
         key_before
@@ -220,7 +206,7 @@ fn nothing_is_overwritten_without_force() {
 fn a_readable_ca_key_is_refused() {
     use std::os::unix::fs::PermissionsExt;
     let d = Scratch::new("perms");
-    ok(&["ca", "new", "--out", s(&d.join("ca"))]);
+    secagg_ok(&["ca", "new", "--out", s(&d.join("ca"))]);
     let ca_key = d.join("ca/ca.key");
     std::fs::set_permissions(&ca_key, std::fs::Permissions::from_mode(0o640)).unwrap();
     let err = refused(&[
@@ -242,7 +228,7 @@ fn a_readable_ca_key_is_refused() {
 #[test]
 fn bad_arguments_are_usage_errors_and_help_documents_every_flag() {
     let d = Scratch::new("args");
-    ok(&["ca", "new", "--out", s(&d.join("ca"))]);
+    secagg_ok(&["ca", "new", "--out", s(&d.join("ca"))]);
     let ca_key = d.join("ca/ca.key");
     for ids in ["5..5", "x", "-1", "0..2000000", "4294967296"] {
         let err = refused(&[
@@ -278,14 +264,14 @@ fn bad_arguments_are_usage_errors_and_help_documents_every_flag() {
     ]);
     assert!(err.contains("absent.key"), "{err}");
 
-    let help = ok(&["ca", "new", "--help"]);
+    let help = secagg_ok(&["ca", "new", "--help"]);
     for flag in ["--out", "--force"] {
         assert!(help.contains(flag), "ca new --help lacks {flag}");
     }
-    let help = ok(&["enroll", "--help"]);
+    let help = secagg_ok(&["enroll", "--help"]);
     for flag in ["--ca-key", "--id", "--out", "--force", "A..B"] {
         assert!(help.contains(flag), "enroll --help lacks {flag}");
     }
-    let help = ok(&["--help"]);
+    let help = secagg_ok(&["--help"]);
     assert!(help.contains("ca") && help.contains("enroll"));
 }

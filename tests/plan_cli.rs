@@ -4,18 +4,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use secagg::host::plan::{Adversary, PlanRequest, plan};
 
-const BIN: &str = env!("CARGO_BIN_EXE_secagg");
+mod support;
 
 fn secagg_plan(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("plan")
-        .args(args)
-        .output()
-        .expect("run secagg plan")
+    support::secagg(&[&["plan"], args].concat())
 }
 
 /// Exit code, stdout and stderr, with the arguments for assertion messages.
@@ -225,7 +221,7 @@ fn malformed_input_exits_two() {
 
 /// The colluder budget is absolute: `--colluders C` counts colluders in the round whatever its
 /// size. n = 12, k = 11, t = 7 falls to 2t − k − 1 = 2 colluders (the split-view attack in
-/// tests/adversarial.rs runs it), so two fail it and one passes; `--population P --corrupt G`
+/// host/tests/adversarial/policy.rs runs it), so two fail it and one passes; `--population P --corrupt G`
 /// derives c = ⌈G·P⌉; self-selection bounds the colluders in the round by a binomial tail.
 #[test]
 fn the_colluder_budget_is_absolute_and_self_selection_bounds_it() {

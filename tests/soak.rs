@@ -11,8 +11,8 @@ use std::process::Command;
 
 use secagg::engine::testing;
 
-/// The `secagg` binary of this build.
-const BIN: &str = env!("CARGO_BIN_EXE_secagg");
+mod support;
+use support::BIN;
 
 /// Server peak RSS bound for this soak (n = 204, m = 10^4, 60 rogue connections), in MiB.
 /// Measured: 23–24 MiB on a 2-core EPYC. The transport's own share of it is bounded by

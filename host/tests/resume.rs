@@ -10,25 +10,24 @@ use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-use secagg_engine::{CpuEngine, testing};
+use secagg_engine::CpuEngine;
 use secagg_host::messages::{ClientMessage, Envelope, ServerMessage};
 use secagg_host::sim::{SimConfig, sim_ca, sim_client, sim_server};
 use secagg_host::{Client, ClientId, ClientStatus, RoundConfig, ServerStatus, Stage};
 
+mod support;
+use support::seeded_config;
+
 type SimClient = Client<CpuEngine, ChaCha20Rng>;
 
 fn config(test: &str, n: usize) -> SimConfig {
-    let seed = testing::test_seed(test);
-    let round = RoundConfig::builder(n, 5000)
-        .neighbors(6)
-        .threshold(4)
-        .bits(26)
-        .round_id(seed)
-        .build()
-        .unwrap();
-    let mut cfg = SimConfig::new(round);
-    cfg.seed = seed;
-    cfg
+    seeded_config(
+        test,
+        RoundConfig::builder(n, 5000)
+            .neighbors(6)
+            .threshold(4)
+            .bits(26),
+    )
 }
 
 /// Runs a round where client `rebuilt` is thrown away and rebuilt from its journal before

@@ -6,9 +6,8 @@
 //! `add_packed` kernel into the chunk it lands in, and never read back; the mask pass binds
 //! each chunk in place; the result crosses to the host once, in [`Accumulate::read_out`].
 
-use super::{
-    ADD_WORKGROUP, Buffers, GpuEngine, InFlight, Kernel, Params, map_for_read, word_masks,
-};
+use super::chunks::{Buffers, InFlight, Params, map_for_read};
+use super::{ADD_WORKGROUP, GpuEngine, Kernel, word_masks};
 use crate::accumulator::{Accumulate, check_packed, check_span};
 use crate::packed::{kernel_max_elems, kernel_words};
 use crate::{EngineError, Lane, MaskTerm, Modulus, Prg, Seed, Sign, check_range};

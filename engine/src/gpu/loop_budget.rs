@@ -25,7 +25,8 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Health, MAP_OK, MAP_PENDING, Params, map_for_read};
+use super::Health;
+use super::chunks::{MAP_OK, MAP_PENDING, Params, map_for_read};
 use crate::{EngineError, Prg};
 
 /// The probe's loop should go round this many times; a count below it is the budget. A

@@ -11,15 +11,15 @@ use std::collections::BTreeMap;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-use secagg::engine::{CpuEngine, testing};
-use secagg::host::messages::{ClientMessage, Envelope, SignedKeys};
-use secagg::host::plan::{PlanRequest, colluders_in_cohort, plan};
-use secagg::host::policy::DEFAULT_EPOCH_SECS;
-use secagg::host::selection::{Selection, SelectionError, epoch_at};
-use secagg::host::server::ServerEvent;
-use secagg::host::sim::lab::{DealerFault, Forgery, Honest, Lab};
-use secagg::host::sim::{self, SimConfig, parameter_free_policy, sim_ca, sim_client};
-use secagg::host::{
+use secagg_engine::{CpuEngine, testing};
+use secagg_host::messages::{ClientMessage, Envelope, SignedKeys};
+use secagg_host::plan::{PlanRequest, colluders_in_cohort, plan};
+use secagg_host::policy::DEFAULT_EPOCH_SECS;
+use secagg_host::selection::{Selection, SelectionError, epoch_at};
+use secagg_host::server::ServerEvent;
+use secagg_host::sim::lab::{DealerFault, Forgery, Honest, Lab};
+use secagg_host::sim::{self, SimConfig, parameter_free_policy, sim_ca, sim_client};
+use secagg_host::{
     Client, ClientError, ClientId, ClientIdentity, ClientPolicy, ClientStatus, DropReason,
     PeerMisbehaved, PolicyError, ProtocolError, RoundConfig, ServerStatus, Stage,
 };
@@ -58,7 +58,7 @@ fn a_private_session_around_the_target_is_refused_at_the_cohort() {
         .build()
         .unwrap();
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    let key = secagg::host::identity::IdentityKey::generate(&mut rng);
+    let key = secagg_host::identity::IdentityKey::generate(&mut rng);
     let me = ClientId(500);
     let cert = ca.issue(me, &key.public());
     let identity = ClientIdentity::enrolled(key, cert).unwrap();
@@ -86,7 +86,7 @@ fn a_private_session_around_the_target_is_refused_at_the_cohort() {
         })
         .collect();
     entries.push((me, mine));
-    let cohort = secagg::host::commit::Cohort::new(entries).unwrap();
+    let cohort = secagg_host::commit::Cohort::new(entries).unwrap();
     let welcome = cohort.welcome(cohort.index_of(me).unwrap()).unwrap();
     client
         .handle_message(Envelope {

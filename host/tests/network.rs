@@ -22,15 +22,15 @@ use curve25519_dalek::constants::EIGHT_TORSION;
 use futures_util::{SinkExt, StreamExt};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
-use secagg::engine::{CpuEngine, testing};
-use secagg::host::codec::{self, Limits, tag};
-use secagg::host::messages::{ClientMessage, Envelope};
-use secagg::host::quantize::error_bound;
-use secagg::host::transport::{
+use secagg_engine::{CpuEngine, testing};
+use secagg_host::codec::{self, Limits, tag};
+use secagg_host::messages::{ClientMessage, Envelope};
+use secagg_host::quantize::error_bound;
+use secagg_host::transport::{
     ClientInput, ClientOutcome, Join, Misbehaviour, Refusal, RoundReport, ServeOptions,
     TransportError, frame_codec, serve,
 };
-use secagg::host::{
+use secagg_host::{
     Client, ClientError, ClientId, ClientIdentity, ClientPolicy, ClientStatus, CryptoError,
     DropReason, PointError, ProtocolError, RoundConfig, RoundRng, Stage,
 };
@@ -496,7 +496,7 @@ async fn clients_without_a_certificate_from_the_ca_are_dropped() {
         6,
         None,
         dep.self_asserted(6),
-        secagg::host::sim::parameter_free_policy(),
+        secagg_host::sim::parameter_free_policy(),
     );
     for (c, h, why) in [
         (5, foreign, "not issued by this round's CA"),
@@ -517,8 +517,7 @@ async fn clients_without_a_certificate_from_the_ca_are_dropped() {
         async move {
             let socket = TcpStream::connect(addr).await.unwrap();
             let stream = connector.connect(name, socket).await.unwrap();
-            let binding =
-                secagg::host::transport::tls::channel_binding(stream.get_ref().1).unwrap();
+            let binding = secagg_host::transport::tls::channel_binding(stream.get_ref().1).unwrap();
             let mut framed = Framed::new(stream, frame_codec(1 << 20));
             let challenge =
                 codec::decode_challenge(&framed.next().await.unwrap().unwrap()).unwrap();
@@ -554,7 +553,7 @@ async fn clients_without_a_certificate_from_the_ca_are_dropped() {
         let id4 = dep.identity(4);
         let socket = TcpStream::connect(addr).await.unwrap();
         let stream = connector.connect(name.clone(), socket).await.unwrap();
-        let binding = secagg::host::transport::tls::channel_binding(stream.get_ref().1).unwrap();
+        let binding = secagg_host::transport::tls::channel_binding(stream.get_ref().1).unwrap();
         let mut first = Framed::new(stream, frame_codec(1 << 20));
         let challenge = codec::decode_challenge(&first.next().await.unwrap().unwrap()).unwrap();
         let mut hello = codec::Hello {
