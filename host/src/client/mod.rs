@@ -43,6 +43,7 @@
 //! reveals anything that could expose its input; the client never reveals both shares of one
 //! peer.
 
+mod audit;
 pub mod journal;
 mod membership;
 mod r0_join;

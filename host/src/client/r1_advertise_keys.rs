@@ -5,11 +5,10 @@
 //! The stage keeps its name, advertise-keys, from when the keys were sent here; they now go out
 //! with the join, so that the cohort fixes them before any nonce is revealed.
 
-use std::collections::BTreeSet;
-
 use rand_core::CryptoRng;
 use secagg_engine::Backend;
 
+use super::audit::draw_leaves;
 use super::r2_share_keys::ExpectKeyList;
 use super::{Ctx, State};
 use crate::crypto::{ClientSecrets, ListCommitment};
@@ -93,22 +92,4 @@ impl ExpectCohort {
             quorum,
         ))
     }
-}
-
-/// `count` distinct leaf indices in `0..len`, increasing, drawn with this client's own
-/// randomness after the list's root is fixed; every leaf when there are no more.
-pub(super) fn draw_leaves<R: CryptoRng>(rng: &mut R, len: u32, count: usize) -> Vec<u32> {
-    if count as u64 >= u64::from(len) {
-        return (0..len).collect();
-    }
-    let mut picked = BTreeSet::new();
-    // Rejection sampling: unbiased.
-    let zone = u32::MAX - u32::MAX % len;
-    while picked.len() < count {
-        let x = rng.next_u32();
-        if x < zone {
-            picked.insert(x % len);
-        }
-    }
-    picked.into_iter().collect()
 }

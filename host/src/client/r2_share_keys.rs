@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, HashMap};
 use rand_core::CryptoRng;
 use secagg_engine::Backend;
 
+use super::audit::draw_leaves;
 use super::membership::Membership;
-use super::r1_advertise_keys::draw_leaves;
 use super::r3_share_check::ExpectShareBundles;
 use super::{Ctx, OwnShare, State};
 use crate::credentials::{claimed_key, names, verify_all};

@@ -16,11 +16,11 @@ use curve25519_dalek::Scalar;
 use rand_core::CryptoRng;
 use secagg_engine::Backend;
 
+use super::audit::check_audit;
 use super::membership::{Checked, Held, Membership};
 use super::r4_masked_input::ExpectMaskRequest;
 use super::{Ctx, OwnShare, State};
 use crate::ClientId;
-use crate::crypto::ListCommitment;
 use crate::crypto::feldman::matches_points;
 use crate::crypto::{BundleKey, ClientSecrets};
 use crate::error::{PeerMisbehaved, ProtocolError};
@@ -166,30 +166,4 @@ impl ExpectShareBundles {
             reports,
         ))
     }
-}
-
-/// The audited leaves of a committed set of ring positions: the opening verifies (its leaves
-/// keep to their splits), every leaf asked for is in it, and every value lies on the ring.
-pub(super) fn check_audit(
-    opening: &SetOpening,
-    label: &[u8],
-    set: &ListCommitment,
-    asked: &[u32],
-    ring: u32,
-    what: &'static str,
-) -> Result<(), ProtocolError> {
-    let shown = opening
-        .check(label, &set.root, set.len)
-        .map_err(|why| PeerMisbehaved::BadProof { what, why })?;
-    if let Some(index) = asked.iter().find(|a| !shown.has_leaf(**a)) {
-        return Err(PeerMisbehaved::EntryMissing {
-            what,
-            index: *index,
-        }
-        .into());
-    }
-    if let Some((_, v)) = shown.leaves().iter().find(|(_, v)| *v >= ring) {
-        return Err(PeerMisbehaved::SetOutOfRange { what, value: *v }.into());
-    }
-    Ok(())
 }

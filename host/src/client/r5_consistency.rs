@@ -16,9 +16,9 @@ use std::collections::BTreeMap;
 use rand_core::CryptoRng;
 use secagg_engine::Backend;
 
+use super::audit::draw_leaves;
 use super::membership::Held;
 use super::membership::Membership;
-use super::r1_advertise_keys::draw_leaves;
 use super::r6_unmasking::ExpectUnmaskRequest;
 use super::{Ctx, OwnShare, State};
 use crate::crypto::{ListCommitment, SURVIVORS_DOMAIN, survivors_digest};

@@ -18,9 +18,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use rand_core::CryptoRng;
 use secagg_engine::Backend;
 
+use super::audit::check_audit;
 use super::membership::Held;
 use super::membership::Membership;
-use super::r3_share_check::check_audit;
 use super::{Ctx, OwnShare, State};
 use crate::ClientId;
 use crate::credentials::{claimed_key, names, verify_all};
