@@ -149,6 +149,30 @@ def test_enrolled_nodes_run_a_message_api_round(fa, seed, tmp_path, monkeypatch)
                  terms=rounds_terms(stats))
 
 
+def test_the_planner_widens_b_to_keep_the_levels_asked_for(fa, seed):
+    # Flower's defaults (clipping_range 8, quantization_range 2^22, max_weight 1000) over
+    # 10 nodes: 10 x (2^22 - 1) x 1000 needs 36 bits, so the round runs at b = 36 with
+    # the 2^22 levels kept (a 2^32 modulus would lower them to 2^18, a step 16 times
+    # larger). The mean of the 9 survivors is within one step of 2^22 levels of the NumPy
+    # weighted mean, and the masked inputs travel packed at 36 bits a value.
+    nodes, fail, params = 10, 3, 4000
+    cap = simulate(
+        fa, nodes,
+        fa.make_message_server(nodes, phases=(("FedAvg", 1, {}),), params=params,
+                               evaluate=False),
+        fa.make_message_client(seed, fail=fail),
+    )
+    [r] = cap["rounds"]
+    stats = r["stats"]
+    assert (stats.bits, stats.levels, stats.included) == (36, 2**22, 9), stats
+    survivors = [p for p in range(nodes) if p != fail]
+    assert_close(r["result"], fa.message_mean(seed, survivors, 0, 1, r["sent"]),
+                 step_of(stats), terms=rounds_terms(stats))
+    packed = -(-(params + 1) * 36 // 8)  # the values and the weight, at 36 bits
+    per_client = stats.bytes_up["masked-input"] / 9
+    assert packed <= per_client < packed + 512, (per_client, packed)
+
+
 def test_the_wrapper_with_a_plain_client_app_stops_at_setup(fa, seed):
     from secagg.flower import MismatchError
 
