@@ -80,6 +80,7 @@ def legacy(a, fail, extra):
         s = cap["workflow"].fit_workflow.last_round
         stats["unmask_s"] = s.stage_s.get("unmasking", 0.0)
         stats["neighbors"], stats["threshold"], stats["bits"] = s.neighbors, s.threshold, s.bits
+        stats["levels"] = s.levels
     return grid, float(np.max(np.abs(got - expected))), stats
 
 

@@ -292,6 +292,11 @@ impl Policy {
     fn colluders(&self) -> usize {
         self.inner.colluders
     }
+    /// The moduli this client accepts, as (lowest, highest) b of 2^b, both included.
+    #[getter]
+    fn bits(&self) -> (u32, u32) {
+        (*self.inner.bits.start(), *self.inner.bits.end())
+    }
     /// The most ε (at its δ) one round may cost this client, as (epsilon, delta), or None.
     #[getter]
     fn privacy(&self) -> Option<(f64, f64)> {

@@ -105,6 +105,9 @@ class Policy:
     @property
     def colluders(self) -> int: ...
     @property
+    def bits(self) -> Tuple[int, int]:
+        """The moduli this client accepts: (lowest, highest) b of 2^b, both included."""
+    @property
     def privacy(self) -> Optional[Tuple[float, float]]: ...
     def honest_survivors(self, config: RoundConfig) -> int:
         """The honest inputs this policy guarantees in a released sum of ``config``'s

@@ -33,8 +33,10 @@ The workflow takes Flower's keyword arguments with their meaning (``num_shares``
 * masks come from ChaCha20 keyed by X25519 agreement (Flower's come from NumPy's Mersenne
   Twister seeded with a 32-bit fold), with Shamir shares checked against public share
   points;
-* masked vectors travel packed at ``log2(modulus_range)`` bits, as bytes in Flower's
-  records, not as int64 arrays;
+* masked vectors travel packed at b bits, as bytes in Flower's records, not as int64
+  arrays: b = ``log2(modulus_range)`` when given, else the planner's, up to 64 — the
+  fewest (at least 32) in which ``quantization_range`` levels times ``max_weight`` over
+  the clients sampled cannot wrap;
 * the server's unmasking is one fused Rust pass (optionally on a GPU) over O(m) memory;
 * the weight of each client is its ``num_examples`` as an exact integer (at most
   ``max_weight``, which a client refuses to exceed, loudly), and values outside
@@ -88,6 +90,7 @@ from . import (
     IdentityError,
     PlanError,
     Policy,
+    PolicyError,
     ProtocolError,
     RoundConfig,
     SecaggError,
@@ -582,8 +585,10 @@ def _client_step(
                 "make_secaggplus_mod(identity=(key, cert, ca))"
             )
         who = f"c{identity.client_id}" if identity_files is not None else f"n{ctxt.node_id}"
+        offered = RoundConfig.from_welcome(welcome)
+        _check_bits(offered, policy)
         if not allow_remask:
-            _refuse_repeat(store, RoundConfig.from_welcome(welcome).context, who)
+            _refuse_repeat(store, offered.context, who)
         client = Client(welcome, identity, policy, steps=store)
         if identity.enrolled:
             # Binds this Flower node to the certificate's id for this round: the server
@@ -631,6 +636,31 @@ def _client_step(
         reply["frames"] = out
     out_content.config_records[RECORD] = ConfigRecord(reply)  # type: ignore[arg-type]
     return Message(out_content, reply_to=msg)
+
+
+def _check_bits(config: RoundConfig, policy: Policy) -> None:
+    """PolicyError, before anything is sent, when the round's modulus 2^b lies outside the
+    node's policy ``bits`` — saying where the server's b comes from and what to change (the
+    client's own check would refuse too, without the why)."""
+    low, high = policy.bits
+    b = config.bits
+    if low <= b <= high:
+        return
+    if config.dp is not None:
+        why = "the server's DP plan chose it (dp.bits on the server fixes it)"
+    else:
+        why = (
+            "the server's planner takes b above 32 (up to 64) to keep its "
+            f"quantization_range levels for max_weight over the clients sampled "
+            f"({config.levels} levels, max_weight {config.max_weight}, {config.clients} "
+            "clients here), unless the server gives modulus_range (which lowers the levels "
+            "instead)"
+        )
+    raise PolicyError(
+        f"secagg: the server's round runs at b = {b} (sums mod 2^{b}), outside this node's "
+        f"policy bits=({low}, {high}): {why}; allow b in this node's policy "
+        "(make_secaggplus_mod(bits=...)) or change the server's choice"
+    )
 
 
 def _frames(record: ConfigRecord, whose: str) -> List[bytes]:
@@ -942,7 +972,14 @@ class RoundStats:
     """A released DP round's privacy event (``dp=``), else None."""
 
 
+#: The modulus bits of a round when its sum fits in fewer (Flower's default modulus_range).
+_DEFAULT_BITS = 32
+#: The widest modulus a round can take: 2^64.
+_MAX_BITS = 64
+
+
 def _bits_needed(n: int, levels: int, max_weight: int) -> int:
+    """The fewest bits b with n (levels − 1) max_weight < 2^b (the host's bits_needed)."""
     return (n * (levels - 1) * max_weight).bit_length()
 
 
@@ -962,11 +999,17 @@ class SecAggPlusWorkflow:
     clipping_range
         Updates are clipped to ``[-clipping_range, clipping_range]``.
     quantization_range
-        Quantization levels per value (lowered, with a warning, when
-        ``clients x max_weight x levels`` would not fit ``modulus_range``).
+        Quantization levels per value: each value becomes an integer in
+        ``[0, quantization_range - 1]`` (lowered, with a warning, when
+        ``clients x max_weight x (levels - 1)`` would not fit the modulus).
     modulus_range
-        Sums are taken modulo this power of two (at most 2^32); uploads are packed at
-        ``log2(modulus_range)`` bits per value.
+        Sums are taken modulo this power of two, at most 2^64; uploads are packed at
+        ``log2(modulus_range)`` bits per value. None (the default): the planner's
+        modulus for the clients sampled, as ``secagg simulate`` picks it: 2^b with b the
+        larger of 32 and the fewest bits that hold ``clients x max_weight x
+        (quantization_range - 1)``, at most 64 — so the levels asked for are kept (Flower's
+        2^22 at 100 clients and ``max_weight`` 1000: b = 39). Nodes whose policy allows
+        fewer bits (``make_secaggplus_mod(bits=(lo, hi))``) refuse the round at setup.
     timeout
         Seconds to wait for replies at each stage (None: wait for all).
 
@@ -1004,7 +1047,7 @@ class SecAggPlusWorkflow:
         max_weight: float = 1000.0,
         clipping_range: float = 8.0,
         quantization_range: int = 4194304,
-        modulus_range: int = 4294967296,
+        modulus_range: Optional[int] = None,
         timeout: Optional[float] = None,
         prg: str = "chacha20",
         backend: str = "cpu",
@@ -1048,15 +1091,23 @@ class SecAggPlusWorkflow:
             raise ValueError(
                 f"clipping_range must be a positive finite number, not {clipping_range}"
             )
-        if not isinstance(quantization_range, int) or quantization_range < 2:
-            raise ValueError("quantization_range must be an integer of at least 2")
         if (
+            not isinstance(quantization_range, int)
+            or isinstance(quantization_range, bool)
+            or not 2 <= quantization_range < 2**32
+        ):
+            raise ValueError("quantization_range must be an integer in [2, 2**32)")
+        if modulus_range is not None and (
             not isinstance(modulus_range, int)
+            or isinstance(modulus_range, bool)
             or modulus_range < 2
-            or modulus_range > 2**32
+            or modulus_range > 2**_MAX_BITS
             or modulus_range & (modulus_range - 1)
         ):
-            raise ValueError("modulus_range must be a power of two between 2 and 2**32")
+            raise ValueError(
+                f"modulus_range must be a power of two between 2 and 2**{_MAX_BITS}, or None "
+                "(the planner's choice for the clients sampled)"
+            )
         if timeout is not None and not timeout > 0:
             raise ValueError("timeout must be positive (or None)")
         self.num_shares = num_shares
@@ -1153,25 +1204,37 @@ class SecAggPlusWorkflow:
         return max(DEFAULT_COLLUDERS, math.ceil(self.corrupt * n - 1e-6))
 
     def _quantization(self, n: int) -> Tuple[int, int, int]:
-        bits = self.modulus_range.bit_length() - 1
+        """(b, levels, max_weight) of a round of ``n`` clients: ``modulus_range``'s b, or
+        the planner's (see the class); the levels lowered, with a warning, when the sum
+        would not fit 2^b."""
         w = int(self.max_weight)
         levels = self.quantization_range
+        if self.modulus_range is None:
+            bits = min(_MAX_BITS, max(_DEFAULT_BITS, _bits_needed(n, levels, w)))
+            room = "the widest modulus, 2^%d" % _MAX_BITS
+        else:
+            bits = self.modulus_range.bit_length() - 1
+            room = (
+                "modulus_range 2^%d (leave modulus_range unset for the planner to widen b "
+                "up to %d bits instead)" % (bits, _MAX_BITS)
+            )
         if _bits_needed(n, levels, w) > bits:
             fit = levels
             while fit > 2 and _bits_needed(n, fit, w) > bits:
                 fit //= 2
             if _bits_needed(n, fit, w) > bits:
                 raise ValueError(
-                    f"{n} clients x max_weight {w} overflow modulus_range 2^{bits} even "
-                    "at 2 levels: lower max_weight or raise modulus_range"
+                    f"{n} clients x max_weight {w} overflow 2^{bits} even at 2 levels: "
+                    "lower max_weight"
+                    + ("" if self.modulus_range is None else " or raise modulus_range")
                 )
             log.warning(
                 "secagg: quantization_range %d x max_weight %d x %d clients would overflow "
-                "2^%d; quantizing to %d levels instead (step %.3g)",
+                "%s; quantizing to %d levels instead (step %.3g)",
                 levels,
                 w,
                 n,
-                bits,
+                room,
                 fit,
                 2 * self.clipping_range / (fit - 1),
             )
@@ -1875,13 +1938,15 @@ class SecAggPlus(Strategy):
         w = self.workflow
         log.info(
             "secagg: SecAggPlus around %s: num_shares %s, reconstruction_threshold %s, "
-            "clipping_range %g, max_weight %g, modulus_range 2^%d, %s protocol",
+            "clipping_range %g, max_weight %g, modulus_range %s, %s protocol",
             type(self.strategy).__name__,
             "(planner)" if w.num_shares is None else w.num_shares,
             "(planner)" if w.reconstruction_threshold is None else w.reconstruction_threshold,
             w.clipping_range,
             w.max_weight,
-            w.modulus_range.bit_length() - 1,
+            "(planner)"
+            if w.modulus_range is None
+            else "2^%d" % (w.modulus_range.bit_length() - 1),
             "honest-but-curious" if w.ca is None else "semi-malicious server (enrolled nodes)",
         )
         self.strategy.summary()

@@ -332,3 +332,78 @@ def test_a_malformed_reply_drops_its_node_not_the_round(fa, stage, how, named):
     step = 2 * 8.0 / (stats.levels - 1)
     expected = fa.expected_mean(6, only=cap["partitions"])
     assert np.max(np.abs(flat(cap["parameters"]) - expected)) < step
+
+
+# --------------------------------------------------------------------------------------
+# The modulus: the planner's b up to 64, modulus_range, the nodes' policy bits
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n, kwargs, want", [
+    # Flower's defaults (quantization_range 2^22, max_weight 1000) at the issue's 100
+    # clients: 100 x (2^22 - 1) x 1000 needs 39 bits, and the 2^22 levels are kept.
+    (100, {}, (39, 2**22, 1000)),
+    (10, {}, (36, 2**22, 1000)),
+    # A sum that fits 32 bits runs at 32, as before.
+    (10, {"max_weight": 150.0, "quantization_range": 2**16}, (32, 2**16, 150)),
+    # An explicit modulus_range is the modulus: the levels are lowered to fit it.
+    (100, {"modulus_range": 2**32}, (32, 2**15, 1000)),
+    (100, {"modulus_range": 2**48}, (48, 2**22, 1000)),
+    # Beyond 64 bits even for the planner: the levels are lowered to fit 2^64.
+    (1000, {"quantization_range": 2**31, "max_weight": 2.0**32 - 1}, (64, 2**22, 2**32 - 1)),
+])
+def test_the_modulus_is_the_planners_unless_modulus_range_is_given(fa, caplog, n, kwargs, want):
+    from secagg import ConfigError, RoundConfig
+    from secagg.flower import SecAggPlusWorkflow
+
+    workflow = SecAggPlusWorkflow(None, None, **kwargs)
+    with caplog.at_level("WARNING", logger="secagg.flower"):
+        bits, levels, w = workflow._quantization(n)
+    assert (bits, levels, w) == want
+    lowered = [r.getMessage() for r in caplog.records if "quantizing to" in r.getMessage()]
+    assert bool(lowered) == (levels != kwargs.get("quantization_range", 2**22)), lowered
+    # The host agrees, independently: the sum fits 2^b, and (where the planner chose b
+    # above the 32-bit floor and kept the levels) not one bit fewer.
+    RoundConfig(n, 8, bits=bits, levels=levels, max_weight=w, clip=8.0)
+    if "modulus_range" not in kwargs and 32 < bits < 64:
+        with pytest.raises(ConfigError, match="overflow"):
+            RoundConfig(n, 8, bits=bits - 1, levels=levels, max_weight=w, clip=8.0)
+
+
+@pytest.mark.parametrize("modulus_range", [2**65, 3 * 2**20, 1, True, 2.0**32])
+def test_modulus_range_is_a_power_of_two_up_to_2_to_the_64(fa, modulus_range):
+    from secagg.flower import SecAggPlusWorkflow
+
+    with pytest.raises(ValueError, match=r"modulus_range must be a power of two between 2 and "
+                                         r"2\*\*64, or None"):
+        SecAggPlusWorkflow(None, None, modulus_range=modulus_range)
+    assert SecAggPlusWorkflow(None, None, modulus_range=2**64).modulus_range == 2**64
+
+
+def test_a_node_whose_policy_caps_bits_below_the_planners_b_refuses(fa):
+    # Flower's defaults over 6 nodes need b = 35 (6 x (2^22 - 1) x 1000 < 2^35); every
+    # node's policy allows 32 bits at most, so each refuses at setup with a PolicyError that
+    # says where b comes from, and nothing is summed.
+    cap = fa.run("secagg", 6, mod_kwargs={"bits": (1, 32)})
+    assert "parameters" not in cap
+    stats = cap["workflow"].fit_workflow.last_round
+    assert (stats.bits, stats.levels, stats.included) == (35, 2**22, 0)
+    assert len(stats.failed) == 6 and {f["stage"] for f in stats.failed} == {"setup"}
+    for f in stats.failed:
+        reason = f["reason"]
+        assert "PolicyError" in reason and "b = 35" in reason, reason
+        assert "policy bits=(1, 32)" in reason and "modulus_range" in reason, reason
+        assert "PanicException" not in reason
+
+
+def test_a_modulus_range_the_nodes_allow_runs_with_fewer_levels(fa):
+    # The same nodes (at most 32 bits) with the server's modulus_range = 2^32: the round
+    # runs at b = 32 with the levels lowered to 2^19 (6 x (2^19 - 1) x 1000 < 2^32), and
+    # the mean is within one step of those levels. (In this process: flower_app.LocalGrid.)
+    server_app, client_app = fa.make_apps("secagg", 6, fail=2, mod_kwargs={"bits": (1, 32)},
+                                          modulus_range=2**32)
+    cap = fa.run_local(server_app, fa.local_grid(client_app, 6))
+    stats = cap["workflow"].fit_workflow.last_round
+    assert (stats.bits, stats.levels, stats.included) == (32, 2**19, 5)
+    step = 2 * 8.0 / (stats.levels - 1)
+    assert np.max(np.abs(flat(cap["parameters"]) - fa.expected_mean(6, fail=2))) < step

@@ -34,17 +34,33 @@ def step_of(stats, clip=8.0):
     return 2 * clip / (stats.levels - 1)
 
 
-def assert_close(got, want, tol, what="", terms=1):
+def assert_close(got, want, tol, what="", terms=1, rounded=None):
     """Every array of `got` (any float dtype) within `tol` of `want` (float64), plus
     `terms` roundings to its dtype: FedAvg sums the replies' (identical) arrays, weighted,
-    in the arrays' dtype, one rounding a reply (in float16 they add up to a few 1e-4)."""
+    in the arrays' dtype, one rounding a reply (in float16 they add up to a few 1e-4).
+    `rounded` (arrays by key, `rounded_in_round`): the values whose roundings, in their
+    own dtypes, count instead — what the strategy rounds, where the result may be far
+    smaller, or in another dtype (FedAdam and its kin compute in float64 from the mean
+    they are handed in the model's dtypes, and move by less than that mean does)."""
     assert set(got) == set(want), (what, sorted(got), sorted(want))
     for k in want:
         g = got[k].astype(np.float64)
         assert g.shape == want[k].shape, (what, k, g.shape, want[k].shape)
-        bound = tol + terms * np.finfo(got[k].dtype).eps * np.abs(want[k])
+        r = want[k] if rounded is None else rounded[k]
+        eps = np.finfo((got if rounded is None else rounded)[k].dtype).eps
+        bound = tol + terms * eps * np.abs(r.astype(np.float64))
         worst = float(np.max(np.abs(g - want[k]) - bound))
         assert worst <= 0, (what, k, worst, float(np.max(np.abs(g - want[k]))), tol)
+
+
+def rounded_in_round(fa, seed, partitions, phase, server_round, model):
+    """What a strategy rounds in a round, in the model's dtypes, by magnitude: per value,
+    the largest of the model sent, the replies it sums and their mean (a rounding in
+    float16 moves a value by up to eps·|value|, however small the result)."""
+    values = [fa.message_update(seed, p, phase, server_round, model) for p in partitions]
+    values += [model, fa.message_mean(seed, partitions, phase, server_round, model)]
+    return {k: np.max([np.abs(v[k].astype(np.float64)) for v in values], axis=0)
+            .astype(a.dtype) for k, a in model.items()}
 
 
 def rounds_terms(stats):
@@ -107,9 +123,12 @@ def test_ten_nodes_three_rounds_of_fedavg_and_one_of_fedadam(fa, seed):
                 k: (dtype, shape) for k, shape, dtype in fa.MODEL}
             assert_close(r["result"], mean, step_of(stats), r["round"], rounds_terms(stats))
         else:
-            # FedAdam moves at most eta_norm·(1 − β1)/tau < 1 times the mean's error.
+            # FedAdam moves at most eta_norm·(1 − β1)/tau < 1 times the mean's error: one
+            # step, and the roundings of the mean it is handed in the model's dtypes (it
+            # computes in float64, so those are the roundings that count).
             want = adam_step(r["sent"], mean, r["round"], **adam)
-            assert_close(r["result"], want, step_of(stats), "FedAdam", rounds_terms(stats))
+            assert_close(r["result"], want, step_of(stats), "FedAdam", rounds_terms(stats),
+                         rounded=rounded_in_round(fa, seed, survivors, 1, 1, r["sent"]))
     fedavg, fedadam = cap["results"]
     # Train metrics are the survivors' own, averaged by the strategy; evaluation is plain.
     for phase, result, rounds in ((0, fedavg, 3), (1, fedadam, 1)):
@@ -147,6 +166,30 @@ def test_enrolled_nodes_run_a_message_api_round(fa, seed, tmp_path, monkeypatch)
     assert sorted(cap["secure"].workflow._client_of_node.values()) == list(range(nodes))
     assert_close(r["result"], fa.message_mean(seed, survivors, 0, 1, r["sent"]), step_of(stats),
                  terms=rounds_terms(stats))
+
+
+def test_the_planner_widens_b_to_keep_the_levels_asked_for(fa, seed):
+    # Flower's defaults (clipping_range 8, quantization_range 2^22, max_weight 1000) over
+    # 10 nodes: 10 x (2^22 - 1) x 1000 needs 36 bits, so the round runs at b = 36 with
+    # the 2^22 levels kept (a 2^32 modulus would lower them to 2^18, a step 16 times
+    # larger). The mean of the 9 survivors is within one step of 2^22 levels of the NumPy
+    # weighted mean, and the masked inputs travel packed at 36 bits a value.
+    nodes, fail, params = 10, 3, 4000
+    cap = simulate(
+        fa, nodes,
+        fa.make_message_server(nodes, phases=(("FedAvg", 1, {}),), params=params,
+                               evaluate=False),
+        fa.make_message_client(seed, fail=fail),
+    )
+    [r] = cap["rounds"]
+    stats = r["stats"]
+    assert (stats.bits, stats.levels, stats.included) == (36, 2**22, 9), stats
+    survivors = [p for p in range(nodes) if p != fail]
+    assert_close(r["result"], fa.message_mean(seed, survivors, 0, 1, r["sent"]),
+                 step_of(stats), terms=rounds_terms(stats))
+    packed = -(-(params + 1) * 36 // 8)  # the values and the weight, at 36 bits
+    per_client = stats.bytes_up["masked-input"] / 9
+    assert packed <= per_client < packed + 512, (per_client, packed)
 
 
 def test_the_wrapper_with_a_plain_client_app_stops_at_setup(fa, seed):
@@ -232,10 +275,20 @@ def test_the_result_is_the_strategys_own(fa, seed, name, kwargs):
     # Both sides round (FedAvg sums in the arrays' dtypes, float16 included), and round 2
     # starts from round 1's slightly different models: allow a few errors per round.
     assert len(secure["rounds"]) == len(plain_rounds) == 2
+    # The roundings count at the magnitude of what is rounded (the float16 replies and
+    # models), which the result may be far below: where the two means of a round fall on
+    # neighbouring float16 values, the next round carries that difference, in the dtypes
+    # of the first round's model even where the strategy's result is float64 (FedAdam).
+    survivors = [p for p in range(nodes) if p != 4]
+    carried = {}
     for r, (p, s) in enumerate(zip(plain_rounds, secure["rounds"]), start=1):
         want = {k: a.astype(np.float64) for k, a in p["result"].items()}
+        now = rounded_in_round(fa, seed, survivors, 0, r, p["sent"])
+        carried = {k: np.maximum(np.abs(now[k].astype(np.float64)),
+                                 carried[k].astype(np.float64) if carried else 0.0)
+                   .astype((carried or now)[k].dtype) for k in now}
         assert_close(s["result"], want, 3 * r * step_of(s["stats"]), (name, r),
-                     terms=3 * r * rounds_terms(s["stats"]))
+                     terms=3 * r * rounds_terms(s["stats"]), rounded=carried)
     # The metrics are the same numbers (summed in another order: the replies come sorted).
     for kind in ("train_metrics_clientapp", "evaluate_metrics_clientapp"):
         mine, theirs = getattr(secure_result, kind), getattr(plain_result, kind)
