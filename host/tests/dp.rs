@@ -1,5 +1,6 @@
 //! Distributed DP end to end: repeated simulated rounds whose measured error variance is the
-//! noise the DP plan reports; a round with colluders that add no noise and clients that drop,
+//! noise the DP plan reports (at the plan's b, and at b = 40 and 64 in 64-bit elements; one
+//! at b = 48 summed on the GPU engine); a round with colluders that add no noise and clients that drop,
 //! where the honest survivors' noise alone still meets the plan; a round that falls below T
 //! and reveals nothing; and the clients' refusals of a configuration whose noise rests on
 //! more honest survivors than their policy guarantees.

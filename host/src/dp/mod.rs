@@ -24,7 +24,11 @@
 //! then [`DpRound::decode_sum`] maps each element to [−2^(b−1), 2^(b−1)), divides by `s` and undoes
 //! the rotation: the result is Σ w_u clip(x_u) plus the noise of every client whose input is
 //! in the sum, divided by `s`. The rounded vector and the noise are secret: the buffers that
-//! hold them are zeroized.
+//! hold them are zeroized. Any b in 2..=64 works: up to 32 the values are `u32`, above it
+//! `u64` (the same draws; the server's sum is then
+//! [`RoundOutput::sum_wide`](crate::server::RoundOutput::sum_wide)). What bounds the scale
+//! at large b is the rounding, which works on integers below 2^52, and the f32 update: a
+//! scale finer than the update's own precision adds nothing.
 //!
 //! # Threat model: what the noise assumes
 //!
