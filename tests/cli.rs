@@ -487,28 +487,37 @@ fn completed(clients: Vec<Child>, srv: Child, summary_path: &Path) -> serde_json
 /// records the round's privacy event; the written sum is Σ clip(x) within the noise.
 #[test]
 fn a_dp_round_records_its_privacy_event_in_the_summary() {
-    let seed = testing::test_seed("cli::dp_round");
-    let d = dir("dp-round");
+    let s = dp_round_over_tcp("dp_round", &[]);
+    assert!(s["bits"].as_u64().unwrap() <= 32, "{s}");
+}
+
+/// The same at `--bits 40`: the clients encode 64-bit elements, and the server decodes the
+/// wide sum it writes.
+#[test]
+fn a_dp_round_at_40_bits_writes_the_noisy_sum() {
+    let s = dp_round_over_tcp("dp_round_40", &["--bits", "40"]);
+    assert_eq!(s["bits"], 40, "{s}");
+}
+
+/// The body of the DP-round tests, with `extra` server arguments; returns the summary.
+fn dp_round_over_tcp(name: &str, extra: &[&str]) -> serde_json::Value {
+    let seed = testing::test_seed(&format!("cli::{name}"));
+    let d = dir(&name.replace('_', "-"));
     let dep = CliDeployment::create(&d.join("pki"), 0..6);
     let inputs = npy_updates(&d, seed, 0..6, 6);
     let port = free_port();
-    let srv = small_server(
-        port,
-        (6, 4),
-        10_000,
-        &d,
-        &dep,
-        &[
-            "--epsilon",
-            "1",
-            "--delta",
-            "1e-5",
-            "--rounds",
-            "4",
-            "--colluders",
-            "0",
-        ],
-    );
+    let mut args = vec![
+        "--epsilon",
+        "1",
+        "--delta",
+        "1e-5",
+        "--rounds",
+        "4",
+        "--colluders",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    let srv = small_server(port, (6, 4), 10_000, &d, &dep, &args);
     let clients: Vec<Child> = (0..6u32)
         .map(|i| client(port, i, &inputs[i as usize], &enrolled(&dep, i, &[], &[])))
         .collect();
@@ -544,6 +553,7 @@ fn a_dp_round_records_its_privacy_event_in_the_summary() {
             got[j]
         );
     }
+    s
 }
 
 /// A client whose policy the announced round fails (here its minimum cohort is above the

@@ -266,6 +266,15 @@ pub fn decode_sum_owned(sum: Vec<u32>, total_weight: u64, config: &RoundConfig) 
     }
 }
 
+/// [`decode_sum_owned`] for a sum at b > 32 (64-bit elements,
+/// [`RoundOutput::sum_wide`](crate::server::RoundOutput::sum_wide)).
+pub fn decode_sum_wide(sum: Vec<u64>, total_weight: u64, config: &RoundConfig) -> Vec<f32> {
+    match crate::dp::DpRound::of(config) {
+        Some(dp) => dp.decode_sum(sum),
+        None => dequantize_sum_wide(&sum, total_weight, &config.quantization()),
+    }
+}
+
 /// One element of the sum, dequantized.
 fn dequantizer(total_weight: u64, q: &Quantization) -> impl Fn(f64) -> f32 {
     let c = f64::from(q.clip);

@@ -1,5 +1,6 @@
 //! Distributed DP end to end: repeated simulated rounds whose measured error variance is the
-//! noise the DP plan reports; a round with colluders that add no noise and clients that drop,
+//! noise the DP plan reports (at the plan's b, and at b = 40 and 64 in 64-bit elements; one
+//! at b = 48 summed on the GPU engine); a round with colluders that add no noise and clients that drop,
 //! where the honest survivors' noise alone still meets the plan; a round that falls below T
 //! and reveals nothing; and the clients' refusals of a configuration whose noise rests on
 //! more honest survivors than their policy guarantees.
@@ -46,13 +47,72 @@ fn policy(colluders: usize) -> ClientPolicy {
 /// rounding).
 #[test]
 fn repeated_rounds_measure_the_noise_the_plan_reports() {
-    let seed = testing::test_seed("dp::repeated_rounds");
-    let (n, d, t, c) = (12, 4096, 7, 2);
+    let plan = rounds_measure_the_plan("dp::repeated_rounds", None);
+    assert!(plan.bits <= 32, "b = {}", plan.bits);
+}
+
+/// [`repeated_rounds_measure_the_noise_the_plan_reports`] mod 2^40: 64-bit elements, a scale
+/// the wider modulus lets grow.
+#[test]
+fn repeated_rounds_at_40_bits_measure_the_noise_the_plan_reports() {
+    let narrow = plan_dp(&repeated_request(None)).unwrap();
+    let plan = rounds_measure_the_plan("dp::repeated_rounds_40", Some(40));
+    assert_eq!(plan.bits, 40);
+    assert!(plan.dp.scale >= narrow.dp.scale, "{plan:?}");
+}
+
+/// The same mod 2^64, where the sum's noise wraps around 2^64 and is centred back.
+#[test]
+fn repeated_rounds_at_64_bits_measure_the_noise_the_plan_reports() {
+    let plan = rounds_measure_the_plan("dp::repeated_rounds_64", Some(64));
+    assert_eq!(plan.bits, 64);
+}
+
+/// One DP round at b = 48 with the GPU engine summing (the clients' CPU engine masks): the
+/// 64-bit sum equals the plaintext sum of the re-encoded inputs exactly, and its error is
+/// the noise's.
+#[test]
+fn a_wide_dp_round_sums_on_the_gpu() {
+    let seed = testing::test_seed("dp::wide_gpu");
+    let Some(gpu) = testing::shared_gpu("dp::wide_gpu") else {
+        return;
+    };
+    let (n, d) = (8, 2048);
     let req = DpRequest {
+        bits: Some(48),
+        honest: 3,
+        ..DpRequest::new(DpTarget::Epsilon(1.0), d, n)
+    };
+    let plan = plan_dp(&req).unwrap();
+    let mut cfg = SimConfig::new(dp_round(n, d, &plan, seed));
+    cfg.seed = seed;
+    cfg.policy = policy(1);
+    let report = sim::run(&cfg, gpu, &|_| {}).unwrap();
+    let check = report.check.as_ref().expect("the round completes");
+    assert!(check.exact && check.included_ok, "seed {seed}");
+    assert!(check.passed(), "{check:?} (seed {seed})");
+    let out = report.outcome.as_ref().unwrap();
+    assert_eq!((out.sum.len(), out.sum_wide.len()), (0, d));
+    let m = report.dp.expect("a DP round is measured");
+    assert_eq!(m.inputs, n);
+}
+
+/// The request of the repeated-rounds tests, at b (or b chosen).
+fn repeated_request(bits: Option<u32>) -> DpRequest {
+    let (n, d, t, c) = (12, 4096, 7, 2);
+    DpRequest {
         honest: t - c,
         survivors: n - 1,
+        bits,
         ..DpRequest::new(DpTarget::Epsilon(2.0), d, n)
-    };
+    }
+}
+
+/// The body of the repeated-rounds tests; returns the plan.
+fn rounds_measure_the_plan(name: &str, bits: Option<u32>) -> DpPlan {
+    let seed = testing::test_seed(name);
+    let (n, d, t, c) = (12, 4096, 7, 2);
+    let req = repeated_request(bits);
     let plan = plan_dp(&req).unwrap();
     assert!(plan.epsilon <= 2.0);
     let rounds = 8;
@@ -65,6 +125,15 @@ fn repeated_rounds_measure_the_noise_the_plan_reports() {
         cfg.drops = DropSchedule::random(n, 0.1, Stage::MaskedInput, cfg.seed);
         cfg.policy = policy(c);
         let report = sim::run(&cfg, CpuEngine::new(), &|_| {}).unwrap();
+        let out = report.outcome.as_ref().unwrap();
+        // The sum comes in the lanes of its modulus: 64-bit above 32 bits.
+        let wide = plan.bits > 32;
+        assert_eq!(
+            (out.sum.is_empty(), out.sum_wide.is_empty()),
+            (wide, !wide),
+            "b = {}",
+            plan.bits
+        );
         let check = report.check.as_ref().expect("the round completes");
         assert!(check.exact && check.included_ok, "round {r} (seed {seed})");
         let m = report.dp.expect("a DP round is measured");
@@ -93,6 +162,7 @@ fn repeated_rounds_measure_the_noise_the_plan_reports() {
         "{mean_error} vs {}",
         plan.mean_error
     );
+    plan
 }
 
 /// What a client does in [`manual_round`].

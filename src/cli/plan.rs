@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use secagg_host::config::bits_needed;
+use secagg_host::plan::dp::MAX_DP_BITS;
 use secagg_host::plan::{
     Adversary, CheckError, DpPlan, DpRequest, DpTarget, PlanError, PlanRequest, check,
     colluders_in_cohort, log2_correctness_failure, log2_security_failure_for, plan, plan_dp,
@@ -100,7 +101,8 @@ pub struct DpArgs {
     /// norm bound c s + √d is looser). [default: e^-0.5]
     #[arg(long)]
     pub beta: Option<f64>,
-    /// Use this modulus 2^b instead of choosing the smallest within --slack.
+    /// Use this modulus 2^b (2..=64; above 32 each element is 64 bits) instead of choosing
+    /// the smallest within --slack.
     #[arg(long)]
     pub bits: Option<u32>,
     /// The chance, per round, that any coordinate of the noisy sum wraps mod 2^b.
@@ -213,7 +215,10 @@ pub fn print_dp(p: &DpPlan, req: &DpRequest, honest: &str) {
         ),
     };
     let slack = if req.bits.is_none() && !p.within_slack {
-        format!(" (not within {}% at any b up to 32)", req.slack * 100.0)
+        format!(
+            " (not within {}% at any b up to {MAX_DP_BITS})",
+            req.slack * 100.0
+        )
     } else {
         String::new()
     };

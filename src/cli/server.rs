@@ -649,12 +649,21 @@ fn finish(s: &Settings, report: &mut RoundReport) -> Result<ExitCode, String> {
     let code = match &mut report.outcome {
         Ok(out) => {
             let config = &s.config;
-            // The sum's memory becomes the f32 result: no second copy of a large model.
-            let sum = secagg_host::quantize::decode_sum_owned(
-                std::mem::take(&mut out.sum),
-                out.total_weight,
-                config,
-            );
+            // The sum's memory becomes the f32 result: no second copy of a large model (at
+            // b > 32 the 64-bit sum is decoded into a new, half-size buffer).
+            let sum = if out.sum_wide.is_empty() {
+                secagg_host::quantize::decode_sum_owned(
+                    std::mem::take(&mut out.sum),
+                    out.total_weight,
+                    config,
+                )
+            } else {
+                secagg_host::quantize::decode_sum_wide(
+                    std::mem::take(&mut out.sum_wide),
+                    out.total_weight,
+                    config,
+                )
+            };
             let written = write_model(&s.output, &s.layout, &sum);
             summary["status"] = json!(if written.is_ok() {
                 "completed"

@@ -628,6 +628,11 @@ fn print_table(round: &RoundConfig, r: &SimReport, peak: Option<u64>) {
             // rotated back as a whole first.)
             let w = out.total_weight.max(1) as f64;
             let sum = match round.dp() {
+                Some(_) if !out.sum_wide.is_empty() => secagg_host::quantize::decode_sum_wide(
+                    out.sum_wide.clone(),
+                    out.total_weight,
+                    round,
+                ),
                 Some(_) => secagg_host::quantize::decode_sum_owned(
                     out.sum.clone(),
                     out.total_weight,

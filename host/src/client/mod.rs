@@ -641,19 +641,25 @@ fn quantize_update<Q: rand_core::Rng + ?Sized>(
         }
         .into());
     }
-    let q = config.quantization();
     if config.modulus().lane_kind() != secagg_engine::LaneKind::U32 {
-        // No DP above 32 bits (the configuration refuses it).
-        let mut levels = Vec::new();
-        quantize::quantize_into(update, &q, weight, rng, &mut levels)?;
-        return Ok(Input::Wide(levels));
+        return encode_update(config, update, weight, rng).map(Input::Wide);
     }
+    encode_update(config, update, weight, rng).map(Input::Narrow)
+}
+
+/// `update` through the round's pipeline (DP or plain quantization) into lanes `L`.
+fn encode_update<Q: rand_core::Rng + ?Sized, L: secagg_engine::Lane>(
+    config: &RoundConfig,
+    update: &[f32],
+    weight: u32,
+    rng: &mut Q,
+) -> Result<Vec<L>, ClientError> {
     let mut levels = Vec::new();
     match crate::dp::DpRound::of(config) {
         Some(dp) => dp.encode_into(update, weight, rng, &mut levels)?,
-        None => quantize::quantize_into(update, &q, weight, rng, &mut levels)?,
+        None => quantize::quantize_into(update, &config.quantization(), weight, rng, &mut levels)?,
     }
-    Ok(Input::Narrow(levels))
+    Ok(levels)
 }
 
 /// A finished round stays finished; anything else aborts with `reason`.

@@ -24,7 +24,11 @@
 //! then [`DpRound::decode_sum`] maps each element to [−2^(b−1), 2^(b−1)), divides by `s` and undoes
 //! the rotation: the result is Σ w_u clip(x_u) plus the noise of every client whose input is
 //! in the sum, divided by `s`. The rounded vector and the noise are secret: the buffers that
-//! hold them are zeroized.
+//! hold them are zeroized. Any b in 2..=64 works: up to 32 the values are `u32`, above it
+//! `u64` (the same draws; the server's sum is then
+//! [`RoundOutput::sum_wide`](crate::server::RoundOutput::sum_wide)). What bounds the scale
+//! at large b is the rounding, which works on integers below 2^52, and the f32 update: a
+//! scale finer than the update's own precision adds nothing.
 //!
 //! # Threat model: what the noise assumes
 //!
@@ -55,6 +59,7 @@ pub mod skellam;
 mod tests;
 
 use rand_core::Rng;
+use secagg_engine::Lane;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroize;
 
@@ -101,8 +106,9 @@ impl DpConfig {
     /// to `max_weight`.
     pub fn check(&self, params: usize, bits: u32, max_weight: u32) -> Result<(), ConfigError> {
         let bad = |field: &'static str, why: String| Err(ConfigError::Dp { field, why });
-        // The DP pipeline encodes, wraps and decodes 32-bit lanes.
-        if bits > 32 {
+        // The pipeline encodes, wraps and decodes at any b the engines take (32-bit lanes up
+        // to 32 bits, 64-bit lanes above).
+        if !(2..=64).contains(&bits) {
             return Err(ConfigError::Bits { b: bits });
         }
         if !(self.clip.is_finite() && self.clip > 0.0) {
@@ -226,14 +232,22 @@ impl DpRound {
     }
 
     /// A client's masked-input values for `update` with `weight`: the d noisy coordinates,
-    /// then the weight (see the module docs).
-    pub fn encode_into<R: Rng + ?Sized>(
+    /// then the weight (see the module docs), in the round's lanes: `u32` for b ≤ 32, `u64`
+    /// above (the same draws either way, so `u64` elements at b ≤ 32 hold the `u32` values).
+    pub fn encode_into<R: Rng + ?Sized, L: Lane>(
         &self,
         update: &[f32],
         weight: u32,
         rng: &mut R,
-        out: &mut Vec<u32>,
+        out: &mut Vec<L>,
     ) -> Result<(), InputError> {
+        if L::BITS < self.bits {
+            return Err(InputError::Source(format!(
+                "a round mod 2^{} needs 64-bit elements, not {}-bit",
+                self.bits,
+                L::BITS
+            )));
+        }
         if update.len() != self.params {
             return Err(InputError::Length {
                 got: update.len(),
@@ -253,14 +267,14 @@ impl DpRound {
         let (rotated, factor) = self.rotate_and_clip(update);
         self.round_into(&rotated.0, factor, weight, rng, out)?;
         drop(rotated);
-        noise.add_to(rng, out, self.mask());
-        out.push(weight);
+        noise.add_to_lanes(rng, out, self.mask());
+        out.push(L::from_u64(u64::from(weight)));
         Ok(())
     }
 
     /// 2^b − 1.
-    fn mask(&self) -> u32 {
-        (((1u64 << self.bits) - 1) & u64::from(u32::MAX)) as u32
+    fn mask(&self) -> u64 {
+        u64::MAX >> (64 - self.bits)
     }
 
     /// Steps 1 and 2: the rotated update, and the factor that clips it to c and scales it
@@ -288,20 +302,20 @@ impl DpRound {
     /// Steps 3 and 4: `rotated · factor` rounded stochastically (redrawn until its norm is
     /// within [`DpConfig::rounded_norm`]), times `weight`, mod 2^b, into `out`. Returns the
     /// squared norm of the accepted rounding.
-    fn round_into<R: Rng + ?Sized>(
+    fn round_into<R: Rng + ?Sized, L: Lane>(
         &self,
         rotated: &[f32],
         factor: f64,
         weight: u32,
         rng: &mut R,
-        out: &mut Vec<u32>,
+        out: &mut Vec<L>,
     ) -> Result<u128, InputError> {
         let bound = self.dp.rounded_norm(self.params);
         let bound_sq = (bound * bound).floor() as u128;
         let mask = self.mask();
         let w = i64::from(weight);
         out.clear();
-        out.resize(rotated.len(), 0);
+        out.resize(rotated.len(), L::default());
         for tries in 1..=MAX_ROUNDING_TRIES {
             let mut norm_sq = 0u128;
             for (o, v) in out.iter_mut().zip(rotated) {
@@ -311,13 +325,14 @@ impl DpRound {
                 let up = f64::from(rng.next_u32()) < (z - floor) * 4_294_967_296.0;
                 let r = floor as i64 + i64::from(up);
                 norm_sq += u128::from(r.unsigned_abs()) * u128::from(r.unsigned_abs());
-                *o = (w * r) as u32 & mask;
+                // |w r| < 2^52 (the setting's check): two's complement mod 2^64, masked.
+                *o = L::from_u64((w * r) as u64 & mask);
             }
             if norm_sq <= bound_sq {
                 return Ok(norm_sq);
             }
             if tries == MAX_ROUNDING_TRIES {
-                out.zeroize();
+                bytemuck::cast_slice_mut::<L, u8>(out).zeroize();
                 return Err(InputError::Rounding { tries });
             }
         }
@@ -325,24 +340,27 @@ impl DpRound {
     }
 
     /// The weighted sum Σ w_u x_u (plus the noise) from the round's integer sum of d
-    /// elements, in the same memory: centred mod 2^b, divided by s, rotated back.
-    pub fn decode_sum(&self, sum: Vec<u32>) -> Vec<f32> {
-        let half = 1i64 << (self.bits - 1);
-        let modulus = 1i64 << self.bits;
+    /// elements (`u32` for b ≤ 32, in the same memory; `u64` above, from
+    /// [`RoundOutput::sum_wide`](crate::server::RoundOutput::sum_wide)): centred to
+    /// [−2^(b−1), 2^(b−1)), divided by s, rotated back.
+    pub fn decode_sum<L: Lane>(&self, sum: Vec<L>) -> Vec<f32> {
         let inv = 1.0 / self.dp.scale;
         let mut values: Vec<f32> = sum
             .into_iter()
-            .map(|s| {
-                let v = i64::from(s);
-                let centred = if v >= half { v - modulus } else { v };
-                (centred as f64 * inv) as f32
-            })
+            .map(|s| (centre(s.to_u64(), self.bits) as f64 * inv) as f32)
             .collect();
         if values.len() == self.params {
             self.rotation.inverse(&mut values);
         }
         values
     }
+}
+
+/// `v mod 2^bits` (2 ≤ bits ≤ 64) as the integer in [−2^(bits−1), 2^(bits−1)) it stands
+/// for: the low `bits` bits, sign-extended.
+pub fn centre(v: u64, bits: u32) -> i64 {
+    let shift = 64 - bits;
+    ((v << shift) as i64) >> shift
 }
 
 /// A secret `f32` buffer, zeroized when dropped.

@@ -40,9 +40,9 @@
 //! total variation η of an (ε, δ)-DP one is (ε, δ + (1 + e^ε) η)-DP; the planner adds that
 //! term to δ.
 //!
-//! λ above 2^31 (not needed while b ≤ 32, where a client's noise variance stays far below
-//! 2^32) is split into `p` equal parts, each rounded up to the fixed-point grid, and `p`
-//! draws are summed: a sum of independent Poisson variables is Poisson, so this adds at
+//! λ above 2^31 (a per-client variance above 2^32: no room for it in a sum mod 2^32, but a
+//! wider modulus can hold it, up to [`MAX_VARIANCE`]) is split into `p` equal parts, each
+//! rounded up to the fixed-point grid, and `p` draws are summed: a sum of independent Poisson variables is Poisson, so this adds at
 //! least the noise asked for, at `p` times the cost.
 //!
 //! Timing: a draw reads table entries at an index that depends on the noise, so it is not
@@ -50,6 +50,7 @@
 //! noise. The noise is otherwise treated as secret (see [`super`]).
 
 use rand_core::Rng;
+use secagg_engine::Lane;
 
 /// Fractional bits of λ in its fixed-point form.
 pub const LAMBDA_FRAC_BITS: u32 = 32;
@@ -369,10 +370,24 @@ impl Skellam {
         x
     }
 
-    /// Adds one draw to every element of `out`, modulo 2^b (`mask` = 2^b − 1).
+    /// Adds one draw to every element of `out`, modulo 2^b (`mask` = 2^b − 1), for b ≤ 32.
     pub fn add_to<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [u32], mask: u32) {
+        self.add_to_lanes(rng, out, u64::from(mask));
+    }
+
+    /// [`add_to`](Self::add_to) for b > 32 (64-bit elements, `mask` = 2^b − 1): the same
+    /// draws from the same stream, so `u32` and `u64` elements holding the same values end
+    /// up equal mod 2^b.
+    pub fn add_to_wide<R: Rng + ?Sized>(&self, rng: &mut R, out: &mut [u64], mask: u64) {
+        self.add_to_lanes(rng, out, mask);
+    }
+
+    /// Adds one draw to every element of `out` mod 2^b (`mask` = 2^b − 1, at most the
+    /// lane's): two's complement addition mod 2^64 then the mask, which is the addition mod
+    /// 2^b for any b ≤ 64.
+    pub fn add_to_lanes<R: Rng + ?Sized, L: Lane>(&self, rng: &mut R, out: &mut [L], mask: u64) {
         for o in out {
-            *o = (i64::from(*o) + self.sample(rng)) as u32 & mask;
+            *o = L::from_u64(o.to_u64().wrapping_add(self.sample(rng) as u64) & mask);
         }
     }
 }
@@ -545,6 +560,44 @@ mod tests {
                     plain(u),
                     "λ {lambda}: u = {u:#x} (seed {seed})"
                 );
+            }
+        }
+    }
+
+    /// The 64-bit adder against the 32-bit one on the same stream at b ≤ 32 (equal values),
+    /// and both against i128 arithmetic on the draws themselves at widths up to 64.
+    #[test]
+    fn the_wide_adder_draws_what_the_narrow_one_does() {
+        let seed = secagg_engine::testing::test_seed("skellam::wide_adder");
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        for (i, variance) in [0.5f64, 900.0, 3.0e9].into_iter().enumerate() {
+            let noise = Skellam::new(variance).unwrap();
+            for bits in [2u32, 17, 31, 32, 33, 48, 63, 64] {
+                let mask = u64::MAX >> (64 - bits);
+                let wide: Vec<u64> = (0..2000).map(|_| rng.next_u64() & mask).collect();
+                let stream = seed ^ (u64::from(bits) << 8) ^ i as u64;
+                let mut got = wide.clone();
+                noise.add_to_wide(&mut ChaCha20Rng::seed_from_u64(stream), &mut got, mask);
+                // The draws, taken again from the same stream, added in i128.
+                let mut again = ChaCha20Rng::seed_from_u64(stream);
+                let m = 1i128 << bits;
+                let want: Vec<u64> = wide
+                    .iter()
+                    .map(|&v| {
+                        (i128::from(v) + i128::from(noise.sample(&mut again))).rem_euclid(m) as u64
+                    })
+                    .collect();
+                assert_eq!(got, want, "μ = {variance}, b = {bits} (seed {seed})");
+                if bits <= 32 {
+                    let mut narrow: Vec<u32> = wide.iter().map(|&v| v as u32).collect();
+                    noise.add_to(
+                        &mut ChaCha20Rng::seed_from_u64(stream),
+                        &mut narrow,
+                        mask as u32,
+                    );
+                    let widened: Vec<u64> = narrow.iter().map(|&v| u64::from(v)).collect();
+                    assert_eq!(widened, got, "μ = {variance}, b = {bits} (seed {seed})");
+                }
             }
         }
     }

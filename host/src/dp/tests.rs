@@ -2,6 +2,7 @@
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
+use secagg_engine::Lane;
 
 use super::*;
 
@@ -38,24 +39,43 @@ fn clipped_sum(updates: &[(Vec<f32>, u32)], clip: f64, d: usize) -> Vec<f64> {
     want
 }
 
-fn sum_mod(encoded: &[Vec<u32>], mask: u32) -> Vec<u32> {
-    let mut sum = vec![0u32; encoded[0].len()];
+/// Σ encoded mod 2^b, in u128 (independent of the lanes' own wrapping).
+fn sum_mod<L: Lane>(encoded: &[Vec<L>], bits: u32) -> Vec<L> {
+    let mut sum = vec![0u128; encoded[0].len()];
     for e in encoded {
         for (s, v) in sum.iter_mut().zip(e) {
-            *s = s.wrapping_add(*v) & mask;
+            *s = (*s + u128::from(v.to_u64())) % (1u128 << bits);
         }
     }
-    sum
+    sum.into_iter().map(|s| L::from_u64(s as u64)).collect()
 }
 
 /// Six clients (one far over the clip), weights 1..=3: the decoded sum minus Σ w clip(x)
 /// has mean ≈ 0 and the variance of six clients' noise plus their rounding.
 #[test]
 fn the_decoded_sum_is_the_clipped_sum_plus_the_noise() {
-    let seed = secagg_engine::testing::test_seed("dp::end_to_end_pipeline");
+    decoded_sum_is_clipped_sum_plus_noise::<u32>("dp::end_to_end_pipeline", 400.0, 2000.0, 32);
+}
+
+/// The same mod 2^40 in 64-bit lanes, at a scale whose c s w (1.2e10) needs more than 32
+/// bits.
+#[test]
+fn the_decoded_sum_at_40_bits_is_the_clipped_sum_plus_the_noise() {
+    decoded_sum_is_clipped_sum_plus_noise::<u64>("dp::end_to_end_40", 1e6, 4e9, 40);
+}
+
+/// The same mod 2^64: negative noise wraps to just below 2^64 and is centred back. The
+/// scale 2^40 keeps the f32 pipeline's own error (a few units) far below the noise, whose
+/// variance 10^10 takes the sampler's split-λ path.
+#[test]
+fn the_decoded_sum_at_64_bits_is_the_clipped_sum_plus_the_noise() {
+    decoded_sum_is_clipped_sum_plus_noise::<u64>("dp::end_to_end_64", 1e10, 2f64.powi(40), 64);
+}
+
+fn decoded_sum_is_clipped_sum_plus_noise<L: Lane>(name: &str, noise: f64, scale: f64, bits: u32) {
+    let seed = secagg_engine::testing::test_seed(name);
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let d = (1 << 15) + 3;
-    let (noise, scale, bits) = (400.0, 2000.0, 32);
     let dp = setting(noise, scale, 0.0);
     dp.check(d, bits, 3).unwrap();
     let round = DpRound::new(dp, d, bits, 3, [9; 32]);
@@ -63,18 +83,21 @@ fn the_decoded_sum_is_the_clipped_sum_plus_the_noise() {
         .map(|_| (uniform(&mut rng, d, 0.005), 1 + rng.next_u32() % 3))
         .collect();
     updates.push((uniform(&mut rng, d, 1.0), 2)); // norm ≈ 104: clipped to 1
-    let mut encoded = Vec::new();
+    let mut encoded: Vec<Vec<L>> = Vec::new();
     for (x, w) in &updates {
-        let mut out = Vec::new();
+        let mut out: Vec<L> = Vec::new();
         round.encode_into(x, *w, &mut rng, &mut out).unwrap();
         assert_eq!(out.len(), d + 1);
-        assert_eq!(out[d], *w);
+        assert_eq!(out[d].to_u64(), u64::from(*w));
+        assert!(out.iter().all(|v| v.to_u64() >> 1 >> (bits - 1) == 0));
         encoded.push(out);
     }
-    let mask = u32::MAX;
-    let mut sum = sum_mod(&encoded, mask);
+    let mut sum = sum_mod(&encoded, bits);
     let total_weight = sum.pop().unwrap();
-    assert_eq!(total_weight, updates.iter().map(|u| u.1).sum::<u32>());
+    assert_eq!(
+        total_weight.to_u64(),
+        updates.iter().map(|u| u64::from(u.1)).sum::<u64>()
+    );
     let got = round.decode_sum(sum);
     let want = clipped_sum(&updates, 1.0, d);
     let residual: Vec<f64> = got
@@ -109,7 +132,7 @@ fn clipping_and_weight_without_noise_to_speak_of() {
     let round = DpRound::new(dp, d, 32, 4, [1; 32]);
     for (amplitude, w) in [(0.01f32, 1u32), (0.02, 4), (3.0, 1), (3.0, 3)] {
         let x = uniform(&mut rng, d, amplitude);
-        let mut out = Vec::new();
+        let mut out: Vec<u32> = Vec::new();
         round.encode_into(&x, w, &mut rng, &mut out).unwrap();
         out.pop();
         let got = round.decode_sum(out);
@@ -154,7 +177,7 @@ fn the_rounded_norm_bound_is_enforced() {
         "the conditional bound is the smaller"
     );
     let rotated = vec![1.5f32; d];
-    let mut out = Vec::new();
+    let mut out: Vec<u32> = Vec::new();
     let mut seen_above = 0;
     for _ in 0..400 {
         let norm_sq = round
@@ -185,7 +208,7 @@ fn the_rounded_norm_bound_is_enforced() {
 fn bad_inputs_and_settings_are_refused() {
     let round = DpRound::new(setting(10.0, 100.0, 0.0), 4, 24, 2, [0; 32]);
     let mut rng = ChaCha20Rng::seed_from_u64(0);
-    let mut out = Vec::new();
+    let mut out: Vec<u32> = Vec::new();
     assert_eq!(
         round.encode_into(&[1.0, f32::NAN, 0.0, 0.0], 1, &mut rng, &mut out),
         Err(InputError::NaN { index: 1 })
@@ -258,4 +281,89 @@ fn a_prepared_source_hands_out_its_values() {
     s.fill(&mut b).unwrap();
     assert_eq!((a, b), ([1, 2], [3, 4, 5]));
     assert!(s.fill(&mut [0u32; 1]).is_err());
+}
+
+/// At b ≤ 32 the 64-bit lanes hold exactly the values of the 32-bit ones from the same RNG
+/// stream (the draws do not depend on the lanes), and both decode alike; 32-bit lanes at
+/// b > 32 are refused.
+#[test]
+fn wide_lanes_hold_the_narrow_values_at_32_bits_and_below() {
+    let seed = secagg_engine::testing::test_seed("dp::lanes_agree");
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let d = 1000;
+    for (bits, noise, scale) in [(12, 3.0, 30.0), (24, 5e3, 2e4), (32, 1e6, 1e8)] {
+        let round = DpRound::new(setting(noise, scale, 0.5), d, bits, 5, [bits as u8; 32]);
+        let x = uniform(&mut rng, d, 0.1);
+        let w = 1 + rng.next_u32() % 5;
+        let stream = rng.next_u64();
+        let mut narrow: Vec<u32> = Vec::new();
+        let mut wide: Vec<u64> = Vec::new();
+        round
+            .encode_into(&x, w, &mut ChaCha20Rng::seed_from_u64(stream), &mut narrow)
+            .unwrap();
+        round
+            .encode_into(&x, w, &mut ChaCha20Rng::seed_from_u64(stream), &mut wide)
+            .unwrap();
+        let widened: Vec<u64> = narrow.iter().map(|&v| u64::from(v)).collect();
+        assert_eq!(widened, wide, "b = {bits} (seed {seed})");
+        narrow.pop();
+        wide.pop();
+        assert_eq!(
+            round.decode_sum(narrow),
+            round.decode_sum(wide),
+            "b = {bits}"
+        );
+    }
+    let round = DpRound::new(setting(3.0, 30.0, 0.0), 4, 33, 1, [0; 32]);
+    let mut narrow: Vec<u32> = Vec::new();
+    assert!(matches!(
+        round.encode_into(&[0.1; 4], 1, &mut rng, &mut narrow),
+        Err(InputError::Source(_))
+    ));
+}
+
+/// Centring against i128 arithmetic at the edges of every width (±2^(b−1), 0, −1) and at
+/// random values; and `decode_sum` at b = 64 against that centring, descaled and rotated
+/// back, for sums near ±2^63.
+#[test]
+fn decoding_centres_at_every_width_up_to_64() {
+    let seed = secagg_engine::testing::test_seed("dp::centre");
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let reference = |v: u64, bits: u32| -> i64 {
+        let m = 1i128 << bits;
+        let r = i128::from(v) % m;
+        (if r >= m / 2 { r - m } else { r }) as i64
+    };
+    for bits in 2..=64u32 {
+        let m = 1u128 << bits;
+        let edges = [0u128, 1, m / 2 - 1, m / 2, m / 2 + 1, m - 1];
+        let randoms = (0..200).map(|_| u128::from(rng.next_u64()) % m);
+        for v in edges.into_iter().chain(randoms) {
+            let v = v as u64;
+            assert_eq!(centre(v, bits), reference(v, bits), "{v:#x} at b = {bits}");
+        }
+    }
+    assert_eq!(centre(1 << 63, 64), i64::MIN);
+    assert_eq!(centre((1 << 63) - 1, 64), i64::MAX);
+    assert_eq!(centre(u64::MAX, 64), -1);
+
+    let d = 256;
+    let scale = 2f64.powi(40);
+    let round = DpRound::new(setting(1.0, scale, 0.0), d, 64, 1, [3; 32]);
+    let near = |rng: &mut ChaCha20Rng| -> u64 {
+        let off = rng.next_u64() % 4096;
+        match rng.next_u32() % 4 {
+            0 => (1 << 63) - 1 - off,
+            1 => (1 << 63) + off,
+            2 => off,
+            _ => u64::MAX - off,
+        }
+    };
+    let sum: Vec<u64> = (0..d).map(|_| near(&mut rng)).collect();
+    let mut want: Vec<f32> = sum
+        .iter()
+        .map(|&v| (reference(v, 64) as f64 / scale) as f32)
+        .collect();
+    round.rotation().inverse(&mut want);
+    assert_eq!(round.decode_sum(sum), want, "seed {seed}");
 }

@@ -12,12 +12,18 @@
 //!   spread over the rotation's window B; the noise of all n clients; their rounding);
 //! * at that scale, the central variance μ the accountant needs (rounding inflates the
 //!   sensitivity, so a larger s needs relatively less), and each client's share μ_c = μ / h;
-//! * b itself, unless given: the smallest b ≤ 32 at which rounding costs at most the
-//!   requested slack (10%) against the continuous Gaussian mechanism with the same target:
-//!   for an ε target, the central error (noise and rounding) within 1 + slack of the
-//!   Gaussian's noise; for a noise multiplier, ε within 1 + slack of the Gaussian's ε.
-//!   Each client's variance stays below [`FAST_VARIANCE`] (the sampler's fast range) when
-//!   the slack can be met there, and below the sampler's limit otherwise.
+//! * b itself, unless given: the smallest b ≤ [`MAX_DP_BITS`] at which rounding costs at
+//!   most the requested slack (10%) against the continuous Gaussian mechanism with the
+//!   same target: for an ε target, the central error (noise and rounding) within 1 + slack
+//!   of the Gaussian's noise; for a noise multiplier, ε within 1 + slack of the Gaussian's
+//!   ε. Each client's variance stays below [`FAST_VARIANCE`] (the sampler's fast range)
+//!   when the slack can be met there, and below the sampler's limit otherwise. Above 32
+//!   bits the elements are 64 bits (twice the upload), so b > 32 comes only when no b ≤ 32
+//!   meets the slack: a plan that met it within 32 bits before b could reach 64 still
+//!   gets the same b (the noise cap, not b, limits the scale once the fast range binds, so
+//!   a wider b in that range changes nothing). When no b meets the slack, the plan is the
+//!   one with the least error (ε for a noise multiplier): a wider b, or the slower sampler
+//!   range, must lower it by more than 0.1% to be chosen.
 //!
 //! It reports what that costs: the ε actually spent over the rounds (the accountant's bound
 //! with the configured noise), what the sampler's distance from exact adds to δ, the
@@ -30,8 +36,8 @@ use crate::dp::accountant::{
 use crate::dp::skellam::{MAX_VARIANCE, Skellam};
 use crate::dp::{DpConfig, Sensitivity};
 
-/// The largest b the plan considers (the engine's lanes are 32 bits today).
-pub const MAX_DP_BITS: u32 = 32;
+/// The largest b the plan considers (above 32 the elements are 64 bits: twice the upload).
+pub const MAX_DP_BITS: u32 = 64;
 /// The per-client variance the plan stays below when it can meet its slack there: 2^27,
 /// where the sampler's tables stay small enough for the cache (at least 10^7 draws a second
 /// on one core of the development machine; larger variances are slower, see
@@ -168,7 +174,7 @@ pub fn plan_dp(req: &DpRequest) -> Result<DpPlan, DpPlanError> {
         None => (2..=MAX_DP_BITS).collect(),
     };
     // The fast sampler's range first; beyond it only when that is what meets the slack.
-    let mut best = None;
+    let mut best: Option<DpPlan> = None;
     for cap in [FAST_VARIANCE, MAX_VARIANCE] {
         for &b in &bits {
             if let Some(mut p) = fit(req, b, cap) {
@@ -176,8 +182,14 @@ pub fn plan_dp(req: &DpRequest) -> Result<DpPlan, DpPlanError> {
                 if p.within_slack {
                     return Ok(p);
                 }
-                // The last is the widest: with a given b, the one at the larger cap.
-                best = Some(p);
+                // Otherwise the least cost, kept unless another is clearly (0.1%) better:
+                // more bits than that buys nothing but upload.
+                if best
+                    .as_ref()
+                    .is_none_or(|q| cost(req, &p) < 0.999 * cost(req, q))
+                {
+                    best = Some(p);
+                }
             }
         }
     }
@@ -328,6 +340,15 @@ fn describe(req: &DpRequest, bits: u32, dp: DpConfig, variance: f64) -> DpPlan {
     }
 }
 
+/// What a plan that misses the slack costs: the central error for an ε target, ε for a
+/// noise multiplier.
+fn cost(req: &DpRequest, p: &DpPlan) -> f64 {
+    match req.target {
+        DpTarget::Epsilon(_) => p.central_error,
+        DpTarget::Noise(_) => p.epsilon,
+    }
+}
+
 /// Whether rounding costs at most the slack (module docs).
 fn meets_slack(req: &DpRequest, p: &DpPlan) -> bool {
     match req.target {
@@ -430,6 +451,98 @@ mod tests {
         assert!(p.dp.noise > FAST_VARIANCE, "{}", p.dp.noise);
     }
 
+    /// A million clients weighted up to 1000: at a scale whose rounding is within the slack
+    /// the signal alone needs more than 32 bits; at 32 the error is over ten times the
+    /// Gaussian's.
+    #[test]
+    fn more_than_32_bits_when_32_cannot_meet_the_slack() {
+        let req = DpRequest {
+            max_weight: 1000,
+            ..DpRequest::new(DpTarget::Epsilon(1.0), 1000, 1_000_000)
+        };
+        let p = plan_dp(&req).unwrap();
+        assert!(p.bits > 32 && p.within_slack, "{p:?}");
+        assert!(p.epsilon <= 1.0 && p.wrap_probability <= 1e-6, "{p:?}");
+        p.dp.check(1000, p.bits, 1000).unwrap();
+        let at = |bits| {
+            plan_dp(&DpRequest {
+                bits: Some(bits),
+                ..req.clone()
+            })
+            .unwrap()
+        };
+        let narrow = at(32);
+        assert!(!narrow.within_slack && narrow.central_error > 10.0 * p.central_error);
+        assert!(!at(p.bits - 1).within_slack);
+        // b = 64, given: the rounding's 2^52, not the modulus, bounds the scale.
+        let top = at(64);
+        assert_eq!(top.bits, 64);
+        assert!(top.central_error <= p.central_error && top.epsilon <= 1.0);
+        eprintln!("{p:#?}");
+    }
+
+    /// The b ≤ 32 choice the plan made before b could exceed 32: the fast range first, then
+    /// the sampler's whole range, the smallest b within the slack in each.
+    fn within_32_bits(req: &DpRequest) -> Option<DpPlan> {
+        for cap in [FAST_VARIANCE, MAX_VARIANCE] {
+            for b in 2..=32 {
+                if let Some(mut p) = fit(req, b, cap) {
+                    p.within_slack = meets_slack(req, &p);
+                    if p.within_slack {
+                        return Some(p);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Whenever some b ≤ 32 meets the slack, the plan is the one it was when b stopped at
+    /// 32; and when nothing meets it, a wider b is taken only for a lower error.
+    #[test]
+    fn requests_that_fit_32_bits_plan_as_before() {
+        let mut compared = 0;
+        for target in [
+            DpTarget::Epsilon(0.5),
+            DpTarget::Epsilon(4.0),
+            DpTarget::Noise(1.0),
+        ] {
+            for (d, n, w) in [
+                (100, 10, 1),
+                (10_000, 1000, 1),
+                (1_000_000, 100, 1),
+                (10_000, 100_000, 1),
+                (1000, 1000, 100),
+                (100_000, 100, 10_000),
+            ] {
+                let req = DpRequest {
+                    max_weight: w,
+                    ..DpRequest::new(target, d, n)
+                };
+                let Ok(p) = plan_dp(&req) else { continue };
+                match within_32_bits(&req) {
+                    Some(old) => {
+                        assert_eq!(p, old, "{req:?}");
+                        compared += 1;
+                    }
+                    None if !p.within_slack => {
+                        for b in 2..=MAX_DP_BITS {
+                            if let Ok(q) = plan_dp(&DpRequest {
+                                bits: Some(b),
+                                ..req.clone()
+                            }) {
+                                let better = cost(&req, &q) < 0.999 * cost(&req, &p);
+                                assert!(!better, "{req:?}: b = {b} beats {}", p.bits);
+                            }
+                        }
+                    }
+                    None => assert!(p.bits > 32, "{req:?}"),
+                }
+            }
+        }
+        assert!(compared >= 10, "{compared} requests compared");
+    }
+
     #[test]
     fn impossible_and_invalid_requests_say_so() {
         assert!(matches!(
@@ -453,7 +566,11 @@ mod tests {
                 ..request()
             },
             DpRequest {
-                bits: Some(33),
+                bits: Some(65),
+                ..request()
+            },
+            DpRequest {
+                bits: Some(1),
                 ..request()
             },
         ] {

@@ -160,12 +160,7 @@ impl RoundOutput {
     /// clients' noise in it; see [`crate::dp`]).
     pub fn dequantized_sum(&self, config: &RoundConfig) -> Vec<f32> {
         if self.modulus.lane_kind() != secagg_engine::LaneKind::U32 {
-            // No DP above 32 bits (the configuration refuses it).
-            return quantize::dequantize_sum_wide(
-                &self.sum_wide,
-                self.total_weight,
-                &config.quantization(),
-            );
+            return quantize::decode_sum_wide(self.sum_wide.clone(), self.total_weight, config);
         }
         quantize::decode_sum_owned(self.sum.clone(), self.total_weight, config)
     }

@@ -418,8 +418,12 @@ fn sim_source(cfg: &SimConfig, id: ClientId) -> Result<Box<dyn InputSource>, Inp
 }
 
 /// Client `id`'s input at b > 32: the update and rounding of [`sim_source`], quantized
-/// whole into 64-bit elements (the quantizer gives the same levels whatever the split).
+/// whole into 64-bit elements (the quantizer gives the same levels whatever the split), or
+/// in a DP round its DP encoding.
 fn wide_input(cfg: &SimConfig, id: ClientId) -> Result<Vec<u64>, InputError> {
+    if let Some(dp) = privacy::dp_input_wide(cfg, id) {
+        return dp;
+    }
     let q = cfg.round.quantization();
     let update = client_update(cfg.seed, id, cfg.round.params(), q.clip);
     let mut out = Vec::new();

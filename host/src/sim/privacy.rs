@@ -3,6 +3,7 @@
 //! the plaintext (the measured error, next to the noise the survivors added).
 
 use rayon::prelude::*;
+use secagg_engine::Lane;
 
 use super::{Check, SimConfig, client_weight, fill_update, rounding_rng, update_rng};
 use crate::ClientId;
@@ -43,10 +44,11 @@ pub(super) fn dp_update(cfg: &SimConfig, id: ClientId) -> Option<Vec<f32>> {
 }
 
 /// A client's input, re-made: its encoding, its weighted clipped update, its weight.
-type Remade = (Vec<u32>, Vec<f64>, u32);
+type Remade<L> = (Vec<L>, Vec<f64>, u32);
 
-/// Client `id`'s whole DP input, encoded with its rounding RNG.
-fn encode(cfg: &SimConfig, dp: &DpRound, id: ClientId) -> Result<Vec<u32>, InputError> {
+/// Client `id`'s whole DP input, encoded with its rounding RNG (`u32` elements for b ≤ 32,
+/// `u64` above; `u64` at b ≤ 32 holds the same values).
+fn encode<L: Lane>(cfg: &SimConfig, dp: &DpRound, id: ClientId) -> Result<Vec<L>, InputError> {
     let update = dp_update(cfg, id).unwrap_or_default();
     let mut out = Vec::new();
     dp.encode_into(
@@ -67,28 +69,48 @@ pub(super) fn dp_source(
     Some(encode(cfg, &dp, id).map(|v| Box::new(PreparedSource::new(v)) as Box<dyn InputSource>))
 }
 
+/// Client `id`'s whole DP input at b > 32 (`None` for a round without DP).
+pub(super) fn dp_input_wide(cfg: &SimConfig, id: ClientId) -> Option<Result<Vec<u64>, InputError>> {
+    let dp = DpRound::of(&cfg.round)?;
+    Some(encode(cfg, &dp, id))
+}
+
 /// Checks a DP round's output: the integer sum against the included clients' inputs
 /// re-encoded from the seed (exact), and the decoded sum against Σ w clip(x) (the
 /// measurement). The check's error is the measured RMS and its bound the largest the noise
 /// and rounding explain, plus six standard errors of the estimate.
 pub(super) fn check(cfg: &SimConfig, out: &RoundOutput) -> Option<(Check, DpMeasurement)> {
     let round = DpRound::of(&cfg.round)?;
+    Some(if out.sum_wide.is_empty() {
+        measure(cfg, out, &round, out.sum.clone())
+    } else {
+        measure(cfg, out, &round, out.sum_wide.clone())
+    })
+}
+
+/// [`check`] with the output's sum `got` in its lanes (`u32` for b ≤ 32, `u64` above).
+fn measure<L: Lane>(
+    cfg: &SimConfig,
+    out: &RoundOutput,
+    round: &DpRound,
+    got: Vec<L>,
+) -> (Check, DpMeasurement) {
     let dp = *round.config();
     let d = cfg.round.params();
-    let mask = cfg.round.modulus().mask_u32();
+    let mask = cfg.round.modulus().mask_u64();
     let expected = super::expected_included(cfg, out);
     let included_ok = out.included == expected;
     // Each included client's input and clipped update, re-made a batch at a time in
     // parallel (a batch per core, so memory stays O(cores × d)).
-    let mut sum = vec![0u32; d + 1];
+    let mut sum = vec![L::default(); d + 1];
     let mut clipped = vec![0f64; d];
     let mut squares = 0f64;
     let mut ok = true;
     for batch in expected.chunks(rayon::current_num_threads().max(1)) {
-        let made: Vec<Option<Remade>> = batch
+        let made: Vec<Option<Remade<L>>> = batch
             .par_iter()
             .map(|&id| {
-                let input = encode(cfg, &round, id).ok()?;
+                let input = encode(cfg, round, id).ok()?;
                 let update = dp_update(cfg, id)?;
                 let norm = update
                     .iter()
@@ -104,7 +126,7 @@ pub(super) fn check(cfg: &SimConfig, out: &RoundOutput) -> Option<(Check, DpMeas
         ok &= made.iter().all(Option::is_some);
         for (input, x, w) in made.into_iter().flatten() {
             for (s, v) in sum.iter_mut().zip(&input) {
-                *s = s.wrapping_add(*v) & mask;
+                *s = L::from_u64(s.to_u64().wrapping_add(v.to_u64()) & mask);
             }
             for (s, v) in clipped.iter_mut().zip(&x) {
                 *s += v;
@@ -112,9 +134,9 @@ pub(super) fn check(cfg: &SimConfig, out: &RoundOutput) -> Option<(Check, DpMeas
             squares += f64::from(w) * f64::from(w);
         }
     }
-    let total_weight = sum.pop().unwrap_or(0);
-    ok &= out.sum == sum && out.total_weight == u64::from(total_weight);
-    let decoded = round.decode_sum(out.sum.clone());
+    let total_weight = sum.pop().map_or(0, L::to_u64);
+    ok &= got == sum && out.total_weight == total_weight;
+    let decoded = round.decode_sum(got);
     let residual: Vec<f64> = decoded
         .iter()
         .zip(&clipped)
@@ -144,5 +166,5 @@ pub(super) fn check(cfg: &SimConfig, out: &RoundOutput) -> Option<(Check, DpMeas
         max_error: measured_std,
         bound,
     };
-    Some((check, m))
+    (check, m)
 }
