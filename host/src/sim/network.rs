@@ -151,6 +151,8 @@ pub struct Network<E: Accumulate, P> {
     ids: Vec<ClientId>,
     drops: DropSchedule,
     mode: DropMode,
+    /// Bytes of server frames [`Network::run`] moves per exchange.
+    route_budget: usize,
 }
 
 /// What one client did in one turn.
@@ -197,7 +199,15 @@ impl<E: Accumulate, P: Peer> Network<E, P> {
             ids,
             drops: DropSchedule::none(),
             mode: DropMode::Disconnect,
+            route_budget: ROUTE_BUDGET,
         }
+    }
+
+    /// [`Network::run`] moves about `bytes` of server frames per exchange (at least one
+    /// frame) instead of [`ROUTE_BUDGET`].
+    pub fn with_route_budget(mut self, bytes: usize) -> Self {
+        self.route_budget = bytes;
+        self
     }
 
     /// The clients in `drops` vanish as it says, and the server learns of it as `mode` says.
@@ -265,7 +275,7 @@ impl<E: Accumulate, P: Peer> Network<E, P> {
     /// Returns where the server stands: `Running` means the round stalled.
     ///
     /// Unlike [`Network::step`], each exchange here moves at most about [`ROUTE_BUDGET`]
-    /// bytes of server messages to the clients, and the clients' turns visit only those
+    /// (or [`Network::with_route_budget`]) bytes of server messages to the clients, and the clients' turns visit only those
     /// with something to handle (or that have not spoken yet): a stage's messages (each
     /// client's opened key list, say) are made, handled and dropped a slice at a time, as a
     /// transport would stream them, instead of all n sitting decoded in the inboxes at once.
@@ -279,7 +289,7 @@ impl<E: Accumulate, P: Peer> Network<E, P> {
         let mut idle = 0;
         loop {
             let sent = self.turns(Some(&mut *tamper), progress, true)?;
-            let received = self.route_some(tamper, ROUTE_BUDGET)?;
+            let received = self.route_some(tamper, self.route_budget)?;
             if sent || received {
                 idle = 0;
             } else if idle < MAX_IDLE_DEADLINES && self.pass_deadline() {
