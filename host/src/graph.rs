@@ -15,8 +15,6 @@
 //! the ring around itself, its neighbours and theirs (about 4k positions), which is all the
 //! later stages ask of the graph.
 
-use std::collections::{BTreeMap, HashMap};
-
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -137,15 +135,18 @@ impl Ring {
     pub fn window(&self, index: u32) -> Option<Window> {
         let p = self.position(index)?;
         let (n, k) = (self.len(), self.degree);
-        let mut positions = BTreeMap::new();
-        positions.insert(p, self.order[p]);
+        let mut positions = vec![(p as u32, self.order[p])];
         for q in harary(n, k, p) {
-            positions.insert(q, self.order[q]);
+            positions.push((q as u32, self.order[q]));
             for r in harary(n, k, q) {
-                positions.insert(r, self.order[r]);
+                positions.push((r as u32, self.order[r]));
             }
         }
-        let indices = positions.iter().map(|(p, i)| (*i, *p)).collect();
+        positions.sort_unstable();
+        positions.dedup();
+        positions.shrink_to_fit();
+        let mut indices: Vec<(u32, u32)> = positions.iter().map(|(p, i)| (*i, *p)).collect();
+        indices.sort_unstable();
         Some(Window {
             n,
             degree: k,
@@ -157,14 +158,17 @@ impl Ring {
 }
 
 /// The part of the ring one member keeps: enough to name its neighbours and each neighbour's
-/// neighbours (the holders of every secret it holds a share of).
+/// neighbours (the holders of every secret it holds a share of). Kept as two sorted lists
+/// (about 2k + 1 entries each), not maps: every client keeps one for the whole round.
 #[derive(Clone, Debug)]
 pub struct Window {
     n: usize,
     degree: usize,
     me: u32,
-    positions: BTreeMap<usize, u32>,
-    indices: HashMap<u32, usize>,
+    /// (ring position, member), sorted by position.
+    positions: Vec<(u32, u32)>,
+    /// (member, ring position), sorted by member.
+    indices: Vec<(u32, u32)>,
 }
 
 impl Window {
@@ -185,7 +189,18 @@ impl Window {
 
     /// Where member `index` sits, if the window holds it.
     pub fn position(&self, index: u32) -> Option<usize> {
-        self.indices.get(&index).copied()
+        let i = self.indices.binary_search_by_key(&index, |e| e.0).ok()?;
+        self.indices.get(i).map(|e| e.1 as usize)
+    }
+
+    /// The member at ring position `position`, if the window holds it.
+    fn member_at(&self, position: usize) -> Option<u32> {
+        let position = u32::try_from(position).ok()?;
+        let i = self
+            .positions
+            .binary_search_by_key(&position, |e| e.0)
+            .ok()?;
+        self.positions.get(i).map(|e| e.1)
     }
 
     /// The ring positions joined to member `index`'s, if the window holds it.
@@ -199,7 +214,7 @@ impl Window {
         let mut out = self
             .neighbor_positions(index)?
             .into_iter()
-            .map(|q| self.positions.get(&q).copied())
+            .map(|q| self.member_at(q))
             .collect::<Option<Vec<u32>>>()?;
         out.sort_unstable();
         Some(out)

@@ -28,14 +28,27 @@ pub(super) struct Membership {
     /// Who sits at each cohort index this client has seen (itself, every neighbour, signers
     /// as they are shown).
     pub(super) ids: BTreeMap<u32, ClientId>,
-    /// The identity key each checked member proved, by cohort index.
-    pub(super) identities: HashMap<u32, IdentityPublicKey>,
+    /// The identity key each checked member proved, by cohort index, compressed (parsed again
+    /// when a later stage checks a signature under it).
+    pub(super) identities: HashMap<u32, [u8; 32]>,
     /// Each neighbour's mask-agreement key, checked under the one rule for points and ready
-    /// for agreement (8·S, [`crate::crypto::masking_point`]).
-    pub(super) mask_keys: HashMap<ClientId, EdwardsPoint>,
+    /// for agreement (8·S, [`crate::crypto::masking_point`]), sorted by neighbour.
+    pub(super) mask_keys: Vec<(ClientId, EdwardsPoint)>,
 }
 
 impl Membership {
+    /// The mask-agreement key of neighbour `id`.
+    pub(super) fn mask_key(&self, id: ClientId) -> Option<&EdwardsPoint> {
+        let i = self.mask_keys.binary_search_by_key(&id, |k| k.0).ok()?;
+        self.mask_keys.get(i).map(|k| &k.1)
+    }
+
+    /// The identity key member `index` proved, if this client checked one.
+    pub(super) fn identity(&self, index: u32) -> Option<IdentityPublicKey> {
+        // It parsed when it was checked; it parses the same way again.
+        IdentityPublicKey::from_bytes(self.identities.get(&index)?).ok()
+    }
+
     /// The cohort index of `id`, if this client has seen it.
     pub(super) fn index_of(&self, id: ClientId) -> Option<u32> {
         self.ids.iter().find_map(|(i, v)| (*v == id).then_some(*i))

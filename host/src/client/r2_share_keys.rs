@@ -298,11 +298,12 @@ impl ExpectKeyList {
         let peers: Vec<(ClientId, &SignedKeys)> = peers.iter().map(|(v, _, e)| (*v, *e)).collect();
         // Every neighbour's mask-agreement key under the one rule for points, before any share
         // leaves: the server must have refused a key that breaks it.
-        let mut mask_keys = HashMap::with_capacity(peers.len());
+        // (`peers` is sorted by id, and so is `mask_keys`.)
+        let mut mask_keys = Vec::with_capacity(peers.len());
         for (v, entry) in &peers {
             let point = masking_point(&entry.keys.masking)
                 .map_err(|e| PeerMisbehaved::ForwardedBadMaskKey { peer: *v, why: e })?;
-            mask_keys.insert(*v, point);
+            mask_keys.push((*v, point));
         }
         // Holders: every present neighbour, and ourselves (our own share of the self mask
         // lets a surviving client help rebuild it).
@@ -360,7 +361,13 @@ impl ExpectKeyList {
             bundles,
             audit: audit.clone(),
         });
-        identities.retain(|index, _| ids.contains_key(index));
+        // Only its own and its neighbours' keys are kept, compressed: every client keeps
+        // them for the whole round.
+        let identities: HashMap<u32, [u8; 32]> = identities
+            .iter()
+            .filter(|(index, _)| ids.contains_key(index))
+            .map(|(index, key)| (*index, key.to_bytes()))
+            .collect();
         let membership = Membership {
             session,
             cohort: self.cohort,

@@ -137,8 +137,7 @@ impl ExpectMaskRequest {
             .iter()
             .map(|v| {
                 self.membership
-                    .mask_keys
-                    .get(v)
+                    .mask_key(*v)
                     .map(|p| (*v, p))
                     .ok_or(ProtocolError::UnknownClient(*v))
             })

@@ -160,9 +160,7 @@ impl ExpectUnmaskRequest {
         for (signer, _) in signatures {
             let known = self
                 .membership
-                .identities
-                .get(signer)
-                .copied()
+                .identity(*signer)
                 .zip(self.membership.ids.get(signer).copied());
             let (key, id) = match known {
                 Some((key, id)) => (key, id),
@@ -206,7 +204,7 @@ impl ExpectUnmaskRequest {
         drop(items);
         for (index, (id, key)) in keys {
             self.membership.ids.insert(index, id);
-            self.membership.identities.insert(index, key);
+            self.membership.identities.insert(index, key.to_bytes());
         }
         Ok(signatures.iter().map(|(s, _)| *s).collect())
     }

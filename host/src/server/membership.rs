@@ -65,20 +65,27 @@ pub(super) struct Dealer {
     pub(super) mask_key: EdwardsPoint,
     pub(super) self_key: EdwardsPoint,
     pub(super) self_key_bytes: [u8; 32],
-    /// (σ share·B, β share·B) by holder; the dealer's own entry has no σ point.
-    pub(super) points: HashMap<ClientId, ([u8; 32], [u8; 32])>,
+    /// (holder, σ share·B, β share·B), sorted by holder; the dealer's own entry has no σ
+    /// point. A sorted list, not a map: the server keeps one per dealer for the whole round.
+    pub(super) points: Vec<(ClientId, [u8; 32], [u8; 32])>,
 }
 
 impl Dealer {
+    /// Both share points of `holder`.
+    fn points_of(&self, holder: ClientId) -> Option<(&[u8; 32], &[u8; 32])> {
+        let i = self.points.binary_search_by_key(&holder, |p| p.0).ok()?;
+        self.points.get(i).map(|(_, m, s)| (m, s))
+    }
+
     /// The published point of `holder`'s share of σ (`mask`) or β (checked at this stage).
     pub(super) fn point(&self, holder: ClientId, mask: bool) -> Option<&[u8; 32]> {
-        let (m, s) = self.points.get(&holder)?;
+        let (m, s) = self.points_of(holder)?;
         Some(if mask { m } else { s })
     }
 
     /// What the bundle to `holder` is bound to.
     pub(super) fn binding(&self, holder: ClientId) -> Option<[u8; 32]> {
-        let (m, s) = self.points.get(&holder)?;
+        let (m, s) = self.points_of(holder)?;
         Some(crate::crypto::share_points_digest(
             m,
             s,

@@ -18,7 +18,7 @@ use secagg_engine::Accumulate;
 
 use super::collect::{Collect, Taken, settle};
 use super::membership::{Dealer, Session};
-use super::r3_share_check::ExpectShareChecks;
+use super::r3_share_check::{ExpectShareChecks, Routed};
 use super::{Ctx, DropReason, Roll, State};
 
 use sha2::{Digest, Sha256};
@@ -28,6 +28,9 @@ use crate::crypto::feldman::{Dealing, verify_dealings};
 use crate::error::{BundleMismatch, ProtocolError};
 use crate::messages::{ClientMessage, ForwardedBundle, SealedBundle, ServerMessage};
 use crate::{ClientId, Stage};
+
+/// Dealings checked at once at the end of the stage (see [`ExpectShares::verify`]).
+const VERIFY_CHUNK: usize = 1024;
 
 /// A dealing as it arrived: β·B, the dealer's own β share point, its bundles, and the leaves of
 /// the present set its dealer audits.
@@ -103,61 +106,35 @@ impl ExpectShares {
         Ok(())
     }
 
-    /// Checks every dealing's points at once; the dealers that fail are dropped, the others
-    /// become [`Dealer`]s.
+    /// Checks every dealing's points, [`VERIFY_CHUNK`] dealings at a time (each chunk on
+    /// every core, with one field inversion for the chunk); the dealers that fail are
+    /// dropped, the others become [`Dealer`]s.
     fn verify<E>(&mut self, ctx: &mut Ctx<'_, E>) -> HashMap<ClientId, Dealer> {
         let mut order: Vec<ClientId> = self.received.keys().copied().collect();
         order.sort_unstable();
-        let masking: HashMap<ClientId, [u8; 32]> = self
-            .session
-            .keys
-            .iter()
-            .map(|(id, k)| (*id, k.masking))
-            .collect();
-        let zero = [0u8; 32];
-        let dealings: Vec<Dealing<'_>> = order
-            .iter()
-            .filter_map(|d| self.received.get(d).map(|r| (*d, r)))
-            .map(|(d, r)| {
-                // The random dual codeword is seeded by everything the dealer committed to.
-                let mut h = Sha256::new();
-                h.update(b"secagg/v2/dealing-transcript");
-                h.update(self.session.id.0);
-                h.update(d.0.to_le_bytes());
-                h.update(r.self_key);
-                h.update(r.own_point);
-                for b in &r.bundles {
-                    h.update(b.peer.0.to_le_bytes());
-                    h.update(b.mask_point);
-                    h.update(b.self_point);
-                }
-                Dealing {
-                    dealer: d,
-                    mask_key: masking.get(&d).unwrap_or(&zero),
-                    self_key: &r.self_key,
-                    own_point: &r.own_point,
-                    points: r
-                        .bundles
-                        .iter()
-                        .map(|b| (b.peer, &b.mask_point, &b.self_point))
-                        .collect(),
-                    transcript: h.finalize().into(),
-                }
-            })
-            .collect();
-        let verdicts = verify_dealings(&dealings, ctx.config.threshold());
-        drop(dealings);
+        let mut verdicts = Vec::with_capacity(order.len());
+        // In chunks: the decompressed points of every dealing at once would cost about
+        // 2·k·160 bytes per dealer, all held together at the stage's end.
+        for chunk in order.chunks(VERIFY_CHUNK) {
+            let dealings: Vec<Dealing<'_>> = chunk
+                .iter()
+                .filter_map(|d| self.received.get(d).map(|r| (*d, r)))
+                .map(|(d, r)| self.dealing(d, r))
+                .collect();
+            verdicts.extend(verify_dealings(&dealings, ctx.config.threshold()));
+        }
         let mut dealers = HashMap::with_capacity(order.len());
         for (d, verdict) in order.into_iter().zip(verdicts) {
             match verdict {
                 Ok(checked) => {
                     if let Some(r) = self.received.get(&d) {
-                        let mut points: HashMap<ClientId, ([u8; 32], [u8; 32])> = r
+                        let mut points: Vec<(ClientId, [u8; 32], [u8; 32])> = r
                             .bundles
                             .iter()
-                            .map(|b| (b.peer, (b.mask_point, b.self_point)))
+                            .map(|b| (b.peer, b.mask_point, b.self_point))
+                            .chain(std::iter::once((d, [0; 32], r.own_point)))
                             .collect();
-                        points.insert(d, ([0; 32], r.own_point));
+                        points.sort_unstable_by_key(|p| p.0);
                         dealers.insert(
                             d,
                             Dealer {
@@ -180,6 +157,35 @@ impl ExpectShares {
         dealers
     }
 
+    /// Dealer `d`'s dealing as it arrived, with its transcript.
+    fn dealing<'a>(&'a self, d: ClientId, r: &'a Received) -> Dealing<'a> {
+        const ZERO: [u8; 32] = [0u8; 32];
+        // The random dual codeword is seeded by everything the dealer committed to.
+        let mut h = Sha256::new();
+        h.update(b"secagg/v2/dealing-transcript");
+        h.update(self.session.id.0);
+        h.update(d.0.to_le_bytes());
+        h.update(r.self_key);
+        h.update(r.own_point);
+        for b in &r.bundles {
+            h.update(b.peer.0.to_le_bytes());
+            h.update(b.mask_point);
+            h.update(b.self_point);
+        }
+        Dealing {
+            dealer: d,
+            mask_key: self.session.keys.get(&d).map_or(&ZERO, |k| &k.masking),
+            self_key: &r.self_key,
+            own_point: &r.own_point,
+            points: r
+                .bundles
+                .iter()
+                .map(|b| (b.peer, &b.mask_point, &b.self_point))
+                .collect(),
+            transcript: h.finalize().into(),
+        }
+    }
+
     fn close<E: Accumulate>(mut self, ctx: &mut Ctx<'_, E>) -> State<E::Accumulator> {
         let dealers = self.verify(ctx);
         let u2: Vec<ClientId> = self.roll.answered.iter().copied().collect();
@@ -189,12 +195,12 @@ impl ExpectShares {
         }
         // Bundles by recipient, and a copy of every routed ciphertext to check reports against.
         let mut inbox: HashMap<ClientId, Vec<ForwardedBundle>> = HashMap::new();
-        let mut routed: HashMap<(ClientId, ClientId), Vec<u8>> = HashMap::new();
+        let mut routed = Routed::with_capacity(self.received.len());
         let mut audits: HashMap<ClientId, Vec<u32>> = HashMap::new();
         for (from, r) in self.received.drain() {
             audits.insert(from, r.audit);
+            routed.keep(from, &r.bundles);
             for b in r.bundles {
-                routed.insert((from, b.peer), b.ciphertext.clone());
                 inbox.entry(b.peer).or_default().push(ForwardedBundle {
                     sender: from,
                     self_key: r.self_key,

@@ -20,18 +20,47 @@ use super::membership::Membership;
 use super::membership::Session;
 use super::r4_masked_input::ExpectMaskedInputs;
 use super::{Ctx, DropReason, Roll, State};
-use crate::crypto::BundleKey;
 use crate::crypto::feldman::share_matches;
+use crate::crypto::{BUNDLE_LEN, BundleKey};
 use crate::error::{PeerMisbehaved, ProtocolError};
-use crate::messages::{ClientMessage, DealerReport, ReportKind, ServerMessage};
+use crate::messages::{ClientMessage, DealerReport, ReportKind, SealedBundle, ServerMessage};
 use crate::{ClientId, Stage};
+
+/// A copy of every bundle the server routed, to check reports against: per dealer, its
+/// sealed bundles sorted by recipient (checked to be [`BUNDLE_LEN`] bytes on arrival, so
+/// kept inline, without an allocation or a map entry per bundle).
+pub(super) struct Routed(HashMap<ClientId, Vec<(ClientId, [u8; BUNDLE_LEN])>>);
+
+impl Routed {
+    /// Room for `dealers` dealers.
+    pub(super) fn with_capacity(dealers: usize) -> Self {
+        Self(HashMap::with_capacity(dealers))
+    }
+
+    /// Keeps a copy of `dealer`'s bundles.
+    pub(super) fn keep(&mut self, dealer: ClientId, bundles: &[SealedBundle]) {
+        let mut kept: Vec<(ClientId, [u8; BUNDLE_LEN])> = bundles
+            .iter()
+            .filter_map(|b| Some((b.peer, b.ciphertext.as_slice().try_into().ok()?)))
+            .collect();
+        kept.sort_unstable_by_key(|b| b.0);
+        self.0.insert(dealer, kept);
+    }
+
+    /// The bundle `dealer` sealed for `holder`, if the server routed one.
+    fn get(&self, dealer: ClientId, holder: ClientId) -> Option<&[u8; BUNDLE_LEN]> {
+        let kept = self.0.get(&dealer)?;
+        let i = kept.binary_search_by_key(&holder, |b| b.0).ok()?;
+        kept.get(i).map(|b| &b.1)
+    }
+}
 
 /// Waiting for share-check reports.
 pub(super) struct ExpectShareChecks {
     pub(super) deadline: Duration,
     session: Session,
     dealers: HashMap<ClientId, Dealer>,
-    routed: HashMap<(ClientId, ClientId), Vec<u8>>,
+    routed: Routed,
     roll: Roll,
     /// Dealers each responder reported (it holds no checked shares of them).
     reported: HashMap<ClientId, BTreeSet<ClientId>>,
@@ -44,7 +73,7 @@ impl ExpectShareChecks {
         ctx: &mut Ctx<'_, E>,
         session: Session,
         dealers: HashMap<ClientId, Dealer>,
-        routed: HashMap<(ClientId, ClientId), Vec<u8>>,
+        routed: Routed,
         roll: Roll,
     ) -> State<E::Accumulator> {
         let s = Self {
@@ -70,7 +99,7 @@ impl ExpectShareChecks {
         let mut proved = Vec::new();
         for r in reports {
             let d = r.dealer;
-            let Some(ciphertext) = self.routed.get(&(d, from)) else {
+            let Some(ciphertext) = self.routed.get(d, from) else {
                 return Err(PeerMisbehaved::ReportOnStranger { dealer: d }.into());
             };
             if !seen.insert(d) {

@@ -103,6 +103,10 @@ impl Tamper for Honest {}
 /// Deadlines that may pass in a row with nothing moving before [`Network::run`] gives up.
 const MAX_IDLE_DEADLINES: usize = 16;
 
+/// Bytes of server frames [`Network::run`] moves to the clients per exchange: a few hundred
+/// key lists at n = 10^5, so that a stage's messages never all wait decoded at once.
+pub const ROUTE_BUDGET: usize = 32 << 20;
+
 /// One client and its side of the wire.
 struct Slot<P> {
     peer: P,
@@ -110,6 +114,8 @@ struct Slot<P> {
     inbox: Vec<Envelope<ServerMessage>>,
     /// It vanished, as the drop schedule says: it neither hears nor says anything more.
     gone: bool,
+    /// It has not yet been asked what it sends.
+    fresh: bool,
 }
 
 impl<P> Slot<P> {
@@ -118,7 +124,14 @@ impl<P> Slot<P> {
             peer,
             inbox: Vec::new(),
             gone: false,
+            fresh: true,
         }
+    }
+
+    /// Whether a turn can do anything for it, for a peer that speaks only first or in answer
+    /// (see [`Network::run`]).
+    fn has_work(&self) -> bool {
+        !self.gone && (self.fresh || !self.inbox.is_empty())
     }
 }
 
@@ -138,6 +151,8 @@ pub struct Network<E: Accumulate, P> {
     ids: Vec<ClientId>,
     drops: DropSchedule,
     mode: DropMode,
+    /// Bytes of server frames [`Network::run`] moves per exchange.
+    route_budget: usize,
 }
 
 /// What one client did in one turn.
@@ -184,7 +199,15 @@ impl<E: Accumulate, P: Peer> Network<E, P> {
             ids,
             drops: DropSchedule::none(),
             mode: DropMode::Disconnect,
+            route_budget: ROUTE_BUDGET,
         }
+    }
+
+    /// [`Network::run`] moves about `bytes` of server frames per exchange (at least one
+    /// frame) instead of [`ROUTE_BUDGET`].
+    pub fn with_route_budget(mut self, bytes: usize) -> Self {
+        self.route_budget = bytes;
+        self
     }
 
     /// The clients in `drops` vanish as it says, and the server learns of it as `mode` says.
@@ -250,6 +273,14 @@ impl<E: Accumulate, P: Peer> Network<E, P> {
     /// Runs until nothing moves; while the server still waits, its deadline passes on the fake
     /// clock and the exchange goes on (up to 16 deadlines in a row with nothing moving).
     /// Returns where the server stands: `Running` means the round stalled.
+    ///
+    /// Unlike [`Network::step`], each exchange here moves at most about [`ROUTE_BUDGET`]
+    /// (or [`Network::with_route_budget`]) bytes of server messages to the clients, and the clients' turns visit only those
+    /// with something to handle (or that have not spoken yet): a stage's messages (each
+    /// client's opened key list, say) are made, handled and dropped a slice at a time, as a
+    /// transport would stream them, instead of all n sitting decoded in the inboxes at once.
+    /// Every peer here must speak only first or in answer to what reached it (honest
+    /// clients do).
     pub fn run(
         &mut self,
         tamper: &mut dyn Tamper,
@@ -257,7 +288,9 @@ impl<E: Accumulate, P: Peer> Network<E, P> {
     ) -> Result<ServerStatus, SimError> {
         let mut idle = 0;
         loop {
-            if self.step(tamper, progress)? {
+            let sent = self.turns(Some(&mut *tamper), progress, true)?;
+            let received = self.route_some(tamper, self.route_budget)?;
+            if sent || received {
                 idle = 0;
             } else if idle < MAX_IDLE_DEADLINES && self.pass_deadline() {
                 idle += 1;
@@ -287,21 +320,31 @@ impl<E: Accumulate, P: Peer> Network<E, P> {
         tamper: &mut dyn Tamper,
         progress: &(dyn Fn(Progress) + Sync),
     ) -> Result<bool, SimError> {
-        self.turns(Some(tamper), progress)
+        self.turns(Some(tamper), progress, false)
     }
 
     /// Every client handles what reached it, in parallel, and sends nothing yet.
     pub fn settle(&mut self) -> Result<(), SimError> {
-        self.turns(None, &|_| {}).map(|_| ())
+        self.turns(None, &|_| {}, false).map(|_| ())
     }
 
     /// The server's messages go through `tamper` and the codec to their clients (who handle
     /// them at their next turn), and its events to `tamper`. Returns whether any message went
     /// anywhere.
     pub fn step_server(&mut self, tamper: &mut dyn Tamper) -> Result<bool, SimError> {
+        self.route_some(tamper, usize::MAX)
+    }
+
+    /// [`Network::step_server`], stopping once `budget` bytes of frames have gone out (the
+    /// rest wait in the server's queue, most of them not yet made).
+    fn route_some(&mut self, tamper: &mut dyn Tamper, budget: usize) -> Result<bool, SimError> {
         let mut moved = false;
         let mut out = Vec::new();
-        while let Some((to, env)) = self.hub.server.poll_transmit() {
+        let mut routed = 0usize;
+        while routed < budget {
+            let Some((to, env)) = self.hub.server.poll_transmit() else {
+                break;
+            };
             tamper.server_message(to, env.message, &mut out);
             for (to, message) in out.drain(..) {
                 moved = true;
@@ -309,7 +352,7 @@ impl<E: Accumulate, P: Peer> Network<E, P> {
                     round: env.round,
                     message,
                 };
-                self.route(to, env, tamper)?;
+                routed = routed.saturating_add(self.route(to, env, tamper)?);
             }
         }
         while let Some(e) = self.hub.server.poll_event() {
@@ -374,20 +417,27 @@ impl<E: Accumulate, P: Peer> Network<E, P> {
 
     /// Every client's turn, in batches: each batch in parallel, then what it sent to the
     /// server in order (or, without `tamper`, nothing is polled: the clients only handle
-    /// what reached them, and their time is not counted).
+    /// what reached them, and their time is not counted). With `only_busy`, a batch none
+    /// of whose clients has work ([`Slot::has_work`]) is passed over.
     fn turns(
         &mut self,
         mut tamper: Option<&mut dyn Tamper>,
         progress: &(dyn Fn(Progress) + Sync),
+        only_busy: bool,
     ) -> Result<bool, SimError> {
         let n = self.slots.len();
         let send = tamper.is_some();
         let limits = self.hub.limits;
         let batch = batch_size(limits.vector_len, limits.bits);
         let mut any_sent = false;
+        let mut worked: Vec<Stage> = Vec::new();
         let mut start = 0;
         while start < n {
             let end = (start + batch).min(n);
+            if only_busy && !self.slots[start..end].iter().any(Slot::has_work) {
+                start = end;
+                continue;
+            }
             let turns: Vec<(Turn, Frames)> = match tamper.as_deref_mut() {
                 Some(tamper) if batch == 1 => {
                     // A large vector: one client at a time, its pieces handed to the server
@@ -427,6 +477,9 @@ impl<E: Accumulate, P: Peer> Network<E, P> {
                 let id = self.ids[start + k];
                 if let (Some(s), true) = (turn.stage, send) {
                     self.hub.charge_client(s, turn.spent);
+                    if !worked.contains(&s) {
+                        worked.push(s);
+                    }
                 }
                 if let Some(tamper) = tamper.as_deref_mut() {
                     for (stage, bytes) in frames {
@@ -448,13 +501,14 @@ impl<E: Accumulate, P: Peer> Network<E, P> {
             start = end;
         }
         if send {
+            // The peak so far, for every stage some client worked on in these turns (the
+            // last such reading is the stage's), and for any other stage with senders that
+            // has none yet.
             let rss = peak_rss_bytes().unwrap_or(0);
-            for st in self
-                .hub
-                .stats
-                .values_mut()
-                .filter(|st| st.senders > 0 && st.peak_rss == 0)
-            {
+            for st in self.hub.stats.values_mut().filter(|st| {
+                st.stage.is_some_and(|s| worked.contains(&s))
+                    || (st.senders > 0 && st.peak_rss == 0)
+            }) {
                 st.peak_rss = rss;
             }
         }
@@ -462,13 +516,13 @@ impl<E: Accumulate, P: Peer> Network<E, P> {
     }
 
     /// Sends `env` to `to` through the codec: counted, watched by `tamper`, and queued for
-    /// `to` unless it is no client here or has vanished.
+    /// `to` unless it is no client here or has vanished. Returns the frame's length.
     fn route(
         &mut self,
         to: ClientId,
         env: Envelope<ServerMessage>,
         tamper: &mut dyn Tamper,
-    ) -> Result<(), SimError> {
+    ) -> Result<usize, SimError> {
         let (frame_len, env) = self.through_codec(env)?;
         if let Some(s) = env.message.starts() {
             let st = self.hub.stats_mut(s);
@@ -485,7 +539,7 @@ impl<E: Accumulate, P: Peer> Network<E, P> {
         {
             slot.inbox.push(env);
         }
-        Ok(())
+        Ok(frame_len)
     }
 
     /// `env` encoded and decoded: the frame's length and what the recipient gets. Every
@@ -587,6 +641,9 @@ fn take_turn<P: Peer>(
     let inbox = std::mem::take(&mut slot.inbox);
     if slot.gone {
         return Ok(turn);
+    }
+    if sink.is_some() {
+        slot.fresh = false;
     }
     let id = slot.peer.id();
     let mut in_sink = Duration::ZERO;
