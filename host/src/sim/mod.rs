@@ -11,7 +11,7 @@
 //! With the `testing` feature, `lab` is the attack laboratory: a scriptable malicious
 //! server over real clients.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use rand_chacha::ChaCha20Rng;
@@ -552,19 +552,21 @@ pub fn run<E: secagg_engine::Accumulate>(
 /// the threshold): dropouts among a sparse graph's few neighbours can leave an honest
 /// dealer's secrets unrecoverable, and then it must not be summed.
 fn expected_included(cfg: &SimConfig, out: &RoundOutput) -> Vec<ClientId> {
-    let unrecoverable = |c: &ClientId| {
-        out.dropped.iter().any(|d| {
-            d.client == *c
-                && matches!(
-                    d.reason,
-                    DropReason::Misbehaved(ProtocolError::UnrecoverableDealer { readable, need, .. })
-                        if readable < need
-                )
+    let unrecoverable: BTreeSet<ClientId> = out
+        .dropped
+        .iter()
+        .filter(|d| {
+            matches!(
+                d.reason,
+                DropReason::Misbehaved(ProtocolError::UnrecoverableDealer { readable, need, .. })
+                    if readable < need
+            )
         })
-    };
+        .map(|d| d.client)
+        .collect();
     cfg.member_ids()
         .into_iter()
-        .filter(|c| cfg.drops.sends(*c, Stage::MaskedInput) && !unrecoverable(c))
+        .filter(|c| cfg.drops.sends(*c, Stage::MaskedInput) && !unrecoverable.contains(c))
         .collect()
 }
 
