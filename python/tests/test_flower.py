@@ -211,8 +211,9 @@ def test_the_curious_default_is_a_warning_on_nodes_and_server(fa, caplog, monkey
     import secagg
     import secagg.flower as sf
     from flwr.app import ConfigRecord, RecordDict
+    from secagg.flower import client as flower_client
 
-    monkeypatch.setattr(sf, "_warned_curious", False)
+    monkeypatch.setattr(flower_client, "_warned_curious", False)  # the mod warns once a process
     welcome = secagg.Server(secagg.RoundConfig(4, 27)).welcome()
     setup = RecordDict({sf.RECORD: ConfigRecord(
         {"protocol": sf.PROTOCOL, "stage": "setup", "welcome": welcome, "client_id": 0})})

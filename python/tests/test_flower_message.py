@@ -591,9 +591,9 @@ def test_a_second_start_over_the_same_model_is_refused(fa, seed, allow_remask):
 
 
 def test_the_curious_default_warns_on_the_server_and_the_nodes(fa, seed, caplog, monkeypatch):
-    import secagg.flower as sf
+    from secagg.flower import client as flower_client
 
-    monkeypatch.setattr(sf, "_warned_curious", False)
+    monkeypatch.setattr(flower_client, "_warned_curious", False)  # the mod warns once a process
     with caplog.at_level(logging.WARNING, logger="secagg.flower"):
         cap = local(fa, 4, fa.make_message_server(4, phases=(("FedAvg", 1, {}),), evaluate=False),
                     fa.make_message_client(seed))
