@@ -72,86 +72,10 @@ never sends an update unmasked.
 
 from __future__ import annotations
 
-# Every name that secagg.flower held when it was one module stays importable from it, its
-# imports included: these, and Flower's names imported below.
-import hashlib  # noqa: F401
-import logging  # noqa: F401
-import math  # noqa: F401
-import os  # noqa: F401
-import struct  # noqa: F401
-import time  # noqa: F401
-from collections import OrderedDict  # noqa: F401
-from dataclasses import dataclass, field  # noqa: F401
-from typing import (  # noqa: F401
-    Callable,
-    Dict,
-    List,
-    MutableMapping,
-    Optional,
-    Tuple,
-    Union,
-    cast,
-)
-
-import numpy as np  # noqa: F401
-
-from .. import (  # noqa: F401
-    Client,
-    Identity,
-    IdentityError,
-    PlanError,
-    Policy,
-    PolicyError,
-    ProtocolError,
-    RoundConfig,
-    SecaggError,
-    Server,
-    StepStore,
-    __version__,
-)
-from ..dp import DpPlan, DpSpec, PrivacyEvent  # noqa: F401
-
-# Flower is checked for here, before the modules below import from it (the names it gives
-# stay importable from secagg.flower, as above).
-try:  # Flower is an optional extra: pip install "secagg[flower]"
-    from flwr.app import (
-        Array,
-        ArrayRecord,
-        ConfigRecord,
-        Context,
-        Error,
-        Message,
-        MetricRecord,
-        RecordDict,
-    )
-    from flwr.app.message_type import MessageType
-    from flwr.common import (
-        FitRes,
-        ndarrays_to_parameters,
-        parameters_to_ndarrays,
-    )
-    from flwr.common.constant import ErrorCode
-    from flwr.serverapp.strategy import (
-        Bulyan,
-        FedAdagrad,
-        FedAdam,
-        FedAvg,
-        FedAvgM,
-        FedMedian,
-        FedTrimmedAvg,
-        FedXgbBagging,
-        FedXgbCyclic,
-        FedYogi,
-        MultiKrum,
-        QFedAvg,
-        Result,
-        Strategy,
-    )
-    from flwr.compat.common import recorddict_compat as compat
-    from flwr.server.compat.legacy_context import LegacyContext
-    from flwr.server.client_proxy import ClientProxy
-    from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
-    from flwr.server.workflow.constant import Key as WorkflowKey
+# Flower is an optional extra: say so here, before the modules below import from it.
+try:
+    import flwr.app  # noqa: F401
+    import flwr.serverapp.strategy  # noqa: F401
 except ImportError as e:  # pragma: no cover - exercised only without flwr
     raise ImportError(
         "secagg.flower needs Flower: pip install 'secagg[flower]' (flwr 1.42)"
