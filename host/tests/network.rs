@@ -846,3 +846,30 @@ async fn upload_rules(spill: bool) {
     assert!(left.is_empty(), "{left:?}");
     std::fs::remove_dir_all(&spill_dir).unwrap();
 }
+
+/// A server given neither TLS nor `insecure_plaintext` refuses to serve, before it reads
+/// anything from its listener: a client that connects gets nothing back (the library, like the
+/// CLI, never falls back to plaintext without being told).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_without_tls_refuses_to_serve_unless_told_plaintext() {
+    let seed = testing::test_seed("a_server_without_tls_refuses_to_serve_unless_told_plaintext");
+    let config = RoundConfig::builder(6, 32)
+        .threshold(3)
+        .round_id(seed)
+        .stage_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let options = ServeOptions::default();
+    assert!(options.tls.is_none() && !options.insecure_plaintext);
+    let refused = tokio::time::timeout(
+        Duration::from_secs(10),
+        serve(listener, config, CpuEngine::new(), options),
+    )
+    .await
+    .expect("the server should refuse at once, not run a round");
+    assert!(
+        matches!(refused, Err(TransportError::NoTls)),
+        "served without TLS: {refused:?}"
+    );
+}
