@@ -211,25 +211,38 @@ fn an_enrolled_server_drops_clients_it_cannot_authenticate() {
 #[test]
 fn low_order_keys_are_dropped_when_advertised() {
     let mut l = lab("low_order_keys", 10, 9, 5);
-    let mut t = on_client(|from, m| match m {
+    // The members are colluders: each signs its bad key with its own identity key, so the
+    // advertisement verifies and only the server's point checks stand in the way.
+    let round = RoundDigest::of(&l.config().round);
+    let signers: Vec<_> = (2..=5u32)
+        .map(|i| (ClientId(i), l.identity_key(ClientId(i))))
+        .collect();
+    let resign = move |from: ClientId, mut s: SignedKeys| {
+        if let Some((_, key)) = signers.iter().find(|(id, _)| *id == from) {
+            let m = advertisement_message(&round, from, &s.keys, &s.commitment);
+            s.signature = key.sign(ADVERTISE_DOMAIN, &m);
+        }
+        Some(ClientMessage::Join(s))
+    };
+    let mut t = on_client(move |from, m| match m {
         // A mask key of order 4; one with a part of order 8; one non-canonically encoded; a
         // small-order encryption key. Each is advertised with the join.
         ClientMessage::Join(mut s) if from == ClientId(2) => {
             s.keys.masking = EIGHT_TORSION[2].compress().to_bytes();
-            Some(ClientMessage::Join(s))
+            resign(from, s)
         }
         ClientMessage::Join(mut s) if from == ClientId(4) => {
             let p = CompressedEdwardsY(s.keys.masking).decompress().unwrap();
             s.keys.masking = (p + EIGHT_TORSION[5]).compress().to_bytes();
-            Some(ClientMessage::Join(s))
+            resign(from, s)
         }
         ClientMessage::Join(mut s) if from == ClientId(5) => {
             s.keys.masking = NON_CANONICAL_POINT;
-            Some(ClientMessage::Join(s))
+            resign(from, s)
         }
         ClientMessage::Join(mut s) if from == ClientId(3) => {
             s.keys.encryption = [0; 32];
-            Some(ClientMessage::Join(s))
+            resign(from, s)
         }
         m => Some(m),
     });
