@@ -865,3 +865,60 @@ fn secagg_backend_chooses_the_engine_where_auto_is_the_default() {
     let err = String::from_utf8_lossy(&bad.stderr);
     assert!(err.contains("SECAGG_BACKEND=tpu"), "{err}");
 }
+
+/// `secagg simulate --epsilon 1 --delta 1e-6 --clip 1 ...` runs a DP round through the binary:
+/// its JSON reports an exact integer sum, the ε spent (at most the 1 asked for), the noise the
+/// plan sized and the error measured on the decoded sum, which must match the noise of the
+/// inputs in it; its text report prints the same three.
+#[test]
+fn simulate_runs_a_dp_round_and_reports_epsilon_noise_and_measured_error() {
+    let seed = testing::test_seed("cli::simulate_dp").to_string();
+    let args = [
+        "simulate",
+        "--epsilon",
+        "1",
+        "--delta",
+        "1e-6",
+        "--clip",
+        "1",
+        "--clients",
+        "24",
+        "--params",
+        "20000",
+        "--backend",
+        "cpu",
+        "--seed",
+        &seed,
+    ];
+    let out = support::secagg_ok(&[&args[..], &["--json"]].concat());
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["result"]["exact"], true, "{r}");
+    let p = &r["privacy"];
+    let epsilon = p["epsilon"].as_f64().unwrap();
+    assert!(epsilon > 0.5 && epsilon <= 1.0 + 1e-9, "ε spent {epsilon}");
+    assert_eq!(p["delta"].as_f64(), Some(1e-6));
+    let m = &p["measured"];
+    let included = r["result"]["included"].as_array().map(Vec::len);
+    assert_eq!(m["inputs"].as_u64().map(|n| n as usize), included, "{m}");
+    let coords = m["coords"].as_f64().unwrap();
+    assert_eq!(coords, 20000.0);
+    let (noise, ceiling) = (
+        m["noise_std"].as_f64().unwrap(),
+        m["expected_std_max"].as_f64().unwrap(),
+    );
+    let measured = m["measured_std"].as_f64().unwrap();
+    // The RMS of 20,000 draws is within 3% of its σ far beyond six standard errors (0.5% each).
+    assert!(
+        measured > noise * 0.97 && measured < ceiling * 1.03,
+        "measured error {measured} against the noise {noise} (at most {ceiling} with rounding)"
+    );
+    let mean = m["measured_mean"].as_f64().unwrap();
+    assert!(
+        mean.abs() < 6.0 * noise / coords.sqrt(),
+        "mean error {mean}"
+    );
+    let text = support::secagg_ok(&args);
+    for needle in ["ε spent", "central noise σ", "measured error", "result: OK"] {
+        assert!(text.contains(needle), "no {needle:?} in:\n{text}");
+    }
+}
