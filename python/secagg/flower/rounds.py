@@ -302,12 +302,7 @@ class _SecureRounds:
                 "; ".join(sorted(set(outcome.why.values()))[:3]),
             )
         while server.status not in ("completed", "aborted"):
-            outgoing: Dict[int, List[bytes]] = {}
-            while True:
-                out = server.poll_transmit()
-                if out is None:
-                    break
-                outgoing.setdefault(out[0], []).append(bytes(out[1]))
+            outgoing = _drain(server)
             if not outgoing:
                 deadline = server.poll_timeout()
                 if deadline is None:
@@ -316,12 +311,7 @@ class _SecureRounds:
                 continue
             exchange(server.status, outgoing)
         # Tell the clients how the round ended (the completion notice).
-        final: Dict[int, List[bytes]] = {}
-        while True:
-            out = server.poll_transmit()
-            if out is None:
-                break
-            final.setdefault(out[0], []).append(bytes(out[1]))
+        final = _drain(server)
         if final:
             exchange("completed", final)
         stats.wall_s = time.perf_counter() - started
@@ -446,3 +436,13 @@ class _Outcome:
     failures: List[BaseException] = field(default_factory=list)
     error: Optional[str] = None
     """Why the round aborted, when it did."""
+
+
+def _drain(server) -> Dict[int, List[bytes]]:
+    """Every frame the server has to send now, grouped by recipient, in order."""
+    out: Dict[int, List[bytes]] = {}
+    while True:
+        frame = server.poll_transmit()
+        if frame is None:
+            return out
+        out.setdefault(frame[0], []).append(bytes(frame[1]))
