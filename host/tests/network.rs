@@ -847,9 +847,9 @@ async fn upload_rules(spill: bool) {
     std::fs::remove_dir_all(&spill_dir).unwrap();
 }
 
-/// A server given neither TLS nor `insecure_plaintext` refuses to serve, before it reads
-/// anything from its listener: a client that connects gets nothing back (the library, like the
-/// CLI, never falls back to plaintext without being told).
+/// A server given neither TLS nor `insecure_plaintext` refuses to serve at once instead of
+/// running a plaintext round (the library, like the CLI, never falls back to plaintext without
+/// being told).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_without_tls_refuses_to_serve_unless_told_plaintext() {
     let seed = testing::test_seed("a_server_without_tls_refuses_to_serve_unless_told_plaintext");
